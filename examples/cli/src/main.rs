@@ -1,0 +1,3 @@
+//! The `moetile` binary.
+
+fn main() {}

@@ -1,0 +1,198 @@
+//! The op interface of a backend. The forward graph in [`crate::model`] is written once against
+//! it; `moetile-cpu` implements it with plain loops (the reference), `moetile-wgpu` with WGSL.
+//!
+//! Conventions: an activation is a row-major f32 matrix of `rows x cols` (rows are tokens, or
+//! `(token, k)` pairs inside the MoE op). Weights keep GGML's dimension order: `dims[0]` is the
+//! contiguous row length (the input width), `dims[1]` the output rows, `dims[2]` the experts.
+//! Letters: T tokens, D hidden width, E experts, K experts per token, F expert width.
+
+use crate::Result;
+use crate::quant::GgmlType;
+use crate::tile::TileWidth;
+
+/// A weight tensor as the GGUF stores it, borrowed from the memory map.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightData<'a> {
+    /// Tensor name, for error messages and GPU labels.
+    pub name: &'a str,
+    /// Element type.
+    pub ty: GgmlType,
+    /// GGML order: `[cols, rows, experts]`, trailing ones omitted.
+    pub dims: &'a [usize],
+    /// The raw blocks, exactly as stored.
+    pub bytes: &'a [u8],
+}
+
+/// Rotary position embedding parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeParams {
+    /// Rotated dimensions per head (the first `n_dims`; the rest pass through).
+    pub n_dims: usize,
+    /// Frequency base (`rope.freq_base`).
+    pub freq_base: f32,
+    /// Position scale for linear scaling (1 / `rope.scaling.factor`), 1 when unscaled.
+    pub freq_scale: f32,
+    /// NeoX layout rotates pairs `(i, i + n_dims/2)`; the normal layout rotates `(2i, 2i+1)`.
+    pub neox: bool,
+}
+
+/// Grouped-query attention shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionParams {
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (divides `n_heads`).
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Logit scale, usually `1 / sqrt(head_dim)`.
+    pub scale: f32,
+}
+
+/// How router logits become expert probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gating {
+    /// Softmax over all experts, then top-K.
+    Softmax,
+    /// Independent sigmoid per expert, then top-K.
+    Sigmoid,
+}
+
+/// Router settings of an MoE layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouterParams {
+    /// K: experts each token is routed to.
+    pub n_experts_used: usize,
+    /// Softmax or sigmoid gating.
+    pub gating: Gating,
+    /// Renormalise the K selected weights to sum to one.
+    pub normalize: bool,
+    /// Factor applied to the final route weights (1 for most models).
+    pub weight_scale: f32,
+}
+
+/// The expert activation between up/gate and down.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ExpertActivation {
+    /// `silu(g) * u`.
+    SwiGlu,
+    /// DeepSeek-V4-Flash flavour: `silu(min(g, limit)) * clamp(u, -limit, limit)`.
+    SwiGluClamped {
+        /// The clamp limit (10 in DeepSeek-V4-Flash).
+        limit: f32,
+    },
+}
+
+/// Settings of one routed-MoE evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MoeParams {
+    /// The activation applied before `down`.
+    pub activation: ExpertActivation,
+    /// Token-tile width of the grouped matmuls (backends without tiles ignore it).
+    pub tile: TileWidth,
+}
+
+/// The three expert tensors of a routed-MoE layer, each `[cols, rows, E]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpertWeights<'a, W> {
+    /// `[D, F, E]`.
+    pub gate: &'a W,
+    /// `[D, F, E]`.
+    pub up: &'a W,
+    /// `[F, D, E]`.
+    pub down: &'a W,
+}
+
+/// The ops a forward pass needs. Every method may queue work; [`Backend::read`] waits for it.
+pub trait Backend {
+    /// An activation matrix living on the backend.
+    type Act;
+    /// An uploaded weight tensor.
+    type Weight;
+    /// Per-layer key/value cache.
+    type KvCache;
+    /// Router output of one layer: K expert ids and weights per token.
+    type Routing;
+
+    /// Human-readable description (adapter name, backend).
+    fn describe(&self) -> String;
+    /// `(rows, cols)` of an activation.
+    fn shape(&self, x: &Self::Act) -> (usize, usize);
+    /// Copies a host matrix in (tests and embedders feeding their own activations).
+    fn act_from_host(&mut self, rows: usize, cols: usize, data: &[f32]) -> Result<Self::Act>;
+    /// Copies an activation out, waiting for all queued work.
+    fn read(&mut self, x: &Self::Act) -> Result<Vec<f32>>;
+
+    /// Converts a tensor into the backend's own layout.
+    fn upload(&mut self, w: WeightData<'_>) -> Result<Self::Weight>;
+    /// An empty cache for `n_layers` layers of up to `n_ctx` positions.
+    fn kv_cache(
+        &mut self,
+        n_layers: usize,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<Self::KvCache>;
+
+    /// Rows of an embedding table `[D, vocab]`: `(T, D)`.
+    fn embed(&mut self, table: &Self::Weight, tokens: &[u32]) -> Result<Self::Act>;
+    /// RMS norm of every group of `w.len` values of each row, times `w` (f32 `[n]`). A row of
+    /// `h * n` values is normalised per head, as the q/k norms of qwen3 need.
+    fn rms_norm(&mut self, x: &Self::Act, w: &Self::Weight, eps: f32) -> Result<Self::Act>;
+    /// `x (T, cols) @ w[cols, rows]^T -> (T, rows)`.
+    fn matmul(&mut self, x: &Self::Act, w: &Self::Weight) -> Result<Self::Act>;
+    /// `x[t, :] += b` for every row; `b` is f32 `[cols]`.
+    fn add_bias(&mut self, x: &mut Self::Act, b: &Self::Weight) -> Result<()>;
+    /// Rotates every head (`cols / head_dim` heads per row) of row `t` as position `pos0 + t`.
+    fn rope(
+        &mut self,
+        x: &mut Self::Act,
+        head_dim: usize,
+        pos0: usize,
+        p: &RopeParams,
+    ) -> Result<()>;
+    /// Stores `k`, `v` (T, n_kv_heads * head_dim) at positions `pos0..pos0+T` of `layer`, then
+    /// attends `q` (T, n_heads * head_dim) causally over positions `0..=pos0+t`: `(T, n_heads *
+    /// head_dim)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        q: &Self::Act,
+        k: &Self::Act,
+        v: &Self::Act,
+        kv: &mut Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        p: &AttentionParams,
+    ) -> Result<Self::Act>;
+    /// `x += y`.
+    fn add(&mut self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
+    /// `silu(gate) * up`, element-wise.
+    fn swiglu(&mut self, gate: &Self::Act, up: &Self::Act) -> Result<Self::Act>;
+    /// `x[t, :] *= sigmoid(g[t, 0])`: the shared-expert gate of qwen2moe.
+    fn mul_sigmoid(&mut self, x: &mut Self::Act, g: &Self::Act) -> Result<()>;
+    /// The last row of `x`: `(1, cols)`, so the output head runs on one token while decoding.
+    fn last_row(&mut self, x: &Self::Act) -> Result<Self::Act>;
+
+    /// Router: logits `(T, E)` -> top-K expert ids and weights per token.
+    fn route(&mut self, logits: &Self::Act, p: &RouterParams) -> Result<Self::Routing>;
+    /// A routing given on the host: `ids` and `weights` are `(T, K)` row-major.
+    fn routing_from_host(
+        &mut self,
+        n_experts: usize,
+        k: usize,
+        ids: &[u32],
+        weights: &[f32],
+    ) -> Result<Self::Routing>;
+    /// Copies a routing out: `(ids, weights)`, each `(T, K)` row-major.
+    fn read_routing(&mut self, r: &Self::Routing) -> Result<(Vec<u32>, Vec<f32>)>;
+    /// The routed experts: `out[t] = sum_k w[t,k] * down[e] @ act(gate[e] @ x[t], up[e] @ x[t])`
+    /// with `e = ids[t, k]`: `(T, D)`.
+    fn moe(
+        &mut self,
+        x: &Self::Act,
+        routing: &Self::Routing,
+        experts: ExpertWeights<'_, Self::Weight>,
+        p: &MoeParams,
+    ) -> Result<Self::Act>;
+}

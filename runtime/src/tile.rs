@@ -1,0 +1,270 @@
+//! Token-tile width selection for the routed-MoE grouped matmul.
+//!
+//! The width is a build-time specialization of the GPU kernels (32, 64 or 128 tokens per
+//! workgroup); this module decides which one a batch runs with. The product's stated rule is
+//! [`TilePolicy::Alignment`]: the widest width that divides the batch length, capped.
+//! [`TilePolicy::Fixed`] and [`TilePolicy::LoadAware`] exist for measurement.
+
+use crate::{Error, Result};
+
+/// Environment variable that caps the tile width when the config does not.
+pub const TILE_MAX_ENV: &str = "MOETILE_TILE_MAX";
+
+/// A token-tile width: how many tokens of one expert a matmul workgroup computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TileWidth {
+    /// 32 tokens per tile.
+    T32,
+    /// 64 tokens per tile.
+    T64,
+    /// 128 tokens per tile.
+    T128,
+}
+
+impl TileWidth {
+    /// Every width, narrowest first.
+    pub const ALL: [TileWidth; 3] = [TileWidth::T32, TileWidth::T64, TileWidth::T128];
+
+    /// Tokens per tile.
+    pub fn tokens(self) -> usize {
+        match self {
+            TileWidth::T32 => 32,
+            TileWidth::T64 => 64,
+            TileWidth::T128 => 128,
+        }
+    }
+
+    /// The width of `tokens`, if it is one of 32, 64 or 128.
+    pub fn from_tokens(tokens: usize) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.tokens() == tokens)
+    }
+
+    /// Parses a user-given width ("32", "64", "128"); `name` says where it came from.
+    pub fn parse(name: &str, value: &str) -> Result<Self> {
+        value
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .and_then(Self::from_tokens)
+            .ok_or_else(|| Error::InvalidSetting {
+                name: name.to_string(),
+                value: value.to_string(),
+                expected: "a tile width of 32, 64 or 128".to_string(),
+            })
+    }
+}
+
+impl std::fmt::Display for TileWidth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.tokens())
+    }
+}
+
+/// The shape of one routed-MoE batch, as far as tile choice cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeBatch {
+    /// Tokens in the batch (the prefill chunk length): T.
+    pub tokens: usize,
+    /// Experts in the layer: E.
+    pub n_experts: usize,
+    /// Experts each token is routed to: K.
+    pub n_experts_used: usize,
+}
+
+impl MoeBatch {
+    /// Mean tokens per expert, rounded up: ceil(T * K / E).
+    pub fn mean_tokens_per_expert(&self) -> usize {
+        (self.tokens * self.n_experts_used).div_ceil(self.n_experts.max(1))
+    }
+}
+
+/// How the token-tile width is chosen for a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TilePolicy {
+    /// 128 if T % 128 == 0 and cap >= 128; else 64 if T % 64 == 0 and cap >= 64; else 32.
+    Alignment {
+        /// The widest width allowed.
+        cap: TileWidth,
+    },
+    /// Always this width.
+    Fixed(TileWidth),
+    /// The narrowest width that holds the mean tokens per expert, ceil(T*K/E), capped: few
+    /// half-empty tiles when experts are lightly loaded, wide tiles when they are heavily loaded.
+    LoadAware {
+        /// The widest width allowed.
+        cap: TileWidth,
+    },
+}
+
+impl Default for TilePolicy {
+    fn default() -> Self {
+        TilePolicy::Alignment {
+            cap: TileWidth::T128,
+        }
+    }
+}
+
+impl TilePolicy {
+    /// The tile width for `batch`.
+    pub fn choose(&self, batch: MoeBatch) -> TileWidth {
+        match *self {
+            TilePolicy::Alignment { cap } => TileWidth::ALL
+                .into_iter()
+                .rev()
+                .find(|w| *w <= cap && batch.tokens % w.tokens() == 0)
+                .unwrap_or(TileWidth::T32),
+            TilePolicy::Fixed(w) => w,
+            TilePolicy::LoadAware { cap } => {
+                let mean = batch.mean_tokens_per_expert();
+                TileWidth::ALL
+                    .into_iter()
+                    .find(|w| w.tokens() >= mean)
+                    .unwrap_or(TileWidth::T128)
+                    .min(cap)
+            }
+        }
+    }
+
+    /// Parses `alignment`, `load-aware` or `fixed:N`; the cap applies to the first two.
+    pub fn parse(value: &str, cap: TileWidth) -> Result<Self> {
+        match value.trim() {
+            "alignment" => Ok(TilePolicy::Alignment { cap }),
+            "load-aware" => Ok(TilePolicy::LoadAware { cap }),
+            other => match other.strip_prefix("fixed:") {
+                Some(w) => Ok(TilePolicy::Fixed(TileWidth::parse("fixed tile width", w)?)),
+                None => Err(Error::InvalidSetting {
+                    name: "tile policy".to_string(),
+                    value: value.to_string(),
+                    expected: "alignment, load-aware or fixed:32|64|128".to_string(),
+                }),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for TilePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TilePolicy::Alignment { cap } => write!(f, "alignment(cap {cap})"),
+            TilePolicy::Fixed(w) => write!(f, "fixed:{w}"),
+            TilePolicy::LoadAware { cap } => write!(f, "load-aware(cap {cap})"),
+        }
+    }
+}
+
+/// The tile cap: the config's value wins, else `MOETILE_TILE_MAX` (`env` is its value, if set),
+/// else 128. An invalid environment value is an error, never silently ignored.
+pub fn resolve_cap(config: Option<TileWidth>, env: Option<&str>) -> Result<TileWidth> {
+    match (config, env) {
+        (Some(cap), _) => Ok(cap),
+        (None, Some(value)) => TileWidth::parse(TILE_MAX_ENV, value),
+        (None, None) => Ok(TileWidth::T128),
+    }
+}
+
+/// [`resolve_cap`] with the process environment.
+pub fn resolve_cap_from_env(config: Option<TileWidth>) -> Result<TileWidth> {
+    let env = std::env::var(TILE_MAX_ENV).ok();
+    resolve_cap(config, env.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TileWidth::*;
+
+    fn batch(tokens: usize) -> MoeBatch {
+        MoeBatch {
+            tokens,
+            n_experts: 128,
+            n_experts_used: 8,
+        }
+    }
+
+    #[test]
+    fn alignment_picks_widest_dividing_width_under_cap() {
+        let p = |cap| TilePolicy::Alignment { cap };
+        let cases = [
+            (2048, T128, T128),
+            (2048, T64, T64),
+            (2048, T32, T32),
+            (192, T128, T64),
+            (64, T128, T64),
+            (96, T128, T32),
+            (100, T128, T32),
+            (1, T128, T32),
+            (128, T64, T64),
+            (384, T128, T128),
+            (320, T128, T64),
+        ];
+        for (tokens, cap, want) in cases {
+            assert_eq!(p(cap).choose(batch(tokens)), want, "T={tokens} cap={cap}");
+        }
+    }
+
+    #[test]
+    fn fixed_ignores_batch() {
+        for w in TileWidth::ALL {
+            assert_eq!(TilePolicy::Fixed(w).choose(batch(7)), w);
+            assert_eq!(TilePolicy::Fixed(w).choose(batch(4096)), w);
+        }
+    }
+
+    #[test]
+    fn load_aware_follows_mean_tokens_per_expert() {
+        let p = TilePolicy::LoadAware { cap: T128 };
+        // mean = ceil(T * 8 / 128) = ceil(T / 16)
+        assert_eq!(p.choose(batch(512)), T32); // 32
+        assert_eq!(p.choose(batch(513)), T64); // 33
+        assert_eq!(p.choose(batch(1024)), T64); // 64
+        assert_eq!(p.choose(batch(2048)), T128); // 128
+        assert_eq!(p.choose(batch(65536)), T128);
+        assert_eq!(TilePolicy::LoadAware { cap: T64 }.choose(batch(65536)), T64);
+    }
+
+    #[test]
+    fn cap_precedence_config_then_env_then_default() {
+        assert_eq!(resolve_cap(None, None).unwrap(), T128);
+        assert_eq!(resolve_cap(None, Some("64")).unwrap(), T64);
+        assert_eq!(resolve_cap(None, Some(" 32 ")).unwrap(), T32);
+        assert_eq!(resolve_cap(Some(T64), Some("32")).unwrap(), T64);
+        assert_eq!(resolve_cap(Some(T128), Some("garbage")).unwrap(), T128);
+    }
+
+    #[test]
+    fn invalid_cap_names_the_allowed_values() {
+        for bad in ["0", "16", "96", "256", "abc", ""] {
+            let err = resolve_cap(None, Some(bad)).unwrap_err().to_string();
+            assert!(err.contains(TILE_MAX_ENV), "{err}");
+            assert!(err.contains("32, 64 or 128"), "{err}");
+        }
+    }
+
+    #[test]
+    fn policy_parses_and_rejects() {
+        assert_eq!(
+            TilePolicy::parse("alignment", T64).unwrap(),
+            TilePolicy::Alignment { cap: T64 }
+        );
+        assert_eq!(
+            TilePolicy::parse("load-aware", T128).unwrap(),
+            TilePolicy::LoadAware { cap: T128 }
+        );
+        assert_eq!(
+            TilePolicy::parse("fixed:64", T32).unwrap(),
+            TilePolicy::Fixed(T64)
+        );
+        assert!(
+            TilePolicy::parse("fixed:48", T32)
+                .unwrap_err()
+                .to_string()
+                .contains("32, 64 or 128")
+        );
+        assert!(
+            TilePolicy::parse("widest", T32)
+                .unwrap_err()
+                .to_string()
+                .contains("alignment")
+        );
+    }
+}
