@@ -16,4 +16,25 @@ pub enum Error {
         /// What would have been accepted.
         expected: String,
     },
+    /// A tensor type this operation does not implement.
+    #[error("{op} does not support tensor type {ty}; convert the model to a supported type")]
+    UnsupportedType {
+        /// The type found.
+        ty: crate::quant::GgmlType,
+        /// What was attempted, e.g. "CPU dequantization".
+        op: &'static str,
+    },
+    /// A buffer that is not a whole number of blocks of its type.
+    #[error("{ty}: {bytes} bytes do not hold {values} values in whole blocks")]
+    BlockMismatch {
+        /// The type.
+        ty: crate::quant::GgmlType,
+        /// Values asked for.
+        values: usize,
+        /// Bytes given.
+        bytes: usize,
+    },
+    /// A backend failure (GPU device lost, out of memory, missing feature...).
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
 }

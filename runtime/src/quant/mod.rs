@@ -4,6 +4,8 @@
 //! The type table mirrors `ggml_type` in ggml.h (ids are part of the GGUF format); ids that ggml
 //! retired are absent, so reading one is an "unknown type" error.
 
+use crate::{Error, Result};
+
 /// A GGML element type id as stored in a GGUF tensor info.
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,6 +122,38 @@ impl GgmlType {
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         (n % self.block_values() == 0).then(|| n / self.block_values() * self.block_bytes())
     }
+}
+
+/// Dequantizes whole blocks of `ty` into f32: `bytes` holds exactly `out.len() /
+/// ty.block_values()` blocks. Bit-exact with ggml's `dequantize_row_*` for every supported type.
+pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    let blocks = out.len() / ty.block_values();
+    if out.len() % ty.block_values() != 0 || bytes.len() != blocks * ty.block_bytes() {
+        return Err(Error::BlockMismatch {
+            ty,
+            values: out.len(),
+            bytes: bytes.len(),
+        });
+    }
+    match ty {
+        GgmlType::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        _ => {
+            return Err(Error::UnsupportedType {
+                ty,
+                op: "CPU dequantization",
+            });
+        }
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for GgmlType {
