@@ -34,6 +34,24 @@ pub enum Error {
         /// Bytes given.
         bytes: usize,
     },
+    /// Operands whose shapes do not fit the op (a model whose tensors disagree with its config).
+    #[error("{op}: shape mismatch: {detail}")]
+    Shape {
+        /// The op.
+        op: String,
+        /// The shapes involved.
+        detail: String,
+    },
+    /// The KV cache is full.
+    #[error(
+        "the context holds {n_ctx} tokens but {needed} are needed; start a new session or raise --ctx"
+    )]
+    ContextFull {
+        /// Context length.
+        n_ctx: usize,
+        /// Positions the request needs.
+        needed: usize,
+    },
     /// A backend failure (GPU device lost, out of memory, missing feature...).
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),

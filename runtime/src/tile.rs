@@ -111,7 +111,7 @@ impl TilePolicy {
             TilePolicy::Alignment { cap } => TileWidth::ALL
                 .into_iter()
                 .rev()
-                .find(|w| *w <= cap && batch.tokens % w.tokens() == 0)
+                .find(|w| *w <= cap && batch.tokens.is_multiple_of(w.tokens()))
                 .unwrap_or(TileWidth::T32),
             TilePolicy::Fixed(w) => w,
             TilePolicy::LoadAware { cap } => {

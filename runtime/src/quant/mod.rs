@@ -120,7 +120,8 @@ impl GgmlType {
 
     /// Bytes of a row of `n` values, or `None` when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
-        (n % self.block_values() == 0).then(|| n / self.block_values() * self.block_bytes())
+        n.is_multiple_of(self.block_values())
+            .then(|| n / self.block_values() * self.block_bytes())
     }
 }
 
@@ -128,7 +129,7 @@ impl GgmlType {
 /// ty.block_values()` blocks. Bit-exact with ggml's `dequantize_row_*` for every supported type.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let blocks = out.len() / ty.block_values();
-    if out.len() % ty.block_values() != 0 || bytes.len() != blocks * ty.block_bytes() {
+    if !out.len().is_multiple_of(ty.block_values()) || bytes.len() != blocks * ty.block_bytes() {
         return Err(Error::BlockMismatch {
             ty,
             values: out.len(),

@@ -1,0 +1,428 @@
+//! [`CpuBackend`]: the trait plumbing (shapes, checks, storage) around the reference ops.
+
+use moetile::model::{
+    AttentionParams, Backend, ExpertWeights, MoeParams, RopeParams, RouterParams, WeightData,
+};
+use moetile::quant;
+
+use crate::{attention, ops};
+
+/// A row-major f32 matrix: the CPU backend's activation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mat {
+    /// Number of rows (tokens).
+    pub rows: usize,
+    /// Values per row.
+    pub cols: usize,
+    /// `rows * cols` values.
+    pub data: Vec<f32>,
+}
+
+impl Mat {
+    /// A zero matrix.
+    pub fn zeros(rows: usize, cols: usize) -> Mat {
+        Mat {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+
+    /// Row `r`.
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+
+    /// Row `r`, mutable.
+    pub fn row_mut(&mut self, r: usize) -> &mut [f32] {
+        &mut self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// A weight dequantized to f32 at upload (exactly, by [`moetile::quant::dequantize`]), so every
+/// op sees the same values whatever the storage type. Memory is 4 bytes a weight: fine for the
+/// test models and small real models the reference is used on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuWeight {
+    /// Tensor name.
+    pub name: String,
+    /// Storage type in the GGUF.
+    pub ty: quant::GgmlType,
+    /// GGML order `[cols, rows, experts]`.
+    pub dims: Vec<usize>,
+    /// Dequantized values, expert-major, then row-major.
+    pub values: Vec<f32>,
+}
+
+impl CpuWeight {
+    /// Row length (input width).
+    pub fn cols(&self) -> usize {
+        self.dims[0]
+    }
+
+    /// Output rows per expert.
+    pub fn rows(&self) -> usize {
+        self.dims.get(1).copied().unwrap_or(1)
+    }
+
+    /// Experts (1 for a plain matrix).
+    pub fn experts(&self) -> usize {
+        self.dims.get(2).copied().unwrap_or(1)
+    }
+
+    /// Row `r` of expert `e`.
+    pub fn row(&self, e: usize, r: usize) -> &[f32] {
+        let start = (e * self.rows() + r) * self.cols();
+        &self.values[start..start + self.cols()]
+    }
+}
+
+/// Per-layer f32 keys and values, `[position][kv_head * head_dim]`.
+#[derive(Debug, Clone)]
+pub struct CpuKvCache {
+    pub(crate) k: Vec<Vec<f32>>,
+    pub(crate) v: Vec<Vec<f32>>,
+    n_ctx: usize,
+}
+
+/// K expert ids and weights per token, row-major (T, K).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuRouting {
+    /// Experts each token is routed to.
+    pub k: usize,
+    /// Experts in the layer.
+    pub n_experts: usize,
+    /// (T, K) expert ids.
+    pub ids: Vec<u32>,
+    /// (T, K) route weights.
+    pub weights: Vec<f32>,
+}
+
+/// The reference backend. Stateless: all data lives in the values it hands out.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    /// A new backend.
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+fn shape_error(op: &str, detail: String) -> moetile::Error {
+    moetile::Error::Shape {
+        op: op.to_string(),
+        detail,
+    }
+}
+
+fn ensure(ok: bool, op: &str, detail: impl FnOnce() -> String) -> moetile::Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(shape_error(op, detail()))
+    }
+}
+
+fn same_shape(op: &str, a: &Mat, b: &Mat) -> moetile::Result<()> {
+    ensure(a.rows == b.rows && a.cols == b.cols, op, || {
+        format!("({}, {}) vs ({}, {})", a.rows, a.cols, b.rows, b.cols)
+    })
+}
+
+fn vector<'a>(op: &str, w: &'a CpuWeight, len: usize) -> moetile::Result<&'a [f32]> {
+    ensure(w.values.len() == len, op, || {
+        format!(
+            "{} has {} values, the rows have {len}",
+            w.name,
+            w.values.len()
+        )
+    })?;
+    Ok(&w.values)
+}
+
+impl Backend for CpuBackend {
+    type Act = Mat;
+    type Weight = CpuWeight;
+    type KvCache = CpuKvCache;
+    type Routing = CpuRouting;
+
+    fn describe(&self) -> String {
+        "CPU reference (f32 storage, f64 accumulation)".to_string()
+    }
+
+    fn shape(&self, x: &Mat) -> (usize, usize) {
+        (x.rows, x.cols)
+    }
+
+    fn act_from_host(&mut self, rows: usize, cols: usize, data: &[f32]) -> moetile::Result<Mat> {
+        ensure(data.len() == rows * cols, "act_from_host", || {
+            format!("{} values for ({rows}, {cols})", data.len())
+        })?;
+        Ok(Mat {
+            rows,
+            cols,
+            data: data.to_vec(),
+        })
+    }
+
+    fn read(&mut self, x: &Mat) -> moetile::Result<Vec<f32>> {
+        Ok(x.data.clone())
+    }
+
+    fn upload(&mut self, w: WeightData<'_>) -> moetile::Result<CpuWeight> {
+        let n: usize = w.dims.iter().product();
+        ensure(!w.dims.is_empty() && w.dims.len() <= 3, "upload", || {
+            format!("{}: {} dims", w.name, w.dims.len())
+        })?;
+        let mut values = vec![0f32; n];
+        quant::dequantize(w.ty, w.bytes, &mut values)?;
+        Ok(CpuWeight {
+            name: w.name.to_string(),
+            ty: w.ty,
+            dims: w.dims.to_vec(),
+            values,
+        })
+    }
+
+    fn kv_cache(
+        &mut self,
+        n_layers: usize,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> moetile::Result<CpuKvCache> {
+        let layer = vec![0f32; n_ctx * n_kv_heads * head_dim];
+        Ok(CpuKvCache {
+            k: vec![layer.clone(); n_layers],
+            v: vec![layer; n_layers],
+            n_ctx,
+        })
+    }
+
+    fn embed(&mut self, table: &CpuWeight, tokens: &[u32]) -> moetile::Result<Mat> {
+        let mut out = Mat::zeros(tokens.len(), table.cols());
+        for (t, &id) in tokens.iter().enumerate() {
+            ensure((id as usize) < table.rows(), "embed", || {
+                format!("token {id} is outside the vocabulary of {}", table.rows())
+            })?;
+            out.row_mut(t).copy_from_slice(table.row(0, id as usize));
+        }
+        Ok(out)
+    }
+
+    fn rms_norm(&mut self, x: &Mat, w: &CpuWeight, eps: f32) -> moetile::Result<Mat> {
+        ensure(x.cols.is_multiple_of(w.values.len()), "rms_norm", || {
+            format!(
+                "row of {} is not whole groups of {} ({})",
+                x.cols,
+                w.values.len(),
+                w.name
+            )
+        })?;
+        Ok(ops::rms_norm(x, &w.values, eps))
+    }
+
+    fn matmul(&mut self, x: &Mat, w: &CpuWeight) -> moetile::Result<Mat> {
+        ensure(x.cols == w.cols() && w.experts() == 1, "matmul", || {
+            format!("x has {} columns, {} is {:?}", x.cols, w.name, w.dims)
+        })?;
+        Ok(ops::matmul(x, w, 0))
+    }
+
+    fn add_bias(&mut self, x: &mut Mat, b: &CpuWeight) -> moetile::Result<()> {
+        let b = vector("add_bias", b, x.cols)?;
+        for row in x.data.chunks_exact_mut(b.len()) {
+            row.iter_mut().zip(b).for_each(|(v, bi)| *v += bi);
+        }
+        Ok(())
+    }
+
+    fn rope(
+        &mut self,
+        x: &mut Mat,
+        head_dim: usize,
+        pos0: usize,
+        p: &RopeParams,
+    ) -> moetile::Result<()> {
+        ensure(
+            head_dim > 0
+                && x.cols.is_multiple_of(head_dim)
+                && p.n_dims <= head_dim
+                && p.n_dims.is_multiple_of(2),
+            "rope",
+            || {
+                format!(
+                    "row of {}, head {head_dim}, rotated dims {}",
+                    x.cols, p.n_dims
+                )
+            },
+        )?;
+        ops::rope(x, head_dim, pos0, p);
+        Ok(())
+    }
+
+    fn attention(
+        &mut self,
+        q: &Mat,
+        k: &Mat,
+        v: &Mat,
+        kv: &mut CpuKvCache,
+        layer: usize,
+        pos0: usize,
+        p: &AttentionParams,
+    ) -> moetile::Result<Mat> {
+        let kv_width = p.n_kv_heads * p.head_dim;
+        ensure(
+            p.n_kv_heads > 0
+                && p.n_heads.is_multiple_of(p.n_kv_heads)
+                && q.cols == p.n_heads * p.head_dim
+                && k.cols == kv_width
+                && v.cols == kv_width
+                && k.rows == q.rows
+                && v.rows == q.rows
+                && layer < kv.k.len(),
+            "attention",
+            || {
+                format!(
+                    "q {:?}, k {:?}, v {:?}, {p:?}",
+                    (q.rows, q.cols),
+                    (k.rows, k.cols),
+                    (v.rows, v.cols)
+                )
+            },
+        )?;
+        let end = pos0 + q.rows;
+        if end > kv.n_ctx {
+            return Err(moetile::Error::ContextFull {
+                n_ctx: kv.n_ctx,
+                needed: end,
+            });
+        }
+        kv.k[layer][pos0 * kv_width..end * kv_width].copy_from_slice(&k.data);
+        kv.v[layer][pos0 * kv_width..end * kv_width].copy_from_slice(&v.data);
+        Ok(attention::attend(q, kv, layer, pos0, p))
+    }
+
+    fn add(&mut self, x: &mut Mat, y: &Mat) -> moetile::Result<()> {
+        same_shape("add", x, y)?;
+        x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    fn swiglu(&mut self, gate: &Mat, up: &Mat) -> moetile::Result<Mat> {
+        same_shape("swiglu", gate, up)?;
+        let act = moetile::model::ExpertActivation::SwiGlu;
+        let data = (gate.data.iter().zip(&up.data))
+            .map(|(&g, &u)| ops::expert_activation(act, g as f64, u as f64) as f32)
+            .collect();
+        Ok(Mat {
+            rows: gate.rows,
+            cols: gate.cols,
+            data,
+        })
+    }
+
+    fn mul_sigmoid(&mut self, x: &mut Mat, g: &Mat) -> moetile::Result<()> {
+        ensure(g.rows == x.rows && g.cols == 1, "mul_sigmoid", || {
+            format!("gate ({}, {}) for x with {} rows", g.rows, g.cols, x.rows)
+        })?;
+        for (row, &gv) in x.data.chunks_exact_mut(x.cols).zip(&g.data) {
+            let s = 1.0 / (1.0 + (-(gv as f64)).exp());
+            row.iter_mut().for_each(|v| *v = (*v as f64 * s) as f32);
+        }
+        Ok(())
+    }
+
+    fn last_row(&mut self, x: &Mat) -> moetile::Result<Mat> {
+        ensure(x.rows > 0, "last_row", || "empty activation".to_string())?;
+        Ok(Mat {
+            rows: 1,
+            cols: x.cols,
+            data: x.row(x.rows - 1).to_vec(),
+        })
+    }
+
+    fn route(&mut self, logits: &Mat, p: &RouterParams) -> moetile::Result<CpuRouting> {
+        ensure(
+            p.n_experts_used >= 1 && p.n_experts_used <= logits.cols,
+            "route",
+            || format!("K = {} of E = {}", p.n_experts_used, logits.cols),
+        )?;
+        let (ids, weights) = ops::route(logits, p);
+        Ok(CpuRouting {
+            k: p.n_experts_used,
+            n_experts: logits.cols,
+            ids,
+            weights,
+        })
+    }
+
+    fn routing_from_host(
+        &mut self,
+        n_experts: usize,
+        k: usize,
+        ids: &[u32],
+        weights: &[f32],
+    ) -> moetile::Result<CpuRouting> {
+        ensure(
+            k > 0 && ids.len().is_multiple_of(k) && ids.len() == weights.len(),
+            "routing_from_host",
+            || format!("{} ids, {} weights, K = {k}", ids.len(), weights.len()),
+        )?;
+        if let Some(&bad) = ids.iter().find(|&&e| e as usize >= n_experts) {
+            return Err(shape_error(
+                "routing_from_host",
+                format!("expert {bad} of {n_experts}"),
+            ));
+        }
+        Ok(CpuRouting {
+            k,
+            n_experts,
+            ids: ids.to_vec(),
+            weights: weights.to_vec(),
+        })
+    }
+
+    fn read_routing(&mut self, r: &CpuRouting) -> moetile::Result<(Vec<u32>, Vec<f32>)> {
+        Ok((r.ids.clone(), r.weights.clone()))
+    }
+
+    fn moe(
+        &mut self,
+        x: &Mat,
+        routing: &CpuRouting,
+        experts: ExpertWeights<'_, CpuWeight>,
+        p: &MoeParams,
+    ) -> moetile::Result<Mat> {
+        let ExpertWeights { gate, up, down } = experts;
+        let (d, f, e) = (x.cols, gate.rows(), gate.experts());
+        ensure(
+            gate.cols() == d
+                && up.dims == gate.dims
+                && down.dims == [f, d, e]
+                && routing.n_experts == e
+                && routing.ids.len() == x.rows * routing.k,
+            "moe",
+            || {
+                format!(
+                    "x ({}, {d}), gate {:?}, up {:?}, down {:?}, routing T*K = {}, E = {}",
+                    x.rows,
+                    gate.dims,
+                    up.dims,
+                    down.dims,
+                    routing.ids.len(),
+                    routing.n_experts
+                )
+            },
+        )?;
+        Ok(ops::moe(
+            x,
+            &routing.ids,
+            &routing.weights,
+            routing.k,
+            [gate, up, down],
+            p.activation,
+        ))
+    }
+}

@@ -1,0 +1,301 @@
+//! The reference ops as plain functions over [`Mat`] and [`CpuWeight`]; [`crate::CpuBackend`]
+//! only routes trait calls here, and tests may call them directly.
+
+use moetile::model::{ExpertActivation, Gating, RopeParams, RouterParams};
+
+use crate::backend::{CpuWeight, Mat};
+
+/// `sum(a[i] * b[i])` accumulated in f64.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+fn silu(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+/// x: (T, cols); w: `[cols, rows, (E)]` (expert `expert`) -> (T, rows).
+pub fn matmul(x: &Mat, w: &CpuWeight, expert: usize) -> Mat {
+    assert_eq!(x.cols, w.cols(), "matmul {}: input width", w.name);
+    let mut out = Mat::zeros(x.rows, w.rows());
+    for t in 0..x.rows {
+        let xt = x.row(t);
+        for (r, o) in out.row_mut(t).iter_mut().enumerate() {
+            *o = dot(xt, w.row(expert, r)) as f32;
+        }
+    }
+    out
+}
+
+/// RMS norm of each group of `w.len()` values of every row of x, times `w`.
+pub fn rms_norm(x: &Mat, w: &[f32], eps: f32) -> Mat {
+    let n = w.len();
+    assert_eq!(
+        x.cols % n,
+        0,
+        "rms_norm: row of {} is not whole groups of {n}",
+        x.cols
+    );
+    let mut out = x.clone();
+    for group in out.data.chunks_exact_mut(n) {
+        let mean_sq = group.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
+        let scale = 1.0 / (mean_sq + eps as f64).sqrt();
+        for (v, &g) in group.iter_mut().zip(w) {
+            *v = (*v as f64 * scale * g as f64) as f32;
+        }
+    }
+    out
+}
+
+/// Rotates each head of row t as position `pos0 + t` (ggml's `rope_f32`, angles in f64).
+pub fn rope(x: &mut Mat, head_dim: usize, pos0: usize, p: &RopeParams) {
+    assert_eq!(
+        x.cols % head_dim,
+        0,
+        "rope: row of {} is not whole heads of {head_dim}",
+        x.cols
+    );
+    assert!(
+        p.n_dims <= head_dim && p.n_dims.is_multiple_of(2),
+        "rope: n_dims {}",
+        p.n_dims
+    );
+    let half = p.n_dims / 2;
+    for t in 0..x.rows {
+        let pos = (pos0 + t) as f64 * p.freq_scale as f64;
+        for head in x.row_mut(t).chunks_exact_mut(head_dim) {
+            for i in 0..half {
+                let theta = pos * (p.freq_base as f64).powf(-2.0 * i as f64 / p.n_dims as f64);
+                let (sin, cos) = theta.sin_cos();
+                let (a, b) = if p.neox {
+                    (i, i + half)
+                } else {
+                    (2 * i, 2 * i + 1)
+                };
+                let (x0, x1) = (head[a] as f64, head[b] as f64);
+                head[a] = (x0 * cos - x1 * sin) as f32;
+                head[b] = (x0 * sin + x1 * cos) as f32;
+            }
+        }
+    }
+}
+
+/// Router: logits (T, E) -> `(ids, weights)`, each (T, K) row-major. Ties go to the lower
+/// expert id, so the choice is deterministic.
+pub fn route(logits: &Mat, p: &RouterParams) -> (Vec<u32>, Vec<f32>) {
+    let k = p.n_experts_used;
+    assert!(k <= logits.cols, "route: K = {k} > E = {}", logits.cols);
+    let (mut ids, mut weights) = (Vec::with_capacity(logits.rows * k), Vec::new());
+    for t in 0..logits.rows {
+        let row = logits.row(t);
+        let probs: Vec<f64> = match p.gating {
+            Gating::Softmax => {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+                let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+                let sum: f64 = exps.iter().sum();
+                exps.into_iter().map(|e| e / sum).collect()
+            }
+            Gating::Sigmoid => row
+                .iter()
+                .map(|&v| 1.0 / (1.0 + (-(v as f64)).exp()))
+                .collect(),
+        };
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let top = &order[..k];
+        let norm = if p.normalize {
+            top.iter().map(|&e| probs[e]).sum::<f64>()
+        } else {
+            1.0
+        };
+        for &e in top {
+            ids.push(e as u32);
+            weights.push((probs[e] / norm * p.weight_scale as f64) as f32);
+        }
+    }
+    (ids, weights)
+}
+
+/// The expert activation `act(g, u)`, in f64.
+pub(crate) fn expert_activation(act: ExpertActivation, g: f64, u: f64) -> f64 {
+    match act {
+        ExpertActivation::SwiGlu => silu(g) * u,
+        ExpertActivation::SwiGluClamped { limit } => {
+            let limit = limit as f64;
+            silu(g.min(limit)) * u.clamp(-limit, limit)
+        }
+    }
+}
+
+/// The routed experts: `out[t] = sum_k w[t,k] * down[e] @ act(gate[e] @ x[t], up[e] @ x[t])`
+/// with `e = ids[t*K + k]`. x: (T, D); gate, up: `[D, F, E]`; down: `[F, D, E]` -> (T, D).
+/// The route weight is applied to the activation before `down`, as the GPU kernels do, and
+/// everything after the f32 inputs stays in f64.
+pub fn moe(
+    x: &Mat,
+    ids: &[u32],
+    weights: &[f32],
+    k: usize,
+    [gate, up, down]: [&CpuWeight; 3],
+    act: ExpertActivation,
+) -> Mat {
+    let (d, f) = (x.cols, gate.rows());
+    assert_eq!(ids.len(), x.rows * k, "moe: ids are not (T, K)");
+    assert!(
+        gate.cols() == d && up.cols() == d && up.rows() == f,
+        "moe: gate/up shape"
+    );
+    assert!(down.cols() == f && down.rows() == d, "moe: down shape");
+    let mut out = Mat::zeros(x.rows, d);
+    let mut mid = vec![0f32; f];
+    for t in 0..x.rows {
+        let mut acc = vec![0f64; d];
+        for slot in 0..k {
+            let (e, w) = (ids[t * k + slot] as usize, weights[t * k + slot] as f64);
+            for (r, m) in mid.iter_mut().enumerate() {
+                let g = dot(x.row(t), gate.row(e, r));
+                let u = dot(x.row(t), up.row(e, r));
+                *m = (expert_activation(act, g, u) * w) as f32;
+            }
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a += dot(&mid, down.row(e, r));
+            }
+        }
+        for (o, a) in out.row_mut(t).iter_mut().zip(acc) {
+            *o = a as f32;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moetile::quant::GgmlType;
+
+    fn weight(dims: &[usize], values: Vec<f32>) -> CpuWeight {
+        CpuWeight {
+            name: "w".into(),
+            ty: GgmlType::F32,
+            dims: dims.to_vec(),
+            values,
+        }
+    }
+
+    #[test]
+    fn matmul_matches_hand_computed() {
+        let x = Mat {
+            rows: 2,
+            cols: 3,
+            data: vec![1., 2., 3., -1., 0., 1.],
+        };
+        // w: 2 rows of 3
+        let w = weight(&[3, 2], vec![1., 0., 0., 0.5, 0.5, 0.5]);
+        assert_eq!(matmul(&x, &w, 0).data, vec![1., 3., -1., 0.]);
+    }
+
+    #[test]
+    fn rms_norm_per_group() {
+        let x = Mat {
+            rows: 1,
+            cols: 4,
+            data: vec![3., 4., 1., 1.],
+        };
+        let y = rms_norm(&x, &[1., 2.], 0.0);
+        let s = (12.5f64).sqrt();
+        assert!((y.data[0] as f64 - 3. / s).abs() < 1e-6);
+        assert!((y.data[1] as f64 - 8. / s).abs() < 1e-6);
+        assert!((y.data[2] - 1.).abs() < 1e-6 && (y.data[3] - 2.).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_position() {
+        let p = RopeParams {
+            n_dims: 2,
+            freq_base: 10000.,
+            freq_scale: 1.,
+            neox: false,
+        };
+        let mut x = Mat {
+            rows: 2,
+            cols: 2,
+            data: vec![1., 0., 1., 0.],
+        };
+        rope(&mut x, 2, 0, &p);
+        assert_eq!(&x.data[..2], &[1., 0.]); // position 0: identity
+        assert!((x.data[2] - 1f32.cos()).abs() < 1e-6 && (x.data[3] - 1f32.sin()).abs() < 1e-6);
+        // NeoX pairs i with i + n_dims/2.
+        let p = RopeParams {
+            n_dims: 4,
+            neox: true,
+            ..p
+        };
+        let mut x = Mat {
+            rows: 2,
+            cols: 4,
+            data: vec![0.; 8],
+        };
+        x.data[4] = 1.0;
+        rope(&mut x, 4, 0, &p);
+        assert!((x.data[4] - 1f32.cos()).abs() < 1e-6 && (x.data[6] - 1f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn route_softmax_topk_normalised_and_ties_to_lower_id() {
+        let logits = Mat {
+            rows: 1,
+            cols: 4,
+            data: vec![1., 3., 3., 0.],
+        };
+        let p = RouterParams {
+            n_experts_used: 2,
+            gating: Gating::Softmax,
+            normalize: true,
+            weight_scale: 1.,
+        };
+        let (ids, w) = route(&logits, &p);
+        assert_eq!(ids, vec![1, 2]);
+        assert!((w[0] - 0.5).abs() < 1e-7 && (w[1] - 0.5).abs() < 1e-7);
+        let (_, w) = route(
+            &logits,
+            &RouterParams {
+                normalize: false,
+                ..p
+            },
+        );
+        let z = 1f64.exp() + 2. * 3f64.exp() + 1.;
+        assert!((w[0] as f64 - 3f64.exp() / z).abs() < 1e-7);
+    }
+
+    #[test]
+    fn moe_of_identity_experts_sums_weighted_activation() {
+        // D = F = 2; every expert is the identity, so out = sum_k w_k * silu(x) * x.
+        let eye: Vec<f32> = [1., 0., 0., 1.].repeat(3);
+        let w = weight(&[2, 2, 3], eye);
+        let x = Mat {
+            rows: 1,
+            cols: 2,
+            data: vec![1., -2.],
+        };
+        let out = moe(
+            &x,
+            &[0, 2],
+            &[0.25, 0.75],
+            2,
+            [&w, &w, &w],
+            ExpertActivation::SwiGlu,
+        );
+        for (o, xi) in out.data.iter().zip([1f64, -2.]) {
+            assert!((*o as f64 - silu(xi) * xi).abs() < 1e-6);
+        }
+        let clamped = ExpertActivation::SwiGluClamped { limit: 10. };
+        let x = Mat {
+            rows: 1,
+            cols: 2,
+            data: vec![20., -30.],
+        };
+        let out = moe(&x, &[1, 2], &[0.5, 0.5], 2, [&w, &w, &w], clamped);
+        assert!((out.data[0] as f64 - silu(10.) * 10.).abs() < 1e-4);
+        assert!((out.data[1] as f64 - silu(-30.) * -10.).abs() < 1e-4);
+    }
+}
