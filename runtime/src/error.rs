@@ -52,6 +52,9 @@ pub enum Error {
         /// Positions the request needs.
         needed: usize,
     },
+    /// A GGUF file that cannot be read or written, or lacks a metadata key.
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
     /// A backend failure (GPU device lost, out of memory, missing feature...).
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),
