@@ -16,6 +16,17 @@ pub enum Error {
         /// What would have been accepted.
         expected: String,
     },
+    /// `general.architecture` names an architecture moetile does not run.
+    #[error("unsupported model architecture {name:?}; supported: {supported}")]
+    UnsupportedArch {
+        /// The architecture found.
+        name: String,
+        /// Comma-separated supported names.
+        supported: String,
+    },
+    /// A model whose metadata or tensors are inconsistent.
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
     /// A tensor type this operation does not implement.
     #[error("{op} does not support tensor type {ty}; convert the model to a supported type")]
     UnsupportedType {

@@ -1,2 +1,132 @@
 //! Sessions: chunked prefill, token-by-token decode, the context limit and KV-cache reuse across
 //! the turns of a chat.
+//!
+//! A session owns the KV cache and the list of tokens it holds; the model and backend are
+//! borrowed per call, so one loaded model can serve several sessions.
+
+use crate::config::RuntimeConfig;
+use crate::model::{Backend, Logits, Model};
+use crate::tile::{TilePolicy, TileWidth};
+use crate::{Error, Result};
+
+/// The state of one conversation or completion.
+pub struct Session<B: Backend> {
+    kv: B::KvCache,
+    n_ctx: usize,
+    chunk: usize,
+    policy: TilePolicy,
+    tokens: Vec<u32>,
+    tiles_used: Vec<TileWidth>,
+}
+
+impl<B: Backend> Session<B> {
+    /// A session with an empty cache; `config` sets the context, chunk size and tile policy.
+    pub fn new(model: &Model<B>, backend: &mut B, config: &RuntimeConfig) -> Result<Self> {
+        let n_ctx = config.ctx.unwrap_or(model.config.n_ctx_train.min(4096));
+        if n_ctx == 0 || config.chunk == 0 {
+            return Err(Error::InvalidSetting {
+                name: "context/chunk".into(),
+                value: format!("ctx {n_ctx}, chunk {}", config.chunk),
+                expected: "both at least 1".into(),
+            });
+        }
+        Ok(Session {
+            kv: model.kv_cache(backend, n_ctx)?,
+            n_ctx,
+            chunk: config.chunk,
+            policy: config.resolve_tile_policy()?,
+            tokens: Vec::new(),
+            tiles_used: Vec::new(),
+        })
+    }
+
+    /// The context length.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Tokens currently in the cache, in order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The tile policy in use.
+    pub fn tile_policy(&self) -> TilePolicy {
+        self.policy
+    }
+
+    /// Distinct tile widths the routed-MoE matmuls have run with so far.
+    pub fn tiles_used(&self) -> &[TileWidth] {
+        &self.tiles_used
+    }
+
+    /// Forgets everything in the cache.
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+    }
+
+    /// Keeps only the first `n` cached tokens (positions past `n` are overwritten later).
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+    }
+
+    /// Runs `tokens` after the cached ones in chunks of at most `chunk`; returns the logits of
+    /// the last token (`Logits::Last`) or of every token (`Logits::All`), row-major. An empty
+    /// `tokens` is an error: there is nothing to predict from.
+    pub fn prefill(
+        &mut self,
+        model: &Model<B>,
+        backend: &mut B,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidSetting {
+                name: "prompt".into(),
+                value: String::new(),
+                expected: "at least one token".into(),
+            });
+        }
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.n_ctx {
+            return Err(Error::ContextFull { n_ctx: self.n_ctx, needed });
+        }
+        let mut out = Vec::new();
+        for chunk in tokens.chunks(self.chunk) {
+            let pos0 = self.tokens.len();
+            if let Some(w) = model.tile_for(chunk.len(), &self.policy)
+                && !self.tiles_used.contains(&w)
+            {
+                self.tiles_used.push(w);
+            }
+            let y = model.forward(backend, &mut self.kv, chunk, pos0, &self.policy, logits)?;
+            self.tokens.extend_from_slice(chunk);
+            let values = backend.read(&y)?;
+            match logits {
+                Logits::All => out.extend(values),
+                Logits::Last => out = values,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one token; returns its logits.
+    pub fn decode(&mut self, model: &Model<B>, backend: &mut B, token: u32) -> Result<Vec<f32>> {
+        self.prefill(model, backend, &[token], Logits::Last)
+    }
+
+    /// Prefills `prompt`, reusing the longest cached prefix it shares with what the cache
+    /// holds (a chat resends the whole conversation each turn). At least the last prompt token
+    /// is always recomputed, since its logits are needed.
+    pub fn prefill_reusing(
+        &mut self,
+        model: &Model<B>,
+        backend: &mut B,
+        prompt: &[u32],
+    ) -> Result<Vec<f32>> {
+        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let keep = common.min(prompt.len().saturating_sub(1));
+        self.truncate(keep);
+        self.prefill(model, backend, &prompt[keep..], Logits::Last)
+    }
+}

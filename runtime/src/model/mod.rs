@@ -2,5 +2,13 @@
 //! the [`Backend`] trait that the CPU reference and the wgpu backend implement.
 
 mod backend;
+mod config;
+mod forward;
+mod weights;
 
 pub use backend::*;
+pub use config::{Arch, ModelConfig, MoeConfig};
+pub use forward::{Logits, Model};
+pub use weights::{
+    AttentionWeights, DenseFfn, FfnWeights, LayerWeights, LoadProgress, ModelWeights, load_weights,
+};

@@ -1,0 +1,200 @@
+//! Model hyper-parameters resolved once from GGUF metadata into typed fields, so the forward
+//! pass never looks a string key up.
+
+use crate::gguf::GgufFile;
+use crate::model::{ExpertActivation, Gating, RopeParams};
+use crate::{Error, Result};
+
+/// The architectures moetile runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Dense llama (SmolLM, Llama 2/3): normal RoPE.
+    Llama,
+    /// Dense qwen2 (Qwen2/2.5): q/k/v biases, NeoX RoPE.
+    Qwen2,
+    /// Dense qwen3: per-head q/k RMS norm, NeoX RoPE.
+    Qwen3,
+    /// qwen2moe: routed experts (softmax, no renormalisation) plus a sigmoid-gated shared expert.
+    Qwen2Moe,
+    /// qwen3moe: routed experts (softmax, renormalised top-K), per-head q/k norm.
+    Qwen3Moe,
+}
+
+impl Arch {
+    /// Every supported architecture with its `general.architecture` name.
+    pub const SUPPORTED: [(Arch, &'static str); 5] = [
+        (Arch::Llama, "llama"),
+        (Arch::Qwen2, "qwen2"),
+        (Arch::Qwen3, "qwen3"),
+        (Arch::Qwen2Moe, "qwen2moe"),
+        (Arch::Qwen3Moe, "qwen3moe"),
+    ];
+
+    /// The architecture named `name`, or an error listing the supported ones.
+    pub fn from_name(name: &str) -> Result<Arch> {
+        Self::SUPPORTED.iter().find(|(_, n)| *n == name).map(|(a, _)| *a).ok_or_else(|| {
+            Error::UnsupportedArch {
+                name: name.to_string(),
+                supported: Self::SUPPORTED.map(|(_, n)| n).join(", "),
+            }
+        })
+    }
+
+    /// The GGUF name (`"qwen3moe"`), used as the metadata key prefix.
+    pub fn name(self) -> &'static str {
+        Self::SUPPORTED.iter().find(|(a, _)| *a == self).map(|(_, n)| *n).unwrap_or("?")
+    }
+
+    fn neox_rope(self) -> bool {
+        self != Arch::Llama
+    }
+
+    fn has_qk_norm(self) -> bool {
+        matches!(self, Arch::Qwen3 | Arch::Qwen3Moe)
+    }
+}
+
+/// Routed-expert settings of the MoE layers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MoeConfig {
+    /// E.
+    pub n_experts: usize,
+    /// K.
+    pub n_experts_used: usize,
+    /// F: rows of each expert's gate/up.
+    pub expert_ff: usize,
+    /// Softmax or sigmoid router.
+    pub gating: Gating,
+    /// Renormalise the top-K weights.
+    pub normalize: bool,
+    /// Factor on the route weights.
+    pub weight_scale: f32,
+    /// The activation between up/gate and down.
+    pub activation: ExpertActivation,
+}
+
+/// Everything the forward pass needs to know about a model's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Architecture.
+    pub arch: Arch,
+    /// Transformer blocks.
+    pub n_layers: usize,
+    /// D: hidden width.
+    pub d_model: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Vocabulary size (rows of the embedding table).
+    pub n_vocab: usize,
+    /// Context length the model was trained for.
+    pub n_ctx_train: usize,
+    /// RMS norm epsilon.
+    pub rms_eps: f32,
+    /// RoPE settings.
+    pub rope: RopeParams,
+    /// Routed experts, for MoE architectures.
+    pub moe: Option<MoeConfig>,
+    /// Per-head RMS norm of q and k before RoPE (qwen3).
+    pub qk_norm: bool,
+}
+
+impl ModelConfig {
+    /// Reads the config of `file`; errors name the missing or ill-typed key.
+    pub fn from_gguf(file: &GgufFile) -> Result<ModelConfig> {
+        let arch = Arch::from_name(file.get_str("general.architecture")?)?;
+        let key = |k: &str| format!("{}.{k}", arch.name());
+        let usize_key = |k: &str| -> Result<usize> { Ok(file.get_u64(&key(k))? as usize) };
+        let usize_opt = |k: &str| -> Result<Option<usize>> {
+            Ok(file.get_u64_opt(&key(k))?.map(|v| v as usize))
+        };
+
+        let d_model = usize_key("embedding_length")?;
+        let n_heads = usize_key("attention.head_count")?;
+        let n_kv_heads = usize_opt("attention.head_count_kv")?.unwrap_or(n_heads);
+        let head_dim = match usize_opt("attention.key_length")? {
+            Some(k) => k,
+            None if n_heads > 0 => d_model / n_heads,
+            None => 0,
+        };
+        if n_heads == 0 || n_kv_heads == 0 || head_dim == 0 || n_heads % n_kv_heads != 0 {
+            return Err(Error::InvalidModel(format!(
+                "{} heads, {} key/value heads of width {}: heads must be a positive multiple of key/value heads",
+                n_heads, n_kv_heads, head_dim
+            )));
+        }
+        let rope_dims = usize_opt("rope.dimension_count")?.unwrap_or(head_dim);
+        let rope_scale = match file.get_str_opt(&key("rope.scaling.type"))? {
+            None | Some("none") => 1.0,
+            Some("linear") => 1.0 / file.get_f32_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0),
+            Some(other) => {
+                return Err(Error::InvalidModel(format!(
+                    "RoPE scaling type {other:?} is not supported (supported: none, linear)"
+                )));
+            }
+        };
+        let n_vocab = match file.tensor("token_embd.weight") {
+            Some(t) if t.dims.len() == 2 => t.dims[1],
+            _ => return Err(Error::InvalidModel("tensor token_embd.weight is missing or not 2-D".into())),
+        };
+        let moe = match usize_opt("expert_count")? {
+            Some(n_experts) if n_experts > 0 => {
+                let gating = match file.get_u64_opt(&key("expert_gating_func"))? {
+                    None | Some(1) => Gating::Softmax,
+                    Some(2) => Gating::Sigmoid,
+                    Some(other) => {
+                        return Err(Error::InvalidModel(format!(
+                            "{}: expert gating function {other} is not supported (1 softmax, 2 sigmoid)",
+                            key("expert_gating_func")
+                        )));
+                    }
+                };
+                Some(MoeConfig {
+                    n_experts,
+                    n_experts_used: usize_key("expert_used_count")?,
+                    expert_ff: usize_key("expert_feed_forward_length")?,
+                    gating,
+                    normalize: file
+                        .get_bool_opt(&key("expert_weights_norm"))?
+                        .unwrap_or(arch == Arch::Qwen3Moe),
+                    weight_scale: file.get_f32_opt(&key("expert_weights_scale"))?.unwrap_or(1.0),
+                    activation: ExpertActivation::SwiGlu,
+                })
+            }
+            _ => None,
+        };
+        if matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe) && moe.is_none() {
+            return Err(Error::InvalidModel(format!("{} needs {}", arch.name(), key("expert_count"))));
+        }
+        if let Some(m) = &moe
+            && (m.n_experts_used == 0 || m.n_experts_used > m.n_experts)
+        {
+            return Err(Error::InvalidModel(format!(
+                "{} experts used of {}",
+                m.n_experts_used, m.n_experts
+            )));
+        }
+        Ok(ModelConfig {
+            arch,
+            n_layers: usize_key("block_count")?,
+            d_model,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            n_vocab,
+            n_ctx_train: usize_opt("context_length")?.unwrap_or(4096),
+            rms_eps: file.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
+            rope: RopeParams {
+                n_dims: rope_dims,
+                freq_base: file.get_f32_opt(&key("rope.freq_base"))?.unwrap_or(10000.0),
+                freq_scale: rope_scale,
+                neox: arch.neox_rope(),
+            },
+            moe,
+            qk_norm: arch.has_qk_norm(),
+        })
+    }
+}

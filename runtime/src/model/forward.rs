@@ -1,0 +1,139 @@
+//! The forward pass, written once against [`Backend`]: embed, then per block attention and
+//! FFN (dense or routed experts) with pre-norms and residual adds, then the output head.
+
+use crate::gguf::GgufFile;
+use crate::model::{
+    AttentionParams, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
+    ModelWeights, MoeParams, RouterParams, load_weights,
+};
+use crate::tile::{MoeBatch, TilePolicy, TileWidth};
+use crate::Result;
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token (generation).
+    Last,
+    /// Every token of the batch (verification, perplexity).
+    All,
+}
+
+/// A model loaded onto a backend.
+pub struct Model<B: Backend> {
+    /// Shape and hyper-parameters.
+    pub config: ModelConfig,
+    /// Uploaded weights.
+    pub weights: ModelWeights<B::Weight>,
+}
+
+impl<B: Backend> Model<B> {
+    /// Resolves the config of `file` and uploads its weights.
+    pub fn load(
+        file: &GgufFile,
+        backend: &mut B,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Self> {
+        let config = ModelConfig::from_gguf(file)?;
+        let weights = load_weights(file, &config, backend, progress)?;
+        Ok(Model { config, weights })
+    }
+
+    /// An empty KV cache for `n_ctx` positions.
+    pub fn kv_cache(&self, backend: &mut B, n_ctx: usize) -> Result<B::KvCache> {
+        let c = &self.config;
+        backend.kv_cache(c.n_layers, n_ctx, c.n_kv_heads, c.head_dim)
+    }
+
+    /// The tile width the routed-MoE matmuls use for a batch of `tokens` (None for dense
+    /// models).
+    pub fn tile_for(&self, tokens: usize, policy: &TilePolicy) -> Option<TileWidth> {
+        self.config.moe.map(|m| {
+            policy.choose(MoeBatch { tokens, n_experts: m.n_experts, n_experts_used: m.n_experts_used })
+        })
+    }
+
+    /// Runs `tokens` at positions `pos0..`, appending to `kv`; returns logits `(T or 1, vocab)`.
+    pub fn forward(
+        &self,
+        b: &mut B,
+        kv: &mut B::KvCache,
+        tokens: &[u32],
+        pos0: usize,
+        policy: &TilePolicy,
+        logits: Logits,
+    ) -> Result<B::Act> {
+        let c = &self.config;
+        let w = &self.weights;
+        let attn_params = AttentionParams {
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            scale: 1.0 / (c.head_dim as f32).sqrt(),
+        };
+        let mut x = b.embed(&w.embed, tokens)?;
+        for (il, layer) in w.layers.iter().enumerate() {
+            let a = &layer.attn;
+            let h = b.rms_norm(&x, &a.norm, c.rms_eps)?;
+            let mut q = b.matmul(&h, &a.q)?;
+            let mut k = b.matmul(&h, &a.k)?;
+            let mut v = b.matmul(&h, &a.v)?;
+            if let Some([bq, bk, bv]) = &a.qkv_bias {
+                b.add_bias(&mut q, bq)?;
+                b.add_bias(&mut k, bk)?;
+                b.add_bias(&mut v, bv)?;
+            }
+            if let Some([qn, kn]) = &a.qk_norm {
+                q = b.rms_norm(&q, qn, c.rms_eps)?;
+                k = b.rms_norm(&k, kn, c.rms_eps)?;
+            }
+            b.rope(&mut q, c.head_dim, pos0, &c.rope)?;
+            b.rope(&mut k, c.head_dim, pos0, &c.rope)?;
+            let att = b.attention(&q, &k, &v, kv, il, pos0, &attn_params)?;
+            let o = b.matmul(&att, &a.out)?;
+            b.add(&mut x, &o)?;
+
+            let h = b.rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
+            let y = match &layer.ffn {
+                FfnWeights::Dense(ffn) => dense_ffn(b, &h, ffn)?,
+                FfnWeights::Moe { router, gate, up, down, shared } => {
+                    let m = c.moe.as_ref().expect("MoE weights imply an MoE config");
+                    let router_logits = b.matmul(&h, router)?;
+                    let routing = b.route(
+                        &router_logits,
+                        &RouterParams {
+                            n_experts_used: m.n_experts_used,
+                            gating: m.gating,
+                            normalize: m.normalize,
+                            weight_scale: m.weight_scale,
+                        },
+                    )?;
+                    let tile = self.tile_for(tokens.len(), policy).unwrap_or(TileWidth::T32);
+                    let params = MoeParams { activation: m.activation, tile };
+                    let mut y = b.moe(&h, &routing, ExpertWeights { gate, up, down }, &params)?;
+                    if let Some((ffn, gate_inp)) = shared {
+                        let mut ys = dense_ffn(b, &h, ffn)?;
+                        if let Some(gate_inp) = gate_inp {
+                            let g = b.matmul(&h, gate_inp)?;
+                            b.mul_sigmoid(&mut ys, &g)?;
+                        }
+                        b.add(&mut y, &ys)?;
+                    }
+                    y
+                }
+            };
+            b.add(&mut x, &y)?;
+        }
+        if logits == Logits::Last {
+            x = b.last_row(&x)?;
+        }
+        let x = b.rms_norm(&x, &w.output_norm, c.rms_eps)?;
+        b.matmul(&x, w.output.as_ref().unwrap_or(&w.embed))
+    }
+}
+
+fn dense_ffn<B: Backend>(b: &mut B, h: &B::Act, ffn: &DenseFfn<B::Weight>) -> Result<B::Act> {
+    let g = b.matmul(h, &ffn.gate)?;
+    let u = b.matmul(h, &ffn.up)?;
+    let m = b.swiglu(&g, &u)?;
+    b.matmul(&m, &ffn.down)
+}

@@ -1,0 +1,220 @@
+//! Tensor names resolved once into typed per-layer structs and uploaded to a backend, with every
+//! shape checked against the config first so a malformed file fails at load with the tensor's
+//! name, never inside an op.
+
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::model::{Backend, ModelConfig, WeightData};
+use crate::{Error, Result};
+
+/// Attention weights of one block.
+#[derive(Debug)]
+pub struct AttentionWeights<W> {
+    /// `attn_norm`: RMS norm before attention.
+    pub norm: W,
+    /// `attn_q` `[D, n_heads * head_dim]`.
+    pub q: W,
+    /// `attn_k` `[D, n_kv_heads * head_dim]`.
+    pub k: W,
+    /// `attn_v` `[D, n_kv_heads * head_dim]`.
+    pub v: W,
+    /// `attn_output` `[n_heads * head_dim, D]`.
+    pub out: W,
+    /// q/k/v biases (qwen2 family).
+    pub qkv_bias: Option<[W; 3]>,
+    /// Per-head q and k norms (qwen3 family).
+    pub qk_norm: Option<[W; 2]>,
+}
+
+/// A SwiGLU feed-forward network.
+#[derive(Debug)]
+pub struct DenseFfn<W> {
+    /// `[D, F]`.
+    pub gate: W,
+    /// `[D, F]`.
+    pub up: W,
+    /// `[F, D]`.
+    pub down: W,
+}
+
+/// The feed-forward half of a block.
+#[derive(Debug)]
+pub enum FfnWeights<W> {
+    /// A dense SwiGLU FFN.
+    Dense(DenseFfn<W>),
+    /// Routed experts, optionally with a shared expert.
+    Moe {
+        /// `ffn_gate_inp` `[D, E]`: router logits.
+        router: W,
+        /// `ffn_gate_exps` `[D, F, E]`.
+        gate: W,
+        /// `ffn_up_exps` `[D, F, E]`.
+        up: W,
+        /// `ffn_down_exps` `[F, D, E]`.
+        down: W,
+        /// Shared expert (qwen2moe) and its sigmoid gate `[D]`.
+        shared: Option<(DenseFfn<W>, Option<W>)>,
+    },
+}
+
+/// One transformer block.
+#[derive(Debug)]
+pub struct LayerWeights<W> {
+    /// Attention half.
+    pub attn: AttentionWeights<W>,
+    /// `ffn_norm`: RMS norm before the FFN.
+    pub ffn_norm: W,
+    /// FFN half.
+    pub ffn: FfnWeights<W>,
+}
+
+/// All weights of a model.
+#[derive(Debug)]
+pub struct ModelWeights<W> {
+    /// `token_embd` `[D, vocab]`.
+    pub embed: W,
+    /// Blocks.
+    pub layers: Vec<LayerWeights<W>>,
+    /// `output_norm` `[D]`.
+    pub output_norm: W,
+    /// `output` `[D, vocab]`; `None` when tied to the embedding table.
+    pub output: Option<W>,
+}
+
+/// Upload progress, reported after each tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadProgress {
+    /// Bytes uploaded so far.
+    pub bytes_done: u64,
+    /// Bytes of all tensors the model uses.
+    pub bytes_total: u64,
+}
+
+struct Loader<'a, B: Backend> {
+    file: &'a GgufFile,
+    backend: &'a mut B,
+    progress: &'a mut dyn FnMut(LoadProgress),
+    done: u64,
+    total: u64,
+}
+
+impl<'a, B: Backend> Loader<'a, B> {
+    fn info(&self, name: &str) -> Result<&'a TensorInfo> {
+        let file: &'a GgufFile = self.file;
+        file.tensor(name).ok_or_else(|| Error::InvalidModel(format!("tensor {name} is missing")))
+    }
+
+    fn get(&mut self, name: &str, dims: &[usize]) -> Result<B::Weight> {
+        let info = self.info(name)?;
+        if info.dims != dims {
+            return Err(Error::InvalidModel(format!(
+                "tensor {name} has dims {:?}, the config implies {dims:?}",
+                info.dims
+            )));
+        }
+        let data = WeightData {
+            name,
+            ty: info.ty,
+            dims: &info.dims,
+            bytes: self.file.tensor_bytes(info),
+        };
+        let len = data.bytes.len() as u64;
+        let w = self.backend.upload(data)?;
+        self.done += len;
+        (self.progress)(LoadProgress { bytes_done: self.done, bytes_total: self.total });
+        Ok(w)
+    }
+
+    fn opt(&mut self, name: &str, dims: &[usize]) -> Result<Option<B::Weight>> {
+        match self.file.tensor(name) {
+            Some(_) => self.get(name, dims).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn dense(&mut self, p: &str, suffix: &str, d: usize, f: usize) -> Result<DenseFfn<B::Weight>> {
+        Ok(DenseFfn {
+            gate: self.get(&format!("{p}ffn_gate{suffix}.weight"), &[d, f])?,
+            up: self.get(&format!("{p}ffn_up{suffix}.weight"), &[d, f])?,
+            down: self.get(&format!("{p}ffn_down{suffix}.weight"), &[f, d])?,
+        })
+    }
+
+    fn ffn_rows(&self, name: &str) -> Result<usize> {
+        let info = self.info(name)?;
+        info.dims.get(1).copied().ok_or_else(|| {
+            Error::InvalidModel(format!("tensor {name} has dims {:?}, expected 2-D", info.dims))
+        })
+    }
+
+    fn layer(&mut self, cfg: &ModelConfig, il: usize) -> Result<LayerWeights<B::Weight>> {
+        let p = format!("blk.{il}.");
+        let (d, hd) = (cfg.d_model, cfg.head_dim);
+        let (q_width, kv_width) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
+        let name = |n: &str| format!("{p}{n}");
+        let qkv_bias = match self.file.tensor(&name("attn_q.bias")) {
+            Some(_) => Some([
+                self.get(&name("attn_q.bias"), &[q_width])?,
+                self.get(&name("attn_k.bias"), &[kv_width])?,
+                self.get(&name("attn_v.bias"), &[kv_width])?,
+            ]),
+            None => None,
+        };
+        let qk_norm = if cfg.qk_norm {
+            Some([self.get(&name("attn_q_norm.weight"), &[hd])?, self.get(&name("attn_k_norm.weight"), &[hd])?])
+        } else {
+            None
+        };
+        let attn = AttentionWeights {
+            norm: self.get(&name("attn_norm.weight"), &[d])?,
+            q: self.get(&name("attn_q.weight"), &[d, q_width])?,
+            k: self.get(&name("attn_k.weight"), &[d, kv_width])?,
+            v: self.get(&name("attn_v.weight"), &[d, kv_width])?,
+            out: self.get(&name("attn_output.weight"), &[q_width, d])?,
+            qkv_bias,
+            qk_norm,
+        };
+        let ffn_norm = self.get(&name("ffn_norm.weight"), &[d])?;
+        let ffn = match (&cfg.moe, self.file.tensor(&name("ffn_gate_inp.weight"))) {
+            (Some(m), Some(_)) => {
+                let (e, f) = (m.n_experts, m.expert_ff);
+                let shared = match self.file.tensor(&name("ffn_gate_shexp.weight")) {
+                    Some(_) => {
+                        let fs = self.ffn_rows(&name("ffn_gate_shexp.weight"))?;
+                        let ffn = self.dense(&p, "_shexp", d, fs)?;
+                        Some((ffn, self.opt(&name("ffn_gate_inp_shexp.weight"), &[d])?))
+                    }
+                    None => None,
+                };
+                FfnWeights::Moe {
+                    router: self.get(&name("ffn_gate_inp.weight"), &[d, e])?,
+                    gate: self.get(&name("ffn_gate_exps.weight"), &[d, f, e])?,
+                    up: self.get(&name("ffn_up_exps.weight"), &[d, f, e])?,
+                    down: self.get(&name("ffn_down_exps.weight"), &[f, d, e])?,
+                    shared,
+                }
+            }
+            _ => {
+                let f = self.ffn_rows(&name("ffn_gate.weight"))?;
+                FfnWeights::Dense(self.dense(&p, "", d, f)?)
+            }
+        };
+        Ok(LayerWeights { attn, ffn_norm, ffn })
+    }
+}
+
+/// Uploads every weight `cfg` needs from `file` to `backend`, reporting progress per tensor.
+pub fn load_weights<B: Backend>(
+    file: &GgufFile,
+    cfg: &ModelConfig,
+    backend: &mut B,
+    progress: &mut dyn FnMut(LoadProgress),
+) -> Result<ModelWeights<B::Weight>> {
+    let total = file.tensors().iter().map(|t| t.len as u64).sum();
+    let mut l = Loader { file, backend, progress, done: 0, total };
+    let (d, vocab) = (cfg.d_model, cfg.n_vocab);
+    let embed = l.get("token_embd.weight", &[d, vocab])?;
+    let layers = (0..cfg.n_layers).map(|il| l.layer(cfg, il)).collect::<Result<Vec<_>>>()?;
+    let output_norm = l.get("output_norm.weight", &[d])?;
+    let output = l.opt("output.weight", &[d, vocab])?;
+    Ok(ModelWeights { embed, layers, output_norm, output })
+}
