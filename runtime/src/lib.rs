@@ -16,4 +16,5 @@ pub mod session;
 pub mod tile;
 pub mod tokenizer;
 
+pub use config::RuntimeConfig;
 pub use error::{Error, Result};

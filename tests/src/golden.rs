@@ -1,0 +1,83 @@
+//! Golden logit files written by `tests/fixtures/models/to_golden.py`: a magic number and
+//! version, the token ids and the logits at every position.
+
+use std::path::Path;
+
+use anyhow::{Context, bail, ensure};
+
+/// Token ids and logits `(n_tokens, n_vocab)` of one model on one prompt.
+#[derive(Debug, Clone)]
+pub struct Golden {
+    /// The prompt's token ids.
+    pub tokens: Vec<u32>,
+    /// Vocabulary size: the row length of `logits`.
+    pub n_vocab: usize,
+    /// Row-major logits, one row per position.
+    pub logits: Vec<f32>,
+}
+
+const MAGIC: &[u8; 4] = b"MTGL";
+const VERSION: u32 = 1;
+
+impl Golden {
+    /// Reads a golden file.
+    pub fn read(path: &Path) -> anyhow::Result<Golden> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        ensure!(bytes.len() >= 20 && &bytes[..4] == MAGIC, "{}: not a golden file", path.display());
+        let word = |i: usize| u32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
+        ensure!(word(1) == VERSION, "{}: version {} (want {VERSION})", path.display(), word(1));
+        let (dtype, n_tokens, n_vocab) = (word(2), word(3) as usize, word(4) as usize);
+        let tokens_end = 20 + 4 * n_tokens;
+        let tokens = (0..n_tokens).map(|i| word(5 + i)).collect();
+        let body = &bytes[tokens_end..];
+        let logits: Vec<f32> = match dtype {
+            0 => body.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+            1 => body
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => bail!("{}: unknown dtype {other}", path.display()),
+        };
+        ensure!(logits.len() == n_tokens * n_vocab, "{}: truncated", path.display());
+        Ok(Golden { tokens, n_vocab, logits })
+    }
+
+    /// Row `t`.
+    pub fn row(&self, t: usize) -> &[f32] {
+        &self.logits[t * self.n_vocab..(t + 1) * self.n_vocab]
+    }
+}
+
+/// How closely two sets of logits agree.
+#[derive(Debug, Clone, Copy)]
+pub struct Agreement {
+    /// Normalised mean squared error: sum (a - b)^2 / sum b^2.
+    pub nmse: f64,
+    /// Largest |a - b|.
+    pub max_abs_diff: f64,
+    /// Fraction of positions whose argmax agree.
+    pub top1: f64,
+}
+
+/// Compares `got` with the reference `want`, both `(n, n_vocab)` row-major.
+pub fn agreement(got: &[f32], want: &[f32], n_vocab: usize) -> Agreement {
+    assert_eq!(got.len(), want.len(), "logit counts differ");
+    let (mut err, mut norm, mut max) = (0f64, 0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        let d = g as f64 - w as f64;
+        err += d * d;
+        norm += w as f64 * w as f64;
+        max = max.max(d.abs());
+    }
+    let rows = got.len() / n_vocab;
+    let argmax = |r: &[f32]| {
+        r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best })
+    };
+    let same = (0..rows)
+        .filter(|&t| {
+            argmax(&got[t * n_vocab..(t + 1) * n_vocab])
+                == argmax(&want[t * n_vocab..(t + 1) * n_vocab])
+        })
+        .count();
+    Agreement { nmse: err / norm, max_abs_diff: max, top1: same as f64 / rows as f64 }
+}
