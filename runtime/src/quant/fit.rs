@@ -31,9 +31,11 @@ fn error(diff: f32, use_mad: bool) -> f32 {
 pub(crate) struct Qkx2 {
     /// Largest code.
     pub nmax: i32,
-    /// Inverse scales tried: `(nmax + rmin + rdelta * is) / (max - min)` for `is` in `0..=nstep`.
+    /// Offset of the first inverse scale tried: `(nmax + rmin + rdelta * is) / (max - min)`.
     pub rmin: f32,
+    /// Step between inverse scales tried.
     pub rdelta: f32,
+    /// Inverse scales tried: `is` in `0..=nstep`.
     pub nstep: i32,
     /// Minimise absolute rather than squared error.
     pub use_mad: bool,

@@ -258,14 +258,19 @@ impl Quantize for BlockQ2K {
             }
             dmin = F16Le::from_f32(max_min / Q4SCALE);
         }
-        for j in 0..QK_K / 16 {
-            let dl = d.to_f32() * f32::from(packed[j] & 0xf);
+        let sub_blocks = x
+            .as_chunks::<16>()
+            .0
+            .iter()
+            .zip(codes.as_chunks_mut::<16>().0);
+        for (&sc, (xs, codes)) in packed.iter().zip(sub_blocks) {
+            let dl = d.to_f32() * f32::from(sc & 0xf);
             if dl == 0.0 {
                 continue;
             }
-            let ml = dmin.to_f32() * f32::from(packed[j] >> 4);
-            for i in 16 * j..16 * j + 16 {
-                codes[i] = nearest_int((x[i] + ml) / dl).clamp(0, 3) as u8;
+            let ml = dmin.to_f32() * f32::from(sc >> 4);
+            for (c, &v) in codes.iter_mut().zip(xs) {
+                *c = nearest_int((v + ml) / dl).clamp(0, 3) as u8;
             }
         }
         let mut qs = [0u8; QK_K / 4];
@@ -424,13 +429,18 @@ impl Quantize for BlockQ6K {
         let iscale = -128.0 / max_scale;
         let d = F16Le::from_f32(1.0 / iscale);
         let packed = scales.map(|s| nearest_int(iscale * s).min(127) as i8);
-        for j in 0..QK_K / 16 {
-            let dl = d.to_f32() * f32::from(packed[j]);
+        let sub_blocks = x
+            .as_chunks::<16>()
+            .0
+            .iter()
+            .zip(codes.as_chunks_mut::<16>().0);
+        for (&sc, (xs, codes)) in packed.iter().zip(sub_blocks) {
+            let dl = d.to_f32() * f32::from(sc);
             if dl == 0.0 {
                 continue;
             }
-            for i in 16 * j..16 * j + 16 {
-                codes[i] = (nearest_int(x[i] / dl).clamp(-32, 31) + 32) as u8;
+            for (c, &v) in codes.iter_mut().zip(xs) {
+                *c = (nearest_int(v / dl).clamp(-32, 31) + 32) as u8;
             }
         }
         let (mut ql, mut qh) = ([0u8; QK_K / 2], [0u8; QK_K / 4]);

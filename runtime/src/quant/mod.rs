@@ -15,7 +15,8 @@
 //! quantize(GgmlType::Q4_K, &x, &mut bytes)?;
 //! let mut y = vec![0.0; 256];
 //! dequantize(GgmlType::Q4_K, &bytes, &mut y)?;
-//! assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 0.05));
+//! // 15 steps over [-1, 1]: every value lands within about half a step (0.067).
+//! assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 0.08));
 //! # Ok::<(), moetile::Error>(())
 //! ```
 
@@ -47,37 +48,69 @@ use crate::{Error, Result};
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GgmlType {
+    /// IEEE binary32.
     F32,
+    /// IEEE binary16.
     F16,
+    /// 4-bit, 32-value blocks, scale only.
     Q4_0,
+    /// 4-bit, 32-value blocks, scale and min.
     Q4_1,
+    /// 5-bit, 32-value blocks, scale only.
     Q5_0,
+    /// 5-bit, 32-value blocks, scale and min.
     Q5_1,
+    /// 8-bit, 32-value blocks, scale only.
     Q8_0,
+    /// 8-bit with a precomputed block sum (an activation format).
     Q8_1,
+    /// 2-bit K-quant (2.625 bits per value).
     Q2_K,
+    /// 3-bit K-quant (3.4375 bits per value).
     Q3_K,
+    /// 4-bit K-quant (4.5 bits per value).
     Q4_K,
+    /// 5-bit K-quant (5.5 bits per value).
     Q5_K,
+    /// 6-bit K-quant (6.5625 bits per value).
     Q6_K,
+    /// 8-bit K-quant (an activation format).
     Q8_K,
+    /// 2.0625-bit grid quant.
     IQ2_XXS,
+    /// 2.3125-bit grid quant.
     IQ2_XS,
+    /// 3.0625-bit grid quant.
     IQ3_XXS,
+    /// 1.5625-bit grid quant.
     IQ1_S,
+    /// 4-bit non-linear codebook, 32-value blocks.
     IQ4_NL,
+    /// 3.4375-bit grid quant.
     IQ3_S,
+    /// 2.5625-bit grid quant.
     IQ2_S,
+    /// 4.25-bit non-linear codebook, 256-value super-blocks.
     IQ4_XS,
+    /// 8-bit integer.
     I8,
+    /// 16-bit integer.
     I16,
+    /// 32-bit integer.
     I32,
+    /// 64-bit integer.
     I64,
+    /// IEEE binary64.
     F64,
+    /// 1.75-bit grid quant.
     IQ1_M,
+    /// bfloat16: the top half of an f32.
     BF16,
+    /// Ternary, 1.6875 bits per value.
     TQ1_0,
+    /// Ternary, 2.0625 bits per value.
     TQ2_0,
+    /// OCP microscaling FP4 (E2M1 with an E8M0 block scale).
     MXFP4,
 }
 
@@ -208,7 +241,8 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
 /// whole number of blocks. Types: F32, F16, BF16, Q8_0 and Q2_K, Q4_K, Q5_K, Q6_K (ggml's
 /// reference quantizers, bit-exact with `quantize_row_*_ref`), IQ2_XXS (our nearest-grid
 /// search, see [`BlockIq2Xxs`]). Each block depends only on its own values, so callers may
-/// split a tensor across threads at block boundaries.
+/// split a tensor across threads at block boundaries. Block scales are f16, as in ggml: values
+/// beyond about 65504 times a format's largest code overflow them to infinity.
 pub fn quantize(ty: GgmlType, values: &[f32], out: &mut Vec<u8>) -> Result<()> {
     let write: fn(&[f32], &mut Vec<u8>) = match ty {
         GgmlType::F32 => float::quantize_f32,
@@ -227,7 +261,7 @@ pub fn quantize(ty: GgmlType, values: &[f32], out: &mut Vec<u8>) -> Result<()> {
             });
         }
     };
-    if values.len() % ty.block_values() != 0 {
+    if !values.len().is_multiple_of(ty.block_values()) {
         return Err(Error::PartialBlock {
             ty,
             values: values.len(),

@@ -248,6 +248,7 @@ fn dequantize_reads_blocks_at_any_byte_offset() {
     quantize(GgmlType::Q4_K, &x, &mut bytes).expect("quantize");
     let (mut at_1, mut at_0) = (vec![0.0; QK_K], vec![0.0; QK_K]);
     dequantize(GgmlType::Q4_K, &bytes[1..], &mut at_1).expect("odd address");
-    dequantize(GgmlType::Q4_K, &bytes[1..].to_vec(), &mut at_0).expect("fresh allocation");
+    let copy = bytes[1..].to_vec();
+    dequantize(GgmlType::Q4_K, &copy, &mut at_0).expect("fresh allocation");
     assert_eq!(at_1, at_0);
 }
