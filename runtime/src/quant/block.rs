@@ -31,9 +31,8 @@ impl F16Le {
 }
 
 /// A ggml block layout: `#[repr(C)]`, alignment 1, `size_of` equal to the type's block bytes.
-pub trait Block: Pod {
-    /// The tensor type stored in these blocks.
-    const TYPE: crate::quant::GgmlType;
+/// Crate-private: outside callers go through [`crate::quant::dequantize`], which checks lengths.
+pub(crate) trait Block: Pod {
     /// Values per block.
     const VALUES: usize;
 
@@ -42,8 +41,8 @@ pub trait Block: Pod {
     fn dequantize(&self, out: &mut [f32]);
 }
 
-/// A block type moetile can write from f32 values.
-pub trait Quantize: Block {
+/// A block type moetile can write from f32 values (through [`crate::quant::quantize`]).
+pub(crate) trait Quantize: Block {
     /// Quantizes `x` (`x.len() == Self::VALUES`, finite) into one block.
     fn quantize(x: &[f32]) -> Self;
 }

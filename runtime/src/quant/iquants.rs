@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::quant::GgmlType;
 use crate::quant::block::{Block, F16Le, QK, QK_K, Quantize};
 use crate::quant::fit::{GROUP_MAX_EPS, nearest_int};
 use crate::quant::iq_tables::{IQ2XS_GRID, IQ2XXS_GRID};
@@ -107,7 +106,6 @@ fn iq2_group(out: &mut [f32], db: f32, grid: u64, sign_index: usize) {
 }
 
 impl Block for BlockIq2Xxs {
-    const TYPE: GgmlType = GgmlType::IQ2_XXS;
     const VALUES: usize = QK_K;
 
     /// Mirrors `dequantize_row_iq2_xxs` in ggml-quants.c.
@@ -125,7 +123,6 @@ impl Block for BlockIq2Xxs {
 }
 
 impl Block for BlockIq2Xs {
-    const TYPE: GgmlType = GgmlType::IQ2_XS;
     const VALUES: usize = QK_K;
 
     /// Mirrors `dequantize_row_iq2_xs` in ggml-quants.c.
@@ -141,7 +138,6 @@ impl Block for BlockIq2Xs {
 }
 
 impl Block for BlockIq4Nl {
-    const TYPE: GgmlType = GgmlType::IQ4_NL;
     const VALUES: usize = QK;
 
     /// Mirrors `dequantize_row_iq4_nl` in ggml-quants.c.
@@ -154,7 +150,6 @@ impl Block for BlockIq4Nl {
 }
 
 impl Block for BlockIq4Xs {
-    const TYPE: GgmlType = GgmlType::IQ4_XS;
     const VALUES: usize = QK_K;
 
     /// Mirrors `dequantize_row_iq4_xs` in ggml-quants.c.

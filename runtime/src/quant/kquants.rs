@@ -8,7 +8,6 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::quant::GgmlType;
 use crate::quant::block::{Block, F16Le, QK_K, Quantize};
 use crate::quant::fit::{GROUP_MAX_EPS, Qkx2, make_qx_quants, nearest_int};
 
@@ -131,7 +130,6 @@ fn pack_scale_min_k4(scales: &[u8; 8], mins: &[u8; 8]) -> [u8; 12] {
 }
 
 impl Block for BlockQ2K {
-    const TYPE: GgmlType = GgmlType::Q2_K;
     const VALUES: usize = QK_K;
 
     /// Mirrors `dequantize_row_q2_K` in ggml-quants.c.
@@ -146,7 +144,6 @@ impl Block for BlockQ2K {
 }
 
 impl Block for BlockQ3K {
-    const TYPE: GgmlType = GgmlType::Q3_K;
     const VALUES: usize = QK_K;
 
     /// Mirrors `dequantize_row_q3_K` in ggml-quants.c (its `kmask1`/`kmask2` scale unpacking
@@ -170,7 +167,6 @@ impl Block for BlockQ3K {
 }
 
 impl Block for BlockQ4K {
-    const TYPE: GgmlType = GgmlType::Q4_K;
     const VALUES: usize = QK_K;
 
     /// Mirrors `dequantize_row_q4_K` in ggml-quants.c.
@@ -185,7 +181,6 @@ impl Block for BlockQ4K {
 }
 
 impl Block for BlockQ5K {
-    const TYPE: GgmlType = GgmlType::Q5_K;
     const VALUES: usize = QK_K;
 
     /// Mirrors `dequantize_row_q5_K` in ggml-quants.c.
@@ -201,7 +196,6 @@ impl Block for BlockQ5K {
 }
 
 impl Block for BlockQ6K {
-    const TYPE: GgmlType = GgmlType::Q6_K;
     const VALUES: usize = QK_K;
 
     /// Mirrors `dequantize_row_q6_K` in ggml-quants.c.

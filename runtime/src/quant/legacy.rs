@@ -5,7 +5,6 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::quant::GgmlType;
 use crate::quant::block::{Block, F16Le, QK, Quantize};
 
 /// Q4_0: `d * (q - 8)`, q in 0..16.
@@ -98,7 +97,6 @@ fn five_bit_codes(qh: [u8; 4], qs: &[u8; QK / 2]) -> [u8; QK] {
 }
 
 impl Block for BlockQ4_0 {
-    const TYPE: GgmlType = GgmlType::Q4_0;
     const VALUES: usize = QK;
 
     /// Mirrors `dequantize_row_q4_0` in ggml-quants.c.
@@ -111,7 +109,6 @@ impl Block for BlockQ4_0 {
 }
 
 impl Block for BlockQ4_1 {
-    const TYPE: GgmlType = GgmlType::Q4_1;
     const VALUES: usize = QK;
 
     /// Mirrors `dequantize_row_q4_1` in ggml-quants.c.
@@ -124,7 +121,6 @@ impl Block for BlockQ4_1 {
 }
 
 impl Block for BlockQ5_0 {
-    const TYPE: GgmlType = GgmlType::Q5_0;
     const VALUES: usize = QK;
 
     /// Mirrors `dequantize_row_q5_0` in ggml-quants.c.
@@ -137,7 +133,6 @@ impl Block for BlockQ5_0 {
 }
 
 impl Block for BlockQ5_1 {
-    const TYPE: GgmlType = GgmlType::Q5_1;
     const VALUES: usize = QK;
 
     /// Mirrors `dequantize_row_q5_1` in ggml-quants.c.
@@ -150,7 +145,6 @@ impl Block for BlockQ5_1 {
 }
 
 impl Block for BlockQ8_0 {
-    const TYPE: GgmlType = GgmlType::Q8_0;
     const VALUES: usize = QK;
 
     /// Mirrors `dequantize_row_q8_0` in ggml-quants.c.

@@ -32,7 +32,7 @@ mod legacy;
 #[cfg(test)]
 mod tests;
 
-pub use block::{Block, F16Le, QK, QK_K, Quantize};
+pub use block::{F16Le, QK, QK_K};
 pub use iq_tables::{IQ2XS_GRID, IQ2XXS_GRID};
 pub use iquants::{
     BlockIq2Xs, BlockIq2Xxs, BlockIq4Nl, BlockIq4Xs, KMASK_IQ2XS, KSIGNS_IQ2XS, KVALUES_IQ4NL,
