@@ -66,6 +66,28 @@ pub enum Error {
     /// A GGUF file that cannot be read or written, or lacks a metadata key.
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),
+    /// Values to quantize that do not fill whole blocks.
+    #[error(
+        "{ty}: {values} values are not a whole number of {block}-value blocks; quantize rows whose length is a multiple of {block}"
+    )]
+    PartialBlock {
+        /// The type asked for.
+        ty: crate::quant::GgmlType,
+        /// Values given.
+        values: usize,
+        /// Values per block of `ty`.
+        block: usize,
+    },
+    /// A NaN or infinity among values to quantize.
+    #[error("{ty} quantization: value #{index} is {value}; quantizers need finite values")]
+    NonFinite {
+        /// The type asked for.
+        ty: crate::quant::GgmlType,
+        /// Position of the first non-finite value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// A backend failure (GPU device lost, out of memory, missing feature...).
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),

@@ -3,6 +3,44 @@
 //!
 //! The type table mirrors `ggml_type` in ggml.h (ids are part of the GGUF format); ids that ggml
 //! retired are absent, so reading one is an "unknown type" error.
+//!
+//! Formats live by family: `float` (F32, F16, BF16), `legacy` (Q4_0..Q8_0), `kquants`
+//! (Q2_K..Q6_K) and `iquants` (IQ2_XXS, IQ2_XS, IQ4_NL, IQ4_XS). Each block struct is public
+//! and byte-aligned so upload code can cast GGUF bytes to blocks and repack them.
+//!
+//! ```
+//! use moetile::quant::{GgmlType, dequantize, quantize};
+//! let x: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let mut bytes = Vec::new();
+//! quantize(GgmlType::Q4_K, &x, &mut bytes)?;
+//! let mut y = vec![0.0; 256];
+//! dequantize(GgmlType::Q4_K, &bytes, &mut y)?;
+//! // 15 steps over [-1, 1]: every value lands within about half a step (0.067).
+//! assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 0.08));
+//! # Ok::<(), moetile::Error>(())
+//! ```
+
+mod block;
+mod fit;
+#[cfg(test)]
+mod fixtures;
+mod float;
+mod iq_tables;
+mod iquants;
+mod kquants;
+mod legacy;
+#[cfg(test)]
+mod tests;
+
+pub use block::{F16Le, QK, QK_K};
+pub use iq_tables::{IQ2XS_GRID, IQ2XXS_GRID};
+pub use iquants::{
+    BlockIq2Xs, BlockIq2Xxs, BlockIq4Nl, BlockIq4Xs, KMASK_IQ2XS, KSIGNS_IQ2XS, KVALUES_IQ4NL,
+};
+pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
+pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+
+use block::{dequantize_blocks, quantize_blocks};
 
 use crate::{Error, Result};
 
@@ -10,37 +48,69 @@ use crate::{Error, Result};
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GgmlType {
+    /// IEEE binary32.
     F32,
+    /// IEEE binary16.
     F16,
+    /// 4-bit, 32-value blocks, scale only.
     Q4_0,
+    /// 4-bit, 32-value blocks, scale and min.
     Q4_1,
+    /// 5-bit, 32-value blocks, scale only.
     Q5_0,
+    /// 5-bit, 32-value blocks, scale and min.
     Q5_1,
+    /// 8-bit, 32-value blocks, scale only.
     Q8_0,
+    /// 8-bit with a precomputed block sum (an activation format).
     Q8_1,
+    /// 2-bit K-quant (2.625 bits per value).
     Q2_K,
+    /// 3-bit K-quant (3.4375 bits per value).
     Q3_K,
+    /// 4-bit K-quant (4.5 bits per value).
     Q4_K,
+    /// 5-bit K-quant (5.5 bits per value).
     Q5_K,
+    /// 6-bit K-quant (6.5625 bits per value).
     Q6_K,
+    /// 8-bit K-quant (an activation format).
     Q8_K,
+    /// 2.0625-bit grid quant.
     IQ2_XXS,
+    /// 2.3125-bit grid quant.
     IQ2_XS,
+    /// 3.0625-bit grid quant.
     IQ3_XXS,
+    /// 1.5625-bit grid quant.
     IQ1_S,
+    /// 4-bit non-linear codebook, 32-value blocks.
     IQ4_NL,
+    /// 3.4375-bit grid quant.
     IQ3_S,
+    /// 2.5625-bit grid quant.
     IQ2_S,
+    /// 4.25-bit non-linear codebook, 256-value super-blocks.
     IQ4_XS,
+    /// 8-bit integer.
     I8,
+    /// 16-bit integer.
     I16,
+    /// 32-bit integer.
     I32,
+    /// 64-bit integer.
     I64,
+    /// IEEE binary64.
     F64,
+    /// 1.75-bit grid quant.
     IQ1_M,
+    /// bfloat16: the top half of an f32.
     BF16,
+    /// Ternary, 1.6875 bits per value.
     TQ1_0,
+    /// Ternary, 2.0625 bits per value.
     TQ2_0,
+    /// OCP microscaling FP4 (E2M1 with an E8M0 block scale).
     MXFP4,
 }
 
@@ -126,7 +196,9 @@ impl GgmlType {
 }
 
 /// Dequantizes whole blocks of `ty` into f32: `bytes` holds exactly `out.len() /
-/// ty.block_values()` blocks. Bit-exact with ggml's `dequantize_row_*` for every supported type.
+/// ty.block_values()` blocks. Bit-exact with ggml's `dequantize_row_*` (and gguf-py) for every
+/// supported type: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ2_XXS, IQ2_XS,
+/// IQ4_NL, IQ4_XS.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let blocks = out.len() / ty.block_values();
     if !out.len().is_multiple_of(ty.block_values()) || bytes.len() != blocks * ty.block_bytes() {
@@ -136,45 +208,79 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
             bytes: bytes.len(),
         });
     }
-    match ty {
-        GgmlType::F32 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        GgmlType::F16 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
+    let read: fn(&[u8], &mut [f32]) = match ty {
+        GgmlType::F32 => float::dequantize_f32,
+        GgmlType::F16 => float::dequantize_f16,
+        GgmlType::BF16 => float::dequantize_bf16,
+        GgmlType::Q4_0 => dequantize_blocks::<BlockQ4_0>,
+        GgmlType::Q4_1 => dequantize_blocks::<BlockQ4_1>,
+        GgmlType::Q5_0 => dequantize_blocks::<BlockQ5_0>,
+        GgmlType::Q5_1 => dequantize_blocks::<BlockQ5_1>,
+        GgmlType::Q8_0 => dequantize_blocks::<BlockQ8_0>,
+        GgmlType::Q2_K => dequantize_blocks::<BlockQ2K>,
+        GgmlType::Q3_K => dequantize_blocks::<BlockQ3K>,
+        GgmlType::Q4_K => dequantize_blocks::<BlockQ4K>,
+        GgmlType::Q5_K => dequantize_blocks::<BlockQ5K>,
+        GgmlType::Q6_K => dequantize_blocks::<BlockQ6K>,
+        GgmlType::IQ2_XXS => dequantize_blocks::<BlockIq2Xxs>,
+        GgmlType::IQ2_XS => dequantize_blocks::<BlockIq2Xs>,
+        GgmlType::IQ4_NL => dequantize_blocks::<BlockIq4Nl>,
+        GgmlType::IQ4_XS => dequantize_blocks::<BlockIq4Xs>,
         _ => {
             return Err(Error::UnsupportedType {
                 ty,
                 op: "CPU dequantization",
             });
         }
+    };
+    read(bytes, out);
+    Ok(())
+}
+
+/// Quantizes `values` to `ty` and appends the blocks to `out`; `values` must be finite and a
+/// whole number of blocks. Types: F32, F16, BF16, Q8_0 and Q2_K, Q4_K, Q5_K, Q6_K (ggml's
+/// reference quantizers, bit-exact with `quantize_row_*_ref`), IQ2_XXS (our nearest-grid
+/// search, see [`BlockIq2Xxs`]). Each block depends only on its own values, so callers may
+/// split a tensor across threads at block boundaries. Block scales are f16, as in ggml: values
+/// beyond about 65504 times a format's largest code overflow them to infinity.
+pub fn quantize(ty: GgmlType, values: &[f32], out: &mut Vec<u8>) -> Result<()> {
+    let write: fn(&[f32], &mut Vec<u8>) = match ty {
+        GgmlType::F32 => float::quantize_f32,
+        GgmlType::F16 => float::quantize_f16,
+        GgmlType::BF16 => float::quantize_bf16,
+        GgmlType::Q8_0 => quantize_blocks::<BlockQ8_0>,
+        GgmlType::Q2_K => quantize_blocks::<BlockQ2K>,
+        GgmlType::Q4_K => quantize_blocks::<BlockQ4K>,
+        GgmlType::Q5_K => quantize_blocks::<BlockQ5K>,
+        GgmlType::Q6_K => quantize_blocks::<BlockQ6K>,
+        GgmlType::IQ2_XXS => quantize_blocks::<BlockIq2Xxs>,
+        _ => {
+            return Err(Error::UnsupportedType {
+                ty,
+                op: "quantization",
+            });
+        }
+    };
+    if !values.len().is_multiple_of(ty.block_values()) {
+        return Err(Error::PartialBlock {
+            ty,
+            values: values.len(),
+            block: ty.block_values(),
+        });
     }
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            ty,
+            index,
+            value: values[index],
+        });
+    }
+    write(values, out);
     Ok(())
 }
 
 impl std::fmt::Display for GgmlType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn type_table_round_trips_ids_and_names() {
-        for t in GgmlType::all() {
-            assert_eq!(GgmlType::from_id(t.id()), Some(t));
-            assert!(!t.name().is_empty());
-        }
-        assert_eq!(GgmlType::from_id(4), None, "Q4_2 was retired");
-        assert_eq!(GgmlType::Q4_K.row_bytes(512), Some(288));
-        assert_eq!(GgmlType::Q4_K.row_bytes(100), None);
     }
 }
