@@ -89,7 +89,10 @@ impl<B: Backend> Session<B> {
         }
         let needed = self.tokens.len() + tokens.len();
         if needed > self.n_ctx {
-            return Err(Error::ContextFull { n_ctx: self.n_ctx, needed });
+            return Err(Error::ContextFull {
+                n_ctx: self.n_ctx,
+                needed,
+            });
         }
         let mut out = Vec::new();
         for chunk in tokens.chunks(self.chunk) {
@@ -124,7 +127,12 @@ impl<B: Backend> Session<B> {
         backend: &mut B,
         prompt: &[u32],
     ) -> Result<Vec<f32>> {
-        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         let keep = common.min(prompt.len().saturating_sub(1));
         self.truncate(keep);
         self.prefill(model, backend, &prompt[keep..], Logits::Last)

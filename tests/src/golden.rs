@@ -23,23 +23,43 @@ impl Golden {
     /// Reads a golden file.
     pub fn read(path: &Path) -> anyhow::Result<Golden> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        ensure!(bytes.len() >= 20 && &bytes[..4] == MAGIC, "{}: not a golden file", path.display());
+        ensure!(
+            bytes.len() >= 20 && &bytes[..4] == MAGIC,
+            "{}: not a golden file",
+            path.display()
+        );
         let word = |i: usize| u32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
-        ensure!(word(1) == VERSION, "{}: version {} (want {VERSION})", path.display(), word(1));
+        ensure!(
+            word(1) == VERSION,
+            "{}: version {} (want {VERSION})",
+            path.display(),
+            word(1)
+        );
         let (dtype, n_tokens, n_vocab) = (word(2), word(3) as usize, word(4) as usize);
         let tokens_end = 20 + 4 * n_tokens;
         let tokens = (0..n_tokens).map(|i| word(5 + i)).collect();
         let body = &bytes[tokens_end..];
         let logits: Vec<f32> = match dtype {
-            0 => body.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+            0 => body
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
             1 => body
                 .chunks_exact(2)
                 .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
             other => bail!("{}: unknown dtype {other}", path.display()),
         };
-        ensure!(logits.len() == n_tokens * n_vocab, "{}: truncated", path.display());
-        Ok(Golden { tokens, n_vocab, logits })
+        ensure!(
+            logits.len() == n_tokens * n_vocab,
+            "{}: truncated",
+            path.display()
+        );
+        Ok(Golden {
+            tokens,
+            n_vocab,
+            logits,
+        })
     }
 
     /// Row `t`.
@@ -71,7 +91,9 @@ pub fn agreement(got: &[f32], want: &[f32], n_vocab: usize) -> Agreement {
     }
     let rows = got.len() / n_vocab;
     let argmax = |r: &[f32]| {
-        r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best })
+        r.iter()
+            .enumerate()
+            .fold(0, |best, (i, &v)| if v > r[best] { i } else { best })
     };
     let same = (0..rows)
         .filter(|&t| {
@@ -79,5 +101,9 @@ pub fn agreement(got: &[f32], want: &[f32], n_vocab: usize) -> Agreement {
                 == argmax(&want[t * n_vocab..(t + 1) * n_vocab])
         })
         .count();
-    Agreement { nmse: err / norm, max_abs_diff: max, top1: same as f64 / rows as f64 }
+    Agreement {
+        nmse: err / norm,
+        max_abs_diff: max,
+        top1: same as f64 / rows as f64,
+    }
 }

@@ -8,10 +8,10 @@
 //! for the quantized models' larger logits (weights are exact after dequantization, so the
 //! bound is the same mechanism); a routing flip from rounding would blow far past them.
 
+use moetile::RuntimeConfig;
 use moetile::gguf::GgufFile;
 use moetile::model::{Logits, Model};
 use moetile::session::Session;
-use moetile::RuntimeConfig;
 use moetile_cpu::CpuBackend;
 use moetile_tests::golden::{Golden, agreement};
 use moetile_tests::model_fixture;
@@ -22,12 +22,22 @@ fn check(name: &str, max_nmse: f64) {
     let golden = Golden::read(&ref_path).unwrap();
     let mut cpu = CpuBackend::new();
     let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
-    let config = RuntimeConfig { ctx: Some(512), chunk: 128, ..Default::default() };
+    let config = RuntimeConfig {
+        ctx: Some(512),
+        chunk: 128,
+        ..Default::default()
+    };
     let mut session = Session::new(&model, &mut cpu, &config).unwrap();
-    let logits = session.prefill(&model, &mut cpu, &golden.tokens, Logits::All).unwrap();
+    let logits = session
+        .prefill(&model, &mut cpu, &golden.tokens, Logits::All)
+        .unwrap();
     let a = agreement(&logits, &golden.logits, golden.n_vocab);
     println!("{name}: {a:?}");
-    assert!(a.nmse <= max_nmse, "{name}: NMSE {:.3e} > {max_nmse:e} ({a:?})", a.nmse);
+    assert!(
+        a.nmse <= max_nmse,
+        "{name}: NMSE {:.3e} > {max_nmse:e} ({a:?})",
+        a.nmse
+    );
     assert_eq!(a.top1, 1.0, "{name}: top-1 disagreement ({a:?})");
 }
 
@@ -44,4 +54,29 @@ fn qwen3moe_f16_matches_float64_reference() {
 #[test]
 fn qwen2moe_f32_with_shared_expert_matches_float64_reference() {
     check("qwen2moe-small-f32", 1e-9);
+}
+
+#[test]
+fn qwen3moe_q8_0_matches_float64_reference() {
+    check("qwen3moe-small-q8_0", 1e-6);
+}
+
+#[test]
+fn qwen3moe_q4_k_m_matches_float64_reference() {
+    check("qwen3moe-kq-q4_k_m", 1e-6);
+}
+
+#[test]
+fn qwen3moe_q2_k_matches_float64_reference() {
+    check("qwen3moe-kq-q2_k", 1e-6);
+}
+
+#[test]
+fn qwen3moe_iq2_xxs_matches_float64_reference() {
+    check("qwen3moe-kq-iq2_xxs", 1e-6);
+}
+
+#[test]
+fn qwen3moe_pure_q5_k_matches_float64_reference() {
+    check("qwen3moe-kq-pure-q5_k", 1e-6);
 }

@@ -32,17 +32,23 @@ impl Arch {
 
     /// The architecture named `name`, or an error listing the supported ones.
     pub fn from_name(name: &str) -> Result<Arch> {
-        Self::SUPPORTED.iter().find(|(_, n)| *n == name).map(|(a, _)| *a).ok_or_else(|| {
-            Error::UnsupportedArch {
+        Self::SUPPORTED
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(a, _)| *a)
+            .ok_or_else(|| Error::UnsupportedArch {
                 name: name.to_string(),
                 supported: Self::SUPPORTED.map(|(_, n)| n).join(", "),
-            }
-        })
+            })
     }
 
     /// The GGUF name (`"qwen3moe"`), used as the metadata key prefix.
     pub fn name(self) -> &'static str {
-        Self::SUPPORTED.iter().find(|(a, _)| *a == self).map(|(_, n)| *n).unwrap_or("?")
+        Self::SUPPORTED
+            .iter()
+            .find(|(a, _)| *a == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("?")
     }
 
     fn neox_rope(self) -> bool {
@@ -129,7 +135,11 @@ impl ModelConfig {
         let rope_dims = usize_opt("rope.dimension_count")?.unwrap_or(head_dim);
         let rope_scale = match file.get_str_opt(&key("rope.scaling.type"))? {
             None | Some("none") => 1.0,
-            Some("linear") => 1.0 / file.get_f32_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0),
+            Some("linear") => {
+                1.0 / file
+                    .get_f32_opt(&key("rope.scaling.factor"))?
+                    .unwrap_or(1.0)
+            }
             Some(other) => {
                 return Err(Error::InvalidModel(format!(
                     "RoPE scaling type {other:?} is not supported (supported: none, linear)"
@@ -138,7 +148,11 @@ impl ModelConfig {
         };
         let n_vocab = match file.tensor("token_embd.weight") {
             Some(t) if t.dims.len() == 2 => t.dims[1],
-            _ => return Err(Error::InvalidModel("tensor token_embd.weight is missing or not 2-D".into())),
+            _ => {
+                return Err(Error::InvalidModel(
+                    "tensor token_embd.weight is missing or not 2-D".into(),
+                ));
+            }
         };
         let moe = match usize_opt("expert_count")? {
             Some(n_experts) if n_experts > 0 => {
@@ -160,14 +174,20 @@ impl ModelConfig {
                     normalize: file
                         .get_bool_opt(&key("expert_weights_norm"))?
                         .unwrap_or(arch == Arch::Qwen3Moe),
-                    weight_scale: file.get_f32_opt(&key("expert_weights_scale"))?.unwrap_or(1.0),
+                    weight_scale: file
+                        .get_f32_opt(&key("expert_weights_scale"))?
+                        .unwrap_or(1.0),
                     activation: ExpertActivation::SwiGlu,
                 })
             }
             _ => None,
         };
         if matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe) && moe.is_none() {
-            return Err(Error::InvalidModel(format!("{} needs {}", arch.name(), key("expert_count"))));
+            return Err(Error::InvalidModel(format!(
+                "{} needs {}",
+                arch.name(),
+                key("expert_count")
+            )));
         }
         if let Some(m) = &moe
             && (m.n_experts_used == 0 || m.n_experts_used > m.n_experts)

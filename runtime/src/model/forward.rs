@@ -1,13 +1,13 @@
 //! The forward pass, written once against [`Backend`]: embed, then per block attention and
 //! FFN (dense or routed experts) with pre-norms and residual adds, then the output head.
 
+use crate::Result;
 use crate::gguf::GgufFile;
 use crate::model::{
     AttentionParams, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
     ModelWeights, MoeParams, RouterParams, load_weights,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
-use crate::Result;
 
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,11 @@ impl<B: Backend> Model<B> {
     /// models).
     pub fn tile_for(&self, tokens: usize, policy: &TilePolicy) -> Option<TileWidth> {
         self.config.moe.map(|m| {
-            policy.choose(MoeBatch { tokens, n_experts: m.n_experts, n_experts_used: m.n_experts_used })
+            policy.choose(MoeBatch {
+                tokens,
+                n_experts: m.n_experts,
+                n_experts_used: m.n_experts_used,
+            })
         })
     }
 
@@ -95,7 +99,13 @@ impl<B: Backend> Model<B> {
             let h = b.rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
             let y = match &layer.ffn {
                 FfnWeights::Dense(ffn) => dense_ffn(b, &h, ffn)?,
-                FfnWeights::Moe { router, gate, up, down, shared } => {
+                FfnWeights::Moe {
+                    router,
+                    gate,
+                    up,
+                    down,
+                    shared,
+                } => {
                     let m = c.moe.as_ref().expect("MoE weights imply an MoE config");
                     let router_logits = b.matmul(&h, router)?;
                     let routing = b.route(
@@ -107,8 +117,13 @@ impl<B: Backend> Model<B> {
                             weight_scale: m.weight_scale,
                         },
                     )?;
-                    let tile = self.tile_for(tokens.len(), policy).unwrap_or(TileWidth::T32);
-                    let params = MoeParams { activation: m.activation, tile };
+                    let tile = self
+                        .tile_for(tokens.len(), policy)
+                        .unwrap_or(TileWidth::T32);
+                    let params = MoeParams {
+                        activation: m.activation,
+                        tile,
+                    };
                     let mut y = b.moe(&h, &routing, ExpertWeights { gate, up, down }, &params)?;
                     if let Some((ffn, gate_inp)) = shared {
                         let mut ys = dense_ffn(b, &h, ffn)?;

@@ -100,7 +100,8 @@ struct Loader<'a, B: Backend> {
 impl<'a, B: Backend> Loader<'a, B> {
     fn info(&self, name: &str) -> Result<&'a TensorInfo> {
         let file: &'a GgufFile = self.file;
-        file.tensor(name).ok_or_else(|| Error::InvalidModel(format!("tensor {name} is missing")))
+        file.tensor(name)
+            .ok_or_else(|| Error::InvalidModel(format!("tensor {name} is missing")))
     }
 
     fn get(&mut self, name: &str, dims: &[usize]) -> Result<B::Weight> {
@@ -120,7 +121,10 @@ impl<'a, B: Backend> Loader<'a, B> {
         let len = data.bytes.len() as u64;
         let w = self.backend.upload(data)?;
         self.done += len;
-        (self.progress)(LoadProgress { bytes_done: self.done, bytes_total: self.total });
+        (self.progress)(LoadProgress {
+            bytes_done: self.done,
+            bytes_total: self.total,
+        });
         Ok(w)
     }
 
@@ -142,7 +146,10 @@ impl<'a, B: Backend> Loader<'a, B> {
     fn ffn_rows(&self, name: &str) -> Result<usize> {
         let info = self.info(name)?;
         info.dims.get(1).copied().ok_or_else(|| {
-            Error::InvalidModel(format!("tensor {name} has dims {:?}, expected 2-D", info.dims))
+            Error::InvalidModel(format!(
+                "tensor {name} has dims {:?}, expected 2-D",
+                info.dims
+            ))
         })
     }
 
@@ -160,7 +167,10 @@ impl<'a, B: Backend> Loader<'a, B> {
             None => None,
         };
         let qk_norm = if cfg.qk_norm {
-            Some([self.get(&name("attn_q_norm.weight"), &[hd])?, self.get(&name("attn_k_norm.weight"), &[hd])?])
+            Some([
+                self.get(&name("attn_q_norm.weight"), &[hd])?,
+                self.get(&name("attn_k_norm.weight"), &[hd])?,
+            ])
         } else {
             None
         };
@@ -198,7 +208,11 @@ impl<'a, B: Backend> Loader<'a, B> {
                 FfnWeights::Dense(self.dense(&p, "", d, f)?)
             }
         };
-        Ok(LayerWeights { attn, ffn_norm, ffn })
+        Ok(LayerWeights {
+            attn,
+            ffn_norm,
+            ffn,
+        })
     }
 }
 
@@ -210,11 +224,24 @@ pub fn load_weights<B: Backend>(
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<ModelWeights<B::Weight>> {
     let total = file.tensors().iter().map(|t| t.len as u64).sum();
-    let mut l = Loader { file, backend, progress, done: 0, total };
+    let mut l = Loader {
+        file,
+        backend,
+        progress,
+        done: 0,
+        total,
+    };
     let (d, vocab) = (cfg.d_model, cfg.n_vocab);
     let embed = l.get("token_embd.weight", &[d, vocab])?;
-    let layers = (0..cfg.n_layers).map(|il| l.layer(cfg, il)).collect::<Result<Vec<_>>>()?;
+    let layers = (0..cfg.n_layers)
+        .map(|il| l.layer(cfg, il))
+        .collect::<Result<Vec<_>>>()?;
     let output_norm = l.get("output_norm.weight", &[d])?;
     let output = l.opt("output.weight", &[d, vocab])?;
-    Ok(ModelWeights { embed, layers, output_norm, output })
+    Ok(ModelWeights {
+        embed,
+        layers,
+        output_norm,
+        output,
+    })
 }
