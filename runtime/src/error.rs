@@ -34,6 +34,9 @@ pub enum Error {
         /// Bytes given.
         bytes: usize,
     },
+    /// A GGUF file that cannot be read or written, or lacks a metadata key.
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
     /// A backend failure (GPU device lost, out of memory, missing feature...).
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),
