@@ -24,6 +24,8 @@ use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Environment, ErrorKind, Value};
 
+use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// ChatML, the format of Qwen and many others; used when the GGUF has no template.
@@ -44,7 +46,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message from `role` saying `content`.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -65,7 +70,10 @@ impl ChatTemplate {
     /// names (empty when the vocabulary has none).
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = Environment::new();
-        let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build();
+        let syntax = SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build();
         // The default delimiters always build.
         env.set_syntax(syntax.expect("Jinja2's default syntax"));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -78,19 +86,37 @@ impl ChatTemplate {
             ("bos_token".to_owned(), Value::from(bos_token)),
             ("eos_token".to_owned(), Value::from(eos_token)),
         ]);
-        Ok(Self { env, source: source.to_owned(), variables, is_fallback: false })
+        Ok(Self {
+            env,
+            source: source.to_owned(),
+            variables,
+            is_fallback: false,
+        })
     }
 
     /// The ChatML fallback.
     pub fn chatml() -> Self {
         // CHATML is a constant that the tests render: it always compiles.
-        let mut template = Self::new(CHATML, "", "").expect("the built-in ChatML template compiles");
+        let mut template =
+            Self::new(CHATML, "", "").expect("the built-in ChatML template compiles");
         template.is_fallback = true;
         template
     }
 
-    /// The GGUF's template (`tokenizer.chat_template`) if there is one, else [`chatml`](Self::chatml).
-    pub fn from_source_or_chatml(source: Option<&str>, bos_token: &str, eos_token: &str) -> Result<Self> {
+    /// The GGUF's template (`tokenizer.chat_template`), or ChatML when it has none; BOS and
+    /// EOS texts come from `tokenizer`.
+    pub fn from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<Self> {
+        let text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or("");
+        let source = gguf.get_str_opt("tokenizer.chat_template")?;
+        Self::from_source_or_chatml(source, text(tokenizer.bos()), text(tokenizer.eos()))
+    }
+
+    /// `source` if there is one, else [`chatml`](Self::chatml).
+    pub fn from_source_or_chatml(
+        source: Option<&str>,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<Self> {
         match source {
             Some(source) => Self::new(source, bos_token, eos_token),
             None => Ok(Self::chatml()),
@@ -111,8 +137,14 @@ impl ChatTemplate {
             .collect();
         let mut context = self.variables.clone();
         context.insert("messages".to_owned(), Value::from(messages));
-        context.insert("add_generation_prompt".to_owned(), Value::from(add_generation_prompt));
-        let template = self.env.get_template(NAME).map_err(|e| Error::ChatTemplate(format!("{e:#}")))?;
+        context.insert(
+            "add_generation_prompt".to_owned(),
+            Value::from(add_generation_prompt),
+        );
+        let template = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| Error::ChatTemplate(format!("{e:#}")))?;
         template.render(Value::from(context)).map_err(|e| {
             if e.kind() == ErrorKind::InvalidOperation
                 && let Some(message) = e.detail().and_then(|d| d.strip_prefix(RAISED))
@@ -144,24 +176,50 @@ fn without_generation_tags(source: &str) -> String {
     }
     let tag = |name: &str| {
         // Fixed patterns: they compile.
-        fancy_regex::Regex::new(&format!(r"\{{%(-|\+)?\s*{name}\s*(-|\+)?%\}}")).expect("tag pattern")
+        fancy_regex::Regex::new(&format!(r"\{{%(-|\+)?\s*{name}\s*(-|\+)?%\}}"))
+            .expect("tag pattern")
     };
     let source = tag("endgeneration").replace_all(source, "{%${1} endif ${2}%}");
-    tag("generation").replace_all(&source, "{%${1} if true ${2}%}").into_owned()
+    tag("generation")
+        .replace_all(&source, "{%${1} if true ${2}%}")
+        .into_owned()
 }
 
 /// `strftime_now(format)`: the current UTC date and time, which Llama 3, Mistral and gpt-oss
 /// templates print into their system prompts. Supports `%Y %m %d %e %b %B %a %A %H %M %S %j %%`.
 fn strftime_now(format: String) -> std::result::Result<Value, minijinja::Error> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     format_utc(now, &format).map(Value::from)
 }
 
 /// Formats `unix_seconds` (UTC) with the strftime subset of [`strftime_now`].
 fn format_utc(unix_seconds: u64, format: &str) -> std::result::Result<String, minijinja::Error> {
-    const MONTHS: [&str; 12] =
-        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-    const DAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
     let days = unix_seconds / 86_400;
     let secs = unix_seconds % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -203,7 +261,10 @@ fn format_utc(unix_seconds: u64, format: &str) -> std::result::Result<String, mi
             other => {
                 return Err(minijinja::Error::new(
                     ErrorKind::InvalidOperation,
-                    format!("strftime_now: unsupported directive %{}", other.map(String::from).unwrap_or_default()),
+                    format!(
+                        "strftime_now: unsupported directive %{}",
+                        other.map(String::from).unwrap_or_default()
+                    ),
                 ));
             }
         };
@@ -216,13 +277,20 @@ const RAISED: &str = "raise_exception: ";
 
 /// `raise_exception(message)`: the templates' way to reject a conversation.
 fn raise_exception(message: String) -> std::result::Result<Value, minijinja::Error> {
-    Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("{RAISED}{message}")))
+    Err(minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{RAISED}{message}"),
+    ))
 }
 
 /// `tojson`, as Hugging Face defines it: `json.dumps(value, ensure_ascii=False, indent=indent,
 /// sort_keys=sort_keys)` with Python's default separators (`", "` and `": "`, or `","` and
 /// `": "` when indented). `ensure_ascii` is accepted and ignored, as HF ignores it.
-fn tojson(value: Value, indent: Option<usize>, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
+fn tojson(
+    value: Value,
+    indent: Option<usize>,
+    kwargs: Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
     let indent = match indent {
         Some(width) => Some(width),
         None => kwargs.get::<Option<usize>>("indent")?,
@@ -242,7 +310,12 @@ struct Json {
     sort_keys: bool,
 }
 
-fn write_json(value: &Value, style: Json, depth: usize, out: &mut String) -> std::result::Result<(), minijinja::Error> {
+fn write_json(
+    value: &Value,
+    style: Json,
+    depth: usize,
+    out: &mut String,
+) -> std::result::Result<(), minijinja::Error> {
     let indent = style.indent;
     let newline = |out: &mut String, depth: usize| {
         if let Some(width) = indent {
@@ -268,7 +341,9 @@ fn write_json(value: &Value, style: Json, depth: usize, out: &mut String) -> std
                 }
             }
         }
-        ValueKind::String | ValueKind::Bytes => write_json_string(value.as_str().unwrap_or_default(), out),
+        ValueKind::String | ValueKind::Bytes => {
+            write_json_string(value.as_str().unwrap_or_default(), out)
+        }
         ValueKind::Seq | ValueKind::Iterable => {
             out.push('[');
             let mut first = true;
@@ -412,13 +487,19 @@ mod tests {
         );
         template.set_flag("enable_thinking", false);
         let prompt = template.render(&messages, true).unwrap();
-        assert!(prompt.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"), "{prompt:?}");
+        assert!(
+            prompt.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+            "{prompt:?}"
+        );
     }
 
     #[test]
     fn raise_exception_reports_the_templates_message() {
         let template = ChatTemplate::new(QWEN_STYLE, "", "").unwrap();
-        let err = template.render(&[ChatMessage::new("narrator", "x")], false).unwrap_err().to_string();
+        let err = template
+            .render(&[ChatMessage::new("narrator", "x")], false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unexpected role narrator"), "{err}");
     }
 
@@ -431,13 +512,28 @@ mod tests {
             prompt,
             "<|im_start|>system\n  Be brief.\n<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
         );
-        assert!(!template.render(&conversation()[..1], false).unwrap().contains("assistant"));
+        assert!(
+            !template
+                .render(&conversation()[..1], false)
+                .unwrap()
+                .contains("assistant")
+        );
     }
 
     #[test]
     fn bos_and_eos_are_variables() {
-        let template = ChatTemplate::new("{{ bos_token }}{{ messages[0].content }}{{ eos_token }}", "<s>", "</s>").unwrap();
-        assert_eq!(template.render(&[ChatMessage::new("user", "x")], false).unwrap(), "<s>x</s>");
+        let template = ChatTemplate::new(
+            "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}",
+            "<s>",
+            "</s>",
+        )
+        .unwrap();
+        assert_eq!(
+            template
+                .render(&[ChatMessage::new("user", "x")], false)
+                .unwrap(),
+            "<s>x</s>"
+        );
     }
 
     #[test]
@@ -457,9 +553,14 @@ mod tests {
     #[test]
     fn dates_format_like_strftime() {
         // 2024-07-26 13:05:09 UTC, a Friday; 2000-03-01 (after a leap day); the epoch.
-        assert_eq!(format_utc(1_722_000_309, "%d %b %Y|%Y-%m-%d %H:%M:%S|%A %B %j|%a%e%%").unwrap(),
-            "26 Jul 2024|2024-07-26 13:25:09|Friday July 208|Fri26%");
-        assert_eq!(format_utc(951_868_800, "%Y-%m-%d %j").unwrap(), "2000-03-01 061");
+        assert_eq!(
+            format_utc(1_722_000_309, "%d %b %Y|%Y-%m-%d %H:%M:%S|%A %B %j|%a%e%%").unwrap(),
+            "26 Jul 2024|2024-07-26 13:25:09|Friday July 208|Fri26%"
+        );
+        assert_eq!(
+            format_utc(951_868_800, "%Y-%m-%d %j").unwrap(),
+            "2000-03-01 061"
+        );
         assert_eq!(format_utc(0, "%Y-%m-%d %a").unwrap(), "1970-01-01 Thu");
         assert!(format_utc(0, "%Q").is_err());
     }
@@ -472,12 +573,22 @@ mod tests {
             "",
         )
         .unwrap();
-        assert_eq!(template.render(&[ChatMessage::new("assistant", "a")], false).unwrap(), "[a]");
+        assert_eq!(
+            template
+                .render(&[ChatMessage::new("assistant", "a")], false)
+                .unwrap(),
+            "[a]"
+        );
     }
 
     #[test]
     fn syntax_errors_are_reported_at_load() {
-        let err = ChatTemplate::new("{% if %}", "", "").unwrap_err().to_string();
-        assert!(err.starts_with("chat template: the template does not parse"), "{err}");
+        let err = ChatTemplate::new("{% if %}", "", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("chat template: the template does not parse"),
+            "{err}"
+        );
     }
 }

@@ -70,7 +70,10 @@ impl Default for SamplerConfig {
 impl SamplerConfig {
     /// Always the most likely token.
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
     }
 
     /// Checks every value against its domain.
@@ -79,15 +82,49 @@ impl SamplerConfig {
             if ok && value.is_finite() {
                 Ok(())
             } else {
-                Err(Error::InvalidSetting { name: name.into(), value: value.to_string(), expected: expected.into() })
+                Err(Error::InvalidSetting {
+                    name: name.into(),
+                    value: value.to_string(),
+                    expected: expected.into(),
+                })
             }
         };
-        check("temperature", self.temperature, self.temperature >= 0.0, "a number >= 0 (0 = greedy)")?;
-        check("top_p", self.top_p, self.top_p > 0.0 && self.top_p <= 1.0, "a number in (0, 1] (1 = off)")?;
-        check("min_p", self.min_p, (0.0..=1.0).contains(&self.min_p), "a number in [0, 1] (0 = off)")?;
-        check("repeat_penalty", self.repeat_penalty, self.repeat_penalty > 0.0, "a number > 0 (1 = off)")?;
-        check("presence_penalty", self.presence_penalty, true, "a finite number (0 = off)")?;
-        check("frequency_penalty", self.frequency_penalty, true, "a finite number (0 = off)")?;
+        check(
+            "temperature",
+            self.temperature,
+            self.temperature >= 0.0,
+            "a number >= 0 (0 = greedy)",
+        )?;
+        check(
+            "top_p",
+            self.top_p,
+            self.top_p > 0.0 && self.top_p <= 1.0,
+            "a number in (0, 1] (1 = off)",
+        )?;
+        check(
+            "min_p",
+            self.min_p,
+            (0.0..=1.0).contains(&self.min_p),
+            "a number in [0, 1] (0 = off)",
+        )?;
+        check(
+            "repeat_penalty",
+            self.repeat_penalty,
+            self.repeat_penalty > 0.0,
+            "a number > 0 (1 = off)",
+        )?;
+        check(
+            "presence_penalty",
+            self.presence_penalty,
+            true,
+            "a finite number (0 = off)",
+        )?;
+        check(
+            "frequency_penalty",
+            self.frequency_penalty,
+            true,
+            "a finite number (0 = off)",
+        )?;
         Ok(())
     }
 }
@@ -105,7 +142,12 @@ impl Sampler {
     /// A sampler with `config`, seeded from `config.seed`.
     pub fn new(config: SamplerConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Self { config, rng: Xoshiro256::new(config.seed), logits: Vec::new(), candidates: Vec::new() })
+        Ok(Self {
+            config,
+            rng: Xoshiro256::new(config.seed),
+            logits: Vec::new(),
+            candidates: Vec::new(),
+        })
     }
 
     /// The configuration.
@@ -124,7 +166,11 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let config = self.config;
         self.logits.clear();
-        self.logits.extend(logits.iter().map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l }));
+        self.logits.extend(
+            logits
+                .iter()
+                .map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l }),
+        );
         self.apply_penalties(history);
         let logits = &self.logits;
 
@@ -132,15 +178,28 @@ impl Sampler {
         let candidates = &mut self.candidates;
         candidates.clear();
         if logits.contains(&f32::INFINITY) {
-            candidates.extend((0..logits.len() as u32).filter(|&i| logits[i as usize] == f32::INFINITY).map(|i| (i, 0.0)));
+            candidates.extend(
+                (0..logits.len() as u32)
+                    .filter(|&i| logits[i as usize] == f32::INFINITY)
+                    .map(|i| (i, 0.0)),
+            );
         } else {
-            candidates.extend(logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, &l)| (i as u32, l)));
+            candidates.extend(
+                logits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.is_finite())
+                    .map(|(i, &l)| (i as u32, l)),
+            );
         }
         if candidates.is_empty() {
             return 0;
         }
         if config.temperature == 0.0 {
-            return candidates.iter().min_by(|a, b| by_likelihood(a, b)).map_or(0, |c| c.0);
+            return candidates
+                .iter()
+                .min_by(|a, b| by_likelihood(a, b))
+                .map_or(0, |c| c.0);
         }
 
         if config.top_k > 0 && config.top_k < candidates.len() {
@@ -148,7 +207,10 @@ impl Sampler {
             candidates.truncate(config.top_k);
         }
         // Probabilities at temperature 1, relative to the most likely token.
-        let max = candidates.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+        let max = candidates
+            .iter()
+            .map(|c| c.1)
+            .fold(f32::NEG_INFINITY, f32::max);
         let total: f64 = candidates.iter().map(|c| f64::from(c.1 - max).exp()).sum();
         // min-p compares with the most likely token only, so it commutes with top-p's
         // truncation; applying it first leaves top-p fewer tokens to sort.
@@ -186,7 +248,8 @@ impl Sampler {
     /// Repetition, presence and frequency penalties over the recent window, in place.
     fn apply_penalties(&mut self, history: &[u32]) {
         let c = &self.config;
-        let off = c.repeat_penalty == 1.0 && c.presence_penalty == 0.0 && c.frequency_penalty == 0.0;
+        let off =
+            c.repeat_penalty == 1.0 && c.presence_penalty == 0.0 && c.frequency_penalty == 0.0;
         if off || c.penalty_last_n == 0 {
             return;
         }
@@ -196,8 +259,14 @@ impl Sampler {
             *counts.entry(id).or_default() += 1;
         }
         for (id, count) in counts {
-            let Some(l) = self.logits.get_mut(id as usize) else { continue };
-            *l = if *l > 0.0 { *l / c.repeat_penalty } else { *l * c.repeat_penalty };
+            let Some(l) = self.logits.get_mut(id as usize) else {
+                continue;
+            };
+            *l = if *l > 0.0 {
+                *l / c.repeat_penalty
+            } else {
+                *l * c.repeat_penalty
+            };
             *l -= c.presence_penalty + c.frequency_penalty * count as f32;
         }
     }
@@ -224,7 +293,9 @@ impl Xoshiro256 {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Self { s: [splitmix(), splitmix(), splitmix(), splitmix()] }
+        Self {
+            s: [splitmix(), splitmix(), splitmix(), splitmix()],
+        }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -250,6 +321,7 @@ impl Xoshiro256 {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+    use std::f32::consts::LN_2;
 
     fn sampler(config: SamplerConfig) -> Sampler {
         Sampler::new(config).unwrap()
@@ -257,7 +329,14 @@ mod tests {
 
     /// Plain sampling: no filters, temperature 1.
     fn plain(seed: u64) -> SamplerConfig {
-        SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..SamplerConfig::default() }
+        SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed,
+            ..SamplerConfig::default()
+        }
     }
 
     fn argmax(logits: &[f32]) -> u32 {
@@ -295,7 +374,7 @@ mod tests {
     }
 
     /// Probabilities 1/2, 1/4, 1/8, 1/8.
-    const HALVES: [f32; 4] = [-0.693_147_2, -1.386_294_4, -2.079_441_5, -2.079_441_5];
+    const HALVES: [f32; 4] = [-LN_2, -2.0 * LN_2, -3.0 * LN_2, -3.0 * LN_2];
     /// Chi-square at p = 0.001: 3 degrees of freedom 16.27, 1 degree 10.83.
     const CHI_3: f64 = 16.27;
     const CHI_1: f64 = 10.83;
@@ -304,7 +383,11 @@ mod tests {
     fn greedy_is_argmax() {
         for seed in 0..50 {
             let logits = random_logits(seed, 1000);
-            assert_eq!(sampler(SamplerConfig::greedy()).sample(&logits, &[]), argmax(&logits), "seed {seed}");
+            assert_eq!(
+                sampler(SamplerConfig::greedy()).sample(&logits, &[]),
+                argmax(&logits),
+                "seed {seed}"
+            );
         }
     }
 
@@ -312,8 +395,15 @@ mod tests {
     fn top_k_one_is_greedy() {
         for seed in 0..50 {
             let logits = random_logits(seed, 1000);
-            let config = SamplerConfig { top_k: 1, ..plain(seed) };
-            assert_eq!(sampler(config).sample(&logits, &[]), argmax(&logits), "seed {seed}");
+            let config = SamplerConfig {
+                top_k: 1,
+                ..plain(seed)
+            };
+            assert_eq!(
+                sampler(config).sample(&logits, &[]),
+                argmax(&logits),
+                "seed {seed}"
+            );
         }
     }
 
@@ -339,7 +429,14 @@ mod tests {
         let mut rng = Xoshiro256::new(0);
         assert_eq!(rng.s[0], 0xE220_A839_7B1D_CDAF);
         let first: Vec<u64> = (0..3).map(|_| rng.next_u64()).collect();
-        assert_eq!(first, [0x99EC_5F36_CB75_F2B4, 0xBF6E_1F78_4956_452A, 0x1A5F_849D_4933_E6E0]);
+        assert_eq!(
+            first,
+            [
+                0x99EC_5F36_CB75_F2B4,
+                0xBF6E_1F78_4956_452A,
+                0x1A5F_849D_4933_E6E0
+            ]
+        );
     }
 
     #[test]
@@ -355,7 +452,15 @@ mod tests {
     fn temperature_sharpens() {
         // T = 0.5 squares the probabilities: 1/4, 1/16, 1/64, 1/64 normalised.
         let p = [16.0 / 22.0, 4.0 / 22.0, 1.0 / 22.0, 1.0 / 22.0];
-        let chi = chi_square(SamplerConfig { temperature: 0.5, ..plain(2) }, &HALVES, &p, 20_000);
+        let chi = chi_square(
+            SamplerConfig {
+                temperature: 0.5,
+                ..plain(2)
+            },
+            &HALVES,
+            &p,
+            20_000,
+        );
         assert!(chi < CHI_3, "chi-square {chi}");
     }
 
@@ -364,15 +469,27 @@ mod tests {
         // top-k 2 and top-p 0.7 keep {0, 1} (0.5 < 0.7 <= 0.75); min-p 0.3 keeps p >= 0.15.
         let keep_two = [2.0 / 3.0, 1.0 / 3.0, 0.0, 0.0];
         for config in [
-            SamplerConfig { top_k: 2, ..plain(3) },
-            SamplerConfig { top_p: 0.7, ..plain(3) },
-            SamplerConfig { min_p: 0.3, ..plain(3) },
+            SamplerConfig {
+                top_k: 2,
+                ..plain(3)
+            },
+            SamplerConfig {
+                top_p: 0.7,
+                ..plain(3)
+            },
+            SamplerConfig {
+                min_p: 0.3,
+                ..plain(3)
+            },
         ] {
             let chi = chi_square(config, &HALVES, &keep_two, 20_000);
             assert!(chi < CHI_1, "{config:?}: chi-square {chi}");
         }
         // top-p 0.5 keeps exactly the first token.
-        let mut s = sampler(SamplerConfig { top_p: 0.5, ..plain(4) });
+        let mut s = sampler(SamplerConfig {
+            top_p: 0.5,
+            ..plain(4)
+        });
         assert!((0..100).all(|_| s.sample(&HALVES, &[]) == 0));
     }
 
@@ -380,19 +497,32 @@ mod tests {
     fn penalties_change_the_choice() {
         let greedy = SamplerConfig::greedy();
         // Positive logits are divided: 2.0 / 1.1 < 1.9.
-        let mut s = sampler(SamplerConfig { repeat_penalty: 1.1, ..greedy });
+        let mut s = sampler(SamplerConfig {
+            repeat_penalty: 1.1,
+            ..greedy
+        });
         assert_eq!(s.sample(&[2.0, 1.9], &[]), 0);
         assert_eq!(s.sample(&[2.0, 1.9], &[0]), 1);
         // Negative logits are multiplied: -1.0 * 1.1 < -1.05.
         assert_eq!(s.sample(&[-1.0, -1.05], &[0]), 1);
         // Presence counts once, frequency per occurrence.
-        let mut s = sampler(SamplerConfig { presence_penalty: 0.2, ..greedy });
+        let mut s = sampler(SamplerConfig {
+            presence_penalty: 0.2,
+            ..greedy
+        });
         assert_eq!(s.sample(&[1.0, 0.9], &[0, 0, 0]), 1);
-        let mut s = sampler(SamplerConfig { frequency_penalty: 0.04, ..greedy });
+        let mut s = sampler(SamplerConfig {
+            frequency_penalty: 0.04,
+            ..greedy
+        });
         assert_eq!(s.sample(&[1.0, 0.9], &[0, 0]), 0);
         assert_eq!(s.sample(&[1.0, 0.9], &[0, 0, 0]), 1);
         // Only the last `penalty_last_n` tokens count.
-        let mut s = sampler(SamplerConfig { repeat_penalty: 1.1, penalty_last_n: 2, ..greedy });
+        let mut s = sampler(SamplerConfig {
+            repeat_penalty: 1.1,
+            penalty_last_n: 2,
+            ..greedy
+        });
         assert_eq!(s.sample(&[2.0, 1.9], &[0, 1, 1]), 0);
         assert_eq!(s.sample(&[2.0, 1.9], &[1, 0, 0]), 1);
         // Ids in the history beyond the vocabulary are ignored.
@@ -418,12 +548,48 @@ mod tests {
     #[test]
     fn invalid_settings_are_refused_by_name() {
         for (config, name) in [
-            (SamplerConfig { temperature: -1.0, ..SamplerConfig::default() }, "temperature"),
-            (SamplerConfig { temperature: f32::NAN, ..SamplerConfig::default() }, "temperature"),
-            (SamplerConfig { top_p: 0.0, ..SamplerConfig::default() }, "top_p"),
-            (SamplerConfig { min_p: 1.5, ..SamplerConfig::default() }, "min_p"),
-            (SamplerConfig { repeat_penalty: 0.0, ..SamplerConfig::default() }, "repeat_penalty"),
-            (SamplerConfig { presence_penalty: f32::INFINITY, ..SamplerConfig::default() }, "presence_penalty"),
+            (
+                SamplerConfig {
+                    temperature: -1.0,
+                    ..SamplerConfig::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplerConfig {
+                    temperature: f32::NAN,
+                    ..SamplerConfig::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplerConfig {
+                    top_p: 0.0,
+                    ..SamplerConfig::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplerConfig {
+                    min_p: 1.5,
+                    ..SamplerConfig::default()
+                },
+                "min_p",
+            ),
+            (
+                SamplerConfig {
+                    repeat_penalty: 0.0,
+                    ..SamplerConfig::default()
+                },
+                "repeat_penalty",
+            ),
+            (
+                SamplerConfig {
+                    presence_penalty: f32::INFINITY,
+                    ..SamplerConfig::default()
+                },
+                "presence_penalty",
+            ),
         ] {
             let err = Sampler::new(config).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");

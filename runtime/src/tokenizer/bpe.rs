@@ -16,7 +16,8 @@ pub(crate) fn byte_to_char() -> [char; 256] {
     let mut shifted = 0u32;
     for (byte, slot) in table.iter_mut().enumerate() {
         let b = byte as u32;
-        let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable =
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         let code = if printable {
             b
         } else {
@@ -97,9 +98,17 @@ impl Bpe {
             let key = (symbol(left), symbol(right));
             let result = symbol(&merged);
             // The first (lowest-rank) rule for a pair wins, like llama.cpp's map emplace.
-            table.entry(key).or_insert(Merge { rank: rank as u32, result });
+            table.entry(key).or_insert(Merge {
+                rank: rank as u32,
+                result,
+            });
         }
-        Ok(Self { pre, merges: table, n_vocab, byte_tokens })
+        Ok(Self {
+            pre,
+            merges: table,
+            n_vocab,
+            byte_tokens,
+        })
     }
 
     /// Whether a BOS token is added by default for this pre-tokenizer.
@@ -148,7 +157,9 @@ impl Bpe {
             .collect();
         let mut queue = BinaryHeap::new();
         let push = |queue: &mut BinaryHeap<_>, syms: &[Sym], left: usize| {
-            let Some(right) = syms.get(left).map(|s| s.next).filter(|&r| r < n) else { return };
+            let Some(right) = syms.get(left).map(|s| s.next).filter(|&r| r < n) else {
+                return;
+            };
             if let Some(m) = self.merges.get(&(syms[left].id, syms[right].id)) {
                 queue.push(Reverse((m.rank, left, syms[left].id, syms[right].id)));
             }
@@ -185,7 +196,11 @@ impl Bpe {
             } else {
                 // A merge result outside the vocabulary, or a byte the vocabulary lacks: spell
                 // it byte by byte; llama.cpp drops bytes that have no token, and so do we.
-                out.extend(bytes[i..sym.end].iter().filter_map(|&b| self.byte_tokens[b as usize]));
+                out.extend(
+                    bytes[i..sym.end]
+                        .iter()
+                        .filter_map(|&b| self.byte_tokens[b as usize]),
+                );
             }
             i = sym.next;
         }

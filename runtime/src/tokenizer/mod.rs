@@ -7,13 +7,14 @@
 //! model's algorithm, and BOS/EOS are added as the metadata asks.
 //!
 //! ```
-//! use moetile::tokenizer::{ModelKind, TokenType, Tokenizer, Vocab};
+//! use moetile::tokenizer::{ModelKind, SpecialTokens, TokenType, Tokenizer, Vocab};
 //! // A toy SentencePiece vocabulary (normally: `Tokenizer::from_gguf(&gguf)`).
 //! let vocab = Vocab {
 //!     model: ModelKind::Spm,
 //!     tokens: ["<s>", "▁", "h", "i", "▁h", "▁hi"].map(String::from).to_vec(),
 //!     scores: vec![0.0, -1.0, -1.0, -1.0, -2.0, -3.0],
 //!     types: [TokenType::Control].into_iter().chain([TokenType::Normal; 5]).collect(),
+//!     special: SpecialTokens { bos: Some(0), ..SpecialTokens::default() },
 //!     ..Vocab::default()
 //! };
 //! let tokenizer = Tokenizer::new(vocab)?;
@@ -32,6 +33,7 @@ use std::collections::HashMap;
 
 pub use stream::StreamDecoder;
 
+use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use bpe::Bpe;
 use pretokenize::PreTokenizer;
@@ -142,6 +144,78 @@ pub struct Vocab {
     pub add_space_prefix: Option<bool>,
 }
 
+impl Vocab {
+    /// Reads the `tokenizer.ggml.*` keys of `gguf`.
+    ///
+    /// Absent optional keys stay `None`/empty, except that SentencePiece vocabularies get
+    /// llama.cpp's default ids (BOS 1, EOS 2, unknown 0) when the file names none. Special ids
+    /// stored as negative numbers mean "none".
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let model = ModelKind::from_gguf_name(gguf.get_str("tokenizer.ggml.model")?)?;
+        let key = "tokenizer.ggml.scores";
+        let scores = match gguf.get(key) {
+            None => Vec::new(),
+            Some(v) => match (v.as_f32_array(), v.as_i32_array()) {
+                (Some(floats), _) => floats.to_vec(),
+                (None, Some(ints)) => ints.iter().map(|&i| i as f32).collect(),
+                (None, None) => {
+                    return Err(Error::Tokenizer(format!(
+                        "{key} is {}, expected an array of f32 or i32; re-convert the model",
+                        v.type_description()
+                    )));
+                }
+            },
+        };
+        let special_id = |name: &str, default: Option<u32>| -> Result<Option<u32>> {
+            let key = format!("tokenizer.ggml.{name}_token_id");
+            match gguf.get(&key) {
+                None => Ok(default),
+                Some(v) => match v.as_i64() {
+                    Some(id) if id < 0 => Ok(None),
+                    Some(id) => Ok(u32::try_from(id).ok()),
+                    None => Err(Error::Tokenizer(format!(
+                        "{key} is {}, expected an integer token id; re-convert the model",
+                        v.type_description()
+                    ))),
+                },
+            }
+        };
+        let spm = model == ModelKind::Spm;
+        Ok(Self {
+            model,
+            pre: gguf.get_str_opt("tokenizer.ggml.pre")?.map(str::to_owned),
+            tokens: gguf.get_str_array("tokenizer.ggml.tokens")?.to_vec(),
+            scores,
+            types: gguf
+                .get_i32_array_opt("tokenizer.ggml.token_type")?
+                .map(|codes| codes.iter().map(|&c| TokenType::from_code(c)).collect())
+                .unwrap_or_default(),
+            merges: match (model, gguf.get_str_array_opt("tokenizer.ggml.merges")?) {
+                (_, Some(merges)) => merges.to_vec(),
+                (ModelKind::Spm, None) => Vec::new(),
+                (ModelKind::Bpe, None) => {
+                    return Err(Error::Tokenizer(
+                        "tokenizer.ggml.merges is missing, and a \"gpt2\" (BPE) vocabulary needs it; \
+                         re-convert the model"
+                            .to_owned(),
+                    ));
+                }
+            },
+            special: SpecialTokens {
+                bos: special_id("bos", spm.then_some(1))?,
+                eos: special_id("eos", spm.then_some(2))?,
+                eot: special_id("eot", None)?,
+                eom: special_id("eom", None)?,
+                unk: special_id("unknown", spm.then_some(0))?,
+                pad: special_id("padding", None)?,
+            },
+            add_bos: gguf.get_bool_opt("tokenizer.ggml.add_bos_token")?,
+            add_eos: gguf.get_bool_opt("tokenizer.ggml.add_eos_token")?,
+            add_space_prefix: gguf.get_bool_opt("tokenizer.ggml.add_space_prefix")?,
+        })
+    }
+}
+
 /// Texts of tokens that end generation, as llama.cpp recognises them when the metadata does
 /// not list them (`<|im_end|>` for Qwen, `<|eot_id|>` for Llama 3...).
 const END_OF_GENERATION_TEXTS: &[&str] = &[
@@ -163,7 +237,7 @@ const END_OF_GENERATION_TEXTS: &[&str] = &[
 /// The algorithm-specific half of a tokenizer.
 #[derive(Debug)]
 enum Model {
-    Bpe(Bpe),
+    Bpe(Box<Bpe>),
     Spm { add_space_prefix: bool },
 }
 
@@ -196,34 +270,58 @@ enum Fragment<'a> {
 }
 
 impl Tokenizer {
+    /// The tokenizer a GGUF file describes (`tokenizer.ggml.*`).
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        Self::new(Vocab::from_gguf(gguf)?)
+    }
+
     /// Builds a tokenizer from plain vocabulary data.
     ///
     /// Fails on an empty vocabulary, score or type arrays shorter than the token list, a
     /// malformed merge rule, or (BPE) a pre-tokenizer we have no patterns for. Special ids
     /// outside the vocabulary are dropped with a warning (see [`warnings`](Self::warnings)).
     pub fn new(vocab: Vocab) -> Result<Self> {
-        let Vocab { model, pre, tokens, scores, types, merges, special, add_bos, add_eos, add_space_prefix } =
-            vocab;
+        let Vocab {
+            model,
+            pre,
+            tokens,
+            scores,
+            types,
+            merges,
+            special,
+            add_bos,
+            add_eos,
+            add_space_prefix,
+        } = vocab;
         let n = tokens.len();
         if n == 0 || n > u32::MAX as usize {
             return Err(Error::Tokenizer(format!(
                 "tokenizer.ggml.tokens has {n} entries; a vocabulary needs between 1 and 2^32 - 1 tokens"
             )));
         }
-        for (key, len) in [("tokenizer.ggml.scores", scores.len()), ("tokenizer.ggml.token_type", types.len())] {
+        for (key, len) in [
+            ("tokenizer.ggml.scores", scores.len()),
+            ("tokenizer.ggml.token_type", types.len()),
+        ] {
             if len != 0 && len < n {
                 return Err(Error::Tokenizer(format!(
                     "{key} has {len} entries for {n} tokens; the GGUF is truncated or corrupt, re-convert the model"
                 )));
             }
         }
-        let mut types = if types.is_empty() { vec![TokenType::Normal; n] } else { types };
+        let mut types = if types.is_empty() {
+            vec![TokenType::Normal; n]
+        } else {
+            types
+        };
         types.truncate(n);
         let mut warnings = Vec::new();
         let mut token_id = HashMap::with_capacity(n);
         for (id, text) in tokens.iter().enumerate() {
             if text.is_empty() {
-                warnings.push(format!("token {id} has empty text; it can be decoded but never produced"));
+                warnings.push(format!(
+                    "token {id} has empty text; it can be decoded but never produced"
+                ));
             } else {
                 token_id.insert(text.clone(), id as u32);
             }
@@ -239,19 +337,26 @@ impl Tokenizer {
             ("pad", &mut special.pad),
         ] {
             if let Some(id) = slot.filter(|&id| id as usize >= n) {
-                warnings.push(format!("{name} token id {id} is outside the vocabulary of {n}; ignoring it"));
+                warnings.push(format!(
+                    "{name} token id {id} is outside the vocabulary of {n}; ignoring it"
+                ));
                 *slot = None;
             }
         }
 
         // End-of-generation tokens: the metadata's, plus those recognised by text, which
         // llama.cpp also promotes to control tokens so plain text never produces them.
-        let mut end_of_generation: Vec<u32> = [special.eos, special.eot, special.eom].into_iter().flatten().collect();
+        let mut end_of_generation: Vec<u32> = [special.eos, special.eot, special.eom]
+            .into_iter()
+            .flatten()
+            .collect();
         for text in END_OF_GENERATION_TEXTS {
             if let Some(&id) = token_id.get(*text) {
                 end_of_generation.push(id);
                 types[id as usize] = TokenType::Control;
-                if special.eot.is_none() && !matches!(*text, "<|return|>" | "<|call|>" | "<|eom_id|>") {
+                if special.eot.is_none()
+                    && !matches!(*text, "<|return|>" | "<|call|>" | "<|eom_id|>")
+                {
                     special.eot = Some(id);
                 }
             }
@@ -259,13 +364,14 @@ impl Tokenizer {
         // gpt-oss (harmony) ends turns with <|return|> or <|call|>; its <|end|> only ends a
         // message, as llama.cpp special-cases.
         let has = |t: &str| token_id.contains_key(t);
-        if has("<|return|>") && has("<|call|>") {
-            if let Some(&end) = token_id.get("<|end|>") {
-                end_of_generation.retain(|&id| id != end);
-                types[end as usize] = TokenType::UserDefined;
-                if special.eot == Some(end) {
-                    special.eot = None;
-                }
+        if has("<|return|>")
+            && has("<|call|>")
+            && let Some(&end) = token_id.get("<|end|>")
+        {
+            end_of_generation.retain(|&id| id != end);
+            types[end as usize] = TokenType::UserDefined;
+            if special.eot == Some(end) {
+                special.eot = None;
             }
         }
         end_of_generation.sort_unstable();
@@ -293,9 +399,14 @@ impl Tokenizer {
                 };
                 let bpe = Bpe::new(pre, &merges, n as u32, &token_id)?;
                 let default = bpe.add_bos_default();
-                (Model::Bpe(bpe), default)
+                (Model::Bpe(Box::new(bpe)), default)
             }
-            ModelKind::Spm => (Model::Spm { add_space_prefix: add_space_prefix.unwrap_or(true) }, true),
+            ModelKind::Spm => (
+                Model::Spm {
+                    add_space_prefix: add_space_prefix.unwrap_or(true),
+                },
+                true,
+            ),
         };
 
         let mut piece_bytes = Vec::new();
@@ -305,8 +416,9 @@ impl Tokenizer {
             piece_ends.push(piece_bytes.len());
         }
 
-        let mut special_by_length: Vec<u32> =
-            (0..n as u32).filter(|&id| types[id as usize].is_special() && !tokens[id as usize].is_empty()).collect();
+        let mut special_by_length: Vec<u32> = (0..n as u32)
+            .filter(|&id| types[id as usize].is_special() && !tokens[id as usize].is_empty())
+            .collect();
         special_by_length.sort_by_key(|&id| (std::cmp::Reverse(tokens[id as usize].len()), id));
 
         Ok(Self {
@@ -358,9 +470,17 @@ impl Tokenizer {
                             if *add_space_prefix && after_special {
                                 escaped.push(spm::SPACE);
                             }
-                            escaped.extend(t.chars().map(|c| if c == ' ' { spm::SPACE } else { c }));
-                            let score = |id: u32| self.scores.get(id as usize).copied().unwrap_or(0.0);
-                            spm::encode(&escaped, &self.token_id, score, |b| self.byte_token(b), &mut out);
+                            escaped
+                                .extend(t.chars().map(|c| if c == ' ' { spm::SPACE } else { c }));
+                            let score =
+                                |id: u32| self.scores.get(id as usize).copied().unwrap_or(0.0);
+                            spm::encode(
+                                &escaped,
+                                &self.token_id,
+                                score,
+                                |b| self.byte_token(b),
+                                &mut out,
+                            );
                             after_special = false;
                         }
                         Fragment::Token(id) => {
@@ -380,13 +500,20 @@ impl Tokenizer {
     /// Splits `text` at the special tokens it spells, longest tokens first (llama.cpp's
     /// `tokenizer_st_partition`).
     fn cut_special<'a>(&self, text: &'a str, parse_special: bool) -> Vec<Fragment<'a>> {
-        let mut fragments = if text.is_empty() { Vec::new() } else { vec![Fragment::Text(text)] };
+        let mut fragments = if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![Fragment::Text(text)]
+        };
         for &id in &self.special_by_length {
             if !parse_special && self.types[id as usize] != TokenType::UserDefined {
                 continue;
             }
             let needle = self.tokens[id as usize].as_str();
-            if !fragments.iter().any(|f| matches!(f, Fragment::Text(t) if t.contains(needle))) {
+            if !fragments
+                .iter()
+                .any(|f| matches!(f, Fragment::Text(t) if t.contains(needle)))
+            {
                 continue;
             }
             let mut next = Vec::with_capacity(fragments.len() + 2);
@@ -417,7 +544,14 @@ impl Tokenizer {
     fn byte_token(&self, byte: u8) -> Option<u32> {
         self.token_id
             .get(format!("<0x{byte:02X}>").as_str())
-            .or_else(|| if byte.is_ascii() { self.token_id.get((byte as char).encode_utf8(&mut [0; 4]) as &str) } else { None })
+            .or_else(|| {
+                if byte.is_ascii() {
+                    self.token_id
+                        .get((byte as char).encode_utf8(&mut [0; 4]) as &str)
+                } else {
+                    None
+                }
+            })
             .copied()
             .or(self.special.unk)
     }
@@ -429,7 +563,12 @@ impl Tokenizer {
     /// the text is removed from the first non-control token, so `decode(encode(t))` is `t`.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
-        let mut strip_space = matches!(self.model, Model::Spm { add_space_prefix: true });
+        let mut strip_space = matches!(
+            self.model,
+            Model::Spm {
+                add_space_prefix: true
+            }
+        );
         for &id in ids {
             let mut piece = self.token_bytes(id);
             if strip_space && !piece.is_empty() && !self.is_control(id) {
@@ -479,7 +618,10 @@ impl Tokenizer {
 
     /// Whether `id` is a control (or unknown) token: one llama.cpp hides when printing text.
     pub fn is_control(&self, id: u32) -> bool {
-        matches!(self.token_type(id), Some(TokenType::Control | TokenType::Unknown))
+        matches!(
+            self.token_type(id),
+            Some(TokenType::Control | TokenType::Unknown)
+        )
     }
 
     /// Beginning-of-sequence token.
@@ -523,7 +665,9 @@ impl Tokenizer {
 /// Appends the bytes token text `text` of type `ty` stands for.
 fn append_piece(model: &Model, text: &str, ty: TokenType, out: &mut Vec<u8>) {
     match ty {
-        TokenType::Control | TokenType::UserDefined | TokenType::Unknown => out.extend_from_slice(text.as_bytes()),
+        TokenType::Control | TokenType::UserDefined | TokenType::Unknown => {
+            out.extend_from_slice(text.as_bytes())
+        }
         TokenType::Normal => match model {
             Model::Bpe(_) => {
                 for c in text.chars() {

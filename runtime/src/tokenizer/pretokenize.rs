@@ -27,11 +27,20 @@ struct Family {
 }
 
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
-const LLAMA3: &str = r"{C}|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3: &str =
+    r"{C}|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 const FAMILIES: &[Family] = &[
     Family {
-        names: &["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "lfm2"],
+        names: &[
+            "llama3",
+            "llama-v3",
+            "llama-bpe",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "lfm2",
+        ],
         patterns: &[LLAMA3],
         ignore_merges: true,
         add_bos: true,
@@ -49,7 +58,14 @@ const FAMILIES: &[Family] = &[
         add_bos: false,
     },
     Family {
-        names: &["qwen2", "deepseek-r1-qwen", "megrez", "stablelm2", "hunyuan", "grok-2"],
+        names: &[
+            "qwen2",
+            "deepseek-r1-qwen",
+            "megrez",
+            "stablelm2",
+            "hunyuan",
+            "grok-2",
+        ],
         patterns: &[
             r"{C}|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
         ],
@@ -91,25 +107,35 @@ const FAMILIES: &[Family] = &[
         add_bos: false,
     },
     Family {
-        names: &["gpt-2", "phi-2", "mpt", "olmo", "jais", "exaone4", "roberta-bpe"],
+        names: &[
+            "gpt-2",
+            "phi-2",
+            "mpt",
+            "olmo",
+            "jais",
+            "exaone4",
+            "roberta-bpe",
+        ],
         patterns: &[GPT2],
         ignore_merges: false,
         add_bos: false,
     },
     Family {
-        names: &["starcoder", "refact", "command-r", "smollm", "codeshell", "exaone"],
+        names: &[
+            "starcoder",
+            "refact",
+            "command-r",
+            "smollm",
+            "codeshell",
+            "exaone",
+        ],
         patterns: &[r"\p{N}", GPT2],
         ignore_merges: false,
         add_bos: false,
     },
     Family {
         names: &["default"],
-        patterns: &[
-            r"[\p{P}\$\+<=>\^~\|]+",
-            GPT2,
-            r"\p{N}+",
-            r"[0-9][0-9][0-9]",
-        ],
+        patterns: &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
         ignore_merges: false,
         add_bos: false,
     },
@@ -117,7 +143,10 @@ const FAMILIES: &[Family] = &[
 
 /// Every name [`PreTokenizer::new`] accepts, for error messages.
 pub(crate) fn known_names() -> Vec<&'static str> {
-    FAMILIES.iter().flat_map(|f| f.names.iter().copied()).collect()
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.names.iter().copied())
+        .collect()
 }
 
 /// A compiled pre-tokenizer.
@@ -141,7 +170,11 @@ impl PreTokenizer {
                 Regex::new(&p.replace("{C}", CONTRACTIONS)).expect("built-in pre-tokenizer regex")
             })
             .collect();
-        Some(Self { regexes, ignore_merges: family.ignore_merges, add_bos: family.add_bos })
+        Some(Self {
+            regexes,
+            ignore_merges: family.ignore_merges,
+            add_bos: family.add_bos,
+        })
     }
 
     /// Cuts `text` into words, in order; their concatenation is `text`.
@@ -195,7 +228,9 @@ mod tests {
         let pre = PreTokenizer::new("qwen2").unwrap();
         assert_eq!(
             pre.split("Hello   world 123 it's\n\n  x"),
-            ["Hello", "  ", " world", " ", "1", "2", "3", " it", "'s", "\n\n", " ", " x"]
+            [
+                "Hello", "  ", " world", " ", "1", "2", "3", " it", "'s", "\n\n", " ", " x"
+            ]
         );
     }
 

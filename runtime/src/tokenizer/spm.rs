@@ -21,7 +21,9 @@ struct Bigram {
 impl Ord for Bigram {
     /// Higher score first; among equal scores the leftmost.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 impl PartialOrd for Bigram {
@@ -70,7 +72,12 @@ pub(crate) fn encode(
         }
         let merged = &text[starts[left]..syms[right].end];
         if let Some(&id) = token_id.get(merged) {
-            queue.push(Bigram { score: score(id), left, right, len: merged.len() });
+            queue.push(Bigram {
+                score: score(id),
+                left,
+                right,
+                len: merged.len(),
+            });
         }
     };
     for i in 1..n {
@@ -112,14 +119,24 @@ mod tests {
     fn toy() -> (HashMap<String, u32>, Vec<f32>) {
         let tokens = ["a", "b", "c", "ab", "bc", "<0x7A>"];
         let scores = vec![0.0, 0.0, 0.0, -1.0, -2.0, 0.0];
-        let ids = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
         (ids, scores)
     }
 
     fn run(text: &str) -> Vec<u32> {
         let (ids, scores) = toy();
         let mut out = Vec::new();
-        encode(text, &ids, |id| scores[id as usize], |b| (b == b'z').then_some(5), &mut out);
+        encode(
+            text,
+            &ids,
+            |id| scores[id as usize],
+            |b| (b == b'z').then_some(5),
+            &mut out,
+        );
         out
     }
 

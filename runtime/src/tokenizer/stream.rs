@@ -34,7 +34,11 @@ pub struct StreamDecoder<'t> {
 
 impl<'t> StreamDecoder<'t> {
     pub(super) fn new(tokenizer: &'t Tokenizer) -> Self {
-        Self { tokenizer, pending: Vec::new(), skip_control: false }
+        Self {
+            tokenizer,
+            pending: Vec::new(),
+            skip_control: false,
+        }
     }
 
     /// Drops control tokens (BOS, EOS, `<|im_end|>`...) instead of writing their text, as
@@ -49,7 +53,8 @@ impl<'t> StreamDecoder<'t> {
     /// Ids outside the vocabulary add nothing.
     pub fn push(&mut self, id: u32) -> String {
         if !(self.skip_control && self.tokenizer.is_control(id)) {
-            self.pending.extend_from_slice(self.tokenizer.token_bytes(id));
+            self.pending
+                .extend_from_slice(self.tokenizer.token_bytes(id));
         }
         let mut text = String::new();
         loop {
@@ -62,7 +67,9 @@ impl<'t> StreamDecoder<'t> {
                 Err(e) => {
                     let valid_up_to = e.valid_up_to();
                     // Valid by the error's own account.
-                    text.push_str(std::str::from_utf8(&self.pending[..valid_up_to]).unwrap_or_default());
+                    text.push_str(
+                        std::str::from_utf8(&self.pending[..valid_up_to]).unwrap_or_default(),
+                    );
                     match e.error_len() {
                         // Cannot become valid whatever follows: replace and go on.
                         Some(bad) => {

@@ -8,7 +8,9 @@ use super::*;
 fn toy_bpe(pre: &str) -> Vocab {
     let chars = bpe::byte_to_char();
     let mut tokens: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
-    let merges: Vec<String> = ["h e", "he l", "hel l", "hell o", "Ġ w"].map(String::from).to_vec();
+    let merges: Vec<String> = ["h e", "he l", "hel l", "hell o", "Ġ w"]
+        .map(String::from)
+        .to_vec();
     for m in &merges {
         tokens.push(m.replace(' ', ""));
     }
@@ -23,7 +25,10 @@ fn toy_bpe(pre: &str) -> Vocab {
         tokens,
         types,
         merges,
-        special: SpecialTokens { eos: Some(261), ..SpecialTokens::default() },
+        special: SpecialTokens {
+            eos: Some(261),
+            ..SpecialTokens::default()
+        },
         ..Vocab::default()
     }
 }
@@ -67,8 +72,13 @@ fn bos_is_added_only_when_asked_and_known() {
 
 #[test]
 fn unknown_pre_tokenizer_is_an_error_that_lists_the_known_ones() {
-    let err = Tokenizer::new(toy_bpe("no-such-pre")).unwrap_err().to_string();
-    assert!(err.contains("no-such-pre") && err.contains("qwen2"), "{err}");
+    let err = Tokenizer::new(toy_bpe("no-such-pre"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no-such-pre") && err.contains("qwen2"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -76,7 +86,11 @@ fn missing_pre_tokenizer_warns_and_uses_default() {
     let mut vocab = toy_bpe("x");
     vocab.pre = None;
     let tok = Tokenizer::new(vocab).unwrap();
-    assert!(tok.warnings().iter().any(|w| w.contains("tokenizer.ggml.pre")));
+    assert!(
+        tok.warnings()
+            .iter()
+            .any(|w| w.contains("tokenizer.ggml.pre"))
+    );
     assert_eq!(tok.encode("hello", false, false), [259]);
 }
 
@@ -94,14 +108,22 @@ fn malformed_merge_is_an_error_naming_it() {
     let mut vocab = toy_bpe("qwen2");
     vocab.merges.push("nospace".into());
     let err = Tokenizer::new(vocab).unwrap_err().to_string();
-    assert!(err.contains("merges[5]") && err.contains("nospace"), "{err}");
+    assert!(
+        err.contains("merges[5]") && err.contains("nospace"),
+        "{err}"
+    );
 }
 
 #[test]
 fn short_score_array_is_an_error() {
     let mut vocab = toy_bpe("qwen2");
     vocab.scores = vec![0.0; 3];
-    assert!(Tokenizer::new(vocab).unwrap_err().to_string().contains("tokenizer.ggml.scores"));
+    assert!(
+        Tokenizer::new(vocab)
+            .unwrap_err()
+            .to_string()
+            .contains("tokenizer.ggml.scores")
+    );
 }
 
 /// A SentencePiece vocabulary with byte fallback.
@@ -124,7 +146,12 @@ fn toy_spm() -> Vocab {
         tokens,
         scores,
         types,
-        special: SpecialTokens { bos: Some(1), eos: Some(2), unk: Some(0), ..SpecialTokens::default() },
+        special: SpecialTokens {
+            bos: Some(1),
+            eos: Some(2),
+            unk: Some(0),
+            ..SpecialTokens::default()
+        },
         ..Vocab::default()
     }
 }
