@@ -1,2 +1,594 @@
 //! Chat templates: renders `tokenizer.chat_template` from the GGUF with minijinja, with a ChatML
 //! fallback for files that carry none.
+//!
+//! Templates are written for Hugging Face's Jinja2 setup, which this module mirrors: blocks trim
+//! the newline after them and strip the indentation before them, `{% break %}`/`{% continue %}`
+//! work, Python string and dict methods (`.strip()`, `.startswith()`, `.items()`...) come from
+//! `minijinja-contrib`'s pycompat, `tojson` writes plain JSON as Python's `json.dumps` does
+//! (minijinja's own escapes `<`, `>`, `&` and `'` for HTML, which would change prompts), and
+//! `raise_exception(msg)` fails the render with the template's message. The rendered prompt is
+//! meant to be tokenized with `parse_special = true`.
+//!
+//! ```
+//! use moetile::chat::{ChatMessage, ChatTemplate};
+//! let template = ChatTemplate::chatml();
+//! let prompt = template.render(&[ChatMessage::new("user", "Hi!")], true)?;
+//! assert_eq!(prompt, "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
+//! # Ok::<(), moetile::Error>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::{Kwargs, ValueKind};
+use minijinja::{Environment, ErrorKind, Value};
+
+use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// ChatML, the format of Qwen and many others; used when the GGUF has no template.
+pub const CHATML: &str = "{%- for message in messages %}\
+{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}\
+{%- endfor %}\
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+
+/// One turn of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The text of the turn.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message from `role` saying `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A compiled chat template with the variables it renders against.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    source: String,
+    variables: BTreeMap<String, Value>,
+    is_fallback: bool,
+}
+
+/// The name the template is registered under in its environment.
+const NAME: &str = "chat_template";
+
+impl ChatTemplate {
+    /// Compiles `source`; `bos_token` and `eos_token` are the texts templates see under those
+    /// names (empty when the vocabulary has none).
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let mut env = Environment::new();
+        let syntax = SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build();
+        // The default delimiters always build.
+        env.set_syntax(syntax.expect("Jinja2's default syntax"));
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_filter("tojson", tojson);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned(NAME, without_generation_tags(source))
+            .map_err(|e| Error::ChatTemplate(format!("the template does not parse: {e:#}")))?;
+        let variables = BTreeMap::from([
+            ("bos_token".to_owned(), Value::from(bos_token)),
+            ("eos_token".to_owned(), Value::from(eos_token)),
+        ]);
+        Ok(Self {
+            env,
+            source: source.to_owned(),
+            variables,
+            is_fallback: false,
+        })
+    }
+
+    /// The ChatML fallback.
+    pub fn chatml() -> Self {
+        // CHATML is a constant that the tests render: it always compiles.
+        let mut template =
+            Self::new(CHATML, "", "").expect("the built-in ChatML template compiles");
+        template.is_fallback = true;
+        template
+    }
+
+    /// The GGUF's template (`tokenizer.chat_template`), or ChatML when it has none; BOS and
+    /// EOS texts come from `tokenizer`.
+    pub fn from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<Self> {
+        let text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or("");
+        let source = gguf.get_str_opt("tokenizer.chat_template")?;
+        Self::from_source_or_chatml(source, text(tokenizer.bos()), text(tokenizer.eos()))
+    }
+
+    /// `source` if there is one, else [`chatml`](Self::chatml).
+    pub fn from_source_or_chatml(
+        source: Option<&str>,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<Self> {
+        match source {
+            Some(source) => Self::new(source, bos_token, eos_token),
+            None => Ok(Self::chatml()),
+        }
+    }
+
+    /// Sets a variable templates may read, such as Qwen 3's `enable_thinking`.
+    pub fn set_flag(&mut self, name: &str, value: bool) {
+        self.variables.insert(name.to_owned(), Value::from(value));
+    }
+
+    /// Renders the conversation; `add_generation_prompt` appends the opening of the
+    /// assistant's turn.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
+            .collect();
+        let mut context = self.variables.clone();
+        context.insert("messages".to_owned(), Value::from(messages));
+        context.insert(
+            "add_generation_prompt".to_owned(),
+            Value::from(add_generation_prompt),
+        );
+        let template = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| Error::ChatTemplate(format!("{e:#}")))?;
+        template.render(Value::from(context)).map_err(|e| {
+            if e.kind() == ErrorKind::InvalidOperation
+                && let Some(message) = e.detail().and_then(|d| d.strip_prefix(RAISED))
+            {
+                Error::ChatTemplate(format!("the template refused the conversation: {message}"))
+            } else {
+                Error::ChatTemplate(format!("rendering failed: {e:#}"))
+            }
+        })
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether this is the ChatML fallback rather than the model's own template.
+    pub fn is_fallback(&self) -> bool {
+        self.is_fallback
+    }
+}
+
+/// Hugging Face's `{% generation %}...{% endgeneration %}` only marks the assistant's text for
+/// training masks and renders its body unchanged: turned into `{% if true %}...{% endif %}`,
+/// keeping the whitespace control of the original tags.
+fn without_generation_tags(source: &str) -> String {
+    if !source.contains("generation") {
+        return source.to_owned();
+    }
+    let tag = |name: &str| {
+        // Fixed patterns: they compile.
+        fancy_regex::Regex::new(&format!(r"\{{%(-|\+)?\s*{name}\s*(-|\+)?%\}}"))
+            .expect("tag pattern")
+    };
+    let source = tag("endgeneration").replace_all(source, "{%${1} endif ${2}%}");
+    tag("generation")
+        .replace_all(&source, "{%${1} if true ${2}%}")
+        .into_owned()
+}
+
+/// `strftime_now(format)`: the current UTC date and time, which Llama 3, Mistral and gpt-oss
+/// templates print into their system prompts. Supports `%Y %m %d %e %b %B %a %A %H %M %S %j %%`.
+fn strftime_now(format: String) -> std::result::Result<Value, minijinja::Error> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format_utc(now, &format).map(Value::from)
+}
+
+/// Formats `unix_seconds` (UTC) with the strftime subset of [`strftime_now`].
+fn format_utc(unix_seconds: u64, format: &str) -> std::result::Result<String, minijinja::Error> {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    let days = unix_seconds / 86_400;
+    let secs = unix_seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy_march = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy_march + 2) / 153;
+    let day = doy_march - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let before: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let day_of_year = before[(month - 1) as usize] + day + i64::from(leap && month > 2);
+    let month_name = MONTHS[(month - 1) as usize];
+    let weekday = DAYS[(days % 7) as usize];
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let _ = match chars.next() {
+            Some('Y') => write!(out, "{year}"),
+            Some('m') => write!(out, "{month:02}"),
+            Some('d') => write!(out, "{day:02}"),
+            Some('e') => write!(out, "{day:2}"),
+            Some('b') => write!(out, "{}", &month_name[..3]),
+            Some('B') => write!(out, "{month_name}"),
+            Some('a') => write!(out, "{}", &weekday[..3]),
+            Some('A') => write!(out, "{weekday}"),
+            Some('H') => write!(out, "{:02}", secs / 3600),
+            Some('M') => write!(out, "{:02}", secs / 60 % 60),
+            Some('S') => write!(out, "{:02}", secs % 60),
+            Some('j') => write!(out, "{day_of_year:03}"),
+            Some('%') => write!(out, "%"),
+            other => {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "strftime_now: unsupported directive %{}",
+                        other.map(String::from).unwrap_or_default()
+                    ),
+                ));
+            }
+        };
+    }
+    Ok(out)
+}
+
+/// Marks errors raised by the template itself, to tell them from engine errors.
+const RAISED: &str = "raise_exception: ";
+
+/// `raise_exception(message)`: the templates' way to reject a conversation.
+fn raise_exception(message: String) -> std::result::Result<Value, minijinja::Error> {
+    Err(minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{RAISED}{message}"),
+    ))
+}
+
+/// `tojson`, as Hugging Face defines it: `json.dumps(value, ensure_ascii=False, indent=indent,
+/// sort_keys=sort_keys)` with Python's default separators (`", "` and `": "`, or `","` and
+/// `": "` when indented). `ensure_ascii` is accepted and ignored, as HF ignores it.
+fn tojson(
+    value: Value,
+    indent: Option<usize>,
+    kwargs: Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
+    let indent = match indent {
+        Some(width) => Some(width),
+        None => kwargs.get::<Option<usize>>("indent")?,
+    };
+    let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
+    let _: Option<bool> = kwargs.get("ensure_ascii")?;
+    kwargs.assert_all_used()?;
+    let mut out = String::new();
+    write_json(&value, Json { indent, sort_keys }, 0, &mut out)?;
+    Ok(Value::from_safe_string(out))
+}
+
+/// How [`write_json`] lays out its output.
+#[derive(Clone, Copy)]
+struct Json {
+    indent: Option<usize>,
+    sort_keys: bool,
+}
+
+fn write_json(
+    value: &Value,
+    style: Json,
+    depth: usize,
+    out: &mut String,
+) -> std::result::Result<(), minijinja::Error> {
+    let indent = style.indent;
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(width) = indent {
+            out.push('\n');
+            out.extend(std::iter::repeat_n(' ', width * depth));
+        }
+    };
+    let separator = if indent.is_some() { "," } else { ", " };
+    match value.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+        ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
+        ValueKind::Number => {
+            if let Ok(i) = i64::try_from(value.clone()) {
+                let _ = write!(out, "{i}");
+            } else {
+                match f64::try_from(value.clone()) {
+                    Ok(f) if f.is_finite() => {
+                        let _ = write!(out, "{f:?}");
+                    }
+                    Ok(f) if f.is_nan() => out.push_str("NaN"),
+                    Ok(f) => out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" }),
+                    Err(_) => out.push_str(&value.to_string()),
+                }
+            }
+        }
+        ValueKind::String | ValueKind::Bytes => {
+            write_json_string(value.as_str().unwrap_or_default(), out)
+        }
+        ValueKind::Seq | ValueKind::Iterable => {
+            out.push('[');
+            let mut first = true;
+            for item in value.try_iter()? {
+                if !first {
+                    out.push_str(separator);
+                }
+                first = false;
+                newline(out, depth + 1);
+                write_json(&item, style, depth + 1, out)?;
+            }
+            if !first {
+                newline(out, depth);
+            }
+            out.push(']');
+        }
+        ValueKind::Map => {
+            out.push('{');
+            let mut keys: Vec<Value> = value.try_iter()?.collect();
+            if style.sort_keys {
+                keys.sort();
+            }
+            let mut first = true;
+            for key in keys {
+                if !first {
+                    out.push_str(separator);
+                }
+                first = false;
+                newline(out, depth + 1);
+                match key.as_str() {
+                    Some(k) => write_json_string(k, out),
+                    None => write_json_string(&key.to_string(), out),
+                }
+                out.push_str(": ");
+                write_json(&value.get_item(&key)?, style, depth + 1, out)?;
+            }
+            if !first {
+                newline(out, depth);
+            }
+            out.push('}');
+        }
+        _ => write_json_string(&value.to_string(), out),
+    }
+    Ok(())
+}
+
+/// A JSON string literal; non-ASCII stays as is (`ensure_ascii=False`).
+fn write_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A template in the style of Qwen 2.5 / Qwen 3: default system prompt, `.startswith`,
+    /// `.split`/`.rstrip` on the thinking block, reverse slicing, namespaces, `tojson`, and
+    /// `enable_thinking`.
+    const QWEN_STYLE: &str = r#"{%- if messages[0].role == 'system' %}
+    {{- '<|im_start|>system\n' + messages[0].content.strip() + '<|im_end|>\n' }}
+{%- else %}
+    {{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}
+{%- endif %}
+{%- set ns = namespace(last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if message.role == "user" and not message.content.startswith('<tool_response>') %}
+        {%- set ns.last_query_index = index %}
+        {%- break %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if message.role == "user" or (message.role == "system" and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {%- set content = message.content %}
+        {%- if '</think>' in content %}
+            {%- set content = content.split('</think>')[-1].lstrip('\n') %}
+        {%- endif %}
+        {{- '<|im_start|>assistant\n' + content + '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {{- '<|im_start|>user\n<tool_response>\n' + message.content + '\n</tool_response><|im_end|>\n' }}
+    {%- elif message.role != "system" %}
+        {{- raise_exception('unexpected role ' + message.role) }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\n\n</think>\n\n' }}
+    {%- endif %}
+{%- endif %}"#;
+
+    fn conversation() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::new("system", "  Be brief.\n"),
+            ChatMessage::new("user", "What is 2+2?"),
+            ChatMessage::new("assistant", "<think>\nadd\n</think>\n\n4"),
+            ChatMessage::new("user", "And 3+3?"),
+        ]
+    }
+
+    #[test]
+    fn qwen_style_template_renders_like_jinja2() {
+        let template = ChatTemplate::new(QWEN_STYLE, "", "<|im_end|>").unwrap();
+        let prompt = template.render(&conversation(), true).unwrap();
+        assert_eq!(
+            prompt,
+            "<|im_start|>system\nBe brief.<|im_end|>\n\
+             <|im_start|>user\nWhat is 2+2?<|im_end|>\n\
+             <|im_start|>assistant\n4<|im_end|>\n\
+             <|im_start|>user\nAnd 3+3?<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn default_system_prompt_and_thinking_switch() {
+        let mut template = ChatTemplate::new(QWEN_STYLE, "", "").unwrap();
+        let messages = [ChatMessage::new("user", "Hi")];
+        let prompt = template.render(&messages, false).unwrap();
+        assert_eq!(
+            prompt,
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        );
+        template.set_flag("enable_thinking", false);
+        let prompt = template.render(&messages, true).unwrap();
+        assert!(
+            prompt.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+            "{prompt:?}"
+        );
+    }
+
+    #[test]
+    fn raise_exception_reports_the_templates_message() {
+        let template = ChatTemplate::new(QWEN_STYLE, "", "").unwrap();
+        let err = template
+            .render(&[ChatMessage::new("narrator", "x")], false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unexpected role narrator"), "{err}");
+    }
+
+    #[test]
+    fn chatml_fallback_matches_the_format() {
+        let template = ChatTemplate::from_source_or_chatml(None, "", "").unwrap();
+        assert!(template.is_fallback());
+        let prompt = template.render(&conversation()[..2], true).unwrap();
+        assert_eq!(
+            prompt,
+            "<|im_start|>system\n  Be brief.\n<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert!(
+            !template
+                .render(&conversation()[..1], false)
+                .unwrap()
+                .contains("assistant")
+        );
+    }
+
+    #[test]
+    fn bos_and_eos_are_variables() {
+        let template = ChatTemplate::new(
+            "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}",
+            "<s>",
+            "</s>",
+        )
+        .unwrap();
+        assert_eq!(
+            template
+                .render(&[ChatMessage::new("user", "x")], false)
+                .unwrap(),
+            "<s>x</s>"
+        );
+    }
+
+    #[test]
+    fn tojson_writes_python_style_json_without_html_escapes() {
+        let template = ChatTemplate::new(
+            r#"{{ {"a": 1, "b": [true, none, 2.5], "s": "<é\"\n>"} | tojson }}|{{ [1, {"k": "v"}] | tojson(indent=2) }}|{{ {"b": 1, "a": 2} | tojson(sort_keys=true) }}|{{ "  x  " | trim }}"#,
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            template.render(&[], false).unwrap(),
+            "{\"a\": 1, \"b\": [true, null, 2.5], \"s\": \"<é\\\"\\n>\"}|[\n  1,\n  {\n    \"k\": \"v\"\n  }\n]|{\"a\": 2, \"b\": 1}|x"
+        );
+    }
+
+    #[test]
+    fn dates_format_like_strftime() {
+        // 2024-07-26 13:05:09 UTC, a Friday; 2000-03-01 (after a leap day); the epoch.
+        assert_eq!(
+            format_utc(1_722_000_309, "%d %b %Y|%Y-%m-%d %H:%M:%S|%A %B %j|%a%e%%").unwrap(),
+            "26 Jul 2024|2024-07-26 13:25:09|Friday July 208|Fri26%"
+        );
+        assert_eq!(
+            format_utc(951_868_800, "%Y-%m-%d %j").unwrap(),
+            "2000-03-01 061"
+        );
+        assert_eq!(format_utc(0, "%Y-%m-%d %a").unwrap(), "1970-01-01 Thu");
+        assert!(format_utc(0, "%Q").is_err());
+    }
+
+    #[test]
+    fn generation_tags_render_their_body() {
+        let template = ChatTemplate::new(
+            "{%- for m in messages %}[{% generation %}{{ m.content }}{%- endgeneration -%}\n]{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            template
+                .render(&[ChatMessage::new("assistant", "a")], false)
+                .unwrap(),
+            "[a]"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_at_load() {
+        let err = ChatTemplate::new("{% if %}", "", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("chat template: the template does not parse"),
+            "{err}"
+        );
+    }
+}

@@ -91,4 +91,10 @@ pub enum Error {
     /// A backend failure (GPU device lost, out of memory, missing feature...).
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// The GGUF's tokenizer metadata is missing, malformed or of a kind moetile does not read.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A chat template that does not parse or fails while rendering.
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
 }
