@@ -80,3 +80,15 @@ fn qwen3moe_iq2_xxs_matches_float64_reference() {
 fn qwen3moe_pure_q5_k_matches_float64_reference() {
     check("qwen3moe-kq-pure-q5_k", 1e-6);
 }
+
+#[test]
+fn our_tokenizer_reproduces_the_fixture_prompt_tokens() {
+    // The goldens' ids come from the HF tokenizer that trained the fixtures' vocabulary.
+    let (model_path, ref_path, _) = model_fixture("qwen3moe-small-f32");
+    let file = GgufFile::open(&model_path).unwrap();
+    let tokenizer = moetile::tokenizer::Tokenizer::from_gguf(&file).unwrap();
+    let prompt =
+        std::fs::read_to_string(moetile_tests::fixtures().join("models/prompt.txt")).unwrap();
+    let golden = Golden::read(&ref_path).unwrap();
+    assert_eq!(tokenizer.encode(&prompt, false, false), golden.tokens);
+}
