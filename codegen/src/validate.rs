@@ -90,9 +90,8 @@ pub fn validate(key: &KernelKey, source: &str) -> Result<Validated, Error> {
         lang_version: if key.needs_coop() { (2, 3) } else { (2, 1) },
         ..Default::default()
     };
-    let (msl, _) =
-        naga::back::msl::write_string(&module, &info, &msl_options, &Default::default())
-            .map_err(|e| fail(Stage::Msl, e.to_string()))?;
+    let (msl, _) = naga::back::msl::write_string(&module, &info, &msl_options, &Default::default())
+        .map_err(|e| fail(Stage::Msl, e.to_string()))?;
 
     let hlsl = if key.needs_coop() {
         None

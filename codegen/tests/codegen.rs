@@ -54,7 +54,11 @@ fn every_key_validates_with_its_own_geometry() {
                 .unwrap_or_else(|| panic!("{key}: no entry point {ep}"));
             assert_eq!(entry.workgroup_size, [key.workgroup_size(), 1, 1], "{key}");
         }
-        assert_eq!(v.module.entry_points.len(), key.entry_points().len(), "{key}");
+        assert_eq!(
+            v.module.entry_points.len(),
+            key.entry_points().len(),
+            "{key}"
+        );
         if let Some(rows) = key.rows_per_workgroup() {
             assert_eq!(consts["ROWS_PER_WG"], rows, "{key}");
         }
@@ -78,7 +82,10 @@ fn workgroup_memory_fits_32_kib() {
             .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
             .map(|(_, g)| layouter[g.ty].size)
             .sum();
-        assert!(bytes <= 32 * 1024, "{key}: {bytes} bytes of workgroup memory");
+        assert!(
+            bytes <= 32 * 1024,
+            "{key}: {bytes} bytes of workgroup memory"
+        );
     }
 }
 
@@ -126,7 +133,11 @@ fn params_structs_match_naga_layout() {
     }
     checked.sort();
     checked.dedup();
-    assert_eq!(checked.len(), params::all().len(), "every params struct checked");
+    assert_eq!(
+        checked.len(),
+        params::all().len(),
+        "every params struct checked"
+    );
 }
 
 #[test]
@@ -140,7 +151,16 @@ fn broken_template_fails_with_the_key_in_the_message() {
     let err = validate(&key, &wgsl).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("mm_id_q4k_f32_t64_reg"), "{msg}");
-    assert!(matches!(err, Error::Invalid { stage: Stage::Parse, .. }), "{msg}");
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                stage: Stage::Parse,
+                ..
+            }
+        ),
+        "{msg}"
+    );
 
     // A type error naga's validator (not the parser) catches, in a shared fragment.
     let text = "fn dequant8(block: u32, group: u32) -> array<f32, 8> { return array<f32, 8>(); }\n\
@@ -156,7 +176,13 @@ fn broken_template_fails_with_the_key_in_the_message() {
     );
     let err = validate(&key, &generate(&key, &moved).unwrap()).unwrap_err();
     assert!(
-        matches!(err, Error::Invalid { stage: Stage::Bindings, .. }),
+        matches!(
+            err,
+            Error::Invalid {
+                stage: Stage::Bindings,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("mm_id_q4k_f32_t64_reg"), "{err}");
