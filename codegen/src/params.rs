@@ -95,15 +95,30 @@ params! {
     }
 }
 
-/// `(name, fields, size)` of every params struct, for the layout test and the generator.
-pub fn all() -> Vec<(&'static str, Vec<(&'static str, usize)>, usize)> {
-    fn row<P: WgslParams>() -> (&'static str, Vec<(&'static str, usize)>, usize) {
-        (P::NAME, P::fields(), std::mem::size_of::<P>())
+/// The host layout of one params struct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Struct name (the same in Rust and WGSL).
+    pub name: &'static str,
+    /// `(field, byte offset)` in declaration order.
+    pub fields: Vec<(&'static str, usize)>,
+    /// Size in bytes.
+    pub size: usize,
+}
+
+/// The layout of every params struct, for the test against naga's view of the WGSL.
+pub fn all() -> Vec<Layout> {
+    fn layout<P: WgslParams>() -> Layout {
+        Layout {
+            name: P::NAME,
+            fields: P::fields(),
+            size: std::mem::size_of::<P>(),
+        }
     }
     vec![
-        row::<MapParams>(),
-        row::<MatmulParams>(),
-        row::<ActParams>(),
-        row::<SumParams>(),
+        layout::<MapParams>(),
+        layout::<MatmulParams>(),
+        layout::<ActParams>(),
+        layout::<SumParams>(),
     ]
 }

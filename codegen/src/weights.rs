@@ -151,6 +151,17 @@ impl WeightType {
         FORMATS.iter().find(|f| f.ggml == ty).map(|f| f.ty)
     }
 
+    /// Parses a short name (`q4k`) or a GGUF name (`Q4_K`), case-insensitively.
+    pub fn parse(name: &str) -> Option<WeightType> {
+        let name = name.trim();
+        FORMATS
+            .iter()
+            .find(|f| {
+                f.short.eq_ignore_ascii_case(name) || f.ggml.name().eq_ignore_ascii_case(name)
+            })
+            .map(|f| f.ty)
+    }
+
     /// The GGUF tensor type.
     pub fn ggml(self) -> GgmlType {
         self.format().ggml
@@ -231,5 +242,8 @@ mod tests {
         assert_eq!(WeightType::IQ2_XXS.gpu_block_bytes(), 68);
         assert_eq!(WeightType::Q6_K.gpu_block_bytes(), 212);
         assert_eq!(WeightType::from_ggml(GgmlType::Q3_K), None);
+        assert_eq!(WeightType::parse("q4k"), Some(WeightType::Q4_K));
+        assert_eq!(WeightType::parse("IQ2_XXS"), Some(WeightType::IQ2_XXS));
+        assert_eq!(WeightType::parse("q3k"), None);
     }
 }

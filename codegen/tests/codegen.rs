@@ -108,9 +108,9 @@ fn params_structs_match_naga_layout() {
     for key in keys {
         let (_, v) = generate_validated(&key).unwrap();
         let name = key.params_struct();
-        let (_, fields, size) = params::all()
+        let params::Layout { fields, size, .. } = params::all()
             .into_iter()
-            .find(|p| p.0 == name)
+            .find(|p| p.name == name)
             .unwrap_or_else(|| panic!("no Rust params struct {name}"));
         let ty = v
             .module

@@ -136,6 +136,14 @@ pub enum WgpuError {
         /// wgpu's message.
         message: String,
     },
+    /// A benchmarked kernel disagreed with the reference on its sample of outputs.
+    #[error("{kernel}: output check before timing failed: {detail}")]
+    Verification {
+        /// The kernel.
+        kernel: String,
+        /// The worst element.
+        detail: String,
+    },
     /// Waiting for the device or mapping a buffer failed.
     #[error("reading back {what}: {message}")]
     Readback {

@@ -173,7 +173,11 @@ impl WgpuContext {
         ids: &[u32],
         weights: &[f32],
     ) -> Result<Routing> {
-        if n_used == 0 || ids.is_empty() || ids.len() % n_used != 0 || weights.len() != ids.len() {
+        if n_used == 0
+            || ids.is_empty()
+            || !ids.len().is_multiple_of(n_used)
+            || weights.len() != ids.len()
+        {
             return Err(shape(
                 "routing",
                 format!(
@@ -485,7 +489,11 @@ impl WgpuContext {
                 format!("given {} weights and {:?} activations", w.weight, act.ty),
             ));
         }
-        if w.cols % 32 != 0 || act.cols != w.cols || out.cols != w.rows || out.ty != ActType::F32 {
+        if !w.cols.is_multiple_of(32)
+            || act.cols != w.cols
+            || out.cols != w.rows
+            || out.ty != ActType::F32
+        {
             return Err(shape(
                 &op,
                 format!(
@@ -511,6 +519,7 @@ impl WgpuContext {
     }
 
     /// Encodes `mid = act(gate, up) * route_weight` over (T*K, F).
+    #[allow(clippy::too_many_arguments)]
     pub fn encode_act(
         &self,
         enc: &mut wgpu::CommandEncoder,
@@ -527,7 +536,7 @@ impl WgpuContext {
         if !same(gate)
             || !same(up)
             || !same(mid)
-            || cols % 2 != 0
+            || !cols.is_multiple_of(2)
             || gate.ty != ActType::F32
             || up.ty != ActType::F32
         {
