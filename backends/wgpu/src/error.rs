@@ -32,13 +32,13 @@ pub enum WgpuError {
         source: wgpu::RequestDeviceError,
     },
     /// Something needs a feature the device lacks.
-    #[error("{what} needs {feature}, which {adapter} does not offer; {fix}")]
+    #[error("{what} cannot run on {adapter}: {feature}; {fix}")]
     MissingFeature {
         /// The adapter.
         adapter: String,
         /// What needed it (a kernel name, an option).
         what: String,
-        /// The missing feature.
+        /// The missing feature, and what needs it.
         feature: &'static str,
         /// What to do instead.
         fix: &'static str,

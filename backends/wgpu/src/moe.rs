@@ -349,8 +349,8 @@ impl WgpuContext {
             return Err(WgpuError::MissingFeature {
                 adapter: self.profile().describe(),
                 what: kkey.to_string(),
-                feature: "EXPERIMENTAL_COOPERATIVE_MATRIX",
-                fix: why,
+                feature: why,
+                fix: "use the register-tile path (Path::Reg), which runs everywhere",
             });
         }
         let offset = map.dispatch_offset(&kkey, w.rows)?;

@@ -292,6 +292,41 @@ fn a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key() {
 }
 
 #[test]
+fn a_path_the_adapter_lacks_is_refused_by_name() {
+    let Some(ctx) = ctx() else { return };
+    let Some(path) = [Path::Coop16, Path::Coop8]
+        .into_iter()
+        .find(|p| ctx.profile().supports(*p).is_err())
+    else {
+        return;
+    };
+    let mut rng = rng("a_path_the_adapter_lacks_is_refused_by_name");
+    let weights = Weights::random(&mut rng, WeightType::Q4_K, 2, ROWS, D);
+    let w = ctx.upload_experts(&weights.data("w")).unwrap();
+    let routing = ctx.routing_from_host(2, 1, &[0, 1], &[1.0; 2]).unwrap();
+    let x = ctx.matrix_filled(2, D, ActType::F32, 1.0);
+    let out = ctx.matrix_filled(2, ROWS, ActType::F32, f32::NAN);
+    let key = MatmulKey {
+        weight: WeightType::Q4_K,
+        act: ActType::F32,
+        tile: TileWidth::T32,
+        path,
+    };
+    let groups = KernelKey::MmId(key).row_groups(ROWS as u32).unwrap();
+    let err = ctx
+        .submit("unsupported path", |enc| {
+            let map = ctx.encode_map(enc, &routing, TileWidth::T32, &[groups], None)?;
+            ctx.encode_mm_id(enc, key, &map, &w, &x, 1, &out, None)
+        })
+        .unwrap_err();
+    assert!(matches!(err, WgpuError::MissingFeature { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&KernelKey::MmId(key).to_string()),
+        "{err}"
+    );
+}
+
+#[test]
 fn split_weights_give_identical_results() {
     let Some(ctx) = ctx() else { return };
     let mut rng = rng("split_weights_give_identical_results");
