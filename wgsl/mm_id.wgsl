@@ -6,9 +6,12 @@
 // Per K_STEP columns, the weight tile (ROWS_PER_WG x K_STEP) is dequantized into workgroup
 // memory, one 8-value group per thread, and the activation tile (TILE_N x K_STEP) is gathered
 // through the pair list; then every thread accumulates ROWS_PER_THREAD x TOKENS_PER_THREAD
-// outputs in registers (rows tr + ROW_THREADS * i, tokens tc + TOKEN_THREADS * j). The
-// accumulators cover the whole tile for every TILE_N (const_asserts below). Rows past n_rows
-// and tokens past the expert's count are masked: zero inputs, no store.
+// outputs in registers: rows 4 tr .. 4 tr + 4 (one vec4 per token) of tokens
+// TOKENS_PER_THREAD * tc .. + TOKENS_PER_THREAD, read from the tiles as vec4 (rows) and vec2
+// (token pairs), so each step of k costs 1 + TOKENS_PER_THREAD / 2 workgroup loads for
+// 4 * TOKENS_PER_THREAD FMAs. The accumulators cover the whole tile for every TILE_N
+// (const_asserts below). Rows past n_rows and tokens past the expert's count are masked: zero
+// inputs, no store.
 //
 // Consts: WG_SIZE, ROWS_PER_WG, TILE_N, K_STEP, ROW_THREADS, TOKEN_THREADS, ROWS_PER_THREAD,
 //   TOKENS_PER_THREAD, QK, BLOCK_WORDS.
@@ -19,6 +22,8 @@ const_assert ROWS_PER_THREAD * ROW_THREADS == ROWS_PER_WG;
 const_assert TOKENS_PER_THREAD * TOKEN_THREADS == TILE_N;
 const_assert ROWS_PER_WG * (K_STEP / 8u) == WG_SIZE;
 const_assert QK % K_STEP == 0u;
+const_assert ROWS_PER_THREAD == 4u;
+const_assert TOKENS_PER_THREAD % 2u == 0u;
 
 struct MatmulParams {
     n_rows: u32,
@@ -41,8 +46,11 @@ struct MatmulParams {
 
 const GROUPS_PER_STEP: u32 = K_STEP / 8u;
 
-var<workgroup> w_tile: array<f32, K_STEP * ROWS_PER_WG>; // [col][row]
-var<workgroup> x_tile: array<f32, K_STEP * TILE_N>; // [col][token]
+const ROW_QUADS: u32 = ROWS_PER_WG / 4u;
+const TOKEN_PAIRS: u32 = TILE_N / 2u;
+
+var<workgroup> w_tile: array<vec4<f32>, K_STEP * ROW_QUADS>; // [col][row / 4][row % 4]
+var<workgroup> x_tile: array<vec2<f32>, K_STEP * TOKEN_PAIRS>; // [col][token / 2][token % 2]
 var<workgroup> tile_pairs: array<u32, TILE_N>;
 
 @compute @workgroup_size(WG_SIZE)
@@ -71,7 +79,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // The outputs this thread accumulates.
     let tr = li % ROW_THREADS;
     let tc = li / ROW_THREADS;
-    var acc: array<f32, ROWS_PER_THREAD * TOKENS_PER_THREAD>;
+    var acc: array<vec4<f32>, TOKENS_PER_THREAD>;
     workgroupBarrier();
 
     for (var k0 = 0u; k0 < params.n_cols; k0 += K_STEP) {
@@ -81,7 +89,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             w = dequant8(w_block0 + col / QK, (col % QK) / 8u);
         }
         for (var i = 0u; i < 8u; i++) {
-            w_tile[(8u * w_group + i) * ROWS_PER_WG + w_row] = w[i];
+            w_tile[(8u * w_group + i) * ROW_QUADS + w_row / 4u][w_row % 4u] = w[i];
         }
         for (var g = li; g < TILE_N * GROUPS_PER_STEP; g += WG_SIZE) {
             let c = g / GROUPS_PER_STEP;
@@ -92,34 +100,29 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 x = act8((row * params.n_cols + k0) / 8u + sub);
             }
             for (var i = 0u; i < 8u; i++) {
-                x_tile[(8u * sub + i) * TILE_N + c] = x[i];
+                x_tile[(8u * sub + i) * TOKEN_PAIRS + c / 2u][c % 2u] = x[i];
             }
         }
         workgroupBarrier();
         for (var k = 0u; k < K_STEP; k++) {
-            var wr: array<f32, ROWS_PER_THREAD>;
-            for (var i = 0u; i < ROWS_PER_THREAD; i++) {
-                wr[i] = w_tile[k * ROWS_PER_WG + tr + ROW_THREADS * i];
-            }
-            for (var j = 0u; j < TOKENS_PER_THREAD; j++) {
-                let x = x_tile[k * TILE_N + tc + TOKEN_THREADS * j];
-                for (var i = 0u; i < ROWS_PER_THREAD; i++) {
-                    let a = i * TOKENS_PER_THREAD + j;
-                    acc[a] = fma(wr[i], x, acc[a]);
-                }
+            let w4 = w_tile[k * ROW_QUADS + tr];
+            for (var j = 0u; j < TOKENS_PER_THREAD; j += 2u) {
+                let x2 = x_tile[k * TOKEN_PAIRS + (tc * TOKENS_PER_THREAD + j) / 2u];
+                acc[j] = fma(w4, vec4<f32>(x2.x), acc[j]);
+                acc[j + 1u] = fma(w4, vec4<f32>(x2.y), acc[j + 1u]);
             }
         }
         workgroupBarrier();
     }
 
     for (var j = 0u; j < TOKENS_PER_THREAD; j++) {
-        let c = tc + TOKEN_THREADS * j;
+        let c = tc * TOKENS_PER_THREAD + j;
         if c < n_tokens {
             let out = tile_pairs[c] * params.n_rows;
             for (var i = 0u; i < ROWS_PER_THREAD; i++) {
-                let row = row0 + tr + ROW_THREADS * i;
+                let row = row0 + 4u * tr + i;
                 if row < params.n_rows {
-                    y[out + row] = acc[i * TOKENS_PER_THREAD + j];
+                    y[out + row] = acc[j][i];
                 }
             }
         }
