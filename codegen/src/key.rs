@@ -84,6 +84,43 @@ pub struct MatmulKey {
     pub path: Path,
 }
 
+/// An in-place element-wise op of [`KernelKey::Eltwise`] (`wgsl/eltwise.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EltOp {
+    /// `dst += src`, same shape (residual adds).
+    Add,
+    /// `dst[t] += src` for every row (biases).
+    AddRow,
+    /// `dst[t] *= sigmoid(src[t])`, one gate value per row (qwen2moe's shared-expert gate).
+    MulSigmoidRow,
+}
+
+impl EltOp {
+    /// Every op.
+    pub const ALL: [EltOp; 3] = [EltOp::Add, EltOp::AddRow, EltOp::MulSigmoidRow];
+
+    /// The value of the template's `OP` constant.
+    fn code(self) -> u32 {
+        match self {
+            EltOp::Add => 0,
+            EltOp::AddRow => 1,
+            EltOp::MulSigmoidRow => 2,
+        }
+    }
+
+    /// `"add"`, `"add_row"`, `"mul_sigmoid_row"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EltOp::Add => "add",
+            EltOp::AddRow => "add_row",
+            EltOp::MulSigmoidRow => "mul_sigmoid_row",
+        }
+    }
+}
+
+/// Head widths the attention kernels are generated for.
+pub const HEAD_DIMS: [u32; 6] = [32, 64, 80, 96, 128, 256];
+
 /// One generated kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelKey {
@@ -109,6 +146,38 @@ pub enum KernelKey {
     },
     /// `out[t] = sum_k y[t * K + k]`.
     Sum,
+    /// Rows of a weight table, dequantized (token embedding).
+    Embed {
+        /// Storage type of the table.
+        weight: WeightType,
+    },
+    /// RMS norm of every group of values (a row or a head) times a weight vector.
+    RmsNorm,
+    /// An in-place element-wise op.
+    Eltwise(EltOp),
+    /// Rotary position embedding in place, from a table of angles.
+    Rope,
+    /// Appends keys and values to a layer's cache.
+    KvStore {
+        /// Storage type of the cache.
+        kv: ActType,
+    },
+    /// Causal flash attention of a batch of queries over the cache.
+    AttnPrefill {
+        /// Width of one head (one of [`HEAD_DIMS`]).
+        head_dim: u32,
+        /// Storage type of the cache.
+        kv: ActType,
+    },
+    /// Attention of one query per workgroup over the cache (decode).
+    AttnDecode {
+        /// Width of one head (one of [`HEAD_DIMS`]).
+        head_dim: u32,
+        /// Storage type of the cache.
+        kv: ActType,
+    },
+    /// Router: top-K experts of softmax or sigmoid gates per token.
+    Route,
 }
 
 /// Threads per workgroup of every kernel.
@@ -127,6 +196,19 @@ const COOP_STAGE_VALUES: u32 = 4096;
 const MV_ROWS: u32 = 8;
 /// Indirect-dispatch argument slots the map writes (one per distinct row-tile count).
 pub const MAP_DISPATCH_SLOTS: usize = 4;
+/// Threads per workgroup of the router (one per token).
+const ROUTE_WG_SIZE: u32 = 64;
+
+/// Prefill attention tiles `(Q_TILE, KV_TILE)` of a head width: Q, K/V and score tiles stay
+/// under ~26 KiB of workgroup memory and every thread owns a whole number of output dims.
+fn attention_tiles(head_dim: u32) -> (u32, u32) {
+    match head_dim {
+        0..=32 => (32, 64),
+        33..=64 => (32, 32),
+        65..=128 => (16, 32),
+        _ => (8, 16),
+    }
+}
 
 /// A shader binding of group 0, as the templates declare it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,12 +266,40 @@ impl KernelKey {
             keys.push(KernelKey::Act { mid });
         }
         keys.push(KernelKey::Sum);
+        for weight in WeightType::ALL {
+            keys.push(KernelKey::Embed { weight });
+        }
+        keys.push(KernelKey::RmsNorm);
+        for op in EltOp::ALL {
+            keys.push(KernelKey::Eltwise(op));
+        }
+        keys.push(KernelKey::Rope);
+        for kv in ActType::ALL {
+            keys.push(KernelKey::KvStore { kv });
+            for head_dim in HEAD_DIMS {
+                keys.push(KernelKey::AttnPrefill { head_dim, kv });
+                keys.push(KernelKey::AttnDecode { head_dim, kv });
+            }
+        }
+        keys.push(KernelKey::Route);
         keys
     }
 
     /// Threads per workgroup (`WG_SIZE`).
     pub fn workgroup_size(&self) -> u32 {
-        WG_SIZE
+        match self {
+            KernelKey::Route => ROUTE_WG_SIZE,
+            _ => WG_SIZE,
+        }
+    }
+
+    /// Queries one prefill-attention workgroup computes (`Q_TILE`): the grid's x extent is
+    /// `ceil(T / Q_TILE)`.
+    pub fn query_tile(&self) -> Option<u32> {
+        match self {
+            KernelKey::AttnPrefill { head_dim, .. } => Some(attention_tiles(*head_dim).0),
+            _ => None,
+        }
     }
 
     /// Output rows one workgroup computes (`ROWS_PER_WG`); `None` for element-wise ops.
@@ -229,7 +339,7 @@ impl KernelKey {
     pub fn weight(&self) -> Option<WeightType> {
         match self {
             KernelKey::MmId(m) => Some(m.weight),
-            KernelKey::MvId { weight, .. } => Some(*weight),
+            KernelKey::MvId { weight, .. } | KernelKey::Embed { weight } => Some(*weight),
             _ => None,
         }
     }
@@ -266,6 +376,14 @@ impl KernelKey {
             KernelKey::MvId { .. } => "mv_id.wgsl",
             KernelKey::Act { .. } => "act.wgsl",
             KernelKey::Sum => "sum.wgsl",
+            KernelKey::Embed { .. } => "embed.wgsl",
+            KernelKey::RmsNorm => "rms_norm.wgsl",
+            KernelKey::Eltwise(_) => "eltwise.wgsl",
+            KernelKey::Rope => "rope.wgsl",
+            KernelKey::KvStore { .. } => "kv_store.wgsl",
+            KernelKey::AttnPrefill { .. } => "attn_prefill.wgsl",
+            KernelKey::AttnDecode { .. } => "attn_decode.wgsl",
+            KernelKey::Route => "route.wgsl",
         }
     }
 
@@ -282,6 +400,10 @@ impl KernelKey {
         let act = |a: ActType| match a {
             ActType::F32 => "act/f32.wgsl",
             ActType::F16 => "act/f16.wgsl",
+        };
+        let kv = |a: ActType| match a {
+            ActType::F32 => "kv/f32.wgsl",
+            ActType::F16 => "kv/f16.wgsl",
         };
         match self {
             KernelKey::MmId(m) => {
@@ -300,8 +422,16 @@ impl KernelKey {
                     ActType::F16 => "mid/f16.wgsl",
                 },
             ],
-            KernelKey::Sum => vec!["grid.wgsl"],
-            KernelKey::Map { .. } => vec![],
+            KernelKey::Sum
+            | KernelKey::Eltwise(_)
+            | KernelKey::Rope
+            | KernelKey::Route => vec!["grid.wgsl"],
+            KernelKey::Embed { weight } => [&["grid.wgsl"], weight.fragments()].concat(),
+            KernelKey::KvStore { kv: ty } => vec!["grid.wgsl", kv(*ty)],
+            KernelKey::AttnPrefill { kv: ty, .. } | KernelKey::AttnDecode { kv: ty, .. } => {
+                vec![kv(*ty)]
+            }
+            KernelKey::Map { .. } | KernelKey::RmsNorm => vec![],
         }
     }
 
@@ -312,6 +442,13 @@ impl KernelKey {
             KernelKey::MmId(_) | KernelKey::MvId { .. } => "MatmulParams",
             KernelKey::Act { .. } => "ActParams",
             KernelKey::Sum => "SumParams",
+            KernelKey::Embed { .. } => "EmbedParams",
+            KernelKey::RmsNorm => "NormParams",
+            KernelKey::Eltwise(_) => "EltParams",
+            KernelKey::Rope => "RotaryParams",
+            KernelKey::KvStore { .. } => "KvParams",
+            KernelKey::AttnPrefill { .. } | KernelKey::AttnDecode { .. } => "AttnParams",
+            KernelKey::Route => "RouteParams",
         }
     }
 
@@ -357,6 +494,48 @@ impl KernelKey {
                 b(0, "params", Uniform),
                 b(1, "y", ReadOnly),
                 b(2, "out", ReadWrite),
+            ],
+            KernelKey::Embed { .. } => vec![
+                b(0, "params", Uniform),
+                b(1, "weights", ReadOnly),
+                b(2, "ids", ReadOnly),
+                b(3, "out", ReadWrite),
+            ],
+            KernelKey::RmsNorm => vec![
+                b(0, "params", Uniform),
+                b(1, "x", ReadOnly),
+                b(2, "w", ReadOnly),
+                b(3, "out", ReadWrite),
+            ],
+            KernelKey::Eltwise(_) => vec![
+                b(0, "params", Uniform),
+                b(1, "src", ReadOnly),
+                b(2, "dst", ReadWrite),
+            ],
+            KernelKey::Rope => vec![
+                b(0, "params", Uniform),
+                b(1, "angles", ReadOnly),
+                b(2, "x", ReadWrite),
+            ],
+            KernelKey::KvStore { .. } => vec![
+                b(0, "params", Uniform),
+                b(1, "k", ReadOnly),
+                b(2, "v", ReadOnly),
+                b(3, "k_cache", ReadWrite),
+                b(4, "v_cache", ReadWrite),
+            ],
+            KernelKey::AttnPrefill { .. } | KernelKey::AttnDecode { .. } => vec![
+                b(0, "params", Uniform),
+                b(1, "q", ReadOnly),
+                b(2, "k_cache", ReadOnly),
+                b(3, "v_cache", ReadOnly),
+                b(4, "out", ReadWrite),
+            ],
+            KernelKey::Route => vec![
+                b(0, "params", Uniform),
+                b(1, "logits", ReadOnly),
+                b(2, "ids", ReadWrite),
+                b(3, "weights", ReadWrite),
             ],
         };
         if self.weight().is_some_and(WeightType::uses_grid) {
@@ -408,6 +587,20 @@ impl KernelKey {
             KernelKey::MvId { .. } => {
                 c.push(("LANES", WG_SIZE / MV_ROWS));
             }
+            KernelKey::Eltwise(op) => c.push(("OP", op.code())),
+            KernelKey::AttnPrefill { head_dim, .. } => {
+                let (q_tile, kv_tile) = attention_tiles(*head_dim);
+                let threads_per_query = WG_SIZE / q_tile;
+                c.push(("HEAD_DIM", *head_dim));
+                c.push(("Q_TILE", q_tile));
+                c.push(("KV_TILE", kv_tile));
+                c.push(("THREADS_PER_QUERY", threads_per_query));
+                c.push(("DIMS_PER_THREAD", head_dim / threads_per_query));
+            }
+            KernelKey::AttnDecode { head_dim, .. } => {
+                c.push(("HEAD_DIM", *head_dim));
+                c.push(("SLICES", WG_SIZE / head_dim));
+            }
             _ => {}
         }
         c
@@ -431,6 +624,18 @@ impl std::fmt::Display for KernelKey {
             }
             KernelKey::Act { mid } => write!(f, "act_{}", mid.name()),
             KernelKey::Sum => f.write_str("sum"),
+            KernelKey::Embed { weight } => write!(f, "embed_{}", weight.short_name()),
+            KernelKey::RmsNorm => f.write_str("rms_norm"),
+            KernelKey::Eltwise(op) => f.write_str(op.name()),
+            KernelKey::Rope => f.write_str("rope"),
+            KernelKey::KvStore { kv } => write!(f, "kv_store_{}", kv.name()),
+            KernelKey::AttnPrefill { head_dim, kv } => {
+                write!(f, "attn_prefill_h{head_dim}_{}", kv.name())
+            }
+            KernelKey::AttnDecode { head_dim, kv } => {
+                write!(f, "attn_decode_h{head_dim}_{}", kv.name())
+            }
+            KernelKey::Route => f.write_str("route"),
         }
     }
 }
@@ -455,6 +660,28 @@ mod tests {
         assert!(names.contains("map_t128"));
         assert!(names.contains("mv_id_iq2xxs_f16"));
         assert!(names.contains("mm_id_q8_0_f16_t32_coop8"));
+        assert!(names.contains("embed_q5_1"));
+        assert!(names.contains("attn_prefill_h128_f16"));
+        assert!(names.contains("attn_decode_h64_f32"));
+        assert!(names.contains("mul_sigmoid_row"));
+    }
+
+    #[test]
+    fn attention_threads_own_whole_dims() {
+        for key in KernelKey::all() {
+            let c: std::collections::HashMap<_, _> = key.consts().into_iter().collect();
+            match key {
+                KernelKey::AttnPrefill { head_dim, .. } => {
+                    assert_eq!(c["Q_TILE"] * c["THREADS_PER_QUERY"], c["WG_SIZE"], "{key}");
+                    assert_eq!(c["THREADS_PER_QUERY"] * c["DIMS_PER_THREAD"], head_dim);
+                    assert_eq!(key.query_tile(), Some(c["Q_TILE"]));
+                }
+                KernelKey::AttnDecode { head_dim, .. } => {
+                    assert!(c["SLICES"] >= 1 && c["SLICES"] * head_dim <= c["WG_SIZE"]);
+                }
+                _ => {}
+            }
+        }
     }
 
     #[test]

@@ -35,8 +35,8 @@ use std::path::Path as FsPath;
 
 pub use generate::{Templates, generate};
 pub use key::{
-    ActType, Binding, BindingKind, COOP_MAX_SUBGROUP_SIZE, GRID_BINDING, KernelKey,
-    MAP_DISPATCH_SLOTS, MatmulKey, Path,
+    ActType, Binding, BindingKind, COOP_MAX_SUBGROUP_SIZE, EltOp, GRID_BINDING, HEAD_DIMS,
+    KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, Path,
 };
 pub use validate::{Stage, Validated, capabilities, validate};
 pub use weights::WeightType;

@@ -95,6 +95,128 @@ params! {
     }
 }
 
+params! {
+    /// `embed.wgsl`: `out[t] = table[ids[t]]`.
+    EmbedParams {
+        /// T.
+        n_tokens: u32,
+        /// Values per row (D), whole blocks.
+        n_cols: u32,
+        /// Rows of the table (the vocabulary).
+        n_rows: u32,
+        /// Padding.
+        _pad0: u32,
+    }
+}
+
+params! {
+    /// `rms_norm.wgsl`: RMS norm of every group of `group_len` values.
+    NormParams {
+        /// Groups (rows times groups per row).
+        n_groups: u32,
+        /// Values per group; also the weight vector's length.
+        group_len: u32,
+        /// Added to the mean square.
+        eps: f32,
+        /// Padding.
+        _pad0: u32,
+    }
+}
+
+params! {
+    /// `eltwise.wgsl`: an in-place element-wise op.
+    EltParams {
+        /// Values of `dst`.
+        n_values: u32,
+        /// Values per row of `dst`.
+        n_cols: u32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+    }
+}
+
+params! {
+    /// `rope.wgsl`: rotary position embedding in place.
+    RotaryParams {
+        /// Rows (tokens).
+        n_rows: u32,
+        /// Heads per row.
+        n_heads: u32,
+        /// Values per head.
+        head_dim: u32,
+        /// Rotated pairs per head (`n_dims / 2`).
+        n_half: u32,
+        /// 1: NeoX pairs `(k, k + n_half)`; 0: pairs `(2k, 2k + 1)`.
+        neox: u32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+        /// Padding.
+        _pad2: u32,
+    }
+}
+
+params! {
+    /// `kv_store.wgsl`: appends keys and values to a cache.
+    KvParams {
+        /// T.
+        n_tokens: u32,
+        /// Position of the first row.
+        pos0: u32,
+        /// Values per cache row (`n_kv_heads * head_dim`, even).
+        kv_width: u32,
+        /// Padding.
+        _pad0: u32,
+    }
+}
+
+params! {
+    /// `attn_prefill.wgsl`, `attn_decode.wgsl`: causal grouped-query attention over a cache.
+    AttnParams {
+        /// T: query rows.
+        n_tokens: u32,
+        /// Position of query row 0.
+        pos0: u32,
+        /// Query heads.
+        n_heads: u32,
+        /// Key/value heads (divides `n_heads`).
+        n_kv_heads: u32,
+        /// Logit scale.
+        scale: f32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+        /// Padding.
+        _pad2: u32,
+    }
+}
+
+params! {
+    /// `route.wgsl`: top-K experts per token.
+    RouteParams {
+        /// T.
+        n_tokens: u32,
+        /// E.
+        n_experts: u32,
+        /// K.
+        n_used: u32,
+        /// 0 softmax, 1 sigmoid.
+        gating: u32,
+        /// 1: renormalise the K weights to sum to one.
+        normalize: u32,
+        /// Factor on the final weights.
+        weight_scale: f32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+    }
+}
+
 /// The host layout of one params struct.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -120,5 +242,12 @@ pub fn all() -> Vec<Layout> {
         layout::<MatmulParams>(),
         layout::<ActParams>(),
         layout::<SumParams>(),
+        layout::<EmbedParams>(),
+        layout::<NormParams>(),
+        layout::<EltParams>(),
+        layout::<RotaryParams>(),
+        layout::<KvParams>(),
+        layout::<AttnParams>(),
+        layout::<RouteParams>(),
     ]
 }

@@ -2,15 +2,17 @@
 //!
 //! The GPU layout is ours: every GGUF block is copied unchanged except that blocks whose size is
 //! not a multiple of 4 bytes get two zero pad bytes inserted at one fixed offset, so every field
-//! a kernel reads as a `u32` word is word-aligned (`Q8_0` 34 -> 36 B, `IQ2_XXS` 66 -> 68 B,
-//! `Q6_K` 210 -> 212 B; `Q4_K` 144, `Q5_K` 176, `Q2_K` 84 are already aligned). Rows are whole
+//! a kernel reads as a `u32` word is word-aligned (`Q4_0` 18 -> 20 B, `Q5_0` 22 -> 24 B,
+//! `Q8_0` 34 -> 36 B, `IQ2_XXS` 66 -> 68 B after the f16 scale; `Q3_K` 110 -> 112 B and `Q6_K`
+//! 210 -> 212 B at the end; the others are already aligned). The plain float types are read as
+//! 32-value blocks. Rows are whole
 //! blocks, experts are whole rows, so expert `e`, row `r`, block `b` is GPU block
 //! `(e * rows + r) * blocks_per_row + b`. The repacking itself lives in `moetile-wgpu`
 //! (`layout.rs`); the numbers below are the single source both it and the WGSL use (the
 //! generator writes `QK` and `BLOCK_WORDS` into every shader that reads weights).
 //!
-//! Adding a type (`Q4_0`, `Q5_1`, `Q3_K`...) is one row in [`FORMATS`] plus one
-//! `wgsl/dequant/<type>.wgsl` fragment defining `dequant8`.
+//! Adding a type is one row in [`FORMATS`] plus one `wgsl/dequant/<type>.wgsl` fragment
+//! defining `dequant8`.
 
 use moetile::quant::GgmlType;
 
@@ -18,12 +20,26 @@ use moetile::quant::GgmlType;
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WeightType {
+    /// IEEE single floats (read as 32-value blocks of 32 words).
+    F32,
     /// IEEE half floats (read as 32-value blocks of 16 words).
     F16,
+    /// bfloat16, the top half of an f32 (read as 32-value blocks of 16 words).
+    BF16,
+    /// 32 4-bit values with an f16 scale, offset 8.
+    Q4_0,
+    /// 32 4-bit values with an f16 scale and min.
+    Q4_1,
+    /// 32 5-bit values with an f16 scale, offset 16.
+    Q5_0,
+    /// 32 5-bit values with an f16 scale and min.
+    Q5_1,
     /// 32 int8 values with an f16 scale.
     Q8_0,
     /// 2-bit k-quant.
     Q2_K,
+    /// 3-bit k-quant.
+    Q3_K,
     /// 4-bit k-quant.
     Q4_K,
     /// 5-bit k-quant.
@@ -40,7 +56,7 @@ struct Format {
     ggml: GgmlType,
     /// Short lowercase name used in kernel names (`mm_id_q4k_...`).
     short: &'static str,
-    /// Values per GPU block (a GGUF block, or 32 values for F16).
+    /// Values per GPU block (a GGUF block, or 32 values for the float types).
     block_values: u32,
     /// Bytes of those values in the GGUF file.
     gguf_bytes: u32,
@@ -50,7 +66,16 @@ struct Format {
     fragments: &'static [&'static str],
 }
 
-const FORMATS: [Format; 7] = [
+const FORMATS: [Format; 14] = [
+    Format {
+        ty: WeightType::F32,
+        ggml: GgmlType::F32,
+        short: "f32",
+        block_values: 32,
+        gguf_bytes: 128,
+        pad_at: None,
+        fragments: &["dequant/f32.wgsl"],
+    },
     Format {
         ty: WeightType::F16,
         ggml: GgmlType::F16,
@@ -59,6 +84,53 @@ const FORMATS: [Format; 7] = [
         gguf_bytes: 64,
         pad_at: None,
         fragments: &["dequant/f16.wgsl"],
+    },
+    Format {
+        ty: WeightType::BF16,
+        ggml: GgmlType::BF16,
+        short: "bf16",
+        block_values: 32,
+        gguf_bytes: 64,
+        pad_at: None,
+        fragments: &["dequant/bf16.wgsl"],
+    },
+    Format {
+        ty: WeightType::Q4_0,
+        ggml: GgmlType::Q4_0,
+        short: "q4_0",
+        block_values: 32,
+        gguf_bytes: 18,
+        // after the f16 scale `d`
+        pad_at: Some(2),
+        fragments: &["dequant/legacy.wgsl", "dequant/q4_0.wgsl"],
+    },
+    Format {
+        ty: WeightType::Q4_1,
+        ggml: GgmlType::Q4_1,
+        short: "q4_1",
+        block_values: 32,
+        gguf_bytes: 20,
+        pad_at: None,
+        fragments: &["dequant/legacy.wgsl", "dequant/q4_1.wgsl"],
+    },
+    Format {
+        ty: WeightType::Q5_0,
+        ggml: GgmlType::Q5_0,
+        short: "q5_0",
+        block_values: 32,
+        gguf_bytes: 22,
+        // after the f16 scale `d`
+        pad_at: Some(2),
+        fragments: &["dequant/legacy.wgsl", "dequant/q5_0.wgsl"],
+    },
+    Format {
+        ty: WeightType::Q5_1,
+        ggml: GgmlType::Q5_1,
+        short: "q5_1",
+        block_values: 32,
+        gguf_bytes: 24,
+        pad_at: None,
+        fragments: &["dequant/legacy.wgsl", "dequant/q5_1.wgsl"],
     },
     Format {
         ty: WeightType::Q8_0,
@@ -78,6 +150,16 @@ const FORMATS: [Format; 7] = [
         gguf_bytes: 84,
         pad_at: None,
         fragments: &["dequant/bytes.wgsl", "dequant/q2_k.wgsl"],
+    },
+    Format {
+        ty: WeightType::Q3_K,
+        ggml: GgmlType::Q3_K,
+        short: "q3k",
+        block_values: 256,
+        gguf_bytes: 110,
+        // after the trailing f16 scale `d`
+        pad_at: Some(110),
+        fragments: &["dequant/bytes.wgsl", "dequant/q3_k.wgsl"],
     },
     Format {
         ty: WeightType::Q4_K,
@@ -129,10 +211,17 @@ const FORMATS: [Format; 7] = [
 
 impl WeightType {
     /// Every type, in table order.
-    pub const ALL: [WeightType; 7] = [
+    pub const ALL: [WeightType; 14] = [
+        WeightType::F32,
         WeightType::F16,
+        WeightType::BF16,
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q5_1,
         WeightType::Q8_0,
         WeightType::Q2_K,
+        WeightType::Q3_K,
         WeightType::Q4_K,
         WeightType::Q5_K,
         WeightType::Q6_K,
@@ -223,7 +312,7 @@ mod tests {
         for w in WeightType::ALL {
             let g = w.ggml();
             assert_eq!(WeightType::from_ggml(g), Some(w));
-            // A GPU block is one GGUF block, or 32 scalars for F16.
+            // A GPU block is one GGUF block, or 32 scalars for the float types.
             let scalars_per_block = w.block_values() as usize / g.block_values();
             assert_eq!(
                 w.gguf_block_bytes() as usize,
@@ -241,9 +330,13 @@ mod tests {
         assert_eq!(WeightType::Q8_0.gpu_block_bytes(), 36);
         assert_eq!(WeightType::IQ2_XXS.gpu_block_bytes(), 68);
         assert_eq!(WeightType::Q6_K.gpu_block_bytes(), 212);
-        assert_eq!(WeightType::from_ggml(GgmlType::Q3_K), None);
+        assert_eq!(WeightType::Q4_0.gpu_block_bytes(), 20);
+        assert_eq!(WeightType::Q5_0.gpu_block_bytes(), 24);
+        assert_eq!(WeightType::Q3_K.gpu_block_bytes(), 112);
+        assert_eq!(WeightType::from_ggml(GgmlType::IQ4_XS), None);
         assert_eq!(WeightType::parse("q4k"), Some(WeightType::Q4_K));
         assert_eq!(WeightType::parse("IQ2_XXS"), Some(WeightType::IQ2_XXS));
-        assert_eq!(WeightType::parse("q3k"), None);
+        assert_eq!(WeightType::parse("q5_1"), Some(WeightType::Q5_1));
+        assert_eq!(WeightType::parse("iq4_xs"), None);
     }
 }

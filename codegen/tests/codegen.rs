@@ -103,6 +103,18 @@ fn params_structs_match_naga_layout() {
         },
         KernelKey::Act { mid: ActType::F16 },
         KernelKey::Sum,
+        KernelKey::Embed {
+            weight: WeightType::Q3_K,
+        },
+        KernelKey::RmsNorm,
+        KernelKey::Eltwise(moetile_codegen::EltOp::Add),
+        KernelKey::Rope,
+        KernelKey::KvStore { kv: ActType::F16 },
+        KernelKey::AttnDecode {
+            head_dim: 64,
+            kv: ActType::F32,
+        },
+        KernelKey::Route,
     ];
     let mut checked = Vec::new();
     for key in keys {

@@ -1,0 +1,18 @@
+// Q5_1: 32 5-bit quants with an f16 scale and min: value = d * q + m; bit j of `qh` is the
+// fifth bit of value j.
+// GPU block = GGUF block (6 words): word 0 = d | m << 16, word 1 = qh, words 2..6 = low nibbles.
+// Expects: QK (32), BLOCK_WORDS (6), `weights: array<u32>`, dequant/legacy.wgsl.
+// Defines: dequant8(block, group): values 8 * group .. 8 * group + 8 of GPU block `block`.
+
+fn dequant8(block: u32, group: u32) -> array<f32, 8> {
+    let w0 = block * BLOCK_WORDS;
+    let dm = unpack2x16float(weights[w0]);
+    let qh = weights[w0 + 1u];
+    let q = nibbles8(w0 + 2u, group);
+    var out: array<f32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        let code = q[i] | (extractBits(qh, 8u * group + i, 1u) << 4u);
+        out[i] = f32(code) * dm.x + dm.y;
+    }
+    return out;
+}

@@ -1,0 +1,47 @@
+// In-place element-wise ops on a (rows, n_cols) f32 matrix `dst` with an operand `src`; the
+// key's OP picks one:
+//   OP_ADD:             dst[i] += src[i]                    (residual add: same shape)
+//   OP_ADD_ROW:         dst[i] += src[i % n_cols]           (bias: one row)
+//   OP_MUL_SIGMOID_ROW: dst[i] *= sigmoid(src[i / n_cols])  (a gate per row: one column)
+//
+// Consts: WG_SIZE, OP.
+// Fragments: grid.wgsl (linear_index).
+
+const OP_ADD: u32 = 0u;
+const OP_ADD_ROW: u32 = 1u;
+const OP_MUL_SIGMOID_ROW: u32 = 2u;
+const_assert OP <= OP_MUL_SIGMOID_ROW;
+
+struct EltParams {
+    n_values: u32,
+    n_cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: EltParams;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) n_wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = linear_index(wg, n_wg, li);
+    if i >= params.n_values {
+        return;
+    }
+    switch OP {
+        case OP_ADD: {
+            dst[i] += src[i];
+        }
+        case OP_ADD_ROW: {
+            dst[i] += src[i % params.n_cols];
+        }
+        default: {
+            dst[i] *= 1.0 / (1.0 + exp(-src[i / params.n_cols]));
+        }
+    }
+}

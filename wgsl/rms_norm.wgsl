@@ -1,0 +1,53 @@
+// RMS norm of every group of group_len consecutive values (a row, or one head of a row) times
+// the weight vector: out[i] = x[i] / sqrt(mean(group^2) + eps) * w[i % group_len].
+// One workgroup per group (the grid is folded in two dimensions past 65535 groups): strided
+// partial sums of squares, then a tree in workgroup memory in a fixed order, so the result does
+// not depend on the subgroup size.
+//
+// Consts: WG_SIZE.
+
+const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
+
+struct NormParams {
+    n_groups: u32,
+    group_len: u32,
+    eps: f32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: NormParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+var<workgroup> partial: array<f32, WG_SIZE>;
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) n_wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let group = wg.y * n_wg.x + wg.x;
+    if group >= params.n_groups {
+        return;
+    }
+    let base = group * params.group_len;
+    var sum = 0.0;
+    for (var i = li; i < params.group_len; i += WG_SIZE) {
+        let v = x[base + i];
+        sum = fma(v, v, sum);
+    }
+    partial[li] = sum;
+    workgroupBarrier();
+    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+        if li < s {
+            partial[li] += partial[li + s];
+        }
+        workgroupBarrier();
+    }
+    let scale = 1.0 / sqrt(partial[0] / f32(params.group_len) + params.eps);
+    for (var i = li; i < params.group_len; i += WG_SIZE) {
+        out[base + i] = x[base + i] * scale * w[i];
+    }
+}
