@@ -118,8 +118,9 @@ impl EltOp {
     }
 }
 
-/// Head widths the attention kernels are generated for.
-pub const HEAD_DIMS: [u32; 6] = [32, 64, 80, 96, 128, 256];
+/// Head widths the attention kernels are generated for: multiples of 16 up to 128, of 32 up to
+/// 256 (every thread of a prefill workgroup then owns whole output dims).
+pub const HEAD_DIMS: [u32; 12] = [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256];
 
 /// One generated kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -198,6 +199,9 @@ const MV_ROWS: u32 = 8;
 pub const MAP_DISPATCH_SLOTS: usize = 4;
 /// Threads per workgroup of the router (one per token).
 const ROUTE_WG_SIZE: u32 = 64;
+/// Threads per RMS-norm workgroup (one group each): norm groups are often one head of 64-128
+/// values, and rows of a few thousand take a few strided steps.
+const NORM_WG_SIZE: u32 = 64;
 
 /// Prefill attention tiles `(Q_TILE, KV_TILE)` of a head width: Q, K/V and score tiles stay
 /// under ~26 KiB of workgroup memory and every thread owns a whole number of output dims.
@@ -289,6 +293,7 @@ impl KernelKey {
     pub fn workgroup_size(&self) -> u32 {
         match self {
             KernelKey::Route => ROUTE_WG_SIZE,
+            KernelKey::RmsNorm => NORM_WG_SIZE,
             _ => WG_SIZE,
         }
     }
@@ -422,10 +427,9 @@ impl KernelKey {
                     ActType::F16 => "mid/f16.wgsl",
                 },
             ],
-            KernelKey::Sum
-            | KernelKey::Eltwise(_)
-            | KernelKey::Rope
-            | KernelKey::Route => vec!["grid.wgsl"],
+            KernelKey::Sum | KernelKey::Eltwise(_) | KernelKey::Rope | KernelKey::Route => {
+                vec!["grid.wgsl"]
+            }
             KernelKey::Embed { weight } => [&["grid.wgsl"], weight.fragments()].concat(),
             KernelKey::KvStore { kv: ty } => vec!["grid.wgsl", kv(*ty)],
             KernelKey::AttnPrefill { kv: ty, .. } | KernelKey::AttnDecode { kv: ty, .. } => {

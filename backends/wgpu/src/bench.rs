@@ -19,6 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::context::{GpuMatrix, WgpuContext};
+use crate::encoder::Encoder;
 use crate::error::WgpuError;
 use crate::layout::ExpertTensor;
 use crate::timer::Timer;
@@ -186,7 +187,7 @@ pub fn run_kernel_bench(
                 let ids = random_ids(&mut rng, t, k, e);
                 let routing = ctx.routing_from_host(e, k, &ids, &vec![1.0; ids.len()])?;
                 let x = ctx.matrix_from_host(t, d, ActType::F32, &x_host[..t * d])?;
-                let out = ctx.matrix(t * k, f, ActType::F32, "bench out");
+                let out = ctx.matrix(t * k, f, ActType::F32, "bench out")?;
                 let active = active_experts(&ids, e);
                 let bytes = (active as u64 * f as u64 * weights.gpu_row_bytes()) as f64
                     + (t * d * 4 + t * k * f * 4) as f64;
@@ -227,7 +228,7 @@ pub fn run_kernel_bench(
                             path,
                         };
                         let name = KernelKey::MmId(key).to_string();
-                        let run = |enc: &mut wgpu::CommandEncoder, timer: Option<&mut Timer>| {
+                        let run = |enc: &mut Encoder, timer: Option<&mut Timer>| {
                             ctx.encode_mm_id(enc, key, &map, &w, &x, k, &out, timer)
                         };
                         ctx.submit(&name, |enc| run(enc, None))?;
@@ -251,13 +252,13 @@ pub fn run_kernel_bench(
                 let ids = random_ids(&mut rng, t, k, e);
                 let routing = ctx.routing_from_host(e, k, &ids, &vec![1.0; ids.len()])?;
                 let x = ctx.matrix_from_host(t, d, ActType::F32, &x_host[..t * d])?;
-                let out = ctx.matrix(t * k, f, ActType::F32, "bench out");
+                let out = ctx.matrix(t * k, f, ActType::F32, "bench out")?;
                 let name = KernelKey::MvId {
                     weight: ty,
                     act: ActType::F32,
                 }
                 .to_string();
-                let run = |enc: &mut wgpu::CommandEncoder, timer: Option<&mut Timer>| {
+                let run = |enc: &mut Encoder, timer: Option<&mut Timer>| {
                     ctx.encode_mv_id(enc, &routing, &w, &x, k, &out, timer)
                 };
                 ctx.submit(&name, |enc| run(enc, None))?;
@@ -288,7 +289,7 @@ fn time(
     ctx: &WgpuContext,
     iters: usize,
     op: &str,
-    mut encode: impl FnMut(&mut wgpu::CommandEncoder, Option<&mut Timer>) -> crate::Result<()>,
+    mut encode: impl FnMut(&mut Encoder, Option<&mut Timer>) -> crate::Result<()>,
 ) -> crate::Result<(f64, f64)> {
     let mut timer = Timer::new(ctx, 1);
     let mut times = Vec::with_capacity(iters);

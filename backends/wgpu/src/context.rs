@@ -1,19 +1,29 @@
 //! [`WgpuContext`]: one device and queue, its capability [`Profile`], the kernel cache, and the
-//! buffer plumbing every op shares (activations in and out, params, error scopes).
+//! buffer plumbing every op shares (pooled buffers, encoders with parameter arenas, limits,
+//! error scopes, readback).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use moetile::model::WeightData;
-use moetile_codegen::{ActType, params::WgslParams};
+use moetile_codegen::ActType;
 use wgpu::util::DeviceExt;
 
 use crate::adapter::{self, AdapterChoice, Profile};
+use crate::encoder::{Encoder, ParamArena};
 use crate::error::{Result, WgpuError};
 use crate::kernels::KernelCache;
 use crate::layout::{self, ExpertTensor};
+use crate::pool::{BufferPool, PooledBuffer, bucket};
 
-/// A device with moetile's kernels. Hosts every op of the backend; the `moetile::model::Backend`
-/// implementation will wrap it.
+/// A device with moetile's kernels. Hosts every op; [`crate::WgpuBackend`] wraps it as a
+/// `moetile::model::Backend`.
+///
+/// Buffers for activations and intermediates come from a pool and return to it when dropped
+/// (see [`crate::pool`]). One rule follows: record one encoder at a time. An encoder that
+/// holds buffers which were dropped and taken again must be submitted before another encoder
+/// that records work on this context is submitted (the backend keeps one encoder open between
+/// ops and submits it in every `read`), and [`WgpuContext::fill`] writes through the queue, so
+/// call it only when no encoder is open.
 #[derive(Debug)]
 pub struct WgpuContext {
     device: wgpu::Device,
@@ -21,12 +31,15 @@ pub struct WgpuContext {
     profile: Profile,
     pub(crate) kernels: KernelCache,
     iq2xxs_grid: OnceLock<wgpu::Buffer>,
+    pool: BufferPool,
+    arenas: Mutex<Vec<ParamArena>>,
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 /// A row-major activation matrix on the device: f32, or f16 stored two per `u32` word.
 #[derive(Debug)]
 pub struct GpuMatrix {
-    pub(crate) buffer: wgpu::Buffer,
+    pub(crate) buffer: PooledBuffer,
     /// Rows (tokens, or (token, k) pairs).
     pub rows: usize,
     /// Values per row.
@@ -72,6 +85,11 @@ impl WgpuContext {
             source,
         })?;
         let ctx = Self::from_device(&adapter, device, queue);
+        let lost = ctx.lost.clone();
+        ctx.device.set_device_lost_callback(move |reason, message| {
+            *lost.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("{reason:?}: {message}"));
+        });
         if ctx.profile.is_cpu() {
             eprintln!(
                 "warning: moetile is running on a CPU adapter, {}: results are correct but \
@@ -92,6 +110,9 @@ impl WgpuContext {
             profile,
             kernels: KernelCache::default(),
             iq2xxs_grid: OnceLock::new(),
+            pool: BufferPool::default(),
+            arenas: Mutex::new(Vec::new()),
+            lost: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -131,6 +152,14 @@ impl WgpuContext {
         })
     }
 
+    /// Uploads a vector as a one-row F32 tensor (norm weights, biases): any length.
+    pub fn upload_vector(&self, name: &str, values: &[f32]) -> Result<ExpertTensor> {
+        self.check_size(name, (values.len() * 4) as u64)?;
+        self.scoped(&format!("uploading {name}"), || {
+            Ok(layout::upload_vector(&self.device, name, values))
+        })
+    }
+
     /// The IQ2_XXS grid buffer, created on first use.
     pub(crate) fn iq2xxs_grid(&self) -> &wgpu::Buffer {
         self.iq2xxs_grid.get_or_init(|| {
@@ -157,16 +186,8 @@ impl WgpuContext {
                 detail: format!("{} values for {rows} x {cols}", data.len()),
             });
         }
-        let bytes = encode(ty, data);
-        let buffer = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("matrix"),
-                contents: &padded(bytes),
-                usage: storage_usage(),
-            });
         Ok(GpuMatrix {
-            buffer,
+            buffer: self.storage_init("matrix", &encode(ty, data))?,
             rows,
             cols,
             ty,
@@ -174,29 +195,34 @@ impl WgpuContext {
     }
 
     /// A `rows x cols` matrix of `ty` with every element `value` (tests poison outputs with NaN).
-    pub fn matrix_filled(&self, rows: usize, cols: usize, ty: ActType, value: f32) -> GpuMatrix {
-        let m = self.matrix(rows, cols, ty, "matrix");
+    pub fn matrix_filled(
+        &self,
+        rows: usize,
+        cols: usize,
+        ty: ActType,
+        value: f32,
+    ) -> Result<GpuMatrix> {
+        let m = self.matrix(rows, cols, ty, "matrix")?;
         self.fill(&m, value);
-        m
+        Ok(m)
     }
 
-    /// A `rows x cols` matrix of `ty`, zero-initialised.
-    pub(crate) fn matrix(&self, rows: usize, cols: usize, ty: ActType, label: &str) -> GpuMatrix {
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: matrix_bytes(rows, cols, ty),
-            usage: storage_usage(),
-            mapped_at_creation: false,
-        });
-        GpuMatrix {
-            buffer,
+    /// A `rows x cols` matrix of `ty` from the pool: its contents are whatever it last held.
+    pub fn matrix(&self, rows: usize, cols: usize, ty: ActType, label: &str) -> Result<GpuMatrix> {
+        Ok(GpuMatrix {
+            buffer: self.storage(
+                label,
+                matrix_bytes(rows, cols, ty),
+                wgpu::BufferUsages::empty(),
+            )?,
             rows,
             cols,
             ty,
-        }
+        })
     }
 
-    /// Sets every element of `m` to `value`.
+    /// Sets every element of `m` to `value`, through the queue (before any work submitted
+    /// later; see the type's docs).
     pub fn fill(&self, m: &GpuMatrix, value: f32) {
         let bytes = encode(m.ty, &vec![value; m.rows * m.cols]);
         self.queue.write_buffer(&m.buffer, 0, &padded(bytes));
@@ -217,22 +243,51 @@ impl WgpuContext {
 
     /// Copies a whole buffer to the host, waiting for all queued work.
     pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, what: &str) -> Result<Vec<u8>> {
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: buffer.size(),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let mut enc = self.encoder("readback");
+        let staging = self.copy_for_readback(&mut enc, buffer, buffer.size())?;
+        self.submit_encoder(enc)?;
+        self.read_staging(&staging, buffer.size(), what)
+    }
+
+    /// Records a copy of the first `bytes` of `buffer` into a mappable staging buffer.
+    pub(crate) fn copy_for_readback(
+        &self,
+        enc: &mut Encoder,
+        buffer: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<PooledBuffer> {
+        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        self.check_size("readback staging", bytes)?;
+        let staging = self.pool.take(bytes, usage, |size| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
         });
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
-        self.queue.submit([enc.finish()]);
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        Ok(staging)
+    }
+
+    /// Maps a staging buffer filled by submitted work and copies its first `bytes` out,
+    /// waiting for the device.
+    pub(crate) fn read_staging(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
             let _ = tx.send(r);
         });
-        let fail = |message: String| WgpuError::Readback {
-            what: what.to_string(),
-            message,
+        let fail = |message: String| match self.lost_reason() {
+            Some(reason) => WgpuError::DeviceLost { reason },
+            None => WgpuError::Readback {
+                what: what.to_string(),
+                message,
+            },
         };
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
@@ -241,46 +296,123 @@ impl WgpuContext {
             .map_err(|e| fail(e.to_string()))?
             .map_err(|e| fail(e.to_string()))?;
         let bytes = staging
-            .get_mapped_range(..)
+            .get_mapped_range(..bytes)
             .map_err(|e| fail(e.to_string()))?
             .to_vec();
         staging.unmap();
         Ok(bytes)
     }
 
-    /// A storage buffer of `bytes` (at least 4) bytes.
+    /// Why the device was lost, if it was.
+    pub fn lost_reason(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A storage buffer of at least `bytes` bytes from the pool, with `extra` usages.
     pub(crate) fn storage(
         &self,
         label: &str,
         bytes: u64,
         extra: wgpu::BufferUsages,
-    ) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes.max(4).next_multiple_of(4),
-            usage: storage_usage() | extra,
-            mapped_at_creation: false,
-        })
-    }
-
-    /// A storage buffer holding `data`.
-    pub(crate) fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+    ) -> Result<PooledBuffer> {
+        self.check_size(label, bytes)?;
+        let usage = storage_usage() | extra;
+        Ok(self.pool.take(bytes, usage, |size| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                contents: &padded(data.to_vec()),
-                usage: storage_usage(),
+                size,
+                usage,
+                mapped_at_creation: false,
             })
+        }))
     }
 
-    /// A uniform buffer holding `params`.
-    pub(crate) fn params<P: WgslParams>(&self, params: &P) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(P::NAME),
-                contents: bytemuck::bytes_of(params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+    /// A new storage buffer holding `data` (it joins the pool when dropped). Host data always
+    /// goes to a fresh buffer: a queue write into a pooled one could land before commands an
+    /// open encoder recorded on it earlier.
+    pub(crate) fn storage_init(&self, label: &str, data: &[u8]) -> Result<PooledBuffer> {
+        let data = padded(data.to_vec());
+        self.check_size(label, data.len() as u64)?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bucket(data.len() as u64),
+            usage: storage_usage(),
+            mapped_at_creation: true,
+        });
+        buffer
+            .get_mapped_range_mut(..data.len() as u64)
+            .map_err(|e| WgpuError::Gpu {
+                op: format!("writing {label}"),
+                message: e.to_string(),
+            })?
+            .copy_from_slice(&data);
+        buffer.unmap();
+        Ok(self.pool.adopt(buffer))
+    }
+
+    /// Refuses a buffer of `bytes` that the device cannot create or bind, naming `what`.
+    pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let p = &self.profile;
+        let (limit, name) = if p.max_buffer < p.max_storage_binding {
+            (p.max_buffer, "max_buffer_size")
+        } else {
+            (p.max_storage_binding, "max_storage_buffer_binding_size")
+        };
+        if bucket(bytes) > limit {
+            return Err(WgpuError::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit,
+                limit_name: name,
+                adapter: p.describe(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Frees the pool's idle buffers (they are reallocated on demand).
+    pub fn release_idle_buffers(&self) {
+        self.pool.clear();
+    }
+
+    /// Bytes held by the pool's idle buffers.
+    pub fn idle_buffer_bytes(&self) -> u64 {
+        self.pool.free_bytes()
+    }
+
+    /// A new encoder (with a parameter arena from the context's free list).
+    pub fn encoder(&self, label: &str) -> Encoder {
+        let arena = self
+            .arenas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_else(|| {
+                ParamArena::new(self.device.limits().min_uniform_buffer_offset_alignment)
+            });
+        Encoder::new(&self.device, label, arena)
+    }
+
+    /// Writes the encoder's parameters, submits its commands and recycles its arena; wgpu
+    /// errors of the submission come back as [`WgpuError::Gpu`].
+    pub fn submit_encoder(&self, enc: Encoder) -> Result<()> {
+        let Encoder {
+            inner, mut arena, ..
+        } = enc;
+        self.scoped("submitting work", || {
+            arena.flush(&self.queue);
+            self.queue.submit([inner.finish()]);
+            Ok(())
+        })?;
+        arena.reset();
+        self.arenas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(arena);
+        match self.lost_reason() {
+            Some(reason) => Err(WgpuError::DeviceLost { reason }),
+            None => Ok(()),
+        }
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes: a wgpu error becomes
@@ -337,7 +469,8 @@ fn encode(ty: ActType, data: &[f32]) -> Vec<u8> {
     }
 }
 
-/// `bytes` padded with zeros to a whole, non-zero number of words.
+/// `bytes` padded with zeros to a whole, non-zero number of words (a queue write's size must be
+/// a multiple of 4).
 fn padded(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes.resize(bytes.len().max(4).next_multiple_of(4), 0);
     bytes

@@ -96,8 +96,9 @@ pub enum WgpuError {
     },
     /// A weight type without GPU kernels.
     #[error(
-        "{tensor}: weight type {ty} has no GPU kernel (supported: F16, Q8_0, Q2_K, Q4_K, Q5_K, \
-         Q6_K, IQ2_XXS); convert the model or add a dequant fragment"
+        "{tensor}: weight type {ty} has no GPU kernel (supported: {}); convert the model or \
+         add a dequant fragment",
+        supported_weights()
     )]
     UnsupportedWeight {
         /// The tensor.
@@ -114,6 +115,40 @@ pub enum WgpuError {
         bytes: u64,
         /// The binding limit.
         limit: u64,
+    },
+    /// A buffer larger than the device can create or bind.
+    #[error(
+        "{what} needs {bytes} bytes but {adapter} allows at most {limit} ({limit_name}); use a \
+         smaller context, chunk or model, or a device with larger limits"
+    )]
+    TooLarge {
+        /// What the buffer holds.
+        what: String,
+        /// Bytes asked for.
+        bytes: u64,
+        /// The device limit.
+        limit: u64,
+        /// Which limit.
+        limit_name: &'static str,
+        /// The adapter.
+        adapter: String,
+    },
+    /// The device was lost (driver reset, GPU removed, out of memory on some drivers).
+    #[error("the GPU device was lost ({reason}); create a new context to continue")]
+    DeviceLost {
+        /// What wgpu reported.
+        reason: String,
+    },
+    /// An attention head width without generated kernels.
+    #[error(
+        "attention: head width {head_dim} has no GPU kernel (generated: {supported:?}); add it \
+         to moetile_codegen::HEAD_DIMS"
+    )]
+    UnsupportedHeadDim {
+        /// The model's head width.
+        head_dim: usize,
+        /// The widths generated.
+        supported: &'static [u32],
     },
     /// A grid larger than the device allows.
     #[error(
@@ -152,6 +187,14 @@ pub enum WgpuError {
         /// The failure.
         message: String,
     },
+}
+
+fn supported_weights() -> String {
+    moetile_codegen::WeightType::ALL
+        .iter()
+        .map(|w| w.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Result with [`WgpuError`].

@@ -1,12 +1,13 @@
 //! moetile's GPU layout of weights, and their upload.
 //!
 //! Blocks are the GGUF blocks, word-aligned: a type whose block is not a multiple of 4 bytes
-//! gets two zero bytes inserted at one fixed offset ([`WeightType::pad_at`]: `Q8_0` 34 -> 36 B
-//! and `IQ2_XXS` 66 -> 68 B after the f16 scale, `Q6_K` 210 -> 212 B at the end), so every
-//! field a kernel reads is in whole `u32` words and f16 scales sit in a word's low half
-//! (`unpack2x16float`, no `SHADER_F16`). `Q4_K` (144), `Q5_K` (176), `Q2_K` (84) and F16 (read as
-//! 32-value blocks of 64 bytes) are copied unchanged. The per-field layout of each block is
-//! documented at the top of its `wgsl/dequant/*.wgsl` fragment.
+//! gets two zero bytes inserted at one fixed offset ([`WeightType::pad_at`]: `Q4_0` 18 -> 20 B,
+//! `Q5_0` 22 -> 24 B, `Q8_0` 34 -> 36 B and `IQ2_XXS` 66 -> 68 B after the f16 scale, `Q3_K`
+//! 110 -> 112 B and `Q6_K` 210 -> 212 B at the end), so every field a kernel reads is in whole
+//! `u32` words and f16 scales sit in a word's low half (`unpack2x16float`, no `SHADER_F16`).
+//! The other types, and the float types (read as 32-value blocks), are copied unchanged. The
+//! per-field layout of each block is documented at the top of its `wgsl/dequant/*.wgsl`
+//! fragment.
 //!
 //! Order: expert-major, then row-major, then block: block `b` of row `r` of expert `e` is GPU
 //! block `(e * rows + r) * cols / QK + b`. A tensor larger than the device's storage binding
@@ -158,6 +159,37 @@ pub(crate) fn upload(
         experts,
         chunks,
     })
+}
+
+/// A vector of any length as a one-row F32 tensor: norm weights and biases (read as plain
+/// `array<f32>`), and the few 1-D weights used as a matmul row (whose kernels then check that
+/// the length is whole 32-value blocks).
+pub(crate) fn upload_vector(device: &wgpu::Device, name: &str, values: &[f32]) -> ExpertTensor {
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(name),
+        size: (values.len() as u64 * 4).max(4),
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: true,
+    });
+    if !values.is_empty() {
+        buffer
+            .get_mapped_range_mut(..)
+            .expect("a buffer mapped at creation is mapped")
+            .copy_from_slice(bytemuck::cast_slice(values));
+    }
+    buffer.unmap();
+    ExpertTensor {
+        name: name.to_string(),
+        weight: WeightType::F32,
+        cols: values.len(),
+        rows: 1,
+        experts: 1,
+        chunks: vec![WeightChunk {
+            buffer,
+            expert_base: 0,
+            expert_count: 1,
+        }],
+    }
 }
 
 /// The IQ2_XXS grid as the dequant fragment reads it.

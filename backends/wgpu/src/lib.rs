@@ -37,18 +37,30 @@
 #![deny(missing_docs)]
 
 pub mod adapter;
+mod attention;
+mod backend;
 pub mod bench;
 mod context;
+mod encoder;
 mod error;
 pub mod kernels;
 pub mod layout;
 mod moe;
+mod ops;
+mod pool;
+mod profile;
 mod timer;
 
 pub use adapter::{AdapterChoice, Profile};
+pub use attention::{ATTN_DECODE_MAX_TOKENS, AttentionKernel, KvCache};
+pub use backend::{BackendOptions, WgpuBackend};
 pub use context::{GpuMatrix, WgpuContext};
+pub use encoder::{Encoder, ParamSlot};
 pub use error::{Result, WgpuError};
 pub use layout::ExpertTensor;
 pub use moe::{ExpertMap, MAT_VEC_MAX_TOKENS, MapContents, MoeBuffers, MoeOptions, Routing};
-pub use moetile_codegen::{ActType, KernelKey, MatmulKey, Path, WeightType};
-pub use timer::Timer;
+pub use moetile_codegen::{ActType, EltOp, KernelKey, MatmulKey, Path, WeightType};
+pub use ops::rope_angles;
+pub use pool::PooledBuffer;
+pub use profile::{ProfileReport, ProfileRow};
+pub use timer::{TimedPass, Timer};

@@ -13,6 +13,10 @@
 //! matmul's grid comes only from its key and the map: x = the map's work items (indirect),
 //! y = `key.row_groups(rows)`; a map of another width is refused ([`WgpuError::TileMismatch`]).
 //! Small batches skip the map and run `mv_id`, one workgroup row per pair.
+//!
+//! Dense projections are the one-expert case: [`ExpertMap::dense`] lists the batch's tokens for
+//! expert 0 on the host (its work-item count is known, so its matmuls dispatch directly), and
+//! [`Routing::dense`] routes every token to expert 0 with weight 1 for `mv_id` and `act`.
 
 use moetile::model::{ExpertActivation, ExpertWeights, MoeParams};
 use moetile::tile::TileWidth;
@@ -20,8 +24,10 @@ use moetile_codegen::params::{ActParams, MapParams, MatmulParams, SumParams};
 use moetile_codegen::{ActType, KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, Path};
 
 use crate::context::{GpuMatrix, WgpuContext};
+use crate::encoder::Encoder;
 use crate::error::{Result, WgpuError};
 use crate::layout::ExpertTensor;
+use crate::pool::PooledBuffer;
 use crate::timer::{Timer, begin_pass};
 
 /// Batches of at most this many tokens run the mat-vec path by default.
@@ -30,8 +36,8 @@ pub const MAT_VEC_MAX_TOKENS: usize = 4;
 /// T tokens routed to K of E experts each, on the device.
 #[derive(Debug)]
 pub struct Routing {
-    pub(crate) ids: wgpu::Buffer,
-    pub(crate) weights: wgpu::Buffer,
+    pub(crate) ids: PooledBuffer,
+    pub(crate) weights: PooledBuffer,
     /// T.
     pub n_tokens: usize,
     /// K.
@@ -45,6 +51,12 @@ impl Routing {
     pub fn n_pairs(&self) -> usize {
         self.n_tokens * self.n_used
     }
+
+    /// Every one of `n_tokens` tokens routed to expert 0 of 1 with weight 1: the routing of a
+    /// dense projection (mat-vec) or of a dense SwiGLU (`act`).
+    pub fn dense(ctx: &WgpuContext, n_tokens: usize) -> Result<Routing> {
+        ctx.routing_from_host(1, 1, &vec![0; n_tokens], &vec![1.0; n_tokens])
+    }
 }
 
 /// The expert-major view of a [`Routing`] for one tile width: per-expert spans, the pair list,
@@ -54,11 +66,28 @@ pub struct ExpertMap {
     tile: TileWidth,
     n_pairs: usize,
     n_experts: usize,
-    experts: wgpu::Buffer,
-    list: wgpu::Buffer,
-    items: wgpu::Buffer,
-    dispatch: wgpu::Buffer,
-    row_groups: Vec<u32>,
+    experts: PooledBuffer,
+    list: PooledBuffer,
+    items: PooledBuffer,
+    grid: MapGrid,
+}
+
+/// Where a map's matmuls take the x extent of their grid from.
+#[derive(Debug)]
+enum MapGrid {
+    /// Indirect arguments the map kernel wrote, one slot per row-tile count.
+    Indirect {
+        dispatch: PooledBuffer,
+        row_groups: Vec<u32>,
+    },
+    /// A map built on the host: its work-item count.
+    Direct { items: u32 },
+}
+
+/// How a matmul over a map is dispatched.
+enum Grid<'a> {
+    Indirect(&'a wgpu::Buffer, u64),
+    Direct(u32, u32),
 }
 
 /// An [`ExpertMap`] read back to the host (tests, debugging).
@@ -80,13 +109,41 @@ impl ExpertMap {
         self.tile
     }
 
-    /// The row-tile counts this map prepared dispatch arguments for.
+    /// The row-tile counts this map prepared indirect dispatch arguments for (none for a
+    /// dense map, whose matmuls dispatch directly).
     pub fn row_groups(&self) -> &[u32] {
-        &self.row_groups
+        match &self.grid {
+            MapGrid::Indirect { row_groups, .. } => row_groups,
+            MapGrid::Direct { .. } => &[],
+        }
     }
 
-    /// Byte offset of the dispatch arguments for `key` over `rows` output rows.
-    fn dispatch_offset(&self, key: &KernelKey, rows: usize) -> Result<u64> {
+    /// The map of a dense projection over `n_tokens` tokens: all of them on expert 0, listed
+    /// in order, in work items of `tile` tokens. Built on the host; reusable for every dense
+    /// matmul of a batch.
+    pub fn dense(ctx: &WgpuContext, n_tokens: usize, tile: TileWidth) -> Result<ExpertMap> {
+        let items: Vec<u32> = (0..n_tokens.div_ceil(tile.tokens()))
+            .flat_map(|i| [0, (i * tile.tokens()) as u32])
+            .collect();
+        let list: Vec<u32> = (0..n_tokens as u32).collect();
+        Ok(ExpertMap {
+            tile,
+            n_pairs: n_tokens,
+            n_experts: 1,
+            experts: ctx.storage_init(
+                "dense map experts",
+                bytemuck::cast_slice(&[0, n_tokens as u32]),
+            )?,
+            list: ctx.storage_init("dense map list", bytemuck::cast_slice(&list))?,
+            items: ctx.storage_init("dense map items", bytemuck::cast_slice(&items))?,
+            grid: MapGrid::Direct {
+                items: (items.len() / 2) as u32,
+            },
+        })
+    }
+
+    /// The grid of `key` over `rows` output rows: y from the key, x from the map.
+    fn grid(&self, ctx: &WgpuContext, key: &KernelKey, rows: usize) -> Result<Grid<'_>> {
         if key.tile() != Some(self.tile) {
             return Err(WgpuError::TileMismatch {
                 kernel: key.to_string(),
@@ -97,16 +154,33 @@ impl ExpertMap {
         let groups = key
             .row_groups(rows as u32)
             .expect("grouped matmuls have a row tile");
-        let slot = self
-            .row_groups
-            .iter()
-            .position(|&g| g == groups)
-            .ok_or_else(|| WgpuError::MissingDispatchSlot {
-                kernel: key.to_string(),
-                row_groups: groups,
-                prepared: self.row_groups.clone(),
-            })?;
-        Ok(12 * slot as u64)
+        match &self.grid {
+            MapGrid::Indirect {
+                dispatch,
+                row_groups,
+            } => {
+                let slot = row_groups
+                    .iter()
+                    .position(|&g| g == groups)
+                    .ok_or_else(|| WgpuError::MissingDispatchSlot {
+                        kernel: key.to_string(),
+                        row_groups: groups,
+                        prepared: row_groups.clone(),
+                    })?;
+                Ok(Grid::Indirect(dispatch, 12 * slot as u64))
+            }
+            MapGrid::Direct { items } => {
+                let limit = ctx.profile().max_workgroups_per_dim;
+                if let Some(&big) = [*items, groups].iter().find(|&&g| g > limit) {
+                    return Err(WgpuError::GridTooLarge {
+                        op: key.to_string(),
+                        groups: u64::from(big),
+                        limit,
+                    });
+                }
+                Ok(Grid::Direct(*items, groups))
+            }
+        }
     }
 }
 
@@ -194,8 +268,8 @@ impl WgpuContext {
             ));
         }
         Ok(Routing {
-            ids: self.storage_init("routing ids", bytemuck::cast_slice(ids)),
-            weights: self.storage_init("routing weights", bytemuck::cast_slice(weights)),
+            ids: self.storage_init("routing ids", bytemuck::cast_slice(ids))?,
+            weights: self.storage_init("routing weights", bytemuck::cast_slice(weights))?,
             n_tokens: ids.len() / n_used,
             n_used,
             n_experts,
@@ -206,7 +280,7 @@ impl WgpuContext {
     /// matmuls of each row-tile count in `row_groups` (at most [`MAP_DISPATCH_SLOTS`]).
     pub fn encode_map(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         routing: &Routing,
         tile: TileWidth,
         row_groups: &[u32],
@@ -241,7 +315,7 @@ impl WgpuContext {
         }
         let mut slots = [0u32; MAP_DISPATCH_SLOTS];
         slots[..row_groups.len()].copy_from_slice(&row_groups);
-        let params = self.params(&MapParams {
+        let params = enc.params(&MapParams {
             n_pairs: n_pairs as u32,
             n_experts: n_experts as u32,
             n_chunks: n_chunks as u32,
@@ -250,34 +324,28 @@ impl WgpuContext {
         });
         let none = wgpu::BufferUsages::empty();
         let chunk_counts =
-            self.storage("map chunk counts", (n_chunks * n_experts * 4) as u64, none);
-        let ranks = self.storage("map ranks", (n_pairs * 4) as u64, none);
-        let map = ExpertMap {
-            tile,
-            n_pairs,
-            n_experts,
-            experts: self.storage("map experts", (n_experts * 8) as u64, none),
-            list: self.storage("map list", (n_pairs * 4) as u64, none),
-            items: self.storage("map items", (max_items * 8) as u64, none),
-            dispatch: self.storage(
-                "map dispatch",
-                (12 * MAP_DISPATCH_SLOTS) as u64,
-                wgpu::BufferUsages::INDIRECT,
-            ),
-            row_groups,
-        };
+            self.storage("map chunk counts", (n_chunks * n_experts * 4) as u64, none)?;
+        let ranks = self.storage("map ranks", (n_pairs * 4) as u64, none)?;
+        let dispatch = self.storage(
+            "map dispatch",
+            (12 * MAP_DISPATCH_SLOTS) as u64,
+            wgpu::BufferUsages::INDIRECT,
+        )?;
+        let experts = self.storage("map experts", (n_experts * 8) as u64, none)?;
+        let list = self.storage("map list", (n_pairs * 4) as u64, none)?;
+        let items = self.storage("map items", (max_items * 8) as u64, none)?;
         let kernel = self.kernels.get(self.device(), &key)?;
         let bind = kernel.bind(
             self.device(),
             &[
-                ("params", params.as_entire_binding()),
+                ("params", params.binding()),
                 ("ids", routing.ids.as_entire_binding()),
                 ("chunk_counts", chunk_counts.as_entire_binding()),
                 ("ranks", ranks.as_entire_binding()),
-                ("experts", map.experts.as_entire_binding()),
-                ("list", map.list.as_entire_binding()),
-                ("items", map.items.as_entire_binding()),
-                ("dispatch", map.dispatch.as_entire_binding()),
+                ("experts", experts.as_entire_binding()),
+                ("list", list.as_entire_binding()),
+                ("items", items.as_entire_binding()),
+                ("dispatch", dispatch.as_entire_binding()),
             ],
         )?;
         enc.clear_buffer(&chunk_counts, 0, None);
@@ -289,7 +357,18 @@ impl WgpuContext {
         pass.dispatch_workgroups(1, 1, 1);
         pass.set_pipeline(kernel.pipeline("fill"));
         pass.dispatch_workgroups(n_chunks as u32, 1, 1);
-        Ok(map)
+        Ok(ExpertMap {
+            tile,
+            n_pairs,
+            n_experts,
+            experts,
+            list,
+            items,
+            grid: MapGrid::Indirect {
+                dispatch,
+                row_groups,
+            },
+        })
     }
 
     /// Builds the expert map of `routing` (see [`Self::encode_map`]) and submits it.
@@ -310,12 +389,19 @@ impl WgpuContext {
             Ok(bytemuck::cast_slice(&self.read_buffer(b, what)?).to_vec())
         };
         let pairs =
-            |w: Vec<u32>| -> Vec<(u32, u32)> { w.chunks(2).map(|c| (c[0], c[1])).collect() };
-        let dispatch: Vec<[u32; 3]> = words(&map.dispatch, "map dispatch")?
-            .chunks(3)
-            .map(|c| [c[0], c[1], c[2]])
-            .collect();
-        let n_items = dispatch[0][0] as usize;
+            |w: Vec<u32>| -> Vec<(u32, u32)> { w.chunks_exact(2).map(|c| (c[0], c[1])).collect() };
+        let (dispatch, n_items): (Vec<[u32; 3]>, usize) = match &map.grid {
+            MapGrid::Indirect { dispatch, .. } => {
+                let args: Vec<[u32; 3]> = words(dispatch, "map dispatch")?
+                    .chunks_exact(3)
+                    .take(MAP_DISPATCH_SLOTS)
+                    .map(|c| [c[0], c[1], c[2]])
+                    .collect();
+                let n = args[0][0] as usize;
+                (args, n)
+            }
+            MapGrid::Direct { items } => (Vec::new(), *items as usize),
+        };
         let mut items = pairs(words(&map.items, "map items")?);
         items.truncate(n_items);
         let mut experts = pairs(words(&map.experts, "map experts")?);
@@ -335,7 +421,7 @@ impl WgpuContext {
     #[allow(clippy::too_many_arguments)]
     pub fn encode_mm_id(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         key: MatmulKey,
         map: &ExpertMap,
         w: &ExpertTensor,
@@ -353,7 +439,7 @@ impl WgpuContext {
                 fix: "use the register-tile path (Path::Reg), which runs everywhere",
             });
         }
-        let offset = map.dispatch_offset(&kkey, w.rows)?;
+        let grid = map.grid(self, &kkey, w.rows)?;
         self.check_matmul(
             &kkey,
             key.weight,
@@ -378,9 +464,9 @@ impl WgpuContext {
             .chunks
             .iter()
             .map(|chunk| {
-                let params = self.params(&matmul_params(w, chunk, act_row_div, map.n_pairs));
+                let params = enc.params(&matmul_params(w, chunk, act_row_div, map.n_pairs));
                 let mut entries = vec![
-                    ("params", params.as_entire_binding()),
+                    ("params", params.binding()),
                     ("weights", chunk.buffer.as_entire_binding()),
                     ("act", act.buffer.as_entire_binding()),
                     ("experts", map.experts.as_entire_binding()),
@@ -398,7 +484,10 @@ impl WgpuContext {
         pass.set_pipeline(kernel.pipeline("main"));
         for bind in &binds {
             pass.set_bind_group(0, bind, &[]);
-            pass.dispatch_workgroups_indirect(&map.dispatch, offset);
+            match grid {
+                Grid::Indirect(args, offset) => pass.dispatch_workgroups_indirect(args, offset),
+                Grid::Direct(x, y) => pass.dispatch_workgroups(x, y, 1),
+            }
         }
         Ok(())
     }
@@ -408,7 +497,7 @@ impl WgpuContext {
     #[allow(clippy::too_many_arguments)]
     pub fn encode_mv_id(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         routing: &Routing,
         w: &ExpertTensor,
         act: &GpuMatrix,
@@ -447,9 +536,9 @@ impl WgpuContext {
             .chunks
             .iter()
             .map(|chunk| {
-                let params = self.params(&matmul_params(w, chunk, act_row_div, n_pairs));
+                let params = enc.params(&matmul_params(w, chunk, act_row_div, n_pairs));
                 let mut entries = vec![
-                    ("params", params.as_entire_binding()),
+                    ("params", params.binding()),
                     ("weights", chunk.buffer.as_entire_binding()),
                     ("act", act.buffer.as_entire_binding()),
                     ("ids", routing.ids.as_entire_binding()),
@@ -522,7 +611,7 @@ impl WgpuContext {
     #[allow(clippy::too_many_arguments)]
     pub fn encode_act(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         gate: &GpuMatrix,
         up: &GpuMatrix,
         routing: &Routing,
@@ -552,7 +641,7 @@ impl WgpuContext {
             ExpertActivation::SwiGlu => (0, 0.0),
             ExpertActivation::SwiGluClamped { limit } => (1, limit),
         };
-        let params = self.params(&ActParams {
+        let params = enc.params(&ActParams {
             n_pairs: rows as u32,
             n_cols: cols as u32,
             clamp,
@@ -563,7 +652,7 @@ impl WgpuContext {
         let bind = kernel.bind(
             self.device(),
             &[
-                ("params", params.as_entire_binding()),
+                ("params", params.binding()),
                 ("gate", gate.buffer.as_entire_binding()),
                 ("up", up.buffer.as_entire_binding()),
                 ("route", routing.weights.as_entire_binding()),
@@ -580,7 +669,7 @@ impl WgpuContext {
     /// Encodes `out (T, D) = sum_k y[t*K + k]`.
     pub fn encode_sum(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         y: &GpuMatrix,
         n_used: usize,
         out: &GpuMatrix,
@@ -600,7 +689,7 @@ impl WgpuContext {
                 ),
             ));
         }
-        let params = self.params(&SumParams {
+        let params = enc.params(&SumParams {
             n_tokens: out.rows as u32,
             n_cols: out.cols as u32,
             n_used: n_used as u32,
@@ -611,12 +700,12 @@ impl WgpuContext {
         let bind = kernel.bind(
             self.device(),
             &[
-                ("params", params.as_entire_binding()),
+                ("params", params.binding()),
                 ("y", y.buffer.as_entire_binding()),
                 ("out", out.buffer.as_entire_binding()),
             ],
         )?;
-        let mut pass = begin_pass(enc, "sum", timer);
+        let mut pass = begin_pass(enc, &key.to_string(), timer);
         pass.set_pipeline(kernel.pipeline("main"));
         pass.set_bind_group(0, &bind, &[]);
         pass.dispatch_workgroups(x, gy, 1);
@@ -632,21 +721,21 @@ impl WgpuContext {
         d: usize,
         f: usize,
         mid: ActType,
-    ) -> MoeBuffers {
+    ) -> Result<MoeBuffers> {
         let pairs = n_tokens * n_used;
-        MoeBuffers {
-            gate: self.matrix(pairs, f, ActType::F32, "moe gate"),
-            up: self.matrix(pairs, f, ActType::F32, "moe up"),
-            mid: self.matrix(pairs, f, mid, "moe mid"),
-            y: self.matrix(pairs, d, ActType::F32, "moe y"),
-        }
+        Ok(MoeBuffers {
+            gate: self.matrix(pairs, f, ActType::F32, "moe gate")?,
+            up: self.matrix(pairs, f, ActType::F32, "moe up")?,
+            mid: self.matrix(pairs, f, mid, "moe mid")?,
+            y: self.matrix(pairs, d, ActType::F32, "moe y")?,
+        })
     }
 
     /// Encodes the whole routed-MoE layer: `out (T, D)` from `x (T, D)`.
     #[allow(clippy::too_many_arguments)]
     pub fn encode_moe(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         x: &GpuMatrix,
         routing: &Routing,
         experts: ExpertWeights<'_, ExpertTensor>,
@@ -688,7 +777,9 @@ impl WgpuContext {
             ));
         }
         if opts.mat_vec {
+            step(&mut timer, "gate");
             self.encode_mv_id(enc, routing, gate, x, k, &bufs.gate, timer.as_deref_mut())?;
+            step(&mut timer, "up");
             self.encode_mv_id(enc, routing, up, x, k, &bufs.up, timer.as_deref_mut())?;
         } else {
             let key = |w: &ExpertTensor, act: ActType| MatmulKey {
@@ -703,8 +794,10 @@ impl WgpuContext {
                 .iter()
                 .filter_map(|(k, rows)| KernelKey::MmId(*k).row_groups(*rows as u32))
                 .collect();
+            step(&mut timer, "map");
             let map =
                 self.encode_map(enc, routing, opts.tile, &row_groups, timer.as_deref_mut())?;
+            step(&mut timer, "gate");
             self.encode_mm_id(
                 enc,
                 gate_key,
@@ -715,7 +808,9 @@ impl WgpuContext {
                 &bufs.gate,
                 timer.as_deref_mut(),
             )?;
+            step(&mut timer, "up");
             self.encode_mm_id(enc, up_key, &map, up, x, k, &bufs.up, timer.as_deref_mut())?;
+            step(&mut timer, "act");
             self.encode_act(
                 enc,
                 &bufs.gate,
@@ -725,6 +820,7 @@ impl WgpuContext {
                 &bufs.mid,
                 timer.as_deref_mut(),
             )?;
+            step(&mut timer, "down");
             self.encode_mm_id(
                 enc,
                 down_key,
@@ -735,8 +831,12 @@ impl WgpuContext {
                 &bufs.y,
                 timer.as_deref_mut(),
             )?;
-            return self.encode_sum(enc, &bufs.y, k, out, timer);
+            step(&mut timer, "sum");
+            self.encode_sum(enc, &bufs.y, k, out, timer.as_deref_mut())?;
+            step(&mut timer, "");
+            return Ok(());
         }
+        step(&mut timer, "act");
         self.encode_act(
             enc,
             &bufs.gate,
@@ -746,6 +846,7 @@ impl WgpuContext {
             &bufs.mid,
             timer.as_deref_mut(),
         )?;
+        step(&mut timer, "down");
         self.encode_mv_id(
             enc,
             routing,
@@ -755,7 +856,10 @@ impl WgpuContext {
             &bufs.y,
             timer.as_deref_mut(),
         )?;
-        self.encode_sum(enc, &bufs.y, k, out, timer)
+        step(&mut timer, "sum");
+        self.encode_sum(enc, &bufs.y, k, out, timer.as_deref_mut())?;
+        step(&mut timer, "");
+        Ok(())
     }
 
     /// The routed-MoE layer (see the module docs): allocates its intermediates and output,
@@ -768,8 +872,8 @@ impl WgpuContext {
         experts: ExpertWeights<'_, ExpertTensor>,
         opts: &MoeOptions,
     ) -> Result<GpuMatrix> {
-        let bufs = self.moe_buffers(x.rows, routing.n_used, x.cols, experts.gate.rows, opts.mid);
-        let out = self.matrix(x.rows, x.cols, ActType::F32, "moe out");
+        let bufs = self.moe_buffers(x.rows, routing.n_used, x.cols, experts.gate.rows, opts.mid)?;
+        let out = self.matrix(x.rows, x.cols, ActType::F32, "moe out")?;
         self.submit("moe", |enc| {
             self.encode_moe(enc, x, routing, experts, opts, &bufs, &out, None)
         })?;
@@ -777,19 +881,20 @@ impl WgpuContext {
     }
 
     /// Encodes with `f` into a fresh encoder and submits, inside error scopes naming `op`.
-    pub fn submit<T>(
-        &self,
-        op: &str,
-        f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
-    ) -> Result<T> {
+    pub fn submit<T>(&self, op: &str, f: impl FnOnce(&mut Encoder) -> Result<T>) -> Result<T> {
         self.scoped(op, || {
-            let mut enc = self
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+            let mut enc = self.encoder(op);
             let value = f(&mut enc)?;
-            self.queue().submit([enc.finish()]);
+            self.submit_encoder(enc)?;
             Ok(value)
         })
+    }
+}
+
+/// Labels the passes that follow with a MoE sub-stage, for the stage profiler.
+fn step(timer: &mut Option<&mut Timer>, name: &'static str) {
+    if let Some(t) = timer.as_deref_mut() {
+        t.set_detail(Some(name));
     }
 }
 

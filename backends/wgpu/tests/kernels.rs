@@ -59,7 +59,9 @@ fn run_mm_id(
     let x = ctx
         .matrix_from_host(n_pairs / div, w.cols, key.act, act)
         .unwrap();
-    let out = ctx.matrix_filled(n_pairs, w.rows, ActType::F32, f32::NAN);
+    let out = ctx
+        .matrix_filled(n_pairs, w.rows, ActType::F32, f32::NAN)
+        .unwrap();
     let groups = KernelKey::MmId(key).row_groups(w.rows as u32).unwrap();
     ctx.submit("test mm_id", |enc| {
         let map = ctx.encode_map(enc, &routing, key.tile, &[groups], None)?;
@@ -201,7 +203,9 @@ fn mv_id_matches_reference() {
                     .routing_from_host(n_experts, k, &ids, &vec![1.0; ids.len()])
                     .unwrap();
                 let xm = ctx.matrix_from_host(ids.len() / div, D, act, &x).unwrap();
-                let out = ctx.matrix_filled(ids.len(), ROWS, ActType::F32, f32::NAN);
+                let out = ctx
+                    .matrix_filled(ids.len(), ROWS, ActType::F32, f32::NAN)
+                    .unwrap();
                 ctx.submit("test mv_id", |enc| {
                     ctx.encode_mv_id(enc, &routing, &w, &xm, div, &out, None)
                 })
@@ -257,8 +261,10 @@ fn a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key() {
     let w = ctx.upload_experts(&weights.data("w")).unwrap();
     let ids = random_ids(&mut rng, 64, 2, 4);
     let routing = ctx.routing_from_host(4, 2, &ids, &[1.0; 128]).unwrap();
-    let x = ctx.matrix_filled(64, D, ActType::F32, 1.0);
-    let out = ctx.matrix_filled(128, ROWS, ActType::F32, f32::NAN);
+    let x = ctx.matrix_filled(64, D, ActType::F32, 1.0).unwrap();
+    let out = ctx
+        .matrix_filled(128, ROWS, ActType::F32, f32::NAN)
+        .unwrap();
     let key = |tile| MatmulKey {
         weight: WeightType::Q8_0,
         act: ActType::F32,
@@ -304,8 +310,8 @@ fn a_path_the_adapter_lacks_is_refused_by_name() {
     let weights = Weights::random(&mut rng, WeightType::Q4_K, 2, ROWS, D);
     let w = ctx.upload_experts(&weights.data("w")).unwrap();
     let routing = ctx.routing_from_host(2, 1, &[0, 1], &[1.0; 2]).unwrap();
-    let x = ctx.matrix_filled(2, D, ActType::F32, 1.0);
-    let out = ctx.matrix_filled(2, ROWS, ActType::F32, f32::NAN);
+    let x = ctx.matrix_filled(2, D, ActType::F32, 1.0).unwrap();
+    let out = ctx.matrix_filled(2, ROWS, ActType::F32, f32::NAN).unwrap();
     let key = MatmulKey {
         weight: WeightType::Q4_K,
         act: ActType::F32,
@@ -367,7 +373,7 @@ fn split_weights_give_identical_results() {
         let xm = ctx
             .matrix_from_host(3, D, ActType::F32, &x[..3 * D])
             .unwrap();
-        let out = ctx.matrix_filled(6, ROWS, ActType::F32, f32::NAN);
+        let out = ctx.matrix_filled(6, ROWS, ActType::F32, f32::NAN).unwrap();
         ctx.submit("split mv", |enc| {
             ctx.encode_mv_id(enc, &routing, &split, &xm, k, &out, None)
         })
@@ -467,11 +473,13 @@ fn check_layer(
     });
     let base = MoeOptions::new(ctx, &MoeParams { activation, tile }, n_tokens);
     for opts in opts_for(&base) {
-        let bufs = ctx.moe_buffers(n_tokens, k, d, f, opts.mid);
+        let bufs = ctx.moe_buffers(n_tokens, k, d, f, opts.mid).unwrap();
         for m in [&bufs.gate, &bufs.up, &bufs.mid, &bufs.y] {
             ctx.fill(m, f32::NAN);
         }
-        let out = ctx.matrix_filled(n_tokens, d, ActType::F32, f32::NAN);
+        let out = ctx
+            .matrix_filled(n_tokens, d, ActType::F32, f32::NAN)
+            .unwrap();
         let experts = ExpertWeights {
             gate: &gate,
             up: &up,

@@ -103,6 +103,109 @@ pub struct ExpertWeights<'a, W> {
     pub down: &'a W,
 }
 
+/// Where in the forward pass the ops that follow belong, for profilers ([`Backend::stage`]).
+/// A residual add belongs to the stage it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// Token embedding lookup.
+    Embed,
+    /// RMS norm before attention.
+    AttnNorm,
+    /// Query projection (and its bias).
+    QProj,
+    /// Key projection (and its bias).
+    KProj,
+    /// Value projection (and its bias).
+    VProj,
+    /// Per-head q/k RMS norms (qwen3).
+    QkNorm,
+    /// Rotary embedding of q and k.
+    Rope,
+    /// KV-cache append and attention.
+    Attention,
+    /// Attention output projection and the residual add.
+    OutProj,
+    /// RMS norm before the FFN.
+    FfnNorm,
+    /// Router logits, gating and top-K.
+    Router,
+    /// Routed experts; backends may label sub-stages (map, gate, up, act, down, sum).
+    Experts,
+    /// The shared expert, its gate, and the add into the routed output (qwen2moe).
+    SharedExpert,
+    /// A dense SwiGLU FFN.
+    DenseFfn,
+    /// The residual add after the FFN.
+    FfnResidual,
+    /// Final norm and output projection.
+    OutputHead,
+}
+
+impl Stage {
+    /// Every stage, in forward order.
+    pub const ALL: [Stage; 16] = [
+        Stage::Embed,
+        Stage::AttnNorm,
+        Stage::QProj,
+        Stage::KProj,
+        Stage::VProj,
+        Stage::QkNorm,
+        Stage::Rope,
+        Stage::Attention,
+        Stage::OutProj,
+        Stage::FfnNorm,
+        Stage::Router,
+        Stage::Experts,
+        Stage::SharedExpert,
+        Stage::DenseFfn,
+        Stage::FfnResidual,
+        Stage::OutputHead,
+    ];
+
+    /// A short snake_case name (`"q_proj"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Embed => "embed",
+            Stage::AttnNorm => "attn_norm",
+            Stage::QProj => "q_proj",
+            Stage::KProj => "k_proj",
+            Stage::VProj => "v_proj",
+            Stage::QkNorm => "qk_norm",
+            Stage::Rope => "rope",
+            Stage::Attention => "attention",
+            Stage::OutProj => "out_proj",
+            Stage::FfnNorm => "ffn_norm",
+            Stage::Router => "router",
+            Stage::Experts => "experts",
+            Stage::SharedExpert => "shared_expert",
+            Stage::DenseFfn => "dense_ffn",
+            Stage::FfnResidual => "ffn_residual",
+            Stage::OutputHead => "output_head",
+        }
+    }
+
+    /// Whether the stage belongs to the attention half of a block.
+    pub fn is_attention(self) -> bool {
+        matches!(
+            self,
+            Stage::AttnNorm
+                | Stage::QProj
+                | Stage::KProj
+                | Stage::VProj
+                | Stage::QkNorm
+                | Stage::Rope
+                | Stage::Attention
+                | Stage::OutProj
+        )
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The ops a forward pass needs. Every method may queue work; [`Backend::read`] waits for it.
 pub trait Backend {
     /// An activation matrix living on the backend.
@@ -116,6 +219,10 @@ pub trait Backend {
 
     /// Human-readable description (adapter name, backend).
     fn describe(&self) -> String;
+    /// Marks the start of `stage` of block `layer` (`None` for the embedding and the output
+    /// head): the ops until the next call belong to it. The forward graph calls this so a
+    /// profiling backend can attribute time; the default does nothing.
+    fn stage(&mut self, _stage: Stage, _layer: Option<usize>) {}
     /// `(rows, cols)` of an activation.
     fn shape(&self, x: &Self::Act) -> (usize, usize);
     /// Copies a host matrix in (tests and embedders feeding their own activations).

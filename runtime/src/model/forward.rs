@@ -5,7 +5,7 @@ use crate::Result;
 use crate::gguf::GgufFile;
 use crate::model::{
     AttentionParams, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
-    ModelWeights, MoeParams, RouterParams, load_weights,
+    ModelWeights, MoeParams, RouterParams, Stage, load_weights,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
 
@@ -74,31 +74,41 @@ impl<B: Backend> Model<B> {
             head_dim: c.head_dim,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
         };
+        b.stage(Stage::Embed, None);
         let mut x = b.embed(&w.embed, tokens)?;
         for (il, layer) in w.layers.iter().enumerate() {
+            let l = Some(il);
             let a = &layer.attn;
+            b.stage(Stage::AttnNorm, l);
             let h = b.rms_norm(&x, &a.norm, c.rms_eps)?;
-            let mut q = b.matmul(&h, &a.q)?;
-            let mut k = b.matmul(&h, &a.k)?;
-            let mut v = b.matmul(&h, &a.v)?;
-            if let Some([bq, bk, bv]) = &a.qkv_bias {
-                b.add_bias(&mut q, bq)?;
-                b.add_bias(&mut k, bk)?;
-                b.add_bias(&mut v, bv)?;
-            }
+            let bias = a.qkv_bias.as_ref();
+            b.stage(Stage::QProj, l);
+            let mut q = projection(b, &h, &a.q, bias.map(|[bq, _, _]| bq))?;
+            b.stage(Stage::KProj, l);
+            let mut k = projection(b, &h, &a.k, bias.map(|[_, bk, _]| bk))?;
+            b.stage(Stage::VProj, l);
+            let v = projection(b, &h, &a.v, bias.map(|[_, _, bv]| bv))?;
             if let Some([qn, kn]) = &a.qk_norm {
+                b.stage(Stage::QkNorm, l);
                 q = b.rms_norm(&q, qn, c.rms_eps)?;
                 k = b.rms_norm(&k, kn, c.rms_eps)?;
             }
+            b.stage(Stage::Rope, l);
             b.rope(&mut q, c.head_dim, pos0, &c.rope)?;
             b.rope(&mut k, c.head_dim, pos0, &c.rope)?;
+            b.stage(Stage::Attention, l);
             let att = b.attention(&q, &k, &v, kv, il, pos0, &attn_params)?;
+            b.stage(Stage::OutProj, l);
             let o = b.matmul(&att, &a.out)?;
             b.add(&mut x, &o)?;
 
+            b.stage(Stage::FfnNorm, l);
             let h = b.rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
             let y = match &layer.ffn {
-                FfnWeights::Dense(ffn) => dense_ffn(b, &h, ffn)?,
+                FfnWeights::Dense(ffn) => {
+                    b.stage(Stage::DenseFfn, l);
+                    dense_ffn(b, &h, ffn)?
+                }
                 FfnWeights::Moe {
                     router,
                     gate,
@@ -107,6 +117,7 @@ impl<B: Backend> Model<B> {
                     shared,
                 } => {
                     let m = c.moe.as_ref().expect("MoE weights imply an MoE config");
+                    b.stage(Stage::Router, l);
                     let router_logits = b.matmul(&h, router)?;
                     let routing = b.route(
                         &router_logits,
@@ -124,8 +135,10 @@ impl<B: Backend> Model<B> {
                         activation: m.activation,
                         tile,
                     };
+                    b.stage(Stage::Experts, l);
                     let mut y = b.moe(&h, &routing, ExpertWeights { gate, up, down }, &params)?;
                     if let Some((ffn, gate_inp)) = shared {
+                        b.stage(Stage::SharedExpert, l);
                         let mut ys = dense_ffn(b, &h, ffn)?;
                         if let Some(gate_inp) = gate_inp {
                             let g = b.matmul(&h, gate_inp)?;
@@ -136,14 +149,30 @@ impl<B: Backend> Model<B> {
                     y
                 }
             };
+            b.stage(Stage::FfnResidual, l);
             b.add(&mut x, &y)?;
         }
+        b.stage(Stage::OutputHead, None);
         if logits == Logits::Last {
             x = b.last_row(&x)?;
         }
         let x = b.rms_norm(&x, &w.output_norm, c.rms_eps)?;
         b.matmul(&x, w.output.as_ref().unwrap_or(&w.embed))
     }
+}
+
+/// `h @ w^T (+ bias)`.
+fn projection<B: Backend>(
+    b: &mut B,
+    h: &B::Act,
+    w: &B::Weight,
+    bias: Option<&B::Weight>,
+) -> Result<B::Act> {
+    let mut y = b.matmul(h, w)?;
+    if let Some(bias) = bias {
+        b.add_bias(&mut y, bias)?;
+    }
+    Ok(y)
 }
 
 fn dense_ffn<B: Backend>(b: &mut B, h: &B::Act, ffn: &DenseFfn<B::Weight>) -> Result<B::Act> {

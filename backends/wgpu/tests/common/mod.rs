@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use moetile::model::WeightData;
 use moetile_wgpu::{AdapterChoice, WeightType, WgpuContext};
@@ -13,7 +13,12 @@ use rand::{Rng, SeedableRng};
 /// The test device: `None` (test skipped) when no adapter exists, unless
 /// `MOETILE_REQUIRE_GPU=1`, which makes that a failure.
 pub fn ctx() -> Option<&'static WgpuContext> {
-    static CTX: OnceLock<Option<WgpuContext>> = OnceLock::new();
+    shared_ctx().map(|c| &**c)
+}
+
+/// The test device as the shared handle a `WgpuBackend` takes.
+pub fn shared_ctx() -> Option<&'static Arc<WgpuContext>> {
+    static CTX: OnceLock<Option<Arc<WgpuContext>>> = OnceLock::new();
     CTX.get_or_init(|| match WgpuContext::new(&AdapterChoice::Default) {
         Ok(ctx) => {
             eprintln!(
@@ -21,7 +26,7 @@ pub fn ctx() -> Option<&'static WgpuContext> {
                 ctx.profile().describe(),
                 ctx.profile().paths()
             );
-            Some(ctx)
+            Some(Arc::new(ctx))
         }
         Err(e) => {
             if std::env::var("MOETILE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
@@ -72,10 +77,9 @@ impl Weights {
         rows: usize,
         cols: usize,
     ) -> Self {
-        let raw = uniform(rng, experts * rows * cols, 1.0);
-        let mut bytes = Vec::new();
-        moetile::quant::quantize(ty.ggml(), &raw, &mut bytes).expect("quantizable");
-        let mut values = vec![0.0; raw.len()];
+        let n = experts * rows * cols;
+        let bytes = random_blocks(rng, ty, n);
+        let mut values = vec![0.0; n];
         moetile::quant::dequantize(ty.ggml(), &bytes, &mut values).expect("dequantizable");
         Weights {
             ty,
@@ -99,6 +103,36 @@ impl Weights {
         let start = (expert * rows + row) * cols;
         &self.values[start..start + cols]
     }
+}
+
+/// `n` values of `ty` (a whole number of blocks): uniform values in [-1, 1] quantized where
+/// moetile has a quantizer; otherwise random blocks whose f16 scale fields are set so values
+/// stay around [-1, 1] (every code pattern occurs, which tests the bit layout thoroughly).
+pub fn random_blocks(rng: &mut StdRng, ty: WeightType, n: usize) -> Vec<u8> {
+    let raw = uniform(rng, n, 1.0);
+    let mut bytes = Vec::new();
+    if moetile::quant::quantize(ty.ggml(), &raw, &mut bytes).is_ok() {
+        return bytes;
+    }
+    // (byte offset, low, high) of each f16 field: scales positive, mins either sign.
+    let fields: &[(usize, f32, f32)] = match ty {
+        WeightType::Q4_0 => &[(0, 0.02, 0.12)],
+        WeightType::Q4_1 => &[(0, 0.02, 0.12), (2, -1.0, 0.0)],
+        WeightType::Q5_0 => &[(0, 0.01, 0.06)],
+        WeightType::Q5_1 => &[(0, 0.01, 0.06), (2, -1.0, 0.0)],
+        WeightType::Q3_K => &[(108, 0.002, 0.01)],
+        other => panic!("no quantizer and no random block recipe for {other}"),
+    };
+    let block = ty.gguf_block_bytes() as usize;
+    let blocks = n / ty.block_values() as usize;
+    let mut bytes: Vec<u8> = (0..blocks * block).map(|_| rng.random()).collect();
+    for b in bytes.chunks_exact_mut(block) {
+        for &(at, lo, hi) in fields {
+            let v = half::f16::from_f32(rng.random_range(lo..hi));
+            b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    bytes
 }
 
 /// `values` rounded through f16, as an f16 activation buffer holds them.

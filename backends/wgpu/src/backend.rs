@@ -1,0 +1,642 @@
+//! [`WgpuBackend`]: `moetile::model::Backend` on a [`WgpuContext`], so the one forward graph
+//! runs on the GPU.
+//!
+//! Every op records into one open [`Encoder`]; [`Backend::read`] (and `read_routing`) submit
+//! it with a copy of the result and map that, so a forward pass is one submission. Outputs come
+//! from the context's buffer pool, parameters from the encoder's arena. Each op runs inside
+//! wgpu error scopes, so validation and out-of-memory errors come back as
+//! [`WgpuError::Gpu`] naming the op (inside `moetile::Error::Backend`).
+//!
+//! Dense projections are one-expert grouped matmuls: `mv_id` for batches of at most
+//! [`MAT_VEC_MAX_TOKENS`] tokens (decode, the output head of a `Logits::Last` pass), else
+//! `mm_id` over a host-built map listing the batch's tokens, in tiles of the widest width not
+//! above the batch. F32 weights (routers, norms used as a row) always take the register path,
+//! whose f32 arithmetic keeps router logits exact enough not to flip routing near ties.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use moetile::model::{
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, MoeParams, RopeParams, RouterParams,
+    Stage, WeightData,
+};
+use moetile::tile::TileWidth;
+use moetile_codegen::{ActType, EltOp, MatmulKey, Path, WeightType};
+
+use crate::attention::{AttentionKernel, KvCache};
+use crate::context::{GpuMatrix, WgpuContext};
+use crate::encoder::Encoder;
+use crate::error::WgpuError;
+use crate::layout::ExpertTensor;
+use crate::moe::{ExpertMap, MAT_VEC_MAX_TOKENS, MoeOptions, Routing};
+use crate::ops::rope_angles;
+use crate::pool::PooledBuffer;
+use crate::profile::{ProfileReport, StageProfiler};
+use crate::timer::Timer;
+
+/// How the backend stores and computes what the model leaves open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// KV-cache storage: F16 (the default: half the memory, ~1e-3 relative error in attention)
+    /// or F32 (exact, for verification).
+    pub kv: ActType,
+    /// Storage of the routed experts' intermediate `mid` (the input of `down`).
+    pub mid: ActType,
+    /// Matmul path of the grouped and dense matmuls (F32 weights always use `Path::Reg`).
+    pub path: Path,
+    /// Fill every output, intermediate and KV cache with NaN before kernels write them, so an
+    /// element a kernel fails to write shows up (tests).
+    pub poison: bool,
+}
+
+impl BackendOptions {
+    /// The defaults on `ctx`: f16 KV cache, the `mid` type and fastest path
+    /// [`MoeOptions::new`] picks for the device, no poisoning.
+    pub fn for_device(ctx: &WgpuContext) -> BackendOptions {
+        let moe = MoeOptions::new(
+            ctx,
+            &MoeParams {
+                activation: ExpertActivation::SwiGlu,
+                tile: TileWidth::T32,
+            },
+            usize::MAX,
+        );
+        BackendOptions {
+            kv: ActType::F16,
+            mid: moe.mid,
+            path: moe.path,
+            poison: false,
+        }
+    }
+}
+
+/// Per batch length, what dense ops share: the one-expert routing and maps by tile width.
+#[derive(Debug, Default)]
+struct DenseCache {
+    routings: HashMap<usize, Routing>,
+    maps: HashMap<(usize, TileWidth), ExpertMap>,
+}
+
+/// Batch lengths whose dense routing and maps are kept (prefill chunks, decode).
+const DENSE_CACHE_LENGTHS: usize = 8;
+
+/// The angle table of the last rope call (q and k of every layer share it).
+#[derive(Debug)]
+struct RopeTable {
+    pos0: usize,
+    n_rows: usize,
+    params: RopeParams,
+    angles: PooledBuffer,
+}
+
+/// The wgpu backend. See the module docs.
+#[derive(Debug)]
+pub struct WgpuBackend {
+    ctx: Arc<WgpuContext>,
+    options: BackendOptions,
+    enc: Option<Encoder>,
+    dense: DenseCache,
+    rope: Option<RopeTable>,
+    nan: Option<wgpu::Buffer>,
+    profiler: Option<StageProfiler>,
+}
+
+/// The tile width of dense matmuls over `n_tokens`: the widest not above the batch.
+fn dense_tile(n_tokens: usize) -> TileWidth {
+    TileWidth::ALL
+        .into_iter()
+        .rev()
+        .find(|w| w.tokens() <= n_tokens)
+        .unwrap_or(TileWidth::T32)
+}
+
+fn shape(op: &str, detail: String) -> moetile::Error {
+    moetile::Error::Shape {
+        op: op.to_string(),
+        detail,
+    }
+}
+
+impl WgpuBackend {
+    /// A backend on `ctx` with [`BackendOptions::for_device`].
+    pub fn new(ctx: Arc<WgpuContext>) -> WgpuBackend {
+        let options = BackendOptions::for_device(&ctx);
+        Self::with_options(ctx, options)
+    }
+
+    /// A backend on `ctx` with `options`.
+    pub fn with_options(ctx: Arc<WgpuContext>, options: BackendOptions) -> WgpuBackend {
+        WgpuBackend {
+            ctx,
+            options,
+            enc: None,
+            dense: DenseCache::default(),
+            rope: None,
+            nan: None,
+            profiler: None,
+        }
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Arc<WgpuContext> {
+        &self.ctx
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &BackendOptions {
+        &self.options
+    }
+
+    /// Starts (or stops) timing every pass by stage; fails, saying why, on devices without
+    /// timestamp queries.
+    pub fn set_profiling(&mut self, on: bool) -> Result<(), WgpuError> {
+        self.profiler = if on {
+            Some(StageProfiler::new(&self.ctx)?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// GPU time per stage of the work read back since profiling started or this was last
+    /// called; `None` when profiling is off.
+    pub fn take_profile(&mut self) -> Option<ProfileReport> {
+        let adapter = self.ctx.profile().describe();
+        self.profiler.as_mut().map(|p| p.take(adapter))
+    }
+
+    /// Submits the open encoder, if any (reads do this themselves).
+    pub fn flush(&mut self) -> moetile::Result<()> {
+        if let Some(enc) = self.enc.take() {
+            self.submit(enc)?;
+        }
+        Ok(())
+    }
+
+    /// Resolves the profiler's timestamps into `enc`, submits it and collects the timings.
+    fn submit(&mut self, mut enc: Encoder) -> Result<(), WgpuError> {
+        if let Some(p) = &self.profiler {
+            p.timer.resolve(&mut enc);
+        }
+        self.ctx.submit_encoder(enc)?;
+        if let Some(p) = &mut self.profiler {
+            p.collect(&self.ctx)?;
+        }
+        Ok(())
+    }
+
+    /// The open encoder and the profiler's timer, borrowed together.
+    fn recording(&mut self) -> (&WgpuContext, &mut Encoder, Option<&mut Timer>) {
+        let ctx = &*self.ctx;
+        let enc = self
+            .enc
+            .get_or_insert_with(|| ctx.encoder("moetile forward"));
+        (ctx, enc, self.profiler.as_mut().map(|p| &mut p.timer))
+    }
+
+    /// Runs `f` on the open encoder inside error scopes naming `op`.
+    fn record<T>(
+        &mut self,
+        op: &str,
+        f: impl FnOnce(&WgpuContext, &mut Encoder, Option<&mut Timer>) -> Result<T, WgpuError>,
+    ) -> moetile::Result<T> {
+        let ctx = self.ctx.clone();
+        Ok(ctx.scoped(op, || {
+            let (ctx, enc, timer) = self.recording();
+            f(ctx, enc, timer)
+        })?)
+    }
+
+    /// Records NaN over the first `bytes` of `buffer` when poisoning.
+    fn poison(&mut self, buffer: &wgpu::Buffer, bytes: u64) {
+        if !self.options.poison || bytes == 0 {
+            return;
+        }
+        let bytes = bytes.next_multiple_of(4);
+        if self.nan.as_ref().is_none_or(|n| n.size() < bytes) {
+            self.nan = Some(self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("moetile NaN"),
+                size: bytes.next_power_of_two(),
+                usage: wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: true,
+            }));
+            let nan = self.nan.as_ref().expect("set above");
+            let ones = vec![0xffu8; nan.size() as usize];
+            nan.get_mapped_range_mut(..)
+                .expect("mapped at creation")
+                .copy_from_slice(&ones);
+            nan.unmap();
+        }
+        let nan = self.nan.clone().expect("set above");
+        let (_, enc, _) = self.recording();
+        enc.copy_buffer_to_buffer(&nan, 0, buffer, 0, bytes);
+    }
+
+    /// An f32 output matrix from the pool (poisoned when asked).
+    fn output(&mut self, rows: usize, cols: usize, label: &str) -> moetile::Result<GpuMatrix> {
+        let m = self.ctx.matrix(rows, cols, ActType::F32, label)?;
+        self.poison(&m.buffer, (rows * cols * 4) as u64);
+        Ok(m)
+    }
+
+    fn dense_routing(&mut self, n_tokens: usize) -> moetile::Result<()> {
+        if !self.dense.routings.contains_key(&n_tokens) {
+            if self.dense.routings.len() >= DENSE_CACHE_LENGTHS {
+                self.dense = DenseCache::default();
+            }
+            let r = Routing::dense(&self.ctx, n_tokens)?;
+            self.dense.routings.insert(n_tokens, r);
+        }
+        Ok(())
+    }
+
+    fn dense_map(&mut self, n_tokens: usize, tile: TileWidth) -> moetile::Result<()> {
+        if !self.dense.maps.contains_key(&(n_tokens, tile)) {
+            if self.dense.maps.len() >= DENSE_CACHE_LENGTHS {
+                self.dense = DenseCache::default();
+            }
+            let map = ExpertMap::dense(&self.ctx, n_tokens, tile)?;
+            self.dense.maps.insert((n_tokens, tile), map);
+        }
+        Ok(())
+    }
+
+    fn rope_table(&mut self, pos0: usize, n_rows: usize, p: &RopeParams) -> moetile::Result<()> {
+        let fresh = self
+            .rope
+            .as_ref()
+            .is_some_and(|r| r.pos0 == pos0 && r.n_rows == n_rows && r.params == *p);
+        if !fresh {
+            let angles = rope_angles(p, pos0, n_rows);
+            self.rope = Some(RopeTable {
+                pos0,
+                n_rows,
+                params: *p,
+                angles: self
+                    .ctx
+                    .storage_init("rope angles", bytemuck::cast_slice(&angles))?,
+            });
+        }
+        Ok(())
+    }
+
+    /// Submits the open encoder with copies of `buffers` (`(buffer, bytes)`) and returns their
+    /// bytes.
+    fn read_buffers(
+        &mut self,
+        what: &str,
+        buffers: &[(&wgpu::Buffer, u64)],
+    ) -> moetile::Result<Vec<Vec<u8>>> {
+        let ctx = self.ctx.clone();
+        let mut enc = self.enc.take().unwrap_or_else(|| ctx.encoder(what));
+        let staging = buffers
+            .iter()
+            .map(|(b, bytes)| ctx.copy_for_readback(&mut enc, b, (*bytes).max(4)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.submit(enc)?;
+        Ok(staging
+            .iter()
+            .zip(buffers)
+            .map(|(s, (_, bytes))| ctx.read_staging(s, (*bytes).max(4), what))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn eltwise(
+        &mut self,
+        op: EltOp,
+        dst: &GpuMatrix,
+        src: &wgpu::Buffer,
+        src_len: usize,
+    ) -> moetile::Result<()> {
+        self.record(&op.name().to_string(), |ctx, enc, timer| {
+            ctx.encode_eltwise(enc, op, dst, src, src_len, timer)
+        })
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Act = GpuMatrix;
+    type Weight = ExpertTensor;
+    type KvCache = KvCache;
+    type Routing = Routing;
+
+    fn describe(&self) -> String {
+        format!(
+            "wgpu on {} (KV {:?}, mid {:?}, {} path)",
+            self.ctx.profile().describe(),
+            self.options.kv,
+            self.options.mid,
+            self.options.path.name()
+        )
+    }
+
+    fn stage(&mut self, stage: Stage, layer: Option<usize>) {
+        if let Some(p) = &mut self.profiler {
+            p.timer.set_stage(stage, layer);
+        }
+    }
+
+    fn shape(&self, x: &GpuMatrix) -> (usize, usize) {
+        (x.rows, x.cols)
+    }
+
+    fn act_from_host(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        data: &[f32],
+    ) -> moetile::Result<GpuMatrix> {
+        Ok(self.ctx.matrix_from_host(rows, cols, ActType::F32, data)?)
+    }
+
+    fn read(&mut self, x: &GpuMatrix) -> moetile::Result<Vec<f32>> {
+        let n = x.rows * x.cols;
+        let bytes = self.read_buffers("reading an activation", &[(&x.buffer, (n * 4) as u64)])?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&bytes[0])[..n].to_vec())
+    }
+
+    fn upload(&mut self, w: WeightData<'_>) -> moetile::Result<ExpertTensor> {
+        if let [n] = *w.dims {
+            let mut values = vec![0f32; n];
+            moetile::quant::dequantize(w.ty, w.bytes, &mut values)?;
+            return Ok(self.ctx.upload_vector(w.name, &values)?);
+        }
+        Ok(self.ctx.upload_experts(&w)?)
+    }
+
+    fn kv_cache(
+        &mut self,
+        n_layers: usize,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> moetile::Result<KvCache> {
+        let cache = self
+            .ctx
+            .kv_cache(n_layers, n_ctx, n_kv_heads, head_dim, self.options.kv)?;
+        for b in cache.buffers() {
+            self.poison(b, b.size());
+        }
+        Ok(cache)
+    }
+
+    fn embed(&mut self, table: &ExpertTensor, tokens: &[u32]) -> moetile::Result<GpuMatrix> {
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= table.rows) {
+            return Err(shape(
+                "embed",
+                format!("token {bad} is outside the vocabulary of {}", table.rows),
+            ));
+        }
+        if tokens.is_empty() {
+            return Err(shape("embed", "no tokens".to_string()));
+        }
+        let ids = self
+            .ctx
+            .storage_init("token ids", bytemuck::cast_slice(tokens))?;
+        let out = self.output(tokens.len(), table.cols, "embedding")?;
+        self.record("embed", |ctx, enc, timer| {
+            ctx.encode_embed(enc, table, &ids, &out, timer)
+        })?;
+        Ok(out)
+    }
+
+    fn rms_norm(
+        &mut self,
+        x: &GpuMatrix,
+        w: &ExpertTensor,
+        eps: f32,
+    ) -> moetile::Result<GpuMatrix> {
+        let out = self.output(x.rows, x.cols, "rms_norm")?;
+        self.record("rms_norm", |ctx, enc, timer| {
+            ctx.encode_rms_norm(enc, x, w, eps, &out, timer)
+        })?;
+        Ok(out)
+    }
+
+    fn matmul(&mut self, x: &GpuMatrix, w: &ExpertTensor) -> moetile::Result<GpuMatrix> {
+        if x.cols != w.cols || w.experts != 1 || x.rows == 0 {
+            return Err(shape(
+                "matmul",
+                format!(
+                    "x is ({}, {}), {} is {} x {} x {}",
+                    x.rows, x.cols, w.name, w.experts, w.rows, w.cols
+                ),
+            ));
+        }
+        let n_tokens = x.rows;
+        let out = self.output(n_tokens, w.rows, "matmul")?;
+        if n_tokens <= MAT_VEC_MAX_TOKENS {
+            self.dense_routing(n_tokens)?;
+            let routing = &self.dense.routings[&n_tokens];
+            let ctx = self.ctx.clone();
+            ctx.scoped("matmul", || {
+                let enc = self
+                    .enc
+                    .get_or_insert_with(|| ctx.encoder("moetile forward"));
+                let timer = self.profiler.as_mut().map(|p| &mut p.timer);
+                ctx.encode_mv_id(enc, routing, w, x, 1, &out, timer)
+            })?;
+        } else {
+            let tile = dense_tile(n_tokens);
+            self.dense_map(n_tokens, tile)?;
+            let map = &self.dense.maps[&(n_tokens, tile)];
+            let path = if w.weight == WeightType::F32 {
+                Path::Reg
+            } else {
+                self.options.path
+            };
+            let key = MatmulKey {
+                weight: w.weight,
+                act: ActType::F32,
+                tile,
+                path,
+            };
+            let ctx = self.ctx.clone();
+            ctx.scoped("matmul", || {
+                let enc = self
+                    .enc
+                    .get_or_insert_with(|| ctx.encoder("moetile forward"));
+                let timer = self.profiler.as_mut().map(|p| &mut p.timer);
+                ctx.encode_mm_id(enc, key, map, w, x, 1, &out, timer)
+            })?;
+        }
+        Ok(out)
+    }
+
+    fn add_bias(&mut self, x: &mut GpuMatrix, b: &ExpertTensor) -> moetile::Result<()> {
+        if b.rows != 1 || b.experts != 1 {
+            return Err(shape("add_bias", format!("{} is not a vector", b.name)));
+        }
+        let src = b.chunks[0].buffer.clone();
+        self.eltwise(EltOp::AddRow, x, &src, b.cols)
+    }
+
+    fn rope(
+        &mut self,
+        x: &mut GpuMatrix,
+        head_dim: usize,
+        pos0: usize,
+        p: &RopeParams,
+    ) -> moetile::Result<()> {
+        self.rope_table(pos0, x.rows, p)?;
+        let angles = (*self.rope.as_ref().expect("built above").angles).clone();
+        self.record("rope", |ctx, enc, timer| {
+            ctx.encode_rope(enc, x, head_dim, p, &angles, timer)
+        })
+    }
+
+    fn attention(
+        &mut self,
+        q: &GpuMatrix,
+        k: &GpuMatrix,
+        v: &GpuMatrix,
+        kv: &mut KvCache,
+        layer: usize,
+        pos0: usize,
+        p: &AttentionParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let end = pos0 + q.rows;
+        if end > kv.n_ctx {
+            return Err(moetile::Error::ContextFull {
+                n_ctx: kv.n_ctx,
+                needed: end,
+            });
+        }
+        let out = self.output(q.rows, q.cols, "attention")?;
+        let kernel = AttentionKernel::for_batch(q.rows);
+        self.record("attention", |ctx, enc, timer| {
+            ctx.encode_attention(enc, q, k, v, kv, layer, pos0, p, kernel, &out, timer)
+        })?;
+        Ok(out)
+    }
+
+    fn add(&mut self, x: &mut GpuMatrix, y: &GpuMatrix) -> moetile::Result<()> {
+        if (x.rows, x.cols) != (y.rows, y.cols) {
+            return Err(shape(
+                "add",
+                format!("({}, {}) vs ({}, {})", x.rows, x.cols, y.rows, y.cols),
+            ));
+        }
+        let src = (*y.buffer).clone();
+        self.eltwise(EltOp::Add, x, &src, y.rows * y.cols)
+    }
+
+    fn swiglu(&mut self, gate: &GpuMatrix, up: &GpuMatrix) -> moetile::Result<GpuMatrix> {
+        let n_tokens = gate.rows;
+        self.dense_routing(n_tokens)?;
+        let out = self.output(n_tokens, gate.cols, "swiglu")?;
+        let routing = &self.dense.routings[&n_tokens];
+        let ctx = self.ctx.clone();
+        ctx.scoped("swiglu", || {
+            let enc = self
+                .enc
+                .get_or_insert_with(|| ctx.encoder("moetile forward"));
+            let timer = self.profiler.as_mut().map(|p| &mut p.timer);
+            ctx.encode_act(
+                enc,
+                gate,
+                up,
+                routing,
+                ExpertActivation::SwiGlu,
+                &out,
+                timer,
+            )
+        })?;
+        Ok(out)
+    }
+
+    fn mul_sigmoid(&mut self, x: &mut GpuMatrix, g: &GpuMatrix) -> moetile::Result<()> {
+        if g.cols != 1 || g.rows != x.rows {
+            return Err(shape(
+                "mul_sigmoid",
+                format!("gate ({}, {}) for x with {} rows", g.rows, g.cols, x.rows),
+            ));
+        }
+        let src = (*g.buffer).clone();
+        self.eltwise(EltOp::MulSigmoidRow, x, &src, g.rows)
+    }
+
+    fn last_row(&mut self, x: &GpuMatrix) -> moetile::Result<GpuMatrix> {
+        if x.rows == 0 {
+            return Err(shape("last_row", "empty activation".to_string()));
+        }
+        let out = self.ctx.matrix(1, x.cols, ActType::F32, "last row")?;
+        let row_bytes = (x.cols * 4) as u64;
+        let (_, enc, _) = self.recording();
+        enc.copy_buffer_to_buffer(
+            &x.buffer,
+            (x.rows as u64 - 1) * row_bytes,
+            &out.buffer,
+            0,
+            row_bytes,
+        );
+        Ok(out)
+    }
+
+    fn route(&mut self, logits: &GpuMatrix, p: &RouterParams) -> moetile::Result<Routing> {
+        self.record("route", |ctx, enc, timer| {
+            ctx.encode_route(enc, logits, p, timer)
+        })
+    }
+
+    fn routing_from_host(
+        &mut self,
+        n_experts: usize,
+        k: usize,
+        ids: &[u32],
+        weights: &[f32],
+    ) -> moetile::Result<Routing> {
+        Ok(self.ctx.routing_from_host(n_experts, k, ids, weights)?)
+    }
+
+    fn read_routing(&mut self, r: &Routing) -> moetile::Result<(Vec<u32>, Vec<f32>)> {
+        let n = r.n_pairs();
+        let bytes = (n * 4) as u64;
+        let out =
+            self.read_buffers("reading a routing", &[(&r.ids, bytes), (&r.weights, bytes)])?;
+        Ok((
+            bytemuck::cast_slice::<u8, u32>(&out[0])[..n].to_vec(),
+            bytemuck::cast_slice::<u8, f32>(&out[1])[..n].to_vec(),
+        ))
+    }
+
+    fn moe(
+        &mut self,
+        x: &GpuMatrix,
+        routing: &Routing,
+        experts: ExpertWeights<'_, ExpertTensor>,
+        p: &MoeParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let opts = MoeOptions {
+            path: self.options.path,
+            mid: self.options.mid,
+            ..MoeOptions::new(&self.ctx, p, x.rows)
+        };
+        let bufs =
+            self.ctx
+                .moe_buffers(x.rows, routing.n_used, x.cols, experts.gate.rows, opts.mid)?;
+        for m in [&bufs.gate, &bufs.up, &bufs.mid, &bufs.y] {
+            self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
+        }
+        let out = self.output(x.rows, x.cols, "moe")?;
+        self.record("moe", |ctx, enc, timer| {
+            ctx.encode_moe(enc, x, routing, experts, &opts, &bufs, &out, timer)
+        })?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_tiles_are_the_widest_not_above_the_batch() {
+        assert_eq!(dense_tile(5), TileWidth::T32);
+        assert_eq!(dense_tile(63), TileWidth::T32);
+        assert_eq!(dense_tile(64), TileWidth::T64);
+        assert_eq!(dense_tile(127), TileWidth::T64);
+        assert_eq!(dense_tile(128), TileWidth::T128);
+        assert_eq!(dense_tile(4096), TileWidth::T128);
+    }
+}

@@ -1,0 +1,334 @@
+//! The dense ops of a forward pass: embedding rows, RMS norm, in-place element-wise ops,
+//! rotary embedding and the router. Each encodes one kernel into an [`Encoder`] after checking
+//! shapes; outputs come from the caller, which decides where buffers come from.
+
+use moetile::model::{Gating, RopeParams, RouterParams};
+use moetile_codegen::params::{EltParams, EmbedParams, NormParams, RotaryParams, RouteParams};
+use moetile_codegen::{ActType, EltOp, KernelKey, WeightType};
+
+use crate::context::{GpuMatrix, WgpuContext};
+use crate::encoder::Encoder;
+use crate::error::{Result, WgpuError};
+use crate::layout::ExpertTensor;
+use crate::moe::Routing;
+use crate::timer::{Timer, begin_pass};
+
+fn shape(op: &str, detail: String) -> WgpuError {
+    WgpuError::Shape {
+        op: op.to_string(),
+        detail,
+    }
+}
+
+/// Checks that `m` is an f32 matrix (the activations every dense op reads and writes).
+fn f32_matrix(op: &str, what: &str, m: &GpuMatrix) -> Result<()> {
+    if m.ty != ActType::F32 {
+        return Err(shape(op, format!("{what} is {:?}, expected F32", m.ty)));
+    }
+    Ok(())
+}
+
+/// The f32 values of a one-row F32 tensor (norm weights, biases).
+fn vector<'a>(op: &str, w: &'a ExpertTensor) -> Result<&'a wgpu::Buffer> {
+    match w.chunks.as_slice() {
+        [chunk] if w.weight == WeightType::F32 && w.rows == 1 && w.experts == 1 => {
+            Ok(&chunk.buffer)
+        }
+        _ => Err(shape(
+            op,
+            format!(
+                "{} is {} x {} x {} {}, expected an F32 vector",
+                w.name, w.experts, w.rows, w.cols, w.weight
+            ),
+        )),
+    }
+}
+
+/// `(cos, sin)` of `(pos0 + t) * freq_scale * freq_base^(-2k / n_dims)` for rows `t` of a
+/// batch and pairs `k < n_dims / 2`, computed in f64 as the CPU reference does (f32 angles of
+/// large positions would lose digits) and rounded to f32: the table `rope.wgsl` reads.
+pub fn rope_angles(p: &RopeParams, pos0: usize, n_rows: usize) -> Vec<[f32; 2]> {
+    let half = p.n_dims / 2;
+    let mut out = Vec::with_capacity(n_rows * half);
+    for t in 0..n_rows {
+        let pos = (pos0 + t) as f64 * p.freq_scale as f64;
+        for k in 0..half {
+            let theta = pos * (p.freq_base as f64).powf(-2.0 * k as f64 / p.n_dims as f64);
+            let (sin, cos) = theta.sin_cos();
+            out.push([cos as f32, sin as f32]);
+        }
+    }
+    out
+}
+
+impl WgpuContext {
+    /// Encodes `out (T, D) = table[ids]`: rows of `table` `[D, rows]` dequantized. `ids` holds
+    /// T token ids already checked against the table's rows.
+    pub fn encode_embed(
+        &self,
+        enc: &mut Encoder,
+        table: &ExpertTensor,
+        ids: &wgpu::Buffer,
+        out: &GpuMatrix,
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let key = KernelKey::Embed {
+            weight: table.weight,
+        };
+        let op = key.to_string();
+        f32_matrix(&op, "the output", out)?;
+        if table.experts != 1 || table.chunks.len() != 1 || out.cols != table.cols {
+            return Err(shape(
+                &op,
+                format!(
+                    "{} is {} x {} x {}, output rows have {} values",
+                    table.name, table.experts, table.rows, table.cols, out.cols
+                ),
+            ));
+        }
+        let params = enc.params(&EmbedParams {
+            n_tokens: out.rows as u32,
+            n_cols: table.cols as u32,
+            n_rows: table.rows as u32,
+            _pad0: 0,
+        });
+        let (x, y) = self.linear_grid(&op, out.rows * out.cols / 8, key.workgroup_size())?;
+        let kernel = self.kernels.get(self.device(), &key)?;
+        let mut entries = vec![
+            ("params", params.binding()),
+            ("weights", table.chunks[0].buffer.as_entire_binding()),
+            ("ids", ids.as_entire_binding()),
+            ("out", out.buffer.as_entire_binding()),
+        ];
+        if table.weight.uses_grid() {
+            entries.push(("iq2xxs_grid", self.iq2xxs_grid().as_entire_binding()));
+        }
+        let bind = kernel.bind(self.device(), &entries)?;
+        let mut pass = begin_pass(enc, &op, timer);
+        pass.set_pipeline(kernel.pipeline("main"));
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+        Ok(())
+    }
+
+    /// Encodes `out = rms_norm(x) * w` over every group of `w.cols` values of each row of `x`
+    /// (a whole row, or one head).
+    pub fn encode_rms_norm(
+        &self,
+        enc: &mut Encoder,
+        x: &GpuMatrix,
+        w: &ExpertTensor,
+        eps: f32,
+        out: &GpuMatrix,
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let key = KernelKey::RmsNorm;
+        let op = key.to_string();
+        let weights = vector(&op, w)?;
+        f32_matrix(&op, "x", x)?;
+        f32_matrix(&op, "the output", out)?;
+        let n = w.cols;
+        if n == 0 || !x.cols.is_multiple_of(n) || (out.rows, out.cols) != (x.rows, x.cols) {
+            return Err(shape(
+                &op,
+                format!(
+                    "x ({}, {}) is not whole groups of {n} ({}) or the output is ({}, {})",
+                    x.rows, x.cols, w.name, out.rows, out.cols
+                ),
+            ));
+        }
+        let n_groups = x.rows * x.cols / n;
+        let params = enc.params(&NormParams {
+            n_groups: n_groups as u32,
+            group_len: n as u32,
+            eps,
+            _pad0: 0,
+        });
+        let (gx, gy) = self.linear_grid(&op, n_groups, 1)?;
+        let kernel = self.kernels.get(self.device(), &key)?;
+        let bind = kernel.bind(
+            self.device(),
+            &[
+                ("params", params.binding()),
+                ("x", x.buffer.as_entire_binding()),
+                ("w", weights.as_entire_binding()),
+                ("out", out.buffer.as_entire_binding()),
+            ],
+        )?;
+        let mut pass = begin_pass(enc, &op, timer);
+        pass.set_pipeline(kernel.pipeline("main"));
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(gx, gy, 1);
+        Ok(())
+    }
+
+    /// Encodes the in-place `op` on `dst` with operand `src` of `src_len` f32 values: the whole
+    /// shape of `dst` for [`EltOp::Add`], one row for [`EltOp::AddRow`], one value per row for
+    /// [`EltOp::MulSigmoidRow`].
+    pub fn encode_eltwise(
+        &self,
+        enc: &mut Encoder,
+        op: EltOp,
+        dst: &GpuMatrix,
+        src: &wgpu::Buffer,
+        src_len: usize,
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let key = KernelKey::Eltwise(op);
+        let name = key.to_string();
+        f32_matrix(&name, "the destination", dst)?;
+        let want = match op {
+            EltOp::Add => dst.rows * dst.cols,
+            EltOp::AddRow => dst.cols,
+            EltOp::MulSigmoidRow => dst.rows,
+        };
+        if src_len != want {
+            return Err(shape(
+                &name,
+                format!(
+                    "operand of {src_len} values for a ({}, {}) destination; expected {want}",
+                    dst.rows, dst.cols
+                ),
+            ));
+        }
+        let n = dst.rows * dst.cols;
+        let params = enc.params(&EltParams {
+            n_values: n as u32,
+            n_cols: dst.cols as u32,
+            _pad0: 0,
+            _pad1: 0,
+        });
+        let (x, y) = self.linear_grid(&name, n, key.workgroup_size())?;
+        let kernel = self.kernels.get(self.device(), &key)?;
+        let bind = kernel.bind(
+            self.device(),
+            &[
+                ("params", params.binding()),
+                ("src", src.as_entire_binding()),
+                ("dst", dst.buffer.as_entire_binding()),
+            ],
+        )?;
+        let mut pass = begin_pass(enc, &name, timer);
+        pass.set_pipeline(kernel.pipeline("main"));
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+        Ok(())
+    }
+
+    /// Encodes the rotary embedding of every head (`x.cols / head_dim` per row) of `x` in
+    /// place, with `angles` from [`rope_angles`] for this batch (`p.n_dims / 2` per row).
+    pub fn encode_rope(
+        &self,
+        enc: &mut Encoder,
+        x: &GpuMatrix,
+        head_dim: usize,
+        p: &RopeParams,
+        angles: &wgpu::Buffer,
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let key = KernelKey::Rope;
+        let op = key.to_string();
+        f32_matrix(&op, "x", x)?;
+        let ok = head_dim > 0
+            && x.cols.is_multiple_of(head_dim)
+            && p.n_dims <= head_dim
+            && p.n_dims.is_multiple_of(2);
+        if !ok || angles.size() < (x.rows * p.n_dims * 4) as u64 {
+            return Err(shape(
+                &op,
+                format!(
+                    "row of {}, head {head_dim}, rotated dims {}, angle table of {} bytes",
+                    x.cols,
+                    p.n_dims,
+                    angles.size()
+                ),
+            ));
+        }
+        let n_half = p.n_dims / 2;
+        let n_heads = x.cols / head_dim;
+        let params = enc.params(&RotaryParams {
+            n_rows: x.rows as u32,
+            n_heads: n_heads as u32,
+            head_dim: head_dim as u32,
+            n_half: n_half as u32,
+            neox: u32::from(p.neox),
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        });
+        let (gx, gy) = self.linear_grid(&op, x.rows * n_heads * n_half, key.workgroup_size())?;
+        let kernel = self.kernels.get(self.device(), &key)?;
+        let bind = kernel.bind(
+            self.device(),
+            &[
+                ("params", params.binding()),
+                ("angles", angles.as_entire_binding()),
+                ("x", x.buffer.as_entire_binding()),
+            ],
+        )?;
+        let mut pass = begin_pass(enc, &op, timer);
+        pass.set_pipeline(kernel.pipeline("main"));
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(gx, gy, 1);
+        Ok(())
+    }
+
+    /// Encodes the router over `logits (T, E)`: top-K ids and weights per token (see
+    /// `wgsl/route.wgsl`), into a new [`Routing`].
+    pub fn encode_route(
+        &self,
+        enc: &mut Encoder,
+        logits: &GpuMatrix,
+        p: &RouterParams,
+        timer: Option<&mut Timer>,
+    ) -> Result<Routing> {
+        let key = KernelKey::Route;
+        let op = key.to_string();
+        f32_matrix(&op, "the logits", logits)?;
+        let (n_tokens, n_experts, k) = (logits.rows, logits.cols, p.n_experts_used);
+        if k == 0 || k > n_experts || n_tokens == 0 {
+            return Err(shape(
+                &op,
+                format!("K = {k} of E = {n_experts} experts for {n_tokens} tokens"),
+            ));
+        }
+        let none = wgpu::BufferUsages::empty();
+        let routing = Routing {
+            ids: self.storage("routing ids", (n_tokens * k * 4) as u64, none)?,
+            weights: self.storage("routing weights", (n_tokens * k * 4) as u64, none)?,
+            n_tokens,
+            n_used: k,
+            n_experts,
+        };
+        let params = enc.params(&RouteParams {
+            n_tokens: n_tokens as u32,
+            n_experts: n_experts as u32,
+            n_used: k as u32,
+            gating: match p.gating {
+                Gating::Softmax => 0,
+                Gating::Sigmoid => 1,
+            },
+            normalize: u32::from(p.normalize),
+            weight_scale: p.weight_scale,
+            _pad0: 0,
+            _pad1: 0,
+        });
+        let (x, y) = self.linear_grid(&op, n_tokens, key.workgroup_size())?;
+        let kernel = self.kernels.get(self.device(), &key)?;
+        let bind = kernel.bind(
+            self.device(),
+            &[
+                ("params", params.binding()),
+                ("logits", logits.buffer.as_entire_binding()),
+                ("ids", routing.ids.as_entire_binding()),
+                ("weights", routing.weights.as_entire_binding()),
+            ],
+        )?;
+        let mut pass = begin_pass(enc, &op, timer);
+        pass.set_pipeline(kernel.pipeline("main"));
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+        drop(pass);
+        Ok(routing)
+    }
+}

@@ -1,0 +1,649 @@
+//! Every op of `WgpuBackend` against `moetile_cpu::CpuBackend` on fresh random inputs, with
+//! every output, intermediate and KV cache poisoned with NaN first (an element a kernel never
+//! writes fails the check).
+//!
+//! Tolerances, each against the CPU reference (f32 storage, f64 arithmetic):
+//! - embed: |err| <= 1e-6 * max(1, |want|). Dequantization is exact except that the GPU may
+//!   fuse `q * d + m` into one FMA (half an ulp).
+//! - matmul: 1e-5 * sum_i |w_i x_i| on the register path (f32 accumulation over <= 256
+//!   products, see tests/kernels.rs), 2e-3 on cooperative paths (f16 tiles).
+//! - rms_norm, element-wise ops, rope, route weights: 1e-6 relative (+1e-6 absolute): a few
+//!   f32 roundings of values around 1 (rope angles are f64 on the host, rounded once).
+//! - attention (values in [-1, 1]): 1e-5 absolute with an f32 cache (f32 scores and softmax
+//!   over <= 200 keys; measured <= 1e-6), 2e-3 with the default f16 cache (keys and values
+//!   rounded to 2^-11 relative; through scores of size ~1-3 that moves the softmax weights by
+//!   ~1e-3 relative; measured <= 4.5e-4).
+//! - route ids: exact, including ties (to the lower id).
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{Weights, random_blocks, rng, shared_ctx, uniform};
+use moetile::model::{
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, Gating, MoeParams, RopeParams,
+    RouterParams, Stage, WeightData,
+};
+use moetile::tile::TileWidth;
+use moetile_cpu::CpuBackend;
+use moetile_wgpu::{
+    ActType, AttentionKernel, BackendOptions, Path, WeightType, WgpuBackend, WgpuError,
+};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+/// A poisoning backend on the test device with an exact (f32) or the default (f16) cache.
+fn backend(kv: ActType) -> Option<WgpuBackend> {
+    let ctx = shared_ctx()?;
+    let options = BackendOptions {
+        kv,
+        poison: true,
+        ..BackendOptions::for_device(ctx)
+    };
+    Some(WgpuBackend::with_options(ctx.clone(), options))
+}
+
+fn f32_data<'a>(name: &'a str, dims: &'a [usize], values: &'a [f32]) -> WeightData<'a> {
+    WeightData {
+        name,
+        ty: moetile::quant::GgmlType::F32,
+        dims,
+        bytes: bytemuck::cast_slice(values),
+    }
+}
+
+/// Uploads the same tensor to both backends.
+fn upload_both(
+    gpu: &mut WgpuBackend,
+    cpu: &mut CpuBackend,
+    w: WeightData<'_>,
+) -> (moetile_wgpu::ExpertTensor, moetile_cpu::CpuWeight) {
+    (gpu.upload(w).unwrap(), cpu.upload(w).unwrap())
+}
+
+/// `|got - want| <= rel * scale(i) + abs` for every element; NaN fails. Prints the worst.
+fn check_close(label: &str, got: &[f32], want: &[f32], bound: impl Fn(usize) -> f64) {
+    assert_eq!(got.len(), want.len(), "{label}: lengths");
+    let mut bad = Vec::new();
+    let mut worst = 0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w as f64).abs();
+        let b = bound(i);
+        if g.is_nan() || err > b {
+            bad.push((i, g, w, b));
+        } else {
+            worst = worst.max(err / b);
+        }
+    }
+    for (i, g, w, b) in bad.iter().take(8) {
+        eprintln!("{label}: [{i}] got {g}, want {w} (bound {b:.3e})");
+    }
+    assert!(
+        bad.is_empty(),
+        "{label}: {} of {} wrong",
+        bad.len(),
+        got.len()
+    );
+    eprintln!("{label}: worst error {:.2} of its bound", worst);
+}
+
+fn rel(want: &[f32], r: f64) -> impl Fn(usize) -> f64 + '_ {
+    move |i| r * (want[i] as f64).abs() + 1e-6
+}
+
+fn gpu_act(
+    gpu: &mut WgpuBackend,
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+) -> moetile_wgpu::GpuMatrix {
+    gpu.act_from_host(rows, cols, data).unwrap()
+}
+
+fn cpu_act(rows: usize, cols: usize, data: &[f32]) -> moetile_cpu::Mat {
+    moetile_cpu::Mat {
+        rows,
+        cols,
+        data: data.to_vec(),
+    }
+}
+
+#[test]
+fn embed_dequantizes_rows_of_every_weight_type() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("embed_dequantizes_rows_of_every_weight_type");
+    let (d, vocab) = (256, 40);
+    for ty in WeightType::ALL {
+        let bytes = random_blocks(&mut rng, ty, d * vocab);
+        let dims = [d, vocab];
+        let data = WeightData {
+            name: "token_embd.weight",
+            ty: ty.ggml(),
+            dims: &dims,
+            bytes: &bytes,
+        };
+        let (gw, cw) = upload_both(&mut gpu, &mut cpu, data);
+        // Repeats, the first and the last row, and a batch that is not a whole tile.
+        let mut tokens: Vec<u32> = (0..37).map(|_| rng.random_range(0..vocab as u32)).collect();
+        tokens.extend([0, vocab as u32 - 1, tokens[3]]);
+        let got = gpu.embed(&gw, &tokens).unwrap();
+        let got = gpu.read(&got).unwrap();
+        let want = cpu.embed(&cw, &tokens).unwrap();
+        check_close(&format!("embed {ty}"), &got, &want.data, |i| {
+            1e-6 * (want.data[i] as f64).abs().max(1.0)
+        });
+    }
+    let table = gpu.upload(f32_data("t", &[32, 4], &[0.0; 128])).unwrap();
+    let err = gpu.embed(&table, &[1, 4]).unwrap_err().to_string();
+    assert!(
+        err.contains("token 4 is outside the vocabulary of 4"),
+        "{err}"
+    );
+}
+
+/// `sum_i |w_i x_i|` per output of `x (T, cols) @ w^T`: the scale of f32 rounding errors.
+fn abs_dot(x: &[f32], w: &[f32], cols: usize) -> Vec<f64> {
+    let mut out = Vec::new();
+    for xr in x.chunks(cols) {
+        for wr in w.chunks(cols) {
+            out.push(xr.iter().zip(wr).map(|(a, b)| (a * b).abs() as f64).sum());
+        }
+    }
+    out
+}
+
+#[test]
+fn matmul_matches_cpu_for_every_weight_type() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("matmul_matches_cpu_for_every_weight_type");
+    // 96 output rows: not a multiple of the 64-row tile. T = 1, 4: mat-vec; 5, 37: one
+    // partial 32-token tile; 70: a 64-token tile and a partial one; 130: 128 + 2.
+    let (cols, rows) = (256, 96);
+    for ty in WeightType::ALL {
+        let w = Weights::random(&mut rng, ty, 1, rows, cols);
+        let dims = [cols, rows];
+        let data = WeightData {
+            name: "w",
+            ty: ty.ggml(),
+            dims: &dims,
+            bytes: &w.bytes,
+        };
+        let (gw, cw) = upload_both(&mut gpu, &mut cpu, data);
+        let path = if ty == WeightType::F32 {
+            Path::Reg
+        } else {
+            gpu.options().path
+        };
+        let tol = if path == Path::Reg { 1e-5 } else { 2e-3 };
+        for t in [1, 4, 5, 37, 70, 130] {
+            let x = uniform(&mut rng, t * cols, 1.0);
+            let gx = gpu_act(&mut gpu, t, cols, &x);
+            let got = gpu.matmul(&gx, &gw).unwrap();
+            let got = gpu.read(&got).unwrap();
+            let want = cpu.matmul(&cpu_act(t, cols, &x), &cw).unwrap();
+            let scale = abs_dot(&x, &w.values, cols);
+            check_close(&format!("matmul {ty} T={t}"), &got, &want.data, |i| {
+                tol * scale[i] + 1e-6
+            });
+        }
+    }
+}
+
+#[test]
+fn rms_norm_per_row_and_per_head() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("rms_norm_per_row_and_per_head");
+    // Rows of 4 heads of 32 (norm over a row, and per head as qwen3's q/k norms), and a long
+    // row that takes several strided steps per thread.
+    for (t, cols, group) in [(7, 128, 128), (7, 128, 32), (3, 2880, 2880)] {
+        let x = uniform(&mut rng, t * cols, 2.0);
+        let w = uniform(&mut rng, group, 1.0);
+        let dims = [group];
+        let (gw, cw) = upload_both(&mut gpu, &mut cpu, f32_data("norm", &dims, &w));
+        let gx = gpu_act(&mut gpu, t, cols, &x);
+        let got = gpu.rms_norm(&gx, &gw, 1e-6).unwrap();
+        let got = gpu.read(&got).unwrap();
+        let want = cpu.rms_norm(&cpu_act(t, cols, &x), &cw, 1e-6).unwrap();
+        check_close(
+            &format!("rms_norm {t}x{cols} / {group}"),
+            &got,
+            &want.data,
+            rel(&want.data, 1e-6),
+        );
+    }
+}
+
+#[test]
+fn elementwise_ops_match_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("elementwise_ops_match_cpu");
+    let (t, cols) = (37, 100);
+    let x = uniform(&mut rng, t * cols, 3.0);
+    let y = uniform(&mut rng, t * cols, 3.0);
+    let bias = uniform(&mut rng, cols, 1.0);
+    let gate = uniform(&mut rng, t, 4.0);
+    let dims = [cols];
+    let (gb, cb) = upload_both(&mut gpu, &mut cpu, f32_data("bias", &dims, &bias));
+
+    let mut gx = gpu_act(&mut gpu, t, cols, &x);
+    let gy = gpu_act(&mut gpu, t, cols, &y);
+    let gg = gpu_act(&mut gpu, t, 1, &gate);
+    let mut cx = cpu_act(t, cols, &x);
+    let cy = cpu_act(t, cols, &y);
+    let cg = cpu_act(t, 1, &gate);
+
+    gpu.add(&mut gx, &gy).unwrap();
+    cpu.add(&mut cx, &cy).unwrap();
+    check_close(
+        "add",
+        &gpu.read(&gx).unwrap(),
+        &cx.data,
+        rel(&cx.data, 1e-6),
+    );
+    gpu.add_bias(&mut gx, &gb).unwrap();
+    cpu.add_bias(&mut cx, &cb).unwrap();
+    check_close(
+        "add_bias",
+        &gpu.read(&gx).unwrap(),
+        &cx.data,
+        rel(&cx.data, 1e-6),
+    );
+    gpu.mul_sigmoid(&mut gx, &gg).unwrap();
+    cpu.mul_sigmoid(&mut cx, &cg).unwrap();
+    check_close(
+        "mul_sigmoid",
+        &gpu.read(&gx).unwrap(),
+        &cx.data,
+        rel(&cx.data, 1e-6),
+    );
+    let gs = gpu.swiglu(&gx, &gy).unwrap();
+    let cs = cpu.swiglu(&cx, &cy).unwrap();
+    check_close(
+        "swiglu",
+        &gpu.read(&gs).unwrap(),
+        &cs.data,
+        rel(&cs.data, 1e-6),
+    );
+    let gl = gpu.last_row(&gs).unwrap();
+    let cl = cpu.last_row(&cs).unwrap();
+    assert_eq!(gpu.shape(&gl), (1, cols));
+    check_close(
+        "last_row",
+        &gpu.read(&gl).unwrap(),
+        &cl.data,
+        rel(&cl.data, 1e-6),
+    );
+
+    // Shape errors name the op.
+    let err = gpu.add(&mut gx, &gg).unwrap_err().to_string();
+    assert!(err.contains("add"), "{err}");
+    let err = gpu.mul_sigmoid(&mut gx, &gy).unwrap_err().to_string();
+    assert!(err.contains("mul_sigmoid"), "{err}");
+}
+
+#[test]
+fn rope_normal_and_neox_match_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("rope_normal_and_neox_match_cpu");
+    for (head_dim, n_dims) in [(64, 64), (128, 128), (128, 64)] {
+        for neox in [false, true] {
+            for (pos0, freq_base, freq_scale) in [(0, 10000.0, 1.0), (3000, 1e6, 0.25)] {
+                let p = RopeParams {
+                    n_dims,
+                    freq_base,
+                    freq_scale,
+                    neox,
+                };
+                let (t, cols) = (9, 3 * head_dim);
+                let x = uniform(&mut rng, t * cols, 1.0);
+                let mut gx = gpu_act(&mut gpu, t, cols, &x);
+                let mut cx = cpu_act(t, cols, &x);
+                gpu.rope(&mut gx, head_dim, pos0, &p).unwrap();
+                cpu.rope(&mut cx, head_dim, pos0, &p).unwrap();
+                check_close(
+                    &format!("rope hd {head_dim} dims {n_dims} neox {neox} pos0 {pos0}"),
+                    &gpu.read(&gx).unwrap(),
+                    &cx.data,
+                    |_| 1e-6,
+                );
+            }
+        }
+    }
+}
+
+/// Runs chunks `(T, pos0)` of attention on both backends, checking each chunk's output.
+#[allow(clippy::too_many_arguments)]
+fn check_attention(
+    rng: &mut StdRng,
+    kv_ty: ActType,
+    head_dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    chunks: &[usize],
+) {
+    let mut gpu = backend(kv_ty).expect("checked by the caller");
+    let mut cpu = CpuBackend::new();
+    let n_ctx = chunks.iter().sum::<usize>() + 3;
+    let p = AttentionParams {
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+    };
+    let mut gkv = gpu.kv_cache(2, n_ctx, n_kv_heads, head_dim).unwrap();
+    let mut ckv = cpu.kv_cache(2, n_ctx, n_kv_heads, head_dim).unwrap();
+    let (qw, kw) = (n_heads * head_dim, n_kv_heads * head_dim);
+    let tol = match kv_ty {
+        ActType::F32 => 1e-5,
+        ActType::F16 => 2e-3,
+    };
+    let mut pos0 = 0;
+    for &t in chunks {
+        // Scores of size ~1-3 so the softmax is neither flat nor one-hot.
+        let q = uniform(rng, t * qw, 2.0);
+        let k = uniform(rng, t * kw, 2.0);
+        let v = uniform(rng, t * kw, 1.0);
+        let (gq, gk, gv) = (
+            gpu_act(&mut gpu, t, qw, &q),
+            gpu_act(&mut gpu, t, kw, &k),
+            gpu_act(&mut gpu, t, kw, &v),
+        );
+        let got = gpu.attention(&gq, &gk, &gv, &mut gkv, 1, pos0, &p).unwrap();
+        let got = gpu.read(&got).unwrap();
+        let want = cpu
+            .attention(
+                &cpu_act(t, qw, &q),
+                &cpu_act(t, kw, &k),
+                &cpu_act(t, kw, &v),
+                &mut ckv,
+                1,
+                pos0,
+                &p,
+            )
+            .unwrap();
+        let label = format!(
+            "attention {kv_ty:?} hd {head_dim} heads {n_heads}/{n_kv_heads} T={t} pos0={pos0} \
+             ({:?})",
+            AttentionKernel::for_batch(t)
+        );
+        check_close(&label, &got, &want.data, |_| tol);
+        pos0 += t;
+    }
+}
+
+#[test]
+fn attention_matches_cpu_prefill_then_decode() {
+    if shared_ctx().is_none() {
+        return;
+    }
+    let mut rng = rng("attention_matches_cpu_prefill_then_decode");
+    // (head_dim, heads, kv heads): GQA ratios 1, 2, 4 and 8; chunks: a prefill longer than
+    // one key tile and not a multiple of any tile, a second prefill at a later position, then
+    // decode steps (T = 1) and a 3-token batch (decode kernel, several rows).
+    let shapes = [
+        (64, 4, 4),
+        (128, 4, 2),
+        (64, 8, 2),
+        (32, 8, 1),
+        (16, 4, 2),
+        (80, 2, 1),
+    ];
+    for (i, &(head_dim, n_heads, n_kv_heads)) in shapes.iter().enumerate() {
+        let kv = if i % 2 == 0 {
+            ActType::F16
+        } else {
+            ActType::F32
+        };
+        check_attention(
+            &mut rng,
+            kv,
+            head_dim,
+            n_heads,
+            n_kv_heads,
+            &[70, 37, 1, 1, 3],
+        );
+    }
+    // Both cache types on one shape, and a first chunk the decode kernel takes.
+    for kv in ActType::ALL {
+        check_attention(&mut rng, kv, 128, 8, 2, &[3, 100, 1]);
+    }
+}
+
+#[test]
+fn attention_kernels_agree_on_small_batches() {
+    let Some(ctx) = shared_ctx() else {
+        return;
+    };
+    let mut rng = rng("attention_kernels_agree_on_small_batches");
+    let (hd, n_heads, n_kv) = (64, 4, 2);
+    let p = AttentionParams {
+        n_heads,
+        n_kv_heads: n_kv,
+        head_dim: hd,
+        scale: 0.125,
+    };
+    let cache = ctx.kv_cache(1, 80, n_kv, hd, ActType::F32).unwrap();
+    let mut outs = Vec::new();
+    // The same 3-token batch at position 70 with both kernels (the cache holds 0..73 after
+    // the first call; the second call rewrites the same rows).
+    let prefix_q = uniform(&mut rng, 70 * n_heads * hd, 1.0);
+    let prefix_kv = uniform(&mut rng, 70 * n_kv * hd, 1.0);
+    let q = uniform(&mut rng, 3 * n_heads * hd, 1.0);
+    let kv = uniform(&mut rng, 3 * n_kv * hd, 1.0);
+    let m = |rows, cols, d: &[f32]| ctx.matrix_from_host(rows, cols, ActType::F32, d).unwrap();
+    let (pq, pkv) = (m(70, n_heads * hd, &prefix_q), m(70, n_kv * hd, &prefix_kv));
+    let (bq, bkv) = (m(3, n_heads * hd, &q), m(3, n_kv * hd, &kv));
+    let prefix_out = ctx
+        .matrix_filled(70, n_heads * hd, ActType::F32, f32::NAN)
+        .unwrap();
+    ctx.submit("prefix", |enc| {
+        ctx.encode_attention(
+            enc,
+            &pq,
+            &pkv,
+            &pkv,
+            &cache,
+            0,
+            0,
+            &p,
+            AttentionKernel::Prefill,
+            &prefix_out,
+            None,
+        )
+    })
+    .unwrap();
+    for kernel in [AttentionKernel::Prefill, AttentionKernel::Decode] {
+        let out = ctx
+            .matrix_filled(3, n_heads * hd, ActType::F32, f32::NAN)
+            .unwrap();
+        ctx.submit("batch", |enc| {
+            ctx.encode_attention(enc, &bq, &bkv, &bkv, &cache, 0, 70, &p, kernel, &out, None)
+        })
+        .unwrap();
+        outs.push(ctx.read_matrix(&out).unwrap());
+    }
+    check_close("prefill vs decode kernel", &outs[0], &outs[1], |_| 2e-6);
+}
+
+#[test]
+fn route_matches_cpu_including_ties() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("route_matches_cpu_including_ties");
+    for (n_experts, k) in [(8, 2), (64, 8), (128, 1), (5, 5)] {
+        for gating in [Gating::Softmax, Gating::Sigmoid] {
+            for (normalize, weight_scale) in [(true, 1.0), (false, 2.5)] {
+                let t = 50;
+                let mut logits = uniform(&mut rng, t * n_experts, 4.0);
+                // Rows with exact ties: all equal, and pairs equal to the row's maximum.
+                logits[..n_experts].fill(0.5);
+                let row = &mut logits[n_experts..2 * n_experts];
+                let max = row.iter().cloned().fold(f32::MIN, f32::max);
+                let last = n_experts - 1;
+                row[last] = max;
+                row[0] = max;
+                let p = RouterParams {
+                    n_experts_used: k,
+                    gating,
+                    normalize,
+                    weight_scale,
+                };
+                let gl = gpu_act(&mut gpu, t, n_experts, &logits);
+                let gr = gpu.route(&gl, &p).unwrap();
+                let (ids, weights) = gpu.read_routing(&gr).unwrap();
+                let cr = cpu.route(&cpu_act(t, n_experts, &logits), &p).unwrap();
+                let label = format!("route E={n_experts} K={k} {gating:?} norm {normalize}");
+                assert_eq!(ids, cr.ids, "{label}: ids");
+                check_close(&label, &weights, &cr.weights, rel(&cr.weights, 1e-6));
+            }
+        }
+    }
+}
+
+#[test]
+fn routing_from_host_round_trips() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let ids = [3, 1, 0, 2, 2, 3];
+    let weights = [0.5, 0.25, 1.0, 0.0, 0.125, 2.0];
+    let r = gpu.routing_from_host(4, 2, &ids, &weights).unwrap();
+    assert_eq!(
+        gpu.read_routing(&r).unwrap(),
+        (ids.to_vec(), weights.to_vec())
+    );
+    let err = gpu.routing_from_host(3, 2, &ids, &weights).unwrap_err();
+    assert!(err.to_string().contains("expert 3 of 3"), "{err}");
+}
+
+#[test]
+fn moe_honours_the_tile_and_matches_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let profiling = gpu.set_profiling(true).is_ok();
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("moe_honours_the_tile_and_matches_cpu");
+    let (d, f, e, k, t) = (256, 96, 8, 2, 150);
+    let gate = Weights::random(&mut rng, WeightType::Q4_K, e, f, d);
+    let up = Weights::random(&mut rng, WeightType::Q4_K, e, f, d);
+    let down = Weights::random(&mut rng, WeightType::Q8_0, e, d, f);
+    let (gg, cg) = upload_both(&mut gpu, &mut cpu, gate.data("gate"));
+    let (gu, cu) = upload_both(&mut gpu, &mut cpu, up.data("up"));
+    let (gd, cd) = upload_both(&mut gpu, &mut cpu, down.data("down"));
+    let x = uniform(&mut rng, t * d, 1.0);
+    let ids = common::random_ids(&mut rng, t, k, e);
+    let w: Vec<f32> = (0..t * k).map(|_| rng.random_range(0.0..1.0)).collect();
+    let cpu_routing = cpu.routing_from_host(e, k, &ids, &w).unwrap();
+    let want = cpu
+        .moe(
+            &cpu_act(t, d, &x),
+            &cpu_routing,
+            ExpertWeights {
+                gate: &cg,
+                up: &cu,
+                down: &cd,
+            },
+            &MoeParams {
+                activation: ExpertActivation::SwiGlu,
+                tile: TileWidth::T32,
+            },
+        )
+        .unwrap();
+    let rms = (want.data.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.data.len() as f64)
+        .sqrt();
+    // f16 `mid` where the device default has it: 2e-3 * rms (see tests/kernels.rs).
+    let tol = match gpu.options().mid {
+        ActType::F32 => 5e-5,
+        ActType::F16 => 2e-3,
+    } * if gpu.options().path == Path::Reg {
+        1.0
+    } else {
+        2.0
+    };
+    let gx = gpu_act(&mut gpu, t, d, &x);
+    let routing = gpu.routing_from_host(e, k, &ids, &w).unwrap();
+    for tile in TileWidth::ALL {
+        gpu.stage(Stage::Experts, Some(0));
+        let out = gpu
+            .moe(
+                &gx,
+                &routing,
+                ExpertWeights {
+                    gate: &gg,
+                    up: &gu,
+                    down: &gd,
+                },
+                &MoeParams {
+                    activation: ExpertActivation::SwiGlu,
+                    tile,
+                },
+            )
+            .unwrap();
+        let got = gpu.read(&out).unwrap();
+        check_close(&format!("moe tile {tile}"), &got, &want.data, |_| tol * rms);
+        if profiling {
+            let report = gpu.take_profile().unwrap();
+            let kernels: HashSet<String> = report
+                .rows
+                .iter()
+                .filter(|r| r.stage == Some(Stage::Experts) && r.detail == Some("gate"))
+                .flat_map(|r| r.kernels.iter().cloned())
+                .collect();
+            assert!(
+                kernels.iter().all(|k| k.contains(&format!("_t{tile}_"))),
+                "tile {tile}: gate ran {kernels:?}"
+            );
+            assert!(!kernels.is_empty(), "the gate pass was timed");
+        }
+    }
+}
+
+#[test]
+fn limits_and_shapes_are_refused_with_names() {
+    let Some(mut gpu) = backend(ActType::F16) else {
+        return;
+    };
+    let ctx = gpu.context().clone();
+    // A KV cache past the binding limit names itself and the limit.
+    let err = gpu.kv_cache(1, 1 << 30, 8, 128).unwrap_err().to_string();
+    assert!(err.contains("KV cache") && err.contains("max_"), "{err}");
+    let err = gpu.kv_cache(1, 16, 2, 24).unwrap_err().to_string();
+    assert!(err.contains("head width 24"), "{err}");
+    let err = ctx.check_size("the logits", u64::MAX / 2).unwrap_err();
+    assert!(matches!(err, WgpuError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("the logits"), "{err}");
+    let w = gpu.upload(f32_data("w", &[32, 2], &[0.0; 64])).unwrap();
+    let x = gpu_act(&mut gpu, 1, 64, &[0.0; 64]);
+    let err = gpu.matmul(&x, &w).unwrap_err().to_string();
+    assert!(err.contains("matmul") && err.contains('w'), "{err}");
+    // An unsupported weight type lists the supported ones.
+    let bytes = vec![0u8; 136];
+    let err = gpu
+        .upload(WeightData {
+            name: "odd",
+            ty: moetile::quant::GgmlType::IQ4_XS,
+            dims: &[256, 1],
+            bytes: &bytes,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("odd") && err.contains("Q5_1"), "{err}");
+}
