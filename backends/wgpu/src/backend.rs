@@ -30,7 +30,7 @@ use crate::error::WgpuError;
 use crate::layout::ExpertTensor;
 use crate::moe::{ExpertMap, MAT_VEC_MAX_TOKENS, MoeOptions, Routing};
 use crate::ops::rope_angles;
-use crate::pool::PooledBuffer;
+use crate::pool::{BufferPool, PooledBuffer};
 use crate::profile::{ProfileReport, StageProfiler};
 use crate::timer::Timer;
 
@@ -94,6 +94,8 @@ struct RopeTable {
 pub struct WgpuBackend {
     ctx: Arc<WgpuContext>,
     options: BackendOptions,
+    /// This backend's buffers: one stream, so reuse is ordered (see `crate::pool`).
+    pool: BufferPool,
     enc: Option<Encoder>,
     dense: DenseCache,
     rope: Option<RopeTable>,
@@ -129,6 +131,7 @@ impl WgpuBackend {
         WgpuBackend {
             ctx,
             options,
+            pool: BufferPool::default(),
             enc: None,
             dense: DenseCache::default(),
             rope: None,
@@ -190,7 +193,7 @@ impl WgpuBackend {
         let ctx = &*self.ctx;
         let enc = self
             .enc
-            .get_or_insert_with(|| ctx.encoder("moetile forward"));
+            .get_or_insert_with(|| ctx.encoder_in("moetile forward", self.pool.clone()));
         (ctx, enc, self.profiler.as_mut().map(|p| &mut p.timer))
     }
 
@@ -234,7 +237,9 @@ impl WgpuBackend {
 
     /// An f32 output matrix from the pool (poisoned when asked).
     fn output(&mut self, rows: usize, cols: usize, label: &str) -> moetile::Result<GpuMatrix> {
-        let m = self.ctx.matrix(rows, cols, ActType::F32, label)?;
+        let m = self
+            .ctx
+            .matrix_in(&self.pool, rows, cols, ActType::F32, label)?;
         self.poison(&m.buffer, (rows * cols * 4) as u64);
         Ok(m)
     }
@@ -244,7 +249,7 @@ impl WgpuBackend {
             if self.dense.routings.len() >= DENSE_CACHE_LENGTHS {
                 self.dense = DenseCache::default();
             }
-            let r = Routing::dense(&self.ctx, n_tokens)?;
+            let r = Routing::dense(&self.ctx, &self.pool, n_tokens)?;
             self.dense.routings.insert(n_tokens, r);
         }
         Ok(())
@@ -255,7 +260,7 @@ impl WgpuBackend {
             if self.dense.maps.len() >= DENSE_CACHE_LENGTHS {
                 self.dense = DenseCache::default();
             }
-            let map = ExpertMap::dense(&self.ctx, n_tokens, tile)?;
+            let map = ExpertMap::dense(&self.ctx, &self.pool, n_tokens, tile)?;
             self.dense.maps.insert((n_tokens, tile), map);
         }
         Ok(())
@@ -272,9 +277,11 @@ impl WgpuBackend {
                 pos0,
                 n_rows,
                 params: *p,
-                angles: self
-                    .ctx
-                    .storage_init("rope angles", bytemuck::cast_slice(&angles))?,
+                angles: self.ctx.storage_init(
+                    &self.pool,
+                    "rope angles",
+                    bytemuck::cast_slice(&angles),
+                )?,
             });
         }
         Ok(())
@@ -288,7 +295,10 @@ impl WgpuBackend {
         buffers: &[(&wgpu::Buffer, u64)],
     ) -> moetile::Result<Vec<Vec<u8>>> {
         let ctx = self.ctx.clone();
-        let mut enc = self.enc.take().unwrap_or_else(|| ctx.encoder(what));
+        let mut enc = self
+            .enc
+            .take()
+            .unwrap_or_else(|| ctx.encoder_in(what, self.pool.clone()));
         let staging = buffers
             .iter()
             .map(|(b, bytes)| ctx.copy_for_readback(&mut enc, b, (*bytes).max(4)))
@@ -346,7 +356,9 @@ impl Backend for WgpuBackend {
         cols: usize,
         data: &[f32],
     ) -> moetile::Result<GpuMatrix> {
-        Ok(self.ctx.matrix_from_host(rows, cols, ActType::F32, data)?)
+        Ok(self
+            .ctx
+            .matrix_from_host_in(&self.pool, rows, cols, ActType::F32, data)?)
     }
 
     fn read(&mut self, x: &GpuMatrix) -> moetile::Result<Vec<f32>> {
@@ -392,7 +404,7 @@ impl Backend for WgpuBackend {
         }
         let ids = self
             .ctx
-            .storage_init("token ids", bytemuck::cast_slice(tokens))?;
+            .storage_init(&self.pool, "token ids", bytemuck::cast_slice(tokens))?;
         let out = self.output(tokens.len(), table.cols, "embedding")?;
         self.record("embed", |ctx, enc, timer| {
             ctx.encode_embed(enc, table, &ids, &out, timer)
@@ -432,7 +444,7 @@ impl Backend for WgpuBackend {
             ctx.scoped("matmul", || {
                 let enc = self
                     .enc
-                    .get_or_insert_with(|| ctx.encoder("moetile forward"));
+                    .get_or_insert_with(|| ctx.encoder_in("moetile forward", self.pool.clone()));
                 let timer = self.profiler.as_mut().map(|p| &mut p.timer);
                 ctx.encode_mv_id(enc, routing, w, x, 1, &out, timer)
             })?;
@@ -455,7 +467,7 @@ impl Backend for WgpuBackend {
             ctx.scoped("matmul", || {
                 let enc = self
                     .enc
-                    .get_or_insert_with(|| ctx.encoder("moetile forward"));
+                    .get_or_insert_with(|| ctx.encoder_in("moetile forward", self.pool.clone()));
                 let timer = self.profiler.as_mut().map(|p| &mut p.timer);
                 ctx.encode_mm_id(enc, key, map, w, x, 1, &out, timer)
             })?;
@@ -530,7 +542,7 @@ impl Backend for WgpuBackend {
         ctx.scoped("swiglu", || {
             let enc = self
                 .enc
-                .get_or_insert_with(|| ctx.encoder("moetile forward"));
+                .get_or_insert_with(|| ctx.encoder_in("moetile forward", self.pool.clone()));
             let timer = self.profiler.as_mut().map(|p| &mut p.timer);
             ctx.encode_act(
                 enc,
@@ -560,7 +572,9 @@ impl Backend for WgpuBackend {
         if x.rows == 0 {
             return Err(shape("last_row", "empty activation".to_string()));
         }
-        let out = self.ctx.matrix(1, x.cols, ActType::F32, "last row")?;
+        let out = self
+            .ctx
+            .matrix_in(&self.pool, 1, x.cols, ActType::F32, "last row")?;
         let row_bytes = (x.cols * 4) as u64;
         let (_, enc, _) = self.recording();
         enc.copy_buffer_to_buffer(
@@ -586,7 +600,9 @@ impl Backend for WgpuBackend {
         ids: &[u32],
         weights: &[f32],
     ) -> moetile::Result<Routing> {
-        Ok(self.ctx.routing_from_host(n_experts, k, ids, weights)?)
+        Ok(self
+            .ctx
+            .routing_from_host_in(&self.pool, n_experts, k, ids, weights)?)
     }
 
     fn read_routing(&mut self, r: &Routing) -> moetile::Result<(Vec<u32>, Vec<f32>)> {

@@ -18,12 +18,10 @@ use crate::pool::{BufferPool, PooledBuffer, bucket};
 /// A device with moetile's kernels. Hosts every op; [`crate::WgpuBackend`] wraps it as a
 /// `moetile::model::Backend`.
 ///
-/// Buffers for activations and intermediates come from a pool and return to it when dropped
-/// (see [`crate::pool`]). One rule follows: record one encoder at a time. An encoder that
-/// holds buffers which were dropped and taken again must be submitted before another encoder
-/// that records work on this context is submitted (the backend keeps one encoder open between
-/// ops and submits it in every `read`), and [`WgpuContext::fill`] writes through the queue, so
-/// call it only when no encoder is open.
+/// Buffers for activations and intermediates come from pools and return to them when dropped
+/// (see [`crate::pool`] for which pool serves whom). [`WgpuContext::fill`] writes through the
+/// queue, so the write lands before any encoder submitted later runs: fill a matrix before
+/// recording work on it.
 #[derive(Debug)]
 pub struct WgpuContext {
     device: wgpu::Device,
@@ -31,7 +29,7 @@ pub struct WgpuContext {
     profile: Profile,
     pub(crate) kernels: KernelCache,
     iq2xxs_grid: OnceLock<wgpu::Buffer>,
-    pool: BufferPool,
+    pub(crate) pool: BufferPool,
     arenas: Mutex<Vec<ParamArena>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -180,6 +178,18 @@ impl WgpuContext {
         ty: ActType,
         data: &[f32],
     ) -> Result<GpuMatrix> {
+        self.matrix_from_host_in(&self.pool, rows, cols, ty, data)
+    }
+
+    /// [`Self::matrix_from_host`] joining `pool` when dropped.
+    pub(crate) fn matrix_from_host_in(
+        &self,
+        pool: &BufferPool,
+        rows: usize,
+        cols: usize,
+        ty: ActType,
+        data: &[f32],
+    ) -> Result<GpuMatrix> {
         if data.len() != rows * cols {
             return Err(WgpuError::Shape {
                 op: "matrix upload".into(),
@@ -187,7 +197,7 @@ impl WgpuContext {
             });
         }
         Ok(GpuMatrix {
-            buffer: self.storage_init("matrix", &encode(ty, data))?,
+            buffer: self.storage_init(pool, "matrix", &encode(ty, data))?,
             rows,
             cols,
             ty,
@@ -207,10 +217,24 @@ impl WgpuContext {
         Ok(m)
     }
 
-    /// A `rows x cols` matrix of `ty` from the pool: its contents are whatever it last held.
+    /// A `rows x cols` matrix of `ty` from the context's pool: its contents are whatever it
+    /// last held.
     pub fn matrix(&self, rows: usize, cols: usize, ty: ActType, label: &str) -> Result<GpuMatrix> {
+        self.matrix_in(&self.pool, rows, cols, ty, label)
+    }
+
+    /// [`Self::matrix`] from `pool`.
+    pub(crate) fn matrix_in(
+        &self,
+        pool: &BufferPool,
+        rows: usize,
+        cols: usize,
+        ty: ActType,
+        label: &str,
+    ) -> Result<GpuMatrix> {
         Ok(GpuMatrix {
             buffer: self.storage(
+                pool,
                 label,
                 matrix_bytes(rows, cols, ty),
                 wgpu::BufferUsages::empty(),
@@ -258,7 +282,7 @@ impl WgpuContext {
     ) -> Result<PooledBuffer> {
         let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         self.check_size("readback staging", bytes)?;
-        let staging = self.pool.take(bytes, usage, |size| {
+        let staging = enc.pool.take(bytes, usage, |size| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
                 size,
@@ -308,16 +332,17 @@ impl WgpuContext {
         self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A storage buffer of at least `bytes` bytes from the pool, with `extra` usages.
+    /// A storage buffer of at least `bytes` bytes from `pool`, with `extra` usages.
     pub(crate) fn storage(
         &self,
+        pool: &BufferPool,
         label: &str,
         bytes: u64,
         extra: wgpu::BufferUsages,
     ) -> Result<PooledBuffer> {
         self.check_size(label, bytes)?;
         let usage = storage_usage() | extra;
-        Ok(self.pool.take(bytes, usage, |size| {
+        Ok(pool.take(bytes, usage, |size| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size,
@@ -327,10 +352,15 @@ impl WgpuContext {
         }))
     }
 
-    /// A new storage buffer holding `data` (it joins the pool when dropped). Host data always
+    /// A new storage buffer holding `data` (it joins `pool` when dropped). Host data always
     /// goes to a fresh buffer: a queue write into a pooled one could land before commands an
     /// open encoder recorded on it earlier.
-    pub(crate) fn storage_init(&self, label: &str, data: &[u8]) -> Result<PooledBuffer> {
+    pub(crate) fn storage_init(
+        &self,
+        pool: &BufferPool,
+        label: &str,
+        data: &[u8],
+    ) -> Result<PooledBuffer> {
         let data = padded(data.to_vec());
         self.check_size(label, data.len() as u64)?;
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -347,7 +377,7 @@ impl WgpuContext {
             })?
             .copy_from_slice(&data);
         buffer.unmap();
-        Ok(self.pool.adopt(buffer))
+        Ok(pool.adopt(buffer))
     }
 
     /// Refuses a buffer of `bytes` that the device cannot create or bind, naming `what`.
@@ -380,8 +410,14 @@ impl WgpuContext {
         self.pool.free_bytes()
     }
 
-    /// A new encoder (with a parameter arena from the context's free list).
+    /// A new encoder with a parameter arena from the context's free list and a fresh buffer
+    /// pool for what its ops allocate.
     pub fn encoder(&self, label: &str) -> Encoder {
+        self.encoder_in(label, BufferPool::default())
+    }
+
+    /// A new encoder allocating from `pool` (one stream's pool, see [`crate::pool`]).
+    pub(crate) fn encoder_in(&self, label: &str, pool: BufferPool) -> Encoder {
         let arena = self
             .arenas
             .lock()
@@ -390,7 +426,7 @@ impl WgpuContext {
             .unwrap_or_else(|| {
                 ParamArena::new(self.device.limits().min_uniform_buffer_offset_alignment)
             });
-        Encoder::new(&self.device, label, arena)
+        Encoder::new(&self.device, label, arena, pool)
     }
 
     /// Writes the encoder's parameters, submits its commands and recycles its arena; wgpu

@@ -12,6 +12,8 @@ use std::num::NonZeroU64;
 
 use moetile_codegen::params::WgslParams;
 
+use crate::pool::BufferPool;
+
 /// Bytes per parameter chunk buffer.
 const CHUNK_BYTES: u64 = 64 * 1024;
 
@@ -108,15 +110,23 @@ impl ParamSlot {
 pub struct Encoder {
     pub(crate) inner: wgpu::CommandEncoder,
     pub(crate) arena: ParamArena,
+    /// Where buffers allocated while encoding (expert maps, router outputs) come from.
+    pub(crate) pool: BufferPool,
     device: wgpu::Device,
 }
 
 impl Encoder {
-    pub(crate) fn new(device: &wgpu::Device, label: &str, arena: ParamArena) -> Encoder {
+    pub(crate) fn new(
+        device: &wgpu::Device,
+        label: &str,
+        arena: ParamArena,
+        pool: BufferPool,
+    ) -> Encoder {
         Encoder {
             inner: device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) }),
             arena,
+            pool,
             device: device.clone(),
         }
     }

@@ -27,7 +27,7 @@ use crate::context::{GpuMatrix, WgpuContext};
 use crate::encoder::Encoder;
 use crate::error::{Result, WgpuError};
 use crate::layout::ExpertTensor;
-use crate::pool::PooledBuffer;
+use crate::pool::{BufferPool, PooledBuffer};
 use crate::timer::{Timer, begin_pass};
 
 /// Batches of at most this many tokens run the mat-vec path by default.
@@ -54,8 +54,8 @@ impl Routing {
 
     /// Every one of `n_tokens` tokens routed to expert 0 of 1 with weight 1: the routing of a
     /// dense projection (mat-vec) or of a dense SwiGLU (`act`).
-    pub fn dense(ctx: &WgpuContext, n_tokens: usize) -> Result<Routing> {
-        ctx.routing_from_host(1, 1, &vec![0; n_tokens], &vec![1.0; n_tokens])
+    pub(crate) fn dense(ctx: &WgpuContext, pool: &BufferPool, n_tokens: usize) -> Result<Routing> {
+        ctx.routing_from_host_in(pool, 1, 1, &vec![0; n_tokens], &vec![1.0; n_tokens])
     }
 }
 
@@ -121,7 +121,12 @@ impl ExpertMap {
     /// The map of a dense projection over `n_tokens` tokens: all of them on expert 0, listed
     /// in order, in work items of `tile` tokens. Built on the host; reusable for every dense
     /// matmul of a batch.
-    pub fn dense(ctx: &WgpuContext, n_tokens: usize, tile: TileWidth) -> Result<ExpertMap> {
+    pub(crate) fn dense(
+        ctx: &WgpuContext,
+        pool: &BufferPool,
+        n_tokens: usize,
+        tile: TileWidth,
+    ) -> Result<ExpertMap> {
         let items: Vec<u32> = (0..n_tokens.div_ceil(tile.tokens()))
             .flat_map(|i| [0, (i * tile.tokens()) as u32])
             .collect();
@@ -131,11 +136,12 @@ impl ExpertMap {
             n_pairs: n_tokens,
             n_experts: 1,
             experts: ctx.storage_init(
+                pool,
                 "dense map experts",
                 bytemuck::cast_slice(&[0, n_tokens as u32]),
             )?,
-            list: ctx.storage_init("dense map list", bytemuck::cast_slice(&list))?,
-            items: ctx.storage_init("dense map items", bytemuck::cast_slice(&items))?,
+            list: ctx.storage_init(pool, "dense map list", bytemuck::cast_slice(&list))?,
+            items: ctx.storage_init(pool, "dense map items", bytemuck::cast_slice(&items))?,
             grid: MapGrid::Direct {
                 items: (items.len() / 2) as u32,
             },
@@ -247,6 +253,18 @@ impl WgpuContext {
         ids: &[u32],
         weights: &[f32],
     ) -> Result<Routing> {
+        self.routing_from_host_in(&self.pool, n_experts, n_used, ids, weights)
+    }
+
+    /// [`Self::routing_from_host`] joining `pool` when dropped.
+    pub(crate) fn routing_from_host_in(
+        &self,
+        pool: &BufferPool,
+        n_experts: usize,
+        n_used: usize,
+        ids: &[u32],
+        weights: &[f32],
+    ) -> Result<Routing> {
         if n_used == 0
             || ids.is_empty()
             || !ids.len().is_multiple_of(n_used)
@@ -268,8 +286,8 @@ impl WgpuContext {
             ));
         }
         Ok(Routing {
-            ids: self.storage_init("routing ids", bytemuck::cast_slice(ids))?,
-            weights: self.storage_init("routing weights", bytemuck::cast_slice(weights))?,
+            ids: self.storage_init(pool, "routing ids", bytemuck::cast_slice(ids))?,
+            weights: self.storage_init(pool, "routing weights", bytemuck::cast_slice(weights))?,
             n_tokens: ids.len() / n_used,
             n_used,
             n_experts,
@@ -323,17 +341,23 @@ impl WgpuContext {
             row_groups: slots,
         });
         let none = wgpu::BufferUsages::empty();
-        let chunk_counts =
-            self.storage("map chunk counts", (n_chunks * n_experts * 4) as u64, none)?;
-        let ranks = self.storage("map ranks", (n_pairs * 4) as u64, none)?;
+        let pool = enc.pool.clone();
+        let chunk_counts = self.storage(
+            &pool,
+            "map chunk counts",
+            (n_chunks * n_experts * 4) as u64,
+            none,
+        )?;
+        let ranks = self.storage(&pool, "map ranks", (n_pairs * 4) as u64, none)?;
         let dispatch = self.storage(
+            &pool,
             "map dispatch",
             (12 * MAP_DISPATCH_SLOTS) as u64,
             wgpu::BufferUsages::INDIRECT,
         )?;
-        let experts = self.storage("map experts", (n_experts * 8) as u64, none)?;
-        let list = self.storage("map list", (n_pairs * 4) as u64, none)?;
-        let items = self.storage("map items", (max_items * 8) as u64, none)?;
+        let experts = self.storage(&pool, "map experts", (n_experts * 8) as u64, none)?;
+        let list = self.storage(&pool, "map list", (n_pairs * 4) as u64, none)?;
+        let items = self.storage(&pool, "map items", (max_items * 8) as u64, none)?;
         let kernel = self.kernels.get(self.device(), &key)?;
         let bind = kernel.bind(
             self.device(),
@@ -722,12 +746,25 @@ impl WgpuContext {
         f: usize,
         mid: ActType,
     ) -> Result<MoeBuffers> {
+        self.moe_buffers_in(&self.pool, n_tokens, n_used, d, f, mid)
+    }
+
+    /// [`Self::moe_buffers`] from `pool`.
+    pub(crate) fn moe_buffers_in(
+        &self,
+        pool: &BufferPool,
+        n_tokens: usize,
+        n_used: usize,
+        d: usize,
+        f: usize,
+        mid: ActType,
+    ) -> Result<MoeBuffers> {
         let pairs = n_tokens * n_used;
         Ok(MoeBuffers {
-            gate: self.matrix(pairs, f, ActType::F32, "moe gate")?,
-            up: self.matrix(pairs, f, ActType::F32, "moe up")?,
-            mid: self.matrix(pairs, f, mid, "moe mid")?,
-            y: self.matrix(pairs, d, ActType::F32, "moe y")?,
+            gate: self.matrix_in(pool, pairs, f, ActType::F32, "moe gate")?,
+            up: self.matrix_in(pool, pairs, f, ActType::F32, "moe up")?,
+            mid: self.matrix_in(pool, pairs, f, mid, "moe mid")?,
+            y: self.matrix_in(pool, pairs, d, ActType::F32, "moe y")?,
         })
     }
 

@@ -293,9 +293,10 @@ impl WgpuContext {
             ));
         }
         let none = wgpu::BufferUsages::empty();
+        let bytes = (n_tokens * k * 4) as u64;
         let routing = Routing {
-            ids: self.storage("routing ids", (n_tokens * k * 4) as u64, none)?,
-            weights: self.storage("routing weights", (n_tokens * k * 4) as u64, none)?,
+            ids: self.storage(&enc.pool, "routing ids", bytes, none)?,
+            weights: self.storage(&enc.pool, "routing weights", bytes, none)?,
             n_tokens,
             n_used: k,
             n_experts,

@@ -6,9 +6,14 @@
 //! at most 12.5 % slack. Kernels bound-check with their params and never read past the sizes
 //! they were given, so the slack is harmless.
 //!
-//! Reuse is safe within one stream of work: a buffer dropped after its last use was recorded
-//! in an encoder and taken again later is written by commands recorded later, which run later.
-//! See [`crate::WgpuContext`] for the one rule this implies.
+//! Reuse is safe within one stream of work, encoders recorded one at a time and submitted in
+//! order: a buffer dropped after its last use was recorded and taken again later is written by
+//! commands recorded later, which run later. Two streams must not share a pool: a buffer one
+//! stream drops while its encoder is still open could be taken, written and submitted by the
+//! other before the first stream's earlier commands on it run. So each [`crate::WgpuBackend`]
+//! has its own pool, an encoder from [`crate::WgpuContext::encoder`] a fresh one, and the
+//! context's own pool only serves buffers made outside encoders (which are dropped by code
+//! that has submitted its work).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -647,3 +647,31 @@ fn limits_and_shapes_are_refused_with_names() {
         .to_string();
     assert!(err.contains("odd") && err.contains("Q5_1"), "{err}");
 }
+
+/// Two backends on one context are two streams of work: a buffer one drops while its encoder
+/// is still open must not be handed to the other, whose work would be submitted (and read)
+/// before the first stream's earlier commands on that buffer run.
+#[test]
+fn two_backends_on_one_context_keep_their_buffers_apart() {
+    let (Some(mut a), Some(mut b)) = (backend(ActType::F32), backend(ActType::F32)) else {
+        return;
+    };
+    let (t, cols) = (4, 64);
+    let ones = vec![1.0; t * cols];
+    let dims = [cols];
+    let (wa, wb) = (
+        a.upload(f32_data("w", &dims, &vec![2.0; cols])).unwrap(),
+        b.upload(f32_data("w", &dims, &vec![1.0; cols])).unwrap(),
+    );
+    // A records a norm (all 2s) and drops its output while A's encoder is still open.
+    let xa = gpu_act(&mut a, t, cols, &vec![5.0; t * cols]);
+    drop(a.rms_norm(&xa, &wa, 0.0).unwrap());
+    // B computes a norm of its own (all 1s) and reads it: B's work is submitted first.
+    let xb = gpu_act(&mut b, t, cols, &ones);
+    let yb = b.rms_norm(&xb, &wb, 0.0).unwrap();
+    let first = b.read(&yb).unwrap();
+    // A's work runs now; then B's result must be unchanged.
+    a.flush().unwrap();
+    assert_eq!(b.read(&yb).unwrap(), first);
+    assert!(first.iter().all(|&v| (v - 1.0).abs() < 1e-6), "{first:?}");
+}
