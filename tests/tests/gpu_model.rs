@@ -317,3 +317,104 @@ fn profiler_attributes_every_pass_to_a_stage() {
     // Taking the report starts the sums again.
     assert!(gpu.take_profile().unwrap().rows.is_empty());
 }
+
+/// Opt-in, for real models: `MOETILE_MODEL=/path/model.gguf` runs it on the GPU (default
+/// options) and on the CPU reference: the logits of a short prompt (NMSE and top-1 printed,
+/// bounded by a loose 1e-4 and 98 % since real weights and widths differ from the fixtures),
+/// then 24 greedy tokens on each, which must agree up to the first position where the CPU's
+/// two best logits are within 0.05 (a near-tie GPU rounding may flip). With
+/// `MOETILE_PROFILE=1` it also prints the GPU time per stage of a 256-token prefill and a
+/// decode step, with wall times.
+#[test]
+fn real_model_from_env() {
+    let Ok(path) = std::env::var("MOETILE_MODEL") else {
+        return;
+    };
+    let Some(ctx) = ctx() else { return };
+    let file = GgufFile::open(std::path::Path::new(&path)).unwrap();
+    let tokenizer = moetile::tokenizer::Tokenizer::from_gguf(&file).unwrap();
+    let prompt = tokenizer.encode(
+        "The three primary colors are red, yellow and blue. Mixing red and yellow gives",
+        true,
+        false,
+    );
+    let config = RuntimeConfig {
+        ctx: Some(1024),
+        chunk: 512,
+        ..Default::default()
+    };
+    let mut gpu = WgpuBackend::new(ctx.clone());
+    let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
+    let mut cpu = moetile_cpu::CpuBackend::new();
+    let cpu_model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    let n_vocab = model.config.n_vocab;
+
+    fn greedy<B: moetile::model::Backend>(
+        model: &Model<B>,
+        b: &mut B,
+        config: &RuntimeConfig,
+        prompt: &[u32],
+        n: usize,
+    ) -> (Vec<f32>, Vec<u32>, Vec<Vec<f32>>) {
+        let mut s = Session::new(model, b, config).unwrap();
+        let all = s.prefill(model, b, prompt, Logits::All).unwrap();
+        let nv = model.config.n_vocab;
+        let argmax =
+            |r: &[f32]| (0..r.len()).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap() as u32;
+        let mut last = all[all.len() - nv..].to_vec();
+        let (mut out, mut rows) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let t = argmax(&last);
+            out.push(t);
+            rows.push(last.clone());
+            last = s.decode(model, b, t).unwrap();
+        }
+        (all, out, rows)
+    }
+    let (g_all, g_tokens, _) = greedy(&model, &mut gpu, &config, &prompt, 24);
+    let (c_all, c_tokens, c_rows) = greedy(&cpu_model, &mut cpu, &config, &prompt, 24);
+    let a = agreement(&g_all, &c_all, n_vocab);
+    println!(
+        "{path}: {} prompt tokens, GPU vs CPU logits: {a:?}",
+        prompt.len()
+    );
+    println!("GPU: {:?}", tokenizer.decode(&g_tokens));
+    println!("CPU: {:?}", tokenizer.decode(&c_tokens));
+    assert!(a.nmse <= 1e-4 && a.top1 >= MIN_TOP1, "{a:?}");
+    if let Some(i) = g_tokens.iter().zip(&c_tokens).position(|(g, c)| g != c) {
+        let mut row = c_rows[i].clone();
+        row.sort_by(|a, b| b.total_cmp(a));
+        println!(
+            "first divergence at generated token {i}: CPU's top two logits {} and {}",
+            row[0], row[1]
+        );
+        assert!(
+            row[0] - row[1] < 0.05,
+            "divergence at token {i} is not a near-tie"
+        );
+    }
+
+    if std::env::var("MOETILE_PROFILE").is_ok_and(|v| v == "1") && gpu.set_profiling(true).is_ok() {
+        let tokens: Vec<u32> = (0..256).map(|i| (i * 7919 % n_vocab) as u32).collect();
+        let mut s = Session::new(&model, &mut gpu, &config).unwrap();
+        s.prefill(&model, &mut gpu, &tokens, Logits::Last).unwrap();
+        gpu.take_profile();
+        let t0 = std::time::Instant::now();
+        let mut s = Session::new(&model, &mut gpu, &config).unwrap();
+        s.prefill(&model, &mut gpu, &tokens, Logits::Last).unwrap();
+        let prefill = t0.elapsed();
+        println!(
+            "prefill 256 tokens: {prefill:?} wall\n{}",
+            gpu.take_profile().unwrap()
+        );
+        let t0 = std::time::Instant::now();
+        for i in 0..16 {
+            s.decode(&model, &mut gpu, (i * 31) as u32).unwrap();
+        }
+        println!(
+            "decode: {:?} per token wall\n{}",
+            t0.elapsed() / 16,
+            gpu.take_profile().unwrap()
+        );
+    }
+}

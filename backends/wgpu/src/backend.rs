@@ -318,7 +318,7 @@ impl WgpuBackend {
         src: &wgpu::Buffer,
         src_len: usize,
     ) -> moetile::Result<()> {
-        self.record(&op.name().to_string(), |ctx, enc, timer| {
+        self.record(op.name(), |ctx, enc, timer| {
             ctx.encode_eltwise(enc, op, dst, src, src_len, timer)
         })
     }

@@ -18,10 +18,10 @@ use crate::pool::{BufferPool, PooledBuffer, bucket};
 /// A device with moetile's kernels. Hosts every op; [`crate::WgpuBackend`] wraps it as a
 /// `moetile::model::Backend`.
 ///
-/// Buffers for activations and intermediates come from pools and return to them when dropped
-/// (see [`crate::pool`] for which pool serves whom). [`WgpuContext::fill`] writes through the
-/// queue, so the write lands before any encoder submitted later runs: fill a matrix before
-/// recording work on it.
+/// Buffers for activations and intermediates come from pools and return to them when dropped:
+/// one pool per stream of work (a backend, an encoder), and the context's own for buffers made
+/// outside encoders. [`WgpuContext::fill`] writes through the queue, so the write lands before
+/// any encoder submitted later runs: fill a matrix before recording work on it.
 #[derive(Debug)]
 pub struct WgpuContext {
     device: wgpu::Device,

@@ -3,8 +3,27 @@
 //!
 //! Every kernel is a [`moetile_codegen::KernelKey`] specialization generated and validated at
 //! build time; the key also sizes every dispatch, so a shader can never run on another key's
-//! grid. [`WgpuContext`] owns a device and hosts the ops; the routed-MoE layer is
-//! [`WgpuContext::moe`].
+//! grid. [`WgpuContext`] owns a device and hosts the ops; [`WgpuBackend`] implements
+//! `moetile::model::Backend` on it, so the forward graph runs on the GPU:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use moetile::gguf::GgufFile;
+//! use moetile::model::{Logits, Model};
+//! use moetile::session::Session;
+//! use moetile_wgpu::{AdapterChoice, WgpuBackend, WgpuContext};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let ctx = Arc::new(WgpuContext::new(&AdapterChoice::Default)?);
+//! let mut gpu = WgpuBackend::new(ctx);
+//! let file = GgufFile::open(std::path::Path::new("model.gguf"))?;
+//! let model = Model::load(&file, &mut gpu, &mut |_| {})?;
+//! let mut session = Session::new(&model, &mut gpu, &Default::default())?;
+//! let logits = session.prefill(&model, &mut gpu, &[1, 2, 3], Logits::Last)?;
+//! # let _ = logits; Ok(()) }
+//! ```
+//!
+//! The routed-MoE layer alone is [`WgpuContext::moe`]:
 //!
 //! ```no_run
 //! use moetile::model::{ExpertActivation, ExpertWeights, MoeParams, WeightData};

@@ -19,9 +19,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Free buffers by `(size, usage)`.
+type FreeLists = HashMap<(u64, wgpu::BufferUsages), Vec<wgpu::Buffer>>;
+
+/// A pool of free buffers, shared by handle.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BufferPool {
-    free: Arc<Mutex<HashMap<(u64, wgpu::BufferUsages), Vec<wgpu::Buffer>>>>,
+    free: Arc<Mutex<FreeLists>>,
 }
 
 /// The bucket a request of `bytes` (at least 4) is served from.
@@ -75,9 +78,7 @@ impl BufferPool {
             .sum()
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(u64, wgpu::BufferUsages), Vec<wgpu::Buffer>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FreeLists> {
         self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

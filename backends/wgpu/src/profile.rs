@@ -88,6 +88,9 @@ impl std::fmt::Display for ProfileReport {
     }
 }
 
+/// (stage, layer, sub-stage).
+type Bucket = (Option<Stage>, Option<usize>, Option<&'static str>);
+
 /// What one bucket has summed so far.
 #[derive(Debug, Default)]
 struct Sum {
@@ -100,7 +103,7 @@ struct Sum {
 #[derive(Debug)]
 pub(crate) struct StageProfiler {
     pub(crate) timer: Timer,
-    sums: BTreeMap<(Option<Stage>, Option<usize>, Option<&'static str>), Sum>,
+    sums: BTreeMap<Bucket, Sum>,
     untimed: usize,
 }
 
