@@ -75,6 +75,9 @@ pub struct Agreement {
     pub nmse: f64,
     /// Largest |a - b|.
     pub max_abs_diff: f64,
+    /// The median over positions of each position's own NMSE: unmoved by a few positions that
+    /// differ a lot (a routing decision flipped at a near-tie), unlike `nmse`.
+    pub median_row_nmse: f64,
     /// Fraction of positions whose argmax agree.
     pub top1: f64,
 }
@@ -90,6 +93,20 @@ pub fn agreement(got: &[f32], want: &[f32], n_vocab: usize) -> Agreement {
         max = max.max(d.abs());
     }
     let rows = got.len() / n_vocab;
+    let mut row_nmse: Vec<f64> = got
+        .chunks(n_vocab)
+        .zip(want.chunks(n_vocab))
+        .map(|(g, w)| {
+            let err: f64 = g
+                .iter()
+                .zip(w)
+                .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                .sum();
+            let norm: f64 = w.iter().map(|&b| (b as f64).powi(2)).sum();
+            err / norm
+        })
+        .collect();
+    row_nmse.sort_by(f64::total_cmp);
     let argmax = |r: &[f32]| {
         r.iter()
             .enumerate()
@@ -104,6 +121,7 @@ pub fn agreement(got: &[f32], want: &[f32], n_vocab: usize) -> Agreement {
     Agreement {
         nmse: err / norm,
         max_abs_diff: max,
+        median_row_nmse: row_nmse[rows / 2],
         top1: same as f64 / rows as f64,
     }
 }

@@ -5,19 +5,29 @@
 //! poisoned with NaN first. Runs on lavapipe in CI; `MOETILE_REQUIRE_GPU=1` makes a missing
 //! adapter a failure.
 //!
-//! Budgets (NMSE against the float64 reference, and between runs), per path:
-//! - exact: f32 KV cache, f32 `mid`, register-tile matmuls: every op computes in f32 with f32
-//!   storage, so the error is f32 rounding through ~40 ops, like the CPU reference's f32
-//!   storage: measured 8e-14 (D = 64) to 3e-13 (D = 256) on lavapipe. Budget 1e-11.
-//! - default on a device without cooperative matrices: f16 KV cache and f16 `mid` (keys,
-//!   values and the experts' down input rounded to 2^-11 relative, ~2.4e-4 rms relative
-//!   each): measured 1.3e-8 to 2.3e-8. Budget 2e-7.
-//! - cooperative matrices (H100 `coop16`): matmul tiles rounded to f16 on top (weights and
-//!   activations, each 2^-11 relative). Budget 2e-6, see `COOP_BUDGET`.
+//! Budgets, per path, on the NMSE against the float64 reference and between runs that must
+//! agree. `median` bounds the median over positions of each position's NMSE, `whole` the NMSE
+//! over all positions:
+//! - exact: f32 KV cache, f32 `mid`, register-tile matmuls. Every op computes in f32 with f32
+//!   storage, so the error is f32 rounding through ~40 ops, like the CPU reference's: measured
+//!   8e-14 (D = 64) to 3e-13 (D = 256) on lavapipe and the H100. Both bounds 1e-11; router
+//!   logits move by ~1e-7 relative, far below the fixtures' smallest top-K gap (3.3e-4), so
+//!   no routing decision can flip.
+//! - default without cooperative matrices: f16 KV cache and f16 `mid` (keys, values and the
+//!   experts' down input rounded to 2^-11 relative each): measured 1.3e-8 to 2.3e-8 on
+//!   lavapipe. Median bound 2e-7.
+//! - cooperative matrices (H100 `coop16`, the default there): matmul tiles rounded to f16 on
+//!   top (weights and activations): measured 7e-8 to 2.3e-7 (a CPU emulation of the
+//!   rounding gives 2.7e-7). Median bound 2e-6.
+//! - On the rounded paths router logits move by ~1e-4..1e-3, so a token whose K-th and
+//!   (K+1)-th router logits are closer than that may pick the other expert: the q4_k_m and
+//!   pure-q5_k fixtures have gaps of 6.6e-4 and 3.3e-4, and on the H100 such a flip moved a
+//!   few positions' logits by up to 2.2 (whole NMSE 1.5e-4 and 6.8e-5). So their `whole` bound
+//!   is 1e-3: a flip is allowed, a broken kernel (errors at many positions) is not.
 //!
-//! Top-1: >= 98 % of positions equal to the reference's argmax on every path (100 % measured
-//! on every fixture and path); runs that must agree (tile caps, chunkings, decode) must have
-//! the same argmax at every position.
+//! Top-1: >= 98 % of positions equal to the reference's argmax on every path (>= 99.3 %
+//! measured); the three tile caps must give the same argmax at every position (their results
+//! were bitwise equal on every path measured).
 
 use std::sync::{Arc, OnceLock};
 
@@ -30,9 +40,29 @@ use moetile_tests::golden::{Agreement, Golden, agreement};
 use moetile_tests::model_fixture;
 use moetile_wgpu::{ActType, AdapterChoice, BackendOptions, Path, WgpuBackend, WgpuContext};
 
-const EXACT_BUDGET: f64 = 1e-11;
-const F16_STORAGE_BUDGET: f64 = 2e-7;
-const COOP_BUDGET: f64 = 2e-6;
+/// NMSE bounds of one path (see the module docs).
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// On the median over positions of each position's NMSE.
+    median: f64,
+    /// On the NMSE over all positions.
+    whole: f64,
+}
+
+const EXACT: Budget = Budget {
+    median: 1e-11,
+    whole: 1e-11,
+};
+/// Whole-NMSE allowance for a routing decision flipped at a near-tie.
+const FLIP_ALLOWANCE: f64 = 1e-3;
+const F16_STORAGE: Budget = Budget {
+    median: 2e-7,
+    whole: FLIP_ALLOWANCE,
+};
+const COOP: Budget = Budget {
+    median: 2e-6,
+    whole: FLIP_ALLOWANCE,
+};
 const MIN_TOP1: f64 = 0.98;
 /// Tokens decoded one at a time after prefilling the rest.
 const DECODED: usize = 12;
@@ -57,14 +87,19 @@ fn ctx() -> Option<Arc<WgpuContext>> {
 }
 
 /// The budget of a backend's options.
-fn budget(o: &BackendOptions) -> f64 {
+fn budget(o: &BackendOptions) -> Budget {
     if o.path != Path::Reg {
-        COOP_BUDGET
+        COOP
     } else if o.kv == ActType::F16 || o.mid == ActType::F16 {
-        F16_STORAGE_BUDGET
+        F16_STORAGE
     } else {
-        EXACT_BUDGET
+        EXACT
     }
+}
+
+/// Whether `a` is within `budget`.
+fn within(a: &Agreement, budget: Budget) -> bool {
+    a.median_row_nmse <= budget.median && a.nmse <= budget.whole
 }
 
 struct Run<'a> {
@@ -102,27 +137,27 @@ impl Run<'_> {
     }
 
     /// Checks `got` against the reference within `budget` and the top-1 floor.
-    fn check_reference(&self, what: &str, got: &[f32], budget: f64) -> Agreement {
+    fn check_reference(&self, what: &str, got: &[f32], budget: Budget) -> Agreement {
         let a = agreement(got, &self.golden.logits, self.golden.n_vocab);
         println!("{}: {what} vs float64 reference: {a:?}", self.name);
         assert!(
-            a.nmse <= budget,
-            "{}: {what}: NMSE {:.3e} > {budget:e} ({a:?})",
-            self.name,
-            a.nmse
+            within(&a, budget) && a.top1 >= MIN_TOP1,
+            "{}: {what}: {a:?} outside {budget:?}",
+            self.name
         );
-        assert!(a.top1 >= MIN_TOP1, "{}: {what}: top-1 {a:?}", self.name);
         a
     }
 
-    /// Checks two runs that must agree: within `budget` and the same argmax everywhere.
-    fn check_pair(&self, what: &str, a: &[f32], b: &[f32], budget: f64) {
+    /// Checks two runs that must agree: within `budget`, and the same argmax at every position
+    /// when `same_top1` (else at >= 98 %).
+    fn check_pair(&self, what: &str, a: &[f32], b: &[f32], budget: Budget, same_top1: bool) {
         let n = self.golden.n_vocab;
         let ag = agreement(a, b, n);
         println!("{}: {what}: {ag:?}", self.name);
+        let top1 = if same_top1 { 1.0 } else { MIN_TOP1 };
         assert!(
-            ag.nmse <= budget && ag.top1 == 1.0,
-            "{}: {what} disagree: {ag:?} (budget {budget:e})",
+            within(&ag, budget) && ag.top1 >= top1,
+            "{}: {what} disagree: {ag:?} (budget {budget:?})",
             self.name
         );
     }
@@ -163,16 +198,17 @@ fn check_fixture(name: &str) {
         run.check_reference(&format!("cap {cap} ({tiles:?})"), &logits, budget);
         by_cap.push(logits);
     }
-    run.check_pair("caps 32 vs 64", &by_cap[0], &by_cap[1], budget);
-    run.check_pair("caps 32 vs 128", &by_cap[0], &by_cap[2], budget);
+    run.check_pair("caps 32 vs 64", &by_cap[0], &by_cap[1], budget, true);
+    run.check_pair("caps 32 vs 128", &by_cap[0], &by_cap[2], budget, true);
 
     // Chunks of 61 (never a multiple of a tile) against chunks of 128.
     let (chunked, _) = run.logits(61, TileWidth::T128, 0);
     run.check_reference("chunks of 61", &chunked, budget);
-    run.check_pair("chunks 61 vs 128", &chunked, &by_cap[2], budget);
+    run.check_pair("chunks 61 vs 128", &chunked, &by_cap[2], budget, false);
 
-    // Prefill then decode the last tokens one by one (mat-vec, decode attention) against the
-    // one-shot rows.
+    // Prefill then decode the last tokens one by one (mat-vec in f32, decode attention)
+    // against the one-shot rows (which on cooperative paths round matmul inputs to f16, so a
+    // near-tie routing may differ).
     let (decoded, _) = run.logits(128, TileWidth::T128, DECODED);
     run.check_reference("prefill then decode", &decoded, budget);
     let tail = (n - DECODED) * n_vocab;
@@ -181,6 +217,7 @@ fn check_fixture(name: &str) {
         &decoded[tail..],
         &by_cap[2][tail..],
         budget,
+        false,
     );
 
     // The exact options: f32 cache and `mid`, register tiles.
@@ -199,7 +236,7 @@ fn check_fixture(name: &str) {
         golden: &golden,
     };
     let (logits, _) = run.logits(128, TileWidth::T128, 0);
-    let a = run.check_reference("exact options", &logits, EXACT_BUDGET);
+    let a = run.check_reference("exact options", &logits, EXACT);
     assert_eq!(a.top1, 1.0, "{name}: exact options change a top-1");
 }
 

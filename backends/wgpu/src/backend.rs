@@ -73,8 +73,8 @@ impl BackendOptions {
 /// Per batch length, what dense ops share: the one-expert routing and maps by tile width.
 #[derive(Debug, Default)]
 struct DenseCache {
-    routings: HashMap<usize, Routing>,
-    maps: HashMap<(usize, TileWidth), ExpertMap>,
+    routings: HashMap<usize, Arc<Routing>>,
+    maps: HashMap<(usize, TileWidth), Arc<ExpertMap>>,
 }
 
 /// Batch lengths whose dense routing and maps are kept (prefill chunks, decode).
@@ -244,26 +244,30 @@ impl WgpuBackend {
         Ok(m)
     }
 
-    fn dense_routing(&mut self, n_tokens: usize) -> moetile::Result<()> {
-        if !self.dense.routings.contains_key(&n_tokens) {
-            if self.dense.routings.len() >= DENSE_CACHE_LENGTHS {
-                self.dense = DenseCache::default();
-            }
-            let r = Routing::dense(&self.ctx, &self.pool, n_tokens)?;
-            self.dense.routings.insert(n_tokens, r);
+    /// The routing of a dense op over `n_tokens` (every token to expert 0, weight 1).
+    fn dense_routing(&mut self, n_tokens: usize) -> moetile::Result<Arc<Routing>> {
+        if let Some(r) = self.dense.routings.get(&n_tokens) {
+            return Ok(r.clone());
         }
-        Ok(())
+        if self.dense.routings.len() >= DENSE_CACHE_LENGTHS {
+            self.dense = DenseCache::default();
+        }
+        let r = Arc::new(Routing::dense(&self.ctx, &self.pool, n_tokens)?);
+        self.dense.routings.insert(n_tokens, r.clone());
+        Ok(r)
     }
 
-    fn dense_map(&mut self, n_tokens: usize, tile: TileWidth) -> moetile::Result<()> {
-        if !self.dense.maps.contains_key(&(n_tokens, tile)) {
-            if self.dense.maps.len() >= DENSE_CACHE_LENGTHS {
-                self.dense = DenseCache::default();
-            }
-            let map = ExpertMap::dense(&self.ctx, &self.pool, n_tokens, tile)?;
-            self.dense.maps.insert((n_tokens, tile), map);
+    /// The map of a dense matmul over `n_tokens` in `tile`-token work items.
+    fn dense_map(&mut self, n_tokens: usize, tile: TileWidth) -> moetile::Result<Arc<ExpertMap>> {
+        if let Some(m) = self.dense.maps.get(&(n_tokens, tile)) {
+            return Ok(m.clone());
         }
-        Ok(())
+        if self.dense.maps.len() >= DENSE_CACHE_LENGTHS {
+            self.dense = DenseCache::default();
+        }
+        let map = Arc::new(ExpertMap::dense(&self.ctx, &self.pool, n_tokens, tile)?);
+        self.dense.maps.insert((n_tokens, tile), map.clone());
+        Ok(map)
     }
 
     fn rope_table(&mut self, pos0: usize, n_rows: usize, p: &RopeParams) -> moetile::Result<()> {
@@ -438,20 +442,13 @@ impl Backend for WgpuBackend {
         let n_tokens = x.rows;
         let out = self.output(n_tokens, w.rows, "matmul")?;
         if n_tokens <= MAT_VEC_MAX_TOKENS {
-            self.dense_routing(n_tokens)?;
-            let routing = &self.dense.routings[&n_tokens];
-            let ctx = self.ctx.clone();
-            ctx.scoped("matmul", || {
-                let enc = self
-                    .enc
-                    .get_or_insert_with(|| ctx.encoder_in("moetile forward", self.pool.clone()));
-                let timer = self.profiler.as_mut().map(|p| &mut p.timer);
-                ctx.encode_mv_id(enc, routing, w, x, 1, &out, timer)
+            let routing = self.dense_routing(n_tokens)?;
+            self.record("matmul", |ctx, enc, timer| {
+                ctx.encode_mv_id(enc, &routing, w, x, 1, &out, timer)
             })?;
         } else {
             let tile = dense_tile(n_tokens);
-            self.dense_map(n_tokens, tile)?;
-            let map = &self.dense.maps[&(n_tokens, tile)];
+            let map = self.dense_map(n_tokens, tile)?;
             let path = if w.weight == WeightType::F32 {
                 Path::Reg
             } else {
@@ -463,13 +460,8 @@ impl Backend for WgpuBackend {
                 tile,
                 path,
             };
-            let ctx = self.ctx.clone();
-            ctx.scoped("matmul", || {
-                let enc = self
-                    .enc
-                    .get_or_insert_with(|| ctx.encoder_in("moetile forward", self.pool.clone()));
-                let timer = self.profiler.as_mut().map(|p| &mut p.timer);
-                ctx.encode_mm_id(enc, key, map, w, x, 1, &out, timer)
+            self.record("matmul", |ctx, enc, timer| {
+                ctx.encode_mm_id(enc, key, &map, w, x, 1, &out, timer)
             })?;
         }
         Ok(out)
@@ -479,8 +471,7 @@ impl Backend for WgpuBackend {
         if b.rows != 1 || b.experts != 1 {
             return Err(shape("add_bias", format!("{} is not a vector", b.name)));
         }
-        let src = b.chunks[0].buffer.clone();
-        self.eltwise(EltOp::AddRow, x, &src, b.cols)
+        self.eltwise(EltOp::AddRow, x, &b.chunks[0].buffer, b.cols)
     }
 
     fn rope(
@@ -529,26 +520,18 @@ impl Backend for WgpuBackend {
                 format!("({}, {}) vs ({}, {})", x.rows, x.cols, y.rows, y.cols),
             ));
         }
-        let src = (*y.buffer).clone();
-        self.eltwise(EltOp::Add, x, &src, y.rows * y.cols)
+        self.eltwise(EltOp::Add, x, &y.buffer, y.rows * y.cols)
     }
 
     fn swiglu(&mut self, gate: &GpuMatrix, up: &GpuMatrix) -> moetile::Result<GpuMatrix> {
-        let n_tokens = gate.rows;
-        self.dense_routing(n_tokens)?;
-        let out = self.output(n_tokens, gate.cols, "swiglu")?;
-        let routing = &self.dense.routings[&n_tokens];
-        let ctx = self.ctx.clone();
-        ctx.scoped("swiglu", || {
-            let enc = self
-                .enc
-                .get_or_insert_with(|| ctx.encoder_in("moetile forward", self.pool.clone()));
-            let timer = self.profiler.as_mut().map(|p| &mut p.timer);
+        let routing = self.dense_routing(gate.rows)?;
+        let out = self.output(gate.rows, gate.cols, "swiglu")?;
+        self.record("swiglu", |ctx, enc, timer| {
             ctx.encode_act(
                 enc,
                 gate,
                 up,
-                routing,
+                &routing,
                 ExpertActivation::SwiGlu,
                 &out,
                 timer,
@@ -564,8 +547,7 @@ impl Backend for WgpuBackend {
                 format!("gate ({}, {}) for x with {} rows", g.rows, g.cols, x.rows),
             ));
         }
-        let src = (*g.buffer).clone();
-        self.eltwise(EltOp::MulSigmoidRow, x, &src, g.rows)
+        self.eltwise(EltOp::MulSigmoidRow, x, &g.buffer, g.rows)
     }
 
     fn last_row(&mut self, x: &GpuMatrix) -> moetile::Result<GpuMatrix> {

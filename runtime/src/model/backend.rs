@@ -183,21 +183,6 @@ impl Stage {
             Stage::OutputHead => "output_head",
         }
     }
-
-    /// Whether the stage belongs to the attention half of a block.
-    pub fn is_attention(self) -> bool {
-        matches!(
-            self,
-            Stage::AttnNorm
-                | Stage::QProj
-                | Stage::KProj
-                | Stage::VProj
-                | Stage::QkNorm
-                | Stage::Rope
-                | Stage::Attention
-                | Stage::OutProj
-        )
-    }
 }
 
 impl std::fmt::Display for Stage {
