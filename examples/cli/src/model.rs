@@ -41,6 +41,11 @@ pub struct ModelInfo {
 impl ModelFile {
     /// Maps `path` and resolves its config and tokenizer; errors name the file.
     pub fn open(path: &Path) -> Result<ModelFile> {
+        anyhow::ensure!(
+            path.exists(),
+            "model file {} does not exist",
+            path.display()
+        );
         let file = GgufFile::open(path).with_context(|| format!("{}", path.display()))?;
         let config =
             ModelConfig::from_gguf(&file).with_context(|| format!("{}", path.display()))?;

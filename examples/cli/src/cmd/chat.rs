@@ -24,6 +24,7 @@ use crate::model::ModelFile;
 
 /// Arguments of `moetile chat`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct ChatArgs {
     #[command(flatten)]
     model: ModelArgs,

@@ -20,7 +20,10 @@ use crate::model::{ModelFile, ModelInfo};
 
 /// Arguments of `moetile run`.
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file"]))]
+#[command(
+    group = clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file"]),
+    allow_negative_numbers = true
+)]
 pub struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
