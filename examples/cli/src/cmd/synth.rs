@@ -58,7 +58,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
     let bytes = write(&synth, &args.output, args.force)?;
     let p = &synth.preset;
     println!(
-        "wrote {} ({}): {} in {}, {} layers, seed {}",
+        "wrote {} ({}): {} in {}, layers: {}, seed {}",
         args.output.display(),
         indicatif::HumanBytes(bytes),
         p.name,
