@@ -220,11 +220,16 @@ fn write_files(
         .map(|r| (r.ctx_tokens, r.prefill_tps, r.gen_tps))
         .collect();
     let title = format!(
-        "{} on {} ({}, moetile {})",
-        meta.model.name.as_deref().unwrap_or(&meta.model.path),
+        "{}: prefill and decode speed against context",
+        meta.model.name.as_deref().unwrap_or(&meta.model.path)
+    );
+    let subtitle = format!(
+        "{} (driver: {}) | tiles {} | chunk {} | moetile {}",
         meta.backend.description,
+        meta.backend.driver,
         setting.label,
+        meta.chunk,
         meta.moetile_commit
     );
-    chart::draw(&csv.with_extension("svg"), &title, &points)
+    chart::draw(&csv.with_extension("svg"), &title, &subtitle, &points)
 }
