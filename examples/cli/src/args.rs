@@ -10,8 +10,10 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use moetile::RuntimeConfig;
 use moetile::config::TilePolicyKind;
+use moetile::generate::StopConditions;
 use moetile::sample::SamplerConfig;
 use moetile::tile::{TilePolicy, TileWidth};
+use moetile::tokenizer::Tokenizer;
 
 use crate::UsageError;
 use crate::backend::BackendChoice;
@@ -169,12 +171,37 @@ pub struct SamplingArgs {
     /// Random seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Go on past end-of-generation tokens (until -n or a full context).
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+/// Validated sampling and stopping settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// How tokens are drawn.
+    pub sampler: SamplerConfig,
+    /// Most tokens per answer.
+    pub max_tokens: usize,
+    /// Whether end-of-generation tokens are ignored.
+    pub ignore_eos: bool,
+}
+
+impl Sampling {
+    /// The stop conditions for `tokenizer`'s model.
+    pub fn stop(&self, tokenizer: &Tokenizer) -> StopConditions {
+        let mut stop = StopConditions::new(self.max_tokens, tokenizer);
+        if self.ignore_eos {
+            stop.end_tokens.clear();
+        }
+        stop
+    }
 }
 
 impl SamplingArgs {
-    /// The validated sampler config.
-    pub fn resolve(&self) -> Result<SamplerConfig> {
-        let config = SamplerConfig {
+    /// The validated settings.
+    pub fn resolve(&self) -> Result<Sampling> {
+        let sampler = SamplerConfig {
             temperature: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
@@ -183,8 +210,12 @@ impl SamplingArgs {
             seed: self.seed,
             ..SamplerConfig::default()
         };
-        config.validate().map_err(usage)?;
-        Ok(config)
+        sampler.validate().map_err(usage)?;
+        Ok(Sampling {
+            sampler,
+            max_tokens: self.n_predict,
+            ignore_eos: self.ignore_eos,
+        })
     }
 }
 

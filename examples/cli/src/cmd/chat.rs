@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use clap::Args;
 use moetile::chat::{ChatMessage, ChatTemplate};
-use moetile::generate::{Generator, StopConditions, StopReason};
+use moetile::generate::{Generator, StopReason};
 use moetile::model::Backend;
-use moetile::sample::SamplerConfig;
 use moetile::session::Session;
 
 use super::report::summary_line;
 use super::stream;
-use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, SamplingArgs};
+use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, Sampling, SamplingArgs};
 use crate::backend::{BackendChoice, BackendInfo, BackendTask, with_backend};
 use crate::model::ModelFile;
 
@@ -41,17 +40,15 @@ struct Settings {
     model: PathBuf,
     backend: BackendChoice,
     system: Option<String>,
-    sampler: SamplerConfig,
-    max_tokens: usize,
+    sampling: Sampling,
     runtime: RuntimeSettings,
 }
 
 /// Runs `moetile chat`.
 pub fn run(args: ChatArgs) -> Result<()> {
     let settings = Settings {
-        sampler: args.sampling.resolve()?,
+        sampling: args.sampling.resolve()?,
         runtime: args.runtime.resolve()?,
-        max_tokens: args.sampling.n_predict,
         model: args.model.model,
         backend: args.model.backend.choice(),
         system: args.system,
@@ -152,8 +149,9 @@ impl BackendTask for Task<'_> {
                 );
                 continue;
             }
-            let stop = StopConditions::new(s.max_tokens, tokenizer).with_cancel(cancel.clone());
-            let mut generator = Generator::new(&mut session, tokenizer, &tokens, s.sampler, stop)?;
+            let stop = s.sampling.stop(tokenizer).with_cancel(cancel.clone());
+            let mut generator =
+                Generator::new(&mut session, tokenizer, &tokens, s.sampling.sampler, stop)?;
             let mut answer = String::new();
             generating.store(true, Ordering::SeqCst);
             let reason = stream(&mut generator, &model, backend, &mut |_, piece| {

@@ -6,15 +6,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use moetile::generate::{Generator, StopConditions};
+use moetile::generate::Generator;
 use moetile::model::Backend;
-use moetile::sample::SamplerConfig;
 use moetile::session::Session;
 use serde::Serialize;
 
 use super::report::{SamplerReport, SettingsReport, TimingsReport, summary_line};
 use super::{COMMIT, stream};
-use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, SamplingArgs};
+use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, Sampling, SamplingArgs};
 use crate::backend::{BackendChoice, BackendInfo, BackendTask, with_backend};
 use crate::model::{ModelFile, ModelInfo};
 
@@ -48,15 +47,14 @@ struct Settings {
     model: PathBuf,
     backend: BackendChoice,
     prompt: String,
-    sampler: SamplerConfig,
-    max_tokens: usize,
+    sampling: Sampling,
     runtime: RuntimeSettings,
     json: bool,
 }
 
 impl RunArgs {
     fn resolve(self) -> Result<Settings> {
-        let sampler = self.sampling.resolve()?;
+        let sampling = self.sampling.resolve()?;
         let runtime = self.runtime.resolve()?;
         let prompt = match (self.prompt, &self.prompt_file) {
             (Some(p), _) => p,
@@ -69,8 +67,7 @@ impl RunArgs {
             model: self.model.model,
             backend: self.model.backend.choice(),
             prompt,
-            sampler,
-            max_tokens: self.sampling.n_predict,
+            sampling,
             runtime,
             json: self.json,
         })
@@ -112,6 +109,7 @@ struct Report<'a> {
     settings: SettingsReport,
     sampler: SamplerReport,
     max_tokens: usize,
+    ignore_eos: bool,
     stop_reason: String,
     timings: TimingsReport,
     prompt_tokens: &'a [u32],
@@ -128,12 +126,12 @@ impl BackendTask for Task<'_> {
         let mut config = s.runtime.config.clone();
         config.ctx = Some(self.n_ctx);
         let mut session = Session::new(&model, backend, &config)?;
-        let stop = StopConditions::new(s.max_tokens, &self.file.tokenizer);
+        let stop = s.sampling.stop(&self.file.tokenizer);
         let mut generator = Generator::new(
             &mut session,
             &self.file.tokenizer,
             &self.tokens,
-            s.sampler,
+            s.sampling.sampler,
             stop,
         )?;
         let mut text = String::new();
@@ -156,8 +154,9 @@ impl BackendTask for Task<'_> {
                 backend: info,
                 model: self.file.info(),
                 settings: SettingsReport::new(&s.runtime, self.n_ctx),
-                sampler: (&s.sampler).into(),
-                max_tokens: s.max_tokens,
+                sampler: (&s.sampling.sampler).into(),
+                max_tokens: s.sampling.max_tokens,
+                ignore_eos: s.sampling.ignore_eos,
                 stop_reason: reason.to_string(),
                 timings: (&timings).into(),
                 prompt_tokens: &self.tokens,

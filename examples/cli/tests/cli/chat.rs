@@ -47,3 +47,39 @@ fn end_of_input_ends_the_chat() {
     let (_, turns) = chat("Hi");
     assert_eq!(turns.len(), 1);
 }
+
+/// Ctrl-C (SIGINT) during an answer stops that answer; the chat reads the next line.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_the_answer_and_the_chat_goes_on() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("moetile"))
+        .args(["chat", "--cpu", "-m", model_arg(), "--ignore-eos"])
+        .args(["-n", "1000000", "--ctx", "32768"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "Tell me a long story").unwrap();
+    // The first byte of the answer: generation runs and the handler is installed.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    writeln!(stdin, "/quit").unwrap();
+    drop(stdin);
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.contains("| stopped"), "{stderr}");
+}
