@@ -273,7 +273,6 @@ impl<'a, B: Backend> Generator<'a, B> {
             State::Stopping(reason) => {
                 let reason = *reason;
                 self.state = State::Finished(reason);
-                self.timings.tiles_used = self.session.tiles_used().to_vec();
                 return Ok(Some(Step::Stopped {
                     reason,
                     text: self.decoder.finish(),
@@ -286,6 +285,7 @@ impl<'a, B: Backend> Generator<'a, B> {
                     self.session
                         .prefill(model, backend, &suffix[*done..end], Logits::Last)?;
                 self.timings.prefill += t0.elapsed();
+                self.timings.tiles_used = self.session.tiles_used().to_vec();
                 *done = end;
                 if end < suffix.len() {
                     return Ok(Some(Step::Prefill {
@@ -307,6 +307,7 @@ impl<'a, B: Backend> Generator<'a, B> {
                 let t0 = Instant::now();
                 let logits = self.session.decode(model, backend, *token)?;
                 let took = t0.elapsed();
+                self.timings.tiles_used = self.session.tiles_used().to_vec();
                 self.timings.decode += took;
                 self.timings.decode_steps += 1;
                 self.timings.decode_first.get_or_insert(took);

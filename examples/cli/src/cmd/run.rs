@@ -36,7 +36,7 @@ pub struct RunArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
-    /// Print one JSON document (text, tokens, timings, tile widths, settings) instead of
+    /// Print one JSON document (text, token ids, timings, tile widths, settings) instead of
     /// streaming text.
     #[arg(long)]
     json: bool,
@@ -112,8 +112,8 @@ struct Report<'a> {
     ignore_eos: bool,
     stop_reason: String,
     timings: TimingsReport,
-    prompt_tokens: &'a [u32],
-    tokens: Vec<u32>,
+    prompt_token_ids: &'a [u32],
+    token_ids: Vec<u32>,
     text: String,
 }
 
@@ -159,8 +159,8 @@ impl BackendTask for Task<'_> {
                 ignore_eos: s.sampling.ignore_eos,
                 stop_reason: reason.to_string(),
                 timings: (&timings).into(),
-                prompt_tokens: &self.tokens,
-                tokens,
+                prompt_token_ids: &self.tokens,
+                token_ids: tokens,
                 text,
             };
             serde_json::to_writer_pretty(&mut stdout, &report)?;

@@ -16,7 +16,7 @@ fn run_json(args: &[&str]) -> Value {
 }
 
 fn tokens(v: &Value) -> Vec<u64> {
-    v["tokens"]
+    v["token_ids"]
         .as_array()
         .unwrap()
         .iter()
