@@ -1,2 +1,140 @@
 //! Kernel keys and the WGSL they name: every GPU specialization moetile runs is generated here
 //! from a [`KernelKey`] and validated by naga (SPIR-V, MSL, HLSL) at build time.
+//!
+//! `moetile-wgpu`'s `build.rs` calls [`write_kernel_table`], which generates and validates
+//! [`KernelKey::all`] and writes the table the backend compiles in; the backend depends on this
+//! crate again for the key types, geometry, binding tables and parameter structs, so the shader
+//! and the host read the same numbers. `cargo run -p moetile-codegen -- dump DIR` writes every
+//! specialization with its translations for reading.
+//!
+//! ```
+//! use moetile_codegen::{ActType, KernelKey, MatmulKey, Path, Templates, WeightType};
+//! use moetile::tile::TileWidth;
+//!
+//! let key = KernelKey::MmId(MatmulKey {
+//!     weight: WeightType::Q4_K,
+//!     act: ActType::F32,
+//!     tile: TileWidth::T64,
+//!     path: Path::Reg,
+//! });
+//! assert_eq!(key.to_string(), "mm_id_q4k_f32_t64_reg");
+//! let wgsl = moetile_codegen::generate(&key, &Templates::builtin()).unwrap();
+//! assert!(wgsl.contains("const TILE_N: u32 = 64u;"));
+//! moetile_codegen::validate(&key, &wgsl).unwrap();
+//! ```
+
+#![deny(missing_docs)]
+
+mod generate;
+mod key;
+pub mod params;
+mod validate;
+mod weights;
+
+use std::path::Path as FsPath;
+
+pub use generate::{Templates, generate};
+pub use key::{
+    ActType, Binding, BindingKind, COOP_MAX_SUBGROUP_SIZE, GRID_BINDING, KernelKey,
+    MAP_DISPATCH_SLOTS, MatmulKey, Path,
+};
+pub use validate::{Stage, Validated, capabilities, validate};
+pub use weights::WeightType;
+
+/// Generation and validation failures; each names the kernel key.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A template or fragment the key needs is not in the template set.
+    #[error("kernel {key}: template wgsl/{path} is missing; add it to Templates::builtin")]
+    MissingTemplate {
+        /// The kernel key.
+        key: String,
+        /// The path under `wgsl/`.
+        path: String,
+    },
+    /// naga rejected the shader or one of its translations.
+    #[error("kernel {key}: {stage} failed:\n{message}")]
+    Invalid {
+        /// The kernel key.
+        key: String,
+        /// Which step failed.
+        stage: Stage,
+        /// naga's message.
+        message: String,
+    },
+    /// Writing an output file failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Generates and validates `key` from the built-in templates.
+pub fn generate_validated(key: &KernelKey) -> Result<(String, Validated), Error> {
+    let wgsl = generate(key, &Templates::builtin())?;
+    let validated = validate(key, &wgsl)?;
+    Ok((wgsl, validated))
+}
+
+fn write(path: &FsPath, bytes: &[u8]) -> Result<(), Error> {
+    std::fs::write(path, bytes).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// For `build.rs`: generates and validates every key of [`KernelKey::all`], writes each WGSL
+/// to `out_dir/kernels/NAME.wgsl` and `out_dir/kernels.rs` holding
+/// `pub static KERNELS: &[(&str, &str)]`, `(name, WGSL)` sorted by name.
+pub fn write_kernel_table(out_dir: &FsPath) -> Result<(), Error> {
+    let dir = out_dir.join("kernels");
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut keys = KernelKey::all();
+    keys.sort_by_key(|k| k.to_string());
+    let mut table = String::from(
+        "/// Every generated kernel, `(KernelKey name, WGSL)`, sorted by name: written by\n\
+         /// `moetile_codegen::write_kernel_table` from `KernelKey::all()`.\n\
+         pub static KERNELS: &[(&str, &str)] = &[\n",
+    );
+    for key in &keys {
+        let (wgsl, _) = generate_validated(key)?;
+        let file = dir.join(format!("{key}.wgsl"));
+        write(&file, wgsl.as_bytes())?;
+        table.push_str(&format!(
+            "    ({:?}, include_str!({:?})),\n",
+            key.to_string(),
+            file.display().to_string()
+        ));
+    }
+    table.push_str("];\n");
+    write(&out_dir.join("kernels.rs"), table.as_bytes())
+}
+
+/// Writes every specialization to `dir` as `NAME.wgsl`, `NAME.spv`, `NAME.metal` and (for
+/// non-cooperative kernels) `NAME.hlsl`. Returns the number of kernels written.
+pub fn dump(dir: &FsPath) -> Result<usize, Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let keys = KernelKey::all();
+    for key in &keys {
+        let (wgsl, v) = generate_validated(key)?;
+        write(&dir.join(format!("{key}.wgsl")), wgsl.as_bytes())?;
+        write(
+            &dir.join(format!("{key}.spv")),
+            bytemuck::cast_slice(&v.spirv),
+        )?;
+        write(&dir.join(format!("{key}.metal")), v.msl.as_bytes())?;
+        if let Some(hlsl) = v.hlsl {
+            write(&dir.join(format!("{key}.hlsl")), hlsl.as_bytes())?;
+        }
+    }
+    Ok(keys.len())
+}

@@ -1,0 +1,456 @@
+//! Kernel benchmark: times `map`, `mm_id` and `mv_id` on the expert shapes of real MoE layers
+//! with random top-K routing, after checking a sample of each kernel's outputs against an f64
+//! reference (a wrong kernel is not measured).
+//!
+//! The matmul is the gate/up shape (rows F, cols D, f32 activations, pair p reads token
+//! p / K), the shape of llama.cpp's `MUL_MAT_ID` rows in `shared/gpu/H100.md`. Times come from
+//! GPU timestamps around each pass (wall clock after a device wait when the adapter has no
+//! timestamps); a row reports the median of `iters` runs. GFLOP/s counts 2 * T * K * F * D;
+//! GB/s counts each byte once: weights of the experts that received tokens, activations read
+//! and outputs written (a lower bound of the traffic). To keep set-up fast, weights are random
+//! data quantized for `distinct_experts` experts and repeated over all E.
+
+use std::time::Instant;
+
+use moetile::model::WeightData;
+use moetile::tile::TileWidth;
+use moetile_codegen::{ActType, KernelKey, MatmulKey, Path, WeightType};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::context::{GpuMatrix, WgpuContext};
+use crate::error::WgpuError;
+use crate::layout::ExpertTensor;
+use crate::timer::Timer;
+
+/// The dimensions of one routed-MoE layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Name in the report.
+    pub name: &'static str,
+    /// D.
+    pub hidden: usize,
+    /// F.
+    pub expert_width: usize,
+    /// E.
+    pub n_experts: usize,
+    /// K.
+    pub n_used: usize,
+}
+
+/// DeepSeek-V4-Flash's MoE layer: D 4096, F 2048, E 256, K 6.
+pub const DEEPSEEK_V4_FLASH: Shape = Shape {
+    name: "deepseek-v4-flash",
+    hidden: 4096,
+    expert_width: 2048,
+    n_experts: 256,
+    n_used: 6,
+};
+
+/// Qwen3-30B-A3B's MoE layer: D 2048, F 768, E 128, K 8.
+pub const QWEN3_30B_A3B: Shape = Shape {
+    name: "qwen3-30b-a3b",
+    hidden: 2048,
+    expert_width: 768,
+    n_experts: 128,
+    n_used: 8,
+};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Layer shapes.
+    pub shapes: Vec<Shape>,
+    /// Batch lengths T for the tiled kernels.
+    pub tokens: Vec<usize>,
+    /// Batch lengths T for the mat-vec kernel.
+    pub mat_vec_tokens: Vec<usize>,
+    /// Weight types.
+    pub weights: Vec<WeightType>,
+    /// Tile widths.
+    pub tiles: Vec<TileWidth>,
+    /// Matmul paths (those the device does not run are skipped).
+    pub paths: Vec<Path>,
+    /// Timed runs per row (after two warm-up runs).
+    pub iters: usize,
+    /// Experts with distinct random weights; the rest repeat them.
+    pub distinct_experts: usize,
+    /// Seed of weights, activations and routing.
+    pub seed: u64,
+}
+
+impl BenchConfig {
+    /// Both shapes, T = 512, 2048, 4096, mat-vec at T = 1, the weight types of the llama.cpp
+    /// anchor table, every tile width and every path `ctx` runs, 10 runs a row.
+    pub fn default_for(ctx: &WgpuContext) -> BenchConfig {
+        BenchConfig {
+            shapes: vec![QWEN3_30B_A3B, DEEPSEEK_V4_FLASH],
+            tokens: vec![512, 2048, 4096],
+            mat_vec_tokens: vec![1],
+            weights: vec![
+                WeightType::F16,
+                WeightType::Q8_0,
+                WeightType::Q4_K,
+                WeightType::Q2_K,
+                WeightType::IQ2_XXS,
+            ],
+            tiles: TileWidth::ALL.to_vec(),
+            paths: ctx.profile().paths(),
+            iters: 10,
+            distinct_experts: 4,
+            seed: 1,
+        }
+    }
+}
+
+/// One measured kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchRow {
+    /// Kernel key name.
+    pub kernel: String,
+    /// Shape name.
+    pub shape: &'static str,
+    /// T.
+    pub tokens: usize,
+    /// Median milliseconds.
+    pub ms: f64,
+    /// Fastest run, milliseconds.
+    pub ms_min: f64,
+    /// GFLOP/s at the median (0 for the map).
+    pub gflops: f64,
+    /// GB/s at the median.
+    pub gbs: f64,
+    /// Worst checked error as a fraction of its tolerance (0 for the map).
+    pub check: f64,
+}
+
+impl BenchRow {
+    /// The CSV header of [`BenchRow::csv`].
+    pub const CSV_HEADER: &'static str = "kernel,shape,tokens,ms,ms_min,gflops,gbs,check";
+
+    /// The row as CSV.
+    pub fn csv(&self) -> String {
+        format!(
+            "{},{},{},{:.4},{:.4},{:.1},{:.1},{:.3}",
+            self.kernel,
+            self.shape,
+            self.tokens,
+            self.ms,
+            self.ms_min,
+            self.gflops,
+            self.gbs,
+            self.check
+        )
+    }
+}
+
+/// Runs `cfg` on `ctx`, calling `report` with each row as it is measured.
+pub fn run_kernel_bench(
+    ctx: &WgpuContext,
+    cfg: &BenchConfig,
+    mut report: impl FnMut(&BenchRow),
+) -> moetile::Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    let mut emit = |row: BenchRow| {
+        report(&row);
+        rows.push(row);
+    };
+    let paths: Vec<Path> = cfg
+        .paths
+        .iter()
+        .copied()
+        .filter(|p| ctx.profile().supports(*p).is_ok())
+        .collect();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    for shape in &cfg.shapes {
+        let (d, f, e, k) = (
+            shape.hidden,
+            shape.expert_width,
+            shape.n_experts,
+            shape.n_used,
+        );
+        let max_t = cfg
+            .tokens
+            .iter()
+            .chain(&cfg.mat_vec_tokens)
+            .copied()
+            .max()
+            .unwrap_or(1);
+        let x_host: Vec<f32> = (0..max_t * d)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        for &ty in &cfg.weights {
+            let weights = ExpertPool::new(&mut rng, ty, f, d, cfg.distinct_experts)?;
+            let w = weights.upload(ctx, e)?;
+            for &t in &cfg.tokens {
+                let ids = random_ids(&mut rng, t, k, e);
+                let routing = ctx.routing_from_host(e, k, &ids, &vec![1.0; ids.len()])?;
+                let x = ctx.matrix_from_host(t, d, ActType::F32, &x_host[..t * d])?;
+                let out = ctx.matrix(t * k, f, ActType::F32, "bench out");
+                let active = active_experts(&ids, e);
+                let bytes = (active as u64 * f as u64 * weights.gpu_row_bytes()) as f64
+                    + (t * d * 4 + t * k * f * 4) as f64;
+                let flops = 2.0 * (t * k) as f64 * f as f64 * d as f64;
+                for &tile in &cfg.tiles {
+                    let groups = KernelKey::MmId(MatmulKey {
+                        weight: ty,
+                        act: ActType::F32,
+                        tile,
+                        path: Path::Reg,
+                    })
+                    .row_groups(f as u32)
+                    .expect("matmuls have row tiles");
+                    let map_key = KernelKey::Map { tile };
+                    let mut map = None;
+                    let (ms, ms_min) = time(ctx, cfg.iters, &map_key.to_string(), |enc, timer| {
+                        map = Some(ctx.encode_map(enc, &routing, tile, &[groups], timer)?);
+                        Ok(())
+                    })?;
+                    let map = map.expect("timed at least once");
+                    if ty == cfg.weights[0] {
+                        emit(BenchRow {
+                            kernel: map_key.to_string(),
+                            shape: shape.name,
+                            tokens: t,
+                            ms,
+                            ms_min,
+                            gflops: 0.0,
+                            gbs: (t * k * 4 * 3) as f64 / ms / 1e6,
+                            check: 0.0,
+                        });
+                    }
+                    for &path in &paths {
+                        let key = MatmulKey {
+                            weight: ty,
+                            act: ActType::F32,
+                            tile,
+                            path,
+                        };
+                        let name = KernelKey::MmId(key).to_string();
+                        let run = |enc: &mut wgpu::CommandEncoder, timer: Option<&mut Timer>| {
+                            ctx.encode_mm_id(enc, key, &map, &w, &x, k, &out, timer)
+                        };
+                        ctx.submit(&name, |enc| run(enc, None))?;
+                        let check =
+                            weights.check(ctx, &mut rng, &name, &ids, &x_host, k, &out, path)?;
+                        let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
+                        emit(BenchRow {
+                            kernel: name,
+                            shape: shape.name,
+                            tokens: t,
+                            ms,
+                            ms_min,
+                            gflops: flops / ms / 1e6,
+                            gbs: bytes / ms / 1e6,
+                            check,
+                        });
+                    }
+                }
+            }
+            for &t in &cfg.mat_vec_tokens {
+                let ids = random_ids(&mut rng, t, k, e);
+                let routing = ctx.routing_from_host(e, k, &ids, &vec![1.0; ids.len()])?;
+                let x = ctx.matrix_from_host(t, d, ActType::F32, &x_host[..t * d])?;
+                let out = ctx.matrix(t * k, f, ActType::F32, "bench out");
+                let name = KernelKey::MvId {
+                    weight: ty,
+                    act: ActType::F32,
+                }
+                .to_string();
+                let run = |enc: &mut wgpu::CommandEncoder, timer: Option<&mut Timer>| {
+                    ctx.encode_mv_id(enc, &routing, &w, &x, k, &out, timer)
+                };
+                ctx.submit(&name, |enc| run(enc, None))?;
+                let check =
+                    weights.check(ctx, &mut rng, &name, &ids, &x_host, k, &out, Path::Reg)?;
+                let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
+                let active = active_experts(&ids, e);
+                let bytes = (active as u64 * f as u64 * weights.gpu_row_bytes()) as f64
+                    + (t * d * 4 + t * k * f * 4) as f64;
+                emit(BenchRow {
+                    kernel: name,
+                    shape: shape.name,
+                    tokens: t,
+                    ms,
+                    ms_min,
+                    gflops: 2.0 * (t * k) as f64 * f as f64 * d as f64 / ms / 1e6,
+                    gbs: bytes / ms / 1e6,
+                    check,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Median and minimum milliseconds of `iters` runs of `encode`, after two warm-up runs.
+fn time(
+    ctx: &WgpuContext,
+    iters: usize,
+    op: &str,
+    mut encode: impl FnMut(&mut wgpu::CommandEncoder, Option<&mut Timer>) -> crate::Result<()>,
+) -> crate::Result<(f64, f64)> {
+    let mut timer = Timer::new(ctx, 1);
+    let mut times = Vec::with_capacity(iters);
+    for i in 0..iters.max(1) + 2 {
+        let start = Instant::now();
+        ctx.submit(op, |enc| {
+            encode(enc, timer.as_mut())?;
+            if let Some(t) = &timer {
+                t.resolve(enc);
+            }
+            Ok(())
+        })?;
+        let ms = match timer.as_mut() {
+            Some(t) => t.read(ctx)?.first().map(|(_, ms)| *ms).unwrap_or(0.0),
+            None => {
+                ctx.device()
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .map_err(|e| WgpuError::Readback {
+                        what: op.to_string(),
+                        message: e.to_string(),
+                    })?;
+                start.elapsed().as_secs_f64() * 1e3
+            }
+        };
+        if i >= 2 {
+            times.push(ms);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], times[0]))
+}
+
+/// `distinct` experts of random `rows x cols` weights of one type, quantized once.
+struct ExpertPool {
+    ty: WeightType,
+    rows: usize,
+    cols: usize,
+    /// Per distinct expert: GGUF bytes and exact dequantized values.
+    experts: Vec<(Vec<u8>, Vec<f32>)>,
+}
+
+impl ExpertPool {
+    fn new(
+        rng: &mut StdRng,
+        ty: WeightType,
+        rows: usize,
+        cols: usize,
+        distinct: usize,
+    ) -> moetile::Result<ExpertPool> {
+        let seeds: Vec<u64> = (0..distinct.max(1)).map(|_| rng.random()).collect();
+        let experts = std::thread::scope(|s| {
+            let handles: Vec<_> = seeds
+                .iter()
+                .map(|&seed| {
+                    s.spawn(move || -> moetile::Result<(Vec<u8>, Vec<f32>)> {
+                        let mut rng = StdRng::seed_from_u64(seed);
+                        let raw: Vec<f32> = (0..rows * cols)
+                            .map(|_| rng.random_range(-1.0..1.0))
+                            .collect();
+                        let mut bytes = Vec::new();
+                        moetile::quant::quantize(ty.ggml(), &raw, &mut bytes)?;
+                        let mut values = vec![0.0; raw.len()];
+                        moetile::quant::dequantize(ty.ggml(), &bytes, &mut values)?;
+                        Ok((bytes, values))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("quantizer threads do not panic"))
+                .collect::<moetile::Result<Vec<_>>>()
+        })?;
+        Ok(ExpertPool {
+            ty,
+            rows,
+            cols,
+            experts,
+        })
+    }
+
+    fn gpu_row_bytes(&self) -> u64 {
+        (self.cols / self.ty.block_values() as usize) as u64 * self.ty.gpu_block_bytes() as u64
+    }
+
+    /// Uploads `n_experts` experts, expert `e` being distinct expert `e % distinct`.
+    fn upload(&self, ctx: &WgpuContext, n_experts: usize) -> moetile::Result<ExpertTensor> {
+        let mut bytes = Vec::with_capacity(n_experts * self.experts[0].0.len());
+        for e in 0..n_experts {
+            bytes.extend_from_slice(&self.experts[e % self.experts.len()].0);
+        }
+        let dims = [self.cols, self.rows, n_experts];
+        Ok(ctx.upload_experts(&WeightData {
+            name: "bench experts",
+            ty: self.ty.ggml(),
+            dims: &dims,
+            bytes: &bytes,
+        })?)
+    }
+
+    /// Checks all rows of 8 random pairs of `out` against f64 dot products; returns the worst
+    /// error as a fraction of the path's tolerance (see the kernel tests).
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        &self,
+        ctx: &WgpuContext,
+        rng: &mut StdRng,
+        kernel: &str,
+        ids: &[u32],
+        x: &[f32],
+        k: usize,
+        out: &GpuMatrix,
+        path: Path,
+    ) -> moetile::Result<f64> {
+        let rel = match path {
+            Path::Reg => 1e-5,
+            Path::Coop16 | Path::Coop8 => 2e-3,
+        };
+        let got = ctx.read_matrix(out)?;
+        let mut worst = 0f64;
+        for _ in 0..8 {
+            let p = rng.random_range(0..ids.len());
+            let (_, w) = &self.experts[ids[p] as usize % self.experts.len()];
+            let xr = &x[(p / k) * self.cols..(p / k + 1) * self.cols];
+            for r in 0..self.rows {
+                let wr = &w[r * self.cols..(r + 1) * self.cols];
+                let (mut s, mut a) = (0f64, 0f64);
+                for (&wi, &xi) in wr.iter().zip(xr) {
+                    s += wi as f64 * xi as f64;
+                    a += (wi as f64 * xi as f64).abs();
+                }
+                let g = got[p * self.rows + r] as f64;
+                let ratio = (g - s).abs() / (rel * a + 1e-6);
+                if ratio.is_nan() || ratio > 1.0 {
+                    return Err(WgpuError::Verification {
+                        kernel: kernel.to_string(),
+                        detail: format!("pair {p} row {r}: got {g}, want {s}"),
+                    }
+                    .into());
+                }
+                worst = worst.max(ratio);
+            }
+        }
+        Ok(worst)
+    }
+}
+
+fn random_ids(rng: &mut StdRng, n_tokens: usize, k: usize, n_experts: usize) -> Vec<u32> {
+    let mut ids = Vec::with_capacity(n_tokens * k);
+    for _ in 0..n_tokens {
+        let start = ids.len();
+        while ids.len() < start + k {
+            let e = rng.random_range(0..n_experts as u32);
+            if !ids[start..].contains(&e) {
+                ids.push(e);
+            }
+        }
+    }
+    ids
+}
+
+fn active_experts(ids: &[u32], n_experts: usize) -> usize {
+    let mut seen = vec![false; n_experts];
+    ids.iter().for_each(|&e| seen[e as usize] = true);
+    seen.iter().filter(|&&s| s).count()
+}

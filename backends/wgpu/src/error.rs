@@ -1,0 +1,164 @@
+//! The backend's error type: every message names the culprit and, where there is one, the fix.
+
+use moetile::quant::GgmlType;
+
+/// Everything the wgpu backend can fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum WgpuError {
+    /// No adapter at all.
+    #[error(
+        "no GPU adapter found (backends {backends}); install a Vulkan, Metal or DX12 driver \
+         (on Linux without a GPU: `apt-get install mesa-vulkan-drivers` for lavapipe) or set \
+         WGPU_BACKEND"
+    )]
+    NoAdapter {
+        /// The backends searched.
+        backends: String,
+    },
+    /// The requested adapter does not exist.
+    #[error("no adapter matches {choice}; available: {available}")]
+    AdapterNotFound {
+        /// What was asked for.
+        choice: String,
+        /// The adapters found, with their indices.
+        available: String,
+    },
+    /// `request_device` failed.
+    #[error("requesting a device from {adapter}: {source}")]
+    RequestDevice {
+        /// The adapter.
+        adapter: String,
+        /// wgpu's error.
+        source: wgpu::RequestDeviceError,
+    },
+    /// Something needs a feature the device lacks.
+    #[error("{what} cannot run on {adapter}: {feature}; {fix}")]
+    MissingFeature {
+        /// The adapter.
+        adapter: String,
+        /// What needed it (a kernel name, an option).
+        what: String,
+        /// The missing feature, and what needs it.
+        feature: &'static str,
+        /// What to do instead.
+        fix: &'static str,
+    },
+    /// A kernel key outside the generated table.
+    #[error("kernel {kernel} was not generated; it is not in KernelKey::all()")]
+    UnknownKernel {
+        /// The key's name.
+        kernel: String,
+    },
+    /// A bind group that does not match the kernel's binding table.
+    #[error("kernel {kernel}: bindings {given:?} do not match the shader's {expected:?}")]
+    Bindings {
+        /// The key's name.
+        kernel: String,
+        /// Names given.
+        given: Vec<String>,
+        /// Names the shader declares.
+        expected: Vec<String>,
+    },
+    /// A matmul dispatched with an expert map of another tile width.
+    #[error(
+        "kernel {kernel} computes {kernel_tile}-token tiles but the expert map lists \
+         {map_tile}-token tiles: a kernel can only be dispatched with the grid of its own key; \
+         build the map with the kernel's tile width"
+    )]
+    TileMismatch {
+        /// The kernel.
+        kernel: String,
+        /// Its tile width.
+        kernel_tile: usize,
+        /// The map's.
+        map_tile: usize,
+    },
+    /// A matmul whose row-tile count the map prepared no dispatch arguments for.
+    #[error(
+        "kernel {kernel} needs {row_groups} row tiles but the expert map prepared dispatch \
+         arguments for {prepared:?}; pass every output row count to ExpertMap::build"
+    )]
+    MissingDispatchSlot {
+        /// The kernel.
+        kernel: String,
+        /// Row tiles it needs.
+        row_groups: u32,
+        /// Row tiles the map holds arguments for.
+        prepared: Vec<u32>,
+    },
+    /// Operands whose shapes do not fit an op.
+    #[error("{op}: {detail}")]
+    Shape {
+        /// The op or tensor.
+        op: String,
+        /// What disagrees.
+        detail: String,
+    },
+    /// A weight type without GPU kernels.
+    #[error(
+        "{tensor}: weight type {ty} has no GPU kernel (supported: F16, Q8_0, Q2_K, Q4_K, Q5_K, \
+         Q6_K, IQ2_XXS); convert the model or add a dequant fragment"
+    )]
+    UnsupportedWeight {
+        /// The tensor.
+        tensor: String,
+        /// Its type.
+        ty: GgmlType,
+    },
+    /// One expert does not fit a storage binding.
+    #[error("{tensor}: one expert takes {bytes} bytes but a storage binding holds at most {limit}")]
+    ExpertTooLarge {
+        /// The tensor.
+        tensor: String,
+        /// Bytes of one expert in the GPU layout.
+        bytes: u64,
+        /// The binding limit.
+        limit: u64,
+    },
+    /// A grid larger than the device allows.
+    #[error(
+        "{op}: {groups} workgroups along one dimension exceed the device's {limit}; use a \
+         smaller batch or a wider tile"
+    )]
+    GridTooLarge {
+        /// The op.
+        op: String,
+        /// Workgroups needed.
+        groups: u64,
+        /// The device limit.
+        limit: u32,
+    },
+    /// A wgpu validation or out-of-memory error caught by an error scope.
+    #[error("GPU error during {op}: {message}")]
+    Gpu {
+        /// The op.
+        op: String,
+        /// wgpu's message.
+        message: String,
+    },
+    /// A benchmarked kernel disagreed with the reference on its sample of outputs.
+    #[error("{kernel}: output check before timing failed: {detail}")]
+    Verification {
+        /// The kernel.
+        kernel: String,
+        /// The worst element.
+        detail: String,
+    },
+    /// Waiting for the device or mapping a buffer failed.
+    #[error("reading back {what}: {message}")]
+    Readback {
+        /// The buffer.
+        what: String,
+        /// The failure.
+        message: String,
+    },
+}
+
+/// Result with [`WgpuError`].
+pub type Result<T, E = WgpuError> = std::result::Result<T, E>;
+
+impl From<WgpuError> for moetile::Error {
+    fn from(e: WgpuError) -> Self {
+        moetile::Error::Backend(Box::new(e))
+    }
+}

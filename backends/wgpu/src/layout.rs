@@ -1,0 +1,197 @@
+//! moetile's GPU layout of weights, and their upload.
+//!
+//! Blocks are the GGUF blocks, word-aligned: a type whose block is not a multiple of 4 bytes
+//! gets two zero bytes inserted at one fixed offset ([`WeightType::pad_at`]: `Q8_0` 34 -> 36 B
+//! and `IQ2_XXS` 66 -> 68 B after the f16 scale, `Q6_K` 210 -> 212 B at the end), so every
+//! field a kernel reads is in whole `u32` words and f16 scales sit in a word's low half
+//! (`unpack2x16float`, no `SHADER_F16`). `Q4_K` (144), `Q5_K` (176), `Q2_K` (84) and F16 (read as
+//! 32-value blocks of 64 bytes) are copied unchanged. The per-field layout of each block is
+//! documented at the top of its `wgsl/dequant/*.wgsl` fragment.
+//!
+//! Order: expert-major, then row-major, then block: block `b` of row `r` of expert `e` is GPU
+//! block `(e * rows + r) * cols / QK + b`. A tensor larger than the device's storage binding
+//! limit is split by experts into several buffers ([`ExpertTensor::chunks`]); a matmul runs once
+//! per chunk and each workgroup skips work for experts outside its chunk.
+//!
+//! The IQ2_XXS grid (256 x 8 magnitudes, `moetile::quant::IQ2XXS_GRID`) is one storage buffer
+//! per context, read by the dequant fragment as `array<vec2<u32>, 256>`.
+
+use moetile::model::WeightData;
+use moetile_codegen::WeightType;
+
+use crate::error::{Result, WgpuError};
+
+/// Appends the GPU layout of `gguf` (whole blocks of `ty`) to `out`.
+pub fn repack(ty: WeightType, gguf: &[u8], out: &mut Vec<u8>) {
+    match ty.pad_at() {
+        None => out.extend_from_slice(gguf),
+        Some(at) => {
+            let at = at as usize;
+            for block in gguf.chunks_exact(ty.gguf_block_bytes() as usize) {
+                out.extend_from_slice(&block[..at]);
+                out.extend_from_slice(&[0, 0]);
+                out.extend_from_slice(&block[at..]);
+            }
+        }
+    }
+}
+
+/// One buffer of an [`ExpertTensor`]: experts `expert_base .. expert_base + expert_count`.
+#[derive(Debug)]
+pub struct WeightChunk {
+    /// The GPU blocks.
+    pub buffer: wgpu::Buffer,
+    /// First expert held.
+    pub expert_base: u32,
+    /// Experts held.
+    pub expert_count: u32,
+}
+
+/// An expert weight tensor `[cols, rows, experts]` in the GPU layout.
+#[derive(Debug)]
+pub struct ExpertTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Storage type.
+    pub weight: WeightType,
+    /// Input width (the row length).
+    pub cols: usize,
+    /// Output rows per expert.
+    pub rows: usize,
+    /// Experts.
+    pub experts: usize,
+    /// The buffers, by ascending expert.
+    pub chunks: Vec<WeightChunk>,
+}
+
+/// Shape and type checks of a tensor about to be uploaded: `(type, cols, rows, experts)`.
+fn check(w: &WeightData<'_>) -> Result<(WeightType, usize, usize, usize)> {
+    let ty = WeightType::from_ggml(w.ty).ok_or_else(|| WgpuError::UnsupportedWeight {
+        tensor: w.name.to_string(),
+        ty: w.ty,
+    })?;
+    let shape_error = |detail: String| WgpuError::Shape {
+        op: w.name.to_string(),
+        detail,
+    };
+    let (cols, rows, experts) = match *w.dims {
+        [c] => (c, 1, 1),
+        [c, r] => (c, r, 1),
+        [c, r, e] => (c, r, e),
+        _ => {
+            return Err(shape_error(format!(
+                "dims {:?} are not [cols, rows, experts]",
+                w.dims
+            )));
+        }
+    };
+    if cols % ty.block_values() as usize != 0 {
+        return Err(shape_error(format!(
+            "rows of {cols} values are not whole {}-value blocks of {ty}",
+            ty.block_values()
+        )));
+    }
+    let expected =
+        experts * rows * (cols / ty.block_values() as usize) * ty.gguf_block_bytes() as usize;
+    if w.bytes.len() != expected {
+        return Err(shape_error(format!(
+            "{} bytes for {experts} x {rows} x {cols} {ty} values, expected {expected}",
+            w.bytes.len()
+        )));
+    }
+    Ok((ty, cols, rows, experts))
+}
+
+/// Uploads `w` into buffers of at most `max_binding` bytes, split by experts.
+pub(crate) fn upload(
+    device: &wgpu::Device,
+    w: &WeightData<'_>,
+    max_binding: u64,
+) -> Result<ExpertTensor> {
+    let (ty, cols, rows, experts) = check(w)?;
+    let blocks_per_expert = rows * cols / ty.block_values() as usize;
+    let gpu_expert = (blocks_per_expert * ty.gpu_block_bytes() as usize) as u64;
+    let gguf_expert = blocks_per_expert * ty.gguf_block_bytes() as usize;
+    let per_chunk = (max_binding / gpu_expert) as usize;
+    if per_chunk == 0 {
+        return Err(WgpuError::ExpertTooLarge {
+            tensor: w.name.to_string(),
+            bytes: gpu_expert,
+            limit: max_binding,
+        });
+    }
+    let mut chunks = Vec::new();
+    let mut staged = Vec::new();
+    for base in (0..experts).step_by(per_chunk) {
+        let count = per_chunk.min(experts - base);
+        staged.clear();
+        repack(
+            ty,
+            &w.bytes[base * gguf_expert..(base + count) * gguf_expert],
+            &mut staged,
+        );
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(&format!("{} experts {base}..{}", w.name, base + count)),
+            size: staged.len() as u64,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: true,
+        });
+        buffer
+            .get_mapped_range_mut(..)
+            .map_err(|e| WgpuError::Gpu {
+                op: format!("uploading {}", w.name),
+                message: e.to_string(),
+            })?
+            .copy_from_slice(&staged);
+        buffer.unmap();
+        chunks.push(WeightChunk {
+            buffer,
+            expert_base: base as u32,
+            expert_count: count as u32,
+        });
+    }
+    Ok(ExpertTensor {
+        name: w.name.to_string(),
+        weight: ty,
+        cols,
+        rows,
+        experts,
+        chunks,
+    })
+}
+
+/// The IQ2_XXS grid as the dequant fragment reads it.
+pub(crate) fn iq2xxs_grid_bytes() -> Vec<u8> {
+    moetile::quant::IQ2XXS_GRID
+        .iter()
+        .flat_map(|g| g.to_le_bytes())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repack_inserts_pad_at_the_documented_offset() {
+        let block: Vec<u8> = (0..34).collect();
+        let mut out = Vec::new();
+        repack(WeightType::Q8_0, &[block.clone(), block].concat(), &mut out);
+        assert_eq!(out.len(), 72);
+        assert_eq!(&out[..4], &[0, 1, 0, 0]);
+        assert_eq!(&out[4..36], &(2..34).collect::<Vec<u8>>()[..]);
+        assert_eq!(&out[36..40], &[0, 1, 0, 0]);
+
+        let q6: Vec<u8> = (0..210).map(|i| i as u8).collect();
+        let mut out = Vec::new();
+        repack(WeightType::Q6_K, &q6, &mut out);
+        assert_eq!(out.len(), 212);
+        assert_eq!(&out[..210], &q6[..]);
+        assert_eq!(&out[210..], &[0, 0]);
+
+        let q4: Vec<u8> = (0..144).map(|i| i as u8).collect();
+        let mut out = Vec::new();
+        repack(WeightType::Q4_K, &q4, &mut out);
+        assert_eq!(out, q4);
+    }
+}

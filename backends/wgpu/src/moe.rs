@@ -1,0 +1,812 @@
+//! The routed-MoE layer on the GPU: routing, the expert map, the grouped matmul (`mm_id`) and
+//! mat-vec (`mv_id`), the activation and the sum over K.
+//!
+//! ```text
+//! map:  ids (T, K) -> spans, expert-major pair list, work list of token tiles, dispatch args
+//! gate: g (T*K, F) = mm_id(W_gate, x (T, D), row of pair p = p / K)
+//! up:   u (T*K, F) = mm_id(W_up, x)
+//! act:  mid (T*K, F) = act(g, u) * route_weight   (f16 when the device has SHADER_F16)
+//! down: y (T*K, D) = mm_id(W_down, mid, row of pair p = p)
+//! sum:  out (T, D) = sum_k y[t*K + k]
+//! ```
+//! The map is built once per layer for one tile width and reused by the three matmuls. A
+//! matmul's grid comes only from its key and the map: x = the map's work items (indirect),
+//! y = `key.row_groups(rows)`; a map of another width is refused ([`WgpuError::TileMismatch`]).
+//! Small batches skip the map and run `mv_id`, one workgroup row per pair.
+
+use moetile::model::{ExpertActivation, ExpertWeights, MoeParams};
+use moetile::tile::TileWidth;
+use moetile_codegen::params::{ActParams, MapParams, MatmulParams, SumParams};
+use moetile_codegen::{ActType, KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, Path};
+
+use crate::context::{GpuMatrix, WgpuContext};
+use crate::error::{Result, WgpuError};
+use crate::layout::ExpertTensor;
+use crate::timer::{Timer, begin_pass};
+
+/// Batches of at most this many tokens run the mat-vec path by default.
+pub const MAT_VEC_MAX_TOKENS: usize = 4;
+
+/// T tokens routed to K of E experts each, on the device.
+#[derive(Debug)]
+pub struct Routing {
+    pub(crate) ids: wgpu::Buffer,
+    pub(crate) weights: wgpu::Buffer,
+    /// T.
+    pub n_tokens: usize,
+    /// K.
+    pub n_used: usize,
+    /// E.
+    pub n_experts: usize,
+}
+
+impl Routing {
+    /// T * K.
+    pub fn n_pairs(&self) -> usize {
+        self.n_tokens * self.n_used
+    }
+}
+
+/// The expert-major view of a [`Routing`] for one tile width: per-expert spans, the pair list,
+/// the work list of token tiles and the indirect dispatch arguments of its matmuls.
+#[derive(Debug)]
+pub struct ExpertMap {
+    tile: TileWidth,
+    n_pairs: usize,
+    n_experts: usize,
+    experts: wgpu::Buffer,
+    list: wgpu::Buffer,
+    items: wgpu::Buffer,
+    dispatch: wgpu::Buffer,
+    row_groups: Vec<u32>,
+}
+
+/// An [`ExpertMap`] read back to the host (tests, debugging).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapContents {
+    /// Per expert: (offset into `list`, pair count).
+    pub experts: Vec<(u32, u32)>,
+    /// Pair ids, expert-major.
+    pub list: Vec<u32>,
+    /// Work items (expert, first token within the expert's list).
+    pub items: Vec<(u32, u32)>,
+    /// Indirect arguments: (work items, row groups, 1) per slot.
+    pub dispatch: Vec<[u32; 3]>,
+}
+
+impl ExpertMap {
+    /// The tile width whose work list this map holds.
+    pub fn tile(&self) -> TileWidth {
+        self.tile
+    }
+
+    /// The row-tile counts this map prepared dispatch arguments for.
+    pub fn row_groups(&self) -> &[u32] {
+        &self.row_groups
+    }
+
+    /// Byte offset of the dispatch arguments for `key` over `rows` output rows.
+    fn dispatch_offset(&self, key: &KernelKey, rows: usize) -> Result<u64> {
+        if key.tile() != Some(self.tile) {
+            return Err(WgpuError::TileMismatch {
+                kernel: key.to_string(),
+                kernel_tile: key.tokens_per_workgroup().unwrap_or(0) as usize,
+                map_tile: self.tile.tokens(),
+            });
+        }
+        let groups = key
+            .row_groups(rows as u32)
+            .expect("grouped matmuls have a row tile");
+        let slot = self
+            .row_groups
+            .iter()
+            .position(|&g| g == groups)
+            .ok_or_else(|| WgpuError::MissingDispatchSlot {
+                kernel: key.to_string(),
+                row_groups: groups,
+                prepared: self.row_groups.clone(),
+            })?;
+        Ok(12 * slot as u64)
+    }
+}
+
+/// How [`WgpuContext::moe`] runs a batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MoeOptions {
+    /// The activation between up/gate and down.
+    pub activation: ExpertActivation,
+    /// Token-tile width of the grouped matmuls.
+    pub tile: TileWidth,
+    /// Matmul path.
+    pub path: Path,
+    /// Storage type of `mid`, the input of `down`.
+    pub mid: ActType,
+    /// Run the mat-vec kernels (no map, no tiles) instead of the grouped matmuls.
+    pub mat_vec: bool,
+}
+
+impl MoeOptions {
+    /// The defaults for a batch of `n_tokens` on `ctx`: the tile `p` asks for, the fastest path
+    /// the device runs, f16 `mid` with `SHADER_F16`, mat-vec for at most
+    /// [`MAT_VEC_MAX_TOKENS`] tokens.
+    pub fn new(ctx: &WgpuContext, p: &MoeParams, n_tokens: usize) -> MoeOptions {
+        MoeOptions {
+            activation: p.activation,
+            tile: p.tile,
+            path: ctx.profile().best_path(),
+            mid: if ctx.profile().shader_f16 {
+                ActType::F16
+            } else {
+                ActType::F32
+            },
+            mat_vec: n_tokens <= MAT_VEC_MAX_TOKENS,
+        }
+    }
+}
+
+/// The intermediate matrices of one MoE layer evaluation.
+#[derive(Debug)]
+pub struct MoeBuffers {
+    /// (T*K, F) f32.
+    pub gate: GpuMatrix,
+    /// (T*K, F) f32.
+    pub up: GpuMatrix,
+    /// (T*K, F), f32 or f16.
+    pub mid: GpuMatrix,
+    /// (T*K, D) f32.
+    pub y: GpuMatrix,
+}
+
+fn shape(op: &str, detail: String) -> WgpuError {
+    WgpuError::Shape {
+        op: op.to_string(),
+        detail,
+    }
+}
+
+impl WgpuContext {
+    /// A routing from host `ids` and `weights`, both (T, K) row-major; every id must be < E.
+    pub fn routing_from_host(
+        &self,
+        n_experts: usize,
+        n_used: usize,
+        ids: &[u32],
+        weights: &[f32],
+    ) -> Result<Routing> {
+        if n_used == 0
+            || ids.is_empty()
+            || !ids.len().is_multiple_of(n_used)
+            || weights.len() != ids.len()
+        {
+            return Err(shape(
+                "routing",
+                format!(
+                    "{} ids and {} weights are not a non-empty (T, K = {n_used}) matrix",
+                    ids.len(),
+                    weights.len()
+                ),
+            ));
+        }
+        if let Some(i) = ids.iter().position(|&e| e as usize >= n_experts) {
+            return Err(shape(
+                "routing",
+                format!("id #{i} is expert {} of {n_experts}", ids[i]),
+            ));
+        }
+        Ok(Routing {
+            ids: self.storage_init("routing ids", bytemuck::cast_slice(ids)),
+            weights: self.storage_init("routing weights", bytemuck::cast_slice(weights)),
+            n_tokens: ids.len() / n_used,
+            n_used,
+            n_experts,
+        })
+    }
+
+    /// Encodes the expert map of `routing` for `tile`-token tiles, with dispatch arguments for
+    /// matmuls of each row-tile count in `row_groups` (at most [`MAP_DISPATCH_SLOTS`]).
+    pub fn encode_map(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        routing: &Routing,
+        tile: TileWidth,
+        row_groups: &[u32],
+        timer: Option<&mut Timer>,
+    ) -> Result<ExpertMap> {
+        let mut row_groups = row_groups.to_vec();
+        row_groups.sort_unstable();
+        row_groups.dedup();
+        if row_groups.len() > MAP_DISPATCH_SLOTS {
+            return Err(shape(
+                "expert map",
+                format!(
+                    "{} distinct row-tile counts, at most {MAP_DISPATCH_SLOTS}",
+                    row_groups.len()
+                ),
+            ));
+        }
+        let key = KernelKey::Map { tile };
+        let wg = key.workgroup_size() as usize;
+        let (n_pairs, n_experts) = (routing.n_pairs(), routing.n_experts);
+        let n_chunks = n_pairs.div_ceil(wg);
+        let max_items = n_pairs.div_ceil(tile.tokens()) + n_experts.min(n_pairs);
+        let limit = self.profile().max_workgroups_per_dim;
+        for (what, groups) in [("work items", max_items), ("pair chunks", n_chunks)] {
+            if groups > limit as usize {
+                return Err(WgpuError::GridTooLarge {
+                    op: format!("{key} ({what})"),
+                    groups: groups as u64,
+                    limit,
+                });
+            }
+        }
+        let mut slots = [0u32; MAP_DISPATCH_SLOTS];
+        slots[..row_groups.len()].copy_from_slice(&row_groups);
+        let params = self.params(&MapParams {
+            n_pairs: n_pairs as u32,
+            n_experts: n_experts as u32,
+            n_chunks: n_chunks as u32,
+            _pad0: 0,
+            row_groups: slots,
+        });
+        let none = wgpu::BufferUsages::empty();
+        let chunk_counts =
+            self.storage("map chunk counts", (n_chunks * n_experts * 4) as u64, none);
+        let ranks = self.storage("map ranks", (n_pairs * 4) as u64, none);
+        let map = ExpertMap {
+            tile,
+            n_pairs,
+            n_experts,
+            experts: self.storage("map experts", (n_experts * 8) as u64, none),
+            list: self.storage("map list", (n_pairs * 4) as u64, none),
+            items: self.storage("map items", (max_items * 8) as u64, none),
+            dispatch: self.storage(
+                "map dispatch",
+                (12 * MAP_DISPATCH_SLOTS) as u64,
+                wgpu::BufferUsages::INDIRECT,
+            ),
+            row_groups,
+        };
+        let kernel = self.kernels.get(self.device(), &key)?;
+        let bind = kernel.bind(
+            self.device(),
+            &[
+                ("params", params.as_entire_binding()),
+                ("ids", routing.ids.as_entire_binding()),
+                ("chunk_counts", chunk_counts.as_entire_binding()),
+                ("ranks", ranks.as_entire_binding()),
+                ("experts", map.experts.as_entire_binding()),
+                ("list", map.list.as_entire_binding()),
+                ("items", map.items.as_entire_binding()),
+                ("dispatch", map.dispatch.as_entire_binding()),
+            ],
+        )?;
+        enc.clear_buffer(&chunk_counts, 0, None);
+        let mut pass = begin_pass(enc, &key.to_string(), timer);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.set_pipeline(kernel.pipeline("count"));
+        pass.dispatch_workgroups(n_chunks as u32, 1, 1);
+        pass.set_pipeline(kernel.pipeline("scan"));
+        pass.dispatch_workgroups(1, 1, 1);
+        pass.set_pipeline(kernel.pipeline("fill"));
+        pass.dispatch_workgroups(n_chunks as u32, 1, 1);
+        Ok(map)
+    }
+
+    /// Builds the expert map of `routing` (see [`Self::encode_map`]) and submits it.
+    pub fn build_map(
+        &self,
+        routing: &Routing,
+        tile: TileWidth,
+        row_groups: &[u32],
+    ) -> Result<ExpertMap> {
+        self.submit("expert map", |enc| {
+            self.encode_map(enc, routing, tile, row_groups, None)
+        })
+    }
+
+    /// Reads an expert map back (waits for queued work).
+    pub fn read_map(&self, map: &ExpertMap) -> Result<MapContents> {
+        let words = |b: &wgpu::Buffer, what: &str| -> Result<Vec<u32>> {
+            Ok(bytemuck::cast_slice(&self.read_buffer(b, what)?).to_vec())
+        };
+        let pairs =
+            |w: Vec<u32>| -> Vec<(u32, u32)> { w.chunks(2).map(|c| (c[0], c[1])).collect() };
+        let dispatch: Vec<[u32; 3]> = words(&map.dispatch, "map dispatch")?
+            .chunks(3)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect();
+        let n_items = dispatch[0][0] as usize;
+        let mut items = pairs(words(&map.items, "map items")?);
+        items.truncate(n_items);
+        let mut experts = pairs(words(&map.experts, "map experts")?);
+        experts.truncate(map.n_experts);
+        let mut list = words(&map.list, "map list")?;
+        list.truncate(map.n_pairs);
+        Ok(MapContents {
+            experts,
+            list,
+            items,
+            dispatch,
+        })
+    }
+
+    /// Encodes `out (P, rows) = W[e(p)] @ act[p / act_row_div]` for every pair p of `map`
+    /// with kernel `key`: one workgroup per (work item, row tile), once per weight chunk.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_mm_id(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        key: MatmulKey,
+        map: &ExpertMap,
+        w: &ExpertTensor,
+        act: &GpuMatrix,
+        act_row_div: usize,
+        out: &GpuMatrix,
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let kkey = KernelKey::MmId(key);
+        if let Err(why) = self.profile().supports(key.path) {
+            return Err(WgpuError::MissingFeature {
+                adapter: self.profile().describe(),
+                what: kkey.to_string(),
+                feature: why,
+                fix: "use the register-tile path (Path::Reg), which runs everywhere",
+            });
+        }
+        let offset = map.dispatch_offset(&kkey, w.rows)?;
+        self.check_matmul(
+            &kkey,
+            key.weight,
+            key.act,
+            w,
+            act,
+            act_row_div,
+            out,
+            map.n_pairs,
+        )?;
+        if map.n_experts != w.experts {
+            return Err(shape(
+                &kkey.to_string(),
+                format!(
+                    "map over {} experts, {} has {}",
+                    map.n_experts, w.name, w.experts
+                ),
+            ));
+        }
+        let kernel = self.kernels.get(self.device(), &kkey)?;
+        let binds = w
+            .chunks
+            .iter()
+            .map(|chunk| {
+                let params = self.params(&matmul_params(w, chunk, act_row_div, map.n_pairs));
+                let mut entries = vec![
+                    ("params", params.as_entire_binding()),
+                    ("weights", chunk.buffer.as_entire_binding()),
+                    ("act", act.buffer.as_entire_binding()),
+                    ("experts", map.experts.as_entire_binding()),
+                    ("list", map.list.as_entire_binding()),
+                    ("items", map.items.as_entire_binding()),
+                    ("y", out.buffer.as_entire_binding()),
+                ];
+                if key.weight.uses_grid() {
+                    entries.push(("iq2xxs_grid", self.iq2xxs_grid().as_entire_binding()));
+                }
+                kernel.bind(self.device(), &entries)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut pass = begin_pass(enc, &kkey.to_string(), timer);
+        pass.set_pipeline(kernel.pipeline("main"));
+        for bind in &binds {
+            pass.set_bind_group(0, bind, &[]);
+            pass.dispatch_workgroups_indirect(&map.dispatch, offset);
+        }
+        Ok(())
+    }
+
+    /// Encodes the mat-vec form of [`Self::encode_mm_id`]: one workgroup per (row tile, pair)
+    /// of `routing`, no map.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_mv_id(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        routing: &Routing,
+        w: &ExpertTensor,
+        act: &GpuMatrix,
+        act_row_div: usize,
+        out: &GpuMatrix,
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let key = KernelKey::MvId {
+            weight: w.weight,
+            act: act.ty,
+        };
+        let n_pairs = routing.n_pairs();
+        self.check_matmul(&key, w.weight, act.ty, w, act, act_row_div, out, n_pairs)?;
+        if routing.n_experts != w.experts {
+            return Err(shape(
+                &key.to_string(),
+                format!(
+                    "routing over {} experts, {} has {}",
+                    routing.n_experts, w.name, w.experts
+                ),
+            ));
+        }
+        let limit = self.profile().max_workgroups_per_dim;
+        if n_pairs > limit as usize {
+            return Err(WgpuError::GridTooLarge {
+                op: key.to_string(),
+                groups: n_pairs as u64,
+                limit,
+            });
+        }
+        let groups = key
+            .row_groups(w.rows as u32)
+            .expect("mat-vec has a row tile");
+        let kernel = self.kernels.get(self.device(), &key)?;
+        let binds = w
+            .chunks
+            .iter()
+            .map(|chunk| {
+                let params = self.params(&matmul_params(w, chunk, act_row_div, n_pairs));
+                let mut entries = vec![
+                    ("params", params.as_entire_binding()),
+                    ("weights", chunk.buffer.as_entire_binding()),
+                    ("act", act.buffer.as_entire_binding()),
+                    ("ids", routing.ids.as_entire_binding()),
+                    ("y", out.buffer.as_entire_binding()),
+                ];
+                if w.weight.uses_grid() {
+                    entries.push(("iq2xxs_grid", self.iq2xxs_grid().as_entire_binding()));
+                }
+                kernel.bind(self.device(), &entries)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut pass = begin_pass(enc, &key.to_string(), timer);
+        pass.set_pipeline(kernel.pipeline("main"));
+        for bind in &binds {
+            pass.set_bind_group(0, bind, &[]);
+            pass.dispatch_workgroups(groups, n_pairs as u32, 1);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_matmul(
+        &self,
+        key: &KernelKey,
+        weight: moetile_codegen::WeightType,
+        act_ty: ActType,
+        w: &ExpertTensor,
+        act: &GpuMatrix,
+        act_row_div: usize,
+        out: &GpuMatrix,
+        n_pairs: usize,
+    ) -> Result<()> {
+        let op = key.to_string();
+        if w.weight != weight || act.ty != act_ty {
+            return Err(shape(
+                &op,
+                format!("given {} weights and {:?} activations", w.weight, act.ty),
+            ));
+        }
+        if !w.cols.is_multiple_of(32)
+            || act.cols != w.cols
+            || out.cols != w.rows
+            || out.ty != ActType::F32
+        {
+            return Err(shape(
+                &op,
+                format!(
+                    "{} is {} x {} (cols must be a multiple of 32), activations have {} cols, \
+                     the f32 output has {} cols ({:?})",
+                    w.name, w.rows, w.cols, act.cols, out.cols, out.ty
+                ),
+            ));
+        }
+        if act_row_div == 0 || act.rows * act_row_div != n_pairs || out.rows != n_pairs {
+            return Err(shape(
+                &op,
+                format!(
+                    "{n_pairs} pairs need {} activation rows (one per {act_row_div} pairs) and \
+                     {n_pairs} output rows; given {} and {}",
+                    n_pairs / act_row_div.max(1),
+                    act.rows,
+                    out.rows
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Encodes `mid = act(gate, up) * route_weight` over (T*K, F).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_act(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        gate: &GpuMatrix,
+        up: &GpuMatrix,
+        routing: &Routing,
+        activation: ExpertActivation,
+        mid: &GpuMatrix,
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let key = KernelKey::Act { mid: mid.ty };
+        let (rows, cols) = (routing.n_pairs(), gate.cols);
+        let same = |m: &GpuMatrix| m.rows == rows && m.cols == cols;
+        if !same(gate)
+            || !same(up)
+            || !same(mid)
+            || !cols.is_multiple_of(2)
+            || gate.ty != ActType::F32
+            || up.ty != ActType::F32
+        {
+            return Err(shape(
+                &key.to_string(),
+                format!(
+                    "gate {}x{}, up {}x{}, mid {}x{} must all be {rows} x an even width (f32 inputs)",
+                    gate.rows, gate.cols, up.rows, up.cols, mid.rows, mid.cols
+                ),
+            ));
+        }
+        let (clamp, limit) = match activation {
+            ExpertActivation::SwiGlu => (0, 0.0),
+            ExpertActivation::SwiGluClamped { limit } => (1, limit),
+        };
+        let params = self.params(&ActParams {
+            n_pairs: rows as u32,
+            n_cols: cols as u32,
+            clamp,
+            limit,
+        });
+        let (x, y) = self.linear_grid(&key.to_string(), rows * cols / 2, key.workgroup_size())?;
+        let kernel = self.kernels.get(self.device(), &key)?;
+        let bind = kernel.bind(
+            self.device(),
+            &[
+                ("params", params.as_entire_binding()),
+                ("gate", gate.buffer.as_entire_binding()),
+                ("up", up.buffer.as_entire_binding()),
+                ("route", routing.weights.as_entire_binding()),
+                ("mid", mid.buffer.as_entire_binding()),
+            ],
+        )?;
+        let mut pass = begin_pass(enc, &key.to_string(), timer);
+        pass.set_pipeline(kernel.pipeline("main"));
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+        Ok(())
+    }
+
+    /// Encodes `out (T, D) = sum_k y[t*K + k]`.
+    pub fn encode_sum(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        y: &GpuMatrix,
+        n_used: usize,
+        out: &GpuMatrix,
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let key = KernelKey::Sum;
+        if y.rows != out.rows * n_used
+            || y.cols != out.cols
+            || y.ty != ActType::F32
+            || out.ty != ActType::F32
+        {
+            return Err(shape(
+                "sum",
+                format!(
+                    "y {}x{} is not ({} * {n_used}) x {} f32",
+                    y.rows, y.cols, out.rows, out.cols
+                ),
+            ));
+        }
+        let params = self.params(&SumParams {
+            n_tokens: out.rows as u32,
+            n_cols: out.cols as u32,
+            n_used: n_used as u32,
+            _pad0: 0,
+        });
+        let (x, gy) = self.linear_grid("sum", out.rows * out.cols, key.workgroup_size())?;
+        let kernel = self.kernels.get(self.device(), &key)?;
+        let bind = kernel.bind(
+            self.device(),
+            &[
+                ("params", params.as_entire_binding()),
+                ("y", y.buffer.as_entire_binding()),
+                ("out", out.buffer.as_entire_binding()),
+            ],
+        )?;
+        let mut pass = begin_pass(enc, "sum", timer);
+        pass.set_pipeline(kernel.pipeline("main"));
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(x, gy, 1);
+        Ok(())
+    }
+
+    /// Intermediates for a layer of `n_tokens` tokens, K = `n_used`, hidden `d`, expert width
+    /// `f`, `mid` stored as `mid`.
+    pub fn moe_buffers(
+        &self,
+        n_tokens: usize,
+        n_used: usize,
+        d: usize,
+        f: usize,
+        mid: ActType,
+    ) -> MoeBuffers {
+        let pairs = n_tokens * n_used;
+        MoeBuffers {
+            gate: self.matrix(pairs, f, ActType::F32, "moe gate"),
+            up: self.matrix(pairs, f, ActType::F32, "moe up"),
+            mid: self.matrix(pairs, f, mid, "moe mid"),
+            y: self.matrix(pairs, d, ActType::F32, "moe y"),
+        }
+    }
+
+    /// Encodes the whole routed-MoE layer: `out (T, D)` from `x (T, D)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_moe(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        x: &GpuMatrix,
+        routing: &Routing,
+        experts: ExpertWeights<'_, ExpertTensor>,
+        opts: &MoeOptions,
+        bufs: &MoeBuffers,
+        out: &GpuMatrix,
+        mut timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let ExpertWeights { gate, up, down } = experts;
+        let k = routing.n_used;
+        if x.rows != routing.n_tokens
+            || gate.rows != up.rows
+            || down.cols != gate.rows
+            || down.rows != x.cols
+        {
+            return Err(shape(
+                "moe",
+                format!(
+                    "x {}x{} with {} routed tokens, gate {}x{}, up {}x{}, down {}x{}",
+                    x.rows,
+                    x.cols,
+                    routing.n_tokens,
+                    gate.rows,
+                    gate.cols,
+                    up.rows,
+                    up.cols,
+                    down.rows,
+                    down.cols
+                ),
+            ));
+        }
+        if bufs.mid.ty != opts.mid {
+            return Err(shape(
+                "moe",
+                format!(
+                    "mid buffer is {:?}, options ask {:?}",
+                    bufs.mid.ty, opts.mid
+                ),
+            ));
+        }
+        if opts.mat_vec {
+            self.encode_mv_id(enc, routing, gate, x, k, &bufs.gate, timer.as_deref_mut())?;
+            self.encode_mv_id(enc, routing, up, x, k, &bufs.up, timer.as_deref_mut())?;
+        } else {
+            let key = |w: &ExpertTensor, act: ActType| MatmulKey {
+                weight: w.weight,
+                act,
+                tile: opts.tile,
+                path: opts.path,
+            };
+            let (gate_key, up_key, down_key) =
+                (key(gate, x.ty), key(up, x.ty), key(down, opts.mid));
+            let row_groups: Vec<u32> = [(gate_key, gate.rows), (down_key, down.rows)]
+                .iter()
+                .filter_map(|(k, rows)| KernelKey::MmId(*k).row_groups(*rows as u32))
+                .collect();
+            let map =
+                self.encode_map(enc, routing, opts.tile, &row_groups, timer.as_deref_mut())?;
+            self.encode_mm_id(
+                enc,
+                gate_key,
+                &map,
+                gate,
+                x,
+                k,
+                &bufs.gate,
+                timer.as_deref_mut(),
+            )?;
+            self.encode_mm_id(enc, up_key, &map, up, x, k, &bufs.up, timer.as_deref_mut())?;
+            self.encode_act(
+                enc,
+                &bufs.gate,
+                &bufs.up,
+                routing,
+                opts.activation,
+                &bufs.mid,
+                timer.as_deref_mut(),
+            )?;
+            self.encode_mm_id(
+                enc,
+                down_key,
+                &map,
+                down,
+                &bufs.mid,
+                1,
+                &bufs.y,
+                timer.as_deref_mut(),
+            )?;
+            return self.encode_sum(enc, &bufs.y, k, out, timer);
+        }
+        self.encode_act(
+            enc,
+            &bufs.gate,
+            &bufs.up,
+            routing,
+            opts.activation,
+            &bufs.mid,
+            timer.as_deref_mut(),
+        )?;
+        self.encode_mv_id(
+            enc,
+            routing,
+            down,
+            &bufs.mid,
+            1,
+            &bufs.y,
+            timer.as_deref_mut(),
+        )?;
+        self.encode_sum(enc, &bufs.y, k, out, timer)
+    }
+
+    /// The routed-MoE layer (see the module docs): allocates its intermediates and output,
+    /// encodes and submits. `out (T, D) = sum_k w[t,k] * down[e] @ act(gate[e] @ x[t],
+    /// up[e] @ x[t])`.
+    pub fn moe(
+        &self,
+        x: &GpuMatrix,
+        routing: &Routing,
+        experts: ExpertWeights<'_, ExpertTensor>,
+        opts: &MoeOptions,
+    ) -> Result<GpuMatrix> {
+        let bufs = self.moe_buffers(x.rows, routing.n_used, x.cols, experts.gate.rows, opts.mid);
+        let out = self.matrix(x.rows, x.cols, ActType::F32, "moe out");
+        self.submit("moe", |enc| {
+            self.encode_moe(enc, x, routing, experts, opts, &bufs, &out, None)
+        })?;
+        Ok(out)
+    }
+
+    /// Encodes with `f` into a fresh encoder and submits, inside error scopes naming `op`.
+    pub fn submit<T>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
+    ) -> Result<T> {
+        self.scoped(op, || {
+            let mut enc = self
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+            let value = f(&mut enc)?;
+            self.queue().submit([enc.finish()]);
+            Ok(value)
+        })
+    }
+}
+
+fn matmul_params(
+    w: &ExpertTensor,
+    chunk: &crate::layout::WeightChunk,
+    act_row_div: usize,
+    n_pairs: usize,
+) -> MatmulParams {
+    MatmulParams {
+        n_rows: w.rows as u32,
+        n_cols: w.cols as u32,
+        act_row_div: act_row_div as u32,
+        expert_base: chunk.expert_base,
+        expert_count: chunk.expert_count,
+        n_pairs: n_pairs as u32,
+        _pad0: 0,
+        _pad1: 0,
+    }
+}

@@ -1,0 +1,196 @@
+//! Shared by the GPU test binaries: one device per binary, seeded random data, quantized
+//! weights with their exact dequantization, and the f64 reference of a grouped matmul.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use moetile::model::WeightData;
+use moetile_wgpu::{AdapterChoice, WeightType, WgpuContext};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The test device: `None` (test skipped) when no adapter exists, unless
+/// `MOETILE_REQUIRE_GPU=1`, which makes that a failure.
+pub fn ctx() -> Option<&'static WgpuContext> {
+    static CTX: OnceLock<Option<WgpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| match WgpuContext::new(&AdapterChoice::Default) {
+        Ok(ctx) => {
+            eprintln!(
+                "GPU tests on {} (paths {:?})",
+                ctx.profile().describe(),
+                ctx.profile().paths()
+            );
+            Some(ctx)
+        }
+        Err(e) => {
+            if std::env::var("MOETILE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("MOETILE_REQUIRE_GPU=1 but no device: {e}");
+            }
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+    })
+    .as_ref()
+}
+
+/// A seeded generator; the seed comes from `MOETILE_TEST_SEED` or the clock and is printed so
+/// a failure reproduces.
+pub fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("MOETILE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("{test}: MOETILE_TEST_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in `[-scale, scale]`.
+pub fn uniform(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..=scale)).collect()
+}
+
+/// Random weights `[cols, rows, experts]` quantized to `ty`: `(GGUF bytes, exact dequantized
+/// values)`.
+pub struct Weights {
+    pub ty: WeightType,
+    pub dims: [usize; 3],
+    pub bytes: Vec<u8>,
+    pub values: Vec<f32>,
+}
+
+impl Weights {
+    pub fn random(
+        rng: &mut StdRng,
+        ty: WeightType,
+        experts: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Self {
+        let raw = uniform(rng, experts * rows * cols, 1.0);
+        let mut bytes = Vec::new();
+        moetile::quant::quantize(ty.ggml(), &raw, &mut bytes).expect("quantizable");
+        let mut values = vec![0.0; raw.len()];
+        moetile::quant::dequantize(ty.ggml(), &bytes, &mut values).expect("dequantizable");
+        Weights {
+            ty,
+            dims: [cols, rows, experts],
+            bytes,
+            values,
+        }
+    }
+
+    pub fn data<'a>(&'a self, name: &'a str) -> WeightData<'a> {
+        WeightData {
+            name,
+            ty: self.ty.ggml(),
+            dims: &self.dims,
+            bytes: &self.bytes,
+        }
+    }
+
+    pub fn row(&self, expert: usize, row: usize) -> &[f32] {
+        let [cols, rows, _] = self.dims;
+        let start = (expert * rows + row) * cols;
+        &self.values[start..start + cols]
+    }
+}
+
+/// `values` rounded through f16, as an f16 activation buffer holds them.
+pub fn round_f16(values: &[f32]) -> Vec<f32> {
+    values
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect()
+}
+
+/// Reference grouped matmul in f64: for pair p, `(W[ids[p]] @ act[p / div], sum_i |w_i x_i|)`
+/// per row; the second is the scale rounding errors are measured against.
+pub fn grouped_matmul_ref(w: &Weights, ids: &[u32], act: &[f32], div: usize) -> Vec<(f64, f64)> {
+    let [cols, rows, _] = w.dims;
+    let mut out = Vec::with_capacity(ids.len() * rows);
+    for (p, &e) in ids.iter().enumerate() {
+        let x = &act[(p / div) * cols..(p / div + 1) * cols];
+        for r in 0..rows {
+            let (mut s, mut a) = (0f64, 0f64);
+            for (&wi, &xi) in w.row(e as usize, r).iter().zip(x) {
+                let prod = wi as f64 * xi as f64;
+                s += prod;
+                a += prod.abs();
+            }
+            out.push((s, a));
+        }
+    }
+    out
+}
+
+/// Checks `got` against `want` element-wise: `|got - value| <= rel * scale + 1e-6`; NaN (an
+/// element never written over the poison) always fails. Prints the first mismatches.
+pub fn check(label: &str, got: &[f32], want: &[(f64, f64)], rel: f64, cols: usize) {
+    assert_eq!(got.len(), want.len(), "{label}: length");
+    let mut bad = Vec::new();
+    let mut worst = 0f64;
+    for (i, (&g, &(v, scale))) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - v).abs();
+        let bound = rel * scale + 1e-6;
+        if g.is_nan() || err > bound {
+            bad.push((i / cols, i % cols, g, v, bound));
+        } else {
+            worst = worst.max(err / bound);
+        }
+    }
+    if !bad.is_empty() {
+        for (row, col, g, v, bound) in bad.iter().take(8) {
+            eprintln!("{label}: [{row}][{col}] got {g}, want {v:.6} (bound {bound:.3e})");
+        }
+        panic!("{label}: {} of {} elements wrong", bad.len(), got.len());
+    }
+    assert!(worst <= 1.0);
+}
+
+/// Ids `(T, K)`: expert 0 takes exactly `load` tokens (the first `load`, slot 0), every other
+/// slot a random expert of `1..busy` distinct within its token; experts `busy..E` stay empty.
+pub fn ids_with_load(
+    rng: &mut StdRng,
+    n_tokens: usize,
+    k: usize,
+    busy: usize,
+    load: usize,
+) -> Vec<u32> {
+    let mut ids = Vec::with_capacity(n_tokens * k);
+    for t in 0..n_tokens {
+        let mut row: Vec<u32> = Vec::with_capacity(k);
+        if t < load {
+            row.push(0);
+        }
+        while row.len() < k {
+            let e = rng.random_range(1..busy as u32);
+            if !row.contains(&e) {
+                row.push(e);
+            }
+        }
+        ids.extend(row);
+    }
+    ids
+}
+
+/// Random top-K ids `(T, K)`: K distinct experts of E per token.
+pub fn random_ids(rng: &mut StdRng, n_tokens: usize, k: usize, n_experts: usize) -> Vec<u32> {
+    let mut ids = Vec::with_capacity(n_tokens * k);
+    for _ in 0..n_tokens {
+        let mut row: Vec<u32> = Vec::with_capacity(k);
+        while row.len() < k {
+            let e = rng.random_range(0..n_experts as u32);
+            if !row.contains(&e) {
+                row.push(e);
+            }
+        }
+        ids.extend(row);
+    }
+    ids
+}

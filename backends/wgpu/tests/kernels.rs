@@ -1,0 +1,609 @@
+//! The kernel correctness matrix against f64 references, on one shared device: every weight
+//! type x activation type x tile width x matmul path the adapter runs x per-expert load, a
+//! 2048-token random routing, the mat-vec path, the map, the dispatch-grid guard, split
+//! weights, and whole MoE layers against `moetile_cpu::moe`.
+//!
+//! Tolerances, against references computed in f64 from the exact dequantized weights and the
+//! exact (f16-rounded where stored as f16) activations:
+//! - register path: |err| <= 1e-5 * sum_i |w_i x_i|. The only error is f32 accumulation over
+//!   K <= 2048 products (worst case K * 2^-24 relative to that sum; 1e-5 covers K = 168 worst
+//!   case and every realistic order) plus a possible 1-ulp difference in dequantized weights
+//!   where the GPU fuses `d * q - m` into an FMA.
+//! - cooperative paths: 2e-3 * sum |w_i x_i|: weights and activations are rounded to f16
+//!   (2^-11 relative each) in workgroup memory before the f32-accumulating multiply.
+//! - whole layers (vs `moetile_cpu::moe`, f64 throughout): `tol * rms(reference)` with tol =
+//!   5e-5 for f32 `mid` on the register path, 2e-3 for f16 `mid` (each mid value rounded to
+//!   2^-11 relative; the errors of F of them add up like a random walk, ~2^-12 * rms), 4e-3 for
+//!   cooperative paths (f16 rounding of the gate/up/down inputs on top).
+
+mod common;
+
+use common::{
+    Weights, check, ctx, grouped_matmul_ref, ids_with_load, random_ids, rng, round_f16, uniform,
+};
+use moetile::model::{ExpertActivation, ExpertWeights, MoeParams};
+use moetile::tile::{MoeBatch, TilePolicy, TileWidth};
+use moetile_cpu::{CpuWeight, Mat};
+use moetile_wgpu::{
+    ActType, KernelKey, MatmulKey, MoeOptions, Path, WeightType, WgpuContext, WgpuError, kernels,
+};
+
+const D: usize = 256;
+/// Output rows of the matmul tests: not a multiple of the 64-row tile.
+const ROWS: usize = 96;
+const LOADS: [usize; 10] = [1, 31, 32, 33, 63, 64, 65, 127, 128, 129];
+
+fn matmul_tolerance(path: Path) -> f64 {
+    match path {
+        Path::Reg => 1e-5,
+        Path::Coop16 | Path::Coop8 => 2e-3,
+    }
+}
+
+/// Runs one grouped matmul on poisoned output; returns the output.
+#[allow(clippy::too_many_arguments)]
+fn run_mm_id(
+    ctx: &WgpuContext,
+    key: MatmulKey,
+    w: &moetile_wgpu::ExpertTensor,
+    n_experts: usize,
+    k: usize,
+    ids: &[u32],
+    act: &[f32],
+    div: usize,
+) -> Vec<f32> {
+    let n_pairs = ids.len();
+    let routing = ctx
+        .routing_from_host(n_experts, k, ids, &vec![1.0; n_pairs])
+        .unwrap();
+    let x = ctx
+        .matrix_from_host(n_pairs / div, w.cols, key.act, act)
+        .unwrap();
+    let out = ctx.matrix_filled(n_pairs, w.rows, ActType::F32, f32::NAN);
+    let groups = KernelKey::MmId(key).row_groups(w.rows as u32).unwrap();
+    ctx.submit("test mm_id", |enc| {
+        let map = ctx.encode_map(enc, &routing, key.tile, &[groups], None)?;
+        ctx.encode_mm_id(enc, key, &map, w, &x, div, &out, None)
+    })
+    .unwrap();
+    ctx.read_matrix(&out).unwrap()
+}
+
+/// Activation values as the kernel will see them.
+fn act_values(rng: &mut rand::rngs::StdRng, n: usize, ty: ActType) -> Vec<f32> {
+    let v = uniform(rng, n, 1.0);
+    match ty {
+        ActType::F32 => v,
+        ActType::F16 => round_f16(&v),
+    }
+}
+
+#[test]
+fn mm_id_matches_reference_for_every_load() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("mm_id_matches_reference_for_every_load");
+    let (n_tokens, k, n_experts, busy) = (160, 2, 12, 9);
+    for ty in WeightType::ALL {
+        let weights = Weights::random(&mut rng, ty, n_experts, ROWS, D);
+        let w = ctx.upload_experts(&weights.data("w")).unwrap();
+        for act in ActType::ALL {
+            // f32 activations are read like gate/up (x row p / K), f16 like down (row p).
+            let div = match act {
+                ActType::F32 => k,
+                ActType::F16 => 1,
+            };
+            for load in LOADS {
+                let ids = ids_with_load(&mut rng, n_tokens, k, busy, load);
+                let x = act_values(&mut rng, ids.len() / div * D, act);
+                let want = grouped_matmul_ref(&weights, &ids, &x, div);
+                for tile in TileWidth::ALL {
+                    for path in ctx.profile().paths() {
+                        let key = MatmulKey {
+                            weight: ty,
+                            act,
+                            tile,
+                            path,
+                        };
+                        let got = run_mm_id(ctx, key, &w, n_experts, k, &ids, &x, div);
+                        let label = format!("{} load {load}", KernelKey::MmId(key));
+                        check(&label, &got, &want, matmul_tolerance(path), ROWS);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mm_id_random_routing_2048_tokens() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("mm_id_random_routing_2048_tokens");
+    let (n_tokens, k, n_experts) = (2048, 4, 64);
+    let ids = random_ids(&mut rng, n_tokens, k, n_experts);
+    let x = uniform(&mut rng, n_tokens * D, 1.0);
+    for ty in WeightType::ALL {
+        let weights = Weights::random(&mut rng, ty, n_experts, ROWS, D);
+        let w = ctx.upload_experts(&weights.data("w")).unwrap();
+        let want = grouped_matmul_ref(&weights, &ids, &x, k);
+        for tile in TileWidth::ALL {
+            for path in ctx.profile().paths() {
+                let key = MatmulKey {
+                    weight: ty,
+                    act: ActType::F32,
+                    tile,
+                    path,
+                };
+                let got = run_mm_id(ctx, key, &w, n_experts, k, &ids, &x, k);
+                let label = format!("{} T=2048", KernelKey::MmId(key));
+                check(&label, &got, &want, matmul_tolerance(path), ROWS);
+            }
+        }
+    }
+}
+
+/// The seed's bug: wide tiles computed only 32 tokens per tile. An expert with 128 and 129
+/// tokens on 64- and 128-token tiles: every output row of every token must be written and
+/// right.
+#[test]
+fn wide_tile_computes_all_rows() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("wide_tile_computes_all_rows");
+    let weights = Weights::random(&mut rng, WeightType::F16, 4, ROWS, D);
+    let w = ctx.upload_experts(&weights.data("w")).unwrap();
+    for load in [128, 129] {
+        let ids = vec![0u32; load];
+        let x = uniform(&mut rng, load * D, 1.0);
+        let want = grouped_matmul_ref(&weights, &ids, &x, 1);
+        for tile in [TileWidth::T64, TileWidth::T128] {
+            for path in ctx.profile().paths() {
+                let key = MatmulKey {
+                    weight: WeightType::F16,
+                    act: ActType::F32,
+                    tile,
+                    path,
+                };
+                let got = run_mm_id(ctx, key, &w, 4, 1, &ids, &x, 1);
+                for (i, v) in got.iter().enumerate() {
+                    assert!(
+                        !v.is_nan(),
+                        "{}: token {} row {} never written",
+                        KernelKey::MmId(key),
+                        i / ROWS,
+                        i % ROWS
+                    );
+                }
+                check(
+                    &format!("{} load {load}", KernelKey::MmId(key)),
+                    &got,
+                    &want,
+                    matmul_tolerance(path),
+                    ROWS,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn mv_id_matches_reference() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("mv_id_matches_reference");
+    let (k, n_experts) = (3, 8);
+    for ty in WeightType::ALL {
+        let weights = Weights::random(&mut rng, ty, n_experts, ROWS, D);
+        let w = ctx.upload_experts(&weights.data("w")).unwrap();
+        for act in ActType::ALL {
+            for n_tokens in [1, 4] {
+                let div = if act == ActType::F32 { k } else { 1 };
+                let ids = random_ids(&mut rng, n_tokens, k, n_experts);
+                let x = act_values(&mut rng, ids.len() / div * D, act);
+                let routing = ctx
+                    .routing_from_host(n_experts, k, &ids, &vec![1.0; ids.len()])
+                    .unwrap();
+                let xm = ctx.matrix_from_host(ids.len() / div, D, act, &x).unwrap();
+                let out = ctx.matrix_filled(ids.len(), ROWS, ActType::F32, f32::NAN);
+                ctx.submit("test mv_id", |enc| {
+                    ctx.encode_mv_id(enc, &routing, &w, &xm, div, &out, None)
+                })
+                .unwrap();
+                let got = ctx.read_matrix(&out).unwrap();
+                let want = grouped_matmul_ref(&weights, &ids, &x, div);
+                let key = KernelKey::MvId { weight: ty, act };
+                check(&format!("{key} T={n_tokens}"), &got, &want, 1e-5, ROWS);
+            }
+        }
+    }
+}
+
+#[test]
+fn map_lists_are_expert_major_and_token_ascending() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("map_lists_are_expert_major_and_token_ascending");
+    // 300 experts: the scan walks more than one round of 256.
+    for (n_tokens, k, n_experts) in [(1, 1, 1), (700, 6, 300), (2048, 8, 128)] {
+        let ids = random_ids(&mut rng, n_tokens, k, n_experts);
+        let routing = ctx
+            .routing_from_host(n_experts, k, &ids, &vec![0.0; ids.len()])
+            .unwrap();
+        for tile in TileWidth::ALL {
+            let map = ctx.build_map(&routing, tile, &[2, 64]).unwrap();
+            let got = ctx.read_map(&map).unwrap();
+            let mut offset = 0;
+            let mut items = Vec::new();
+            for e in 0..n_experts {
+                let pairs: Vec<u32> = (0..ids.len() as u32)
+                    .filter(|&p| ids[p as usize] == e as u32)
+                    .collect();
+                assert_eq!(got.experts[e], (offset, pairs.len() as u32), "expert {e}");
+                let span = offset as usize..offset as usize + pairs.len();
+                assert_eq!(got.list[span], pairs[..], "expert {e} list, tile {tile}");
+                for first in (0..pairs.len()).step_by(tile.tokens()) {
+                    items.push((e as u32, first as u32));
+                }
+                offset += pairs.len() as u32;
+            }
+            assert_eq!(got.items, items, "work list, tile {tile}");
+            let n = items.len() as u32;
+            assert_eq!(got.dispatch[..2], [[n, 2, 1], [n, 64, 1]], "dispatch args");
+        }
+    }
+}
+
+#[test]
+fn a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key");
+    let weights = Weights::random(&mut rng, WeightType::Q8_0, 4, ROWS, D);
+    let w = ctx.upload_experts(&weights.data("w")).unwrap();
+    let ids = random_ids(&mut rng, 64, 2, 4);
+    let routing = ctx.routing_from_host(4, 2, &ids, &[1.0; 128]).unwrap();
+    let x = ctx.matrix_filled(64, D, ActType::F32, 1.0);
+    let out = ctx.matrix_filled(128, ROWS, ActType::F32, f32::NAN);
+    let key = |tile| MatmulKey {
+        weight: WeightType::Q8_0,
+        act: ActType::F32,
+        tile,
+        path: Path::Reg,
+    };
+    let groups = KernelKey::MmId(key(TileWidth::T32))
+        .row_groups(ROWS as u32)
+        .unwrap();
+    let err = ctx
+        .submit("mismatch", |enc| {
+            let map = ctx.encode_map(enc, &routing, TileWidth::T64, &[groups], None)?;
+            ctx.encode_mm_id(enc, key(TileWidth::T32), &map, &w, &x, 2, &out, None)
+        })
+        .unwrap_err();
+    assert!(matches!(err, WgpuError::TileMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("mm_id_q8_0_f32_t32_reg"), "{err}");
+    // A map without arguments for this row count is refused too.
+    let err = ctx
+        .submit("no slot", |enc| {
+            let map = ctx.encode_map(enc, &routing, TileWidth::T32, &[groups + 1], None)?;
+            ctx.encode_mm_id(enc, key(TileWidth::T32), &map, &w, &x, 2, &out, None)
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, WgpuError::MissingDispatchSlot { .. }),
+        "{err}"
+    );
+    // Nothing ran: the output is still poison.
+    assert!(ctx.read_matrix(&out).unwrap().iter().all(|v| v.is_nan()));
+}
+
+#[test]
+fn a_path_the_adapter_lacks_is_refused_by_name() {
+    let Some(ctx) = ctx() else { return };
+    let Some(path) = [Path::Coop16, Path::Coop8]
+        .into_iter()
+        .find(|p| ctx.profile().supports(*p).is_err())
+    else {
+        return;
+    };
+    let mut rng = rng("a_path_the_adapter_lacks_is_refused_by_name");
+    let weights = Weights::random(&mut rng, WeightType::Q4_K, 2, ROWS, D);
+    let w = ctx.upload_experts(&weights.data("w")).unwrap();
+    let routing = ctx.routing_from_host(2, 1, &[0, 1], &[1.0; 2]).unwrap();
+    let x = ctx.matrix_filled(2, D, ActType::F32, 1.0);
+    let out = ctx.matrix_filled(2, ROWS, ActType::F32, f32::NAN);
+    let key = MatmulKey {
+        weight: WeightType::Q4_K,
+        act: ActType::F32,
+        tile: TileWidth::T32,
+        path,
+    };
+    let groups = KernelKey::MmId(key).row_groups(ROWS as u32).unwrap();
+    let err = ctx
+        .submit("unsupported path", |enc| {
+            let map = ctx.encode_map(enc, &routing, TileWidth::T32, &[groups], None)?;
+            ctx.encode_mm_id(enc, key, &map, &w, &x, 1, &out, None)
+        })
+        .unwrap_err();
+    assert!(matches!(err, WgpuError::MissingFeature { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&KernelKey::MmId(key).to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn split_weights_give_identical_results() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("split_weights_give_identical_results");
+    let (n_experts, k) = (10, 2);
+    let ids = random_ids(&mut rng, 100, k, n_experts);
+    let x = uniform(&mut rng, 100 * D, 1.0);
+    for ty in [WeightType::Q4_K, WeightType::IQ2_XXS, WeightType::Q8_0] {
+        let weights = Weights::random(&mut rng, ty, n_experts, ROWS, D);
+        let whole = ctx.upload_experts(&weights.data("whole")).unwrap();
+        assert_eq!(whole.chunks.len(), 1);
+        let per_expert =
+            (ROWS * D / ty.block_values() as usize) as u64 * ty.gpu_block_bytes() as u64;
+        let split = ctx
+            .upload_experts_with_limit(&weights.data("split"), 3 * per_expert + 5)
+            .unwrap();
+        let bases: Vec<(u32, u32)> = split
+            .chunks
+            .iter()
+            .map(|c| (c.expert_base, c.expert_count))
+            .collect();
+        assert_eq!(bases, [(0, 3), (3, 3), (6, 3), (9, 1)]);
+        let key = MatmulKey {
+            weight: ty,
+            act: ActType::F32,
+            tile: TileWidth::T32,
+            path: Path::Reg,
+        };
+        let a = run_mm_id(ctx, key, &whole, n_experts, k, &ids, &x, k);
+        let b = run_mm_id(ctx, key, &split, n_experts, k, &ids, &x, k);
+        assert!(
+            a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{ty}: split differs"
+        );
+        // mat-vec over split weights
+        let routing = ctx
+            .routing_from_host(n_experts, k, &ids[..6], &[1.0; 6])
+            .unwrap();
+        let xm = ctx
+            .matrix_from_host(3, D, ActType::F32, &x[..3 * D])
+            .unwrap();
+        let out = ctx.matrix_filled(6, ROWS, ActType::F32, f32::NAN);
+        ctx.submit("split mv", |enc| {
+            ctx.encode_mv_id(enc, &routing, &split, &xm, k, &out, None)
+        })
+        .unwrap();
+        let want = grouped_matmul_ref(&weights, &ids[..6], &x[..3 * D], k);
+        check(
+            &format!("{ty} split mv_id"),
+            &ctx.read_matrix(&out).unwrap(),
+            &want,
+            1e-5,
+            ROWS,
+        );
+    }
+    let too_small = ctx.upload_experts_with_limit(
+        &Weights::random(&mut rng, WeightType::F16, 2, ROWS, D).data("big"),
+        100,
+    );
+    assert!(matches!(too_small, Err(WgpuError::ExpertTooLarge { .. })));
+}
+
+/// A model's expert tensors: gate/up `[D, F, E]`, down `[F, D, E]`.
+struct Layer {
+    gate: Weights,
+    up: Weights,
+    down: Weights,
+}
+
+fn cpu_weight(w: &Weights) -> CpuWeight {
+    CpuWeight {
+        name: "w".into(),
+        ty: w.ty.ggml(),
+        dims: w.dims.to_vec(),
+        values: w.values.clone(),
+    }
+}
+
+fn layer_tolerance(path: Path, mid: ActType) -> f64 {
+    match (path, mid) {
+        (Path::Reg, ActType::F32) => 5e-5,
+        (Path::Reg, ActType::F16) => 2e-3,
+        _ => 4e-3,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_layer(
+    ctx: &WgpuContext,
+    rng: &mut rand::rngs::StdRng,
+    label: &str,
+    layer: &Layer,
+    n_tokens: usize,
+    k: usize,
+    activation: ExpertActivation,
+    opts_for: impl Fn(&MoeOptions) -> Vec<MoeOptions>,
+) {
+    let [d, f, n_experts] = layer.gate.dims;
+    let scale = match activation {
+        ExpertActivation::SwiGlu => 1.0,
+        // Large enough that gate and up outputs pass the clamp limit.
+        ExpertActivation::SwiGluClamped { .. } => 3.0,
+    };
+    let x = uniform(rng, n_tokens * d, scale);
+    let ids = random_ids(rng, n_tokens, k, n_experts);
+    let route: Vec<f32> = (0..ids.len())
+        .map(|_| rand::Rng::random_range(rng, 0.0..1.0))
+        .collect();
+    let want = moetile_cpu::moe(
+        &Mat {
+            rows: n_tokens,
+            cols: d,
+            data: x.clone(),
+        },
+        &ids,
+        &route,
+        k,
+        [
+            &cpu_weight(&layer.gate),
+            &cpu_weight(&layer.up),
+            &cpu_weight(&layer.down),
+        ],
+        activation,
+    );
+    let rms = (want.data.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.data.len() as f64)
+        .sqrt();
+    let upload = |w: &Weights, name| ctx.upload_experts(&w.data(name)).unwrap();
+    let (gate, up, down) = (
+        upload(&layer.gate, "gate"),
+        upload(&layer.up, "up"),
+        upload(&layer.down, "down"),
+    );
+    let routing = ctx.routing_from_host(n_experts, k, &ids, &route).unwrap();
+    let xm = ctx.matrix_from_host(n_tokens, d, ActType::F32, &x).unwrap();
+    let tile = TilePolicy::default().choose(MoeBatch {
+        tokens: n_tokens,
+        n_experts,
+        n_experts_used: k,
+    });
+    let base = MoeOptions::new(ctx, &MoeParams { activation, tile }, n_tokens);
+    for opts in opts_for(&base) {
+        let bufs = ctx.moe_buffers(n_tokens, k, d, f, opts.mid);
+        for m in [&bufs.gate, &bufs.up, &bufs.mid, &bufs.y] {
+            ctx.fill(m, f32::NAN);
+        }
+        let out = ctx.matrix_filled(n_tokens, d, ActType::F32, f32::NAN);
+        let experts = ExpertWeights {
+            gate: &gate,
+            up: &up,
+            down: &down,
+        };
+        ctx.submit("test moe", |enc| {
+            ctx.encode_moe(enc, &xm, &routing, experts, &opts, &bufs, &out, None)
+        })
+        .unwrap();
+        let got = ctx.read_matrix(&out).unwrap();
+        let bound = layer_tolerance(opts.path, opts.mid) * rms;
+        let what = format!(
+            "{label} T={n_tokens} tile {} {:?} mid {:?} mat_vec {} {activation:?}",
+            opts.tile, opts.path, opts.mid, opts.mat_vec
+        );
+        let bad: Vec<usize> = (0..got.len())
+            .filter(|&i| got[i].is_nan() || (got[i] as f64 - want.data[i] as f64).abs() > bound)
+            .collect();
+        for &i in bad.iter().take(8) {
+            eprintln!(
+                "{what}: out[{}][{}] = {}, want {}",
+                i / d,
+                i % d,
+                got[i],
+                want.data[i]
+            );
+        }
+        assert!(
+            bad.is_empty(),
+            "{what}: {} of {} wrong (bound {bound:.3e})",
+            bad.len(),
+            got.len()
+        );
+    }
+}
+
+/// Every path and both `mid` types the device runs, at the given tile.
+fn all_variants(base: &MoeOptions) -> Vec<MoeOptions> {
+    let ctx = ctx().expect("checked by the caller");
+    let mut v = Vec::new();
+    for path in ctx.profile().paths() {
+        for mid in ActType::ALL {
+            v.push(MoeOptions {
+                path,
+                mid,
+                mat_vec: false,
+                ..*base
+            });
+        }
+    }
+    v
+}
+
+#[test]
+fn moe_layer_matches_cpu_reference() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("moe_layer_matches_cpu_reference");
+    let (n_experts, k) = (64, 4);
+    // (name, gate/up type, down type, D, F): k-quants need rows of whole 256-value blocks;
+    // the others use widths that are not multiples of the 64-row tile (partial row tiles in
+    // gate/up for F = 160, in down for D = 288).
+    let mixes = [
+        ("q2", WeightType::IQ2_XXS, WeightType::Q2_K, 256, 256),
+        ("q4", WeightType::Q4_K, WeightType::Q6_K, 256, 256),
+        ("q5", WeightType::Q5_K, WeightType::Q8_0, 256, 160),
+        ("f16", WeightType::F16, WeightType::F16, 288, 160),
+    ];
+    for (i, (name, gate_up, down, d, f)) in mixes.into_iter().enumerate() {
+        let layer = Layer {
+            gate: Weights::random(&mut rng, gate_up, n_experts, f, d),
+            up: Weights::random(&mut rng, gate_up, n_experts, f, d),
+            down: Weights::random(&mut rng, down, n_experts, d, f),
+        };
+        let activation = if i % 2 == 0 {
+            ExpertActivation::SwiGlu
+        } else {
+            ExpertActivation::SwiGluClamped { limit: 10.0 }
+        };
+        // 2048 tokens: the alignment rule picks 128-token tiles.
+        check_layer(
+            ctx,
+            &mut rng,
+            name,
+            &layer,
+            2048,
+            k,
+            activation,
+            all_variants,
+        );
+        // 96 tokens: 32-token tiles; and the mat-vec path on a decode-sized batch.
+        check_layer(ctx, &mut rng, name, &layer, 96, k, activation, all_variants);
+        check_layer(ctx, &mut rng, name, &layer, 3, k, activation, |base| {
+            vec![
+                MoeOptions {
+                    mat_vec: true,
+                    ..*base
+                },
+                MoeOptions {
+                    mat_vec: false,
+                    path: Path::Reg,
+                    ..*base
+                },
+            ]
+        });
+    }
+}
+
+#[test]
+fn every_key_the_runtime_can_request_is_generated() {
+    // The runtime builds keys from an uploaded tensor's type, an activation type, a tile width
+    // and a path, plus the fixed helper kernels: every combination must be in the table.
+    for weight in WeightType::ALL {
+        for act in ActType::ALL {
+            for tile in TileWidth::ALL {
+                for path in Path::ALL {
+                    let key = KernelKey::MmId(MatmulKey {
+                        weight,
+                        act,
+                        tile,
+                        path,
+                    });
+                    assert!(kernels::source(&key).is_some(), "{key}");
+                }
+            }
+            assert!(kernels::source(&KernelKey::MvId { weight, act }).is_some());
+        }
+    }
+    for tile in TileWidth::ALL {
+        assert!(kernels::source(&KernelKey::Map { tile }).is_some());
+    }
+    for mid in ActType::ALL {
+        assert!(kernels::source(&KernelKey::Act { mid }).is_some());
+    }
+    assert!(kernels::source(&KernelKey::Sum).is_some());
+}

@@ -1,0 +1,477 @@
+//! [`KernelKey`]: one value names one specialization. Its `Display` is the file name, the
+//! pipeline label, the bench row and the test name; its geometry methods size the dispatch and
+//! are written into the WGSL as named `const`s by the generator, so host and shader can never
+//! disagree on a tile size.
+
+use moetile::tile::TileWidth;
+
+use crate::weights::WeightType;
+
+/// Element type of an activation buffer a kernel reads (`act`) or writes (`mid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ActType {
+    /// 32-bit floats.
+    F32,
+    /// IEEE halves, stored two per `u32` word (no `SHADER_F16` needed to read or write them).
+    F16,
+}
+
+impl ActType {
+    /// Both types.
+    pub const ALL: [ActType; 2] = [ActType::F32, ActType::F16];
+
+    /// `"f32"` or `"f16"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActType::F32 => "f32",
+            ActType::F16 => "f16",
+        }
+    }
+
+    /// Bytes per value.
+    pub fn bytes(self) -> usize {
+        match self {
+            ActType::F32 => 4,
+            ActType::F16 => 2,
+        }
+    }
+}
+
+/// How a grouped matmul multiplies its tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Path {
+    /// Register-tiled f32 FMAs: runs everywhere.
+    Reg,
+    /// 16x16 f16 -> f32 cooperative matrices (NVIDIA/AMD Vulkan).
+    Coop16,
+    /// 8x8 f16 -> f32 cooperative matrices (Metal simdgroup matrices).
+    Coop8,
+}
+
+impl Path {
+    /// Every path.
+    pub const ALL: [Path; 3] = [Path::Reg, Path::Coop16, Path::Coop8];
+
+    /// `"reg"`, `"coop16"` or `"coop8"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Reg => "reg",
+            Path::Coop16 => "coop16",
+            Path::Coop8 => "coop8",
+        }
+    }
+
+    /// Side of the square cooperative matrix, `None` for the register path.
+    pub fn fragment(self) -> Option<u32> {
+        match self {
+            Path::Reg => None,
+            Path::Coop16 => Some(16),
+            Path::Coop8 => Some(8),
+        }
+    }
+}
+
+/// A grouped-matmul specialization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MatmulKey {
+    /// Weight storage type.
+    pub weight: WeightType,
+    /// Activation (input) type.
+    pub act: ActType,
+    /// Tokens per workgroup.
+    pub tile: TileWidth,
+    /// Multiply path.
+    pub path: Path,
+}
+
+/// One generated kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KernelKey {
+    /// Expert-major lists, per-expert spans, the compact work list of token tiles of width
+    /// `tile`, and the indirect dispatch arguments of the matmuls that use it.
+    Map {
+        /// The width of the token tiles listed.
+        tile: TileWidth,
+    },
+    /// Grouped matmul over the work list: one workgroup per (token tile, row tile).
+    MmId(MatmulKey),
+    /// Grouped mat-vec for small batches: one workgroup per (pair, row tile).
+    MvId {
+        /// Weight storage type.
+        weight: WeightType,
+        /// Activation (input) type.
+        act: ActType,
+    },
+    /// `act(gate, up) * route_weight`, written as `mid`.
+    Act {
+        /// Storage type of `mid`.
+        mid: ActType,
+    },
+    /// `out[t] = sum_k y[t * K + k]`.
+    Sum,
+}
+
+/// Threads per workgroup of every kernel.
+const WG_SIZE: u32 = 256;
+/// Output rows per matmul workgroup (both paths).
+const MM_ROWS: u32 = 64;
+/// Inner-dimension step of the matmul: one 32-value sub-block of every weight type.
+const K_STEP: u32 = 32;
+/// Register path: threads along the row axis (the rest go along tokens).
+const ROW_THREADS: u32 = 16;
+/// Cooperative path: the largest subgroup size the accumulator arrays are sized for.
+pub const COOP_MAX_SUBGROUP_SIZE: u32 = 64;
+/// Staging buffer of the cooperative path, in f32 values (16 KiB).
+const COOP_STAGE_VALUES: u32 = 4096;
+/// Rows per mat-vec workgroup.
+const MV_ROWS: u32 = 8;
+/// Indirect-dispatch argument slots the map writes (one per distinct row-tile count).
+pub const MAP_DISPATCH_SLOTS: usize = 4;
+
+/// A shader binding of group 0, as the templates declare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// `@binding(index)`.
+    pub index: u32,
+    /// Variable name in the WGSL.
+    pub name: &'static str,
+    /// Uniform, read-only storage or read-write storage.
+    pub kind: BindingKind,
+}
+
+/// What kind of buffer a binding takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingKind {
+    /// `var<uniform>`.
+    Uniform,
+    /// `var<storage, read>`.
+    ReadOnly,
+    /// `var<storage, read_write>`.
+    ReadWrite,
+}
+
+/// The binding of the IQ2_XXS grid table, in every kernel that reads weights.
+pub const GRID_BINDING: u32 = 7;
+
+const fn b(index: u32, name: &'static str, kind: BindingKind) -> Binding {
+    Binding { index, name, kind }
+}
+
+impl KernelKey {
+    /// Every key the build generates and validates; the runtime only requests keys from this set
+    /// (a test in `moetile-wgpu` checks it).
+    pub fn all() -> Vec<KernelKey> {
+        let mut keys = Vec::new();
+        for tile in TileWidth::ALL {
+            keys.push(KernelKey::Map { tile });
+        }
+        for weight in WeightType::ALL {
+            for act in ActType::ALL {
+                for tile in TileWidth::ALL {
+                    for path in Path::ALL {
+                        keys.push(KernelKey::MmId(MatmulKey {
+                            weight,
+                            act,
+                            tile,
+                            path,
+                        }));
+                    }
+                }
+                keys.push(KernelKey::MvId { weight, act });
+            }
+        }
+        for mid in ActType::ALL {
+            keys.push(KernelKey::Act { mid });
+        }
+        keys.push(KernelKey::Sum);
+        keys
+    }
+
+    /// Threads per workgroup (`WG_SIZE`).
+    pub fn workgroup_size(&self) -> u32 {
+        WG_SIZE
+    }
+
+    /// Output rows one workgroup computes (`ROWS_PER_WG`); `None` for element-wise ops.
+    pub fn rows_per_workgroup(&self) -> Option<u32> {
+        match self {
+            KernelKey::MmId(_) => Some(MM_ROWS),
+            KernelKey::MvId { .. } => Some(MV_ROWS),
+            _ => None,
+        }
+    }
+
+    /// Tokens one workgroup computes (`TILE_N`): the tile width of a map or matmul.
+    pub fn tokens_per_workgroup(&self) -> Option<u32> {
+        match self {
+            KernelKey::Map { tile } | KernelKey::MmId(MatmulKey { tile, .. }) => {
+                Some(tile.tokens() as u32)
+            }
+            KernelKey::MvId { .. } => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The token-tile width of a map or grouped matmul.
+    pub fn tile(&self) -> Option<TileWidth> {
+        match self {
+            KernelKey::Map { tile } | KernelKey::MmId(MatmulKey { tile, .. }) => Some(*tile),
+            _ => None,
+        }
+    }
+
+    /// Workgroups along y for `rows` output rows: `ceil(rows / ROWS_PER_WG)`.
+    pub fn row_groups(&self, rows: u32) -> Option<u32> {
+        self.rows_per_workgroup().map(|r| rows.div_ceil(r))
+    }
+
+    /// The weight type read, if any.
+    pub fn weight(&self) -> Option<WeightType> {
+        match self {
+            KernelKey::MmId(m) => Some(m.weight),
+            KernelKey::MvId { weight, .. } => Some(*weight),
+            _ => None,
+        }
+    }
+
+    /// The matmul path (`Reg` for everything that is not a cooperative matmul).
+    pub fn path(&self) -> Path {
+        match self {
+            KernelKey::MmId(m) => m.path,
+            _ => Path::Reg,
+        }
+    }
+
+    /// Whether the shader needs `SHADER_F16` (`enable f16;`).
+    pub fn needs_f16(&self) -> bool {
+        self.path() != Path::Reg
+    }
+
+    /// Whether the shader needs `SUBGROUP` (subgroup id builtins).
+    pub fn needs_subgroups(&self) -> bool {
+        self.path() != Path::Reg
+    }
+
+    /// Whether the shader needs `EXPERIMENTAL_COOPERATIVE_MATRIX`.
+    pub fn needs_coop(&self) -> bool {
+        self.path() != Path::Reg
+    }
+
+    /// The template under `wgsl/` holding the entry points.
+    pub fn template(&self) -> &'static str {
+        match self {
+            KernelKey::Map { .. } => "map.wgsl",
+            KernelKey::MmId(m) if m.path == Path::Reg => "mm_id.wgsl",
+            KernelKey::MmId(_) => "mm_id_coop.wgsl",
+            KernelKey::MvId { .. } => "mv_id.wgsl",
+            KernelKey::Act { .. } => "act.wgsl",
+            KernelKey::Sum => "sum.wgsl",
+        }
+    }
+
+    /// Entry points of the module, in dispatch order.
+    pub fn entry_points(&self) -> &'static [&'static str] {
+        match self {
+            KernelKey::Map { .. } => &["count", "scan", "fill"],
+            _ => &["main"],
+        }
+    }
+
+    /// Fragments prepended before the template, in order.
+    pub fn fragments(&self) -> Vec<&'static str> {
+        let act = |a: ActType| match a {
+            ActType::F32 => "act/f32.wgsl",
+            ActType::F16 => "act/f16.wgsl",
+        };
+        match self {
+            KernelKey::MmId(m) => {
+                let coop: &[&str] = match m.path {
+                    Path::Reg => &[],
+                    Path::Coop16 => &["coop/16.wgsl"],
+                    Path::Coop8 => &["coop/8.wgsl"],
+                };
+                [m.weight.fragments(), &[act(m.act)], coop].concat()
+            }
+            KernelKey::MvId { weight, act: a } => [weight.fragments(), &[act(*a)]].concat(),
+            KernelKey::Act { mid } => vec![
+                "grid.wgsl",
+                match mid {
+                    ActType::F32 => "mid/f32.wgsl",
+                    ActType::F16 => "mid/f16.wgsl",
+                },
+            ],
+            KernelKey::Sum => vec!["grid.wgsl"],
+            KernelKey::Map { .. } => vec![],
+        }
+    }
+
+    /// Name of the uniform parameter struct (see [`crate::params`]).
+    pub fn params_struct(&self) -> &'static str {
+        match self {
+            KernelKey::Map { .. } => "MapParams",
+            KernelKey::MmId(_) | KernelKey::MvId { .. } => "MatmulParams",
+            KernelKey::Act { .. } => "ActParams",
+            KernelKey::Sum => "SumParams",
+        }
+    }
+
+    /// The group-0 bindings the shader declares; the host builds its layout from this list and
+    /// validation checks the WGSL against it.
+    pub fn bindings(&self) -> Vec<Binding> {
+        use BindingKind::*;
+        let mut list = match self {
+            KernelKey::Map { .. } => vec![
+                b(0, "params", Uniform),
+                b(1, "ids", ReadOnly),
+                b(2, "chunk_counts", ReadWrite),
+                b(3, "ranks", ReadWrite),
+                b(4, "experts", ReadWrite),
+                b(5, "list", ReadWrite),
+                b(6, "items", ReadWrite),
+                b(7, "dispatch", ReadWrite),
+            ],
+            KernelKey::MmId(_) => vec![
+                b(0, "params", Uniform),
+                b(1, "weights", ReadOnly),
+                b(2, "act", ReadOnly),
+                b(3, "experts", ReadOnly),
+                b(4, "list", ReadOnly),
+                b(5, "items", ReadOnly),
+                b(6, "y", ReadWrite),
+            ],
+            KernelKey::MvId { .. } => vec![
+                b(0, "params", Uniform),
+                b(1, "weights", ReadOnly),
+                b(2, "act", ReadOnly),
+                b(3, "ids", ReadOnly),
+                b(4, "y", ReadWrite),
+            ],
+            KernelKey::Act { .. } => vec![
+                b(0, "params", Uniform),
+                b(1, "gate", ReadOnly),
+                b(2, "up", ReadOnly),
+                b(3, "route", ReadOnly),
+                b(4, "mid", ReadWrite),
+            ],
+            KernelKey::Sum => vec![
+                b(0, "params", Uniform),
+                b(1, "y", ReadOnly),
+                b(2, "out", ReadWrite),
+            ],
+        };
+        if self.weight().is_some_and(WeightType::uses_grid) {
+            list.push(b(GRID_BINDING, "iq2xxs_grid", ReadOnly));
+        }
+        list
+    }
+
+    /// The named constants the generator prepends: the key's geometry, in one place.
+    pub fn consts(&self) -> Vec<(&'static str, u32)> {
+        let mut c = vec![("WG_SIZE", self.workgroup_size())];
+        if let Some(n) = self.tokens_per_workgroup() {
+            c.push(("TILE_N", n));
+        }
+        if let Some(r) = self.rows_per_workgroup() {
+            c.push(("ROWS_PER_WG", r));
+        }
+        if let Some(w) = self.weight() {
+            c.push(("QK", w.block_values()));
+            c.push(("BLOCK_WORDS", w.block_words()));
+        }
+        match self {
+            KernelKey::Map { .. } => {
+                c.push(("DISPATCH_SLOTS", MAP_DISPATCH_SLOTS as u32));
+            }
+            KernelKey::MmId(m) => {
+                let tile = m.tile.tokens() as u32;
+                c.push(("K_STEP", K_STEP));
+                match m.path.fragment() {
+                    None => {
+                        let token_threads = WG_SIZE / ROW_THREADS;
+                        c.push(("ROW_THREADS", ROW_THREADS));
+                        c.push(("TOKEN_THREADS", token_threads));
+                        c.push(("ROWS_PER_THREAD", MM_ROWS / ROW_THREADS));
+                        c.push(("TOKENS_PER_THREAD", tile / token_threads));
+                    }
+                    Some(frag) => {
+                        let frags = (MM_ROWS / frag) * (tile / frag);
+                        let min_subgroups = WG_SIZE / COOP_MAX_SUBGROUP_SIZE;
+                        let stage_rows = (COOP_STAGE_VALUES / tile).min(MM_ROWS);
+                        c.push(("FRAG", frag));
+                        c.push(("TOKEN_FRAGS", tile / frag));
+                        c.push(("FRAGS", frags));
+                        c.push(("FRAGS_PER_SUBGROUP", frags.div_ceil(min_subgroups)));
+                        c.push(("STAGE_ROWS", stage_rows));
+                    }
+                }
+            }
+            KernelKey::MvId { .. } => {
+                c.push(("LANES", WG_SIZE / MV_ROWS));
+            }
+            _ => {}
+        }
+        c
+    }
+}
+
+impl std::fmt::Display for KernelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelKey::Map { tile } => write!(f, "map_t{tile}"),
+            KernelKey::MmId(m) => write!(
+                f,
+                "mm_id_{}_{}_t{}_{}",
+                m.weight.short_name(),
+                m.act.name(),
+                m.tile,
+                m.path.name()
+            ),
+            KernelKey::MvId { weight, act } => {
+                write!(f, "mv_id_{}_{}", weight.short_name(), act.name())
+            }
+            KernelKey::Act { mid } => write!(f, "act_{}", mid.name()),
+            KernelKey::Sum => f.write_str("sum"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_readable() {
+        let keys = KernelKey::all();
+        let names: HashSet<String> = keys.iter().map(|k| k.to_string()).collect();
+        assert_eq!(names.len(), keys.len());
+        let key = KernelKey::MmId(MatmulKey {
+            weight: WeightType::Q4_K,
+            act: ActType::F32,
+            tile: TileWidth::T64,
+            path: Path::Reg,
+        });
+        assert_eq!(key.to_string(), "mm_id_q4k_f32_t64_reg");
+        assert!(names.contains("map_t128"));
+        assert!(names.contains("mv_id_iq2xxs_f16"));
+        assert!(names.contains("mm_id_q8_0_f16_t32_coop8"));
+    }
+
+    #[test]
+    fn register_tile_accumulators_cover_the_whole_tile() {
+        // The seed's bug: wide tiles kept 32-token accumulators. Every thread's accumulators
+        // times the threads must equal the tile, for every width.
+        for key in KernelKey::all() {
+            let KernelKey::MmId(m) = key else { continue };
+            let c: std::collections::HashMap<_, _> = key.consts().into_iter().collect();
+            let tile = m.tile.tokens() as u32;
+            if m.path == Path::Reg {
+                assert_eq!(c["TOKENS_PER_THREAD"] * c["TOKEN_THREADS"], tile, "{key}");
+                assert_eq!(c["ROWS_PER_THREAD"] * c["ROW_THREADS"], c["ROWS_PER_WG"]);
+                assert_eq!(c["ROW_THREADS"] * c["TOKEN_THREADS"], c["WG_SIZE"]);
+            } else {
+                assert_eq!(c["FRAGS"] * c["FRAG"] * c["FRAG"], tile * c["ROWS_PER_WG"]);
+            }
+        }
+    }
+}

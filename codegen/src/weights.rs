@@ -1,0 +1,249 @@
+//! The weight types the GPU kernels read, and the GPU block layout of each.
+//!
+//! The GPU layout is ours: every GGUF block is copied unchanged except that blocks whose size is
+//! not a multiple of 4 bytes get two zero pad bytes inserted at one fixed offset, so every field
+//! a kernel reads as a `u32` word is word-aligned (`Q8_0` 34 -> 36 B, `IQ2_XXS` 66 -> 68 B,
+//! `Q6_K` 210 -> 212 B; `Q4_K` 144, `Q5_K` 176, `Q2_K` 84 are already aligned). Rows are whole
+//! blocks, experts are whole rows, so expert `e`, row `r`, block `b` is GPU block
+//! `(e * rows + r) * blocks_per_row + b`. The repacking itself lives in `moetile-wgpu`
+//! (`layout.rs`); the numbers below are the single source both it and the WGSL use (the
+//! generator writes `QK` and `BLOCK_WORDS` into every shader that reads weights).
+//!
+//! Adding a type (`Q4_0`, `Q5_1`, `Q3_K`...) is one row in [`FORMATS`] plus one
+//! `wgsl/dequant/<type>.wgsl` fragment defining `dequant8`.
+
+use moetile::quant::GgmlType;
+
+/// A weight storage type with a GPU dequantization fragment.
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WeightType {
+    /// IEEE half floats (read as 32-value blocks of 16 words).
+    F16,
+    /// 32 int8 values with an f16 scale.
+    Q8_0,
+    /// 2-bit k-quant.
+    Q2_K,
+    /// 4-bit k-quant.
+    Q4_K,
+    /// 5-bit k-quant.
+    Q5_K,
+    /// 6-bit k-quant.
+    Q6_K,
+    /// 2.06-bit "i-quant" over a 256-entry grid of 8 magnitudes.
+    IQ2_XXS,
+}
+
+/// One row of the format table.
+struct Format {
+    ty: WeightType,
+    ggml: GgmlType,
+    /// Short lowercase name used in kernel names (`mm_id_q4k_...`).
+    short: &'static str,
+    /// Values per GPU block (a GGUF block, or 32 values for F16).
+    block_values: u32,
+    /// Bytes of those values in the GGUF file.
+    gguf_bytes: u32,
+    /// Byte offset where two zero bytes are inserted to make the block word-aligned.
+    pad_at: Option<u32>,
+    /// Fragments (under `wgsl/`) defining `dequant8`, in inclusion order.
+    fragments: &'static [&'static str],
+}
+
+const FORMATS: [Format; 7] = [
+    Format {
+        ty: WeightType::F16,
+        ggml: GgmlType::F16,
+        short: "f16",
+        block_values: 32,
+        gguf_bytes: 64,
+        pad_at: None,
+        fragments: &["dequant/f16.wgsl"],
+    },
+    Format {
+        ty: WeightType::Q8_0,
+        ggml: GgmlType::Q8_0,
+        short: "q8_0",
+        block_values: 32,
+        gguf_bytes: 34,
+        // after the f16 scale `d`
+        pad_at: Some(2),
+        fragments: &["dequant/q8_0.wgsl"],
+    },
+    Format {
+        ty: WeightType::Q2_K,
+        ggml: GgmlType::Q2_K,
+        short: "q2k",
+        block_values: 256,
+        gguf_bytes: 84,
+        pad_at: None,
+        fragments: &["dequant/bytes.wgsl", "dequant/q2_k.wgsl"],
+    },
+    Format {
+        ty: WeightType::Q4_K,
+        ggml: GgmlType::Q4_K,
+        short: "q4k",
+        block_values: 256,
+        gguf_bytes: 144,
+        pad_at: None,
+        fragments: &[
+            "dequant/bytes.wgsl",
+            "dequant/scale_min_k4.wgsl",
+            "dequant/q4_k.wgsl",
+        ],
+    },
+    Format {
+        ty: WeightType::Q5_K,
+        ggml: GgmlType::Q5_K,
+        short: "q5k",
+        block_values: 256,
+        gguf_bytes: 176,
+        pad_at: None,
+        fragments: &[
+            "dequant/bytes.wgsl",
+            "dequant/scale_min_k4.wgsl",
+            "dequant/q5_k.wgsl",
+        ],
+    },
+    Format {
+        ty: WeightType::Q6_K,
+        ggml: GgmlType::Q6_K,
+        short: "q6k",
+        block_values: 256,
+        gguf_bytes: 210,
+        // after the trailing f16 scale `d`
+        pad_at: Some(210),
+        fragments: &["dequant/bytes.wgsl", "dequant/q6_k.wgsl"],
+    },
+    Format {
+        ty: WeightType::IQ2_XXS,
+        ggml: GgmlType::IQ2_XXS,
+        short: "iq2xxs",
+        block_values: 256,
+        gguf_bytes: 66,
+        // after the f16 scale `d`
+        pad_at: Some(2),
+        fragments: &["dequant/iq2_xxs.wgsl"],
+    },
+];
+
+impl WeightType {
+    /// Every type, in table order.
+    pub const ALL: [WeightType; 7] = [
+        WeightType::F16,
+        WeightType::Q8_0,
+        WeightType::Q2_K,
+        WeightType::Q4_K,
+        WeightType::Q5_K,
+        WeightType::Q6_K,
+        WeightType::IQ2_XXS,
+    ];
+
+    fn format(self) -> &'static Format {
+        FORMATS
+            .iter()
+            .find(|f| f.ty == self)
+            .expect("every WeightType has a row in FORMATS")
+    }
+
+    /// The GPU type for a GGUF tensor type, if the kernels read it.
+    pub fn from_ggml(ty: GgmlType) -> Option<WeightType> {
+        FORMATS.iter().find(|f| f.ggml == ty).map(|f| f.ty)
+    }
+
+    /// Parses a short name (`q4k`) or a GGUF name (`Q4_K`), case-insensitively.
+    pub fn parse(name: &str) -> Option<WeightType> {
+        let name = name.trim();
+        FORMATS
+            .iter()
+            .find(|f| {
+                f.short.eq_ignore_ascii_case(name) || f.ggml.name().eq_ignore_ascii_case(name)
+            })
+            .map(|f| f.ty)
+    }
+
+    /// The GGUF tensor type.
+    pub fn ggml(self) -> GgmlType {
+        self.format().ggml
+    }
+
+    /// Short lowercase name used in kernel names.
+    pub fn short_name(self) -> &'static str {
+        self.format().short
+    }
+
+    /// Values per GPU block: the row length must be a multiple of it.
+    pub fn block_values(self) -> u32 {
+        self.format().block_values
+    }
+
+    /// Bytes of one block as the GGUF stores it.
+    pub fn gguf_block_bytes(self) -> u32 {
+        self.format().gguf_bytes
+    }
+
+    /// Bytes of one block in the GPU layout (a multiple of 4).
+    pub fn gpu_block_bytes(self) -> u32 {
+        self.format().gguf_bytes.next_multiple_of(4)
+    }
+
+    /// `u32` words of one GPU block (the `BLOCK_WORDS` shader constant).
+    pub fn block_words(self) -> u32 {
+        self.gpu_block_bytes() / 4
+    }
+
+    /// Where the GPU layout inserts its pad bytes (`None` when the GGUF block is aligned).
+    pub fn pad_at(self) -> Option<u32> {
+        self.format().pad_at
+    }
+
+    /// Whether the dequant fragment reads the IQ2_XXS grid table (a storage buffer).
+    pub fn uses_grid(self) -> bool {
+        self == WeightType::IQ2_XXS
+    }
+
+    /// The fragments defining `dequant8`, in inclusion order.
+    pub fn fragments(self) -> &'static [&'static str] {
+        self.format().fragments
+    }
+}
+
+impl std::fmt::Display for WeightType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.ggml().name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_agrees_with_ggml_block_geometry() {
+        for w in WeightType::ALL {
+            let g = w.ggml();
+            assert_eq!(WeightType::from_ggml(g), Some(w));
+            // A GPU block is one GGUF block, or 32 scalars for F16.
+            let scalars_per_block = w.block_values() as usize / g.block_values();
+            assert_eq!(
+                w.gguf_block_bytes() as usize,
+                scalars_per_block * g.block_bytes(),
+                "{w}"
+            );
+            assert_eq!(w.gpu_block_bytes() % 4, 0, "{w}");
+            assert_eq!(
+                w.pad_at().is_some(),
+                w.gguf_block_bytes() % 4 != 0,
+                "{w}: pad exactly the unaligned blocks"
+            );
+            assert_eq!(w.block_values() % 32, 0, "{w}: kernels step K by 32");
+        }
+        assert_eq!(WeightType::Q8_0.gpu_block_bytes(), 36);
+        assert_eq!(WeightType::IQ2_XXS.gpu_block_bytes(), 68);
+        assert_eq!(WeightType::Q6_K.gpu_block_bytes(), 212);
+        assert_eq!(WeightType::from_ggml(GgmlType::Q3_K), None);
+        assert_eq!(WeightType::parse("q4k"), Some(WeightType::Q4_K));
+        assert_eq!(WeightType::parse("IQ2_XXS"), Some(WeightType::IQ2_XXS));
+        assert_eq!(WeightType::parse("q3k"), None);
+    }
+}
