@@ -14,6 +14,7 @@ use moetile::generate::StopConditions;
 use moetile::sample::SamplerConfig;
 use moetile::tile::{TilePolicy, TileWidth};
 use moetile::tokenizer::Tokenizer;
+use moetile_wgpu::AdapterChoice;
 
 use crate::UsageError;
 use crate::backend::BackendChoice;
@@ -39,6 +40,8 @@ pub enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Write a random-weight GGUF with the dimensions of a real MoE model.
     Synth(cmd::synth::SynthArgs),
+    /// List the GPU adapters wgpu sees, their capabilities, and the one moetile picks.
+    Devices(cmd::devices::DevicesArgs),
     /// Compare the selected backend's logits with the CPU reference on a short prompt.
     Verify(cmd::verify::VerifyArgs),
 }
@@ -58,18 +61,60 @@ pub struct ModelArgs {
 pub struct BackendArgs {
     /// Run on the CPU reference backend (plain loops: exact, slow; for checks and small
     /// models).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["device", "backend"])]
     pub cpu: bool,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
 }
 
 impl BackendArgs {
     /// The backend to run on.
-    pub fn choice(&self) -> BackendChoice {
+    pub fn choice(&self) -> Result<BackendChoice> {
         if self.cpu {
-            BackendChoice::Cpu
+            Ok(BackendChoice::Cpu)
         } else {
-            BackendChoice::Gpu
+            Ok(BackendChoice::Gpu(self.gpu.resolve()?))
         }
+    }
+}
+
+/// GPU adapter selection.
+#[derive(Debug, Clone, Args)]
+pub struct GpuArgs {
+    /// GPU adapter: an index or a name substring, as `moetile devices` lists them [default:
+    /// discrete over integrated over CPU adapters, Vulkan/Metal/DX12 over GL].
+    #[arg(long, value_name = "N|NAME")]
+    pub device: Option<String>,
+    /// Graphics API to search: vulkan, metal, dx12 or gl [default: $WGPU_BACKEND, else all].
+    #[arg(long, value_name = "API")]
+    pub backend: Option<String>,
+}
+
+/// The APIs `--backend` accepts (wgpu's names).
+const APIS: [&str; 4] = ["vulkan", "metal", "dx12", "gl"];
+
+impl GpuArgs {
+    /// The adapter to use. `--backend` is exported as `WGPU_BACKEND`, the variable wgpu's
+    /// adapter listing reads, so every later listing and selection sees only that API.
+    pub fn resolve(&self) -> Result<AdapterChoice> {
+        if let Some(api) = &self.backend {
+            let api = api.trim().to_lowercase();
+            if !APIS.contains(&api.as_str()) {
+                return Err(usage(format!(
+                    "invalid --backend = {api:?}: one of {}",
+                    APIS.join(", ")
+                )));
+            }
+            // SAFETY: settings are resolved on the main thread before any other thread exists
+            // (the Ctrl-C handler and wgpu's threads start later), so no one reads the
+            // environment concurrently.
+            unsafe { std::env::set_var("WGPU_BACKEND", api) };
+        }
+        Ok(self
+            .device
+            .as_deref()
+            .map(AdapterChoice::parse)
+            .unwrap_or_default())
     }
 }
 

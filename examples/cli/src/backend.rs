@@ -4,15 +4,16 @@
 use anyhow::Result;
 use moetile::model::Backend;
 use moetile_cpu::CpuBackend;
+use moetile_wgpu::AdapterChoice;
 use serde::Serialize;
 
 /// Which backend runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendChoice {
     /// The CPU reference (`--cpu`).
     Cpu,
-    /// The GPU through wgpu (the default).
-    Gpu,
+    /// The GPU through wgpu (the default), on this adapter.
+    Gpu(AdapterChoice),
 }
 
 /// What every report says about the backend that produced it.
@@ -37,13 +38,15 @@ pub trait BackendTask {
 }
 
 /// Builds the backend `choice` names and runs `task` on it.
-pub fn with_backend<T: BackendTask>(choice: BackendChoice, task: T) -> Result<T::Output> {
+pub fn with_backend<T: BackendTask>(choice: &BackendChoice, task: T) -> Result<T::Output> {
     match choice {
         BackendChoice::Cpu => run_on_cpu(task),
-        BackendChoice::Gpu => {
-            // moetile-wgpu does not implement `Backend` yet; its arm replaces this fallback.
+        BackendChoice::Gpu(_) => {
+            // moetile-wgpu does not implement `Backend` yet: this arm becomes
+            // `WgpuContext::new(adapter)` wrapped in its backend when it does.
             eprintln!(
-                "warning: the wgpu backend is not available yet; running on the CPU reference"
+                "warning: the wgpu backend does not run whole models yet; running on the CPU \
+                 reference"
             );
             run_on_cpu(task)
         }

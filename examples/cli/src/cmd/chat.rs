@@ -50,7 +50,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         sampling: args.sampling.resolve()?,
         runtime: args.runtime.resolve()?,
         model: args.model.model,
-        backend: args.model.backend.choice(),
+        backend: args.model.backend.choice()?,
         system: args.system,
     };
     let file = ModelFile::open(&settings.model)?;
@@ -60,7 +60,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         eprintln!("note: the model has no chat template; using ChatML");
     }
     with_backend(
-        settings.backend,
+        &settings.backend,
         Task {
             file: &file,
             template: &template,

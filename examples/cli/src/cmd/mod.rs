@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod devices;
 mod report;
 pub mod run;
 pub mod synth;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Devices(args) => devices::run(args),
     }
 }
 

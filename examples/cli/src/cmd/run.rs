@@ -65,7 +65,7 @@ impl RunArgs {
         };
         Ok(Settings {
             model: self.model.model,
-            backend: self.model.backend.choice(),
+            backend: self.model.backend.choice()?,
             prompt,
             sampling,
             runtime,
@@ -83,7 +83,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let n_ctx = file.n_ctx(settings.runtime.config.ctx);
     file.check_fits(tokens.len(), n_ctx)?;
     with_backend(
-        settings.backend,
+        &settings.backend,
         Task {
             file: &file,
             tokens,

@@ -65,7 +65,7 @@ impl VerifyArgs {
         }
         Ok(Settings {
             model: self.model.model,
-            backend: self.model.backend.choice(),
+            backend: self.model.backend.choice()?,
             prompt: self.prompt.unwrap_or_else(|| DEFAULT_PROMPT.to_string()),
             runtime: self.runtime.resolve()?,
             min_top1: self.min_top1,
@@ -92,7 +92,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         tokens: &tokens,
         config: &config,
     };
-    let (tested, description) = with_backend(s.backend, task)?;
+    let (tested, description) = with_backend(&s.backend, task)?;
     // The reference: the whole prompt in one chunk, on the CPU.
     let reference_config = RuntimeConfig {
         chunk: tokens.len(),

@@ -7,6 +7,7 @@
 mod bench;
 mod chat;
 mod errors;
+mod gpu;
 mod run;
 mod synth;
 mod verify;

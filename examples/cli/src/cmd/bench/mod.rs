@@ -14,15 +14,18 @@
 //! and set the results side by side (A/B). Every output names the backend, driver, moetile
 //! commit, model and settings. Without `-m`, a `tiny-qwen3moe` model is synthesized into a
 //! temporary folder and a short sweep runs: a benchmark that needs no download.
+//!
+//! `moetile bench kernels` times the routed-MoE GPU kernels alone (see `kernels.rs`).
 
 mod chart;
+mod kernels;
 mod sweep;
 mod table;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use moetile::model::Backend;
 use moetile::synth::{Mix, Preset, Synth};
 use moetile::tile::TileWidth;
@@ -35,7 +38,10 @@ use crate::model::{ModelFile, ModelInfo};
 
 /// Arguments of `moetile bench`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    kernels: Option<BenchCommand>,
     /// GGUF model file [default: a synthetic tiny-qwen3moe in a temporary folder].
     #[arg(short, long, value_name = "FILE.gguf")]
     model: Option<PathBuf>,
@@ -80,6 +86,14 @@ pub struct BenchArgs {
     /// Tile policies to compare, comma-separated (alignment, load-aware, fixed:N).
     #[arg(long, value_name = "LIST", default_value = "alignment")]
     tile_policy: String,
+}
+
+/// `moetile bench`'s own subcommand.
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time the routed-MoE GPU kernels (map, mm_id, mv_id) at real expert shapes, outputs
+    /// checked before timing.
+    Kernels(Box<kernels::KernelArgs>),
 }
 
 const SWEEP_ONLY: [&str; 5] = ["ctx_start", "ctx_max", "step_incr", "gen_tokens", "csv"];
@@ -267,6 +281,9 @@ impl Meta {
 
 /// Runs `moetile bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(BenchCommand::Kernels(kernel_args)) = args.kernels {
+        return kernels::run(*kernel_args);
+    }
     let settings = args.settings()?;
     let mode = args.mode(args.model.is_none())?;
     // Without -m: a synthetic model that lives as long as the benchmark.
@@ -287,8 +304,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let file = ModelFile::open(&path)?;
+    let backend = args.backend.choice()?;
     with_backend(
-        args.backend.choice(),
+        &backend,
         Task {
             file: &file,
             settings: &settings,
