@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {e:#}");
             if e.is::<UsageError>() {
                 ExitCode::from(EXIT_USAGE)
             } else if e.is::<MismatchError>() {
@@ -56,36 +56,5 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }
-}
-
-/// The error and its causes on one line, as `{:#}` prints them, except that a cause whose text
-/// the line already ends with is not repeated (some errors print their source themselves).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.is_empty() {
-            line = text;
-        } else if !line.ends_with(&text) {
-            line = format!("{line}: {text}");
-        }
-    }
-    line
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn causes_already_printed_are_not_repeated() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
-        let e = anyhow::Error::new(io)
-            .context("opening x: gone")
-            .context("x.gguf");
-        assert_eq!(one_line(&e), "x.gguf: opening x: gone");
-        let e = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(one_line(&e), format!("{e:#}"));
     }
 }

@@ -465,7 +465,7 @@ impl Synth {
         if !overwrite && path.exists() {
             return Err(exists());
         }
-        let io = |context: String| move |source| Error::Gguf(GgufError::Io { context, source });
+        let io = |context: String| move |error| Error::Gguf(GgufError::Io { context, error });
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
