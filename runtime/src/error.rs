@@ -63,6 +63,12 @@ pub enum Error {
         /// Positions the request needs.
         needed: usize,
     },
+    /// A file that would be overwritten without permission.
+    #[error("{} already exists; choose another path or allow overwriting (--force)", path.display())]
+    OutputExists {
+        /// The existing file.
+        path: std::path::PathBuf,
+    },
     /// A GGUF file that cannot be read or written, or lacks a metadata key.
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),

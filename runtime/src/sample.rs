@@ -279,12 +279,12 @@ fn by_likelihood(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
 
 /// xoshiro256** (Blackman and Vigna), seeded through SplitMix64 as its authors recommend.
 #[derive(Clone, Debug)]
-struct Xoshiro256 {
+pub(crate) struct Xoshiro256 {
     s: [u64; 4],
 }
 
 impl Xoshiro256 {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let mut x = seed;
         let mut splitmix = || {
             x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -298,7 +298,7 @@ impl Xoshiro256 {
         }
     }
 
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let s = &mut self.s;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = s[1] << 17;
@@ -312,7 +312,7 @@ impl Xoshiro256 {
     }
 
     /// Uniform in [0, 1) with 53 random bits.
-    fn next_f64(&mut self) -> f64 {
+    pub(crate) fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 }

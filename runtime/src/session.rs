@@ -45,6 +45,11 @@ impl<B: Backend> Session<B> {
         self.n_ctx
     }
 
+    /// Most tokens per prefill chunk.
+    pub fn chunk(&self) -> usize {
+        self.chunk
+    }
+
     /// Tokens currently in the cache, in order.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
@@ -127,14 +132,20 @@ impl<B: Backend> Session<B> {
         backend: &mut B,
         prompt: &[u32],
     ) -> Result<Vec<f32>> {
+        let keep = self.reusable_prefix(prompt);
+        self.truncate(keep);
+        self.prefill(model, backend, &prompt[keep..], Logits::Last)
+    }
+
+    /// How many leading tokens of `prompt` the cache already holds and may keep: the shared
+    /// prefix, less the last prompt token (whose logits are always needed).
+    pub fn reusable_prefix(&self, prompt: &[u32]) -> usize {
         let common = self
             .tokens
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count();
-        let keep = common.min(prompt.len().saturating_sub(1));
-        self.truncate(keep);
-        self.prefill(model, backend, &prompt[keep..], Logits::Last)
+        common.min(prompt.len().saturating_sub(1))
     }
 }

@@ -7,12 +7,13 @@ use crate::quant::GgmlType;
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     /// Opening, mapping, creating or writing a file failed.
-    #[error("{context}: {source}")]
+    /// The I/O error is part of the message rather than a `source`, so error chains print it once.
+    #[error("{context}: {error}")]
     Io {
         /// What was being done, with the path or tensor involved.
         context: String,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file does not start with `GGUF`.
     #[error("not a GGUF file: starts with {found:02x?}, expected the magic bytes \"GGUF\"")]

@@ -88,9 +88,9 @@ impl GgufFile {
     /// The file is memory-mapped read-only; as with every mmap-based loader (llama.cpp
     /// included), it must not be truncated or rewritten while this value lives.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let io = |source| GgufError::Io {
+        let io = |error| GgufError::Io {
             context: format!("opening {}", path.display()),
-            source,
+            error,
         };
         let file = File::open(path).map_err(io)?;
         // SAFETY: the map is read-only and private to this value. Soundness requires that no

@@ -134,7 +134,7 @@ impl GgufWriter {
         out: W,
         mut tensor_data: impl FnMut(usize, &mut dyn Write) -> io::Result<()>,
     ) -> Result<u64, GgufError> {
-        let io_err = |context: String| move |source| GgufError::Io { context, source };
+        let io_err = |context: String| move |error| GgufError::Io { context, error };
         let mut out = BufWriter::with_capacity(1 << 20, out);
         let header = self.header()?;
         out.write_all(&header)
@@ -177,9 +177,9 @@ impl GgufWriter {
         path: &Path,
         tensor_data: impl FnMut(usize, &mut dyn Write) -> io::Result<()>,
     ) -> Result<u64, GgufError> {
-        let file = File::create(path).map_err(|source| GgufError::Io {
+        let file = File::create(path).map_err(|error| GgufError::Io {
             context: format!("creating {}", path.display()),
-            source,
+            error,
         })?;
         let result = self.write_to(file, tensor_data);
         if result.is_err() {

@@ -96,6 +96,19 @@ impl TokenType {
         }
     }
 
+    /// The type's number in the GGUF: the inverse of [`from_code`](Self::from_code).
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Undefined => 0,
+            Self::Normal => 1,
+            Self::Unknown => 2,
+            Self::Control => 3,
+            Self::UserDefined => 4,
+            Self::Unused => 5,
+            Self::Byte => 6,
+        }
+    }
+
     /// Whether text that spells this token is cut out before tokenizing.
     fn is_special(self) -> bool {
         matches!(self, Self::Control | Self::UserDefined | Self::Unknown)

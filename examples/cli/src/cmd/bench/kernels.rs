@@ -1,0 +1,223 @@
+//! `moetile bench kernels`: the routed-MoE kernels (map, mm_id per weight type, tile width and
+//! path, mv_id) timed on the GPU at the expert shapes of real models, each kernel's outputs
+//! checked against an f64 reference before it is timed (`moetile_wgpu::bench`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use moetile::synth::Preset;
+use moetile::tile::TileWidth;
+use moetile_wgpu::bench::{self, BenchConfig, BenchRow, Shape};
+use moetile_wgpu::{Path, WeightType, WgpuContext};
+
+use crate::args::{GpuArgs, usage};
+use crate::cmd::COMMIT;
+
+/// Arguments of `moetile bench kernels`.
+#[derive(Debug, Args)]
+pub struct KernelArgs {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// MoE layer shapes of synth presets, comma-separated: tiny-qwen3moe, qwen3-30b-a3b,
+    /// ds4-flash-moe [default: qwen3-30b-a3b,ds4-flash-moe].
+    #[arg(long, value_name = "LIST")]
+    shape: Option<String>,
+    /// Batch lengths T of the tiled kernels [default: 512,2048,4096].
+    #[arg(long, value_name = "LIST")]
+    tokens: Option<String>,
+    /// Batch lengths T of the mat-vec kernel [default: 1].
+    #[arg(long, value_name = "LIST")]
+    mv_tokens: Option<String>,
+    /// Weight types: f16, q8_0, q4_k, q2_k, iq2_xxs... [default: those five].
+    #[arg(long, value_name = "LIST")]
+    weights: Option<String>,
+    /// Tile widths [default: 32,64,128].
+    #[arg(long, value_name = "LIST")]
+    tiles: Option<String>,
+    /// Matmul paths: reg, coop16, coop8 [default: every path the device runs].
+    #[arg(long, value_name = "LIST")]
+    paths: Option<String>,
+    /// Timed runs per kernel, after two warm-up runs [default: 10].
+    #[arg(long, value_name = "N")]
+    iters: Option<usize>,
+    /// Experts with distinct random weights (the others repeat them) [default: 4].
+    #[arg(long, value_name = "N")]
+    distinct: Option<usize>,
+    /// Seed of weights, activations and routing [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Also write the rows to this CSV file (with `#` lines naming card, driver and commit).
+    #[arg(long, value_name = "FILE.csv")]
+    csv: Option<PathBuf>,
+}
+
+/// Parses a comma-separated list with `parse`, naming `flag` and `expected` on failure.
+fn list<T>(
+    flag: &str,
+    value: &Option<String>,
+    expected: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<Vec<T>>> {
+    value
+        .as_deref()
+        .map(|v| {
+            v.split(',')
+                .map(|item| {
+                    parse(item.trim()).ok_or_else(|| {
+                        usage(format!(
+                            "invalid {flag} = {item:?}: {expected}, comma-separated"
+                        ))
+                    })
+                })
+                .collect()
+        })
+        .transpose()
+}
+
+/// The MoE layer of a synth preset, so kernel rows and model benchmarks name shapes alike.
+fn shape(preset: &Preset) -> Shape {
+    Shape {
+        name: preset.name,
+        hidden: preset.d_model,
+        expert_width: preset.expert_ff,
+        n_experts: preset.n_experts,
+        n_used: preset.n_experts_used,
+    }
+}
+
+/// The command line's overrides of [`BenchConfig::default_for`], checked before the device
+/// opens.
+struct Overrides {
+    shapes: Option<Vec<Shape>>,
+    tokens: Option<Vec<usize>>,
+    mv_tokens: Option<Vec<usize>>,
+    weights: Option<Vec<WeightType>>,
+    tiles: Option<Vec<TileWidth>>,
+    paths: Option<Vec<Path>>,
+}
+
+impl KernelArgs {
+    fn overrides(&self) -> Result<Overrides> {
+        let count = |v: &str| v.parse::<usize>().ok().filter(|&n| n > 0);
+        Ok(Overrides {
+            shapes: list(
+                "--shape",
+                &self.shape,
+                "tiny-qwen3moe, qwen3-30b-a3b or ds4-flash-moe",
+                |v| Preset::by_name(v).ok().map(|p| shape(&p)),
+            )?,
+            tokens: list("--tokens", &self.tokens, "positive integers", count)?,
+            mv_tokens: list("--mv-tokens", &self.mv_tokens, "positive integers", count)?,
+            weights: list(
+                "--weights",
+                &self.weights,
+                "weight types such as f16, q8_0, q4_k, q2_k, iq2_xxs",
+                WeightType::parse,
+            )?,
+            tiles: list("--tiles", &self.tiles, "32, 64 or 128", |v| {
+                v.parse().ok().and_then(TileWidth::from_tokens)
+            })?,
+            paths: list("--paths", &self.paths, "reg, coop16 or coop8", |v| {
+                Path::ALL.into_iter().find(|p| p.name() == v)
+            })?,
+        })
+    }
+}
+
+/// Runs `moetile bench kernels`.
+pub fn run(args: KernelArgs) -> Result<()> {
+    let overrides = args.overrides()?;
+    let choice = args.gpu.resolve()?;
+    let ctx = WgpuContext::new(&choice)?;
+    let mut cfg = BenchConfig::default_for(&ctx);
+    let o = overrides;
+    cfg.shapes = o
+        .shapes
+        .unwrap_or_else(|| Preset::ALL[1..].iter().map(shape).collect());
+    cfg.tokens = o.tokens.unwrap_or(cfg.tokens);
+    cfg.mat_vec_tokens = o.mv_tokens.unwrap_or(cfg.mat_vec_tokens);
+    cfg.weights = o.weights.unwrap_or(cfg.weights);
+    cfg.tiles = o.tiles.unwrap_or(cfg.tiles);
+    cfg.paths = o.paths.unwrap_or(cfg.paths);
+    cfg.iters = args.iters.unwrap_or(cfg.iters).max(1);
+    cfg.distinct_experts = args.distinct.unwrap_or(cfg.distinct_experts).max(1);
+    cfg.seed = args.seed.unwrap_or(cfg.seed);
+
+    let p = ctx.profile();
+    let skipped: Vec<&str> = cfg
+        .paths
+        .iter()
+        .filter(|path| p.supports(**path).is_err())
+        .map(|path| path.name())
+        .collect();
+    let header = [
+        format!("card: {} (wgpu)", p.describe()),
+        format!("commit: {COMMIT}"),
+        format!(
+            "settings: shapes {}; T {:?}; mat-vec T {:?}; weights {}; tiles {:?}; paths {}{}; {} runs a row; {} distinct experts; seed {}",
+            cfg.shapes
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(","),
+            cfg.tokens,
+            cfg.mat_vec_tokens,
+            cfg.weights
+                .iter()
+                .map(|w| w.short_name())
+                .collect::<Vec<_>>()
+                .join(","),
+            cfg.tiles.iter().map(|t| t.tokens()).collect::<Vec<_>>(),
+            cfg.paths
+                .iter()
+                .map(|x| x.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" (the device does not run {})", skipped.join(", "))
+            },
+            cfg.iters,
+            cfg.distinct_experts,
+            cfg.seed
+        ),
+        format!(
+            "times: {}, median of the runs; check = worst sampled error / tolerance",
+            if p.timestamps {
+                "GPU timestamps"
+            } else {
+                "wall clock after a device wait (no timestamp queries)"
+            }
+        ),
+    ];
+    for line in &header {
+        println!("{line}");
+    }
+    println!("\n| kernel | shape | T | ms | ms min | GFLOP/s | GB/s | check |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let rows = bench::run_kernel_bench(&ctx, &cfg, |r| {
+        println!(
+            "| {} | {} | {} | {:.4} | {:.4} | {:.1} | {:.1} | {:.3} |",
+            r.kernel, r.shape, r.tokens, r.ms, r.ms_min, r.gflops, r.gbs, r.check
+        );
+    })?;
+    if let Some(path) = &args.csv {
+        let write = || -> std::io::Result<()> {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+            for line in &header {
+                writeln!(out, "# {line}")?;
+            }
+            writeln!(out, "{}", BenchRow::CSV_HEADER)?;
+            for r in &rows {
+                writeln!(out, "{}", r.csv())?;
+            }
+            out.flush()
+        };
+        write().with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

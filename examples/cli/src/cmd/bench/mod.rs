@@ -1,0 +1,361 @@
+//! `moetile bench`: prefill and decode speed, in two shapes.
+//!
+//! - The frontier sweep (default): one long prompt walked to context frontiers (`--ctx-start`,
+//!   then every `--step-incr` up to `--ctx-max`); at each, the incremental prefill of the new
+//!   tokens is timed, then `--gen-tokens` greedy decode steps, then the cache is cut back to
+//!   the frontier. `--csv FILE` writes the rows (header
+//!   `ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,gen_first_ms,gen_steady_tps,kvcache_bytes`),
+//!   an SVG chart of both speeds against context next to it, and a JSON file of the settings.
+//! - The llama-bench table (`-p 512,2048 -n 128 -r 3`): `ppN` prefills N tokens into an empty
+//!   cache, `tgN` decodes N tokens one by one; mean ± standard deviation of tokens per second
+//!   over the repetitions, as markdown, CSV or JSON.
+//!
+//! Lists in `--tile-max` and `--tile-policy` run the same measurements once per combination
+//! and set the results side by side (A/B). Every output names the backend, driver, moetile
+//! commit, model and settings. Without `-m`, a `tiny-qwen3moe` model is synthesized into a
+//! temporary folder and a short sweep runs: a benchmark that needs no download.
+//!
+//! `moetile bench kernels` times the routed-MoE GPU kernels alone (see `kernels.rs`).
+
+mod chart;
+mod kernels;
+mod sweep;
+mod table;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use moetile::model::Backend;
+use moetile::synth::{Mix, Preset, Synth};
+use moetile::tile::TileWidth;
+use serde::Serialize;
+
+use super::COMMIT;
+use crate::args::{BackendArgs, RuntimeSettings, runtime_settings, usage};
+use crate::backend::{BackendInfo, BackendTask, with_backend};
+use crate::model::{ModelFile, ModelInfo};
+
+/// Arguments of `moetile bench`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    kernels: Option<BenchCommand>,
+    /// GGUF model file [default: a synthetic tiny-qwen3moe in a temporary folder].
+    #[arg(short, long, value_name = "FILE.gguf")]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Sweep: the first context frontier [default: 2048; 512 without -m].
+    #[arg(long, value_name = "TOKENS")]
+    ctx_start: Option<usize>,
+    /// Sweep: the last context frontier [default: 4 frontiers; 2048 without -m].
+    #[arg(long, value_name = "TOKENS")]
+    ctx_max: Option<usize>,
+    /// Sweep: tokens between frontiers (the incremental prefill) [default: 2048; 512 without
+    /// -m].
+    #[arg(long, value_name = "TOKENS")]
+    step_incr: Option<usize>,
+    /// Sweep: greedy decode steps at each frontier [default: 128; 32 without -m].
+    #[arg(long, value_name = "N")]
+    gen_tokens: Option<usize>,
+    /// Sweep: write the rows to this CSV file, with an SVG chart and a JSON settings file next
+    /// to it (one set per A/B setting, suffixed, when there are several).
+    #[arg(long, value_name = "FILE.csv")]
+    csv: Option<PathBuf>,
+    /// Table: prompt lengths to prefill (ppN), comma-separated.
+    #[arg(short = 'p', long = "n-prompt", value_name = "LIST", conflicts_with_all = SWEEP_ONLY)]
+    n_prompt: Option<String>,
+    /// Table: tokens to decode (tgN), comma-separated.
+    #[arg(short = 'n', long = "n-gen", value_name = "LIST", conflicts_with_all = SWEEP_ONLY)]
+    n_gen: Option<String>,
+    /// Table: repetitions of each test.
+    #[arg(short = 'r', long, value_name = "N", default_value_t = 3)]
+    repetitions: usize,
+    /// Table: output format.
+    #[arg(long, value_enum, default_value_t = Format::Md)]
+    output: Format,
+    /// Most tokens per prefill chunk.
+    #[arg(long, value_name = "TOKENS", default_value_t = 512)]
+    chunk: usize,
+    /// Tile caps to compare, comma-separated (32, 64, 128) [default: $MOETILE_TILE_MAX, else
+    /// 128].
+    #[arg(long, value_name = "LIST")]
+    tile_max: Option<String>,
+    /// Tile policies to compare, comma-separated (alignment, load-aware, fixed:N).
+    #[arg(long, value_name = "LIST", default_value = "alignment")]
+    tile_policy: String,
+}
+
+/// `moetile bench`'s own subcommand.
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time the routed-MoE GPU kernels (map, mm_id, mv_id) at real expert shapes, outputs
+    /// checked before timing.
+    Kernels(Box<kernels::KernelArgs>),
+}
+
+const SWEEP_ONLY: [&str; 5] = ["ctx_start", "ctx_max", "step_incr", "gen_tokens", "csv"];
+
+/// Table output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A markdown table.
+    Md,
+    /// CSV, one row per setting and test.
+    Csv,
+    /// One JSON document.
+    Json,
+}
+
+/// The sweep's frontiers.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPlan {
+    ctx_start: usize,
+    ctx_max: usize,
+    step_incr: usize,
+    gen_tokens: usize,
+    #[serde(skip)]
+    csv: Option<PathBuf>,
+}
+
+impl SweepPlan {
+    fn frontiers(&self) -> Vec<usize> {
+        (0..)
+            .map(|i| self.ctx_start + i * self.step_incr)
+            .take_while(|&c| c <= self.ctx_max)
+            .collect()
+    }
+}
+
+/// The table's tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePlan {
+    n_prompt: Vec<usize>,
+    n_gen: Vec<usize>,
+    repetitions: usize,
+    #[serde(skip)]
+    format: Format,
+}
+
+#[derive(Debug, Clone)]
+enum Mode {
+    Sweep(SweepPlan),
+    Table(TablePlan),
+}
+
+/// One A/B setting.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    /// Shown in tables, e.g. `alignment(cap 64)`.
+    label: String,
+    runtime: RuntimeSettings,
+}
+
+impl Setting {
+    /// The label as a file-name suffix: `alignment-cap-64`.
+    fn file_suffix(&self) -> String {
+        let mut out = String::new();
+        for c in self.label.chars() {
+            match c {
+                'a'..='z' | '0'..='9' => out.push(c),
+                _ if !out.ends_with('-') => out.push('-'),
+                _ => {}
+            }
+        }
+        out.trim_end_matches('-').to_string()
+    }
+}
+
+fn parse_list(flag: &str, list: &str) -> Result<Vec<usize>> {
+    list.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    usage(format!(
+                        "invalid {flag} = {v:?}: positive integers, comma-separated"
+                    ))
+                })
+        })
+        .collect()
+}
+
+impl BenchArgs {
+    fn mode(&self, synthetic: bool) -> Result<Mode> {
+        if self.n_prompt.is_some() || self.n_gen.is_some() {
+            anyhow::ensure!(
+                self.repetitions > 0,
+                usage("invalid -r = 0: at least 1 repetition")
+            );
+            let list = |flag, v: &Option<String>| match v {
+                Some(v) => parse_list(flag, v),
+                None => Ok(Vec::new()),
+            };
+            return Ok(Mode::Table(TablePlan {
+                n_prompt: list("-p", &self.n_prompt)?,
+                n_gen: list("-n", &self.n_gen)?,
+                repetitions: self.repetitions,
+                format: self.output,
+            }));
+        }
+        let (start, step, gen_tokens) = if synthetic {
+            (512, 512, 32)
+        } else {
+            (2048, 2048, 128)
+        };
+        let ctx_start = self.ctx_start.unwrap_or(start);
+        let step_incr = self.step_incr.unwrap_or(step);
+        let ctx_max = self.ctx_max.unwrap_or(if synthetic {
+            2048
+        } else {
+            ctx_start + 3 * step_incr
+        });
+        if ctx_start == 0 || step_incr == 0 || ctx_max < ctx_start {
+            return Err(usage(format!(
+                "invalid sweep --ctx-start {ctx_start} --step-incr {step_incr} --ctx-max {ctx_max}: \
+                 need 0 < ctx-start <= ctx-max and step-incr > 0"
+            )));
+        }
+        Ok(Mode::Sweep(SweepPlan {
+            ctx_start,
+            ctx_max,
+            step_incr,
+            gen_tokens: self.gen_tokens.unwrap_or(gen_tokens),
+            csv: self.csv.clone(),
+        }))
+    }
+
+    /// Every combination of the tile lists, duplicates (e.g. a fixed width under several
+    /// caps) removed.
+    fn settings(&self) -> Result<Vec<Setting>> {
+        let caps: Vec<Option<TileWidth>> = match &self.tile_max {
+            None => vec![None],
+            Some(list) => list
+                .split(',')
+                .map(|v| TileWidth::parse("--tile-max", v).map(Some).map_err(usage))
+                .collect::<Result<_>>()?,
+        };
+        let mut out: Vec<Setting> = Vec::new();
+        for policy in self.tile_policy.split(',') {
+            for &cap in &caps {
+                let runtime = runtime_settings(None, self.chunk, cap, policy.trim())?;
+                if !out.iter().any(|s| s.runtime.policy == runtime.policy) {
+                    out.push(Setting {
+                        label: runtime.policy.to_string(),
+                        runtime,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What every bench output records.
+#[derive(Debug, Clone, Serialize)]
+pub struct Meta {
+    moetile_commit: &'static str,
+    backend: BackendInfo,
+    model: ModelInfo,
+    chunk: usize,
+}
+
+impl Meta {
+    /// Markdown lines stating it.
+    fn header(&self) -> String {
+        format!(
+            "moetile {} | backend: {} (driver: {}) | model: {} ({}) | chunk {}",
+            self.moetile_commit,
+            self.backend.description,
+            self.backend.driver,
+            self.model.path,
+            self.model.shape,
+            self.chunk
+        )
+    }
+}
+
+/// Runs `moetile bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(BenchCommand::Kernels(kernel_args)) = args.kernels {
+        return kernels::run(*kernel_args);
+    }
+    let settings = args.settings()?;
+    let mode = args.mode(args.model.is_none())?;
+    // Without -m: a synthetic model that lives as long as the benchmark.
+    let (path, _tmp) = match &args.model {
+        Some(path) => (path.clone(), None),
+        None => {
+            let dir = tempfile::tempdir().context("creating a temporary folder")?;
+            let synth = Synth::new(Preset::ALL[0], Mix::Q4KM, 0);
+            let path = dir.path().join(format!("{}.gguf", synth.preset.name));
+            eprintln!(
+                "no -m given: benchmarking a synthetic {} ({}) written to {}",
+                synth.preset.name,
+                synth.mix.name(),
+                path.display()
+            );
+            super::synth::write(&synth, &path, false)?;
+            (path, Some(dir))
+        }
+    };
+    let file = ModelFile::open(&path)?;
+    let backend = args.backend.choice()?;
+    with_backend(
+        &backend,
+        Task {
+            file: &file,
+            settings: &settings,
+            mode: &mode,
+            chunk: args.chunk,
+        },
+    )
+}
+
+struct Task<'a> {
+    file: &'a ModelFile,
+    settings: &'a [Setting],
+    mode: &'a Mode,
+    chunk: usize,
+}
+
+impl BackendTask for Task<'_> {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
+        let model = self.file.load(backend)?;
+        let meta = Meta {
+            moetile_commit: COMMIT,
+            backend: info.clone(),
+            model: self.file.info(),
+            chunk: self.chunk,
+        };
+        let tokenizer = &self.file.tokenizer;
+        let prompt = sweep::prompt_tokens(tokenizer);
+        match self.mode {
+            Mode::Sweep(plan) => {
+                let mut results = Vec::new();
+                for setting in self.settings {
+                    eprintln!("sweep with tiles {}", setting.label);
+                    let rows =
+                        sweep::run(&model, backend, tokenizer, &prompt, setting, plan, info)?;
+                    results.push((setting, rows));
+                }
+                sweep::report(&meta, plan, &results)
+            }
+            Mode::Table(plan) => {
+                let mut results = Vec::new();
+                for setting in self.settings {
+                    eprintln!("tests with tiles {}", setting.label);
+                    let tests = table::run(&model, backend, tokenizer, &prompt, setting, plan)?;
+                    results.push((setting, tests));
+                }
+                table::report(&meta, plan, &results)
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! `moetile chat`: a conversation read from stdin line by line (typed or scripted), rendered
+//! with the model's chat template each turn; the session keeps its KV cache across turns, so
+//! each turn computes only its new tokens. `/reset` starts over, `/quit` (or end of input)
+//! leaves, and Ctrl-C stops the answer being generated without ending the chat.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use moetile::chat::{ChatMessage, ChatTemplate};
+use moetile::generate::{Generator, StopReason};
+use moetile::model::Backend;
+use moetile::session::Session;
+
+use super::report::summary_line;
+use super::stream;
+use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, Sampling, SamplingArgs};
+use crate::backend::{BackendChoice, BackendInfo, BackendTask, with_backend};
+use crate::model::ModelFile;
+
+/// Arguments of `moetile chat`.
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A system message opening the conversation.
+    #[arg(long)]
+    system: Option<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+struct Settings {
+    model: PathBuf,
+    backend: BackendChoice,
+    system: Option<String>,
+    sampling: Sampling,
+    runtime: RuntimeSettings,
+}
+
+/// Runs `moetile chat`.
+pub fn run(args: ChatArgs) -> Result<()> {
+    let settings = Settings {
+        sampling: args.sampling.resolve()?,
+        runtime: args.runtime.resolve()?,
+        model: args.model.model,
+        backend: args.model.backend.choice()?,
+        system: args.system,
+    };
+    let file = ModelFile::open(&settings.model)?;
+    let template = ChatTemplate::from_gguf(&file.file, &file.tokenizer)
+        .with_context(|| format!("{}", settings.model.display()))?;
+    if template.is_fallback() {
+        eprintln!("note: the model has no chat template; using ChatML");
+    }
+    with_backend(
+        &settings.backend,
+        Task {
+            file: &file,
+            template: &template,
+            settings: &settings,
+        },
+    )
+}
+
+struct Task<'a> {
+    file: &'a ModelFile,
+    template: &'a ChatTemplate,
+    settings: &'a Settings,
+}
+
+/// Ctrl-C: stops the answer being generated, or leaves when none is.
+fn install_interrupt() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let generating = Arc::new(AtomicBool::new(false));
+    let (c, g) = (cancel.clone(), generating.clone());
+    ctrlc::set_handler(move || {
+        if g.load(Ordering::SeqCst) {
+            c.store(true, Ordering::SeqCst);
+        } else {
+            eprintln!();
+            std::process::exit(130);
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok((cancel, generating))
+}
+
+impl BackendTask for Task<'_> {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: &mut B, _info: &BackendInfo) -> Result<()> {
+        let s = self.settings;
+        let tokenizer = &self.file.tokenizer;
+        let model = self.file.load(backend)?;
+        let n_ctx = self.file.n_ctx(s.runtime.config.ctx);
+        let mut config = s.runtime.config.clone();
+        config.ctx = Some(n_ctx);
+        let mut session = Session::new(&model, backend, &config)?;
+        let (cancel, generating) = install_interrupt()?;
+        let opening: Vec<ChatMessage> = s
+            .system
+            .iter()
+            .map(|text| ChatMessage::new("system", text.as_str()))
+            .collect();
+        let mut messages = opening.clone();
+        let interactive = std::io::stdin().is_terminal();
+        if interactive {
+            eprintln!(
+                "chat with {} (/reset, /quit; Ctrl-C stops an answer)",
+                self.file.path.display()
+            );
+        }
+        let mut stdout = std::io::stdout();
+        let mut lines = std::io::stdin().lock().lines();
+        loop {
+            if interactive {
+                print!("> ");
+                stdout.flush()?;
+            }
+            let Some(line) = lines.next().transpose().context("reading stdin")? else {
+                break;
+            };
+            match line.trim() {
+                "" => continue,
+                "/quit" | "/exit" => break,
+                "/reset" => {
+                    messages = opening.clone();
+                    session.reset();
+                    eprintln!("(conversation reset)");
+                    continue;
+                }
+                _ => {}
+            }
+            messages.push(ChatMessage::new("user", line));
+            let prompt = self.template.render(&messages, true)?;
+            let tokens = tokenizer.encode(&prompt, true, true);
+            if tokens.len() >= n_ctx {
+                messages.pop();
+                eprintln!(
+                    "(this turn needs {} tokens of a {n_ctx}-token context: /reset, or restart with a larger --ctx)",
+                    tokens.len()
+                );
+                continue;
+            }
+            let stop = s.sampling.stop(tokenizer).with_cancel(cancel.clone());
+            let mut generator =
+                Generator::new(&mut session, tokenizer, &tokens, s.sampling.sampler, stop)?;
+            let mut answer = String::new();
+            generating.store(true, Ordering::SeqCst);
+            let reason = stream(&mut generator, &model, backend, &mut |_, piece| {
+                answer.push_str(piece);
+                stdout.write_all(piece.as_bytes())?;
+                stdout.flush()?;
+                Ok(())
+            });
+            generating.store(false, Ordering::SeqCst);
+            cancel.store(false, Ordering::SeqCst);
+            let reason = reason?;
+            println!();
+            let note = match reason {
+                StopReason::Cancelled => " | stopped",
+                StopReason::ContextFull => " | context full: /reset to go on",
+                _ => "",
+            };
+            eprintln!("[{}{note}]", summary_line(generator.timings()));
+            messages.push(ChatMessage::new("assistant", answer));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! `moetile run`: one prompt, text streamed to stdout, a closing line of speeds on stderr (or
+//! one JSON document on stdout with `--json`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use moetile::generate::Generator;
+use moetile::model::Backend;
+use moetile::session::Session;
+use serde::Serialize;
+
+use super::report::{SamplerReport, SettingsReport, TimingsReport, summary_line};
+use super::{COMMIT, stream};
+use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, Sampling, SamplingArgs};
+use crate::backend::{BackendChoice, BackendInfo, BackendTask, with_backend};
+use crate::model::{ModelFile, ModelInfo};
+
+/// Arguments of `moetile run`.
+#[derive(Debug, Args)]
+#[command(
+    group = clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file"]),
+    allow_negative_numbers = true
+)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt (special tokens such as <|im_start|> are recognised).
+    #[arg(short, long)]
+    prompt: Option<String>,
+    /// Read the prompt from this file.
+    #[arg(long, value_name = "FILE")]
+    prompt_file: Option<PathBuf>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    /// Print one JSON document (text, token ids, timings, tile widths, settings) instead of
+    /// streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Everything `run` needs, validated.
+struct Settings {
+    model: PathBuf,
+    backend: BackendChoice,
+    prompt: String,
+    sampling: Sampling,
+    runtime: RuntimeSettings,
+    json: bool,
+}
+
+impl RunArgs {
+    fn resolve(self) -> Result<Settings> {
+        let sampling = self.sampling.resolve()?;
+        let runtime = self.runtime.resolve()?;
+        let prompt = match (self.prompt, &self.prompt_file) {
+            (Some(p), _) => p,
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .with_context(|| format!("reading the prompt file {}", file.display()))?,
+            // clap's group requires one of the two.
+            (None, None) => anyhow::bail!("give a prompt with -p or --prompt-file"),
+        };
+        Ok(Settings {
+            model: self.model.model,
+            backend: self.model.backend.choice()?,
+            prompt,
+            sampling,
+            runtime,
+            json: self.json,
+        })
+    }
+}
+
+/// Runs `moetile run`.
+pub fn run(args: RunArgs) -> Result<()> {
+    let settings = args.resolve()?;
+    let file = ModelFile::open(&settings.model)?;
+    let tokens = file.tokenizer.encode(&settings.prompt, true, true);
+    anyhow::ensure!(!tokens.is_empty(), "the prompt is empty");
+    let n_ctx = file.n_ctx(settings.runtime.config.ctx);
+    file.check_fits(tokens.len(), n_ctx)?;
+    with_backend(
+        &settings.backend,
+        Task {
+            file: &file,
+            tokens,
+            n_ctx,
+            settings: &settings,
+        },
+    )
+}
+
+struct Task<'a> {
+    file: &'a ModelFile,
+    tokens: Vec<u32>,
+    n_ctx: usize,
+    settings: &'a Settings,
+}
+
+/// `--json` output.
+#[derive(Serialize)]
+struct Report<'a> {
+    moetile_commit: &'static str,
+    backend: &'a BackendInfo,
+    model: ModelInfo,
+    settings: SettingsReport,
+    sampler: SamplerReport,
+    max_tokens: usize,
+    ignore_eos: bool,
+    stop_reason: String,
+    timings: TimingsReport,
+    prompt_token_ids: &'a [u32],
+    token_ids: Vec<u32>,
+    text: String,
+}
+
+impl BackendTask for Task<'_> {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
+        let s = self.settings;
+        let model = self.file.load(backend)?;
+        let mut config = s.runtime.config.clone();
+        config.ctx = Some(self.n_ctx);
+        let mut session = Session::new(&model, backend, &config)?;
+        let stop = s.sampling.stop(&self.file.tokenizer);
+        let mut generator = Generator::new(
+            &mut session,
+            &self.file.tokenizer,
+            &self.tokens,
+            s.sampling.sampler,
+            stop,
+        )?;
+        let mut text = String::new();
+        let mut tokens = Vec::new();
+        let mut stdout = std::io::stdout().lock();
+        let reason = stream(&mut generator, &model, backend, &mut |id, piece| {
+            tokens.extend(id);
+            if s.json {
+                text.push_str(piece);
+            } else {
+                stdout.write_all(piece.as_bytes())?;
+                stdout.flush()?;
+            }
+            Ok(())
+        })?;
+        let timings = generator.timings().clone();
+        if s.json {
+            let report = Report {
+                moetile_commit: COMMIT,
+                backend: info,
+                model: self.file.info(),
+                settings: SettingsReport::new(&s.runtime, self.n_ctx),
+                sampler: (&s.sampling.sampler).into(),
+                max_tokens: s.sampling.max_tokens,
+                ignore_eos: s.sampling.ignore_eos,
+                stop_reason: reason.to_string(),
+                timings: (&timings).into(),
+                prompt_token_ids: &self.tokens,
+                token_ids: tokens,
+                text,
+            };
+            serde_json::to_writer_pretty(&mut stdout, &report)?;
+            writeln!(stdout)?;
+        } else {
+            writeln!(stdout)?;
+            eprintln!("{} | stop: {reason}", summary_line(&timings));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! Opening a model file (header, config and tokenizer: cheap, so prompts are checked before
+//! any weight moves) and loading its weights onto a backend with a progress bar.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use moetile::gguf::GgufFile;
+use moetile::model::{Backend, Model, ModelConfig};
+use moetile::tokenizer::Tokenizer;
+use serde::Serialize;
+
+use crate::progress;
+
+/// A mapped GGUF with its config and tokenizer resolved.
+pub struct ModelFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The mapped file.
+    pub file: GgufFile,
+    /// Hyper-parameters.
+    pub config: ModelConfig,
+    /// The tokenizer it carries.
+    pub tokenizer: Tokenizer,
+}
+
+/// What reports say about the model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// The file.
+    pub path: String,
+    /// `general.name`, if any.
+    pub name: Option<String>,
+    /// Architecture.
+    pub arch: String,
+    /// Bytes of tensor data.
+    pub tensor_bytes: u64,
+    /// Blocks, hidden width, experts (used of total).
+    pub shape: String,
+}
+
+impl ModelFile {
+    /// Maps `path` and resolves its config and tokenizer; errors name the file.
+    pub fn open(path: &Path) -> Result<ModelFile> {
+        anyhow::ensure!(
+            path.exists(),
+            "model file {} does not exist",
+            path.display()
+        );
+        let file = GgufFile::open(path).with_context(|| format!("{}", path.display()))?;
+        let config =
+            ModelConfig::from_gguf(&file).with_context(|| format!("{}", path.display()))?;
+        let tokenizer =
+            Tokenizer::from_gguf(&file).with_context(|| format!("{}", path.display()))?;
+        Ok(ModelFile {
+            path: path.to_path_buf(),
+            file,
+            config,
+            tokenizer,
+        })
+    }
+
+    /// The context length a session gets: `ctx`, else the trained one capped at 4096 (the
+    /// library's rule).
+    pub fn n_ctx(&self, ctx: Option<usize>) -> usize {
+        ctx.unwrap_or(self.config.n_ctx_train.min(4096))
+    }
+
+    /// Fails unless `tokens` prompt tokens fit a context of `n_ctx`.
+    pub fn check_fits(&self, tokens: usize, n_ctx: usize) -> Result<()> {
+        anyhow::ensure!(
+            tokens <= n_ctx,
+            "the prompt has {tokens} tokens but the context holds {n_ctx}; raise --ctx or shorten the prompt"
+        );
+        Ok(())
+    }
+
+    /// Uploads the weights to `backend`, with a progress bar of bytes and rate.
+    pub fn load<B: Backend>(&self, backend: &mut B) -> Result<Model<B>> {
+        let bar = progress::bytes_bar("loading", self.tensor_bytes());
+        let model = Model::load(&self.file, backend, &mut |p| bar.set_position(p.bytes_done))
+            .with_context(|| format!("loading {}", self.path.display()))?;
+        bar.finish_and_clear();
+        Ok(model)
+    }
+
+    fn tensor_bytes(&self) -> u64 {
+        self.file.tensors().iter().map(|t| t.len as u64).sum()
+    }
+
+    /// The report's description of the model.
+    pub fn info(&self) -> ModelInfo {
+        let c = &self.config;
+        let experts = c
+            .moe
+            .map(|m| {
+                format!(
+                    ", {} of {} experts of F {}",
+                    m.n_experts_used, m.n_experts, m.expert_ff
+                )
+            })
+            .unwrap_or_default();
+        ModelInfo {
+            path: self.path.display().to_string(),
+            name: self
+                .file
+                .get_str_opt("general.name")
+                .ok()
+                .flatten()
+                .map(str::to_string),
+            arch: c.arch.name().to_string(),
+            tensor_bytes: self.tensor_bytes(),
+            shape: format!("{} layers, D {}{experts}", c.n_layers, c.d_model),
+        }
+    }
+}

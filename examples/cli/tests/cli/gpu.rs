@@ -1,0 +1,128 @@
+//! The subcommands that talk to wgpu directly: `devices` and `bench kernels`. They run on
+//! whatever adapter exists (lavapipe in CI); with none, they are skipped unless
+//! `MOETILE_REQUIRE_GPU=1`, which makes that a failure.
+
+use serde_json::Value;
+
+use crate::{moetile, one_line_error, stdout_of};
+
+/// The adapters `moetile devices --json` reports; `None` (skip) when there are none.
+fn devices() -> Option<Vec<Value>> {
+    let out = moetile().args(["devices", "--json"]).output().unwrap();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            std::env::var("MOETILE_REQUIRE_GPU").map_or(true, |v| v != "1"),
+            "MOETILE_REQUIRE_GPU=1 but `moetile devices` failed: {stderr}"
+        );
+        eprintln!("skipping: no adapter ({stderr})");
+        return None;
+    }
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(list.as_array().unwrap().clone())
+}
+
+#[test]
+fn devices_lists_every_adapter_and_marks_the_one_picked() {
+    let Some(list) = devices() else { return };
+    assert!(!list.is_empty());
+    assert_eq!(list.iter().filter(|d| d["selected"] == true).count(), 1);
+    for (i, d) in list.iter().enumerate() {
+        assert_eq!(d["index"], i);
+        for key in ["name", "backend", "device_type", "driver"] {
+            assert!(d[key].is_string(), "{key}: {d}");
+        }
+        assert!(d["paths"].as_array().unwrap().contains(&"reg".into()));
+        assert!(d["max_storage_binding_bytes"].as_u64().unwrap() > 0);
+    }
+    // Selecting by index moves the mark; the text form names the same adapters.
+    let last = list.len() - 1;
+    let out = moetile()
+        .args(["devices", "--json", "--device", &last.to_string()])
+        .output()
+        .unwrap();
+    let picked: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(picked[last]["selected"], true);
+    let text = stdout_of(moetile().arg("devices"));
+    assert!(text.contains("moetile picks this one"), "{text}");
+    assert!(text.contains(list[0]["name"].as_str().unwrap()));
+}
+
+#[test]
+fn devices_fails_on_an_adapter_that_does_not_exist_or_a_bad_api() {
+    if devices().is_some() {
+        let out = moetile()
+            .args(["devices", "--device", "no such gpu"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no such gpu"));
+    }
+    let err = one_line_error(moetile().args(["devices", "--backend", "glide"]));
+    assert!(err.contains("vulkan, metal, dx12, gl"), "{err}");
+}
+
+#[test]
+fn kernel_bench_checks_and_times_each_kernel() {
+    if devices().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("kernels.csv");
+    let out = stdout_of(moetile().args([
+        "bench",
+        "kernels",
+        "--shape",
+        "tiny-qwen3moe",
+        "--tokens",
+        "48",
+        "--weights",
+        "q8_0",
+        "--tiles",
+        "32,64",
+        "--paths",
+        "reg",
+        "--iters",
+        "1",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]));
+    for kernel in [
+        "map_t32",
+        "mm_id_q8_0_f32_t32_reg",
+        "mm_id_q8_0_f32_t64_reg",
+        "mv_id_q8_0_f32",
+    ] {
+        assert!(
+            out.contains(&format!("| {kernel} | tiny-qwen3moe |")),
+            "{kernel}: {out}"
+        );
+    }
+    assert!(out.contains("card: ") && out.contains("commit: "), "{out}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines().skip_while(|l| l.starts_with('#'));
+    assert_eq!(
+        lines.next(),
+        Some("kernel,shape,tokens,ms,ms_min,gflops,gbs,check")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 5, "{text}");
+    for r in &rows {
+        let ms: f64 = r[3].parse().unwrap();
+        let check: f64 = r[7].parse().unwrap();
+        assert!(ms > 0.0, "{r:?}");
+        // The kernel bench refuses outputs beyond tolerance; a check of at most 1 passed.
+        assert!((0.0..=1.0).contains(&check), "{r:?}");
+    }
+}
+
+#[test]
+fn kernel_bench_rejects_bad_lists_before_opening_a_device() {
+    let err = one_line_error(moetile().args(["bench", "kernels", "--tiles", "48"]));
+    assert!(
+        err.contains("--tiles") && err.contains("32, 64 or 128"),
+        "{err}"
+    );
+    let err = one_line_error(moetile().args(["bench", "kernels", "--shape", "gpt-4"]));
+    assert!(err.contains("tiny-qwen3moe"), "{err}");
+}

@@ -1,0 +1,87 @@
+//! Integration tests of the `moetile` binary, driven as a user would (assert_cmd), on a tiny
+//! synthetic model, with the CPU reference backend (`--cpu`) until the wgpu backend lands.
+//!
+//! The shared model's seed is fresh each run and printed, so a failure reproduces with
+//! `MOETILE_TEST_SEED=<seed>`.
+
+mod bench;
+mod chat;
+mod errors;
+mod gpu;
+mod run;
+mod synth;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use assert_cmd::Command;
+use moetile::synth::{Mix, Preset, Synth};
+
+/// The binary, with a clean environment for the settings it reads.
+pub fn moetile() -> Command {
+    let mut cmd = Command::cargo_bin("moetile").expect("the moetile binary is built for tests");
+    cmd.env_remove("MOETILE_TILE_MAX");
+    cmd
+}
+
+/// A tiny-qwen3moe (Q8_0, 2 layers) shared by the tests of this binary.
+pub fn tiny_model() -> &'static Path {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = MODEL.get_or_init(|| {
+        let seed = std::env::var("MOETILE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            });
+        eprintln!("tiny model seed: {seed} (MOETILE_TEST_SEED={seed} reproduces)");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        let preset = Preset::by_name("tiny-qwen3moe")
+            .unwrap()
+            .with_layers(2)
+            .unwrap();
+        Synth::new(preset, Mix::Q8_0, seed)
+            .write_file(&path, false, &mut |_, _| {})
+            .unwrap();
+        (dir, path)
+    });
+    path
+}
+
+/// The model path as an argument.
+pub fn model_arg() -> &'static str {
+    tiny_model()
+        .to_str()
+        .expect("temporary paths are UTF-8 here")
+}
+
+/// Asserts a failure reported as exactly one `error:` line, with no panic or backtrace, and
+/// returns that line.
+pub fn one_line_error(cmd: &mut Command) -> String {
+    let out = cmd.env("RUST_BACKTRACE", "1").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "succeeded: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    lines[0].to_string()
+}
+
+/// Stdout of a successful run.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
