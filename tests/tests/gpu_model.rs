@@ -355,7 +355,8 @@ fn profiler_attributes_every_pass_to_a_stage() {
     assert!(gpu.take_profile().unwrap().rows.is_empty());
 }
 
-/// Opt-in, for real models: `MOETILE_MODEL=/path/model.gguf` runs it on the GPU (default
+/// Opt-in, for real models: `MOETILE_MODEL=/path/model.gguf cargo test --release -p
+/// moetile-tests --test gpu_model -- --ignored` runs it on the GPU (default
 /// options) and on the CPU reference: the logits of a short prompt (NMSE and top-1 printed,
 /// bounded by a loose 1e-4 and 98 % since real weights and widths differ from the fixtures),
 /// then 24 greedy tokens on each, which must agree up to the first position where the CPU's
@@ -363,10 +364,9 @@ fn profiler_attributes_every_pass_to_a_stage() {
 /// `MOETILE_PROFILE=1` it also prints the GPU time per stage of a 256-token prefill and a
 /// decode step, with wall times.
 #[test]
+#[ignore = "needs MOETILE_MODEL=/path/to/model.gguf (run with --ignored)"]
 fn real_model_from_env() {
-    let Ok(path) = std::env::var("MOETILE_MODEL") else {
-        return;
-    };
+    let path = std::env::var("MOETILE_MODEL").expect("set MOETILE_MODEL");
     let Some(ctx) = ctx() else { return };
     let file = GgufFile::open(std::path::Path::new(&path)).unwrap();
     let tokenizer = moetile::tokenizer::Tokenizer::from_gguf(&file).unwrap();
