@@ -44,6 +44,8 @@ pub enum Command {
     Devices(cmd::devices::DevicesArgs),
     /// Compare the selected backend's logits with the CPU reference on a short prompt.
     Verify(cmd::verify::VerifyArgs),
+    /// Time every stage of one prefill and a few decode steps with GPU timestamps.
+    Profile(cmd::profile::ProfileArgs),
 }
 
 /// The model file and the backend that runs it.

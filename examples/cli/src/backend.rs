@@ -4,7 +4,9 @@
 use anyhow::Result;
 use moetile::model::Backend;
 use moetile_cpu::CpuBackend;
-use moetile_wgpu::AdapterChoice;
+use std::sync::Arc;
+
+use moetile_wgpu::{ActType, AdapterChoice, WgpuBackend, WgpuContext};
 use serde::Serialize;
 
 /// Which backend runs the model.
@@ -41,16 +43,27 @@ pub trait BackendTask {
 pub fn with_backend<T: BackendTask>(choice: &BackendChoice, task: T) -> Result<T::Output> {
     match choice {
         BackendChoice::Cpu => run_on_cpu(task),
-        BackendChoice::Gpu(_) => {
-            // moetile-wgpu does not implement `Backend` yet: this arm becomes
-            // `WgpuContext::new(adapter)` wrapped in its backend when it does.
-            eprintln!(
-                "warning: the wgpu backend does not run whole models yet; running on the CPU \
-                 reference"
-            );
-            run_on_cpu(task)
+        BackendChoice::Gpu(adapter) => {
+            let (mut gpu, info) = gpu_backend(adapter)?;
+            task.run(&mut gpu, &info)
         }
     }
+}
+
+/// The wgpu backend on `adapter` and its description.
+pub fn gpu_backend(adapter: &AdapterChoice) -> Result<(WgpuBackend, BackendInfo)> {
+    let ctx = Arc::new(WgpuContext::new(adapter)?);
+    let gpu = WgpuBackend::new(ctx.clone());
+    let info = BackendInfo {
+        kind: "wgpu",
+        description: gpu.describe(),
+        driver: ctx.profile().driver.clone(),
+        kv_element_bytes: match gpu.options().kv {
+            ActType::F16 => 2,
+            ActType::F32 => 4,
+        },
+    };
+    Ok((gpu, info))
 }
 
 fn run_on_cpu<T: BackendTask>(task: T) -> Result<T::Output> {

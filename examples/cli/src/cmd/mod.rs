@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod chat;
 pub mod devices;
+pub mod profile;
 mod report;
 pub mod run;
 pub mod synth;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Devices(args) => devices::run(args),
+        Command::Profile(args) => profile::run(args),
     }
 }
 

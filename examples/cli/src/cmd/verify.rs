@@ -3,16 +3,18 @@
 //! driver compute the right thing" check; exits with status 3 when a threshold is missed.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
 use moetile::RuntimeConfig;
 use moetile::model::{Backend, Logits};
 use moetile::session::Session;
+use moetile_wgpu::{ActType, BackendOptions, Path, WgpuBackend, WgpuContext};
 
 use crate::MismatchError;
 use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, usage};
-use crate::backend::{BackendChoice, BackendInfo, BackendTask, cpu_backend, with_backend};
+use crate::backend::{BackendChoice, BackendInfo, BackendTask, cpu_backend, gpu_backend};
 use crate::model::ModelFile;
 
 const DEFAULT_PROMPT: &str = "The quick brown fox jumps over the lazy dog. Mixture-of-Experts \
@@ -28,11 +30,13 @@ pub struct VerifyArgs {
     prompt: Option<String>,
     #[command(flatten)]
     runtime: RuntimeArgs,
-    /// Least fraction of positions whose likeliest token must agree.
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.95)]
+    /// Least fraction of positions whose likeliest token must agree with the reference (every
+    /// configuration; on a GPU the fast one may flip near-tied routing choices).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.9)]
     min_top1: f64,
-    /// Largest absolute logit difference allowed anywhere.
-    #[arg(long, value_name = "X", default_value_t = 0.5)]
+    /// Largest absolute logit difference allowed anywhere in the exact configuration (f32
+    /// storage; the CPU with --cpu), where only summation order differs from the reference.
+    #[arg(long, value_name = "X", default_value_t = 0.05)]
     max_logit_diff: f32,
     /// Print a line per position.
     #[arg(long)]
@@ -76,6 +80,14 @@ impl VerifyArgs {
 }
 
 /// Runs `moetile verify`.
+///
+/// On a GPU two configurations are compared with the reference: the fast one moetile runs by
+/// default (f16 KV cache and expert intermediates, the adapter's fastest matmul path) and an
+/// exact one (f32 storage, register-tile path). The exact one isolates kernel and driver
+/// errors: only f32 summation order differs, so it must agree closely (`--max-logit-diff`).
+/// The fast one rounds to f16, which legitimately flips a router's choice where two experts
+/// score within ~1e-3 of each other, and a flipped expert changes that position's logits (and
+/// later ones) by whole units; so it is held to top-1 agreement (`--min-top1`) only.
 pub fn run(args: VerifyArgs) -> Result<()> {
     let s = args.resolve()?;
     let file = ModelFile::open(&s.model)?;
@@ -87,12 +99,11 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         ctx: Some(n_ctx),
         ..s.runtime.config.clone()
     };
-    let task = Task {
+    let task = || Task {
         file: &file,
         tokens: &tokens,
         config: &config,
     };
-    let (tested, description) = with_backend(&s.backend, task)?;
     // The reference: the whole prompt in one chunk, on the CPU.
     let reference_config = RuntimeConfig {
         chunk: tokens.len(),
@@ -100,18 +111,65 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     };
     let (mut cpu, cpu_info) = cpu_backend();
     let reference = Task {
-        file: &file,
-        tokens: &tokens,
         config: &reference_config,
+        ..task()
     }
     .run(&mut cpu, &cpu_info)?
     .0;
-    let c = compare(&tested, &reference, file.config.n_vocab);
     println!(
-        "verify {}: {description} vs the CPU reference, {} positions",
+        "verify {}: {} positions against the CPU reference",
         file.path.display(),
-        c.positions.len()
+        tokens.len()
     );
+    let mut failures = Vec::new();
+    match &s.backend {
+        BackendChoice::Cpu => {
+            let (logits, description) = task().run(&mut cpu, &cpu_info)?;
+            let c = compare(&logits, &reference, file.config.n_vocab);
+            report(&s, &tokens, &description, &c);
+            failures.extend(c.check(s.min_top1, Some(s.max_logit_diff)));
+        }
+        BackendChoice::Gpu(adapter) => {
+            let (mut fast, info) = gpu_backend(adapter)?;
+            let (logits, description) = task().run(&mut fast, &info)?;
+            let c = compare(&logits, &reference, file.config.n_vocab);
+            report(&s, &tokens, &format!("fast: {description}"), &c);
+            failures.extend(
+                c.check(s.min_top1, None)
+                    .into_iter()
+                    .map(|f| format!("fast: {f}")),
+            );
+            drop(fast);
+            let ctx = Arc::new(WgpuContext::new(adapter)?);
+            let exact = BackendOptions {
+                kv: ActType::F32,
+                mid: ActType::F32,
+                path: Path::Reg,
+                poison: false,
+            };
+            let mut exact = WgpuBackend::with_options(ctx, exact);
+            let label = format!("exact: {}", exact.describe());
+            let (logits, _) = task().run(&mut exact, &info)?;
+            let c = compare(&logits, &reference, file.config.n_vocab);
+            report(&s, &tokens, &label, &c);
+            failures.extend(
+                c.check(s.min_top1, Some(s.max_logit_diff))
+                    .into_iter()
+                    .map(|f| format!("exact: {f}")),
+            );
+        }
+    }
+    if failures.is_empty() {
+        println!("OK");
+        Ok(())
+    } else {
+        Err(MismatchError(format!("verify failed: {}", failures.join(", "))).into())
+    }
+}
+
+/// Prints one comparison (per position on request).
+fn report(s: &Settings, tokens: &[u32], description: &str, c: &Comparison) {
+    println!("{description}");
     if s.per_position {
         println!("| pos | token | top-1 | reference top-1 | max abs diff |");
         println!("|---|---|---|---|---|");
@@ -122,35 +180,11 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             );
         }
     }
-    let agree = c.top1_agreement();
     let (max_diff, at) = c.max_diff();
     println!(
-        "top-1 agreement {:.1}% (at least {:.1}%), max |logit diff| {max_diff:.3e} at position {at} (at most {})",
-        agree * 100.0,
-        s.min_top1 * 100.0,
-        s.max_logit_diff
+        "  top-1 agreement {:.1}%, max |logit diff| {max_diff:.3e} at position {at}",
+        c.top1_agreement() * 100.0
     );
-    let mut failures = Vec::new();
-    if agree < s.min_top1 {
-        failures.push(format!(
-            "top-1 agreement {:.1}% < {:.1}%",
-            agree * 100.0,
-            s.min_top1 * 100.0
-        ));
-    }
-    // Never NaN: `compare` turns non-finite differences into infinity.
-    if max_diff > s.max_logit_diff {
-        failures.push(format!(
-            "max |logit diff| {max_diff:.3e} > {}",
-            s.max_logit_diff
-        ));
-    }
-    if failures.is_empty() {
-        println!("OK");
-        Ok(())
-    } else {
-        Err(MismatchError(format!("verify failed: {}", failures.join(", "))).into())
-    }
 }
 
 /// All-position logits of `tokens` on one backend.
@@ -187,6 +221,28 @@ struct Comparison {
 }
 
 impl Comparison {
+    /// What misses the thresholds: top-1 agreement below `min_top1`, and, when given, a
+    /// difference above `max_diff`.
+    fn check(&self, min_top1: f64, max_diff: Option<f32>) -> Vec<String> {
+        let mut failures = Vec::new();
+        let agree = self.top1_agreement();
+        if agree < min_top1 {
+            failures.push(format!(
+                "top-1 agreement {:.1}% < {:.1}%",
+                agree * 100.0,
+                min_top1 * 100.0
+            ));
+        }
+        // Never NaN: `compare` turns non-finite differences into infinity.
+        let (diff, _) = self.max_diff();
+        if let Some(limit) = max_diff
+            && diff > limit
+        {
+            failures.push(format!("max |logit diff| {diff:.3e} > {limit}"));
+        }
+        failures
+    }
+
     fn top1_agreement(&self) -> f64 {
         let agree = self
             .positions

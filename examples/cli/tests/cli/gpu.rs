@@ -126,3 +126,78 @@ fn kernel_bench_rejects_bad_lists_before_opening_a_device() {
     let err = one_line_error(moetile().args(["bench", "kernels", "--shape", "gpt-4"]));
     assert!(err.contains("tiny-qwen3moe"), "{err}");
 }
+
+#[test]
+fn run_generates_on_the_gpu() {
+    if devices().is_none() {
+        return;
+    }
+    let args = [
+        "run",
+        "-m",
+        crate::model_arg(),
+        "-p",
+        "Once upon a time",
+        "-n",
+        "6",
+        "--temp",
+        "0",
+        "--json",
+    ];
+    let gpu: Value = serde_json::from_str(&stdout_of(moetile().args(args))).unwrap();
+    assert_eq!(gpu["backend"]["kind"], "wgpu", "{gpu}");
+    assert_eq!(gpu["token_ids"].as_array().map(Vec::len), Some(6), "{gpu}");
+    assert_eq!(gpu["timings"]["generated_tokens"], 6, "{gpu}");
+}
+
+#[test]
+fn verify_passes_on_the_gpu_in_both_configurations() {
+    if devices().is_none() {
+        return;
+    }
+    let out = stdout_of(moetile().args(["verify", "-m", crate::model_arg()]));
+    assert!(
+        out.contains("fast: wgpu") && out.contains("exact: wgpu"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("OK"), "{out}");
+}
+
+#[test]
+fn profile_reports_every_moe_sub_stage_with_shares() {
+    if devices().is_none() {
+        return;
+    }
+    let out = stdout_of(moetile().args([
+        "profile",
+        "-m",
+        crate::model_arg(),
+        "-p",
+        "64",
+        "-n",
+        "1",
+        "--per-layer",
+    ]));
+    for stage in [
+        "q_proj",
+        "attention",
+        "router",
+        "experts/map",
+        "experts/gate",
+        "experts/up",
+        "experts/act",
+        "experts/down",
+        "experts/sum",
+        "output_head",
+    ] {
+        assert!(out.contains(&format!("| {stage} |")), "{stage}: {out}");
+    }
+    assert!(
+        out.contains("prefill of 64 tokens") && out.contains("1 decode steps"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| 1 | experts/gate |"),
+        "per-layer rows: {out}"
+    );
+}

@@ -1,5 +1,6 @@
 //! Integration tests of the `moetile` binary, driven as a user would (assert_cmd), on a tiny
-//! synthetic model, with the CPU reference backend (`--cpu`) until the wgpu backend lands.
+//! synthetic model: most on the CPU reference (`--cpu`, fast and exact), the GPU paths in
+//! `gpu.rs` on whatever adapter exists (lavapipe in CI).
 //!
 //! The shared model's seed is fresh each run and printed, so a failure reproduces with
 //! `MOETILE_TEST_SEED=<seed>`.

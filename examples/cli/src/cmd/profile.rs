@@ -1,0 +1,212 @@
+//! `moetile profile`: one prefill of N tokens and a few decode steps with a GPU timestamp
+//! around every pass, reported per stage (attention: projections, rope, attention, output
+//! projection; FFN: norm, router, the routed experts' map, gate, up, activation, down, sum, and
+//! the shared expert), with milliseconds and share of the total; per layer on request.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use moetile::RuntimeConfig;
+use moetile::model::{Logits, Stage};
+use moetile::session::Session;
+use moetile_wgpu::{ProfileReport, WgpuBackend};
+
+use crate::args::{GpuArgs, RuntimeArgs, RuntimeSettings, usage};
+use crate::backend::gpu_backend;
+use crate::model::ModelFile;
+
+/// Arguments of `moetile profile`.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// GGUF model file.
+    #[arg(short, long, value_name = "FILE.gguf")]
+    model: PathBuf,
+    /// Prompt tokens to prefill (drawn from the vocabulary with a fixed seed).
+    #[arg(
+        short = 'p',
+        long = "prompt-tokens",
+        value_name = "N",
+        default_value_t = 512
+    )]
+    prompt_tokens: usize,
+    /// Decode steps to profile after the prefill.
+    #[arg(short = 'n', long = "decode", value_name = "N", default_value_t = 4)]
+    decode: usize,
+    /// Also print every layer's stages.
+    #[arg(long)]
+    per_layer: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// Runs `moetile profile`.
+pub fn run(args: ProfileArgs) -> Result<()> {
+    if args.prompt_tokens == 0 {
+        return Err(usage("invalid --prompt-tokens = 0: at least 1".to_string()));
+    }
+    let runtime: RuntimeSettings = args.runtime.resolve()?;
+    let adapter = args.gpu.resolve()?;
+    let file = ModelFile::open(&args.model)?;
+    let n_ctx = file.n_ctx(
+        runtime
+            .config
+            .ctx
+            .or(Some(args.prompt_tokens + args.decode)),
+    );
+    file.check_fits(args.prompt_tokens + args.decode, n_ctx)?;
+    let config = RuntimeConfig {
+        ctx: Some(n_ctx),
+        ..runtime.config.clone()
+    };
+    let (mut gpu, info) = gpu_backend(&adapter)?;
+    let model = file.load(&mut gpu)?;
+    let tokens = prompt(args.prompt_tokens, file.config.n_vocab);
+
+    // A first, untimed pass compiles every pipeline the timed one will use.
+    let run = |gpu: &mut WgpuBackend, profile: bool| -> Result<(ProfileReport, ProfileReport)> {
+        let mut session = Session::new(&model, gpu, &config)?;
+        gpu.set_profiling(profile)
+            .context("moetile profile needs GPU timestamp queries")?;
+        let logits = session.prefill(&model, gpu, &tokens, Logits::Last)?;
+        let prefill = gpu.take_profile().unwrap_or_default();
+        let mut next = argmax(&logits);
+        for _ in 0..args.decode {
+            next = argmax(&session.decode(&model, gpu, next)?);
+        }
+        let decode = gpu.take_profile().unwrap_or_default();
+        Ok((prefill, decode))
+    };
+    run(&mut gpu, false)?;
+    let (prefill, decode) = run(&mut gpu, true)?;
+    println!(
+        "moetile profile {}: {} on {} ({}), chunk {}, tiles {}",
+        file.path.display(),
+        file.config.arch.name(),
+        info.description,
+        info.driver,
+        config.chunk,
+        runtime.policy
+    );
+    print_report(
+        &format!("prefill of {} tokens", tokens.len()),
+        &prefill,
+        args.per_layer,
+    );
+    if args.decode > 0 {
+        print_report(
+            &format!("{} decode steps", args.decode),
+            &decode,
+            args.per_layer,
+        );
+    }
+    Ok(())
+}
+
+/// `n` token ids spread over the vocabulary by a fixed linear congruential sequence: the
+/// same prompt every run, with varied routing.
+fn prompt(n: usize, n_vocab: usize) -> Vec<u32> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % n_vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The bucket a row belongs to: attention or FFN half, and a readable name.
+fn bucket(stage: Option<Stage>, detail: Option<&str>) -> (&'static str, String) {
+    let half = match stage {
+        Some(
+            Stage::AttnNorm
+            | Stage::QProj
+            | Stage::KProj
+            | Stage::VProj
+            | Stage::QkNorm
+            | Stage::Rope
+            | Stage::Attention
+            | Stage::OutProj,
+        ) => "attention",
+        Some(
+            Stage::FfnNorm
+            | Stage::Router
+            | Stage::Experts
+            | Stage::SharedExpert
+            | Stage::DenseFfn
+            | Stage::FfnResidual,
+        ) => "ffn",
+        _ => "other",
+    };
+    let name = match (stage, detail) {
+        (Some(s), Some(d)) => format!("{}/{d}", s.name()),
+        (Some(s), None) => s.name().to_string(),
+        (None, Some(d)) => d.to_string(),
+        (None, None) => "unlabelled".to_string(),
+    };
+    (half, name)
+}
+
+/// The routed-MoE sub-stages in the order they run; others after them.
+fn sub_stage_rank(detail: &str) -> usize {
+    ["map", "gate", "up", "act", "down", "sum"]
+        .iter()
+        .position(|d| *d == detail)
+        .unwrap_or(usize::MAX)
+}
+
+fn print_report(title: &str, report: &ProfileReport, per_layer: bool) {
+    let total = report.total_ms();
+    println!("\n{title}: {total:.3} ms of GPU time");
+    println!("| bucket | stage | ms | share |");
+    println!("|---|---|---:|---:|");
+    let mut halves: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut stages = report.by_stage();
+    stages.sort_by_key(|&(stage, detail, _)| (stage, detail.map(sub_stage_rank)));
+    for (stage, detail, ms) in stages {
+        let (half, name) = bucket(stage, detail);
+        *halves.entry(half).or_default() += ms;
+        println!("| {half} | {name} | {ms:.3} | {:.1}% |", share(ms, total));
+    }
+    for (half, ms) in &halves {
+        println!("| {half} | (total) | {ms:.3} | {:.1}% |", share(*ms, total));
+    }
+    if report.untimed_passes > 0 {
+        println!(
+            "({} passes ran untimed: more than the timer holds per submission)",
+            report.untimed_passes
+        );
+    }
+    if per_layer {
+        println!("\n| layer | stage | ms | share |");
+        println!("|---:|---|---:|---:|");
+        for row in &report.rows {
+            let layer = row.layer.map_or("-".to_string(), |l| l.to_string());
+            let (_, name) = bucket(row.stage, row.detail);
+            println!(
+                "| {layer} | {name} | {:.3} | {:.1}% |",
+                row.ms,
+                share(row.ms, total)
+            );
+        }
+    }
+}
+
+fn share(ms: f64, total: f64) -> f64 {
+    if total > 0.0 { 100.0 * ms / total } else { 0.0 }
+}
