@@ -10,7 +10,8 @@
 //! generator writes `QK` and `BLOCK_WORDS` into every shader that reads weights).
 //!
 //! Adding a type (`Q4_0`, `Q5_1`, `Q3_K`...) is one row in [`FORMATS`] plus one
-//! `wgsl/dequant/<type>.wgsl` fragment defining `dequant8`.
+//! `wgsl/dequant/<type>.wgsl` fragment defining `WRaw`, `wload`, `wdecode` and `dequant8` (the
+//! contract is at the top of `wgsl/dequant/q8_0.wgsl`).
 
 use moetile::quant::GgmlType;
 
@@ -46,7 +47,7 @@ struct Format {
     gguf_bytes: u32,
     /// Byte offset where two zero bytes are inserted to make the block word-aligned.
     pad_at: Option<u32>,
-    /// Fragments (under `wgsl/`) defining `dequant8`, in inclusion order.
+    /// Fragments (under `wgsl/`) defining `wload`, `wdecode` and `dequant8`, in inclusion order.
     fragments: &'static [&'static str],
 }
 
@@ -77,7 +78,7 @@ const FORMATS: [Format; 7] = [
         block_values: 256,
         gguf_bytes: 84,
         pad_at: None,
-        fragments: &["dequant/bytes.wgsl", "dequant/q2_k.wgsl"],
+        fragments: &["dequant/q2_k.wgsl"],
     },
     Format {
         ty: WeightType::Q4_K,
@@ -202,7 +203,7 @@ impl WeightType {
         self == WeightType::IQ2_XXS
     }
 
-    /// The fragments defining `dequant8`, in inclusion order.
+    /// The fragments defining `wload`, `wdecode` and `dequant8`, in inclusion order.
     pub fn fragments(self) -> &'static [&'static str] {
         self.format().fragments
     }

@@ -9,7 +9,7 @@ use wgpu::util::DeviceExt;
 
 use crate::adapter::{self, AdapterChoice, Profile};
 use crate::error::{Result, WgpuError};
-use crate::kernels::KernelCache;
+use crate::kernels::{KernelCache, ShaderChecks};
 use crate::layout::{self, ExpertTensor};
 
 /// A device with moetile's kernels. Hosts every op of the backend; the `moetile::model::Backend`
@@ -71,7 +71,8 @@ impl WgpuContext {
             adapter: info.name.clone(),
             source,
         })?;
-        let ctx = Self::from_device(&adapter, device, queue);
+        let mut ctx = Self::from_device(&adapter, device, queue);
+        ctx.kernels = KernelCache::new(ShaderChecks::from_env(ctx.profile.backend)?);
         if ctx.profile.is_cpu() {
             eprintln!(
                 "warning: moetile is running on a CPU adapter, {}: results are correct but \
@@ -83,14 +84,16 @@ impl WgpuContext {
     }
 
     /// Wraps a device an application created itself; moetile uses only the features and limits
-    /// the device was created with.
+    /// the device was created with. Its kernels run with the backend's default
+    /// [`ShaderChecks`] ([`WgpuContext::new`] also reads `MOETILE_SHADER_CHECKS`).
     pub fn from_device(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let profile = Profile::new(adapter, device.features(), &device.limits());
+        let kernels = KernelCache::new(ShaderChecks::default_for(profile.backend));
         WgpuContext {
             device,
             queue,
             profile,
-            kernels: KernelCache::default(),
+            kernels,
             iq2xxs_grid: OnceLock::new(),
         }
     }
@@ -98,6 +101,11 @@ impl WgpuContext {
     /// What the device offers.
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    /// The runtime checks the routed-MoE kernels run with.
+    pub fn shader_checks(&self) -> ShaderChecks {
+        self.kernels.checks()
     }
 
     /// The device.

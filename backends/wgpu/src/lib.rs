@@ -48,6 +48,7 @@ mod timer;
 pub use adapter::{AdapterChoice, Profile};
 pub use context::{GpuMatrix, WgpuContext};
 pub use error::{Result, WgpuError};
+pub use kernels::ShaderChecks;
 pub use layout::ExpertTensor;
 pub use moe::{ExpertMap, MAT_VEC_MAX_TOKENS, MapContents, MoeBuffers, MoeOptions, Routing};
 pub use moetile_codegen::{ActType, KernelKey, MatmulKey, Path, WeightType};
