@@ -111,7 +111,7 @@ pub enum KernelKey {
     Sum,
 }
 
-/// Threads per workgroup of every kernel but the register-tile matmul.
+/// Threads per workgroup of every kernel but the grouped matmuls (whose geometry is below).
 const WG_SIZE: u32 = 256;
 /// Inner-dimension step of the register-tile matmul: one 32-value sub-block of every weight
 /// type, so its tiles fit 32 KiB of workgroup memory (lavapipe, Metal) at every width.
@@ -121,9 +121,11 @@ const REG_ROWS: u32 = 64;
 /// Register path: threads along the rows; thread `tr` owns rows `tr + ROW_THREADS * i`, i < 4,
 /// so the 16 row threads of a warp read 16 distinct weight rows without bank conflicts.
 const ROW_THREADS: u32 = 16;
-/// Cooperative paths: the largest subgroup the slots are laid out for. Every adapter with
-/// f16 cooperative matrices we know of (NVIDIA, Apple, Intel, AMD in wave32) runs them in
-/// subgroups of at most 32 lanes; the runtime refuses the path on others.
+/// Cooperative paths: the largest subgroup the slots are laid out for (one slot per 32
+/// threads). Every adapter with f16 cooperative matrices we know of (NVIDIA, Apple, Intel, AMD
+/// in wave32) runs them in subgroups of at most 32 lanes; the runtime refuses the path on
+/// others, and the kernel writes NaN rather than wrong numbers should it run with fewer
+/// subgroups than slots.
 pub const COOP_MAX_SUBGROUP_SIZE: u32 = 32;
 /// Rows per mat-vec workgroup.
 const MV_ROWS: u32 = 8;
@@ -435,6 +437,13 @@ fn reg_tokens_per_thread(tile: TileWidth) -> u32 {
 /// Cooperative paths: the shape of a workgroup's work. Its subgroups fill `threads / 32`
 /// slots, each owning a rectangle of output fragments whose accumulators stay in registers for
 /// the whole K loop; `slot_cols` slots sit side by side along the tokens.
+///
+/// Measured on the H100 (`bench/NOTES-mm_id.md`): time follows the fragments per slot and
+/// the words each thread prefetches, not the tile. Slots of 1 or 2 fragments, one weight and
+/// one activation group per thread and a 32-value K step are fastest; 4 or 8 fragments per
+/// slot, a 64-value K step or loads two steps ahead were 1.3x to 2.5x slower (per-thread
+/// arrays the driver no longer keeps in registers, or fewer resident workgroups). Hence 64
+/// rows at every width and 512 threads (16 slots of 1 x 2 fragments) at 128 tokens.
 struct CoopGeometry {
     /// Output rows per workgroup.
     rows: u32,

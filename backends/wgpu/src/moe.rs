@@ -24,8 +24,12 @@ use crate::error::{Result, WgpuError};
 use crate::layout::ExpertTensor;
 use crate::timer::{Timer, begin_pass};
 
-/// Batches of at most this many tokens run the mat-vec path by default.
-pub const MAT_VEC_MAX_TOKENS: usize = 4;
+/// Batches of at most this many tokens run the mat-vec path by default. Measured on the H100
+/// (Qwen3-30B-A3B expert shape, q4_K and iq2_xxs, `bench/NOTES-mm_id.md`): the mat-vec costs
+/// ~9 us per token while map + cooperative mm_id cost ~55 us at T = 1 and ~0.2 ms at T = 16,
+/// so the mat-vec wins at every T <= 16 (2.2x at T = 1, 1.5x at T = 16) and the two meet near
+/// T = 24 to 32.
+pub const MAT_VEC_MAX_TOKENS: usize = 16;
 
 /// T tokens routed to K of E experts each, on the device.
 #[derive(Debug)]
