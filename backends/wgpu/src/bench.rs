@@ -72,7 +72,7 @@ pub struct BenchConfig {
     pub tiles: Vec<TileWidth>,
     /// Matmul paths (those the device does not run are skipped).
     pub paths: Vec<Path>,
-    /// Timed runs per row (after two warm-up runs).
+    /// Timed runs per row (after a warm-up of about 100 ms of back-to-back runs).
     pub iters: usize,
     /// Experts with distinct random weights; the rest repeat them.
     pub distinct_experts: usize,
@@ -316,7 +316,13 @@ fn measure(name: &str, run: impl FnOnce() -> moetile::Result<(f64, f64, f64)>) -
     })
 }
 
-/// Median and minimum milliseconds of `iters` runs of `encode`, after two warm-up runs.
+/// GPU time a row runs back to back before it is timed: the H100's clocks drop while the host
+/// quantizes and checks, and two warm-up runs did not bring them back (the first row after a
+/// pause measured up to 2x slow).
+const WARM_UP_MS: f64 = 100.0;
+
+/// Median and minimum milliseconds of `iters` runs of `encode`, after a warm-up of about
+/// [`WARM_UP_MS`] of back-to-back runs.
 fn time(
     ctx: &WgpuContext,
     iters: usize,
@@ -324,8 +330,11 @@ fn time(
     mut encode: impl FnMut(&mut wgpu::CommandEncoder, Option<&mut Timer>) -> crate::Result<()>,
 ) -> crate::Result<(f64, f64)> {
     let mut timer = Timer::new(ctx, 1);
-    let mut times = Vec::with_capacity(iters);
-    for i in 0..iters.max(1) + 2 {
+    let mut run = |encode: &mut dyn FnMut(
+        &mut wgpu::CommandEncoder,
+        Option<&mut Timer>,
+    ) -> crate::Result<()>|
+     -> crate::Result<f64> {
         let start = Instant::now();
         ctx.submit(op, |enc| {
             encode(enc, timer.as_mut())?;
@@ -334,24 +343,39 @@ fn time(
             }
             Ok(())
         })?;
-        let ms = match timer.as_mut() {
+        Ok(match timer.as_mut() {
             Some(t) => t.read(ctx)?.first().map(|(_, ms)| *ms).unwrap_or(0.0),
             None => {
-                ctx.device()
-                    .poll(wgpu::PollType::wait_indefinitely())
-                    .map_err(|e| WgpuError::Readback {
-                        what: op.to_string(),
-                        message: e.to_string(),
-                    })?;
+                wait(ctx, op)?;
                 start.elapsed().as_secs_f64() * 1e3
             }
-        };
-        if i >= 2 {
-            times.push(ms);
+        })
+    };
+    let first = run(&mut encode)?;
+    let batch = (WARM_UP_MS / first.max(1e-3)).ceil().clamp(1.0, 200.0) as usize;
+    ctx.submit(op, |enc| {
+        for _ in 0..batch {
+            encode(enc, None)?;
         }
-    }
+        Ok(())
+    })?;
+    wait(ctx, op)?;
+    let mut times = (0..iters.max(1))
+        .map(|_| run(&mut encode))
+        .collect::<crate::Result<Vec<f64>>>()?;
     times.sort_by(f64::total_cmp);
     Ok((times[times.len() / 2], times[0]))
+}
+
+/// Waits for all submitted work.
+fn wait(ctx: &WgpuContext, op: &str) -> crate::Result<()> {
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map(|_| ())
+        .map_err(|e| WgpuError::Readback {
+            what: op.to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// `distinct` experts of random `rows x cols` weights of one type, quantized once.

@@ -284,6 +284,36 @@ fn create(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moetile::tile::TileWidth;
+    use moetile_codegen::{ActType, MatmulKey, Path, WeightType};
+
+    #[test]
+    fn only_the_audited_kernels_drop_runtime_checks() {
+        let mm = KernelKey::MmId(MatmulKey {
+            weight: WeightType::Q4_K,
+            act: ActType::F32,
+            tile: TileWidth::T64,
+            path: Path::Coop16,
+        });
+        let other = KernelKey::Act { mid: ActType::F16 };
+        let c = ShaderChecks::None.for_key(&other);
+        assert!(c.bounds_checks && c.force_loop_bounding && c.int_div_checks);
+        let c = ShaderChecks::None.for_key(&mm);
+        assert!(!c.bounds_checks && !c.force_loop_bounding && !c.int_div_checks);
+        let c = ShaderChecks::Bounds.for_key(&mm);
+        assert!(c.bounds_checks && !c.force_loop_bounding && !c.int_div_checks);
+        let c = ShaderChecks::All.for_key(&mm);
+        assert!(c.bounds_checks && c.force_loop_bounding && c.int_div_checks);
+        // Index clamps are dropped by default only where the device guards buffer accesses.
+        assert_eq!(
+            ShaderChecks::default_for(wgpu::Backend::Vulkan),
+            ShaderChecks::None
+        );
+        assert_eq!(
+            ShaderChecks::default_for(wgpu::Backend::Metal),
+            ShaderChecks::Bounds
+        );
+    }
 
     #[test]
     fn table_is_exactly_the_generated_key_set() {

@@ -50,6 +50,6 @@ pub use context::{GpuMatrix, WgpuContext};
 pub use error::{Result, WgpuError};
 pub use kernels::ShaderChecks;
 pub use layout::ExpertTensor;
-pub use moe::{ExpertMap, MAT_VEC_MAX_TOKENS, MapContents, MoeBuffers, MoeOptions, Routing};
+pub use moe::{ExpertMap, MapContents, MoeBuffers, MoeOptions, Routing, mat_vec_max_tokens};
 pub use moetile_codegen::{ActType, KernelKey, MatmulKey, Path, WeightType};
 pub use timer::Timer;
