@@ -5,7 +5,8 @@
 //! adapters and Vulkan/Metal/DX12 over OpenGL (a card can show up under both; never measure on
 //! the GL one). A CPU adapter (lavapipe, WARP) is accepted with a loud warning on stderr.
 
-use moetile_codegen::{COOP_MAX_SUBGROUP_SIZE, Path};
+use moetile::tile::TileWidth;
+use moetile_codegen::{ActType, COOP_MAX_SUBGROUP_SIZE, KernelKey, MatmulKey, Path, WeightType};
 
 use crate::error::{Result, WgpuError};
 
@@ -156,6 +157,8 @@ pub struct Profile {
     pub max_workgroup_storage: u32,
     /// Workgroups per dispatch dimension.
     pub max_workgroups_per_dim: u32,
+    /// Invocations per workgroup.
+    pub max_invocations: u32,
 }
 
 impl Profile {
@@ -182,6 +185,7 @@ impl Profile {
             max_buffer: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            max_invocations: limits.max_compute_invocations_per_workgroup,
         }
     }
 
@@ -209,7 +213,19 @@ impl Profile {
             return Err("cooperative paths need SHADER_F16 and SUBGROUP");
         }
         if self.subgroup_sizes.1 > COOP_MAX_SUBGROUP_SIZE {
-            return Err("cooperative paths need subgroups of at most 64 lanes");
+            return Err("cooperative paths need subgroups of at most 32 lanes");
+        }
+        let threads = TileWidth::ALL.into_iter().map(|tile| {
+            KernelKey::MmId(MatmulKey {
+                weight: WeightType::F16,
+                act: ActType::F32,
+                tile,
+                path,
+            })
+            .workgroup_size()
+        });
+        if threads.max().unwrap_or(0) > self.max_invocations {
+            return Err("cooperative paths need 512 invocations per workgroup");
         }
         let fits = self.coop.iter().any(|c| {
             c.m_size == frag

@@ -11,7 +11,7 @@ use wgpu::util::DeviceExt;
 use crate::adapter::{self, AdapterChoice, Profile};
 use crate::encoder::{Encoder, ParamArena};
 use crate::error::{Result, WgpuError};
-use crate::kernels::KernelCache;
+use crate::kernels::{KernelCache, ShaderChecks};
 use crate::layout::{self, ExpertTensor};
 use crate::pool::{BufferPool, PooledBuffer, bucket};
 
@@ -82,7 +82,8 @@ impl WgpuContext {
             adapter: info.name.clone(),
             source,
         })?;
-        let ctx = Self::from_device(&adapter, device, queue);
+        let mut ctx = Self::from_device(&adapter, device, queue);
+        ctx.kernels = KernelCache::new(ShaderChecks::from_env(ctx.profile.backend)?);
         let lost = ctx.lost.clone();
         ctx.device.set_device_lost_callback(move |reason, message| {
             *lost.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -99,14 +100,16 @@ impl WgpuContext {
     }
 
     /// Wraps a device an application created itself; moetile uses only the features and limits
-    /// the device was created with.
+    /// the device was created with. Its kernels run with the backend's default
+    /// [`ShaderChecks`] ([`WgpuContext::new`] also reads `MOETILE_SHADER_CHECKS`).
     pub fn from_device(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let profile = Profile::new(adapter, device.features(), &device.limits());
+        let kernels = KernelCache::new(ShaderChecks::default_for(profile.backend));
         WgpuContext {
             device,
             queue,
             profile,
-            kernels: KernelCache::default(),
+            kernels,
             iq2xxs_grid: OnceLock::new(),
             pool: BufferPool::default(),
             arenas: Mutex::new(Vec::new()),
@@ -117,6 +120,11 @@ impl WgpuContext {
     /// What the device offers.
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    /// The runtime checks the routed-MoE kernels run with.
+    pub fn shader_checks(&self) -> ShaderChecks {
+        self.kernels.checks()
     }
 
     /// The device.
