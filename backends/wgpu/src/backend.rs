@@ -344,6 +344,10 @@ impl Backend for WgpuBackend {
         )
     }
 
+    fn mat_vec_max_tokens(&self) -> usize {
+        mat_vec_max_tokens(self.options.path)
+    }
+
     fn stage(&mut self, stage: Stage, layer: Option<usize>) {
         if let Some(p) = &mut self.profiler {
             p.timer.set_stage(stage, layer);
@@ -441,7 +445,7 @@ impl Backend for WgpuBackend {
         }
         let n_tokens = x.rows;
         let out = self.output(n_tokens, w.rows, "matmul")?;
-        if n_tokens <= mat_vec_max_tokens(self.options.path) {
+        if n_tokens <= self.mat_vec_max_tokens() {
             let routing = self.dense_routing(n_tokens)?;
             self.record("matmul", |ctx, enc, timer| {
                 ctx.encode_mv_id(enc, &routing, w, x, 1, &out, timer)
@@ -608,6 +612,7 @@ impl Backend for WgpuBackend {
         let opts = MoeOptions {
             path: self.options.path,
             mid: self.options.mid,
+            mat_vec: x.rows <= self.mat_vec_max_tokens(),
             ..MoeOptions::new(&self.ctx, p, x.rows)
         };
         let bufs =
