@@ -114,6 +114,18 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Every limit moetile depends on.
+    pub const ALL: [Limit; 8] = [
+        Limit::WorkgroupStorage,
+        Limit::InvocationsPerWorkgroup,
+        Limit::WorkgroupSizeX,
+        Limit::StorageBuffersPerStage,
+        Limit::UniformBuffersPerStage,
+        Limit::UniformBindingSize,
+        Limit::BindingsPerGroup,
+        Limit::BindGroups,
+    ];
+
     /// The field's name in `wgpu::Limits`.
     pub fn name(self) -> &'static str {
         match self {
@@ -192,46 +204,44 @@ fn keys_on(path: Path) -> impl Iterator<Item = KernelKey> {
         .filter(move |k| k.path() == Path::Reg || k.path() == path)
 }
 
+/// What `key`'s kernel needs of `limit`; `None` for the limits not set per kernel.
+fn kernel_need(limit: Limit, key: &KernelKey) -> Option<u64> {
+    let bindings = key.bindings();
+    let count = |uniform: bool| {
+        bindings
+            .iter()
+            .filter(|b| (b.kind == BindingKind::Uniform) == uniform)
+            .count() as u64
+    };
+    Some(match limit {
+        Limit::WorkgroupStorage => workgroup_bytes(key).unwrap_or(0).into(),
+        Limit::InvocationsPerWorkgroup | Limit::WorkgroupSizeX => key.workgroup_size().into(),
+        Limit::StorageBuffersPerStage => count(false),
+        Limit::UniformBuffersPerStage => count(true),
+        Limit::BindingsPerGroup => bindings
+            .iter()
+            .map(|b| b.index + 1)
+            .max()
+            .unwrap_or(0)
+            .into(),
+        Limit::UniformBindingSize | Limit::BindGroups => return None,
+    })
+}
+
 /// The limits the kernels of matmul `path` need, from the generated kernel table (see the
 /// module docs). [`Path::Reg`]'s are required of every device.
 pub fn limit_needs(path: Path) -> Vec<LimitNeed> {
-    let storage = |k: &KernelKey| {
-        k.bindings()
-            .iter()
-            .filter(|b| b.kind != BindingKind::Uniform)
-            .count() as u64
-    };
-    let uniform = |k: &KernelKey| {
-        k.bindings()
-            .iter()
-            .filter(|b| b.kind == BindingKind::Uniform)
-            .count() as u64
-    };
-    let bindings = |k: &KernelKey| k.bindings().iter().map(|b| b.index + 1).max().unwrap_or(0);
-    let per_key: [(Limit, &dyn Fn(&KernelKey) -> u64); 6] = [
-        (Limit::WorkgroupStorage, &|k| {
-            workgroup_bytes(k).unwrap_or(0).into()
-        }),
-        (Limit::InvocationsPerWorkgroup, &|k| {
-            k.workgroup_size().into()
-        }),
-        (Limit::WorkgroupSizeX, &|k| k.workgroup_size().into()),
-        (Limit::StorageBuffersPerStage, &storage),
-        (Limit::UniformBuffersPerStage, &uniform),
-        (Limit::BindingsPerGroup, &|k| bindings(k).into()),
-    ];
-    let mut needs: Vec<LimitNeed> = per_key
-        .iter()
-        .map(|(limit, value)| {
+    let mut needs: Vec<LimitNeed> = Limit::ALL
+        .into_iter()
+        .filter_map(|limit| {
             let (needed, key) = keys_on(path)
-                .map(|k| (value(&k), k))
-                .max_by_key(|(v, _)| *v)
-                .expect("KernelKey::all() is not empty");
-            LimitNeed {
-                limit: *limit,
+                .filter_map(|k| Some((kernel_need(limit, &k)?, k)))
+                .max_by_key(|(v, _)| *v)?;
+            Some(LimitNeed {
+                limit,
                 needed,
                 needed_by: key.to_string(),
-            }
+            })
         })
         .collect();
     let largest_params = params::all()

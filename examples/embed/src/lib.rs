@@ -347,7 +347,10 @@ pub fn run(settings: &Settings) -> Result<Report> {
                 token_ids.push(id);
                 text.push_str(&piece);
             }
-            Step::Stopped { reason, text: piece } => {
+            Step::Stopped {
+                reason,
+                text: piece,
+            } => {
                 text.push_str(&piece);
                 stop_reason = reason.to_string();
             }

@@ -52,5 +52,12 @@ fn the_example_runs_its_shader_and_a_model_on_one_device() {
     };
     let again = run(&settings).unwrap();
     let ids: Vec<u64> = tokens.iter().map(|t| t.as_u64().unwrap()).collect();
-    assert_eq!(again.token_ids.iter().map(|&t| t as u64).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        again
+            .token_ids
+            .iter()
+            .map(|&t| t as u64)
+            .collect::<Vec<_>>(),
+        ids
+    );
 }
