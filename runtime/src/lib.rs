@@ -12,6 +12,9 @@
 //! per step. Here a tiny random-weight model is synthesized in memory and run on the CPU
 //! reference; `moetile_wgpu::WgpuBackend` is used the same way.
 //!
+//! Below the generator, [`session::Session::prefill`] and [`session::Session::decode`] feed
+//! tokens and return logits, and [`sample::Sampler`] picks a token from them.
+//!
 //! [`from_bytes`]: gguf::GgufFile::from_bytes
 //! [`from_buffer`]: gguf::GgufFile::from_buffer
 //!

@@ -8,7 +8,8 @@
 //! `SHADER_F16` + `SUBGROUP` + `EXPERIMENTAL_COOPERATIVE_MATRIX` (with
 //! `wgpu::ExperimentalFeatures` enabled) unlock the cooperative-matrix matmul paths
 //! ([`path_features`]; the adapter must also report a matching f16 -> f32 configuration), and
-//! `TIMESTAMP_QUERY` unlocks the stage profiler and GPU-timed benchmarks.
+//! `TIMESTAMP_QUERY` unlocks the stage profiler and GPU-timed benchmarks (timestamps at pass
+//! boundaries only: neither `TIMESTAMP_QUERY_INSIDE_PASSES` nor `..._INSIDE_ENCODERS`).
 //!
 //! **Limits.** [`limit_needs`] lists the limits the kernels of a matmul path need, computed
 //! from the generated kernel table: workgroup memory as naga lays out each shader at build
