@@ -12,6 +12,8 @@
 // So the list is token-ascending within each expert and the map is deterministic. (Results
 // would be bitwise identical without that: every output element is one fixed-order dot
 // product whatever the list order; the order buys locality.) Ids >= n_experts are skipped.
+// Every loop has a constant trip count or a uniform bound (the host may run this module
+// without naga's loop guards); every workgroup-memory index is in range by construction.
 //
 // Consts: WG_SIZE, TILE_N, DISPATCH_SLOTS.
 
@@ -81,8 +83,23 @@ fn scan(@builtin(local_invocation_index) li: u32) {
         let e = e0 + li;
         var n = 0u;
         if e < params.n_experts {
-            for (var c = 0u; c < params.n_chunks; c++) {
-                let i = c * params.n_experts + e;
+            // Eight chunks per round: their loads are independent, so a round costs one memory
+            // round trip instead of eight (this serial walk dominates the map's time).
+            let stride = params.n_experts;
+            var c = 0u;
+            for (; c + 8u <= params.n_chunks; c += 8u) {
+                let i = c * stride + e;
+                var v: array<u32, 8>;
+                for (var j = 0u; j < 8u; j++) {
+                    v[j] = chunk_counts[i + j * stride];
+                }
+                for (var j = 0u; j < 8u; j++) {
+                    chunk_counts[i + j * stride] = n;
+                    n += v[j];
+                }
+            }
+            for (; c < params.n_chunks; c++) {
+                let i = c * stride + e;
                 let v = chunk_counts[i];
                 chunk_counts[i] = n;
                 n += v;

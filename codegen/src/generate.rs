@@ -62,6 +62,7 @@ impl Templates {
             "dequant/q8_0.wgsl",
             "dequant/q2_k.wgsl",
             "dequant/q3_k.wgsl",
+            "dequant/direct.wgsl",
             "dequant/q4_k.wgsl",
             "dequant/q5_k.wgsl",
             "dequant/q6_k.wgsl",

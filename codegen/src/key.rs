@@ -181,18 +181,22 @@ pub enum KernelKey {
     Route,
 }
 
-/// Threads per workgroup of every kernel.
+/// Threads per workgroup of every kernel but the grouped matmuls (whose geometry is below).
 const WG_SIZE: u32 = 256;
-/// Output rows per matmul workgroup (both paths).
-const MM_ROWS: u32 = 64;
-/// Inner-dimension step of the matmul: one 32-value sub-block of every weight type.
-const K_STEP: u32 = 32;
-/// Register path: threads along the row axis (the rest go along tokens).
+/// Inner-dimension step of the register-tile matmul: one 32-value sub-block of every weight
+/// type, so its tiles fit 32 KiB of workgroup memory (lavapipe, Metal) at every width.
+const REG_K_STEP: u32 = 32;
+/// Register path: output rows per workgroup.
+const REG_ROWS: u32 = 64;
+/// Register path: threads along the rows; thread `tr` owns rows `tr + ROW_THREADS * i`, i < 4,
+/// so the 16 row threads of a warp read 16 distinct weight rows without bank conflicts.
 const ROW_THREADS: u32 = 16;
-/// Cooperative path: the largest subgroup size the accumulator arrays are sized for.
-pub const COOP_MAX_SUBGROUP_SIZE: u32 = 64;
-/// Staging buffer of the cooperative path, in f32 values (16 KiB).
-const COOP_STAGE_VALUES: u32 = 4096;
+/// Cooperative paths: the largest subgroup the slots are laid out for (one slot per 32
+/// threads). Every adapter with f16 cooperative matrices we know of (NVIDIA, Apple, Intel, AMD
+/// in wave32) runs them in subgroups of at most 32 lanes; the runtime refuses the path on
+/// others, and the kernel writes NaN rather than wrong numbers should it run with fewer
+/// subgroups than slots.
+pub const COOP_MAX_SUBGROUP_SIZE: u32 = 32;
 /// Rows per mat-vec workgroup.
 const MV_ROWS: u32 = 8;
 /// Indirect-dispatch argument slots the map writes (one per distinct row-tile count).
@@ -294,6 +298,10 @@ impl KernelKey {
         match self {
             KernelKey::Route => ROUTE_WG_SIZE,
             KernelKey::RmsNorm => NORM_WG_SIZE,
+            KernelKey::MmId(m) if m.path == Path::Reg => {
+                ROW_THREADS * m.tile.tokens() as u32 / reg_tokens_per_thread(m.tile)
+            }
+            KernelKey::MmId(m) => coop_geometry(m.tile).threads,
             _ => WG_SIZE,
         }
     }
@@ -310,7 +318,10 @@ impl KernelKey {
     /// Output rows one workgroup computes (`ROWS_PER_WG`); `None` for element-wise ops.
     pub fn rows_per_workgroup(&self) -> Option<u32> {
         match self {
-            KernelKey::MmId(_) => Some(MM_ROWS),
+            KernelKey::MmId(m) => Some(match m.path.fragment() {
+                None => REG_ROWS,
+                Some(_) => coop_geometry(m.tile).rows,
+            }),
             KernelKey::MvId { .. } => Some(MV_ROWS),
             _ => None,
         }
@@ -567,24 +578,25 @@ impl KernelKey {
             }
             KernelKey::MmId(m) => {
                 let tile = m.tile.tokens() as u32;
-                c.push(("K_STEP", K_STEP));
                 match m.path.fragment() {
                     None => {
-                        let token_threads = WG_SIZE / ROW_THREADS;
+                        let tokens_per_thread = reg_tokens_per_thread(m.tile);
+                        c.push(("K_STEP", REG_K_STEP));
                         c.push(("ROW_THREADS", ROW_THREADS));
-                        c.push(("TOKEN_THREADS", token_threads));
-                        c.push(("ROWS_PER_THREAD", MM_ROWS / ROW_THREADS));
-                        c.push(("TOKENS_PER_THREAD", tile / token_threads));
+                        c.push(("TOKEN_THREADS", tile / tokens_per_thread));
+                        c.push(("ROWS_PER_THREAD", REG_ROWS / ROW_THREADS));
+                        c.push(("TOKENS_PER_THREAD", tokens_per_thread));
                     }
                     Some(frag) => {
-                        let frags = (MM_ROWS / frag) * (tile / frag);
-                        let min_subgroups = WG_SIZE / COOP_MAX_SUBGROUP_SIZE;
-                        let stage_rows = (COOP_STAGE_VALUES / tile).min(MM_ROWS);
+                        let g = coop_geometry(m.tile);
+                        let slots = g.threads / COOP_MAX_SUBGROUP_SIZE;
+                        c.push(("K_STEP", g.k_step));
+                        c.push(("STAGES", g.stages));
                         c.push(("FRAG", frag));
-                        c.push(("TOKEN_FRAGS", tile / frag));
-                        c.push(("FRAGS", frags));
-                        c.push(("FRAGS_PER_SUBGROUP", frags.div_ceil(min_subgroups)));
-                        c.push(("STAGE_ROWS", stage_rows));
+                        c.push(("SLOTS", slots));
+                        c.push(("SLOT_COLS", g.slot_cols));
+                        c.push(("SLOT_ROW_FRAGS", g.rows / frag / (slots / g.slot_cols)));
+                        c.push(("SLOT_TOKEN_FRAGS", tile / frag / g.slot_cols));
                     }
                 }
             }
@@ -608,6 +620,51 @@ impl KernelKey {
             _ => {}
         }
         c
+    }
+}
+
+/// Register path: tokens per thread (the accumulators are 4 rows x this many tokens, read as
+/// whole vec4s of the activation tile).
+fn reg_tokens_per_thread(tile: TileWidth) -> u32 {
+    (tile.tokens() as u32 / 16).max(4)
+}
+
+/// Cooperative paths: the shape of a workgroup's work. Its subgroups fill `threads / 32`
+/// slots, each owning a rectangle of output fragments whose accumulators stay in registers for
+/// the whole K loop; `slot_cols` slots sit side by side along the tokens.
+///
+/// Measured on the H100 (`bench/NOTES-mm_id.md`): time follows the fragments per slot and
+/// the words each thread prefetches, not the tile. Slots of 1 or 2 fragments, one weight and
+/// one activation group per thread and a 32-value K step are fastest; 4 or 8 fragments per
+/// slot, a 64-value K step or loads two steps ahead were 1.3x to 2.5x slower (per-thread
+/// arrays the driver no longer keeps in registers, or fewer resident workgroups). Hence 64
+/// rows at every width and 512 threads (16 slots of 1 x 2 fragments) at 128 tokens.
+struct CoopGeometry {
+    /// Output rows per workgroup.
+    rows: u32,
+    /// Inner-dimension step.
+    k_step: u32,
+    /// Steps the loads run ahead of the multiply.
+    stages: u32,
+    /// Threads per workgroup.
+    threads: u32,
+    /// Slots along the tokens.
+    slot_cols: u32,
+}
+
+/// Cooperative paths: the geometry of each token-tile width.
+fn coop_geometry(tile: TileWidth) -> CoopGeometry {
+    let (rows, k_step, stages, threads, slot_cols) = match tile {
+        TileWidth::T32 => (64, 32, 1, 256, 2),
+        TileWidth::T64 => (64, 32, 1, 256, 2),
+        TileWidth::T128 => (64, 32, 1, 512, 4),
+    };
+    CoopGeometry {
+        rows,
+        k_step,
+        stages,
+        threads,
+        slot_cols,
     }
 }
 
@@ -701,7 +758,10 @@ mod tests {
                 assert_eq!(c["ROWS_PER_THREAD"] * c["ROW_THREADS"], c["ROWS_PER_WG"]);
                 assert_eq!(c["ROW_THREADS"] * c["TOKEN_THREADS"], c["WG_SIZE"]);
             } else {
-                assert_eq!(c["FRAGS"] * c["FRAG"] * c["FRAG"], tile * c["ROWS_PER_WG"]);
+                let frag = c["FRAG"];
+                let per_slot = c["SLOT_ROW_FRAGS"] * c["SLOT_TOKEN_FRAGS"] * frag * frag;
+                assert_eq!(c["SLOTS"] * per_slot, tile * c["ROWS_PER_WG"], "{key}");
+                assert_eq!(c["SLOT_TOKEN_FRAGS"] * c["SLOT_COLS"] * frag, tile, "{key}");
             }
         }
     }

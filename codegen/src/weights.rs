@@ -11,8 +11,9 @@
 //! (`layout.rs`); the numbers below are the single source both it and the WGSL use (the
 //! generator writes `QK` and `BLOCK_WORDS` into every shader that reads weights).
 //!
-//! Adding a type is one row in [`FORMATS`] plus one `wgsl/dequant/<type>.wgsl` fragment
-//! defining `dequant8`.
+//! Adding a type (`Q4_0`, `Q5_1`, `Q3_K`...) is one row in [`FORMATS`] plus one
+//! `wgsl/dequant/<type>.wgsl` fragment defining `WRaw`, `wload`, `wdecode` and `dequant8` (the
+//! contract is at the top of `wgsl/dequant/q8_0.wgsl`).
 
 use moetile::quant::GgmlType;
 
@@ -62,7 +63,7 @@ struct Format {
     gguf_bytes: u32,
     /// Byte offset where two zero bytes are inserted to make the block word-aligned.
     pad_at: Option<u32>,
-    /// Fragments (under `wgsl/`) defining `dequant8`, in inclusion order.
+    /// Fragments (under `wgsl/`) defining `wload`, `wdecode` and `dequant8`, in inclusion order.
     fragments: &'static [&'static str],
 }
 
@@ -74,7 +75,7 @@ const FORMATS: [Format; 14] = [
         block_values: 32,
         gguf_bytes: 128,
         pad_at: None,
-        fragments: &["dequant/f32.wgsl"],
+        fragments: &["dequant/f32.wgsl", "dequant/direct.wgsl"],
     },
     Format {
         ty: WeightType::F16,
@@ -92,7 +93,7 @@ const FORMATS: [Format; 14] = [
         block_values: 32,
         gguf_bytes: 64,
         pad_at: None,
-        fragments: &["dequant/bf16.wgsl"],
+        fragments: &["dequant/bf16.wgsl", "dequant/direct.wgsl"],
     },
     Format {
         ty: WeightType::Q4_0,
@@ -102,7 +103,11 @@ const FORMATS: [Format; 14] = [
         gguf_bytes: 18,
         // after the f16 scale `d`
         pad_at: Some(2),
-        fragments: &["dequant/legacy.wgsl", "dequant/q4_0.wgsl"],
+        fragments: &[
+            "dequant/legacy.wgsl",
+            "dequant/q4_0.wgsl",
+            "dequant/direct.wgsl",
+        ],
     },
     Format {
         ty: WeightType::Q4_1,
@@ -111,7 +116,11 @@ const FORMATS: [Format; 14] = [
         block_values: 32,
         gguf_bytes: 20,
         pad_at: None,
-        fragments: &["dequant/legacy.wgsl", "dequant/q4_1.wgsl"],
+        fragments: &[
+            "dequant/legacy.wgsl",
+            "dequant/q4_1.wgsl",
+            "dequant/direct.wgsl",
+        ],
     },
     Format {
         ty: WeightType::Q5_0,
@@ -121,7 +130,11 @@ const FORMATS: [Format; 14] = [
         gguf_bytes: 22,
         // after the f16 scale `d`
         pad_at: Some(2),
-        fragments: &["dequant/legacy.wgsl", "dequant/q5_0.wgsl"],
+        fragments: &[
+            "dequant/legacy.wgsl",
+            "dequant/q5_0.wgsl",
+            "dequant/direct.wgsl",
+        ],
     },
     Format {
         ty: WeightType::Q5_1,
@@ -130,7 +143,11 @@ const FORMATS: [Format; 14] = [
         block_values: 32,
         gguf_bytes: 24,
         pad_at: None,
-        fragments: &["dequant/legacy.wgsl", "dequant/q5_1.wgsl"],
+        fragments: &[
+            "dequant/legacy.wgsl",
+            "dequant/q5_1.wgsl",
+            "dequant/direct.wgsl",
+        ],
     },
     Format {
         ty: WeightType::Q8_0,
@@ -149,7 +166,7 @@ const FORMATS: [Format; 14] = [
         block_values: 256,
         gguf_bytes: 84,
         pad_at: None,
-        fragments: &["dequant/bytes.wgsl", "dequant/q2_k.wgsl"],
+        fragments: &["dequant/q2_k.wgsl"],
     },
     Format {
         ty: WeightType::Q3_K,
@@ -159,7 +176,11 @@ const FORMATS: [Format; 14] = [
         gguf_bytes: 110,
         // after the trailing f16 scale `d`
         pad_at: Some(110),
-        fragments: &["dequant/bytes.wgsl", "dequant/q3_k.wgsl"],
+        fragments: &[
+            "dequant/bytes.wgsl",
+            "dequant/q3_k.wgsl",
+            "dequant/direct.wgsl",
+        ],
     },
     Format {
         ty: WeightType::Q4_K,
@@ -291,7 +312,7 @@ impl WeightType {
         self == WeightType::IQ2_XXS
     }
 
-    /// The fragments defining `dequant8`, in inclusion order.
+    /// The fragments defining `wload`, `wdecode` and `dequant8`, in inclusion order.
     pub fn fragments(self) -> &'static [&'static str] {
         self.format().fragments
     }

@@ -102,7 +102,8 @@ impl<B: Backend> Session<B> {
         let mut out = Vec::new();
         for chunk in tokens.chunks(self.chunk) {
             let pos0 = self.tokens.len();
-            if let Some(w) = model.tile_for(chunk.len(), &self.policy)
+            if chunk.len() > backend.mat_vec_max_tokens()
+                && let Some(w) = model.tile_for(chunk.len(), &self.policy)
                 && !self.tiles_used.contains(&w)
             {
                 self.tiles_used.push(w);

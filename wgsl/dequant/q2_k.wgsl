@@ -3,23 +3,35 @@
 // GPU block = GGUF block (21 words): bytes 0..16 scales, 16..80 quants, 80..84 d | dmin << 16.
 // Value v: half n = v / 128, j = (v % 128) / 32, l = v % 32 -> bits 2j.. of quant byte
 // 32n + l, scale byte 8n + 2j + l / 16.
-// Expects: QK (256), BLOCK_WORDS (21), `weights: array<u32>`, dequant/bytes.wgsl.
-// Defines: dequant8(block, group): values 8 * group .. 8 * group + 8 of GPU block `block`.
+// Expects: QK (256), BLOCK_WORDS (21), `weights: array<u32>`.
+// Defines: WRaw, wload, wdecode, dequant8 (the contract is in q8_0.wgsl).
 
-fn dequant8(block: u32, group: u32) -> array<f32, 8> {
-    let w0 = block * BLOCK_WORDS;
-    let dm = unpack2x16float(weights[w0 + 20u]);
-    let v0 = 8u * group;
-    let n = v0 / 128u;
-    let j = (v0 % 128u) / 32u;
-    let l0 = v0 % 32u;
-    let sc = weight_byte(w0, 8u * n + 2u * j + l0 / 16u);
+// d | dmin << 16, the word holding the group's scale byte, the group's two quant words.
+alias WRaw = vec4<u32>;
+
+fn wload(block: u32, group: u32) -> WRaw {
+    let w = block * BLOCK_WORDS;
+    let n = group / 16u;
+    let l0 = 8u * (group % 4u);
+    let j = (group % 16u) / 4u;
+    let q = w + 4u + 8u * n + l0 / 4u;
+    return vec4<u32>(weights[w + 20u], weights[w + 2u * n + j / 2u], weights[q], weights[q + 1u]);
+}
+
+fn wdecode(r: WRaw, group: u32) -> array<f32, 8> {
+    let dm = unpack2x16float(r.x);
+    let j = (group % 16u) / 4u;
+    let l0 = 8u * (group % 4u);
+    // scale byte 8n + 2j + l0 / 16 is byte (2j + l0 / 16) % 4 of its word
+    let sc = extractBits(r.y, 8u * ((2u * j + l0 / 16u) % 4u), 8u);
     let d = dm.x * f32(sc & 15u);
     let m = dm.y * f32(sc >> 4u);
-    let q = weight_words2(w0, 16u + 32u * n + l0);
-    var out: array<f32, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        out[i] = d * f32(extractBits(q[i / 4u], 8u * (i % 4u) + 2u * j, 2u)) - m;
-    }
-    return out;
+    let shift = vec4<u32>(0u, 8u, 16u, 24u) + 2u * j;
+    let lo = fma(vec4<f32>((vec4<u32>(r.z) >> shift) & vec4<u32>(3u)), vec4<f32>(d), vec4<f32>(-m));
+    let hi = fma(vec4<f32>((vec4<u32>(r.w) >> shift) & vec4<u32>(3u)), vec4<f32>(d), vec4<f32>(-m));
+    return array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+}
+
+fn dequant8(block: u32, group: u32) -> array<f32, 8> {
+    return wdecode(wload(block, group), group);
 }

@@ -1,14 +1,14 @@
 // The packed 6-bit scales and mins of Q4_K and Q5_K (ggml's get_scale_min_k4).
-// Expects: weight_byte (dequant/bytes.wgsl).
 // Defines: scale_min_k4.
 
-// (scale, min) of sub-block `sub` (0..8), from the 12 bytes at byte `at` of the block at `w0`.
-fn scale_min_k4(w0: u32, at: u32, sub: u32) -> vec2<u32> {
-    if sub < 4u {
-        return vec2<u32>(weight_byte(w0, at + sub) & 63u, weight_byte(w0, at + sub + 4u) & 63u);
-    }
-    let packed = weight_byte(w0, at + sub + 4u);
-    let scale_hi = weight_byte(w0, at + sub - 4u) >> 6u;
-    let min_hi = weight_byte(w0, at + sub) >> 6u;
-    return vec2<u32>((packed & 15u) | (scale_hi << 4u), (packed >> 4u) | (min_hi << 4u));
+// (scale, min) of sub-block `sub` (0..8) from the 12 packed bytes as three words.
+fn scale_min_k4(s: vec3<u32>, sub: u32) -> vec2<u32> {
+    let j = 8u * (sub % 4u);
+    let a = extractBits(s.x, j, 8u);
+    let b = extractBits(s.y, j, 8u);
+    let c = extractBits(s.z, j, 8u);
+    let low = vec2<u32>(a & 63u, b & 63u);
+    let high = vec2<u32>((c & 15u) | ((a >> 6u) << 4u), (c >> 4u) | ((b >> 6u) << 4u));
+    return select(high, low, sub < 4u);
 }
+

@@ -4,7 +4,7 @@
 //! cargo run --release -p moetile-wgpu --example kernel_bench -- \
 //!     [shape=qwen|deepseek|all] [tokens=512,2048,4096] [mv_tokens=1] \
 //!     [weights=f16,q8_0,q4k,q2k,iq2xxs] [tiles=32,64,128] [paths=reg,coop16,coop8] \
-//!     [iters=10] [distinct=4] [seed=1] [adapter=INDEX|NAME]
+//!     [iters=10] [distinct=4] [seed=1] [act=f32|f16] [adapter=INDEX|NAME]
 //! ```
 //! Defaults: `moetile_wgpu::bench::BenchConfig::default_for`. Set `WGPU_BACKEND=vulkan` on
 //! machines that also list an OpenGL adapter for the same card.
@@ -12,7 +12,7 @@
 use anyhow::{Context, bail};
 use moetile::tile::TileWidth;
 use moetile_wgpu::bench::{self, BenchConfig, BenchRow};
-use moetile_wgpu::{AdapterChoice, Path, WeightType, WgpuContext};
+use moetile_wgpu::{ActType, AdapterChoice, Path, WeightType, WgpuContext};
 
 fn list<T>(value: &str, parse: impl Fn(&str) -> Option<T>) -> anyhow::Result<Vec<T>> {
     value
@@ -57,11 +57,18 @@ fn main() -> anyhow::Result<()> {
             "iters" => cfg.iters = value.parse()?,
             "distinct" => cfg.distinct_experts = value.parse()?,
             "seed" => cfg.seed = value.parse()?,
+            "act" => {
+                cfg.act = ActType::ALL
+                    .into_iter()
+                    .find(|a| a.name() == value)
+                    .with_context(|| format!("act {value:?}: expected f32 or f16"))?
+            }
             other => bail!("unknown argument {other:?}"),
         }
     }
     let p = ctx.profile();
     println!("# adapter: {}", p.describe());
+    println!("# shader checks: {}", ctx.shader_checks().name());
     println!(
         "# paths run: {:?}; timestamps: {}",
         cfg.paths

@@ -8,7 +8,7 @@
 //! [`WgpuError::Gpu`] naming the op (inside `moetile::Error::Backend`).
 //!
 //! Dense projections are one-expert grouped matmuls: `mv_id` for batches of at most
-//! [`MAT_VEC_MAX_TOKENS`] tokens (decode, the output head of a `Logits::Last` pass), else
+//! [`mat_vec_max_tokens`] tokens (decode, the output head of a `Logits::Last` pass), else
 //! `mm_id` over a host-built map listing the batch's tokens, in tiles of the widest width not
 //! above the batch. F32 weights (routers, norms used as a row) always take the register path,
 //! whose f32 arithmetic keeps router logits exact enough not to flip routing near ties.
@@ -28,7 +28,7 @@ use crate::context::{GpuMatrix, WgpuContext};
 use crate::encoder::Encoder;
 use crate::error::WgpuError;
 use crate::layout::ExpertTensor;
-use crate::moe::{ExpertMap, MAT_VEC_MAX_TOKENS, MoeOptions, Routing};
+use crate::moe::{ExpertMap, MoeOptions, Routing, mat_vec_max_tokens};
 use crate::ops::rope_angles;
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::profile::{ProfileReport, StageProfiler};
@@ -362,6 +362,10 @@ impl Backend for WgpuBackend {
         )
     }
 
+    fn mat_vec_max_tokens(&self) -> usize {
+        mat_vec_max_tokens(self.options.path)
+    }
+
     fn stage(&mut self, stage: Stage, layer: Option<usize>) {
         if let Some(p) = &mut self.profiler {
             p.timer.set_stage(stage, layer);
@@ -459,7 +463,7 @@ impl Backend for WgpuBackend {
         }
         let n_tokens = x.rows;
         let out = self.output(n_tokens, w.rows, "matmul")?;
-        if n_tokens <= MAT_VEC_MAX_TOKENS {
+        if n_tokens <= self.mat_vec_max_tokens() {
             let routing = self.dense_routing(n_tokens)?;
             self.record("matmul", |ctx, enc, timer| {
                 ctx.encode_mv_id(enc, &routing, w, x, 1, &out, timer)
@@ -626,6 +630,7 @@ impl Backend for WgpuBackend {
         let opts = MoeOptions {
             path: self.options.path,
             mid: self.options.mid,
+            mat_vec: x.rows <= self.mat_vec_max_tokens(),
             ..MoeOptions::new(&self.ctx, p, x.rows)
         };
         let bufs =

@@ -1,6 +1,7 @@
 //! Kernel benchmark: times `map`, `mm_id` and `mv_id` on the expert shapes of real MoE layers
 //! with random top-K routing, after checking a sample of each kernel's outputs against an f64
-//! reference (a wrong kernel is not measured).
+//! reference on an output poisoned with NaN first (a wrong kernel is not measured: its row
+//! holds NaNs and the reason goes to stderr).
 //!
 //! The matmul is the gate/up shape (rows F, cols D, f32 activations, pair p reads token
 //! p / K), the shape of llama.cpp's `MUL_MAT_ID` rows in `shared/gpu/H100.md`. Times come from
@@ -72,12 +73,14 @@ pub struct BenchConfig {
     pub tiles: Vec<TileWidth>,
     /// Matmul paths (those the device does not run are skipped).
     pub paths: Vec<Path>,
-    /// Timed runs per row (after two warm-up runs).
+    /// Timed runs per row (after a warm-up of about 100 ms of back-to-back runs).
     pub iters: usize,
     /// Experts with distinct random weights; the rest repeat them.
     pub distinct_experts: usize,
     /// Seed of weights, activations and routing.
     pub seed: u64,
+    /// Activation type of the matmul inputs (the llama.cpp anchor uses f32).
+    pub act: ActType,
 }
 
 impl BenchConfig {
@@ -100,6 +103,7 @@ impl BenchConfig {
             iters: 10,
             distinct_experts: 4,
             seed: 1,
+            act: ActType::F32,
         }
     }
 }
@@ -177,8 +181,15 @@ pub fn run_kernel_bench(
             .copied()
             .max()
             .unwrap_or(1);
+        // Activation values as the kernels see them (rounded through f16 for f16 inputs).
         let x_host: Vec<f32> = (0..max_t * d)
-            .map(|_| rng.random_range(-1.0..1.0))
+            .map(|_| {
+                let v: f32 = rng.random_range(-1.0..1.0);
+                match cfg.act {
+                    ActType::F32 => v,
+                    ActType::F16 => half::f16::from_f32(v).to_f32(),
+                }
+            })
             .collect();
         for &ty in &cfg.weights {
             let weights = ExpertPool::new(&mut rng, ty, f, d, cfg.distinct_experts)?;
@@ -186,25 +197,30 @@ pub fn run_kernel_bench(
             for &t in &cfg.tokens {
                 let ids = random_ids(&mut rng, t, k, e);
                 let routing = ctx.routing_from_host(e, k, &ids, &vec![1.0; ids.len()])?;
-                let x = ctx.matrix_from_host(t, d, ActType::F32, &x_host[..t * d])?;
+                let x = ctx.matrix_from_host(t, d, cfg.act, &x_host[..t * d])?;
                 let out = ctx.matrix(t * k, f, ActType::F32, "bench out")?;
                 let active = active_experts(&ids, e);
                 let bytes = (active as u64 * f as u64 * weights.gpu_row_bytes()) as f64
-                    + (t * d * 4 + t * k * f * 4) as f64;
+                    + (t * d * cfg.act.bytes() + t * k * f * 4) as f64;
                 let flops = 2.0 * (t * k) as f64 * f as f64 * d as f64;
                 for &tile in &cfg.tiles {
-                    let groups = KernelKey::MmId(MatmulKey {
-                        weight: ty,
-                        act: ActType::F32,
-                        tile,
-                        path: Path::Reg,
-                    })
-                    .row_groups(f as u32)
-                    .expect("matmuls have row tiles");
+                    // One map serves every path: dispatch arguments for each path's row tiles.
+                    let groups: Vec<u32> = paths
+                        .iter()
+                        .filter_map(|&path| {
+                            KernelKey::MmId(MatmulKey {
+                                weight: ty,
+                                act: cfg.act,
+                                tile,
+                                path,
+                            })
+                            .row_groups(f as u32)
+                        })
+                        .collect();
                     let map_key = KernelKey::Map { tile };
                     let mut map = None;
                     let (ms, ms_min) = time(ctx, cfg.iters, &map_key.to_string(), |enc, timer| {
-                        map = Some(ctx.encode_map(enc, &routing, tile, &[groups], timer)?);
+                        map = Some(ctx.encode_map(enc, &routing, tile, &groups, timer)?);
                         Ok(())
                     })?;
                     let map = map.expect("timed at least once");
@@ -223,7 +239,7 @@ pub fn run_kernel_bench(
                     for &path in &paths {
                         let key = MatmulKey {
                             weight: ty,
-                            act: ActType::F32,
+                            act: cfg.act,
                             tile,
                             path,
                         };
@@ -231,10 +247,14 @@ pub fn run_kernel_bench(
                         let run = |enc: &mut Encoder, timer: Option<&mut Timer>| {
                             ctx.encode_mm_id(enc, key, &map, &w, &x, k, &out, timer)
                         };
-                        ctx.submit(&name, |enc| run(enc, None))?;
-                        let check =
-                            weights.check(ctx, &mut rng, &name, &ids, &x_host, k, &out, path)?;
-                        let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
+                        let (ms, ms_min, check) = measure(&name, || {
+                            ctx.fill(&out, f32::NAN);
+                            ctx.submit(&name, |enc| run(enc, None))?;
+                            let check = weights
+                                .check(ctx, &mut rng, &name, &ids, &x_host, k, &out, path)?;
+                            let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
+                            Ok((ms, ms_min, check))
+                        });
                         emit(BenchRow {
                             kernel: name,
                             shape: shape.name,
@@ -251,23 +271,27 @@ pub fn run_kernel_bench(
             for &t in &cfg.mat_vec_tokens {
                 let ids = random_ids(&mut rng, t, k, e);
                 let routing = ctx.routing_from_host(e, k, &ids, &vec![1.0; ids.len()])?;
-                let x = ctx.matrix_from_host(t, d, ActType::F32, &x_host[..t * d])?;
+                let x = ctx.matrix_from_host(t, d, cfg.act, &x_host[..t * d])?;
                 let out = ctx.matrix(t * k, f, ActType::F32, "bench out")?;
                 let name = KernelKey::MvId {
                     weight: ty,
-                    act: ActType::F32,
+                    act: cfg.act,
                 }
                 .to_string();
                 let run = |enc: &mut Encoder, timer: Option<&mut Timer>| {
                     ctx.encode_mv_id(enc, &routing, &w, &x, k, &out, timer)
                 };
-                ctx.submit(&name, |enc| run(enc, None))?;
-                let check =
-                    weights.check(ctx, &mut rng, &name, &ids, &x_host, k, &out, Path::Reg)?;
-                let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
+                let (ms, ms_min, check) = measure(&name, || {
+                    ctx.fill(&out, f32::NAN);
+                    ctx.submit(&name, |enc| run(enc, None))?;
+                    let check =
+                        weights.check(ctx, &mut rng, &name, &ids, &x_host, k, &out, Path::Reg)?;
+                    let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
+                    Ok((ms, ms_min, check))
+                });
                 let active = active_experts(&ids, e);
                 let bytes = (active as u64 * f as u64 * weights.gpu_row_bytes()) as f64
-                    + (t * d * 4 + t * k * f * 4) as f64;
+                    + (t * d * cfg.act.bytes() + t * k * f * 4) as f64;
                 emit(BenchRow {
                     kernel: name,
                     shape: shape.name,
@@ -284,7 +308,22 @@ pub fn run_kernel_bench(
     Ok(rows)
 }
 
-/// Median and minimum milliseconds of `iters` runs of `encode`, after two warm-up runs.
+/// `(median ms, min ms, check)` from `run`; a kernel that fails (wrong output, a device error)
+/// is reported on stderr and gets a row of NaNs, so one broken kernel does not hide the others.
+fn measure(name: &str, run: impl FnOnce() -> moetile::Result<(f64, f64, f64)>) -> (f64, f64, f64) {
+    run().unwrap_or_else(|e| {
+        eprintln!("{name}: not measured: {e}");
+        (f64::NAN, f64::NAN, f64::NAN)
+    })
+}
+
+/// GPU time a row runs back to back before it is timed: the H100's clocks drop while the host
+/// quantizes and checks, and two warm-up runs did not bring them back (the first row after a
+/// pause measured up to 2x slow).
+const WARM_UP_MS: f64 = 100.0;
+
+/// Median and minimum milliseconds of `iters` runs of `encode`, after a warm-up of about
+/// [`WARM_UP_MS`] of back-to-back runs.
 fn time(
     ctx: &WgpuContext,
     iters: usize,
@@ -292,8 +331,11 @@ fn time(
     mut encode: impl FnMut(&mut Encoder, Option<&mut Timer>) -> crate::Result<()>,
 ) -> crate::Result<(f64, f64)> {
     let mut timer = Timer::new(ctx, 1);
-    let mut times = Vec::with_capacity(iters);
-    for i in 0..iters.max(1) + 2 {
+    let mut run = |encode: &mut dyn FnMut(
+        &mut Encoder,
+        Option<&mut Timer>,
+    ) -> crate::Result<()>|
+     -> crate::Result<f64> {
         let start = Instant::now();
         ctx.submit(op, |enc| {
             encode(enc, timer.as_mut())?;
@@ -302,24 +344,39 @@ fn time(
             }
             Ok(())
         })?;
-        let ms = match timer.as_mut() {
+        Ok(match timer.as_mut() {
             Some(t) => t.read(ctx)?.first().map(|(_, ms)| *ms).unwrap_or(0.0),
             None => {
-                ctx.device()
-                    .poll(wgpu::PollType::wait_indefinitely())
-                    .map_err(|e| WgpuError::Readback {
-                        what: op.to_string(),
-                        message: e.to_string(),
-                    })?;
+                wait(ctx, op)?;
                 start.elapsed().as_secs_f64() * 1e3
             }
-        };
-        if i >= 2 {
-            times.push(ms);
+        })
+    };
+    let first = run(&mut encode)?;
+    let batch = (WARM_UP_MS / first.max(1e-3)).ceil().clamp(1.0, 200.0) as usize;
+    ctx.submit(op, |enc| {
+        for _ in 0..batch {
+            encode(enc, None)?;
         }
-    }
+        Ok(())
+    })?;
+    wait(ctx, op)?;
+    let mut times = (0..iters.max(1))
+        .map(|_| run(&mut encode))
+        .collect::<crate::Result<Vec<f64>>>()?;
     times.sort_by(f64::total_cmp);
     Ok((times[times.len() / 2], times[0]))
+}
+
+/// Waits for all submitted work.
+fn wait(ctx: &WgpuContext, op: &str) -> crate::Result<()> {
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map(|_| ())
+        .map_err(|e| WgpuError::Readback {
+            what: op.to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// `distinct` experts of random `rows x cols` weights of one type, quantized once.

@@ -11,7 +11,7 @@ use wgpu::util::DeviceExt;
 use crate::adapter::{self, AdapterChoice, Profile};
 use crate::encoder::{Encoder, ParamArena};
 use crate::error::{Result, WgpuError};
-use crate::kernels::KernelCache;
+use crate::kernels::{KernelCache, ShaderChecks};
 use crate::layout::{self, ExpertTensor};
 use crate::pool::{BufferPool, PooledBuffer, bucket};
 use crate::requirements::{self, DeviceRequest};
@@ -68,7 +68,8 @@ impl WgpuContext {
             adapter: adapter.get_info().name,
             source,
         })?;
-        let ctx = Self::from_device(&adapter, device, queue)?;
+        let mut ctx = Self::from_device(&adapter, device, queue)?;
+        ctx.kernels = KernelCache::new(ShaderChecks::from_env(ctx.profile.backend)?);
         let lost = ctx.lost.clone();
         ctx.device.set_device_lost_callback(move |reason, message| {
             *lost.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -93,7 +94,9 @@ impl WgpuContext {
     ///
     /// The handles are shared, not taken over: moetile submits its own command buffers to the
     /// queue, catches its errors in its own (thread-local) error scopes, and never installs an
-    /// uncaptured-error handler or a device-lost callback on the device.
+    /// uncaptured-error handler or a device-lost callback on the device. Its kernels run with
+    /// the backend's default [`ShaderChecks`] ([`WgpuContext::new`] also reads
+    /// `MOETILE_SHADER_CHECKS`).
     pub fn from_device(
         adapter: &wgpu::Adapter,
         device: wgpu::Device,
@@ -110,11 +113,12 @@ impl WgpuContext {
                 needed_by: need.needed_by,
             });
         }
+        let kernels = KernelCache::new(ShaderChecks::default_for(profile.backend));
         Ok(WgpuContext {
             device,
             queue,
             profile,
-            kernels: KernelCache::default(),
+            kernels,
             iq2xxs_grid: OnceLock::new(),
             pool: BufferPool::default(),
             arenas: Mutex::new(Vec::new()),
@@ -125,6 +129,11 @@ impl WgpuContext {
     /// What the device offers.
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    /// The runtime checks the routed-MoE kernels run with.
+    pub fn shader_checks(&self) -> ShaderChecks {
+        self.kernels.checks()
     }
 
     /// The device.

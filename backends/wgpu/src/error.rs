@@ -227,6 +227,16 @@ pub enum WgpuError {
         /// The worst element.
         detail: String,
     },
+    /// An environment variable moetile reads holds a value it does not accept.
+    #[error("{var}={value:?} is not one of {allowed}; unset it for the default")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// The accepted values.
+        allowed: &'static str,
+    },
     /// Waiting for the device or mapping a buffer failed.
     #[error("reading back {what}: {message}")]
     Readback {

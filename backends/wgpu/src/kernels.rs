@@ -4,6 +4,24 @@
 //! WGSL by name. A [`Kernel`] is created lazily per key: its bind-group layout comes from the
 //! key's binding table (the same table naga checked the WGSL against) and it has one pipeline
 //! per entry point, labelled with the key's name.
+//!
+//! ## Runtime checks
+//! By default wgpu has naga wrap every loop in an iteration guard (so a shader cannot hang the
+//! GPU), clamp every array index and guard every integer division. In the routed-MoE kernels
+//! (map, grouped matmul, mat-vec) these guards cost more than the work: the loop guard hides
+//! the constant trip counts, and the index clamp makes the indices of the small per-thread
+//! arrays (accumulators, prefetched words, cooperative fragments) non-constant, so the driver
+//! keeps those arrays in local memory instead of registers. Measured on the H100 (Vulkan, see
+//! `bench/NOTES-mm_id.md`): q4_K at T = 512, cooperative t32, 1.51 ms with every check, 0.93 ms
+//! without the loop and division guards, 0.47 ms without any.
+//!
+//! The templates are written so that the guards are redundant: every loop counts to a
+//! constant or to a bound that is uniform over the dispatch; every divisor is a constant or a
+//! host-checked non-zero parameter; every workgroup and per-thread array index is in range by
+//! construction (the templates' `const_assert`s tie array sizes to loop bounds); and every
+//! buffer index is in range for the parameters the host validates and the expert map the map
+//! kernel builds (tested against the CPU reference). [`ShaderChecks`] picks what those
+//! kernels keep; every other kernel always gets wgpu's full checks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,35 +99,130 @@ impl Kernel {
     }
 }
 
+/// The runtime checks naga adds to the routed-MoE kernels (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShaderChecks {
+    /// wgpu's defaults: loop guards, index clamping, division guards (`all`).
+    All,
+    /// Index clamping only (`bounds`): the default where naga's clamps are the only guard of
+    /// buffer accesses (Metal, DX12, GL).
+    Bounds,
+    /// None (`none`): the default on Vulkan, where wgpu enables robust buffer access, so the
+    /// device itself keeps every buffer access in bounds and the shader's clamps only cover
+    /// per-thread and workgroup arrays, whose indices are in range by construction.
+    None,
+}
+
+impl ShaderChecks {
+    /// The environment variable read by [`ShaderChecks::from_env`].
+    pub const ENV: &'static str = "MOETILE_SHADER_CHECKS";
+
+    /// The default on `backend`.
+    pub fn default_for(backend: wgpu::Backend) -> ShaderChecks {
+        match backend {
+            wgpu::Backend::Vulkan => ShaderChecks::None,
+            _ => ShaderChecks::Bounds,
+        }
+    }
+
+    /// The mode `MOETILE_SHADER_CHECKS` names (`all`, `bounds` or `none`), the default for
+    /// `backend` when it is unset; any other value is an error naming the accepted ones.
+    pub fn from_env(backend: wgpu::Backend) -> Result<ShaderChecks> {
+        match std::env::var(Self::ENV) {
+            Err(_) => Ok(ShaderChecks::default_for(backend)),
+            Ok(v) => match v.as_str() {
+                "all" => Ok(ShaderChecks::All),
+                "bounds" => Ok(ShaderChecks::Bounds),
+                "none" => Ok(ShaderChecks::None),
+                _ => Err(WgpuError::InvalidEnv {
+                    var: Self::ENV,
+                    value: v,
+                    allowed: "all, bounds, none",
+                }),
+            },
+        }
+    }
+
+    /// `"all"`, `"bounds"` or `"none"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShaderChecks::All => "all",
+            ShaderChecks::Bounds => "bounds",
+            ShaderChecks::None => "none",
+        }
+    }
+
+    /// The checks `key` runs with: relaxed only for the kernels whose templates were written
+    /// for it.
+    fn for_key(self, key: &KernelKey) -> wgpu::ShaderRuntimeChecks {
+        let audited = matches!(
+            key,
+            KernelKey::Map { .. } | KernelKey::MmId(_) | KernelKey::MvId { .. }
+        );
+        if !audited || self == ShaderChecks::All {
+            return wgpu::ShaderRuntimeChecks::checked();
+        }
+        let mut checks = wgpu::ShaderRuntimeChecks::checked();
+        checks.force_loop_bounding = false;
+        checks.int_div_checks = false;
+        checks.bounds_checks = self == ShaderChecks::Bounds;
+        checks
+    }
+}
+
 /// Lazily created kernels, by key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KernelCache {
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    checks: ShaderChecks,
 }
 
 impl KernelCache {
+    /// An empty cache whose kernels run with `checks`.
+    pub fn new(checks: ShaderChecks) -> KernelCache {
+        KernelCache {
+            kernels: Mutex::default(),
+            checks,
+        }
+    }
+
+    /// The runtime checks of the routed-MoE kernels.
+    pub fn checks(&self) -> ShaderChecks {
+        self.checks
+    }
+
     /// The kernel of `key`, created on first use.
     pub fn get(&self, device: &wgpu::Device, key: &KernelKey) -> Result<Arc<Kernel>> {
         let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = kernels.get(key) {
             return Ok(k.clone());
         }
-        let kernel = Arc::new(create(device, key)?);
+        let kernel = Arc::new(create(device, key, self.checks.for_key(key))?);
         kernels.insert(*key, kernel.clone());
         Ok(kernel)
     }
 }
 
-fn create(device: &wgpu::Device, key: &KernelKey) -> Result<Kernel> {
+fn create(
+    device: &wgpu::Device,
+    key: &KernelKey,
+    checks: wgpu::ShaderRuntimeChecks,
+) -> Result<Kernel> {
     let name = key.to_string();
     let wgsl = source(key).ok_or_else(|| WgpuError::UnknownKernel {
         kernel: name.clone(),
     })?;
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    let descriptor = wgpu::ShaderModuleDescriptor {
         label: Some(&name),
         source: wgpu::ShaderSource::Wgsl(wgsl.into()),
-    });
+    };
+    // SAFETY: `checks` drops guards only for the kernels `ShaderChecks::for_key` lists, whose
+    // templates bound every loop, divide only by constants or host-checked non-zero values,
+    // index per-thread and workgroup arrays in range by construction and buffers in range
+    // for validated parameters (see the module docs); by default buffer accesses stay
+    // guarded, by naga's clamps or, on Vulkan, by the device's robust buffer access.
+    let module = unsafe { device.create_shader_module_trusted(descriptor, checks) };
     let entries: Vec<wgpu::BindGroupLayoutEntry> = key
         .bindings()
         .iter()
@@ -171,6 +284,36 @@ fn create(device: &wgpu::Device, key: &KernelKey) -> Result<Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moetile::tile::TileWidth;
+    use moetile_codegen::{ActType, MatmulKey, Path, WeightType};
+
+    #[test]
+    fn only_the_audited_kernels_drop_runtime_checks() {
+        let mm = KernelKey::MmId(MatmulKey {
+            weight: WeightType::Q4_K,
+            act: ActType::F32,
+            tile: TileWidth::T64,
+            path: Path::Coop16,
+        });
+        let other = KernelKey::Act { mid: ActType::F16 };
+        let c = ShaderChecks::None.for_key(&other);
+        assert!(c.bounds_checks && c.force_loop_bounding && c.int_div_checks);
+        let c = ShaderChecks::None.for_key(&mm);
+        assert!(!c.bounds_checks && !c.force_loop_bounding && !c.int_div_checks);
+        let c = ShaderChecks::Bounds.for_key(&mm);
+        assert!(c.bounds_checks && !c.force_loop_bounding && !c.int_div_checks);
+        let c = ShaderChecks::All.for_key(&mm);
+        assert!(c.bounds_checks && c.force_loop_bounding && c.int_div_checks);
+        // Index clamps are dropped by default only where the device guards buffer accesses.
+        assert_eq!(
+            ShaderChecks::default_for(wgpu::Backend::Vulkan),
+            ShaderChecks::None
+        );
+        assert_eq!(
+            ShaderChecks::default_for(wgpu::Backend::Metal),
+            ShaderChecks::Bounds
+        );
+    }
 
     #[test]
     fn table_is_exactly_the_generated_key_set() {

@@ -30,8 +30,18 @@ use crate::layout::ExpertTensor;
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::timer::{Timer, begin_pass};
 
-/// Batches of at most this many tokens run the mat-vec path by default.
-pub const MAT_VEC_MAX_TOKENS: usize = 4;
+/// The largest batch that runs the mat-vec kernels by default when the grouped matmuls would
+/// use `path`. Measured on the H100 (Qwen3-30B-A3B expert shape, `bench/crossover-h100.csv`):
+/// the mat-vec costs ~9 us per token; map + cooperative mm_id ~55 us at T = 1, ~0.25 ms at
+/// T = 24 and ~0.28 ms at T = 32, so they meet at T = 24 (q4_K: mat-vec 15% faster there,
+/// iq2_xxs: 4% slower) to 32. The register-tile mm_id is 2-4x slower at small T, so the
+/// mat-vec wins up to T = 32 (iq2_xxs) to beyond 64 (q4_K).
+pub fn mat_vec_max_tokens(path: Path) -> usize {
+    match path {
+        Path::Reg => 32,
+        Path::Coop16 | Path::Coop8 => 24,
+    }
+}
 
 /// T tokens routed to K of E experts each, on the device.
 #[derive(Debug)]
@@ -208,18 +218,19 @@ pub struct MoeOptions {
 impl MoeOptions {
     /// The defaults for a batch of `n_tokens` on `ctx`: the tile `p` asks for, the fastest path
     /// the device runs, f16 `mid` with `SHADER_F16`, mat-vec for at most
-    /// [`MAT_VEC_MAX_TOKENS`] tokens.
+    /// [`mat_vec_max_tokens`] tokens.
     pub fn new(ctx: &WgpuContext, p: &MoeParams, n_tokens: usize) -> MoeOptions {
+        let path = ctx.profile().best_path();
         MoeOptions {
             activation: p.activation,
             tile: p.tile,
-            path: ctx.profile().best_path(),
+            path,
             mid: if ctx.profile().shader_f16 {
                 ActType::F16
             } else {
                 ActType::F32
             },
-            mat_vec: n_tokens <= MAT_VEC_MAX_TOKENS,
+            mat_vec: n_tokens <= mat_vec_max_tokens(path),
         }
     }
 }

@@ -240,6 +240,44 @@ fn mv_id_matches_reference() {
     }
 }
 
+/// Rows longer than the mat-vec's activation staging round (2048 values), and not a multiple of
+/// it: the kernel must walk every round.
+#[test]
+fn mv_id_walks_long_rows_in_rounds() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("mv_id_walks_long_rows_in_rounds");
+    let (k, n_experts, cols) = (2, 4, 2048 + 256);
+    for ty in [WeightType::Q4_K, WeightType::IQ2_XXS, WeightType::F16] {
+        let weights = Weights::random(&mut rng, ty, n_experts, ROWS, cols);
+        let w = ctx.upload_experts(&weights.data("w")).unwrap();
+        let ids = random_ids(&mut rng, 2, k, n_experts);
+        let x = uniform(&mut rng, 2 * cols, 1.0);
+        let routing = ctx
+            .routing_from_host(n_experts, k, &ids, &vec![1.0; ids.len()])
+            .unwrap();
+        let xm = ctx.matrix_from_host(2, cols, ActType::F32, &x).unwrap();
+        let out = ctx
+            .matrix_filled(ids.len(), ROWS, ActType::F32, f32::NAN)
+            .unwrap();
+        ctx.submit("test mv_id", |enc| {
+            ctx.encode_mv_id(enc, &routing, &w, &xm, k, &out, None)
+        })
+        .unwrap();
+        let want = grouped_matmul_ref(&weights, &ids, &x, k);
+        let key = KernelKey::MvId {
+            weight: ty,
+            act: ActType::F32,
+        };
+        check(
+            &format!("{key} cols {cols}"),
+            &ctx.read_matrix(&out).unwrap(),
+            &want,
+            1e-5,
+            ROWS,
+        );
+    }
+}
+
 #[test]
 fn map_lists_are_expert_major_and_token_ascending() {
     let Some(ctx) = ctx() else { return };

@@ -208,6 +208,12 @@ pub trait Backend {
     /// head): the ops until the next call belong to it. The forward graph calls this so a
     /// profiling backend can attribute time; the default does nothing.
     fn stage(&mut self, _stage: Stage, _layer: Option<usize>) {}
+    /// The largest batch the routed experts run as mat-vec products rather than tiled
+    /// matmuls (decode and tiny batches, where a token tile would be mostly empty); such
+    /// batches use no tile width. The default, 0, means every batch is tiled.
+    fn mat_vec_max_tokens(&self) -> usize {
+        0
+    }
     /// `(rows, cols)` of an activation.
     fn shape(&self, x: &Self::Act) -> (usize, usize);
     /// Copies a host matrix in (tests and embedders feeding their own activations).
