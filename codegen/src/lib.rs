@@ -87,8 +87,10 @@ fn write(path: &FsPath, bytes: &[u8]) -> Result<(), Error> {
 }
 
 /// For `build.rs`: generates and validates every key of [`KernelKey::all`], writes each WGSL
-/// to `out_dir/kernels/NAME.wgsl` and `out_dir/kernels.rs` holding
-/// `pub static KERNELS: &[(&str, &str)]`, `(name, WGSL)` sorted by name.
+/// to `out_dir/kernels/NAME.wgsl`, `out_dir/kernels.rs` holding
+/// `pub static KERNELS: &[(&str, &str)]`, `(name, WGSL)` sorted by name, and
+/// `out_dir/workgroup_bytes.rs` holding `pub static WORKGROUP_BYTES: &[(&str, u32)]`,
+/// `(name, Validated::workgroup_bytes)` in the same order (the device limit the kernels need).
 pub fn write_kernel_table(out_dir: &FsPath) -> Result<(), Error> {
     let dir = out_dir.join("kernels");
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
@@ -102,8 +104,13 @@ pub fn write_kernel_table(out_dir: &FsPath) -> Result<(), Error> {
          /// `moetile_codegen::write_kernel_table` from `KernelKey::all()`.\n\
          pub static KERNELS: &[(&str, &str)] = &[\n",
     );
+    let mut workgroup = String::from(
+        "/// Workgroup memory of every generated kernel, `(KernelKey name, bytes)`, sorted by\n\
+         /// name: `Validated::workgroup_bytes`, written by `moetile_codegen::write_kernel_table`.\n\
+         pub static WORKGROUP_BYTES: &[(&str, u32)] = &[\n",
+    );
     for key in &keys {
-        let (wgsl, _) = generate_validated(key)?;
+        let (wgsl, v) = generate_validated(key)?;
         let file = dir.join(format!("{key}.wgsl"));
         write(&file, wgsl.as_bytes())?;
         table.push_str(&format!(
@@ -111,9 +118,16 @@ pub fn write_kernel_table(out_dir: &FsPath) -> Result<(), Error> {
             key.to_string(),
             file.display().to_string()
         ));
+        workgroup.push_str(&format!(
+            "    ({:?}, {}),\n",
+            key.to_string(),
+            v.workgroup_bytes
+        ));
     }
     table.push_str("];\n");
-    write(&out_dir.join("kernels.rs"), table.as_bytes())
+    workgroup.push_str("];\n");
+    write(&out_dir.join("kernels.rs"), table.as_bytes())?;
+    write(&out_dir.join("workgroup_bytes.rs"), workgroup.as_bytes())
 }
 
 /// Writes every specialization to `dir` as `NAME.wgsl`, `NAME.spv`, `NAME.metal` and (for

@@ -49,6 +49,9 @@ pub struct Validated {
     pub msl: String,
     /// HLSL source (`None` for cooperative-matrix kernels).
     pub hlsl: Option<String>,
+    /// Bytes of workgroup memory the hungriest entry point uses, as naga lays it out: what
+    /// the device's `max_compute_workgroup_storage_size` must allow.
+    pub workgroup_bytes: u32,
 }
 
 /// The naga capabilities `key` declares it needs. Every kernel may use `unpack2x16float` /
@@ -82,6 +85,7 @@ pub fn validate(key: &KernelKey, source: &str) -> Result<Validated, Error> {
         .validate(&module)
         .map_err(|e| fail(Stage::Validate, e.emit_to_string_with_path(source, &path)))?;
     check_bindings(key, &module).map_err(|m| fail(Stage::Bindings, m))?;
+    let workgroup_bytes = workgroup_bytes(&module, &info).map_err(|m| fail(Stage::Validate, m))?;
 
     let spirv = naga::back::spv::write_vec(&module, &info, &Default::default(), None)
         .map_err(|e| fail(Stage::SpirV, e.to_string()))?;
@@ -127,7 +131,29 @@ pub fn validate(key: &KernelKey, source: &str) -> Result<Validated, Error> {
         spirv,
         msl,
         hlsl,
+        workgroup_bytes,
     })
+}
+
+/// The most workgroup memory any entry point of `module` uses: the sizes of the
+/// `var<workgroup>` globals it reaches, summed.
+fn workgroup_bytes(module: &naga::Module, info: &naga::valid::ModuleInfo) -> Result<u32, String> {
+    let mut layouter = naga::proc::Layouter::default();
+    layouter
+        .update(module.to_ctx())
+        .map_err(|e| format!("laying out types: {e}"))?;
+    let max = (0..module.entry_points.len())
+        .map(|i| {
+            let uses = info.get_entry_point(i);
+            module
+                .global_variables
+                .iter()
+                .filter(|(h, g)| g.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty())
+                .map(|(_, g)| layouter[g.ty].size)
+                .sum::<u32>()
+        })
+        .max();
+    Ok(max.unwrap_or(0))
 }
 
 /// The shader's group-0 globals must be exactly `key.bindings()`: same indices, names, kinds.

@@ -6,7 +6,30 @@
 //! [`step`](Generator::step) runs at most one forward pass (one prefill chunk or one decode),
 //! so an application can drive it from its frame loop, or loop on a worker thread; the model
 //! and backend are borrowed per call, never held. It keeps no global state: any number of
-//! generators may run on any number of sessions.
+//! generators may run on any number of sessions, models and backends.
+//!
+//! # Driving it from an application
+//!
+//! A step blocks the calling thread for one forward pass: the backend records it (the first
+//! use of each kernel also compiles its pipeline), submits it as one GPU submission, waits for
+//! the device to finish it (and whatever was queued on the device before it) and reads the
+//! logits back; sampling the token is then a pass over the vocabulary on the CPU. A prefill
+//! step covers at most [`RuntimeConfig::chunk`](crate::RuntimeConfig::chunk) prompt tokens,
+//! a decode step one token, so the chunk size bounds how long a step takes. Nothing runs
+//! between steps. Two ways to drive it:
+//!
+//! - **Once per frame**: call `step` once in each frame (or only while the frame budget
+//!   allows) and show [`Step::Token`] text as it comes; choose a small chunk (say 32-128) so
+//!   prefill steps fit a frame.
+//! - **On a worker thread**: move the model, backend and session to a thread that loops on
+//!   `step` (or iterates [`Generator::steps`]) and sends the steps back over a channel; the
+//!   frame loop never waits. Stop it with the cancel flag of [`StopConditions::with_cancel`]:
+//!   it is read at the start of each step, so the generation stops after at most the one
+//!   forward pass in flight.
+//!
+//! Loading ([`Model::load`](crate::model::Model::load): reads and uploads every weight) and
+//! [`Session::new`] (allocates the KV cache) block for longer; do them on a worker thread or
+//! behind a loading screen.
 //!
 //! ```
 //! # use moetile::model::Backend;
@@ -346,6 +369,17 @@ impl<'a, B: Backend> Generator<'a, B> {
         Ok(None)
     }
 
+    /// The remaining steps as an iterator: each item is what [`step`](Self::step) returned,
+    /// ending after [`Step::Stopped`] or after the first error.
+    pub fn steps<'g>(&'g mut self, model: &'g Model<B>, backend: &'g mut B) -> Steps<'g, 'a, B> {
+        Steps {
+            generator: self,
+            model,
+            backend,
+            failed: false,
+        }
+    }
+
     /// Why the generation stopped, once it has.
     pub fn stop_reason(&self) -> Option<StopReason> {
         match self.state {
@@ -362,5 +396,26 @@ impl<'a, B: Backend> Generator<'a, B> {
     /// Counts and clocks so far.
     pub fn timings(&self) -> &Timings {
         &self.timings
+    }
+}
+
+/// The steps of a [`Generator`] as an iterator (see [`Generator::steps`]).
+pub struct Steps<'g, 'a, B: Backend> {
+    generator: &'g mut Generator<'a, B>,
+    model: &'g Model<B>,
+    backend: &'g mut B,
+    failed: bool,
+}
+
+impl<B: Backend> Iterator for Steps<'_, '_, B> {
+    type Item = Result<Step>;
+
+    fn next(&mut self) -> Option<Result<Step>> {
+        if self.failed {
+            return None;
+        }
+        let step = self.generator.step(self.model, self.backend).transpose();
+        self.failed = matches!(step, Some(Err(_)));
+        step
     }
 }

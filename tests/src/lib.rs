@@ -1,5 +1,20 @@
 //! Shared helpers of moetile's cross-crate integration tests (in `tests/tests/`): fixture paths
 //! and golden logit files.
+//!
+//! The fixtures are tiny MoE models made by the oracle tools, each with the logits of an exact
+//! float64 reference and of llama.cpp on its prompt:
+//!
+//! ```
+//! use moetile_tests::{golden::Golden, model_fixture};
+//!
+//! let (model, reference, _llama) = model_fixture("qwen2moe-small-f32");
+//! assert!(model.exists());
+//! let golden = Golden::read(&reference)?;
+//! assert_eq!(golden.logits.len(), golden.tokens.len() * golden.n_vocab);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+#![deny(missing_docs)]
 
 pub mod golden;
 

@@ -237,6 +237,28 @@ fn every_stop_condition_stops() {
 }
 
 #[test]
+fn the_step_iterator_yields_what_step_does_and_ends_at_an_error() {
+    let (model, mut cpu, tokenizer) = fixture();
+    let prompt = tokenizer.encode("Once upon a time", true, true);
+    let greedy = SamplerConfig::greedy();
+    let mut s = session(&model, &mut cpu, 256, 2);
+    let mut g = Generator::new(&mut s, &tokenizer, &prompt, greedy, exactly(5)).unwrap();
+    let want = run_all(&model, &mut cpu, &mut g);
+    // A fresh session: the first one caches the prompt, so its steps would differ.
+    let mut s = session(&model, &mut cpu, 256, 2);
+    let mut g = Generator::new(&mut s, &tokenizer, &prompt, greedy, exactly(5)).unwrap();
+    let got: Vec<Step> = g.steps(&model, &mut cpu).collect::<Result<_, _>>().unwrap();
+    assert_eq!(got, want);
+
+    // A token outside the vocabulary fails the prefill; the iterator stops there.
+    let bad = [tokenizer.vocab_size() as u32];
+    let mut g = Generator::new(&mut s, &tokenizer, &bad, greedy, exactly(5)).unwrap();
+    let mut steps = g.steps(&model, &mut cpu);
+    assert!(matches!(steps.next(), Some(Err(_))));
+    assert!(steps.next().is_none());
+}
+
+#[test]
 fn prompts_that_cannot_run_are_refused_up_front() {
     let (model, mut cpu, tokenizer) = fixture();
     let greedy = SamplerConfig::greedy();

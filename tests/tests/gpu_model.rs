@@ -176,7 +176,7 @@ fn check_fixture(name: &str) {
         poison: true,
         ..BackendOptions::for_device(&ctx)
     };
-    let mut gpu = WgpuBackend::with_options(ctx.clone(), options);
+    let mut gpu = WgpuBackend::with_options(ctx.clone(), options).unwrap();
     let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
     let budget = budget(&options);
     let mut run = Run {
@@ -227,7 +227,7 @@ fn check_fixture(name: &str) {
         path: Path::Reg,
         poison: true,
     };
-    let mut gpu = WgpuBackend::with_options(ctx.clone(), exact);
+    let mut gpu = WgpuBackend::with_options(ctx.clone(), exact).unwrap();
     let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
     let mut run = Run {
         name,

@@ -5,10 +5,10 @@
 //! adapters and Vulkan/Metal/DX12 over OpenGL (a card can show up under both; never measure on
 //! the GL one). A CPU adapter (lavapipe, WARP) is accepted with a loud warning on stderr.
 
-use moetile::tile::TileWidth;
-use moetile_codegen::{ActType, COOP_MAX_SUBGROUP_SIZE, KernelKey, MatmulKey, Path, WeightType};
+use moetile_codegen::{COOP_MAX_SUBGROUP_SIZE, Path};
 
 use crate::error::{Result, WgpuError};
+use crate::requirements;
 
 /// Which adapter to use.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -157,8 +157,8 @@ pub struct Profile {
     pub max_workgroup_storage: u32,
     /// Workgroups per dispatch dimension.
     pub max_workgroups_per_dim: u32,
-    /// Invocations per workgroup.
-    pub max_invocations: u32,
+    /// Every limit the device was created with.
+    pub limits: wgpu::Limits,
 }
 
 impl Profile {
@@ -185,18 +185,18 @@ impl Profile {
             max_buffer: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
-            max_invocations: limits.max_compute_invocations_per_workgroup,
+            limits: limits.clone(),
         }
     }
 
-    /// The features moetile asks of `adapter`: whatever of f16, subgroups, cooperative
-    /// matrices and timestamps it has.
-    pub fn wanted_features(adapter: &wgpu::Adapter) -> wgpu::Features {
-        adapter.features()
-            & (wgpu::Features::SHADER_F16
-                | wgpu::Features::SUBGROUP
-                | wgpu::Features::TIMESTAMP_QUERY
-                | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    /// The profile of a device created on `adapter` with [`requirements::DeviceRequest`]: the
+    /// features moetile asks for, the adapter's limits.
+    pub fn of_adapter(adapter: &wgpu::Adapter) -> Self {
+        Profile::new(
+            adapter,
+            requirements::features_for(adapter),
+            &adapter.limits(),
+        )
     }
 
     /// A CPU adapter (lavapipe, WARP): correct but slow.
@@ -204,28 +204,35 @@ impl Profile {
         self.device_type == wgpu::DeviceType::Cpu
     }
 
-    /// Whether the device runs matmul `path`; `Err` says why not.
-    pub fn supports(&self, path: Path) -> std::result::Result<(), &'static str> {
+    /// Whether the device runs matmul `path`; `Err` names the feature or limit it lacks.
+    pub fn supports(&self, path: Path) -> std::result::Result<(), String> {
         let Some(frag) = path.fragment() else {
             return Ok(());
         };
-        if !self.shader_f16 || !self.subgroups {
-            return Err("cooperative paths need SHADER_F16 and SUBGROUP");
+        let missing = requirements::path_features(path) - self.features;
+        if !missing.is_empty() {
+            return Err(format!(
+                "the {} path needs the features {} (cooperative matrices also need \
+                 wgpu::ExperimentalFeatures enabled), which the device was not created with",
+                path.name(),
+                requirements::feature_names(missing)
+            ));
         }
         if self.subgroup_sizes.1 > COOP_MAX_SUBGROUP_SIZE {
-            return Err("cooperative paths need subgroups of at most 32 lanes");
+            return Err(format!(
+                "cooperative paths need subgroups of at most {COOP_MAX_SUBGROUP_SIZE} lanes, \
+                 the adapter's reach {}",
+                self.subgroup_sizes.1
+            ));
         }
-        let threads = TileWidth::ALL.into_iter().map(|tile| {
-            KernelKey::MmId(MatmulKey {
-                weight: WeightType::F16,
-                act: ActType::F32,
-                tile,
-                path,
-            })
-            .workgroup_size()
-        });
-        if threads.max().unwrap_or(0) > self.max_invocations {
-            return Err("cooperative paths need 512 invocations per workgroup");
+        if let Some((need, actual)) = requirements::unmet_limit(&self.limits, path) {
+            return Err(format!(
+                "the {} kernels need {} >= {} (for {}), the device has {actual}",
+                path.name(),
+                need.limit,
+                need.needed,
+                need.needed_by
+            ));
         }
         let fits = self.coop.iter().any(|c| {
             c.m_size == frag
@@ -237,7 +244,9 @@ impl Profile {
         if fits {
             Ok(())
         } else {
-            Err("the adapter reports no matching f16 -> f32 cooperative-matrix configuration")
+            Err(format!(
+                "the adapter reports no {frag}x{frag} f16 -> f32 cooperative-matrix configuration"
+            ))
         }
     }
 

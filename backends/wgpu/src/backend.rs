@@ -120,14 +120,32 @@ fn shape(op: &str, detail: String) -> moetile::Error {
 }
 
 impl WgpuBackend {
-    /// A backend on `ctx` with [`BackendOptions::for_device`].
+    /// A backend on `ctx` with [`BackendOptions::for_device`] (which the device always runs).
     pub fn new(ctx: Arc<WgpuContext>) -> WgpuBackend {
         let options = BackendOptions::for_device(&ctx);
-        Self::with_options(ctx, options)
+        Self::unchecked(ctx, options)
     }
 
-    /// A backend on `ctx` with `options`.
-    pub fn with_options(ctx: Arc<WgpuContext>, options: BackendOptions) -> WgpuBackend {
+    /// A backend on `ctx` with `options`; fails with [`WgpuError::MissingFeature`], naming
+    /// what the device lacks and how to get it, when it cannot run them (a cooperative-matrix
+    /// path on a device created without the features or limits it needs).
+    pub fn with_options(
+        ctx: Arc<WgpuContext>,
+        options: BackendOptions,
+    ) -> Result<WgpuBackend, WgpuError> {
+        if let Err(why) = ctx.profile().supports(options.path) {
+            return Err(WgpuError::MissingFeature {
+                adapter: ctx.profile().describe(),
+                what: format!("BackendOptions {{ path: Path::{:?}, .. }}", options.path),
+                feature: why,
+                fix: "create the device with moetile_wgpu::requirements::DeviceRequest, which \
+                      asks for every feature the adapter has, or use Path::Reg",
+            });
+        }
+        Ok(Self::unchecked(ctx, options))
+    }
+
+    fn unchecked(ctx: Arc<WgpuContext>, options: BackendOptions) -> WgpuBackend {
         WgpuBackend {
             ctx,
             options,

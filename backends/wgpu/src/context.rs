@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use moetile::model::WeightData;
-use moetile_codegen::ActType;
+use moetile_codegen::{ActType, Path};
 use wgpu::util::DeviceExt;
 
 use crate::adapter::{self, AdapterChoice, Profile};
@@ -14,6 +14,7 @@ use crate::error::{Result, WgpuError};
 use crate::kernels::{KernelCache, ShaderChecks};
 use crate::layout::{self, ExpertTensor};
 use crate::pool::{BufferPool, PooledBuffer, bucket};
+use crate::requirements::{self, DeviceRequest};
 
 /// A device with moetile's kernels. Hosts every op; [`crate::WgpuBackend`] wraps it as a
 /// `moetile::model::Backend`.
@@ -55,34 +56,19 @@ impl GpuMatrix {
 
 impl WgpuContext {
     /// Opens the adapter `choice` names (see [`crate::adapter`]) with the features and limits
-    /// moetile uses. Warns on stderr when the adapter is a CPU one.
+    /// [`DeviceRequest`] asks for. Warns on stderr when the adapter is a CPU one.
     pub fn new(choice: &AdapterChoice) -> Result<WgpuContext> {
         let instance = adapter::instance();
         let adapter = adapter::select(&instance, choice)?;
-        let info = adapter.get_info();
-        let features = Profile::wanted_features(&adapter);
-        let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
-            // SAFETY: cooperative matrices are only used by kernels that naga validated with
-            // the capability, on adapters reporting a matching configuration; we accept
-            // wgpu's caveat that experimental features may still have implementation bugs.
-            unsafe { wgpu::ExperimentalFeatures::enabled() }
-        } else {
-            wgpu::ExperimentalFeatures::disabled()
-        };
-        let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("moetile"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: experimental,
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
+        let request = DeviceRequest::new(&adapter)?;
+        let (device, queue) = pollster::block_on(
+            adapter.request_device(&request.descriptor("moetile")),
+        )
         .map_err(|source| WgpuError::RequestDevice {
-            adapter: info.name.clone(),
+            adapter: adapter.get_info().name,
             source,
         })?;
-        let mut ctx = Self::from_device(&adapter, device, queue);
+        let mut ctx = Self::from_device(&adapter, device, queue)?;
         ctx.kernels = KernelCache::new(ShaderChecks::from_env(ctx.profile.backend)?);
         let lost = ctx.lost.clone();
         ctx.device.set_device_lost_callback(move |reason, message| {
@@ -99,13 +85,36 @@ impl WgpuContext {
         Ok(ctx)
     }
 
-    /// Wraps a device an application created itself; moetile uses only the features and limits
-    /// the device was created with. Its kernels run with the backend's default
-    /// [`ShaderChecks`] ([`WgpuContext::new`] also reads `MOETILE_SHADER_CHECKS`).
-    pub fn from_device(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Self {
+    /// Wraps a device (and its queue) that an application created itself on `adapter`, ideally
+    /// with [`DeviceRequest`]. moetile uses only the features and limits the device was
+    /// created with: it checks them here and fails, naming the capability or limit, the value
+    /// needed and the device's, when the kernels could not run (see
+    /// [`crate::requirements`]). Optional features the device lacks only rule out what needs
+    /// them (e.g. cooperative-matrix paths, see [`Profile::supports`]).
+    ///
+    /// The handles are shared, not taken over: moetile submits its own command buffers to the
+    /// queue, catches its errors in its own (thread-local) error scopes, and never installs an
+    /// uncaptured-error handler or a device-lost callback on the device. Its kernels run with
+    /// the backend's default [`ShaderChecks`] ([`WgpuContext::new`] also reads
+    /// `MOETILE_SHADER_CHECKS`).
+    pub fn from_device(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<Self> {
         let profile = Profile::new(adapter, device.features(), &device.limits());
+        requirements::check_downlevel(adapter)?;
+        if let Some((need, actual)) = requirements::unmet_limit(&profile.limits, Path::Reg) {
+            return Err(WgpuError::DeviceLimit {
+                adapter: profile.describe(),
+                limit: need.limit.name(),
+                needed: need.needed,
+                actual,
+                needed_by: need.needed_by,
+            });
+        }
         let kernels = KernelCache::new(ShaderChecks::default_for(profile.backend));
-        WgpuContext {
+        Ok(WgpuContext {
             device,
             queue,
             profile,
@@ -114,7 +123,7 @@ impl WgpuContext {
             pool: BufferPool::default(),
             arenas: Mutex::new(Vec::new()),
             lost: Arc::new(Mutex::new(None)),
-        }
+        })
     }
 
     /// What the device offers.

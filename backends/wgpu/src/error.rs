@@ -39,9 +39,57 @@ pub enum WgpuError {
         /// What needed it (a kernel name, an option).
         what: String,
         /// The missing feature, and what needs it.
-        feature: &'static str,
+        feature: String,
         /// What to do instead.
         fix: &'static str,
+    },
+    /// A device an application created lacks a limit moetile's kernels need.
+    #[error(
+        "the device on {adapter} was created with {limit} = {actual} but moetile's kernels \
+         need at least {needed} (for {needed_by}); create it with \
+         moetile_wgpu::requirements::DeviceRequest::new(&adapter), or raise {limit} in the \
+         wgpu::Limits you request"
+    )]
+    DeviceLimit {
+        /// The adapter.
+        adapter: String,
+        /// The `wgpu::Limits` field.
+        limit: &'static str,
+        /// The least value the kernels need.
+        needed: u64,
+        /// The device's value.
+        actual: u64,
+        /// The kernel (or params struct) that needs the most.
+        needed_by: String,
+    },
+    /// An adapter that cannot offer a limit moetile's kernels need.
+    #[error(
+        "{adapter} allows at most {limit} = {actual} but moetile's kernels need at least \
+         {needed} (for {needed_by}); use another adapter"
+    )]
+    AdapterLimit {
+        /// The adapter.
+        adapter: String,
+        /// The `wgpu::Limits` field.
+        limit: &'static str,
+        /// The least value the kernels need.
+        needed: u64,
+        /// The adapter's largest value.
+        actual: u64,
+        /// The kernel (or params struct) that needs the most.
+        needed_by: String,
+    },
+    /// An adapter without a downlevel capability every kernel relies on.
+    #[error(
+        "{adapter} lacks the downlevel capabilities {flags} that moetile's kernels need \
+         (compute shaders, indirect dispatch, unpack2x16float); use a Vulkan, Metal or DX12 \
+         adapter"
+    )]
+    MissingDownlevel {
+        /// The adapter.
+        adapter: String,
+        /// The missing `wgpu::DownlevelFlags`.
+        flags: String,
     },
     /// A kernel key outside the generated table.
     #[error("kernel {kernel} was not generated; it is not in KernelKey::all()")]

@@ -3,35 +3,82 @@
 //!
 //! Every kernel is a [`moetile_codegen::KernelKey`] specialization generated and validated at
 //! build time; the key also sizes every dispatch, so a shader can never run on another key's
-//! grid. [`WgpuContext`] owns a device and hosts the ops; [`WgpuBackend`] implements
-//! `moetile::model::Backend` on it, so the forward graph runs on the GPU:
+//! grid. [`WgpuContext`] holds a device with moetile's kernels and hosts the ops;
+//! [`WgpuBackend`] implements `moetile::model::Backend` on it, so the forward graph runs on the
+//! GPU. [`WgpuContext::new`] opens a device of its own; an application that already has one
+//! shares it with [`WgpuContext::from_device`].
 //!
-//! ```no_run
+//! # Embedding in a wgpu application
+//!
+//! The application owns the instance, adapter, device and queue, and asks for what moetile
+//! needs when it creates the device ([`requirements::DeviceRequest`]: no required feature, a
+//! few limits measured from the kernels, the optional features it has). moetile owns what it
+//! creates on that device: weights, KV caches, pooled buffers, pipelines. It submits its own
+//! command buffers to the shared queue (one per forward pass), catches its own errors in
+//! thread-local error scopes, and sets no device callback. There is no global state: any
+//! number of contexts, backends and models can share a device (one `Arc<WgpuContext>` shares
+//! the compiled kernels too).
+//!
+//! Each `Generator::step` of `moetile::generate` is one forward pass: one submission, then a
+//! wait for the device to finish it and a read of the logits. Call it once per frame, or run
+//! generation on a worker thread (the context is `Send + Sync`; backends, models and sessions
+//! are `Send`); the module docs of `moetile::generate` say what blocks and for how long.
+//!
+//! ```
 //! use std::sync::Arc;
+//! use moetile::generate::{Generator, StopConditions};
 //! use moetile::gguf::GgufFile;
-//! use moetile::model::{Logits, Model};
+//! use moetile::model::Model;
+//! use moetile::sample::SamplerConfig;
 //! use moetile::session::Session;
-//! use moetile_wgpu::{AdapterChoice, WgpuBackend, WgpuContext};
+//! use moetile::synth::{Mix, Preset, Synth};
+//! use moetile::tokenizer::Tokenizer;
+//! use moetile_wgpu::{DeviceRequest, WgpuBackend, WgpuContext};
 //!
 //! # fn main() -> anyhow::Result<()> {
-//! let ctx = Arc::new(WgpuContext::new(&AdapterChoice::Default)?);
+//! // The application's own device, created with moetile's needs merged into its own.
+//! let instance = moetile_wgpu::adapter::instance();
+//! # if moetile_wgpu::adapter::list_adapters(&instance).is_empty() { return Ok(()); }
+//! let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
+//! let request = DeviceRequest::new(&adapter)?.with(wgpu::Features::empty(), &wgpu::Limits::default());
+//! let (device, queue) = pollster::block_on(adapter.request_device(&request.descriptor("app")))?;
+//!
+//! // moetile on the same device and queue (the handles are clones sharing one device).
+//! let ctx = Arc::new(WgpuContext::from_device(&adapter, device.clone(), queue.clone())?);
 //! let mut gpu = WgpuBackend::new(ctx);
-//! let file = GgufFile::open(std::path::Path::new("model.gguf"))?;
+//!
+//! // A tiny random-weight model, synthesized in memory (GgufFile::open maps a file instead).
+//! let mut bytes = Vec::new();
+//! let preset = Preset::by_name("tiny-qwen3moe")?.with_layers(1)?;
+//! Synth::new(preset, Mix::Q8_0, 7).write_to(&mut bytes, &mut |_, _| {})?;
+//! let file = GgufFile::from_bytes(bytes)?;
 //! let model = Model::load(&file, &mut gpu, &mut |_| {})?;
+//! let tokenizer = Tokenizer::from_gguf(&file)?;
+//!
 //! let mut session = Session::new(&model, &mut gpu, &Default::default())?;
-//! let logits = session.prefill(&model, &mut gpu, &[1, 2, 3], Logits::Last)?;
-//! # let _ = logits; Ok(()) }
+//! let prompt = tokenizer.encode("Once upon a time", true, true);
+//! let stop = StopConditions::new(4, &tokenizer);
+//! let mut generator =
+//!     Generator::new(&mut session, &tokenizer, &prompt, SamplerConfig::greedy(), stop)?;
+//! // One forward pass per call: the frame loop would call this once per frame.
+//! while let Some(step) = generator.step(&model, &mut gpu)? {
+//!     println!("{step:?}");
+//! }
+//! # Ok(()) }
 //! ```
 //!
 //! The routed-MoE layer alone is [`WgpuContext::moe`]:
 //!
-//! ```no_run
+//! ```
 //! use moetile::model::{ExpertActivation, ExpertWeights, MoeParams, WeightData};
 //! use moetile::quant::GgmlType;
 //! use moetile::tile::TileWidth;
 //! use moetile_wgpu::{ActType, AdapterChoice, MoeOptions, WgpuContext};
 //!
 //! # fn main() -> Result<(), moetile_wgpu::WgpuError> {
+//! # if moetile_wgpu::adapter::list_adapters(&moetile_wgpu::adapter::instance()).is_empty() {
+//! #     return Ok(());
+//! # }
 //! let ctx = WgpuContext::new(&AdapterChoice::Default)?;
 //! let (d, f, e, k) = (256, 64, 4, 2);
 //! let tensor = |rows: usize, cols: usize| vec![0u8; e * rows * cols * 2]; // F16 zeros
@@ -68,6 +115,7 @@ mod moe;
 mod ops;
 mod pool;
 mod profile;
+pub mod requirements;
 mod timer;
 
 pub use adapter::{AdapterChoice, Profile};
@@ -83,4 +131,5 @@ pub use moetile_codegen::{ActType, EltOp, KernelKey, MatmulKey, Path, WeightType
 pub use ops::rope_angles;
 pub use pool::PooledBuffer;
 pub use profile::{ProfileReport, ProfileRow};
+pub use requirements::DeviceRequest;
 pub use timer::{TimedPass, Timer};

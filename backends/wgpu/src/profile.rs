@@ -114,7 +114,7 @@ impl StageProfiler {
             Timer::new(ctx, PASSES_PER_SUBMISSION).ok_or_else(|| WgpuError::MissingFeature {
                 adapter: ctx.profile().describe(),
                 what: "the stage profiler".to_string(),
-                feature: "TIMESTAMP_QUERY (GPU timestamps)",
+                feature: "TIMESTAMP_QUERY (GPU timestamps)".to_string(),
                 fix: "profile on an adapter with timestamp queries, or time whole runs instead",
             })?;
         Ok(StageProfiler {

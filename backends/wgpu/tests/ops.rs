@@ -40,7 +40,7 @@ fn backend(kv: ActType) -> Option<WgpuBackend> {
         poison: true,
         ..BackendOptions::for_device(ctx)
     };
-    Some(WgpuBackend::with_options(ctx.clone(), options))
+    Some(WgpuBackend::with_options(ctx.clone(), options).unwrap())
 }
 
 fn f32_data<'a>(name: &'a str, dims: &'a [usize], values: &'a [f32]) -> WeightData<'a> {

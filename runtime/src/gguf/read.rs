@@ -31,8 +31,9 @@ const MIN_STRING_BYTES: usize = 8;
 /// A parsed, validated GGUF file (version 2 or 3) with its bytes: metadata, tensor table and
 /// the tensors' data.
 ///
-/// All validation happens in [`open`](Self::open) / [`from_bytes`](Self::from_bytes); every
-/// tensor range of [`tensors`](Self::tensors) lies inside the file, aligned and disjoint.
+/// All validation happens in [`open`](Self::open) / [`from_bytes`](Self::from_bytes) /
+/// [`from_buffer`](Self::from_buffer); every tensor range of [`tensors`](Self::tensors) lies
+/// inside the file, aligned and disjoint.
 pub struct GgufFile {
     bytes: Bytes,
     version: u32,
@@ -44,20 +45,15 @@ pub struct GgufFile {
     tensor_index: HashMap<String, usize>,
 }
 
-/// The file's bytes: a read-only map of the file, or a buffer an embedder or test passed in.
-enum Bytes {
-    Mapped(Mmap),
-    Owned(Vec<u8>),
-}
+/// The file's bytes: a read-only map of the file, or a buffer an embedder or test passed in
+/// (a `Vec`, a `&'static [u8]` from `include_bytes!`, an `Arc<[u8]>`, its own map...).
+struct Bytes(Box<dyn AsRef<[u8]> + Send + Sync>);
 
 impl Deref for Bytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped(m) => m,
-            Bytes::Owned(v) => v,
-        }
+        (*self.0).as_ref()
     }
 }
 
@@ -97,12 +93,22 @@ impl GgufFile {
         // one truncates or modifies the file while it is mapped, which the doc comment above
         // states as the caller's contract (the same one llama.cpp and gguf-py rely on).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        Self::parse(Bytes::Mapped(map))
+        Self::parse(Bytes(Box::new(map)))
     }
 
     /// Validates a GGUF file held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GgufError> {
-        Self::parse(Bytes::Owned(bytes))
+        Self::from_buffer(bytes)
+    }
+
+    /// Validates a GGUF file in any buffer, without copying it: a `&'static [u8]` from
+    /// `include_bytes!`, an `Arc<[u8]>` shared with the application, a `memmap2::Mmap` it
+    /// made itself (under the contract of [`open`](Self::open)). The buffer is kept, and
+    /// dropped with this value.
+    pub fn from_buffer(
+        buffer: impl AsRef<[u8]> + Send + Sync + 'static,
+    ) -> Result<Self, GgufError> {
+        Self::parse(Bytes(Box::new(buffer)))
     }
 
     fn parse(bytes: Bytes) -> Result<Self, GgufError> {

@@ -144,6 +144,25 @@ fn streamed_file_reads_back_through_the_map() {
 }
 
 #[test]
+fn a_file_in_a_shared_or_static_buffer_reads_like_one_in_a_vec() {
+    let mut rng = seeded_rng();
+    let (w, data) = rich_writer(64, &mut rng);
+    let slices: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let bytes = w.to_bytes(&slices).unwrap();
+    let shared: std::sync::Arc<[u8]> = bytes.clone().into();
+    check_rich_file(&GgufFile::from_buffer(shared).unwrap(), 64, &data);
+    let leaked: &'static [u8] = bytes.leak();
+    let file = GgufFile::from_buffer(leaked).unwrap();
+    check_rich_file(&file, 64, &data);
+    // No copy: the tensors are views of the buffer passed in.
+    let t = &file.tensors()[0];
+    assert!(std::ptr::eq(
+        file.tensor_bytes(t),
+        &leaked[t.offset..t.offset + t.len]
+    ));
+}
+
+#[test]
 fn version_2_files_read_like_version_3() {
     let mut w = GgufWriter::new();
     w.add_metadata("general.architecture", "llama").unwrap();

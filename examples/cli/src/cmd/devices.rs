@@ -60,11 +60,7 @@ pub fn run(args: DevicesArgs) -> Result<()> {
         .iter()
         .enumerate()
         .map(|(index, adapter)| {
-            let p = Profile::new(
-                adapter,
-                Profile::wanted_features(adapter),
-                &adapter.limits(),
-            );
+            let p = Profile::of_adapter(adapter);
             Device {
                 index,
                 selected: selected.as_ref().is_ok_and(|s| *s == adapter.get_info()),

@@ -147,7 +147,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
                 path: Path::Reg,
                 poison: false,
             };
-            let mut exact = WgpuBackend::with_options(ctx, exact);
+            let mut exact = WgpuBackend::with_options(ctx, exact)?;
             let label = format!("exact: {}", exact.describe());
             let (logits, _) = task().run(&mut exact, &info)?;
             let c = compare(&logits, &reference, file.config.n_vocab);

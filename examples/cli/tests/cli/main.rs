@@ -1,12 +1,14 @@
 //! Integration tests of the `moetile` binary, driven as a user would (assert_cmd), on a tiny
 //! synthetic model: most on the CPU reference (`--cpu`, fast and exact), the GPU paths in
-//! `gpu.rs` on whatever adapter exists (lavapipe in CI).
+//! `gpu.rs` and `embed.rs` (the embedding example against `run`) on whatever adapter exists
+//! (lavapipe in CI).
 //!
 //! The shared model's seed is fresh each run and printed, so a failure reproduces with
 //! `MOETILE_TEST_SEED=<seed>`.
 
 mod bench;
 mod chat;
+mod embed;
 mod errors;
 mod gpu;
 mod run;
