@@ -101,3 +101,12 @@ fn greedy_matches_llama_cpp<B: Backend>(backend: &mut B) {
 fn real_model_greedy_matches_llama_cpp_on_cpu_reference() {
     greedy_matches_llama_cpp(&mut CpuBackend::new());
 }
+
+#[test]
+#[ignore = "needs MOETILE_MODEL=/path/to/model.gguf with an expectation in tests/fixtures/real"]
+fn real_model_greedy_matches_llama_cpp_on_gpu() {
+    let ctx = std::sync::Arc::new(
+        moetile_wgpu::WgpuContext::new(&moetile_wgpu::AdapterChoice::Default).unwrap(),
+    );
+    greedy_matches_llama_cpp(&mut moetile_wgpu::WgpuBackend::new(ctx));
+}
