@@ -306,6 +306,27 @@ impl KernelKey {
         }
     }
 
+    /// Items one workgroup covers on the folded 1-D grid of `wgsl/grid.wgsl`: one per thread,
+    /// but a whole group of values for [`KernelKey::RmsNorm`]. `None` for the kernels with
+    /// grids of their own (map, matmuls, attention).
+    pub fn items_per_workgroup(&self) -> Option<u32> {
+        match self {
+            KernelKey::RmsNorm => Some(1),
+            KernelKey::Act { .. }
+            | KernelKey::Sum
+            | KernelKey::Embed { .. }
+            | KernelKey::Eltwise(_)
+            | KernelKey::Rope
+            | KernelKey::KvStore { .. }
+            | KernelKey::Route => Some(self.workgroup_size()),
+            KernelKey::Map { .. }
+            | KernelKey::MmId(_)
+            | KernelKey::MvId { .. }
+            | KernelKey::AttnPrefill { .. }
+            | KernelKey::AttnDecode { .. } => None,
+        }
+    }
+
     /// Queries one prefill-attention workgroup computes (`Q_TILE`): the grid's x extent is
     /// `ceil(T / Q_TILE)`.
     pub fn query_tile(&self) -> Option<u32> {

@@ -24,7 +24,8 @@ use moetile_codegen::params::{ActParams, MapParams, MatmulParams, SumParams};
 use moetile_codegen::{ActType, KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, Path};
 
 use crate::context::{GpuMatrix, WgpuContext};
-use crate::encoder::Encoder;
+use crate::dispatch::Grid;
+use crate::encoder::{Encoder, ParamSlot};
 use crate::error::{Result, WgpuError};
 use crate::layout::ExpertTensor;
 use crate::pool::{BufferPool, PooledBuffer};
@@ -94,12 +95,6 @@ enum MapGrid {
     Direct { items: u32 },
 }
 
-/// How a matmul over a map is dispatched.
-enum Grid<'a> {
-    Indirect(&'a wgpu::Buffer, u64),
-    Direct(u32, u32),
-}
-
 /// An [`ExpertMap`] read back to the host (tests, debugging).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapContents {
@@ -159,7 +154,7 @@ impl ExpertMap {
     }
 
     /// The grid of `key` over `rows` output rows: y from the key, x from the map.
-    fn grid(&self, ctx: &WgpuContext, key: &KernelKey, rows: usize) -> Result<Grid<'_>> {
+    fn grid(&self, key: &KernelKey, rows: usize) -> Result<Grid<'_>> {
         if key.tile() != Some(self.tile) {
             return Err(WgpuError::TileMismatch {
                 kernel: key.to_string(),
@@ -185,17 +180,7 @@ impl ExpertMap {
                     })?;
                 Ok(Grid::Indirect(dispatch, 12 * slot as u64))
             }
-            MapGrid::Direct { items } => {
-                let limit = ctx.profile().max_workgroups_per_dim;
-                if let Some(&big) = [*items, groups].iter().find(|&&g| g > limit) {
-                    return Err(WgpuError::GridTooLarge {
-                        op: key.to_string(),
-                        groups: u64::from(big),
-                        limit,
-                    });
-                }
-                Ok(Grid::Direct(*items, groups))
-            }
+            MapGrid::Direct { items } => Ok(Grid::Groups(*items, groups)),
         }
     }
 }
@@ -474,7 +459,7 @@ impl WgpuContext {
                 fix: "use the register-tile path (Path::Reg), which runs everywhere",
             });
         }
-        let grid = map.grid(self, &kkey, w.rows)?;
+        let grid = map.grid(&kkey, w.rows)?;
         self.check_matmul(
             &kkey,
             key.weight,
@@ -494,13 +479,13 @@ impl WgpuContext {
                 ),
             ));
         }
-        let kernel = self.kernels.get(self.device(), &kkey)?;
-        let binds = w
+        let params = chunk_params(enc, w, act_row_div, map.n_pairs);
+        let sets: Vec<_> = w
             .chunks
             .iter()
-            .map(|chunk| {
-                let params = enc.params(&matmul_params(w, chunk, act_row_div, map.n_pairs));
-                let mut entries = vec![
+            .zip(&params)
+            .map(|(chunk, params)| {
+                [
                     ("params", params.binding()),
                     ("weights", chunk.buffer.as_entire_binding()),
                     ("act", act.buffer.as_entire_binding()),
@@ -508,23 +493,10 @@ impl WgpuContext {
                     ("list", map.list.as_entire_binding()),
                     ("items", map.items.as_entire_binding()),
                     ("y", out.buffer.as_entire_binding()),
-                ];
-                if key.weight.uses_grid() {
-                    entries.push(("iq2xxs_grid", self.iq2xxs_grid().as_entire_binding()));
-                }
-                kernel.bind(self.device(), &entries)
+                ]
             })
-            .collect::<Result<Vec<_>>>()?;
-        let mut pass = begin_pass(enc, &kkey.to_string(), timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        for bind in &binds {
-            pass.set_bind_group(0, bind, &[]);
-            match grid {
-                Grid::Indirect(args, offset) => pass.dispatch_workgroups_indirect(args, offset),
-                Grid::Direct(x, y) => pass.dispatch_workgroups(x, y, 1),
-            }
-        }
-        Ok(())
+            .collect();
+        self.dispatch_each(enc, &kkey, &sets, grid, timer)
     }
 
     /// Encodes the mat-vec form of [`Self::encode_mm_id`]: one workgroup per (row tile, pair)
@@ -555,43 +527,26 @@ impl WgpuContext {
                 ),
             ));
         }
-        let limit = self.profile().max_workgroups_per_dim;
-        if n_pairs > limit as usize {
-            return Err(WgpuError::GridTooLarge {
-                op: key.to_string(),
-                groups: n_pairs as u64,
-                limit,
-            });
-        }
         let groups = key
             .row_groups(w.rows as u32)
             .expect("mat-vec has a row tile");
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let binds = w
+        let params = chunk_params(enc, w, act_row_div, n_pairs);
+        let sets: Vec<_> = w
             .chunks
             .iter()
-            .map(|chunk| {
-                let params = enc.params(&matmul_params(w, chunk, act_row_div, n_pairs));
-                let mut entries = vec![
+            .zip(&params)
+            .map(|(chunk, params)| {
+                [
                     ("params", params.binding()),
                     ("weights", chunk.buffer.as_entire_binding()),
                     ("act", act.buffer.as_entire_binding()),
                     ("ids", routing.ids.as_entire_binding()),
                     ("y", out.buffer.as_entire_binding()),
-                ];
-                if w.weight.uses_grid() {
-                    entries.push(("iq2xxs_grid", self.iq2xxs_grid().as_entire_binding()));
-                }
-                kernel.bind(self.device(), &entries)
+                ]
             })
-            .collect::<Result<Vec<_>>>()?;
-        let mut pass = begin_pass(enc, &key.to_string(), timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        for bind in &binds {
-            pass.set_bind_group(0, bind, &[]);
-            pass.dispatch_workgroups(groups, n_pairs as u32, 1);
-        }
-        Ok(())
+            .collect();
+        let n_pairs = u32::try_from(n_pairs).unwrap_or(u32::MAX);
+        self.dispatch_each(enc, &key, &sets, Grid::Groups(groups, n_pairs), timer)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -682,10 +637,9 @@ impl WgpuContext {
             clamp,
             limit,
         });
-        let (x, y) = self.linear_grid(&key.to_string(), rows * cols / 2, key.workgroup_size())?;
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let bind = kernel.bind(
-            self.device(),
+        self.dispatch(
+            enc,
+            &key,
             &[
                 ("params", params.binding()),
                 ("gate", gate.buffer.as_entire_binding()),
@@ -693,12 +647,9 @@ impl WgpuContext {
                 ("route", routing.weights.as_entire_binding()),
                 ("mid", mid.buffer.as_entire_binding()),
             ],
-        )?;
-        let mut pass = begin_pass(enc, &key.to_string(), timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(x, y, 1);
-        Ok(())
+            Grid::Items(rows * cols / 2),
+            timer,
+        )
     }
 
     /// Encodes `out (T, D) = sum_k y[t*K + k]`.
@@ -730,21 +681,17 @@ impl WgpuContext {
             n_used: n_used as u32,
             _pad0: 0,
         });
-        let (x, gy) = self.linear_grid("sum", out.rows * out.cols, key.workgroup_size())?;
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let bind = kernel.bind(
-            self.device(),
+        self.dispatch(
+            enc,
+            &key,
             &[
                 ("params", params.binding()),
                 ("y", y.buffer.as_entire_binding()),
                 ("out", out.buffer.as_entire_binding()),
             ],
-        )?;
-        let mut pass = begin_pass(enc, &key.to_string(), timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(x, gy, 1);
-        Ok(())
+            Grid::Items(out.rows * out.cols),
+            timer,
+        )
     }
 
     /// Intermediates for a layer of `n_tokens` tokens, K = `n_used`, hidden `d`, expert width
@@ -946,20 +893,26 @@ fn step(timer: &mut Option<&mut Timer>, name: &'static str) {
     }
 }
 
-fn matmul_params(
+/// The parameters of a matmul over each weight chunk of `w`, in order.
+fn chunk_params(
+    enc: &mut Encoder,
     w: &ExpertTensor,
-    chunk: &crate::layout::WeightChunk,
     act_row_div: usize,
     n_pairs: usize,
-) -> MatmulParams {
-    MatmulParams {
-        n_rows: w.rows as u32,
-        n_cols: w.cols as u32,
-        act_row_div: act_row_div as u32,
-        expert_base: chunk.expert_base,
-        expert_count: chunk.expert_count,
-        n_pairs: n_pairs as u32,
-        _pad0: 0,
-        _pad1: 0,
-    }
+) -> Vec<ParamSlot> {
+    w.chunks
+        .iter()
+        .map(|chunk| {
+            enc.params(&MatmulParams {
+                n_rows: w.rows as u32,
+                n_cols: w.cols as u32,
+                act_row_div: act_row_div as u32,
+                expert_base: chunk.expert_base,
+                expert_count: chunk.expert_count,
+                n_pairs: n_pairs as u32,
+                _pad0: 0,
+                _pad1: 0,
+            })
+        })
+        .collect()
 }
