@@ -450,9 +450,11 @@ impl KernelKey {
                     Path::Coop16 => &["coop/16.wgsl"],
                     Path::Coop8 => &["coop/8.wgsl"],
                 };
-                [m.weight.fragments(), &[act(m.act)], coop].concat()
+                [m.weight.fragments(), &[act(m.act)], coop, &["matmul.wgsl"]].concat()
             }
-            KernelKey::MvId { weight, act: a } => [weight.fragments(), &[act(*a)]].concat(),
+            KernelKey::MvId { weight, act: a } => {
+                [weight.fragments(), &[act(*a), "matmul.wgsl"]].concat()
+            }
             KernelKey::Act { mid } => vec![match mid {
                 ActType::F32 => "mid/f32.wgsl",
                 ActType::F16 => "mid/f16.wgsl",
