@@ -21,7 +21,7 @@
 use moetile::model::{ExpertActivation, ExpertWeights, MoeParams};
 use moetile::tile::TileWidth;
 use moetile_codegen::params::{ActParams, MapParams, MatmulParams, SumParams};
-use moetile_codegen::{ActType, KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, Path};
+use moetile_codegen::{ActType, KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, Path, WeightType};
 
 use crate::context::{GpuMatrix, WgpuContext};
 use crate::dispatch::Grid;
@@ -460,42 +460,17 @@ impl WgpuContext {
             });
         }
         let grid = map.grid(&kkey, w.rows)?;
-        self.check_matmul(
-            &kkey,
-            key.weight,
-            key.act,
-            w,
-            act,
-            act_row_div,
-            out,
-            map.n_pairs,
-        )?;
-        if map.n_experts != w.experts {
-            return Err(shape(
-                &kkey.to_string(),
-                format!(
-                    "map over {} experts, {} has {}",
-                    map.n_experts, w.name, w.experts
-                ),
-            ));
-        }
+        let types = (key.weight, key.act);
+        let routed = ("map", map.n_experts);
+        check_matmul(&kkey, types, w, act, act_row_div, out, map.n_pairs, routed)?;
         let params = chunk_params(enc, w, act_row_div, map.n_pairs);
-        let sets: Vec<_> = w
-            .chunks
-            .iter()
-            .zip(&params)
-            .map(|(chunk, params)| {
-                [
-                    ("params", params.binding()),
-                    ("weights", chunk.buffer.as_entire_binding()),
-                    ("act", act.buffer.as_entire_binding()),
-                    ("experts", map.experts.as_entire_binding()),
-                    ("list", map.list.as_entire_binding()),
-                    ("items", map.items.as_entire_binding()),
-                    ("y", out.buffer.as_entire_binding()),
-                ]
-            })
-            .collect();
+        let rest = [
+            ("experts", map.experts.as_entire_binding()),
+            ("list", map.list.as_entire_binding()),
+            ("items", map.items.as_entire_binding()),
+            ("y", out.buffer.as_entire_binding()),
+        ];
+        let sets = chunk_bindings(&params, w, act, &rest);
         self.dispatch_each(enc, &kkey, &sets, grid, timer)
     }
 
@@ -517,84 +492,20 @@ impl WgpuContext {
             act: act.ty,
         };
         let n_pairs = routing.n_pairs();
-        self.check_matmul(&key, w.weight, act.ty, w, act, act_row_div, out, n_pairs)?;
-        if routing.n_experts != w.experts {
-            return Err(shape(
-                &key.to_string(),
-                format!(
-                    "routing over {} experts, {} has {}",
-                    routing.n_experts, w.name, w.experts
-                ),
-            ));
-        }
+        let types = (w.weight, act.ty);
+        let routed = ("routing", routing.n_experts);
+        check_matmul(&key, types, w, act, act_row_div, out, n_pairs, routed)?;
         let groups = key
             .row_groups(w.rows as u32)
             .expect("mat-vec has a row tile");
         let params = chunk_params(enc, w, act_row_div, n_pairs);
-        let sets: Vec<_> = w
-            .chunks
-            .iter()
-            .zip(&params)
-            .map(|(chunk, params)| {
-                [
-                    ("params", params.binding()),
-                    ("weights", chunk.buffer.as_entire_binding()),
-                    ("act", act.buffer.as_entire_binding()),
-                    ("ids", routing.ids.as_entire_binding()),
-                    ("y", out.buffer.as_entire_binding()),
-                ]
-            })
-            .collect();
+        let rest = [
+            ("ids", routing.ids.as_entire_binding()),
+            ("y", out.buffer.as_entire_binding()),
+        ];
+        let sets = chunk_bindings(&params, w, act, &rest);
         let n_pairs = u32::try_from(n_pairs).unwrap_or(u32::MAX);
         self.dispatch_each(enc, &key, &sets, Grid::Groups(groups, n_pairs), timer)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn check_matmul(
-        &self,
-        key: &KernelKey,
-        weight: moetile_codegen::WeightType,
-        act_ty: ActType,
-        w: &ExpertTensor,
-        act: &GpuMatrix,
-        act_row_div: usize,
-        out: &GpuMatrix,
-        n_pairs: usize,
-    ) -> Result<()> {
-        let op = key.to_string();
-        if w.weight != weight || act.ty != act_ty {
-            return Err(shape(
-                &op,
-                format!("given {} weights and {:?} activations", w.weight, act.ty),
-            ));
-        }
-        if !w.cols.is_multiple_of(32)
-            || act.cols != w.cols
-            || out.cols != w.rows
-            || out.ty != ActType::F32
-        {
-            return Err(shape(
-                &op,
-                format!(
-                    "{} is {} x {} (cols must be a multiple of 32), activations have {} cols, \
-                     the f32 output has {} cols ({:?})",
-                    w.name, w.rows, w.cols, act.cols, out.cols, out.ty
-                ),
-            ));
-        }
-        if act_row_div == 0 || act.rows * act_row_div != n_pairs || out.rows != n_pairs {
-            return Err(shape(
-                &op,
-                format!(
-                    "{n_pairs} pairs need {} activation rows (one per {act_row_div} pairs) and \
-                     {n_pairs} output rows; given {} and {}",
-                    n_pairs / act_row_div.max(1),
-                    act.rows,
-                    out.rows
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Encodes `mid = act(gate, up) * route_weight` over (T*K, F).
@@ -886,6 +797,65 @@ impl WgpuContext {
     }
 }
 
+/// Checks the operands of a grouped matmul or mat-vec `key` of `(weight, act)` types: `w`,
+/// `act` (one row per `act_row_div` pairs) and `out` for `n_pairs` pairs routed by a map or a
+/// routing (`routed`) over as many experts as `w` has.
+#[allow(clippy::too_many_arguments)]
+fn check_matmul(
+    key: &KernelKey,
+    (weight, act_ty): (WeightType, ActType),
+    w: &ExpertTensor,
+    act: &GpuMatrix,
+    act_row_div: usize,
+    out: &GpuMatrix,
+    n_pairs: usize,
+    (source, n_experts): (&str, usize),
+) -> Result<()> {
+    let op = key.to_string();
+    if w.weight != weight || act.ty != act_ty {
+        return Err(shape(
+            &op,
+            format!("given {} weights and {:?} activations", w.weight, act.ty),
+        ));
+    }
+    if !w.cols.is_multiple_of(32)
+        || act.cols != w.cols
+        || out.cols != w.rows
+        || out.ty != ActType::F32
+    {
+        return Err(shape(
+            &op,
+            format!(
+                "{} is {} x {} (cols must be a multiple of 32), activations have {} cols, \
+                 the f32 output has {} cols ({:?})",
+                w.name, w.rows, w.cols, act.cols, out.cols, out.ty
+            ),
+        ));
+    }
+    if act_row_div == 0 || act.rows * act_row_div != n_pairs || out.rows != n_pairs {
+        return Err(shape(
+            &op,
+            format!(
+                "{n_pairs} pairs need {} activation rows (one per {act_row_div} pairs) and \
+                 {n_pairs} output rows; given {} and {}",
+                n_pairs / act_row_div.max(1),
+                act.rows,
+                out.rows
+            ),
+        ));
+    }
+    if n_experts != w.experts {
+        return Err(shape(
+            &op,
+            format!(
+                "{source} over {n_experts} experts, {} has {}",
+                w.name, w.experts
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Labels the passes that follow with a MoE sub-stage, for the stage profiler.
 fn step(timer: &mut Option<&mut Timer>, name: &'static str) {
     if let Some(t) = timer.as_deref_mut() {
@@ -913,6 +883,28 @@ fn chunk_params(
                 _pad0: 0,
                 _pad1: 0,
             })
+        })
+        .collect()
+}
+
+/// Per weight chunk of `w` (with its `params`): the bindings of `wgsl/matmul.wgsl` (params,
+/// weights, act), then the kernel's own `rest`.
+fn chunk_bindings<'a>(
+    params: &'a [ParamSlot],
+    w: &'a ExpertTensor,
+    act: &'a GpuMatrix,
+    rest: &[(&'a str, wgpu::BindingResource<'a>)],
+) -> Vec<Vec<(&'a str, wgpu::BindingResource<'a>)>> {
+    w.chunks
+        .iter()
+        .zip(params)
+        .map(|(chunk, params)| {
+            let shared = [
+                ("params", params.binding()),
+                ("weights", chunk.buffer.as_entire_binding()),
+                ("act", act.buffer.as_entire_binding()),
+            ];
+            shared.into_iter().chain(rest.iter().cloned()).collect()
         })
         .collect()
 }
