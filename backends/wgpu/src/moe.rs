@@ -26,7 +26,7 @@ use moetile_codegen::{ActType, KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, Path, W
 use crate::context::{GpuMatrix, WgpuContext};
 use crate::dispatch::Grid;
 use crate::encoder::{Encoder, ParamSlot};
-use crate::error::{Result, WgpuError};
+use crate::error::{Result, WgpuError, shape};
 use crate::layout::ExpertTensor;
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::timer::{Timer, begin_pass};
@@ -231,13 +231,6 @@ pub struct MoeBuffers {
     pub mid: GpuMatrix,
     /// (T*K, D) f32.
     pub y: GpuMatrix,
-}
-
-fn shape(op: &str, detail: String) -> WgpuError {
-    WgpuError::Shape {
-        op: op.to_string(),
-        detail,
-    }
 }
 
 impl WgpuContext {

@@ -9,17 +9,10 @@ use moetile_codegen::{ActType, EltOp, KernelKey, WeightType};
 use crate::context::{GpuMatrix, WgpuContext};
 use crate::dispatch::Grid;
 use crate::encoder::Encoder;
-use crate::error::{Result, WgpuError};
+use crate::error::{Result, shape};
 use crate::layout::ExpertTensor;
 use crate::moe::Routing;
 use crate::timer::Timer;
-
-fn shape(op: &str, detail: String) -> WgpuError {
-    WgpuError::Shape {
-        op: op.to_string(),
-        detail,
-    }
-}
 
 /// Checks that `m` is an f32 matrix (the activations every dense op reads and writes).
 fn f32_matrix(op: &str, what: &str, m: &GpuMatrix) -> Result<()> {
