@@ -675,66 +675,39 @@ impl WgpuContext {
                 ),
             ));
         }
-        if opts.mat_vec {
-            step(&mut timer, "gate");
-            self.encode_mv_id(enc, routing, gate, x, k, &bufs.gate, timer.as_deref_mut())?;
-            step(&mut timer, "up");
-            self.encode_mv_id(enc, routing, up, x, k, &bufs.up, timer.as_deref_mut())?;
+        let key = |w: &ExpertTensor, act: ActType| MatmulKey {
+            weight: w.weight,
+            act,
+            tile: opts.tile,
+            path: opts.path,
+        };
+        let map = if opts.mat_vec {
+            None
         } else {
-            let key = |w: &ExpertTensor, act: ActType| MatmulKey {
-                weight: w.weight,
-                act,
-                tile: opts.tile,
-                path: opts.path,
-            };
-            let (gate_key, up_key, down_key) =
-                (key(gate, x.ty), key(up, x.ty), key(down, opts.mid));
-            let row_groups: Vec<u32> = [(gate_key, gate.rows), (down_key, down.rows)]
+            let row_groups: Vec<u32> = [(gate, x.ty), (down, opts.mid)]
                 .iter()
-                .filter_map(|(k, rows)| KernelKey::MmId(*k).row_groups(*rows as u32))
+                .filter_map(|&(w, act)| KernelKey::MmId(key(w, act)).row_groups(w.rows as u32))
                 .collect();
             step(&mut timer, "map");
-            let map =
-                self.encode_map(enc, routing, opts.tile, &row_groups, timer.as_deref_mut())?;
-            step(&mut timer, "gate");
-            self.encode_mm_id(
-                enc,
-                gate_key,
-                &map,
-                gate,
-                x,
-                k,
-                &bufs.gate,
-                timer.as_deref_mut(),
-            )?;
-            step(&mut timer, "up");
-            self.encode_mm_id(enc, up_key, &map, up, x, k, &bufs.up, timer.as_deref_mut())?;
-            step(&mut timer, "act");
-            self.encode_act(
-                enc,
-                &bufs.gate,
-                &bufs.up,
-                routing,
-                opts.activation,
-                &bufs.mid,
-                timer.as_deref_mut(),
-            )?;
-            step(&mut timer, "down");
-            self.encode_mm_id(
-                enc,
-                down_key,
-                &map,
-                down,
-                &bufs.mid,
-                1,
-                &bufs.y,
-                timer.as_deref_mut(),
-            )?;
-            step(&mut timer, "sum");
-            self.encode_sum(enc, &bufs.y, k, out, timer.as_deref_mut())?;
-            step(&mut timer, "");
-            return Ok(());
-        }
+            Some(self.encode_map(enc, routing, opts.tile, &row_groups, timer.as_deref_mut())?)
+        };
+        // `out (pairs, rows) = w @ act`: grouped over the map, or mat-vec over the routing.
+        let matmul = |enc: &mut Encoder,
+                      w: &ExpertTensor,
+                      act: &GpuMatrix,
+                      act_row_div: usize,
+                      out: &GpuMatrix,
+                      timer: Option<&mut Timer>| match &map {
+            Some(map) => {
+                let key = key(w, act.ty);
+                self.encode_mm_id(enc, key, map, w, act, act_row_div, out, timer)
+            }
+            None => self.encode_mv_id(enc, routing, w, act, act_row_div, out, timer),
+        };
+        step(&mut timer, "gate");
+        matmul(enc, gate, x, k, &bufs.gate, timer.as_deref_mut())?;
+        step(&mut timer, "up");
+        matmul(enc, up, x, k, &bufs.up, timer.as_deref_mut())?;
         step(&mut timer, "act");
         self.encode_act(
             enc,
@@ -746,15 +719,7 @@ impl WgpuContext {
             timer.as_deref_mut(),
         )?;
         step(&mut timer, "down");
-        self.encode_mv_id(
-            enc,
-            routing,
-            down,
-            &bufs.mid,
-            1,
-            &bufs.y,
-            timer.as_deref_mut(),
-        )?;
+        matmul(enc, down, &bufs.mid, 1, &bufs.y, timer.as_deref_mut())?;
         step(&mut timer, "sum");
         self.encode_sum(enc, &bufs.y, k, out, timer.as_deref_mut())?;
         step(&mut timer, "");
