@@ -5,7 +5,7 @@
 // pair p = t * K + k.
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (linear_index), mid/<type>.wgsl (MidPair, mid_pair).
+// Fragments: grid.wgsl (GridGroup, linear_index), mid/<type>.wgsl (MidPair, mid_pair).
 
 struct ActParams {
     n_pairs: u32,
@@ -25,12 +25,8 @@ fn silu(x: vec2<f32>) -> vec2<f32> {
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) n_wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let i = linear_index(wg, n_wg, li);
+fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
+    let i = linear_index(grid, li);
     let pairs_per_row = params.n_cols / 2u;
     if i >= params.n_pairs * pairs_per_row {
         return;

@@ -5,7 +5,7 @@
 //   OP_MUL_SIGMOID_ROW: dst[i] *= sigmoid(src[i / n_cols])  (a gate per row: one column)
 //
 // Consts: WG_SIZE, OP.
-// Fragments: grid.wgsl (linear_index).
+// Fragments: grid.wgsl (GridGroup, linear_index).
 
 const OP_ADD: u32 = 0u;
 const OP_ADD_ROW: u32 = 1u;
@@ -24,12 +24,8 @@ struct EltParams {
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
 @compute @workgroup_size(WG_SIZE)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) n_wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let i = linear_index(wg, n_wg, li);
+fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
+    let i = linear_index(grid, li);
     if i >= params.n_values {
         return;
     }

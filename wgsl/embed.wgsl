@@ -3,7 +3,7 @@
 // (the host refuses such ids before dispatch).
 //
 // Consts: WG_SIZE, QK, BLOCK_WORDS.
-// Fragments: grid.wgsl (linear_index), dequant/<type>.wgsl (dequant8 over `weights`).
+// Fragments: grid.wgsl (GridGroup, linear_index), dequant/<type>.wgsl (dequant8 over `weights`).
 
 struct EmbedParams {
     n_tokens: u32,
@@ -18,12 +18,8 @@ struct EmbedParams {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(WG_SIZE)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) n_wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let i = linear_index(wg, n_wg, li);
+fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
+    let i = linear_index(grid, li);
     let groups = params.n_cols / 8u;
     if i >= params.n_tokens * groups {
         return;

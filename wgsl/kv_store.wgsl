@@ -3,7 +3,7 @@
 // invocation, packed as the cache stores them.
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (linear_index), kv/<type>.wgsl (KvPair, kv_pack).
+// Fragments: grid.wgsl (GridGroup, linear_index), kv/<type>.wgsl (KvPair, kv_pack).
 
 struct KvParams {
     n_tokens: u32,
@@ -19,12 +19,8 @@ struct KvParams {
 @group(0) @binding(4) var<storage, read_write> v_cache: array<KvPair>;
 
 @compute @workgroup_size(WG_SIZE)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) n_wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let i = linear_index(wg, n_wg, li);
+fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
+    let i = linear_index(grid, li);
     if i >= params.n_tokens * params.kv_width / 2u {
         return;
     }

@@ -22,7 +22,8 @@
 // Consts: WG_SIZE, ROWS_PER_WG, TILE_N, K_STEP, ROW_THREADS, TOKEN_THREADS, ROWS_PER_THREAD,
 //   TOKENS_PER_THREAD, QK, BLOCK_WORDS.
 // Fragments: dequant/<type>.wgsl (WRaw, wload, wdecode over `weights`), act/<type>.wgsl
-//   (ActChunk, ActRaw, act_load, act_values).
+//   (ActChunk, ActRaw, act_load, act_values), matmul.wgsl (MatmulParams; params, weights,
+//   act).
 
 const_assert ROW_THREADS * TOKEN_THREADS == WG_SIZE;
 const_assert ROWS_PER_THREAD * ROW_THREADS == ROWS_PER_WG;
@@ -32,20 +33,6 @@ const_assert TOKENS_PER_THREAD % 4u == 0u;
 const_assert QK % K_STEP == 0u;
 const_assert K_STEP == 32u;
 
-struct MatmulParams {
-    n_rows: u32,
-    n_cols: u32,
-    act_row_div: u32,
-    expert_base: u32,
-    expert_count: u32,
-    n_pairs: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: MatmulParams;
-@group(0) @binding(1) var<storage, read> weights: array<u32>;
-@group(0) @binding(2) var<storage, read> act: array<ActChunk>;
 @group(0) @binding(3) var<storage, read> experts: array<vec2<u32>>;
 @group(0) @binding(4) var<storage, read> list: array<u32>;
 @group(0) @binding(5) var<storage, read> items: array<vec2<u32>>;

@@ -28,7 +28,7 @@
 //   SLOT_ROW_FRAGS, SLOT_TOKEN_FRAGS, QK, BLOCK_WORDS.
 // Fragments: dequant/<type>.wgsl (WRaw, wload, wdecode over `weights`), act/<type>.wgsl
 //   (ActChunk, ActRaw, act_load, act_values), coop/<FRAG>.wgsl (CoopA, CoopB, CoopC, TileElem,
-//   TILE_PACK, tile_elems8).
+//   TILE_PACK, tile_elems8), matmul.wgsl (MatmulParams; params, weights, act).
 
 const_assert K_STEP % 32u == 0u;
 const_assert K_STEP % FRAG == 0u;
@@ -39,20 +39,6 @@ const_assert WG_SIZE % SLOTS == 0u;
 const_assert ROWS_PER_WG * (K_STEP / 8u) <= WG_SIZE;
 const_assert TILE_N * (K_STEP / 8u) <= WG_SIZE;
 
-struct MatmulParams {
-    n_rows: u32,
-    n_cols: u32,
-    act_row_div: u32,
-    expert_base: u32,
-    expert_count: u32,
-    n_pairs: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: MatmulParams;
-@group(0) @binding(1) var<storage, read> weights: array<u32>;
-@group(0) @binding(2) var<storage, read> act: array<ActChunk>;
 @group(0) @binding(3) var<storage, read> experts: array<vec2<u32>>;
 @group(0) @binding(4) var<storage, read> list: array<u32>;
 @group(0) @binding(5) var<storage, read> items: array<vec2<u32>>;

@@ -14,25 +14,12 @@
 //
 // Consts: WG_SIZE, ROWS_PER_WG, LANES, TILE_N (1), QK, BLOCK_WORDS.
 // Fragments: dequant/<type>.wgsl (WRaw, wload, wdecode over `weights`), act/<type>.wgsl
-//   (ActChunk, ActRaw, act_load, act_values).
+//   (ActChunk, ActRaw, act_load, act_values), matmul.wgsl (MatmulParams; params, weights,
+//   act).
 
 const_assert ROWS_PER_WG * LANES == WG_SIZE;
 const_assert 0u == (LANES & (LANES - 1u));
 
-struct MatmulParams {
-    n_rows: u32,
-    n_cols: u32,
-    act_row_div: u32,
-    expert_base: u32,
-    expert_count: u32,
-    n_pairs: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: MatmulParams;
-@group(0) @binding(1) var<storage, read> weights: array<u32>;
-@group(0) @binding(2) var<storage, read> act: array<ActChunk>;
 @group(0) @binding(3) var<storage, read> ids: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 

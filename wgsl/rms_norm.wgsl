@@ -5,6 +5,7 @@
 // not depend on the subgroup size.
 //
 // Consts: WG_SIZE.
+// Fragments: grid.wgsl (GridGroup, linear_group).
 
 const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
 
@@ -23,12 +24,8 @@ struct NormParams {
 var<workgroup> partial: array<f32, WG_SIZE>;
 
 @compute @workgroup_size(WG_SIZE)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) n_wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let group = wg.y * n_wg.x + wg.x;
+fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
+    let group = linear_group(grid);
     if group >= params.n_groups {
         return;
     }

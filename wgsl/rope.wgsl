@@ -5,7 +5,7 @@
 // each head passes through. One invocation per rotated pair.
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (linear_index).
+// Fragments: grid.wgsl (GridGroup, linear_index).
 
 struct RotaryParams {
     n_rows: u32,
@@ -23,12 +23,8 @@ struct RotaryParams {
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;
 
 @compute @workgroup_size(WG_SIZE)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) n_wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let i = linear_index(wg, n_wg, li);
+fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
+    let i = linear_index(grid, li);
     let per_row = params.n_heads * params.n_half;
     if i >= params.n_rows * per_row {
         return;

@@ -7,7 +7,7 @@
 // logits are never selected; a row of them gives id NO_EXPERT, which the map skips.
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (linear_index).
+// Fragments: grid.wgsl (GridGroup, linear_index).
 
 struct RouteParams {
     n_tokens: u32,
@@ -28,12 +28,8 @@ struct RouteParams {
 const NO_EXPERT: u32 = 0xffffffffu;
 
 @compute @workgroup_size(WG_SIZE)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) n_wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let t = linear_index(wg, n_wg, li);
+fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
+    let t = linear_index(grid, li);
     if t >= params.n_tokens {
         return;
     }

@@ -1,7 +1,7 @@
 // out[t][c] = sum over k = 0 .. K of y[t * K + k][c], in that order.
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (linear_index).
+// Fragments: grid.wgsl (GridGroup, linear_index).
 
 struct SumParams {
     n_tokens: u32,
@@ -15,12 +15,8 @@ struct SumParams {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(WG_SIZE)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) n_wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let i = linear_index(wg, n_wg, li);
+fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
+    let i = linear_index(grid, li);
     if i >= params.n_tokens * params.n_cols {
         return;
     }

@@ -41,6 +41,7 @@ impl Templates {
             "attn_decode.wgsl",
             "route.wgsl",
             "grid.wgsl",
+            "matmul.wgsl",
             "act/f32.wgsl",
             "act/f16.wgsl",
             "mid/f32.wgsl",

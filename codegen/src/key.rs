@@ -306,6 +306,27 @@ impl KernelKey {
         }
     }
 
+    /// Items one workgroup covers on the folded 1-D grid of `wgsl/grid.wgsl`: one per thread,
+    /// but a whole group of values for [`KernelKey::RmsNorm`]. `None` for the kernels with
+    /// grids of their own (map, matmuls, attention).
+    pub fn items_per_workgroup(&self) -> Option<u32> {
+        match self {
+            KernelKey::RmsNorm => Some(1),
+            KernelKey::Act { .. }
+            | KernelKey::Sum
+            | KernelKey::Embed { .. }
+            | KernelKey::Eltwise(_)
+            | KernelKey::Rope
+            | KernelKey::KvStore { .. }
+            | KernelKey::Route => Some(self.workgroup_size()),
+            KernelKey::Map { .. }
+            | KernelKey::MmId(_)
+            | KernelKey::MvId { .. }
+            | KernelKey::AttnPrefill { .. }
+            | KernelKey::AttnDecode { .. } => None,
+        }
+    }
+
     /// Queries one prefill-attention workgroup computes (`Q_TILE`): the grid's x extent is
     /// `ceil(T / Q_TILE)`.
     pub fn query_tile(&self) -> Option<u32> {
@@ -411,7 +432,8 @@ impl KernelKey {
         }
     }
 
-    /// Fragments prepended before the template, in order.
+    /// Fragments prepended before the template, in order: `grid.wgsl` first for every kernel on
+    /// the folded 1-D grid.
     pub fn fragments(&self) -> Vec<&'static str> {
         let act = |a: ActType| match a {
             ActType::F32 => "act/f32.wgsl",
@@ -421,33 +443,38 @@ impl KernelKey {
             ActType::F32 => "kv/f32.wgsl",
             ActType::F16 => "kv/f16.wgsl",
         };
-        match self {
+        let mut list = match self {
             KernelKey::MmId(m) => {
                 let coop: &[&str] = match m.path {
                     Path::Reg => &[],
                     Path::Coop16 => &["coop/16.wgsl"],
                     Path::Coop8 => &["coop/8.wgsl"],
                 };
-                [m.weight.fragments(), &[act(m.act)], coop].concat()
+                [m.weight.fragments(), &[act(m.act)], coop, &["matmul.wgsl"]].concat()
             }
-            KernelKey::MvId { weight, act: a } => [weight.fragments(), &[act(*a)]].concat(),
-            KernelKey::Act { mid } => vec![
-                "grid.wgsl",
-                match mid {
-                    ActType::F32 => "mid/f32.wgsl",
-                    ActType::F16 => "mid/f16.wgsl",
-                },
-            ],
-            KernelKey::Sum | KernelKey::Eltwise(_) | KernelKey::Rope | KernelKey::Route => {
-                vec!["grid.wgsl"]
+            KernelKey::MvId { weight, act: a } => {
+                [weight.fragments(), &[act(*a), "matmul.wgsl"]].concat()
             }
-            KernelKey::Embed { weight } => [&["grid.wgsl"], weight.fragments()].concat(),
-            KernelKey::KvStore { kv: ty } => vec!["grid.wgsl", kv(*ty)],
+            KernelKey::Act { mid } => vec![match mid {
+                ActType::F32 => "mid/f32.wgsl",
+                ActType::F16 => "mid/f16.wgsl",
+            }],
+            KernelKey::Embed { weight } => weight.fragments().to_vec(),
+            KernelKey::KvStore { kv: ty } => vec![kv(*ty)],
             KernelKey::AttnPrefill { kv: ty, .. } | KernelKey::AttnDecode { kv: ty, .. } => {
                 vec![kv(*ty)]
             }
-            KernelKey::Map { .. } | KernelKey::RmsNorm => vec![],
+            KernelKey::Sum
+            | KernelKey::Eltwise(_)
+            | KernelKey::Rope
+            | KernelKey::Route
+            | KernelKey::Map { .. }
+            | KernelKey::RmsNorm => vec![],
+        };
+        if self.items_per_workgroup().is_some() {
+            list.insert(0, "grid.wgsl");
         }
+        list
     }
 
     /// Name of the uniform parameter struct (see [`crate::params`]).

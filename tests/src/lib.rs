@@ -1,5 +1,6 @@
-//! Shared helpers of moetile's cross-crate integration tests (in `tests/tests/`): fixture paths
-//! and golden logit files.
+//! Shared helpers of moetile's tests (the cross-crate ones in `tests/tests/` and those of the
+//! backends and examples): fixture paths, golden logit files, test seeds, a tiny synthetic model
+//! and the rule for a missing GPU.
 //!
 //! The fixtures are tiny MoE models made by the oracle tools, each with the logits of an exact
 //! float64 reference and of llama.cpp on its prompt:
@@ -20,6 +21,8 @@ pub mod golden;
 
 use std::path::PathBuf;
 
+use moetile::synth::{Mix, Preset, Synth};
+
 /// `tests/fixtures/` of this repository.
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -34,4 +37,47 @@ pub fn model_fixture(name: &str) -> (PathBuf, PathBuf, PathBuf) {
         dir.join(format!("{name}.ref.golden")),
         dir.join(format!("{name}.llama.golden")),
     )
+}
+
+/// The seed of a randomized test: `MOETILE_TEST_SEED` if set, else the clock. Printed with
+/// `what` it names, so a failure reproduces.
+pub fn seed(what: &str) -> u64 {
+    let seed = std::env::var("MOETILE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{what}: MOETILE_TEST_SEED={seed} reproduces");
+    seed
+}
+
+/// The tests' tiny random-weight model of `seed` as GGUF bytes: the `tiny-qwen3moe` preset
+/// with 2 layers, Q8_0 weights.
+///
+/// # Panics
+/// If synthesis fails (a bug in `moetile::synth`).
+pub fn tiny_model(seed: u64) -> Vec<u8> {
+    let preset = Preset::by_name("tiny-qwen3moe")
+        .and_then(|p| p.with_layers(2))
+        .expect("the tiny-qwen3moe preset takes 2 layers");
+    let mut bytes = Vec::new();
+    Synth::new(preset, Mix::Q8_0, seed)
+        .write_to(&mut bytes, &mut |_, _| {})
+        .expect("synthesizing the tiny model");
+    bytes
+}
+
+/// What a GPU test does when it finds no GPU (`why`): fails under `MOETILE_REQUIRE_GPU=1` (as
+/// CI runs, so a missing adapter is never a silent pass), else says that it skips.
+///
+/// # Panics
+/// Under `MOETILE_REQUIRE_GPU=1`.
+pub fn skip_without_gpu(why: &dyn std::fmt::Display) {
+    if std::env::var("MOETILE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        panic!("MOETILE_REQUIRE_GPU=1 but {why}");
+    }
+    eprintln!("skipping GPU test: {why}");
 }

@@ -13,30 +13,13 @@ use moetile::gguf::GgufFile;
 use moetile::model::{Logits, Model};
 use moetile::sample::SamplerConfig;
 use moetile::session::Session;
-use moetile::synth::{Mix, Preset, Synth};
 use moetile::tokenizer::Tokenizer;
 use moetile_cpu::CpuBackend;
 
 /// The tiny model on the CPU, and its tokenizer.
 fn fixture() -> (Model<CpuBackend>, CpuBackend, Tokenizer) {
-    let seed = std::env::var("MOETILE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    eprintln!("model seed {seed} (MOETILE_TEST_SEED={seed} reproduces)");
-    let preset = Preset::by_name("tiny-qwen3moe")
-        .unwrap()
-        .with_layers(2)
-        .unwrap();
-    let mut bytes = Vec::new();
-    Synth::new(preset, Mix::Q8_0, seed)
-        .write_to(&mut bytes, &mut |_, _| {})
-        .unwrap();
-    let file = GgufFile::from_bytes(bytes).unwrap();
+    let seed = moetile_tests::seed("tiny model");
+    let file = GgufFile::from_bytes(moetile_tests::tiny_model(seed)).unwrap();
     let mut cpu = CpuBackend::new();
     let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
     (model, cpu, Tokenizer::from_gguf(&file).unwrap())

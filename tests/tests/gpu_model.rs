@@ -76,10 +76,7 @@ fn ctx() -> Option<Arc<WgpuContext>> {
             Some(Arc::new(ctx))
         }
         Err(e) => {
-            if std::env::var("MOETILE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("MOETILE_REQUIRE_GPU=1 but no device: {e}");
-            }
-            eprintln!("skipping GPU test: {e}");
+            moetile_tests::skip_without_gpu(&format_args!("no device: {e}"));
             None
         }
     })

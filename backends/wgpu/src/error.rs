@@ -247,6 +247,14 @@ pub enum WgpuError {
     },
 }
 
+/// A [`WgpuError::Shape`] of `op`.
+pub(crate) fn shape(op: &str, detail: String) -> WgpuError {
+    WgpuError::Shape {
+        op: op.to_string(),
+        detail,
+    }
+}
+
 fn supported_weights() -> String {
     moetile_codegen::WeightType::ALL
         .iter()

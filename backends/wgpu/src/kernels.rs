@@ -50,11 +50,17 @@ pub fn source(key: &KernelKey) -> Option<&'static str> {
 pub struct Kernel {
     /// The key.
     pub key: KernelKey,
+    name: String,
     layout: wgpu::BindGroupLayout,
     pipelines: Vec<wgpu::ComputePipeline>,
 }
 
 impl Kernel {
+    /// The key's name: pass and bind-group label.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The pipeline of entry point `entry`.
     pub fn pipeline(&self, entry: &str) -> &wgpu::ComputePipeline {
         let i = self
@@ -86,13 +92,13 @@ impl Kernel {
         }
         if entries.len() != buffers.len() || entries.len() != expected.len() {
             return Err(WgpuError::Bindings {
-                kernel: self.key.to_string(),
+                kernel: self.name.clone(),
                 given: buffers.iter().map(|(n, _)| n.to_string()).collect(),
                 expected: expected.iter().map(|b| b.name.to_string()).collect(),
             });
         }
         Ok(device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&self.key.to_string()),
+            label: Some(&self.name),
             layout: &self.layout,
             entries: &entries,
         }))
@@ -276,6 +282,7 @@ fn create(
     }
     Ok(Kernel {
         key: *key,
+        name,
         layout,
         pipelines,
     })

@@ -107,6 +107,7 @@ mod attention;
 mod backend;
 pub mod bench;
 mod context;
+mod dispatch;
 mod encoder;
 mod error;
 pub mod kernels;

@@ -21,11 +21,12 @@
 use moetile::model::{ExpertActivation, ExpertWeights, MoeParams};
 use moetile::tile::TileWidth;
 use moetile_codegen::params::{ActParams, MapParams, MatmulParams, SumParams};
-use moetile_codegen::{ActType, KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, Path};
+use moetile_codegen::{ActType, KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, Path, WeightType};
 
 use crate::context::{GpuMatrix, WgpuContext};
-use crate::encoder::Encoder;
-use crate::error::{Result, WgpuError};
+use crate::dispatch::Grid;
+use crate::encoder::{Encoder, ParamSlot};
+use crate::error::{Result, WgpuError, shape};
 use crate::layout::ExpertTensor;
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::timer::{Timer, begin_pass};
@@ -94,12 +95,6 @@ enum MapGrid {
     Direct { items: u32 },
 }
 
-/// How a matmul over a map is dispatched.
-enum Grid<'a> {
-    Indirect(&'a wgpu::Buffer, u64),
-    Direct(u32, u32),
-}
-
 /// An [`ExpertMap`] read back to the host (tests, debugging).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapContents {
@@ -159,7 +154,7 @@ impl ExpertMap {
     }
 
     /// The grid of `key` over `rows` output rows: y from the key, x from the map.
-    fn grid(&self, ctx: &WgpuContext, key: &KernelKey, rows: usize) -> Result<Grid<'_>> {
+    fn grid(&self, key: &KernelKey, rows: usize) -> Result<Grid<'_>> {
         if key.tile() != Some(self.tile) {
             return Err(WgpuError::TileMismatch {
                 kernel: key.to_string(),
@@ -185,17 +180,7 @@ impl ExpertMap {
                     })?;
                 Ok(Grid::Indirect(dispatch, 12 * slot as u64))
             }
-            MapGrid::Direct { items } => {
-                let limit = ctx.profile().max_workgroups_per_dim;
-                if let Some(&big) = [*items, groups].iter().find(|&&g| g > limit) {
-                    return Err(WgpuError::GridTooLarge {
-                        op: key.to_string(),
-                        groups: u64::from(big),
-                        limit,
-                    });
-                }
-                Ok(Grid::Direct(*items, groups))
-            }
+            MapGrid::Direct { items } => Ok(Grid::Groups(*items, groups)),
         }
     }
 }
@@ -246,13 +231,6 @@ pub struct MoeBuffers {
     pub mid: GpuMatrix,
     /// (T*K, D) f32.
     pub y: GpuMatrix,
-}
-
-fn shape(op: &str, detail: String) -> WgpuError {
-    WgpuError::Shape {
-        op: op.to_string(),
-        detail,
-    }
 }
 
 impl WgpuContext {
@@ -474,57 +452,19 @@ impl WgpuContext {
                 fix: "use the register-tile path (Path::Reg), which runs everywhere",
             });
         }
-        let grid = map.grid(self, &kkey, w.rows)?;
-        self.check_matmul(
-            &kkey,
-            key.weight,
-            key.act,
-            w,
-            act,
-            act_row_div,
-            out,
-            map.n_pairs,
-        )?;
-        if map.n_experts != w.experts {
-            return Err(shape(
-                &kkey.to_string(),
-                format!(
-                    "map over {} experts, {} has {}",
-                    map.n_experts, w.name, w.experts
-                ),
-            ));
-        }
-        let kernel = self.kernels.get(self.device(), &kkey)?;
-        let binds = w
-            .chunks
-            .iter()
-            .map(|chunk| {
-                let params = enc.params(&matmul_params(w, chunk, act_row_div, map.n_pairs));
-                let mut entries = vec![
-                    ("params", params.binding()),
-                    ("weights", chunk.buffer.as_entire_binding()),
-                    ("act", act.buffer.as_entire_binding()),
-                    ("experts", map.experts.as_entire_binding()),
-                    ("list", map.list.as_entire_binding()),
-                    ("items", map.items.as_entire_binding()),
-                    ("y", out.buffer.as_entire_binding()),
-                ];
-                if key.weight.uses_grid() {
-                    entries.push(("iq2xxs_grid", self.iq2xxs_grid().as_entire_binding()));
-                }
-                kernel.bind(self.device(), &entries)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut pass = begin_pass(enc, &kkey.to_string(), timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        for bind in &binds {
-            pass.set_bind_group(0, bind, &[]);
-            match grid {
-                Grid::Indirect(args, offset) => pass.dispatch_workgroups_indirect(args, offset),
-                Grid::Direct(x, y) => pass.dispatch_workgroups(x, y, 1),
-            }
-        }
-        Ok(())
+        let grid = map.grid(&kkey, w.rows)?;
+        let types = (key.weight, key.act);
+        let routed = ("map", map.n_experts);
+        check_matmul(&kkey, types, w, act, act_row_div, out, map.n_pairs, routed)?;
+        let params = chunk_params(enc, w, act_row_div, map.n_pairs);
+        let rest = [
+            ("experts", map.experts.as_entire_binding()),
+            ("list", map.list.as_entire_binding()),
+            ("items", map.items.as_entire_binding()),
+            ("y", out.buffer.as_entire_binding()),
+        ];
+        let sets = chunk_bindings(&params, w, act, &rest);
+        self.dispatch_each(enc, &kkey, &sets, grid, timer)
     }
 
     /// Encodes the mat-vec form of [`Self::encode_mm_id`]: one workgroup per (row tile, pair)
@@ -545,101 +485,20 @@ impl WgpuContext {
             act: act.ty,
         };
         let n_pairs = routing.n_pairs();
-        self.check_matmul(&key, w.weight, act.ty, w, act, act_row_div, out, n_pairs)?;
-        if routing.n_experts != w.experts {
-            return Err(shape(
-                &key.to_string(),
-                format!(
-                    "routing over {} experts, {} has {}",
-                    routing.n_experts, w.name, w.experts
-                ),
-            ));
-        }
-        let limit = self.profile().max_workgroups_per_dim;
-        if n_pairs > limit as usize {
-            return Err(WgpuError::GridTooLarge {
-                op: key.to_string(),
-                groups: n_pairs as u64,
-                limit,
-            });
-        }
+        let types = (w.weight, act.ty);
+        let routed = ("routing", routing.n_experts);
+        check_matmul(&key, types, w, act, act_row_div, out, n_pairs, routed)?;
         let groups = key
             .row_groups(w.rows as u32)
             .expect("mat-vec has a row tile");
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let binds = w
-            .chunks
-            .iter()
-            .map(|chunk| {
-                let params = enc.params(&matmul_params(w, chunk, act_row_div, n_pairs));
-                let mut entries = vec![
-                    ("params", params.binding()),
-                    ("weights", chunk.buffer.as_entire_binding()),
-                    ("act", act.buffer.as_entire_binding()),
-                    ("ids", routing.ids.as_entire_binding()),
-                    ("y", out.buffer.as_entire_binding()),
-                ];
-                if w.weight.uses_grid() {
-                    entries.push(("iq2xxs_grid", self.iq2xxs_grid().as_entire_binding()));
-                }
-                kernel.bind(self.device(), &entries)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut pass = begin_pass(enc, &key.to_string(), timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        for bind in &binds {
-            pass.set_bind_group(0, bind, &[]);
-            pass.dispatch_workgroups(groups, n_pairs as u32, 1);
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn check_matmul(
-        &self,
-        key: &KernelKey,
-        weight: moetile_codegen::WeightType,
-        act_ty: ActType,
-        w: &ExpertTensor,
-        act: &GpuMatrix,
-        act_row_div: usize,
-        out: &GpuMatrix,
-        n_pairs: usize,
-    ) -> Result<()> {
-        let op = key.to_string();
-        if w.weight != weight || act.ty != act_ty {
-            return Err(shape(
-                &op,
-                format!("given {} weights and {:?} activations", w.weight, act.ty),
-            ));
-        }
-        if !w.cols.is_multiple_of(32)
-            || act.cols != w.cols
-            || out.cols != w.rows
-            || out.ty != ActType::F32
-        {
-            return Err(shape(
-                &op,
-                format!(
-                    "{} is {} x {} (cols must be a multiple of 32), activations have {} cols, \
-                     the f32 output has {} cols ({:?})",
-                    w.name, w.rows, w.cols, act.cols, out.cols, out.ty
-                ),
-            ));
-        }
-        if act_row_div == 0 || act.rows * act_row_div != n_pairs || out.rows != n_pairs {
-            return Err(shape(
-                &op,
-                format!(
-                    "{n_pairs} pairs need {} activation rows (one per {act_row_div} pairs) and \
-                     {n_pairs} output rows; given {} and {}",
-                    n_pairs / act_row_div.max(1),
-                    act.rows,
-                    out.rows
-                ),
-            ));
-        }
-        Ok(())
+        let params = chunk_params(enc, w, act_row_div, n_pairs);
+        let rest = [
+            ("ids", routing.ids.as_entire_binding()),
+            ("y", out.buffer.as_entire_binding()),
+        ];
+        let sets = chunk_bindings(&params, w, act, &rest);
+        let n_pairs = u32::try_from(n_pairs).unwrap_or(u32::MAX);
+        self.dispatch_each(enc, &key, &sets, Grid::Groups(groups, n_pairs), timer)
     }
 
     /// Encodes `mid = act(gate, up) * route_weight` over (T*K, F).
@@ -682,10 +541,9 @@ impl WgpuContext {
             clamp,
             limit,
         });
-        let (x, y) = self.linear_grid(&key.to_string(), rows * cols / 2, key.workgroup_size())?;
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let bind = kernel.bind(
-            self.device(),
+        self.dispatch(
+            enc,
+            &key,
             &[
                 ("params", params.binding()),
                 ("gate", gate.buffer.as_entire_binding()),
@@ -693,12 +551,9 @@ impl WgpuContext {
                 ("route", routing.weights.as_entire_binding()),
                 ("mid", mid.buffer.as_entire_binding()),
             ],
-        )?;
-        let mut pass = begin_pass(enc, &key.to_string(), timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(x, y, 1);
-        Ok(())
+            Grid::Items(rows * cols / 2),
+            timer,
+        )
     }
 
     /// Encodes `out (T, D) = sum_k y[t*K + k]`.
@@ -730,21 +585,17 @@ impl WgpuContext {
             n_used: n_used as u32,
             _pad0: 0,
         });
-        let (x, gy) = self.linear_grid("sum", out.rows * out.cols, key.workgroup_size())?;
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let bind = kernel.bind(
-            self.device(),
+        self.dispatch(
+            enc,
+            &key,
             &[
                 ("params", params.binding()),
                 ("y", y.buffer.as_entire_binding()),
                 ("out", out.buffer.as_entire_binding()),
             ],
-        )?;
-        let mut pass = begin_pass(enc, &key.to_string(), timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(x, gy, 1);
-        Ok(())
+            Grid::Items(out.rows * out.cols),
+            timer,
+        )
     }
 
     /// Intermediates for a layer of `n_tokens` tokens, K = `n_used`, hidden `d`, expert width
@@ -824,66 +675,39 @@ impl WgpuContext {
                 ),
             ));
         }
-        if opts.mat_vec {
-            step(&mut timer, "gate");
-            self.encode_mv_id(enc, routing, gate, x, k, &bufs.gate, timer.as_deref_mut())?;
-            step(&mut timer, "up");
-            self.encode_mv_id(enc, routing, up, x, k, &bufs.up, timer.as_deref_mut())?;
+        let key = |w: &ExpertTensor, act: ActType| MatmulKey {
+            weight: w.weight,
+            act,
+            tile: opts.tile,
+            path: opts.path,
+        };
+        let map = if opts.mat_vec {
+            None
         } else {
-            let key = |w: &ExpertTensor, act: ActType| MatmulKey {
-                weight: w.weight,
-                act,
-                tile: opts.tile,
-                path: opts.path,
-            };
-            let (gate_key, up_key, down_key) =
-                (key(gate, x.ty), key(up, x.ty), key(down, opts.mid));
-            let row_groups: Vec<u32> = [(gate_key, gate.rows), (down_key, down.rows)]
+            let row_groups: Vec<u32> = [(gate, x.ty), (down, opts.mid)]
                 .iter()
-                .filter_map(|(k, rows)| KernelKey::MmId(*k).row_groups(*rows as u32))
+                .filter_map(|&(w, act)| KernelKey::MmId(key(w, act)).row_groups(w.rows as u32))
                 .collect();
             step(&mut timer, "map");
-            let map =
-                self.encode_map(enc, routing, opts.tile, &row_groups, timer.as_deref_mut())?;
-            step(&mut timer, "gate");
-            self.encode_mm_id(
-                enc,
-                gate_key,
-                &map,
-                gate,
-                x,
-                k,
-                &bufs.gate,
-                timer.as_deref_mut(),
-            )?;
-            step(&mut timer, "up");
-            self.encode_mm_id(enc, up_key, &map, up, x, k, &bufs.up, timer.as_deref_mut())?;
-            step(&mut timer, "act");
-            self.encode_act(
-                enc,
-                &bufs.gate,
-                &bufs.up,
-                routing,
-                opts.activation,
-                &bufs.mid,
-                timer.as_deref_mut(),
-            )?;
-            step(&mut timer, "down");
-            self.encode_mm_id(
-                enc,
-                down_key,
-                &map,
-                down,
-                &bufs.mid,
-                1,
-                &bufs.y,
-                timer.as_deref_mut(),
-            )?;
-            step(&mut timer, "sum");
-            self.encode_sum(enc, &bufs.y, k, out, timer.as_deref_mut())?;
-            step(&mut timer, "");
-            return Ok(());
-        }
+            Some(self.encode_map(enc, routing, opts.tile, &row_groups, timer.as_deref_mut())?)
+        };
+        // `out (pairs, rows) = w @ act`: grouped over the map, or mat-vec over the routing.
+        let matmul = |enc: &mut Encoder,
+                      w: &ExpertTensor,
+                      act: &GpuMatrix,
+                      act_row_div: usize,
+                      out: &GpuMatrix,
+                      timer: Option<&mut Timer>| match &map {
+            Some(map) => {
+                let key = key(w, act.ty);
+                self.encode_mm_id(enc, key, map, w, act, act_row_div, out, timer)
+            }
+            None => self.encode_mv_id(enc, routing, w, act, act_row_div, out, timer),
+        };
+        step(&mut timer, "gate");
+        matmul(enc, gate, x, k, &bufs.gate, timer.as_deref_mut())?;
+        step(&mut timer, "up");
+        matmul(enc, up, x, k, &bufs.up, timer.as_deref_mut())?;
         step(&mut timer, "act");
         self.encode_act(
             enc,
@@ -895,15 +719,7 @@ impl WgpuContext {
             timer.as_deref_mut(),
         )?;
         step(&mut timer, "down");
-        self.encode_mv_id(
-            enc,
-            routing,
-            down,
-            &bufs.mid,
-            1,
-            &bufs.y,
-            timer.as_deref_mut(),
-        )?;
+        matmul(enc, down, &bufs.mid, 1, &bufs.y, timer.as_deref_mut())?;
         step(&mut timer, "sum");
         self.encode_sum(enc, &bufs.y, k, out, timer.as_deref_mut())?;
         step(&mut timer, "");
@@ -939,6 +755,65 @@ impl WgpuContext {
     }
 }
 
+/// Checks the operands of a grouped matmul or mat-vec `key` of `(weight, act)` types: `w`,
+/// `act` (one row per `act_row_div` pairs) and `out` for `n_pairs` pairs routed by a map or a
+/// routing (`routed`) over as many experts as `w` has.
+#[allow(clippy::too_many_arguments)]
+fn check_matmul(
+    key: &KernelKey,
+    (weight, act_ty): (WeightType, ActType),
+    w: &ExpertTensor,
+    act: &GpuMatrix,
+    act_row_div: usize,
+    out: &GpuMatrix,
+    n_pairs: usize,
+    (source, n_experts): (&str, usize),
+) -> Result<()> {
+    let op = key.to_string();
+    if w.weight != weight || act.ty != act_ty {
+        return Err(shape(
+            &op,
+            format!("given {} weights and {:?} activations", w.weight, act.ty),
+        ));
+    }
+    if !w.cols.is_multiple_of(32)
+        || act.cols != w.cols
+        || out.cols != w.rows
+        || out.ty != ActType::F32
+    {
+        return Err(shape(
+            &op,
+            format!(
+                "{} is {} x {} (cols must be a multiple of 32), activations have {} cols, \
+                 the f32 output has {} cols ({:?})",
+                w.name, w.rows, w.cols, act.cols, out.cols, out.ty
+            ),
+        ));
+    }
+    if act_row_div == 0 || act.rows * act_row_div != n_pairs || out.rows != n_pairs {
+        return Err(shape(
+            &op,
+            format!(
+                "{n_pairs} pairs need {} activation rows (one per {act_row_div} pairs) and \
+                 {n_pairs} output rows; given {} and {}",
+                n_pairs / act_row_div.max(1),
+                act.rows,
+                out.rows
+            ),
+        ));
+    }
+    if n_experts != w.experts {
+        return Err(shape(
+            &op,
+            format!(
+                "{source} over {n_experts} experts, {} has {}",
+                w.name, w.experts
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Labels the passes that follow with a MoE sub-stage, for the stage profiler.
 fn step(timer: &mut Option<&mut Timer>, name: &'static str) {
     if let Some(t) = timer.as_deref_mut() {
@@ -946,20 +821,48 @@ fn step(timer: &mut Option<&mut Timer>, name: &'static str) {
     }
 }
 
-fn matmul_params(
+/// The parameters of a matmul over each weight chunk of `w`, in order.
+fn chunk_params(
+    enc: &mut Encoder,
     w: &ExpertTensor,
-    chunk: &crate::layout::WeightChunk,
     act_row_div: usize,
     n_pairs: usize,
-) -> MatmulParams {
-    MatmulParams {
-        n_rows: w.rows as u32,
-        n_cols: w.cols as u32,
-        act_row_div: act_row_div as u32,
-        expert_base: chunk.expert_base,
-        expert_count: chunk.expert_count,
-        n_pairs: n_pairs as u32,
-        _pad0: 0,
-        _pad1: 0,
-    }
+) -> Vec<ParamSlot> {
+    w.chunks
+        .iter()
+        .map(|chunk| {
+            enc.params(&MatmulParams {
+                n_rows: w.rows as u32,
+                n_cols: w.cols as u32,
+                act_row_div: act_row_div as u32,
+                expert_base: chunk.expert_base,
+                expert_count: chunk.expert_count,
+                n_pairs: n_pairs as u32,
+                _pad0: 0,
+                _pad1: 0,
+            })
+        })
+        .collect()
+}
+
+/// Per weight chunk of `w` (with its `params`): the bindings of `wgsl/matmul.wgsl` (params,
+/// weights, act), then the kernel's own `rest`.
+fn chunk_bindings<'a>(
+    params: &'a [ParamSlot],
+    w: &'a ExpertTensor,
+    act: &'a GpuMatrix,
+    rest: &[(&'a str, wgpu::BindingResource<'a>)],
+) -> Vec<Vec<(&'a str, wgpu::BindingResource<'a>)>> {
+    w.chunks
+        .iter()
+        .zip(params)
+        .map(|(chunk, params)| {
+            let shared = [
+                ("params", params.binding()),
+                ("weights", chunk.buffer.as_entire_binding()),
+                ("act", act.buffer.as_entire_binding()),
+            ];
+            shared.into_iter().chain(rest.iter().cloned()).collect()
+        })
+        .collect()
 }

@@ -7,18 +7,12 @@ use moetile_codegen::params::{EltParams, EmbedParams, NormParams, RotaryParams, 
 use moetile_codegen::{ActType, EltOp, KernelKey, WeightType};
 
 use crate::context::{GpuMatrix, WgpuContext};
+use crate::dispatch::Grid;
 use crate::encoder::Encoder;
-use crate::error::{Result, WgpuError};
+use crate::error::{Result, shape};
 use crate::layout::ExpertTensor;
 use crate::moe::Routing;
-use crate::timer::{Timer, begin_pass};
-
-fn shape(op: &str, detail: String) -> WgpuError {
-    WgpuError::Shape {
-        op: op.to_string(),
-        detail,
-    }
-}
+use crate::timer::Timer;
 
 /// Checks that `m` is an f32 matrix (the activations every dense op reads and writes).
 fn f32_matrix(op: &str, what: &str, m: &GpuMatrix) -> Result<()> {
@@ -92,23 +86,18 @@ impl WgpuContext {
             n_rows: table.rows as u32,
             _pad0: 0,
         });
-        let (x, y) = self.linear_grid(&op, out.rows * out.cols / 8, key.workgroup_size())?;
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let mut entries = vec![
-            ("params", params.binding()),
-            ("weights", table.chunks[0].buffer.as_entire_binding()),
-            ("ids", ids.as_entire_binding()),
-            ("out", out.buffer.as_entire_binding()),
-        ];
-        if table.weight.uses_grid() {
-            entries.push(("iq2xxs_grid", self.iq2xxs_grid().as_entire_binding()));
-        }
-        let bind = kernel.bind(self.device(), &entries)?;
-        let mut pass = begin_pass(enc, &op, timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(x, y, 1);
-        Ok(())
+        self.dispatch(
+            enc,
+            &key,
+            &[
+                ("params", params.binding()),
+                ("weights", table.chunks[0].buffer.as_entire_binding()),
+                ("ids", ids.as_entire_binding()),
+                ("out", out.buffer.as_entire_binding()),
+            ],
+            Grid::Items(out.rows * out.cols / 8),
+            timer,
+        )
     }
 
     /// Encodes `out = rms_norm(x) * w` over every group of `w.cols` values of each row of `x`
@@ -144,22 +133,18 @@ impl WgpuContext {
             eps,
             _pad0: 0,
         });
-        let (gx, gy) = self.linear_grid(&op, n_groups, 1)?;
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let bind = kernel.bind(
-            self.device(),
+        self.dispatch(
+            enc,
+            &key,
             &[
                 ("params", params.binding()),
                 ("x", x.buffer.as_entire_binding()),
                 ("w", weights.as_entire_binding()),
                 ("out", out.buffer.as_entire_binding()),
             ],
-        )?;
-        let mut pass = begin_pass(enc, &op, timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
-        Ok(())
+            Grid::Items(n_groups),
+            timer,
+        )
     }
 
     /// Encodes the in-place `op` on `dst` with operand `src` of `src_len` f32 values: the whole
@@ -198,21 +183,17 @@ impl WgpuContext {
             _pad0: 0,
             _pad1: 0,
         });
-        let (x, y) = self.linear_grid(&name, n, key.workgroup_size())?;
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let bind = kernel.bind(
-            self.device(),
+        self.dispatch(
+            enc,
+            &key,
             &[
                 ("params", params.binding()),
                 ("src", src.as_entire_binding()),
                 ("dst", dst.buffer.as_entire_binding()),
             ],
-        )?;
-        let mut pass = begin_pass(enc, &name, timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(x, y, 1);
-        Ok(())
+            Grid::Items(n),
+            timer,
+        )
     }
 
     /// Encodes the rotary embedding of every head (`x.cols / head_dim` per row) of `x` in
@@ -256,21 +237,17 @@ impl WgpuContext {
             _pad1: 0,
             _pad2: 0,
         });
-        let (gx, gy) = self.linear_grid(&op, x.rows * n_heads * n_half, key.workgroup_size())?;
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let bind = kernel.bind(
-            self.device(),
+        self.dispatch(
+            enc,
+            &key,
             &[
                 ("params", params.binding()),
                 ("angles", angles.as_entire_binding()),
                 ("x", x.buffer.as_entire_binding()),
             ],
-        )?;
-        let mut pass = begin_pass(enc, &op, timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
-        Ok(())
+            Grid::Items(x.rows * n_heads * n_half),
+            timer,
+        )
     }
 
     /// Encodes the router over `logits (T, E)`: top-K ids and weights per token (see
@@ -314,22 +291,18 @@ impl WgpuContext {
             _pad0: 0,
             _pad1: 0,
         });
-        let (x, y) = self.linear_grid(&op, n_tokens, key.workgroup_size())?;
-        let kernel = self.kernels.get(self.device(), &key)?;
-        let bind = kernel.bind(
-            self.device(),
+        self.dispatch(
+            enc,
+            &key,
             &[
                 ("params", params.binding()),
                 ("logits", logits.buffer.as_entire_binding()),
                 ("ids", routing.ids.as_entire_binding()),
                 ("weights", routing.weights.as_entire_binding()),
             ],
+            Grid::Items(n_tokens),
+            timer,
         )?;
-        let mut pass = begin_pass(enc, &op, timer);
-        pass.set_pipeline(kernel.pipeline("main"));
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(x, y, 1);
-        drop(pass);
         Ok(routing)
     }
 }

@@ -14,7 +14,6 @@ use moetile::gguf::GgufFile;
 use moetile::model::Model;
 use moetile::sample::SamplerConfig;
 use moetile::session::Session;
-use moetile::synth::{Mix, Preset, Synth};
 use moetile::tokenizer::Tokenizer;
 use moetile_wgpu::adapter::{instance, select};
 use moetile_wgpu::requirements::{self, DeviceRequest, Limit};
@@ -155,19 +154,6 @@ fn wgpu_context_new_asks_for_what_device_request_does() {
     assert_eq!(request.limits.max_buffer_size, offered.max_buffer_size);
 }
 
-/// A tiny random-weight model of `seed`, in memory.
-fn tiny_model(seed: u64) -> GgufFile {
-    let preset = Preset::by_name("tiny-qwen3moe")
-        .unwrap()
-        .with_layers(2)
-        .unwrap();
-    let mut bytes = Vec::new();
-    Synth::new(preset, Mix::Q8_0, seed)
-        .write_to(&mut bytes, &mut |_, _| {})
-        .unwrap();
-    GgufFile::from_bytes(bytes).unwrap()
-}
-
 /// A model loaded onto its own backend on `ctx`.
 struct Loaded {
     model: Model<WgpuBackend>,
@@ -177,7 +163,7 @@ struct Loaded {
 
 impl Loaded {
     fn new(ctx: &Arc<WgpuContext>, seed: u64) -> Loaded {
-        let file = tiny_model(seed);
+        let file = GgufFile::from_bytes(moetile_tests::tiny_model(seed)).unwrap();
         let mut gpu = WgpuBackend::new(ctx.clone());
         let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
         let tokenizer = Tokenizer::from_gguf(&file).unwrap();

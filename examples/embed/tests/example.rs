@@ -8,15 +8,11 @@ use moetile_embed_example::{Settings, run};
 use moetile_wgpu::adapter::{instance, list_adapters};
 use serde_json::Value;
 
-/// Whether an adapter exists; without one the test is skipped, unless `MOETILE_REQUIRE_GPU=1`.
+/// Whether an adapter exists (see [`moetile_tests::skip_without_gpu`]).
 fn have_gpu() -> bool {
     let any = !list_adapters(&instance()).is_empty();
     if !any {
-        assert!(
-            std::env::var("MOETILE_REQUIRE_GPU").map_or(true, |v| v != "1"),
-            "MOETILE_REQUIRE_GPU=1 but no adapter"
-        );
-        eprintln!("skipping: no adapter");
+        moetile_tests::skip_without_gpu(&"no adapter");
     }
     any
 }

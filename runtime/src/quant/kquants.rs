@@ -129,6 +129,17 @@ fn pack_scale_min_k4(scales: &[u8; 8], mins: &[u8; 8]) -> [u8; 12] {
     q
 }
 
+/// The `N`-value sub-blocks of the super-block `x`, each with its codes.
+fn sub_blocks<'a, const N: usize>(
+    x: &'a [f32],
+    codes: &'a mut [u8; QK_K],
+) -> impl Iterator<Item = (&'a [f32; N], &'a mut [u8; N])> {
+    x.as_chunks::<N>()
+        .0
+        .iter()
+        .zip(codes.as_chunks_mut::<N>().0)
+}
+
 impl Block for BlockQ2K {
     const VALUES: usize = QK_K;
 
@@ -166,17 +177,33 @@ impl Block for BlockQ3K {
     }
 }
 
+/// Value `i` of a Q4_K / Q5_K block: `d * sc * q - dmin * m` with the 6-bit scale and min of
+/// its sub-block and `q` the 4-bit code plus `high(i)` (Q5_K's fifth bit, as 16 or 0).
+fn dequantize_scale_min_k4(
+    d: F16Le,
+    dmin: F16Le,
+    scales: &[u8; 12],
+    qs: &[u8; QK_K / 2],
+    high: impl Fn(usize) -> u8,
+    out: &mut [f32],
+) {
+    let (d, min) = (d.to_f32(), dmin.to_f32());
+    for (j, sub_block) in out.chunks_exact_mut(32).enumerate() {
+        let (sc, m) = scale_min_k4(j, scales);
+        let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
+        for (l, o) in sub_block.iter_mut().enumerate() {
+            let i = 32 * j + l;
+            *o = d1 * f32::from(four_bit_code(qs, i) + high(i)) - m1;
+        }
+    }
+}
+
 impl Block for BlockQ4K {
     const VALUES: usize = QK_K;
 
     /// Mirrors `dequantize_row_q4_K` in ggml-quants.c.
     fn dequantize(&self, out: &mut [f32]) {
-        let (d, min) = (self.d.to_f32(), self.dmin.to_f32());
-        for (i, o) in out.iter_mut().enumerate() {
-            let (sc, m) = scale_min_k4(i / 32, &self.scales);
-            let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
-            *o = d1 * f32::from(four_bit_code(&self.qs, i)) - m1;
-        }
+        dequantize_scale_min_k4(self.d, self.dmin, &self.scales, &self.qs, |_| 0, out);
     }
 }
 
@@ -185,13 +212,8 @@ impl Block for BlockQ5K {
 
     /// Mirrors `dequantize_row_q5_K` in ggml-quants.c.
     fn dequantize(&self, out: &mut [f32]) {
-        let (d, min) = (self.d.to_f32(), self.dmin.to_f32());
-        for (i, o) in out.iter_mut().enumerate() {
-            let (sc, m) = scale_min_k4(i / 32, &self.scales);
-            let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
-            let high = ((self.qh[i % 32] >> (i / 32)) & 1) << 4;
-            *o = d1 * f32::from(four_bit_code(&self.qs, i) + high) - m1;
-        }
+        let high = |i| ((self.qh[i % 32] >> (i / 32)) & 1) << 4;
+        dequantize_scale_min_k4(self.d, self.dmin, &self.scales, &self.qs, high, out);
     }
 }
 
@@ -225,12 +247,7 @@ impl Quantize for BlockQ2K {
         let mut codes = [0u8; QK_K];
         let (mut scales, mut mins) = ([0f32; QK_K / 16], [0f32; QK_K / 16]);
         let (mut max_scale, mut max_min) = (0f32, 0f32);
-        let sub_blocks = x
-            .as_chunks::<16>()
-            .0
-            .iter()
-            .zip(codes.as_chunks_mut::<16>().0);
-        for (j, (xs, codes)) in sub_blocks.enumerate() {
+        for (j, (xs, codes)) in sub_blocks::<16>(x, &mut codes).enumerate() {
             (scales[j], mins[j]) = FIT.fit(xs, &xs.map(f32::abs), codes);
             max_scale = max_scale.max(scales[j]);
             max_min = max_min.max(mins[j]);
@@ -252,12 +269,7 @@ impl Quantize for BlockQ2K {
             }
             dmin = F16Le::from_f32(max_min / Q4SCALE);
         }
-        let sub_blocks = x
-            .as_chunks::<16>()
-            .0
-            .iter()
-            .zip(codes.as_chunks_mut::<16>().0);
-        for (&sc, (xs, codes)) in packed.iter().zip(sub_blocks) {
+        for (&sc, (xs, codes)) in packed.iter().zip(sub_blocks::<16>(x, &mut codes)) {
             let dl = d.to_f32() * f32::from(sc & 0xf);
             if dl == 0.0 {
                 continue;
@@ -297,12 +309,7 @@ impl SubBlockFit {
         let mut codes = [0u8; QK_K];
         let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
         let (mut max_scale, mut max_min) = (0f32, 0f32);
-        let sub_blocks = x
-            .as_chunks::<32>()
-            .0
-            .iter()
-            .zip(codes.as_chunks_mut::<32>().0);
-        for (j, (xs, codes)) in sub_blocks.enumerate() {
+        for (j, (xs, codes)) in sub_blocks::<32>(x, &mut codes).enumerate() {
             let sum_x2 = xs.iter().fold(0.0f32, |s, &v| s + v * v);
             let av_x = (sum_x2 / 32.0).sqrt();
             (scales[j], mins[j]) = fit.fit(xs, &xs.map(|v| av_x + v.abs()), codes);
@@ -338,6 +345,16 @@ impl SubBlockFit {
             codes,
         }
     }
+
+    /// The low 4 bits of the codes in the Q4_K / Q5_K `qs` layout (all of a Q4_K code).
+    fn low_nibbles(&self) -> [u8; QK_K / 2] {
+        let mut qs = [0u8; QK_K / 2];
+        for (b, q) in qs.iter_mut().enumerate() {
+            let base = 64 * (b / 32) + b % 32;
+            *q = (self.codes[base] & 0xf) | ((self.codes[base + 32] & 0xf) << 4);
+        }
+        qs
+    }
 }
 
 impl Quantize for BlockQ4K {
@@ -353,16 +370,11 @@ impl Quantize for BlockQ4K {
                 use_mad: false,
             },
         );
-        let mut qs = [0u8; QK_K / 2];
-        for (b, q) in qs.iter_mut().enumerate() {
-            let base = 64 * (b / 32) + b % 32;
-            *q = fit.codes[base] | (fit.codes[base + 32] << 4);
-        }
         Self {
             d: fit.d,
             dmin: fit.dmin,
             scales: fit.scales,
-            qs,
+            qs: fit.low_nibbles(),
         }
     }
 }
@@ -380,11 +392,6 @@ impl Quantize for BlockQ5K {
                 use_mad: false,
             },
         );
-        let mut qs = [0u8; QK_K / 2];
-        for (b, q) in qs.iter_mut().enumerate() {
-            let base = 64 * (b / 32) + b % 32;
-            *q = (fit.codes[base] & 0xf) | ((fit.codes[base + 32] & 0xf) << 4);
-        }
         let mut qh = [0u8; QK_K / 8];
         for (i, &c) in fit.codes.iter().enumerate() {
             qh[i % 32] |= (c >> 4) << (i / 32);
@@ -394,7 +401,7 @@ impl Quantize for BlockQ5K {
             dmin: fit.dmin,
             scales: fit.scales,
             qh,
-            qs,
+            qs: fit.low_nibbles(),
         }
     }
 }
@@ -405,12 +412,7 @@ impl Quantize for BlockQ6K {
         let mut codes = [0u8; QK_K];
         let mut scales = [0f32; QK_K / 16];
         let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
-        let sub_blocks = x
-            .as_chunks::<16>()
-            .0
-            .iter()
-            .zip(codes.as_chunks_mut::<16>().0);
-        for (scale, (xs, codes)) in scales.iter_mut().zip(sub_blocks) {
+        for (scale, (xs, codes)) in scales.iter_mut().zip(sub_blocks::<16>(x, &mut codes)) {
             *scale = make_qx_quants(32, xs, codes);
             if scale.abs() > max_abs_scale {
                 max_abs_scale = scale.abs();
@@ -423,12 +425,7 @@ impl Quantize for BlockQ6K {
         let iscale = -128.0 / max_scale;
         let d = F16Le::from_f32(1.0 / iscale);
         let packed = scales.map(|s| nearest_int(iscale * s).min(127) as i8);
-        let sub_blocks = x
-            .as_chunks::<16>()
-            .0
-            .iter()
-            .zip(codes.as_chunks_mut::<16>().0);
-        for (&sc, (xs, codes)) in packed.iter().zip(sub_blocks) {
+        for (&sc, (xs, codes)) in packed.iter().zip(sub_blocks::<16>(x, &mut codes)) {
             let dl = d.to_f32() * f32::from(sc);
             if dl == 0.0 {
                 continue;

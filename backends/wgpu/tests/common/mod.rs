@@ -29,30 +29,16 @@ pub fn shared_ctx() -> Option<&'static Arc<WgpuContext>> {
             Some(Arc::new(ctx))
         }
         Err(e) => {
-            if std::env::var("MOETILE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("MOETILE_REQUIRE_GPU=1 but no device: {e}");
-            }
-            eprintln!("skipping GPU test: {e}");
+            moetile_tests::skip_without_gpu(&format_args!("no device: {e}"));
             None
         }
     })
     .as_ref()
 }
 
-/// A seeded generator; the seed comes from `MOETILE_TEST_SEED` or the clock and is printed so
-/// a failure reproduces.
+/// A generator seeded by [`moetile_tests::seed`] (printed, so a failure reproduces).
 pub fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("MOETILE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: MOETILE_TEST_SEED={seed}");
-    StdRng::seed_from_u64(seed)
+    StdRng::seed_from_u64(moetile_tests::seed(test))
 }
 
 /// `n` values uniform in `[-scale, scale]`.

@@ -17,6 +17,15 @@ const SHORT_SWEEP: [&str; 8] = [
     "3",
 ];
 
+/// `moetile bench` on the CPU: the short sweep over the tiny model, writing `csv`.
+fn short_sweep(csv: &std::path::Path) -> assert_cmd::Command {
+    let mut cmd = moetile();
+    let csv = csv.to_str().unwrap();
+    cmd.args(["bench", "--cpu", "-m", model_arg(), "--csv", csv])
+        .args(SHORT_SWEEP);
+    cmd
+}
+
 /// Checks a sweep's CSV, SVG and JSON files; returns the CSV rows.
 fn check_files(csv: &std::path::Path) -> Vec<Vec<f64>> {
     let text = std::fs::read_to_string(csv).unwrap();
@@ -55,18 +64,7 @@ fn check_files(csv: &std::path::Path) -> Vec<Vec<f64>> {
 fn sweep_writes_csv_with_the_exact_header_an_svg_and_settings() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("out/sweep.csv");
-    let out = stdout_of(
-        moetile()
-            .args([
-                "bench",
-                "--cpu",
-                "-m",
-                model_arg(),
-                "--csv",
-                csv.to_str().unwrap(),
-            ])
-            .args(SHORT_SWEEP),
-    );
+    let out = stdout_of(&mut short_sweep(&csv));
     let rows = check_files(&csv);
     let ctx: Vec<f64> = rows.iter().map(|r| r[0]).collect();
     assert_eq!(ctx, [32.0, 64.0, 96.0]);
@@ -87,24 +85,12 @@ fn sweep_writes_csv_with_the_exact_header_an_svg_and_settings() {
 fn tile_lists_run_each_setting_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("ab.csv");
-    let out = stdout_of(
-        moetile()
-            .args([
-                "bench",
-                "--cpu",
-                "-m",
-                model_arg(),
-                "--csv",
-                csv.to_str().unwrap(),
-            ])
-            .args(SHORT_SWEEP)
-            .args([
-                "--tile-max",
-                "32,64",
-                "--tile-policy",
-                "alignment,fixed:128",
-            ]),
-    );
+    let out = stdout_of(short_sweep(&csv).args([
+        "--tile-max",
+        "32,64",
+        "--tile-policy",
+        "alignment,fixed:128",
+    ]));
     for label in ["alignment(cap 32)", "alignment(cap 64)", "fixed:128"] {
         assert!(out.contains(label), "{label}: {out}");
     }

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use assert_cmd::Command;
-use moetile::synth::{Mix, Preset, Synth};
 
 /// The binary, with a clean environment for the settings it reads.
 pub fn moetile() -> Command {
@@ -32,24 +31,10 @@ pub fn moetile() -> Command {
 pub fn tiny_model() -> &'static Path {
     static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, path) = MODEL.get_or_init(|| {
-        let seed = std::env::var("MOETILE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64)
-            });
-        eprintln!("tiny model seed: {seed} (MOETILE_TEST_SEED={seed} reproduces)");
+        let model = moetile_tests::tiny_model(moetile_tests::seed("tiny model"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tiny.gguf");
-        let preset = Preset::by_name("tiny-qwen3moe")
-            .unwrap()
-            .with_layers(2)
-            .unwrap();
-        Synth::new(preset, Mix::Q8_0, seed)
-            .write_file(&path, false, &mut |_, _| {})
-            .unwrap();
+        std::fs::write(&path, model).unwrap();
         (dir, path)
     });
     path

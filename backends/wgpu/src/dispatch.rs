@@ -1,0 +1,95 @@
+//! One kernel pass, as every op encodes it: the pipeline from the cache, bind groups by binding
+//! name, workgroups from the key's geometry. Ops check shapes and write parameters; this is
+//! the rest.
+
+use moetile_codegen::{KernelKey, WeightType};
+
+use crate::context::WgpuContext;
+use crate::encoder::Encoder;
+use crate::error::{Result, WgpuError};
+use crate::timer::{Timer, begin_pass};
+
+/// `(binding name, resource)` pairs of one bind group (see [`crate::kernels::Kernel::bind`]).
+pub(crate) type Bindings<'a> = [(&'a str, wgpu::BindingResource<'a>)];
+
+/// The workgroups of a dispatch: sized by the key, or by what the key's geometry produced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Grid<'a> {
+    /// `n` items on the folded 1-D grid of `wgsl/grid.wgsl`,
+    /// [`KernelKey::items_per_workgroup`] per workgroup.
+    Items(usize),
+    /// `(x, y)` workgroups.
+    Groups(u32, u32),
+    /// Workgroup counts a kernel wrote to a buffer, at a byte offset.
+    Indirect(&'a wgpu::Buffer, u64),
+}
+
+impl WgpuContext {
+    /// Encodes a pass running `key`'s `main` over `grid` with the bind group of `bindings`,
+    /// timed when `timer` is given.
+    pub(crate) fn dispatch(
+        &self,
+        enc: &mut Encoder,
+        key: &KernelKey,
+        bindings: &Bindings<'_>,
+        grid: Grid<'_>,
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        self.dispatch_each(enc, key, &[bindings], grid, timer)
+    }
+
+    /// [`Self::dispatch`] once per set of bindings, in one pass (one set per weight chunk).
+    /// Every set gets the IQ2_XXS grid table where the key's binding table has it.
+    pub(crate) fn dispatch_each<'b, S: AsRef<Bindings<'b>>>(
+        &self,
+        enc: &mut Encoder,
+        key: &KernelKey,
+        sets: &[S],
+        grid: Grid<'_>,
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let kernel = self.kernels.get(self.device(), key)?;
+        let grid = match grid {
+            Grid::Items(n) => {
+                let per = key
+                    .items_per_workgroup()
+                    .unwrap_or_else(|| panic!("{key} is not dispatched over a linear grid"));
+                let (x, y) = self.linear_grid(kernel.name(), n, per)?;
+                Grid::Groups(x, y)
+            }
+            other => other,
+        };
+        let limit = self.profile().max_workgroups_per_dim;
+        if let Grid::Groups(x, y) = grid
+            && let Some(big) = [x, y].into_iter().find(|&g| g > limit)
+        {
+            return Err(WgpuError::GridTooLarge {
+                op: kernel.name().to_string(),
+                groups: u64::from(big),
+                limit,
+            });
+        }
+        let table = key
+            .weight()
+            .is_some_and(WeightType::uses_grid)
+            .then(|| ("iq2xxs_grid", self.iq2xxs_grid().as_entire_binding()));
+        let binds = sets
+            .iter()
+            .map(|set| {
+                let entries: Vec<_> = set.as_ref().iter().cloned().chain(table.clone()).collect();
+                kernel.bind(self.device(), &entries)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut pass = begin_pass(enc, kernel.name(), timer);
+        pass.set_pipeline(kernel.pipeline("main"));
+        for bind in &binds {
+            pass.set_bind_group(0, bind, &[]);
+            match grid {
+                Grid::Groups(x, y) => pass.dispatch_workgroups(x, y, 1),
+                Grid::Indirect(args, offset) => pass.dispatch_workgroups_indirect(args, offset),
+                Grid::Items(_) => unreachable!("resolved to workgroups above"),
+            }
+        }
+        Ok(())
+    }
+}
