@@ -47,6 +47,9 @@ pub struct BackendOptions {
     /// Fill every output, intermediate and KV cache with NaN before kernels write them, so an
     /// element a kernel fails to write shows up (tests).
     pub poison: bool,
+    /// The largest batch whose matmuls run the mat-vec kernels instead of the tiled ones
+    /// (0: never); the default is [`mat_vec_max_tokens`] for the device.
+    pub mat_vec_max_tokens: usize,
 }
 
 impl BackendOptions {
@@ -66,6 +69,7 @@ impl BackendOptions {
             mid: moe.mid,
             path: moe.path,
             poison: false,
+            mat_vec_max_tokens: mat_vec_max_tokens(ctx.profile(), moe.path),
         }
     }
 }
@@ -363,7 +367,7 @@ impl Backend for WgpuBackend {
     }
 
     fn mat_vec_max_tokens(&self) -> usize {
-        mat_vec_max_tokens(self.options.path)
+        self.options.mat_vec_max_tokens
     }
 
     fn stage(&mut self, stage: Stage, layer: Option<usize>) {

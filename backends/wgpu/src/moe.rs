@@ -23,6 +23,7 @@ use moetile::tile::TileWidth;
 use moetile_codegen::params::{ActParams, MapParams, MatmulParams, SumParams};
 use moetile_codegen::{ActType, KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, Path, WeightType};
 
+use crate::adapter::Profile;
 use crate::context::{GpuMatrix, WgpuContext};
 use crate::dispatch::Grid;
 use crate::encoder::{Encoder, ParamSlot};
@@ -31,13 +32,22 @@ use crate::layout::ExpertTensor;
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::timer::{Timer, begin_pass};
 
-/// The largest batch that runs the mat-vec kernels by default when the grouped matmuls would
-/// use `path`. Measured on the H100 (Qwen3-30B-A3B expert shape, `bench/crossover-h100.csv`):
-/// the mat-vec costs ~9 us per token; map + cooperative mm_id ~55 us at T = 1, ~0.25 ms at
-/// T = 24 and ~0.28 ms at T = 32, so they meet at T = 24 (q4_K: mat-vec 15% faster there,
-/// iq2_xxs: 4% slower) to 32. The register-tile mm_id is 2-4x slower at small T, so the
-/// mat-vec wins up to T = 32 (iq2_xxs) to beyond 64 (q4_K).
-pub fn mat_vec_max_tokens(path: Path) -> usize {
+/// The largest batch that runs the mat-vec kernels by default on a device of `profile` whose
+/// grouped matmuls use `path`.
+///
+/// GPUs, measured on the H100 (Qwen3-30B-A3B expert shape, `bench/crossover-h100.csv`): the
+/// mat-vec costs ~9 us per token; map + cooperative mm_id ~55 us at T = 1, ~0.25 ms at T = 24
+/// and ~0.28 ms at T = 32, so they meet at T = 24 (q4_K: mat-vec 15% faster there, iq2_xxs: 4%
+/// slower) to 32. The register-tile mm_id is 2-4x slower at small T, so the mat-vec wins up to
+/// T = 32 (iq2_xxs) to beyond 64 (q4_K).
+///
+/// CPU adapters (`bench/crossover-lavapipe.csv`): one mat-vec workgroup row per (pair, row
+/// group) is pure overhead on lavapipe's threads, so the tiled matmul wins from T = 1 (map +
+/// mm_id 1.2 ms against 2.0 ms) and the mat-vec is never the default.
+pub fn mat_vec_max_tokens(profile: &Profile, path: Path) -> usize {
+    if profile.is_cpu() {
+        return 0;
+    }
     match path {
         Path::Reg => 32,
         Path::Coop16 | Path::Coop8 => 24,
@@ -215,7 +225,7 @@ impl MoeOptions {
             } else {
                 ActType::F32
             },
-            mat_vec: n_tokens <= mat_vec_max_tokens(path),
+            mat_vec: n_tokens <= mat_vec_max_tokens(ctx.profile(), path),
         }
     }
 }

@@ -38,6 +38,7 @@ fn backend(kv: ActType) -> Option<WgpuBackend> {
     let options = BackendOptions {
         kv,
         poison: true,
+        mat_vec_max_tokens: 4,
         ..BackendOptions::for_device(ctx)
     };
     Some(WgpuBackend::with_options(ctx.clone(), options).unwrap())

@@ -146,6 +146,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
                 mid: ActType::F32,
                 path: Path::Reg,
                 poison: false,
+                ..BackendOptions::for_device(&ctx)
             };
             let mut exact = WgpuBackend::with_options(ctx, exact)?;
             let label = format!("exact: {}", exact.describe());
