@@ -1,6 +1,7 @@
-// Rows of a weight table, dequantized: out[t][c] = table[ids[t]][c] for a table of n_rows rows
-// of n_cols values (whole blocks), 8 values per invocation. An id past the table gives zeros
-// (the host refuses such ids before dispatch).
+// Rows of a weight table, dequantized: out[t][c] = table[ids[t]][c] for the n_rows rows of
+// n_cols values (whole blocks) from table row row_base on, 8 values per invocation. A table too
+// large for one binding is bound slice by slice: an id outside the bound rows is another
+// dispatch's to write (the host refuses ids past the whole table).
 //
 // Consts: WG_SIZE, QK, BLOCK_WORDS.
 // Fragments: grid.wgsl (GridGroup, linear_index), dequant/<type>.wgsl (dequant8 over `weights`).
@@ -9,7 +10,7 @@ struct EmbedParams {
     n_tokens: u32,
     n_cols: u32,
     n_rows: u32,
-    _pad0: u32,
+    row_base: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: EmbedParams;
@@ -24,12 +25,12 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     if i >= params.n_tokens * groups {
         return;
     }
-    let row = ids[i / groups];
-    let col = 8u * (i % groups);
-    var v: array<f32, 8>;
-    if row < params.n_rows {
-        v = dequant8(row * (params.n_cols / QK) + col / QK, (col % QK) / 8u);
+    let row = ids[i / groups] - params.row_base;
+    if row >= params.n_rows {
+        return;
     }
+    let col = 8u * (i % groups);
+    let v = dequant8(row * (params.n_cols / QK) + col / QK, (col % QK) / 8u);
     for (var j = 0u; j < 8u; j++) {
         out[8u * i + j] = v[j];
     }

@@ -102,10 +102,10 @@ params! {
         n_tokens: u32,
         /// Values per row (D), whole blocks.
         n_cols: u32,
-        /// Rows of the table (the vocabulary).
+        /// Rows of the table in the bound buffer.
         n_rows: u32,
-        /// Padding.
-        _pad0: u32,
+        /// Table row of the bound buffer's first row (0 unless the table is sliced).
+        row_base: u32,
     }
 }
 

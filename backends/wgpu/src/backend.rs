@@ -77,8 +77,10 @@ impl BackendOptions {
 /// Per batch length, what dense ops share: the one-expert routing and maps by tile width.
 #[derive(Debug, Default)]
 struct DenseCache {
-    routings: HashMap<usize, Arc<Routing>>,
-    maps: HashMap<(usize, TileWidth), Arc<ExpertMap>>,
+    /// By (tokens, slices).
+    routings: HashMap<(usize, usize), Arc<Routing>>,
+    /// By (tokens, slices, tile).
+    maps: HashMap<(usize, usize, TileWidth), Arc<ExpertMap>>,
 }
 
 /// Batch lengths whose dense routing and maps are kept (prefill chunks, decode).
@@ -266,29 +268,39 @@ impl WgpuBackend {
         Ok(m)
     }
 
-    /// The routing of a dense op over `n_tokens` (every token to expert 0, weight 1).
-    fn dense_routing(&mut self, n_tokens: usize) -> moetile::Result<Arc<Routing>> {
-        if let Some(r) = self.dense.routings.get(&n_tokens) {
+    /// The routing of a dense op over `n_tokens` and a weight in `slices` slices (every
+    /// token to every slice, weight 1).
+    fn dense_routing(&mut self, n_tokens: usize, slices: usize) -> moetile::Result<Arc<Routing>> {
+        if let Some(r) = self.dense.routings.get(&(n_tokens, slices)) {
             return Ok(r.clone());
         }
         if self.dense.routings.len() >= DENSE_CACHE_LENGTHS {
             self.dense = DenseCache::default();
         }
-        let r = Arc::new(Routing::dense(&self.ctx, &self.pool, n_tokens)?);
-        self.dense.routings.insert(n_tokens, r.clone());
+        let r = Arc::new(Routing::dense(&self.ctx, &self.pool, n_tokens, slices)?);
+        self.dense.routings.insert((n_tokens, slices), r.clone());
         Ok(r)
     }
 
-    /// The map of a dense matmul over `n_tokens` in `tile`-token work items.
-    fn dense_map(&mut self, n_tokens: usize, tile: TileWidth) -> moetile::Result<Arc<ExpertMap>> {
-        if let Some(m) = self.dense.maps.get(&(n_tokens, tile)) {
+    /// The map of a dense matmul over `n_tokens` and a weight in `slices` slices, in
+    /// `tile`-token work items.
+    fn dense_map(
+        &mut self,
+        n_tokens: usize,
+        slices: usize,
+        tile: TileWidth,
+    ) -> moetile::Result<Arc<ExpertMap>> {
+        let key = (n_tokens, slices, tile);
+        if let Some(m) = self.dense.maps.get(&key) {
             return Ok(m.clone());
         }
         if self.dense.maps.len() >= DENSE_CACHE_LENGTHS {
             self.dense = DenseCache::default();
         }
-        let map = Arc::new(ExpertMap::dense(&self.ctx, &self.pool, n_tokens, tile)?);
-        self.dense.maps.insert((n_tokens, tile), map.clone());
+        let map = Arc::new(ExpertMap::dense(
+            &self.ctx, &self.pool, n_tokens, slices, tile,
+        )?);
+        self.dense.maps.insert(key, map.clone());
         Ok(map)
     }
 
@@ -423,10 +435,13 @@ impl Backend for WgpuBackend {
     }
 
     fn embed(&mut self, table: &ExpertTensor, tokens: &[u32]) -> moetile::Result<GpuMatrix> {
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= table.rows) {
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= table.dense_rows()) {
             return Err(shape(
                 "embed",
-                format!("token {bad} is outside the vocabulary of {}", table.rows),
+                format!(
+                    "token {bad} is outside the vocabulary of {}",
+                    table.dense_rows()
+                ),
             ));
         }
         if tokens.is_empty() {
@@ -455,8 +470,10 @@ impl Backend for WgpuBackend {
         Ok(out)
     }
 
+    /// A weight in slices (see [`ExpertTensor::slices`]) multiplies every token by every
+    /// slice: the `(T * slices, rows)` pair rows are the `(T, slices * rows)` output.
     fn matmul(&mut self, x: &GpuMatrix, w: &ExpertTensor) -> moetile::Result<GpuMatrix> {
-        if x.cols != w.cols || w.experts != 1 || x.rows == 0 {
+        if x.cols != w.cols || w.experts != w.slices || x.rows == 0 {
             return Err(shape(
                 "matmul",
                 format!(
@@ -465,16 +482,16 @@ impl Backend for WgpuBackend {
                 ),
             ));
         }
-        let n_tokens = x.rows;
-        let out = self.output(n_tokens, w.rows, "matmul")?;
+        let (n_tokens, slices) = (x.rows, w.slices);
+        let mut out = self.output(n_tokens * slices, w.rows, "matmul")?;
         if n_tokens <= self.mat_vec_max_tokens() {
-            let routing = self.dense_routing(n_tokens)?;
+            let routing = self.dense_routing(n_tokens, slices)?;
             self.record("matmul", |ctx, enc, timer| {
-                ctx.encode_mv_id(enc, &routing, w, x, 1, &out, timer)
+                ctx.encode_mv_id(enc, &routing, w, x, slices, &out, timer)
             })?;
         } else {
             let tile = dense_tile(n_tokens);
-            let map = self.dense_map(n_tokens, tile)?;
+            let map = self.dense_map(n_tokens, slices, tile)?;
             let path = if w.weight == WeightType::F32 {
                 Path::Reg
             } else {
@@ -487,9 +504,10 @@ impl Backend for WgpuBackend {
                 path,
             };
             self.record("matmul", |ctx, enc, timer| {
-                ctx.encode_mm_id(enc, key, &map, w, x, 1, &out, timer)
+                ctx.encode_mm_id(enc, key, &map, w, x, slices, &out, timer)
             })?;
         }
+        (out.rows, out.cols) = (n_tokens, w.dense_rows());
         Ok(out)
     }
 
@@ -550,7 +568,7 @@ impl Backend for WgpuBackend {
     }
 
     fn swiglu(&mut self, gate: &GpuMatrix, up: &GpuMatrix) -> moetile::Result<GpuMatrix> {
-        let routing = self.dense_routing(gate.rows)?;
+        let routing = self.dense_routing(gate.rows, 1)?;
         let out = self.output(gate.rows, gate.cols, "swiglu")?;
         self.record("swiglu", |ctx, enc, timer| {
             ctx.encode_act(

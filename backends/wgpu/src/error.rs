@@ -154,8 +154,13 @@ pub enum WgpuError {
         /// Its type.
         ty: GgmlType,
     },
-    /// One expert does not fit a storage binding.
-    #[error("{tensor}: one expert takes {bytes} bytes but a storage binding holds at most {limit}")]
+    /// One expert, or a dense tensor cut into at most 64 equal slices of rows, does not fit a
+    /// storage binding.
+    #[error(
+        "{tensor}: {bytes} bytes must fit one storage binding (one expert, or a 2-D tensor in \
+         at most 64 equal slices of rows) but {limit} is the most it holds; use a device with \
+         a larger max_storage_buffer_binding_size"
+    )]
     ExpertTooLarge {
         /// The tensor.
         tensor: String,

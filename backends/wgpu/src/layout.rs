@@ -12,7 +12,11 @@
 //! Order: expert-major, then row-major, then block: block `b` of row `r` of expert `e` is GPU
 //! block `(e * rows + r) * cols / QK + b`. A tensor larger than the device's storage binding
 //! limit is split by experts into several buffers ([`ExpertTensor::chunks`]); a matmul runs once
-//! per chunk and each workgroup skips work for experts outside its chunk.
+//! per chunk and each workgroup skips work for experts outside its chunk. A dense (2-D) tensor
+//! that large (an output head or embedding table of a big vocabulary) is first cut into
+//! [`ExpertTensor::slices`] experts of whole rows, so the same split applies: its matmul routes
+//! every token to every slice, and `(T * slices, rows / slices)` pair rows are the `(T, rows)`
+//! output row-major.
 //!
 //! The IQ2_XXS grid (256 x 8 magnitudes, `moetile::quant::IQ2XXS_GRID`) is one storage buffer
 //! per context, read by the dequant fragment as `array<vec2<u32>, 256>`.
@@ -61,8 +65,18 @@ pub struct ExpertTensor {
     pub rows: usize,
     /// Experts.
     pub experts: usize,
+    /// 1, or for a dense tensor too large for one binding the number of experts its rows were
+    /// cut into (then `experts == slices` and the tensor has `rows * slices` rows).
+    pub slices: usize,
     /// The buffers, by ascending expert.
     pub chunks: Vec<WeightChunk>,
+}
+
+impl ExpertTensor {
+    /// Rows of the whole tensor: of one expert, or of a dense tensor however it is sliced.
+    pub fn dense_rows(&self) -> usize {
+        self.rows * self.slices
+    }
 }
 
 /// Shape and type checks of a tensor about to be uploaded: `(type, cols, rows, experts)`.
@@ -110,6 +124,17 @@ pub(crate) fn upload(
     max_binding: u64,
 ) -> Result<ExpertTensor> {
     let (ty, cols, rows, experts) = check(w)?;
+    let gpu_row = (cols / ty.block_values() as usize * ty.gpu_block_bytes() as usize) as u64;
+    let slices = if w.dims.len() == 2 {
+        slices_to_fit(rows, gpu_row, max_binding).ok_or_else(|| WgpuError::ExpertTooLarge {
+            tensor: w.name.to_string(),
+            bytes: rows as u64 * gpu_row,
+            limit: max_binding,
+        })?
+    } else {
+        1
+    };
+    let (rows, experts) = (rows / slices, experts * slices);
     let blocks_per_expert = rows * cols / ty.block_values() as usize;
     let gpu_expert = (blocks_per_expert * ty.gpu_block_bytes() as usize) as u64;
     let gguf_expert = blocks_per_expert * ty.gguf_block_bytes() as usize;
@@ -157,9 +182,21 @@ pub(crate) fn upload(
         cols,
         rows,
         experts,
+        slices,
         chunks,
     })
 }
+
+/// The fewest slices of whole rows, dividing `rows` evenly, of which one fits `max_binding`
+/// (1 when the tensor does); `None` when that takes more than [`MAX_SLICES`].
+fn slices_to_fit(rows: usize, row_bytes: u64, max_binding: u64) -> Option<usize> {
+    let rows_per_binding = (max_binding / row_bytes.max(1)) as usize;
+    (1..=MAX_SLICES).find(|k| rows.is_multiple_of(*k) && rows / k <= rows_per_binding)
+}
+
+/// Most slices of a dense tensor: each token becomes this many routed pairs of its matmul, so
+/// a tensor needing more (a 2 GiB head on a 128 MiB binding limit is 16) is refused instead.
+const MAX_SLICES: usize = 64;
 
 /// A vector of any length as a one-row F32 tensor: norm weights and biases (read as plain
 /// `array<f32>`), and the few 1-D weights used as a matmul row (whose kernels then check that
@@ -184,6 +221,7 @@ pub(crate) fn upload_vector(device: &wgpu::Device, name: &str, values: &[f32]) -
         cols: values.len(),
         rows: 1,
         experts: 1,
+        slices: 1,
         chunks: vec![WeightChunk {
             buffer,
             expert_base: 0,
@@ -225,5 +263,19 @@ mod tests {
         let mut out = Vec::new();
         repack(WeightType::Q4_K, &q4, &mut out);
         assert_eq!(out, q4);
+    }
+
+    #[test]
+    fn slices_are_the_fewest_equal_ones_that_fit() {
+        // 100 rows of 10 bytes.
+        assert_eq!(slices_to_fit(100, 10, 1000), Some(1));
+        assert_eq!(slices_to_fit(100, 10, 999), Some(2));
+        // 3 does not divide 100: 4 slices of 25 rows.
+        assert_eq!(slices_to_fit(100, 10, 340), Some(4));
+        // A prime row count fits only one row per slice: refused past MAX_SLICES.
+        assert_eq!(slices_to_fit(61, 10, 10), Some(61));
+        assert_eq!(slices_to_fit(67, 10, 10), None);
+        // Not even one row fits.
+        assert_eq!(slices_to_fit(100, 10, 9), None);
     }
 }

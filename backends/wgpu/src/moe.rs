@@ -16,7 +16,9 @@
 //!
 //! Dense projections are the one-expert case: [`ExpertMap::dense`] lists the batch's tokens for
 //! expert 0 on the host (its work-item count is known, so its matmuls dispatch directly), and
-//! [`Routing::dense`] routes every token to expert 0 with weight 1 for `mv_id` and `act`.
+//! [`Routing::dense`] routes every token to expert 0 with weight 1 for `mv_id` and `act`. A
+//! dense weight too large for one binding is several experts of whole rows
+//! ([`ExpertTensor::slices`]); its maps and routings send every token to each of them.
 
 use moetile::model::{ExpertActivation, ExpertWeights, MoeParams};
 use moetile::tile::TileWidth;
@@ -73,10 +75,18 @@ impl Routing {
         self.n_tokens * self.n_used
     }
 
-    /// Every one of `n_tokens` tokens routed to expert 0 of 1 with weight 1: the routing of a
-    /// dense projection (mat-vec) or of a dense SwiGLU (`act`).
-    pub(crate) fn dense(ctx: &WgpuContext, pool: &BufferPool, n_tokens: usize) -> Result<Routing> {
-        ctx.routing_from_host_in(pool, 1, 1, &vec![0; n_tokens], &vec![1.0; n_tokens])
+    /// Every one of `n_tokens` tokens routed to each of `slices` experts with weight 1: the
+    /// routing of a dense projection (mat-vec) over a weight in `slices` slices of rows, or of
+    /// a dense SwiGLU (`act`, one slice).
+    pub(crate) fn dense(
+        ctx: &WgpuContext,
+        pool: &BufferPool,
+        n_tokens: usize,
+        slices: usize,
+    ) -> Result<Routing> {
+        let ids: Vec<u32> = (0..n_tokens).flat_map(|_| 0..slices as u32).collect();
+        let weights = vec![1.0; ids.len()];
+        ctx.routing_from_host_in(pool, slices, slices, &ids, &weights)
     }
 }
 
@@ -133,28 +143,31 @@ impl ExpertMap {
         }
     }
 
-    /// The map of a dense projection over `n_tokens` tokens: all of them on expert 0, listed
-    /// in order, in work items of `tile` tokens. Built on the host; reusable for every dense
-    /// matmul of a batch.
+    /// The map of a dense projection over `n_tokens` tokens and a weight in `slices` slices
+    /// of rows (see [`Routing::dense`]): every token on every slice, in token order, in work
+    /// items of `tile` tokens. Built on the host; reusable for every dense matmul of a batch.
     pub(crate) fn dense(
         ctx: &WgpuContext,
         pool: &BufferPool,
         n_tokens: usize,
+        slices: usize,
         tile: TileWidth,
     ) -> Result<ExpertMap> {
-        let items: Vec<u32> = (0..n_tokens.div_ceil(tile.tokens()))
-            .flat_map(|i| [0, (i * tile.tokens()) as u32])
+        let tiles = n_tokens.div_ceil(tile.tokens());
+        let items: Vec<u32> = (0..slices)
+            .flat_map(|k| (0..tiles).flat_map(move |i| [k as u32, (i * tile.tokens()) as u32]))
             .collect();
-        let list: Vec<u32> = (0..n_tokens as u32).collect();
+        let list: Vec<u32> = (0..slices)
+            .flat_map(|k| (0..n_tokens).map(move |t| (t * slices + k) as u32))
+            .collect();
+        let spans: Vec<u32> = (0..slices)
+            .flat_map(|k| [(k * n_tokens) as u32, n_tokens as u32])
+            .collect();
         Ok(ExpertMap {
             tile,
-            n_pairs: n_tokens,
-            n_experts: 1,
-            experts: ctx.storage_init(
-                pool,
-                "dense map experts",
-                bytemuck::cast_slice(&[0, n_tokens as u32]),
-            )?,
+            n_pairs: n_tokens * slices,
+            n_experts: slices,
+            experts: ctx.storage_init(pool, "dense map experts", bytemuck::cast_slice(&spans))?,
             list: ctx.storage_init(pool, "dense map list", bytemuck::cast_slice(&list))?,
             items: ctx.storage_init(pool, "dense map items", bytemuck::cast_slice(&items))?,
             grid: MapGrid::Direct {

@@ -71,7 +71,7 @@ impl WgpuContext {
         };
         let op = key.to_string();
         f32_matrix(&op, "the output", out)?;
-        if table.experts != 1 || table.chunks.len() != 1 || out.cols != table.cols {
+        if table.experts != table.slices || out.cols != table.cols {
             return Err(shape(
                 &op,
                 format!(
@@ -80,21 +80,37 @@ impl WgpuContext {
                 ),
             ));
         }
-        let params = enc.params(&EmbedParams {
-            n_tokens: out.rows as u32,
-            n_cols: table.cols as u32,
-            n_rows: table.rows as u32,
-            _pad0: 0,
-        });
-        self.dispatch(
+        // A sliced table binds each buffer in turn: a dispatch writes the rows of the tokens
+        // whose ids fall in its buffer.
+        let params: Vec<_> = table
+            .chunks
+            .iter()
+            .map(|chunk| {
+                enc.params(&EmbedParams {
+                    n_tokens: out.rows as u32,
+                    n_cols: table.cols as u32,
+                    n_rows: chunk.expert_count * table.rows as u32,
+                    row_base: chunk.expert_base * table.rows as u32,
+                })
+            })
+            .collect();
+        let sets: Vec<_> = table
+            .chunks
+            .iter()
+            .zip(&params)
+            .map(|(chunk, params)| {
+                [
+                    ("params", params.binding()),
+                    ("weights", chunk.buffer.as_entire_binding()),
+                    ("ids", ids.as_entire_binding()),
+                    ("out", out.buffer.as_entire_binding()),
+                ]
+            })
+            .collect();
+        self.dispatch_each(
             enc,
             &key,
-            &[
-                ("params", params.binding()),
-                ("weights", table.chunks[0].buffer.as_entire_binding()),
-                ("ids", ids.as_entire_binding()),
-                ("out", out.buffer.as_entire_binding()),
-            ],
+            &sets,
             Grid::Items(out.rows * out.cols / 8),
             timer,
         )

@@ -196,6 +196,70 @@ fn matmul_matches_cpu_for_every_weight_type() {
     }
 }
 
+/// A dense tensor larger than the storage binding limit (an output head or embedding table of
+/// a big vocabulary) is cut into equal slices of rows over several buffers; matmul (mat-vec and
+/// tiled) and embed see the whole tensor.
+#[test]
+fn dense_tensor_over_the_binding_limit_is_sliced_by_rows() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("dense_tensor_over_the_binding_limit_is_sliced_by_rows");
+    // 98 rows of 288 GPU bytes (Q8_0, 256 values) under a 48-row limit: 2 slices of 49 rows do
+    // not fit, 7 of 14 do, 3 per buffer: buffers of 3, 3 and 1 slices.
+    let (cols, rows) = (256, 98);
+    for ty in [WeightType::Q8_0, WeightType::Q4_K] {
+        let w = Weights::random(&mut rng, ty, 1, rows, cols);
+        let dims = [cols, rows];
+        let data = WeightData {
+            name: "output.weight",
+            ty: ty.ggml(),
+            dims: &dims,
+            bytes: &w.bytes,
+        };
+        let row_bytes = (cols / ty.block_values() as usize * ty.gpu_block_bytes() as usize) as u64;
+        let gw = gpu
+            .context()
+            .upload_experts_with_limit(&data, 48 * row_bytes)
+            .unwrap();
+        let cw = cpu.upload(data).unwrap();
+        assert_eq!((gw.slices, gw.experts, gw.rows), (7, 7, 14), "{ty}");
+        let per_buffer: Vec<u32> = gw.chunks.iter().map(|c| c.expert_count).collect();
+        assert_eq!(per_buffer, [3, 3, 1], "{ty}");
+
+        let path = gpu.options().path;
+        let tol = if path == Path::Reg { 1e-5 } else { 2e-3 };
+        // T = 1, 4: mat-vec; 37, 70: tiled.
+        for t in [1, 4, 37, 70] {
+            let x = uniform(&mut rng, t * cols, 1.0);
+            let gx = gpu_act(&mut gpu, t, cols, &x);
+            let got = gpu.matmul(&gx, &gw).unwrap();
+            assert_eq!(gpu.shape(&got), (t, rows));
+            let got = gpu.read(&got).unwrap();
+            let want = cpu.matmul(&cpu_act(t, cols, &x), &cw).unwrap();
+            let scale = abs_dot(&x, &w.values, cols);
+            check_close(
+                &format!("sliced matmul {ty} T={t}"),
+                &got,
+                &want.data,
+                |i| tol * scale[i] + 1e-6,
+            );
+        }
+
+        // Every buffer's first and last row, and rows across a slice boundary.
+        let tokens = [0, 41, 42, 43, 84, 97, 13, 14, 55, 0];
+        let got = gpu.embed(&gw, &tokens).unwrap();
+        let got = gpu.read(&got).unwrap();
+        let want = cpu.embed(&cw, &tokens).unwrap();
+        check_close(&format!("sliced embed {ty}"), &got, &want.data, |i| {
+            1e-6 * (want.data[i] as f64).abs().max(1.0)
+        });
+        let err = gpu.embed(&gw, &[98]).unwrap_err().to_string();
+        assert!(err.contains("outside the vocabulary of 98"), "{err}");
+    }
+}
+
 #[test]
 fn rms_norm_per_row_and_per_head() {
     let Some(mut gpu) = backend(ActType::F32) else {
