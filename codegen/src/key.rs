@@ -201,7 +201,8 @@ pub const COOP_MAX_SUBGROUP_SIZE: u32 = 32;
 const MV_ROWS: u32 = 8;
 /// Indirect-dispatch argument slots the map writes (one per distinct row-tile count).
 pub const MAP_DISPATCH_SLOTS: usize = 4;
-/// Threads per workgroup of the router (one per token).
+/// Threads per workgroup of the router (one workgroup per token; Qwen3 has 128 experts,
+/// DeepSeek 256).
 const ROUTE_WG_SIZE: u32 = 64;
 /// Threads per RMS-norm workgroup (one group each): norm groups are often one head of 64-128
 /// values, and rows of a few thousand take a few strided steps.
@@ -307,18 +308,18 @@ impl KernelKey {
     }
 
     /// Items one workgroup covers on the folded 1-D grid of `wgsl/grid.wgsl`: one per thread,
-    /// but a whole group of values for [`KernelKey::RmsNorm`]. `None` for the kernels with
+    /// but a whole group of values for [`KernelKey::RmsNorm`] and a token's logits for
+    /// [`KernelKey::Route`]. `None` for the kernels with
     /// grids of their own (map, matmuls, attention).
     pub fn items_per_workgroup(&self) -> Option<u32> {
         match self {
-            KernelKey::RmsNorm => Some(1),
+            KernelKey::RmsNorm | KernelKey::Route => Some(1),
             KernelKey::Act { .. }
             | KernelKey::Sum
             | KernelKey::Embed { .. }
             | KernelKey::Eltwise(_)
             | KernelKey::Rope
-            | KernelKey::KvStore { .. }
-            | KernelKey::Route => Some(self.workgroup_size()),
+            | KernelKey::KvStore { .. } => Some(self.workgroup_size()),
             KernelKey::Map { .. }
             | KernelKey::MmId(_)
             | KernelKey::MvId { .. }

@@ -552,7 +552,7 @@ fn route_matches_cpu_including_ties() {
     };
     let mut cpu = CpuBackend::new();
     let mut rng = rng("route_matches_cpu_including_ties");
-    for (n_experts, k) in [(8, 2), (64, 8), (128, 1), (5, 5)] {
+    for (n_experts, k) in [(8, 2), (64, 8), (128, 1), (5, 5), (256, 6), (96, 8)] {
         for gating in [Gating::Softmax, Gating::Sigmoid] {
             for (normalize, weight_scale) in [(true, 1.0), (false, 2.5)] {
                 let t = 50;
@@ -580,6 +580,21 @@ fn route_matches_cpu_including_ties() {
             }
         }
     }
+    // NaN logits (a broken weight) are never selected: a row with two numbers picks them,
+    // then no expert (u32::MAX, which the map skips).
+    let mut logits = vec![f32::NAN; 2 * 16];
+    (logits[3], logits[16 + 9]) = (1.0, -2.0);
+    logits[16 + 12] = 0.5;
+    let p = RouterParams {
+        n_experts_used: 3,
+        gating: Gating::Sigmoid,
+        normalize: false,
+        weight_scale: 1.0,
+    };
+    let gl = gpu_act(&mut gpu, 2, 16, &logits);
+    let gr = gpu.route(&gl, &p).unwrap();
+    let (ids, _) = gpu.read_routing(&gr).unwrap();
+    assert_eq!(ids, [3, u32::MAX, u32::MAX, 12, 9, u32::MAX]);
 }
 
 #[test]
