@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -66,22 +67,33 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     let model = file.load(&mut gpu)?;
     let tokens = prompt(args.prompt_tokens, file.config.n_vocab);
 
-    // A first, untimed pass compiles every pipeline the timed one will use.
-    let run = |gpu: &mut WgpuBackend, profile: bool| -> Result<(ProfileReport, ProfileReport)> {
+    // A first, untimed pass compiles every pipeline; a second gives the wall-clock times,
+    // which the timed pass would inflate by its timestamp queries.
+    let run = |gpu: &mut WgpuBackend, profile: bool| -> Result<Pass> {
         let mut session = Session::new(&model, gpu, &config)?;
         gpu.set_profiling(profile)
             .context("moetile profile needs GPU timestamp queries")?;
+        let start = Instant::now();
         let logits = session.prefill(&model, gpu, &tokens, Logits::Last)?;
+        let prefill_wall = start.elapsed();
         let prefill = gpu.take_profile().unwrap_or_default();
         let mut next = argmax(&logits);
+        let start = Instant::now();
         for _ in 0..args.decode {
             next = argmax(&session.decode(&model, gpu, next)?);
         }
+        let decode_wall = start.elapsed();
         let decode = gpu.take_profile().unwrap_or_default();
-        Ok((prefill, decode))
+        Ok(Pass {
+            prefill,
+            decode,
+            prefill_wall,
+            decode_wall,
+        })
     };
     run(&mut gpu, false)?;
-    let (prefill, decode) = run(&mut gpu, true)?;
+    let wall = run(&mut gpu, false)?;
+    let timed = run(&mut gpu, true)?;
     println!(
         "moetile profile {}: {} on {} ({}), chunk {}, tiles {}",
         file.path.display(),
@@ -93,17 +105,27 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     );
     print_report(
         &format!("prefill of {} tokens", tokens.len()),
-        &prefill,
+        &timed.prefill,
+        wall.prefill_wall,
         args.per_layer,
     );
     if args.decode > 0 {
         print_report(
             &format!("{} decode steps", args.decode),
-            &decode,
+            &timed.decode,
+            wall.decode_wall,
             args.per_layer,
         );
     }
     Ok(())
+}
+
+/// One profiled run: GPU time per stage (when timed) and wall-clock time.
+struct Pass {
+    prefill: ProfileReport,
+    decode: ProfileReport,
+    prefill_wall: Duration,
+    decode_wall: Duration,
 }
 
 /// `n` token ids spread over the vocabulary by a fixed linear congruential sequence: the
@@ -170,9 +192,17 @@ fn sub_stage_rank(detail: &str) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-fn print_report(title: &str, report: &ProfileReport, per_layer: bool) {
+/// The table of `report`, headed by its GPU total against `wall`, the same work's wall-clock
+/// time in an untimed run: the difference is host encoding, submission, synchronisation and
+/// the GPU's idle gaps between passes, which no stage's timestamps include.
+fn print_report(title: &str, report: &ProfileReport, wall: Duration, per_layer: bool) {
     let total = report.total_ms();
-    println!("\n{title}: {total:.3} ms of GPU time");
+    let wall_ms = wall.as_secs_f64() * 1e3;
+    println!(
+        "\n{title}: {total:.3} ms of GPU time in passes, {wall_ms:.3} ms wall-clock untimed \
+         ({:.3} ms outside passes: host encoding, submission, sync, gaps)",
+        (wall_ms - total).max(0.0)
+    );
     println!("| bucket | stage | ms | share |");
     println!("|---|---|---:|---:|");
     let mut halves: BTreeMap<&str, f64> = BTreeMap::new();
