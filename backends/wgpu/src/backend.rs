@@ -83,6 +83,11 @@ struct DenseCache {
     maps: HashMap<(usize, usize, TileWidth), Arc<ExpertMap>>,
 }
 
+/// Passes after which the open encoder is submitted, so the GPU starts on the first layers
+/// while the host encodes the rest (a decode step of a 48-layer MoE is ~1000 passes, a few
+/// microseconds of host time each) and the submissions' fixed costs stay small.
+const SUBMIT_AFTER_PASSES: usize = 128;
+
 /// Batch lengths whose dense routing and maps are kept (prefill chunks, decode).
 const DENSE_CACHE_LENGTHS: usize = 8;
 
@@ -221,17 +226,22 @@ impl WgpuBackend {
         (ctx, enc, self.profiler.as_mut().map(|p| &mut p.timer))
     }
 
-    /// Runs `f` on the open encoder inside error scopes naming `op`.
+    /// Runs `f` on the open encoder inside error scopes naming `op`; submits the encoder once
+    /// it holds [`SUBMIT_AFTER_PASSES`] passes.
     fn record<T>(
         &mut self,
         op: &str,
         f: impl FnOnce(&WgpuContext, &mut Encoder, Option<&mut Timer>) -> Result<T, WgpuError>,
     ) -> moetile::Result<T> {
         let ctx = self.ctx.clone();
-        Ok(ctx.scoped(op, || {
+        let out = ctx.scoped(op, || {
             let (ctx, enc, timer) = self.recording();
             f(ctx, enc, timer)
-        })?)
+        })?;
+        if let Some(enc) = self.enc.take_if(|e| e.passes >= SUBMIT_AFTER_PASSES) {
+            self.submit(enc)?;
+        }
+        Ok(out)
     }
 
     /// Records NaN over the first `bytes` of `buffer` when poisoning.

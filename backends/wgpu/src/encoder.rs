@@ -112,6 +112,8 @@ pub struct Encoder {
     pub(crate) arena: ParamArena,
     /// Where buffers allocated while encoding (expert maps, router outputs) come from.
     pub(crate) pool: BufferPool,
+    /// Compute passes recorded so far.
+    pub(crate) passes: usize,
     device: wgpu::Device,
 }
 
@@ -127,6 +129,7 @@ impl Encoder {
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) }),
             arena,
             pool,
+            passes: 0,
             device: device.clone(),
         }
     }

@@ -8,6 +8,7 @@
 use moetile::model::Stage;
 
 use crate::context::WgpuContext;
+use crate::encoder::Encoder;
 use crate::error::Result;
 
 /// One timed pass.
@@ -149,12 +150,13 @@ impl Timer {
 
 /// Begins a compute pass labelled `label`, timed when `timer` is given.
 pub(crate) fn begin_pass<'e>(
-    enc: &'e mut wgpu::CommandEncoder,
+    enc: &'e mut Encoder,
     label: &str,
     timer: Option<&mut Timer>,
 ) -> wgpu::ComputePass<'e> {
     let timestamp_writes = timer.and_then(|t| t.pass_writes(label));
-    enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+    enc.passes += 1;
+    enc.inner.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some(label),
         timestamp_writes,
     })
