@@ -1,117 +1,139 @@
-// Attention of one query per workgroup (decode and other small batches): head wg.x, batch row
-// wg.y at position pos0 + wg.y, over cached positions 0 ..= pos0 + wg.y (the same result as
-// attn_prefill.wgsl, see there). Positions go in chunks of WG_SIZE: each thread scores one
-// position (its cached key against the pre-scaled query in workgroup memory), the chunk's max
-// and sum come from trees in workgroup memory and update a running max and sum, and thread
-// (slice, d) accumulates dim d of the chunk's positions slice, slice + SLICES, ... into a
-// register; the slices are summed at the end. Every thread holds the same running max and sum.
+// Attention of a few queries (decode) split over the keys, first pass (flash decoding; see
+// attn/common.wgsl for what is computed and how rows are numbered): workgroup (wg.x, wg.y)
+// takes positions CHUNK * wg.x .. + CHUNK and rows ROWS * b .. + ROWS of key/value head g,
+// with wg.y = b * n_kv_heads + g, and writes for each row its partial softmax over those
+// positions: the maximum m, the sum l of exp2(s - m) and the unnormalized output
+// acc = sum exp2(s - m) V. attn_combine.wgsl merges the n_splits partials of a row.
 //
-// Consts: WG_SIZE, HEAD_DIM, SLICES.
-// Fragments: kv/<type>.wgsl (KvPair, kv_unpack).
+// Thread j scores position j of the chunk against every row (its key row read once, as octs,
+// the pre-scaled queries from workgroup memory); the row maxima come from a workgroup
+// reduction (subgroups first where the key says so); the weights go to workgroup memory; then
+// thread (oct, row group) accumulates dims 8 * oct .. + 8 of its rows over the chunk, reading
+// each value row once per row group. Positions past the batch are read clamped to the last
+// one (finite, masked).
+//
+// Every loop has a constant trip count or a bound uniform over the workgroup; every workgroup
+// and per-thread array index is in range by construction; cache indices are clamped to
+// positions the batch wrote.
+//
+// Consts: WG_SIZE (= CHUNK), HEAD_DIM, ROWS, ROW_GROUPS, ROWS_PER_THREAD.
+// Fragments: attn/common.wgsl (AttnParams, MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct,
+//   kv_oct), reduce/<kind>.wgsl (sub_max, sub_leader).
 
-const_assert SLICES * HEAD_DIM <= WG_SIZE;
-const_assert HEAD_DIM % 2u == 0u;
-const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
-
-struct AttnParams {
-    n_tokens: u32,
-    pos0: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+const_assert HEAD_DIM % 8u == 0u;
+const_assert ROW_GROUPS * (HEAD_DIM / 8u) <= WG_SIZE;
+const_assert ROW_GROUPS * ROWS_PER_THREAD >= ROWS;
 
 @group(0) @binding(0) var<uniform> params: AttnParams;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<KvPair>;
-@group(0) @binding(3) var<storage, read> v_cache: array<KvPair>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k_cache: array<KvOct>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KvOct>;
+// Per (out row, split): acc as HEAD_DIM / 4 vec4s, and (m, l).
+@group(0) @binding(4) var<storage, read_write> part_acc: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>;
 
-const HALF_DIM: u32 = HEAD_DIM / 2u;
-const MASKED: f32 = -3.0e38;
+const CHUNK: u32 = WG_SIZE;
+const Q4: u32 = HEAD_DIM / 4u;
+const OCTS: u32 = HEAD_DIM / 8u;
+// Floats per padded row of weights.
+const PSTRIDE: u32 = CHUNK + 1u;
 
-var<workgroup> q_vec: array<f32, HEAD_DIM>;
-var<workgroup> probs: array<f32, WG_SIZE>;
-var<workgroup> tree: array<f32, WG_SIZE>;
-var<workgroup> partial: array<f32, SLICES * HEAD_DIM>;
+var<workgroup> q_tile: array<vec4<f32>, ROWS * Q4>; // [row][dim], pre-scaled
+var<workgroup> p_tile: array<f32, ROWS * PSTRIDE>; // [row][position]
+// Row maxima as order-preserving keys (see max_key).
+var<workgroup> max_keys: array<atomic<u32>, ROWS>;
+
+// A u32 whose unsigned order is the float order of x (not NaN): flip the sign bit of a
+// positive value, every bit of a negative one.
+fn max_key(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    return select(b | 0x80000000u, ~b, (b >> 31u) == 1u);
+}
+
+fn key_value(k: u32) -> f32 {
+    return bitcast<f32>(select(~k, k & 0x7fffffffu, (k >> 31u) == 1u));
+}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let head = wg.x;
-    let t = wg.y;
-    if t >= params.n_tokens {
+    let split = wg.x;
+    let g = wg.y % params.n_kv_heads;
+    let r0 = (wg.y / params.n_kv_heads) * ROWS;
+    let j0 = split * CHUNK;
+    // Positions the batch wrote: 0 .. pos0 + n_tokens.
+    let last_key = params.pos0 + params.n_tokens - 1u;
+    let kv_octs = params.n_kv_heads * OCTS;
+
+    for (var i = li; i < ROWS * Q4; i += WG_SIZE) {
+        let r = r0 + i / Q4;
+        var v = vec4<f32>(0.0);
+        if r < params.n_rows {
+            v = q[out_row(g, r) * Q4 + i % Q4] * params.scale;
+        }
+        q_tile[i] = v;
+    }
+    if li < ROWS {
+        atomicStore(&max_keys[li], 0u);
+    }
+    workgroupBarrier();
+
+    // Scores of position j0 + li.
+    let key_at = min(j0 + li, last_key) * kv_octs + g * OCTS;
+    var s: array<f32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        s[r] = 0.0;
+    }
+    for (var o = 0u; o < OCTS; o++) {
+        let k = kv_oct(k_cache[key_at + o]);
+        for (var r = 0u; r < ROWS; r++) {
+            s[r] += dot(q_tile[r * Q4 + 2u * o], k[0]) + dot(q_tile[r * Q4 + 2u * o + 1u], k[1]);
+        }
+    }
+    for (var r = 0u; r < ROWS; r++) {
+        s[r] = select(MASKED, s[r], j0 + li < row_keys(r0 + r));
+        let v = sub_max(s[r]);
+        if sub_leader(li) {
+            atomicMax(&max_keys[r], max_key(v));
+        }
+    }
+    workgroupBarrier();
+    for (var r = 0u; r < ROWS; r++) {
+        let m = key_value(atomicLoad(&max_keys[r]));
+        p_tile[r * PSTRIDE + li] = select(exp2(s[r] - m), 0.0, s[r] == MASKED);
+    }
+    workgroupBarrier();
+
+    // acc and l of rows rg + ROW_GROUPS * i, dims 8 * oct .. + 8.
+    let oct = li % OCTS;
+    let rg = li / OCTS;
+    if rg >= ROW_GROUPS {
         return;
     }
-    let q_width = params.n_heads * HEAD_DIM;
-    let kv_pairs = params.n_kv_heads * HALF_DIM;
-    let first = (head / (params.n_heads / params.n_kv_heads)) * HALF_DIM;
-    let n_pos = params.pos0 + t + 1u;
-    if li < HEAD_DIM {
-        q_vec[li] = q[t * q_width + head * HEAD_DIM + li] * params.scale;
+    var acc: array<vec4<f32>, 2u * ROWS_PER_THREAD>;
+    var l: array<f32, ROWS_PER_THREAD>;
+    for (var i = 0u; i < ROWS_PER_THREAD; i++) {
+        acc[2u * i] = vec4<f32>(0.0);
+        acc[2u * i + 1u] = vec4<f32>(0.0);
+        l[i] = 0.0;
     }
-    let slice = li / HEAD_DIM;
-    let d = li % HEAD_DIM;
-    var m = MASKED;
-    var l = 0.0;
-    var o = 0.0;
-    workgroupBarrier();
-
-    for (var j0 = 0u; j0 < n_pos; j0 += WG_SIZE) {
-        var s = MASKED;
-        if j0 + li < n_pos {
-            let at = (j0 + li) * kv_pairs + first;
-            s = 0.0;
-            for (var i = 0u; i < HALF_DIM; i++) {
-                let k = kv_unpack(k_cache[at + i]);
-                s = fma(q_vec[2u * i], k.x, s);
-                s = fma(q_vec[2u * i + 1u], k.y, s);
-            }
+    for (var c = 0u; c < CHUNK; c++) {
+        let v = kv_oct(v_cache[min(j0 + c, last_key) * kv_octs + g * OCTS + oct]);
+        for (var i = 0u; i < ROWS_PER_THREAD; i++) {
+            let p = p_tile[min(rg + i * ROW_GROUPS, ROWS - 1u) * PSTRIDE + c];
+            acc[2u * i] = fma(vec4<f32>(p), v[0], acc[2u * i]);
+            acc[2u * i + 1u] = fma(vec4<f32>(p), v[1], acc[2u * i + 1u]);
+            l[i] += p;
         }
-        tree[li] = s;
-        workgroupBarrier();
-        for (var st = WG_SIZE / 2u; st > 0u; st >>= 1u) {
-            if li < st {
-                tree[li] = max(tree[li], tree[li + st]);
-            }
-            workgroupBarrier();
-        }
-        let m_new = max(m, tree[0]);
-        workgroupBarrier();
-        let p = select(exp(s - m_new), 0.0, s == MASKED);
-        probs[li] = p;
-        tree[li] = p;
-        workgroupBarrier();
-        for (var st = WG_SIZE / 2u; st > 0u; st >>= 1u) {
-            if li < st {
-                tree[li] += tree[li + st];
-            }
-            workgroupBarrier();
-        }
-        let alpha = exp(m - m_new);
-        l = l * alpha + tree[0];
-        m = m_new;
-        o *= alpha;
-        if slice < SLICES {
-            for (var c = slice; c < WG_SIZE && j0 + c < n_pos; c += SLICES) {
-                let v = kv_unpack(v_cache[(j0 + c) * kv_pairs + first + d / 2u]);
-                o = fma(probs[c], select(v.x, v.y, d % 2u == 1u), o);
-            }
-        }
-        workgroupBarrier();
     }
-
-    if slice < SLICES {
-        partial[slice * HEAD_DIM + d] = o;
-    }
-    workgroupBarrier();
-    if li < HEAD_DIM {
-        var sum = 0.0;
-        for (var i = 0u; i < SLICES; i++) {
-            sum += partial[i * HEAD_DIM + li];
+    for (var i = 0u; i < ROWS_PER_THREAD; i++) {
+        let r = rg + i * ROW_GROUPS;
+        if r < ROWS && r0 + r < params.n_rows {
+            let at = out_row(g, r0 + r) * params.n_splits + split;
+            part_acc[at * Q4 + 2u * oct] = acc[2u * i];
+            part_acc[at * Q4 + 2u * oct + 1u] = acc[2u * i + 1u];
+            if oct == 0u {
+                part_ml[at] = vec2<f32>(key_value(atomicLoad(&max_keys[r])), l[i]);
+            }
         }
-        out[t * q_width + head * HEAD_DIM + li] = sum / l;
     }
 }

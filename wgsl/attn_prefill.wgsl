@@ -1,153 +1,236 @@
-// Causal flash attention over the KV cache for a batch of queries (prefill):
-//   out[t][h] = sum_j softmax_j(scale * q[t][h] . K[j][g]) V[j][g],  j = 0 ..= pos0 + t,
-// with g = h / (n_heads / n_kv_heads) the query head's key/value head (grouped-query). The
-// cache already holds the batch's own keys and values (kv_store runs first).
+// Causal flash attention of a batch of queries over the cache (attn/common.wgsl
+// says what is computed and how rows are numbered).
 //
-// Workgroup (wg.x, wg.y) takes queries Q_TILE * wg.x .. + Q_TILE of head wg.y and walks the
-// keys in tiles of KV_TILE: scores S = Q K^T into workgroup memory (Q pre-scaled), an online
-// softmax per query row (running max and sum, one thread per row, rescale factor alpha), then
-// O = alpha * O + P V with each thread holding DIMS_PER_THREAD output values of one query in
-// registers (dims d0, d0 + THREADS_PER_QUERY, ...). K and V tiles share one buffer; rows are
-// padded to ROW values so row- and column-parallel reads hit distinct banks. Masked scores
-// (future keys, queries past the batch) are MASKED and never enter the sums.
+// Workgroup (wg.x, wg.y) takes rows Q_ROWS * wg.x .. + Q_ROWS of key/value head wg.y: every
+// query head of the group for Q_ROWS / group consecutive tokens. It walks the keys those rows
+// see in tiles of KV_TILE, stopping after the last row's diagonal (fully masked tiles are never
+// loaded). Per tile:
+//   K tile -> kv_tile; S = Q K^T -> s_tile; V tile -> kv_tile (its loads were issued before S);
+//   online softmax -> p_tile; O = alpha * O + P V.
+// Threads form Q_ROWS / ROWS_PER_THREAD row groups of ROW_THREADS; thread (rg, tc) owns rows
+// rg * ROWS_PER_THREAD .. + ROWS_PER_THREAD, key columns tc + ROW_THREADS * i of S and dims
+// tc + ROW_THREADS * i of O, all in registers (accumulators are indexed by constants only).
+// Every thread of a row group computes the row maxima itself from s_tile (the same values in
+// the same order, so they agree exactly); row sums stay per-thread partials over the thread's
+// own columns until the end. Tiles hold f32 (the cache's f16 values convert exactly), with
+// rows padded by one vec4 so row-parallel reads hit distinct banks. Keys past the batch are
+// read clamped to the last one (finite, masked) so the poisoned tail of a cache never enters.
 //
-// Consts: WG_SIZE, HEAD_DIM, Q_TILE, KV_TILE, THREADS_PER_QUERY, DIMS_PER_THREAD.
-// Fragments: kv/<type>.wgsl (KvPair, kv_unpack).
+// Every loop has a constant trip count or a bound uniform over the workgroup; every
+// workgroup and per-thread array index is in range by construction (const_asserts below);
+// cache indices are clamped to positions the batch wrote.
+//
+// Consts: WG_SIZE, HEAD_DIM, Q_ROWS, KV_TILE, ROWS_PER_THREAD, ROW_THREADS, COLS_PER_THREAD,
+//   DIMS_PER_THREAD, TILE_LOADS.
+// Fragments: attn/common.wgsl (AttnParams, MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct,
+//   kv_oct).
 
-const_assert Q_TILE * THREADS_PER_QUERY == WG_SIZE;
-const_assert THREADS_PER_QUERY * DIMS_PER_THREAD == HEAD_DIM;
-const_assert HEAD_DIM % 2u == 0u;
-
-struct AttnParams {
-    n_tokens: u32,
-    pos0: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+const_assert Q_ROWS / ROWS_PER_THREAD * ROW_THREADS == WG_SIZE;
+const_assert Q_ROWS % ROWS_PER_THREAD == 0u;
+const_assert COLS_PER_THREAD * ROW_THREADS == KV_TILE;
+const_assert DIMS_PER_THREAD * ROW_THREADS == HEAD_DIM;
+const_assert HEAD_DIM % 8u == 0u;
+const_assert KV_TILE % 4u == 0u;
+const_assert ROW_THREADS <= KV_TILE + 4u;
+const_assert TILE_LOADS * WG_SIZE >= KV_TILE * (HEAD_DIM / 8u);
 
 @group(0) @binding(0) var<uniform> params: AttnParams;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<KvPair>;
-@group(0) @binding(3) var<storage, read> v_cache: array<KvPair>;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k_cache: array<KvOct>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KvOct>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-const ROW: u32 = HEAD_DIM + 1u;
-const HALF_DIM: u32 = HEAD_DIM / 2u;
-const MASKED: f32 = -3.0e38;
+// vec4s per head row, and per padded tile row.
+const Q4: u32 = HEAD_DIM / 4u;
+const HSTRIDE: u32 = Q4 + 1u;
+const OCTS: u32 = HEAD_DIM / 8u;
+// vec4s per padded score row.
+const SSTRIDE: u32 = KV_TILE / 4u + 1u;
 
-var<workgroup> q_tile: array<f32, Q_TILE * ROW>;
-var<workgroup> kv_tile: array<f32, KV_TILE * ROW>;
-var<workgroup> s_tile: array<f32, Q_TILE * KV_TILE>;
-var<workgroup> row_max: array<f32, Q_TILE>;
-var<workgroup> row_sum: array<f32, Q_TILE>;
-var<workgroup> row_alpha: array<f32, Q_TILE>;
+var<workgroup> q_tile: array<vec4<f32>, Q_ROWS * HSTRIDE>; // [row][dim], pre-scaled
+var<workgroup> kv_tile: array<vec4<f32>, KV_TILE * HSTRIDE>; // [key][dim], K then V
+var<workgroup> s_tile: array<vec4<f32>, Q_ROWS * SSTRIDE>; // [row][key] scores
+var<workgroup> p_tile: array<vec4<f32>, Q_ROWS * SSTRIDE>; // [row][key] weights
 
-// Keys (`values` false) or values of positions j0 .. j0 + KV_TILE into kv_tile; zeros past n_keys.
-fn load_kv_tile(li: u32, values: bool, j0: u32, n_keys: u32, first: u32, kv_pairs: u32) {
-    for (var i = li; i < KV_TILE * HALF_DIM; i += WG_SIZE) {
-        let c = i / HALF_DIM;
-        let d = 2u * (i % HALF_DIM);
-        var pair = vec2<f32>(0.0);
-        if j0 + c < n_keys {
-            let at = (j0 + c) * kv_pairs + first + d / 2u;
-            if values {
-                pair = kv_unpack(v_cache[at]);
-            } else {
-                pair = kv_unpack(k_cache[at]);
-            }
+// Cache octs per position, this workgroup's first oct in a position, its last key, local id.
+var<private> kv_octs: u32;
+var<private> head_oct: u32;
+var<private> last_key: u32;
+var<private> lid: u32;
+
+// Index in the cache of element e of the tile at j0 (key e / OCTS, oct e % OCTS).
+fn tile_index(e: u32, j0: u32) -> u32 {
+    return min(j0 + e / OCTS, last_key) * kv_octs + head_oct + e % OCTS;
+}
+
+fn load_k(j0: u32) -> array<KvOct, TILE_LOADS> {
+    var raw: array<KvOct, TILE_LOADS>;
+    for (var i = 0u; i < TILE_LOADS; i++) {
+        let e = lid + i * WG_SIZE;
+        if e < KV_TILE * OCTS {
+            raw[i] = k_cache[tile_index(e, j0)];
         }
-        kv_tile[c * ROW + d] = pair.x;
-        kv_tile[c * ROW + d + 1u] = pair.y;
+    }
+    return raw;
+}
+
+fn load_v(j0: u32) -> array<KvOct, TILE_LOADS> {
+    var raw: array<KvOct, TILE_LOADS>;
+    for (var i = 0u; i < TILE_LOADS; i++) {
+        let e = lid + i * WG_SIZE;
+        if e < KV_TILE * OCTS {
+            raw[i] = v_cache[tile_index(e, j0)];
+        }
+    }
+    return raw;
+}
+
+fn store_tile(raw: array<KvOct, TILE_LOADS>) {
+    for (var i = 0u; i < TILE_LOADS; i++) {
+        let e = lid + i * WG_SIZE;
+        if e < KV_TILE * OCTS {
+            let v = kv_oct(raw[i]);
+            let at = (e / OCTS) * HSTRIDE + 2u * (e % OCTS);
+            kv_tile[at] = v[0];
+            kv_tile[at + 1u] = v[1];
+        }
     }
 }
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let head = wg.y;
-    let kv_head = head / (params.n_heads / params.n_kv_heads);
-    let q0 = wg.x * Q_TILE;
-    let q_width = params.n_heads * HEAD_DIM;
-    let kv_pairs = params.n_kv_heads * HALF_DIM;
-    let first = kv_head * HALF_DIM;
+    lid = li;
+    let g = wg.y;
+    let r0 = wg.x * Q_ROWS;
+    kv_octs = params.n_kv_heads * OCTS;
+    head_oct = g * OCTS;
+    // Keys 0 .. n_keys cover every row of the tile (the last row sees the most).
+    let n_keys = row_keys(min(r0 + Q_ROWS, params.n_rows) - 1u);
+    last_key = n_keys - 1u;
 
-    for (var i = li; i < Q_TILE * HEAD_DIM; i += WG_SIZE) {
-        let r = i / HEAD_DIM;
-        let d = i % HEAD_DIM;
-        var v = 0.0;
-        if q0 + r < params.n_tokens {
-            v = q[(q0 + r) * q_width + head * HEAD_DIM + d] * params.scale;
+    for (var i = li; i < Q_ROWS * Q4; i += WG_SIZE) {
+        let r = i / Q4;
+        var v = vec4<f32>(0.0);
+        if r0 + r < params.n_rows {
+            v = q[out_row(g, r0 + r) * Q4 + i % Q4] * params.scale;
         }
-        q_tile[r * ROW + d] = v;
+        q_tile[r * HSTRIDE + i % Q4] = v;
     }
-    if li < Q_TILE {
-        row_max[li] = MASKED;
-        row_sum[li] = 0.0;
-    }
-    let my_query = li / THREADS_PER_QUERY;
-    let my_dim = li % THREADS_PER_QUERY;
-    var acc: array<f32, DIMS_PER_THREAD>;
-    // Keys 0 .. n_keys cover every query of the tile.
-    let n_keys = params.pos0 + min(q0 + Q_TILE, params.n_tokens);
-    workgroupBarrier();
 
+    let rg = li / ROW_THREADS;
+    let tc = li % ROW_THREADS;
+    let row0 = rg * ROWS_PER_THREAD;
+    var keys: array<u32, ROWS_PER_THREAD>;
+    var m: array<f32, ROWS_PER_THREAD>;
+    var l: array<f32, ROWS_PER_THREAD>;
+    var o: array<f32, ROWS_PER_THREAD * DIMS_PER_THREAD>;
+    for (var k = 0u; k < ROWS_PER_THREAD; k++) {
+        keys[k] = row_keys(r0 + row0 + k);
+        m[k] = MASKED;
+        l[k] = 0.0;
+    }
+    for (var i = 0u; i < ROWS_PER_THREAD * DIMS_PER_THREAD; i++) {
+        o[i] = 0.0;
+    }
+
+    var k_raw = load_k(0u);
     for (var j0 = 0u; j0 < n_keys; j0 += KV_TILE) {
-        load_kv_tile(li, false, j0, n_keys, first, kv_pairs);
+        store_tile(k_raw);
         workgroupBarrier();
-        for (var i = li; i < Q_TILE * KV_TILE; i += WG_SIZE) {
-            let r = i / KV_TILE;
-            let c = i % KV_TILE;
-            var s = MASKED;
-            if q0 + r < params.n_tokens && j0 + c <= params.pos0 + q0 + r {
-                s = 0.0;
-                for (var d = 0u; d < HEAD_DIM; d++) {
-                    s = fma(q_tile[r * ROW + d], kv_tile[c * ROW + d], s);
+        let v_raw = load_v(j0);
+
+        // S = Q K^T for this thread's rows and columns.
+        var s: array<f32, ROWS_PER_THREAD * COLS_PER_THREAD>;
+        for (var i = 0u; i < ROWS_PER_THREAD * COLS_PER_THREAD; i++) {
+            s[i] = 0.0;
+        }
+        for (var d4 = 0u; d4 < Q4; d4++) {
+            var kk: array<vec4<f32>, COLS_PER_THREAD>;
+            for (var c = 0u; c < COLS_PER_THREAD; c++) {
+                kk[c] = kv_tile[(tc + c * ROW_THREADS) * HSTRIDE + d4];
+            }
+            for (var k = 0u; k < ROWS_PER_THREAD; k++) {
+                let qv = q_tile[(row0 + k) * HSTRIDE + d4];
+                for (var c = 0u; c < COLS_PER_THREAD; c++) {
+                    s[k * COLS_PER_THREAD + c] += dot(qv, kk[c]);
                 }
             }
-            s_tile[i] = s;
+        }
+        for (var k = 0u; k < ROWS_PER_THREAD; k++) {
+            for (var c = 0u; c < COLS_PER_THREAD; c++) {
+                let col = tc + c * ROW_THREADS;
+                let i = k * COLS_PER_THREAD + c;
+                s[i] = select(MASKED, s[i], j0 + col < keys[k]);
+                s_tile[(row0 + k) * SSTRIDE + col / 4u][col % 4u] = s[i];
+            }
         }
         workgroupBarrier();
-        if li < Q_TILE {
-            let m_old = row_max[li];
-            var m = m_old;
-            for (var c = 0u; c < KV_TILE; c++) {
-                m = max(m, s_tile[li * KV_TILE + c]);
+
+        store_tile(v_raw);
+        if j0 + KV_TILE < n_keys {
+            k_raw = load_k(j0 + KV_TILE);
+        }
+        // Online softmax: the new row maxima, the rescale of what came before, this tile's
+        // weights for this thread's columns.
+        for (var k = 0u; k < ROWS_PER_THREAD; k++) {
+            var mx = m[k];
+            for (var c4 = 0u; c4 < KV_TILE / 4u; c4++) {
+                let v = s_tile[(row0 + k) * SSTRIDE + c4];
+                mx = max(mx, max(max(v.x, v.y), max(v.z, v.w)));
             }
-            let alpha = exp(m_old - m);
-            var l = row_sum[li] * alpha;
-            for (var c = 0u; c < KV_TILE; c++) {
-                let s = s_tile[li * KV_TILE + c];
-                let p = select(exp(s - m), 0.0, s == MASKED);
-                s_tile[li * KV_TILE + c] = p;
-                l += p;
+            let alpha = exp2(m[k] - mx);
+            m[k] = mx;
+            l[k] *= alpha;
+            for (var i = 0u; i < DIMS_PER_THREAD; i++) {
+                o[k * DIMS_PER_THREAD + i] *= alpha;
             }
-            row_max[li] = m;
-            row_sum[li] = l;
-            row_alpha[li] = alpha;
+            for (var c = 0u; c < COLS_PER_THREAD; c++) {
+                let col = tc + c * ROW_THREADS;
+                let sv = s[k * COLS_PER_THREAD + c];
+                let p = select(exp2(sv - mx), 0.0, sv == MASKED);
+                l[k] += p;
+                p_tile[(row0 + k) * SSTRIDE + col / 4u][col % 4u] = p;
+            }
         }
         workgroupBarrier();
-        load_kv_tile(li, true, j0, n_keys, first, kv_pairs);
-        workgroupBarrier();
-        let alpha = row_alpha[my_query];
-        for (var k = 0u; k < DIMS_PER_THREAD; k++) {
-            let d = my_dim + k * THREADS_PER_QUERY;
-            var o = acc[k] * alpha;
-            for (var c = 0u; c < KV_TILE; c++) {
-                o = fma(s_tile[my_query * KV_TILE + c], kv_tile[c * ROW + d], o);
+
+        // O += P V.
+        for (var c4 = 0u; c4 < KV_TILE / 4u; c4++) {
+            var pv: array<vec4<f32>, ROWS_PER_THREAD>;
+            for (var k = 0u; k < ROWS_PER_THREAD; k++) {
+                pv[k] = p_tile[(row0 + k) * SSTRIDE + c4];
             }
-            acc[k] = o;
+            for (var cc = 0u; cc < 4u; cc++) {
+                for (var i = 0u; i < DIMS_PER_THREAD; i++) {
+                    let d = tc + i * ROW_THREADS;
+                    let v = kv_tile[(4u * c4 + cc) * HSTRIDE + d / 4u][d % 4u];
+                    for (var k = 0u; k < ROWS_PER_THREAD; k++) {
+                        o[k * DIMS_PER_THREAD + i] = fma(pv[k][cc], v, o[k * DIMS_PER_THREAD + i]);
+                    }
+                }
+            }
         }
         workgroupBarrier();
     }
 
-    if q0 + my_query < params.n_tokens {
-        let inv = 1.0 / row_sum[my_query];
-        let row = (q0 + my_query) * q_width + head * HEAD_DIM;
-        for (var k = 0u; k < DIMS_PER_THREAD; k++) {
-            out[row + my_dim + k * THREADS_PER_QUERY] = acc[k] * inv;
+    // Row sums: each thread's partial goes to p_tile (no longer read), then every thread adds
+    // the ROW_THREADS partials of its rows.
+    for (var k = 0u; k < ROWS_PER_THREAD; k++) {
+        p_tile[(row0 + k) * SSTRIDE + tc / 4u][tc % 4u] = l[k];
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < ROWS_PER_THREAD; k++) {
+        let r = r0 + row0 + k;
+        if r < params.n_rows {
+            var sum = 0.0;
+            for (var t = 0u; t < ROW_THREADS; t++) {
+                sum += p_tile[(row0 + k) * SSTRIDE + t / 4u][t % 4u];
+            }
+            let inv = 1.0 / sum;
+            let at = out_row(g, r) * HEAD_DIM;
+            for (var i = 0u; i < DIMS_PER_THREAD; i++) {
+                out[at + tc + i * ROW_THREADS] = o[k * DIMS_PER_THREAD + i] * inv;
+            }
         }
     }
 }

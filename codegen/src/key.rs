@@ -119,7 +119,7 @@ impl EltOp {
 }
 
 /// Head widths the attention kernels are generated for: multiples of 16 up to 128, of 32 up to
-/// 256 (every thread of a prefill workgroup then owns whole output dims).
+/// 256 (the 16 threads of a prefill row group own whole dims).
 pub const HEAD_DIMS: [u32; 12] = [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256];
 
 /// One generated kernel.
@@ -170,12 +170,20 @@ pub enum KernelKey {
         /// Storage type of the cache.
         kv: ActType,
     },
-    /// Attention of one query per workgroup over the cache (decode).
+    /// Attention of a few queries split over the keys (decode), first pass: partial softmaxes
+    /// per chunk of positions.
     AttnDecode {
         /// Width of one head (one of [`HEAD_DIMS`]).
         head_dim: u32,
         /// Storage type of the cache.
         kv: ActType,
+        /// Whether workgroup reductions combine within subgroups first (needs `SUBGROUP`).
+        subgroups: bool,
+    },
+    /// Decode attention, second pass: merges the partial softmaxes of each query row.
+    AttnCombine {
+        /// Width of one head (one of [`HEAD_DIMS`]).
+        head_dim: u32,
     },
     /// Router: top-K experts of softmax or sigmoid gates per token.
     Route,
@@ -208,14 +216,44 @@ const ROUTE_WG_SIZE: u32 = 64;
 /// values, and rows of a few thousand take a few strided steps.
 const NORM_WG_SIZE: u32 = 64;
 
-/// Prefill attention tiles `(Q_TILE, KV_TILE)` of a head width: Q, K/V and score tiles stay
-/// under ~26 KiB of workgroup memory and every thread owns a whole number of output dims.
-fn attention_tiles(head_dim: u32) -> (u32, u32) {
-    match head_dim {
-        0..=32 => (32, 64),
-        33..=64 => (32, 32),
-        65..=128 => (16, 32),
-        _ => (8, 16),
+/// Decode attention: query rows per workgroup (every query head of a GQA group of 8 for one
+/// token, or of smaller groups for several tokens).
+const DECODE_ROWS: u32 = 8;
+/// Decode attention: positions per workgroup (one per thread). At 2K context and 4 key/value
+/// heads that is 128 workgroups, each reading 32 KiB of f16 keys and values once.
+const DECODE_CHUNK: u32 = 64;
+/// Threads per workgroup of the decode merge (one per 4 dims).
+const COMBINE_WG_SIZE: u32 = 64;
+/// Register prefill attention: threads per row group (they share rows; each owns every 16th
+/// key column of S and dim of O).
+const ATTN_ROW_THREADS: u32 = 16;
+
+/// The shape of a prefill-attention workgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AttnGeometry {
+    /// Query rows ((token, head) pairs of one key/value head).
+    rows: u32,
+    /// Keys per tile.
+    kv_tile: u32,
+    /// Threads.
+    threads: u32,
+    /// Rows per thread.
+    rows_per_thread: u32,
+}
+
+/// Prefill attention geometry: f32 tiles of Q, K/V, S and P within 32 KiB of workgroup memory
+/// (lavapipe, Metal), 128 threads in row groups of [`ATTN_ROW_THREADS`].
+fn attn_geometry(head_dim: u32) -> AttnGeometry {
+    let (rows, kv_tile, rows_per_thread) = match head_dim {
+        0..=64 => (32, 32, 4),
+        65..=128 => (32, 16, 4),
+        _ => (8, 16, 1),
+    };
+    AttnGeometry {
+        rows,
+        kv_tile,
+        threads: 128,
+        rows_per_thread,
     }
 }
 
@@ -287,8 +325,17 @@ impl KernelKey {
             keys.push(KernelKey::KvStore { kv });
             for head_dim in HEAD_DIMS {
                 keys.push(KernelKey::AttnPrefill { head_dim, kv });
-                keys.push(KernelKey::AttnDecode { head_dim, kv });
+                for subgroups in [false, true] {
+                    keys.push(KernelKey::AttnDecode {
+                        head_dim,
+                        kv,
+                        subgroups,
+                    });
+                }
             }
+        }
+        for head_dim in HEAD_DIMS {
+            keys.push(KernelKey::AttnCombine { head_dim });
         }
         keys.push(KernelKey::Route);
         keys
@@ -303,6 +350,9 @@ impl KernelKey {
                 ROW_THREADS * m.tile.tokens() as u32 / reg_tokens_per_thread(m.tile)
             }
             KernelKey::MmId(m) => coop_geometry(m.tile).threads,
+            KernelKey::AttnPrefill { head_dim, .. } => attn_geometry(*head_dim).threads,
+            KernelKey::AttnDecode { .. } => DECODE_CHUNK,
+            KernelKey::AttnCombine { .. } => COMBINE_WG_SIZE,
             _ => WG_SIZE,
         }
     }
@@ -324,15 +374,27 @@ impl KernelKey {
             | KernelKey::MmId(_)
             | KernelKey::MvId { .. }
             | KernelKey::AttnPrefill { .. }
-            | KernelKey::AttnDecode { .. } => None,
+            | KernelKey::AttnDecode { .. }
+            | KernelKey::AttnCombine { .. } => None,
         }
     }
 
-    /// Queries one prefill-attention workgroup computes (`Q_TILE`): the grid's x extent is
-    /// `ceil(T / Q_TILE)`.
-    pub fn query_tile(&self) -> Option<u32> {
+    /// Query rows (token, query head) of one key/value head that one attention workgroup
+    /// computes: the grid covers `ceil(T * n_heads / n_kv_heads / rows)` row blocks per
+    /// key/value head.
+    pub fn attention_rows(&self) -> Option<u32> {
         match self {
-            KernelKey::AttnPrefill { head_dim, .. } => Some(attention_tiles(*head_dim).0),
+            KernelKey::AttnPrefill { head_dim, .. } => Some(attn_geometry(*head_dim).rows),
+            KernelKey::AttnDecode { .. } => Some(DECODE_ROWS),
+            _ => None,
+        }
+    }
+
+    /// Positions one decode-attention workgroup scores (`CHUNK`): the grid's x extent, and
+    /// the number of partials per row, is `ceil((pos0 + T) / CHUNK)`.
+    pub fn decode_chunk(&self) -> Option<u32> {
+        match self {
+            KernelKey::AttnDecode { .. } => Some(DECODE_CHUNK),
             _ => None,
         }
     }
@@ -395,9 +457,16 @@ impl KernelKey {
         self.path() != Path::Reg
     }
 
-    /// Whether the shader needs `SUBGROUP` (subgroup id builtins).
+    /// Whether the shader needs `SUBGROUP` (subgroup builtins and operations).
     pub fn needs_subgroups(&self) -> bool {
         self.path() != Path::Reg
+            || matches!(
+                self,
+                KernelKey::AttnDecode {
+                    subgroups: true,
+                    ..
+                }
+            )
     }
 
     /// Whether the shader needs `EXPERIMENTAL_COOPERATIVE_MATRIX`.
@@ -421,6 +490,7 @@ impl KernelKey {
             KernelKey::KvStore { .. } => "kv_store.wgsl",
             KernelKey::AttnPrefill { .. } => "attn_prefill.wgsl",
             KernelKey::AttnDecode { .. } => "attn_decode.wgsl",
+            KernelKey::AttnCombine { .. } => "attn_combine.wgsl",
             KernelKey::Route => "route.wgsl",
         }
     }
@@ -462,9 +532,19 @@ impl KernelKey {
             }],
             KernelKey::Embed { weight } => weight.fragments().to_vec(),
             KernelKey::KvStore { kv: ty } => vec![kv(*ty)],
-            KernelKey::AttnPrefill { kv: ty, .. } | KernelKey::AttnDecode { kv: ty, .. } => {
-                vec![kv(*ty)]
-            }
+            KernelKey::AttnPrefill { kv: ty, .. } => vec!["attn/common.wgsl", kv(*ty)],
+            KernelKey::AttnDecode {
+                kv: ty, subgroups, ..
+            } => vec![
+                "attn/common.wgsl",
+                kv(*ty),
+                if *subgroups {
+                    "reduce/subgroup.wgsl"
+                } else {
+                    "reduce/workgroup.wgsl"
+                },
+            ],
+            KernelKey::AttnCombine { .. } => vec!["attn/common.wgsl"],
             KernelKey::Sum
             | KernelKey::Eltwise(_)
             | KernelKey::Rope
@@ -490,7 +570,9 @@ impl KernelKey {
             KernelKey::Eltwise(_) => "EltParams",
             KernelKey::Rope => "RotaryParams",
             KernelKey::KvStore { .. } => "KvParams",
-            KernelKey::AttnPrefill { .. } | KernelKey::AttnDecode { .. } => "AttnParams",
+            KernelKey::AttnPrefill { .. }
+            | KernelKey::AttnDecode { .. }
+            | KernelKey::AttnCombine { .. } => "AttnParams",
             KernelKey::Route => "RouteParams",
         }
     }
@@ -567,12 +649,26 @@ impl KernelKey {
                 b(3, "k_cache", ReadWrite),
                 b(4, "v_cache", ReadWrite),
             ],
-            KernelKey::AttnPrefill { .. } | KernelKey::AttnDecode { .. } => vec![
+            KernelKey::AttnPrefill { .. } => vec![
                 b(0, "params", Uniform),
                 b(1, "q", ReadOnly),
                 b(2, "k_cache", ReadOnly),
                 b(3, "v_cache", ReadOnly),
                 b(4, "out", ReadWrite),
+            ],
+            KernelKey::AttnDecode { .. } => vec![
+                b(0, "params", Uniform),
+                b(1, "q", ReadOnly),
+                b(2, "k_cache", ReadOnly),
+                b(3, "v_cache", ReadOnly),
+                b(4, "part_acc", ReadWrite),
+                b(5, "part_ml", ReadWrite),
+            ],
+            KernelKey::AttnCombine { .. } => vec![
+                b(0, "params", Uniform),
+                b(1, "part_acc", ReadOnly),
+                b(2, "part_ml", ReadOnly),
+                b(3, "out", ReadWrite),
             ],
             KernelKey::Route => vec![
                 b(0, "params", Uniform),
@@ -633,18 +729,27 @@ impl KernelKey {
             }
             KernelKey::Eltwise(op) => c.push(("OP", op.code())),
             KernelKey::AttnPrefill { head_dim, .. } => {
-                let (q_tile, kv_tile) = attention_tiles(*head_dim);
-                let threads_per_query = WG_SIZE / q_tile;
-                c.push(("HEAD_DIM", *head_dim));
-                c.push(("Q_TILE", q_tile));
-                c.push(("KV_TILE", kv_tile));
-                c.push(("THREADS_PER_QUERY", threads_per_query));
-                c.push(("DIMS_PER_THREAD", head_dim / threads_per_query));
+                let hd = *head_dim;
+                let g = attn_geometry(hd);
+                c.push(("HEAD_DIM", hd));
+                c.push(("Q_ROWS", g.rows));
+                c.push(("KV_TILE", g.kv_tile));
+                // Loads of eight values per thread per tile.
+                c.push(("TILE_LOADS", (g.kv_tile * hd / 8).div_ceil(g.threads)));
+                c.push(("ROWS_PER_THREAD", g.rows_per_thread));
+                c.push(("ROW_THREADS", ATTN_ROW_THREADS));
+                c.push(("COLS_PER_THREAD", g.kv_tile / ATTN_ROW_THREADS));
+                c.push(("DIMS_PER_THREAD", hd / ATTN_ROW_THREADS));
             }
             KernelKey::AttnDecode { head_dim, .. } => {
+                let octs = head_dim / 8;
+                let row_groups = (DECODE_CHUNK / octs).min(DECODE_ROWS);
                 c.push(("HEAD_DIM", *head_dim));
-                c.push(("SLICES", WG_SIZE / head_dim));
+                c.push(("ROWS", DECODE_ROWS));
+                c.push(("ROW_GROUPS", row_groups));
+                c.push(("ROWS_PER_THREAD", DECODE_ROWS.div_ceil(row_groups)));
             }
+            KernelKey::AttnCombine { head_dim } => c.push(("HEAD_DIM", *head_dim)),
             _ => {}
         }
         c
@@ -721,9 +826,15 @@ impl std::fmt::Display for KernelKey {
             KernelKey::AttnPrefill { head_dim, kv } => {
                 write!(f, "attn_prefill_h{head_dim}_{}", kv.name())
             }
-            KernelKey::AttnDecode { head_dim, kv } => {
-                write!(f, "attn_decode_h{head_dim}_{}", kv.name())
+            KernelKey::AttnDecode {
+                head_dim,
+                kv,
+                subgroups,
+            } => {
+                let reduce = if *subgroups { "sg" } else { "wg" };
+                write!(f, "attn_decode_h{head_dim}_{}_{reduce}", kv.name())
             }
+            KernelKey::AttnCombine { head_dim } => write!(f, "attn_combine_h{head_dim}"),
             KernelKey::Route => f.write_str("route"),
         }
     }
@@ -751,22 +862,33 @@ mod tests {
         assert!(names.contains("mm_id_q8_0_f16_t32_coop8"));
         assert!(names.contains("embed_q5_1"));
         assert!(names.contains("attn_prefill_h128_f16"));
-        assert!(names.contains("attn_decode_h64_f32"));
+        assert!(names.contains("attn_decode_h64_f32_sg"));
+        assert!(names.contains("attn_decode_h64_f16_wg"));
+        assert!(names.contains("attn_combine_h256"));
         assert!(names.contains("mul_sigmoid_row"));
     }
 
     #[test]
-    fn attention_threads_own_whole_dims() {
+    fn attention_threads_cover_their_tiles() {
         for key in KernelKey::all() {
             let c: std::collections::HashMap<_, _> = key.consts().into_iter().collect();
             match key {
                 KernelKey::AttnPrefill { head_dim, .. } => {
-                    assert_eq!(c["Q_TILE"] * c["THREADS_PER_QUERY"], c["WG_SIZE"], "{key}");
-                    assert_eq!(c["THREADS_PER_QUERY"] * c["DIMS_PER_THREAD"], head_dim);
-                    assert_eq!(key.query_tile(), Some(c["Q_TILE"]));
+                    let (rows, tile, wg) = (c["Q_ROWS"], c["KV_TILE"], c["WG_SIZE"]);
+                    assert_eq!(key.attention_rows(), Some(rows));
+                    assert!(c["TILE_LOADS"] * wg >= tile * head_dim / 8, "{key}");
+                    assert_eq!(c["COLS_PER_THREAD"] * c["ROW_THREADS"], tile, "{key}");
+                    let groups = rows / c["ROWS_PER_THREAD"];
+                    assert_eq!(groups * c["ROW_THREADS"], wg, "{key}");
+                    assert_eq!(c["DIMS_PER_THREAD"] * c["ROW_THREADS"], head_dim);
                 }
                 KernelKey::AttnDecode { head_dim, .. } => {
-                    assert!(c["SLICES"] >= 1 && c["SLICES"] * head_dim <= c["WG_SIZE"]);
+                    assert_eq!(key.decode_chunk(), Some(c["WG_SIZE"]));
+                    assert!(c["ROW_GROUPS"] * head_dim / 8 <= c["WG_SIZE"], "{key}");
+                    assert!(c["ROW_GROUPS"] * c["ROWS_PER_THREAD"] >= c["ROWS"], "{key}");
+                }
+                KernelKey::AttnCombine { head_dim } => {
+                    assert!(head_dim / 4 <= c["WG_SIZE"], "{key}");
                 }
                 _ => {}
             }

@@ -174,24 +174,24 @@ params! {
 }
 
 params! {
-    /// `attn_prefill.wgsl`, `attn_decode.wgsl`: causal grouped-query attention over a cache.
+    /// `attn_*.wgsl`: causal grouped-query attention over a cache (`wgsl/attn/common.wgsl`).
     AttnParams {
-        /// T: query rows.
+        /// T: tokens of the batch.
         n_tokens: u32,
-        /// Position of query row 0.
+        /// Position of token 0.
         pos0: u32,
         /// Query heads.
         n_heads: u32,
         /// Key/value heads (divides `n_heads`).
         n_kv_heads: u32,
-        /// Logit scale.
+        /// Logit scale times log2(e): the kernels work with base-2 exponentials.
         scale: f32,
-        /// Padding.
-        _pad0: u32,
-        /// Padding.
-        _pad1: u32,
-        /// Padding.
-        _pad2: u32,
+        /// Query heads per key/value head (`n_heads / n_kv_heads`, at least 1).
+        group: u32,
+        /// Query rows per key/value head (`n_tokens * group`).
+        n_rows: u32,
+        /// Decode: chunks of positions, i.e. partials per query row (1 elsewhere).
+        n_splits: u32,
     }
 }
 

@@ -124,6 +124,7 @@ fn params_structs_match_naga_layout() {
         KernelKey::AttnDecode {
             head_dim: 64,
             kv: ActType::F32,
+            subgroups: true,
         },
         KernelKey::Route,
     ];

@@ -1,5 +1,6 @@
 // KV cache stored as IEEE halves, two per u32 (no SHADER_F16 needed).
-// Defines: KvPair (element of a cache), kv_pack(v), kv_unpack(p): two values as one element.
+// Defines: KvPair (two values, as kv_store writes them), kv_pack(v); KvOct (eight consecutive
+// values of a cache row, as attention kernels read them: one 16-byte load), kv_oct(o).
 
 alias KvPair = u32;
 
@@ -7,6 +8,11 @@ fn kv_pack(v: vec2<f32>) -> KvPair {
     return pack2x16float(v);
 }
 
-fn kv_unpack(p: KvPair) -> vec2<f32> {
-    return unpack2x16float(p);
+alias KvOct = vec4<u32>;
+
+fn kv_oct(o: KvOct) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(
+        vec4<f32>(unpack2x16float(o.x), unpack2x16float(o.y)),
+        vec4<f32>(unpack2x16float(o.z), unpack2x16float(o.w)),
+    );
 }

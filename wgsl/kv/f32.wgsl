@@ -1,5 +1,6 @@
 // KV cache stored as f32.
-// Defines: KvPair (element of a cache), kv_pack(v), kv_unpack(p): two values as one element.
+// Defines: KvPair (two values, as kv_store writes them), kv_pack(v); KvOct (eight consecutive
+// values of a cache row, as attention kernels read them), kv_oct(o).
 
 alias KvPair = vec2<f32>;
 
@@ -7,6 +8,8 @@ fn kv_pack(v: vec2<f32>) -> KvPair {
     return v;
 }
 
-fn kv_unpack(p: KvPair) -> vec2<f32> {
-    return p;
+alias KvOct = array<vec4<f32>, 2>;
+
+fn kv_oct(o: KvOct) -> array<vec4<f32>, 2> {
+    return o;
 }

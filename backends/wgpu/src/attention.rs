@@ -3,8 +3,11 @@
 //! ```text
 //! kv_store:     k, v (T, n_kv_heads * head_dim) -> cache rows pos0 .. pos0 + T   (f16 or f32)
 //! attn_prefill: q (T, n_heads * head_dim), cache rows 0 ..= pos0 + t -> (T, n_heads * head_dim)
-//! attn_decode:  the same, one query per workgroup, for batches of a few tokens
+//! attn_decode:  the same for a few tokens, split over chunks of positions -> partials
+//! attn_combine: partials -> (T, n_heads * head_dim)
 //! ```
+//! Each runs in its own (timed) pass. Every kernel works on the query heads of one key/value head together, so each key and
+//! value it loads serves the whole group (`wgsl/attn/common.wgsl`).
 //! The cache stores f16 by default, two values per `u32` (`pack2x16float`, no `SHADER_F16`
 //! needed): half the memory, and keys/values rounded to 2^-11 relative, which moves attention
 //! outputs by about 1e-3 relative. F32 is the exact option for tests and verification.
@@ -14,31 +17,24 @@ use moetile_codegen::params::{AttnParams, KvParams};
 use moetile_codegen::{ActType, HEAD_DIMS, KernelKey};
 
 use crate::context::{GpuMatrix, WgpuContext};
+use crate::dispatch::Grid;
 use crate::encoder::Encoder;
-use crate::error::{Result, WgpuError};
-use crate::timer::{Timer, begin_pass};
+use crate::error::{Result, WgpuError, shape};
+use crate::timer::Timer;
 
-/// Batches of at most this many tokens attend with the decode kernel.
+/// Batches of at most this many tokens attend with the decode kernels.
 pub const ATTN_DECODE_MAX_TOKENS: usize = 4;
 
-/// Which attention kernel a batch runs.
+/// Which attention kernels a batch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionKernel {
-    /// Flash attention over query tiles (`attn_prefill`).
+    /// Flash attention over tiles of query rows and keys (`attn_prefill`).
     Prefill,
-    /// One query per workgroup (`attn_decode`).
-    Decode,
-}
-
-impl AttentionKernel {
-    /// Decode for batches of at most [`ATTN_DECODE_MAX_TOKENS`], prefill otherwise.
-    pub fn for_batch(n_tokens: usize) -> AttentionKernel {
-        if n_tokens <= ATTN_DECODE_MAX_TOKENS {
-            AttentionKernel::Decode
-        } else {
-            AttentionKernel::Prefill
-        }
-    }
+    /// Split over chunks of positions, then merged (`attn_decode`, `attn_combine`).
+    Decode {
+        /// Whether workgroup reductions combine within subgroups first (needs `SUBGROUP`).
+        subgroups: bool,
+    },
 }
 
 /// Keys and values of every layer: per layer two buffers of `n_ctx` rows of
@@ -70,13 +66,6 @@ impl KvCache {
     /// Every buffer, keys then values per layer (for embedders and test poisoning).
     pub fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
         self.layers.iter().flatten()
-    }
-}
-
-fn shape(op: &str, detail: String) -> WgpuError {
-    WgpuError::Shape {
-        op: op.to_string(),
-        detail,
     }
 }
 
@@ -125,6 +114,18 @@ impl WgpuContext {
         })
     }
 
+    /// The kernels a batch of `n_tokens` runs: decode (with subgroups where the device has
+    /// them) for at most [`ATTN_DECODE_MAX_TOKENS`], else prefill.
+    pub fn attention_kernel(&self, n_tokens: usize) -> AttentionKernel {
+        if n_tokens <= ATTN_DECODE_MAX_TOKENS {
+            AttentionKernel::Decode {
+                subgroups: self.profile().subgroups,
+            }
+        } else {
+            AttentionKernel::Prefill
+        }
+    }
+
     /// Encodes: store `k`, `v` at positions `pos0..pos0 + T` of `layer`, then attend `q`
     /// causally over positions `0..=pos0 + t` with `kernel` into `out (T, n_heads * head_dim)`.
     #[allow(clippy::too_many_arguments)]
@@ -148,6 +149,7 @@ impl WgpuContext {
         let ok = p.head_dim == hd
             && p.n_kv_heads == cache.n_kv_heads
             && p.n_kv_heads > 0
+            && p.n_heads > 0
             && p.n_heads.is_multiple_of(p.n_kv_heads)
             && q.cols == p.n_heads * hd
             && (k.rows, k.cols) == (n_tokens, kv_width)
@@ -185,90 +187,127 @@ impl WgpuContext {
                 ),
             ));
         }
+        if kernel == (AttentionKernel::Decode { subgroups: true }) && !self.profile().subgroups {
+            return Err(WgpuError::MissingFeature {
+                adapter: self.profile().describe(),
+                what: format!("attention kernel {kernel:?}"),
+                feature: "SUBGROUP".to_string(),
+                fix: "use the workgroup reduction (subgroups: false)",
+            });
+        }
         let [k_cache, v_cache] = &cache.layers[layer];
+        let group = p.n_heads / p.n_kv_heads;
+        let n_rows = n_tokens * group;
+        let n_keys = pos0 + n_tokens;
 
         let store = KernelKey::KvStore { kv: cache.ty };
-        let params = enc.params(&KvParams {
+        let store_params = enc.params(&KvParams {
             n_tokens: n_tokens as u32,
             pos0: pos0 as u32,
             kv_width: kv_width as u32,
             _pad0: 0,
         });
-        let (x, y) = self.linear_grid(
-            &store.to_string(),
-            n_tokens * kv_width / 2,
-            store.workgroup_size(),
-        )?;
-        let store_kernel = self.kernels.get(self.device(), &store)?;
-        let store_bind = store_kernel.bind(
-            self.device(),
+        self.dispatch(
+            enc,
+            &store,
             &[
-                ("params", params.binding()),
+                ("params", store_params.binding()),
                 ("k", k.buffer.as_entire_binding()),
                 ("v", v.buffer.as_entire_binding()),
                 ("k_cache", k_cache.as_entire_binding()),
                 ("v_cache", v_cache.as_entire_binding()),
             ],
+            Grid::Items(n_tokens * kv_width / 2),
+            timer.as_deref_mut(),
         )?;
 
-        let (key, grid) = match kernel {
-            AttentionKernel::Prefill => {
-                let key = KernelKey::AttnPrefill {
-                    head_dim: hd as u32,
-                    kv: cache.ty,
-                };
-                let q_tile = key
-                    .query_tile()
-                    .expect("prefill attention has a query tile");
-                (key, (n_tokens.div_ceil(q_tile as usize), p.n_heads))
-            }
-            AttentionKernel::Decode => (
-                KernelKey::AttnDecode {
+        let (key, n_splits) = match kernel {
+            AttentionKernel::Prefill => (
+                KernelKey::AttnPrefill {
                     head_dim: hd as u32,
                     kv: cache.ty,
                 },
-                (p.n_heads, n_tokens),
+                1,
             ),
+            AttentionKernel::Decode { subgroups } => {
+                let key = KernelKey::AttnDecode {
+                    head_dim: hd as u32,
+                    kv: cache.ty,
+                    subgroups,
+                };
+                let chunk = key.decode_chunk().expect("decode attention has a chunk");
+                (key, n_keys.div_ceil(chunk as usize))
+            }
         };
-        let limit = self.profile().max_workgroups_per_dim as usize;
-        if grid.0.max(grid.1) > limit {
-            return Err(WgpuError::GridTooLarge {
-                op: key.to_string(),
-                groups: grid.0.max(grid.1) as u64,
-                limit: limit as u32,
-            });
-        }
+        let rows = key.attention_rows().expect("attention has a row block") as usize;
+        let row_blocks = n_rows.div_ceil(rows);
+        // Past u32, the dispatch helper's check against the device limit refuses the grid too.
+        let groups = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let params = enc.params(&AttnParams {
             n_tokens: n_tokens as u32,
             pos0: pos0 as u32,
             n_heads: p.n_heads as u32,
             n_kv_heads: p.n_kv_heads as u32,
-            scale: p.scale,
-            _pad0: 0,
-            _pad1: 0,
-            _pad2: 0,
+            scale: p.scale * std::f32::consts::LOG2_E,
+            group: group as u32,
+            n_rows: n_rows as u32,
+            n_splits: n_splits as u32,
         });
-        let attn_kernel = self.kernels.get(self.device(), &key)?;
-        let attn_bind = attn_kernel.bind(
-            self.device(),
-            &[
-                ("params", params.binding()),
-                ("q", q.buffer.as_entire_binding()),
-                ("k_cache", k_cache.as_entire_binding()),
-                ("v_cache", v_cache.as_entire_binding()),
-                ("out", out.buffer.as_entire_binding()),
-            ],
-        )?;
-
-        let mut pass = begin_pass(enc, &store.to_string(), timer.as_deref_mut());
-        pass.set_pipeline(store_kernel.pipeline("main"));
-        pass.set_bind_group(0, &store_bind, &[]);
-        pass.dispatch_workgroups(x, y, 1);
-        drop(pass);
-        let mut pass = begin_pass(enc, &key.to_string(), timer);
-        pass.set_pipeline(attn_kernel.pipeline("main"));
-        pass.set_bind_group(0, &attn_bind, &[]);
-        pass.dispatch_workgroups(grid.0 as u32, grid.1 as u32, 1);
-        Ok(())
+        let inputs = [
+            ("params", params.binding()),
+            ("q", q.buffer.as_entire_binding()),
+            ("k_cache", k_cache.as_entire_binding()),
+            ("v_cache", v_cache.as_entire_binding()),
+        ];
+        match kernel {
+            AttentionKernel::Prefill => {
+                let bindings = [&inputs[..], &[("out", out.buffer.as_entire_binding())]].concat();
+                let grid = Grid::Groups(groups(row_blocks), groups(p.n_kv_heads));
+                self.dispatch(enc, &key, &bindings, grid, timer)
+            }
+            AttentionKernel::Decode { .. } => {
+                // Partials per (out row, split): hd values, then (max, sum).
+                let pool = enc.pool.clone();
+                let partials = n_tokens * p.n_heads * n_splits;
+                let none = wgpu::BufferUsages::empty();
+                let part_acc = self.storage(
+                    &pool,
+                    "attention partials",
+                    (partials * hd * 4) as u64,
+                    none,
+                )?;
+                let part_ml = self.storage(
+                    &pool,
+                    "attention partial maxima",
+                    (partials * 8) as u64,
+                    none,
+                )?;
+                let bindings = [
+                    &inputs[..],
+                    &[
+                        ("part_acc", part_acc.as_entire_binding()),
+                        ("part_ml", part_ml.as_entire_binding()),
+                    ],
+                ]
+                .concat();
+                let grid = Grid::Groups(groups(n_splits), groups(p.n_kv_heads * row_blocks));
+                self.dispatch(enc, &key, &bindings, grid, timer.as_deref_mut())?;
+                let combine = KernelKey::AttnCombine {
+                    head_dim: hd as u32,
+                };
+                self.dispatch(
+                    enc,
+                    &combine,
+                    &[
+                        ("params", params.binding()),
+                        ("part_acc", part_acc.as_entire_binding()),
+                        ("part_ml", part_ml.as_entire_binding()),
+                        ("out", out.buffer.as_entire_binding()),
+                    ],
+                    Grid::Groups(groups(n_tokens * p.n_heads), 1),
+                    timer,
+                )
+            }
+        }
     }
 }

@@ -23,7 +23,7 @@ use moetile::model::{
 use moetile::tile::TileWidth;
 use moetile_codegen::{ActType, EltOp, MatmulKey, Path, WeightType};
 
-use crate::attention::{AttentionKernel, KvCache};
+use crate::attention::KvCache;
 use crate::context::{GpuMatrix, WgpuContext};
 use crate::encoder::Encoder;
 use crate::error::WgpuError;
@@ -560,7 +560,7 @@ impl Backend for WgpuBackend {
             });
         }
         let out = self.output(q.rows, q.cols, "attention")?;
-        let kernel = AttentionKernel::for_batch(q.rows);
+        let kernel = self.ctx.attention_kernel(q.rows);
         self.record("attention", |ctx, enc, timer| {
             ctx.encode_attention(enc, q, k, v, kv, layer, pos0, p, kernel, &out, timer)
         })?;

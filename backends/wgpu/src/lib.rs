@@ -128,7 +128,7 @@ pub use error::{Result, WgpuError};
 pub use kernels::ShaderChecks;
 pub use layout::ExpertTensor;
 pub use moe::{ExpertMap, MapContents, MoeBuffers, MoeOptions, Routing, mat_vec_max_tokens};
-pub use moetile_codegen::{ActType, EltOp, KernelKey, MatmulKey, Path, WeightType};
+pub use moetile_codegen::{ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, Path, WeightType};
 pub use ops::rope_angles;
 pub use pool::PooledBuffer;
 pub use profile::{ProfileReport, ProfileRow};

@@ -27,7 +27,7 @@ use moetile::model::{
 use moetile::tile::TileWidth;
 use moetile_cpu::CpuBackend;
 use moetile_wgpu::{
-    ActType, AttentionKernel, BackendOptions, Path, WeightType, WgpuBackend, WgpuError,
+    ActType, AttentionKernel, BackendOptions, HEAD_DIMS, Path, WeightType, WgpuBackend, WgpuError,
 };
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -391,38 +391,69 @@ fn rope_normal_and_neox_match_cpu() {
     }
 }
 
-/// Runs chunks `(T, pos0)` of attention on both backends, checking each chunk's output.
-#[allow(clippy::too_many_arguments)]
-fn check_attention(
-    rng: &mut StdRng,
-    kv_ty: ActType,
+/// One attention check: cache type, heads, the chunks `T` run one after the other (each at the
+/// position the previous ones reached), and how inputs are drawn.
+#[derive(Debug, Clone, Copy)]
+struct AttnCase<'a> {
+    kv: ActType,
     head_dim: usize,
     n_heads: usize,
     n_kv_heads: usize,
-    chunks: &[usize],
-) {
-    let mut gpu = backend(kv_ty).expect("checked by the caller");
+    chunks: &'a [usize],
+    /// Keys at position j are scaled by `1 + key_growth * j`, so later key tiles hold larger
+    /// scores than the first (the online softmax's rescaling).
+    key_growth: f32,
+    /// Inputs rounded to f16 (exact in an f16 cache) and a power-of-two scale, so an f16
+    /// cache rounds nothing and both cache types are held to the f32 bound.
+    f16_exact: bool,
+}
+
+/// Runs the chunks of `case` on both backends, checking each chunk's output.
+fn check_attention(rng: &mut StdRng, case: AttnCase<'_>) {
+    let ctx = shared_ctx().expect("checked by the caller");
+    let mut gpu = backend(case.kv).expect("checked by the caller");
     let mut cpu = CpuBackend::new();
-    let n_ctx = chunks.iter().sum::<usize>() + 3;
+    let (hd, n_heads, n_kv_heads) = (case.head_dim, case.n_heads, case.n_kv_heads);
+    let n_ctx = case.chunks.iter().sum::<usize>() + 3;
+    let scale = if case.f16_exact {
+        (0.5f32).powi((hd as f32).log2().ceil() as i32 / 2)
+    } else {
+        1.0 / (hd as f32).sqrt()
+    };
     let p = AttentionParams {
         n_heads,
         n_kv_heads,
-        head_dim,
-        scale: 1.0 / (head_dim as f32).sqrt(),
+        head_dim: hd,
+        scale,
     };
-    let mut gkv = gpu.kv_cache(2, n_ctx, n_kv_heads, head_dim).unwrap();
-    let mut ckv = cpu.kv_cache(2, n_ctx, n_kv_heads, head_dim).unwrap();
-    let (qw, kw) = (n_heads * head_dim, n_kv_heads * head_dim);
-    let tol = match kv_ty {
-        ActType::F32 => 1e-5,
-        ActType::F16 => 2e-3,
+    let mut gkv = gpu.kv_cache(2, n_ctx, n_kv_heads, hd).unwrap();
+    let mut ckv = cpu.kv_cache(2, n_ctx, n_kv_heads, hd).unwrap();
+    let (qw, kw) = (n_heads * hd, n_kv_heads * hd);
+    // f32 arithmetic in another order than the CPU's f64: ~1e-6 on outputs of size ~1. An f16
+    // cache rounds keys and values by 2^-11 relative: scores move by ~1e-3, outputs by a few
+    // 1e-4 (measured worst: 0.25 of the bound).
+    let tol = match (case.kv, case.f16_exact) {
+        (ActType::F32, _) | (ActType::F16, true) => 1e-5,
+        (ActType::F16, false) => 2e-3,
+    };
+    let round = |mut x: Vec<f32>| {
+        if case.f16_exact {
+            x.iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        }
+        x
     };
     let mut pos0 = 0;
-    for &t in chunks {
+    for &t in case.chunks {
         // Scores of size ~1-3 so the softmax is neither flat nor one-hot.
-        let q = uniform(rng, t * qw, 2.0);
-        let k = uniform(rng, t * kw, 2.0);
-        let v = uniform(rng, t * kw, 1.0);
+        let q = round(uniform(rng, t * qw, 2.0));
+        let mut k = uniform(rng, t * kw, 2.0);
+        for (i, row) in k.chunks_exact_mut(kw).enumerate() {
+            let growth = 1.0 + case.key_growth * (pos0 + i) as f32;
+            row.iter_mut().for_each(|x| *x *= growth);
+        }
+        let k = round(k);
+        let v = round(uniform(rng, t * kw, 1.0));
         let (gq, gk, gv) = (
             gpu_act(&mut gpu, t, qw, &q),
             gpu_act(&mut gpu, t, kw, &k),
@@ -442,9 +473,9 @@ fn check_attention(
             )
             .unwrap();
         let label = format!(
-            "attention {kv_ty:?} hd {head_dim} heads {n_heads}/{n_kv_heads} T={t} pos0={pos0} \
-             ({:?})",
-            AttentionKernel::for_batch(t)
+            "attention {:?} hd {hd} heads {n_heads}/{n_kv_heads} T={t} pos0={pos0} ({:?})",
+            case.kv,
+            ctx.attention_kernel(t)
         );
         check_close(&label, &got, &want.data, |_| tol);
         pos0 += t;
@@ -452,40 +483,83 @@ fn check_attention(
 }
 
 #[test]
-fn attention_matches_cpu_prefill_then_decode() {
+fn attention_matches_cpu_at_every_head_width() {
     if shared_ctx().is_none() {
         return;
     }
-    let mut rng = rng("attention_matches_cpu_prefill_then_decode");
-    // (head_dim, heads, kv heads): GQA ratios 1, 2, 4 and 8; chunks: a prefill longer than
-    // one key tile and not a multiple of any tile, a second prefill at a later position, then
-    // decode steps (T = 1) and a 3-token batch (decode kernel, several rows).
-    let shapes = [
-        (64, 4, 4),
-        (128, 4, 2),
-        (64, 8, 2),
-        (32, 8, 1),
-        (16, 4, 2),
-        (80, 2, 1),
-    ];
-    for (i, &(head_dim, n_heads, n_kv_heads)) in shapes.iter().enumerate() {
-        let kv = if i % 2 == 0 {
-            ActType::F16
-        } else {
-            ActType::F32
-        };
+    let mut rng = rng("attention_matches_cpu_at_every_head_width");
+    // GQA ratios 1, 4 and 8 in turn; chunks: a prefill that is no multiple of any tile, a
+    // second prefill at a later position, then decode batches of 1, 4 and 2 tokens.
+    for (i, head_dim) in HEAD_DIMS.into_iter().enumerate() {
+        let head_dim = head_dim as usize;
+        let ratio = [1, 4, 8][i % 3];
+        let n_kv_heads = 1 + i % 2;
+        for kv in ActType::ALL {
+            check_attention(
+                &mut rng,
+                AttnCase {
+                    kv,
+                    head_dim,
+                    n_heads: ratio * n_kv_heads,
+                    n_kv_heads,
+                    chunks: &[37, 21, 1, 4, 2],
+                    key_growth: 0.0,
+                    f16_exact: false,
+                },
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_spans_many_key_tiles() {
+    if shared_ctx().is_none() {
+        return;
+    }
+    let mut rng = rng("attention_spans_many_key_tiles");
+    // Qwen3-30B-A3B's heads (GQA 8, width 128) and a GQA-4 shape of width 64: a chunked
+    // prefill over ~1000 positions, then decode batches of 1 to 4 tokens over 17 chunks of
+    // positions.
+    for (head_dim, n_heads, n_kv_heads) in [(128, 8, 1), (64, 8, 2)] {
+        for kv in ActType::ALL {
+            check_attention(
+                &mut rng,
+                AttnCase {
+                    kv,
+                    head_dim,
+                    n_heads,
+                    n_kv_heads,
+                    chunks: &[700, 333, 1, 2, 3, 4],
+                    key_growth: 0.0,
+                    f16_exact: false,
+                },
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_rescales_when_later_keys_score_higher() {
+    if shared_ctx().is_none() {
+        return;
+    }
+    let mut rng = rng("attention_rescales_when_later_keys_score_higher");
+    // Keys grow with their position (x10 by position 300), so row maxima grow from key tile
+    // to key tile and the online softmax rescales what it accumulated. Inputs exact in f16, so
+    // the f16 cache adds no rounding of its own.
+    for kv in ActType::ALL {
         check_attention(
             &mut rng,
-            kv,
-            head_dim,
-            n_heads,
-            n_kv_heads,
-            &[70, 37, 1, 1, 3],
+            AttnCase {
+                kv,
+                head_dim: 64,
+                n_heads: 4,
+                n_kv_heads: 1,
+                chunks: &[300, 1, 3],
+                key_growth: 1.0 / 32.0,
+                f16_exact: true,
+            },
         );
-    }
-    // Both cache types on one shape, and a first chunk the decode kernel takes.
-    for kv in ActType::ALL {
-        check_attention(&mut rng, kv, 128, 8, 2, &[3, 100, 1]);
     }
 }
 
@@ -504,8 +578,8 @@ fn attention_kernels_agree_on_small_batches() {
     };
     let cache = ctx.kv_cache(1, 80, n_kv, hd, ActType::F32).unwrap();
     let mut outs = Vec::new();
-    // The same 3-token batch at position 70 with both kernels (the cache holds 0..73 after
-    // the first call; the second call rewrites the same rows).
+    // The same 3-token batch at position 70 with every kernel (the cache holds 0..73 after
+    // the first call; later calls rewrite the same rows).
     let prefix_q = uniform(&mut rng, 70 * n_heads * hd, 1.0);
     let prefix_kv = uniform(&mut rng, 70 * n_kv * hd, 1.0);
     let q = uniform(&mut rng, 3 * n_heads * hd, 1.0);
@@ -532,7 +606,14 @@ fn attention_kernels_agree_on_small_batches() {
         )
     })
     .unwrap();
-    for kernel in [AttentionKernel::Prefill, AttentionKernel::Decode] {
+    let mut kernels = vec![
+        AttentionKernel::Prefill,
+        AttentionKernel::Decode { subgroups: false },
+    ];
+    if ctx.profile().subgroups {
+        kernels.push(AttentionKernel::Decode { subgroups: true });
+    }
+    for &kernel in &kernels {
         let out = ctx
             .matrix_filled(3, n_heads * hd, ActType::F32, f32::NAN)
             .unwrap();
@@ -542,7 +623,9 @@ fn attention_kernels_agree_on_small_batches() {
         .unwrap();
         outs.push(ctx.read_matrix(&out).unwrap());
     }
-    check_close("prefill vs decode kernel", &outs[0], &outs[1], |_| 2e-6);
+    for (kernel, out) in kernels.iter().zip(&outs).skip(1) {
+        check_close(&format!("prefill vs {kernel:?}"), out, &outs[0], |_| 2e-6);
+    }
 }
 
 #[test]

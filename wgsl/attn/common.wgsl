@@ -1,0 +1,38 @@
+// What every attention kernel shares: the parameters and the query-row numbering.
+//
+// Grouped-query attention, causal over a KV cache that already holds the batch's own keys and
+// values (kv_store runs first):
+//   out[t][h] = sum_j softmax_j(scale * q[t][h] . K[j][g]) V[j][g],  j = 0 ..= pos0 + t,
+// with g = h / group the query head's key/value head. The kernels work per key/value head g on
+// its n_rows = T * group query rows, numbered token-major: row r is token r / group, query head
+// g * group + r % group. So the rows of one workgroup are all the query heads that share g for
+// a few consecutive tokens, and every key and value they load serves all of them.
+//
+// Scores are kept in base 2: the host passes scale * log2(e), so softmax weights are
+// exp2(s - max) and partial maxima (attn_decode -> attn_combine) are in the same units.
+//
+// Defines: AttnParams, MASKED, row_keys(r), out_row(g, r).
+
+struct AttnParams {
+    n_tokens: u32,
+    pos0: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    scale: f32,
+    group: u32,
+    n_rows: u32,
+    n_splits: u32,
+}
+
+// The score of a masked (future or padding) position; never enters a sum.
+const MASKED: f32 = -3.0e38;
+
+// Keys row r attends to (positions 0 .. row_keys(r)), 0 for rows past n_rows.
+fn row_keys(r: u32) -> u32 {
+    return select(0u, params.pos0 + r / params.group + 1u, r < params.n_rows);
+}
+
+// The row of q and out (token t, query head h: t * n_heads + h) of row r < n_rows of head g.
+fn out_row(g: u32, r: u32) -> u32 {
+    return (r / params.group) * params.n_heads + g * params.group + r % params.group;
+}

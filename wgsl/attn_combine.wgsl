@@ -1,0 +1,39 @@
+// Attention of a few queries (decode), second pass: merges the n_splits partial softmaxes
+// attn_decode.wgsl wrote for out row wg.x (token t, query head h: t * n_heads + h):
+//   M = max_s m_s,  out = sum_s exp2(m_s - M) acc_s / sum_s exp2(m_s - M) l_s.
+// A split in which the row saw no position has m = MASKED, l = 0, acc = 0 and weighs 0.
+// Thread i computes dims 4 * i .. + 4.
+//
+// Consts: WG_SIZE, HEAD_DIM.
+// Fragments: attn/common.wgsl (AttnParams).
+
+const_assert HEAD_DIM / 4u <= WG_SIZE;
+
+@group(0) @binding(0) var<uniform> params: AttnParams;
+@group(0) @binding(1) var<storage, read> part_acc: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> part_ml: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+
+const Q4: u32 = HEAD_DIM / 4u;
+
+@compute @workgroup_size(WG_SIZE)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let row = wg.x;
+    if li >= Q4 {
+        return;
+    }
+    let first = row * params.n_splits;
+    var mx = part_ml[first].x;
+    for (var s = 1u; s < params.n_splits; s++) {
+        mx = max(mx, part_ml[first + s].x);
+    }
+    var acc = vec4<f32>(0.0);
+    var l = 0.0;
+    for (var s = 0u; s < params.n_splits; s++) {
+        let ml = part_ml[first + s];
+        let w = exp2(ml.x - mx);
+        acc = fma(vec4<f32>(w), part_acc[(first + s) * Q4 + li], acc);
+        l = fma(w, ml.y, l);
+    }
+    out[row * Q4 + li] = acc / l;
+}
