@@ -8,7 +8,8 @@
 //! ## Runtime checks
 //! By default wgpu has naga wrap every loop in an iteration guard (so a shader cannot hang the
 //! GPU), clamp every array index and guard every integer division. In the routed-MoE kernels
-//! (map, grouped matmul, mat-vec) these guards cost more than the work: the loop guard hides
+//! (map, grouped matmul, mat-vec) and the attention kernels (prefill, decode, combine) these
+//! guards cost more than the work: the loop guard hides
 //! the constant trip counts, and the index clamp makes the indices of the small per-thread
 //! arrays (accumulators, prefetched words, cooperative fragments) non-constant, so the driver
 //! keeps those arrays in local memory instead of registers. Measured on the H100 (Vulkan, see
@@ -163,7 +164,12 @@ impl ShaderChecks {
     fn for_key(self, key: &KernelKey) -> wgpu::ShaderRuntimeChecks {
         let audited = matches!(
             key,
-            KernelKey::Map { .. } | KernelKey::MmId(_) | KernelKey::MvId { .. }
+            KernelKey::Map { .. }
+                | KernelKey::MmId(_)
+                | KernelKey::MvId { .. }
+                | KernelKey::AttnPrefill { .. }
+                | KernelKey::AttnDecode { .. }
+                | KernelKey::AttnCombine { .. }
         );
         if !audited || self == ShaderChecks::All {
             return wgpu::ShaderRuntimeChecks::checked();
@@ -305,8 +311,14 @@ mod tests {
         let other = KernelKey::Act { mid: ActType::F16 };
         let c = ShaderChecks::None.for_key(&other);
         assert!(c.bounds_checks && c.force_loop_bounding && c.int_div_checks);
-        let c = ShaderChecks::None.for_key(&mm);
-        assert!(!c.bounds_checks && !c.force_loop_bounding && !c.int_div_checks);
+        let attn = KernelKey::AttnPrefill {
+            head_dim: 128,
+            kv: ActType::F16,
+        };
+        for key in [&mm, &attn] {
+            let c = ShaderChecks::None.for_key(key);
+            assert!(!c.bounds_checks && !c.force_loop_bounding && !c.int_div_checks);
+        }
         let c = ShaderChecks::Bounds.for_key(&mm);
         assert!(c.bounds_checks && !c.force_loop_bounding && !c.int_div_checks);
         let c = ShaderChecks::All.for_key(&mm);
