@@ -159,6 +159,9 @@ pub struct Profile {
     pub max_workgroups_per_dim: u32,
     /// Every limit the device was created with.
     pub limits: wgpu::Limits,
+    /// [`Profile::supports`] of every path, worked out once: the check walks every kernel's
+    /// limits (~200 us), and matmuls ask per dispatch.
+    path_support: Vec<(Path, std::result::Result<(), String>)>,
 }
 
 impl Profile {
@@ -170,7 +173,7 @@ impl Profile {
         } else {
             Vec::new()
         };
-        Profile {
+        let mut profile = Profile {
             driver: format!("{} {}", info.driver, info.driver_info),
             name: info.name,
             backend: info.backend,
@@ -186,7 +189,13 @@ impl Profile {
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             limits: limits.clone(),
-        }
+            path_support: Vec::new(),
+        };
+        profile.path_support = Path::ALL
+            .into_iter()
+            .map(|p| (p, profile.check_path(p)))
+            .collect();
+        profile
     }
 
     /// The profile of a device created on `adapter` with [`requirements::DeviceRequest`]: the
@@ -206,6 +215,14 @@ impl Profile {
 
     /// Whether the device runs matmul `path`; `Err` names the feature or limit it lacks.
     pub fn supports(&self, path: Path) -> std::result::Result<(), String> {
+        self.path_support
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or_else(|| self.check_path(path), |(_, r)| r.clone())
+    }
+
+    /// What [`Profile::supports`] answers, worked out from the features and limits.
+    fn check_path(&self, path: Path) -> std::result::Result<(), String> {
         let Some(frag) = path.fragment() else {
             return Ok(());
         };

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use moetile::model::{
     AttentionParams, Backend, ExpertActivation, ExpertWeights, MoeParams, RopeParams, RouterParams,
@@ -83,10 +84,10 @@ struct DenseCache {
     maps: HashMap<(usize, usize, TileWidth), Arc<ExpertMap>>,
 }
 
-/// Passes after which the open encoder is submitted, so the GPU starts on the first layers
-/// while the host encodes the rest (a decode step of a 48-layer MoE is ~1000 passes, a few
-/// microseconds of host time each) and the submissions' fixed costs stay small.
-const SUBMIT_AFTER_PASSES: usize = 128;
+/// Dispatch steps after which the open encoder is submitted, so the GPU starts on the first
+/// layers while the host encodes the rest (a decode step of a 48-layer MoE is ~1000 steps, a
+/// few microseconds of host time each) and the submissions' fixed costs stay small.
+const SUBMIT_AFTER_STEPS: usize = 128;
 
 /// Batch lengths whose dense routing and maps are kept (prefill chunks, decode).
 const DENSE_CACHE_LENGTHS: usize = 8;
@@ -112,6 +113,18 @@ pub struct WgpuBackend {
     rope: Option<RopeTable>,
     nan: Option<wgpu::Buffer>,
     profiler: Option<StageProfiler>,
+    /// Host time in reads and submissions, for [`Self::take_host_times`].
+    host: HostTimes,
+}
+
+/// Where a backend's host time went besides encoding: a forward pass's wall-clock time minus
+/// `waiting` is the host's own work, of which `submitting` finished and submitted encoders.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostTimes {
+    /// Blocked on reads, waiting for the GPU.
+    pub waiting: Duration,
+    /// Finishing and submitting encoders (wgpu records the passes' commands then).
+    pub submitting: Duration,
 }
 
 /// The tile width of dense matmuls over `n_tokens`: the widest not above the batch.
@@ -166,6 +179,7 @@ impl WgpuBackend {
             rope: None,
             nan: None,
             profiler: None,
+            host: HostTimes::default(),
         }
     }
 
@@ -197,6 +211,11 @@ impl WgpuBackend {
         self.profiler.as_mut().map(|p| p.take(adapter))
     }
 
+    /// Host time spent waiting for the GPU and submitting since the last call.
+    pub fn take_host_times(&mut self) -> HostTimes {
+        std::mem::take(&mut self.host)
+    }
+
     /// Submits the open encoder, if any (reads do this themselves).
     pub fn flush(&mut self) -> moetile::Result<()> {
         if let Some(enc) = self.enc.take() {
@@ -210,7 +229,9 @@ impl WgpuBackend {
         if let Some(p) = &self.profiler {
             p.timer.resolve(&mut enc);
         }
+        let start = Instant::now();
         self.ctx.submit_encoder(enc)?;
+        self.host.submitting += start.elapsed();
         if let Some(p) = &mut self.profiler {
             p.collect(&self.ctx)?;
         }
@@ -227,7 +248,7 @@ impl WgpuBackend {
     }
 
     /// Runs `f` on the open encoder inside error scopes naming `op`; submits the encoder once
-    /// it holds [`SUBMIT_AFTER_PASSES`] passes.
+    /// it holds [`SUBMIT_AFTER_STEPS`] dispatch steps.
     fn record<T>(
         &mut self,
         op: &str,
@@ -238,7 +259,7 @@ impl WgpuBackend {
             let (ctx, enc, timer) = self.recording();
             f(ctx, enc, timer)
         })?;
-        if let Some(enc) = self.enc.take_if(|e| e.passes >= SUBMIT_AFTER_PASSES) {
+        if let Some(enc) = self.enc.take_if(|e| e.steps >= SUBMIT_AFTER_STEPS) {
             self.submit(enc)?;
         }
         Ok(out)
@@ -352,11 +373,14 @@ impl WgpuBackend {
             .map(|(b, bytes)| ctx.copy_for_readback(&mut enc, b, (*bytes).max(4)))
             .collect::<Result<Vec<_>, _>>()?;
         self.submit(enc)?;
-        Ok(staging
+        let start = Instant::now();
+        let bytes = staging
             .iter()
             .zip(buffers)
             .map(|(s, (_, bytes))| ctx.read_staging(s, (*bytes).max(4), what))
-            .collect::<Result<Vec<_>, _>>()?)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.host.waiting += start.elapsed();
+        Ok(bytes)
     }
 
     fn eltwise(

@@ -448,7 +448,12 @@ impl WgpuContext {
 
     /// Writes the encoder's parameters, submits its commands and recycles its arena; wgpu
     /// errors of the submission come back as [`WgpuError::Gpu`].
-    pub fn submit_encoder(&self, enc: Encoder) -> Result<()> {
+    pub fn submit_encoder(&self, mut enc: Encoder) -> Result<()> {
+        // Ending the open pass validates its commands: inside the error scopes.
+        self.scoped("ending a compute pass", || {
+            enc.end_pass();
+            Ok(())
+        })?;
         let Encoder {
             inner, mut arena, ..
         } = enc;

@@ -80,7 +80,7 @@ impl WgpuContext {
                 kernel.bind(self.device(), &entries)
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut pass = begin_pass(enc, kernel.name(), timer);
+        let pass = begin_pass(enc, kernel.name(), timer);
         pass.set_pipeline(kernel.pipeline("main"));
         for bind in &binds {
             pass.set_bind_group(0, bind, &[]);

@@ -103,18 +103,32 @@ impl ParamSlot {
     }
 }
 
-/// A command encoder that also collects the parameters of the dispatches it records. It
-/// dereferences to [`wgpu::CommandEncoder`] for copies, clears and passes; submit it with
-/// [`crate::WgpuContext::submit_encoder`] (a plain `finish` would lose the parameters).
+/// A command encoder that also collects the parameters of the dispatches it records, and
+/// keeps one compute pass open across dispatches. It dereferences to [`wgpu::CommandEncoder`]
+/// for copies, clears and passes of its user (mutable access ends the open pass); submit it
+/// with [`crate::WgpuContext::submit_encoder`] (a plain `finish` would lose the parameters).
+///
+/// Why one pass: wgpu records each compute pass into command buffers of its own when the
+/// encoder finishes, which costs ~25 us of host time per pass on the H100's Vulkan driver,
+/// far more than the small kernels of a decode step take on the GPU. Inside a pass wgpu still
+/// places a barrier between dispatches that share a written buffer.
 #[derive(Debug)]
 pub struct Encoder {
     pub(crate) inner: wgpu::CommandEncoder,
     pub(crate) arena: ParamArena,
     /// Where buffers allocated while encoding (expert maps, router outputs) come from.
     pub(crate) pool: BufferPool,
-    /// Compute passes recorded so far.
-    pub(crate) passes: usize,
+    /// Dispatch groups recorded so far (one per [`Encoder::pass`] call).
+    pub(crate) steps: usize,
+    /// The open pass; `timed` ones (with timestamp writes) serve one step only.
+    pass: Option<OpenPass>,
     device: wgpu::Device,
+}
+
+#[derive(Debug)]
+struct OpenPass {
+    pass: wgpu::ComputePass<'static>,
+    timed: bool,
 }
 
 impl Encoder {
@@ -129,7 +143,8 @@ impl Encoder {
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) }),
             arena,
             pool,
-            passes: 0,
+            steps: 0,
+            pass: None,
             device: device.clone(),
         }
     }
@@ -137,6 +152,34 @@ impl Encoder {
     /// A slot holding `params`, valid for the dispatches of this encoder.
     pub fn params<P: WgslParams>(&mut self, params: &P) -> ParamSlot {
         self.arena.push(&self.device, bytemuck::bytes_of(params))
+    }
+
+    /// The pass the next dispatches go into: the open one, or with `timestamps` a new pass of
+    /// their own (labelled `label`) so that exactly they are timed.
+    pub(crate) fn pass(
+        &mut self,
+        label: &str,
+        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) -> &mut wgpu::ComputePass<'static> {
+        self.steps += 1;
+        let timed = timestamps.is_some();
+        if timed || self.pass.as_ref().is_none_or(|p| p.timed) {
+            self.end_pass();
+            let pass = self
+                .inner
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(if timed { label } else { "moetile" }),
+                    timestamp_writes: timestamps,
+                })
+                .forget_lifetime();
+            self.pass = Some(OpenPass { pass, timed });
+        }
+        &mut self.pass.as_mut().expect("opened above").pass
+    }
+
+    /// Ends the open pass, if any, so the encoder takes other commands or finishes.
+    pub(crate) fn end_pass(&mut self) {
+        self.pass = None;
     }
 }
 
@@ -150,6 +193,7 @@ impl std::ops::Deref for Encoder {
 
 impl std::ops::DerefMut for Encoder {
     fn deref_mut(&mut self) -> &mut wgpu::CommandEncoder {
+        self.end_pass();
         &mut self.inner
     }
 }

@@ -121,7 +121,7 @@ mod timer;
 
 pub use adapter::{AdapterChoice, Profile};
 pub use attention::{ATTN_DECODE_MAX_TOKENS, AttentionKernel, KvCache};
-pub use backend::{BackendOptions, WgpuBackend};
+pub use backend::{BackendOptions, HostTimes, WgpuBackend};
 pub use context::{GpuMatrix, WgpuContext};
 pub use encoder::{Encoder, ParamSlot};
 pub use error::{Result, WgpuError};

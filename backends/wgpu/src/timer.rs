@@ -148,16 +148,13 @@ impl Timer {
     }
 }
 
-/// Begins a compute pass labelled `label`, timed when `timer` is given.
+/// The compute pass for the dispatches of step `label`: a pass of their own timed when `timer`
+/// is given, else the encoder's open one.
 pub(crate) fn begin_pass<'e>(
     enc: &'e mut Encoder,
     label: &str,
     timer: Option<&mut Timer>,
-) -> wgpu::ComputePass<'e> {
+) -> &'e mut wgpu::ComputePass<'static> {
     let timestamp_writes = timer.and_then(|t| t.pass_writes(label));
-    enc.passes += 1;
-    enc.inner.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some(label),
-        timestamp_writes,
-    })
+    enc.pass(label, timestamp_writes)
 }

@@ -12,7 +12,7 @@ use clap::Args;
 use moetile::RuntimeConfig;
 use moetile::model::{Logits, Stage};
 use moetile::session::Session;
-use moetile_wgpu::{ProfileReport, WgpuBackend};
+use moetile_wgpu::{HostTimes, ProfileReport, WgpuBackend};
 
 use crate::args::{GpuArgs, RuntimeArgs, RuntimeSettings, usage};
 use crate::backend::gpu_backend;
@@ -73,16 +73,23 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         let mut session = Session::new(&model, gpu, &config)?;
         gpu.set_profiling(profile)
             .context("moetile profile needs GPU timestamp queries")?;
+        gpu.take_host_times();
         let start = Instant::now();
         let logits = session.prefill(&model, gpu, &tokens, Logits::Last)?;
-        let prefill_wall = start.elapsed();
+        let prefill_wall = Wall {
+            total: start.elapsed(),
+            host: gpu.take_host_times(),
+        };
         let prefill = gpu.take_profile().unwrap_or_default();
         let mut next = argmax(&logits);
         let start = Instant::now();
         for _ in 0..args.decode {
             next = argmax(&session.decode(&model, gpu, next)?);
         }
-        let decode_wall = start.elapsed();
+        let decode_wall = Wall {
+            total: start.elapsed(),
+            host: gpu.take_host_times(),
+        };
         let decode = gpu.take_profile().unwrap_or_default();
         Ok(Pass {
             prefill,
@@ -106,14 +113,14 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     print_report(
         &format!("prefill of {} tokens", tokens.len()),
         &timed.prefill,
-        wall.prefill_wall,
+        &wall.prefill_wall,
         args.per_layer,
     );
     if args.decode > 0 {
         print_report(
             &format!("{} decode steps", args.decode),
             &timed.decode,
-            wall.decode_wall,
+            &wall.decode_wall,
             args.per_layer,
         );
     }
@@ -124,8 +131,14 @@ pub fn run(args: ProfileArgs) -> Result<()> {
 struct Pass {
     prefill: ProfileReport,
     decode: ProfileReport,
-    prefill_wall: Duration,
-    decode_wall: Duration,
+    prefill_wall: Wall,
+    decode_wall: Wall,
+}
+
+/// Wall-clock time of some work, and where the host spent it.
+struct Wall {
+    total: Duration,
+    host: HostTimes,
 }
 
 /// `n` token ids spread over the vocabulary by a fixed linear congruential sequence: the
@@ -193,15 +206,17 @@ fn sub_stage_rank(detail: &str) -> usize {
 }
 
 /// The table of `report`, headed by its GPU total against `wall`, the same work's wall-clock
-/// time in an untimed run: the difference is host encoding, submission, synchronisation and
-/// the GPU's idle gaps between passes, which no stage's timestamps include.
-fn print_report(title: &str, report: &ProfileReport, wall: Duration, per_layer: bool) {
+/// time in an untimed run, and the host's busy part of that (wall-clock minus waiting for the
+/// GPU: encoding and submitting). Wall-clock above both GPU and host time is the GPU's idle
+/// gaps between passes and the host waiting on work it submitted last.
+fn print_report(title: &str, report: &ProfileReport, wall: &Wall, per_layer: bool) {
     let total = report.total_ms();
-    let wall_ms = wall.as_secs_f64() * 1e3;
+    let wall_ms = wall.total.as_secs_f64() * 1e3;
+    let host_ms = wall_ms - wall.host.waiting.as_secs_f64() * 1e3;
     println!(
-        "\n{title}: {total:.3} ms of GPU time in passes, {wall_ms:.3} ms wall-clock untimed \
-         ({:.3} ms outside passes: host encoding, submission, sync, gaps)",
-        (wall_ms - total).max(0.0)
+        "\n{title}: {total:.3} ms of GPU time in passes; untimed: {wall_ms:.3} ms wall-clock, \
+         of which the host was busy {host_ms:.3} ms ({:.3} ms submitting)",
+        wall.host.submitting.as_secs_f64() * 1e3
     );
     println!("| bucket | stage | ms | share |");
     println!("|---|---|---:|---:|");
