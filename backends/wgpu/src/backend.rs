@@ -689,9 +689,15 @@ impl Backend for WgpuBackend {
             mat_vec: x.rows <= self.mat_vec_max_tokens(),
             ..MoeOptions::new(&self.ctx, p, x.rows)
         };
-        let bufs =
-            self.ctx
-                .moe_buffers(x.rows, routing.n_used, x.cols, experts.gate.rows, opts.mid)?;
+        // From this backend's pool: they are dropped while the encoder is still open.
+        let bufs = self.ctx.moe_buffers_in(
+            &self.pool,
+            x.rows,
+            routing.n_used,
+            x.cols,
+            experts.gate.rows,
+            opts.mid,
+        )?;
         for m in [&bufs.gate, &bufs.up, &bufs.mid, &bufs.y] {
             self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
         }
