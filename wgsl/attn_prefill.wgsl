@@ -63,23 +63,18 @@ fn tile_index(e: u32, j0: u32) -> u32 {
     return min(j0 + e / OCTS, last_key) * kv_octs + head_oct + e % OCTS;
 }
 
-fn load_k(j0: u32) -> array<KvOct, TILE_LOADS> {
+// This thread's share of the key (or, with `values`, the value) tile at j0.
+fn load_tile(j0: u32, values: bool) -> array<KvOct, TILE_LOADS> {
     var raw: array<KvOct, TILE_LOADS>;
     for (var i = 0u; i < TILE_LOADS; i++) {
         let e = lid + i * WG_SIZE;
         if e < KV_TILE * OCTS {
-            raw[i] = k_cache[tile_index(e, j0)];
-        }
-    }
-    return raw;
-}
-
-fn load_v(j0: u32) -> array<KvOct, TILE_LOADS> {
-    var raw: array<KvOct, TILE_LOADS>;
-    for (var i = 0u; i < TILE_LOADS; i++) {
-        let e = lid + i * WG_SIZE;
-        if e < KV_TILE * OCTS {
-            raw[i] = v_cache[tile_index(e, j0)];
+            let at = tile_index(e, j0);
+            if values {
+                raw[i] = v_cache[at];
+            } else {
+                raw[i] = k_cache[at];
+            }
         }
     }
     return raw;
@@ -133,11 +128,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         o[i] = 0.0;
     }
 
-    var k_raw = load_k(0u);
+    var k_raw = load_tile(0u, false);
     for (var j0 = 0u; j0 < n_keys; j0 += KV_TILE) {
         store_tile(k_raw);
         workgroupBarrier();
-        let v_raw = load_v(j0);
+        let v_raw = load_tile(j0, true);
 
         // S = Q K^T for this thread's rows and columns.
         var s: array<f32, ROWS_PER_THREAD * COLS_PER_THREAD>;
@@ -168,7 +163,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
         store_tile(v_raw);
         if j0 + KV_TILE < n_keys {
-            k_raw = load_k(j0 + KV_TILE);
+            k_raw = load_tile(j0 + KV_TILE, false);
         }
         // Online softmax: the new row maxima, the rescale of what came before, this tile's
         // weights for this thread's columns.
