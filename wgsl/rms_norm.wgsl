@@ -4,6 +4,9 @@
 // partial sums of squares, then a tree in workgroup memory in a fixed order, so the result does
 // not depend on the subgroup size.
 //
+// Every loop has a bound uniform over the workgroup and every workgroup-array index is in
+// range by construction (the host may run this module without naga's loop guards and clamps).
+//
 // Consts: WG_SIZE.
 // Fragments: grid.wgsl (GridGroup, linear_group).
 
