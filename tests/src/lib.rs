@@ -81,3 +81,23 @@ pub fn skip_without_gpu(why: &dyn std::fmt::Display) {
     }
     eprintln!("skipping GPU test: {why}");
 }
+
+/// The default adapter's context, created once per test binary and shared by its tests;
+/// `None` (after [`skip_without_gpu`]) when there is none.
+pub fn gpu_context() -> Option<std::sync::Arc<moetile_wgpu::WgpuContext>> {
+    use std::sync::{Arc, OnceLock};
+    static CTX: OnceLock<Option<Arc<moetile_wgpu::WgpuContext>>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        match moetile_wgpu::WgpuContext::new(&moetile_wgpu::AdapterChoice::Default) {
+            Ok(ctx) => {
+                eprintln!("GPU tests on {}", ctx.profile().describe());
+                Some(Arc::new(ctx))
+            }
+            Err(e) => {
+                skip_without_gpu(&format_args!("no device: {e}"));
+                None
+            }
+        }
+    })
+    .clone()
+}

@@ -29,8 +29,6 @@
 //! measured); the three tile caps must give the same argmax at every position (their results
 //! were bitwise equal on every path measured).
 
-use std::sync::{Arc, OnceLock};
-
 use moetile::RuntimeConfig;
 use moetile::gguf::GgufFile;
 use moetile::model::{Logits, Model, Stage};
@@ -38,7 +36,7 @@ use moetile::session::Session;
 use moetile::tile::TileWidth;
 use moetile_tests::golden::{Agreement, Golden, agreement};
 use moetile_tests::model_fixture;
-use moetile_wgpu::{ActType, AdapterChoice, BackendOptions, Path, WgpuBackend, WgpuContext};
+use moetile_wgpu::{ActType, BackendOptions, Path, WgpuBackend};
 
 /// NMSE bounds of one path (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -66,22 +64,6 @@ const COOP: Budget = Budget {
 const MIN_TOP1: f64 = 0.98;
 /// Tokens decoded one at a time after prefilling the rest.
 const DECODED: usize = 12;
-
-/// One device for the whole binary.
-fn ctx() -> Option<Arc<WgpuContext>> {
-    static CTX: OnceLock<Option<Arc<WgpuContext>>> = OnceLock::new();
-    CTX.get_or_init(|| match WgpuContext::new(&AdapterChoice::Default) {
-        Ok(ctx) => {
-            eprintln!("whole-model GPU tests on {}", ctx.profile().describe());
-            Some(Arc::new(ctx))
-        }
-        Err(e) => {
-            moetile_tests::skip_without_gpu(&format_args!("no device: {e}"));
-            None
-        }
-    })
-    .clone()
-}
 
 /// The budget of a backend's options.
 fn budget(o: &BackendOptions) -> Budget {
@@ -161,7 +143,9 @@ impl Run<'_> {
 }
 
 fn check_fixture(name: &str) {
-    let Some(ctx) = ctx() else { return };
+    let Some(ctx) = moetile_tests::gpu_context() else {
+        return;
+    };
     let (model_path, ref_path, _) = model_fixture(name);
     let file = GgufFile::open(&model_path).unwrap();
     let golden = Golden::read(&ref_path).unwrap();
@@ -283,7 +267,9 @@ fn qwen3moe_pure_q5_k_on_gpu() {
 /// routed experts' sub-stages, and names the kernels (so the tile width shows).
 #[test]
 fn profiler_attributes_every_pass_to_a_stage() {
-    let Some(ctx) = ctx() else { return };
+    let Some(ctx) = moetile_tests::gpu_context() else {
+        return;
+    };
     let mut gpu = WgpuBackend::new(ctx.clone());
     if let Err(e) = gpu.set_profiling(true) {
         // The message says why (no TIMESTAMP_QUERY) and what to do.
@@ -366,7 +352,9 @@ fn profiler_attributes_every_pass_to_a_stage() {
 #[ignore = "needs MOETILE_MODEL=/path/to/model.gguf (run with --ignored)"]
 fn real_model_from_env() {
     let path = std::env::var("MOETILE_MODEL").expect("set MOETILE_MODEL");
-    let Some(ctx) = ctx() else { return };
+    let Some(ctx) = moetile_tests::gpu_context() else {
+        return;
+    };
     let file = GgufFile::open(std::path::Path::new(&path)).unwrap();
     let tokenizer = moetile::tokenizer::Tokenizer::from_gguf(&file).unwrap();
     let prompt = tokenizer.encode(

@@ -29,8 +29,6 @@
 //!   equality would fail at some seeds without meaning anything. On the CPU the elementwise
 //!   bound implies this with a tie of twice that bound.
 
-use std::sync::{Arc, OnceLock};
-
 use moetile::RuntimeConfig;
 use moetile::gguf::{GgufFile, GgufWriter};
 use moetile::model::{Arch, Backend, FfnWeights, Logits, Model, ModelConfig};
@@ -40,7 +38,7 @@ use moetile::synth::{Mix, Preset, Synth};
 use moetile::tokenizer::Tokenizer;
 use moetile_cpu::CpuBackend;
 use moetile_tests::golden::agreement;
-use moetile_wgpu::{ActType, AdapterChoice, BackendOptions, Path, WgpuBackend, WgpuContext};
+use moetile_wgpu::{ActType, BackendOptions, Path, WgpuBackend};
 
 /// Largest drop from the reference's best logit a GPU's argmax may have (see the module docs).
 const TIE: f64 = 1e-2;
@@ -162,19 +160,6 @@ fn logits<B: Backend>(file: &GgufFile, b: &mut B, tokens: &[u32]) -> Vec<f32> {
     out
 }
 
-/// One device for the whole binary.
-fn ctx() -> Option<Arc<WgpuContext>> {
-    static CTX: OnceLock<Option<Arc<WgpuContext>>> = OnceLock::new();
-    CTX.get_or_init(|| match WgpuContext::new(&AdapterChoice::Default) {
-        Ok(ctx) => Some(Arc::new(ctx)),
-        Err(e) => {
-            moetile_tests::skip_without_gpu(&format_args!("no device: {e}"));
-            None
-        }
-    })
-    .clone()
-}
-
 /// The NMSE budget of the GPU with options `o` (see the module docs).
 fn gpu_budget(o: &BackendOptions) -> f64 {
     if o.path != Path::Reg {
@@ -220,7 +205,9 @@ fn check(mix: Mix, f32: bool) {
         "{what}: CPU qwen3 vs single-expert qwen3moe: {a:?}"
     );
 
-    let Some(ctx) = ctx() else { return };
+    let Some(ctx) = moetile_tests::gpu_context() else {
+        return;
+    };
     let default = BackendOptions {
         poison: true,
         ..BackendOptions::for_device(&ctx)

@@ -105,8 +105,8 @@ fn real_model_greedy_matches_llama_cpp_on_cpu_reference() {
 #[test]
 #[ignore = "needs MOETILE_MODEL=/path/to/model.gguf with an expectation in tests/fixtures/real"]
 fn real_model_greedy_matches_llama_cpp_on_gpu() {
-    let ctx = std::sync::Arc::new(
-        moetile_wgpu::WgpuContext::new(&moetile_wgpu::AdapterChoice::Default).unwrap(),
-    );
+    let Some(ctx) = moetile_tests::gpu_context() else {
+        return;
+    };
     greedy_matches_llama_cpp(&mut moetile_wgpu::WgpuBackend::new(ctx));
 }
