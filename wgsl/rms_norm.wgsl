@@ -2,13 +2,16 @@
 // the weight vector: out[i] = x[i] / sqrt(mean(group^2) + eps) * w[i % group_len].
 // One workgroup per group (the grid is folded in two dimensions past 65535 groups): strided
 // partial sums of squares, then a tree in workgroup memory in a fixed order, so the result does
-// not depend on the subgroup size.
+// not depend on the subgroup size. The first pass reads x through load_x, which may first add a
+// residual into x in place (norm/residual.wgsl); the second pass reads x[base + i] back with the
+// same thread and index that stored it, so it sees that store without a barrier.
 //
 // Every loop has a bound uniform over the workgroup and every workgroup-array index is in
 // range by construction (the host may run this module without naga's loop guards and clamps).
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (GridGroup, linear_group).
+// Fragments: grid.wgsl (GridGroup, linear_group), norm/plain.wgsl or norm/residual.wgsl (x,
+// load_x).
 
 const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
 
@@ -20,7 +23,6 @@ struct NormParams {
 }
 
 @group(0) @binding(0) var<uniform> params: NormParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
@@ -35,7 +37,7 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     let base = group * params.group_len;
     var sum = 0.0;
     for (var i = li; i < params.group_len; i += WG_SIZE) {
-        let v = x[base + i];
+        let v = load_x(base + i);
         sum = fma(v, v, sum);
     }
     partial[li] = sum;

@@ -54,6 +54,8 @@ impl Templates {
             "attn/common.wgsl",
             "reduce/subgroup.wgsl",
             "reduce/workgroup.wgsl",
+            "norm/plain.wgsl",
+            "norm/residual.wgsl",
             "dequant/bytes.wgsl",
             "dequant/legacy.wgsl",
             "dequant/scale_min_k4.wgsl",

@@ -153,7 +153,11 @@ pub enum KernelKey {
         weight: WeightType,
     },
     /// RMS norm of every group of values (a row or a head) times a weight vector.
-    RmsNorm,
+    RmsNorm {
+        /// Whether a residual `y` is first added into `x` in place (`x += y`), fusing the
+        /// residual add into the norm after it.
+        residual: bool,
+    },
     /// An in-place element-wise op.
     Eltwise(EltOp),
     /// Rotary position embedding in place, from a table of angles.
@@ -318,7 +322,9 @@ impl KernelKey {
         for weight in WeightType::ALL {
             keys.push(KernelKey::Embed { weight });
         }
-        keys.push(KernelKey::RmsNorm);
+        for residual in [false, true] {
+            keys.push(KernelKey::RmsNorm { residual });
+        }
         for op in EltOp::ALL {
             keys.push(KernelKey::Eltwise(op));
         }
@@ -347,7 +353,7 @@ impl KernelKey {
     pub fn workgroup_size(&self) -> u32 {
         match self {
             KernelKey::Route => ROUTE_WG_SIZE,
-            KernelKey::RmsNorm => NORM_WG_SIZE,
+            KernelKey::RmsNorm { .. } => NORM_WG_SIZE,
             KernelKey::MmId(m) if m.path == Path::Reg => {
                 ROW_THREADS * m.tile.tokens() as u32 / reg_tokens_per_thread(m.tile)
             }
@@ -365,7 +371,7 @@ impl KernelKey {
     /// grids of their own (map, matmuls, attention).
     pub fn items_per_workgroup(&self) -> Option<u32> {
         match self {
-            KernelKey::RmsNorm | KernelKey::Route => Some(1),
+            KernelKey::RmsNorm { .. } | KernelKey::Route => Some(1),
             KernelKey::Act { .. }
             | KernelKey::Sum
             | KernelKey::Embed { .. }
@@ -486,7 +492,7 @@ impl KernelKey {
             KernelKey::Act { .. } => "act.wgsl",
             KernelKey::Sum => "sum.wgsl",
             KernelKey::Embed { .. } => "embed.wgsl",
-            KernelKey::RmsNorm => "rms_norm.wgsl",
+            KernelKey::RmsNorm { .. } => "rms_norm.wgsl",
             KernelKey::Eltwise(_) => "eltwise.wgsl",
             KernelKey::Rope => "rope.wgsl",
             KernelKey::KvStore { .. } => "kv_store.wgsl",
@@ -547,12 +553,16 @@ impl KernelKey {
                 },
             ],
             KernelKey::AttnCombine { .. } => vec!["attn/common.wgsl"],
+            KernelKey::RmsNorm { residual } => vec![if *residual {
+                "norm/residual.wgsl"
+            } else {
+                "norm/plain.wgsl"
+            }],
             KernelKey::Sum
             | KernelKey::Eltwise(_)
             | KernelKey::Rope
             | KernelKey::Route
-            | KernelKey::Map { .. }
-            | KernelKey::RmsNorm => vec![],
+            | KernelKey::Map { .. } => vec![],
         };
         if self.items_per_workgroup().is_some() {
             list.insert(0, "grid.wgsl");
@@ -568,7 +578,7 @@ impl KernelKey {
             KernelKey::Act { .. } => "ActParams",
             KernelKey::Sum => "SumParams",
             KernelKey::Embed { .. } => "EmbedParams",
-            KernelKey::RmsNorm => "NormParams",
+            KernelKey::RmsNorm { .. } => "NormParams",
             KernelKey::Eltwise(_) => "EltParams",
             KernelKey::Rope => "RotaryParams",
             KernelKey::KvStore { .. } => "KvParams",
@@ -628,11 +638,18 @@ impl KernelKey {
                 b(2, "ids", ReadOnly),
                 b(3, "out", ReadWrite),
             ],
-            KernelKey::RmsNorm => vec![
+            KernelKey::RmsNorm { residual: false } => vec![
                 b(0, "params", Uniform),
                 b(1, "x", ReadOnly),
                 b(2, "w", ReadOnly),
                 b(3, "out", ReadWrite),
+            ],
+            KernelKey::RmsNorm { residual: true } => vec![
+                b(0, "params", Uniform),
+                b(1, "x", ReadWrite),
+                b(2, "w", ReadOnly),
+                b(3, "out", ReadWrite),
+                b(4, "y", ReadOnly),
             ],
             KernelKey::Eltwise(_) => vec![
                 b(0, "params", Uniform),
@@ -821,7 +838,8 @@ impl std::fmt::Display for KernelKey {
             KernelKey::Act { mid } => write!(f, "act_{}", mid.name()),
             KernelKey::Sum => f.write_str("sum"),
             KernelKey::Embed { weight } => write!(f, "embed_{}", weight.short_name()),
-            KernelKey::RmsNorm => f.write_str("rms_norm"),
+            KernelKey::RmsNorm { residual: false } => f.write_str("rms_norm"),
+            KernelKey::RmsNorm { residual: true } => f.write_str("rms_norm_residual"),
             KernelKey::Eltwise(op) => f.write_str(op.name()),
             KernelKey::Rope => f.write_str("rope"),
             KernelKey::KvStore { kv } => write!(f, "kv_store_{}", kv.name()),

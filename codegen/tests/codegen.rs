@@ -117,7 +117,8 @@ fn params_structs_match_naga_layout() {
         KernelKey::Embed {
             weight: WeightType::Q3_K,
         },
-        KernelKey::RmsNorm,
+        KernelKey::RmsNorm { residual: false },
+        KernelKey::RmsNorm { residual: true },
         KernelKey::Eltwise(moetile_codegen::EltOp::Add),
         KernelKey::Rope,
         KernelKey::KvStore { kv: ActType::F16 },

@@ -313,7 +313,6 @@ fn profiler_attributes_every_pass_to_a_stage() {
             Stage::FfnNorm,
             Stage::Router,
             Stage::SharedExpert,
-            Stage::FfnResidual,
         ] {
             assert!(has(stage, l, None), "{stage} of layer {layer} missing");
         }

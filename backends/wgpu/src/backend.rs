@@ -499,7 +499,22 @@ impl Backend for WgpuBackend {
     ) -> moetile::Result<GpuMatrix> {
         let out = self.output(x.rows, x.cols, "rms_norm")?;
         self.record("rms_norm", |ctx, enc, timer| {
-            ctx.encode_rms_norm(enc, x, w, eps, &out, timer)
+            ctx.encode_rms_norm(enc, x, None, w, eps, &out, timer)
+        })?;
+        Ok(out)
+    }
+
+    /// One dispatch: the norm kernel adds `y` into `x` as it first reads it.
+    fn add_rms_norm(
+        &mut self,
+        x: &mut GpuMatrix,
+        y: &GpuMatrix,
+        w: &ExpertTensor,
+        eps: f32,
+    ) -> moetile::Result<GpuMatrix> {
+        let out = self.output(x.rows, x.cols, "rms_norm")?;
+        self.record("rms_norm_residual", |ctx, enc, timer| {
+            ctx.encode_rms_norm(enc, x, Some(y), w, eps, &out, timer)
         })?;
         Ok(out)
     }

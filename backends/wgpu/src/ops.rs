@@ -117,21 +117,38 @@ impl WgpuContext {
     }
 
     /// Encodes `out = rms_norm(x) * w` over every group of `w.cols` values of each row of `x`
-    /// (a whole row, or one head).
+    /// (a whole row, or one head). With a residual `y` (the shape of `x`), `x += y` first, in
+    /// place and in the same dispatch: the residual add fused into the norm after it.
+    #[allow(clippy::too_many_arguments)]
     pub fn encode_rms_norm(
         &self,
         enc: &mut Encoder,
         x: &GpuMatrix,
+        y: Option<&GpuMatrix>,
         w: &ExpertTensor,
         eps: f32,
         out: &GpuMatrix,
         timer: Option<&mut Timer>,
     ) -> Result<()> {
-        let key = KernelKey::RmsNorm;
+        let key = KernelKey::RmsNorm {
+            residual: y.is_some(),
+        };
         let op = key.to_string();
         let weights = vector(&op, w)?;
         f32_matrix(&op, "x", x)?;
         f32_matrix(&op, "the output", out)?;
+        if let Some(y) = y {
+            f32_matrix(&op, "the residual y", y)?;
+            if (y.rows, y.cols) != (x.rows, x.cols) {
+                return Err(shape(
+                    &op,
+                    format!(
+                        "the residual y is ({}, {}), x is ({}, {})",
+                        y.rows, y.cols, x.rows, x.cols
+                    ),
+                ));
+            }
+        }
         let n = w.cols;
         if n == 0 || !x.cols.is_multiple_of(n) || (out.rows, out.cols) != (x.rows, x.cols) {
             return Err(shape(
@@ -149,18 +166,14 @@ impl WgpuContext {
             eps,
             _pad0: 0,
         });
-        self.dispatch(
-            enc,
-            &key,
-            &[
-                ("params", params.binding()),
-                ("x", x.buffer.as_entire_binding()),
-                ("w", weights.as_entire_binding()),
-                ("out", out.buffer.as_entire_binding()),
-            ],
-            Grid::Items(n_groups),
-            timer,
-        )
+        let mut bindings = vec![
+            ("params", params.binding()),
+            ("x", x.buffer.as_entire_binding()),
+            ("w", weights.as_entire_binding()),
+            ("out", out.buffer.as_entire_binding()),
+        ];
+        bindings.extend(y.map(|y| ("y", y.buffer.as_entire_binding())));
+        self.dispatch(enc, &key, &bindings, Grid::Items(n_groups), timer)
     }
 
     /// Encodes the in-place `op` on `dst` with operand `src` of `src_len` f32 values: the whole

@@ -7,8 +7,9 @@
 //!   fuse `q * d + m` into one FMA (half an ulp).
 //! - matmul: 1e-5 * sum_i |w_i x_i| on the register path (f32 accumulation over <= 256
 //!   products, see tests/kernels.rs), 2e-3 on cooperative paths (f16 tiles).
-//! - rms_norm, element-wise ops, rope, route weights: 1e-6 relative (+1e-6 absolute): a few
-//!   f32 roundings of values around 1 (rope angles are f64 on the host, rounded once).
+//! - rms_norm (with or without the fused residual add, itself one f32 rounding as on the CPU),
+//!   element-wise ops, rope, route weights: 1e-6 relative (+1e-6 absolute): a few f32
+//!   roundings of values around 1 (rope angles are f64 on the host, rounded once).
 //! - attention (values in [-1, 1]): 1e-5 absolute with an f32 cache (f32 scores and softmax
 //!   over <= 200 keys; measured <= 1e-6), 2e-3 with the default f16 cache (keys and values
 //!   rounded to 2^-11 relative; through scores of size ~1-3 that moves the softmax weights by
@@ -285,6 +286,56 @@ fn rms_norm_per_row_and_per_head() {
             rel(&want.data, 1e-6),
         );
     }
+}
+
+/// The fused residual add and norm against the CPU's default composition (`add`, then
+/// `rms_norm`): both the normed output and the updated residual stream `x`.
+#[test]
+fn add_rms_norm_matches_add_then_rms_norm() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("add_rms_norm_matches_add_then_rms_norm");
+    // Decode (one row) and a batch of a model width, odd row counts and widths, and per-head
+    // groups (each value is added once whichever group norms it).
+    for (t, cols, group) in [
+        (1, 2048, 2048),
+        (5, 2048, 2048),
+        (3, 2880, 2880),
+        (13, 333, 333),
+        (7, 128, 32),
+    ] {
+        let x = uniform(&mut rng, t * cols, 2.0);
+        let y = uniform(&mut rng, t * cols, 2.0);
+        let w = uniform(&mut rng, group, 1.0);
+        let dims = [group];
+        let (gw, cw) = upload_both(&mut gpu, &mut cpu, f32_data("norm", &dims, &w));
+        let mut gx = gpu_act(&mut gpu, t, cols, &x);
+        let gy = gpu_act(&mut gpu, t, cols, &y);
+        let got = gpu.add_rms_norm(&mut gx, &gy, &gw, 1e-6).unwrap();
+        let got = gpu.read(&got).unwrap();
+        let got_x = gpu.read(&gx).unwrap();
+        let mut cx = cpu_act(t, cols, &x);
+        let want = cpu
+            .add_rms_norm(&mut cx, &cpu_act(t, cols, &y), &cw, 1e-6)
+            .unwrap();
+        let label = format!("add_rms_norm {t}x{cols} / {group}");
+        check_close(&label, &got, &want.data, rel(&want.data, 1e-6));
+        check_close(
+            &format!("{label}: x += y"),
+            &got_x,
+            &cx.data,
+            rel(&cx.data, 1e-6),
+        );
+    }
+    // A residual of another shape is refused by name.
+    let dims = [64];
+    let gw = gpu.upload(f32_data("norm", &dims, &[1.0; 64])).unwrap();
+    let mut gx = gpu_act(&mut gpu, 2, 64, &[0.5; 128]);
+    let gy = gpu_act(&mut gpu, 1, 64, &[0.5; 64]);
+    let err = gpu.add_rms_norm(&mut gx, &gy, &gw, 1e-6).unwrap_err();
+    assert!(err.to_string().contains("residual y is (1, 64)"), "{err}");
 }
 
 #[test]

@@ -104,12 +104,12 @@ pub struct ExpertWeights<'a, W> {
 }
 
 /// Where in the forward pass the ops that follow belong, for profilers ([`Backend::stage`]).
-/// A residual add belongs to the stage it closes.
+/// A residual add belongs to the norm after it, with which [`Backend::add_rms_norm`] may fuse it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
     /// Token embedding lookup.
     Embed,
-    /// RMS norm before attention.
+    /// The previous layer's FFN residual add and the RMS norm before attention.
     AttnNorm,
     /// Query projection (and its bias).
     QProj,
@@ -123,9 +123,9 @@ pub enum Stage {
     Rope,
     /// KV-cache append and attention.
     Attention,
-    /// Attention output projection and the residual add.
+    /// Attention output projection.
     OutProj,
-    /// RMS norm before the FFN.
+    /// The attention residual add and the RMS norm before the FFN.
     FfnNorm,
     /// Router logits, gating and top-K.
     Router,
@@ -135,15 +135,13 @@ pub enum Stage {
     SharedExpert,
     /// A dense SwiGLU FFN.
     DenseFfn,
-    /// The residual add after the FFN.
-    FfnResidual,
-    /// Final norm and output projection.
+    /// The last FFN residual add, the final norm and the output projection.
     OutputHead,
 }
 
 impl Stage {
     /// Every stage, in forward order.
-    pub const ALL: [Stage; 16] = [
+    pub const ALL: [Stage; 15] = [
         Stage::Embed,
         Stage::AttnNorm,
         Stage::QProj,
@@ -158,7 +156,6 @@ impl Stage {
         Stage::Experts,
         Stage::SharedExpert,
         Stage::DenseFfn,
-        Stage::FfnResidual,
         Stage::OutputHead,
     ];
 
@@ -179,7 +176,6 @@ impl Stage {
             Stage::Experts => "experts",
             Stage::SharedExpert => "shared_expert",
             Stage::DenseFfn => "dense_ffn",
-            Stage::FfnResidual => "ffn_residual",
             Stage::OutputHead => "output_head",
         }
     }
@@ -237,6 +233,19 @@ pub trait Backend {
     /// RMS norm of every group of `w.len` values of each row, times `w` (f32 `[n]`). A row of
     /// `h * n` values is normalised per head, as the q/k norms of qwen3 need.
     fn rms_norm(&mut self, x: &Self::Act, w: &Self::Weight, eps: f32) -> Result<Self::Act>;
+    /// `x += y`, then [`Backend::rms_norm`] of `x` times `w`: a residual add and the norm after
+    /// it, which a backend may fuse (one pass over `x` instead of two ops). The default is the
+    /// plain composition.
+    fn add_rms_norm(
+        &mut self,
+        x: &mut Self::Act,
+        y: &Self::Act,
+        w: &Self::Weight,
+        eps: f32,
+    ) -> Result<Self::Act> {
+        self.add(x, y)?;
+        self.rms_norm(x, w, eps)
+    }
     /// `x (T, cols) @ w[cols, rows]^T -> (T, rows)`.
     fn matmul(&mut self, x: &Self::Act, w: &Self::Weight) -> Result<Self::Act>;
     /// `x[t, :] += b` for every row; `b` is f32 `[cols]`.

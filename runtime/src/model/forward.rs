@@ -76,11 +76,14 @@ impl<B: Backend> Model<B> {
         };
         b.stage(Stage::Embed, None);
         let mut x = b.embed(&w.embed, tokens)?;
+        // The FFN output of the previous layer, not yet added into `x`: each residual add is
+        // fused into the norm after it.
+        let mut residual = None;
         for (il, layer) in w.layers.iter().enumerate() {
             let l = Some(il);
             let a = &layer.attn;
             b.stage(Stage::AttnNorm, l);
-            let h = b.rms_norm(&x, &a.norm, c.rms_eps)?;
+            let h = add_norm(b, &mut x, residual.take(), &a.norm, c.rms_eps)?;
             let bias = a.qkv_bias.as_ref();
             b.stage(Stage::QProj, l);
             let mut q = projection(b, &h, &a.q, bias.map(|[bq, _, _]| bq))?;
@@ -100,10 +103,9 @@ impl<B: Backend> Model<B> {
             let att = b.attention(&q, &k, &v, kv, il, pos0, &attn_params)?;
             b.stage(Stage::OutProj, l);
             let o = b.matmul(&att, &a.out)?;
-            b.add(&mut x, &o)?;
 
             b.stage(Stage::FfnNorm, l);
-            let h = b.rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
+            let h = b.add_rms_norm(&mut x, &o, &layer.ffn_norm, c.rms_eps)?;
             let y = match &layer.ffn {
                 FfnWeights::Dense(ffn) => {
                     b.stage(Stage::DenseFfn, l);
@@ -149,15 +151,30 @@ impl<B: Backend> Model<B> {
                     y
                 }
             };
-            b.stage(Stage::FfnResidual, l);
-            b.add(&mut x, &y)?;
+            residual = Some(y);
         }
         b.stage(Stage::OutputHead, None);
+        // The norm is per row, so norming every row and then taking the last equals the
+        // reverse; the output projection still runs on one row.
+        let mut h = add_norm(b, &mut x, residual, &w.output_norm, c.rms_eps)?;
         if logits == Logits::Last {
-            x = b.last_row(&x)?;
+            h = b.last_row(&h)?;
         }
-        let x = b.rms_norm(&x, &w.output_norm, c.rms_eps)?;
-        b.matmul(&x, w.output.as_ref().unwrap_or(&w.embed))
+        b.matmul(&h, w.output.as_ref().unwrap_or(&w.embed))
+    }
+}
+
+/// `rms_norm(x + residual) * w`, adding `residual` (when there is one) into `x` as well.
+fn add_norm<B: Backend>(
+    b: &mut B,
+    x: &mut B::Act,
+    residual: Option<B::Act>,
+    w: &B::Weight,
+    eps: f32,
+) -> Result<B::Act> {
+    match residual {
+        Some(y) => b.add_rms_norm(x, &y, w, eps),
+        None => b.rms_norm(x, w, eps),
     }
 }
 

@@ -179,12 +179,7 @@ fn bucket(stage: Option<Stage>, detail: Option<&str>) -> (&'static str, String) 
             | Stage::OutProj,
         ) => "attention",
         Some(
-            Stage::FfnNorm
-            | Stage::Router
-            | Stage::Experts
-            | Stage::SharedExpert
-            | Stage::DenseFfn
-            | Stage::FfnResidual,
+            Stage::FfnNorm | Stage::Router | Stage::Experts | Stage::SharedExpert | Stage::DenseFfn,
         ) => "ffn",
         _ => "other",
     };
