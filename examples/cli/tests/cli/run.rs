@@ -28,22 +28,23 @@ fn tokens(v: &Value) -> Vec<u64> {
 fn run_streams_text_and_closes_with_speeds() {
     let out = moetile()
         .args(["run", "--cpu", "-m", model_arg(), "-p", "Once upon a time"])
-        .args(["-n", "8", "--temp", "0"])
+        .args(["-n", "8", "--temp", "0", "--ignore-eos"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let closing = stderr.lines().last().unwrap();
+    // The random model's tokens may be special ones that print as nothing: the count is what
+    // shows they were generated.
     for part in [
         "prompt 10 tokens",
         "prefill",
-        "generated",
+        "generated 8 tokens",
         "decode",
         "tok/s",
     ] {
         assert!(closing.contains(part), "{part:?} missing: {closing}");
     }
-    assert!(!out.stdout.is_empty());
 }
 
 #[test]
