@@ -3,15 +3,17 @@
 // One workgroup per group (the grid is folded in two dimensions past 65535 groups): strided
 // partial sums of squares, then a tree in workgroup memory in a fixed order, so the result does
 // not depend on the subgroup size. The first pass reads x through load_x, which may first add a
-// residual into x in place (norm/residual.wgsl); the second pass reads x[base + i] back with the
-// same thread and index that stored it, so it sees that store without a barrier.
+// residual into x in place (norm/residual.wgsl); the second pass (store_out) reads x[i] back
+// with the same thread and index that stored it, so it sees that store without a barrier.
+// Groups from params.split on belong to a second matrix m = 1 with its own weights and output
+// (norm/pair.wgsl: q and k heads in one dispatch); the choice is uniform over the workgroup.
 //
 // Every loop has a bound uniform over the workgroup and every workgroup-array index is in
 // range by construction (the host may run this module without naga's loop guards and clamps).
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (GridGroup, linear_group), norm/plain.wgsl or norm/residual.wgsl (x,
-// load_x).
+// Fragments: grid.wgsl (GridGroup, linear_group), then norm/plain.wgsl or norm/residual.wgsl
+// (x, load_x) with norm/out.wgsl (store_out), or norm/pair.wgsl (load_x, store_out).
 
 const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
 
@@ -19,12 +21,10 @@ struct NormParams {
     n_groups: u32,
     group_len: u32,
     eps: f32,
-    _pad0: u32,
+    split: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: NormParams;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 var<workgroup> partial: array<f32, WG_SIZE>;
 
@@ -34,10 +34,15 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     if group >= params.n_groups {
         return;
     }
-    let base = group * params.group_len;
+    var m = 0u;
+    var base = group * params.group_len;
+    if group >= params.split {
+        m = 1u;
+        base = (group - params.split) * params.group_len;
+    }
     var sum = 0.0;
     for (var i = li; i < params.group_len; i += WG_SIZE) {
-        let v = load_x(base + i);
+        let v = load_x(m, base + i);
         sum = fma(v, v, sum);
     }
     partial[li] = sum;
@@ -50,6 +55,6 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     }
     let scale = 1.0 / sqrt(partial[0] / f32(params.group_len) + params.eps);
     for (var i = li; i < params.group_len; i += WG_SIZE) {
-        out[base + i] = x[base + i] * scale * w[i];
+        store_out(m, base + i, i, scale);
     }
 }

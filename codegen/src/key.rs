@@ -118,6 +118,25 @@ impl EltOp {
     }
 }
 
+/// What an RMS norm of [`KernelKey::RmsNorm`] reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NormFlavour {
+    /// One matrix: `out = rms_norm(x) * w`.
+    Plain,
+    /// A residual `y` is first added into `x` in place (`x += y`), fusing the residual add
+    /// into the norm after it.
+    Residual,
+    /// Two matrices of the same group length, each with its own weights and output, in one
+    /// dispatch (qwen3's per-head q and k norms).
+    Pair,
+}
+
+impl NormFlavour {
+    /// Every flavour.
+    pub const ALL: [NormFlavour; 3] =
+        [NormFlavour::Plain, NormFlavour::Residual, NormFlavour::Pair];
+}
+
 /// Head widths the attention kernels are generated for: multiples of 16 up to 128, of 32 up to
 /// 256 (the 16 threads of a prefill row group own whole dims).
 pub const HEAD_DIMS: [u32; 12] = [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256];
@@ -153,15 +172,14 @@ pub enum KernelKey {
         weight: WeightType,
     },
     /// RMS norm of every group of values (a row or a head) times a weight vector.
-    RmsNorm {
-        /// Whether a residual `y` is first added into `x` in place (`x += y`), fusing the
-        /// residual add into the norm after it.
-        residual: bool,
-    },
+    RmsNorm(NormFlavour),
     /// An in-place element-wise op.
     Eltwise(EltOp),
     /// Rotary position embedding in place, from a table of angles.
-    Rope,
+    Rope {
+        /// Whether a second matrix (k beside q) is rotated in the same dispatch.
+        pair: bool,
+    },
     /// Appends keys and values to a layer's cache.
     KvStore {
         /// Storage type of the cache.
@@ -322,13 +340,15 @@ impl KernelKey {
         for weight in WeightType::ALL {
             keys.push(KernelKey::Embed { weight });
         }
-        for residual in [false, true] {
-            keys.push(KernelKey::RmsNorm { residual });
+        for flavour in NormFlavour::ALL {
+            keys.push(KernelKey::RmsNorm(flavour));
         }
         for op in EltOp::ALL {
             keys.push(KernelKey::Eltwise(op));
         }
-        keys.push(KernelKey::Rope);
+        for pair in [false, true] {
+            keys.push(KernelKey::Rope { pair });
+        }
         for kv in ActType::ALL {
             keys.push(KernelKey::KvStore { kv });
             for head_dim in HEAD_DIMS {
@@ -353,7 +373,7 @@ impl KernelKey {
     pub fn workgroup_size(&self) -> u32 {
         match self {
             KernelKey::Route => ROUTE_WG_SIZE,
-            KernelKey::RmsNorm { .. } => NORM_WG_SIZE,
+            KernelKey::RmsNorm(_) => NORM_WG_SIZE,
             KernelKey::MmId(m) if m.path == Path::Reg => {
                 ROW_THREADS * m.tile.tokens() as u32 / reg_tokens_per_thread(m.tile)
             }
@@ -371,12 +391,12 @@ impl KernelKey {
     /// grids of their own (map, matmuls, attention).
     pub fn items_per_workgroup(&self) -> Option<u32> {
         match self {
-            KernelKey::RmsNorm { .. } | KernelKey::Route => Some(1),
+            KernelKey::RmsNorm(_) | KernelKey::Route => Some(1),
             KernelKey::Act { .. }
             | KernelKey::Sum
             | KernelKey::Embed { .. }
             | KernelKey::Eltwise(_)
-            | KernelKey::Rope
+            | KernelKey::Rope { .. }
             | KernelKey::KvStore { .. } => Some(self.workgroup_size()),
             KernelKey::Map { .. }
             | KernelKey::MmId(_)
@@ -492,9 +512,9 @@ impl KernelKey {
             KernelKey::Act { .. } => "act.wgsl",
             KernelKey::Sum => "sum.wgsl",
             KernelKey::Embed { .. } => "embed.wgsl",
-            KernelKey::RmsNorm { .. } => "rms_norm.wgsl",
+            KernelKey::RmsNorm(_) => "rms_norm.wgsl",
             KernelKey::Eltwise(_) => "eltwise.wgsl",
-            KernelKey::Rope => "rope.wgsl",
+            KernelKey::Rope { .. } => "rope.wgsl",
             KernelKey::KvStore { .. } => "kv_store.wgsl",
             KernelKey::AttnPrefill { .. } => "attn_prefill.wgsl",
             KernelKey::AttnDecode { .. } => "attn_decode.wgsl",
@@ -553,16 +573,19 @@ impl KernelKey {
                 },
             ],
             KernelKey::AttnCombine { .. } => vec!["attn/common.wgsl"],
-            KernelKey::RmsNorm { residual } => vec![if *residual {
-                "norm/residual.wgsl"
+            KernelKey::RmsNorm(NormFlavour::Plain) => vec!["norm/plain.wgsl", "norm/out.wgsl"],
+            KernelKey::RmsNorm(NormFlavour::Residual) => {
+                vec!["norm/residual.wgsl", "norm/out.wgsl"]
+            }
+            KernelKey::RmsNorm(NormFlavour::Pair) => vec!["norm/pair.wgsl"],
+            KernelKey::Rope { pair } => vec![if *pair {
+                "rope/pair.wgsl"
             } else {
-                "norm/plain.wgsl"
+                "rope/one.wgsl"
             }],
-            KernelKey::Sum
-            | KernelKey::Eltwise(_)
-            | KernelKey::Rope
-            | KernelKey::Route
-            | KernelKey::Map { .. } => vec![],
+            KernelKey::Sum | KernelKey::Eltwise(_) | KernelKey::Route | KernelKey::Map { .. } => {
+                vec![]
+            }
         };
         if self.items_per_workgroup().is_some() {
             list.insert(0, "grid.wgsl");
@@ -578,9 +601,9 @@ impl KernelKey {
             KernelKey::Act { .. } => "ActParams",
             KernelKey::Sum => "SumParams",
             KernelKey::Embed { .. } => "EmbedParams",
-            KernelKey::RmsNorm { .. } => "NormParams",
+            KernelKey::RmsNorm(_) => "NormParams",
             KernelKey::Eltwise(_) => "EltParams",
-            KernelKey::Rope => "RotaryParams",
+            KernelKey::Rope { .. } => "RotaryParams",
             KernelKey::KvStore { .. } => "KvParams",
             KernelKey::AttnPrefill { .. }
             | KernelKey::AttnDecode { .. }
@@ -638,28 +661,43 @@ impl KernelKey {
                 b(2, "ids", ReadOnly),
                 b(3, "out", ReadWrite),
             ],
-            KernelKey::RmsNorm { residual: false } => vec![
+            KernelKey::RmsNorm(NormFlavour::Plain) => vec![
                 b(0, "params", Uniform),
                 b(1, "x", ReadOnly),
                 b(2, "w", ReadOnly),
                 b(3, "out", ReadWrite),
             ],
-            KernelKey::RmsNorm { residual: true } => vec![
+            KernelKey::RmsNorm(NormFlavour::Residual) => vec![
                 b(0, "params", Uniform),
                 b(1, "x", ReadWrite),
                 b(2, "w", ReadOnly),
                 b(3, "out", ReadWrite),
                 b(4, "y", ReadOnly),
             ],
+            KernelKey::RmsNorm(NormFlavour::Pair) => vec![
+                b(0, "params", Uniform),
+                b(1, "x", ReadOnly),
+                b(2, "w", ReadOnly),
+                b(3, "out", ReadWrite),
+                b(4, "x2", ReadOnly),
+                b(5, "w2", ReadOnly),
+                b(6, "out2", ReadWrite),
+            ],
             KernelKey::Eltwise(_) => vec![
                 b(0, "params", Uniform),
                 b(1, "src", ReadOnly),
                 b(2, "dst", ReadWrite),
             ],
-            KernelKey::Rope => vec![
+            KernelKey::Rope { pair: false } => vec![
                 b(0, "params", Uniform),
                 b(1, "angles", ReadOnly),
                 b(2, "x", ReadWrite),
+            ],
+            KernelKey::Rope { pair: true } => vec![
+                b(0, "params", Uniform),
+                b(1, "angles", ReadOnly),
+                b(2, "x", ReadWrite),
+                b(3, "x2", ReadWrite),
             ],
             KernelKey::KvStore { .. } => vec![
                 b(0, "params", Uniform),
@@ -838,10 +876,12 @@ impl std::fmt::Display for KernelKey {
             KernelKey::Act { mid } => write!(f, "act_{}", mid.name()),
             KernelKey::Sum => f.write_str("sum"),
             KernelKey::Embed { weight } => write!(f, "embed_{}", weight.short_name()),
-            KernelKey::RmsNorm { residual: false } => f.write_str("rms_norm"),
-            KernelKey::RmsNorm { residual: true } => f.write_str("rms_norm_residual"),
+            KernelKey::RmsNorm(NormFlavour::Plain) => f.write_str("rms_norm"),
+            KernelKey::RmsNorm(NormFlavour::Residual) => f.write_str("rms_norm_residual"),
+            KernelKey::RmsNorm(NormFlavour::Pair) => f.write_str("rms_norm_pair"),
             KernelKey::Eltwise(op) => f.write_str(op.name()),
-            KernelKey::Rope => f.write_str("rope"),
+            KernelKey::Rope { pair: false } => f.write_str("rope"),
+            KernelKey::Rope { pair: true } => f.write_str("rope_pair"),
             KernelKey::KvStore { kv } => write!(f, "kv_store_{}", kv.name()),
             KernelKey::AttnPrefill { head_dim, kv } => {
                 write!(f, "attn_prefill_h{head_dim}_{}", kv.name())

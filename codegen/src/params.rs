@@ -118,8 +118,9 @@ params! {
         group_len: u32,
         /// Added to the mean square.
         eps: f32,
-        /// Padding.
-        _pad0: u32,
+        /// Groups of the first matrix; the rest are the second's (pair flavour). `n_groups`
+        /// for one matrix.
+        split: u32,
     }
 }
 
@@ -150,8 +151,8 @@ params! {
         n_half: u32,
         /// 1: NeoX pairs `(k, k + n_half)`; 0: pairs `(2k, 2k + 1)`.
         neox: u32,
-        /// Padding.
-        _pad0: u32,
+        /// Heads per row of the second matrix (pair flavour), 0 for one matrix.
+        n_heads2: u32,
         /// Padding.
         _pad1: u32,
         /// Padding.

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use moetile::tile::TileWidth;
 use moetile_codegen::{
-    ActType, Error, KernelKey, MatmulKey, Path, Stage, Templates, WeightType, generate,
-    generate_validated, params, validate,
+    ActType, Error, KernelKey, MatmulKey, NormFlavour, Path, Stage, Templates, WeightType,
+    generate, generate_validated, params, validate,
 };
 
 fn q4k_t64() -> KernelKey {
@@ -117,10 +117,12 @@ fn params_structs_match_naga_layout() {
         KernelKey::Embed {
             weight: WeightType::Q3_K,
         },
-        KernelKey::RmsNorm { residual: false },
-        KernelKey::RmsNorm { residual: true },
+        KernelKey::RmsNorm(NormFlavour::Plain),
+        KernelKey::RmsNorm(NormFlavour::Residual),
+        KernelKey::RmsNorm(NormFlavour::Pair),
         KernelKey::Eltwise(moetile_codegen::EltOp::Add),
-        KernelKey::Rope,
+        KernelKey::Rope { pair: false },
+        KernelKey::Rope { pair: true },
         KernelKey::KvStore { kv: ActType::F16 },
         KernelKey::AttnDecode {
             head_dim: 64,

@@ -519,6 +519,23 @@ impl Backend for WgpuBackend {
         Ok(out)
     }
 
+    /// One dispatch: the norm kernel's groups run over the heads of `q`, then of `k`.
+    fn rms_norm_qk(
+        &mut self,
+        q: &GpuMatrix,
+        k: &GpuMatrix,
+        wq: &ExpertTensor,
+        wk: &ExpertTensor,
+        eps: f32,
+    ) -> moetile::Result<(GpuMatrix, GpuMatrix)> {
+        let out_q = self.output(q.rows, q.cols, "rms_norm")?;
+        let out_k = self.output(k.rows, k.cols, "rms_norm")?;
+        self.record("rms_norm_pair", |ctx, enc, timer| {
+            ctx.encode_rms_norm_pair(enc, [q, k], [wq, wk], eps, [&out_q, &out_k], timer)
+        })?;
+        Ok((out_q, out_k))
+    }
+
     /// A weight in slices (see [`ExpertTensor::slices`]) multiplies every token by every
     /// slice: the `(T * slices, rows)` pair rows are the `(T, slices * rows)` output.
     fn matmul(&mut self, x: &GpuMatrix, w: &ExpertTensor) -> moetile::Result<GpuMatrix> {
@@ -577,7 +594,23 @@ impl Backend for WgpuBackend {
         self.rope_table(pos0, x.rows, p)?;
         let angles = (*self.rope.as_ref().expect("built above").angles).clone();
         self.record("rope", |ctx, enc, timer| {
-            ctx.encode_rope(enc, x, head_dim, p, &angles, timer)
+            ctx.encode_rope(enc, x, None, head_dim, p, &angles, timer)
+        })
+    }
+
+    /// One dispatch: the rope kernel runs on pairs of `q` and of `k`.
+    fn rope_qk(
+        &mut self,
+        q: &mut GpuMatrix,
+        k: &mut GpuMatrix,
+        head_dim: usize,
+        pos0: usize,
+        p: &RopeParams,
+    ) -> moetile::Result<()> {
+        self.rope_table(pos0, q.rows, p)?;
+        let angles = (*self.rope.as_ref().expect("built above").angles).clone();
+        self.record("rope_pair", |ctx, enc, timer| {
+            ctx.encode_rope(enc, q, Some(k), head_dim, p, &angles, timer)
         })
     }
 

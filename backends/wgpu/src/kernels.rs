@@ -170,7 +170,7 @@ impl ShaderChecks {
                 | KernelKey::AttnPrefill { .. }
                 | KernelKey::AttnDecode { .. }
                 | KernelKey::AttnCombine { .. }
-                | KernelKey::RmsNorm { .. }
+                | KernelKey::RmsNorm(_)
                 | KernelKey::Route
         );
         if !audited || self == ShaderChecks::All {

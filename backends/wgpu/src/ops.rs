@@ -4,7 +4,7 @@
 
 use moetile::model::{Gating, RopeParams, RouterParams};
 use moetile_codegen::params::{EltParams, EmbedParams, NormParams, RotaryParams, RouteParams};
-use moetile_codegen::{ActType, EltOp, KernelKey, WeightType};
+use moetile_codegen::{ActType, EltOp, KernelKey, NormFlavour, WeightType};
 
 use crate::context::{GpuMatrix, WgpuContext};
 use crate::dispatch::Grid;
@@ -36,6 +36,30 @@ fn vector<'a>(op: &str, w: &'a ExpertTensor) -> Result<&'a wgpu::Buffer> {
             ),
         )),
     }
+}
+
+/// Checks an RMS norm's `x`, weights `w` and output, and returns the weight buffer and the
+/// number of groups of `w.cols` values in `x`.
+fn norm_groups<'a>(
+    op: &str,
+    x: &GpuMatrix,
+    w: &'a ExpertTensor,
+    out: &GpuMatrix,
+) -> Result<(&'a wgpu::Buffer, usize)> {
+    let weights = vector(op, w)?;
+    f32_matrix(op, "x", x)?;
+    f32_matrix(op, "the output", out)?;
+    let n = w.cols;
+    if n == 0 || !x.cols.is_multiple_of(n) || (out.rows, out.cols) != (x.rows, x.cols) {
+        return Err(shape(
+            op,
+            format!(
+                "x ({}, {}) is not whole groups of {n} ({}) or the output is ({}, {})",
+                x.rows, x.cols, w.name, out.rows, out.cols
+            ),
+        ));
+    }
+    Ok((weights, x.rows * x.cols / n))
 }
 
 /// `(cos, sin)` of `(pos0 + t) * freq_scale * freq_base^(-2k / n_dims)` for rows `t` of a
@@ -130,13 +154,12 @@ impl WgpuContext {
         out: &GpuMatrix,
         timer: Option<&mut Timer>,
     ) -> Result<()> {
-        let key = KernelKey::RmsNorm {
-            residual: y.is_some(),
-        };
+        let key = KernelKey::RmsNorm(match y {
+            Some(_) => NormFlavour::Residual,
+            None => NormFlavour::Plain,
+        });
         let op = key.to_string();
-        let weights = vector(&op, w)?;
-        f32_matrix(&op, "x", x)?;
-        f32_matrix(&op, "the output", out)?;
+        let (weights, n_groups) = norm_groups(&op, x, w, out)?;
         if let Some(y) = y {
             f32_matrix(&op, "the residual y", y)?;
             if (y.rows, y.cols) != (x.rows, x.cols) {
@@ -149,22 +172,11 @@ impl WgpuContext {
                 ));
             }
         }
-        let n = w.cols;
-        if n == 0 || !x.cols.is_multiple_of(n) || (out.rows, out.cols) != (x.rows, x.cols) {
-            return Err(shape(
-                &op,
-                format!(
-                    "x ({}, {}) is not whole groups of {n} ({}) or the output is ({}, {})",
-                    x.rows, x.cols, w.name, out.rows, out.cols
-                ),
-            ));
-        }
-        let n_groups = x.rows * x.cols / n;
         let params = enc.params(&NormParams {
             n_groups: n_groups as u32,
-            group_len: n as u32,
+            group_len: w.cols as u32,
             eps,
-            _pad0: 0,
+            split: n_groups as u32,
         });
         let mut bindings = vec![
             ("params", params.binding()),
@@ -174,6 +186,53 @@ impl WgpuContext {
         ];
         bindings.extend(y.map(|y| ("y", y.buffer.as_entire_binding())));
         self.dispatch(enc, &key, &bindings, Grid::Items(n_groups), timer)
+    }
+
+    /// Encodes `outs[m] = rms_norm(xs[m]) * ws[m]` over every group of values of both `xs` in
+    /// one dispatch (qwen3's per-head q and k norms); both weights have the same length.
+    pub fn encode_rms_norm_pair(
+        &self,
+        enc: &mut Encoder,
+        xs: [&GpuMatrix; 2],
+        ws: [&ExpertTensor; 2],
+        eps: f32,
+        outs: [&GpuMatrix; 2],
+        timer: Option<&mut Timer>,
+    ) -> Result<()> {
+        let key = KernelKey::RmsNorm(NormFlavour::Pair);
+        let op = key.to_string();
+        if ws[0].cols != ws[1].cols {
+            return Err(shape(
+                &op,
+                format!(
+                    "{} has {} values, {} has {}; both groups must have the same length",
+                    ws[0].name, ws[0].cols, ws[1].name, ws[1].cols
+                ),
+            ));
+        }
+        let (w0, n0) = norm_groups(&op, xs[0], ws[0], outs[0])?;
+        let (w1, n1) = norm_groups(&op, xs[1], ws[1], outs[1])?;
+        let params = enc.params(&NormParams {
+            n_groups: (n0 + n1) as u32,
+            group_len: ws[0].cols as u32,
+            eps,
+            split: n0 as u32,
+        });
+        self.dispatch(
+            enc,
+            &key,
+            &[
+                ("params", params.binding()),
+                ("x", xs[0].buffer.as_entire_binding()),
+                ("w", w0.as_entire_binding()),
+                ("out", outs[0].buffer.as_entire_binding()),
+                ("x2", xs[1].buffer.as_entire_binding()),
+                ("w2", w1.as_entire_binding()),
+                ("out2", outs[1].buffer.as_entire_binding()),
+            ],
+            Grid::Items(n0 + n1),
+            timer,
+        )
     }
 
     /// Encodes the in-place `op` on `dst` with operand `src` of `src_len` f32 values: the whole
@@ -226,28 +285,39 @@ impl WgpuContext {
     }
 
     /// Encodes the rotary embedding of every head (`x.cols / head_dim` per row) of `x` in
-    /// place, with `angles` from [`rope_angles`] for this batch (`p.n_dims / 2` per row).
+    /// place, with `angles` from [`rope_angles`] for this batch (`p.n_dims / 2` per row). A
+    /// second matrix `x2` of the same rows (k beside q) is rotated in the same dispatch.
+    #[allow(clippy::too_many_arguments)]
     pub fn encode_rope(
         &self,
         enc: &mut Encoder,
         x: &GpuMatrix,
+        x2: Option<&GpuMatrix>,
         head_dim: usize,
         p: &RopeParams,
         angles: &wgpu::Buffer,
         timer: Option<&mut Timer>,
     ) -> Result<()> {
-        let key = KernelKey::Rope;
+        let key = KernelKey::Rope { pair: x2.is_some() };
         let op = key.to_string();
         f32_matrix(&op, "x", x)?;
+        let (rows2, cols2) = x2.map_or((x.rows, 0), |x2| (x2.rows, x2.cols));
+        if let Some(x2) = x2 {
+            f32_matrix(&op, "x2", x2)?;
+        }
         let ok = head_dim > 0
             && x.cols.is_multiple_of(head_dim)
+            && cols2.is_multiple_of(head_dim)
+            && rows2 == x.rows
             && p.n_dims <= head_dim
             && p.n_dims.is_multiple_of(2);
         if !ok || angles.size() < (x.rows * p.n_dims * 4) as u64 {
             return Err(shape(
                 &op,
                 format!(
-                    "row of {}, head {head_dim}, rotated dims {}, angle table of {} bytes",
+                    "({}, {}) and ({rows2}, {cols2}), head {head_dim}, rotated dims {}, angle \
+                     table of {} bytes",
+                    x.rows,
                     x.cols,
                     p.n_dims,
                     angles.size()
@@ -255,26 +325,28 @@ impl WgpuContext {
             ));
         }
         let n_half = p.n_dims / 2;
-        let n_heads = x.cols / head_dim;
+        let (n_heads, n_heads2) = (x.cols / head_dim, cols2 / head_dim);
         let params = enc.params(&RotaryParams {
             n_rows: x.rows as u32,
             n_heads: n_heads as u32,
             head_dim: head_dim as u32,
             n_half: n_half as u32,
             neox: u32::from(p.neox),
-            _pad0: 0,
+            n_heads2: n_heads2 as u32,
             _pad1: 0,
             _pad2: 0,
         });
+        let mut bindings = vec![
+            ("params", params.binding()),
+            ("angles", angles.as_entire_binding()),
+            ("x", x.buffer.as_entire_binding()),
+        ];
+        bindings.extend(x2.map(|x2| ("x2", x2.buffer.as_entire_binding())));
         self.dispatch(
             enc,
             &key,
-            &[
-                ("params", params.binding()),
-                ("angles", angles.as_entire_binding()),
-                ("x", x.buffer.as_entire_binding()),
-            ],
-            Grid::Items(x.rows * n_heads * n_half),
+            &bindings,
+            Grid::Items(x.rows * (n_heads + n_heads2) * n_half),
             timer,
         )
     }

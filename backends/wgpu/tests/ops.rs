@@ -288,6 +288,62 @@ fn rms_norm_per_row_and_per_head() {
     }
 }
 
+/// The q and k per-head norms in one dispatch against the CPU's default (two `rms_norm`s),
+/// with fewer key/value heads than query heads.
+#[test]
+fn rms_norm_qk_matches_two_norms() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("rms_norm_qk_matches_two_norms");
+    for (n_heads, n_kv_heads, head_dim) in [(8, 2, 64), (32, 4, 128)] {
+        for t in [1, 37] {
+            let (q_cols, k_cols) = (n_heads * head_dim, n_kv_heads * head_dim);
+            let q = uniform(&mut rng, t * q_cols, 2.0);
+            let k = uniform(&mut rng, t * k_cols, 2.0);
+            let wq = uniform(&mut rng, head_dim, 1.0);
+            let wk = uniform(&mut rng, head_dim, 1.0);
+            let dims = [head_dim];
+            let (gwq, cwq) = upload_both(&mut gpu, &mut cpu, f32_data("q_norm", &dims, &wq));
+            let (gwk, cwk) = upload_both(&mut gpu, &mut cpu, f32_data("k_norm", &dims, &wk));
+            let (gq, gk) = (
+                gpu_act(&mut gpu, t, q_cols, &q),
+                gpu_act(&mut gpu, t, k_cols, &k),
+            );
+            let (oq, ok) = gpu.rms_norm_qk(&gq, &gk, &gwq, &gwk, 1e-6).unwrap();
+            let (cq, ck) = (cpu_act(t, q_cols, &q), cpu_act(t, k_cols, &k));
+            let (wantq, wantk) = cpu.rms_norm_qk(&cq, &ck, &cwq, &cwk, 1e-6).unwrap();
+            let label = format!("rms_norm_qk T {t}, {n_heads}/{n_kv_heads} heads of {head_dim}");
+            let got = gpu.read(&oq).unwrap();
+            check_close(
+                &format!("{label}: q"),
+                &got,
+                &wantq.data,
+                rel(&wantq.data, 1e-6),
+            );
+            let got = gpu.read(&ok).unwrap();
+            check_close(
+                &format!("{label}: k"),
+                &got,
+                &wantk.data,
+                rel(&wantk.data, 1e-6),
+            );
+        }
+    }
+
+    // Weights of different head widths name both tensors.
+    let (w64, w128) = (uniform(&mut rng, 64, 1.0), uniform(&mut rng, 128, 1.0));
+    let gw64 = gpu.upload(f32_data("q_norm", &[64], &w64)).unwrap();
+    let gw128 = gpu.upload(f32_data("k_norm", &[128], &w128)).unwrap();
+    let gq = gpu_act(&mut gpu, 1, 256, &uniform(&mut rng, 256, 1.0));
+    let err = gpu
+        .rms_norm_qk(&gq, &gq, &gw64, &gw128, 1e-6)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("q_norm") && err.contains("k_norm"), "{err}");
+}
+
 /// The fused residual add and norm against the CPU's default composition (`add`, then
 /// `rms_norm`): both the normed output and the updated residual stream `x`.
 #[test]
@@ -440,6 +496,68 @@ fn rope_normal_and_neox_match_cpu() {
             }
         }
     }
+}
+
+/// q and k rotated in one dispatch against the CPU's default (two `rope`s), with fewer
+/// key/value heads than query heads.
+#[test]
+fn rope_qk_matches_two_ropes() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("rope_qk_matches_two_ropes");
+    for (n_heads, n_kv_heads, head_dim) in [(8, 2, 64), (32, 4, 128)] {
+        for t in [1, 37] {
+            for neox in [false, true] {
+                let p = RopeParams {
+                    n_dims: head_dim,
+                    freq_base: 1e6,
+                    freq_scale: 1.0,
+                    neox,
+                };
+                let pos0 = 1000;
+                let (q_cols, k_cols) = (n_heads * head_dim, n_kv_heads * head_dim);
+                let q = uniform(&mut rng, t * q_cols, 1.0);
+                let k = uniform(&mut rng, t * k_cols, 1.0);
+                let mut gq = gpu_act(&mut gpu, t, q_cols, &q);
+                let mut gk = gpu_act(&mut gpu, t, k_cols, &k);
+                let (mut cq, mut ck) = (cpu_act(t, q_cols, &q), cpu_act(t, k_cols, &k));
+                gpu.rope_qk(&mut gq, &mut gk, head_dim, pos0, &p).unwrap();
+                cpu.rope_qk(&mut cq, &mut ck, head_dim, pos0, &p).unwrap();
+                let label = format!(
+                    "rope_qk T {t}, {n_heads}/{n_kv_heads} heads of {head_dim}, neox {neox}"
+                );
+                check_close(
+                    &format!("{label}: q"),
+                    &gpu.read(&gq).unwrap(),
+                    &cq.data,
+                    |_| 1e-6,
+                );
+                check_close(
+                    &format!("{label}: k"),
+                    &gpu.read(&gk).unwrap(),
+                    &ck.data,
+                    |_| 1e-6,
+                );
+            }
+        }
+    }
+
+    // k with other rows than q is refused.
+    let p = RopeParams {
+        n_dims: 64,
+        freq_base: 1e4,
+        freq_scale: 1.0,
+        neox: true,
+    };
+    let mut gq = gpu_act(&mut gpu, 2, 128, &uniform(&mut rng, 256, 1.0));
+    let mut gk = gpu_act(&mut gpu, 1, 64, &uniform(&mut rng, 64, 1.0));
+    let err = gpu
+        .rope_qk(&mut gq, &mut gk, 64, 0, &p)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rope_pair"), "{err}");
 }
 
 /// One attention check: cache type, heads, the chunks `T` run one after the other (each at the

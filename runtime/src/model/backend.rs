@@ -246,6 +246,19 @@ pub trait Backend {
         self.add(x, y)?;
         self.rms_norm(x, w, eps)
     }
+    /// [`Backend::rms_norm`] of `q` by `wq` and of `k` by `wk` (qwen3's per-head norms; both
+    /// weights one head long). A backend may run both in one dispatch; the default is the two
+    /// norms.
+    fn rms_norm_qk(
+        &mut self,
+        q: &Self::Act,
+        k: &Self::Act,
+        wq: &Self::Weight,
+        wk: &Self::Weight,
+        eps: f32,
+    ) -> Result<(Self::Act, Self::Act)> {
+        Ok((self.rms_norm(q, wq, eps)?, self.rms_norm(k, wk, eps)?))
+    }
     /// `x (T, cols) @ w[cols, rows]^T -> (T, rows)`.
     fn matmul(&mut self, x: &Self::Act, w: &Self::Weight) -> Result<Self::Act>;
     /// `x[t, :] += b` for every row; `b` is f32 `[cols]`.
@@ -258,6 +271,19 @@ pub trait Backend {
         pos0: usize,
         p: &RopeParams,
     ) -> Result<()>;
+    /// [`Backend::rope`] of `q` and of `k` (the same rows, their own head counts). A backend
+    /// may run both in one dispatch; the default is the two rotations.
+    fn rope_qk(
+        &mut self,
+        q: &mut Self::Act,
+        k: &mut Self::Act,
+        head_dim: usize,
+        pos0: usize,
+        p: &RopeParams,
+    ) -> Result<()> {
+        self.rope(q, head_dim, pos0, p)?;
+        self.rope(k, head_dim, pos0, p)
+    }
     /// Stores `k`, `v` (T, n_kv_heads * head_dim) at positions `pos0..pos0+T` of `layer`, then
     /// attends `q` (T, n_heads * head_dim) causally over positions `0..=pos0+t`: `(T, n_heads *
     /// head_dim)`.

@@ -93,12 +93,10 @@ impl<B: Backend> Model<B> {
             let v = projection(b, &h, &a.v, bias.map(|[_, _, bv]| bv))?;
             if let Some([qn, kn]) = &a.qk_norm {
                 b.stage(Stage::QkNorm, l);
-                q = b.rms_norm(&q, qn, c.rms_eps)?;
-                k = b.rms_norm(&k, kn, c.rms_eps)?;
+                (q, k) = b.rms_norm_qk(&q, &k, qn, kn, c.rms_eps)?;
             }
             b.stage(Stage::Rope, l);
-            b.rope(&mut q, c.head_dim, pos0, &c.rope)?;
-            b.rope(&mut k, c.head_dim, pos0, &c.rope)?;
+            b.rope_qk(&mut q, &mut k, c.head_dim, pos0, &c.rope)?;
             b.stage(Stage::Attention, l);
             let att = b.attention(&q, &k, &v, kv, il, pos0, &attn_params)?;
             b.stage(Stage::OutProj, l);
