@@ -204,11 +204,8 @@ fn check_fixture(name: &str) {
     // The exact options: f32 cache and `mid`, register tiles, and mat-vec decode steps (which
     // the default options skip on CPU adapters).
     let exact = BackendOptions {
-        kv: ActType::F32,
-        mid: ActType::F32,
-        path: Path::Reg,
         poison: true,
-        mat_vec_max_tokens: 1,
+        ..BackendOptions::exact()
     };
     let mut gpu = WgpuBackend::with_options(ctx.clone(), exact).unwrap();
     let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();

@@ -213,11 +213,8 @@ fn check(mix: Mix, f32: bool) {
         ..BackendOptions::for_device(&ctx)
     };
     let exact = BackendOptions {
-        kv: ActType::F32,
-        mid: ActType::F32,
-        path: Path::Reg,
         poison: true,
-        mat_vec_max_tokens: 1,
+        ..BackendOptions::exact()
     };
     for (name, options) in [("default", default), ("exact", exact)] {
         let mut gpu = WgpuBackend::with_options(ctx.clone(), options).unwrap();

@@ -73,6 +73,20 @@ impl BackendOptions {
             mat_vec_max_tokens: mat_vec_max_tokens(ctx.profile(), moe.path),
         }
     }
+
+    /// The exact configuration, which every device runs: f32 KV cache and `mid`, register
+    /// tiles, mat-vec for single tokens (so decode steps take it on every adapter), no
+    /// poisoning. It isolates kernel and driver errors from f16 rounding (`moetile verify`,
+    /// whole-model tests).
+    pub fn exact() -> BackendOptions {
+        BackendOptions {
+            kv: ActType::F32,
+            mid: ActType::F32,
+            path: Path::Reg,
+            poison: false,
+            mat_vec_max_tokens: 1,
+        }
+    }
 }
 
 /// Per batch length, what dense ops share: the one-expert routing and maps by tile width.

@@ -385,7 +385,7 @@ impl WgpuContext {
             ],
         )?;
         enc.clear_buffer(&chunk_counts, 0, None);
-        let pass = begin_pass(enc, &key.to_string(), timer);
+        let pass = begin_pass(enc, kernel.name(), timer);
         pass.set_bind_group(0, &bind, &[]);
         pass.set_pipeline(kernel.pipeline("count"));
         pass.dispatch_workgroups(n_chunks as u32, 1, 1);

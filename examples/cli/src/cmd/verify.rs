@@ -10,7 +10,7 @@ use clap::Args;
 use moetile::RuntimeConfig;
 use moetile::model::{Backend, Logits};
 use moetile::session::Session;
-use moetile_wgpu::{ActType, BackendOptions, Path, WgpuBackend, WgpuContext};
+use moetile_wgpu::{BackendOptions, WgpuBackend, WgpuContext};
 
 use crate::MismatchError;
 use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, usage};
@@ -141,14 +141,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             );
             drop(fast);
             let ctx = Arc::new(WgpuContext::new(adapter)?);
-            let exact = BackendOptions {
-                kv: ActType::F32,
-                mid: ActType::F32,
-                path: Path::Reg,
-                poison: false,
-                ..BackendOptions::for_device(&ctx)
-            };
-            let mut exact = WgpuBackend::with_options(ctx, exact)?;
+            let mut exact = WgpuBackend::with_options(ctx, BackendOptions::exact())?;
             let label = format!("exact: {}", exact.describe());
             let (logits, _) = task().run(&mut exact, &info)?;
             let c = compare(&logits, &reference, file.config.n_vocab);
