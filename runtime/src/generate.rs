@@ -61,12 +61,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::Result;
 use crate::model::{Backend, Logits, Model};
 use crate::sample::{Sampler, SamplerConfig};
 use crate::session::Session;
 use crate::tile::TileWidth;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
-use crate::{Error, Result};
 
 /// When generation ends (besides the context filling up, which always ends it).
 #[derive(Debug, Clone, Default)]
@@ -242,19 +242,8 @@ impl<'a, B: Backend> Generator<'a, B> {
         sampler: SamplerConfig,
         stop: StopConditions,
     ) -> Result<Self> {
-        if prompt.is_empty() {
-            return Err(Error::InvalidSetting {
-                name: "prompt".into(),
-                value: String::new(),
-                expected: "at least one token".into(),
-            });
-        }
-        if prompt.len() > session.n_ctx() {
-            return Err(Error::ContextFull {
-                n_ctx: session.n_ctx(),
-                needed: prompt.len(),
-            });
-        }
+        // The prompt replaces what the cache holds past its shared prefix: it starts at 0.
+        session.check_room(0, prompt.len())?;
         let sampler = Sampler::new(sampler)?;
         let keep = session.reusable_prefix(prompt);
         session.truncate(keep);

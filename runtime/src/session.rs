@@ -22,7 +22,7 @@ pub struct Session<B: Backend> {
 impl<B: Backend> Session<B> {
     /// A session with an empty cache; `config` sets the context, chunk size and tile policy.
     pub fn new(model: &Model<B>, backend: &mut B, config: &RuntimeConfig) -> Result<Self> {
-        let n_ctx = config.ctx.unwrap_or(model.config.n_ctx_train.min(4096));
+        let n_ctx = config.n_ctx(&model.config);
         if n_ctx == 0 || config.chunk == 0 {
             return Err(Error::InvalidSetting {
                 name: "context/chunk".into(),
@@ -34,7 +34,7 @@ impl<B: Backend> Session<B> {
             kv: model.kv_cache(backend, n_ctx)?,
             n_ctx,
             chunk: config.chunk,
-            policy: config.resolve_tile_policy()?,
+            policy: config.resolve_tile_policy(),
             tokens: Vec::new(),
             tiles_used: Vec::new(),
         })
@@ -85,20 +85,7 @@ impl<B: Backend> Session<B> {
         tokens: &[u32],
         logits: Logits,
     ) -> Result<Vec<f32>> {
-        if tokens.is_empty() {
-            return Err(Error::InvalidSetting {
-                name: "prompt".into(),
-                value: String::new(),
-                expected: "at least one token".into(),
-            });
-        }
-        let needed = self.tokens.len() + tokens.len();
-        if needed > self.n_ctx {
-            return Err(Error::ContextFull {
-                n_ctx: self.n_ctx,
-                needed,
-            });
-        }
+        self.check_room(self.tokens.len(), tokens.len())?;
         let mut out = Vec::new();
         for chunk in tokens.chunks(self.chunk) {
             let pos0 = self.tokens.len();
@@ -117,6 +104,26 @@ impl<B: Backend> Session<B> {
             }
         }
         Ok(out)
+    }
+
+    /// Fails unless `tokens` new tokens, the first at position `start`, are some and fit the
+    /// context: the check of prefill and of a generation's whole prompt.
+    pub(crate) fn check_room(&self, start: usize, tokens: usize) -> Result<()> {
+        if tokens == 0 {
+            return Err(Error::InvalidSetting {
+                name: "prompt".into(),
+                value: String::new(),
+                expected: "at least one token".into(),
+            });
+        }
+        let needed = start + tokens;
+        if needed > self.n_ctx {
+            return Err(Error::ContextFull {
+                n_ctx: self.n_ctx,
+                needed,
+            });
+        }
+        Ok(())
     }
 
     /// Runs one token; returns its logits.

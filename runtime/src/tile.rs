@@ -7,7 +7,8 @@
 
 use crate::{Error, Result};
 
-/// Environment variable that caps the tile width when the config does not.
+/// Environment variable that caps the tile width, read by
+/// [`RuntimeConfig::from_env`](crate::RuntimeConfig::from_env).
 pub const TILE_MAX_ENV: &str = "MOETILE_TILE_MAX";
 
 /// A token-tile width: how many tokens of one expert a matmul workgroup computes.
@@ -124,22 +125,6 @@ impl TilePolicy {
             }
         }
     }
-
-    /// Parses `alignment`, `load-aware` or `fixed:N`; the cap applies to the first two.
-    pub fn parse(value: &str, cap: TileWidth) -> Result<Self> {
-        match value.trim() {
-            "alignment" => Ok(TilePolicy::Alignment { cap }),
-            "load-aware" => Ok(TilePolicy::LoadAware { cap }),
-            other => match other.strip_prefix("fixed:") {
-                Some(w) => Ok(TilePolicy::Fixed(TileWidth::parse("fixed tile width", w)?)),
-                None => Err(Error::InvalidSetting {
-                    name: "tile policy".to_string(),
-                    value: value.to_string(),
-                    expected: "alignment, load-aware or fixed:32|64|128".to_string(),
-                }),
-            },
-        }
-    }
 }
 
 impl std::fmt::Display for TilePolicy {
@@ -150,22 +135,6 @@ impl std::fmt::Display for TilePolicy {
             TilePolicy::LoadAware { cap } => write!(f, "load-aware(cap {cap})"),
         }
     }
-}
-
-/// The tile cap: the config's value wins, else `MOETILE_TILE_MAX` (`env` is its value, if set),
-/// else 128. An invalid environment value is an error, never silently ignored.
-pub fn resolve_cap(config: Option<TileWidth>, env: Option<&str>) -> Result<TileWidth> {
-    match (config, env) {
-        (Some(cap), _) => Ok(cap),
-        (None, Some(value)) => TileWidth::parse(TILE_MAX_ENV, value),
-        (None, None) => Ok(TileWidth::T128),
-    }
-}
-
-/// [`resolve_cap`] with the process environment.
-pub fn resolve_cap_from_env(config: Option<TileWidth>) -> Result<TileWidth> {
-    let env = std::env::var(TILE_MAX_ENV).ok();
-    resolve_cap(config, env.as_deref())
 }
 
 #[cfg(test)]
@@ -220,51 +189,5 @@ mod tests {
         assert_eq!(p.choose(batch(2048)), T128); // 128
         assert_eq!(p.choose(batch(65536)), T128);
         assert_eq!(TilePolicy::LoadAware { cap: T64 }.choose(batch(65536)), T64);
-    }
-
-    #[test]
-    fn cap_precedence_config_then_env_then_default() {
-        assert_eq!(resolve_cap(None, None).unwrap(), T128);
-        assert_eq!(resolve_cap(None, Some("64")).unwrap(), T64);
-        assert_eq!(resolve_cap(None, Some(" 32 ")).unwrap(), T32);
-        assert_eq!(resolve_cap(Some(T64), Some("32")).unwrap(), T64);
-        assert_eq!(resolve_cap(Some(T128), Some("garbage")).unwrap(), T128);
-    }
-
-    #[test]
-    fn invalid_cap_names_the_allowed_values() {
-        for bad in ["0", "16", "96", "256", "abc", ""] {
-            let err = resolve_cap(None, Some(bad)).unwrap_err().to_string();
-            assert!(err.contains(TILE_MAX_ENV), "{err}");
-            assert!(err.contains("32, 64 or 128"), "{err}");
-        }
-    }
-
-    #[test]
-    fn policy_parses_and_rejects() {
-        assert_eq!(
-            TilePolicy::parse("alignment", T64).unwrap(),
-            TilePolicy::Alignment { cap: T64 }
-        );
-        assert_eq!(
-            TilePolicy::parse("load-aware", T128).unwrap(),
-            TilePolicy::LoadAware { cap: T128 }
-        );
-        assert_eq!(
-            TilePolicy::parse("fixed:64", T32).unwrap(),
-            TilePolicy::Fixed(T64)
-        );
-        assert!(
-            TilePolicy::parse("fixed:48", T32)
-                .unwrap_err()
-                .to_string()
-                .contains("32, 64 or 128")
-        );
-        assert!(
-            TilePolicy::parse("widest", T32)
-                .unwrap_err()
-                .to_string()
-                .contains("alignment")
-        );
     }
 }

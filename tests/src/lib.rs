@@ -88,7 +88,8 @@ pub fn gpu_context() -> Option<std::sync::Arc<moetile_wgpu::WgpuContext>> {
     use std::sync::{Arc, OnceLock};
     static CTX: OnceLock<Option<Arc<moetile_wgpu::WgpuContext>>> = OnceLock::new();
     CTX.get_or_init(|| {
-        match moetile_wgpu::WgpuContext::new(&moetile_wgpu::AdapterChoice::Default) {
+        let options = moetile_wgpu::ContextOptions::from_env();
+        match options.and_then(|o| moetile_wgpu::WgpuContext::new(&o)) {
             Ok(ctx) => {
                 eprintln!("GPU tests on {}", ctx.profile().describe());
                 Some(Arc::new(ctx))

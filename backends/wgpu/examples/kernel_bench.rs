@@ -12,7 +12,7 @@
 use anyhow::{Context, bail};
 use moetile::tile::TileWidth;
 use moetile_wgpu::bench::{self, BenchConfig, BenchRow};
-use moetile_wgpu::{ActType, AdapterChoice, Path, WeightType, WgpuContext};
+use moetile_wgpu::{ActType, AdapterChoice, ContextOptions, Path, WeightType, WgpuContext};
 
 fn list<T>(value: &str, parse: impl Fn(&str) -> Option<T>) -> anyhow::Result<Vec<T>> {
     value
@@ -34,7 +34,10 @@ fn main() -> anyhow::Result<()> {
         .find(|(k, _)| k == "adapter")
         .map(|(_, v)| AdapterChoice::parse(v))
         .unwrap_or_default();
-    let ctx = WgpuContext::new(&adapter)?;
+    let ctx = WgpuContext::new(&ContextOptions {
+        adapter,
+        ..ContextOptions::from_env()?
+    })?;
     let mut cfg = BenchConfig::default_for(&ctx);
     for (key, value) in &args {
         match key.as_str() {

@@ -1,13 +1,15 @@
 //! Adapter discovery and selection, and the capability profile the kernels are chosen from.
 //!
-//! Backends come from `WGPU_BACKEND` (`wgpu::Backends::from_env`, e.g. `vulkan`); without it all
-//! native backends are searched. The default choice prefers discrete over integrated over CPU
+//! What to search and open is a [`ContextOptions`]: built by hand, or read once from the
+//! environment by [`ContextOptions::from_env`] (`WGPU_BACKEND`, e.g. `vulkan`, limits the
+//! search to one API; without it all native backends are searched). The default choice prefers discrete over integrated over CPU
 //! adapters and Vulkan/Metal/DX12 over OpenGL (a card can show up under both; never measure on
 //! the GL one). A CPU adapter (lavapipe, WARP) is accepted with a loud warning on stderr.
 
 use moetile_codegen::{COOP_MAX_SUBGROUP_SIZE, Path};
 
 use crate::error::{Result, WgpuError};
+use crate::kernels::ShaderChecks;
 use crate::requirements;
 
 /// Which adapter to use.
@@ -46,19 +48,58 @@ impl std::fmt::Display for AdapterChoice {
     }
 }
 
-/// The wgpu instance over the backends `WGPU_BACKEND` allows.
-pub fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// How [`crate::WgpuContext::new`] finds and opens its device: which APIs, which adapter,
+/// which shader checks. Nothing in moetile reads the environment but
+/// [`ContextOptions::from_env`], which the CLI calls and embedders may call.
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    /// The adapter to open.
+    pub adapter: AdapterChoice,
+    /// The APIs searched (default all).
+    pub backends: wgpu::Backends,
+    /// The wgpu instance's flags (validation, debug labels...).
+    pub instance_flags: wgpu::InstanceFlags,
+    /// The wgpu instance's per-API options (DX12 shader compiler, GLES version...).
+    pub backend_options: wgpu::BackendOptions,
+    /// The runtime checks of the kernels; `None` is [`ShaderChecks::default_for`] the
+    /// adapter's API.
+    pub shader_checks: Option<ShaderChecks>,
 }
 
-fn backends() -> wgpu::Backends {
-    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all())
+impl ContextOptions {
+    /// The default adapter, with what the environment sets: the APIs from `WGPU_BACKEND`, the
+    /// instance from wgpu's own variables (`WGPU_VALIDATION`, `WGPU_DX12_COMPILER`...), the
+    /// shader checks from `MOETILE_SHADER_CHECKS` (an invalid value is an error naming the
+    /// accepted ones). Settings given explicitly (a command-line flag) go over them: overwrite
+    /// the fields they set.
+    pub fn from_env() -> Result<ContextOptions> {
+        Ok(ContextOptions {
+            adapter: AdapterChoice::Default,
+            backends: wgpu::Backends::all().with_env(),
+            instance_flags: wgpu::InstanceFlags::default().with_env(),
+            backend_options: wgpu::BackendOptions::default().with_env(),
+            shader_checks: std::env::var(ShaderChecks::ENV)
+                .ok()
+                .map(|v| ShaderChecks::parse_env(&v))
+                .transpose()?,
+        })
+    }
 }
 
-/// Every adapter of the allowed backends, in wgpu's order (the indices [`AdapterChoice::Index`]
-/// refers to).
+/// The wgpu instance over the backends `options` allow.
+pub fn instance(options: &ContextOptions) -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: options.backends,
+        flags: options.instance_flags,
+        backend_options: options.backend_options.clone(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    })
+}
+
+/// Every adapter of `instance`'s backends, in wgpu's order (the indices
+/// [`AdapterChoice::Index`] refers to).
 pub fn list_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance.enumerate_adapters(backends()))
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
 }
 
 /// One line per adapter: `index: name (backend, type, driver)`.
@@ -94,12 +135,13 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (device, backend)
 }
 
-/// The adapter `choice` names.
-pub fn select(instance: &wgpu::Instance, choice: &AdapterChoice) -> Result<wgpu::Adapter> {
+/// The adapter `options` name, on `instance` (made by [`instance`] from the same options).
+pub fn select(instance: &wgpu::Instance, options: &ContextOptions) -> Result<wgpu::Adapter> {
+    let choice = &options.adapter;
     let adapters = list_adapters(instance);
     if adapters.is_empty() {
         return Err(WgpuError::NoAdapter {
-            backends: format!("{:?}", backends()),
+            backends: format!("{:?}", options.backends),
         });
     }
     let not_found = |adapters: &[wgpu::Adapter]| WgpuError::AdapterNotFound {

@@ -8,7 +8,7 @@ use moetile::model::WeightData;
 use moetile_codegen::{ActType, Path};
 use wgpu::util::DeviceExt;
 
-use crate::adapter::{self, AdapterChoice, Profile};
+use crate::adapter::{self, ContextOptions, Profile};
 use crate::encoder::{Encoder, ParamArena};
 use crate::error::{Result, WgpuError};
 use crate::kernels::{KernelCache, ShaderChecks};
@@ -55,11 +55,11 @@ impl GpuMatrix {
 }
 
 impl WgpuContext {
-    /// Opens the adapter `choice` names (see [`crate::adapter`]) with the features and limits
+    /// Opens the adapter `options` name (see [`crate::adapter`]) with the features and limits
     /// [`DeviceRequest`] asks for. Warns on stderr when the adapter is a CPU one.
-    pub fn new(choice: &AdapterChoice) -> Result<WgpuContext> {
-        let instance = adapter::instance();
-        let adapter = adapter::select(&instance, choice)?;
+    pub fn new(options: &ContextOptions) -> Result<WgpuContext> {
+        let instance = adapter::instance(options);
+        let adapter = adapter::select(&instance, options)?;
         let request = DeviceRequest::new(&adapter)?;
         let (device, queue) = pollster::block_on(
             adapter.request_device(&request.descriptor("moetile")),
@@ -69,7 +69,9 @@ impl WgpuContext {
             source,
         })?;
         let mut ctx = Self::from_device(&adapter, device, queue)?;
-        ctx.kernels = KernelCache::new(ShaderChecks::from_env(ctx.profile.backend)?);
+        if let Some(checks) = options.shader_checks {
+            ctx.kernels = KernelCache::new(checks);
+        }
         let lost = ctx.lost.clone();
         ctx.device.set_device_lost_callback(move |reason, message| {
             *lost.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -95,8 +97,8 @@ impl WgpuContext {
     /// The handles are shared, not taken over: moetile submits its own command buffers to the
     /// queue, catches its errors in its own (thread-local) error scopes, and never installs an
     /// uncaptured-error handler or a device-lost callback on the device. Its kernels run with
-    /// the backend's default [`ShaderChecks`] ([`WgpuContext::new`] also reads
-    /// `MOETILE_SHADER_CHECKS`).
+    /// the backend's default [`ShaderChecks`] ([`WgpuContext::new`] takes them from its
+    /// options).
     pub fn from_device(
         adapter: &wgpu::Adapter,
         device: wgpu::Device,

@@ -121,7 +121,7 @@ pub enum ShaderChecks {
 }
 
 impl ShaderChecks {
-    /// The environment variable read by [`ShaderChecks::from_env`].
+    /// The environment variable [`crate::ContextOptions::from_env`] reads them from.
     pub const ENV: &'static str = "MOETILE_SHADER_CHECKS";
 
     /// The default on `backend`.
@@ -132,21 +132,18 @@ impl ShaderChecks {
         }
     }
 
-    /// The mode `MOETILE_SHADER_CHECKS` names (`all`, `bounds` or `none`), the default for
-    /// `backend` when it is unset; any other value is an error naming the accepted ones.
-    pub fn from_env(backend: wgpu::Backend) -> Result<ShaderChecks> {
-        match std::env::var(Self::ENV) {
-            Err(_) => Ok(ShaderChecks::default_for(backend)),
-            Ok(v) => match v.as_str() {
-                "all" => Ok(ShaderChecks::All),
-                "bounds" => Ok(ShaderChecks::Bounds),
-                "none" => Ok(ShaderChecks::None),
-                _ => Err(WgpuError::InvalidEnv {
-                    var: Self::ENV,
-                    value: v,
-                    allowed: "all, bounds, none",
-                }),
-            },
+    /// The mode `MOETILE_SHADER_CHECKS`'s `value` names (`all`, `bounds` or `none`); any other
+    /// value is an error naming the accepted ones.
+    pub fn parse_env(value: &str) -> Result<ShaderChecks> {
+        match value {
+            "all" => Ok(ShaderChecks::All),
+            "bounds" => Ok(ShaderChecks::Bounds),
+            "none" => Ok(ShaderChecks::None),
+            _ => Err(WgpuError::InvalidEnv {
+                var: Self::ENV,
+                value: value.to_string(),
+                allowed: "all, bounds, none",
+            }),
         }
     }
 

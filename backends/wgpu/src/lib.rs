@@ -37,7 +37,7 @@
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! // The application's own device, created with moetile's needs merged into its own.
-//! let instance = moetile_wgpu::adapter::instance();
+//! let instance = moetile_wgpu::adapter::instance(&Default::default());
 //! # if moetile_wgpu::adapter::list_adapters(&instance).is_empty() { return Ok(()); }
 //! let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
 //! let request = DeviceRequest::new(&adapter)?.with(wgpu::Features::empty(), &wgpu::Limits::default());
@@ -73,13 +73,13 @@
 //! use moetile::model::{ExpertActivation, ExpertWeights, MoeParams, WeightData};
 //! use moetile::quant::GgmlType;
 //! use moetile::tile::TileWidth;
-//! use moetile_wgpu::{ActType, AdapterChoice, MoeOptions, WgpuContext};
+//! use moetile_wgpu::{ActType, ContextOptions, MoeOptions, WgpuContext};
 //!
 //! # fn main() -> Result<(), moetile_wgpu::WgpuError> {
-//! # if moetile_wgpu::adapter::list_adapters(&moetile_wgpu::adapter::instance()).is_empty() {
+//! # if moetile_wgpu::adapter::list_adapters(&moetile_wgpu::adapter::instance(&Default::default())).is_empty() {
 //! #     return Ok(());
 //! # }
-//! let ctx = WgpuContext::new(&AdapterChoice::Default)?;
+//! let ctx = WgpuContext::new(&ContextOptions::default())?;
 //! let (d, f, e, k) = (256, 64, 4, 2);
 //! let tensor = |rows: usize, cols: usize| vec![0u8; e * rows * cols * 2]; // F16 zeros
 //! let (gate, up, down) = (tensor(f, d), tensor(f, d), tensor(d, f));
@@ -119,7 +119,7 @@ mod profile;
 pub mod requirements;
 mod timer;
 
-pub use adapter::{AdapterChoice, Profile};
+pub use adapter::{AdapterChoice, ContextOptions, Profile};
 pub use attention::{ATTN_DECODE_MAX_TOKENS, AttentionKernel, KvCache};
 pub use backend::{BackendOptions, HostTimes, WgpuBackend};
 pub use context::{GpuMatrix, WgpuContext};

@@ -35,7 +35,7 @@
 //! assert!(requirements::REQUIRED_FEATURES.is_empty());
 //!
 //! // The application's device, asking for moetile's needs and its own in one request.
-//! let instance = moetile_wgpu::adapter::instance();
+//! let instance = moetile_wgpu::adapter::instance(&Default::default());
 //! # if moetile_wgpu::adapter::list_adapters(&instance).is_empty() { return Ok(()); }
 //! let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
 //! let request = DeviceRequest::new(&adapter)?.with(wgpu::Features::empty(), &wgpu::Limits::default());

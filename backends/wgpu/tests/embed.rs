@@ -17,14 +17,15 @@ use moetile::session::Session;
 use moetile::tokenizer::Tokenizer;
 use moetile_wgpu::adapter::{instance, select};
 use moetile_wgpu::requirements::{self, DeviceRequest, Limit};
-use moetile_wgpu::{AdapterChoice, BackendOptions, Path, WgpuBackend, WgpuContext, WgpuError};
+use moetile_wgpu::{BackendOptions, ContextOptions, Path, WgpuBackend, WgpuContext, WgpuError};
 use rand::Rng;
 
 /// The adapter the other GPU tests use; `None` (skip) without one, unless
 /// `MOETILE_REQUIRE_GPU=1`.
 fn adapter() -> Option<wgpu::Adapter> {
     common::ctx()?;
-    Some(select(&instance(), &AdapterChoice::Default).unwrap())
+    let options = ContextOptions::from_env().unwrap();
+    Some(select(&instance(&options), &options).unwrap())
 }
 
 /// A device on `adapter` created with exactly `features` and `limits`.

@@ -1,8 +1,10 @@
 //! Command-line arguments shared by several subcommands, and their validation into settings.
 //!
-//! clap parses the shape of the command line; values with a domain of their own (tile widths
-//! and policies, sampler ranges) are checked here, once, into the library's settings types, so
-//! a bad value is a one-line error before any file is opened.
+//! clap parses the command line, the values with a domain of their own (tile widths and
+//! policies, graphics APIs) through the parsers here, straight into the library's settings
+//! types; what depends on several values (sampler ranges, the environment's settings under the
+//! flags) is checked here too, once, so a bad value is a one-line error before any file is
+//! opened.
 
 use std::path::PathBuf;
 
@@ -14,7 +16,7 @@ use moetile::generate::StopConditions;
 use moetile::sample::SamplerConfig;
 use moetile::tile::{TilePolicy, TileWidth};
 use moetile::tokenizer::Tokenizer;
-use moetile_wgpu::AdapterChoice;
+use moetile_wgpu::{AdapterChoice, ContextOptions};
 
 use crate::UsageError;
 use crate::backend::BackendChoice;
@@ -75,7 +77,7 @@ impl BackendArgs {
         if self.cpu {
             Ok(BackendChoice::Cpu)
         } else {
-            Ok(BackendChoice::Gpu(self.gpu.resolve()?))
+            Ok(BackendChoice::Gpu(Box::new(self.gpu.resolve()?)))
         }
     }
 }
@@ -88,35 +90,57 @@ pub struct GpuArgs {
     #[arg(long, value_name = "N|NAME")]
     pub device: Option<String>,
     /// Graphics API to search: vulkan, metal, dx12 or gl [default: $WGPU_BACKEND, else all].
-    #[arg(long, value_name = "API")]
-    pub backend: Option<String>,
+    #[arg(long, value_name = "API", value_parser = graphics_api)]
+    pub backend: Option<wgpu::Backends>,
 }
 
-/// The APIs `--backend` accepts (wgpu's names).
-const APIS: [&str; 4] = ["vulkan", "metal", "dx12", "gl"];
+/// The APIs `--backend` accepts (wgpu's names) and the backend each is.
+const APIS: [(&str, wgpu::Backends); 4] = [
+    ("vulkan", wgpu::Backends::VULKAN),
+    ("metal", wgpu::Backends::METAL),
+    ("dx12", wgpu::Backends::DX12),
+    ("gl", wgpu::Backends::GL),
+];
+
+/// Parses `--backend`.
+fn graphics_api(value: &str) -> Result<wgpu::Backends, UsageError> {
+    let api = value.trim().to_lowercase();
+    APIS.iter()
+        .find(|(name, _)| *name == api)
+        .map(|&(_, backends)| backends)
+        .ok_or_else(|| {
+            let names: Vec<&str> = APIS.iter().map(|(name, _)| *name).collect();
+            UsageError(format!(
+                "invalid --backend = {api:?}: one of {}",
+                names.join(", ")
+            ))
+        })
+}
+
+/// The names of the APIs in `backends`, as `--backend` and `WGPU_BACKEND` write them.
+pub fn api_names(backends: wgpu::Backends) -> String {
+    let names: Vec<&str> = APIS
+        .iter()
+        .filter(|(_, api)| backends.contains(*api))
+        .map(|(name, _)| *name)
+        .collect();
+    names.join(",")
+}
 
 impl GpuArgs {
-    /// The adapter to use. `--backend` is exported as `WGPU_BACKEND`, the variable wgpu's
-    /// adapter listing reads, so every later listing and selection sees only that API.
-    pub fn resolve(&self) -> Result<AdapterChoice> {
-        if let Some(api) = &self.backend {
-            let api = api.trim().to_lowercase();
-            if !APIS.contains(&api.as_str()) {
-                return Err(usage(format!(
-                    "invalid --backend = {api:?}: one of {}",
-                    APIS.join(", ")
-                )));
-            }
-            // SAFETY: settings are resolved on the main thread before any other thread exists
-            // (the Ctrl-C handler and wgpu's threads start later), so no one reads the
-            // environment concurrently.
-            unsafe { std::env::set_var("WGPU_BACKEND", api) };
+    /// The options of the device to open: the flags over what the environment sets
+    /// (`WGPU_BACKEND`, `MOETILE_SHADER_CHECKS`, see [`ContextOptions::from_env`]).
+    pub fn resolve(&self) -> Result<ContextOptions> {
+        let mut options = ContextOptions::from_env()?;
+        if let Some(backends) = self.backend {
+            options.backends = backends;
         }
-        Ok(self
+        options.adapter = self
             .device
             .as_deref()
             .map(AdapterChoice::parse)
-            .unwrap_or_default())
+            .unwrap_or_default();
+        Ok(options)
     }
 }
 
@@ -131,11 +155,21 @@ pub struct RuntimeArgs {
     pub chunk: usize,
     /// Widest token tile of the routed-MoE matmul: 32, 64 or 128 [default: $MOETILE_TILE_MAX,
     /// else 128].
-    #[arg(long, value_name = "32|64|128")]
-    pub tile_max: Option<String>,
+    #[arg(long, value_name = "32|64|128", value_parser = tile_width)]
+    pub tile_max: Option<TileWidth>,
     /// How the tile width is chosen per chunk: alignment, load-aware or fixed:N.
-    #[arg(long, value_name = "POLICY", default_value = "alignment")]
-    pub tile_policy: String,
+    #[arg(long, value_name = "POLICY", default_value = "alignment", value_parser = tile_policy)]
+    pub tile_policy: TilePolicyKind,
+}
+
+/// Parses a `--tile-max` value.
+pub fn tile_width(value: &str) -> Result<TileWidth, UsageError> {
+    TileWidth::parse("--tile-max", value).map_err(|e| UsageError(e.to_string()))
+}
+
+/// Parses a `--tile-policy` value.
+pub fn tile_policy(value: &str) -> Result<TilePolicyKind, UsageError> {
+    TilePolicyKind::parse(value).map_err(|e| UsageError(e.to_string()))
 }
 
 /// Validated runtime settings: the library's config and the policy it resolves to.
@@ -150,13 +184,7 @@ pub struct RuntimeSettings {
 impl RuntimeArgs {
     /// Checks every value; the tile cap from `MOETILE_TILE_MAX` is checked here too.
     pub fn resolve(&self) -> Result<RuntimeSettings> {
-        let tile_max = self
-            .tile_max
-            .as_deref()
-            .map(|v| TileWidth::parse("--tile-max", v))
-            .transpose()
-            .map_err(usage)?;
-        runtime_settings(self.ctx, self.chunk, tile_max, &self.tile_policy)
+        runtime_settings(self.ctx, self.chunk, self.tile_max, self.tile_policy)
     }
 }
 
@@ -165,7 +193,7 @@ pub fn runtime_settings(
     ctx: Option<usize>,
     chunk: usize,
     tile_max: Option<TileWidth>,
-    tile_policy: &str,
+    tile_policy: TilePolicyKind,
 ) -> Result<RuntimeSettings> {
     if chunk == 0 {
         return Err(usage("invalid --chunk = 0: at least 1 token"));
@@ -173,11 +201,11 @@ pub fn runtime_settings(
     if ctx == Some(0) {
         return Err(usage("invalid --ctx = 0: at least 1 token"));
     }
-    // The cap given here does not matter: only the kind is kept, the cap is resolved below.
-    let tile_policy = match TilePolicy::parse(tile_policy, TileWidth::T128).map_err(usage)? {
-        TilePolicy::Alignment { .. } => TilePolicyKind::Alignment,
-        TilePolicy::LoadAware { .. } => TilePolicyKind::LoadAware,
-        TilePolicy::Fixed(w) => TilePolicyKind::Fixed(w),
+    // The flag goes over `MOETILE_TILE_MAX`, which is read only without it: a bad value there
+    // does not fail a command that overrides it.
+    let tile_max = match tile_max {
+        Some(cap) => Some(cap),
+        None => RuntimeConfig::from_env().map_err(usage)?.tile_max,
     };
     let config = RuntimeConfig {
         ctx,
@@ -185,7 +213,7 @@ pub fn runtime_settings(
         tile_max,
         tile_policy,
     };
-    let policy = config.resolve_tile_policy().map_err(usage)?;
+    let policy = config.resolve_tile_policy();
     Ok(RuntimeSettings { config, policy })
 }
 
@@ -277,34 +305,41 @@ mod tests {
 
     #[test]
     fn bad_tile_max_is_one_line_naming_the_allowed_values() {
-        let args = RuntimeArgs {
-            ctx: None,
-            chunk: 512,
-            tile_max: Some("48".into()),
-            tile_policy: "alignment".into(),
-        };
-        let err = args.resolve().unwrap_err();
-        let text = format!("{err:#}");
+        let err = tile_width("48").unwrap_err().to_string();
         assert!(
-            text.contains("--tile-max") && text.contains("32, 64 or 128"),
-            "{text}"
+            err.contains("--tile-max") && err.contains("32, 64 or 128"),
+            "{err}"
         );
-        assert!(!text.contains('\n'));
-        assert!(err.is::<UsageError>());
+        assert!(!err.contains('\n'));
     }
 
     #[test]
     fn tile_policy_and_cap_resolve_together() {
-        let s = runtime_settings(None, 64, Some(TileWidth::T64), "load-aware").unwrap();
+        let load_aware = tile_policy("load-aware").unwrap();
+        let s = runtime_settings(None, 64, Some(TileWidth::T64), load_aware).unwrap();
         assert_eq!(
             s.policy,
             TilePolicy::LoadAware {
                 cap: TileWidth::T64
             }
         );
-        let s = runtime_settings(None, 64, None, "fixed:32").unwrap();
+        let s = runtime_settings(None, 64, None, tile_policy("fixed:32").unwrap()).unwrap();
         assert_eq!(s.policy, TilePolicy::Fixed(TileWidth::T32));
-        assert!(runtime_settings(None, 64, None, "widest").is_err());
-        assert!(runtime_settings(None, 0, None, "alignment").is_err());
+        assert!(tile_policy("widest").is_err());
+        assert!(runtime_settings(None, 0, None, TilePolicyKind::Alignment).is_err());
+    }
+
+    #[test]
+    fn backend_names_the_accepted_apis() {
+        assert_eq!(graphics_api(" Vulkan").unwrap(), wgpu::Backends::VULKAN);
+        let err = graphics_api("glide").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r#"invalid --backend = "glide": one of vulkan, metal, dx12, gl"#
+        );
+        assert_eq!(
+            api_names(wgpu::Backends::VULKAN | wgpu::Backends::GL),
+            "vulkan,gl"
+        );
     }
 }

@@ -6,16 +6,16 @@ use moetile::model::Backend;
 use moetile_cpu::CpuBackend;
 use std::sync::Arc;
 
-use moetile_wgpu::{ActType, AdapterChoice, WgpuBackend, WgpuContext};
+use moetile_wgpu::{ActType, ContextOptions, WgpuBackend, WgpuContext};
 use serde::Serialize;
 
 /// Which backend runs the model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum BackendChoice {
     /// The CPU reference (`--cpu`).
     Cpu,
-    /// The GPU through wgpu (the default), on this adapter.
-    Gpu(AdapterChoice),
+    /// The GPU through wgpu (the default), on the device these options open.
+    Gpu(Box<ContextOptions>),
 }
 
 /// What every report says about the backend that produced it.
@@ -43,16 +43,16 @@ pub trait BackendTask {
 pub fn with_backend<T: BackendTask>(choice: &BackendChoice, task: T) -> Result<T::Output> {
     match choice {
         BackendChoice::Cpu => run_on_cpu(task),
-        BackendChoice::Gpu(adapter) => {
-            let (mut gpu, info) = gpu_backend(adapter)?;
+        BackendChoice::Gpu(options) => {
+            let (mut gpu, info) = gpu_backend(options)?;
             task.run(&mut gpu, &info)
         }
     }
 }
 
-/// The wgpu backend on `adapter` and its description.
-pub fn gpu_backend(adapter: &AdapterChoice) -> Result<(WgpuBackend, BackendInfo)> {
-    let ctx = Arc::new(WgpuContext::new(adapter)?);
+/// The wgpu backend on the device `options` open, and its description.
+pub fn gpu_backend(options: &ContextOptions) -> Result<(WgpuBackend, BackendInfo)> {
+    let ctx = Arc::new(WgpuContext::new(options)?);
     let gpu = WgpuBackend::new(ctx.clone());
     let info = BackendInfo {
         kind: "wgpu",

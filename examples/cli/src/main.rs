@@ -9,6 +9,7 @@ mod cmd;
 mod model;
 mod progress;
 
+use std::error::Error as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -43,8 +44,10 @@ impl std::fmt::Display for MismatchError {
 impl std::error::Error for MismatchError {}
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
-    match cmd::run(cli) {
+    match args::Cli::try_parse()
+        .map_err(value_error)
+        .and_then(cmd::run)
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -56,5 +59,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// A value our own parsers refused (see `args`) is reported as its [`UsageError`] alone, one
+/// line like the usage errors found later (clap would add the flag and a hint on lines of their
+/// own); clap reports everything else itself, and exits (help, version, unknown flags...).
+fn value_error(e: clap::Error) -> anyhow::Error {
+    match e.source().and_then(|s| s.downcast_ref::<UsageError>()) {
+        Some(UsageError(message)) => UsageError(message.clone()).into(),
+        None => e.exit(),
     }
 }

@@ -18,7 +18,7 @@
 //!
 //! ```
 //! # fn main() -> anyhow::Result<()> {
-//! # if moetile_wgpu::adapter::list_adapters(&moetile_wgpu::adapter::instance()).is_empty() {
+//! # if moetile_wgpu::adapter::list_adapters(&moetile_wgpu::adapter::instance(&Default::default())).is_empty() {
 //! #     return Ok(());
 //! # }
 //! let settings = moetile_embed_example::Settings { n_predict: 4, ..Default::default() };
@@ -42,7 +42,7 @@ use moetile::sample::SamplerConfig;
 use moetile::session::Session;
 use moetile::synth::{Mix, Preset, Synth};
 use moetile::tokenizer::Tokenizer;
-use moetile_wgpu::{AdapterChoice, DeviceRequest, WgpuBackend, WgpuContext};
+use moetile_wgpu::{ContextOptions, DeviceRequest, WgpuBackend, WgpuContext};
 use serde::Serialize;
 
 /// The tiny model synthesized when none is given: `moetile synth` with [`TINY_SYNTH_ARGS`]
@@ -297,9 +297,11 @@ const APP_VALUES: u32 = 4096;
 pub fn run(settings: &Settings) -> Result<Report> {
     // 1. The application's device. It picks its adapter as it likes; this one uses moetile's
     // ranking, so that it runs on the adapter `moetile run` picks. Its own needs are wgpu's
-    // default limits and no feature; moetile's are merged in.
-    let instance = moetile_wgpu::adapter::instance();
-    let adapter = moetile_wgpu::adapter::select(&instance, &AdapterChoice::Default)?;
+    // default limits and no feature; moetile's are merged in. Like `moetile`, it honours
+    // `WGPU_BACKEND`.
+    let options = ContextOptions::from_env()?;
+    let instance = moetile_wgpu::adapter::instance(&options);
+    let adapter = moetile_wgpu::adapter::select(&instance, &options)?;
     let request = DeviceRequest::new(&adapter)?.with(wgpu::Features::empty(), &Default::default());
     let (device, queue) =
         pollster::block_on(adapter.request_device(&request.descriptor("embed example")))

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 /// Whether an adapter exists (see [`moetile_tests::skip_without_gpu`]).
 fn have_gpu() -> bool {
-    let any = !list_adapters(&instance()).is_empty();
+    let options = moetile_wgpu::ContextOptions::from_env().unwrap();
+    let any = !list_adapters(&instance(&options)).is_empty();
     if !any {
         moetile_tests::skip_without_gpu(&"no adapter");
     }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use moetile::model::WeightData;
-use moetile_wgpu::{AdapterChoice, WeightType, WgpuContext};
+use moetile_wgpu::{ContextOptions, WeightType, WgpuContext};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -19,20 +19,22 @@ pub fn ctx() -> Option<&'static WgpuContext> {
 /// The test device as the shared handle a `WgpuBackend` takes.
 pub fn shared_ctx() -> Option<&'static Arc<WgpuContext>> {
     static CTX: OnceLock<Option<Arc<WgpuContext>>> = OnceLock::new();
-    CTX.get_or_init(|| match WgpuContext::new(&AdapterChoice::Default) {
-        Ok(ctx) => {
-            eprintln!(
-                "GPU tests on {} (paths {:?})",
-                ctx.profile().describe(),
-                ctx.profile().paths()
-            );
-            Some(Arc::new(ctx))
-        }
-        Err(e) => {
-            moetile_tests::skip_without_gpu(&format_args!("no device: {e}"));
-            None
-        }
-    })
+    CTX.get_or_init(
+        || match ContextOptions::from_env().and_then(|o| WgpuContext::new(&o)) {
+            Ok(ctx) => {
+                eprintln!(
+                    "GPU tests on {} (paths {:?})",
+                    ctx.profile().describe(),
+                    ctx.profile().paths()
+                );
+                Some(Arc::new(ctx))
+            }
+            Err(e) => {
+                moetile_tests::skip_without_gpu(&format_args!("no device: {e}"));
+                None
+            }
+        },
+    )
     .as_ref()
 }
 

@@ -7,7 +7,7 @@ use moetile_wgpu::Profile;
 use moetile_wgpu::adapter::{instance, list_adapters, select};
 use serde::Serialize;
 
-use crate::args::GpuArgs;
+use crate::args::{GpuArgs, api_names};
 
 /// Arguments of `moetile devices`.
 #[derive(Debug, Args)]
@@ -44,18 +44,20 @@ struct Device {
 
 /// Runs `moetile devices`.
 pub fn run(args: DevicesArgs) -> Result<()> {
-    let choice = args.gpu.resolve()?;
-    let instance = instance();
+    let options = args.gpu.resolve()?;
+    let instance = instance(&options);
     let adapters = list_adapters(&instance);
+    let searched = if options.backends == wgpu::Backends::all() {
+        String::new()
+    } else {
+        format!(" for WGPU_BACKEND={}", api_names(options.backends))
+    };
     anyhow::ensure!(
         !adapters.is_empty(),
-        "wgpu finds no adapter{}; install a GPU driver with Vulkan, Metal or DX12 (on Linux without a GPU, Mesa's lavapipe: mesa-vulkan-drivers)",
-        std::env::var("WGPU_BACKEND")
-            .map(|b| format!(" for WGPU_BACKEND={b}"))
-            .unwrap_or_default()
+        "wgpu finds no adapter{searched}; install a GPU driver with Vulkan, Metal or DX12 (on Linux without a GPU, Mesa's lavapipe: mesa-vulkan-drivers)",
     );
     // The selection error lists the adapters; report it after the listing.
-    let selected = select(&instance, &choice).map(|a| a.get_info());
+    let selected = select(&instance, &options).map(|a| a.get_info());
     let devices: Vec<Device> = adapters
         .iter()
         .enumerate()

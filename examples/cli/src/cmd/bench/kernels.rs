@@ -129,8 +129,7 @@ impl KernelArgs {
 /// Runs `moetile bench kernels`.
 pub fn run(args: KernelArgs) -> Result<()> {
     let overrides = args.overrides()?;
-    let choice = args.gpu.resolve()?;
-    let ctx = WgpuContext::new(&choice)?;
+    let ctx = WgpuContext::new(&args.gpu.resolve()?)?;
     let mut cfg = BenchConfig::default_for(&ctx);
     let o = overrides;
     cfg.shapes = o

@@ -26,13 +26,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use moetile::config::TilePolicyKind;
 use moetile::model::Backend;
 use moetile::synth::{Mix, Preset, Synth};
 use moetile::tile::TileWidth;
 use serde::Serialize;
 
 use super::COMMIT;
-use crate::args::{BackendArgs, RuntimeSettings, runtime_settings, usage};
+use crate::args::{BackendArgs, RuntimeSettings, runtime_settings, tile_policy, tile_width, usage};
 use crate::backend::{BackendInfo, BackendTask, with_backend};
 use crate::model::{ModelFile, ModelInfo};
 
@@ -81,11 +82,17 @@ pub struct BenchArgs {
     chunk: usize,
     /// Tile caps to compare, comma-separated (32, 64, 128) [default: $MOETILE_TILE_MAX, else
     /// 128].
-    #[arg(long, value_name = "LIST")]
-    tile_max: Option<String>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = tile_width)]
+    tile_max: Vec<TileWidth>,
     /// Tile policies to compare, comma-separated (alignment, load-aware, fixed:N).
-    #[arg(long, value_name = "LIST", default_value = "alignment")]
-    tile_policy: String,
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "alignment",
+        value_parser = tile_policy
+    )]
+    tile_policy: Vec<TilePolicyKind>,
 }
 
 /// `moetile bench`'s own subcommand.
@@ -232,17 +239,15 @@ impl BenchArgs {
     /// Every combination of the tile lists, duplicates (e.g. a fixed width under several
     /// caps) removed.
     fn settings(&self) -> Result<Vec<Setting>> {
-        let caps: Vec<Option<TileWidth>> = match &self.tile_max {
-            None => vec![None],
-            Some(list) => list
-                .split(',')
-                .map(|v| TileWidth::parse("--tile-max", v).map(Some).map_err(usage))
-                .collect::<Result<_>>()?,
+        let caps: Vec<Option<TileWidth>> = if self.tile_max.is_empty() {
+            vec![None]
+        } else {
+            self.tile_max.iter().copied().map(Some).collect()
         };
         let mut out: Vec<Setting> = Vec::new();
-        for policy in self.tile_policy.split(',') {
+        for &policy in &self.tile_policy {
             for &cap in &caps {
-                let runtime = runtime_settings(None, self.chunk, cap, policy.trim())?;
+                let runtime = runtime_settings(None, self.chunk, cap, policy)?;
                 if !out.iter().any(|s| s.runtime.policy == runtime.policy) {
                     out.push(Setting {
                         label: runtime.policy.to_string(),
