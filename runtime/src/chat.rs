@@ -18,10 +18,9 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::{Kwargs, ValueKind};
+use minijinja::value::Kwargs;
 use minijinja::{Environment, ErrorKind, Value};
 
 use crate::gguf::GgufFile;
@@ -186,90 +185,20 @@ fn without_generation_tags(source: &str) -> String {
 }
 
 /// `strftime_now(format)`: the current UTC date and time, which Llama 3, Mistral and gpt-oss
-/// templates print into their system prompts. Supports `%Y %m %d %e %b %B %a %A %H %M %S %j %%`.
+/// templates print into their system prompts.
 fn strftime_now(format: String) -> std::result::Result<Value, minijinja::Error> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format_utc(now, &format).map(Value::from)
+    format_utc(jiff::Timestamp::now(), &format).map(Value::from)
 }
 
-/// Formats `unix_seconds` (UTC) with the strftime subset of [`strftime_now`].
-fn format_utc(unix_seconds: u64, format: &str) -> std::result::Result<String, minijinja::Error> {
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    const DAYS: [&str; 7] = [
-        "Thursday",
-        "Friday",
-        "Saturday",
-        "Sunday",
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-    ];
-    let days = unix_seconds / 86_400;
-    let secs = unix_seconds % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy_march = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy_march + 2) / 153;
-    let day = doy_march - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let before: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
-    let day_of_year = before[(month - 1) as usize] + day + i64::from(leap && month > 2);
-    let month_name = MONTHS[(month - 1) as usize];
-    let weekday = DAYS[(days % 7) as usize];
-    let mut out = String::new();
-    let mut chars = format.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let _ = match chars.next() {
-            Some('Y') => write!(out, "{year}"),
-            Some('m') => write!(out, "{month:02}"),
-            Some('d') => write!(out, "{day:02}"),
-            Some('e') => write!(out, "{day:2}"),
-            Some('b') => write!(out, "{}", &month_name[..3]),
-            Some('B') => write!(out, "{month_name}"),
-            Some('a') => write!(out, "{}", &weekday[..3]),
-            Some('A') => write!(out, "{weekday}"),
-            Some('H') => write!(out, "{:02}", secs / 3600),
-            Some('M') => write!(out, "{:02}", secs / 60 % 60),
-            Some('S') => write!(out, "{:02}", secs % 60),
-            Some('j') => write!(out, "{day_of_year:03}"),
-            Some('%') => write!(out, "%"),
-            other => {
-                return Err(minijinja::Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!(
-                        "strftime_now: unsupported directive %{}",
-                        other.map(String::from).unwrap_or_default()
-                    ),
-                ));
-            }
-        };
-    }
-    Ok(out)
+/// Formats `time` in UTC with C's strftime directives (`%Y %m %d %e %b %B %a %A %H %M %S %j
+/// %%`...), as [`strftime_now`] does.
+fn format_utc(
+    time: jiff::Timestamp,
+    format: &str,
+) -> std::result::Result<String, minijinja::Error> {
+    jiff::fmt::strtime::format(format, time).map_err(|e| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("strftime_now: {e}"))
+    })
 }
 
 /// Marks errors raised by the template itself, to tell them from engine errors.
@@ -298,117 +227,77 @@ fn tojson(
     let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
     let _: Option<bool> = kwargs.get("ensure_ascii")?;
     kwargs.assert_all_used()?;
-    let mut out = String::new();
-    write_json(&value, Json { indent, sort_keys }, 0, &mut out)?;
-    Ok(Value::from_safe_string(out))
-}
-
-/// How [`write_json`] lays out its output.
-#[derive(Clone, Copy)]
-struct Json {
-    indent: Option<usize>,
-    sort_keys: bool,
-}
-
-fn write_json(
-    value: &Value,
-    style: Json,
-    depth: usize,
-    out: &mut String,
-) -> std::result::Result<(), minijinja::Error> {
-    let indent = style.indent;
-    let newline = |out: &mut String, depth: usize| {
-        if let Some(width) = indent {
-            out.push('\n');
-            out.extend(std::iter::repeat_n(' ', width * depth));
-        }
+    let failed = |e: serde_json::Error| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
     };
-    let separator = if indent.is_some() { "," } else { ", " };
-    match value.kind() {
-        ValueKind::Undefined | ValueKind::None => out.push_str("null"),
-        ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
-        ValueKind::Number => {
-            if let Ok(i) = i64::try_from(value.clone()) {
-                let _ = write!(out, "{i}");
-            } else {
-                match f64::try_from(value.clone()) {
-                    Ok(f) if f.is_finite() => {
-                        let _ = write!(out, "{f:?}");
-                    }
-                    Ok(f) if f.is_nan() => out.push_str("NaN"),
-                    Ok(f) => out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" }),
-                    Err(_) => out.push_str(&value.to_string()),
-                }
-            }
-        }
-        ValueKind::String | ValueKind::Bytes => {
-            write_json_string(value.as_str().unwrap_or_default(), out)
-        }
-        ValueKind::Seq | ValueKind::Iterable => {
-            out.push('[');
-            let mut first = true;
-            for item in value.try_iter()? {
-                if !first {
-                    out.push_str(separator);
-                }
-                first = false;
-                newline(out, depth + 1);
-                write_json(&item, style, depth + 1, out)?;
-            }
-            if !first {
-                newline(out, depth);
-            }
-            out.push(']');
-        }
-        ValueKind::Map => {
-            out.push('{');
-            let mut keys: Vec<Value> = value.try_iter()?.collect();
-            if style.sort_keys {
-                keys.sort();
-            }
-            let mut first = true;
-            for key in keys {
-                if !first {
-                    out.push_str(separator);
-                }
-                first = false;
-                newline(out, depth + 1);
-                match key.as_str() {
-                    Some(k) => write_json_string(k, out),
-                    None => write_json_string(&key.to_string(), out),
-                }
-                out.push_str(": ");
-                write_json(&value.get_item(&key)?, style, depth + 1, out)?;
-            }
-            if !first {
-                newline(out, depth);
-            }
-            out.push('}');
-        }
-        _ => write_json_string(&value.to_string(), out),
-    }
-    Ok(())
+    let json = if sort_keys {
+        let mut json = serde_json::to_value(&value).map_err(failed)?;
+        json.sort_all_objects();
+        to_python_json(&json, indent)
+    } else {
+        to_python_json(&value, indent)
+    };
+    let json = json.map_err(failed)?;
+    Ok(Value::from_safe_string(
+        String::from_utf8(json).expect("serde_json writes UTF-8"),
+    ))
 }
 
-/// A JSON string literal; non-ASCII stays as is (`ensure_ascii=False`).
-fn write_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+/// `value` as Python's `json.dumps` lays it out: one line, or one item per line with `indent`
+/// spaces per level.
+fn to_python_json(
+    value: &impl serde::Serialize,
+    indent: Option<usize>,
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    match indent {
+        Some(width) => {
+            let indent = " ".repeat(width);
+            let style = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
+            value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, style))?;
+        }
+        None => value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out, OneLine,
+        ))?,
+    }
+    Ok(out)
+}
+
+/// Python's one-line separators, `", "` between items and `": "` after keys (serde_json's
+/// compact style has no spaces).
+struct OneLine;
+
+impl serde_json::ser::Formatter for OneLine {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
         }
     }
-    out.push('"');
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
 }
 
 #[cfg(test)]
@@ -552,17 +441,23 @@ mod tests {
 
     #[test]
     fn dates_format_like_strftime() {
+        let at = |seconds| jiff::Timestamp::from_second(seconds).unwrap();
         // 2024-07-26 13:05:09 UTC, a Friday; 2000-03-01 (after a leap day); the epoch.
         assert_eq!(
-            format_utc(1_722_000_309, "%d %b %Y|%Y-%m-%d %H:%M:%S|%A %B %j|%a%e%%").unwrap(),
+            format_utc(
+                at(1_722_000_309),
+                "%d %b %Y|%Y-%m-%d %H:%M:%S|%A %B %j|%a%e%%"
+            )
+            .unwrap(),
             "26 Jul 2024|2024-07-26 13:25:09|Friday July 208|Fri26%"
         );
         assert_eq!(
-            format_utc(951_868_800, "%Y-%m-%d %j").unwrap(),
+            format_utc(at(951_868_800), "%Y-%m-%d %j").unwrap(),
             "2000-03-01 061"
         );
-        assert_eq!(format_utc(0, "%Y-%m-%d %a").unwrap(), "1970-01-01 Thu");
-        assert!(format_utc(0, "%Q").is_err());
+        assert_eq!(format_utc(at(0), "%Y-%m-%d %a").unwrap(), "1970-01-01 Thu");
+        assert_eq!(format_utc(at(86_400 * 4), "%e|%j").unwrap(), " 5|005");
+        assert!(format_utc(at(0), "%J").is_err());
     }
 
     #[test]

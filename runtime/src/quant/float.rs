@@ -16,10 +16,10 @@ pub(crate) fn dequantize_f16(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// BF16 is the top half of an f32 (`ggml_compute_bf16_to_fp32` in ggml-impl.h).
+/// BF16 is the top half of an f32, widened exactly (`ggml_compute_bf16_to_fp32` in ggml-impl.h).
 pub(crate) fn dequantize_bf16(bytes: &[u8], out: &mut [f32]) {
     for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        *o = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
+        *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
     }
 }
 
@@ -38,12 +38,11 @@ pub(crate) fn quantize_f16(values: &[f32], out: &mut Vec<u8>) {
 }
 
 /// Appends the values rounded to the nearest BF16, ties to even (`ggml_compute_fp32_to_bf16` in
-/// ggml-impl.h; the same as gguf-py's `BF16.quantize_blocks`). Inputs are finite, so ggml's NaN
-/// branch has no counterpart here.
+/// ggml-impl.h; the same as gguf-py's `BF16.quantize_blocks`).
 pub(crate) fn quantize_bf16(values: &[f32], out: &mut Vec<u8>) {
-    out.extend(values.iter().flat_map(|v| {
-        let bits = v.to_bits();
-        let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
-        (rounded as u16).to_le_bytes()
-    }));
+    out.extend(
+        values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()),
+    );
 }
