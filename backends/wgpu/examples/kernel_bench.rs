@@ -80,7 +80,17 @@ fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>(),
         p.timestamps
     );
-    println!("{}", BenchRow::CSV_HEADER);
-    bench::run_kernel_bench(&ctx, &cfg, |row| println!("{}", row.csv()))?;
+    let mut out = csv::Writer::from_writer(std::io::stdout());
+    out.write_record(BenchRow::CSV_HEADER)?;
+    // Each row as it is measured: a long run shows its progress.
+    let mut written = Ok(());
+    bench::run_kernel_bench(&ctx, &cfg, |row| {
+        if written.is_ok() {
+            written = out
+                .write_record(row.csv_record())
+                .and_then(|()| Ok(out.flush()?));
+        }
+    })?;
+    written?;
     Ok(())
 }

@@ -130,22 +130,23 @@ pub struct BenchRow {
 }
 
 impl BenchRow {
-    /// The CSV header of [`BenchRow::csv`].
-    pub const CSV_HEADER: &'static str = "kernel,shape,tokens,ms,ms_min,gflops,gbs,check";
+    /// The CSV columns of [`BenchRow::csv_record`].
+    pub const CSV_HEADER: [&'static str; 8] = [
+        "kernel", "shape", "tokens", "ms", "ms_min", "gflops", "gbs", "check",
+    ];
 
-    /// The row as CSV.
-    pub fn csv(&self) -> String {
-        format!(
-            "{},{},{},{:.4},{:.4},{:.1},{:.1},{:.3}",
-            self.kernel,
-            self.shape,
-            self.tokens,
-            self.ms,
-            self.ms_min,
-            self.gflops,
-            self.gbs,
-            self.check
-        )
+    /// The row's CSV fields, numbers rounded to what the timing resolves.
+    pub fn csv_record(&self) -> [String; 8] {
+        [
+            self.kernel.clone(),
+            self.shape.to_string(),
+            self.tokens.to_string(),
+            format!("{:.4}", self.ms),
+            format!("{:.4}", self.ms_min),
+            format!("{:.1}", self.gflops),
+            format!("{:.1}", self.gbs),
+            format!("{:.3}", self.check),
+        ]
     }
 }
 

@@ -1,9 +1,11 @@
 //! Opening a model file (header, config and tokenizer: cheap, so prompts are checked before
-//! any weight moves) and loading its weights onto a backend with a progress bar.
+//! any weight moves) and loading its weights onto a backend with a progress bar. [`PromptJob`]
+//! is the start the commands that run a prompt share.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use moetile::RuntimeConfig;
 use moetile::gguf::GgufFile;
 use moetile::model::{Backend, Model, ModelConfig};
 use moetile::tokenizer::Tokenizer;
@@ -21,6 +23,32 @@ pub struct ModelFile {
     pub config: ModelConfig,
     /// The tokenizer it carries.
     pub tokenizer: Tokenizer,
+}
+
+/// A model opened to run a prompt, checked before any weight moves: where `run` and `verify`
+/// start.
+pub struct PromptJob {
+    /// The model.
+    pub file: ModelFile,
+    /// The prompt's tokens, at least one.
+    pub tokens: Vec<u32>,
+    /// The session settings, with a context that holds the prompt.
+    pub config: RuntimeConfig,
+}
+
+impl PromptJob {
+    /// Opens `path`, tokenizes `prompt` and checks that it fits the context `config` gives.
+    pub fn open(path: &Path, prompt: &str, config: &RuntimeConfig) -> Result<PromptJob> {
+        let file = ModelFile::open(path)?;
+        let tokens = file.tokenizer.encode(prompt, true, true);
+        anyhow::ensure!(!tokens.is_empty(), "the prompt is empty");
+        let config = file.session_config(config, tokens.len())?;
+        Ok(PromptJob {
+            file,
+            tokens,
+            config,
+        })
+    }
 }
 
 /// What reports say about the model.
@@ -59,19 +87,18 @@ impl ModelFile {
         })
     }
 
-    /// The context length a session gets: `ctx`, else the trained one capped at 4096 (the
-    /// library's rule).
-    pub fn n_ctx(&self, ctx: Option<usize>) -> usize {
-        ctx.unwrap_or(self.config.n_ctx_train.min(4096))
-    }
-
-    /// Fails unless `tokens` prompt tokens fit a context of `n_ctx`.
-    pub fn check_fits(&self, tokens: usize, n_ctx: usize) -> Result<()> {
+    /// `config` for a session of this model that must hold `tokens` tokens: its context
+    /// resolved (`--ctx`, else the library's default for the model) and checked to hold them.
+    pub fn session_config(&self, config: &RuntimeConfig, tokens: usize) -> Result<RuntimeConfig> {
+        let n_ctx = config.n_ctx(&self.config);
         anyhow::ensure!(
             tokens <= n_ctx,
             "the prompt has {tokens} tokens but the context holds {n_ctx}; raise --ctx or shorten the prompt"
         );
-        Ok(())
+        Ok(RuntimeConfig {
+            ctx: Some(n_ctx),
+            ..config.clone()
+        })
     }
 
     /// Uploads the weights to `backend`, with a progress bar of bytes and rate.

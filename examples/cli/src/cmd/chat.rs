@@ -99,10 +99,8 @@ impl BackendTask for Task<'_> {
         let s = self.settings;
         let tokenizer = &self.file.tokenizer;
         let model = self.file.load(backend)?;
-        let n_ctx = self.file.n_ctx(s.runtime.config.ctx);
-        let mut config = s.runtime.config.clone();
-        config.ctx = Some(n_ctx);
-        let mut session = Session::new(&model, backend, &config)?;
+        let mut session = Session::new(&model, backend, &s.runtime.config)?;
+        let n_ctx = session.n_ctx();
         let (cancel, generating) = install_interrupt()?;
         let opening: Vec<ChatMessage> = s
             .system

@@ -52,17 +52,13 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     let runtime: RuntimeSettings = args.runtime.resolve()?;
     let adapter = args.gpu.resolve()?;
     let file = ModelFile::open(&args.model)?;
-    let n_ctx = file.n_ctx(
-        runtime
-            .config
-            .ctx
-            .or(Some(args.prompt_tokens + args.decode)),
-    );
-    file.check_fits(args.prompt_tokens + args.decode, n_ctx)?;
+    let n_tokens = args.prompt_tokens + args.decode;
+    // Without --ctx, the context holds exactly the profiled tokens.
     let config = RuntimeConfig {
-        ctx: Some(n_ctx),
+        ctx: runtime.config.ctx.or(Some(n_tokens)),
         ..runtime.config.clone()
     };
+    let config = file.session_config(&config, n_tokens)?;
     let (mut gpu, info) = gpu_backend(&adapter)?;
     let model = file.load(&mut gpu)?;
     let tokens = prompt(args.prompt_tokens, file.config.n_vocab);

@@ -15,7 +15,7 @@ use super::report::{SamplerReport, SettingsReport, TimingsReport, summary_line};
 use super::{COMMIT, stream};
 use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, Sampling, SamplingArgs};
 use crate::backend::{BackendChoice, BackendInfo, BackendTask, with_backend};
-use crate::model::{ModelFile, ModelInfo};
+use crate::model::{ModelInfo, PromptJob};
 
 /// Arguments of `moetile run`.
 #[derive(Debug, Args)]
@@ -77,26 +77,18 @@ impl RunArgs {
 /// Runs `moetile run`.
 pub fn run(args: RunArgs) -> Result<()> {
     let settings = args.resolve()?;
-    let file = ModelFile::open(&settings.model)?;
-    let tokens = file.tokenizer.encode(&settings.prompt, true, true);
-    anyhow::ensure!(!tokens.is_empty(), "the prompt is empty");
-    let n_ctx = file.n_ctx(settings.runtime.config.ctx);
-    file.check_fits(tokens.len(), n_ctx)?;
+    let job = PromptJob::open(&settings.model, &settings.prompt, &settings.runtime.config)?;
     with_backend(
         &settings.backend,
         Task {
-            file: &file,
-            tokens,
-            n_ctx,
+            job: &job,
             settings: &settings,
         },
     )
 }
 
 struct Task<'a> {
-    file: &'a ModelFile,
-    tokens: Vec<u32>,
-    n_ctx: usize,
+    job: &'a PromptJob,
     settings: &'a Settings,
 }
 
@@ -121,16 +113,15 @@ impl BackendTask for Task<'_> {
     type Output = ();
 
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
-        let s = self.settings;
-        let model = self.file.load(backend)?;
-        let mut config = s.runtime.config.clone();
-        config.ctx = Some(self.n_ctx);
-        let mut session = Session::new(&model, backend, &config)?;
-        let stop = s.sampling.stop(&self.file.tokenizer);
+        let (s, job) = (self.settings, self.job);
+        let model = job.file.load(backend)?;
+        let mut session = Session::new(&model, backend, &job.config)?;
+        let n_ctx = session.n_ctx();
+        let stop = s.sampling.stop(&job.file.tokenizer);
         let mut generator = Generator::new(
             &mut session,
-            &self.file.tokenizer,
-            &self.tokens,
+            &job.file.tokenizer,
+            &job.tokens,
             s.sampling.sampler,
             stop,
         )?;
@@ -152,14 +143,14 @@ impl BackendTask for Task<'_> {
             let report = Report {
                 moetile_commit: COMMIT,
                 backend: info,
-                model: self.file.info(),
-                settings: SettingsReport::new(&s.runtime, self.n_ctx),
+                model: job.file.info(),
+                settings: SettingsReport::new(&s.runtime, n_ctx),
                 sampler: (&s.sampling.sampler).into(),
                 max_tokens: s.sampling.max_tokens,
                 ignore_eos: s.sampling.ignore_eos,
                 stop_reason: reason.to_string(),
                 timings: (&timings).into(),
-                prompt_token_ids: &self.tokens,
+                prompt_token_ids: &job.tokens,
                 token_ids: tokens,
                 text,
             };

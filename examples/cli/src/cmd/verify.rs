@@ -15,7 +15,7 @@ use moetile_wgpu::{BackendOptions, WgpuBackend, WgpuContext};
 use crate::MismatchError;
 use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, usage};
 use crate::backend::{BackendChoice, BackendInfo, BackendTask, cpu_backend, gpu_backend};
-use crate::model::ModelFile;
+use crate::model::{ModelFile, PromptJob};
 
 const DEFAULT_PROMPT: &str = "The quick brown fox jumps over the lazy dog. Mixture-of-Experts \
 models route every token to a few experts, and each expert is a small feed-forward network.";
@@ -90,15 +90,11 @@ impl VerifyArgs {
 /// later ones) by whole units; so it is held to top-1 agreement (`--min-top1`) only.
 pub fn run(args: VerifyArgs) -> Result<()> {
     let s = args.resolve()?;
-    let file = ModelFile::open(&s.model)?;
-    let tokens = file.tokenizer.encode(&s.prompt, true, true);
-    anyhow::ensure!(!tokens.is_empty(), "the prompt is empty");
-    let n_ctx = file.n_ctx(s.runtime.config.ctx);
-    file.check_fits(tokens.len(), n_ctx)?;
-    let config = RuntimeConfig {
-        ctx: Some(n_ctx),
-        ..s.runtime.config.clone()
-    };
+    let PromptJob {
+        file,
+        tokens,
+        config,
+    } = PromptJob::open(&s.model, &s.prompt, &s.runtime.config)?;
     let task = || Task {
         file: &file,
         tokens: &tokens,

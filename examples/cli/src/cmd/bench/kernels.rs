@@ -204,16 +204,18 @@ pub fn run(args: KernelArgs) -> Result<()> {
         );
     })?;
     if let Some(path) = &args.csv {
-        let write = || -> std::io::Result<()> {
+        let write = || -> Result<()> {
             let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
             for line in &header {
                 writeln!(out, "# {line}")?;
             }
-            writeln!(out, "{}", BenchRow::CSV_HEADER)?;
+            let mut out = csv::Writer::from_writer(out);
+            out.write_record(BenchRow::CSV_HEADER)?;
             for r in &rows {
-                writeln!(out, "{}", r.csv())?;
+                out.write_record(r.csv_record())?;
             }
-            out.flush()
+            out.flush()?;
+            Ok(())
         };
         write().with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());

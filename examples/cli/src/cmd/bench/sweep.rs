@@ -15,8 +15,17 @@ use serde::Serialize;
 use super::{Meta, Setting, SweepPlan, chart};
 use crate::backend::BackendInfo;
 
-/// The CSV header, column for column the reference engine's.
-pub const CSV_HEADER: &str = "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,gen_first_ms,gen_steady_tps,kvcache_bytes";
+/// The CSV columns, column for column the reference engine's.
+const CSV_HEADER: [&str; 8] = [
+    "ctx_tokens",
+    "prefill_tokens",
+    "prefill_tps",
+    "gen_tokens",
+    "gen_tps",
+    "gen_first_ms",
+    "gen_steady_tps",
+    "kvcache_bytes",
+];
 
 /// Text the benchmark prompt is made of, repeated to any length: real text, so a real model
 /// routes its tokens as it would in use.
@@ -187,21 +196,21 @@ fn write_files(
             .with_context(|| format!("writing {}", path.display()))
     };
     write(csv, &|out| {
-        writeln!(out, "{CSV_HEADER}")?;
+        let mut out = csv::Writer::from_writer(out);
+        out.write_record(CSV_HEADER)?;
         for r in rows {
-            writeln!(
-                out,
-                "{},{},{:.3},{},{:.3},{:.3},{:.3},{}",
-                r.ctx_tokens,
-                r.prefill_tokens,
-                r.prefill_tps,
-                r.gen_tokens,
-                r.gen_tps,
-                r.gen_first_ms,
-                r.gen_steady_tps,
-                r.kvcache_bytes
-            )?;
+            out.write_record([
+                r.ctx_tokens.to_string(),
+                r.prefill_tokens.to_string(),
+                format!("{:.3}", r.prefill_tps),
+                r.gen_tokens.to_string(),
+                format!("{:.3}", r.gen_tps),
+                format!("{:.3}", r.gen_first_ms),
+                format!("{:.3}", r.gen_steady_tps),
+                r.kvcache_bytes.to_string(),
+            ])?;
         }
+        out.flush()?;
         Ok(())
     })?;
     write(&csv.with_extension("json"), &|out| {

@@ -162,28 +162,40 @@ pub fn report(
             }
         }
         Format::Csv => {
-            println!(
-                "moetile_commit,backend,driver,model,chunk,tile_policy,test,n_prompt,n_gen,repetitions,mean_tps,stddev_tps"
-            );
+            let mut out = csv::Writer::from_writer(std::io::stdout().lock());
+            out.write_record([
+                "moetile_commit",
+                "backend",
+                "driver",
+                "model",
+                "chunk",
+                "tile_policy",
+                "test",
+                "n_prompt",
+                "n_gen",
+                "repetitions",
+                "mean_tps",
+                "stddev_tps",
+            ])?;
             for (setting, tests) in results {
                 for t in tests {
-                    println!(
-                        "{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}",
+                    out.write_record([
                         meta.moetile_commit,
-                        csv_field(&meta.backend.description),
-                        csv_field(&meta.backend.driver),
-                        csv_field(&meta.model.path),
-                        meta.chunk,
-                        csv_field(&setting.label),
-                        t.test,
-                        t.n_prompt,
-                        t.n_gen,
-                        plan.repetitions,
-                        t.mean_tps,
-                        t.stddev_tps
-                    );
+                        &meta.backend.description,
+                        &meta.backend.driver,
+                        &meta.model.path,
+                        &meta.chunk.to_string(),
+                        &setting.label,
+                        &t.test,
+                        &t.n_prompt.to_string(),
+                        &t.n_gen.to_string(),
+                        &plan.repetitions.to_string(),
+                        &format!("{:.3}", t.mean_tps),
+                        &format!("{:.3}", t.stddev_tps),
+                    ])?;
                 }
             }
+            out.flush()?;
         }
         Format::Json => {
             let report = JsonReport {
@@ -203,15 +215,6 @@ pub fn report(
     Ok(())
 }
 
-/// A CSV field, quoted when it holds a comma or quote.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,12 +225,5 @@ mod tests {
         assert_eq!(m, 5.0);
         assert!((s - 2.138).abs() < 1e-3, "{s}");
         assert_eq!(mean_stddev(&[3.0]), (3.0, 0.0));
-    }
-
-    #[test]
-    fn csv_fields_with_commas_are_quoted() {
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
-        assert_eq!(csv_field("plain"), "plain");
     }
 }
