@@ -1,7 +1,7 @@
 //! [`WgpuBackend`]: `moetile::model::Backend` on a [`WgpuContext`], so the one forward graph
 //! runs on the GPU.
 //!
-//! Every op records into one open [`Encoder`]; [`Backend::read`] (and `read_routing`) submit
+//! Every op records into one open encoder through a [`Recorder`]; [`Backend::read`] (and `read_routing`) submit
 //! it with a copy of the result and map that, so a forward pass is one submission. Outputs come
 //! from the context's buffer pool, parameters from the encoder's arena. Each op runs inside
 //! wgpu error scopes, so validation and out-of-memory errors come back as
@@ -24,16 +24,19 @@ use moetile::model::{
 use moetile::tile::TileWidth;
 use moetile_codegen::{ActType, EltOp, MatmulKey, Path, WeightType};
 
-use crate::attention::KvCache;
-use crate::context::{GpuMatrix, WgpuContext};
+use crate::attention::{self, AttentionKernel, CacheSlot, KvCache, Qkv};
+use crate::buffers::{Buffers, GpuMatrix};
+use crate::context::WgpuContext;
 use crate::encoder::Encoder;
 use crate::error::WgpuError;
 use crate::layout::ExpertTensor;
-use crate::moe::{ExpertMap, MoeOptions, Routing, mat_vec_max_tokens};
-use crate::ops::rope_angles;
+use crate::moe::{
+    self, ExpertMap, Matmul, MoeBuffers, MoeInputs, MoeOptions, Routing, mat_vec_max_tokens,
+};
+use crate::ops::{self, rope_angles};
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::profile::{ProfileReport, StageProfiler};
-use crate::timer::Timer;
+use crate::recorder::Recorder;
 
 /// How the backend stores and computes what the model leaves open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,13 +255,21 @@ impl WgpuBackend {
         Ok(())
     }
 
-    /// The open encoder and the profiler's timer, borrowed together.
-    fn recording(&mut self) -> (&WgpuContext, &mut Encoder, Option<&mut Timer>) {
+    /// A recorder on the open encoder (opened here if none is) with the profiler's timer.
+    fn recorder(&mut self) -> Recorder<'_> {
         let ctx = &*self.ctx;
         let enc = self
             .enc
-            .get_or_insert_with(|| ctx.encoder_in("moetile forward", self.pool.clone()));
-        (ctx, enc, self.profiler.as_mut().map(|p| &mut p.timer))
+            .get_or_insert_with(|| ctx.encoder("moetile forward", self.pool.clone()));
+        Recorder::new(ctx, enc, self.profiler.as_mut().map(|p| &mut p.timer))
+    }
+
+    /// Allocation from this backend's pool.
+    fn buffers(&self) -> Buffers<'_> {
+        Buffers {
+            ctx: &self.ctx,
+            pool: &self.pool,
+        }
     }
 
     /// Runs `f` on the open encoder inside error scopes naming `op`; submits the encoder once
@@ -266,13 +277,10 @@ impl WgpuBackend {
     fn record<T>(
         &mut self,
         op: &str,
-        f: impl FnOnce(&WgpuContext, &mut Encoder, Option<&mut Timer>) -> Result<T, WgpuError>,
+        f: impl FnOnce(&mut Recorder<'_>) -> Result<T, WgpuError>,
     ) -> moetile::Result<T> {
         let ctx = self.ctx.clone();
-        let out = ctx.scoped(op, || {
-            let (ctx, enc, timer) = self.recording();
-            f(ctx, enc, timer)
-        })?;
+        let out = ctx.scoped(op, || f(&mut self.recorder()))?;
         if let Some(enc) = self.enc.take_if(|e| e.steps >= SUBMIT_AFTER_STEPS) {
             self.submit(enc)?;
         }
@@ -300,15 +308,14 @@ impl WgpuBackend {
             nan.unmap();
         }
         let nan = self.nan.clone().expect("set above");
-        let (_, enc, _) = self.recording();
-        enc.copy_buffer_to_buffer(&nan, 0, buffer, 0, bytes);
+        self.recorder()
+            .encoder()
+            .copy_buffer_to_buffer(&nan, 0, buffer, 0, bytes);
     }
 
     /// An f32 output matrix from the pool (poisoned when asked).
     fn output(&mut self, rows: usize, cols: usize, label: &str) -> moetile::Result<GpuMatrix> {
-        let m = self
-            .ctx
-            .matrix_in(&self.pool, rows, cols, ActType::F32, label)?;
+        let m = self.buffers().matrix(rows, cols, ActType::F32, label)?;
         self.poison(&m.buffer, (rows * cols * 4) as u64);
         Ok(m)
     }
@@ -322,7 +329,7 @@ impl WgpuBackend {
         if self.dense.routings.len() >= DENSE_CACHE_LENGTHS {
             self.dense = DenseCache::default();
         }
-        let r = Arc::new(Routing::dense(&self.ctx, &self.pool, n_tokens, slices)?);
+        let r = Arc::new(Routing::dense(&self.buffers(), n_tokens, slices)?);
         self.dense.routings.insert((n_tokens, slices), r.clone());
         Ok(r)
     }
@@ -342,9 +349,7 @@ impl WgpuBackend {
         if self.dense.maps.len() >= DENSE_CACHE_LENGTHS {
             self.dense = DenseCache::default();
         }
-        let map = Arc::new(ExpertMap::dense(
-            &self.ctx, &self.pool, n_tokens, slices, tile,
-        )?);
+        let map = Arc::new(ExpertMap::dense(&self.buffers(), n_tokens, slices, tile)?);
         self.dense.maps.insert(key, map.clone());
         Ok(map)
     }
@@ -360,11 +365,9 @@ impl WgpuBackend {
                 pos0,
                 n_rows,
                 params: *p,
-                angles: self.ctx.storage_init(
-                    &self.pool,
-                    "rope angles",
-                    bytemuck::cast_slice(&angles),
-                )?,
+                angles: self
+                    .buffers()
+                    .storage_init("rope angles", bytemuck::cast_slice(&angles))?,
             });
         }
         Ok(())
@@ -381,7 +384,7 @@ impl WgpuBackend {
         let mut enc = self
             .enc
             .take()
-            .unwrap_or_else(|| ctx.encoder_in(what, self.pool.clone()));
+            .unwrap_or_else(|| ctx.encoder(what, self.pool.clone()));
         let staging = buffers
             .iter()
             .map(|(b, bytes)| ctx.copy_for_readback(&mut enc, b, (*bytes).max(4)))
@@ -404,9 +407,7 @@ impl WgpuBackend {
         src: &wgpu::Buffer,
         src_len: usize,
     ) -> moetile::Result<()> {
-        self.record(op.name(), |ctx, enc, timer| {
-            ctx.encode_eltwise(enc, op, dst, src, src_len, timer)
-        })
+        self.record(op.name(), |rec| ops::eltwise(rec, op, dst, src, src_len))
     }
 }
 
@@ -447,8 +448,8 @@ impl Backend for WgpuBackend {
         data: &[f32],
     ) -> moetile::Result<GpuMatrix> {
         Ok(self
-            .ctx
-            .matrix_from_host_in(&self.pool, rows, cols, ActType::F32, data)?)
+            .buffers()
+            .matrix_from_host(rows, cols, ActType::F32, data)?)
     }
 
     fn read(&mut self, x: &GpuMatrix) -> moetile::Result<Vec<f32>> {
@@ -473,9 +474,8 @@ impl Backend for WgpuBackend {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> moetile::Result<KvCache> {
-        let cache = self
-            .ctx
-            .kv_cache(n_layers, n_ctx, n_kv_heads, head_dim, self.options.kv)?;
+        let kv = self.options.kv;
+        let cache = KvCache::new(&self.ctx, n_layers, n_ctx, n_kv_heads, head_dim, kv)?;
         for b in cache.buffers() {
             self.poison(b, b.size());
         }
@@ -496,12 +496,10 @@ impl Backend for WgpuBackend {
             return Err(shape("embed", "no tokens".to_string()));
         }
         let ids = self
-            .ctx
-            .storage_init(&self.pool, "token ids", bytemuck::cast_slice(tokens))?;
+            .buffers()
+            .storage_init("token ids", bytemuck::cast_slice(tokens))?;
         let out = self.output(tokens.len(), table.cols, "embedding")?;
-        self.record("embed", |ctx, enc, timer| {
-            ctx.encode_embed(enc, table, &ids, &out, timer)
-        })?;
+        self.record("embed", |rec| ops::embed(rec, table, &ids, &out))?;
         Ok(out)
     }
 
@@ -512,9 +510,7 @@ impl Backend for WgpuBackend {
         eps: f32,
     ) -> moetile::Result<GpuMatrix> {
         let out = self.output(x.rows, x.cols, "rms_norm")?;
-        self.record("rms_norm", |ctx, enc, timer| {
-            ctx.encode_rms_norm(enc, x, None, w, eps, &out, timer)
-        })?;
+        self.record("rms_norm", |rec| ops::rms_norm(rec, x, None, w, eps, &out))?;
         Ok(out)
     }
 
@@ -527,8 +523,8 @@ impl Backend for WgpuBackend {
         eps: f32,
     ) -> moetile::Result<GpuMatrix> {
         let out = self.output(x.rows, x.cols, "rms_norm")?;
-        self.record("rms_norm_residual", |ctx, enc, timer| {
-            ctx.encode_rms_norm(enc, x, Some(y), w, eps, &out, timer)
+        self.record("rms_norm_residual", |rec| {
+            ops::rms_norm(rec, x, Some(y), w, eps, &out)
         })?;
         Ok(out)
     }
@@ -544,8 +540,8 @@ impl Backend for WgpuBackend {
     ) -> moetile::Result<(GpuMatrix, GpuMatrix)> {
         let out_q = self.output(q.rows, q.cols, "rms_norm")?;
         let out_k = self.output(k.rows, k.cols, "rms_norm")?;
-        self.record("rms_norm_pair", |ctx, enc, timer| {
-            ctx.encode_rms_norm_pair(enc, [q, k], [wq, wk], eps, [&out_q, &out_k], timer)
+        self.record("rms_norm_pair", |rec| {
+            ops::rms_norm_pair(rec, [q, k], [wq, wk], eps, [&out_q, &out_k])
         })?;
         Ok((out_q, out_k))
     }
@@ -564,11 +560,15 @@ impl Backend for WgpuBackend {
         }
         let (n_tokens, slices) = (x.rows, w.slices);
         let mut out = self.output(n_tokens * slices, w.rows, "matmul")?;
+        let mm = Matmul {
+            w,
+            act: x,
+            act_row_div: slices,
+            out: &out,
+        };
         if n_tokens <= self.mat_vec_max_tokens() {
             let routing = self.dense_routing(n_tokens, slices)?;
-            self.record("matmul", |ctx, enc, timer| {
-                ctx.encode_mv_id(enc, &routing, w, x, slices, &out, timer)
-            })?;
+            self.record("matmul", |rec| moe::mv_id(rec, &routing, mm))?;
         } else {
             let tile = dense_tile(n_tokens);
             let map = self.dense_map(n_tokens, slices, tile)?;
@@ -583,9 +583,7 @@ impl Backend for WgpuBackend {
                 tile,
                 path,
             };
-            self.record("matmul", |ctx, enc, timer| {
-                ctx.encode_mm_id(enc, key, &map, w, x, slices, &out, timer)
-            })?;
+            self.record("matmul", |rec| moe::mm_id(rec, key, &map, mm))?;
         }
         (out.rows, out.cols) = (n_tokens, w.dense_rows());
         Ok(out)
@@ -607,9 +605,7 @@ impl Backend for WgpuBackend {
     ) -> moetile::Result<()> {
         self.rope_table(pos0, x.rows, p)?;
         let angles = (*self.rope.as_ref().expect("built above").angles).clone();
-        self.record("rope", |ctx, enc, timer| {
-            ctx.encode_rope(enc, x, None, head_dim, p, &angles, timer)
-        })
+        self.record("rope", |rec| ops::rope(rec, x, None, head_dim, p, &angles))
     }
 
     /// One dispatch: the rope kernel runs on pairs of `q` and of `k`.
@@ -623,8 +619,8 @@ impl Backend for WgpuBackend {
     ) -> moetile::Result<()> {
         self.rope_table(pos0, q.rows, p)?;
         let angles = (*self.rope.as_ref().expect("built above").angles).clone();
-        self.record("rope_pair", |ctx, enc, timer| {
-            ctx.encode_rope(enc, q, Some(k), head_dim, p, &angles, timer)
+        self.record("rope_pair", |rec| {
+            ops::rope(rec, q, Some(k), head_dim, p, &angles)
         })
     }
 
@@ -646,9 +642,14 @@ impl Backend for WgpuBackend {
             });
         }
         let out = self.output(q.rows, q.cols, "attention")?;
-        let kernel = self.ctx.attention_kernel(q.rows);
-        self.record("attention", |ctx, enc, timer| {
-            ctx.encode_attention(enc, q, k, v, kv, layer, pos0, p, kernel, &out, timer)
+        let kernel = AttentionKernel::for_batch(self.ctx.profile(), q.rows);
+        let slot = CacheSlot {
+            cache: kv,
+            layer,
+            pos0,
+        };
+        self.record("attention", |rec| {
+            attention::attend(rec, Qkv { q, k, v }, slot, p, kernel, &out)
         })?;
         Ok(out)
     }
@@ -666,16 +667,8 @@ impl Backend for WgpuBackend {
     fn swiglu(&mut self, gate: &GpuMatrix, up: &GpuMatrix) -> moetile::Result<GpuMatrix> {
         let routing = self.dense_routing(gate.rows, 1)?;
         let out = self.output(gate.rows, gate.cols, "swiglu")?;
-        self.record("swiglu", |ctx, enc, timer| {
-            ctx.encode_act(
-                enc,
-                gate,
-                up,
-                &routing,
-                ExpertActivation::SwiGlu,
-                &out,
-                timer,
-            )
+        self.record("swiglu", |rec| {
+            moe::act(rec, gate, up, &routing, ExpertActivation::SwiGlu, &out)
         })?;
         Ok(out)
     }
@@ -694,12 +687,9 @@ impl Backend for WgpuBackend {
         if x.rows == 0 {
             return Err(shape("last_row", "empty activation".to_string()));
         }
-        let out = self
-            .ctx
-            .matrix_in(&self.pool, 1, x.cols, ActType::F32, "last row")?;
+        let out = self.buffers().matrix(1, x.cols, ActType::F32, "last row")?;
         let row_bytes = (x.cols * 4) as u64;
-        let (_, enc, _) = self.recording();
-        enc.copy_buffer_to_buffer(
+        self.recorder().encoder().copy_buffer_to_buffer(
             &x.buffer,
             (x.rows as u64 - 1) * row_bytes,
             &out.buffer,
@@ -710,9 +700,7 @@ impl Backend for WgpuBackend {
     }
 
     fn route(&mut self, logits: &GpuMatrix, p: &RouterParams) -> moetile::Result<Routing> {
-        self.record("route", |ctx, enc, timer| {
-            ctx.encode_route(enc, logits, p, timer)
-        })
+        self.record("route", |rec| ops::route(rec, logits, p))
     }
 
     fn routing_from_host(
@@ -722,9 +710,13 @@ impl Backend for WgpuBackend {
         ids: &[u32],
         weights: &[f32],
     ) -> moetile::Result<Routing> {
-        Ok(self
-            .ctx
-            .routing_from_host_in(&self.pool, n_experts, k, ids, weights)?)
+        Ok(Routing::from_host(
+            &self.buffers(),
+            n_experts,
+            k,
+            ids,
+            weights,
+        )?)
     }
 
     fn read_routing(&mut self, r: &Routing) -> moetile::Result<(Vec<u32>, Vec<f32>)> {
@@ -751,22 +743,18 @@ impl Backend for WgpuBackend {
             mat_vec: x.rows <= self.mat_vec_max_tokens(),
             ..MoeOptions::new(&self.ctx, p, x.rows)
         };
+        let inputs = MoeInputs {
+            x,
+            routing,
+            experts,
+        };
         // From this backend's pool: they are dropped while the encoder is still open.
-        let bufs = self.ctx.moe_buffers_in(
-            &self.pool,
-            x.rows,
-            routing.n_used,
-            x.cols,
-            experts.gate.rows,
-            opts.mid,
-        )?;
+        let bufs = MoeBuffers::new(&self.buffers(), &inputs, opts.mid)?;
         for m in [&bufs.gate, &bufs.up, &bufs.mid, &bufs.y] {
             self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
         }
         let out = self.output(x.rows, x.cols, "moe")?;
-        self.record("moe", |ctx, enc, timer| {
-            ctx.encode_moe(enc, x, routing, experts, &opts, &bufs, &out, timer)
-        })?;
+        self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
         Ok(out)
     }
 }
