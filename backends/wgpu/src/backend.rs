@@ -242,17 +242,17 @@ impl WgpuBackend {
     }
 
     /// Resolves the profiler's timestamps into `enc`, submits it and collects the timings.
-    fn submit(&mut self, mut enc: Encoder) -> Result<(), WgpuError> {
+    fn submit(&mut self, mut enc: Encoder) -> Result<wgpu::SubmissionIndex, WgpuError> {
         if let Some(p) = &self.profiler {
             p.timer.resolve(&mut enc);
         }
         let start = Instant::now();
-        self.ctx.submit_encoder(enc)?;
+        let submission = self.ctx.submit_encoder(enc)?;
         self.host.submitting += start.elapsed();
         if let Some(p) = &mut self.profiler {
             p.collect(&self.ctx)?;
         }
-        Ok(())
+        Ok(submission)
     }
 
     /// A recorder on the open encoder (opened here if none is) with the profiler's timer.
@@ -389,12 +389,12 @@ impl WgpuBackend {
             .iter()
             .map(|(b, bytes)| ctx.copy_for_readback(&mut enc, b, (*bytes).max(4)))
             .collect::<Result<Vec<_>, _>>()?;
-        self.submit(enc)?;
+        let submission = self.submit(enc)?;
         let start = Instant::now();
         let bytes = staging
             .iter()
             .zip(buffers)
-            .map(|(s, (_, bytes))| ctx.read_staging(s, (*bytes).max(4), what))
+            .map(|(s, (_, bytes))| ctx.read_staging(s, (*bytes).max(4), what, &submission))
             .collect::<Result<Vec<_>, _>>()?;
         self.host.waiting += start.elapsed();
         Ok(bytes)

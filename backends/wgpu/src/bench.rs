@@ -376,40 +376,29 @@ fn time(
     let mut run =
         |encode: &mut dyn FnMut(&mut Recorder<'_>) -> crate::Result<()>| -> crate::Result<f64> {
             let start = Instant::now();
-            ctx.record_timed(op, timer.as_mut(), |rec| encode(rec))?;
+            let (_, submission) = ctx.record_timed(op, timer.as_mut(), |rec| encode(rec))?;
             Ok(match timer.as_mut() {
                 Some(t) => t.read(ctx)?.first().map(|(_, ms)| *ms).unwrap_or(0.0),
                 None => {
-                    wait(ctx, op)?;
+                    ctx.wait(&submission, op)?;
                     start.elapsed().as_secs_f64() * 1e3
                 }
             })
         };
     let first = run(&mut encode)?;
     let batch = (WARM_UP_MS / first.max(1e-3)).ceil().clamp(1.0, 200.0) as usize;
-    ctx.record(op, |rec| {
+    let (_, submission) = ctx.record_timed(op, None, |rec| {
         for _ in 0..batch {
             encode(rec)?;
         }
         Ok(())
     })?;
-    wait(ctx, op)?;
+    ctx.wait(&submission, op)?;
     let mut times = (0..iters.max(1))
         .map(|_| run(&mut encode))
         .collect::<crate::Result<Vec<f64>>>()?;
     times.sort_by(f64::total_cmp);
     Ok((times[times.len() / 2], times[0]))
-}
-
-/// Waits for all submitted work.
-fn wait(ctx: &WgpuContext, op: &str) -> crate::Result<()> {
-    ctx.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map(|_| ())
-        .map_err(|e| WgpuError::Readback {
-            what: op.to_string(),
-            message: e.to_string(),
-        })
 }
 
 /// `distinct` experts of random `rows x cols` weights of one type, quantized once.

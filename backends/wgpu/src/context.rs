@@ -4,6 +4,7 @@
 //! `recorder.rs`.
 
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use moetile_codegen::Path;
 
@@ -34,6 +35,24 @@ pub struct WgpuContext {
     pub(crate) pool: BufferPool,
     arenas: Mutex<Vec<ParamArena>>,
     lost: Arc<Mutex<Option<String>>>,
+    options: ContextOptions,
+}
+
+/// What a context is told rather than discovers: the library reads no environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextOptions {
+    /// How long a wait for one submission may block before it fails with
+    /// [`WgpuError::Timeout`]. The default, 60 s, covers the slowest kernels of the test
+    /// suite on a CPU adapter; a GPU finishes a forward pass in milliseconds.
+    pub wait_timeout: Duration,
+}
+
+impl Default for ContextOptions {
+    fn default() -> ContextOptions {
+        ContextOptions {
+            wait_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 impl WgpuContext {
@@ -105,7 +124,18 @@ impl WgpuContext {
             pool: BufferPool::default(),
             arenas: Mutex::new(Vec::new()),
             lost: Arc::new(Mutex::new(None)),
+            options: ContextOptions::default(),
         })
+    }
+
+    /// The context with `options` instead of [`ContextOptions::default`].
+    pub fn with_options(self, options: ContextOptions) -> WgpuContext {
+        WgpuContext { options, ..self }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &ContextOptions {
+        &self.options
     }
 
     /// What the device offers.
@@ -136,25 +166,24 @@ impl WgpuContext {
     /// Records with `f` into a fresh encoder (with a buffer pool of its own) and submits it,
     /// inside error scopes naming `op`. The way to run ops outside a [`crate::WgpuBackend`].
     pub fn record<T>(&self, op: &str, f: impl FnOnce(&mut Recorder<'_>) -> Result<T>) -> Result<T> {
-        self.record_timed(op, None, f)
+        Ok(self.record_timed(op, None, f)?.0)
     }
 
     /// [`Self::record`], timing every pass with `timer` when given (its timestamps resolved
-    /// into the same submission).
+    /// into the same submission); also returns the submission, to wait for.
     pub(crate) fn record_timed<T>(
         &self,
         op: &str,
         mut timer: Option<&mut Timer>,
         f: impl FnOnce(&mut Recorder<'_>) -> Result<T>,
-    ) -> Result<T> {
+    ) -> Result<(T, wgpu::SubmissionIndex)> {
         self.scoped(op, || {
             let mut enc = self.encoder(op, BufferPool::default());
             let value = f(&mut Recorder::new(self, &mut enc, timer.as_deref_mut()))?;
             if let Some(t) = timer {
                 t.resolve(&mut enc);
             }
-            self.submit_encoder(enc)?;
-            Ok(value)
+            Ok((value, self.submit_encoder(enc)?))
         })
     }
 

@@ -129,7 +129,7 @@ pub use adapter::{AdapterChoice, Profile};
 pub use attention::{ATTN_DECODE_MAX_TOKENS, AttentionKernel, KvCache};
 pub use backend::{BackendOptions, HostTimes, WgpuBackend};
 pub use buffers::{Buffers, GpuMatrix};
-pub use context::WgpuContext;
+pub use context::{ContextOptions, WgpuContext};
 pub use encoder::ParamSlot;
 pub use error::{Result, WgpuError};
 pub use kernels::ShaderChecks;

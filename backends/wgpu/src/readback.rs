@@ -1,5 +1,7 @@
 //! Results back to the host: a copy into a mappable staging buffer, recorded with the work it
-//! reads, then a map once the submission is done.
+//! reads, then a map once that submission is done. Waits name their submission (not the whole
+//! device, which an embedding application shares) and give up after the context's
+//! `wait_timeout` with [`WgpuError::Timeout`].
 
 use moetile_codegen::ActType;
 
@@ -10,7 +12,7 @@ use crate::error::{Result, WgpuError};
 use crate::pool::{BufferPool, PooledBuffer};
 
 impl WgpuContext {
-    /// Copies `m` to the host as f32, waiting for all queued work.
+    /// Copies `m` to the host as f32, after all work queued before.
     pub fn read_matrix(&self, m: &GpuMatrix) -> Result<Vec<f32>> {
         let bytes = self.read_buffer(&m.buffer, "matrix")?;
         let n = m.rows * m.cols;
@@ -23,12 +25,12 @@ impl WgpuContext {
         })
     }
 
-    /// Copies a whole buffer to the host, waiting for all queued work.
+    /// Copies a whole buffer to the host, after all work queued before.
     pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, what: &str) -> Result<Vec<u8>> {
         let mut enc = self.encoder("readback", BufferPool::default());
         let staging = self.copy_for_readback(&mut enc, buffer, buffer.size())?;
-        self.submit_encoder(enc)?;
-        self.read_staging(&staging, buffer.size(), what)
+        let submission = self.submit_encoder(enc)?;
+        self.read_staging(&staging, buffer.size(), what, &submission)
     }
 
     /// Records a copy of the first `bytes` of `buffer` into a mappable staging buffer.
@@ -52,28 +54,21 @@ impl WgpuContext {
         Ok(staging)
     }
 
-    /// Maps a staging buffer filled by submitted work and copies its first `bytes` out,
-    /// waiting for the device.
+    /// Maps a staging buffer filled by `submission` and copies its first `bytes` out, waiting
+    /// for that submission.
     pub(crate) fn read_staging(
         &self,
         staging: &wgpu::Buffer,
         bytes: u64,
         what: &str,
+        submission: &wgpu::SubmissionIndex,
     ) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
             let _ = tx.send(r);
         });
-        let fail = |message: String| match self.lost_reason() {
-            Some(reason) => WgpuError::DeviceLost { reason },
-            None => WgpuError::Readback {
-                what: what.to_string(),
-                message,
-            },
-        };
-        self.device()
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| fail(e.to_string()))?;
+        self.wait(submission, what)?;
+        let fail = |message: String| self.readback_error(what, message);
         rx.recv()
             .map_err(|e| fail(e.to_string()))?
             .map_err(|e| fail(e.to_string()))?;
@@ -83,5 +78,37 @@ impl WgpuContext {
             .to_vec();
         staging.unmap();
         Ok(bytes)
+    }
+
+    /// Blocks until `submission` (and the callbacks it completes, such as buffer maps) is done,
+    /// for at most the context's [`crate::ContextOptions::wait_timeout`]; `what` names what waits.
+    pub(crate) fn wait(&self, submission: &wgpu::SubmissionIndex, what: &str) -> Result<()> {
+        let timeout = self.options().wait_timeout;
+        let poll = self.device().poll(wgpu::PollType::Wait {
+            submission_index: Some(submission.clone()),
+            timeout: Some(timeout),
+        });
+        match poll {
+            Ok(_) => Ok(()),
+            Err(wgpu::PollError::Timeout) => Err(match self.lost_reason() {
+                Some(reason) => WgpuError::DeviceLost { reason },
+                None => WgpuError::Timeout {
+                    what: what.to_string(),
+                    after: timeout,
+                },
+            }),
+            Err(e) => Err(self.readback_error(what, e.to_string())),
+        }
+    }
+
+    /// The error of a failed readback of `what`: the device's loss when it was lost.
+    fn readback_error(&self, what: &str, message: String) -> WgpuError {
+        match self.lost_reason() {
+            Some(reason) => WgpuError::DeviceLost { reason },
+            None => WgpuError::Readback {
+                what: what.to_string(),
+                message,
+            },
+        }
     }
 }
