@@ -13,13 +13,13 @@
 //! above the batch. F32 weights (routers, norms used as a row) always take the register path,
 //! whose f32 arithmetic keeps router logits exact enough not to flip routing near ties.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, MoeParams, RopeParams, RouterParams,
-    Stage, WeightData,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, ModelConfig, MoeParams, RopeParams,
+    RouterParams, Stage, WeightData,
 };
 use moetile::tile::TileWidth;
 use moetile_codegen::{ActType, EltOp, MatmulKey, Path, WeightType};
@@ -34,6 +34,7 @@ use crate::moe::{
     self, ExpertMap, Matmul, MoeBuffers, MoeInputs, MoeOptions, Routing, mat_vec_max_tokens,
 };
 use crate::ops::{self, rope_angles};
+use crate::plan::{WeightUse, model_kernels};
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::profile::{ProfileReport, StageProfiler};
 use crate::recorder::Recorder;
@@ -132,6 +133,8 @@ pub struct WgpuBackend {
     profiler: Option<StageProfiler>,
     /// Host time in reads and submissions, for [`Self::take_host_times`].
     host: HostTimes,
+    /// How the uploaded weights are multiplied by: what [`Backend::prepare`] compiles for.
+    weight_uses: BTreeSet<WeightUse>,
 }
 
 /// Where a backend's host time went besides encoding: a forward pass's wall-clock time minus
@@ -197,6 +200,7 @@ impl WgpuBackend {
             nan: None,
             profiler: None,
             host: HostTimes::default(),
+            weight_uses: BTreeSet::new(),
         }
     }
 
@@ -464,7 +468,24 @@ impl Backend for WgpuBackend {
             moetile::quant::dequantize(w.ty, w.bytes, &mut values)?;
             return Ok(self.ctx.upload_vector(w.name, &values)?);
         }
-        Ok(self.ctx.upload_experts(&w)?)
+        let tensor = self.ctx.upload_experts(&w)?;
+        self.weight_uses.insert(match w.dims.len() {
+            3 => WeightUse::Experts(tensor.weight),
+            _ => WeightUse::Dense(tensor.weight),
+        });
+        Ok(tensor)
+    }
+
+    /// Creates the pipelines of every kernel the model may run (see `crate::plan`), through
+    /// the context's pipeline cache.
+    fn prepare(
+        &mut self,
+        config: &ModelConfig,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> moetile::Result<()> {
+        let uses: Vec<WeightUse> = self.weight_uses.iter().copied().collect();
+        let keys = model_kernels(config, &self.options, self.ctx.profile(), &uses);
+        Ok(self.ctx.prepare_kernels(&keys, progress)?)
     }
 
     fn kv_cache(

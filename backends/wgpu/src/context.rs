@@ -3,6 +3,7 @@
 //! Buffers are `buffers.rs`, uploads `upload.rs`, readback and waits `readback.rs`, recording
 //! `recorder.rs`.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use crate::adapter::{self, AdapterChoice, Profile};
 use crate::encoder::{Encoder, ParamArena};
 use crate::error::{Result, WgpuError};
 use crate::kernels::{KernelCache, ShaderChecks};
+use crate::pipelines::PipelineCacheFile;
 use crate::pool::BufferPool;
 use crate::recorder::Recorder;
 use crate::requirements::{self, DeviceRequest};
@@ -36,6 +38,8 @@ pub struct WgpuContext {
     arenas: Mutex<Vec<ParamArena>>,
     lost: Arc<Mutex<Option<String>>>,
     options: ContextOptions,
+    /// The adapter and driver's name for pipeline cache data, where the device keeps it.
+    pipeline_cache_key: Option<String>,
 }
 
 /// What a context is told rather than discovers: the library reads no environment.
@@ -45,12 +49,17 @@ pub struct ContextOptions {
     /// [`WgpuError::Timeout`]. The default, 60 s, covers the slowest kernels of the test
     /// suite on a CPU adapter; a GPU finishes a forward pass in milliseconds.
     pub wait_timeout: Duration,
+    /// The folder where compiled pipelines are kept between runs on devices with
+    /// `PIPELINE_CACHE` (see [`WgpuContext::prepare_kernels`]); `None` keeps them in memory
+    /// only. The library never picks one itself: the CLI passes the user's cache folder.
+    pub pipeline_cache_dir: Option<PathBuf>,
 }
 
 impl Default for ContextOptions {
     fn default() -> ContextOptions {
         ContextOptions {
             wait_timeout: Duration::from_secs(60),
+            pipeline_cache_dir: None,
         }
     }
 }
@@ -115,6 +124,11 @@ impl WgpuContext {
             });
         }
         let kernels = KernelCache::new(ShaderChecks::default_for(profile.backend));
+        let pipeline_cache_key = device
+            .features()
+            .contains(wgpu::Features::PIPELINE_CACHE)
+            .then(|| wgpu::util::pipeline_cache_key(&adapter.get_info()))
+            .flatten();
         Ok(WgpuContext {
             device,
             queue,
@@ -125,12 +139,29 @@ impl WgpuContext {
             arenas: Mutex::new(Vec::new()),
             lost: Arc::new(Mutex::new(None)),
             options: ContextOptions::default(),
+            pipeline_cache_key,
         })
     }
 
-    /// The context with `options` instead of [`ContextOptions::default`].
+    /// The context with `options` instead of [`ContextOptions::default`]; call it before
+    /// recording (kernels created earlier do not go through the pipeline cache).
     pub fn with_options(self, options: ContextOptions) -> WgpuContext {
-        WgpuContext { options, ..self }
+        let file = options
+            .pipeline_cache_dir
+            .as_deref()
+            .zip(self.pipeline_cache_key.as_deref())
+            .map(|(dir, key)| PipelineCacheFile::open(&self.device, dir, key));
+        WgpuContext {
+            kernels: self.kernels.with_pipeline_cache(file),
+            options,
+            ..self
+        }
+    }
+
+    /// Whether compiled pipelines are kept on disk (a cache folder was given and the device
+    /// has `PIPELINE_CACHE`).
+    pub fn caches_pipelines(&self) -> bool {
+        self.kernels.pipeline_cache().is_some()
     }
 
     /// The options in use.

@@ -117,6 +117,8 @@ pub mod kernels;
 pub mod layout;
 pub mod moe;
 pub mod ops;
+mod pipelines;
+mod plan;
 mod pool;
 mod profile;
 mod readback;

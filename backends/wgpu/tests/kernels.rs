@@ -98,6 +98,35 @@ fn run_mm_id(
     ctx.read_matrix(&out).unwrap()
 }
 
+/// Runs one mat-vec over all of `w`'s experts on poisoned output; returns the output.
+fn run_mv_id(
+    ctx: &WgpuContext,
+    w: &moetile_wgpu::ExpertTensor,
+    k: usize,
+    ids: &[u32],
+    act: &[f32],
+    act_ty: ActType,
+    div: usize,
+) -> Vec<f32> {
+    let buffers = ctx.buffers();
+    let routing = Routing::from_host(&buffers, w.experts, k, ids, &vec![1.0; ids.len()]).unwrap();
+    let x = buffers
+        .matrix_from_host(ids.len() / div, w.cols, act_ty, act)
+        .unwrap();
+    let out = buffers
+        .matrix_filled(ids.len(), w.rows, ActType::F32, f32::NAN)
+        .unwrap();
+    let mm = Matmul {
+        w,
+        act: &x,
+        act_row_div: div,
+        out: &out,
+    };
+    ctx.record("test mv_id", |rec| moe::mv_id(rec, &routing, mm))
+        .unwrap();
+    ctx.read_matrix(&out).unwrap()
+}
+
 /// Activation values as the kernel will see them.
 fn act_values(rng: &mut rand::rngs::StdRng, n: usize, ty: ActType) -> Vec<f32> {
     let v = uniform(rng, n, 1.0);
@@ -226,31 +255,7 @@ fn mv_id_matches_reference() {
                 let div = if act == ActType::F32 { k } else { 1 };
                 let ids = random_ids(&mut rng, n_tokens, k, n_experts);
                 let x = act_values(&mut rng, ids.len() / div * D, act);
-                let routing =
-                    Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &vec![1.0; ids.len()])
-                        .unwrap();
-                let xm = ctx
-                    .buffers()
-                    .matrix_from_host(ids.len() / div, D, act, &x)
-                    .unwrap();
-                let out = ctx
-                    .buffers()
-                    .matrix_filled(ids.len(), ROWS, ActType::F32, f32::NAN)
-                    .unwrap();
-                ctx.record("test mv_id", |rec| {
-                    moe::mv_id(
-                        rec,
-                        &routing,
-                        Matmul {
-                            w: &w,
-                            act: &xm,
-                            act_row_div: div,
-                            out: &out,
-                        },
-                    )
-                })
-                .unwrap();
-                let got = ctx.read_matrix(&out).unwrap();
+                let got = run_mv_id(ctx, &w, k, &ids, &x, act, div);
                 let want = grouped_matmul_ref(&weights, &ids, &x, div);
                 let key = KernelKey::MvId { weight: ty, act };
                 check(&format!("{key} T={n_tokens}"), &got, &want, 1e-5, ROWS);
@@ -271,29 +276,6 @@ fn mv_id_walks_long_rows_in_rounds() {
         let w = ctx.upload_experts(&weights.data("w")).unwrap();
         let ids = random_ids(&mut rng, 2, k, n_experts);
         let x = uniform(&mut rng, 2 * cols, 1.0);
-        let routing =
-            Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &vec![1.0; ids.len()]).unwrap();
-        let xm = ctx
-            .buffers()
-            .matrix_from_host(2, cols, ActType::F32, &x)
-            .unwrap();
-        let out = ctx
-            .buffers()
-            .matrix_filled(ids.len(), ROWS, ActType::F32, f32::NAN)
-            .unwrap();
-        ctx.record("test mv_id", |rec| {
-            moe::mv_id(
-                rec,
-                &routing,
-                Matmul {
-                    w: &w,
-                    act: &xm,
-                    act_row_div: k,
-                    out: &out,
-                },
-            )
-        })
-        .unwrap();
         let want = grouped_matmul_ref(&weights, &ids, &x, k);
         let key = KernelKey::MvId {
             weight: ty,
@@ -301,7 +283,7 @@ fn mv_id_walks_long_rows_in_rounds() {
         };
         check(
             &format!("{key} cols {cols}"),
-            &ctx.read_matrix(&out).unwrap(),
+            &run_mv_id(ctx, &w, k, &ids, &x, ActType::F32, k),
             &want,
             1e-5,
             ROWS,
@@ -350,14 +332,11 @@ fn a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key() {
     let mut rng = rng("a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key");
     let weights = Weights::random(&mut rng, WeightType::Q8_0, 4, ROWS, D);
     let w = ctx.upload_experts(&weights.data("w")).unwrap();
+    let buffers = ctx.buffers();
     let ids = random_ids(&mut rng, 64, 2, 4);
-    let routing = Routing::from_host(&ctx.buffers(), 4, 2, &ids, &[1.0; 128]).unwrap();
-    let x = ctx
-        .buffers()
-        .matrix_filled(64, D, ActType::F32, 1.0)
-        .unwrap();
-    let out = ctx
-        .buffers()
+    let routing = Routing::from_host(&buffers, 4, 2, &ids, &[1.0; 128]).unwrap();
+    let x = buffers.matrix_filled(64, D, ActType::F32, 1.0).unwrap();
+    let out = buffers
         .matrix_filled(128, ROWS, ActType::F32, f32::NAN)
         .unwrap();
     let key = |tile| MatmulKey {
@@ -369,20 +348,16 @@ fn a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key() {
     let groups = KernelKey::MmId(key(TileWidth::T32))
         .row_groups(ROWS as u32)
         .unwrap();
+    let mm = Matmul {
+        w: &w,
+        act: &x,
+        act_row_div: 2,
+        out: &out,
+    };
     let err = ctx
         .record("mismatch", |rec| {
             let map = moe::map(rec, &routing, TileWidth::T64, &[groups])?;
-            moe::mm_id(
-                rec,
-                key(TileWidth::T32),
-                &map,
-                Matmul {
-                    w: &w,
-                    act: &x,
-                    act_row_div: 2,
-                    out: &out,
-                },
-            )
+            moe::mm_id(rec, key(TileWidth::T32), &map, mm)
         })
         .unwrap_err();
     assert!(matches!(err, WgpuError::TileMismatch { .. }), "{err}");
@@ -391,17 +366,7 @@ fn a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key() {
     let err = ctx
         .record("no slot", |rec| {
             let map = moe::map(rec, &routing, TileWidth::T32, &[groups + 1])?;
-            moe::mm_id(
-                rec,
-                key(TileWidth::T32),
-                &map,
-                Matmul {
-                    w: &w,
-                    act: &x,
-                    act_row_div: 2,
-                    out: &out,
-                },
-            )
+            moe::mm_id(rec, key(TileWidth::T32), &map, mm)
         })
         .unwrap_err();
     assert!(
@@ -424,13 +389,10 @@ fn a_path_the_adapter_lacks_is_refused_by_name() {
     let mut rng = rng("a_path_the_adapter_lacks_is_refused_by_name");
     let weights = Weights::random(&mut rng, WeightType::Q4_K, 2, ROWS, D);
     let w = ctx.upload_experts(&weights.data("w")).unwrap();
-    let routing = Routing::from_host(&ctx.buffers(), 2, 1, &[0, 1], &[1.0; 2]).unwrap();
-    let x = ctx
-        .buffers()
-        .matrix_filled(2, D, ActType::F32, 1.0)
-        .unwrap();
-    let out = ctx
-        .buffers()
+    let buffers = ctx.buffers();
+    let routing = Routing::from_host(&buffers, 2, 1, &[0, 1], &[1.0; 2]).unwrap();
+    let x = buffers.matrix_filled(2, D, ActType::F32, 1.0).unwrap();
+    let out = buffers
         .matrix_filled(2, ROWS, ActType::F32, f32::NAN)
         .unwrap();
     let key = MatmulKey {
@@ -498,33 +460,10 @@ fn split_weights_give_identical_results() {
             "{ty}: split differs"
         );
         // mat-vec over split weights
-        let routing =
-            Routing::from_host(&ctx.buffers(), n_experts, k, &ids[..6], &[1.0; 6]).unwrap();
-        let xm = ctx
-            .buffers()
-            .matrix_from_host(3, D, ActType::F32, &x[..3 * D])
-            .unwrap();
-        let out = ctx
-            .buffers()
-            .matrix_filled(6, ROWS, ActType::F32, f32::NAN)
-            .unwrap();
-        ctx.record("split mv", |rec| {
-            moe::mv_id(
-                rec,
-                &routing,
-                Matmul {
-                    w: &split,
-                    act: &xm,
-                    act_row_div: k,
-                    out: &out,
-                },
-            )
-        })
-        .unwrap();
         let want = grouped_matmul_ref(&weights, &ids[..6], &x[..3 * D], k);
         check(
             &format!("{ty} split mv_id"),
-            &ctx.read_matrix(&out).unwrap(),
+            &run_mv_id(ctx, &split, k, &ids[..6], &x[..3 * D], ActType::F32, k),
             &want,
             1e-5,
             ROWS,

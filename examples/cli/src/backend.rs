@@ -4,9 +4,10 @@
 use anyhow::Result;
 use moetile::model::Backend;
 use moetile_cpu::CpuBackend;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use moetile_wgpu::{ActType, AdapterChoice, WgpuBackend, WgpuContext};
+use moetile_wgpu::{ActType, AdapterChoice, ContextOptions, WgpuBackend, WgpuContext};
 use serde::Serialize;
 
 /// Which backend runs the model.
@@ -52,7 +53,11 @@ pub fn with_backend<T: BackendTask>(choice: &BackendChoice, task: T) -> Result<T
 
 /// The wgpu backend on `adapter` and its description.
 pub fn gpu_backend(adapter: &AdapterChoice) -> Result<(WgpuBackend, BackendInfo)> {
-    let ctx = Arc::new(WgpuContext::new(adapter)?);
+    let options = ContextOptions {
+        pipeline_cache_dir: pipeline_cache_dir(),
+        ..ContextOptions::default()
+    };
+    let ctx = Arc::new(WgpuContext::new(adapter)?.with_options(options));
     let gpu = WgpuBackend::new(ctx.clone());
     let info = BackendInfo {
         kind: "wgpu",
@@ -64,6 +69,19 @@ pub fn gpu_backend(adapter: &AdapterChoice) -> Result<(WgpuBackend, BackendInfo)
         },
     };
     Ok((gpu, info))
+}
+
+/// Where compiled GPU pipelines are kept between runs: `$XDG_CACHE_HOME/moetile`, else
+/// `~/.cache/moetile`; none without either variable.
+fn pipeline_cache_dir() -> Option<PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("XDG_CACHE_HOME")
+        .or_else(|| var("HOME").map(|home| home.join(".cache")))
+        .map(|cache| cache.join("moetile"))
 }
 
 fn run_on_cpu<T: BackendTask>(task: T) -> Result<T::Output> {
