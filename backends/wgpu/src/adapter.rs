@@ -8,8 +8,8 @@
 
 use moetile_codegen::{COOP_MAX_SUBGROUP_SIZE, Path};
 
+use crate::context::ContextOptions;
 use crate::error::{Result, WgpuError};
-use crate::kernels::ShaderChecks;
 use crate::requirements;
 
 /// Which adapter to use.
@@ -45,44 +45,6 @@ impl std::fmt::Display for AdapterChoice {
             AdapterChoice::Index(i) => write!(f, "adapter index {i}"),
             AdapterChoice::Name(n) => write!(f, "adapter name {n:?}"),
         }
-    }
-}
-
-/// How [`crate::WgpuContext::new`] finds and opens its device: which APIs, which adapter,
-/// which shader checks. Nothing in moetile reads the environment but
-/// [`ContextOptions::from_env`], which the CLI calls and embedders may call.
-#[derive(Debug, Clone, Default)]
-pub struct ContextOptions {
-    /// The adapter to open.
-    pub adapter: AdapterChoice,
-    /// The APIs searched (default all).
-    pub backends: wgpu::Backends,
-    /// The wgpu instance's flags (validation, debug labels...).
-    pub instance_flags: wgpu::InstanceFlags,
-    /// The wgpu instance's per-API options (DX12 shader compiler, GLES version...).
-    pub backend_options: wgpu::BackendOptions,
-    /// The runtime checks of the kernels; `None` is [`ShaderChecks::default_for`] the
-    /// adapter's API.
-    pub shader_checks: Option<ShaderChecks>,
-}
-
-impl ContextOptions {
-    /// The default adapter, with what the environment sets: the APIs from `WGPU_BACKEND`, the
-    /// instance from wgpu's own variables (`WGPU_VALIDATION`, `WGPU_DX12_COMPILER`...), the
-    /// shader checks from `MOETILE_SHADER_CHECKS` (an invalid value is an error naming the
-    /// accepted ones). Settings given explicitly (a command-line flag) go over them: overwrite
-    /// the fields they set.
-    pub fn from_env() -> Result<ContextOptions> {
-        Ok(ContextOptions {
-            adapter: AdapterChoice::Default,
-            backends: wgpu::Backends::all().with_env(),
-            instance_flags: wgpu::InstanceFlags::default().with_env(),
-            backend_options: wgpu::BackendOptions::default().with_env(),
-            shader_checks: std::env::var(ShaderChecks::ENV)
-                .ok()
-                .map(|v| ShaderChecks::parse_env(&v))
-                .transpose()?,
-        })
     }
 }
 

@@ -16,11 +16,12 @@ use moetile::model::AttentionParams;
 use moetile_codegen::params::{AttnParams, KvParams};
 use moetile_codegen::{ActType, HEAD_DIMS, KernelKey};
 
-use crate::context::{GpuMatrix, WgpuContext};
+use crate::adapter::Profile;
+use crate::buffers::GpuMatrix;
+use crate::context::WgpuContext;
 use crate::dispatch::Grid;
-use crate::encoder::Encoder;
 use crate::error::{Result, WgpuError, shape};
-use crate::timer::Timer;
+use crate::recorder::Recorder;
 
 /// Batches of at most this many tokens attend with the decode kernels.
 pub const ATTN_DECODE_MAX_TOKENS: usize = 4;
@@ -69,11 +70,11 @@ impl KvCache {
     }
 }
 
-impl WgpuContext {
+impl KvCache {
     /// An empty cache of `n_layers` layers of `n_ctx` positions, stored as `ty`. Refuses head
     /// widths without kernels and layers larger than a storage binding.
-    pub fn kv_cache(
-        &self,
+    pub fn new(
+        ctx: &WgpuContext,
         n_layers: usize,
         n_ctx: usize,
         n_kv_heads: usize,
@@ -87,15 +88,15 @@ impl WgpuContext {
             });
         }
         let bytes = (n_ctx * n_kv_heads * head_dim * ty.bytes()) as u64;
-        self.check_size(
+        ctx.check_size(
             &format!("one layer's KV cache ({n_ctx} positions, {ty:?})"),
             bytes,
         )?;
-        let layers = self.scoped("allocating the KV cache", || {
+        let layers = ctx.scoped("allocating the KV cache", || {
             Ok((0..n_layers)
                 .map(|il| {
                     ["k", "v"].map(|which| {
-                        self.device().create_buffer(&wgpu::BufferDescriptor {
+                        ctx.device().create_buffer(&wgpu::BufferDescriptor {
                             label: Some(&format!("kv cache {which} {il}")),
                             size: bytes.max(4),
                             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
@@ -113,201 +114,209 @@ impl WgpuContext {
             ty,
         })
     }
+}
 
-    /// The kernels a batch of `n_tokens` runs: decode (with subgroups where the device has
-    /// them) for at most [`ATTN_DECODE_MAX_TOKENS`], else prefill.
-    pub fn attention_kernel(&self, n_tokens: usize) -> AttentionKernel {
+impl AttentionKernel {
+    /// The kernels a batch of `n_tokens` runs on a device of `profile`: decode (with subgroups
+    /// where the device has them) for at most [`ATTN_DECODE_MAX_TOKENS`], else prefill.
+    pub fn for_batch(profile: &Profile, n_tokens: usize) -> AttentionKernel {
         if n_tokens <= ATTN_DECODE_MAX_TOKENS {
             AttentionKernel::Decode {
-                subgroups: self.profile().subgroups,
+                subgroups: profile.subgroups,
             }
         } else {
             AttentionKernel::Prefill
         }
     }
+}
 
-    /// Encodes: store `k`, `v` at positions `pos0..pos0 + T` of `layer`, then attend `q`
-    /// causally over positions `0..=pos0 + t` with `kernel` into `out (T, n_heads * head_dim)`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn encode_attention(
-        &self,
-        enc: &mut Encoder,
-        q: &GpuMatrix,
-        k: &GpuMatrix,
-        v: &GpuMatrix,
-        cache: &KvCache,
-        layer: usize,
-        pos0: usize,
-        p: &AttentionParams,
-        kernel: AttentionKernel,
-        out: &GpuMatrix,
-        mut timer: Option<&mut Timer>,
-    ) -> Result<()> {
-        let hd = cache.head_dim;
-        let kv_width = cache.kv_width();
-        let n_tokens = q.rows;
-        let ok = p.head_dim == hd
-            && p.n_kv_heads == cache.n_kv_heads
-            && p.n_kv_heads > 0
-            && p.n_heads > 0
-            && p.n_heads.is_multiple_of(p.n_kv_heads)
-            && q.cols == p.n_heads * hd
-            && (k.rows, k.cols) == (n_tokens, kv_width)
-            && (v.rows, v.cols) == (n_tokens, kv_width)
-            && (out.rows, out.cols) == (n_tokens, q.cols)
-            && [q, k, v, out].iter().all(|m| m.ty == ActType::F32)
-            && layer < cache.layers.len()
-            && n_tokens > 0;
-        if !ok {
-            return Err(shape(
-                "attention",
-                format!(
-                    "q ({}, {}), k ({}, {}), v ({}, {}), out ({}, {}), layer {layer} of a cache \
-                     of {} layers x {} kv heads x {hd}, {p:?}",
-                    q.rows,
-                    q.cols,
-                    k.rows,
-                    k.cols,
-                    v.rows,
-                    v.cols,
-                    out.rows,
-                    out.cols,
-                    cache.layers.len(),
-                    cache.n_kv_heads
-                ),
-            ));
-        }
-        if pos0 + n_tokens > cache.n_ctx {
-            return Err(shape(
-                "attention",
-                format!(
-                    "positions {pos0}..{} past the cache's {}",
-                    pos0 + n_tokens,
-                    cache.n_ctx
-                ),
-            ));
-        }
-        if kernel == (AttentionKernel::Decode { subgroups: true }) && !self.profile().subgroups {
-            return Err(WgpuError::MissingFeature {
-                adapter: self.profile().describe(),
-                what: format!("attention kernel {kernel:?}"),
-                feature: "SUBGROUP".to_string(),
-                fix: "use the workgroup reduction (subgroups: false)",
-            });
-        }
-        let [k_cache, v_cache] = &cache.layers[layer];
-        let group = p.n_heads / p.n_kv_heads;
-        let n_rows = n_tokens * group;
-        let n_keys = pos0 + n_tokens;
+/// The attention inputs of a batch: `q (T, n_heads * head_dim)`, `k` and `v`
+/// `(T, n_kv_heads * head_dim)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Qkv<'a> {
+    /// Queries.
+    pub q: &'a GpuMatrix,
+    /// Keys of the batch's positions.
+    pub k: &'a GpuMatrix,
+    /// Values of the batch's positions.
+    pub v: &'a GpuMatrix,
+}
 
-        let store = KernelKey::KvStore { kv: cache.ty };
-        let store_params = enc.params(&KvParams {
-            n_tokens: n_tokens as u32,
-            pos0: pos0 as u32,
-            kv_width: kv_width as u32,
-            _pad0: 0,
-        });
-        self.dispatch(
-            enc,
-            &store,
-            &[
-                ("params", store_params.binding()),
-                ("k", k.buffer.as_entire_binding()),
-                ("v", v.buffer.as_entire_binding()),
-                ("k_cache", k_cache.as_entire_binding()),
-                ("v_cache", v_cache.as_entire_binding()),
-            ],
-            Grid::Items(n_tokens * kv_width / 2),
-            timer.as_deref_mut(),
-        )?;
+/// Where a batch's keys and values go: positions `pos0..pos0 + T` of `layer` of `cache`.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSlot<'a> {
+    /// The cache.
+    pub cache: &'a KvCache,
+    /// The layer.
+    pub layer: usize,
+    /// The batch's first position.
+    pub pos0: usize,
+}
 
-        let (key, n_splits) = match kernel {
-            AttentionKernel::Prefill => (
-                KernelKey::AttnPrefill {
-                    head_dim: hd as u32,
-                    kv: cache.ty,
-                },
-                1,
+/// Records: store `k`, `v` at `slot`, then attend `q` causally over positions
+/// `0..=pos0 + t` with `kernel` into `out (T, n_heads * head_dim)`.
+pub fn attend(
+    rec: &mut Recorder<'_>,
+    qkv: Qkv<'_>,
+    slot: CacheSlot<'_>,
+    p: &AttentionParams,
+    kernel: AttentionKernel,
+    out: &GpuMatrix,
+) -> Result<()> {
+    let Qkv { q, k, v } = qkv;
+    let CacheSlot { cache, layer, pos0 } = slot;
+    let hd = cache.head_dim;
+    let kv_width = cache.kv_width();
+    let n_tokens = q.rows;
+    let ok = p.head_dim == hd
+        && p.n_kv_heads == cache.n_kv_heads
+        && p.n_kv_heads > 0
+        && p.n_heads > 0
+        && p.n_heads.is_multiple_of(p.n_kv_heads)
+        && q.cols == p.n_heads * hd
+        && (k.rows, k.cols) == (n_tokens, kv_width)
+        && (v.rows, v.cols) == (n_tokens, kv_width)
+        && (out.rows, out.cols) == (n_tokens, q.cols)
+        && [q, k, v, out].iter().all(|m| m.ty == ActType::F32)
+        && layer < cache.layers.len()
+        && n_tokens > 0;
+    if !ok {
+        return Err(shape(
+            "attention",
+            format!(
+                "q ({}, {}), k ({}, {}), v ({}, {}), out ({}, {}), layer {layer} of a cache \
+                 of {} layers x {} kv heads x {hd}, {p:?}",
+                q.rows,
+                q.cols,
+                k.rows,
+                k.cols,
+                v.rows,
+                v.cols,
+                out.rows,
+                out.cols,
+                cache.layers.len(),
+                cache.n_kv_heads
             ),
-            AttentionKernel::Decode { subgroups } => {
-                let key = KernelKey::AttnDecode {
-                    head_dim: hd as u32,
-                    kv: cache.ty,
-                    subgroups,
-                };
-                let chunk = key.decode_chunk().expect("decode attention has a chunk");
-                (key, n_keys.div_ceil(chunk as usize))
-            }
-        };
-        let rows = key.attention_rows().expect("attention has a row block") as usize;
-        let row_blocks = n_rows.div_ceil(rows);
-        // Past u32, the dispatch helper's check against the device limit refuses the grid too.
-        let groups = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let params = enc.params(&AttnParams {
-            n_tokens: n_tokens as u32,
-            pos0: pos0 as u32,
-            n_heads: p.n_heads as u32,
-            n_kv_heads: p.n_kv_heads as u32,
-            scale: p.scale * std::f32::consts::LOG2_E,
-            group: group as u32,
-            n_rows: n_rows as u32,
-            n_splits: n_splits as u32,
+        ));
+    }
+    if pos0 + n_tokens > cache.n_ctx {
+        return Err(shape(
+            "attention",
+            format!(
+                "positions {pos0}..{} past the cache's {}",
+                pos0 + n_tokens,
+                cache.n_ctx
+            ),
+        ));
+    }
+    if kernel == (AttentionKernel::Decode { subgroups: true }) && !rec.profile().subgroups {
+        return Err(WgpuError::MissingFeature {
+            adapter: rec.profile().describe(),
+            what: format!("attention kernel {kernel:?}"),
+            feature: "SUBGROUP".to_string(),
+            fix: "use the workgroup reduction (subgroups: false)",
         });
-        let inputs = [
-            ("params", params.binding()),
-            ("q", q.buffer.as_entire_binding()),
+    }
+    let [k_cache, v_cache] = &cache.layers[layer];
+    let group = p.n_heads / p.n_kv_heads;
+    let n_rows = n_tokens * group;
+    let n_keys = pos0 + n_tokens;
+
+    let store = KernelKey::KvStore { kv: cache.ty };
+    let store_params = rec.params(&KvParams {
+        n_tokens: n_tokens as u32,
+        pos0: pos0 as u32,
+        kv_width: kv_width as u32,
+        _pad0: 0,
+    });
+    rec.dispatch(
+        &store,
+        &[
+            ("params", store_params.binding()),
+            ("k", k.buffer.as_entire_binding()),
+            ("v", v.buffer.as_entire_binding()),
             ("k_cache", k_cache.as_entire_binding()),
             ("v_cache", v_cache.as_entire_binding()),
-        ];
-        match kernel {
-            AttentionKernel::Prefill => {
-                let bindings = [&inputs[..], &[("out", out.buffer.as_entire_binding())]].concat();
-                let grid = Grid::Groups(groups(row_blocks), groups(p.n_kv_heads));
-                self.dispatch(enc, &key, &bindings, grid, timer)
-            }
-            AttentionKernel::Decode { .. } => {
-                // Partials per (out row, split): hd values, then (max, sum).
-                let pool = enc.pool.clone();
-                let partials = n_tokens * p.n_heads * n_splits;
-                let none = wgpu::BufferUsages::empty();
-                let part_acc = self.storage(
-                    &pool,
-                    "attention partials",
-                    (partials * hd * 4) as u64,
-                    none,
-                )?;
-                let part_ml = self.storage(
-                    &pool,
-                    "attention partial maxima",
-                    (partials * 8) as u64,
-                    none,
-                )?;
-                let bindings = [
-                    &inputs[..],
-                    &[
-                        ("part_acc", part_acc.as_entire_binding()),
-                        ("part_ml", part_ml.as_entire_binding()),
-                    ],
-                ]
-                .concat();
-                let grid = Grid::Groups(groups(n_splits), groups(p.n_kv_heads * row_blocks));
-                self.dispatch(enc, &key, &bindings, grid, timer.as_deref_mut())?;
-                let combine = KernelKey::AttnCombine {
-                    head_dim: hd as u32,
-                };
-                self.dispatch(
-                    enc,
-                    &combine,
-                    &[
-                        ("params", params.binding()),
-                        ("part_acc", part_acc.as_entire_binding()),
-                        ("part_ml", part_ml.as_entire_binding()),
-                        ("out", out.buffer.as_entire_binding()),
-                    ],
-                    Grid::Groups(groups(n_tokens * p.n_heads), 1),
-                    timer,
-                )
-            }
+        ],
+        Grid::Items(n_tokens * kv_width / 2),
+    )?;
+
+    let (key, n_splits) = match kernel {
+        AttentionKernel::Prefill => (
+            KernelKey::AttnPrefill {
+                head_dim: hd as u32,
+                kv: cache.ty,
+            },
+            1,
+        ),
+        AttentionKernel::Decode { subgroups } => {
+            let key = KernelKey::AttnDecode {
+                head_dim: hd as u32,
+                kv: cache.ty,
+                subgroups,
+            };
+            let chunk = key.decode_chunk().expect("decode attention has a chunk");
+            (key, n_keys.div_ceil(chunk as usize))
+        }
+    };
+    let rows = key.attention_rows().expect("attention has a row block") as usize;
+    let row_blocks = n_rows.div_ceil(rows);
+    // Past u32, the dispatch helper's check against the device limit refuses the grid too.
+    let groups = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let params = rec.params(&AttnParams {
+        n_tokens: n_tokens as u32,
+        pos0: pos0 as u32,
+        n_heads: p.n_heads as u32,
+        n_kv_heads: p.n_kv_heads as u32,
+        scale: p.scale * std::f32::consts::LOG2_E,
+        group: group as u32,
+        n_rows: n_rows as u32,
+        n_splits: n_splits as u32,
+    });
+    let inputs = [
+        ("params", params.binding()),
+        ("q", q.buffer.as_entire_binding()),
+        ("k_cache", k_cache.as_entire_binding()),
+        ("v_cache", v_cache.as_entire_binding()),
+    ];
+    match kernel {
+        AttentionKernel::Prefill => {
+            let bindings = [&inputs[..], &[("out", out.buffer.as_entire_binding())]].concat();
+            let grid = Grid::Groups(groups(row_blocks), groups(p.n_kv_heads));
+            rec.dispatch(&key, &bindings, grid)
+        }
+        AttentionKernel::Decode { .. } => {
+            // Partials per (out row, split): hd values, then (max, sum).
+            let partials = n_tokens * p.n_heads * n_splits;
+            let none = wgpu::BufferUsages::empty();
+            let buffers = rec.buffers();
+            let part_acc =
+                buffers.storage("attention partials", (partials * hd * 4) as u64, none)?;
+            let part_ml =
+                buffers.storage("attention partial maxima", (partials * 8) as u64, none)?;
+            let bindings = [
+                &inputs[..],
+                &[
+                    ("part_acc", part_acc.as_entire_binding()),
+                    ("part_ml", part_ml.as_entire_binding()),
+                ],
+            ]
+            .concat();
+            let grid = Grid::Groups(groups(n_splits), groups(p.n_kv_heads * row_blocks));
+            rec.dispatch(&key, &bindings, grid)?;
+            let combine = KernelKey::AttnCombine {
+                head_dim: hd as u32,
+            };
+            rec.dispatch(
+                &combine,
+                &[
+                    ("params", params.binding()),
+                    ("part_acc", part_acc.as_entire_binding()),
+                    ("part_ml", part_ml.as_entire_binding()),
+                    ("out", out.buffer.as_entire_binding()),
+                ],
+                Grid::Groups(groups(n_tokens * p.n_heads), 1),
+            )
         }
     }
 }

@@ -19,10 +19,12 @@ use moetile_codegen::{ActType, KernelKey, MatmulKey, Path, WeightType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::context::{GpuMatrix, WgpuContext};
-use crate::encoder::Encoder;
+use crate::buffers::GpuMatrix;
+use crate::context::WgpuContext;
 use crate::error::WgpuError;
 use crate::layout::ExpertTensor;
+use crate::moe::{self, Matmul, Routing};
+use crate::recorder::Recorder;
 use crate::timer::Timer;
 
 /// The dimensions of one routed-MoE layer.
@@ -196,11 +198,8 @@ pub fn run_kernel_bench(
             let weights = ExpertPool::new(&mut rng, ty, f, d, cfg.distinct_experts)?;
             let w = weights.upload(ctx, e)?;
             for &t in &cfg.tokens {
-                let ids = random_ids(&mut rng, t, k, e);
-                let routing = ctx.routing_from_host(e, k, &ids, &vec![1.0; ids.len()])?;
-                let x = ctx.matrix_from_host(t, d, cfg.act, &x_host[..t * d])?;
-                let out = ctx.matrix(t * k, f, ActType::F32, "bench out")?;
-                let active = active_experts(&ids, e);
+                let batch = Batch::new(ctx, &mut rng, shape, &x_host, t, cfg.act)?;
+                let active = active_experts(&batch.ids, e);
                 let bytes = (active as u64 * f as u64 * weights.gpu_row_bytes()) as f64
                     + (t * d * cfg.act.bytes() + t * k * f * 4) as f64;
                 let flops = 2.0 * (t * k) as f64 * f as f64 * d as f64;
@@ -220,8 +219,8 @@ pub fn run_kernel_bench(
                         .collect();
                     let map_key = KernelKey::Map { tile };
                     let mut map = None;
-                    let (ms, ms_min) = time(ctx, cfg.iters, &map_key.to_string(), |enc, timer| {
-                        map = Some(ctx.encode_map(enc, &routing, tile, &groups, timer)?);
+                    let (ms, ms_min) = time(ctx, cfg.iters, &map_key.to_string(), |rec| {
+                        map = Some(moe::map(rec, &batch.routing, tile, &groups)?);
                         Ok(())
                     })?;
                     let map = map.expect("timed at least once");
@@ -245,14 +244,12 @@ pub fn run_kernel_bench(
                             path,
                         };
                         let name = KernelKey::MmId(key).to_string();
-                        let run = |enc: &mut Encoder, timer: Option<&mut Timer>| {
-                            ctx.encode_mm_id(enc, key, &map, &w, &x, k, &out, timer)
-                        };
+                        let mm = batch.matmul(&w);
+                        let run = |rec: &mut Recorder<'_>| moe::mm_id(rec, key, &map, mm);
                         let (ms, ms_min, check) = measure(&name, || {
-                            ctx.fill(&out, f32::NAN);
-                            ctx.submit(&name, |enc| run(enc, None))?;
-                            let check = weights
-                                .check(ctx, &mut rng, &name, &ids, &x_host, k, &out, path)?;
+                            ctx.fill(&batch.out, f32::NAN);
+                            ctx.record(&name, run)?;
+                            let check = weights.check(ctx, &mut rng, &name, &batch, path)?;
                             let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
                             Ok((ms, ms_min, check))
                         });
@@ -270,27 +267,22 @@ pub fn run_kernel_bench(
                 }
             }
             for &t in &cfg.mat_vec_tokens {
-                let ids = random_ids(&mut rng, t, k, e);
-                let routing = ctx.routing_from_host(e, k, &ids, &vec![1.0; ids.len()])?;
-                let x = ctx.matrix_from_host(t, d, cfg.act, &x_host[..t * d])?;
-                let out = ctx.matrix(t * k, f, ActType::F32, "bench out")?;
+                let batch = Batch::new(ctx, &mut rng, shape, &x_host, t, cfg.act)?;
                 let name = KernelKey::MvId {
                     weight: ty,
                     act: cfg.act,
                 }
                 .to_string();
-                let run = |enc: &mut Encoder, timer: Option<&mut Timer>| {
-                    ctx.encode_mv_id(enc, &routing, &w, &x, k, &out, timer)
-                };
+                let mm = batch.matmul(&w);
+                let run = |rec: &mut Recorder<'_>| moe::mv_id(rec, &batch.routing, mm);
                 let (ms, ms_min, check) = measure(&name, || {
-                    ctx.fill(&out, f32::NAN);
-                    ctx.submit(&name, |enc| run(enc, None))?;
-                    let check =
-                        weights.check(ctx, &mut rng, &name, &ids, &x_host, k, &out, Path::Reg)?;
+                    ctx.fill(&batch.out, f32::NAN);
+                    ctx.record(&name, run)?;
+                    let check = weights.check(ctx, &mut rng, &name, &batch, Path::Reg)?;
                     let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
                     Ok((ms, ms_min, check))
                 });
-                let active = active_experts(&ids, e);
+                let active = active_experts(&batch.ids, e);
                 let bytes = (active as u64 * f as u64 * weights.gpu_row_bytes()) as f64
                     + (t * d * cfg.act.bytes() + t * k * f * 4) as f64;
                 emit(BenchRow {
@@ -307,6 +299,56 @@ pub fn run_kernel_bench(
         }
     }
     Ok(rows)
+}
+
+/// One measured batch: random routing ids (T tokens to K experts each), the host activations
+/// `x (T, D)`, and the device operands made from them with a `(T * K, F)` f32 output.
+struct Batch<'a> {
+    ids: Vec<u32>,
+    x: &'a [f32],
+    k: usize,
+    routing: Routing,
+    act: GpuMatrix,
+    out: GpuMatrix,
+}
+
+impl<'a> Batch<'a> {
+    fn new(
+        ctx: &WgpuContext,
+        rng: &mut StdRng,
+        shape: &Shape,
+        x_host: &'a [f32],
+        t: usize,
+        act: ActType,
+    ) -> crate::Result<Batch<'a>> {
+        let (d, f, e, k) = (
+            shape.hidden,
+            shape.expert_width,
+            shape.n_experts,
+            shape.n_used,
+        );
+        let ids = random_ids(rng, t, k, e);
+        let x = &x_host[..t * d];
+        let buffers = ctx.buffers();
+        Ok(Batch {
+            routing: Routing::from_host(&buffers, e, k, &ids, &vec![1.0; ids.len()])?,
+            act: buffers.matrix_from_host(t, d, act, x)?,
+            out: buffers.matrix(t * k, f, ActType::F32, "bench out")?,
+            ids,
+            x,
+            k,
+        })
+    }
+
+    /// The batch as the operands of a matmul over `w`.
+    fn matmul<'b>(&'b self, w: &'b ExpertTensor) -> Matmul<'b> {
+        Matmul {
+            w,
+            act: &self.act,
+            act_row_div: self.k,
+            out: &self.out,
+        }
+    }
 }
 
 /// `(median ms, min ms, check)` from `run`; a kernel that fails (wrong output, a device error)
@@ -329,55 +371,35 @@ fn time(
     ctx: &WgpuContext,
     iters: usize,
     op: &str,
-    mut encode: impl FnMut(&mut Encoder, Option<&mut Timer>) -> crate::Result<()>,
+    mut encode: impl FnMut(&mut Recorder<'_>) -> crate::Result<()>,
 ) -> crate::Result<(f64, f64)> {
     let mut timer = Timer::new(ctx, 1);
-    let mut run = |encode: &mut dyn FnMut(
-        &mut Encoder,
-        Option<&mut Timer>,
-    ) -> crate::Result<()>|
-     -> crate::Result<f64> {
-        let start = Instant::now();
-        ctx.submit(op, |enc| {
-            encode(enc, timer.as_mut())?;
-            if let Some(t) = &timer {
-                t.resolve(enc);
-            }
-            Ok(())
-        })?;
-        Ok(match timer.as_mut() {
-            Some(t) => t.read(ctx)?.first().map(|(_, ms)| *ms).unwrap_or(0.0),
-            None => {
-                wait(ctx, op)?;
-                start.elapsed().as_secs_f64() * 1e3
-            }
-        })
-    };
+    let mut run =
+        |encode: &mut dyn FnMut(&mut Recorder<'_>) -> crate::Result<()>| -> crate::Result<f64> {
+            let start = Instant::now();
+            let (_, submission) = ctx.record_timed(op, timer.as_mut(), |rec| encode(rec))?;
+            Ok(match timer.as_mut() {
+                Some(t) => t.read(ctx)?.first().map(|(_, ms)| *ms).unwrap_or(0.0),
+                None => {
+                    ctx.wait(&submission, op)?;
+                    start.elapsed().as_secs_f64() * 1e3
+                }
+            })
+        };
     let first = run(&mut encode)?;
     let batch = (WARM_UP_MS / first.max(1e-3)).ceil().clamp(1.0, 200.0) as usize;
-    ctx.submit(op, |enc| {
+    let (_, submission) = ctx.record_timed(op, None, |rec| {
         for _ in 0..batch {
-            encode(enc, None)?;
+            encode(rec)?;
         }
         Ok(())
     })?;
-    wait(ctx, op)?;
+    ctx.wait(&submission, op)?;
     let mut times = (0..iters.max(1))
         .map(|_| run(&mut encode))
         .collect::<crate::Result<Vec<f64>>>()?;
     times.sort_by(f64::total_cmp);
     Ok((times[times.len() / 2], times[0]))
-}
-
-/// Waits for all submitted work.
-fn wait(ctx: &WgpuContext, op: &str) -> crate::Result<()> {
-    ctx.device()
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map(|_| ())
-        .map_err(|e| WgpuError::Readback {
-            what: op.to_string(),
-            message: e.to_string(),
-        })
 }
 
 /// `distinct` experts of random `rows x cols` weights of one type, quantized once.
@@ -449,18 +471,16 @@ impl ExpertPool {
 
     /// Checks all rows of 8 random pairs of `out` against f64 dot products; returns the worst
     /// error as a fraction of the path's tolerance (see the kernel tests).
-    #[allow(clippy::too_many_arguments)]
     fn check(
         &self,
         ctx: &WgpuContext,
         rng: &mut StdRng,
         kernel: &str,
-        ids: &[u32],
-        x: &[f32],
-        k: usize,
-        out: &GpuMatrix,
+        batch: &Batch<'_>,
         path: Path,
     ) -> moetile::Result<f64> {
+        let Batch { ids, x, k, out, .. } = batch;
+        let k = *k;
         let rel = match path {
             Path::Reg => 1e-5,
             Path::Coop16 | Path::Coop8 => 2e-3,

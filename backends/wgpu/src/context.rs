@@ -1,56 +1,106 @@
 //! [`WgpuContext`]: one device and queue, its capability [`Profile`], the kernel cache, and the
-//! buffer plumbing every op shares (pooled buffers, encoders with parameter arenas, limits,
-//! error scopes, readback).
+//! submissions every op ends in (encoders with parameter arenas, error scopes, device loss).
+//! Buffers are `buffers.rs`, uploads `upload.rs`, readback and waits `readback.rs`, recording
+//! `recorder.rs`.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use moetile::model::WeightData;
-use moetile_codegen::{ActType, Path};
-use wgpu::util::DeviceExt;
+use moetile_codegen::Path;
 
-use crate::adapter::{self, ContextOptions, Profile};
+use crate::adapter::{self, AdapterChoice, Profile};
 use crate::encoder::{Encoder, ParamArena};
 use crate::error::{Result, WgpuError};
 use crate::kernels::{KernelCache, ShaderChecks};
-use crate::layout::{self, ExpertTensor};
-use crate::pool::{BufferPool, PooledBuffer, bucket};
+use crate::pipelines::PipelineCacheFile;
+use crate::pool::BufferPool;
+use crate::recorder::Recorder;
 use crate::requirements::{self, DeviceRequest};
+use crate::timer::Timer;
 
-/// A device with moetile's kernels. Hosts every op; [`crate::WgpuBackend`] wraps it as a
-/// `moetile::model::Backend`.
+/// A device with moetile's kernels; ops record on it through a [`Recorder`], and
+/// [`crate::WgpuBackend`] wraps it as a `moetile::model::Backend`.
 ///
 /// Buffers for activations and intermediates come from pools and return to them when dropped:
 /// one pool per stream of work (a backend, an encoder), and the context's own for buffers made
-/// outside encoders. [`WgpuContext::fill`] writes through the queue, so the write lands before
-/// any encoder submitted later runs: fill a matrix before recording work on it.
+/// outside encoders ([`WgpuContext::buffers`]). [`WgpuContext::fill`] writes through the queue,
+/// so the write lands before any encoder submitted later runs: fill a matrix before recording
+/// work on it.
 #[derive(Debug)]
 pub struct WgpuContext {
     device: wgpu::Device,
     queue: wgpu::Queue,
     profile: Profile,
     pub(crate) kernels: KernelCache,
-    iq2xxs_grid: OnceLock<wgpu::Buffer>,
+    pub(crate) iq2xxs_grid: OnceLock<wgpu::Buffer>,
     pub(crate) pool: BufferPool,
     arenas: Mutex<Vec<ParamArena>>,
     lost: Arc<Mutex<Option<String>>>,
+    options: ContextOptions,
+    /// The adapter and driver's name for pipeline cache data, where the device keeps it.
+    pipeline_cache_key: Option<String>,
 }
 
-/// A row-major activation matrix on the device: f32, or f16 stored two per `u32` word.
-#[derive(Debug)]
-pub struct GpuMatrix {
-    pub(crate) buffer: PooledBuffer,
-    /// Rows (tokens, or (token, k) pairs).
-    pub rows: usize,
-    /// Values per row.
-    pub cols: usize,
-    /// Element type.
-    pub ty: ActType,
+/// What a context is told rather than discovers: how [`WgpuContext::new`] finds and opens its
+/// device (APIs, adapter, instance), and how any context runs (shader checks, waits, pipeline
+/// cache). Nothing in moetile reads the environment but [`ContextOptions::from_env`], which the
+/// CLI calls and embedders may call.
+#[derive(Debug, Clone)]
+pub struct ContextOptions {
+    /// The adapter to open ([`WgpuContext::new`] only).
+    pub adapter: AdapterChoice,
+    /// The APIs searched, default all ([`WgpuContext::new`] only).
+    pub backends: wgpu::Backends,
+    /// The wgpu instance's flags: validation, debug labels... ([`WgpuContext::new`] only).
+    pub instance_flags: wgpu::InstanceFlags,
+    /// The wgpu instance's per-API options: DX12 shader compiler, GLES version...
+    /// ([`WgpuContext::new`] only).
+    pub backend_options: wgpu::BackendOptions,
+    /// The runtime checks of the kernels; `None` is [`ShaderChecks::default_for`] the
+    /// adapter's API.
+    pub shader_checks: Option<ShaderChecks>,
+    /// How long a wait for one submission may block before it fails with
+    /// [`WgpuError::Timeout`]. The default, 60 s, covers the slowest kernels of the test
+    /// suite on a CPU adapter; a GPU finishes a forward pass in milliseconds.
+    pub wait_timeout: Duration,
+    /// The folder where compiled pipelines are kept between runs on devices with
+    /// `PIPELINE_CACHE` (see [`WgpuContext::prepare_kernels`]); `None` keeps them in memory
+    /// only. The library never picks one itself: the CLI passes the user's cache folder.
+    pub pipeline_cache_dir: Option<PathBuf>,
 }
 
-impl GpuMatrix {
-    /// The buffer (for embedders binding it in their own passes).
-    pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
+impl Default for ContextOptions {
+    fn default() -> ContextOptions {
+        ContextOptions {
+            adapter: AdapterChoice::Default,
+            backends: wgpu::Backends::all(),
+            instance_flags: wgpu::InstanceFlags::default(),
+            backend_options: wgpu::BackendOptions::default(),
+            shader_checks: None,
+            wait_timeout: Duration::from_secs(60),
+            pipeline_cache_dir: None,
+        }
+    }
+}
+
+impl ContextOptions {
+    /// The defaults, with what the environment sets: the APIs from `WGPU_BACKEND`, the
+    /// instance from wgpu's own variables (`WGPU_VALIDATION`, `WGPU_DX12_COMPILER`...), the
+    /// shader checks from `MOETILE_SHADER_CHECKS` (an invalid value is an error naming the
+    /// accepted ones). Settings given explicitly (a command-line flag) go over them: overwrite
+    /// the fields they set.
+    pub fn from_env() -> Result<ContextOptions> {
+        Ok(ContextOptions {
+            backends: wgpu::Backends::all().with_env(),
+            instance_flags: wgpu::InstanceFlags::default().with_env(),
+            backend_options: wgpu::BackendOptions::default().with_env(),
+            shader_checks: std::env::var(ShaderChecks::ENV)
+                .ok()
+                .map(|v| ShaderChecks::parse_env(&v))
+                .transpose()?,
+            ..ContextOptions::default()
+        })
     }
 }
 
@@ -68,10 +118,7 @@ impl WgpuContext {
             adapter: adapter.get_info().name,
             source,
         })?;
-        let mut ctx = Self::from_device(&adapter, device, queue)?;
-        if let Some(checks) = options.shader_checks {
-            ctx.kernels = KernelCache::new(checks);
-        }
+        let ctx = Self::from_device(&adapter, device, queue)?.with_options(options.clone());
         let lost = ctx.lost.clone();
         ctx.device.set_device_lost_callback(move |reason, message| {
             *lost.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -97,8 +144,8 @@ impl WgpuContext {
     /// The handles are shared, not taken over: moetile submits its own command buffers to the
     /// queue, catches its errors in its own (thread-local) error scopes, and never installs an
     /// uncaptured-error handler or a device-lost callback on the device. Its kernels run with
-    /// the backend's default [`ShaderChecks`] ([`WgpuContext::new`] takes them from its
-    /// options).
+    /// the backend's default [`ShaderChecks`] unless [`WgpuContext::with_options`] sets
+    /// others.
     pub fn from_device(
         adapter: &wgpu::Adapter,
         device: wgpu::Device,
@@ -116,6 +163,11 @@ impl WgpuContext {
             });
         }
         let kernels = KernelCache::new(ShaderChecks::default_for(profile.backend));
+        let pipeline_cache_key = device
+            .features()
+            .contains(wgpu::Features::PIPELINE_CACHE)
+            .then(|| wgpu::util::pipeline_cache_key(&adapter.get_info()))
+            .flatten();
         Ok(WgpuContext {
             device,
             queue,
@@ -125,7 +177,39 @@ impl WgpuContext {
             pool: BufferPool::default(),
             arenas: Mutex::new(Vec::new()),
             lost: Arc::new(Mutex::new(None)),
+            options: ContextOptions::default(),
+            pipeline_cache_key,
         })
+    }
+
+    /// The context with `options` instead of [`ContextOptions::default`] (their shader checks,
+    /// waits and pipeline cache; the adapter fields only matter to [`WgpuContext::new`]). Call
+    /// it before recording: kernels created earlier are dropped.
+    pub fn with_options(self, options: ContextOptions) -> WgpuContext {
+        let checks = options
+            .shader_checks
+            .unwrap_or(ShaderChecks::default_for(self.profile.backend));
+        let file = options
+            .pipeline_cache_dir
+            .as_deref()
+            .zip(self.pipeline_cache_key.as_deref())
+            .map(|(dir, key)| PipelineCacheFile::open(&self.device, dir, key));
+        WgpuContext {
+            kernels: KernelCache::new(checks).with_pipeline_cache(file),
+            options,
+            ..self
+        }
+    }
+
+    /// Whether compiled pipelines are kept on disk (a cache folder was given and the device
+    /// has `PIPELINE_CACHE`).
+    pub fn caches_pipelines(&self) -> bool {
+        self.kernels.pipeline_cache().is_some()
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &ContextOptions {
+        &self.options
     }
 
     /// What the device offers.
@@ -148,295 +232,38 @@ impl WgpuContext {
         &self.queue
     }
 
-    /// Uploads an expert tensor `[cols, rows, experts]` into the GPU layout, split by experts
-    /// where it exceeds the device's storage binding limit.
-    pub fn upload_experts(&self, w: &WeightData<'_>) -> Result<ExpertTensor> {
-        self.upload_experts_with_limit(w, u64::MAX)
-    }
-
-    /// [`Self::upload_experts`] with buffers of at most `max_binding` bytes (capped by the
-    /// device limit): for tests of the split path and for memory-constrained embedders.
-    pub fn upload_experts_with_limit(
-        &self,
-        w: &WeightData<'_>,
-        max_binding: u64,
-    ) -> Result<ExpertTensor> {
-        let limit = max_binding
-            .min(self.profile.max_storage_binding)
-            .min(self.profile.max_buffer);
-        self.scoped(&format!("uploading {}", w.name), || {
-            layout::upload(&self.device, w, limit)
-        })
-    }
-
-    /// Uploads a vector as a one-row F32 tensor (norm weights, biases): any length.
-    pub fn upload_vector(&self, name: &str, values: &[f32]) -> Result<ExpertTensor> {
-        self.check_size(name, (values.len() * 4) as u64)?;
-        self.scoped(&format!("uploading {name}"), || {
-            Ok(layout::upload_vector(&self.device, name, values))
-        })
-    }
-
-    /// The IQ2_XXS grid buffer, created on first use.
-    pub(crate) fn iq2xxs_grid(&self) -> &wgpu::Buffer {
-        self.iq2xxs_grid.get_or_init(|| {
-            self.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("iq2xxs_grid"),
-                    contents: &layout::iq2xxs_grid_bytes(),
-                    usage: wgpu::BufferUsages::STORAGE,
-                })
-        })
-    }
-
-    /// A `rows x cols` matrix of `ty` from f32 host values (rounded to f16 for `F16`).
-    pub fn matrix_from_host(
-        &self,
-        rows: usize,
-        cols: usize,
-        ty: ActType,
-        data: &[f32],
-    ) -> Result<GpuMatrix> {
-        self.matrix_from_host_in(&self.pool, rows, cols, ty, data)
-    }
-
-    /// [`Self::matrix_from_host`] joining `pool` when dropped.
-    pub(crate) fn matrix_from_host_in(
-        &self,
-        pool: &BufferPool,
-        rows: usize,
-        cols: usize,
-        ty: ActType,
-        data: &[f32],
-    ) -> Result<GpuMatrix> {
-        if data.len() != rows * cols {
-            return Err(WgpuError::Shape {
-                op: "matrix upload".into(),
-                detail: format!("{} values for {rows} x {cols}", data.len()),
-            });
-        }
-        Ok(GpuMatrix {
-            buffer: self.storage_init(pool, "matrix", &encode(ty, data))?,
-            rows,
-            cols,
-            ty,
-        })
-    }
-
-    /// A `rows x cols` matrix of `ty` with every element `value` (tests poison outputs with NaN).
-    pub fn matrix_filled(
-        &self,
-        rows: usize,
-        cols: usize,
-        ty: ActType,
-        value: f32,
-    ) -> Result<GpuMatrix> {
-        let m = self.matrix(rows, cols, ty, "matrix")?;
-        self.fill(&m, value);
-        Ok(m)
-    }
-
-    /// A `rows x cols` matrix of `ty` from the context's pool: its contents are whatever it
-    /// last held.
-    pub fn matrix(&self, rows: usize, cols: usize, ty: ActType, label: &str) -> Result<GpuMatrix> {
-        self.matrix_in(&self.pool, rows, cols, ty, label)
-    }
-
-    /// [`Self::matrix`] from `pool`.
-    pub(crate) fn matrix_in(
-        &self,
-        pool: &BufferPool,
-        rows: usize,
-        cols: usize,
-        ty: ActType,
-        label: &str,
-    ) -> Result<GpuMatrix> {
-        Ok(GpuMatrix {
-            buffer: self.storage(
-                pool,
-                label,
-                matrix_bytes(rows, cols, ty),
-                wgpu::BufferUsages::empty(),
-            )?,
-            rows,
-            cols,
-            ty,
-        })
-    }
-
-    /// Sets every element of `m` to `value`, through the queue (before any work submitted
-    /// later; see the type's docs).
-    pub fn fill(&self, m: &GpuMatrix, value: f32) {
-        let bytes = encode(m.ty, &vec![value; m.rows * m.cols]);
-        self.queue.write_buffer(&m.buffer, 0, &padded(bytes));
-    }
-
-    /// Copies `m` to the host as f32, waiting for all queued work.
-    pub fn read_matrix(&self, m: &GpuMatrix) -> Result<Vec<f32>> {
-        let bytes = self.read_buffer(&m.buffer, "matrix")?;
-        let n = m.rows * m.cols;
-        Ok(match m.ty {
-            ActType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes)[..n].to_vec(),
-            ActType::F16 => bytemuck::cast_slice::<u8, u16>(&bytes)[..n]
-                .iter()
-                .map(|&h| half::f16::from_bits(h).to_f32())
-                .collect(),
-        })
-    }
-
-    /// Copies a whole buffer to the host, waiting for all queued work.
-    pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, what: &str) -> Result<Vec<u8>> {
-        let mut enc = self.encoder("readback");
-        let staging = self.copy_for_readback(&mut enc, buffer, buffer.size())?;
-        self.submit_encoder(enc)?;
-        self.read_staging(&staging, buffer.size(), what)
-    }
-
-    /// Records a copy of the first `bytes` of `buffer` into a mappable staging buffer.
-    pub(crate) fn copy_for_readback(
-        &self,
-        enc: &mut Encoder,
-        buffer: &wgpu::Buffer,
-        bytes: u64,
-    ) -> Result<PooledBuffer> {
-        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-        self.check_size("readback staging", bytes)?;
-        let staging = enc.pool.take(bytes, usage, |size| {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size,
-                usage,
-                mapped_at_creation: false,
-            })
-        });
-        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
-        Ok(staging)
-    }
-
-    /// Maps a staging buffer filled by submitted work and copies its first `bytes` out,
-    /// waiting for the device.
-    pub(crate) fn read_staging(
-        &self,
-        staging: &wgpu::Buffer,
-        bytes: u64,
-        what: &str,
-    ) -> Result<Vec<u8>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
-            let _ = tx.send(r);
-        });
-        let fail = |message: String| match self.lost_reason() {
-            Some(reason) => WgpuError::DeviceLost { reason },
-            None => WgpuError::Readback {
-                what: what.to_string(),
-                message,
-            },
-        };
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| fail(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| fail(e.to_string()))?
-            .map_err(|e| fail(e.to_string()))?;
-        let bytes = staging
-            .get_mapped_range(..bytes)
-            .map_err(|e| fail(e.to_string()))?
-            .to_vec();
-        staging.unmap();
-        Ok(bytes)
-    }
-
     /// Why the device was lost, if it was.
     pub fn lost_reason(&self) -> Option<String> {
         self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A storage buffer of at least `bytes` bytes from `pool`, with `extra` usages.
-    pub(crate) fn storage(
+    /// Records with `f` into a fresh encoder (with a buffer pool of its own) and submits it,
+    /// inside error scopes naming `op`. The way to run ops outside a [`crate::WgpuBackend`].
+    pub fn record<T>(&self, op: &str, f: impl FnOnce(&mut Recorder<'_>) -> Result<T>) -> Result<T> {
+        Ok(self.record_timed(op, None, f)?.0)
+    }
+
+    /// [`Self::record`], timing every pass with `timer` when given (its timestamps resolved
+    /// into the same submission); also returns the submission, to wait for.
+    pub(crate) fn record_timed<T>(
         &self,
-        pool: &BufferPool,
-        label: &str,
-        bytes: u64,
-        extra: wgpu::BufferUsages,
-    ) -> Result<PooledBuffer> {
-        self.check_size(label, bytes)?;
-        let usage = storage_usage() | extra;
-        Ok(pool.take(bytes, usage, |size| {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage,
-                mapped_at_creation: false,
-            })
-        }))
+        op: &str,
+        mut timer: Option<&mut Timer>,
+        f: impl FnOnce(&mut Recorder<'_>) -> Result<T>,
+    ) -> Result<(T, wgpu::SubmissionIndex)> {
+        self.scoped(op, || {
+            let mut enc = self.encoder(op, BufferPool::default());
+            let value = f(&mut Recorder::new(self, &mut enc, timer.as_deref_mut()))?;
+            if let Some(t) = timer {
+                t.resolve(&mut enc);
+            }
+            Ok((value, self.submit_encoder(enc)?))
+        })
     }
 
-    /// A new storage buffer holding `data` (it joins `pool` when dropped). Host data always
-    /// goes to a fresh buffer: a queue write into a pooled one could land before commands an
-    /// open encoder recorded on it earlier.
-    pub(crate) fn storage_init(
-        &self,
-        pool: &BufferPool,
-        label: &str,
-        data: &[u8],
-    ) -> Result<PooledBuffer> {
-        let data = padded(data.to_vec());
-        self.check_size(label, data.len() as u64)?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bucket(data.len() as u64),
-            usage: storage_usage(),
-            mapped_at_creation: true,
-        });
-        buffer
-            .get_mapped_range_mut(..data.len() as u64)
-            .map_err(|e| WgpuError::Gpu {
-                op: format!("writing {label}"),
-                message: e.to_string(),
-            })?
-            .copy_from_slice(&data);
-        buffer.unmap();
-        Ok(pool.adopt(buffer))
-    }
-
-    /// Refuses a buffer of `bytes` that the device cannot create or bind, naming `what`.
-    pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
-        let p = &self.profile;
-        let (limit, name) = if p.max_buffer < p.max_storage_binding {
-            (p.max_buffer, "max_buffer_size")
-        } else {
-            (p.max_storage_binding, "max_storage_buffer_binding_size")
-        };
-        if bucket(bytes) > limit {
-            return Err(WgpuError::TooLarge {
-                what: what.to_string(),
-                bytes,
-                limit,
-                limit_name: name,
-                adapter: p.describe(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Frees the pool's idle buffers (they are reallocated on demand).
-    pub fn release_idle_buffers(&self) {
-        self.pool.clear();
-    }
-
-    /// Bytes held by the pool's idle buffers.
-    pub fn idle_buffer_bytes(&self) -> u64 {
-        self.pool.free_bytes()
-    }
-
-    /// A new encoder with a parameter arena from the context's free list and a fresh buffer
-    /// pool for what its ops allocate.
-    pub fn encoder(&self, label: &str) -> Encoder {
-        self.encoder_in(label, BufferPool::default())
-    }
-
-    /// A new encoder allocating from `pool` (one stream's pool, see [`crate::pool`]).
-    pub(crate) fn encoder_in(&self, label: &str, pool: BufferPool) -> Encoder {
+    /// A new encoder with a parameter arena from the context's free list, allocating from
+    /// `pool` (one stream's pool, see [`crate::pool`]).
+    pub(crate) fn encoder(&self, label: &str, pool: BufferPool) -> Encoder {
         let arena = self
             .arenas
             .lock()
@@ -450,7 +277,7 @@ impl WgpuContext {
 
     /// Writes the encoder's parameters, submits its commands and recycles its arena; wgpu
     /// errors of the submission come back as [`WgpuError::Gpu`].
-    pub fn submit_encoder(&self, mut enc: Encoder) -> Result<()> {
+    pub(crate) fn submit_encoder(&self, mut enc: Encoder) -> Result<wgpu::SubmissionIndex> {
         // Ending the open pass validates its commands: inside the error scopes.
         self.scoped("ending a compute pass", || {
             enc.end_pass();
@@ -459,10 +286,9 @@ impl WgpuContext {
         let Encoder {
             inner, mut arena, ..
         } = enc;
-        self.scoped("submitting work", || {
+        let index = self.scoped("submitting work", || {
             arena.flush(&self.queue);
-            self.queue.submit([inner.finish()]);
-            Ok(())
+            Ok(self.queue.submit([inner.finish()]))
         })?;
         arena.reset();
         self.arenas
@@ -471,7 +297,7 @@ impl WgpuContext {
             .push(arena);
         match self.lost_reason() {
             Some(reason) => Err(WgpuError::DeviceLost { reason }),
-            None => Ok(()),
+            None => Ok(index),
         }
     }
 
@@ -490,48 +316,4 @@ impl WgpuContext {
         }
         result
     }
-
-    /// Workgroups `(x, y)` covering `n` invocations of `wg_size` in a folded 1-D grid (see
-    /// `wgsl/grid.wgsl`).
-    pub(crate) fn linear_grid(&self, op: &str, n: usize, wg_size: u32) -> Result<(u32, u32)> {
-        let groups = n.div_ceil(wg_size as usize) as u64;
-        let max = self.profile.max_workgroups_per_dim as u64;
-        let y = groups.div_ceil(max).max(1);
-        if y > max {
-            return Err(WgpuError::GridTooLarge {
-                op: op.to_string(),
-                groups,
-                limit: self.profile.max_workgroups_per_dim,
-            });
-        }
-        Ok((groups.min(max) as u32, y as u32))
-    }
-}
-
-fn storage_usage() -> wgpu::BufferUsages {
-    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
-}
-
-/// Bytes of a `rows x cols` matrix of `ty`, rounded up to whole words.
-fn matrix_bytes(rows: usize, cols: usize, ty: ActType) -> u64 {
-    ((rows * cols * ty.bytes()) as u64)
-        .max(4)
-        .next_multiple_of(4)
-}
-
-fn encode(ty: ActType, data: &[f32]) -> Vec<u8> {
-    match ty {
-        ActType::F32 => bytemuck::cast_slice(data).to_vec(),
-        ActType::F16 => data
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect(),
-    }
-}
-
-/// `bytes` padded with zeros to a whole, non-zero number of words (a queue write's size must be
-/// a multiple of 4).
-fn padded(mut bytes: Vec<u8>) -> Vec<u8> {
-    bytes.resize(bytes.len().max(4).next_multiple_of(4), 0);
-    bytes
 }

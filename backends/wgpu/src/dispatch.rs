@@ -4,10 +4,8 @@
 
 use moetile_codegen::{KernelKey, WeightType};
 
-use crate::context::WgpuContext;
-use crate::encoder::Encoder;
 use crate::error::{Result, WgpuError};
-use crate::timer::{Timer, begin_pass};
+use crate::recorder::Recorder;
 
 /// `(binding name, resource)` pairs of one bind group (see [`crate::kernels::Kernel::bind`]).
 pub(crate) type Bindings<'a> = [(&'a str, wgpu::BindingResource<'a>)];
@@ -24,31 +22,26 @@ pub(crate) enum Grid<'a> {
     Indirect(&'a wgpu::Buffer, u64),
 }
 
-impl WgpuContext {
-    /// Encodes a pass running `key`'s `main` over `grid` with the bind group of `bindings`,
-    /// timed when `timer` is given.
+impl Recorder<'_> {
+    /// Encodes a pass running `key`'s `main` over `grid` with the bind group of `bindings`.
     pub(crate) fn dispatch(
-        &self,
-        enc: &mut Encoder,
+        &mut self,
         key: &KernelKey,
         bindings: &Bindings<'_>,
         grid: Grid<'_>,
-        timer: Option<&mut Timer>,
     ) -> Result<()> {
-        self.dispatch_each(enc, key, &[bindings], grid, timer)
+        self.dispatch_each(key, &[bindings], grid)
     }
 
     /// [`Self::dispatch`] once per set of bindings, in one pass (one set per weight chunk).
     /// Every set gets the IQ2_XXS grid table where the key's binding table has it.
     pub(crate) fn dispatch_each<'b, S: AsRef<Bindings<'b>>>(
-        &self,
-        enc: &mut Encoder,
+        &mut self,
         key: &KernelKey,
         sets: &[S],
         grid: Grid<'_>,
-        timer: Option<&mut Timer>,
     ) -> Result<()> {
-        let kernel = self.kernels.get(self.device(), key)?;
+        let kernel = self.kernel(key)?;
         let grid = match grid {
             Grid::Items(n) => {
                 let per = key
@@ -69,18 +62,19 @@ impl WgpuContext {
                 limit,
             });
         }
+        let ctx = self.context();
         let table = key
             .weight()
             .is_some_and(WeightType::uses_grid)
-            .then(|| ("iq2xxs_grid", self.iq2xxs_grid().as_entire_binding()));
+            .then(|| ("iq2xxs_grid", ctx.iq2xxs_grid().as_entire_binding()));
         let binds = sets
             .iter()
             .map(|set| {
                 let entries: Vec<_> = set.as_ref().iter().cloned().chain(table.clone()).collect();
-                kernel.bind(self.device(), &entries)
+                kernel.bind(ctx.device(), &entries)
             })
             .collect::<Result<Vec<_>>>()?;
-        let pass = begin_pass(enc, kernel.name(), timer);
+        let pass = self.pass(kernel.name());
         pass.set_pipeline(kernel.pipeline("main"));
         for bind in &binds {
             pass.set_bind_group(0, bind, &[]);
@@ -91,5 +85,21 @@ impl WgpuContext {
             }
         }
         Ok(())
+    }
+
+    /// Workgroups `(x, y)` covering `n` invocations of `wg_size` in a folded 1-D grid (see
+    /// `wgsl/grid.wgsl`).
+    fn linear_grid(&self, op: &str, n: usize, wg_size: u32) -> Result<(u32, u32)> {
+        let groups = n.div_ceil(wg_size as usize) as u64;
+        let max = self.profile().max_workgroups_per_dim as u64;
+        let y = groups.div_ceil(max).max(1);
+        if y > max {
+            return Err(WgpuError::GridTooLarge {
+                op: op.to_string(),
+                groups,
+                limit: self.profile().max_workgroups_per_dim,
+            });
+        }
+        Ok((groups.min(max) as u32, y as u32))
     }
 }

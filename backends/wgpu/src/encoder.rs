@@ -3,7 +3,7 @@
 //! Kernel parameters are small `#[repr(C)]` structs; creating a buffer for each of hundreds of
 //! dispatches per forward pass is wasteful. An encoder appends them to host-side chunks (each
 //! slot aligned to the device's uniform offset alignment) and binds each dispatch to its slot;
-//! [`crate::WgpuContext::submit_encoder`] writes every chunk with one queue write before the
+//! `WgpuContext::submit_encoder` writes every chunk with one queue write before the
 //! submission and returns the arena to the context for the next encoder. The writes land before
 //! the submission's commands and after everything submitted earlier, so a reused chunk never
 //! changes under commands that read it.
@@ -106,14 +106,14 @@ impl ParamSlot {
 /// A command encoder that also collects the parameters of the dispatches it records, and
 /// keeps one compute pass open across dispatches. It dereferences to [`wgpu::CommandEncoder`]
 /// for copies, clears and passes of its user (mutable access ends the open pass); submit it
-/// with [`crate::WgpuContext::submit_encoder`] (a plain `finish` would lose the parameters).
+/// with `WgpuContext::submit_encoder` (a plain `finish` would lose the parameters).
 ///
 /// Why one pass: wgpu records each compute pass into command buffers of its own when the
 /// encoder finishes, which costs ~25 us of host time per pass on the H100's Vulkan driver,
 /// far more than the small kernels of a decode step take on the GPU. Inside a pass wgpu still
 /// places a barrier between dispatches that share a written buffer.
 #[derive(Debug)]
-pub struct Encoder {
+pub(crate) struct Encoder {
     pub(crate) inner: wgpu::CommandEncoder,
     pub(crate) arena: ParamArena,
     /// Where buffers allocated while encoding (expert maps, router outputs) come from.
@@ -150,7 +150,7 @@ impl Encoder {
     }
 
     /// A slot holding `params`, valid for the dispatches of this encoder.
-    pub fn params<P: WgslParams>(&mut self, params: &P) -> ParamSlot {
+    pub(crate) fn params<P: WgslParams>(&mut self, params: &P) -> ParamSlot {
         self.arena.push(&self.device, bytemuck::bytes_of(params))
     }
 

@@ -242,6 +242,17 @@ pub enum WgpuError {
         /// The accepted values.
         allowed: &'static str,
     },
+    /// A submission did not finish within the context's `wait_timeout`.
+    #[error(
+        "waiting for the GPU to finish {what}: no result after {after:?}; the device may be \
+         hung or far slower than expected (raise ContextOptions::wait_timeout if so)"
+    )]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// Waiting for the device or mapping a buffer failed.
     #[error("reading back {what}: {message}")]
     Readback {

@@ -1,9 +1,11 @@
 //! The generated kernel table and the pipeline cache over it.
 //!
 //! `build.rs` generated and validated every key of [`KernelKey::all`]; [`KERNELS`] holds their
-//! WGSL by name. A [`Kernel`] is created lazily per key: its bind-group layout comes from the
+//! WGSL by name. A [`Kernel`] is created per key, ahead of use for the keys a model will run
+//! (`crate::pipelines`) and on first use for any other: its bind-group layout comes from the
 //! key's binding table (the same table naga checked the WGSL against) and it has one pipeline
-//! per entry point, labelled with the key's name.
+//! per entry point, labelled with the key's name, created through the context's pipeline cache
+//! when it has one.
 //!
 //! ## Runtime checks
 //! By default wgpu has naga wrap every loop in an iteration guard (so a shader cannot hang the
@@ -30,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use moetile_codegen::{BindingKind, KernelKey};
 
 use crate::error::{Result, WgpuError};
+use crate::pipelines::PipelineCacheFile;
 
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -181,11 +184,12 @@ impl ShaderChecks {
     }
 }
 
-/// Lazily created kernels, by key.
+/// Created kernels, by key.
 #[derive(Debug)]
 pub struct KernelCache {
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     checks: ShaderChecks,
+    pipeline_cache: Option<PipelineCacheFile>,
 }
 
 impl KernelCache {
@@ -194,12 +198,36 @@ impl KernelCache {
         KernelCache {
             kernels: Mutex::default(),
             checks,
+            pipeline_cache: None,
         }
+    }
+
+    /// The cache with its pipelines created through `file`'s pipeline cache from now on.
+    pub(crate) fn with_pipeline_cache(self, file: Option<PipelineCacheFile>) -> KernelCache {
+        KernelCache {
+            pipeline_cache: file,
+            ..self
+        }
+    }
+
+    /// The pipeline cache pipelines are created through, if any.
+    pub(crate) fn pipeline_cache(&self) -> Option<&PipelineCacheFile> {
+        self.pipeline_cache.as_ref()
     }
 
     /// The runtime checks of the routed-MoE kernels.
     pub fn checks(&self) -> ShaderChecks {
         self.checks
+    }
+
+    /// How many kernels have been created.
+    pub fn len(&self) -> usize {
+        self.kernels.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no kernel has been created yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The kernel of `key`, created on first use.
@@ -208,7 +236,8 @@ impl KernelCache {
         if let Some(k) = kernels.get(key) {
             return Ok(k.clone());
         }
-        let kernel = Arc::new(create(device, key, self.checks.for_key(key))?);
+        let cache = self.pipeline_cache.as_ref().map(|f| &f.cache);
+        let kernel = Arc::new(create(device, key, self.checks.for_key(key), cache)?);
         kernels.insert(*key, kernel.clone());
         Ok(kernel)
     }
@@ -218,6 +247,7 @@ fn create(
     device: &wgpu::Device,
     key: &KernelKey,
     checks: wgpu::ShaderRuntimeChecks,
+    cache: Option<&wgpu::PipelineCache>,
 ) -> Result<Kernel> {
     let name = key.to_string();
     let wgsl = source(key).ok_or_else(|| WgpuError::UnknownKernel {
@@ -275,7 +305,7 @@ fn create(
                     zero_initialize_workgroup_memory: false,
                     ..Default::default()
                 },
-                cache: None,
+                cache,
             })
         })
         .collect();

@@ -3,9 +3,9 @@
 //!
 //! Every kernel is a [`moetile_codegen::KernelKey`] specialization generated and validated at
 //! build time; the key also sizes every dispatch, so a shader can never run on another key's
-//! grid. [`WgpuContext`] holds a device with moetile's kernels and hosts the ops;
-//! [`WgpuBackend`] implements `moetile::model::Backend` on it, so the forward graph runs on the
-//! GPU. [`WgpuContext::new`] opens a device of its own; an application that already has one
+//! grid. [`WgpuContext`] holds a device with moetile's kernels; ops ([`moe`], [`ops`],
+//! [`attention`]) record on it through a [`Recorder`]; [`WgpuBackend`] implements
+//! `moetile::model::Backend` with them, so the forward graph runs on the GPU. [`WgpuContext::new`] opens a device of its own; an application that already has one
 //! shares it with [`WgpuContext::from_device`].
 //!
 //! # Embedding in a wgpu application
@@ -67,13 +67,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The routed-MoE layer alone is [`WgpuContext::moe`]:
+//! The routed-MoE layer alone is [`moe::run`]:
 //!
 //! ```
 //! use moetile::model::{ExpertActivation, ExpertWeights, MoeParams, WeightData};
 //! use moetile::quant::GgmlType;
 //! use moetile::tile::TileWidth;
-//! use moetile_wgpu::{ActType, ContextOptions, MoeOptions, WgpuContext};
+//! use moetile_wgpu::moe::{self, MoeInputs, MoeOptions, Routing};
+//! use moetile_wgpu::{ActType, ContextOptions, WgpuContext};
 //!
 //! # fn main() -> Result<(), moetile_wgpu::WgpuError> {
 //! # if moetile_wgpu::adapter::list_adapters(&moetile_wgpu::adapter::instance(&Default::default())).is_empty() {
@@ -91,11 +92,12 @@
 //! let gate = ctx.upload_experts(&w("gate", gate, &[256, 64, 4]))?;
 //! let up = ctx.upload_experts(&w("up", up, &[256, 64, 4]))?;
 //! let down = ctx.upload_experts(&w("down", down, &[64, 256, 4]))?;
-//! let x = ctx.matrix_from_host(3, d, ActType::F32, &vec![1.0; 3 * d])?;
-//! let routing = ctx.routing_from_host(e, k, &[0, 1, 2, 3, 1, 0], &[0.5; 6])?;
+//! let x = ctx.buffers().matrix_from_host(3, d, ActType::F32, &vec![1.0; 3 * d])?;
+//! let routing = Routing::from_host(&ctx.buffers(), e, k, &[0, 1, 2, 3, 1, 0], &[0.5; 6])?;
 //! let params = MoeParams { activation: ExpertActivation::SwiGlu, tile: TileWidth::T32 };
 //! let opts = MoeOptions::new(&ctx, &params, 3);
-//! let out = ctx.moe(&x, &routing, ExpertWeights { gate: &gate, up: &up, down: &down }, &opts)?;
+//! let experts = ExpertWeights { gate: &gate, up: &up, down: &down };
+//! let out = moe::run(&ctx, &MoeInputs { x: &x, routing: &routing, experts }, &opts)?;
 //! assert_eq!(ctx.read_matrix(&out)?.len(), 3 * d);
 //! # Ok(()) }
 //! ```
@@ -103,34 +105,44 @@
 #![deny(missing_docs)]
 
 pub mod adapter;
-mod attention;
+pub mod attention;
 mod backend;
 pub mod bench;
+mod buffers;
 mod context;
 mod dispatch;
 mod encoder;
 mod error;
 pub mod kernels;
 pub mod layout;
-mod moe;
-mod ops;
+pub mod moe;
+pub mod ops;
+mod pipelines;
+mod plan;
 mod pool;
 mod profile;
+mod readback;
+mod recorder;
 pub mod requirements;
 mod timer;
+mod upload;
 
-pub use adapter::{AdapterChoice, ContextOptions, Profile};
+pub use adapter::{AdapterChoice, Profile};
 pub use attention::{ATTN_DECODE_MAX_TOKENS, AttentionKernel, KvCache};
 pub use backend::{BackendOptions, HostTimes, WgpuBackend};
-pub use context::{GpuMatrix, WgpuContext};
-pub use encoder::{Encoder, ParamSlot};
+pub use buffers::{Buffers, GpuMatrix};
+pub use context::{ContextOptions, WgpuContext};
+pub use encoder::ParamSlot;
 pub use error::{Result, WgpuError};
 pub use kernels::ShaderChecks;
 pub use layout::ExpertTensor;
-pub use moe::{ExpertMap, MapContents, MoeBuffers, MoeOptions, Routing, mat_vec_max_tokens};
+pub use moe::{
+    ExpertMap, MapContents, Matmul, MoeBuffers, MoeInputs, MoeOptions, Routing, mat_vec_max_tokens,
+};
 pub use moetile_codegen::{ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, Path, WeightType};
 pub use ops::rope_angles;
 pub use pool::PooledBuffer;
 pub use profile::{ProfileReport, ProfileRow};
+pub use recorder::Recorder;
 pub use requirements::DeviceRequest;
 pub use timer::{TimedPass, Timer};

@@ -1,18 +1,17 @@
 //! The dense ops of a forward pass: embedding rows, RMS norm, in-place element-wise ops,
-//! rotary embedding and the router. Each encodes one kernel into an [`Encoder`] after checking
+//! rotary embedding and the router. Each records one kernel with a [`Recorder`] after checking
 //! shapes; outputs come from the caller, which decides where buffers come from.
 
 use moetile::model::{Gating, RopeParams, RouterParams};
 use moetile_codegen::params::{EltParams, EmbedParams, NormParams, RotaryParams, RouteParams};
 use moetile_codegen::{ActType, EltOp, KernelKey, NormFlavour, WeightType};
 
-use crate::context::{GpuMatrix, WgpuContext};
+use crate::buffers::GpuMatrix;
 use crate::dispatch::Grid;
-use crate::encoder::Encoder;
 use crate::error::{Result, shape};
 use crate::layout::ExpertTensor;
 use crate::moe::Routing;
-use crate::timer::Timer;
+use crate::recorder::Recorder;
 
 /// Checks that `m` is an f32 matrix (the activations every dense op reads and writes).
 fn f32_matrix(op: &str, what: &str, m: &GpuMatrix) -> Result<()> {
@@ -79,331 +78,297 @@ pub fn rope_angles(p: &RopeParams, pos0: usize, n_rows: usize) -> Vec<[f32; 2]> 
     out
 }
 
-impl WgpuContext {
-    /// Encodes `out (T, D) = table[ids]`: rows of `table` `[D, rows]` dequantized. `ids` holds
-    /// T token ids already checked against the table's rows.
-    pub fn encode_embed(
-        &self,
-        enc: &mut Encoder,
-        table: &ExpertTensor,
-        ids: &wgpu::Buffer,
-        out: &GpuMatrix,
-        timer: Option<&mut Timer>,
-    ) -> Result<()> {
-        let key = KernelKey::Embed {
-            weight: table.weight,
-        };
-        let op = key.to_string();
-        f32_matrix(&op, "the output", out)?;
-        if table.experts != table.slices || out.cols != table.cols {
-            return Err(shape(
-                &op,
-                format!(
-                    "{} is {} x {} x {}, output rows have {} values",
-                    table.name, table.experts, table.rows, table.cols, out.cols
-                ),
-            ));
-        }
-        // A sliced table binds each buffer in turn: a dispatch writes the rows of the tokens
-        // whose ids fall in its buffer.
-        let params: Vec<_> = table
-            .chunks
-            .iter()
-            .map(|chunk| {
-                enc.params(&EmbedParams {
-                    n_tokens: out.rows as u32,
-                    n_cols: table.cols as u32,
-                    n_rows: chunk.expert_count * table.rows as u32,
-                    row_base: chunk.expert_base * table.rows as u32,
-                })
+/// Records `out (T, D) = table[ids]`: rows of `table` `[D, rows]` dequantized. `ids` holds
+/// T token ids already checked against the table's rows.
+pub fn embed(
+    rec: &mut Recorder<'_>,
+    table: &ExpertTensor,
+    ids: &wgpu::Buffer,
+    out: &GpuMatrix,
+) -> Result<()> {
+    let key = KernelKey::Embed {
+        weight: table.weight,
+    };
+    let op = key.to_string();
+    f32_matrix(&op, "the output", out)?;
+    if table.experts != table.slices || out.cols != table.cols {
+        return Err(shape(
+            &op,
+            format!(
+                "{} is {} x {} x {}, output rows have {} values",
+                table.name, table.experts, table.rows, table.cols, out.cols
+            ),
+        ));
+    }
+    // A sliced table binds each buffer in turn: a dispatch writes the rows of the tokens
+    // whose ids fall in its buffer.
+    let params: Vec<_> = table
+        .chunks
+        .iter()
+        .map(|chunk| {
+            rec.params(&EmbedParams {
+                n_tokens: out.rows as u32,
+                n_cols: table.cols as u32,
+                n_rows: chunk.expert_count * table.rows as u32,
+                row_base: chunk.expert_base * table.rows as u32,
             })
-            .collect();
-        let sets: Vec<_> = table
-            .chunks
-            .iter()
-            .zip(&params)
-            .map(|(chunk, params)| {
-                [
-                    ("params", params.binding()),
-                    ("weights", chunk.buffer.as_entire_binding()),
-                    ("ids", ids.as_entire_binding()),
-                    ("out", out.buffer.as_entire_binding()),
-                ]
-            })
-            .collect();
-        self.dispatch_each(
-            enc,
-            &key,
-            &sets,
-            Grid::Items(out.rows * out.cols / 8),
-            timer,
-        )
-    }
+        })
+        .collect();
+    let sets: Vec<_> = table
+        .chunks
+        .iter()
+        .zip(&params)
+        .map(|(chunk, params)| {
+            [
+                ("params", params.binding()),
+                ("weights", chunk.buffer.as_entire_binding()),
+                ("ids", ids.as_entire_binding()),
+                ("out", out.buffer.as_entire_binding()),
+            ]
+        })
+        .collect();
+    rec.dispatch_each(&key, &sets, Grid::Items(out.rows * out.cols / 8))
+}
 
-    /// Encodes `out = rms_norm(x) * w` over every group of `w.cols` values of each row of `x`
-    /// (a whole row, or one head). With a residual `y` (the shape of `x`), `x += y` first, in
-    /// place and in the same dispatch: the residual add fused into the norm after it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn encode_rms_norm(
-        &self,
-        enc: &mut Encoder,
-        x: &GpuMatrix,
-        y: Option<&GpuMatrix>,
-        w: &ExpertTensor,
-        eps: f32,
-        out: &GpuMatrix,
-        timer: Option<&mut Timer>,
-    ) -> Result<()> {
-        let key = KernelKey::RmsNorm(match y {
-            Some(_) => NormFlavour::Residual,
-            None => NormFlavour::Plain,
-        });
-        let op = key.to_string();
-        let (weights, n_groups) = norm_groups(&op, x, w, out)?;
-        if let Some(y) = y {
-            f32_matrix(&op, "the residual y", y)?;
-            if (y.rows, y.cols) != (x.rows, x.cols) {
-                return Err(shape(
-                    &op,
-                    format!(
-                        "the residual y is ({}, {}), x is ({}, {})",
-                        y.rows, y.cols, x.rows, x.cols
-                    ),
-                ));
-            }
+/// Records `out = rms_norm(x) * w` over every group of `w.cols` values of each row of `x`
+/// (a whole row, or one head). With a residual `y` (the shape of `x`), `x += y` first, in
+/// place and in the same dispatch: the residual add fused into the norm after it.
+pub fn rms_norm(
+    rec: &mut Recorder<'_>,
+    x: &GpuMatrix,
+    y: Option<&GpuMatrix>,
+    w: &ExpertTensor,
+    eps: f32,
+    out: &GpuMatrix,
+) -> Result<()> {
+    let key = KernelKey::RmsNorm(match y {
+        Some(_) => NormFlavour::Residual,
+        None => NormFlavour::Plain,
+    });
+    let op = key.to_string();
+    let (weights, n_groups) = norm_groups(&op, x, w, out)?;
+    if let Some(y) = y {
+        f32_matrix(&op, "the residual y", y)?;
+        if (y.rows, y.cols) != (x.rows, x.cols) {
+            return Err(shape(
+                &op,
+                format!(
+                    "the residual y is ({}, {}), x is ({}, {})",
+                    y.rows, y.cols, x.rows, x.cols
+                ),
+            ));
         }
-        let params = enc.params(&NormParams {
-            n_groups: n_groups as u32,
-            group_len: w.cols as u32,
-            eps,
-            split: n_groups as u32,
-        });
-        let mut bindings = vec![
+    }
+    let params = rec.params(&NormParams {
+        n_groups: n_groups as u32,
+        group_len: w.cols as u32,
+        eps,
+        split: n_groups as u32,
+    });
+    let mut bindings = vec![
+        ("params", params.binding()),
+        ("x", x.buffer.as_entire_binding()),
+        ("w", weights.as_entire_binding()),
+        ("out", out.buffer.as_entire_binding()),
+    ];
+    bindings.extend(y.map(|y| ("y", y.buffer.as_entire_binding())));
+    rec.dispatch(&key, &bindings, Grid::Items(n_groups))
+}
+
+/// Records `outs[m] = rms_norm(xs[m]) * ws[m]` over every group of values of both `xs` in
+/// one dispatch (qwen3's per-head q and k norms); both weights have the same length.
+pub fn rms_norm_pair(
+    rec: &mut Recorder<'_>,
+    xs: [&GpuMatrix; 2],
+    ws: [&ExpertTensor; 2],
+    eps: f32,
+    outs: [&GpuMatrix; 2],
+) -> Result<()> {
+    let key = KernelKey::RmsNorm(NormFlavour::Pair);
+    let op = key.to_string();
+    if ws[0].cols != ws[1].cols {
+        return Err(shape(
+            &op,
+            format!(
+                "{} has {} values, {} has {}; both groups must have the same length",
+                ws[0].name, ws[0].cols, ws[1].name, ws[1].cols
+            ),
+        ));
+    }
+    let (w0, n0) = norm_groups(&op, xs[0], ws[0], outs[0])?;
+    let (w1, n1) = norm_groups(&op, xs[1], ws[1], outs[1])?;
+    let params = rec.params(&NormParams {
+        n_groups: (n0 + n1) as u32,
+        group_len: ws[0].cols as u32,
+        eps,
+        split: n0 as u32,
+    });
+    rec.dispatch(
+        &key,
+        &[
             ("params", params.binding()),
-            ("x", x.buffer.as_entire_binding()),
-            ("w", weights.as_entire_binding()),
-            ("out", out.buffer.as_entire_binding()),
-        ];
-        bindings.extend(y.map(|y| ("y", y.buffer.as_entire_binding())));
-        self.dispatch(enc, &key, &bindings, Grid::Items(n_groups), timer)
-    }
+            ("x", xs[0].buffer.as_entire_binding()),
+            ("w", w0.as_entire_binding()),
+            ("out", outs[0].buffer.as_entire_binding()),
+            ("x2", xs[1].buffer.as_entire_binding()),
+            ("w2", w1.as_entire_binding()),
+            ("out2", outs[1].buffer.as_entire_binding()),
+        ],
+        Grid::Items(n0 + n1),
+    )
+}
 
-    /// Encodes `outs[m] = rms_norm(xs[m]) * ws[m]` over every group of values of both `xs` in
-    /// one dispatch (qwen3's per-head q and k norms); both weights have the same length.
-    pub fn encode_rms_norm_pair(
-        &self,
-        enc: &mut Encoder,
-        xs: [&GpuMatrix; 2],
-        ws: [&ExpertTensor; 2],
-        eps: f32,
-        outs: [&GpuMatrix; 2],
-        timer: Option<&mut Timer>,
-    ) -> Result<()> {
-        let key = KernelKey::RmsNorm(NormFlavour::Pair);
-        let op = key.to_string();
-        if ws[0].cols != ws[1].cols {
-            return Err(shape(
-                &op,
-                format!(
-                    "{} has {} values, {} has {}; both groups must have the same length",
-                    ws[0].name, ws[0].cols, ws[1].name, ws[1].cols
-                ),
-            ));
-        }
-        let (w0, n0) = norm_groups(&op, xs[0], ws[0], outs[0])?;
-        let (w1, n1) = norm_groups(&op, xs[1], ws[1], outs[1])?;
-        let params = enc.params(&NormParams {
-            n_groups: (n0 + n1) as u32,
-            group_len: ws[0].cols as u32,
-            eps,
-            split: n0 as u32,
-        });
-        self.dispatch(
-            enc,
-            &key,
-            &[
-                ("params", params.binding()),
-                ("x", xs[0].buffer.as_entire_binding()),
-                ("w", w0.as_entire_binding()),
-                ("out", outs[0].buffer.as_entire_binding()),
-                ("x2", xs[1].buffer.as_entire_binding()),
-                ("w2", w1.as_entire_binding()),
-                ("out2", outs[1].buffer.as_entire_binding()),
-            ],
-            Grid::Items(n0 + n1),
-            timer,
-        )
+/// Records the in-place `op` on `dst` with operand `src` of `src_len` f32 values: the whole
+/// shape of `dst` for [`EltOp::Add`], one row for [`EltOp::AddRow`], one value per row for
+/// [`EltOp::MulSigmoidRow`].
+pub fn eltwise(
+    rec: &mut Recorder<'_>,
+    op: EltOp,
+    dst: &GpuMatrix,
+    src: &wgpu::Buffer,
+    src_len: usize,
+) -> Result<()> {
+    let key = KernelKey::Eltwise(op);
+    let name = key.to_string();
+    f32_matrix(&name, "the destination", dst)?;
+    let want = match op {
+        EltOp::Add => dst.rows * dst.cols,
+        EltOp::AddRow => dst.cols,
+        EltOp::MulSigmoidRow => dst.rows,
+    };
+    if src_len != want {
+        return Err(shape(
+            &name,
+            format!(
+                "operand of {src_len} values for a ({}, {}) destination; expected {want}",
+                dst.rows, dst.cols
+            ),
+        ));
     }
-
-    /// Encodes the in-place `op` on `dst` with operand `src` of `src_len` f32 values: the whole
-    /// shape of `dst` for [`EltOp::Add`], one row for [`EltOp::AddRow`], one value per row for
-    /// [`EltOp::MulSigmoidRow`].
-    pub fn encode_eltwise(
-        &self,
-        enc: &mut Encoder,
-        op: EltOp,
-        dst: &GpuMatrix,
-        src: &wgpu::Buffer,
-        src_len: usize,
-        timer: Option<&mut Timer>,
-    ) -> Result<()> {
-        let key = KernelKey::Eltwise(op);
-        let name = key.to_string();
-        f32_matrix(&name, "the destination", dst)?;
-        let want = match op {
-            EltOp::Add => dst.rows * dst.cols,
-            EltOp::AddRow => dst.cols,
-            EltOp::MulSigmoidRow => dst.rows,
-        };
-        if src_len != want {
-            return Err(shape(
-                &name,
-                format!(
-                    "operand of {src_len} values for a ({}, {}) destination; expected {want}",
-                    dst.rows, dst.cols
-                ),
-            ));
-        }
-        let n = dst.rows * dst.cols;
-        let params = enc.params(&EltParams {
-            n_values: n as u32,
-            n_cols: dst.cols as u32,
-            _pad0: 0,
-            _pad1: 0,
-        });
-        self.dispatch(
-            enc,
-            &key,
-            &[
-                ("params", params.binding()),
-                ("src", src.as_entire_binding()),
-                ("dst", dst.buffer.as_entire_binding()),
-            ],
-            Grid::Items(n),
-            timer,
-        )
-    }
-
-    /// Encodes the rotary embedding of every head (`x.cols / head_dim` per row) of `x` in
-    /// place, with `angles` from [`rope_angles`] for this batch (`p.n_dims / 2` per row). A
-    /// second matrix `x2` of the same rows (k beside q) is rotated in the same dispatch.
-    #[allow(clippy::too_many_arguments)]
-    pub fn encode_rope(
-        &self,
-        enc: &mut Encoder,
-        x: &GpuMatrix,
-        x2: Option<&GpuMatrix>,
-        head_dim: usize,
-        p: &RopeParams,
-        angles: &wgpu::Buffer,
-        timer: Option<&mut Timer>,
-    ) -> Result<()> {
-        let key = KernelKey::Rope { pair: x2.is_some() };
-        let op = key.to_string();
-        f32_matrix(&op, "x", x)?;
-        let (rows2, cols2) = x2.map_or((x.rows, 0), |x2| (x2.rows, x2.cols));
-        if let Some(x2) = x2 {
-            f32_matrix(&op, "x2", x2)?;
-        }
-        let ok = head_dim > 0
-            && x.cols.is_multiple_of(head_dim)
-            && cols2.is_multiple_of(head_dim)
-            && rows2 == x.rows
-            && p.n_dims <= head_dim
-            && p.n_dims.is_multiple_of(2);
-        if !ok || angles.size() < (x.rows * p.n_dims * 4) as u64 {
-            return Err(shape(
-                &op,
-                format!(
-                    "({}, {}) and ({rows2}, {cols2}), head {head_dim}, rotated dims {}, angle \
-                     table of {} bytes",
-                    x.rows,
-                    x.cols,
-                    p.n_dims,
-                    angles.size()
-                ),
-            ));
-        }
-        let n_half = p.n_dims / 2;
-        let (n_heads, n_heads2) = (x.cols / head_dim, cols2 / head_dim);
-        let params = enc.params(&RotaryParams {
-            n_rows: x.rows as u32,
-            n_heads: n_heads as u32,
-            head_dim: head_dim as u32,
-            n_half: n_half as u32,
-            neox: u32::from(p.neox),
-            n_heads2: n_heads2 as u32,
-            _pad1: 0,
-            _pad2: 0,
-        });
-        let mut bindings = vec![
+    let n = dst.rows * dst.cols;
+    let params = rec.params(&EltParams {
+        n_values: n as u32,
+        n_cols: dst.cols as u32,
+        _pad0: 0,
+        _pad1: 0,
+    });
+    rec.dispatch(
+        &key,
+        &[
             ("params", params.binding()),
-            ("angles", angles.as_entire_binding()),
-            ("x", x.buffer.as_entire_binding()),
-        ];
-        bindings.extend(x2.map(|x2| ("x2", x2.buffer.as_entire_binding())));
-        self.dispatch(
-            enc,
-            &key,
-            &bindings,
-            Grid::Items(x.rows * (n_heads + n_heads2) * n_half),
-            timer,
-        )
-    }
+            ("src", src.as_entire_binding()),
+            ("dst", dst.buffer.as_entire_binding()),
+        ],
+        Grid::Items(n),
+    )
+}
 
-    /// Encodes the router over `logits (T, E)`: top-K ids and weights per token (see
-    /// `wgsl/route.wgsl`), into a new [`Routing`].
-    pub fn encode_route(
-        &self,
-        enc: &mut Encoder,
-        logits: &GpuMatrix,
-        p: &RouterParams,
-        timer: Option<&mut Timer>,
-    ) -> Result<Routing> {
-        let key = KernelKey::Route;
-        let op = key.to_string();
-        f32_matrix(&op, "the logits", logits)?;
-        let (n_tokens, n_experts, k) = (logits.rows, logits.cols, p.n_experts_used);
-        if k == 0 || k > n_experts || n_tokens == 0 {
-            return Err(shape(
-                &op,
-                format!("K = {k} of E = {n_experts} experts for {n_tokens} tokens"),
-            ));
-        }
-        let none = wgpu::BufferUsages::empty();
-        let bytes = (n_tokens * k * 4) as u64;
-        let routing = Routing {
-            ids: self.storage(&enc.pool, "routing ids", bytes, none)?,
-            weights: self.storage(&enc.pool, "routing weights", bytes, none)?,
-            n_tokens,
-            n_used: k,
-            n_experts,
-        };
-        let params = enc.params(&RouteParams {
-            n_tokens: n_tokens as u32,
-            n_experts: n_experts as u32,
-            n_used: k as u32,
-            gating: match p.gating {
-                Gating::Softmax => 0,
-                Gating::Sigmoid => 1,
-            },
-            normalize: u32::from(p.normalize),
-            weight_scale: p.weight_scale,
-            _pad0: 0,
-            _pad1: 0,
-        });
-        self.dispatch(
-            enc,
-            &key,
-            &[
-                ("params", params.binding()),
-                ("logits", logits.buffer.as_entire_binding()),
-                ("ids", routing.ids.as_entire_binding()),
-                ("weights", routing.weights.as_entire_binding()),
-            ],
-            Grid::Items(n_tokens),
-            timer,
-        )?;
-        Ok(routing)
+/// Records the rotary embedding of every head (`x.cols / head_dim` per row) of `x` in
+/// place, with `angles` from [`rope_angles`] for this batch (`p.n_dims / 2` per row). A
+/// second matrix `x2` of the same rows (k beside q) is rotated in the same dispatch.
+pub fn rope(
+    rec: &mut Recorder<'_>,
+    x: &GpuMatrix,
+    x2: Option<&GpuMatrix>,
+    head_dim: usize,
+    p: &RopeParams,
+    angles: &wgpu::Buffer,
+) -> Result<()> {
+    let key = KernelKey::Rope { pair: x2.is_some() };
+    let op = key.to_string();
+    f32_matrix(&op, "x", x)?;
+    let (rows2, cols2) = x2.map_or((x.rows, 0), |x2| (x2.rows, x2.cols));
+    if let Some(x2) = x2 {
+        f32_matrix(&op, "x2", x2)?;
     }
+    let ok = head_dim > 0
+        && x.cols.is_multiple_of(head_dim)
+        && cols2.is_multiple_of(head_dim)
+        && rows2 == x.rows
+        && p.n_dims <= head_dim
+        && p.n_dims.is_multiple_of(2);
+    if !ok || angles.size() < (x.rows * p.n_dims * 4) as u64 {
+        return Err(shape(
+            &op,
+            format!(
+                "({}, {}) and ({rows2}, {cols2}), head {head_dim}, rotated dims {}, angle \
+                 table of {} bytes",
+                x.rows,
+                x.cols,
+                p.n_dims,
+                angles.size()
+            ),
+        ));
+    }
+    let n_half = p.n_dims / 2;
+    let (n_heads, n_heads2) = (x.cols / head_dim, cols2 / head_dim);
+    let params = rec.params(&RotaryParams {
+        n_rows: x.rows as u32,
+        n_heads: n_heads as u32,
+        head_dim: head_dim as u32,
+        n_half: n_half as u32,
+        neox: u32::from(p.neox),
+        n_heads2: n_heads2 as u32,
+        _pad1: 0,
+        _pad2: 0,
+    });
+    let mut bindings = vec![
+        ("params", params.binding()),
+        ("angles", angles.as_entire_binding()),
+        ("x", x.buffer.as_entire_binding()),
+    ];
+    bindings.extend(x2.map(|x2| ("x2", x2.buffer.as_entire_binding())));
+    rec.dispatch(
+        &key,
+        &bindings,
+        Grid::Items(x.rows * (n_heads + n_heads2) * n_half),
+    )
+}
+
+/// Records the router over `logits (T, E)`: top-K ids and weights per token (see
+/// `wgsl/route.wgsl`), into a new [`Routing`].
+pub fn route(rec: &mut Recorder<'_>, logits: &GpuMatrix, p: &RouterParams) -> Result<Routing> {
+    let key = KernelKey::Route;
+    let op = key.to_string();
+    f32_matrix(&op, "the logits", logits)?;
+    let (n_tokens, n_experts, k) = (logits.rows, logits.cols, p.n_experts_used);
+    if k == 0 || k > n_experts || n_tokens == 0 {
+        return Err(shape(
+            &op,
+            format!("K = {k} of E = {n_experts} experts for {n_tokens} tokens"),
+        ));
+    }
+    let none = wgpu::BufferUsages::empty();
+    let bytes = (n_tokens * k * 4) as u64;
+    let routing = Routing {
+        ids: rec.buffers().storage("routing ids", bytes, none)?,
+        weights: rec.buffers().storage("routing weights", bytes, none)?,
+        n_tokens,
+        n_used: k,
+        n_experts,
+    };
+    let params = rec.params(&RouteParams {
+        n_tokens: n_tokens as u32,
+        n_experts: n_experts as u32,
+        n_used: k as u32,
+        gating: match p.gating {
+            Gating::Softmax => 0,
+            Gating::Sigmoid => 1,
+        },
+        normalize: u32::from(p.normalize),
+        weight_scale: p.weight_scale,
+        _pad0: 0,
+        _pad1: 0,
+    });
+    rec.dispatch(
+        &key,
+        &[
+            ("params", params.binding()),
+            ("logits", logits.buffer.as_entire_binding()),
+            ("ids", routing.ids.as_entire_binding()),
+            ("weights", routing.weights.as_entire_binding()),
+        ],
+        Grid::Items(n_tokens),
+    )?;
+    Ok(routing)
 }

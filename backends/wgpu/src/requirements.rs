@@ -57,11 +57,13 @@ mod generated {
 pub const REQUIRED_FEATURES: wgpu::Features = wgpu::Features::empty();
 
 /// Features moetile uses when the device has them: the cooperative-matrix paths
-/// ([`path_features`]) and GPU timestamps (the stage profiler, kernel benchmarks).
+/// ([`path_features`]), GPU timestamps (the stage profiler, kernel benchmarks) and pipeline
+/// caches (compiled pipelines kept between runs).
 pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
-    .union(wgpu::Features::TIMESTAMP_QUERY);
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::PIPELINE_CACHE);
 
 /// Downlevel capabilities every kernel relies on: compute shaders, indirect dispatch (the
 /// grouped matmuls are dispatched from the expert map the GPU builds) and `unpack2x16float` /

@@ -8,7 +8,6 @@
 use moetile::model::Stage;
 
 use crate::context::WgpuContext;
-use crate::encoder::Encoder;
 use crate::error::Result;
 
 /// One timed pass.
@@ -146,15 +145,4 @@ impl Timer {
             .map(|p| (p.kernel, p.ms))
             .collect())
     }
-}
-
-/// The compute pass for the dispatches of step `label`: a pass of their own timed when `timer`
-/// is given, else the encoder's open one.
-pub(crate) fn begin_pass<'e>(
-    enc: &'e mut Encoder,
-    label: &str,
-    timer: Option<&mut Timer>,
-) -> &'e mut wgpu::ComputePass<'static> {
-    let timestamp_writes = timer.and_then(|t| t.pass_writes(label));
-    enc.pass(label, timestamp_writes)
 }

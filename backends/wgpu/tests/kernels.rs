@@ -24,8 +24,9 @@ use common::{
 use moetile::model::{ExpertActivation, ExpertWeights, MoeParams};
 use moetile::tile::{MoeBatch, TilePolicy, TileWidth};
 use moetile_cpu::{CpuWeight, Mat};
+use moetile_wgpu::moe::{self, Matmul, MoeBuffers, MoeInputs, MoeOptions, Routing};
 use moetile_wgpu::{
-    ActType, KernelKey, MatmulKey, MoeOptions, Path, WeightType, WgpuContext, WgpuError, kernels,
+    ActType, KernelKey, MatmulKey, Path, WeightType, WgpuContext, WgpuError, kernels,
 };
 
 const D: usize = 256;
@@ -61,34 +62,68 @@ fn matmul_tolerance(path: Path) -> f64 {
     }
 }
 
-/// Runs one grouped matmul on poisoned output; returns the output.
-#[allow(clippy::too_many_arguments)]
+/// Runs one grouped matmul over all of `w`'s experts on poisoned output; returns the output.
 fn run_mm_id(
     ctx: &WgpuContext,
     key: MatmulKey,
     w: &moetile_wgpu::ExpertTensor,
-    n_experts: usize,
     k: usize,
     ids: &[u32],
     act: &[f32],
     div: usize,
 ) -> Vec<f32> {
     let n_pairs = ids.len();
-    let routing = ctx
-        .routing_from_host(n_experts, k, ids, &vec![1.0; n_pairs])
-        .unwrap();
+    let routing =
+        Routing::from_host(&ctx.buffers(), w.experts, k, ids, &vec![1.0; n_pairs]).unwrap();
     let x = ctx
+        .buffers()
         .matrix_from_host(n_pairs / div, w.cols, key.act, act)
         .unwrap();
     let out = ctx
+        .buffers()
         .matrix_filled(n_pairs, w.rows, ActType::F32, f32::NAN)
         .unwrap();
     let groups = KernelKey::MmId(key).row_groups(w.rows as u32).unwrap();
-    ctx.submit("test mm_id", |enc| {
-        let map = ctx.encode_map(enc, &routing, key.tile, &[groups], None)?;
-        ctx.encode_mm_id(enc, key, &map, w, &x, div, &out, None)
+    let mm = Matmul {
+        w,
+        act: &x,
+        act_row_div: div,
+        out: &out,
+    };
+    ctx.record("test mm_id", |rec| {
+        let map = moe::map(rec, &routing, key.tile, &[groups])?;
+        moe::mm_id(rec, key, &map, mm)
     })
     .unwrap();
+    ctx.read_matrix(&out).unwrap()
+}
+
+/// Runs one mat-vec over all of `w`'s experts on poisoned output; returns the output.
+fn run_mv_id(
+    ctx: &WgpuContext,
+    w: &moetile_wgpu::ExpertTensor,
+    k: usize,
+    ids: &[u32],
+    act: &[f32],
+    act_ty: ActType,
+    div: usize,
+) -> Vec<f32> {
+    let buffers = ctx.buffers();
+    let routing = Routing::from_host(&buffers, w.experts, k, ids, &vec![1.0; ids.len()]).unwrap();
+    let x = buffers
+        .matrix_from_host(ids.len() / div, w.cols, act_ty, act)
+        .unwrap();
+    let out = buffers
+        .matrix_filled(ids.len(), w.rows, ActType::F32, f32::NAN)
+        .unwrap();
+    let mm = Matmul {
+        w,
+        act: &x,
+        act_row_div: div,
+        out: &out,
+    };
+    ctx.record("test mv_id", |rec| moe::mv_id(rec, &routing, mm))
+        .unwrap();
     ctx.read_matrix(&out).unwrap()
 }
 
@@ -127,7 +162,7 @@ fn mm_id_matches_reference_for_every_load() {
                             tile,
                             path,
                         };
-                        let got = run_mm_id(ctx, key, &w, n_experts, k, &ids, &x, div);
+                        let got = run_mm_id(ctx, key, &w, k, &ids, &x, div);
                         let label = format!("{} load {load}", KernelKey::MmId(key));
                         check(&label, &got, &want, matmul_tolerance(path), ROWS);
                     }
@@ -156,7 +191,7 @@ fn mm_id_random_routing_2048_tokens() {
                     tile,
                     path,
                 };
-                let got = run_mm_id(ctx, key, &w, n_experts, k, &ids, &x, k);
+                let got = run_mm_id(ctx, key, &w, k, &ids, &x, k);
                 let label = format!("{} T=2048", KernelKey::MmId(key));
                 check(&label, &got, &want, matmul_tolerance(path), ROWS);
             }
@@ -185,7 +220,7 @@ fn wide_tile_computes_all_rows() {
                     tile,
                     path,
                 };
-                let got = run_mm_id(ctx, key, &w, 4, 1, &ids, &x, 1);
+                let got = run_mm_id(ctx, key, &w, 1, &ids, &x, 1);
                 for (i, v) in got.iter().enumerate() {
                     assert!(
                         !v.is_nan(),
@@ -220,18 +255,7 @@ fn mv_id_matches_reference() {
                 let div = if act == ActType::F32 { k } else { 1 };
                 let ids = random_ids(&mut rng, n_tokens, k, n_experts);
                 let x = act_values(&mut rng, ids.len() / div * D, act);
-                let routing = ctx
-                    .routing_from_host(n_experts, k, &ids, &vec![1.0; ids.len()])
-                    .unwrap();
-                let xm = ctx.matrix_from_host(ids.len() / div, D, act, &x).unwrap();
-                let out = ctx
-                    .matrix_filled(ids.len(), ROWS, ActType::F32, f32::NAN)
-                    .unwrap();
-                ctx.submit("test mv_id", |enc| {
-                    ctx.encode_mv_id(enc, &routing, &w, &xm, div, &out, None)
-                })
-                .unwrap();
-                let got = ctx.read_matrix(&out).unwrap();
+                let got = run_mv_id(ctx, &w, k, &ids, &x, act, div);
                 let want = grouped_matmul_ref(&weights, &ids, &x, div);
                 let key = KernelKey::MvId { weight: ty, act };
                 check(&format!("{key} T={n_tokens}"), &got, &want, 1e-5, ROWS);
@@ -252,17 +276,6 @@ fn mv_id_walks_long_rows_in_rounds() {
         let w = ctx.upload_experts(&weights.data("w")).unwrap();
         let ids = random_ids(&mut rng, 2, k, n_experts);
         let x = uniform(&mut rng, 2 * cols, 1.0);
-        let routing = ctx
-            .routing_from_host(n_experts, k, &ids, &vec![1.0; ids.len()])
-            .unwrap();
-        let xm = ctx.matrix_from_host(2, cols, ActType::F32, &x).unwrap();
-        let out = ctx
-            .matrix_filled(ids.len(), ROWS, ActType::F32, f32::NAN)
-            .unwrap();
-        ctx.submit("test mv_id", |enc| {
-            ctx.encode_mv_id(enc, &routing, &w, &xm, k, &out, None)
-        })
-        .unwrap();
         let want = grouped_matmul_ref(&weights, &ids, &x, k);
         let key = KernelKey::MvId {
             weight: ty,
@@ -270,7 +283,7 @@ fn mv_id_walks_long_rows_in_rounds() {
         };
         check(
             &format!("{key} cols {cols}"),
-            &ctx.read_matrix(&out).unwrap(),
+            &run_mv_id(ctx, &w, k, &ids, &x, ActType::F32, k),
             &want,
             1e-5,
             ROWS,
@@ -285,12 +298,13 @@ fn map_lists_are_expert_major_and_token_ascending() {
     // 300 experts: the scan walks more than one round of 256.
     for (n_tokens, k, n_experts) in [(1, 1, 1), (700, 6, 300), (2048, 8, 128)] {
         let ids = random_ids(&mut rng, n_tokens, k, n_experts);
-        let routing = ctx
-            .routing_from_host(n_experts, k, &ids, &vec![0.0; ids.len()])
-            .unwrap();
+        let routing =
+            Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &vec![0.0; ids.len()]).unwrap();
         for tile in TileWidth::ALL {
-            let map = ctx.build_map(&routing, tile, &[2, 64]).unwrap();
-            let got = ctx.read_map(&map).unwrap();
+            let map = ctx
+                .record("expert map", |rec| moe::map(rec, &routing, tile, &[2, 64]))
+                .unwrap();
+            let got = map.contents(ctx).unwrap();
             let mut offset = 0;
             let mut items = Vec::new();
             for e in 0..n_experts {
@@ -318,10 +332,11 @@ fn a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key() {
     let mut rng = rng("a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key");
     let weights = Weights::random(&mut rng, WeightType::Q8_0, 4, ROWS, D);
     let w = ctx.upload_experts(&weights.data("w")).unwrap();
+    let buffers = ctx.buffers();
     let ids = random_ids(&mut rng, 64, 2, 4);
-    let routing = ctx.routing_from_host(4, 2, &ids, &[1.0; 128]).unwrap();
-    let x = ctx.matrix_filled(64, D, ActType::F32, 1.0).unwrap();
-    let out = ctx
+    let routing = Routing::from_host(&buffers, 4, 2, &ids, &[1.0; 128]).unwrap();
+    let x = buffers.matrix_filled(64, D, ActType::F32, 1.0).unwrap();
+    let out = buffers
         .matrix_filled(128, ROWS, ActType::F32, f32::NAN)
         .unwrap();
     let key = |tile| MatmulKey {
@@ -333,19 +348,25 @@ fn a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key() {
     let groups = KernelKey::MmId(key(TileWidth::T32))
         .row_groups(ROWS as u32)
         .unwrap();
+    let mm = Matmul {
+        w: &w,
+        act: &x,
+        act_row_div: 2,
+        out: &out,
+    };
     let err = ctx
-        .submit("mismatch", |enc| {
-            let map = ctx.encode_map(enc, &routing, TileWidth::T64, &[groups], None)?;
-            ctx.encode_mm_id(enc, key(TileWidth::T32), &map, &w, &x, 2, &out, None)
+        .record("mismatch", |rec| {
+            let map = moe::map(rec, &routing, TileWidth::T64, &[groups])?;
+            moe::mm_id(rec, key(TileWidth::T32), &map, mm)
         })
         .unwrap_err();
     assert!(matches!(err, WgpuError::TileMismatch { .. }), "{err}");
     assert!(err.to_string().contains("mm_id_q8_0_f32_t32_reg"), "{err}");
     // A map without arguments for this row count is refused too.
     let err = ctx
-        .submit("no slot", |enc| {
-            let map = ctx.encode_map(enc, &routing, TileWidth::T32, &[groups + 1], None)?;
-            ctx.encode_mm_id(enc, key(TileWidth::T32), &map, &w, &x, 2, &out, None)
+        .record("no slot", |rec| {
+            let map = moe::map(rec, &routing, TileWidth::T32, &[groups + 1])?;
+            moe::mm_id(rec, key(TileWidth::T32), &map, mm)
         })
         .unwrap_err();
     assert!(
@@ -368,9 +389,12 @@ fn a_path_the_adapter_lacks_is_refused_by_name() {
     let mut rng = rng("a_path_the_adapter_lacks_is_refused_by_name");
     let weights = Weights::random(&mut rng, WeightType::Q4_K, 2, ROWS, D);
     let w = ctx.upload_experts(&weights.data("w")).unwrap();
-    let routing = ctx.routing_from_host(2, 1, &[0, 1], &[1.0; 2]).unwrap();
-    let x = ctx.matrix_filled(2, D, ActType::F32, 1.0).unwrap();
-    let out = ctx.matrix_filled(2, ROWS, ActType::F32, f32::NAN).unwrap();
+    let buffers = ctx.buffers();
+    let routing = Routing::from_host(&buffers, 2, 1, &[0, 1], &[1.0; 2]).unwrap();
+    let x = buffers.matrix_filled(2, D, ActType::F32, 1.0).unwrap();
+    let out = buffers
+        .matrix_filled(2, ROWS, ActType::F32, f32::NAN)
+        .unwrap();
     let key = MatmulKey {
         weight: WeightType::Q4_K,
         act: ActType::F32,
@@ -379,9 +403,19 @@ fn a_path_the_adapter_lacks_is_refused_by_name() {
     };
     let groups = KernelKey::MmId(key).row_groups(ROWS as u32).unwrap();
     let err = ctx
-        .submit("unsupported path", |enc| {
-            let map = ctx.encode_map(enc, &routing, TileWidth::T32, &[groups], None)?;
-            ctx.encode_mm_id(enc, key, &map, &w, &x, 1, &out, None)
+        .record("unsupported path", |rec| {
+            let map = moe::map(rec, &routing, TileWidth::T32, &[groups])?;
+            moe::mm_id(
+                rec,
+                key,
+                &map,
+                Matmul {
+                    w: &w,
+                    act: &x,
+                    act_row_div: 1,
+                    out: &out,
+                },
+            )
         })
         .unwrap_err();
     assert!(matches!(err, WgpuError::MissingFeature { .. }), "{err}");
@@ -419,28 +453,17 @@ fn split_weights_give_identical_results() {
             tile: TileWidth::T32,
             path: Path::Reg,
         };
-        let a = run_mm_id(ctx, key, &whole, n_experts, k, &ids, &x, k);
-        let b = run_mm_id(ctx, key, &split, n_experts, k, &ids, &x, k);
+        let a = run_mm_id(ctx, key, &whole, k, &ids, &x, k);
+        let b = run_mm_id(ctx, key, &split, k, &ids, &x, k);
         assert!(
             a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
             "{ty}: split differs"
         );
         // mat-vec over split weights
-        let routing = ctx
-            .routing_from_host(n_experts, k, &ids[..6], &[1.0; 6])
-            .unwrap();
-        let xm = ctx
-            .matrix_from_host(3, D, ActType::F32, &x[..3 * D])
-            .unwrap();
-        let out = ctx.matrix_filled(6, ROWS, ActType::F32, f32::NAN).unwrap();
-        ctx.submit("split mv", |enc| {
-            ctx.encode_mv_id(enc, &routing, &split, &xm, k, &out, None)
-        })
-        .unwrap();
         let want = grouped_matmul_ref(&weights, &ids[..6], &x[..3 * D], k);
         check(
             &format!("{ty} split mv_id"),
-            &ctx.read_matrix(&out).unwrap(),
+            &run_mv_id(ctx, &split, k, &ids[..6], &x[..3 * D], ActType::F32, k),
             &want,
             1e-5,
             ROWS,
@@ -477,9 +500,7 @@ fn layer_tolerance(path: Path, mid: ActType) -> f64 {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn check_layer(
-    ctx: &WgpuContext,
     rng: &mut rand::rngs::StdRng,
     label: &str,
     layer: &Layer,
@@ -488,7 +509,8 @@ fn check_layer(
     activation: ExpertActivation,
     opts_for: impl Fn(&MoeOptions) -> Vec<MoeOptions>,
 ) {
-    let [d, f, n_experts] = layer.gate.dims;
+    let ctx = ctx().expect("checked by the caller");
+    let [d, _, n_experts] = layer.gate.dims;
     let scale = match activation {
         ExpertActivation::SwiGlu => 1.0,
         // Large enough that gate and up outputs pass the clamp limit.
@@ -523,29 +545,37 @@ fn check_layer(
         upload(&layer.up, "up"),
         upload(&layer.down, "down"),
     );
-    let routing = ctx.routing_from_host(n_experts, k, &ids, &route).unwrap();
-    let xm = ctx.matrix_from_host(n_tokens, d, ActType::F32, &x).unwrap();
+    let routing = Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &route).unwrap();
+    let xm = ctx
+        .buffers()
+        .matrix_from_host(n_tokens, d, ActType::F32, &x)
+        .unwrap();
     let tile = TilePolicy::default().choose(MoeBatch {
         tokens: n_tokens,
         n_experts,
         n_experts_used: k,
     });
     let base = MoeOptions::new(ctx, &MoeParams { activation, tile }, n_tokens);
+    let inputs = MoeInputs {
+        x: &xm,
+        routing: &routing,
+        experts: ExpertWeights {
+            gate: &gate,
+            up: &up,
+            down: &down,
+        },
+    };
     for opts in opts_for(&base) {
-        let bufs = ctx.moe_buffers(n_tokens, k, d, f, opts.mid).unwrap();
+        let bufs = MoeBuffers::new(&ctx.buffers(), &inputs, opts.mid).unwrap();
         for m in [&bufs.gate, &bufs.up, &bufs.mid, &bufs.y] {
             ctx.fill(m, f32::NAN);
         }
         let out = ctx
+            .buffers()
             .matrix_filled(n_tokens, d, ActType::F32, f32::NAN)
             .unwrap();
-        let experts = ExpertWeights {
-            gate: &gate,
-            up: &up,
-            down: &down,
-        };
-        ctx.submit("test moe", |enc| {
-            ctx.encode_moe(enc, &xm, &routing, experts, &opts, &bufs, &out, None)
+        ctx.record("test moe", |rec| {
+            moe::layer(rec, &inputs, &opts, &bufs, &out)
         })
         .unwrap();
         let got = ctx.read_matrix(&out).unwrap();
@@ -594,7 +624,9 @@ fn all_variants(base: &MoeOptions) -> Vec<MoeOptions> {
 
 #[test]
 fn moe_layer_matches_cpu_reference() {
-    let Some(ctx) = ctx() else { return };
+    if ctx().is_none() {
+        return;
+    }
     let mut rng = rng("moe_layer_matches_cpu_reference");
     let (n_experts, k) = (64, 4);
     // (name, gate/up type, down type, D, F): k-quants need rows of whole 256-value blocks;
@@ -618,19 +650,10 @@ fn moe_layer_matches_cpu_reference() {
             ExpertActivation::SwiGluClamped { limit: 10.0 }
         };
         // 2048 tokens: the alignment rule picks 128-token tiles.
-        check_layer(
-            ctx,
-            &mut rng,
-            name,
-            &layer,
-            2048,
-            k,
-            activation,
-            all_variants,
-        );
+        check_layer(&mut rng, name, &layer, 2048, k, activation, all_variants);
         // 96 tokens: 32-token tiles; and the mat-vec path on a decode-sized batch.
-        check_layer(ctx, &mut rng, name, &layer, 96, k, activation, all_variants);
-        check_layer(ctx, &mut rng, name, &layer, 3, k, activation, |base| {
+        check_layer(&mut rng, name, &layer, 96, k, activation, all_variants);
+        check_layer(&mut rng, name, &layer, 3, k, activation, |base| {
             vec![
                 MoeOptions {
                     mat_vec: true,

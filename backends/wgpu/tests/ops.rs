@@ -27,8 +27,10 @@ use moetile::model::{
 };
 use moetile::tile::TileWidth;
 use moetile_cpu::CpuBackend;
+use moetile_wgpu::attention::{self, CacheSlot, Qkv};
 use moetile_wgpu::{
-    ActType, AttentionKernel, BackendOptions, HEAD_DIMS, Path, WeightType, WgpuBackend, WgpuError,
+    ActType, AttentionKernel, BackendOptions, HEAD_DIMS, KvCache, Path, WeightType, WgpuBackend,
+    WgpuError,
 };
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -644,7 +646,7 @@ fn check_attention(rng: &mut StdRng, case: AttnCase<'_>) {
         let label = format!(
             "attention {:?} hd {hd} heads {n_heads}/{n_kv_heads} T={t} pos0={pos0} ({:?})",
             case.kv,
-            ctx.attention_kernel(t)
+            AttentionKernel::for_batch(ctx.profile(), t)
         );
         check_close(&label, &got, &want.data, |_| tol);
         pos0 += t;
@@ -745,7 +747,7 @@ fn attention_kernels_agree_on_small_batches() {
         head_dim: hd,
         scale: 0.125,
     };
-    let cache = ctx.kv_cache(1, 80, n_kv, hd, ActType::F32).unwrap();
+    let cache = KvCache::new(ctx, 1, 80, n_kv, hd, ActType::F32).unwrap();
     let mut outs = Vec::new();
     // The same 3-token batch at position 70 with every kernel (the cache holds 0..73 after
     // the first call; later calls rewrite the same rows).
@@ -753,26 +755,30 @@ fn attention_kernels_agree_on_small_batches() {
     let prefix_kv = uniform(&mut rng, 70 * n_kv * hd, 1.0);
     let q = uniform(&mut rng, 3 * n_heads * hd, 1.0);
     let kv = uniform(&mut rng, 3 * n_kv * hd, 1.0);
-    let m = |rows, cols, d: &[f32]| ctx.matrix_from_host(rows, cols, ActType::F32, d).unwrap();
+    let m = |rows, cols, d: &[f32]| {
+        ctx.buffers()
+            .matrix_from_host(rows, cols, ActType::F32, d)
+            .unwrap()
+    };
     let (pq, pkv) = (m(70, n_heads * hd, &prefix_q), m(70, n_kv * hd, &prefix_kv));
     let (bq, bkv) = (m(3, n_heads * hd, &q), m(3, n_kv * hd, &kv));
     let prefix_out = ctx
+        .buffers()
         .matrix_filled(70, n_heads * hd, ActType::F32, f32::NAN)
         .unwrap();
-    ctx.submit("prefix", |enc| {
-        ctx.encode_attention(
-            enc,
-            &pq,
-            &pkv,
-            &pkv,
-            &cache,
-            0,
-            0,
-            &p,
-            AttentionKernel::Prefill,
-            &prefix_out,
-            None,
-        )
+    let at = |pos0| CacheSlot {
+        cache: &cache,
+        layer: 0,
+        pos0,
+    };
+    let prefix = Qkv {
+        q: &pq,
+        k: &pkv,
+        v: &pkv,
+    };
+    ctx.record("prefix", |rec| {
+        let kernel = AttentionKernel::Prefill;
+        attention::attend(rec, prefix, at(0), &p, kernel, &prefix_out)
     })
     .unwrap();
     let mut kernels = vec![
@@ -784,10 +790,16 @@ fn attention_kernels_agree_on_small_batches() {
     }
     for &kernel in &kernels {
         let out = ctx
+            .buffers()
             .matrix_filled(3, n_heads * hd, ActType::F32, f32::NAN)
             .unwrap();
-        ctx.submit("batch", |enc| {
-            ctx.encode_attention(enc, &bq, &bkv, &bkv, &cache, 0, 70, &p, kernel, &out, None)
+        let batch = Qkv {
+            q: &bq,
+            k: &bkv,
+            v: &bkv,
+        };
+        ctx.record("batch", |rec| {
+            attention::attend(rec, batch, at(70), &p, kernel, &out)
         })
         .unwrap();
         outs.push(ctx.read_matrix(&out).unwrap());

@@ -129,9 +129,11 @@ pub fn api_names(backends: wgpu::Backends) -> String {
 
 impl GpuArgs {
     /// The options of the device to open: the flags over what the environment sets
-    /// (`WGPU_BACKEND`, `MOETILE_SHADER_CHECKS`, see [`ContextOptions::from_env`]).
+    /// (`WGPU_BACKEND`, `MOETILE_SHADER_CHECKS`, see [`ContextOptions::from_env`]), and the
+    /// user's pipeline cache folder.
     pub fn resolve(&self) -> Result<ContextOptions> {
         let mut options = ContextOptions::from_env()?;
+        options.pipeline_cache_dir = pipeline_cache_dir();
         if let Some(backends) = self.backend {
             options.backends = backends;
         }
@@ -142,6 +144,19 @@ impl GpuArgs {
             .unwrap_or_default();
         Ok(options)
     }
+}
+
+/// Where compiled GPU pipelines are kept between runs: `$XDG_CACHE_HOME/moetile`, else
+/// `~/.cache/moetile`; none without either variable.
+fn pipeline_cache_dir() -> Option<PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("XDG_CACHE_HOME")
+        .or_else(|| var("HOME").map(|home| home.join(".cache")))
+        .map(|cache| cache.join("moetile"))
 }
 
 /// Context, chunking and tile settings.

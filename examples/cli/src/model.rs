@@ -101,11 +101,20 @@ impl ModelFile {
         })
     }
 
-    /// Uploads the weights to `backend`, with a progress bar of bytes and rate.
+    /// Uploads the weights to `backend` and prepares it to run them (GPU pipelines), with
+    /// progress bars.
     pub fn load<B: Backend>(&self, backend: &mut B) -> Result<Model<B>> {
         let bar = progress::bytes_bar("loading", self.tensor_bytes());
         let model = Model::load(&self.file, backend, &mut |p| bar.set_position(p.bytes_done))
             .with_context(|| format!("loading {}", self.path.display()))?;
+        bar.finish_and_clear();
+        let bar = progress::count_bar("compiling", "kernels");
+        backend
+            .prepare(&model.config, &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+            .context("preparing the backend's kernels")?;
         bar.finish_and_clear();
         Ok(model)
     }

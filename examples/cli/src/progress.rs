@@ -21,6 +21,15 @@ pub fn tokens_bar(label: &str, total: u64) -> ProgressBar {
     )
 }
 
+/// A bar counting `unit`s of a total set later (kernels compiled at load).
+pub fn count_bar(label: &str, unit: &str) -> ProgressBar {
+    bar(
+        label,
+        0,
+        &format!("{{msg:>9}} [{{bar:32}}] {{pos}}/{{len}} {unit} ({{eta}} left)"),
+    )
+}
+
 fn bar(label: &str, total: u64, template: &str) -> ProgressBar {
     // The templates above are constants that parse; a failure would only lose the styling.
     let style = ProgressStyle::with_template(template)

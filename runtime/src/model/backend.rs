@@ -219,6 +219,17 @@ pub trait Backend {
 
     /// Converts a tensor into the backend's own layout.
     fn upload(&mut self, w: WeightData<'_>) -> Result<Self::Weight>;
+    /// Gets ready to run the forward pass of `config` on the weights uploaded so far,
+    /// reporting `(done, total)` steps: a GPU backend creates its pipelines here rather than in
+    /// the middle of the first forward pass. Called after [`super::Model::load`] by whoever
+    /// wants the work done up front; the default does nothing.
+    fn prepare(
+        &mut self,
+        _config: &super::ModelConfig,
+        _progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        Ok(())
+    }
     /// An empty cache for `n_layers` layers of up to `n_ctx` positions.
     fn kv_cache(
         &mut self,

@@ -1,0 +1,394 @@
+//! `moetile::model::Backend` on the recorder: each op checks what the trait leaves to the
+//! backend, takes its outputs from the backend's pool and records its kernels.
+
+use moetile::model::{
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, ModelConfig, MoeParams, RopeParams,
+    RouterParams, Stage, WeightData,
+};
+use moetile_codegen::{ActType, EltOp, MatmulKey, Path, WeightType};
+
+use super::batch::dense_tile;
+use super::{WgpuBackend, shape};
+use crate::attention::{self, AttentionKernel, CacheSlot, KvCache, Qkv};
+use crate::buffers::GpuMatrix;
+use crate::layout::ExpertTensor;
+use crate::moe::{self, Matmul, MoeBuffers, MoeInputs, MoeOptions, Routing};
+use crate::ops;
+use crate::plan::{WeightUse, model_kernels};
+
+impl WgpuBackend {
+    fn eltwise(
+        &mut self,
+        op: EltOp,
+        dst: &GpuMatrix,
+        src: &wgpu::Buffer,
+        src_len: usize,
+    ) -> moetile::Result<()> {
+        self.record(op.name(), |rec| ops::eltwise(rec, op, dst, src, src_len))
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Act = GpuMatrix;
+    type Weight = ExpertTensor;
+    type KvCache = KvCache;
+    type Routing = Routing;
+
+    fn describe(&self) -> String {
+        format!(
+            "wgpu on {} (KV {:?}, mid {:?}, {} path)",
+            self.ctx.profile().describe(),
+            self.options.kv,
+            self.options.mid,
+            self.options.path.name()
+        )
+    }
+
+    fn mat_vec_max_tokens(&self) -> usize {
+        self.options.mat_vec_max_tokens
+    }
+
+    fn stage(&mut self, stage: Stage, layer: Option<usize>) {
+        if let Some(p) = &mut self.profiler {
+            p.timer.set_stage(stage, layer);
+        }
+    }
+
+    fn shape(&self, x: &GpuMatrix) -> (usize, usize) {
+        (x.rows, x.cols)
+    }
+
+    fn act_from_host(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        data: &[f32],
+    ) -> moetile::Result<GpuMatrix> {
+        Ok(self
+            .buffers()
+            .matrix_from_host(rows, cols, ActType::F32, data)?)
+    }
+
+    fn read(&mut self, x: &GpuMatrix) -> moetile::Result<Vec<f32>> {
+        let n = x.rows * x.cols;
+        let bytes = self.read_buffers("reading an activation", &[(&x.buffer, (n * 4) as u64)])?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&bytes[0])[..n].to_vec())
+    }
+
+    fn upload(&mut self, w: WeightData<'_>) -> moetile::Result<ExpertTensor> {
+        if let [n] = *w.dims {
+            let mut values = vec![0f32; n];
+            moetile::quant::dequantize(w.ty, w.bytes, &mut values)?;
+            return Ok(self.ctx.upload_vector(w.name, &values)?);
+        }
+        let tensor = self.ctx.upload_experts(&w)?;
+        self.weight_uses.insert(match w.dims.len() {
+            3 => WeightUse::Experts(tensor.weight),
+            _ => WeightUse::Dense(tensor.weight),
+        });
+        Ok(tensor)
+    }
+
+    /// Creates the pipelines of every kernel the model may run (see `crate::plan`), through
+    /// the context's pipeline cache.
+    fn prepare(
+        &mut self,
+        config: &ModelConfig,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> moetile::Result<()> {
+        let uses: Vec<WeightUse> = self.weight_uses.iter().copied().collect();
+        let keys = model_kernels(config, &self.options, self.ctx.profile(), &uses);
+        Ok(self.ctx.prepare_kernels(&keys, progress)?)
+    }
+
+    fn kv_cache(
+        &mut self,
+        n_layers: usize,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> moetile::Result<KvCache> {
+        let kv = self.options.kv;
+        let cache = KvCache::new(&self.ctx, n_layers, n_ctx, n_kv_heads, head_dim, kv)?;
+        for b in cache.buffers() {
+            self.poison(b, b.size());
+        }
+        Ok(cache)
+    }
+
+    fn embed(&mut self, table: &ExpertTensor, tokens: &[u32]) -> moetile::Result<GpuMatrix> {
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= table.dense_rows()) {
+            return Err(shape(
+                "embed",
+                format!(
+                    "token {bad} is outside the vocabulary of {}",
+                    table.dense_rows()
+                ),
+            ));
+        }
+        if tokens.is_empty() {
+            return Err(shape("embed", "no tokens".to_string()));
+        }
+        let ids = self
+            .buffers()
+            .storage_init("token ids", bytemuck::cast_slice(tokens))?;
+        let out = self.output(tokens.len(), table.cols, "embedding")?;
+        self.record("embed", |rec| ops::embed(rec, table, &ids, &out))?;
+        Ok(out)
+    }
+
+    fn rms_norm(
+        &mut self,
+        x: &GpuMatrix,
+        w: &ExpertTensor,
+        eps: f32,
+    ) -> moetile::Result<GpuMatrix> {
+        let out = self.output(x.rows, x.cols, "rms_norm")?;
+        self.record("rms_norm", |rec| ops::rms_norm(rec, x, None, w, eps, &out))?;
+        Ok(out)
+    }
+
+    /// One dispatch: the norm kernel adds `y` into `x` as it first reads it.
+    fn add_rms_norm(
+        &mut self,
+        x: &mut GpuMatrix,
+        y: &GpuMatrix,
+        w: &ExpertTensor,
+        eps: f32,
+    ) -> moetile::Result<GpuMatrix> {
+        let out = self.output(x.rows, x.cols, "rms_norm")?;
+        self.record("rms_norm_residual", |rec| {
+            ops::rms_norm(rec, x, Some(y), w, eps, &out)
+        })?;
+        Ok(out)
+    }
+
+    /// One dispatch: the norm kernel's groups run over the heads of `q`, then of `k`.
+    fn rms_norm_qk(
+        &mut self,
+        q: &GpuMatrix,
+        k: &GpuMatrix,
+        wq: &ExpertTensor,
+        wk: &ExpertTensor,
+        eps: f32,
+    ) -> moetile::Result<(GpuMatrix, GpuMatrix)> {
+        let out_q = self.output(q.rows, q.cols, "rms_norm")?;
+        let out_k = self.output(k.rows, k.cols, "rms_norm")?;
+        self.record("rms_norm_pair", |rec| {
+            ops::rms_norm_pair(rec, [q, k], [wq, wk], eps, [&out_q, &out_k])
+        })?;
+        Ok((out_q, out_k))
+    }
+
+    /// A weight in slices (see [`ExpertTensor::slices`]) multiplies every token by every
+    /// slice: the `(T * slices, rows)` pair rows are the `(T, slices * rows)` output.
+    fn matmul(&mut self, x: &GpuMatrix, w: &ExpertTensor) -> moetile::Result<GpuMatrix> {
+        if x.cols != w.cols || w.experts != w.slices || x.rows == 0 {
+            return Err(shape(
+                "matmul",
+                format!(
+                    "x is ({}, {}), {} is {} x {} x {}",
+                    x.rows, x.cols, w.name, w.experts, w.rows, w.cols
+                ),
+            ));
+        }
+        let (n_tokens, slices) = (x.rows, w.slices);
+        let mut out = self.output(n_tokens * slices, w.rows, "matmul")?;
+        let mm = Matmul {
+            w,
+            act: x,
+            act_row_div: slices,
+            out: &out,
+        };
+        if n_tokens <= self.mat_vec_max_tokens() {
+            let routing = self.dense_routing(n_tokens, slices)?;
+            self.record("matmul", |rec| moe::mv_id(rec, &routing, mm))?;
+        } else {
+            let tile = dense_tile(n_tokens);
+            let map = self.dense_map(n_tokens, slices, tile)?;
+            let path = if w.weight == WeightType::F32 {
+                Path::Reg
+            } else {
+                self.options.path
+            };
+            let key = MatmulKey {
+                weight: w.weight,
+                act: ActType::F32,
+                tile,
+                path,
+            };
+            self.record("matmul", |rec| moe::mm_id(rec, key, &map, mm))?;
+        }
+        (out.rows, out.cols) = (n_tokens, w.dense_rows());
+        Ok(out)
+    }
+
+    fn add_bias(&mut self, x: &mut GpuMatrix, b: &ExpertTensor) -> moetile::Result<()> {
+        if b.rows != 1 || b.experts != 1 {
+            return Err(shape("add_bias", format!("{} is not a vector", b.name)));
+        }
+        self.eltwise(EltOp::AddRow, x, &b.chunks[0].buffer, b.cols)
+    }
+
+    fn rope(
+        &mut self,
+        x: &mut GpuMatrix,
+        head_dim: usize,
+        pos0: usize,
+        p: &RopeParams,
+    ) -> moetile::Result<()> {
+        self.rope_table(pos0, x.rows, p)?;
+        let angles = (*self.rope.as_ref().expect("built above").angles).clone();
+        self.record("rope", |rec| ops::rope(rec, x, None, head_dim, p, &angles))
+    }
+
+    /// One dispatch: the rope kernel runs on pairs of `q` and of `k`.
+    fn rope_qk(
+        &mut self,
+        q: &mut GpuMatrix,
+        k: &mut GpuMatrix,
+        head_dim: usize,
+        pos0: usize,
+        p: &RopeParams,
+    ) -> moetile::Result<()> {
+        self.rope_table(pos0, q.rows, p)?;
+        let angles = (*self.rope.as_ref().expect("built above").angles).clone();
+        self.record("rope_pair", |rec| {
+            ops::rope(rec, q, Some(k), head_dim, p, &angles)
+        })
+    }
+
+    fn attention(
+        &mut self,
+        q: &GpuMatrix,
+        k: &GpuMatrix,
+        v: &GpuMatrix,
+        kv: &mut KvCache,
+        layer: usize,
+        pos0: usize,
+        p: &AttentionParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let end = pos0 + q.rows;
+        if end > kv.n_ctx {
+            return Err(moetile::Error::ContextFull {
+                n_ctx: kv.n_ctx,
+                needed: end,
+            });
+        }
+        let out = self.output(q.rows, q.cols, "attention")?;
+        let kernel = AttentionKernel::for_batch(self.ctx.profile(), q.rows);
+        let slot = CacheSlot {
+            cache: kv,
+            layer,
+            pos0,
+        };
+        self.record("attention", |rec| {
+            attention::attend(rec, Qkv { q, k, v }, slot, p, kernel, &out)
+        })?;
+        Ok(out)
+    }
+
+    fn add(&mut self, x: &mut GpuMatrix, y: &GpuMatrix) -> moetile::Result<()> {
+        if (x.rows, x.cols) != (y.rows, y.cols) {
+            return Err(shape(
+                "add",
+                format!("({}, {}) vs ({}, {})", x.rows, x.cols, y.rows, y.cols),
+            ));
+        }
+        self.eltwise(EltOp::Add, x, &y.buffer, y.rows * y.cols)
+    }
+
+    fn swiglu(&mut self, gate: &GpuMatrix, up: &GpuMatrix) -> moetile::Result<GpuMatrix> {
+        let routing = self.dense_routing(gate.rows, 1)?;
+        let out = self.output(gate.rows, gate.cols, "swiglu")?;
+        self.record("swiglu", |rec| {
+            moe::act(rec, gate, up, &routing, ExpertActivation::SwiGlu, &out)
+        })?;
+        Ok(out)
+    }
+
+    fn mul_sigmoid(&mut self, x: &mut GpuMatrix, g: &GpuMatrix) -> moetile::Result<()> {
+        if g.cols != 1 || g.rows != x.rows {
+            return Err(shape(
+                "mul_sigmoid",
+                format!("gate ({}, {}) for x with {} rows", g.rows, g.cols, x.rows),
+            ));
+        }
+        self.eltwise(EltOp::MulSigmoidRow, x, &g.buffer, g.rows)
+    }
+
+    fn last_row(&mut self, x: &GpuMatrix) -> moetile::Result<GpuMatrix> {
+        if x.rows == 0 {
+            return Err(shape("last_row", "empty activation".to_string()));
+        }
+        let out = self.buffers().matrix(1, x.cols, ActType::F32, "last row")?;
+        let row_bytes = (x.cols * 4) as u64;
+        self.recorder().encoder().copy_buffer_to_buffer(
+            &x.buffer,
+            (x.rows as u64 - 1) * row_bytes,
+            &out.buffer,
+            0,
+            row_bytes,
+        );
+        Ok(out)
+    }
+
+    fn route(&mut self, logits: &GpuMatrix, p: &RouterParams) -> moetile::Result<Routing> {
+        self.record("route", |rec| ops::route(rec, logits, p))
+    }
+
+    fn routing_from_host(
+        &mut self,
+        n_experts: usize,
+        k: usize,
+        ids: &[u32],
+        weights: &[f32],
+    ) -> moetile::Result<Routing> {
+        Ok(Routing::from_host(
+            &self.buffers(),
+            n_experts,
+            k,
+            ids,
+            weights,
+        )?)
+    }
+
+    fn read_routing(&mut self, r: &Routing) -> moetile::Result<(Vec<u32>, Vec<f32>)> {
+        let n = r.n_pairs();
+        let bytes = (n * 4) as u64;
+        let out =
+            self.read_buffers("reading a routing", &[(&r.ids, bytes), (&r.weights, bytes)])?;
+        Ok((
+            bytemuck::cast_slice::<u8, u32>(&out[0])[..n].to_vec(),
+            bytemuck::cast_slice::<u8, f32>(&out[1])[..n].to_vec(),
+        ))
+    }
+
+    fn moe(
+        &mut self,
+        x: &GpuMatrix,
+        routing: &Routing,
+        experts: ExpertWeights<'_, ExpertTensor>,
+        p: &MoeParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let opts = MoeOptions {
+            path: self.options.path,
+            mid: self.options.mid,
+            mat_vec: x.rows <= self.mat_vec_max_tokens(),
+            ..MoeOptions::new(&self.ctx, p, x.rows)
+        };
+        let inputs = MoeInputs {
+            x,
+            routing,
+            experts,
+        };
+        // From this backend's pool: they are dropped while the encoder is still open.
+        let bufs = MoeBuffers::new(&self.buffers(), &inputs, opts.mid)?;
+        for m in [&bufs.gate, &bufs.up, &bufs.mid, &bufs.y] {
+            self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
+        }
+        let out = self.output(x.rows, x.cols, "moe")?;
+        self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
+        Ok(out)
+    }
+}

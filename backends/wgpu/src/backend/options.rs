@@ -1,0 +1,62 @@
+//! [`BackendOptions`]: how the backend stores and computes what the model leaves open.
+
+use moetile::model::{ExpertActivation, MoeParams};
+use moetile::tile::TileWidth;
+use moetile_codegen::{ActType, Path};
+
+use crate::context::WgpuContext;
+use crate::moe::{MoeOptions, mat_vec_max_tokens};
+
+/// How the backend stores and computes what the model leaves open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// KV-cache storage: F16 (the default: half the memory, ~1e-3 relative error in attention)
+    /// or F32 (exact, for verification).
+    pub kv: ActType,
+    /// Storage of the routed experts' intermediate `mid` (the input of `down`).
+    pub mid: ActType,
+    /// Matmul path of the grouped and dense matmuls (F32 weights always use `Path::Reg`).
+    pub path: Path,
+    /// Fill every output, intermediate and KV cache with NaN before kernels write them, so an
+    /// element a kernel fails to write shows up (tests).
+    pub poison: bool,
+    /// The largest batch whose matmuls run the mat-vec kernels instead of the tiled ones
+    /// (0: never); the default is [`mat_vec_max_tokens`] for the device.
+    pub mat_vec_max_tokens: usize,
+}
+
+impl BackendOptions {
+    /// The defaults on `ctx`: f16 KV cache, the `mid` type and fastest path
+    /// [`MoeOptions::new`] picks for the device, no poisoning.
+    pub fn for_device(ctx: &WgpuContext) -> BackendOptions {
+        let moe = MoeOptions::new(
+            ctx,
+            &MoeParams {
+                activation: ExpertActivation::SwiGlu,
+                tile: TileWidth::T32,
+            },
+            usize::MAX,
+        );
+        BackendOptions {
+            kv: ActType::F16,
+            mid: moe.mid,
+            path: moe.path,
+            poison: false,
+            mat_vec_max_tokens: mat_vec_max_tokens(ctx.profile(), moe.path),
+        }
+    }
+
+    /// The exact configuration, which every device runs: f32 KV cache and `mid`, register
+    /// tiles, mat-vec for single tokens (so decode steps take it on every adapter), no
+    /// poisoning. It isolates kernel and driver errors from f16 rounding (`moetile verify`,
+    /// whole-model tests).
+    pub fn exact() -> BackendOptions {
+        BackendOptions {
+            kv: ActType::F32,
+            mid: ActType::F32,
+            path: Path::Reg,
+            poison: false,
+            mat_vec_max_tokens: 1,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The kernels a model will run, known at load: from its config, the backend's options, the
+//! device's profile and the types of the weights it uploaded. The set errs on the side of
+//! more (every tile width, both activation types of an expert tensor, every element-wise op):
+//! a key that is prepared and never used costs one compilation at load, one that is missed
+//! only compiles on first use as before.
+
+use moetile::model::ModelConfig;
+use moetile::tile::TileWidth;
+use moetile_codegen::{
+    ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, NormFlavour, Path, WeightType,
+};
+
+use crate::adapter::Profile;
+use crate::backend::BackendOptions;
+
+/// How the forward pass multiplies by an uploaded weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum WeightUse {
+    /// A dense projection (or the embedding table): one-expert matmuls over f32 activations.
+    Dense(WeightType),
+    /// Routed experts: gate and up over f32 activations, down over `mid`.
+    Experts(WeightType),
+}
+
+/// Every kernel a forward pass of `config` may run on weights used as `weights`.
+pub(crate) fn model_kernels(
+    config: &ModelConfig,
+    options: &BackendOptions,
+    profile: &Profile,
+    weights: &[WeightUse],
+) -> Vec<KernelKey> {
+    let mut keys = vec![
+        KernelKey::RmsNorm(NormFlavour::Plain),
+        KernelKey::RmsNorm(NormFlavour::Residual),
+        KernelKey::Rope { pair: false },
+        KernelKey::Rope { pair: true },
+        KernelKey::Eltwise(EltOp::Add),
+        KernelKey::Eltwise(EltOp::AddRow),
+        KernelKey::Eltwise(EltOp::MulSigmoidRow),
+        // A dense FFN's SwiGLU.
+        KernelKey::Act { mid: ActType::F32 },
+    ];
+    if config.qk_norm {
+        keys.push(KernelKey::RmsNorm(NormFlavour::Pair));
+    }
+    let head_dim = config.head_dim as u32;
+    if HEAD_DIMS.contains(&head_dim) {
+        keys.extend([
+            KernelKey::KvStore { kv: options.kv },
+            KernelKey::AttnPrefill {
+                head_dim,
+                kv: options.kv,
+            },
+            KernelKey::AttnDecode {
+                head_dim,
+                kv: options.kv,
+                subgroups: profile.subgroups,
+            },
+            KernelKey::AttnCombine { head_dim },
+        ]);
+    }
+    if config.moe.is_some() {
+        keys.extend([
+            KernelKey::Route,
+            KernelKey::Act { mid: options.mid },
+            KernelKey::Sum,
+        ]);
+        keys.extend(TileWidth::ALL.map(|tile| KernelKey::Map { tile }));
+    }
+    let mat_vec = options.mat_vec_max_tokens > 0;
+    for &usage in weights {
+        let (weight, acts, path) = match usage {
+            WeightUse::Dense(weight) => {
+                keys.push(KernelKey::Embed { weight });
+                let path = if weight == WeightType::F32 {
+                    Path::Reg
+                } else {
+                    options.path
+                };
+                (weight, vec![ActType::F32], path)
+            }
+            WeightUse::Experts(weight) => (weight, vec![ActType::F32, options.mid], options.path),
+        };
+        for &act in &acts {
+            keys.extend(TileWidth::ALL.map(|tile| {
+                KernelKey::MmId(MatmulKey {
+                    weight,
+                    act,
+                    tile,
+                    path,
+                })
+            }));
+            if mat_vec {
+                keys.push(KernelKey::MvId { weight, act });
+            }
+        }
+    }
+    let mut unique = Vec::with_capacity(keys.len());
+    for key in keys {
+        if !unique.contains(&key) {
+            unique.push(key);
+        }
+    }
+    unique
+}
