@@ -3,8 +3,7 @@
 //! are written into the WGSL as named `const`s by the generator, so host and shader can never
 //! disagree on a tile size.
 
-use moetile::tile::TileWidth;
-
+use crate::tile::TileWidth;
 use crate::weights::WeightType;
 
 /// Element type of an activation buffer a kernel reads (`act`) or writes (`mid`).

@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 
-use moetile::tile::TileWidth;
 use moetile_codegen::{
-    ActType, Error, KernelKey, MatmulKey, NormFlavour, Path, Stage, Templates, WeightType,
-    generate, generate_validated, params, validate,
+    ActType, Error, KernelKey, MatmulKey, NormFlavour, Path, Stage, Templates, TileWidth,
+    WeightType, generate, generate_validated, params, validate,
 };
 
 fn q4k_t64() -> KernelKey {

@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use crate::context::{GpuMatrix, WgpuContext};
 use crate::encoder::Encoder;
 use crate::error::WgpuError;
-use crate::layout::ExpertTensor;
+use crate::layout::{ExpertTensor, GgmlWeight};
 use crate::timer::Timer;
 
 /// The dimensions of one routed-MoE layer.

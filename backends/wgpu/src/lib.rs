@@ -126,7 +126,7 @@ pub use context::{GpuMatrix, WgpuContext};
 pub use encoder::{Encoder, ParamSlot};
 pub use error::{Result, WgpuError};
 pub use kernels::ShaderChecks;
-pub use layout::ExpertTensor;
+pub use layout::{ExpertTensor, GgmlWeight};
 pub use moe::{ExpertMap, MapContents, MoeBuffers, MoeOptions, Routing, mat_vec_max_tokens};
 pub use moetile_codegen::{ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, Path, WeightType};
 pub use ops::rope_angles;

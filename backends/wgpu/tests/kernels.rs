@@ -25,7 +25,8 @@ use moetile::model::{ExpertActivation, ExpertWeights, MoeParams};
 use moetile::tile::{MoeBatch, TilePolicy, TileWidth};
 use moetile_cpu::{CpuWeight, Mat};
 use moetile_wgpu::{
-    ActType, KernelKey, MatmulKey, MoeOptions, Path, WeightType, WgpuContext, WgpuError, kernels,
+    ActType, GgmlWeight, KernelKey, MatmulKey, MoeOptions, Path, WeightType, WgpuContext,
+    WgpuError, kernels,
 };
 
 const D: usize = 256;

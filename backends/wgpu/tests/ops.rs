@@ -28,7 +28,8 @@ use moetile::model::{
 use moetile::tile::TileWidth;
 use moetile_cpu::CpuBackend;
 use moetile_wgpu::{
-    ActType, AttentionKernel, BackendOptions, HEAD_DIMS, Path, WeightType, WgpuBackend, WgpuError,
+    ActType, AttentionKernel, BackendOptions, GgmlWeight, HEAD_DIMS, Path, WeightType, WgpuBackend,
+    WgpuError,
 };
 use rand::Rng;
 use rand::rngs::StdRng;

@@ -153,7 +153,7 @@ impl RuntimeArgs {
         let tile_max = self
             .tile_max
             .as_deref()
-            .map(|v| TileWidth::parse("--tile-max", v))
+            .map(|v| moetile::tile::parse_width("--tile-max", v))
             .transpose()
             .map_err(usage)?;
         runtime_settings(self.ctx, self.chunk, tile_max, &self.tile_policy)

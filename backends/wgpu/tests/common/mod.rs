@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use moetile::model::WeightData;
-use moetile_wgpu::{AdapterChoice, WeightType, WgpuContext};
+use moetile_wgpu::{AdapterChoice, GgmlWeight, WeightType, WgpuContext};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

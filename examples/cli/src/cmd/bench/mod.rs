@@ -236,7 +236,11 @@ impl BenchArgs {
             None => vec![None],
             Some(list) => list
                 .split(',')
-                .map(|v| TileWidth::parse("--tile-max", v).map(Some).map_err(usage))
+                .map(|v| {
+                    moetile::tile::parse_width("--tile-max", v)
+                        .map(Some)
+                        .map_err(usage)
+                })
                 .collect::<Result<_>>()?,
         };
         let mut out: Vec<Setting> = Vec::new();
