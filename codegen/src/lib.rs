@@ -27,6 +27,7 @@
 
 #![deny(missing_docs)]
 
+mod family;
 mod generate;
 mod key;
 pub mod params;
@@ -38,11 +39,13 @@ mod weights;
 #[cfg(feature = "validate")]
 use std::path::Path as FsPath;
 
+pub use family::attention::HEAD_DIMS;
+pub use family::eltwise::EltOp;
+pub use family::matmul::{COOP_MAX_SUBGROUP_SIZE, MatmulKey, Path};
+pub use family::moe::MAP_DISPATCH_SLOTS;
+pub use family::norm::NormFlavour;
 pub use generate::{Templates, generate};
-pub use key::{
-    ActType, Binding, BindingKind, COOP_MAX_SUBGROUP_SIZE, EltOp, GRID_BINDING, HEAD_DIMS,
-    KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, NormFlavour, Path,
-};
+pub use key::{ActType, Binding, BindingKind, GRID_BINDING, KernelKey};
 pub use tile::TileWidth;
 #[cfg(feature = "validate")]
 pub use validate::{Stage, Validated, capabilities, validate};
