@@ -6,13 +6,7 @@
 //
 // Consts: WG_SIZE.
 // Fragments: grid.wgsl (GridGroup, linear_index), mid/<type>.wgsl (MidPair, mid_pair).
-
-struct ActParams {
-    n_pairs: u32,
-    n_cols: u32,
-    clamp: u32,
-    limit: f32,
-}
+// Params: ActParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: ActParams;
 @group(0) @binding(1) var<storage, read> gate: array<vec2<f32>>;

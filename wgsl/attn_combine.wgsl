@@ -5,7 +5,8 @@
 // Thread i computes dims 4 * i .. + 4.
 //
 // Consts: WG_SIZE, HEAD_DIM.
-// Fragments: attn/common.wgsl (AttnParams).
+// Fragments: attn/common.wgsl (MASKED, in the partials it merges).
+// Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
 const_assert HEAD_DIM / 4u <= WG_SIZE;
 

@@ -17,8 +17,9 @@
 // positions the batch wrote.
 //
 // Consts: WG_SIZE (= CHUNK), HEAD_DIM, ROWS, ROW_GROUPS, ROWS_PER_THREAD.
-// Fragments: attn/common.wgsl (AttnParams, MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct,
+// Fragments: attn/common.wgsl (MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct,
 //   kv_oct), reduce/<kind>.wgsl (sub_max, sub_leader).
+// Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
 const_assert HEAD_DIM % 8u == 0u;
 const_assert ROW_GROUPS * (HEAD_DIM / 8u) <= WG_SIZE;

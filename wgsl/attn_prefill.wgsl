@@ -22,8 +22,9 @@
 //
 // Consts: WG_SIZE, HEAD_DIM, Q_ROWS, KV_TILE, ROWS_PER_THREAD, ROW_THREADS, COLS_PER_THREAD,
 //   DIMS_PER_THREAD, TILE_LOADS.
-// Fragments: attn/common.wgsl (AttnParams, MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct,
+// Fragments: attn/common.wgsl (MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct,
 //   kv_oct).
+// Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
 const_assert Q_ROWS / ROWS_PER_THREAD * ROW_THREADS == WG_SIZE;
 const_assert Q_ROWS % ROWS_PER_THREAD == 0u;

@@ -6,18 +6,12 @@
 //
 // Consts: WG_SIZE, OP.
 // Fragments: grid.wgsl (GridGroup, linear_index).
+// Params: EltParams, declared by the generator from codegen/src/params.rs.
 
 const OP_ADD: u32 = 0u;
 const OP_ADD_ROW: u32 = 1u;
 const OP_MUL_SIGMOID_ROW: u32 = 2u;
 const_assert OP <= OP_MUL_SIGMOID_ROW;
-
-struct EltParams {
-    n_values: u32,
-    n_cols: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
 
 @group(0) @binding(0) var<uniform> params: EltParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;

@@ -5,13 +5,7 @@
 //
 // Consts: WG_SIZE, QK, BLOCK_WORDS.
 // Fragments: grid.wgsl (GridGroup, linear_index), dequant/<type>.wgsl (dequant8 over `weights`).
-
-struct EmbedParams {
-    n_tokens: u32,
-    n_cols: u32,
-    n_rows: u32,
-    row_base: u32,
-}
+// Params: EmbedParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: EmbedParams;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;

@@ -4,13 +4,7 @@
 //
 // Consts: WG_SIZE.
 // Fragments: grid.wgsl (GridGroup, linear_index), kv/<type>.wgsl (KvPair, kv_pack).
-
-struct KvParams {
-    n_tokens: u32,
-    pos0: u32,
-    kv_width: u32,
-    _pad0: u32,
-}
+// Params: KvParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: KvParams;
 @group(0) @binding(1) var<storage, read> k: array<vec2<f32>>;

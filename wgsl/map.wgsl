@@ -16,14 +16,7 @@
 // without naga's loop guards); every workgroup-memory index is in range by construction.
 //
 // Consts: WG_SIZE, TILE_N, DISPATCH_SLOTS.
-
-struct MapParams {
-    n_pairs: u32,
-    n_experts: u32,
-    n_chunks: u32,
-    _pad0: u32,
-    row_groups: vec4<u32>,
-}
+// Params: MapParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: MapParams;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;

@@ -1,20 +1,10 @@
 // The parameters and inputs of every grouped matmul and mat-vec (mm_id.wgsl, mm_id_coop.wgsl,
 // mv_id.wgsl): y[p] = W[e(p)] @ act[p / act_row_div] over the rows of the experts
 // expert_base .. expert_base + expert_count (one weight chunk), for n_pairs pairs.
-// Expects: ActChunk (act/<type>.wgsl).
-// Defines: MatmulParams; bindings 0 (params), 1 (weights, read by dequant/<type>.wgsl),
-//   2 (act). Each template declares the rest, from binding 3.
-
-struct MatmulParams {
-    n_rows: u32,
-    n_cols: u32,
-    act_row_div: u32,
-    expert_base: u32,
-    expert_count: u32,
-    n_pairs: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Expects: ActChunk (act/<type>.wgsl), MatmulParams (declared by the generator from
+//   codegen/src/params.rs).
+// Defines: bindings 0 (params), 1 (weights, read by dequant/<type>.wgsl), 2 (act). Each
+//   template declares the rest, from binding 3.
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;

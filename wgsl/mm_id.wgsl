@@ -22,7 +22,7 @@
 // Consts: WG_SIZE, ROWS_PER_WG, TILE_N, K_STEP, ROW_THREADS, TOKEN_THREADS, ROWS_PER_THREAD,
 //   TOKENS_PER_THREAD, QK, BLOCK_WORDS.
 // Fragments: dequant/<type>.wgsl (WRaw, wload, wdecode over `weights`), act/<type>.wgsl
-//   (ActChunk, ActRaw, act_load, act_values), matmul.wgsl (MatmulParams; params, weights,
+//   (ActChunk, ActRaw, act_load, act_values), matmul.wgsl (params: MatmulParams, weights,
 //   act).
 
 const_assert ROW_THREADS * TOKEN_THREADS == WG_SIZE;

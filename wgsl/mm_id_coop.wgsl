@@ -28,7 +28,7 @@
 //   SLOT_ROW_FRAGS, SLOT_TOKEN_FRAGS, QK, BLOCK_WORDS.
 // Fragments: dequant/<type>.wgsl (WRaw, wload, wdecode over `weights`), act/<type>.wgsl
 //   (ActChunk, ActRaw, act_load, act_values), coop/<FRAG>.wgsl (CoopA, CoopB, CoopC, TileElem,
-//   TILE_PACK, tile_elems8), matmul.wgsl (MatmulParams; params, weights, act).
+//   TILE_PACK, tile_elems8), matmul.wgsl (params: MatmulParams, weights, act).
 
 const_assert K_STEP % 32u == 0u;
 const_assert K_STEP % FRAG == 0u;

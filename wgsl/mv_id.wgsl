@@ -14,7 +14,7 @@
 //
 // Consts: WG_SIZE, ROWS_PER_WG, LANES, TILE_N (1), QK, BLOCK_WORDS.
 // Fragments: dequant/<type>.wgsl (WRaw, wload, wdecode over `weights`), act/<type>.wgsl
-//   (ActChunk, ActRaw, act_load, act_values), matmul.wgsl (MatmulParams; params, weights,
+//   (ActChunk, ActRaw, act_load, act_values), matmul.wgsl (params: MatmulParams, weights,
 //   act).
 
 const_assert ROWS_PER_WG * LANES == WG_SIZE;

@@ -14,15 +14,9 @@
 // Consts: WG_SIZE.
 // Fragments: grid.wgsl (GridGroup, linear_group), then norm/plain.wgsl or norm/residual.wgsl
 // (x, load_x) with norm/out.wgsl (store_out), or norm/pair.wgsl (load_x, store_out).
+// Params: NormParams, declared by the generator from codegen/src/params.rs.
 
 const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
-
-struct NormParams {
-    n_groups: u32,
-    group_len: u32,
-    eps: f32,
-    split: u32,
-}
 
 @group(0) @binding(0) var<uniform> params: NormParams;
 

@@ -9,17 +9,7 @@
 // Consts: WG_SIZE.
 // Fragments: grid.wgsl (GridGroup, linear_index), rope/one.wgsl or rope/pair.wgsl (load_x,
 // store_x).
-
-struct RotaryParams {
-    n_rows: u32,
-    n_heads: u32,
-    head_dim: u32,
-    n_half: u32,
-    neox: u32,
-    n_heads2: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: RotaryParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: RotaryParams;
 @group(0) @binding(1) var<storage, read> angles: array<vec2<f32>>;

@@ -15,19 +15,9 @@
 //
 // Consts: WG_SIZE.
 // Fragments: grid.wgsl (GridGroup, linear_group).
+// Params: RouteParams, declared by the generator from codegen/src/params.rs.
 
 const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
-
-struct RouteParams {
-    n_tokens: u32,
-    n_experts: u32,
-    n_used: u32,
-    gating: u32,
-    normalize: u32,
-    weight_scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
 
 @group(0) @binding(0) var<uniform> params: RouteParams;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;

@@ -2,13 +2,7 @@
 //
 // Consts: WG_SIZE.
 // Fragments: grid.wgsl (GridGroup, linear_index).
-
-struct SumParams {
-    n_tokens: u32,
-    n_cols: u32,
-    n_used: u32,
-    _pad0: u32,
-}
+// Params: SumParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: SumParams;
 @group(0) @binding(1) var<storage, read> y: array<f32>;

@@ -1,6 +1,8 @@
 //! Specialization: a key's WGSL is a header of named `const`s (from [`KernelKey::consts`]), the
+//! declaration of its params struct (from [`KernelKey::params`], the Rust definition), the
 //! shared fragments the key needs, then the template. Nothing is substituted inside a template;
-//! the templates are plain WGSL that reference constants and functions they document at the top.
+//! the templates are plain WGSL that reference constants, the params struct and functions they
+//! document at the top.
 
 use std::collections::BTreeMap;
 
@@ -124,6 +126,11 @@ pub fn generate(key: &KernelKey, templates: &Templates) -> Result<String, Error>
     for (name, value) in key.consts() {
         out.push_str(&format!("const {name}: u32 = {value}u;\n"));
     }
+    let params = key.params();
+    out.push_str(&format!(
+        "\n// ---- moetile_codegen::params::{}\n{}",
+        params.name, params.wgsl
+    ));
     for path in key.fragments().into_iter().chain([key.template()]) {
         out.push_str(&format!("\n// ---- wgsl/{path}\n"));
         out.push_str(templates.get(key, path)?);

@@ -1,10 +1,18 @@
 //! [`KernelKey`]: one value names one specialization. Its `Display` is the file name, the
-//! pipeline label, the bench row and the test name; its geometry methods size the dispatch and
-//! are written into the WGSL as named `const`s by the generator, so host and shader can never
-//! disagree on a tile size.
+//! pipeline label, the bench row and the test name: the template's stem, then what specializes
+//! it (`mm_id_q4k_f32_t64_reg`, `attn_decode_h128_f16_sg`, `eltwise_add_row`). Its geometry
+//! methods size the dispatch and are written into the WGSL as named `const`s by the generator,
+//! so host and shader can never disagree on a tile size. What each key says comes from its
+//! family (`crate::family`); the rules every family shares are here.
 
-use moetile::tile::TileWidth;
-
+use crate::family::attention::{self, HEAD_DIMS};
+use crate::family::eltwise::EltOp;
+use crate::family::matmul::{self, MatmulKey, Path};
+use crate::family::moe;
+use crate::family::norm::NormFlavour;
+use crate::family::{Family, embed, rope, route};
+use crate::params::Layout;
+use crate::tile::TileWidth;
 use crate::weights::WeightType;
 
 /// Element type of an activation buffer a kernel reads (`act`) or writes (`mid`).
@@ -36,110 +44,6 @@ impl ActType {
         }
     }
 }
-
-/// How a grouped matmul multiplies its tiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Path {
-    /// Register-tiled f32 FMAs: runs everywhere.
-    Reg,
-    /// 16x16 f16 -> f32 cooperative matrices (NVIDIA/AMD Vulkan).
-    Coop16,
-    /// 8x8 f16 -> f32 cooperative matrices (Metal simdgroup matrices).
-    Coop8,
-}
-
-impl Path {
-    /// Every path.
-    pub const ALL: [Path; 3] = [Path::Reg, Path::Coop16, Path::Coop8];
-
-    /// `"reg"`, `"coop16"` or `"coop8"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Path::Reg => "reg",
-            Path::Coop16 => "coop16",
-            Path::Coop8 => "coop8",
-        }
-    }
-
-    /// Side of the square cooperative matrix, `None` for the register path.
-    pub fn fragment(self) -> Option<u32> {
-        match self {
-            Path::Reg => None,
-            Path::Coop16 => Some(16),
-            Path::Coop8 => Some(8),
-        }
-    }
-}
-
-/// A grouped-matmul specialization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MatmulKey {
-    /// Weight storage type.
-    pub weight: WeightType,
-    /// Activation (input) type.
-    pub act: ActType,
-    /// Tokens per workgroup.
-    pub tile: TileWidth,
-    /// Multiply path.
-    pub path: Path,
-}
-
-/// An in-place element-wise op of [`KernelKey::Eltwise`] (`wgsl/eltwise.wgsl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EltOp {
-    /// `dst += src`, same shape (residual adds).
-    Add,
-    /// `dst[t] += src` for every row (biases).
-    AddRow,
-    /// `dst[t] *= sigmoid(src[t])`, one gate value per row (qwen2moe's shared-expert gate).
-    MulSigmoidRow,
-}
-
-impl EltOp {
-    /// Every op.
-    pub const ALL: [EltOp; 3] = [EltOp::Add, EltOp::AddRow, EltOp::MulSigmoidRow];
-
-    /// The value of the template's `OP` constant.
-    fn code(self) -> u32 {
-        match self {
-            EltOp::Add => 0,
-            EltOp::AddRow => 1,
-            EltOp::MulSigmoidRow => 2,
-        }
-    }
-
-    /// `"add"`, `"add_row"`, `"mul_sigmoid_row"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            EltOp::Add => "add",
-            EltOp::AddRow => "add_row",
-            EltOp::MulSigmoidRow => "mul_sigmoid_row",
-        }
-    }
-}
-
-/// What an RMS norm of [`KernelKey::RmsNorm`] reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NormFlavour {
-    /// One matrix: `out = rms_norm(x) * w`.
-    Plain,
-    /// A residual `y` is first added into `x` in place (`x += y`), fusing the residual add
-    /// into the norm after it.
-    Residual,
-    /// Two matrices of the same group length, each with its own weights and output, in one
-    /// dispatch (qwen3's per-head q and k norms).
-    Pair,
-}
-
-impl NormFlavour {
-    /// Every flavour.
-    pub const ALL: [NormFlavour; 3] =
-        [NormFlavour::Plain, NormFlavour::Residual, NormFlavour::Pair];
-}
-
-/// Head widths the attention kernels are generated for: multiples of 16 up to 128, of 32 up to
-/// 256 (the 16 threads of a prefill row group own whole dims).
-pub const HEAD_DIMS: [u32; 12] = [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256];
 
 /// One generated kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -211,76 +115,6 @@ pub enum KernelKey {
     Route,
 }
 
-/// Threads per workgroup of every kernel but the grouped matmuls (whose geometry is below).
-const WG_SIZE: u32 = 256;
-/// Inner-dimension step of the register-tile matmul: one 32-value sub-block of every weight
-/// type, so its tiles fit 32 KiB of workgroup memory (lavapipe, Metal) at every width.
-const REG_K_STEP: u32 = 32;
-/// Register path: output rows per workgroup.
-const REG_ROWS: u32 = 64;
-/// Register path: threads along the rows; thread `tr` owns rows `tr + ROW_THREADS * i`, i < 4,
-/// so the 16 row threads of a warp read 16 distinct weight rows without bank conflicts.
-const ROW_THREADS: u32 = 16;
-/// Cooperative paths: the largest subgroup the slots are laid out for (one slot per 32
-/// threads). Every adapter with f16 cooperative matrices we know of (NVIDIA, Apple, Intel, AMD
-/// in wave32) runs them in subgroups of at most 32 lanes; the runtime refuses the path on
-/// others, and the kernel writes NaN rather than wrong numbers should it run with fewer
-/// subgroups than slots.
-pub const COOP_MAX_SUBGROUP_SIZE: u32 = 32;
-/// Rows per mat-vec workgroup.
-const MV_ROWS: u32 = 8;
-/// Indirect-dispatch argument slots the map writes (one per distinct row-tile count).
-pub const MAP_DISPATCH_SLOTS: usize = 4;
-/// Threads per workgroup of the router (one workgroup per token; Qwen3 has 128 experts,
-/// DeepSeek 256).
-const ROUTE_WG_SIZE: u32 = 64;
-/// Threads per RMS-norm workgroup (one group each). A decode step's row norms are one
-/// workgroup each, so their latency is the strided loop: at D 2048 on the H100, 64 threads
-/// took ~25 us a norm, 256 take ~9 us (per-head norms of 128 values leave half the threads idle,
-/// +1.4 ms over a 2048-token prefill of Qwen3-30B-A3B against -1.6 ms per decode step).
-const NORM_WG_SIZE: u32 = 256;
-
-/// Decode attention: query rows per workgroup (every query head of a GQA group of 8 for one
-/// token, or of smaller groups for several tokens).
-const DECODE_ROWS: u32 = 8;
-/// Decode attention: positions per workgroup (one per thread). At 2K context and 4 key/value
-/// heads that is 128 workgroups, each reading 32 KiB of f16 keys and values once.
-const DECODE_CHUNK: u32 = 64;
-/// Threads per workgroup of the decode merge (one per 4 dims).
-const COMBINE_WG_SIZE: u32 = 64;
-/// Register prefill attention: threads per row group (they share rows; each owns every 16th
-/// key column of S and dim of O).
-const ATTN_ROW_THREADS: u32 = 16;
-
-/// The shape of a prefill-attention workgroup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct AttnGeometry {
-    /// Query rows ((token, head) pairs of one key/value head).
-    rows: u32,
-    /// Keys per tile.
-    kv_tile: u32,
-    /// Threads.
-    threads: u32,
-    /// Rows per thread.
-    rows_per_thread: u32,
-}
-
-/// Prefill attention geometry: f32 tiles of Q, K/V, S and P within 32 KiB of workgroup memory
-/// (lavapipe, Metal), 128 threads in row groups of [`ATTN_ROW_THREADS`].
-fn attn_geometry(head_dim: u32) -> AttnGeometry {
-    let (rows, kv_tile, rows_per_thread) = match head_dim {
-        0..=64 => (32, 32, 4),
-        65..=128 => (32, 16, 4),
-        _ => (8, 16, 1),
-    };
-    AttnGeometry {
-        rows,
-        kv_tile,
-        threads: 128,
-        rows_per_thread,
-    }
-}
-
 /// A shader binding of group 0, as the templates declare it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Binding {
@@ -305,10 +139,6 @@ pub enum BindingKind {
 
 /// The binding of the IQ2_XXS grid table, in every kernel that reads weights.
 pub const GRID_BINDING: u32 = 7;
-
-const fn b(index: u32, name: &'static str, kind: BindingKind) -> Binding {
-    Binding { index, name, kind }
-}
 
 impl KernelKey {
     /// Every key the build generates and validates; the runtime only requests keys from this set
@@ -369,93 +199,73 @@ impl KernelKey {
         keys
     }
 
+    /// The key's family, asked through `f`: the one place a key is taken apart.
+    fn with_family<R>(&self, f: impl FnOnce(&dyn Family) -> R) -> R {
+        match *self {
+            KernelKey::Map { tile } => f(&moe::Map { tile }),
+            KernelKey::MmId(key) => f(&key),
+            KernelKey::MvId { weight, act } => f(&matmul::MvId { weight, act }),
+            KernelKey::Act { mid } => f(&moe::Act { mid }),
+            KernelKey::Sum => f(&moe::Sum),
+            KernelKey::Embed { weight } => f(&embed::Embed { weight }),
+            KernelKey::RmsNorm(flavour) => f(&flavour),
+            KernelKey::Eltwise(op) => f(&op),
+            KernelKey::Rope { pair } => f(&rope::Rope { pair }),
+            KernelKey::KvStore { kv } => f(&attention::KvStore { kv }),
+            KernelKey::AttnPrefill { head_dim, kv } => f(&attention::Prefill { head_dim, kv }),
+            KernelKey::AttnDecode {
+                head_dim,
+                kv,
+                subgroups,
+            } => f(&attention::Decode {
+                head_dim,
+                kv,
+                subgroups,
+            }),
+            KernelKey::AttnCombine { head_dim } => f(&attention::Combine { head_dim }),
+            KernelKey::Route => f(&route::Route),
+        }
+    }
+
     /// Threads per workgroup (`WG_SIZE`).
     pub fn workgroup_size(&self) -> u32 {
-        match self {
-            KernelKey::Route => ROUTE_WG_SIZE,
-            KernelKey::RmsNorm(_) => NORM_WG_SIZE,
-            KernelKey::MmId(m) if m.path == Path::Reg => {
-                ROW_THREADS * m.tile.tokens() as u32 / reg_tokens_per_thread(m.tile)
-            }
-            KernelKey::MmId(m) => coop_geometry(m.tile).threads,
-            KernelKey::AttnPrefill { head_dim, .. } => attn_geometry(*head_dim).threads,
-            KernelKey::AttnDecode { .. } => DECODE_CHUNK,
-            KernelKey::AttnCombine { .. } => COMBINE_WG_SIZE,
-            _ => WG_SIZE,
-        }
+        self.with_family(|k| k.workgroup_size())
     }
 
     /// Items one workgroup covers on the folded 1-D grid of `wgsl/grid.wgsl`: one per thread,
     /// but a whole group of values for [`KernelKey::RmsNorm`] and a token's logits for
-    /// [`KernelKey::Route`]. `None` for the kernels with
-    /// grids of their own (map, matmuls, attention).
+    /// [`KernelKey::Route`]. `None` for the kernels with grids of their own (map, matmuls,
+    /// attention).
     pub fn items_per_workgroup(&self) -> Option<u32> {
-        match self {
-            KernelKey::RmsNorm(_) | KernelKey::Route => Some(1),
-            KernelKey::Act { .. }
-            | KernelKey::Sum
-            | KernelKey::Embed { .. }
-            | KernelKey::Eltwise(_)
-            | KernelKey::Rope { .. }
-            | KernelKey::KvStore { .. } => Some(self.workgroup_size()),
-            KernelKey::Map { .. }
-            | KernelKey::MmId(_)
-            | KernelKey::MvId { .. }
-            | KernelKey::AttnPrefill { .. }
-            | KernelKey::AttnDecode { .. }
-            | KernelKey::AttnCombine { .. } => None,
-        }
+        self.with_family(|k| k.items_per_workgroup())
     }
 
     /// Query rows (token, query head) of one key/value head that one attention workgroup
     /// computes: the grid covers `ceil(T * n_heads / n_kv_heads / rows)` row blocks per
     /// key/value head.
     pub fn attention_rows(&self) -> Option<u32> {
-        match self {
-            KernelKey::AttnPrefill { head_dim, .. } => Some(attn_geometry(*head_dim).rows),
-            KernelKey::AttnDecode { .. } => Some(DECODE_ROWS),
-            _ => None,
-        }
+        self.with_family(|k| k.attention_rows())
     }
 
     /// Positions one decode-attention workgroup scores (`CHUNK`): the grid's x extent, and
     /// the number of partials per row, is `ceil((pos0 + T) / CHUNK)`.
     pub fn decode_chunk(&self) -> Option<u32> {
-        match self {
-            KernelKey::AttnDecode { .. } => Some(DECODE_CHUNK),
-            _ => None,
-        }
+        self.with_family(|k| k.decode_chunk())
     }
 
     /// Output rows one workgroup computes (`ROWS_PER_WG`); `None` for element-wise ops.
     pub fn rows_per_workgroup(&self) -> Option<u32> {
-        match self {
-            KernelKey::MmId(m) => Some(match m.path.fragment() {
-                None => REG_ROWS,
-                Some(_) => coop_geometry(m.tile).rows,
-            }),
-            KernelKey::MvId { .. } => Some(MV_ROWS),
-            _ => None,
-        }
+        self.with_family(|k| k.rows_per_workgroup())
     }
 
     /// Tokens one workgroup computes (`TILE_N`): the tile width of a map or matmul.
     pub fn tokens_per_workgroup(&self) -> Option<u32> {
-        match self {
-            KernelKey::Map { tile } | KernelKey::MmId(MatmulKey { tile, .. }) => {
-                Some(tile.tokens() as u32)
-            }
-            KernelKey::MvId { .. } => Some(1),
-            _ => None,
-        }
+        self.with_family(|k| k.tokens_per_workgroup())
     }
 
     /// The token-tile width of a map or grouped matmul.
     pub fn tile(&self) -> Option<TileWidth> {
-        match self {
-            KernelKey::Map { tile } | KernelKey::MmId(MatmulKey { tile, .. }) => Some(*tile),
-            _ => None,
-        }
+        self.with_family(|k| k.tile())
     }
 
     /// Workgroups along y for `rows` output rows: `ceil(rows / ROWS_PER_WG)`.
@@ -465,19 +275,12 @@ impl KernelKey {
 
     /// The weight type read, if any.
     pub fn weight(&self) -> Option<WeightType> {
-        match self {
-            KernelKey::MmId(m) => Some(m.weight),
-            KernelKey::MvId { weight, .. } | KernelKey::Embed { weight } => Some(*weight),
-            _ => None,
-        }
+        self.with_family(|k| k.weight())
     }
 
     /// The matmul path (`Reg` for everything that is not a cooperative matmul).
     pub fn path(&self) -> Path {
-        match self {
-            KernelKey::MmId(m) => m.path,
-            _ => Path::Reg,
-        }
+        self.with_family(|k| k.path())
     }
 
     /// Whether the shader needs `SHADER_F16` (`enable f16;`).
@@ -487,14 +290,7 @@ impl KernelKey {
 
     /// Whether the shader needs `SUBGROUP` (subgroup builtins and operations).
     pub fn needs_subgroups(&self) -> bool {
-        self.path() != Path::Reg
-            || matches!(
-                self,
-                KernelKey::AttnDecode {
-                    subgroups: true,
-                    ..
-                }
-            )
+        self.with_family(|k| k.needs_subgroups())
     }
 
     /// Whether the shader needs `EXPERIMENTAL_COOPERATIVE_MATRIX`.
@@ -504,238 +300,40 @@ impl KernelKey {
 
     /// The template under `wgsl/` holding the entry points.
     pub fn template(&self) -> &'static str {
-        match self {
-            KernelKey::Map { .. } => "map.wgsl",
-            KernelKey::MmId(m) if m.path == Path::Reg => "mm_id.wgsl",
-            KernelKey::MmId(_) => "mm_id_coop.wgsl",
-            KernelKey::MvId { .. } => "mv_id.wgsl",
-            KernelKey::Act { .. } => "act.wgsl",
-            KernelKey::Sum => "sum.wgsl",
-            KernelKey::Embed { .. } => "embed.wgsl",
-            KernelKey::RmsNorm(_) => "rms_norm.wgsl",
-            KernelKey::Eltwise(_) => "eltwise.wgsl",
-            KernelKey::Rope { .. } => "rope.wgsl",
-            KernelKey::KvStore { .. } => "kv_store.wgsl",
-            KernelKey::AttnPrefill { .. } => "attn_prefill.wgsl",
-            KernelKey::AttnDecode { .. } => "attn_decode.wgsl",
-            KernelKey::AttnCombine { .. } => "attn_combine.wgsl",
-            KernelKey::Route => "route.wgsl",
-        }
+        self.with_family(|k| k.template())
     }
 
     /// Entry points of the module, in dispatch order.
     pub fn entry_points(&self) -> &'static [&'static str] {
-        match self {
-            KernelKey::Map { .. } => &["count", "scan", "fill"],
-            _ => &["main"],
-        }
+        self.with_family(|k| k.entry_points())
     }
 
     /// Fragments prepended before the template, in order: `grid.wgsl` first for every kernel on
     /// the folded 1-D grid.
     pub fn fragments(&self) -> Vec<&'static str> {
-        let act = |a: ActType| match a {
-            ActType::F32 => "act/f32.wgsl",
-            ActType::F16 => "act/f16.wgsl",
-        };
-        let kv = |a: ActType| match a {
-            ActType::F32 => "kv/f32.wgsl",
-            ActType::F16 => "kv/f16.wgsl",
-        };
-        let mut list = match self {
-            KernelKey::MmId(m) => {
-                let coop: &[&str] = match m.path {
-                    Path::Reg => &[],
-                    Path::Coop16 => &["coop/16.wgsl"],
-                    Path::Coop8 => &["coop/8.wgsl"],
-                };
-                [m.weight.fragments(), &[act(m.act)], coop, &["matmul.wgsl"]].concat()
-            }
-            KernelKey::MvId { weight, act: a } => {
-                [weight.fragments(), &[act(*a), "matmul.wgsl"]].concat()
-            }
-            KernelKey::Act { mid } => vec![match mid {
-                ActType::F32 => "mid/f32.wgsl",
-                ActType::F16 => "mid/f16.wgsl",
-            }],
-            KernelKey::Embed { weight } => weight.fragments().to_vec(),
-            KernelKey::KvStore { kv: ty } => vec![kv(*ty)],
-            KernelKey::AttnPrefill { kv: ty, .. } => vec!["attn/common.wgsl", kv(*ty)],
-            KernelKey::AttnDecode {
-                kv: ty, subgroups, ..
-            } => vec![
-                "attn/common.wgsl",
-                kv(*ty),
-                if *subgroups {
-                    "reduce/subgroup.wgsl"
-                } else {
-                    "reduce/workgroup.wgsl"
-                },
-            ],
-            KernelKey::AttnCombine { .. } => vec!["attn/common.wgsl"],
-            KernelKey::RmsNorm(NormFlavour::Plain) => vec!["norm/plain.wgsl", "norm/out.wgsl"],
-            KernelKey::RmsNorm(NormFlavour::Residual) => {
-                vec!["norm/residual.wgsl", "norm/out.wgsl"]
-            }
-            KernelKey::RmsNorm(NormFlavour::Pair) => vec!["norm/pair.wgsl"],
-            KernelKey::Rope { pair } => vec![if *pair {
-                "rope/pair.wgsl"
-            } else {
-                "rope/one.wgsl"
-            }],
-            KernelKey::Sum | KernelKey::Eltwise(_) | KernelKey::Route | KernelKey::Map { .. } => {
-                vec![]
-            }
-        };
+        let mut list = self.with_family(|k| k.fragments());
         if self.items_per_workgroup().is_some() {
             list.insert(0, "grid.wgsl");
         }
         list
     }
 
-    /// Name of the uniform parameter struct (see [`crate::params`]).
-    pub fn params_struct(&self) -> &'static str {
-        match self {
-            KernelKey::Map { .. } => "MapParams",
-            KernelKey::MmId(_) | KernelKey::MvId { .. } => "MatmulParams",
-            KernelKey::Act { .. } => "ActParams",
-            KernelKey::Sum => "SumParams",
-            KernelKey::Embed { .. } => "EmbedParams",
-            KernelKey::RmsNorm(_) => "NormParams",
-            KernelKey::Eltwise(_) => "EltParams",
-            KernelKey::Rope { .. } => "RotaryParams",
-            KernelKey::KvStore { .. } => "KvParams",
-            KernelKey::AttnPrefill { .. }
-            | KernelKey::AttnDecode { .. }
-            | KernelKey::AttnCombine { .. } => "AttnParams",
-            KernelKey::Route => "RouteParams",
-        }
+    /// The uniform parameter struct (see [`crate::params`]): the generator writes its WGSL
+    /// declaration into the shader, which binds it as `params`.
+    pub fn params(&self) -> Layout {
+        self.with_family(|k| k.params())
     }
 
     /// The group-0 bindings the shader declares; the host builds its layout from this list and
     /// validation checks the WGSL against it.
     pub fn bindings(&self) -> Vec<Binding> {
-        use BindingKind::*;
-        let mut list = match self {
-            KernelKey::Map { .. } => vec![
-                b(0, "params", Uniform),
-                b(1, "ids", ReadOnly),
-                b(2, "chunk_counts", ReadWrite),
-                b(3, "ranks", ReadWrite),
-                b(4, "experts", ReadWrite),
-                b(5, "list", ReadWrite),
-                b(6, "items", ReadWrite),
-                b(7, "dispatch", ReadWrite),
-            ],
-            KernelKey::MmId(_) => vec![
-                b(0, "params", Uniform),
-                b(1, "weights", ReadOnly),
-                b(2, "act", ReadOnly),
-                b(3, "experts", ReadOnly),
-                b(4, "list", ReadOnly),
-                b(5, "items", ReadOnly),
-                b(6, "y", ReadWrite),
-            ],
-            KernelKey::MvId { .. } => vec![
-                b(0, "params", Uniform),
-                b(1, "weights", ReadOnly),
-                b(2, "act", ReadOnly),
-                b(3, "ids", ReadOnly),
-                b(4, "y", ReadWrite),
-            ],
-            KernelKey::Act { .. } => vec![
-                b(0, "params", Uniform),
-                b(1, "gate", ReadOnly),
-                b(2, "up", ReadOnly),
-                b(3, "route", ReadOnly),
-                b(4, "mid", ReadWrite),
-            ],
-            KernelKey::Sum => vec![
-                b(0, "params", Uniform),
-                b(1, "y", ReadOnly),
-                b(2, "out", ReadWrite),
-            ],
-            KernelKey::Embed { .. } => vec![
-                b(0, "params", Uniform),
-                b(1, "weights", ReadOnly),
-                b(2, "ids", ReadOnly),
-                b(3, "out", ReadWrite),
-            ],
-            KernelKey::RmsNorm(NormFlavour::Plain) => vec![
-                b(0, "params", Uniform),
-                b(1, "x", ReadOnly),
-                b(2, "w", ReadOnly),
-                b(3, "out", ReadWrite),
-            ],
-            KernelKey::RmsNorm(NormFlavour::Residual) => vec![
-                b(0, "params", Uniform),
-                b(1, "x", ReadWrite),
-                b(2, "w", ReadOnly),
-                b(3, "out", ReadWrite),
-                b(4, "y", ReadOnly),
-            ],
-            KernelKey::RmsNorm(NormFlavour::Pair) => vec![
-                b(0, "params", Uniform),
-                b(1, "x", ReadOnly),
-                b(2, "w", ReadOnly),
-                b(3, "out", ReadWrite),
-                b(4, "x2", ReadOnly),
-                b(5, "w2", ReadOnly),
-                b(6, "out2", ReadWrite),
-            ],
-            KernelKey::Eltwise(_) => vec![
-                b(0, "params", Uniform),
-                b(1, "src", ReadOnly),
-                b(2, "dst", ReadWrite),
-            ],
-            KernelKey::Rope { pair: false } => vec![
-                b(0, "params", Uniform),
-                b(1, "angles", ReadOnly),
-                b(2, "x", ReadWrite),
-            ],
-            KernelKey::Rope { pair: true } => vec![
-                b(0, "params", Uniform),
-                b(1, "angles", ReadOnly),
-                b(2, "x", ReadWrite),
-                b(3, "x2", ReadWrite),
-            ],
-            KernelKey::KvStore { .. } => vec![
-                b(0, "params", Uniform),
-                b(1, "k", ReadOnly),
-                b(2, "v", ReadOnly),
-                b(3, "k_cache", ReadWrite),
-                b(4, "v_cache", ReadWrite),
-            ],
-            KernelKey::AttnPrefill { .. } => vec![
-                b(0, "params", Uniform),
-                b(1, "q", ReadOnly),
-                b(2, "k_cache", ReadOnly),
-                b(3, "v_cache", ReadOnly),
-                b(4, "out", ReadWrite),
-            ],
-            KernelKey::AttnDecode { .. } => vec![
-                b(0, "params", Uniform),
-                b(1, "q", ReadOnly),
-                b(2, "k_cache", ReadOnly),
-                b(3, "v_cache", ReadOnly),
-                b(4, "part_acc", ReadWrite),
-                b(5, "part_ml", ReadWrite),
-            ],
-            KernelKey::AttnCombine { .. } => vec![
-                b(0, "params", Uniform),
-                b(1, "part_acc", ReadOnly),
-                b(2, "part_ml", ReadOnly),
-                b(3, "out", ReadWrite),
-            ],
-            KernelKey::Route => vec![
-                b(0, "params", Uniform),
-                b(1, "logits", ReadOnly),
-                b(2, "ids", ReadWrite),
-                b(3, "weights", ReadWrite),
-            ],
-        };
+        let mut list = self.with_family(|k| k.bindings());
         if self.weight().is_some_and(WeightType::uses_grid) {
-            list.push(b(GRID_BINDING, "iq2xxs_grid", ReadOnly));
+            list.push(Binding {
+                index: GRID_BINDING,
+                name: "iq2xxs_grid",
+                kind: BindingKind::ReadOnly,
+            });
         }
         list
     }
@@ -753,150 +351,14 @@ impl KernelKey {
             c.push(("QK", w.block_values()));
             c.push(("BLOCK_WORDS", w.block_words()));
         }
-        match self {
-            KernelKey::Map { .. } => {
-                c.push(("DISPATCH_SLOTS", MAP_DISPATCH_SLOTS as u32));
-            }
-            KernelKey::MmId(m) => {
-                let tile = m.tile.tokens() as u32;
-                match m.path.fragment() {
-                    None => {
-                        let tokens_per_thread = reg_tokens_per_thread(m.tile);
-                        c.push(("K_STEP", REG_K_STEP));
-                        c.push(("ROW_THREADS", ROW_THREADS));
-                        c.push(("TOKEN_THREADS", tile / tokens_per_thread));
-                        c.push(("ROWS_PER_THREAD", REG_ROWS / ROW_THREADS));
-                        c.push(("TOKENS_PER_THREAD", tokens_per_thread));
-                    }
-                    Some(frag) => {
-                        let g = coop_geometry(m.tile);
-                        let slots = g.threads / COOP_MAX_SUBGROUP_SIZE;
-                        c.push(("K_STEP", g.k_step));
-                        c.push(("STAGES", g.stages));
-                        c.push(("FRAG", frag));
-                        c.push(("SLOTS", slots));
-                        c.push(("SLOT_COLS", g.slot_cols));
-                        c.push(("SLOT_ROW_FRAGS", g.rows / frag / (slots / g.slot_cols)));
-                        c.push(("SLOT_TOKEN_FRAGS", tile / frag / g.slot_cols));
-                    }
-                }
-            }
-            KernelKey::MvId { .. } => {
-                c.push(("LANES", WG_SIZE / MV_ROWS));
-            }
-            KernelKey::Eltwise(op) => c.push(("OP", op.code())),
-            KernelKey::AttnPrefill { head_dim, .. } => {
-                let hd = *head_dim;
-                let g = attn_geometry(hd);
-                c.push(("HEAD_DIM", hd));
-                c.push(("Q_ROWS", g.rows));
-                c.push(("KV_TILE", g.kv_tile));
-                // Loads of eight values per thread per tile.
-                c.push(("TILE_LOADS", (g.kv_tile * hd / 8).div_ceil(g.threads)));
-                c.push(("ROWS_PER_THREAD", g.rows_per_thread));
-                c.push(("ROW_THREADS", ATTN_ROW_THREADS));
-                c.push(("COLS_PER_THREAD", g.kv_tile / ATTN_ROW_THREADS));
-                c.push(("DIMS_PER_THREAD", hd / ATTN_ROW_THREADS));
-            }
-            KernelKey::AttnDecode { head_dim, .. } => {
-                let octs = head_dim / 8;
-                let row_groups = (DECODE_CHUNK / octs).min(DECODE_ROWS);
-                c.push(("HEAD_DIM", *head_dim));
-                c.push(("ROWS", DECODE_ROWS));
-                c.push(("ROW_GROUPS", row_groups));
-                c.push(("ROWS_PER_THREAD", DECODE_ROWS.div_ceil(row_groups)));
-            }
-            KernelKey::AttnCombine { head_dim } => c.push(("HEAD_DIM", *head_dim)),
-            _ => {}
-        }
+        c.extend(self.with_family(|k| k.consts()));
         c
-    }
-}
-
-/// Register path: tokens per thread (the accumulators are 4 rows x this many tokens, read as
-/// whole vec4s of the activation tile).
-fn reg_tokens_per_thread(tile: TileWidth) -> u32 {
-    (tile.tokens() as u32 / 16).max(4)
-}
-
-/// Cooperative paths: the shape of a workgroup's work. Its subgroups fill `threads / 32`
-/// slots, each owning a rectangle of output fragments whose accumulators stay in registers for
-/// the whole K loop; `slot_cols` slots sit side by side along the tokens.
-///
-/// Measured on the H100 (`bench/NOTES-mm_id.md`): time follows the fragments per slot and
-/// the words each thread prefetches, not the tile. Slots of 1 or 2 fragments, one weight and
-/// one activation group per thread and a 32-value K step are fastest; 4 or 8 fragments per
-/// slot, a 64-value K step or loads two steps ahead were 1.3x to 2.5x slower (per-thread
-/// arrays the driver no longer keeps in registers, or fewer resident workgroups). Hence 64
-/// rows at every width and 512 threads (16 slots of 1 x 2 fragments) at 128 tokens.
-struct CoopGeometry {
-    /// Output rows per workgroup.
-    rows: u32,
-    /// Inner-dimension step.
-    k_step: u32,
-    /// Steps the loads run ahead of the multiply.
-    stages: u32,
-    /// Threads per workgroup.
-    threads: u32,
-    /// Slots along the tokens.
-    slot_cols: u32,
-}
-
-/// Cooperative paths: the geometry of each token-tile width.
-fn coop_geometry(tile: TileWidth) -> CoopGeometry {
-    let (rows, k_step, stages, threads, slot_cols) = match tile {
-        TileWidth::T32 => (64, 32, 1, 256, 2),
-        TileWidth::T64 => (64, 32, 1, 256, 2),
-        TileWidth::T128 => (64, 32, 1, 512, 4),
-    };
-    CoopGeometry {
-        rows,
-        k_step,
-        stages,
-        threads,
-        slot_cols,
     }
 }
 
 impl std::fmt::Display for KernelKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KernelKey::Map { tile } => write!(f, "map_t{tile}"),
-            KernelKey::MmId(m) => write!(
-                f,
-                "mm_id_{}_{}_t{}_{}",
-                m.weight.short_name(),
-                m.act.name(),
-                m.tile,
-                m.path.name()
-            ),
-            KernelKey::MvId { weight, act } => {
-                write!(f, "mv_id_{}_{}", weight.short_name(), act.name())
-            }
-            KernelKey::Act { mid } => write!(f, "act_{}", mid.name()),
-            KernelKey::Sum => f.write_str("sum"),
-            KernelKey::Embed { weight } => write!(f, "embed_{}", weight.short_name()),
-            KernelKey::RmsNorm(NormFlavour::Plain) => f.write_str("rms_norm"),
-            KernelKey::RmsNorm(NormFlavour::Residual) => f.write_str("rms_norm_residual"),
-            KernelKey::RmsNorm(NormFlavour::Pair) => f.write_str("rms_norm_pair"),
-            KernelKey::Eltwise(op) => f.write_str(op.name()),
-            KernelKey::Rope { pair: false } => f.write_str("rope"),
-            KernelKey::Rope { pair: true } => f.write_str("rope_pair"),
-            KernelKey::KvStore { kv } => write!(f, "kv_store_{}", kv.name()),
-            KernelKey::AttnPrefill { head_dim, kv } => {
-                write!(f, "attn_prefill_h{head_dim}_{}", kv.name())
-            }
-            KernelKey::AttnDecode {
-                head_dim,
-                kv,
-                subgroups,
-            } => {
-                let reduce = if *subgroups { "sg" } else { "wg" };
-                write!(f, "attn_decode_h{head_dim}_{}_{reduce}", kv.name())
-            }
-            KernelKey::AttnCombine { head_dim } => write!(f, "attn_combine_h{head_dim}"),
-            KernelKey::Route => f.write_str("route"),
-        }
+        self.with_family(|k| k.write_name(f))
     }
 }
 
@@ -925,7 +387,7 @@ mod tests {
         assert!(names.contains("attn_decode_h64_f32_sg"));
         assert!(names.contains("attn_decode_h64_f16_wg"));
         assert!(names.contains("attn_combine_h256"));
-        assert!(names.contains("mul_sigmoid_row"));
+        assert!(names.contains("eltwise_mul_sigmoid_row"));
     }
 
     #[test]

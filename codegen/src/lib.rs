@@ -1,15 +1,17 @@
 //! Kernel keys and the WGSL they name: every GPU specialization moetile runs is generated here
 //! from a [`KernelKey`] and validated by naga (SPIR-V, MSL, HLSL) at build time.
 //!
-//! `moetile-wgpu`'s `build.rs` calls [`write_kernel_table`], which generates and validates
-//! [`KernelKey::all`] and writes the table the backend compiles in; the backend depends on this
-//! crate again for the key types, geometry, binding tables and parameter structs, so the shader
-//! and the host read the same numbers. `cargo run -p moetile-codegen -- dump DIR` writes every
-//! specialization with its translations for reading.
+//! The crate depends on nothing else in the repository, and on naga only with the `validate`
+//! feature: `moetile-wgpu`'s `build.rs` enables it to call `write_kernel_table`, which
+//! generates and validates [`KernelKey::all`] and writes the table the backend compiles in. The
+//! backend and the runtime depend on this crate again without the feature, for the key types,
+//! tile widths, geometry, binding tables and parameter structs, so the shader and the host read
+//! the same numbers and neither links naga's MSL/HLSL writers.
+//! `cargo run -p moetile-codegen --features validate -- dump DIR` writes every specialization
+//! with its translations for reading.
 //!
 //! ```
-//! use moetile_codegen::{ActType, KernelKey, MatmulKey, Path, Templates, WeightType};
-//! use moetile::tile::TileWidth;
+//! use moetile_codegen::{ActType, KernelKey, MatmulKey, Path, Templates, TileWidth, WeightType};
 //!
 //! let key = KernelKey::MmId(MatmulKey {
 //!     weight: WeightType::Q4_K,
@@ -25,19 +27,27 @@
 
 #![deny(missing_docs)]
 
+mod family;
 mod generate;
 mod key;
 pub mod params;
+mod tile;
+#[cfg(feature = "validate")]
 mod validate;
 mod weights;
 
+#[cfg(feature = "validate")]
 use std::path::Path as FsPath;
 
+pub use family::attention::HEAD_DIMS;
+pub use family::eltwise::EltOp;
+pub use family::matmul::{COOP_MAX_SUBGROUP_SIZE, MatmulKey, Path};
+pub use family::moe::MAP_DISPATCH_SLOTS;
+pub use family::norm::NormFlavour;
 pub use generate::{Templates, generate};
-pub use key::{
-    ActType, Binding, BindingKind, COOP_MAX_SUBGROUP_SIZE, EltOp, GRID_BINDING, HEAD_DIMS,
-    KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, NormFlavour, Path,
-};
+pub use key::{ActType, Binding, BindingKind, GRID_BINDING, KernelKey};
+pub use tile::TileWidth;
+#[cfg(feature = "validate")]
 pub use validate::{Stage, Validated, capabilities, validate};
 pub use weights::WeightType;
 
@@ -53,6 +63,7 @@ pub enum Error {
         path: String,
     },
     /// naga rejected the shader or one of its translations.
+    #[cfg(feature = "validate")]
     #[error("kernel {key}: {stage} failed:\n{message}")]
     Invalid {
         /// The kernel key.
@@ -63,6 +74,7 @@ pub enum Error {
         message: String,
     },
     /// Writing an output file failed.
+    #[cfg(feature = "validate")]
     #[error("writing {path}: {source}")]
     Io {
         /// The file.
@@ -73,12 +85,14 @@ pub enum Error {
 }
 
 /// Generates and validates `key` from the built-in templates.
+#[cfg(feature = "validate")]
 pub fn generate_validated(key: &KernelKey) -> Result<(String, Validated), Error> {
     let wgsl = generate(key, &Templates::builtin())?;
     let validated = validate(key, &wgsl)?;
     Ok((wgsl, validated))
 }
 
+#[cfg(feature = "validate")]
 fn write(path: &FsPath, bytes: &[u8]) -> Result<(), Error> {
     std::fs::write(path, bytes).map_err(|source| Error::Io {
         path: path.display().to_string(),
@@ -91,6 +105,7 @@ fn write(path: &FsPath, bytes: &[u8]) -> Result<(), Error> {
 /// `pub static KERNELS: &[(&str, &str)]`, `(name, WGSL)` sorted by name, and
 /// `out_dir/workgroup_bytes.rs` holding `pub static WORKGROUP_BYTES: &[(&str, u32)]`,
 /// `(name, Validated::workgroup_bytes)` in the same order (the device limit the kernels need).
+#[cfg(feature = "validate")]
 pub fn write_kernel_table(out_dir: &FsPath) -> Result<(), Error> {
     let dir = out_dir.join("kernels");
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
@@ -132,6 +147,7 @@ pub fn write_kernel_table(out_dir: &FsPath) -> Result<(), Error> {
 
 /// Writes every specialization to `dir` as `NAME.wgsl`, `NAME.spv`, `NAME.metal` and (for
 /// non-cooperative kernels) `NAME.hlsl`. Returns the number of kernels written.
+#[cfg(feature = "validate")]
 pub fn dump(dir: &FsPath) -> Result<usize, Error> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.display().to_string(),

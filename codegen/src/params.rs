@@ -1,13 +1,36 @@
-//! Uniform parameter structs, shared by the host (`bytemuck` bytes) and the WGSL (a struct of
-//! the same name and fields). A test checks every field offset and the size against naga's
-//! layout of the WGSL struct, so the two cannot drift.
+//! Uniform parameter structs, defined once here: the host writes them as `bytemuck` bytes and
+//! the generator writes their WGSL declaration (same name, fields and types) into every kernel
+//! that binds them, so the templates hold no copies. A test checks every field offset and the
+//! size against naga's layout of the generated struct: WGSL's uniform rules (a `vec4<u32>` sits
+//! on 16 bytes) must give the `#[repr(C)]` layout, which the explicit padding fields ensure.
 
-/// A `#[repr(C)]` params struct with a WGSL twin.
+/// A field type of a params struct and its WGSL spelling.
+pub trait WgslType {
+    /// The WGSL type.
+    const WGSL: &'static str;
+}
+
+impl WgslType for u32 {
+    const WGSL: &'static str = "u32";
+}
+
+impl WgslType for f32 {
+    const WGSL: &'static str = "f32";
+}
+
+/// A vector, not `array<u32, 4>`: uniform arrays have a 16-byte stride.
+impl WgslType for [u32; 4] {
+    const WGSL: &'static str = "vec4<u32>";
+}
+
+/// A `#[repr(C)]` params struct and its WGSL declaration.
 pub trait WgslParams: bytemuck::Pod {
-    /// The WGSL struct name.
+    /// The struct name, in Rust and WGSL.
     const NAME: &'static str;
     /// `(field, byte offset)` in declaration order.
     fn fields() -> Vec<(&'static str, usize)>;
+    /// The WGSL declaration, `struct NAME { field: type, ... }`.
+    fn wgsl() -> String;
 }
 
 macro_rules! params {
@@ -23,6 +46,16 @@ macro_rules! params {
             const NAME: &'static str = stringify!($name);
             fn fields() -> Vec<(&'static str, usize)> {
                 vec![$((stringify!($field), std::mem::offset_of!($name, $field)),)*]
+            }
+            fn wgsl() -> String {
+                let mut text = format!("struct {} {{\n", Self::NAME);
+                $(text.push_str(&format!(
+                    "    {}: {},\n",
+                    stringify!($field),
+                    <$ty as WgslType>::WGSL
+                ));)*
+                text.push_str("}\n");
+                text
             }
         }
     };
@@ -218,7 +251,7 @@ params! {
     }
 }
 
-/// The host layout of one params struct.
+/// One params struct as a value: what the generator writes and the layout test checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// Struct name (the same in Rust and WGSL).
@@ -227,17 +260,22 @@ pub struct Layout {
     pub fields: Vec<(&'static str, usize)>,
     /// Size in bytes.
     pub size: usize,
+    /// The WGSL declaration.
+    pub wgsl: String,
 }
 
-/// The layout of every params struct, for the test against naga's view of the WGSL.
-pub fn all() -> Vec<Layout> {
-    fn layout<P: WgslParams>() -> Layout {
-        Layout {
-            name: P::NAME,
-            fields: P::fields(),
-            size: std::mem::size_of::<P>(),
-        }
+/// The [`Layout`] of `P`.
+pub fn layout<P: WgslParams>() -> Layout {
+    Layout {
+        name: P::NAME,
+        fields: P::fields(),
+        size: std::mem::size_of::<P>(),
+        wgsl: P::wgsl(),
     }
+}
+
+/// Every params struct (the uniform size the device must allow is the largest).
+pub fn all() -> Vec<Layout> {
     vec![
         layout::<MapParams>(),
         layout::<MatmulParams>(),

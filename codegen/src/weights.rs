@@ -13,9 +13,9 @@
 //!
 //! Adding a type (`Q4_0`, `Q5_1`, `Q3_K`...) is one row in [`FORMATS`] plus one
 //! `wgsl/dequant/<type>.wgsl` fragment defining `WRaw`, `wload`, `wdecode` and `dequant8` (the
-//! contract is at the top of `wgsl/dequant/q8_0.wgsl`).
-
-use moetile::quant::GgmlType;
+//! contract is at the top of `wgsl/dequant/q8_0.wgsl`), and its GGUF tensor type in
+//! `moetile-wgpu`'s `layout::GgmlWeight` (this crate does not depend on the runtime), whose test
+//! checks the block sizes below against the runtime's block table.
 
 /// A weight storage type with a GPU dequantization fragment.
 #[allow(non_camel_case_types)]
@@ -54,7 +54,8 @@ pub enum WeightType {
 /// One row of the format table.
 struct Format {
     ty: WeightType,
-    ggml: GgmlType,
+    /// The GGUF name (`Q4_K`).
+    name: &'static str,
     /// Short lowercase name used in kernel names (`mm_id_q4k_...`).
     short: &'static str,
     /// Values per GPU block (a GGUF block, or 32 values for the float types).
@@ -70,7 +71,7 @@ struct Format {
 const FORMATS: [Format; 14] = [
     Format {
         ty: WeightType::F32,
-        ggml: GgmlType::F32,
+        name: "F32",
         short: "f32",
         block_values: 32,
         gguf_bytes: 128,
@@ -79,7 +80,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::F16,
-        ggml: GgmlType::F16,
+        name: "F16",
         short: "f16",
         block_values: 32,
         gguf_bytes: 64,
@@ -88,7 +89,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::BF16,
-        ggml: GgmlType::BF16,
+        name: "BF16",
         short: "bf16",
         block_values: 32,
         gguf_bytes: 64,
@@ -97,7 +98,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::Q4_0,
-        ggml: GgmlType::Q4_0,
+        name: "Q4_0",
         short: "q4_0",
         block_values: 32,
         gguf_bytes: 18,
@@ -111,7 +112,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::Q4_1,
-        ggml: GgmlType::Q4_1,
+        name: "Q4_1",
         short: "q4_1",
         block_values: 32,
         gguf_bytes: 20,
@@ -124,7 +125,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::Q5_0,
-        ggml: GgmlType::Q5_0,
+        name: "Q5_0",
         short: "q5_0",
         block_values: 32,
         gguf_bytes: 22,
@@ -138,7 +139,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::Q5_1,
-        ggml: GgmlType::Q5_1,
+        name: "Q5_1",
         short: "q5_1",
         block_values: 32,
         gguf_bytes: 24,
@@ -151,7 +152,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::Q8_0,
-        ggml: GgmlType::Q8_0,
+        name: "Q8_0",
         short: "q8_0",
         block_values: 32,
         gguf_bytes: 34,
@@ -161,7 +162,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::Q2_K,
-        ggml: GgmlType::Q2_K,
+        name: "Q2_K",
         short: "q2k",
         block_values: 256,
         gguf_bytes: 84,
@@ -170,7 +171,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::Q3_K,
-        ggml: GgmlType::Q3_K,
+        name: "Q3_K",
         short: "q3k",
         block_values: 256,
         gguf_bytes: 110,
@@ -184,7 +185,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::Q4_K,
-        ggml: GgmlType::Q4_K,
+        name: "Q4_K",
         short: "q4k",
         block_values: 256,
         gguf_bytes: 144,
@@ -197,7 +198,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::Q5_K,
-        ggml: GgmlType::Q5_K,
+        name: "Q5_K",
         short: "q5k",
         block_values: 256,
         gguf_bytes: 176,
@@ -210,7 +211,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::Q6_K,
-        ggml: GgmlType::Q6_K,
+        name: "Q6_K",
         short: "q6k",
         block_values: 256,
         gguf_bytes: 210,
@@ -220,7 +221,7 @@ const FORMATS: [Format; 14] = [
     },
     Format {
         ty: WeightType::IQ2_XXS,
-        ggml: GgmlType::IQ2_XXS,
+        name: "IQ2_XXS",
         short: "iq2xxs",
         block_values: 256,
         gguf_bytes: 66,
@@ -256,25 +257,18 @@ impl WeightType {
             .expect("every WeightType has a row in FORMATS")
     }
 
-    /// The GPU type for a GGUF tensor type, if the kernels read it.
-    pub fn from_ggml(ty: GgmlType) -> Option<WeightType> {
-        FORMATS.iter().find(|f| f.ggml == ty).map(|f| f.ty)
-    }
-
     /// Parses a short name (`q4k`) or a GGUF name (`Q4_K`), case-insensitively.
     pub fn parse(name: &str) -> Option<WeightType> {
         let name = name.trim();
         FORMATS
             .iter()
-            .find(|f| {
-                f.short.eq_ignore_ascii_case(name) || f.ggml.name().eq_ignore_ascii_case(name)
-            })
+            .find(|f| f.short.eq_ignore_ascii_case(name) || f.name.eq_ignore_ascii_case(name))
             .map(|f| f.ty)
     }
 
-    /// The GGUF tensor type.
-    pub fn ggml(self) -> GgmlType {
-        self.format().ggml
+    /// The GGUF name (`Q4_K`), as `moetile::quant::GgmlType` spells it.
+    pub fn name(self) -> &'static str {
+        self.format().name
     }
 
     /// Short lowercase name used in kernel names.
@@ -320,7 +314,7 @@ impl WeightType {
 
 impl std::fmt::Display for WeightType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.ggml().name())
+        f.write_str(self.name())
     }
 }
 
@@ -329,17 +323,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_agrees_with_ggml_block_geometry() {
+    fn gpu_blocks_are_word_aligned_and_padded_only_when_needed() {
         for w in WeightType::ALL {
-            let g = w.ggml();
-            assert_eq!(WeightType::from_ggml(g), Some(w));
-            // A GPU block is one GGUF block, or 32 scalars for the float types.
-            let scalars_per_block = w.block_values() as usize / g.block_values();
-            assert_eq!(
-                w.gguf_block_bytes() as usize,
-                scalars_per_block * g.block_bytes(),
-                "{w}"
-            );
             assert_eq!(w.gpu_block_bytes() % 4, 0, "{w}");
             assert_eq!(
                 w.pad_at().is_some(),
@@ -347,6 +332,8 @@ mod tests {
                 "{w}: pad exactly the unaligned blocks"
             );
             assert_eq!(w.block_values() % 32, 0, "{w}: kernels step K by 32");
+            assert_eq!(WeightType::parse(w.name()), Some(w));
+            assert_eq!(WeightType::parse(w.short_name()), Some(w));
         }
         assert_eq!(WeightType::Q8_0.gpu_block_bytes(), 36);
         assert_eq!(WeightType::IQ2_XXS.gpu_block_bytes(), 68);
@@ -354,7 +341,6 @@ mod tests {
         assert_eq!(WeightType::Q4_0.gpu_block_bytes(), 20);
         assert_eq!(WeightType::Q5_0.gpu_block_bytes(), 24);
         assert_eq!(WeightType::Q3_K.gpu_block_bytes(), 112);
-        assert_eq!(WeightType::from_ggml(GgmlType::IQ4_XS), None);
         assert_eq!(WeightType::parse("q4k"), Some(WeightType::Q4_K));
         assert_eq!(WeightType::parse("IQ2_XXS"), Some(WeightType::IQ2_XXS));
         assert_eq!(WeightType::parse("q5_1"), Some(WeightType::Q5_1));

@@ -2,12 +2,11 @@
 //! key's, params structs match naga's layout, workgroup memory fits 32 KiB, broken templates
 //! fail with the key's name, and `dump` writes every translation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use moetile::tile::TileWidth;
 use moetile_codegen::{
-    ActType, Error, KernelKey, MatmulKey, NormFlavour, Path, Stage, Templates, WeightType,
-    generate, generate_validated, params, validate,
+    ActType, Error, KernelKey, MatmulKey, Path, Stage, Templates, TileWidth, WeightType, generate,
+    generate_validated, params, validate,
 };
 
 fn q4k_t64() -> KernelKey {
@@ -102,50 +101,23 @@ fn workgroup_memory_fits_32_kib() {
 
 #[test]
 fn params_structs_match_naga_layout() {
-    // One key per params struct.
-    let keys = [
-        KernelKey::Map {
-            tile: TileWidth::T32,
-        },
-        q4k_t64(),
-        KernelKey::MvId {
-            weight: WeightType::Q8_0,
-            act: ActType::F16,
-        },
-        KernelKey::Act { mid: ActType::F16 },
-        KernelKey::Sum,
-        KernelKey::Embed {
-            weight: WeightType::Q3_K,
-        },
-        KernelKey::RmsNorm(NormFlavour::Plain),
-        KernelKey::RmsNorm(NormFlavour::Residual),
-        KernelKey::RmsNorm(NormFlavour::Pair),
-        KernelKey::Eltwise(moetile_codegen::EltOp::Add),
-        KernelKey::Rope { pair: false },
-        KernelKey::Rope { pair: true },
-        KernelKey::KvStore { kv: ActType::F16 },
-        KernelKey::AttnDecode {
-            head_dim: 64,
-            kv: ActType::F32,
-            subgroups: true,
-        },
-        KernelKey::Route,
-    ];
-    let mut checked = Vec::new();
-    for key in keys {
-        let (_, v) = generate_validated(&key).unwrap();
-        let name = key.params_struct();
-        let params::Layout { fields, size, .. } = params::all()
-            .into_iter()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no Rust params struct {name}"));
-        let ty = v
-            .module
-            .types
+    // Every key binds as `params` the struct the generator declared from the Rust definition,
+    // and naga lays it out as `#[repr(C)]` does.
+    let mut checked = BTreeSet::new();
+    for key in KernelKey::all() {
+        let params::Layout {
+            name, fields, size, ..
+        } = key.params();
+        let wgsl = generate(&key, &Templates::builtin()).unwrap();
+        let module = naga::front::wgsl::parse_str(&wgsl).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let binding = module
+            .global_variables
             .iter()
-            .find(|(_, t)| t.name.as_deref() == Some(name))
-            .unwrap_or_else(|| panic!("{key}: no WGSL struct {name}"))
+            .find(|(_, g)| g.name.as_deref() == Some("params"))
+            .unwrap_or_else(|| panic!("{key}: no params binding"))
             .1;
+        let ty = &module.types[binding.ty];
+        assert_eq!(ty.name.as_deref(), Some(name), "{key}: params type");
         let naga::TypeInner::Struct { members, span } = &ty.inner else {
             panic!("{name} is not a struct");
         };
@@ -154,17 +126,12 @@ fn params_structs_match_naga_layout() {
             .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
             .collect();
         let rust: Vec<(String, usize)> = fields.iter().map(|(n, o)| (n.to_string(), *o)).collect();
-        assert_eq!(wgsl, rust, "{name}: fields and offsets");
-        assert_eq!(*span as usize, size, "{name}: size");
-        checked.push(name);
+        assert_eq!(wgsl, rust, "{key}: {name} fields and offsets");
+        assert_eq!(*span as usize, size, "{key}: {name} size");
+        checked.insert(name);
     }
-    checked.sort();
-    checked.dedup();
-    assert_eq!(
-        checked.len(),
-        params::all().len(),
-        "every params struct checked"
-    );
+    let all: BTreeSet<&str> = params::all().iter().map(|p| p.name).collect();
+    assert_eq!(checked, all, "every params struct checked");
 }
 
 #[test]

@@ -31,7 +31,7 @@ impl TilePolicyKind {
             "alignment" => Ok(TilePolicyKind::Alignment),
             "load-aware" => Ok(TilePolicyKind::LoadAware),
             other => match other.strip_prefix("fixed:") {
-                Some(w) => Ok(TilePolicyKind::Fixed(TileWidth::parse(
+                Some(w) => Ok(TilePolicyKind::Fixed(crate::tile::parse_width(
                     "fixed tile width",
                     w,
                 )?)),
@@ -82,7 +82,7 @@ impl RuntimeConfig {
     fn with_tile_max_env(value: Option<&str>) -> Result<RuntimeConfig> {
         Ok(RuntimeConfig {
             tile_max: value
-                .map(|v| TileWidth::parse(TILE_MAX_ENV, v))
+                .map(|v| crate::tile::parse_width(TILE_MAX_ENV, v))
                 .transpose()?,
             ..RuntimeConfig::default()
         })

@@ -11,54 +11,20 @@ use crate::{Error, Result};
 /// [`RuntimeConfig::from_env`](crate::RuntimeConfig::from_env).
 pub const TILE_MAX_ENV: &str = "MOETILE_TILE_MAX";
 
-/// A token-tile width: how many tokens of one expert a matmul workgroup computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TileWidth {
-    /// 32 tokens per tile.
-    T32,
-    /// 64 tokens per tile.
-    T64,
-    /// 128 tokens per tile.
-    T128,
-}
+pub use moetile_codegen::TileWidth;
 
-impl TileWidth {
-    /// Every width, narrowest first.
-    pub const ALL: [TileWidth; 3] = [TileWidth::T32, TileWidth::T64, TileWidth::T128];
-
-    /// Tokens per tile.
-    pub fn tokens(self) -> usize {
-        match self {
-            TileWidth::T32 => 32,
-            TileWidth::T64 => 64,
-            TileWidth::T128 => 128,
-        }
-    }
-
-    /// The width of `tokens`, if it is one of 32, 64 or 128.
-    pub fn from_tokens(tokens: usize) -> Option<Self> {
-        Self::ALL.into_iter().find(|w| w.tokens() == tokens)
-    }
-
-    /// Parses a user-given width ("32", "64", "128"); `name` says where it came from.
-    pub fn parse(name: &str, value: &str) -> Result<Self> {
-        value
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .and_then(Self::from_tokens)
-            .ok_or_else(|| Error::InvalidSetting {
-                name: name.to_string(),
-                value: value.to_string(),
-                expected: "a tile width of 32, 64 or 128".to_string(),
-            })
-    }
-}
-
-impl std::fmt::Display for TileWidth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.tokens())
-    }
+/// Parses a user-given tile width ("32", "64", "128"); `name` says where it came from.
+pub fn parse_width(name: &str, value: &str) -> Result<TileWidth> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(TileWidth::from_tokens)
+        .ok_or_else(|| Error::InvalidSetting {
+            name: name.to_string(),
+            value: value.to_string(),
+            expected: "a tile width of 32, 64 or 128".to_string(),
+        })
 }
 
 /// The shape of one routed-MoE batch, as far as tile choice cares.

@@ -11,18 +11,8 @@
 // Scores are kept in base 2: the host passes scale * log2(e), so softmax weights are
 // exp2(s - max) and partial maxima (attn_decode -> attn_combine) are in the same units.
 //
-// Defines: AttnParams, MASKED, row_keys(r), out_row(g, r).
-
-struct AttnParams {
-    n_tokens: u32,
-    pos0: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    scale: f32,
-    group: u32,
-    n_rows: u32,
-    n_splits: u32,
-}
+// Expects: AttnParams (declared by the generator from codegen/src/params.rs), bound as params.
+// Defines: MASKED, row_keys(r), out_row(g, r).
 
 // The score of a masked (future or padding) position; never enters a sum.
 const MASKED: f32 = -3.0e38;

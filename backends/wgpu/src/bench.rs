@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use crate::buffers::GpuMatrix;
 use crate::context::WgpuContext;
 use crate::error::WgpuError;
-use crate::layout::ExpertTensor;
+use crate::layout::{ExpertTensor, GgmlWeight};
 use crate::moe::{self, Matmul, Routing};
 use crate::recorder::Recorder;
 use crate::timer::Timer;

@@ -22,9 +22,44 @@
 //! per context, read by the dequant fragment as `array<vec2<u32>, 256>`.
 
 use moetile::model::WeightData;
+use moetile::quant::GgmlType;
 use moetile_codegen::WeightType;
 
 use crate::error::{Result, WgpuError};
+
+/// The GGUF tensor type of each GPU weight type: where the generator's [`WeightType`] (which
+/// knows nothing of the runtime) meets the runtime's [`GgmlType`].
+pub trait GgmlWeight: Sized {
+    /// The GGUF tensor type.
+    fn ggml(self) -> GgmlType;
+    /// The GPU type for a GGUF tensor type, if the kernels read it.
+    fn from_ggml(ty: GgmlType) -> Option<Self>;
+}
+
+impl GgmlWeight for WeightType {
+    fn ggml(self) -> GgmlType {
+        match self {
+            WeightType::F32 => GgmlType::F32,
+            WeightType::F16 => GgmlType::F16,
+            WeightType::BF16 => GgmlType::BF16,
+            WeightType::Q4_0 => GgmlType::Q4_0,
+            WeightType::Q4_1 => GgmlType::Q4_1,
+            WeightType::Q5_0 => GgmlType::Q5_0,
+            WeightType::Q5_1 => GgmlType::Q5_1,
+            WeightType::Q8_0 => GgmlType::Q8_0,
+            WeightType::Q2_K => GgmlType::Q2_K,
+            WeightType::Q3_K => GgmlType::Q3_K,
+            WeightType::Q4_K => GgmlType::Q4_K,
+            WeightType::Q5_K => GgmlType::Q5_K,
+            WeightType::Q6_K => GgmlType::Q6_K,
+            WeightType::IQ2_XXS => GgmlType::IQ2_XXS,
+        }
+    }
+
+    fn from_ggml(ty: GgmlType) -> Option<WeightType> {
+        WeightType::ALL.into_iter().find(|w| w.ggml() == ty)
+    }
+}
 
 /// Appends the GPU layout of `gguf` (whole blocks of `ty`) to `out`.
 pub fn repack(ty: WeightType, gguf: &[u8], out: &mut Vec<u8>) {
@@ -241,6 +276,23 @@ pub(crate) fn iq2xxs_grid_bytes() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weight_types_agree_with_ggml_block_geometry() {
+        for w in WeightType::ALL {
+            let g = w.ggml();
+            assert_eq!(WeightType::from_ggml(g), Some(w));
+            assert_eq!(w.name(), g.name(), "{w}");
+            // A GPU block is one GGUF block, or 32 scalars for the float types.
+            let scalars_per_block = w.block_values() as usize / g.block_values();
+            assert_eq!(
+                w.gguf_block_bytes() as usize,
+                scalars_per_block * g.block_bytes(),
+                "{w}"
+            );
+        }
+        assert_eq!(WeightType::from_ggml(GgmlType::IQ4_XS), None);
+    }
 
     #[test]
     fn repack_inserts_pad_at_the_documented_offset() {

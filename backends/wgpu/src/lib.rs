@@ -135,7 +135,7 @@ pub use context::{ContextOptions, WgpuContext};
 pub use encoder::ParamSlot;
 pub use error::{Result, WgpuError};
 pub use kernels::ShaderChecks;
-pub use layout::ExpertTensor;
+pub use layout::{ExpertTensor, GgmlWeight};
 pub use moe::{
     ExpertMap, MapContents, Matmul, MoeBuffers, MoeInputs, MoeOptions, Routing, mat_vec_max_tokens,
 };

@@ -26,7 +26,7 @@ use moetile::tile::{MoeBatch, TilePolicy, TileWidth};
 use moetile_cpu::{CpuWeight, Mat};
 use moetile_wgpu::moe::{self, Matmul, MoeBuffers, MoeInputs, MoeOptions, Routing};
 use moetile_wgpu::{
-    ActType, KernelKey, MatmulKey, Path, WeightType, WgpuContext, WgpuError, kernels,
+    ActType, GgmlWeight, KernelKey, MatmulKey, Path, WeightType, WgpuContext, WgpuError, kernels,
 };
 
 const D: usize = 256;

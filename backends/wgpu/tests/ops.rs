@@ -29,8 +29,8 @@ use moetile::tile::TileWidth;
 use moetile_cpu::CpuBackend;
 use moetile_wgpu::attention::{self, CacheSlot, Qkv};
 use moetile_wgpu::{
-    ActType, AttentionKernel, BackendOptions, HEAD_DIMS, KvCache, Path, WeightType, WgpuBackend,
-    WgpuError,
+    ActType, AttentionKernel, BackendOptions, GgmlWeight, HEAD_DIMS, KvCache, Path, WeightType,
+    WgpuBackend, WgpuError,
 };
 use rand::Rng;
 use rand::rngs::StdRng;

@@ -179,7 +179,7 @@ pub struct RuntimeArgs {
 
 /// Parses a `--tile-max` value.
 pub fn tile_width(value: &str) -> Result<TileWidth, UsageError> {
-    TileWidth::parse("--tile-max", value).map_err(|e| UsageError(e.to_string()))
+    moetile::tile::parse_width("--tile-max", value).map_err(|e| UsageError(e.to_string()))
 }
 
 /// Parses a `--tile-policy` value.

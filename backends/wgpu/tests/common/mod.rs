@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use moetile::model::WeightData;
-use moetile_wgpu::{ContextOptions, WeightType, WgpuContext};
+use moetile_wgpu::{ContextOptions, GgmlWeight, WeightType, WgpuContext};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

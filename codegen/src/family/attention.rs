@@ -1,0 +1,275 @@
+//! The KV cache and the kernels that read it: `kv_store` appends a batch's keys and values,
+//! `attn_prefill` is causal flash attention of a batch of queries, `attn_decode` and
+//! `attn_combine` split the keys of a few queries over workgroups and merge the partials.
+
+use std::fmt;
+
+use super::{Family, WG_SIZE, b};
+use crate::key::{ActType, Binding, BindingKind::*};
+use crate::params::{AttnParams, KvParams, Layout, layout};
+
+/// Head widths the attention kernels are generated for: multiples of 16 up to 128, of 32 up to
+/// 256 (the 16 threads of a prefill row group own whole dims).
+pub const HEAD_DIMS: [u32; 12] = [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256];
+
+/// Decode attention: query rows per workgroup (every query head of a GQA group of 8 for one
+/// token, or of smaller groups for several tokens).
+const DECODE_ROWS: u32 = 8;
+/// Decode attention: positions per workgroup (one per thread). At 2K context and 4 key/value
+/// heads that is 128 workgroups, each reading 32 KiB of f16 keys and values once.
+const DECODE_CHUNK: u32 = 64;
+/// Threads per workgroup of the decode merge (one per 4 dims).
+const COMBINE_WG_SIZE: u32 = 64;
+/// Register prefill attention: threads per row group (they share rows; each owns every 16th
+/// key column of S and dim of O).
+const ATTN_ROW_THREADS: u32 = 16;
+
+/// The shape of a prefill-attention workgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AttnGeometry {
+    /// Query rows ((token, head) pairs of one key/value head).
+    rows: u32,
+    /// Keys per tile.
+    kv_tile: u32,
+    /// Threads.
+    threads: u32,
+    /// Rows per thread.
+    rows_per_thread: u32,
+}
+
+/// Prefill attention geometry: f32 tiles of Q, K/V, S and P within 32 KiB of workgroup memory
+/// (lavapipe, Metal), 128 threads in row groups of [`ATTN_ROW_THREADS`].
+fn attn_geometry(head_dim: u32) -> AttnGeometry {
+    let (rows, kv_tile, rows_per_thread) = match head_dim {
+        0..=64 => (32, 32, 4),
+        65..=128 => (32, 16, 4),
+        _ => (8, 16, 1),
+    };
+    AttnGeometry {
+        rows,
+        kv_tile,
+        threads: 128,
+        rows_per_thread,
+    }
+}
+
+/// The cache fragment of `kv`.
+fn kv_fragment(kv: ActType) -> &'static str {
+    match kv {
+        ActType::F32 => "kv/f32.wgsl",
+        ActType::F16 => "kv/f16.wgsl",
+    }
+}
+
+/// The bindings every attention kernel that reads the cache starts with.
+fn cache_reader_bindings() -> Vec<Binding> {
+    vec![
+        b(0, "params", Uniform),
+        b(1, "q", ReadOnly),
+        b(2, "k_cache", ReadOnly),
+        b(3, "v_cache", ReadOnly),
+    ]
+}
+
+/// `kv_store`: two values per thread, packed as the cache stores them.
+pub(crate) struct KvStore {
+    pub(crate) kv: ActType,
+}
+
+impl Family for KvStore {
+    fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kv_store_{}", self.kv.name())
+    }
+
+    fn template(&self) -> &'static str {
+        "kv_store.wgsl"
+    }
+
+    fn fragments(&self) -> Vec<&'static str> {
+        vec![kv_fragment(self.kv)]
+    }
+
+    fn params(&self) -> Layout {
+        layout::<KvParams>()
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        vec![
+            b(0, "params", Uniform),
+            b(1, "k", ReadOnly),
+            b(2, "v", ReadOnly),
+            b(3, "k_cache", ReadWrite),
+            b(4, "v_cache", ReadWrite),
+        ]
+    }
+
+    fn items_per_workgroup(&self) -> Option<u32> {
+        Some(WG_SIZE)
+    }
+}
+
+/// `attn_prefill`, per head width and cache type.
+pub(crate) struct Prefill {
+    pub(crate) head_dim: u32,
+    pub(crate) kv: ActType,
+}
+
+impl Family for Prefill {
+    fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attn_prefill_h{}_{}", self.head_dim, self.kv.name())
+    }
+
+    fn template(&self) -> &'static str {
+        "attn_prefill.wgsl"
+    }
+
+    fn fragments(&self) -> Vec<&'static str> {
+        vec!["attn/common.wgsl", kv_fragment(self.kv)]
+    }
+
+    fn params(&self) -> Layout {
+        layout::<AttnParams>()
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let mut list = cache_reader_bindings();
+        list.push(b(4, "out", ReadWrite));
+        list
+    }
+
+    fn consts(&self) -> Vec<(&'static str, u32)> {
+        let hd = self.head_dim;
+        let g = attn_geometry(hd);
+        vec![
+            ("HEAD_DIM", hd),
+            ("Q_ROWS", g.rows),
+            ("KV_TILE", g.kv_tile),
+            // Loads of eight values per thread per tile.
+            ("TILE_LOADS", (g.kv_tile * hd / 8).div_ceil(g.threads)),
+            ("ROWS_PER_THREAD", g.rows_per_thread),
+            ("ROW_THREADS", ATTN_ROW_THREADS),
+            ("COLS_PER_THREAD", g.kv_tile / ATTN_ROW_THREADS),
+            ("DIMS_PER_THREAD", hd / ATTN_ROW_THREADS),
+        ]
+    }
+
+    fn workgroup_size(&self) -> u32 {
+        attn_geometry(self.head_dim).threads
+    }
+
+    fn attention_rows(&self) -> Option<u32> {
+        Some(attn_geometry(self.head_dim).rows)
+    }
+}
+
+/// `attn_decode`, per head width, cache type and reduction.
+pub(crate) struct Decode {
+    pub(crate) head_dim: u32,
+    pub(crate) kv: ActType,
+    pub(crate) subgroups: bool,
+}
+
+impl Family for Decode {
+    fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reduce = if self.subgroups { "sg" } else { "wg" };
+        write!(
+            f,
+            "attn_decode_h{}_{}_{reduce}",
+            self.head_dim,
+            self.kv.name()
+        )
+    }
+
+    fn template(&self) -> &'static str {
+        "attn_decode.wgsl"
+    }
+
+    fn fragments(&self) -> Vec<&'static str> {
+        vec![
+            "attn/common.wgsl",
+            kv_fragment(self.kv),
+            if self.subgroups {
+                "reduce/subgroup.wgsl"
+            } else {
+                "reduce/workgroup.wgsl"
+            },
+        ]
+    }
+
+    fn params(&self) -> Layout {
+        layout::<AttnParams>()
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let mut list = cache_reader_bindings();
+        list.extend([b(4, "part_acc", ReadWrite), b(5, "part_ml", ReadWrite)]);
+        list
+    }
+
+    fn consts(&self) -> Vec<(&'static str, u32)> {
+        let octs = self.head_dim / 8;
+        let row_groups = (DECODE_CHUNK / octs).min(DECODE_ROWS);
+        vec![
+            ("HEAD_DIM", self.head_dim),
+            ("ROWS", DECODE_ROWS),
+            ("ROW_GROUPS", row_groups),
+            ("ROWS_PER_THREAD", DECODE_ROWS.div_ceil(row_groups)),
+        ]
+    }
+
+    fn workgroup_size(&self) -> u32 {
+        DECODE_CHUNK
+    }
+
+    fn needs_subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    fn attention_rows(&self) -> Option<u32> {
+        Some(DECODE_ROWS)
+    }
+
+    fn decode_chunk(&self) -> Option<u32> {
+        Some(DECODE_CHUNK)
+    }
+}
+
+/// `attn_combine`, per head width.
+pub(crate) struct Combine {
+    pub(crate) head_dim: u32,
+}
+
+impl Family for Combine {
+    fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attn_combine_h{}", self.head_dim)
+    }
+
+    fn template(&self) -> &'static str {
+        "attn_combine.wgsl"
+    }
+
+    fn fragments(&self) -> Vec<&'static str> {
+        vec!["attn/common.wgsl"]
+    }
+
+    fn params(&self) -> Layout {
+        layout::<AttnParams>()
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        vec![
+            b(0, "params", Uniform),
+            b(1, "part_acc", ReadOnly),
+            b(2, "part_ml", ReadOnly),
+            b(3, "out", ReadWrite),
+        ]
+    }
+
+    fn consts(&self) -> Vec<(&'static str, u32)> {
+        vec![("HEAD_DIM", self.head_dim)]
+    }
+
+    fn workgroup_size(&self) -> u32 {
+        COMBINE_WG_SIZE
+    }
+}

@@ -1,0 +1,297 @@
+//! The grouped matmuls of routed experts (and of dense projections, as one-expert matmuls):
+//! `mm_id` over the map's work list, per weight type, activation type, token tile and multiply
+//! path, and `mv_id`, the mat-vec for small batches. Their geometry lives here and is written
+//! into the shaders as constants.
+
+use std::fmt;
+
+use super::{Family, WG_SIZE, b};
+use crate::key::{ActType, Binding, BindingKind::*};
+use crate::params::{Layout, MatmulParams, layout};
+use crate::tile::TileWidth;
+use crate::weights::WeightType;
+
+/// How a grouped matmul multiplies its tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Path {
+    /// Register-tiled f32 FMAs: runs everywhere.
+    Reg,
+    /// 16x16 f16 -> f32 cooperative matrices (NVIDIA/AMD Vulkan).
+    Coop16,
+    /// 8x8 f16 -> f32 cooperative matrices (Metal simdgroup matrices).
+    Coop8,
+}
+
+impl Path {
+    /// Every path.
+    pub const ALL: [Path; 3] = [Path::Reg, Path::Coop16, Path::Coop8];
+
+    /// `"reg"`, `"coop16"` or `"coop8"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Reg => "reg",
+            Path::Coop16 => "coop16",
+            Path::Coop8 => "coop8",
+        }
+    }
+
+    /// Side of the square cooperative matrix, `None` for the register path.
+    pub fn fragment(self) -> Option<u32> {
+        match self {
+            Path::Reg => None,
+            Path::Coop16 => Some(16),
+            Path::Coop8 => Some(8),
+        }
+    }
+}
+
+/// A grouped-matmul specialization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MatmulKey {
+    /// Weight storage type.
+    pub weight: WeightType,
+    /// Activation (input) type.
+    pub act: ActType,
+    /// Tokens per workgroup.
+    pub tile: TileWidth,
+    /// Multiply path.
+    pub path: Path,
+}
+
+/// Inner-dimension step of the register-tile matmul: one 32-value sub-block of every weight
+/// type, so its tiles fit 32 KiB of workgroup memory (lavapipe, Metal) at every width.
+const REG_K_STEP: u32 = 32;
+/// Register path: output rows per workgroup.
+const REG_ROWS: u32 = 64;
+/// Register path: threads along the rows; thread `tr` owns rows `tr + ROW_THREADS * i`, i < 4,
+/// so the 16 row threads of a warp read 16 distinct weight rows without bank conflicts.
+const ROW_THREADS: u32 = 16;
+/// Cooperative paths: the largest subgroup the slots are laid out for (one slot per 32
+/// threads). Every adapter with f16 cooperative matrices we know of (NVIDIA, Apple, Intel, AMD
+/// in wave32) runs them in subgroups of at most 32 lanes; the runtime refuses the path on
+/// others, and the kernel writes NaN rather than wrong numbers should it run with fewer
+/// subgroups than slots.
+pub const COOP_MAX_SUBGROUP_SIZE: u32 = 32;
+/// Rows per mat-vec workgroup.
+const MV_ROWS: u32 = 8;
+
+/// Register path: tokens per thread (the accumulators are 4 rows x this many tokens, read as
+/// whole vec4s of the activation tile).
+fn reg_tokens_per_thread(tile: TileWidth) -> u32 {
+    (tile.tokens() as u32 / 16).max(4)
+}
+
+/// Cooperative paths: the shape of a workgroup's work. Its subgroups fill `threads / 32`
+/// slots, each owning a rectangle of output fragments whose accumulators stay in registers for
+/// the whole K loop; `slot_cols` slots sit side by side along the tokens.
+///
+/// Measured on the H100 (`bench/NOTES-mm_id.md`): time follows the fragments per slot and
+/// the words each thread prefetches, not the tile. Slots of 1 or 2 fragments, one weight and
+/// one activation group per thread and a 32-value K step are fastest; 4 or 8 fragments per
+/// slot, a 64-value K step or loads two steps ahead were 1.3x to 2.5x slower (per-thread
+/// arrays the driver no longer keeps in registers, or fewer resident workgroups). Hence 64
+/// rows at every width and 512 threads (16 slots of 1 x 2 fragments) at 128 tokens.
+struct CoopGeometry {
+    /// Output rows per workgroup.
+    rows: u32,
+    /// Inner-dimension step.
+    k_step: u32,
+    /// Steps the loads run ahead of the multiply.
+    stages: u32,
+    /// Threads per workgroup.
+    threads: u32,
+    /// Slots along the tokens.
+    slot_cols: u32,
+}
+
+/// Cooperative paths: the geometry of each token-tile width.
+fn coop_geometry(tile: TileWidth) -> CoopGeometry {
+    let (rows, k_step, stages, threads, slot_cols) = match tile {
+        TileWidth::T32 => (64, 32, 1, 256, 2),
+        TileWidth::T64 => (64, 32, 1, 256, 2),
+        TileWidth::T128 => (64, 32, 1, 512, 4),
+    };
+    CoopGeometry {
+        rows,
+        k_step,
+        stages,
+        threads,
+        slot_cols,
+    }
+}
+
+/// The activation fragment of `act`.
+fn act_fragment(act: ActType) -> &'static str {
+    match act {
+        ActType::F32 => "act/f32.wgsl",
+        ActType::F16 => "act/f16.wgsl",
+    }
+}
+
+/// The bindings `wgsl/matmul.wgsl` declares for `mm_id` and `mv_id`.
+fn matmul_bindings() -> Vec<Binding> {
+    vec![
+        b(0, "params", Uniform),
+        b(1, "weights", ReadOnly),
+        b(2, "act", ReadOnly),
+    ]
+}
+
+impl Family for MatmulKey {
+    fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mm_id_{}_{}_t{}_{}",
+            self.weight.short_name(),
+            self.act.name(),
+            self.tile,
+            self.path.name()
+        )
+    }
+
+    fn template(&self) -> &'static str {
+        match self.path {
+            Path::Reg => "mm_id.wgsl",
+            Path::Coop16 | Path::Coop8 => "mm_id_coop.wgsl",
+        }
+    }
+
+    fn fragments(&self) -> Vec<&'static str> {
+        let coop: &[&str] = match self.path {
+            Path::Reg => &[],
+            Path::Coop16 => &["coop/16.wgsl"],
+            Path::Coop8 => &["coop/8.wgsl"],
+        };
+        [
+            self.weight.fragments(),
+            &[act_fragment(self.act)],
+            coop,
+            &["matmul.wgsl"],
+        ]
+        .concat()
+    }
+
+    fn params(&self) -> Layout {
+        layout::<MatmulParams>()
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let mut list = matmul_bindings();
+        list.extend([
+            b(3, "experts", ReadOnly),
+            b(4, "list", ReadOnly),
+            b(5, "items", ReadOnly),
+            b(6, "y", ReadWrite),
+        ]);
+        list
+    }
+
+    fn consts(&self) -> Vec<(&'static str, u32)> {
+        let tile = self.tile.tokens() as u32;
+        match self.path.fragment() {
+            None => {
+                let tokens_per_thread = reg_tokens_per_thread(self.tile);
+                vec![
+                    ("K_STEP", REG_K_STEP),
+                    ("ROW_THREADS", ROW_THREADS),
+                    ("TOKEN_THREADS", tile / tokens_per_thread),
+                    ("ROWS_PER_THREAD", REG_ROWS / ROW_THREADS),
+                    ("TOKENS_PER_THREAD", tokens_per_thread),
+                ]
+            }
+            Some(frag) => {
+                let g = coop_geometry(self.tile);
+                let slots = g.threads / COOP_MAX_SUBGROUP_SIZE;
+                vec![
+                    ("K_STEP", g.k_step),
+                    ("STAGES", g.stages),
+                    ("FRAG", frag),
+                    ("SLOTS", slots),
+                    ("SLOT_COLS", g.slot_cols),
+                    ("SLOT_ROW_FRAGS", g.rows / frag / (slots / g.slot_cols)),
+                    ("SLOT_TOKEN_FRAGS", tile / frag / g.slot_cols),
+                ]
+            }
+        }
+    }
+
+    fn workgroup_size(&self) -> u32 {
+        match self.path {
+            Path::Reg => ROW_THREADS * self.tile.tokens() as u32 / reg_tokens_per_thread(self.tile),
+            Path::Coop16 | Path::Coop8 => coop_geometry(self.tile).threads,
+        }
+    }
+
+    fn rows_per_workgroup(&self) -> Option<u32> {
+        Some(match self.path {
+            Path::Reg => REG_ROWS,
+            Path::Coop16 | Path::Coop8 => coop_geometry(self.tile).rows,
+        })
+    }
+
+    fn tokens_per_workgroup(&self) -> Option<u32> {
+        Some(self.tile.tokens() as u32)
+    }
+
+    fn tile(&self) -> Option<TileWidth> {
+        Some(self.tile)
+    }
+
+    fn weight(&self) -> Option<WeightType> {
+        Some(self.weight)
+    }
+
+    fn path(&self) -> Path {
+        self.path
+    }
+}
+
+/// `mv_id`: one workgroup per (pair, row tile).
+pub(crate) struct MvId {
+    pub(crate) weight: WeightType,
+    pub(crate) act: ActType,
+}
+
+impl Family for MvId {
+    fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mv_id_{}_{}", self.weight.short_name(), self.act.name())
+    }
+
+    fn template(&self) -> &'static str {
+        "mv_id.wgsl"
+    }
+
+    fn fragments(&self) -> Vec<&'static str> {
+        [
+            self.weight.fragments(),
+            &[act_fragment(self.act), "matmul.wgsl"],
+        ]
+        .concat()
+    }
+
+    fn params(&self) -> Layout {
+        layout::<MatmulParams>()
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let mut list = matmul_bindings();
+        list.extend([b(3, "ids", ReadOnly), b(4, "y", ReadWrite)]);
+        list
+    }
+
+    fn consts(&self) -> Vec<(&'static str, u32)> {
+        vec![("LANES", WG_SIZE / MV_ROWS)]
+    }
+
+    fn rows_per_workgroup(&self) -> Option<u32> {
+        Some(MV_ROWS)
+    }
+
+    fn tokens_per_workgroup(&self) -> Option<u32> {
+        Some(1)
+    }
+
+    fn weight(&self) -> Option<WeightType> {
+        Some(self.weight)
+    }
+}

@@ -1,0 +1,130 @@
+//! The routed-expert kernels around the grouped matmuls: `map` (routing ids to expert-major
+//! lists and the matmuls' work list), `act` (the gated activation between them) and `sum` (the
+//! weighted experts of each token added up).
+
+use std::fmt;
+
+use super::{Family, WG_SIZE, b};
+use crate::key::{ActType, Binding, BindingKind::*};
+use crate::params::{ActParams, Layout, MapParams, SumParams, layout};
+use crate::tile::TileWidth;
+
+/// Indirect-dispatch argument slots the map writes (one per distinct row-tile count).
+pub const MAP_DISPATCH_SLOTS: usize = 4;
+
+/// `map`: the lists of one token-tile width.
+pub(crate) struct Map {
+    pub(crate) tile: TileWidth,
+}
+
+impl Family for Map {
+    fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "map_t{}", self.tile)
+    }
+
+    fn template(&self) -> &'static str {
+        "map.wgsl"
+    }
+
+    fn params(&self) -> Layout {
+        layout::<MapParams>()
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        vec![
+            b(0, "params", Uniform),
+            b(1, "ids", ReadOnly),
+            b(2, "chunk_counts", ReadWrite),
+            b(3, "ranks", ReadWrite),
+            b(4, "experts", ReadWrite),
+            b(5, "list", ReadWrite),
+            b(6, "items", ReadWrite),
+            b(7, "dispatch", ReadWrite),
+        ]
+    }
+
+    fn consts(&self) -> Vec<(&'static str, u32)> {
+        vec![("DISPATCH_SLOTS", MAP_DISPATCH_SLOTS as u32)]
+    }
+
+    fn entry_points(&self) -> &'static [&'static str] {
+        &["count", "scan", "fill"]
+    }
+
+    fn tokens_per_workgroup(&self) -> Option<u32> {
+        Some(self.tile.tokens() as u32)
+    }
+
+    fn tile(&self) -> Option<TileWidth> {
+        Some(self.tile)
+    }
+}
+
+/// `act`: `mid = act(gate, up) * route_weight`, `mid` stored as `mid`.
+pub(crate) struct Act {
+    pub(crate) mid: ActType,
+}
+
+impl Family for Act {
+    fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "act_{}", self.mid.name())
+    }
+
+    fn template(&self) -> &'static str {
+        "act.wgsl"
+    }
+
+    fn fragments(&self) -> Vec<&'static str> {
+        vec![match self.mid {
+            ActType::F32 => "mid/f32.wgsl",
+            ActType::F16 => "mid/f16.wgsl",
+        }]
+    }
+
+    fn params(&self) -> Layout {
+        layout::<ActParams>()
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        vec![
+            b(0, "params", Uniform),
+            b(1, "gate", ReadOnly),
+            b(2, "up", ReadOnly),
+            b(3, "route", ReadOnly),
+            b(4, "mid", ReadWrite),
+        ]
+    }
+
+    fn items_per_workgroup(&self) -> Option<u32> {
+        Some(WG_SIZE)
+    }
+}
+
+/// `sum`: `out[t] = sum_k y[t * K + k]`.
+pub(crate) struct Sum;
+
+impl Family for Sum {
+    fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sum")
+    }
+
+    fn template(&self) -> &'static str {
+        "sum.wgsl"
+    }
+
+    fn params(&self) -> Layout {
+        layout::<SumParams>()
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        vec![
+            b(0, "params", Uniform),
+            b(1, "y", ReadOnly),
+            b(2, "out", ReadWrite),
+        ]
+    }
+
+    fn items_per_workgroup(&self) -> Option<u32> {
+        Some(WG_SIZE)
+    }
+}
