@@ -167,9 +167,11 @@ impl WgpuContext {
         Ok(())
     }
 
-    /// Frees the context pool's idle buffers (they are reallocated on demand).
+    /// Frees the context pool's idle buffers (they are reallocated on demand) and the kernels'
+    /// cached bind groups, which keep the buffers they bind alive.
     pub fn release_idle_buffers(&self) {
         self.pool.clear();
+        self.kernels.forget_bind_groups();
     }
 
     /// Bytes held by the context pool's idle buffers.

@@ -77,7 +77,7 @@ impl Recorder<'_> {
         let pass = self.pass(kernel.name());
         pass.set_pipeline(kernel.pipeline("main"));
         for bind in &binds {
-            pass.set_bind_group(0, bind, &[]);
+            pass.set_bind_group(0, &bind.group, &bind.offsets);
             match grid {
                 Grid::Groups(x, y) => pass.dispatch_workgroups(x, y, 1),
                 Grid::Indirect(args, offset) => pass.dispatch_workgroups_indirect(args, offset),

@@ -49,7 +49,7 @@ pub fn source(key: &KernelKey) -> Option<&'static str> {
         .map(|i| KERNELS[i].1)
 }
 
-/// A key's pipelines and bind-group layout.
+/// A key's pipelines and bind-group layout, and the bind groups made for it.
 #[derive(Debug)]
 pub struct Kernel {
     /// The key.
@@ -57,6 +57,27 @@ pub struct Kernel {
     name: String,
     layout: wgpu::BindGroupLayout,
     pipelines: Vec<wgpu::ComputePipeline>,
+    /// Bind groups by what they bind. A decode step binds the same weights, KV cache, pooled
+    /// scratch buffers and parameter chunks every step, and creating a bind group costs more
+    /// host time than recording the dispatch that uses it.
+    groups: Mutex<HashMap<Vec<BindKey>, wgpu::BindGroup>>,
+}
+
+/// One entry of a bind group: binding index, buffer, offset and size (uniform bindings at
+/// offset 0: their offset is a dynamic one).
+type BindKey = (u32, wgpu::Buffer, u64, Option<wgpu::BufferSize>);
+
+/// Bind groups a kernel keeps before it starts over. The entries hold their buffers, so the
+/// bound also bounds the memory of buffers kept alive only by a cached group.
+const MAX_CACHED_GROUPS: usize = 1024;
+
+/// A bind group and the dynamic offsets of its uniform bindings, for `set_bind_group`.
+#[derive(Debug)]
+pub struct Bound {
+    /// The group.
+    pub group: wgpu::BindGroup,
+    /// One offset per uniform binding, in binding order.
+    pub offsets: Vec<u32>,
 }
 
 impl Kernel {
@@ -77,22 +98,35 @@ impl Kernel {
     }
 
     /// A bind group from `(binding name, buffer)` pairs, which must be exactly the key's
-    /// bindings.
+    /// bindings: a cached one when the same buffers were bound before. Uniform bindings are
+    /// bound at offset 0 with their offset as a dynamic one, so one group serves every
+    /// parameter slot of a chunk.
     pub fn bind(
         &self,
         device: &wgpu::Device,
         buffers: &[(&str, wgpu::BindingResource<'_>)],
-    ) -> Result<wgpu::BindGroup> {
+    ) -> Result<Bound> {
         let expected = self.key.bindings();
-        let mut entries = Vec::with_capacity(buffers.len());
+        let mut entries: Vec<(BindKey, bool)> = Vec::with_capacity(buffers.len());
+        let mut offsets = Vec::new();
         for (name, resource) in buffers {
             let Some(b) = expected.iter().find(|b| b.name == *name) else {
                 break;
             };
-            entries.push(wgpu::BindGroupEntry {
-                binding: b.index,
-                resource: resource.clone(),
-            });
+            let wgpu::BindingResource::Buffer(binding) = resource else {
+                break;
+            };
+            let uniform = b.kind == BindingKind::Uniform;
+            let offset = if uniform {
+                offsets.push((b.index, binding.offset as u32));
+                0
+            } else {
+                binding.offset
+            };
+            entries.push((
+                (b.index, binding.buffer.clone(), offset, binding.size),
+                uniform,
+            ));
         }
         if entries.len() != buffers.len() || entries.len() != expected.len() {
             return Err(WgpuError::Bindings {
@@ -101,11 +135,44 @@ impl Kernel {
                 expected: expected.iter().map(|b| b.name.to_string()).collect(),
             });
         }
-        Ok(device.create_bind_group(&wgpu::BindGroupDescriptor {
+        offsets.sort_unstable();
+        let offsets = offsets.into_iter().map(|(_, offset)| offset).collect();
+        let key: Vec<BindKey> = entries.into_iter().map(|(key, _)| key).collect();
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(group) = groups.get(&key) {
+            return Ok(Bound {
+                group: group.clone(),
+                offsets,
+            });
+        }
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&self.name),
             layout: &self.layout,
-            entries: &entries,
-        }))
+            entries: &key
+                .iter()
+                .map(|(index, buffer, offset, size)| wgpu::BindGroupEntry {
+                    binding: *index,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset: *offset,
+                        size: *size,
+                    }),
+                })
+                .collect::<Vec<_>>(),
+        });
+        if groups.len() >= MAX_CACHED_GROUPS {
+            groups.clear();
+        }
+        groups.insert(key, group.clone());
+        Ok(Bound { group, offsets })
+    }
+
+    /// Forgets the cached bind groups (and so the buffers only they kept alive).
+    pub(crate) fn forget_bind_groups(&self) {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -230,6 +297,18 @@ impl KernelCache {
         self.len() == 0
     }
 
+    /// Forgets every kernel's cached bind groups.
+    pub(crate) fn forget_bind_groups(&self) {
+        for kernel in self
+            .kernels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            kernel.forget_bind_groups();
+        }
+    }
+
     /// The kernel of `key`, created on first use.
     pub fn get(&self, device: &wgpu::Device, key: &KernelKey) -> Result<Arc<Kernel>> {
         let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
@@ -276,7 +355,7 @@ fn create(
                     BindingKind::ReadOnly => wgpu::BufferBindingType::Storage { read_only: true },
                     BindingKind::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                 },
-                has_dynamic_offset: false,
+                has_dynamic_offset: b.kind == BindingKind::Uniform,
                 min_binding_size: None,
             },
             count: None,
@@ -320,6 +399,7 @@ fn create(
         name,
         layout,
         pipelines,
+        groups: Mutex::default(),
     })
 }
 

@@ -125,7 +125,7 @@ pub fn map(
     )?;
     rec.encoder().clear_buffer(&chunk_counts, 0, None);
     let pass = rec.pass(kernel.name());
-    pass.set_bind_group(0, &bind, &[]);
+    pass.set_bind_group(0, &bind.group, &bind.offsets);
     pass.set_pipeline(kernel.pipeline("count"));
     pass.dispatch_workgroups(n_chunks as u32, 1, 1);
     pass.set_pipeline(kernel.pipeline("scan"));
