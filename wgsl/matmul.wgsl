@@ -1,6 +1,7 @@
 // The parameters and inputs of every grouped matmul and mat-vec (mm_id.wgsl, mm_id_coop.wgsl,
 // mv_id.wgsl): y[p] = W[e(p)] @ act[p / act_row_div] over the rows of the experts
-// expert_base .. expert_base + expert_count (one weight chunk), for n_pairs pairs.
+// expert_base .. expert_base + expert_count (one weight chunk), for n_pairs pairs; n_used,
+// clamp and limit serve the mat-vec epilogues (mv/*.wgsl).
 // Expects: ActChunk (act/<type>.wgsl).
 // Defines: MatmulParams; bindings 0 (params), 1 (weights, read by dequant/<type>.wgsl),
 //   2 (act). Each template declares the rest, from binding 3.
@@ -12,8 +13,12 @@ struct MatmulParams {
     expert_base: u32,
     expert_count: u32,
     n_pairs: u32,
+    n_used: u32,
+    clamp: u32,
+    limit: f32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;

@@ -84,6 +84,32 @@ pub struct MatmulKey {
     pub path: Path,
 }
 
+/// What a mat-vec of [`KernelKey::MvId`] does with its rows (`wgsl/mv/*.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MvEpilogue {
+    /// One pair per workgroup row, each output row stored: `y[p][row]` (`mv_id_*`).
+    Rows,
+    /// Over a gate/up tensor of interleaved rows, one pair per workgroup row: the expert
+    /// activation of each (gate, up) row pair times the pair's route weight, stored as `mid`
+    /// (`mv_glu_*`).
+    Glu {
+        /// Storage type of `mid`.
+        mid: ActType,
+    },
+    /// One token per workgroup row, its K pairs summed: `out[t][row]` (`mv_sum_*`).
+    Sum,
+}
+
+impl MvEpilogue {
+    /// Every epilogue.
+    pub const ALL: [MvEpilogue; 4] = [
+        MvEpilogue::Rows,
+        MvEpilogue::Glu { mid: ActType::F32 },
+        MvEpilogue::Glu { mid: ActType::F16 },
+        MvEpilogue::Sum,
+    ];
+}
+
 /// An in-place element-wise op of [`KernelKey::Eltwise`] (`wgsl/eltwise.wgsl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EltOp {
@@ -152,17 +178,22 @@ pub enum KernelKey {
     },
     /// Grouped matmul over the work list: one workgroup per (token tile, row tile).
     MmId(MatmulKey),
-    /// Grouped mat-vec for small batches: one workgroup per (pair, row tile).
+    /// Grouped mat-vec for small batches: one workgroup per (pair or token, row tile).
     MvId {
         /// Weight storage type.
         weight: WeightType,
         /// Activation (input) type.
         act: ActType,
+        /// What it does with its rows.
+        epilogue: MvEpilogue,
     },
     /// `act(gate, up) * route_weight`, written as `mid`.
     Act {
         /// Storage type of `mid`.
         mid: ActType,
+        /// Whether gate and up are one `(pairs, 2F)` matrix of interleaved columns (the output
+        /// of one matmul over a gate/up tensor of interleaved rows) rather than two.
+        interleaved: bool,
     },
     /// `out[t] = sum_k y[t * K + k]`.
     Sum,
@@ -330,11 +361,19 @@ impl KernelKey {
                         }));
                     }
                 }
-                keys.push(KernelKey::MvId { weight, act });
+                for epilogue in MvEpilogue::ALL {
+                    keys.push(KernelKey::MvId {
+                        weight,
+                        act,
+                        epilogue,
+                    });
+                }
             }
         }
         for mid in ActType::ALL {
-            keys.push(KernelKey::Act { mid });
+            for interleaved in [false, true] {
+                keys.push(KernelKey::Act { mid, interleaved });
+            }
         }
         keys.push(KernelKey::Sum);
         for weight in WeightType::ALL {
@@ -458,6 +497,20 @@ impl KernelKey {
         }
     }
 
+    /// The workgroups of a mat-vec over `rows` weight rows and `n_pairs` pairs of `n_used`
+    /// experts per token: `(row tiles, pairs)`, or `(row tiles, tokens)` for
+    /// [`MvEpilogue::Sum`].
+    pub fn mat_vec_grid(&self, rows: u32, n_pairs: u32, n_used: u32) -> Option<(u32, u32)> {
+        let KernelKey::MvId { epilogue, .. } = self else {
+            return None;
+        };
+        let groups = match epilogue {
+            MvEpilogue::Rows | MvEpilogue::Glu { .. } => n_pairs,
+            MvEpilogue::Sum => n_pairs / n_used.max(1),
+        };
+        Some((self.row_groups(rows)?, groups))
+    }
+
     /// Workgroups along y for `rows` output rows: `ceil(rows / ROWS_PER_WG)`.
     pub fn row_groups(&self, rows: u32) -> Option<u32> {
         self.rows_per_workgroup().map(|r| rows.div_ceil(r))
@@ -551,13 +604,41 @@ impl KernelKey {
                 };
                 [m.weight.fragments(), &[act(m.act)], coop, &["matmul.wgsl"]].concat()
             }
-            KernelKey::MvId { weight, act: a } => {
-                [weight.fragments(), &[act(*a), "matmul.wgsl"]].concat()
+            KernelKey::MvId {
+                weight,
+                act: a,
+                epilogue,
+            } => {
+                let epilogue: &[&str] = match epilogue {
+                    MvEpilogue::Rows => &["mv/per_pair.wgsl", "mv/rows.wgsl"],
+                    MvEpilogue::Glu { mid: ActType::F32 } => &[
+                        "mid/f32.wgsl",
+                        "glu/swiglu.wgsl",
+                        "mv/per_pair.wgsl",
+                        "mv/glu.wgsl",
+                    ],
+                    MvEpilogue::Glu { mid: ActType::F16 } => &[
+                        "mid/f16.wgsl",
+                        "glu/swiglu.wgsl",
+                        "mv/per_pair.wgsl",
+                        "mv/glu.wgsl",
+                    ],
+                    MvEpilogue::Sum => &["mv/sum.wgsl"],
+                };
+                [weight.fragments(), &[act(*a), "matmul.wgsl"], epilogue].concat()
             }
-            KernelKey::Act { mid } => vec![match mid {
-                ActType::F32 => "mid/f32.wgsl",
-                ActType::F16 => "mid/f16.wgsl",
-            }],
+            KernelKey::Act { mid, interleaved } => vec![
+                match mid {
+                    ActType::F32 => "mid/f32.wgsl",
+                    ActType::F16 => "mid/f16.wgsl",
+                },
+                "glu/swiglu.wgsl",
+                if *interleaved {
+                    "glu/interleaved.wgsl"
+                } else {
+                    "glu/separate.wgsl"
+                },
+            ],
             KernelKey::Embed { weight } => weight.fragments().to_vec(),
             KernelKey::KvStore { kv: ty } => vec![kv(*ty)],
             KernelKey::AttnPrefill { kv: ty, .. } => vec!["attn/common.wgsl", kv(*ty)],
@@ -636,17 +717,37 @@ impl KernelKey {
                 b(5, "items", ReadOnly),
                 b(6, "y", ReadWrite),
             ],
-            KernelKey::MvId { .. } => vec![
-                b(0, "params", Uniform),
-                b(1, "weights", ReadOnly),
-                b(2, "act", ReadOnly),
-                b(3, "ids", ReadOnly),
-                b(4, "y", ReadWrite),
-            ],
-            KernelKey::Act { .. } => vec![
+            KernelKey::MvId { epilogue, .. } => {
+                let mut list = vec![
+                    b(0, "params", Uniform),
+                    b(1, "weights", ReadOnly),
+                    b(2, "act", ReadOnly),
+                    b(3, "ids", ReadOnly),
+                ];
+                match epilogue {
+                    MvEpilogue::Rows => list.push(b(4, "y", ReadWrite)),
+                    MvEpilogue::Glu { .. } => {
+                        list.push(b(4, "mid", ReadWrite));
+                        list.push(b(5, "route", ReadOnly));
+                    }
+                    MvEpilogue::Sum => list.push(b(4, "out", ReadWrite)),
+                }
+                list
+            }
+            KernelKey::Act {
+                interleaved: false, ..
+            } => vec![
                 b(0, "params", Uniform),
                 b(1, "gate", ReadOnly),
                 b(2, "up", ReadOnly),
+                b(3, "route", ReadOnly),
+                b(4, "mid", ReadWrite),
+            ],
+            KernelKey::Act {
+                interleaved: true, ..
+            } => vec![
+                b(0, "params", Uniform),
+                b(1, "gate_up", ReadOnly),
                 b(3, "route", ReadOnly),
                 b(4, "mid", ReadWrite),
             ],
@@ -870,10 +971,22 @@ impl std::fmt::Display for KernelKey {
                 m.tile,
                 m.path.name()
             ),
-            KernelKey::MvId { weight, act } => {
-                write!(f, "mv_id_{}_{}", weight.short_name(), act.name())
+            KernelKey::MvId {
+                weight,
+                act,
+                epilogue,
+            } => {
+                let (weight, act) = (weight.short_name(), act.name());
+                match epilogue {
+                    MvEpilogue::Rows => write!(f, "mv_id_{weight}_{act}"),
+                    MvEpilogue::Glu { mid } => write!(f, "mv_glu_{weight}_{act}_{}", mid.name()),
+                    MvEpilogue::Sum => write!(f, "mv_sum_{weight}_{act}"),
+                }
             }
-            KernelKey::Act { mid } => write!(f, "act_{}", mid.name()),
+            KernelKey::Act { mid, interleaved } => {
+                let input = if *interleaved { "interleaved_" } else { "" };
+                write!(f, "act_{input}{}", mid.name())
+            }
             KernelKey::Sum => f.write_str("sum"),
             KernelKey::Embed { weight } => write!(f, "embed_{}", weight.short_name()),
             KernelKey::RmsNorm(NormFlavour::Plain) => f.write_str("rms_norm"),
@@ -919,6 +1032,9 @@ mod tests {
         assert_eq!(key.to_string(), "mm_id_q4k_f32_t64_reg");
         assert!(names.contains("map_t128"));
         assert!(names.contains("mv_id_iq2xxs_f16"));
+        assert!(names.contains("mv_glu_q4k_f32_f16"));
+        assert!(names.contains("mv_sum_q4k_f16"));
+        assert!(names.contains("act_interleaved_f32"));
         assert!(names.contains("mm_id_q8_0_f16_t32_coop8"));
         assert!(names.contains("embed_q5_1"));
         assert!(names.contains("attn_prefill_h128_f16"));

@@ -36,7 +36,7 @@ use std::path::Path as FsPath;
 pub use generate::{Templates, generate};
 pub use key::{
     ActType, Binding, BindingKind, COOP_MAX_SUBGROUP_SIZE, EltOp, GRID_BINDING, HEAD_DIMS,
-    KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, NormFlavour, Path,
+    KernelKey, MAP_DISPATCH_SLOTS, MatmulKey, MvEpilogue, NormFlavour, Path,
 };
 pub use validate::{Stage, Validated, capabilities, validate};
 pub use weights::WeightType;

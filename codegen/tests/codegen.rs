@@ -111,8 +111,12 @@ fn params_structs_match_naga_layout() {
         KernelKey::MvId {
             weight: WeightType::Q8_0,
             act: ActType::F16,
+            epilogue: moetile_codegen::MvEpilogue::Glu { mid: ActType::F16 },
         },
-        KernelKey::Act { mid: ActType::F16 },
+        KernelKey::Act {
+            mid: ActType::F16,
+            interleaved: true,
+        },
         KernelKey::Sum,
         KernelKey::Embed {
             weight: WeightType::Q3_K,

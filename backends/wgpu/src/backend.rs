@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, MoeParams, RopeParams, RouterParams,
-    Stage, WeightData,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, MoeParams, RopeParams,
+    RouterParams, Stage, WeightData,
 };
 use moetile::tile::TileWidth;
 use moetile_codegen::{ActType, EltOp, MatmulKey, Path, WeightType};
@@ -467,6 +467,14 @@ impl Backend for WgpuBackend {
         Ok(self.ctx.upload_experts(&w)?)
     }
 
+    fn upload_gate_up(
+        &mut self,
+        gate: WeightData<'_>,
+        up: WeightData<'_>,
+    ) -> moetile::Result<GateUp<ExpertTensor>> {
+        Ok(self.ctx.upload_gate_up(&gate, &up)?)
+    }
+
     fn kv_cache(
         &mut self,
         n_layers: usize,
@@ -668,7 +676,13 @@ impl Backend for WgpuBackend {
         let routing = self.dense_routing(gate.rows, 1)?;
         let out = self.output(gate.rows, gate.cols, "swiglu")?;
         self.record("swiglu", |rec| {
-            moe::act(rec, gate, up, &routing, ExpertActivation::SwiGlu, &out)
+            moe::act(
+                rec,
+                GateUp::Separate { gate, up },
+                &routing,
+                ExpertActivation::SwiGlu,
+                &out,
+            )
         })?;
         Ok(out)
     }
@@ -749,8 +763,8 @@ impl Backend for WgpuBackend {
             experts,
         };
         // From this backend's pool: they are dropped while the encoder is still open.
-        let bufs = MoeBuffers::new(&self.buffers(), &inputs, opts.mid)?;
-        for m in [&bufs.gate, &bufs.up, &bufs.mid, &bufs.y] {
+        let bufs = MoeBuffers::new(&self.buffers(), &inputs, &opts)?;
+        for m in bufs.all() {
             self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
         }
         let out = self.output(x.rows, x.cols, "moe")?;
