@@ -1,22 +1,17 @@
 // The expert activation, element-wise over (pairs, F), two values per invocation:
-//   mid = silu(g) * u * route_weight                                   (clamp == 0)
-//   mid = silu(min(g, limit)) * clamp(u, -limit, limit) * route_weight (clamp == 1)
-// gate/up are the (pairs, F) outputs of the gate and up matmuls; route holds one weight per
-// pair p = t * K + k.
+//   mid = swiglu(g, u) * route_weight
+// where g and u are the gate and up outputs (two matrices, or one interleaved: glu/*.wgsl)
+// and route holds one weight per pair p = t * K + k.
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (GridGroup, linear_index), mid/<type>.wgsl (MidPair, mid_pair).
+// Fragments: grid.wgsl (GridGroup, linear_index), mid/<type>.wgsl (MidPair, mid_pair),
+//   glu/swiglu.wgsl (swiglu), glu/separate.wgsl or glu/interleaved.wgsl (bindings 1-2,
+//   glu_in).
 // Params: ActParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: ActParams;
-@group(0) @binding(1) var<storage, read> gate: array<vec2<f32>>;
-@group(0) @binding(2) var<storage, read> up: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read> route: array<f32>;
 @group(0) @binding(4) var<storage, read_write> mid: array<MidPair>;
-
-fn silu(x: vec2<f32>) -> vec2<f32> {
-    return x / (1.0 + exp(-x));
-}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
@@ -25,11 +20,6 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     if i >= params.n_pairs * pairs_per_row {
         return;
     }
-    var g = gate[i];
-    var u = up[i];
-    if params.clamp != 0u {
-        g = min(g, vec2<f32>(params.limit));
-        u = clamp(u, vec2<f32>(-params.limit), vec2<f32>(params.limit));
-    }
-    mid[i] = mid_pair(silu(g) * u * route[i / pairs_per_row]);
+    let gu = glu_in(i);
+    mid[i] = mid_pair(swiglu(gu[0], gu[1], params.clamp, params.limit) * route[i / pairs_per_row]);
 }

@@ -7,7 +7,7 @@
 
 use crate::family::attention::{self, HEAD_DIMS};
 use crate::family::eltwise::EltOp;
-use crate::family::matmul::{self, MatmulKey, Path};
+use crate::family::matmul::{self, MatmulKey, MvEpilogue, Path};
 use crate::family::moe;
 use crate::family::norm::NormFlavour;
 use crate::family::{Family, embed, rope, route};
@@ -56,17 +56,22 @@ pub enum KernelKey {
     },
     /// Grouped matmul over the work list: one workgroup per (token tile, row tile).
     MmId(MatmulKey),
-    /// Grouped mat-vec for small batches: one workgroup per (pair, row tile).
+    /// Grouped mat-vec for small batches: one workgroup per (pair or token, row tile).
     MvId {
         /// Weight storage type.
         weight: WeightType,
         /// Activation (input) type.
         act: ActType,
+        /// What it does with its rows.
+        epilogue: MvEpilogue,
     },
     /// `act(gate, up) * route_weight`, written as `mid`.
     Act {
         /// Storage type of `mid`.
         mid: ActType,
+        /// Whether gate and up are one `(pairs, 2F)` matrix of interleaved columns (the output
+        /// of one matmul over a gate/up tensor of interleaved rows) rather than two.
+        interleaved: bool,
     },
     /// `out[t] = sum_k y[t * K + k]`.
     Sum,
@@ -160,11 +165,19 @@ impl KernelKey {
                         }));
                     }
                 }
-                keys.push(KernelKey::MvId { weight, act });
+                for epilogue in MvEpilogue::ALL {
+                    keys.push(KernelKey::MvId {
+                        weight,
+                        act,
+                        epilogue,
+                    });
+                }
             }
         }
         for mid in ActType::ALL {
-            keys.push(KernelKey::Act { mid });
+            for interleaved in [false, true] {
+                keys.push(KernelKey::Act { mid, interleaved });
+            }
         }
         keys.push(KernelKey::Sum);
         for weight in WeightType::ALL {
@@ -204,8 +217,16 @@ impl KernelKey {
         match *self {
             KernelKey::Map { tile } => f(&moe::Map { tile }),
             KernelKey::MmId(key) => f(&key),
-            KernelKey::MvId { weight, act } => f(&matmul::MvId { weight, act }),
-            KernelKey::Act { mid } => f(&moe::Act { mid }),
+            KernelKey::MvId {
+                weight,
+                act,
+                epilogue,
+            } => f(&matmul::MvId {
+                weight,
+                act,
+                epilogue,
+            }),
+            KernelKey::Act { mid, interleaved } => f(&moe::Act { mid, interleaved }),
             KernelKey::Sum => f(&moe::Sum),
             KernelKey::Embed { weight } => f(&embed::Embed { weight }),
             KernelKey::RmsNorm(flavour) => f(&flavour),
@@ -266,6 +287,20 @@ impl KernelKey {
     /// The token-tile width of a map or grouped matmul.
     pub fn tile(&self) -> Option<TileWidth> {
         self.with_family(|k| k.tile())
+    }
+
+    /// The workgroups of a mat-vec over `rows` weight rows and `n_pairs` pairs of `n_used`
+    /// experts per token: `(row tiles, pairs)`, or `(row tiles, tokens)` for
+    /// [`MvEpilogue::Sum`].
+    pub fn mat_vec_grid(&self, rows: u32, n_pairs: u32, n_used: u32) -> Option<(u32, u32)> {
+        let KernelKey::MvId { epilogue, .. } = self else {
+            return None;
+        };
+        let groups = match epilogue {
+            MvEpilogue::Rows | MvEpilogue::Glu { .. } => n_pairs,
+            MvEpilogue::Sum => n_pairs / n_used.max(1),
+        };
+        Some((self.row_groups(rows)?, groups))
     }
 
     /// Workgroups along y for `rows` output rows: `ceil(rows / ROWS_PER_WG)`.
@@ -381,6 +416,9 @@ mod tests {
         assert_eq!(key.to_string(), "mm_id_q4k_f32_t64_reg");
         assert!(names.contains("map_t128"));
         assert!(names.contains("mv_id_iq2xxs_f16"));
+        assert!(names.contains("mv_glu_q4k_f32_f16"));
+        assert!(names.contains("mv_sum_q4k_f16"));
+        assert!(names.contains("act_interleaved_f32"));
         assert!(names.contains("mm_id_q8_0_f16_t32_coop8"));
         assert!(names.contains("embed_q5_1"));
         assert!(names.contains("attn_prefill_h128_f16"));

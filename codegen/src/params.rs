@@ -78,7 +78,8 @@ params! {
 }
 
 params! {
-    /// `mm_id.wgsl`, `mm_id_coop.wgsl`, `mv_id.wgsl`: `y[p] = W[e(p)] @ act[p / act_row_div]`.
+    /// `mm_id.wgsl`, `mm_id_coop.wgsl`, `mv_id.wgsl`: `y[p] = W[e(p)] @ act[p / act_row_div]`,
+    /// and what the mat-vec epilogues (`mv/*.wgsl`) need.
     MatmulParams {
         /// Output rows per expert (F for gate/up, D for down).
         n_rows: u32,
@@ -91,12 +92,21 @@ params! {
         expert_base: u32,
         /// Experts held by the bound weight buffer (work outside it is skipped).
         expert_count: u32,
-        /// Pairs (mat-vec only: its grid is one workgroup row per pair).
+        /// Pairs, T * K (mat-vec only: its grid is one workgroup row per pair, or per token
+        /// for `mv_sum`).
         n_pairs: u32,
+        /// K: the pairs per token `mv_sum` sums.
+        n_used: u32,
+        /// `mv_glu`: 1 to clamp with `limit` (see `ActParams`), 0 for plain SwiGLU.
+        clamp: u32,
+        /// `mv_glu`: the clamp limit.
+        limit: f32,
         /// Padding.
         _pad0: u32,
         /// Padding.
         _pad1: u32,
+        /// Padding.
+        _pad2: u32,
     }
 }
 

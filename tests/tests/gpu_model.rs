@@ -313,7 +313,8 @@ fn profiler_attributes_every_pass_to_a_stage() {
         ] {
             assert!(has(stage, l, None), "{stage} of layer {layer} missing");
         }
-        for detail in ["map", "gate", "up", "act", "down", "sum"] {
+        // gate and up share a type in the fixture: one interleaved tensor, one matmul.
+        for detail in ["map", "gate_up", "act", "down", "sum"] {
             assert!(
                 has(Stage::Experts, l, Some(detail)),
                 "experts/{detail} of layer {layer}"
@@ -324,14 +325,14 @@ fn profiler_attributes_every_pass_to_a_stage() {
     let gate = report
         .rows
         .iter()
-        .find(|r| r.stage == Some(Stage::Experts) && r.detail == Some("gate"))
+        .find(|r| r.stage == Some(Stage::Experts) && r.detail == Some("gate_up"))
         .unwrap();
     assert!(
         gate.kernels.iter().all(|k| k.contains("_t64_")),
         "{:?}",
         gate.kernels
     );
-    assert!(report.to_string().contains("experts/gate"));
+    assert!(report.to_string().contains("experts/gate_up"));
     // Taking the report starts the sums again.
     assert!(gpu.take_profile().unwrap().rows.is_empty());
 }

@@ -1,7 +1,8 @@
 //! [`CpuBackend`]: the trait plumbing (shapes, checks, storage) around the reference ops.
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertWeights, MoeParams, RopeParams, RouterParams, WeightData,
+    AttentionParams, Backend, ExpertWeights, GateUp, MoeParams, RopeParams, RouterParams,
+    WeightData,
 };
 use moetile::quant;
 
@@ -74,6 +75,22 @@ impl CpuWeight {
     pub fn row(&self, e: usize, r: usize) -> &[f32] {
         let start = (e * self.rows() + r) * self.cols();
         &self.values[start..start + self.cols()]
+    }
+}
+
+/// Experts of the gate/up tensors (of the gate when separate).
+fn gate_up_experts(gate_up: &GateUp<CpuWeight>) -> usize {
+    match gate_up {
+        GateUp::Separate { gate, .. } => gate.experts(),
+        GateUp::Interleaved(w) => w.experts(),
+    }
+}
+
+/// The dims of the gate/up tensors, for errors.
+fn describe_gate_up(gate_up: &GateUp<CpuWeight>) -> String {
+    match gate_up {
+        GateUp::Separate { gate, up } => format!("{:?} and {:?}", gate.dims, up.dims),
+        GateUp::Interleaved(w) => format!("{:?} interleaved", w.dims),
     }
 }
 
@@ -395,21 +412,20 @@ impl Backend for CpuBackend {
         experts: ExpertWeights<'_, CpuWeight>,
         p: &MoeParams,
     ) -> moetile::Result<Mat> {
-        let ExpertWeights { gate, up, down } = experts;
-        let (d, f, e) = (x.cols, gate.rows(), gate.experts());
+        let ExpertWeights { gate_up, down } = experts;
+        let shape = ops::gate_up_shape(gate_up);
+        let (d, e) = (x.cols, down.experts());
         ensure(
-            gate.cols() == d
-                && up.dims == gate.dims
-                && down.dims == [f, d, e]
+            shape.is_some_and(|(cols, f)| cols == d && down.dims == [f, d, e])
+                && gate_up_experts(gate_up) == e
                 && routing.n_experts == e
                 && routing.ids.len() == x.rows * routing.k,
             "moe",
             || {
                 format!(
-                    "x ({}, {d}), gate {:?}, up {:?}, down {:?}, routing T*K = {}, E = {}",
+                    "x ({}, {d}), gate/up {}, down {:?}, routing T*K = {}, E = {}",
                     x.rows,
-                    gate.dims,
-                    up.dims,
+                    describe_gate_up(gate_up),
                     down.dims,
                     routing.ids.len(),
                     routing.n_experts
@@ -421,7 +437,8 @@ impl Backend for CpuBackend {
             &routing.ids,
             &routing.weights,
             routing.k,
-            [gate, up, down],
+            gate_up,
+            down,
             p.activation,
         ))
     }

@@ -1,7 +1,7 @@
 //! The reference ops as plain functions over [`Mat`] and [`CpuWeight`]; [`crate::CpuBackend`]
 //! only routes trait calls here, and tests may call them directly.
 
-use moetile::model::{ExpertActivation, Gating, RopeParams, RouterParams};
+use moetile::model::{ExpertActivation, GateUp, Gating, RopeParams, RouterParams};
 
 use crate::backend::{CpuWeight, Mat};
 
@@ -127,24 +127,40 @@ pub(crate) fn expert_activation(act: ExpertActivation, g: f64, u: f64) -> f64 {
     }
 }
 
+/// Gate row `r` and up row `r` of expert `e`: rows `2r` and `2r + 1` of an interleaved tensor.
+fn gate_up_rows(gate_up: &GateUp<CpuWeight>, e: usize, r: usize) -> (&[f32], &[f32]) {
+    match gate_up {
+        GateUp::Separate { gate, up } => (gate.row(e, r), up.row(e, r)),
+        GateUp::Interleaved(w) => (w.row(e, 2 * r), w.row(e, 2 * r + 1)),
+    }
+}
+
+/// `(D, F)` of the gate and up tensors, checked: `[D, F, E]` each, or `[D, 2F, E]` interleaved.
+pub(crate) fn gate_up_shape(gate_up: &GateUp<CpuWeight>) -> Option<(usize, usize)> {
+    match gate_up {
+        GateUp::Separate { gate, up } => (gate.dims == up.dims).then(|| (gate.cols(), gate.rows())),
+        GateUp::Interleaved(w) => w.rows().is_multiple_of(2).then(|| (w.cols(), w.rows() / 2)),
+    }
+}
+
 /// The routed experts: `out[t] = sum_k w[t,k] * down[e] @ act(gate[e] @ x[t], up[e] @ x[t])`
-/// with `e = ids[t*K + k]`. x: (T, D); gate, up: `[D, F, E]`; down: `[F, D, E]` -> (T, D).
-/// The route weight is applied to the activation before `down`, as the GPU kernels do, and
-/// everything after the f32 inputs stays in f64.
+/// with `e = ids[t*K + k]`. x: (T, D); gate, up: `[D, F, E]` (or one `[D, 2F, E]` tensor of
+/// interleaved rows); down: `[F, D, E]` -> (T, D). The route weight is applied to the
+/// activation before `down`, as the GPU kernels do, and everything after the f32 inputs stays
+/// in f64.
 pub fn moe(
     x: &Mat,
     ids: &[u32],
     weights: &[f32],
     k: usize,
-    [gate, up, down]: [&CpuWeight; 3],
+    gate_up: &GateUp<CpuWeight>,
+    down: &CpuWeight,
     act: ExpertActivation,
 ) -> Mat {
-    let (d, f) = (x.cols, gate.rows());
+    let d = x.cols;
     assert_eq!(ids.len(), x.rows * k, "moe: ids are not (T, K)");
-    assert!(
-        gate.cols() == d && up.cols() == d && up.rows() == f,
-        "moe: gate/up shape"
-    );
+    let (gate_cols, f) = gate_up_shape(gate_up).expect("moe: gate/up shape");
+    assert_eq!(gate_cols, d, "moe: gate/up width");
     assert!(down.cols() == f && down.rows() == d, "moe: down shape");
     let mut out = Mat::zeros(x.rows, d);
     let mut mid = vec![0f32; f];
@@ -153,8 +169,9 @@ pub fn moe(
         for slot in 0..k {
             let (e, w) = (ids[t * k + slot] as usize, weights[t * k + slot] as f64);
             for (r, m) in mid.iter_mut().enumerate() {
-                let g = dot(x.row(t), gate.row(e, r));
-                let u = dot(x.row(t), up.row(e, r));
+                let (gate, up) = gate_up_rows(gate_up, e, r);
+                let g = dot(x.row(t), gate);
+                let u = dot(x.row(t), up);
                 *m = (expert_activation(act, g, u) * w) as f32;
             }
             for (r, a) in acc.iter_mut().enumerate() {
@@ -277,12 +294,17 @@ mod tests {
             cols: 2,
             data: vec![1., -2.],
         };
+        let gate_up = GateUp::Separate {
+            gate: w.clone(),
+            up: w.clone(),
+        };
         let out = moe(
             &x,
             &[0, 2],
             &[0.25, 0.75],
             2,
-            [&w, &w, &w],
+            &gate_up,
+            &w,
             ExpertActivation::SwiGlu,
         );
         for (o, xi) in out.data.iter().zip([1f64, -2.]) {
@@ -294,8 +316,53 @@ mod tests {
             cols: 2,
             data: vec![20., -30.],
         };
-        let out = moe(&x, &[1, 2], &[0.5, 0.5], 2, [&w, &w, &w], clamped);
+        let out = moe(&x, &[1, 2], &[0.5, 0.5], 2, &gate_up, &w, clamped);
         assert!((out.data[0] as f64 - silu(10.) * 10.).abs() < 1e-4);
         assert!((out.data[1] as f64 - silu(-30.) * -10.).abs() < 1e-4);
+    }
+
+    #[test]
+    fn interleaved_gate_up_is_the_same_layer() {
+        // D = 2, F = 2, E = 2: distinct values everywhere, so a row taken from the wrong
+        // tensor or expert changes the result.
+        let (d, f, e) = (2, 2, 2);
+        let values = |seed: f32| -> Vec<f32> {
+            (0..d * f * e)
+                .map(|i| ((i as f32 + seed) * 0.37).sin())
+                .collect()
+        };
+        let (gate, up) = (
+            weight(&[d, f, e], values(1.)),
+            weight(&[d, f, e], values(9.)),
+        );
+        let down = weight(&[f, d, e], values(17.));
+        // Expert-major; row 2i is gate row i, row 2i + 1 up row i.
+        let mut interleaved = Vec::new();
+        for ex in 0..e {
+            for r in 0..f {
+                interleaved.extend_from_slice(gate.row(ex, r));
+                interleaved.extend_from_slice(up.row(ex, r));
+            }
+        }
+        let x = Mat {
+            rows: 2,
+            cols: d,
+            data: vec![0.5, -1.5, 2., 1.],
+        };
+        let (ids, w) = ([1, 0, 0, 1], [0.25, 0.75, 0.5, 0.5]);
+        for act in [
+            ExpertActivation::SwiGlu,
+            ExpertActivation::SwiGluClamped { limit: 0.5 },
+        ] {
+            let separate = GateUp::Separate {
+                gate: gate.clone(),
+                up: up.clone(),
+            };
+            let merged = GateUp::Interleaved(weight(&[d, 2 * f, e], interleaved.clone()));
+            let a = moe(&x, &ids, &w, 2, &separate, &down, act);
+            let b = moe(&x, &ids, &w, 2, &merged, &down, act);
+            assert_eq!(a, b, "{act:?}");
+            assert!(a.data.iter().all(|v| *v != 0.0), "{a:?}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use moetile::model::WeightData;
 use moetile::tile::TileWidth;
-use moetile_codegen::{ActType, KernelKey, MatmulKey, Path, WeightType};
+use moetile_codegen::{ActType, KernelKey, MatmulKey, MvEpilogue, Path, WeightType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -271,6 +271,7 @@ pub fn run_kernel_bench(
                 let name = KernelKey::MvId {
                     weight: ty,
                     act: cfg.act,
+                    epilogue: MvEpilogue::Rows,
                 }
                 .to_string();
                 let mm = batch.matmul(&w);

@@ -417,7 +417,10 @@ mod tests {
             tile: TileWidth::T64,
             path: Path::Coop16,
         });
-        let other = KernelKey::Act { mid: ActType::F16 };
+        let other = KernelKey::Act {
+            mid: ActType::F16,
+            interleaved: true,
+        };
         let c = ShaderChecks::None.for_key(&other);
         assert!(c.bounds_checks && c.force_loop_bounding && c.int_div_checks);
         let attn = KernelKey::AttnPrefill {

@@ -222,6 +222,28 @@ pub(crate) fn upload(
     })
 }
 
+/// Gate and up expert tensors `[cols, rows, experts]` of the same type and shape as one
+/// `[cols, 2 * rows, experts]` tensor of GGUF blocks whose row `2i` of each expert is gate row
+/// `i` and row `2i + 1` up row `i`: `(bytes, dims)`. `None` when they differ in type or shape
+/// (or are not 3-D expert tensors), and they stay separate.
+pub(crate) fn interleave(
+    gate: &WeightData<'_>,
+    up: &WeightData<'_>,
+) -> Result<Option<(Vec<u8>, [usize; 3])>> {
+    if gate.ty != up.ty || gate.dims != up.dims || gate.dims.len() != 3 {
+        return Ok(None);
+    }
+    let (ty, cols, rows, experts) = check(gate)?;
+    check(up)?;
+    let row = cols / ty.block_values() as usize * ty.gguf_block_bytes() as usize;
+    let mut bytes = Vec::with_capacity(2 * experts * rows * row);
+    for (g, u) in gate.bytes.chunks_exact(row).zip(up.bytes.chunks_exact(row)) {
+        bytes.extend_from_slice(g);
+        bytes.extend_from_slice(u);
+    }
+    Ok(Some((bytes, [cols, 2 * rows, experts])))
+}
+
 /// The fewest slices of whole rows, dividing `rows` evenly, of which one fits `max_binding`
 /// (1 when the tensor does); `None` when that takes more than [`MAX_SLICES`].
 fn slices_to_fit(rows: usize, row_bytes: u64, max_binding: u64) -> Option<usize> {

@@ -89,14 +89,14 @@
 //! };
 //! # let gate: &'static [u8] = gate.leak(); let up: &'static [u8] = up.leak();
 //! # let down: &'static [u8] = down.leak();
-//! let gate = ctx.upload_experts(&w("gate", gate, &[256, 64, 4]))?;
-//! let up = ctx.upload_experts(&w("up", up, &[256, 64, 4]))?;
+//! // gate and up of one type and shape: one tensor of interleaved rows.
+//! let gate_up = ctx.upload_gate_up(&w("gate", gate, &[256, 64, 4]), &w("up", up, &[256, 64, 4]))?;
 //! let down = ctx.upload_experts(&w("down", down, &[64, 256, 4]))?;
 //! let x = ctx.buffers().matrix_from_host(3, d, ActType::F32, &vec![1.0; 3 * d])?;
 //! let routing = Routing::from_host(&ctx.buffers(), e, k, &[0, 1, 2, 3, 1, 0], &[0.5; 6])?;
 //! let params = MoeParams { activation: ExpertActivation::SwiGlu, tile: TileWidth::T32 };
 //! let opts = MoeOptions::new(&ctx, &params, 3);
-//! let experts = ExpertWeights { gate: &gate, up: &up, down: &down };
+//! let experts = ExpertWeights { gate_up: &gate_up, down: &down };
 //! let out = moe::run(&ctx, &MoeInputs { x: &x, routing: &routing, experts }, &opts)?;
 //! assert_eq!(ctx.read_matrix(&out)?.len(), 3 * d);
 //! # Ok(()) }
@@ -137,9 +137,12 @@ pub use error::{Result, WgpuError};
 pub use kernels::ShaderChecks;
 pub use layout::{ExpertTensor, GgmlWeight};
 pub use moe::{
-    ExpertMap, MapContents, Matmul, MoeBuffers, MoeInputs, MoeOptions, Routing, mat_vec_max_tokens,
+    ExpertMap, MapContents, Matmul, MoeBuffers, MoeInputs, MoeOptions, MoePlan, Routing,
+    mat_vec_max_tokens,
 };
-pub use moetile_codegen::{ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, Path, WeightType};
+pub use moetile_codegen::{
+    ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, MvEpilogue, Path, WeightType,
+};
 pub use ops::rope_angles;
 pub use pool::PooledBuffer;
 pub use profile::{ProfileReport, ProfileRow};

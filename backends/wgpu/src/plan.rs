@@ -7,7 +7,7 @@
 use moetile::model::ModelConfig;
 use moetile::tile::TileWidth;
 use moetile_codegen::{
-    ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, NormFlavour, Path, WeightType,
+    ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, MvEpilogue, NormFlavour, Path, WeightType,
 };
 
 use crate::adapter::Profile;
@@ -18,8 +18,12 @@ use crate::backend::BackendOptions;
 pub(crate) enum WeightUse {
     /// A dense projection (or the embedding table): one-expert matmuls over f32 activations.
     Dense(WeightType),
-    /// Routed experts: gate and up over f32 activations, down over `mid`.
+    /// Routed experts: gate and up over f32 activations, down over `mid` (the mat-vec path:
+    /// `mv_sum`, or `mv_id` and `sum` over a `down` of several weight chunks).
     Experts(WeightType),
+    /// Routed experts' gate and up as one tensor of interleaved rows: over f32 activations,
+    /// then `act` over interleaved columns; the mat-vec path: `mv_glu` into `mid`.
+    GateUp(WeightType),
 }
 
 /// Every kernel a forward pass of `config` may run on weights used as `weights`.
@@ -38,7 +42,10 @@ pub(crate) fn model_kernels(
         KernelKey::Eltwise(EltOp::AddRow),
         KernelKey::Eltwise(EltOp::MulSigmoidRow),
         // A dense FFN's SwiGLU.
-        KernelKey::Act { mid: ActType::F32 },
+        KernelKey::Act {
+            mid: ActType::F32,
+            interleaved: false,
+        },
     ];
     if config.qk_norm {
         keys.push(KernelKey::RmsNorm(NormFlavour::Pair));
@@ -62,7 +69,10 @@ pub(crate) fn model_kernels(
     if config.moe.is_some() {
         keys.extend([
             KernelKey::Route,
-            KernelKey::Act { mid: options.mid },
+            KernelKey::Act {
+                mid: options.mid,
+                interleaved: false,
+            },
             KernelKey::Sum,
         ]);
         keys.extend(TileWidth::ALL.map(|tile| KernelKey::Map { tile }));
@@ -80,6 +90,13 @@ pub(crate) fn model_kernels(
                 (weight, vec![ActType::F32], path)
             }
             WeightUse::Experts(weight) => (weight, vec![ActType::F32, options.mid], options.path),
+            WeightUse::GateUp(weight) => {
+                keys.push(KernelKey::Act {
+                    mid: options.mid,
+                    interleaved: true,
+                });
+                (weight, vec![ActType::F32], options.path)
+            }
         };
         for &act in &acts {
             keys.extend(TileWidth::ALL.map(|tile| {
@@ -90,9 +107,26 @@ pub(crate) fn model_kernels(
                     path,
                 })
             }));
-            if mat_vec {
-                keys.push(KernelKey::MvId { weight, act });
-            }
+        }
+        if mat_vec {
+            let epilogues = match usage {
+                WeightUse::Dense(_) => vec![(ActType::F32, MvEpilogue::Rows)],
+                WeightUse::Experts(_) => vec![
+                    (ActType::F32, MvEpilogue::Rows),
+                    (options.mid, MvEpilogue::Rows),
+                    (options.mid, MvEpilogue::Sum),
+                ],
+                WeightUse::GateUp(_) => vec![(ActType::F32, MvEpilogue::Glu { mid: options.mid })],
+            };
+            keys.extend(
+                epilogues
+                    .into_iter()
+                    .map(|(act, epilogue)| KernelKey::MvId {
+                        weight,
+                        act,
+                        epilogue,
+                    }),
+            );
         }
     }
     let mut unique = Vec::with_capacity(keys.len());

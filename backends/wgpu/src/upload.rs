@@ -1,7 +1,7 @@
 //! Weights onto the device: expert tensors and vectors in moetile's GPU layouts
 //! ([`crate::layout`]), and the IQ2_XXS grid table their kernels share.
 
-use moetile::model::WeightData;
+use moetile::model::{GateUp, WeightData};
 use wgpu::util::DeviceExt;
 
 use crate::context::WgpuContext;
@@ -28,6 +28,44 @@ impl WgpuContext {
         self.scoped(&format!("uploading {}", w.name), || {
             layout::upload(self.device(), w, limit)
         })
+    }
+
+    /// Uploads a routed-MoE layer's gate and up expert tensors (`[D, F, E]` each): as one
+    /// `[D, 2F, E]` tensor of interleaved rows ([`GateUp::Interleaved`], see
+    /// [`crate::moe`]) when they have the same type and shape, else separately. Only the
+    /// merged tensor reaches the device.
+    pub fn upload_gate_up(
+        &self,
+        gate: &WeightData<'_>,
+        up: &WeightData<'_>,
+    ) -> Result<GateUp<ExpertTensor>> {
+        self.upload_gate_up_with_limit(gate, up, u64::MAX)
+    }
+
+    /// [`Self::upload_gate_up`] with buffers of at most `max_binding` bytes (see
+    /// [`Self::upload_experts_with_limit`]).
+    pub fn upload_gate_up_with_limit(
+        &self,
+        gate: &WeightData<'_>,
+        up: &WeightData<'_>,
+        max_binding: u64,
+    ) -> Result<GateUp<ExpertTensor>> {
+        let Some((bytes, dims)) = layout::interleave(gate, up)? else {
+            return Ok(GateUp::Separate {
+                gate: self.upload_experts_with_limit(gate, max_binding)?,
+                up: self.upload_experts_with_limit(up, max_binding)?,
+            });
+        };
+        let name = format!("{}+{}", gate.name, up.name);
+        let merged = WeightData {
+            name: &name,
+            ty: gate.ty,
+            dims: &dims,
+            bytes: &bytes,
+        };
+        Ok(GateUp::Interleaved(
+            self.upload_experts_with_limit(&merged, max_binding)?,
+        ))
     }
 
     /// Uploads a vector as a one-row F32 tensor (norm weights, biases): any length.

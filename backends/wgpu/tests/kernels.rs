@@ -21,12 +21,13 @@ mod common;
 use common::{
     Weights, check, ctx, grouped_matmul_ref, ids_with_load, random_ids, rng, round_f16, uniform,
 };
-use moetile::model::{ExpertActivation, ExpertWeights, MoeParams};
+use moetile::model::{ExpertActivation, ExpertWeights, GateUp, MoeParams};
 use moetile::tile::{MoeBatch, TilePolicy, TileWidth};
 use moetile_cpu::{CpuWeight, Mat};
-use moetile_wgpu::moe::{self, Matmul, MoeBuffers, MoeInputs, MoeOptions, Routing};
+use moetile_wgpu::moe::{self, Matmul, MoeBuffers, MoeInputs, MoeOptions, MoePlan, Routing};
 use moetile_wgpu::{
-    ActType, GgmlWeight, KernelKey, MatmulKey, Path, WeightType, WgpuContext, WgpuError, kernels,
+    ActType, GgmlWeight, KernelKey, MatmulKey, MvEpilogue, Path, WeightType, WgpuContext,
+    WgpuError, kernels,
 };
 
 const D: usize = 256;
@@ -257,7 +258,11 @@ fn mv_id_matches_reference() {
                 let x = act_values(&mut rng, ids.len() / div * D, act);
                 let got = run_mv_id(ctx, &w, k, &ids, &x, act, div);
                 let want = grouped_matmul_ref(&weights, &ids, &x, div);
-                let key = KernelKey::MvId { weight: ty, act };
+                let key = KernelKey::MvId {
+                    weight: ty,
+                    act,
+                    epilogue: MvEpilogue::Rows,
+                };
                 check(&format!("{key} T={n_tokens}"), &got, &want, 1e-5, ROWS);
             }
         }
@@ -280,6 +285,7 @@ fn mv_id_walks_long_rows_in_rounds() {
         let key = KernelKey::MvId {
             weight: ty,
             act: ActType::F32,
+            epilogue: MvEpilogue::Rows,
         };
         check(
             &format!("{key} cols {cols}"),
@@ -288,6 +294,157 @@ fn mv_id_walks_long_rows_in_rounds() {
             1e-5,
             ROWS,
         );
+    }
+}
+
+/// `swiglu(g, u)` of `activation` in f64, as `moetile_cpu` computes it.
+fn swiglu_ref(activation: ExpertActivation, g: f64, u: f64) -> f64 {
+    let silu = |v: f64| v / (1.0 + (-v).exp());
+    match activation {
+        ExpertActivation::SwiGlu => silu(g) * u,
+        ExpertActivation::SwiGluClamped { limit } => {
+            let l = limit as f64;
+            silu(g.min(l)) * u.clamp(-l, l)
+        }
+    }
+}
+
+/// mv_glu over a tensor of interleaved rows (row 2i gate row i, row 2i + 1 up row i) against
+/// the f64 activation of the f64 gate and up dot products, times the route weight. Bound: the
+/// dot products' f32 error (1e-5 * sum |w x|, as for mv_id) carried through the activation
+/// (|d/dg| <= 1.1 |u|, |d/du| <= |silu(g)|; the clamp is 1-Lipschitz), plus the rounding of
+/// the stored value (2^-11 relative for f16 `mid`, 1e-6 for f32).
+#[test]
+fn mv_glu_matches_reference() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("mv_glu_matches_reference");
+    let (k, n_experts, f) = (3, 8, ROWS / 2);
+    for ty in WeightType::ALL {
+        let weights = Weights::random(&mut rng, ty, n_experts, 2 * f, D);
+        let w = ctx.upload_experts(&weights.data("gate_up")).unwrap();
+        for mid in ActType::ALL {
+            for (n_tokens, activation) in [
+                (1, ExpertActivation::SwiGlu),
+                (4, ExpertActivation::SwiGluClamped { limit: 0.5 }),
+            ] {
+                let ids = random_ids(&mut rng, n_tokens, k, n_experts);
+                let route: Vec<f32> = (0..ids.len())
+                    .map(|_| rand::Rng::random_range(&mut rng, 0.1..1.0))
+                    .collect();
+                let x = uniform(&mut rng, n_tokens * D, 1.0);
+                let routing =
+                    Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &route).unwrap();
+                let xm = ctx
+                    .buffers()
+                    .matrix_from_host(n_tokens, D, ActType::F32, &x)
+                    .unwrap();
+                let out = ctx
+                    .buffers()
+                    .matrix_filled(ids.len(), f, mid, f32::NAN)
+                    .unwrap();
+                let mm = Matmul {
+                    w: &w,
+                    act: &xm,
+                    act_row_div: k,
+                    out: &out,
+                };
+                ctx.record("test mv_glu", |rec| {
+                    moe::mv_glu(rec, &routing, mm, activation)
+                })
+                .unwrap();
+                let got = ctx.read_matrix(&out).unwrap();
+                let dots = grouped_matmul_ref(&weights, &ids, &x, k);
+                let rounding = match mid {
+                    ActType::F32 => 1e-6,
+                    ActType::F16 => 2f64.powi(-11),
+                };
+                let want: Vec<(f64, f64)> = (0..ids.len() * f)
+                    .map(|i| {
+                        let (p, c) = (i / f, i % f);
+                        let (g, sg) = dots[p * 2 * f + 2 * c];
+                        let (u, su) = dots[p * 2 * f + 2 * c + 1];
+                        let r = route[p] as f64;
+                        let v = swiglu_ref(activation, g, u) * r;
+                        let silu_g = (g / (1.0 + (-g).exp())).abs();
+                        let carried = (1.1 * u.abs() * sg + silu_g * su) * r;
+                        // check() bounds |got - v| by 1e-5 * scale + 1e-6.
+                        (v, carried + rounding * v.abs() / 1e-5)
+                    })
+                    .collect();
+                let key = KernelKey::MvId {
+                    weight: ty,
+                    act: ActType::F32,
+                    epilogue: MvEpilogue::Glu { mid },
+                };
+                check(
+                    &format!("{key} T={n_tokens} {activation:?}"),
+                    &got,
+                    &want,
+                    1e-5,
+                    f,
+                );
+            }
+        }
+    }
+}
+
+/// mv_sum: a token's K pairs of `mid` rows through their experts, summed, against f64. Bound:
+/// 1e-5 * the sum over all K products of |w x| (f32 accumulation, as for mv_id).
+#[test]
+fn mv_sum_matches_reference() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("mv_sum_matches_reference");
+    let (n_experts, f) = (8, D);
+    for ty in WeightType::ALL {
+        let weights = Weights::random(&mut rng, ty, n_experts, ROWS, f);
+        let w = ctx.upload_experts(&weights.data("down")).unwrap();
+        for act in ActType::ALL {
+            for (n_tokens, k) in [(1, 1), (3, 4)] {
+                let ids = random_ids(&mut rng, n_tokens, k, n_experts);
+                let mid = act_values(&mut rng, ids.len() * f, act);
+                let routing =
+                    Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &vec![1.0; ids.len()])
+                        .unwrap();
+                let mm_act = ctx
+                    .buffers()
+                    .matrix_from_host(ids.len(), f, act, &mid)
+                    .unwrap();
+                let out = ctx
+                    .buffers()
+                    .matrix_filled(n_tokens, ROWS, ActType::F32, f32::NAN)
+                    .unwrap();
+                let mm = Matmul {
+                    w: &w,
+                    act: &mm_act,
+                    act_row_div: 1,
+                    out: &out,
+                };
+                ctx.record("test mv_sum", |rec| moe::mv_sum(rec, &routing, mm))
+                    .unwrap();
+                let per_pair = grouped_matmul_ref(&weights, &ids, &mid, 1);
+                let want: Vec<(f64, f64)> = (0..n_tokens * ROWS)
+                    .map(|i| {
+                        let (t, row) = (i / ROWS, i % ROWS);
+                        (0..k)
+                            .map(|j| per_pair[(t * k + j) * ROWS + row])
+                            .fold((0.0, 0.0), |(s, a), (v, sv)| (s + v, a + sv))
+                    })
+                    .collect();
+                let key = KernelKey::MvId {
+                    weight: ty,
+                    act,
+                    epilogue: MvEpilogue::Sum,
+                };
+                let got = ctx.read_matrix(&out).unwrap();
+                check(
+                    &format!("{key} T={n_tokens} K={k}"),
+                    &got,
+                    &want,
+                    1e-5,
+                    ROWS,
+                );
+            }
+        }
     }
 }
 
@@ -492,6 +649,29 @@ fn cpu_weight(w: &Weights) -> CpuWeight {
     }
 }
 
+/// `moetile_cpu::moe` of `layer` (gate and up separate) for `x (T, D)` routed to `ids` with
+/// weights `route`, K = `k`.
+fn layer_reference(
+    layer: &Layer,
+    x: &[f32],
+    (ids, route): (&[u32], &[f32]),
+    k: usize,
+    activation: ExpertActivation,
+) -> Vec<f32> {
+    let d = layer.gate.dims[0];
+    let x = Mat {
+        rows: x.len() / d,
+        cols: d,
+        data: x.to_vec(),
+    };
+    let gate_up = GateUp::Separate {
+        gate: cpu_weight(&layer.gate),
+        up: cpu_weight(&layer.up),
+    };
+    let down = cpu_weight(&layer.down);
+    moetile_cpu::moe(&x, ids, route, k, &gate_up, &down, activation).data
+}
+
 fn layer_tolerance(path: Path, mid: ActType) -> f64 {
     match (path, mid) {
         (Path::Reg, ActType::F32) => 5e-5,
@@ -521,30 +701,16 @@ fn check_layer(
     let route: Vec<f32> = (0..ids.len())
         .map(|_| rand::Rng::random_range(rng, 0.0..1.0))
         .collect();
-    let want = moetile_cpu::moe(
-        &Mat {
-            rows: n_tokens,
-            cols: d,
-            data: x.clone(),
-        },
-        &ids,
-        &route,
-        k,
-        [
-            &cpu_weight(&layer.gate),
-            &cpu_weight(&layer.up),
-            &cpu_weight(&layer.down),
-        ],
-        activation,
-    );
-    let rms = (want.data.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.data.len() as f64)
-        .sqrt();
-    let upload = |w: &Weights, name| ctx.upload_experts(&w.data(name)).unwrap();
-    let (gate, up, down) = (
-        upload(&layer.gate, "gate"),
-        upload(&layer.up, "up"),
-        upload(&layer.down, "down"),
-    );
+    let want = layer_reference(layer, &x, (&ids, &route), k, activation);
+    let separate = GateUp::Separate {
+        gate: ctx.upload_experts(&layer.gate.data("gate")).unwrap(),
+        up: ctx.upload_experts(&layer.up.data("up")).unwrap(),
+    };
+    let interleaved = ctx
+        .upload_gate_up(&layer.gate.data("gate"), &layer.up.data("up"))
+        .unwrap();
+    assert!(matches!(interleaved, GateUp::Interleaved(_)), "{label}");
+    let down = ctx.upload_experts(&layer.down.data("down")).unwrap();
     let routing = Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &route).unwrap();
     let xm = ctx
         .buffers()
@@ -556,53 +722,76 @@ fn check_layer(
         n_experts_used: k,
     });
     let base = MoeOptions::new(ctx, &MoeParams { activation, tile }, n_tokens);
-    let inputs = MoeInputs {
-        x: &xm,
-        routing: &routing,
-        experts: ExpertWeights {
-            gate: &gate,
-            up: &up,
-            down: &down,
-        },
-    };
-    for opts in opts_for(&base) {
-        let bufs = MoeBuffers::new(&ctx.buffers(), &inputs, opts.mid).unwrap();
-        for m in [&bufs.gate, &bufs.up, &bufs.mid, &bufs.y] {
-            ctx.fill(m, f32::NAN);
-        }
-        let out = ctx
-            .buffers()
-            .matrix_filled(n_tokens, d, ActType::F32, f32::NAN)
-            .unwrap();
-        ctx.record("test moe", |rec| {
-            moe::layer(rec, &inputs, &opts, &bufs, &out)
-        })
-        .unwrap();
-        let got = ctx.read_matrix(&out).unwrap();
-        let bound = layer_tolerance(opts.path, opts.mid) * rms;
-        let what = format!(
-            "{label} T={n_tokens} tile {} {:?} mid {:?} mat_vec {} {activation:?}",
-            opts.tile, opts.path, opts.mid, opts.mat_vec
-        );
-        let bad: Vec<usize> = (0..got.len())
-            .filter(|&i| got[i].is_nan() || (got[i] as f64 - want.data[i] as f64).abs() > bound)
-            .collect();
-        for &i in bad.iter().take(8) {
-            eprintln!(
-                "{what}: out[{}][{}] = {}, want {}",
-                i / d,
-                i % d,
-                got[i],
-                want.data[i]
+    for gate_up in [&separate, &interleaved] {
+        let inputs = MoeInputs {
+            x: &xm,
+            routing: &routing,
+            experts: ExpertWeights {
+                gate_up,
+                down: &down,
+            },
+        };
+        for opts in opts_for(&base) {
+            let got = run_layer(ctx, &inputs, &opts);
+            let plan = MoePlan::new(&inputs, &opts);
+            let what = format!(
+                "{label} T={n_tokens} tile {} {:?} mid {:?} {activation:?} {}: {plan:?}",
+                opts.tile,
+                opts.path,
+                opts.mid,
+                form(gate_up),
             );
+            check_rms(&what, &got, &want, d, layer_tolerance(opts.path, opts.mid));
         }
-        assert!(
-            bad.is_empty(),
-            "{what}: {} of {} wrong (bound {bound:.3e})",
-            bad.len(),
-            got.len()
+    }
+}
+
+/// `"separate"` or `"interleaved"`.
+fn form<W>(gate_up: &GateUp<W>) -> &'static str {
+    match gate_up {
+        GateUp::Separate { .. } => "separate",
+        GateUp::Interleaved(_) => "interleaved",
+    }
+}
+
+/// Records one layer with every intermediate and the output poisoned; returns the output.
+fn run_layer(ctx: &WgpuContext, inputs: &MoeInputs<'_>, opts: &MoeOptions) -> Vec<f32> {
+    let bufs = MoeBuffers::new(&ctx.buffers(), inputs, opts).unwrap();
+    for m in bufs.all() {
+        ctx.fill(m, f32::NAN);
+    }
+    let out = ctx
+        .buffers()
+        .matrix_filled(inputs.x.rows, inputs.x.cols, ActType::F32, f32::NAN)
+        .unwrap();
+    ctx.record("test moe", |rec| moe::layer(rec, inputs, opts, &bufs, &out))
+        .unwrap();
+    ctx.read_matrix(&out).unwrap()
+}
+
+/// `|got - want| <= tol * rms(want)` everywhere; NaN (never written) fails. Prints the first
+/// mismatches.
+fn check_rms(what: &str, got: &[f32], want: &[f32], cols: usize, tol: f64) {
+    let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
+    let bound = tol * rms;
+    let bad: Vec<usize> = (0..got.len())
+        .filter(|&i| got[i].is_nan() || (got[i] as f64 - want[i] as f64).abs() > bound)
+        .collect();
+    for &i in bad.iter().take(8) {
+        eprintln!(
+            "{what}: out[{}][{}] = {}, want {}",
+            i / cols,
+            i % cols,
+            got[i],
+            want[i]
         );
     }
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} wrong (bound {bound:.3e})",
+        bad.len(),
+        got.len()
+    );
 }
 
 /// Every path and both `mid` types the device runs, at the given tile.
@@ -653,19 +842,130 @@ fn moe_layer_matches_cpu_reference() {
         check_layer(&mut rng, name, &layer, 2048, k, activation, all_variants);
         // 96 tokens: 32-token tiles; and the mat-vec path on a decode-sized batch.
         check_layer(&mut rng, name, &layer, 96, k, activation, all_variants);
-        check_layer(&mut rng, name, &layer, 3, k, activation, |base| {
-            vec![
-                MoeOptions {
-                    mat_vec: true,
-                    ..*base
-                },
-                MoeOptions {
-                    mat_vec: false,
-                    path: Path::Reg,
-                    ..*base
-                },
-            ]
-        });
+        // Decode-sized batches, both activations: the mat-vec path with both `mid` types
+        // (mv_glu + mv_sum over interleaved gate/up, mv_id x 2 + act + mv_sum over separate
+        // ones) and the register tiles.
+        for activation in [
+            ExpertActivation::SwiGlu,
+            ExpertActivation::SwiGluClamped { limit: 10.0 },
+        ] {
+            for n_tokens in [1, 3] {
+                check_layer(
+                    &mut rng,
+                    name,
+                    &layer,
+                    n_tokens,
+                    k,
+                    activation,
+                    decode_variants,
+                );
+            }
+        }
+    }
+}
+
+/// The mat-vec path with both `mid` types, and the register tiles.
+fn decode_variants(base: &MoeOptions) -> Vec<MoeOptions> {
+    let mut v: Vec<MoeOptions> = ActType::ALL
+        .into_iter()
+        .map(|mid| MoeOptions {
+            mat_vec: true,
+            mid,
+            ..*base
+        })
+        .collect();
+    v.push(MoeOptions {
+        mat_vec: false,
+        path: Path::Reg,
+        ..*base
+    });
+    v
+}
+
+/// Expert tensors split over several weight chunks (as past the device's binding limit): gate
+/// and up in both forms, down split (mv_id + sum at decode) or whole (mv_sum), on the mat-vec
+/// and tiled paths, against the CPU reference.
+#[test]
+fn moe_layer_with_split_weights_matches_cpu_reference() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("moe_layer_with_split_weights_matches_cpu_reference");
+    let (n_experts, k, d, f) = (10, 3, 256, 96);
+    let ty = WeightType::Q4_K;
+    let layer = Layer {
+        gate: Weights::random(&mut rng, ty, n_experts, f, d),
+        up: Weights::random(&mut rng, ty, n_experts, f, d),
+        down: Weights::random(&mut rng, WeightType::Q8_0, n_experts, d, f),
+    };
+    let expert_bytes = |rows: usize, cols: usize, ty: WeightType| {
+        (rows * cols / ty.block_values() as usize) as u64 * ty.gpu_block_bytes() as u64
+    };
+    // Three experts a chunk: four chunks.
+    let gate_up_limit = 3 * expert_bytes(2 * f, d, ty) + 5;
+    let down_limit = 3 * expert_bytes(d, f, WeightType::Q8_0) + 5;
+    let separate = GateUp::Separate {
+        gate: ctx
+            .upload_experts_with_limit(&layer.gate.data("gate"), gate_up_limit / 2)
+            .unwrap(),
+        up: ctx
+            .upload_experts_with_limit(&layer.up.data("up"), gate_up_limit / 2)
+            .unwrap(),
+    };
+    let interleaved = ctx
+        .upload_gate_up_with_limit(
+            &layer.gate.data("gate"),
+            &layer.up.data("up"),
+            gate_up_limit,
+        )
+        .unwrap();
+    let GateUp::Interleaved(merged) = &interleaved else {
+        panic!("same type and shape: interleaved");
+    };
+    assert_eq!(merged.chunks.len(), 4);
+    let down_split = ctx
+        .upload_experts_with_limit(&layer.down.data("down"), down_limit)
+        .unwrap();
+    assert_eq!(down_split.chunks.len(), 4);
+    let down_whole = ctx.upload_experts(&layer.down.data("down")).unwrap();
+    let activation = ExpertActivation::SwiGluClamped { limit: 10.0 };
+    for n_tokens in [2, 40] {
+        let x = uniform(&mut rng, n_tokens * d, 1.0);
+        let ids = random_ids(&mut rng, n_tokens, k, n_experts);
+        let route: Vec<f32> = (0..ids.len())
+            .map(|_| rand::Rng::random_range(&mut rng, 0.0..1.0))
+            .collect();
+        let want = layer_reference(&layer, &x, (&ids, &route), k, activation);
+        let routing = Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &route).unwrap();
+        let xm = ctx
+            .buffers()
+            .matrix_from_host(n_tokens, d, ActType::F32, &x)
+            .unwrap();
+        for gate_up in [&separate, &interleaved] {
+            for down in [&down_split, &down_whole] {
+                let inputs = MoeInputs {
+                    x: &xm,
+                    routing: &routing,
+                    experts: ExpertWeights { gate_up, down },
+                };
+                for mat_vec in [true, false] {
+                    let opts = MoeOptions {
+                        activation,
+                        tile: TileWidth::T32,
+                        path: Path::Reg,
+                        mid: ActType::F32,
+                        mat_vec,
+                    };
+                    let plan = MoePlan::new(&inputs, &opts);
+                    assert_eq!(plan.sum, mat_vec && down.chunks.len() == 1);
+                    let got = run_layer(ctx, &inputs, &opts);
+                    let what = format!(
+                        "split T={n_tokens} {} down in {} chunks: {plan:?}",
+                        form(gate_up),
+                        down.chunks.len()
+                    );
+                    check_rms(&what, &got, &want, d, layer_tolerance(opts.path, opts.mid));
+                }
+            }
+        }
     }
 }
 
@@ -686,14 +986,23 @@ fn every_key_the_runtime_can_request_is_generated() {
                     assert!(kernels::source(&key).is_some(), "{key}");
                 }
             }
-            assert!(kernels::source(&KernelKey::MvId { weight, act }).is_some());
+            for epilogue in MvEpilogue::ALL {
+                let key = KernelKey::MvId {
+                    weight,
+                    act,
+                    epilogue,
+                };
+                assert!(kernels::source(&key).is_some(), "{key}");
+            }
         }
     }
     for tile in TileWidth::ALL {
         assert!(kernels::source(&KernelKey::Map { tile }).is_some());
     }
     for mid in ActType::ALL {
-        assert!(kernels::source(&KernelKey::Act { mid }).is_some());
+        for interleaved in [false, true] {
+            assert!(kernels::source(&KernelKey::Act { mid, interleaved }).is_some());
+        }
     }
     assert!(kernels::source(&KernelKey::Sum).is_some());
 }

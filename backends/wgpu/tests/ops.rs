@@ -22,8 +22,8 @@ use std::collections::HashSet;
 
 use common::{Weights, random_blocks, rng, shared_ctx, uniform};
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, Gating, MoeParams, RopeParams,
-    RouterParams, Stage, WeightData,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, Gating, MoeParams,
+    RopeParams, RouterParams, Stage, WeightData,
 };
 use moetile::tile::TileWidth;
 use moetile_cpu::CpuBackend;
@@ -877,6 +877,89 @@ fn routing_from_host_round_trips() {
     assert!(err.to_string().contains("expert 3 of 3"), "{err}");
 }
 
+/// Random routed experts on both backends, the same values: Q4_K gate and up (interleaved by
+/// the GPU at upload, separate on the CPU) `[d, f, e]`, Q8_0 down `[f, d, e]`.
+struct BothExperts {
+    gpu: (
+        GateUp<moetile_wgpu::ExpertTensor>,
+        moetile_wgpu::ExpertTensor,
+    ),
+    cpu: (GateUp<moetile_cpu::CpuWeight>, moetile_cpu::CpuWeight),
+}
+
+impl BothExperts {
+    fn random(
+        gpu: &mut WgpuBackend,
+        cpu: &mut CpuBackend,
+        rng: &mut StdRng,
+        [d, f, e]: [usize; 3],
+    ) -> BothExperts {
+        let gate = Weights::random(rng, WeightType::Q4_K, e, f, d);
+        let up = Weights::random(rng, WeightType::Q4_K, e, f, d);
+        let down = Weights::random(rng, WeightType::Q8_0, e, d, f);
+        let ggu = gpu
+            .upload_gate_up(gate.data("gate"), up.data("up"))
+            .unwrap();
+        assert!(matches!(ggu, GateUp::Interleaved(_)));
+        let cgu = cpu
+            .upload_gate_up(gate.data("gate"), up.data("up"))
+            .unwrap();
+        let (gd, cd) = upload_both(gpu, cpu, down.data("down"));
+        BothExperts {
+            gpu: (ggu, gd),
+            cpu: (cgu, cd),
+        }
+    }
+
+    /// The CPU reference of `x (t, d)` routed to `ids`/`w`, and its RMS.
+    fn reference(
+        &self,
+        cpu: &mut CpuBackend,
+        x: &[f32],
+        (ids, w): (&[u32], &[f32]),
+        k: usize,
+        params: &MoeParams,
+    ) -> (Vec<f32>, f64) {
+        let (t, e) = (ids.len() / k, self.cpu.1.experts());
+        let routing = cpu.routing_from_host(e, k, ids, w).unwrap();
+        let (gate_up, down) = (&self.cpu.0, &self.cpu.1);
+        let want = cpu
+            .moe(
+                &cpu_act(t, x.len() / t, x),
+                &routing,
+                ExpertWeights { gate_up, down },
+                params,
+            )
+            .unwrap()
+            .data;
+        let rms =
+            (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
+        (want, rms)
+    }
+
+    fn gpu_weights(&self) -> ExpertWeights<'_, moetile_wgpu::ExpertTensor> {
+        ExpertWeights {
+            gate_up: &self.gpu.0,
+            down: &self.gpu.1,
+        }
+    }
+}
+
+/// The GPU layer's tolerance, in units of the reference's RMS: 5e-5 with f32 `mid`, 2e-3 with
+/// f16 `mid` where the device default has it (see tests/kernels.rs), twice that on
+/// cooperative paths.
+fn moe_tolerance(gpu: &WgpuBackend) -> f64 {
+    let mid = match gpu.options().mid {
+        ActType::F32 => 5e-5,
+        ActType::F16 => 2e-3,
+    };
+    mid * if gpu.options().path == Path::Reg {
+        1.0
+    } else {
+        2.0
+    }
+}
+
 #[test]
 fn moe_honours_the_tile_and_matches_cpu() {
     let Some(mut gpu) = backend(ActType::F32) else {
@@ -885,77 +968,93 @@ fn moe_honours_the_tile_and_matches_cpu() {
     let profiling = gpu.set_profiling(true).is_ok();
     let mut cpu = CpuBackend::new();
     let mut rng = rng("moe_honours_the_tile_and_matches_cpu");
-    let (d, f, e, k, t) = (256, 96, 8, 2, 150);
-    let gate = Weights::random(&mut rng, WeightType::Q4_K, e, f, d);
-    let up = Weights::random(&mut rng, WeightType::Q4_K, e, f, d);
-    let down = Weights::random(&mut rng, WeightType::Q8_0, e, d, f);
-    let (gg, cg) = upload_both(&mut gpu, &mut cpu, gate.data("gate"));
-    let (gu, cu) = upload_both(&mut gpu, &mut cpu, up.data("up"));
-    let (gd, cd) = upload_both(&mut gpu, &mut cpu, down.data("down"));
+    let (d, e, k, t) = (256, 8, 2, 150);
+    let experts = BothExperts::random(&mut gpu, &mut cpu, &mut rng, [d, 96, e]);
     let x = uniform(&mut rng, t * d, 1.0);
     let ids = common::random_ids(&mut rng, t, k, e);
     let w: Vec<f32> = (0..t * k).map(|_| rng.random_range(0.0..1.0)).collect();
-    let cpu_routing = cpu.routing_from_host(e, k, &ids, &w).unwrap();
-    let want = cpu
-        .moe(
-            &cpu_act(t, d, &x),
-            &cpu_routing,
-            ExpertWeights {
-                gate: &cg,
-                up: &cu,
-                down: &cd,
-            },
-            &MoeParams {
-                activation: ExpertActivation::SwiGlu,
-                tile: TileWidth::T32,
-            },
-        )
-        .unwrap();
-    let rms = (want.data.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.data.len() as f64)
-        .sqrt();
-    // f16 `mid` where the device default has it: 2e-3 * rms (see tests/kernels.rs).
-    let tol = match gpu.options().mid {
-        ActType::F32 => 5e-5,
-        ActType::F16 => 2e-3,
-    } * if gpu.options().path == Path::Reg {
-        1.0
-    } else {
-        2.0
+    let params = |tile| MoeParams {
+        activation: ExpertActivation::SwiGlu,
+        tile,
     };
+    let (want, rms) = experts.reference(&mut cpu, &x, (&ids, &w), k, &params(TileWidth::T32));
+    let tol = moe_tolerance(&gpu);
     let gx = gpu_act(&mut gpu, t, d, &x);
     let routing = gpu.routing_from_host(e, k, &ids, &w).unwrap();
     for tile in TileWidth::ALL {
         gpu.stage(Stage::Experts, Some(0));
         let out = gpu
-            .moe(
-                &gx,
-                &routing,
-                ExpertWeights {
-                    gate: &gg,
-                    up: &gu,
-                    down: &gd,
-                },
-                &MoeParams {
-                    activation: ExpertActivation::SwiGlu,
-                    tile,
-                },
-            )
+            .moe(&gx, &routing, experts.gpu_weights(), &params(tile))
             .unwrap();
         let got = gpu.read(&out).unwrap();
-        check_close(&format!("moe tile {tile}"), &got, &want.data, |_| tol * rms);
+        check_close(&format!("moe tile {tile}"), &got, &want, |_| tol * rms);
         if profiling {
             let report = gpu.take_profile().unwrap();
             let kernels: HashSet<String> = report
                 .rows
                 .iter()
-                .filter(|r| r.stage == Some(Stage::Experts) && r.detail == Some("gate"))
+                .filter(|r| r.stage == Some(Stage::Experts) && r.detail == Some("gate_up"))
                 .flat_map(|r| r.kernels.iter().cloned())
                 .collect();
             assert!(
                 kernels.iter().all(|k| k.contains(&format!("_t{tile}_"))),
-                "tile {tile}: gate ran {kernels:?}"
+                "tile {tile}: gate_up ran {kernels:?}"
             );
-            assert!(!kernels.is_empty(), "the gate pass was timed");
+            assert!(!kernels.is_empty(), "the gate_up pass was timed");
+        }
+    }
+}
+
+/// Decode-sized batches take the mat-vec path: with gate and up interleaved at upload, the
+/// routed experts are two kernels (`mv_glu`, `mv_sum`), and match the CPU reference with both
+/// activations. Tolerance as in `moe_honours_the_tile_and_matches_cpu`.
+#[test]
+fn moe_decode_is_two_mat_vecs_and_matches_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let profiling = gpu.set_profiling(true).is_ok();
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("moe_decode_is_two_mat_vecs_and_matches_cpu");
+    let (d, e, k) = (256, 8, 3);
+    let experts = BothExperts::random(&mut gpu, &mut cpu, &mut rng, [d, 96, e]);
+    let tol = moe_tolerance(&gpu);
+    for (t, activation) in [
+        (1, ExpertActivation::SwiGlu),
+        (4, ExpertActivation::SwiGluClamped { limit: 1.0 }),
+    ] {
+        let x = uniform(&mut rng, t * d, 2.0);
+        let ids = common::random_ids(&mut rng, t, k, e);
+        let w: Vec<f32> = (0..t * k).map(|_| rng.random_range(0.0..1.0)).collect();
+        let params = MoeParams {
+            activation,
+            tile: TileWidth::T32,
+        };
+        let (want, rms) = experts.reference(&mut cpu, &x, (&ids, &w), k, &params);
+        let gx = gpu_act(&mut gpu, t, d, &x);
+        let routing = gpu.routing_from_host(e, k, &ids, &w).unwrap();
+        gpu.stage(Stage::Experts, Some(0));
+        let out = gpu
+            .moe(&gx, &routing, experts.gpu_weights(), &params)
+            .unwrap();
+        let got = gpu.read(&out).unwrap();
+        let label = format!("moe decode T={t} {activation:?}");
+        check_close(&label, &got, &want, |_| tol * rms);
+        if profiling {
+            let report = gpu.take_profile().unwrap();
+            let mut ran: Vec<(&str, Vec<String>)> = report
+                .rows
+                .iter()
+                .filter(|r| r.stage == Some(Stage::Experts))
+                .map(|r| (r.detail.unwrap_or(""), r.kernels.iter().cloned().collect()))
+                .collect();
+            ran.sort();
+            let [(sum, sum_kernels), (glu, glu_kernels)] = &ran[..] else {
+                panic!("T={t}: the experts ran {ran:?}, not two kernels");
+            };
+            assert_eq!((*sum, *glu), ("down_sum", "gate_up_act"), "T={t}");
+            assert!(sum_kernels.len() == 1 && sum_kernels[0].starts_with("mv_sum_"));
+            assert!(glu_kernels.len() == 1 && glu_kernels[0].starts_with("mv_glu_q4k_f32_"));
         }
     }
 }

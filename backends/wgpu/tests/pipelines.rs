@@ -1,6 +1,6 @@
 //! Pipelines at load: `Backend::prepare` creates every kernel a generation runs (prefill
-//! chunks of every tile width, decode), so the forward passes create none; the pipeline cache
-//! on disk is written, and a corrupt one is ignored.
+//! chunks of every tile width, decode, and the mat-vec path where it is on), so the forward
+//! passes create none; the pipeline cache on disk is written, and a corrupt one is ignored.
 
 mod common;
 
@@ -12,7 +12,7 @@ use moetile::RuntimeConfig;
 use moetile::gguf::GgufFile;
 use moetile::model::{Backend, Logits, Model};
 use moetile::session::Session;
-use moetile_wgpu::{ContextOptions, WgpuBackend, WgpuContext};
+use moetile_wgpu::{ActType, BackendOptions, ContextOptions, WgpuBackend, WgpuContext};
 
 /// A fresh context (kernel counts are per context) caching pipelines in `dir`.
 fn context(dir: &Path) -> Option<Arc<WgpuContext>> {
@@ -24,10 +24,18 @@ fn context(dir: &Path) -> Option<Arc<WgpuContext>> {
     Some(Arc::new(WgpuContext::new(&options).unwrap()))
 }
 
-/// Loads the tiny model and prepares its kernels.
+/// Loads the tiny model and prepares its kernels, with the device's default options.
 fn load_and_prepare(ctx: &Arc<WgpuContext>) -> (WgpuBackend, Model<WgpuBackend>) {
+    load_and_prepare_with(ctx, BackendOptions::for_device(ctx))
+}
+
+/// Loads the tiny model and prepares its kernels, with `options`.
+fn load_and_prepare_with(
+    ctx: &Arc<WgpuContext>,
+    options: BackendOptions,
+) -> (WgpuBackend, Model<WgpuBackend>) {
     let file = GgufFile::from_bytes(moetile_tests::tiny_model(1)).unwrap();
-    let mut gpu = WgpuBackend::new(ctx.clone());
+    let mut gpu = WgpuBackend::with_options(ctx.clone(), options).unwrap();
     let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
     let start = Instant::now();
     let mut last = (0, 0);
@@ -49,11 +57,12 @@ fn cache_dir(test: &str) -> PathBuf {
     dir
 }
 
-#[test]
-fn prepared_kernels_cover_prefill_and_decode() {
-    let dir = cache_dir("prepared_kernels_cover_prefill_and_decode");
+/// Runs batches of `sizes` tokens with `options` and checks that they create no kernel that
+/// prepare did not.
+fn check_prepared_cover(test: &str, options: fn(&WgpuContext) -> BackendOptions, sizes: &[u32]) {
+    let dir = cache_dir(test);
     let Some(ctx) = context(&dir) else { return };
-    let (mut gpu, model) = load_and_prepare(&ctx);
+    let (mut gpu, model) = load_and_prepare_with(&ctx, options(&ctx));
     let prepared = ctx.created_kernels();
     let config = RuntimeConfig {
         ctx: Some(256),
@@ -61,9 +70,8 @@ fn prepared_kernels_cover_prefill_and_decode() {
         ..RuntimeConfig::default()
     };
     let mut session = Session::new(&model, &mut gpu, &config).unwrap();
-    // Batches of 1 (decode), 3 (mat-vec sizes), 40, 70 and 140 tokens (every tile width).
-    for n in [140, 70, 40, 3, 1] {
-        let tokens: Vec<u32> = (0..n as u32).map(|t| t % 50 + 1).collect();
+    for &n in sizes {
+        let tokens: Vec<u32> = (0..n).map(|t| t % 50 + 1).collect();
         session
             .prefill(&model, &mut gpu, &tokens, Logits::Last)
             .unwrap();
@@ -78,6 +86,32 @@ fn prepared_kernels_cover_prefill_and_decode() {
         assert_eq!(files.len(), 1, "one cache file per adapter: {files:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn prepared_kernels_cover_prefill_and_decode() {
+    // Batches of 1 (decode), 3 (mat-vec sizes), 40, 70 and 140 tokens (every tile width).
+    check_prepared_cover(
+        "prepared_kernels_cover_prefill_and_decode",
+        BackendOptions::for_device,
+        &[140, 70, 40, 3, 1],
+    );
+}
+
+/// The mat-vec path, which CPU adapters never take by default: with gate and up interleaved
+/// at upload, decode-sized batches run `mv_glu` and `mv_sum` (f16 `mid`), which prepare
+/// creates too.
+#[test]
+fn prepared_kernels_cover_the_mat_vec_path() {
+    check_prepared_cover(
+        "prepared_kernels_cover_the_mat_vec_path",
+        |ctx| BackendOptions {
+            mid: ActType::F16,
+            mat_vec_max_tokens: 32,
+            ..BackendOptions::for_device(ctx)
+        },
+        &[40, 3, 1],
+    );
 }
 
 #[test]

@@ -1,11 +1,11 @@
 //! The grouped matmuls of routed experts (and of dense projections, as one-expert matmuls):
 //! `mm_id` over the map's work list, per weight type, activation type, token tile and multiply
-//! path, and `mv_id`, the mat-vec for small batches. Their geometry lives here and is written
-//! into the shaders as constants.
+//! path, and `mv_id`, the mat-vec for small batches, with what it does with its rows (its
+//! epilogue). Their geometry lives here and is written into the shaders as constants.
 
 use std::fmt;
 
-use super::{Family, WG_SIZE, b};
+use super::{Family, WG_SIZE, b, mid_fragment};
 use crate::key::{ActType, Binding, BindingKind::*};
 use crate::params::{Layout, MatmulParams, layout};
 use crate::tile::TileWidth;
@@ -43,6 +43,33 @@ impl Path {
             Path::Coop8 => Some(8),
         }
     }
+}
+
+/// What a mat-vec of [`KernelKey::MvId`](crate::KernelKey::MvId) does with its rows
+/// (`wgsl/mv/*.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MvEpilogue {
+    /// One pair per workgroup row, each output row stored: `y[p][row]` (`mv_id_*`).
+    Rows,
+    /// Over a gate/up tensor of interleaved rows, one pair per workgroup row: the expert
+    /// activation of each (gate, up) row pair times the pair's route weight, stored as `mid`
+    /// (`mv_glu_*`).
+    Glu {
+        /// Storage type of `mid`.
+        mid: ActType,
+    },
+    /// One token per workgroup row, its K pairs summed: `out[t][row]` (`mv_sum_*`).
+    Sum,
+}
+
+impl MvEpilogue {
+    /// Every epilogue.
+    pub const ALL: [MvEpilogue; 4] = [
+        MvEpilogue::Rows,
+        MvEpilogue::Glu { mid: ActType::F32 },
+        MvEpilogue::Glu { mid: ActType::F16 },
+        MvEpilogue::Sum,
+    ];
 }
 
 /// A grouped-matmul specialization.
@@ -246,15 +273,22 @@ impl Family for MatmulKey {
     }
 }
 
-/// `mv_id`: one workgroup per (pair, row tile).
+/// `mv_id`: one workgroup per (pair, row tile), or per (token, row tile) for
+/// [`MvEpilogue::Sum`].
 pub(crate) struct MvId {
     pub(crate) weight: WeightType,
     pub(crate) act: ActType,
+    pub(crate) epilogue: MvEpilogue,
 }
 
 impl Family for MvId {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mv_id_{}_{}", self.weight.short_name(), self.act.name())
+        let (weight, act) = (self.weight.short_name(), self.act.name());
+        match self.epilogue {
+            MvEpilogue::Rows => write!(f, "mv_id_{weight}_{act}"),
+            MvEpilogue::Glu { mid } => write!(f, "mv_glu_{weight}_{act}_{}", mid.name()),
+            MvEpilogue::Sum => write!(f, "mv_sum_{weight}_{act}"),
+        }
     }
 
     fn template(&self) -> &'static str {
@@ -262,9 +296,20 @@ impl Family for MvId {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
+        let epilogue: &[&str] = match self.epilogue {
+            MvEpilogue::Rows => &["mv/per_pair.wgsl", "mv/rows.wgsl"],
+            MvEpilogue::Glu { mid } => &[
+                mid_fragment(mid),
+                "glu/swiglu.wgsl",
+                "mv/per_pair.wgsl",
+                "mv/glu.wgsl",
+            ],
+            MvEpilogue::Sum => &["mv/sum.wgsl"],
+        };
         [
             self.weight.fragments(),
             &[act_fragment(self.act), "matmul.wgsl"],
+            epilogue,
         ]
         .concat()
     }
@@ -275,7 +320,14 @@ impl Family for MvId {
 
     fn bindings(&self) -> Vec<Binding> {
         let mut list = matmul_bindings();
-        list.extend([b(3, "ids", ReadOnly), b(4, "y", ReadWrite)]);
+        list.push(b(3, "ids", ReadOnly));
+        match self.epilogue {
+            MvEpilogue::Rows => list.push(b(4, "y", ReadWrite)),
+            MvEpilogue::Glu { .. } => {
+                list.extend([b(4, "mid", ReadWrite), b(5, "route", ReadOnly)]);
+            }
+            MvEpilogue::Sum => list.push(b(4, "out", ReadWrite)),
+        }
         list
     }
 

@@ -90,6 +90,15 @@ pub(crate) trait Family {
     }
 }
 
+/// The fragment storing `mid` (the expert activation between the gate/up and down matmuls)
+/// as `mid`.
+pub(crate) fn mid_fragment(mid: crate::key::ActType) -> &'static str {
+    match mid {
+        crate::key::ActType::F32 => "mid/f32.wgsl",
+        crate::key::ActType::F16 => "mid/f16.wgsl",
+    }
+}
+
 /// A binding-table row.
 pub(crate) const fn b(index: u32, name: &'static str, kind: BindingKind) -> Binding {
     Binding { index, name, kind }

@@ -1,10 +1,10 @@
 //! The routed-expert kernels around the grouped matmuls: `map` (routing ids to expert-major
-//! lists and the matmuls' work list), `act` (the gated activation between them) and `sum` (the
-//! weighted experts of each token added up).
+//! lists and the matmuls' work list), `act` (the gated activation between them, of separate or
+//! interleaved gate and up) and `sum` (the weighted experts of each token added up).
 
 use std::fmt;
 
-use super::{Family, WG_SIZE, b};
+use super::{Family, WG_SIZE, b, mid_fragment};
 use crate::key::{ActType, Binding, BindingKind::*};
 use crate::params::{ActParams, Layout, MapParams, SumParams, layout};
 use crate::tile::TileWidth;
@@ -60,14 +60,17 @@ impl Family for Map {
     }
 }
 
-/// `act`: `mid = act(gate, up) * route_weight`, `mid` stored as `mid`.
+/// `act`: `mid = act(gate, up) * route_weight`, `mid` stored as `mid`; gate and up as two
+/// matrices, or as one of interleaved columns.
 pub(crate) struct Act {
     pub(crate) mid: ActType,
+    pub(crate) interleaved: bool,
 }
 
 impl Family for Act {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "act_{}", self.mid.name())
+        let input = if self.interleaved { "interleaved_" } else { "" };
+        write!(f, "act_{input}{}", self.mid.name())
     }
 
     fn template(&self) -> &'static str {
@@ -75,10 +78,15 @@ impl Family for Act {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        vec![match self.mid {
-            ActType::F32 => "mid/f32.wgsl",
-            ActType::F16 => "mid/f16.wgsl",
-        }]
+        vec![
+            mid_fragment(self.mid),
+            "glu/swiglu.wgsl",
+            if self.interleaved {
+                "glu/interleaved.wgsl"
+            } else {
+                "glu/separate.wgsl"
+            },
+        ]
     }
 
     fn params(&self) -> Layout {
@@ -86,13 +94,18 @@ impl Family for Act {
     }
 
     fn bindings(&self) -> Vec<Binding> {
-        vec![
-            b(0, "params", Uniform),
-            b(1, "gate", ReadOnly),
-            b(2, "up", ReadOnly),
-            b(3, "route", ReadOnly),
-            b(4, "mid", ReadWrite),
+        // gate and up: bindings 1 and 2, or one interleaved matrix at 1.
+        let inputs = if self.interleaved {
+            vec![b(1, "gate_up", ReadOnly)]
+        } else {
+            vec![b(1, "gate", ReadOnly), b(2, "up", ReadOnly)]
+        };
+        [
+            vec![b(0, "params", Uniform)],
+            inputs,
+            vec![b(3, "route", ReadOnly), b(4, "mid", ReadWrite)],
         ]
+        .concat()
     }
 
     fn items_per_workgroup(&self) -> Option<u32> {

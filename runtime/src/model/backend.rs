@@ -92,13 +92,37 @@ pub struct MoeParams {
     pub tile: TileWidth,
 }
 
-/// The three expert tensors of a routed-MoE layer, each `[cols, rows, E]`.
+/// A routed-MoE layer's gate and up expert tensors, as the backend uploaded them
+/// ([`Backend::upload_gate_up`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateUp<W> {
+    /// Two tensors, each `[D, F, E]`.
+    Separate {
+        /// `[D, F, E]`.
+        gate: W,
+        /// `[D, F, E]`.
+        up: W,
+    },
+    /// One `[D, 2F, E]` tensor whose row `2i` of each expert is gate row `i` and row `2i + 1`
+    /// up row `i`: one matmul computes both, and each (gate, up) pair of outputs is adjacent.
+    Interleaved(W),
+}
+
+impl<W> GateUp<W> {
+    /// The same form, borrowing.
+    pub fn as_ref(&self) -> GateUp<&W> {
+        match self {
+            GateUp::Separate { gate, up } => GateUp::Separate { gate, up },
+            GateUp::Interleaved(w) => GateUp::Interleaved(w),
+        }
+    }
+}
+
+/// The expert tensors of a routed-MoE layer, each `[cols, rows, E]`.
 #[derive(Debug, Clone, Copy)]
 pub struct ExpertWeights<'a, W> {
-    /// `[D, F, E]`.
-    pub gate: &'a W,
-    /// `[D, F, E]`.
-    pub up: &'a W,
+    /// gate and up: `[D, F, E]` each, or `[D, 2F, E]` interleaved.
+    pub gate_up: &'a GateUp<W>,
     /// `[F, D, E]`.
     pub down: &'a W,
 }
@@ -219,6 +243,20 @@ pub trait Backend {
 
     /// Converts a tensor into the backend's own layout.
     fn upload(&mut self, w: WeightData<'_>) -> Result<Self::Weight>;
+    /// Converts a routed-MoE layer's gate and up expert tensors (`[D, F, E]` each) into the
+    /// backend's layout: a backend may interleave them into one tensor
+    /// ([`GateUp::Interleaved`]) so one matmul computes both. The default uploads them
+    /// separately.
+    fn upload_gate_up(
+        &mut self,
+        gate: WeightData<'_>,
+        up: WeightData<'_>,
+    ) -> Result<GateUp<Self::Weight>> {
+        Ok(GateUp::Separate {
+            gate: self.upload(gate)?,
+            up: self.upload(up)?,
+        })
+    }
     /// Gets ready to run the forward pass of `config` on the weights uploaded so far,
     /// reporting `(done, total)` steps: a GPU backend creates its pipelines here rather than in
     /// the middle of the first forward pass. Called after [`super::Model::load`] by whoever

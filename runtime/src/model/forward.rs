@@ -111,8 +111,7 @@ impl<B: Backend> Model<B> {
                 }
                 FfnWeights::Moe {
                     router,
-                    gate,
-                    up,
+                    gate_up,
                     down,
                     shared,
                 } => {
@@ -136,7 +135,7 @@ impl<B: Backend> Model<B> {
                         tile,
                     };
                     b.stage(Stage::Experts, l);
-                    let mut y = b.moe(&h, &routing, ExpertWeights { gate, up, down }, &params)?;
+                    let mut y = b.moe(&h, &routing, ExpertWeights { gate_up, down }, &params)?;
                     if let Some((ffn, gate_inp)) = shared {
                         b.stage(Stage::SharedExpert, l);
                         let mut ys = dense_ffn(b, &h, ffn)?;

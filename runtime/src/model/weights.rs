@@ -3,7 +3,7 @@
 //! name, never inside an op.
 
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::model::{Backend, ModelConfig, WeightData};
+use crate::model::{Backend, GateUp, ModelConfig, WeightData};
 use crate::{Error, Result};
 
 /// Attention weights of one block.
@@ -45,10 +45,9 @@ pub enum FfnWeights<W> {
     Moe {
         /// `ffn_gate_inp` `[D, E]`: router logits.
         router: W,
-        /// `ffn_gate_exps` `[D, F, E]`.
-        gate: W,
-        /// `ffn_up_exps` `[D, F, E]`.
-        up: W,
+        /// `ffn_gate_exps` and `ffn_up_exps` `[D, F, E]`, as [`Backend::upload_gate_up`]
+        /// uploaded them.
+        gate_up: GateUp<W>,
         /// `ffn_down_exps` `[F, D, E]`.
         down: W,
         /// Shared expert (qwen2moe) and its sigmoid gate `[D]`.
@@ -104,7 +103,11 @@ impl<'a, B: Backend> Loader<'a, B> {
             .ok_or_else(|| Error::InvalidModel(format!("tensor {name} is missing")))
     }
 
-    fn get(&mut self, name: &str, dims: &[usize]) -> Result<B::Weight> {
+    /// Tensor `name`, checked to have `dims`.
+    fn data<'n>(&self, name: &'n str, dims: &[usize]) -> Result<WeightData<'n>>
+    where
+        'a: 'n,
+    {
         let info = self.info(name)?;
         if info.dims != dims {
             return Err(Error::InvalidModel(format!(
@@ -112,19 +115,37 @@ impl<'a, B: Backend> Loader<'a, B> {
                 info.dims
             )));
         }
-        let data = WeightData {
+        Ok(WeightData {
             name,
             ty: info.ty,
             dims: &info.dims,
             bytes: self.file.tensor_bytes(info),
-        };
-        let len = data.bytes.len() as u64;
-        let w = self.backend.upload(data)?;
-        self.done += len;
+        })
+    }
+
+    fn uploaded(&mut self, bytes: usize) {
+        self.done += bytes as u64;
         (self.progress)(LoadProgress {
             bytes_done: self.done,
             bytes_total: self.total,
         });
+    }
+
+    fn get(&mut self, name: &str, dims: &[usize]) -> Result<B::Weight> {
+        let data = self.data(name, dims)?;
+        let w = self.backend.upload(data)?;
+        self.uploaded(data.bytes.len());
+        Ok(w)
+    }
+
+    fn gate_up(&mut self, p: &str, dims: &[usize]) -> Result<GateUp<B::Weight>> {
+        let (gate, up) = (
+            format!("{p}ffn_gate_exps.weight"),
+            format!("{p}ffn_up_exps.weight"),
+        );
+        let (gate, up) = (self.data(&gate, dims)?, self.data(&up, dims)?);
+        let w = self.backend.upload_gate_up(gate, up)?;
+        self.uploaded(gate.bytes.len() + up.bytes.len());
         Ok(w)
     }
 
@@ -197,8 +218,7 @@ impl<'a, B: Backend> Loader<'a, B> {
                 };
                 FfnWeights::Moe {
                     router: self.get(&name("ffn_gate_inp.weight"), &[d, e])?,
-                    gate: self.get(&name("ffn_gate_exps.weight"), &[d, f, e])?,
-                    up: self.get(&name("ffn_up_exps.weight"), &[d, f, e])?,
+                    gate_up: self.gate_up(&p, &[d, f, e])?,
                     down: self.get(&name("ffn_down_exps.weight"), &[f, d, e])?,
                     shared,
                 }

@@ -2,8 +2,8 @@
 //! backend, takes its outputs from the backend's pool and records its kernels.
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, ModelConfig, MoeParams, RopeParams,
-    RouterParams, Stage, WeightData,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, ModelConfig, MoeParams,
+    RopeParams, RouterParams, Stage, WeightData,
 };
 use moetile_codegen::{ActType, EltOp, MatmulKey, Path, WeightType};
 
@@ -87,6 +87,24 @@ impl Backend for WgpuBackend {
             _ => WeightUse::Dense(tensor.weight),
         });
         Ok(tensor)
+    }
+
+    fn upload_gate_up(
+        &mut self,
+        gate: WeightData<'_>,
+        up: WeightData<'_>,
+    ) -> moetile::Result<GateUp<ExpertTensor>> {
+        let gate_up = self.ctx.upload_gate_up(&gate, &up)?;
+        match &gate_up {
+            GateUp::Separate { gate, up } => {
+                self.weight_uses.insert(WeightUse::Experts(gate.weight));
+                self.weight_uses.insert(WeightUse::Experts(up.weight));
+            }
+            GateUp::Interleaved(w) => {
+                self.weight_uses.insert(WeightUse::GateUp(w.weight));
+            }
+        }
+        Ok(gate_up)
     }
 
     /// Creates the pipelines of every kernel the model may run (see `crate::plan`), through
@@ -302,7 +320,13 @@ impl Backend for WgpuBackend {
         let routing = self.dense_routing(gate.rows, 1)?;
         let out = self.output(gate.rows, gate.cols, "swiglu")?;
         self.record("swiglu", |rec| {
-            moe::act(rec, gate, up, &routing, ExpertActivation::SwiGlu, &out)
+            moe::act(
+                rec,
+                GateUp::Separate { gate, up },
+                &routing,
+                ExpertActivation::SwiGlu,
+                &out,
+            )
         })?;
         Ok(out)
     }
@@ -383,8 +407,8 @@ impl Backend for WgpuBackend {
             experts,
         };
         // From this backend's pool: they are dropped while the encoder is still open.
-        let bufs = MoeBuffers::new(&self.buffers(), &inputs, opts.mid)?;
-        for m in [&bufs.gate, &bufs.up, &bufs.mid, &bufs.y] {
+        let bufs = MoeBuffers::new(&self.buffers(), &inputs, &opts)?;
+        for m in bufs.all() {
             self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
         }
         let out = self.output(x.rows, x.cols, "moe")?;

@@ -1,7 +1,7 @@
 //! The element-wise ends of the routed-MoE layer: the activation between up/gate and down, and
-//! the sum over each token's K experts.
+//! the sum over each token's K experts (where the mat-vec epilogues do not do them).
 
-use moetile::model::ExpertActivation;
+use moetile::model::{ExpertActivation, GateUp};
 use moetile_codegen::params::{ActParams, SumParams};
 use moetile_codegen::{ActType, KernelKey};
 
@@ -11,54 +11,75 @@ use crate::error::{Result, shape};
 use crate::moe::Routing;
 use crate::recorder::Recorder;
 
-/// Records `mid = activation(gate, up) * route_weight` over (T*K, F).
+/// Records `mid = activation(gate, up) * route_weight` over (T*K, F), from two (T*K, F)
+/// matrices or one (T*K, 2F) matrix of interleaved columns.
 pub fn act(
     rec: &mut Recorder<'_>,
-    gate: &GpuMatrix,
-    up: &GpuMatrix,
+    gate_up: GateUp<&GpuMatrix>,
     routing: &Routing,
     activation: ExpertActivation,
     mid: &GpuMatrix,
 ) -> Result<()> {
-    let key = KernelKey::Act { mid: mid.ty };
-    let (rows, cols) = (routing.n_pairs(), gate.cols);
-    let same = |m: &GpuMatrix| m.rows == rows && m.cols == cols;
-    if !same(gate)
-        || !same(up)
-        || !same(mid)
-        || !cols.is_multiple_of(2)
-        || gate.ty != ActType::F32
-        || up.ty != ActType::F32
-    {
+    let key = KernelKey::Act {
+        mid: mid.ty,
+        interleaved: matches!(gate_up, GateUp::Interleaved(_)),
+    };
+    let (rows, cols) = (routing.n_pairs(), mid.cols);
+    let f32_shape = |m: &GpuMatrix, c: usize| m.rows == rows && m.cols == c && m.ty == ActType::F32;
+    let inputs_ok = match gate_up {
+        GateUp::Separate { gate, up } => f32_shape(gate, cols) && f32_shape(up, cols),
+        GateUp::Interleaved(gu) => f32_shape(gu, 2 * cols),
+    };
+    if !inputs_ok || mid.rows != rows || !cols.is_multiple_of(2) {
+        let inputs = match gate_up {
+            GateUp::Separate { gate, up } => format!(
+                "gate {}x{} {:?}, up {}x{} {:?}",
+                gate.rows, gate.cols, gate.ty, up.rows, up.cols, up.ty
+            ),
+            GateUp::Interleaved(gu) => {
+                format!("interleaved gate/up {}x{} {:?}", gu.rows, gu.cols, gu.ty)
+            }
+        };
         return Err(shape(
             &key.to_string(),
             format!(
-                "gate {}x{}, up {}x{}, mid {}x{} must all be {rows} x an even width (f32 inputs)",
-                gate.rows, gate.cols, up.rows, up.cols, mid.rows, mid.cols
+                "{inputs} and mid {}x{} must be {rows} x an even width F (f32 inputs, 2F wide \
+                 when interleaved)",
+                mid.rows, mid.cols
             ),
         ));
     }
-    let (clamp, limit) = match activation {
-        ExpertActivation::SwiGlu => (0, 0.0),
-        ExpertActivation::SwiGluClamped { limit } => (1, limit),
-    };
+    let (clamp, limit) = clamp_limit(activation);
     let params = rec.params(&ActParams {
         n_pairs: rows as u32,
         n_cols: cols as u32,
         clamp,
         limit,
     });
-    rec.dispatch(
-        &key,
-        &[
-            ("params", params.binding()),
+    let inputs = match gate_up {
+        GateUp::Separate { gate, up } => vec![
             ("gate", gate.buffer.as_entire_binding()),
             ("up", up.buffer.as_entire_binding()),
+        ],
+        GateUp::Interleaved(gu) => vec![("gate_up", gu.buffer.as_entire_binding())],
+    };
+    let bindings: Vec<_> = [("params", params.binding())]
+        .into_iter()
+        .chain(inputs)
+        .chain([
             ("route", routing.weights.as_entire_binding()),
             ("mid", mid.buffer.as_entire_binding()),
-        ],
-        Grid::Items(rows * cols / 2),
-    )
+        ])
+        .collect();
+    rec.dispatch(&key, &bindings, Grid::Items(rows * cols / 2))
+}
+
+/// The `clamp` and `limit` parameters of `wgsl/glu/swiglu.wgsl` for `activation`.
+pub(crate) fn clamp_limit(activation: ExpertActivation) -> (u32, f32) {
+    match activation {
+        ExpertActivation::SwiGlu => (0, 0.0),
+        ExpertActivation::SwiGluClamped { limit } => (1, limit),
+    }
 }
 
 /// Records `out (T, D) = sum_k y[t*K + k]`, K = `n_used`.

@@ -1,14 +1,18 @@
 //! The grouped matmul (`mm_id`, over an [`ExpertMap`]) and mat-vec (`mv_id`, over a
-//! [`Routing`]): `out (P, rows) = W[e(p)] @ act[p / act_row_div]` for every pair p.
+//! [`Routing`]): `out (P, rows) = W[e(p)] @ act[p / act_row_div]` for every pair p; and the
+//! mat-vec's fused specializations `mv_glu` (gate, up and the activation) and `mv_sum` (down
+//! and the sum over K).
 
+use moetile::model::ExpertActivation;
 use moetile_codegen::params::MatmulParams;
-use moetile_codegen::{ActType, KernelKey, MatmulKey};
+use moetile_codegen::{ActType, KernelKey, MatmulKey, MvEpilogue};
 
 use crate::buffers::GpuMatrix;
 use crate::dispatch::Grid;
 use crate::encoder::ParamSlot;
 use crate::error::{Result, WgpuError, shape};
 use crate::layout::ExpertTensor;
+use crate::moe::act::clamp_limit;
 use crate::moe::{ExpertMap, Routing};
 use crate::recorder::Recorder;
 
@@ -54,8 +58,9 @@ pub fn mm_id(
             ),
         ));
     }
-    mm.check(&kkey, map.n_pairs, "map", map.n_experts)?;
-    let params = mm.chunk_params(rec, map.n_pairs);
+    mm.check_inputs(&kkey, map.n_pairs, "map", map.n_experts)?;
+    mm.check_out(&kkey, map.n_pairs, mm.w.rows, ActType::F32)?;
+    let params = mm.chunk_params(rec, map.n_pairs, 1, Epilogue::default());
     let rest = [
         ("experts", map.experts.as_entire_binding()),
         ("list", map.list.as_entire_binding()),
@@ -68,59 +73,140 @@ pub fn mm_id(
 
 /// The mat-vec form of [`mm_id`]: one workgroup per (row tile, pair) of `routing`, no map.
 pub fn mv_id(rec: &mut Recorder<'_>, routing: &Routing, mm: Matmul<'_>) -> Result<()> {
+    mat_vec(rec, routing, mm, MvEpilogue::Rows, Epilogue::default())
+}
+
+/// gate, up and the activation in one mat-vec over a gate/up tensor of interleaved rows
+/// (`mm.w`, `[D, 2F, E]`): `mm.out (T*K, F) = activation(gate . x, up . x) * route_weight`,
+/// stored as `mm.out`'s type (`mv_glu`). `mm.act` is x, one row per K pairs.
+pub fn mv_glu(
+    rec: &mut Recorder<'_>,
+    routing: &Routing,
+    mm: Matmul<'_>,
+    activation: ExpertActivation,
+) -> Result<()> {
+    let (clamp, limit) = clamp_limit(activation);
+    let epilogue = Epilogue { clamp, limit };
+    mat_vec(
+        rec,
+        routing,
+        mm,
+        MvEpilogue::Glu { mid: mm.out.ty },
+        epilogue,
+    )
+}
+
+/// down and the sum over K in one mat-vec: `mm.out (T, D) = sum_k W[e(t, k)] @ act[t*K + k]`
+/// (`mv_sum`); `mm.act` is `mid`, one row per pair. `mm.w` must be one weight chunk.
+pub fn mv_sum(rec: &mut Recorder<'_>, routing: &Routing, mm: Matmul<'_>) -> Result<()> {
+    mat_vec(rec, routing, mm, MvEpilogue::Sum, Epilogue::default())
+}
+
+/// What the mat-vec epilogues read besides the matmul's shape (K comes from the routing).
+#[derive(Debug, Clone, Copy, Default)]
+struct Epilogue {
+    clamp: u32,
+    limit: f32,
+}
+
+/// Records the mat-vec of `epilogue` (see `wgsl/mv_id.wgsl`), once per weight chunk.
+fn mat_vec(
+    rec: &mut Recorder<'_>,
+    routing: &Routing,
+    mm: Matmul<'_>,
+    epilogue: MvEpilogue,
+    extra: Epilogue,
+) -> Result<()> {
     let key = KernelKey::MvId {
         weight: mm.w.weight,
         act: mm.act.ty,
+        epilogue,
     };
-    let n_pairs = routing.n_pairs();
-    mm.check(&key, n_pairs, "routing", routing.n_experts)?;
-    let groups = key
-        .row_groups(mm.w.rows as u32)
-        .expect("mat-vec has a row tile");
-    let params = mm.chunk_params(rec, n_pairs);
-    let rest = [
-        ("ids", routing.ids.as_entire_binding()),
-        ("y", mm.out.buffer.as_entire_binding()),
-    ];
+    let (n_pairs, k) = (routing.n_pairs(), routing.n_used);
+    mm.check_inputs(&key, n_pairs, "routing", routing.n_experts)?;
+    let (rows, cols, ty) = match epilogue {
+        MvEpilogue::Rows => (n_pairs, mm.w.rows, ActType::F32),
+        MvEpilogue::Glu { mid } => (n_pairs, mm.w.rows / 2, mid),
+        MvEpilogue::Sum => (routing.n_tokens, mm.w.rows, ActType::F32),
+    };
+    mm.check_out(&key, rows, cols, ty)?;
+    let op = key.to_string();
+    match epilogue {
+        MvEpilogue::Glu { .. } if !mm.w.rows.is_multiple_of(4) => {
+            return Err(shape(
+                &op,
+                format!(
+                    "{} has {} interleaved gate/up rows: F must be even",
+                    mm.w.name, mm.w.rows
+                ),
+            ));
+        }
+        MvEpilogue::Sum if mm.w.chunks.len() != 1 || mm.act_row_div != 1 => {
+            return Err(shape(
+                &op,
+                format!(
+                    "{} is {} weight chunks with {} pairs per activation row; the sum over K \
+                     needs one chunk and one row per pair (use mv_id and sum)",
+                    mm.w.name,
+                    mm.w.chunks.len(),
+                    mm.act_row_div
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let (x, y) = key
+        .mat_vec_grid(mm.w.rows as u32, n_pairs as u32, k as u32)
+        .expect("a mat-vec key has a mat-vec grid");
+    let params = mm.chunk_params(rec, n_pairs, k, extra);
+    let out = mm.out.buffer.as_entire_binding();
+    let rest = match epilogue {
+        MvEpilogue::Rows => vec![("ids", routing.ids.as_entire_binding()), ("y", out)],
+        MvEpilogue::Glu { .. } => vec![
+            ("ids", routing.ids.as_entire_binding()),
+            ("mid", out),
+            ("route", routing.weights.as_entire_binding()),
+        ],
+        MvEpilogue::Sum => vec![("ids", routing.ids.as_entire_binding()), ("out", out)],
+    };
     let sets = mm.chunk_bindings(&params, &rest);
-    let n_pairs = u32::try_from(n_pairs).unwrap_or(u32::MAX);
-    rec.dispatch_each(&key, &sets, Grid::Groups(groups, n_pairs))
+    rec.dispatch_each(&key, &sets, Grid::Groups(x, y))
 }
 
 impl<'a> Matmul<'a> {
-    /// Checks the operands of `key` for `n_pairs` pairs routed by `source` (a map or a
-    /// routing) over `n_experts` experts, as many as `w` must have.
-    fn check(&self, key: &KernelKey, n_pairs: usize, source: &str, n_experts: usize) -> Result<()> {
+    /// Checks the weights and activations of `key` for `n_pairs` pairs routed by `source` (a
+    /// map or a routing) over `n_experts` experts, as many as `w` must have.
+    fn check_inputs(
+        &self,
+        key: &KernelKey,
+        n_pairs: usize,
+        source: &str,
+        n_experts: usize,
+    ) -> Result<()> {
         let Matmul {
             w,
             act,
             act_row_div,
-            out,
+            ..
         } = *self;
         let op = key.to_string();
-        if !w.cols.is_multiple_of(32)
-            || act.cols != w.cols
-            || out.cols != w.rows
-            || out.ty != ActType::F32
-        {
+        if !w.cols.is_multiple_of(32) || act.cols != w.cols {
             return Err(shape(
                 &op,
                 format!(
-                    "{} is {} x {} (cols must be a multiple of 32), activations have {} cols, \
-                     the f32 output has {} cols ({:?})",
-                    w.name, w.rows, w.cols, act.cols, out.cols, out.ty
+                    "{} is {} x {} (cols must be a multiple of 32), activations have {} cols",
+                    w.name, w.rows, w.cols, act.cols
                 ),
             ));
         }
-        if act_row_div == 0 || act.rows * act_row_div != n_pairs || out.rows != n_pairs {
+        if act_row_div == 0 || act.rows * act_row_div != n_pairs {
             return Err(shape(
                 &op,
                 format!(
-                    "{n_pairs} pairs need {} activation rows (one per {act_row_div} pairs) and \
-                     {n_pairs} output rows; given {} and {}",
+                    "{n_pairs} pairs need {} activation rows (one per {act_row_div} pairs); \
+                     given {}",
                     n_pairs / act_row_div.max(1),
-                    act.rows,
-                    out.rows
+                    act.rows
                 ),
             ));
         }
@@ -136,8 +222,29 @@ impl<'a> Matmul<'a> {
         Ok(())
     }
 
+    /// Checks that the output is `rows x cols` of `ty`.
+    fn check_out(&self, key: &KernelKey, rows: usize, cols: usize, ty: ActType) -> Result<()> {
+        let out = self.out;
+        if (out.rows, out.cols, out.ty) != (rows, cols, ty) {
+            return Err(shape(
+                &key.to_string(),
+                format!(
+                    "the output is {} x {} {:?}, {} x {} {ty:?} expected for {}",
+                    out.rows, out.cols, out.ty, rows, cols, self.w.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The parameters of the matmul over each weight chunk of `w`, in order.
-    fn chunk_params(&self, rec: &mut Recorder<'_>, n_pairs: usize) -> Vec<ParamSlot> {
+    fn chunk_params(
+        &self,
+        rec: &mut Recorder<'_>,
+        n_pairs: usize,
+        n_used: usize,
+        extra: Epilogue,
+    ) -> Vec<ParamSlot> {
         let w = self.w;
         w.chunks
             .iter()
@@ -149,8 +256,12 @@ impl<'a> Matmul<'a> {
                     expert_base: chunk.expert_base,
                     expert_count: chunk.expert_count,
                     n_pairs: n_pairs as u32,
+                    n_used: n_used as u32,
+                    clamp: extra.clamp,
+                    limit: extra.limit,
                     _pad0: 0,
                     _pad1: 0,
+                    _pad2: 0,
                 })
             })
             .collect()

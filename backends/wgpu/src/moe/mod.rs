@@ -1,18 +1,31 @@
 //! The routed-MoE layer on the GPU: routing, the expert map, the grouped matmul (`mm_id`) and
-//! mat-vec (`mv_id`), the activation and the sum over K.
+//! mat-vec (`mv_id` and its fused forms `mv_glu`, `mv_sum`), the activation and the sum over K.
 //!
+//! gate and up are one `[D, 2F, E]` tensor of interleaved rows (row 2i gate row i, row 2i + 1
+//! up row i) when they share type and shape ([`GateUp::Interleaved`], made by
+//! [`WgpuContext::upload_gate_up`]); then one matmul computes both, each (gate, up) pair of
+//! outputs adjacent. Prefill (tiled), interleaved:
 //! ```text
-//! map:  ids (T, K) -> spans, expert-major pair list, work list of token tiles, dispatch args
-//! gate: g (T*K, F) = mm_id(W_gate, x (T, D), row of pair p = p / K)
-//! up:   u (T*K, F) = mm_id(W_up, x)
-//! act:  mid (T*K, F) = act(g, u) * route_weight   (f16 when the device has SHADER_F16)
-//! down: y (T*K, D) = mm_id(W_down, mid, row of pair p = p)
-//! sum:  out (T, D) = sum_k y[t*K + k]
+//! map:     ids (T, K) -> spans, expert-major pair list, work list of token tiles, dispatch args
+//! gate_up: gu (T*K, 2F) = mm_id(W_gate_up, x (T, D), row of pair p = p / K)
+//! act:     mid (T*K, F) = act(gu[:, 2i], gu[:, 2i + 1]) * route_weight   (f16 with SHADER_F16)
+//! down:    y (T*K, D) = mm_id(W_down, mid, row of pair p = p)
+//! sum:     out (T, D) = sum_k y[t*K + k]
 //! ```
-//! The map is built once per layer for one tile width and reused by the three matmuls. A
+//! (separate gate and up: two matmuls, `gate` and `up`, and `act` over both). Decode (the
+//! mat-vec path, no map), interleaved, two dispatches:
+//! ```text
+//! gate_up_act: mid (T*K, F) = mv_glu(W_gate_up, x): act(gate . x, up . x) * route_weight
+//! down_sum:    out (T, D) = mv_sum(W_down, mid): sum_k W_down[e(t, k)] @ mid[t*K + k]
+//! ```
+//! (separate gate and up: `mv_id` x 2 + `act`; a `down` split over several weight chunks:
+//! `mv_id` + `sum`, since a workgroup's K pairs may lie in different chunks). [`MoePlan`]
+//! says which kernels a batch runs; the profiler labels each with the sub-stage names above.
+//!
+//! The map is built once per layer for one tile width and reused by the matmuls. A
 //! matmul's grid comes only from its key and the map: x = the map's work items (indirect),
 //! y = `key.row_groups(rows)`; a map of another width is refused ([`WgpuError::TileMismatch`]).
-//! Small batches skip the map and run `mv_id`, one workgroup row per pair.
+//! A mat-vec's grid is `key.mat_vec_grid`: row tiles by pairs (tokens for `mv_sum`).
 //!
 //! Dense projections are the one-expert case: [`ExpertMap::dense`] lists the batch's tokens for
 //! expert 0 on the host (its work-item count is known, so its matmuls dispatch directly), and
@@ -29,10 +42,10 @@ mod routing;
 
 pub use act::{act, sum};
 pub use map::{ExpertMap, MapContents, map};
-pub use matmul::{Matmul, mm_id, mv_id};
+pub use matmul::{Matmul, mm_id, mv_glu, mv_id, mv_sum};
 pub use routing::Routing;
 
-use moetile::model::{ExpertActivation, ExpertWeights, MoeParams};
+use moetile::model::{ExpertActivation, ExpertWeights, GateUp, MoeParams};
 use moetile::tile::TileWidth;
 use moetile_codegen::{ActType, KernelKey, MatmulKey, Path};
 
@@ -107,38 +120,129 @@ pub struct MoeInputs<'a> {
     pub x: &'a GpuMatrix,
     /// T tokens to K of E experts.
     pub routing: &'a Routing,
-    /// gate and up `[D, F, E]`, down `[F, D, E]`.
+    /// gate and up `[D, F, E]` (or one `[D, 2F, E]` interleaved), down `[F, D, E]`.
     pub experts: ExpertWeights<'a, ExpertTensor>,
 }
 
-/// The intermediate matrices of one MoE layer evaluation.
-#[derive(Debug)]
-pub struct MoeBuffers {
-    /// (T*K, F) f32.
-    pub gate: GpuMatrix,
-    /// (T*K, F) f32.
-    pub up: GpuMatrix,
-    /// (T*K, F), f32 or f16.
-    pub mid: GpuMatrix,
-    /// (T*K, D) f32.
-    pub y: GpuMatrix,
-}
-
-impl MoeBuffers {
-    /// Intermediates of `inputs`' layer with `mid` stored as `mid`.
-    pub fn new(buffers: &Buffers<'_>, inputs: &MoeInputs<'_>, mid: ActType) -> Result<MoeBuffers> {
-        let pairs = inputs.routing.n_pairs();
-        let (d, f) = (inputs.x.cols, inputs.experts.gate.rows);
-        Ok(MoeBuffers {
-            gate: buffers.matrix(pairs, f, ActType::F32, "moe gate")?,
-            up: buffers.matrix(pairs, f, ActType::F32, "moe up")?,
-            mid: buffers.matrix(pairs, f, mid, "moe mid")?,
-            y: buffers.matrix(pairs, d, ActType::F32, "moe y")?,
-        })
+impl MoeInputs<'_> {
+    /// F, checked against the other shapes.
+    fn expert_width(&self) -> Result<usize> {
+        let (x, routing, down) = (self.x, self.routing, self.experts.down);
+        let (f, gate_up_ok, gate_up) = match self.experts.gate_up {
+            GateUp::Separate { gate, up } => (
+                gate.rows,
+                (gate.rows, gate.cols, gate.experts) == (up.rows, up.cols, up.experts)
+                    && gate.cols == x.cols,
+                format!(
+                    "gate {}x{}, up {}x{}",
+                    gate.rows, gate.cols, up.rows, up.cols
+                ),
+            ),
+            GateUp::Interleaved(w) => (
+                w.rows / 2,
+                w.rows.is_multiple_of(2) && w.cols == x.cols,
+                format!("interleaved gate/up {}x{}", w.rows, w.cols),
+            ),
+        };
+        if x.rows != routing.n_tokens || !gate_up_ok || down.cols != f || down.rows != x.cols {
+            return Err(shape(
+                "moe",
+                format!(
+                    "x {}x{} with {} routed tokens, {gate_up}, down {}x{}",
+                    x.rows, x.cols, routing.n_tokens, down.rows, down.cols
+                ),
+            ));
+        }
+        Ok(f)
     }
 }
 
-/// Records the whole routed-MoE layer: `out (T, D)` from `inputs`, through `bufs`.
+/// Which kernels [`layer`] records for a batch (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoePlan {
+    /// Mat-vec kernels rather than the map and grouped matmuls.
+    pub mat_vec: bool,
+    /// gate, up, the activation and the route weight in one mat-vec (`mv_glu`): the mat-vec
+    /// path over gate/up weights of interleaved rows.
+    pub glu: bool,
+    /// down and the sum over K in one mat-vec (`mv_sum`): the mat-vec path over a `down` held
+    /// in one weight chunk.
+    pub sum: bool,
+}
+
+impl MoePlan {
+    /// The plan of `inputs` under `opts`.
+    pub fn new(inputs: &MoeInputs<'_>, opts: &MoeOptions) -> MoePlan {
+        let mat_vec = opts.mat_vec;
+        MoePlan {
+            mat_vec,
+            glu: mat_vec && matches!(inputs.experts.gate_up, GateUp::Interleaved(_)),
+            sum: mat_vec && inputs.experts.down.chunks.len() == 1,
+        }
+    }
+}
+
+/// The intermediate matrices of one MoE layer evaluation: what its [`MoePlan`] needs.
+#[derive(Debug)]
+pub struct MoeBuffers {
+    /// The gate and up outputs, f32: (T*K, F) each, or one (T*K, 2F) of interleaved columns
+    /// as the weights are; none when `mv_glu` computes `mid` directly.
+    pub gate_up: Option<GateUp<GpuMatrix>>,
+    /// (T*K, F), f32 or f16: the activation times the route weight, the input of down.
+    pub mid: GpuMatrix,
+    /// (T*K, D) f32: down's output per pair; none when `mv_sum` sums over K itself.
+    pub y: Option<GpuMatrix>,
+}
+
+impl MoeBuffers {
+    /// Intermediates of `inputs`' layer under `opts`.
+    pub fn new(
+        buffers: &Buffers<'_>,
+        inputs: &MoeInputs<'_>,
+        opts: &MoeOptions,
+    ) -> Result<MoeBuffers> {
+        let plan = MoePlan::new(inputs, opts);
+        let pairs = inputs.routing.n_pairs();
+        let (d, f) = (inputs.x.cols, inputs.expert_width()?);
+        let f32_matrix = |cols, label| buffers.matrix(pairs, cols, ActType::F32, label);
+        let gate_up = match (plan.glu, inputs.experts.gate_up) {
+            (true, _) => None,
+            (false, GateUp::Separate { .. }) => Some(GateUp::Separate {
+                gate: f32_matrix(f, "moe gate")?,
+                up: f32_matrix(f, "moe up")?,
+            }),
+            (false, GateUp::Interleaved(_)) => {
+                Some(GateUp::Interleaved(f32_matrix(2 * f, "moe gate_up")?))
+            }
+        };
+        Ok(MoeBuffers {
+            gate_up,
+            mid: buffers.matrix(pairs, f, opts.mid, "moe mid")?,
+            y: if plan.sum {
+                None
+            } else {
+                Some(f32_matrix(d, "moe y")?)
+            },
+        })
+    }
+
+    /// Every intermediate (to poison them).
+    pub fn all(&self) -> Vec<&GpuMatrix> {
+        let gate_up = match &self.gate_up {
+            Some(GateUp::Separate { gate, up }) => vec![gate, up],
+            Some(GateUp::Interleaved(gu)) => vec![gu],
+            None => vec![],
+        };
+        gate_up
+            .into_iter()
+            .chain([&self.mid])
+            .chain(&self.y)
+            .collect()
+    }
+}
+
+/// Records the whole routed-MoE layer: `out (T, D)` from `inputs`, through `bufs` (made by
+/// [`MoeBuffers::new`] for the same inputs and options).
 pub fn layer(
     rec: &mut Recorder<'_>,
     inputs: &MoeInputs<'_>,
@@ -147,29 +251,16 @@ pub fn layer(
     out: &GpuMatrix,
 ) -> Result<()> {
     let MoeInputs { x, routing, .. } = *inputs;
-    let ExpertWeights { gate, up, down } = inputs.experts;
+    let ExpertWeights { gate_up, down } = inputs.experts;
     let k = routing.n_used;
-    if x.rows != routing.n_tokens
-        || gate.rows != up.rows
-        || down.cols != gate.rows
-        || down.rows != x.cols
-    {
-        return Err(shape(
+    inputs.expert_width()?;
+    let plan = MoePlan::new(inputs, opts);
+    let missing = |what: &str| {
+        shape(
             "moe",
-            format!(
-                "x {}x{} with {} routed tokens, gate {}x{}, up {}x{}, down {}x{}",
-                x.rows,
-                x.cols,
-                routing.n_tokens,
-                gate.rows,
-                gate.cols,
-                up.rows,
-                up.cols,
-                down.rows,
-                down.cols
-            ),
-        ));
-    }
+            format!("the buffers lack {what}: make them with MoeBuffers::new for these options"),
+        )
+    };
     if bufs.mid.ty != opts.mid {
         return Err(shape(
             "moe",
@@ -185,10 +276,15 @@ pub fn layer(
         tile: opts.tile,
         path: opts.path,
     };
-    let map = if opts.mat_vec {
+    // gate and up share their row count, so one of them stands for both here.
+    let (gate_or_merged, up) = match gate_up {
+        GateUp::Separate { gate, up } => (gate, Some(up)),
+        GateUp::Interleaved(w) => (w, None),
+    };
+    let map = if plan.mat_vec {
         None
     } else {
-        let row_groups: Vec<u32> = [(gate, x.ty), (down, opts.mid)]
+        let row_groups: Vec<u32> = [(gate_or_merged, x.ty), (down, opts.mid)]
             .iter()
             .filter_map(|&(w, act)| KernelKey::MmId(key(w, act)).row_groups(w.rows as u32))
             .collect();
@@ -200,47 +296,57 @@ pub fn layer(
         Some(map) => mm_id(rec, key(mm.w, mm.act.ty), map, mm),
         None => mv_id(rec, routing, mm),
     };
-    rec.set_detail("gate");
-    matmul(
-        rec,
-        Matmul {
-            w: gate,
-            act: x,
-            act_row_div: k,
-            out: &bufs.gate,
-        },
-    )?;
-    rec.set_detail("up");
-    matmul(
-        rec,
-        Matmul {
-            w: up,
-            act: x,
-            act_row_div: k,
-            out: &bufs.up,
-        },
-    )?;
-    rec.set_detail("act");
-    act(
-        rec,
-        &bufs.gate,
-        &bufs.up,
-        routing,
-        opts.activation,
-        &bufs.mid,
-    )?;
-    rec.set_detail("down");
-    matmul(
-        rec,
-        Matmul {
-            w: down,
-            act: &bufs.mid,
-            act_row_div: 1,
-            out: &bufs.y,
-        },
-    )?;
-    rec.set_detail("sum");
-    sum(rec, &bufs.y, k, out)?;
+    let x_times = |w, out| Matmul {
+        w,
+        act: x,
+        act_row_div: k,
+        out,
+    };
+    if plan.glu {
+        rec.set_detail("gate_up_act");
+        mv_glu(
+            rec,
+            routing,
+            x_times(gate_or_merged, &bufs.mid),
+            opts.activation,
+        )?;
+    } else {
+        let gu_out = bufs
+            .gate_up
+            .as_ref()
+            .ok_or_else(|| missing("gate/up outputs"))?;
+        match (up, gu_out) {
+            (Some(up), GateUp::Separate { gate: g, up: u }) => {
+                rec.set_detail("gate");
+                matmul(rec, x_times(gate_or_merged, g))?;
+                rec.set_detail("up");
+                matmul(rec, x_times(up, u))?;
+            }
+            (None, GateUp::Interleaved(gu)) => {
+                rec.set_detail("gate_up");
+                matmul(rec, x_times(gate_or_merged, gu))?;
+            }
+            _ => return Err(missing("gate/up outputs of the weights' form")),
+        }
+        rec.set_detail("act");
+        act(rec, gu_out.as_ref(), routing, opts.activation, &bufs.mid)?;
+    }
+    let mid_times = |out| Matmul {
+        w: down,
+        act: &bufs.mid,
+        act_row_div: 1,
+        out,
+    };
+    if plan.sum {
+        rec.set_detail("down_sum");
+        mv_sum(rec, routing, mid_times(out))?;
+    } else {
+        let y = bufs.y.as_ref().ok_or_else(|| missing("down's outputs"))?;
+        rec.set_detail("down");
+        matmul(rec, mid_times(y))?;
+        rec.set_detail("sum");
+        sum(rec, y, k, out)?;
+    }
     rec.set_detail("");
     Ok(())
 }
@@ -249,7 +355,7 @@ pub fn layer(
 /// records and submits. `out (T, D) = sum_k w[t,k] * down[e] @ act(gate[e] @ x[t],
 /// up[e] @ x[t])`.
 pub fn run(ctx: &WgpuContext, inputs: &MoeInputs<'_>, opts: &MoeOptions) -> Result<GpuMatrix> {
-    let bufs = MoeBuffers::new(&ctx.buffers(), inputs, opts.mid)?;
+    let bufs = MoeBuffers::new(&ctx.buffers(), inputs, opts)?;
     let out = ctx
         .buffers()
         .matrix(inputs.x.rows, inputs.x.cols, ActType::F32, "moe out")?;

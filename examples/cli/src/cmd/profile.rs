@@ -188,12 +188,23 @@ fn bucket(stage: Option<Stage>, detail: Option<&str>) -> (&'static str, String) 
     (half, name)
 }
 
-/// The routed-MoE sub-stages in the order they run; others after them.
+/// The routed-MoE sub-stages in the order they run (gate and up separate or as one tensor;
+/// the mat-vec path's fused `gate_up_act` and `down_sum`); others after them.
 fn sub_stage_rank(detail: &str) -> usize {
-    ["map", "gate", "up", "act", "down", "sum"]
-        .iter()
-        .position(|d| *d == detail)
-        .unwrap_or(usize::MAX)
+    [
+        "map",
+        "gate",
+        "up",
+        "gate_up",
+        "gate_up_act",
+        "act",
+        "down",
+        "down_sum",
+        "sum",
+    ]
+    .iter()
+    .position(|d| *d == detail)
+    .unwrap_or(usize::MAX)
 }
 
 /// The table of `report`, headed by its GPU total against `wall`, the same work's wall-clock

@@ -181,8 +181,8 @@ fn profile_reports_every_moe_sub_stage_with_shares() {
         "attention",
         "router",
         "experts/map",
-        "experts/gate",
-        "experts/up",
+        // The fixture's gate and up share a type: one interleaved tensor, one matmul.
+        "experts/gate_up",
         "experts/act",
         "experts/down",
         "experts/sum",
@@ -200,7 +200,7 @@ fn profile_reports_every_moe_sub_stage_with_shares() {
         "{out}"
     );
     assert!(
-        out.contains("| 1 | experts/gate |"),
+        out.contains("| 1 | experts/gate_up |"),
         "per-layer rows: {out}"
     );
 }
