@@ -6,9 +6,10 @@
 # ANCHOR holds llama-anchor.sh and llama-src.tar.xz (../shared/gpu/llama-anchor.sh pack); each
 # BUILD folder holds moetile, kernel_bench and dispatch_floor (optionally .xz-compressed); the
 # last one synthesizes the model and runs the dispatch floor probe. Per build, in order: the
-# routed-MoE kernel bench, a stage profile, process time to the first token without and with a
-# pipeline cache on disk, and a llama-bench style table. About 7 minutes for three builds.
-# Writes $OUT/{gpu.txt,floor.txt,kernels.csv,first-token.txt,llama.md,profile-B.md,table-B.md}.
+# routed-MoE kernel bench, process time to the first token without and with a
+# pipeline cache on disk, and a llama-bench style table; then a stage profile of the last
+# build. About 6 minutes for two builds.
+# Writes $OUT/{gpu.txt,floor.txt,kernels.csv,first-token.txt,profile.md,llama.md,table-B.md}.
 A=$1; shift
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
 for d in "$@"; do for z in "$d"/*.xz; do [ -e "$z" ] && xz -dkf "$z"; done; chmod +x "$d"/*; done
@@ -27,13 +28,13 @@ for b in "$@"; do
   n=$(basename "$b")
   echo "# build $n" >>"$OUT/kernels.csv"
   timeout 60 "$b/kernel_bench" shape=all tokens=512 mv_tokens=1 weights=q4k,iq2xxs tiles=64 paths=coop16 >>"$OUT/kernels.csv" 2>&1
-  timeout 90 "$b/moetile" profile -m $M -p 512 -n 8 >"$OUT/profile-$n.md" 2>&1
-  grep -E "decode steps" "$OUT/profile-$n.md" | sed "s/^/$n: /"
   rm -rf ~/.cache/moetile; { first "$b" cold; first "$b" warm; } | tee -a "$OUT/first-token.txt"
   timeout 120 "$b/moetile" bench -m $M -p 512 -n 128 -r 3 --output md >"$OUT/table-$n.md" 2>&1
   tail -2 "$OUT/table-$n.md"
 done
 grep -E "^# build|^mv_id|^mm_id" "$OUT/kernels.csv" | cut -d, -f1-6
+timeout 60 "$L/moetile" profile -m $M -p 512 -n 8 >"$OUT/profile.md" 2>&1
+grep -E "decode steps" "$OUT/profile.md"
 for i in $(seq 60); do grep -q "BUILD rc" /tmp/llbuild.log 2>/dev/null && break; sleep 5; done
 tail -1 /tmp/llbuild.log
 timeout 150 /tmp/ll/llama.cpp/build/bin/llama-bench -m $M -p 512 -n 128 -r 3 -ngl 99 -o md >"$OUT/llama.md" 2>&1
