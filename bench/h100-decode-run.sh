@@ -3,7 +3,8 @@
 # side on one synthetic Qwen3-30B-A3B (q4_k_m), and llama.cpp CUDA's llama-bench on the same file.
 # Usage (on the device, from the repository root, after unpacking the Vulkan loader):
 #   bench/h100-decode-run.sh ANCHOR BUILD...
-# ANCHOR holds llama-anchor.sh and llama-src.tar.xz (../shared/gpu/llama-anchor.sh pack); each
+# ANCHOR holds llama-anchor.sh and llama-src.tar.xz (../shared/gpu/llama-anchor.sh pack), or is
+# - to leave llama.cpp out (about 4 minutes then); each
 # BUILD folder holds moetile, kernel_bench and dispatch_floor (optionally .xz-compressed); the
 # last one synthesizes the model and runs the dispatch floor probe. Per build, in order: the
 # routed-MoE kernel bench, process time to the first token without and with a
@@ -13,7 +14,7 @@
 A=$1; shift
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
 for d in "$@"; do for z in "$d"/*.xz; do [ -e "$z" ] && xz -dkf "$z"; done; chmod +x "$d"/*; done
-setsid bash "$A/llama-anchor.sh" build "$A" >/tmp/anchor.out 2>&1 </dev/null &
+[ "$A" != - ] && setsid bash "$A/llama-anchor.sh" build "$A" >/tmp/anchor.out 2>&1 </dev/null &
 L=${!#} M=/tmp/q30.gguf
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 for k in 200 2000; do timeout 60 "$L/dispatch_floor" $k; done 2>&1 | tee "$OUT/floor.txt"
@@ -35,6 +36,7 @@ done
 grep -E "^# build|^mv_id|^mm_id" "$OUT/kernels.csv" | cut -d, -f1-6
 timeout 60 "$L/moetile" profile -m $M -p 512 -n 8 >"$OUT/profile.md" 2>&1
 grep -E "decode steps" "$OUT/profile.md"
+[ "$A" = - ] && exit 0
 for i in $(seq 60); do grep -q "BUILD rc" /tmp/llbuild.log 2>/dev/null && break; sleep 5; done
 tail -1 /tmp/llbuild.log
 timeout 150 /tmp/ll/llama.cpp/build/bin/llama-bench -m $M -p 512 -n 128 -r 3 -ngl 99 -o md >"$OUT/llama.md" 2>&1
