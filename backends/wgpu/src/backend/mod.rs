@@ -66,6 +66,9 @@ pub struct HostTimes {
     pub waiting: Duration,
     /// Finishing and submitting encoders (wgpu records the passes' commands then).
     pub submitting: Duration,
+    /// Dispatch steps recorded (one per kernel pass an op records; a weight split over several
+    /// bindings dispatches once per part in one step).
+    pub dispatches: usize,
 }
 
 fn shape(op: &str, detail: String) -> moetile::Error {
@@ -162,6 +165,7 @@ impl WgpuBackend {
         if let Some(p) = &self.profiler {
             p.timer.resolve(&mut enc);
         }
+        self.host.dispatches += enc.steps;
         let start = Instant::now();
         let submission = self.ctx.submit_encoder(enc)?;
         self.host.submitting += start.elapsed();

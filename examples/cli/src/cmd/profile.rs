@@ -119,6 +119,17 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             &wall.decode_wall,
             args.per_layer,
         );
+        let w = &wall.decode_wall;
+        let steps = args.decode as f64;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps;
+        let dispatches = w.host.dispatches as f64 / steps;
+        println!(
+            "\nper decode step: {:.3} ms wall-clock, host busy {:.3} ms, {dispatches:.0} dispatch \
+             steps ({:.1} per layer)",
+            ms(w.total),
+            ms(w.total.saturating_sub(w.host.waiting)),
+            dispatches / file.config.n_layers as f64
+        );
     }
     Ok(())
 }
@@ -217,8 +228,9 @@ fn print_report(title: &str, report: &ProfileReport, wall: &Wall, per_layer: boo
     let host_ms = wall_ms - wall.host.waiting.as_secs_f64() * 1e3;
     println!(
         "\n{title}: {total:.3} ms of GPU time in passes; untimed: {wall_ms:.3} ms wall-clock, \
-         of which the host was busy {host_ms:.3} ms ({:.3} ms submitting)",
-        wall.host.submitting.as_secs_f64() * 1e3
+         of which the host was busy {host_ms:.3} ms ({:.3} ms submitting); {} dispatch steps",
+        wall.host.submitting.as_secs_f64() * 1e3,
+        wall.host.dispatches
     );
     println!("| bucket | stage | ms | share |");
     println!("|---|---|---:|---:|");
