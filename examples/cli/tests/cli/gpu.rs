@@ -199,6 +199,15 @@ fn profile_reports_every_moe_sub_stage_with_shares() {
         2,
         "{out}"
     );
+    // The issue-11 budgets are read off this line: dispatches per layer, host time per step.
+    let per_step = out
+        .lines()
+        .find(|l| l.starts_with("per decode step:"))
+        .unwrap_or_else(|| panic!("no per-step line: {out}"));
+    assert!(
+        per_step.contains("host busy") && per_step.contains("per layer)"),
+        "{per_step}"
+    );
     assert!(
         out.contains("| 1 | experts/gate_up |"),
         "per-layer rows: {out}"
