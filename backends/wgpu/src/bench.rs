@@ -1,4 +1,5 @@
-//! Kernel benchmark: times `map`, `mm_id` and `mv_id` on the expert shapes of real MoE layers
+//! Kernel benchmark: times `map`, `mm_id`, `mv_id` and the decode step's fused mat-vecs
+//! (`mv_glu`, `mv_sum`) on the expert shapes of real MoE layers
 //! with random top-K routing, after checking a sample of each kernel's outputs against an f64
 //! reference on an output poisoned with NaN first (a wrong kernel is not measured: its row
 //! holds NaNs and the reason goes to stderr).
@@ -297,9 +298,127 @@ pub fn run_kernel_bench(
                     check,
                 });
             }
+            if !cfg.mat_vec_tokens.is_empty() {
+                fused_mat_vecs(ctx, cfg, &mut rng, shape, ty, &x_host, &mut emit)?;
+            }
         }
     }
     Ok(rows)
+}
+
+/// The two mat-vecs a decode step's routed experts run (`moe::layer` on the mat-vec path):
+/// `mv_glu` over the gate/up tensor of interleaved rows (`[D, 2F, E]`, writing `mid` in the
+/// type the backend stores it) and `mv_sum` over down (`[F, D, E]`, reading that `mid` and
+/// summing each token's K pairs), timed and checked like `mv_id`. GB/s counts the active
+/// experts' weights, the activations read and the outputs written.
+fn fused_mat_vecs(
+    ctx: &WgpuContext,
+    cfg: &BenchConfig,
+    rng: &mut StdRng,
+    shape: &Shape,
+    ty: WeightType,
+    x_host: &[f32],
+    emit: &mut impl FnMut(BenchRow),
+) -> moetile::Result<()> {
+    let (d, f, e, k) = (
+        shape.hidden,
+        shape.expert_width,
+        shape.n_experts,
+        shape.n_used,
+    );
+    let mid_ty = if ctx.profile().shader_f16 {
+        ActType::F16
+    } else {
+        ActType::F32
+    };
+    let gate_up = ExpertPool::new(rng, ty, 2 * f, d, cfg.distinct_experts)?;
+    let down = ExpertPool::new(rng, ty, d, f, cfg.distinct_experts)?;
+    let (gate_up_w, down_w) = (gate_up.upload(ctx, e)?, down.upload(ctx, e)?);
+    let rel = 1e-5;
+    for &t in &cfg.mat_vec_tokens {
+        let batch = Batch::new(ctx, rng, shape, x_host, t, cfg.act)?;
+        let active = active_experts(&batch.ids, e) as f64;
+        let buffers = ctx.buffers();
+        let mid = buffers.matrix(t * k, f, mid_ty, "bench mid")?;
+        let glu = Matmul {
+            w: &gate_up_w,
+            act: &batch.act,
+            act_row_div: k,
+            out: &mid,
+        };
+        let name = KernelKey::MvId {
+            weight: ty,
+            act: cfg.act,
+            epilogue: MvEpilogue::Glu { mid: mid_ty },
+        }
+        .to_string();
+        let activation = moetile::model::ExpertActivation::SwiGlu;
+        let run = |rec: &mut Recorder<'_>| moe::mv_glu(rec, &batch.routing, glu, activation);
+        let (ms, ms_min, check) = measure(&name, || {
+            ctx.fill(&mid, f32::NAN);
+            ctx.record(&name, run)?;
+            let got = ctx.read_matrix(&mid)?;
+            let check = gate_up.check_glu(rng, &name, &batch, &got, mid_ty, rel)?;
+            let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
+            Ok((ms, ms_min, check))
+        });
+        let bytes = active * (2 * f) as f64 * gate_up.gpu_row_bytes() as f64
+            + (t * d * cfg.act.bytes() + t * k * f * mid_ty.bytes()) as f64;
+        emit(BenchRow {
+            kernel: name,
+            shape: shape.name,
+            tokens: t,
+            ms,
+            ms_min,
+            gflops: 2.0 * (t * k) as f64 * (2 * f) as f64 * d as f64 / ms / 1e6,
+            gbs: bytes / ms / 1e6,
+            check,
+        });
+
+        // down reads `mid` as the decode step leaves it: random values in its storage type.
+        let mid_host: Vec<f32> = (0..t * k * f)
+            .map(|_| {
+                let v: f32 = rng.random_range(-1.0..1.0);
+                half::f16::from_f32(v).to_f32()
+            })
+            .collect();
+        let mid = buffers.matrix_from_host(t * k, f, mid_ty, &mid_host)?;
+        let out = buffers.matrix(t, d, ActType::F32, "bench out")?;
+        let sum = Matmul {
+            w: &down_w,
+            act: &mid,
+            act_row_div: 1,
+            out: &out,
+        };
+        let name = KernelKey::MvId {
+            weight: ty,
+            act: mid_ty,
+            epilogue: MvEpilogue::Sum,
+        }
+        .to_string();
+        let run = |rec: &mut Recorder<'_>| moe::mv_sum(rec, &batch.routing, sum);
+        let (ms, ms_min, check) = measure(&name, || {
+            ctx.fill(&out, f32::NAN);
+            ctx.record(&name, run)?;
+            let got = ctx.read_matrix(&out)?;
+            let check = down.check_sum(&name, &batch.ids, k, &mid_host, &got, rel)?;
+            let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
+            Ok((ms, ms_min, check))
+        });
+        let bytes = active * d as f64 * down.gpu_row_bytes() as f64
+            + (t * k * f * mid_ty.bytes() + t * d * 4) as f64;
+        emit(BenchRow {
+            kernel: name,
+            shape: shape.name,
+            tokens: t,
+            ms,
+            ms_min,
+            gflops: 2.0 * (t * k) as f64 * d as f64 * f as f64 / ms / 1e6,
+            gbs: bytes / ms / 1e6,
+            check,
+        });
+    }
+    Ok(())
 }
 
 /// One measured batch: random routing ids (T tokens to K experts each), the host activations
@@ -470,6 +589,17 @@ impl ExpertPool {
         })?)
     }
 
+    /// `(W[e] row r . x, sum of |terms|)` in f64, `e` the distinct expert serving routed id
+    /// `id`.
+    fn dot(&self, id: u32, r: usize, x: &[f32]) -> (f64, f64) {
+        let (_, w) = &self.experts[id as usize % self.experts.len()];
+        let wr = &w[r * self.cols..(r + 1) * self.cols];
+        wr.iter().zip(x).fold((0.0, 0.0), |(s, a), (&wi, &xi)| {
+            let term = wi as f64 * xi as f64;
+            (s + term, a + term.abs())
+        })
+    }
+
     /// Checks all rows of 8 random pairs of `out` against f64 dot products; returns the worst
     /// error as a fraction of the path's tolerance (see the kernel tests).
     fn check(
@@ -481,7 +611,6 @@ impl ExpertPool {
         path: Path,
     ) -> moetile::Result<f64> {
         let Batch { ids, x, k, out, .. } = batch;
-        let k = *k;
         let rel = match path {
             Path::Reg => 1e-5,
             Path::Coop16 | Path::Coop8 => 2e-3,
@@ -490,29 +619,103 @@ impl ExpertPool {
         let mut worst = 0f64;
         for _ in 0..8 {
             let p = rng.random_range(0..ids.len());
-            let (_, w) = &self.experts[ids[p] as usize % self.experts.len()];
             let xr = &x[(p / k) * self.cols..(p / k + 1) * self.cols];
             for r in 0..self.rows {
-                let wr = &w[r * self.cols..(r + 1) * self.cols];
-                let (mut s, mut a) = (0f64, 0f64);
-                for (&wi, &xi) in wr.iter().zip(xr) {
-                    s += wi as f64 * xi as f64;
-                    a += (wi as f64 * xi as f64).abs();
-                }
-                let g = got[p * self.rows + r] as f64;
-                let ratio = (g - s).abs() / (rel * a + 1e-6);
-                if ratio.is_nan() || ratio > 1.0 {
-                    return Err(WgpuError::Verification {
-                        kernel: kernel.to_string(),
-                        detail: format!("pair {p} row {r}: got {g}, want {s}"),
-                    }
-                    .into());
-                }
-                worst = worst.max(ratio);
+                let (want, abs) = self.dot(ids[p], r, xr);
+                let at = format!("pair {p} row {r}");
+                worst = worst.max(verdict(
+                    kernel,
+                    &at,
+                    got[p * self.rows + r],
+                    want,
+                    rel * abs,
+                )?);
             }
         }
         Ok(worst)
     }
+
+    /// [`Self::check`] for `mv_glu` over this pool as a gate/up tensor of interleaved rows:
+    /// `got` is `mid (pairs, rows / 2)` = swiglu(gate . x, up . x) (route weights 1), in
+    /// `mid_ty` (f16 adds its rounding to the tolerance).
+    fn check_glu(
+        &self,
+        rng: &mut StdRng,
+        kernel: &str,
+        batch: &Batch<'_>,
+        got: &[f32],
+        mid_ty: ActType,
+        rel: f64,
+    ) -> moetile::Result<f64> {
+        let Batch { ids, x, k, .. } = batch;
+        let storage = match mid_ty {
+            ActType::F32 => 0.0,
+            ActType::F16 => 1.0 / 1024.0,
+        };
+        let n_out = self.rows / 2;
+        let mut worst = 0f64;
+        for _ in 0..8 {
+            let p = rng.random_range(0..ids.len());
+            let xr = &x[(p / k) * self.cols..(p / k + 1) * self.cols];
+            for i in 0..n_out {
+                let (g, g_abs) = self.dot(ids[p], 2 * i, xr);
+                let (u, u_abs) = self.dot(ids[p], 2 * i + 1, xr);
+                let sigmoid = 1.0 / (1.0 + (-g).exp());
+                let silu = g * sigmoid;
+                // The error of g and u carried through silu(g) * u.
+                let d_silu = sigmoid * (1.0 + g * (1.0 - sigmoid));
+                let tol = rel * (g_abs * (u * d_silu).abs() + u_abs * silu.abs())
+                    + storage * (silu * u).abs();
+                let at = format!("pair {p} column {i}");
+                worst = worst.max(verdict(kernel, &at, got[p * n_out + i], silu * u, tol)?);
+            }
+        }
+        Ok(worst)
+    }
+
+    /// [`Self::check`] for `mv_sum` over this pool as down: `got` is `out (T, rows)`, row t
+    /// the sum over its K pairs of `W[ids[t*K + k]] . mid[t*K + k]`.
+    fn check_sum(
+        &self,
+        kernel: &str,
+        ids: &[u32],
+        k: usize,
+        mid: &[f32],
+        got: &[f32],
+        rel: f64,
+    ) -> moetile::Result<f64> {
+        let mut worst = 0f64;
+        for t in 0..ids.len() / k {
+            for r in 0..self.rows {
+                let (want, abs) = (t * k..(t + 1) * k)
+                    .map(|p| self.dot(ids[p], r, &mid[p * self.cols..(p + 1) * self.cols]))
+                    .fold((0.0, 0.0), |(s, a), (ds, da)| (s + ds, a + da));
+                let at = format!("token {t} row {r}");
+                worst = worst.max(verdict(
+                    kernel,
+                    &at,
+                    got[t * self.rows + r],
+                    want,
+                    rel * abs,
+                )?);
+            }
+        }
+        Ok(worst)
+    }
+}
+
+/// `|got - want|` as a fraction of `tol` (NaN, an unwritten output, fails), or a verification
+/// error naming `kernel` and where (`at`) when over 1.
+fn verdict(kernel: &str, at: &str, got: f32, want: f64, tol: f64) -> moetile::Result<f64> {
+    let ratio = (got as f64 - want).abs() / (tol + 1e-6);
+    if ratio.is_nan() || ratio > 1.0 {
+        return Err(WgpuError::Verification {
+            kernel: kernel.to_string(),
+            detail: format!("{at}: got {got}, want {want}"),
+        }
+        .into());
+    }
+    Ok(ratio)
 }
 
 fn random_ids(rng: &mut StdRng, n_tokens: usize, k: usize, n_experts: usize) -> Vec<u32> {

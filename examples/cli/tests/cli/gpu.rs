@@ -88,6 +88,10 @@ fn kernel_bench_checks_and_times_each_kernel() {
         "mm_id_q8_0_f32_t32_reg",
         "mm_id_q8_0_f32_t64_reg",
         "mv_id_q8_0_f32",
+        // The decode step's fused mat-vecs (mid stored as f16 on lavapipe, which has
+        // SHADER_F16).
+        "mv_glu_q8_0_f32_f16",
+        "mv_sum_q8_0_f16",
     ] {
         assert!(
             out.contains(&format!("| {kernel} | tiny-qwen3moe |")),
@@ -102,7 +106,7 @@ fn kernel_bench_checks_and_times_each_kernel() {
         Some("kernel,shape,tokens,ms,ms_min,gflops,gbs,check")
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), 5, "{text}");
+    assert_eq!(rows.len(), 7, "{text}");
     for r in &rows {
         let ms: f64 = r[3].parse().unwrap();
         let check: f64 = r[7].parse().unwrap();
