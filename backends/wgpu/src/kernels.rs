@@ -67,8 +67,11 @@ pub struct Kernel {
 /// offset 0: their offset is a dynamic one).
 type BindKey = (u32, wgpu::Buffer, u64, Option<wgpu::BufferSize>);
 
-/// Bind groups a kernel keeps before it starts over. The entries hold their buffers, so the
-/// bound also bounds the memory of buffers kept alive only by a cached group.
+/// Bind groups a kernel keeps before it starts over. A cached group holds its buffers, so the
+/// bound also bounds the memory kept alive only by the cache; besides, a backend forgets every
+/// cached group when it creates a KV cache (a new session, often of a new model), and
+/// `Buffers::release_idle_buffers` does too, so a dropped session's KV cache or a dropped
+/// model's weights are freed then.
 const MAX_CACHED_GROUPS: usize = 1024;
 
 /// A bind group and the dynamic offsets of its uniform bindings, for `set_bind_group`.
@@ -295,6 +298,15 @@ impl KernelCache {
     /// Whether no kernel has been created yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bind groups cached over all kernels.
+    pub(crate) fn cached_bind_groups(&self) -> usize {
+        let kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        kernels
+            .values()
+            .map(|k| k.groups.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 
     /// Forgets every kernel's cached bind groups.

@@ -102,6 +102,11 @@ impl WgpuContext {
     pub fn created_kernels(&self) -> usize {
         self.kernels.len()
     }
+
+    /// How many bind groups the kernels keep for reuse (see `crate::kernels::Kernel::bind`).
+    pub fn cached_bind_groups(&self) -> usize {
+        self.kernels.cached_bind_groups()
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

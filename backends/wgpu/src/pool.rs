@@ -15,11 +15,14 @@
 //! context's own pool only serves buffers made outside encoders (which are dropped by code
 //! that has submitted its work).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-/// Free buffers by `(size, usage)`.
-type FreeLists = HashMap<(u64, wgpu::BufferUsages), Vec<wgpu::Buffer>>;
+/// Free buffers by `(size, usage)`, ordered (by handle) so that which buffer a request gets
+/// depends only on which are free, not on the order they were dropped in: every decode step
+/// then binds the same buffers as the one before, and finds its bind groups cached
+/// (`crate::kernels::Kernel::bind`).
+type FreeLists = HashMap<(u64, wgpu::BufferUsages), BTreeSet<wgpu::Buffer>>;
 
 /// A pool of free buffers, shared by handle.
 #[derive(Debug, Clone, Default)]
@@ -50,7 +53,7 @@ impl BufferPool {
         let found = self
             .lock()
             .get_mut(&(size, usage))
-            .and_then(|list| list.pop());
+            .and_then(|list| list.pop_first());
         PooledBuffer {
             buffer: found.unwrap_or_else(|| create(size)),
             pool: self.clone(),
@@ -105,7 +108,7 @@ impl Drop for PooledBuffer {
             .lock()
             .entry(key)
             .or_default()
-            .push(self.buffer.clone());
+            .insert(self.buffer.clone());
     }
 }
 

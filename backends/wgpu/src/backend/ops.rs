@@ -126,6 +126,9 @@ impl Backend for WgpuBackend {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> moetile::Result<KvCache> {
+        // A new session: bind groups cached for an earlier one's KV cache (and a dropped
+        // model's weights) would keep those buffers alive.
+        self.ctx.kernels.forget_bind_groups();
         let kv = self.options.kv;
         let cache = KvCache::new(&self.ctx, n_layers, n_ctx, n_kv_heads, head_dim, kv)?;
         for b in cache.buffers() {

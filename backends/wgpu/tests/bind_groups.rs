@@ -1,0 +1,60 @@
+//! Bind groups are made once and reused: a decode step binds the same buffers as the one before
+//! (weights, KV cache, parameter chunks, and pooled scratch buffers, which the pool hands out in
+//! a fixed order), so in steady state it creates only the groups of the two inputs uploaded
+//! fresh every step (the token ids and the RoPE angle table), however many layers the model
+//! has; and a new session forgets the groups of the last one, which would otherwise keep its KV
+//! cache (and a dropped model's weights) alive.
+
+mod common;
+
+use moetile::RuntimeConfig;
+use moetile::gguf::GgufFile;
+use moetile::model::{Logits, Model};
+use moetile::session::Session;
+use moetile_wgpu::{BackendOptions, WgpuBackend};
+
+#[test]
+fn decode_steps_reuse_bind_groups_and_a_new_session_forgets_them() {
+    let Some(ctx) = common::shared_ctx() else {
+        return;
+    };
+    let file = GgufFile::from_bytes(moetile_tests::tiny_model(3)).unwrap();
+    // The mat-vec path too, which CPU adapters never take by default.
+    let options = BackendOptions {
+        mat_vec_max_tokens: 32,
+        ..BackendOptions::for_device(ctx)
+    };
+    let mut gpu = WgpuBackend::with_options(ctx.clone(), options).unwrap();
+    let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
+    let config = RuntimeConfig {
+        ctx: Some(64),
+        ..RuntimeConfig::default()
+    };
+    let mut session = Session::new(&model, &mut gpu, &config).unwrap();
+    session
+        .prefill(&model, &mut gpu, &[1, 2, 3, 4], Logits::Last)
+        .unwrap();
+    // The first steps after the prefill find other buffers free than later ones do.
+    for token in 5..8 {
+        session.decode(&model, &mut gpu, token).unwrap();
+    }
+    let warm = ctx.cached_bind_groups();
+    assert!(warm > 0, "no bind group was cached");
+    let steps = 4;
+    for token in 8..8 + steps {
+        session.decode(&model, &mut gpu, token).unwrap();
+    }
+    let created = ctx.cached_bind_groups() - warm;
+    assert!(
+        created <= 2 * steps as usize,
+        "{created} bind groups created in {steps} steady decode steps (at most 2 a step: the \
+         token ids' and the RoPE angles')"
+    );
+    drop(session);
+    let _session = Session::new(&model, &mut gpu, &config).unwrap();
+    assert_eq!(
+        ctx.cached_bind_groups(),
+        0,
+        "a new session kept the bind groups of the last one (and so its KV cache)"
+    );
+}
