@@ -247,23 +247,10 @@ pub fn run_kernel_bench(
                         let name = KernelKey::MmId(key).to_string();
                         let mm = batch.matmul(&w);
                         let run = |rec: &mut Recorder<'_>| moe::mm_id(rec, key, &map, mm);
-                        let (ms, ms_min, check) = measure(&name, || {
-                            ctx.fill(&batch.out, f32::NAN);
-                            ctx.record(&name, run)?;
-                            let check = weights.check(ctx, &mut rng, &name, &batch, path)?;
-                            let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
-                            Ok((ms, ms_min, check))
+                        let timed = check_and_time(ctx, cfg.iters, &name, &batch.out, run, || {
+                            weights.check(ctx, &mut rng, &name, &batch, path)
                         });
-                        emit(BenchRow {
-                            kernel: name,
-                            shape: shape.name,
-                            tokens: t,
-                            ms,
-                            ms_min,
-                            gflops: flops / ms / 1e6,
-                            gbs: bytes / ms / 1e6,
-                            check,
-                        });
+                        emit(BenchRow::timed(name, shape, t, timed, flops, bytes));
                     }
                 }
             }
@@ -277,26 +264,14 @@ pub fn run_kernel_bench(
                 .to_string();
                 let mm = batch.matmul(&w);
                 let run = |rec: &mut Recorder<'_>| moe::mv_id(rec, &batch.routing, mm);
-                let (ms, ms_min, check) = measure(&name, || {
-                    ctx.fill(&batch.out, f32::NAN);
-                    ctx.record(&name, run)?;
-                    let check = weights.check(ctx, &mut rng, &name, &batch, Path::Reg)?;
-                    let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
-                    Ok((ms, ms_min, check))
+                let timed = check_and_time(ctx, cfg.iters, &name, &batch.out, run, || {
+                    weights.check(ctx, &mut rng, &name, &batch, Path::Reg)
                 });
                 let active = active_experts(&batch.ids, e);
                 let bytes = (active as u64 * f as u64 * weights.gpu_row_bytes()) as f64
                     + (t * d * cfg.act.bytes() + t * k * f * 4) as f64;
-                emit(BenchRow {
-                    kernel: name,
-                    shape: shape.name,
-                    tokens: t,
-                    ms,
-                    ms_min,
-                    gflops: 2.0 * (t * k) as f64 * f as f64 * d as f64 / ms / 1e6,
-                    gbs: bytes / ms / 1e6,
-                    check,
-                });
+                let flops = 2.0 * (t * k) as f64 * f as f64 * d as f64;
+                emit(BenchRow::timed(name, shape, t, timed, flops, bytes));
             }
             if !cfg.mat_vec_tokens.is_empty() {
                 fused_mat_vecs(ctx, cfg, &mut rng, shape, ty, &x_host, &mut emit)?;
@@ -354,26 +329,14 @@ fn fused_mat_vecs(
         .to_string();
         let activation = moetile::model::ExpertActivation::SwiGlu;
         let run = |rec: &mut Recorder<'_>| moe::mv_glu(rec, &batch.routing, glu, activation);
-        let (ms, ms_min, check) = measure(&name, || {
-            ctx.fill(&mid, f32::NAN);
-            ctx.record(&name, run)?;
+        let timed = check_and_time(ctx, cfg.iters, &name, &mid, run, || {
             let got = ctx.read_matrix(&mid)?;
-            let check = gate_up.check_glu(rng, &name, &batch, &got, mid_ty, rel)?;
-            let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
-            Ok((ms, ms_min, check))
+            gate_up.check_glu(rng, &name, &batch, &got, mid_ty, rel)
         });
         let bytes = active * (2 * f) as f64 * gate_up.gpu_row_bytes() as f64
             + (t * d * cfg.act.bytes() + t * k * f * mid_ty.bytes()) as f64;
-        emit(BenchRow {
-            kernel: name,
-            shape: shape.name,
-            tokens: t,
-            ms,
-            ms_min,
-            gflops: 2.0 * (t * k) as f64 * (2 * f) as f64 * d as f64 / ms / 1e6,
-            gbs: bytes / ms / 1e6,
-            check,
-        });
+        let flops = 2.0 * (t * k) as f64 * (2 * f) as f64 * d as f64;
+        emit(BenchRow::timed(name, shape, t, timed, flops, bytes));
 
         // down reads `mid` as the decode step leaves it: random values in its storage type.
         let mid_host: Vec<f32> = (0..t * k * f)
@@ -397,26 +360,14 @@ fn fused_mat_vecs(
         }
         .to_string();
         let run = |rec: &mut Recorder<'_>| moe::mv_sum(rec, &batch.routing, sum);
-        let (ms, ms_min, check) = measure(&name, || {
-            ctx.fill(&out, f32::NAN);
-            ctx.record(&name, run)?;
+        let timed = check_and_time(ctx, cfg.iters, &name, &out, run, || {
             let got = ctx.read_matrix(&out)?;
-            let check = down.check_sum(&name, &batch.ids, k, &mid_host, &got, rel)?;
-            let (ms, ms_min) = time(ctx, cfg.iters, &name, run)?;
-            Ok((ms, ms_min, check))
+            down.check_sum(&name, &batch.ids, k, &mid_host, &got, rel)
         });
         let bytes = active * d as f64 * down.gpu_row_bytes() as f64
             + (t * k * f * mid_ty.bytes() + t * d * 4) as f64;
-        emit(BenchRow {
-            kernel: name,
-            shape: shape.name,
-            tokens: t,
-            ms,
-            ms_min,
-            gflops: 2.0 * (t * k) as f64 * d as f64 * f as f64 / ms / 1e6,
-            gbs: bytes / ms / 1e6,
-            check,
-        });
+        let flops = 2.0 * (t * k) as f64 * d as f64 * f as f64;
+        emit(BenchRow::timed(name, shape, t, timed, flops, bytes));
     }
     Ok(())
 }
@@ -478,6 +429,48 @@ fn measure(name: &str, run: impl FnOnce() -> moetile::Result<(f64, f64, f64)>) -
         eprintln!("{name}: not measured: {e}");
         (f64::NAN, f64::NAN, f64::NAN)
     })
+}
+
+/// Poisons `out`, runs `run` once, checks the result with `check`, then times `run`:
+/// `(median ms, min ms, check)`, or NaNs when a step fails (see [`measure`]).
+fn check_and_time(
+    ctx: &WgpuContext,
+    iters: usize,
+    name: &str,
+    out: &GpuMatrix,
+    run: impl Fn(&mut Recorder<'_>) -> crate::Result<()> + Copy,
+    check: impl FnOnce() -> moetile::Result<f64>,
+) -> (f64, f64, f64) {
+    measure(name, || {
+        ctx.fill(out, f32::NAN);
+        ctx.record(name, run)?;
+        let check = check()?;
+        let (ms, ms_min) = time(ctx, iters, name, run)?;
+        Ok((ms, ms_min, check))
+    })
+}
+
+impl BenchRow {
+    /// The row of `kernel` timed at `(ms, ms_min, check)` doing `flops` and moving `bytes`.
+    fn timed(
+        kernel: String,
+        shape: &Shape,
+        tokens: usize,
+        (ms, ms_min, check): (f64, f64, f64),
+        flops: f64,
+        bytes: f64,
+    ) -> BenchRow {
+        BenchRow {
+            kernel,
+            shape: shape.name,
+            tokens,
+            ms,
+            ms_min,
+            gflops: flops / ms / 1e6,
+            gbs: bytes / ms / 1e6,
+            check,
+        }
+    }
 }
 
 /// GPU time a row runs back to back before it is timed: the H100's clocks drop while the host
