@@ -110,7 +110,7 @@ impl Kernel {
         buffers: &[(&str, wgpu::BindingResource<'_>)],
     ) -> Result<Bound> {
         let expected = self.key.bindings();
-        let mut entries: Vec<(BindKey, bool)> = Vec::with_capacity(buffers.len());
+        let mut key: Vec<BindKey> = Vec::with_capacity(buffers.len());
         let mut offsets = Vec::new();
         for (name, resource) in buffers {
             let Some(b) = expected.iter().find(|b| b.name == *name) else {
@@ -119,19 +119,15 @@ impl Kernel {
             let wgpu::BindingResource::Buffer(binding) = resource else {
                 break;
             };
-            let uniform = b.kind == BindingKind::Uniform;
-            let offset = if uniform {
+            let offset = if b.kind == BindingKind::Uniform {
                 offsets.push((b.index, binding.offset as u32));
                 0
             } else {
                 binding.offset
             };
-            entries.push((
-                (b.index, binding.buffer.clone(), offset, binding.size),
-                uniform,
-            ));
+            key.push((b.index, binding.buffer.clone(), offset, binding.size));
         }
-        if entries.len() != buffers.len() || entries.len() != expected.len() {
+        if key.len() != buffers.len() || key.len() != expected.len() {
             return Err(WgpuError::Bindings {
                 kernel: self.name.clone(),
                 given: buffers.iter().map(|(n, _)| n.to_string()).collect(),
@@ -140,7 +136,6 @@ impl Kernel {
         }
         offsets.sort_unstable();
         let offsets = offsets.into_iter().map(|(_, offset)| offset).collect();
-        let key: Vec<BindKey> = entries.into_iter().map(|(key, _)| key).collect();
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(group) = groups.get(&key) {
             return Ok(Bound {
