@@ -162,11 +162,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var j = 0u; j < TOKENS_PER_THREAD; j++) {
         let c = tc * TOKENS_PER_THREAD + j;
         if c < n_tokens {
-            let out = tile_pairs[c] * params.n_rows;
             for (var i = 0u; i < ROWS_PER_THREAD; i++) {
                 let row = row0 + tr + i * ROW_THREADS;
                 if row < params.n_rows {
-                    y[out + row] = acc[j][i];
+                    y[y_at(tile_pairs[c], row)] = acc[j][i];
                 }
             }
         }

@@ -202,7 +202,7 @@ fn main(
                 + e % FRAG;
             let c = ((s % SLOT_COLS) * SLOT_TOKEN_FRAGS + f % SLOT_TOKEN_FRAGS) * FRAG + e / FRAG;
             if c < n_tokens && row < params.n_rows {
-                y[tile_pairs[c] * params.n_rows + row] = select(poison, stage[v], complete);
+                y[y_at(tile_pairs[c], row)] = select(poison, stage[v], complete);
             }
         }
         workgroupBarrier();

@@ -5,15 +5,13 @@
 // not depend on the subgroup size. The first pass reads x through load_x, which may first add a
 // residual into x in place (norm/residual.wgsl); the second pass (store_out) reads x[i] back
 // with the same thread and index that stored it, so it sees that store without a barrier.
-// Groups from params.split on belong to a second matrix m = 1 with its own weights and output
-// (norm/pair.wgsl: q and k heads in one dispatch); the choice is uniform over the workgroup.
 //
 // Every loop has a bound uniform over the workgroup and every workgroup-array index is in
 // range by construction (the host may run this module without naga's loop guards and clamps).
 //
 // Consts: WG_SIZE.
 // Fragments: grid.wgsl (GridGroup, linear_group), then norm/plain.wgsl or norm/residual.wgsl
-// (x, load_x) with norm/out.wgsl (store_out), or norm/pair.wgsl (load_x, store_out).
+// (x, load_x), norm/out.wgsl (store_out).
 // Params: NormParams, declared by the generator from codegen/src/params.rs.
 
 const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
@@ -28,15 +26,10 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     if group >= params.n_groups {
         return;
     }
-    var m = 0u;
-    var base = group * params.group_len;
-    if group >= params.split {
-        m = 1u;
-        base = (group - params.split) * params.group_len;
-    }
+    let base = group * params.group_len;
     var sum = 0.0;
     for (var i = li; i < params.group_len; i += WG_SIZE) {
-        let v = load_x(m, base + i);
+        let v = load_x(base + i);
         sum = fma(v, v, sum);
     }
     partial[li] = sum;
@@ -49,6 +42,6 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     }
     let scale = 1.0 / sqrt(partial[0] / f32(params.group_len) + params.eps);
     for (var i = li; i < params.group_len; i += WG_SIZE) {
-        store_out(m, base + i, i, scale);
+        store_out(base + i, i, scale);
     }
 }

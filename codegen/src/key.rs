@@ -10,7 +10,7 @@ use crate::family::eltwise::EltOp;
 use crate::family::matmul::{self, MatmulKey, MvEpilogue, Path};
 use crate::family::moe;
 use crate::family::norm::NormFlavour;
-use crate::family::{Family, embed, rope, route};
+use crate::family::{Family, embed, route};
 use crate::params::Layout;
 use crate::tile::TileWidth;
 use crate::weights::WeightType;
@@ -84,15 +84,13 @@ pub enum KernelKey {
     RmsNorm(NormFlavour),
     /// An in-place element-wise op.
     Eltwise(EltOp),
-    /// Rotary position embedding in place, from a table of angles.
-    Rope {
-        /// Whether a second matrix (k beside q) is rotated in the same dispatch.
-        pair: bool,
-    },
-    /// Appends keys and values to a layer's cache.
-    KvStore {
+    /// A layer's `qkv` rows made ready for attention: per-head q/k norms, rotary embedding
+    /// (angles from a table), q written out, keys and values appended to the cache.
+    AttnInput {
         /// Storage type of the cache.
         kv: ActType,
+        /// Whether q and k are RMS-normed per head first (qwen3).
+        norm: bool,
     },
     /// Causal flash attention of a batch of queries over the cache.
     AttnPrefill {
@@ -189,11 +187,10 @@ impl KernelKey {
         for op in EltOp::ALL {
             keys.push(KernelKey::Eltwise(op));
         }
-        for pair in [false, true] {
-            keys.push(KernelKey::Rope { pair });
-        }
         for kv in ActType::ALL {
-            keys.push(KernelKey::KvStore { kv });
+            for norm in [false, true] {
+                keys.push(KernelKey::AttnInput { kv, norm });
+            }
             for head_dim in HEAD_DIMS {
                 keys.push(KernelKey::AttnPrefill { head_dim, kv });
                 for subgroups in [false, true] {
@@ -231,8 +228,7 @@ impl KernelKey {
             KernelKey::Embed { weight } => f(&embed::Embed { weight }),
             KernelKey::RmsNorm(flavour) => f(&flavour),
             KernelKey::Eltwise(op) => f(&op),
-            KernelKey::Rope { pair } => f(&rope::Rope { pair }),
-            KernelKey::KvStore { kv } => f(&attention::KvStore { kv }),
+            KernelKey::AttnInput { kv, norm } => f(&attention::AttnInput { kv, norm }),
             KernelKey::AttnPrefill { head_dim, kv } => f(&attention::Prefill { head_dim, kv }),
             KernelKey::AttnDecode {
                 head_dim,

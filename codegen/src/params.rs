@@ -101,12 +101,13 @@ params! {
         clamp: u32,
         /// `mv_glu`: the clamp limit.
         limit: f32,
+        /// Output values per activation row: `act_row_div * n_rows` for one row per pair, more
+        /// when this weight fills some columns of an output of weights stacked by rows.
+        out_stride: u32,
+        /// The first output column of this weight's rows in each output row.
+        out_col: u32,
         /// Padding.
         _pad0: u32,
-        /// Padding.
-        _pad1: u32,
-        /// Padding.
-        _pad2: u32,
     }
 }
 
@@ -161,9 +162,8 @@ params! {
         group_len: u32,
         /// Added to the mean square.
         eps: f32,
-        /// Groups of the first matrix; the rest are the second's (pair flavour). `n_groups`
-        /// for one matrix.
-        split: u32,
+        /// Padding.
+        _pad0: u32,
     }
 }
 
@@ -182,38 +182,25 @@ params! {
 }
 
 params! {
-    /// `rope.wgsl`: rotary position embedding in place.
-    RotaryParams {
-        /// Rows (tokens).
-        n_rows: u32,
-        /// Heads per row.
+    /// `attn_input.wgsl`: per-head q/k norms, rotary embedding and the KV-cache append of one
+    /// layer's `qkv` rows.
+    AttnInputParams {
+        /// T: rows of `qkv`.
+        n_tokens: u32,
+        /// Position of row 0.
+        pos0: u32,
+        /// Query heads.
         n_heads: u32,
-        /// Values per head.
+        /// Key/value heads.
+        n_kv_heads: u32,
+        /// Values per head (even).
         head_dim: u32,
         /// Rotated pairs per head (`n_dims / 2`).
         n_half: u32,
         /// 1: NeoX pairs `(k, k + n_half)`; 0: pairs `(2k, 2k + 1)`.
         neox: u32,
-        /// Heads per row of the second matrix (pair flavour), 0 for one matrix.
-        n_heads2: u32,
-        /// Padding.
-        _pad1: u32,
-        /// Padding.
-        _pad2: u32,
-    }
-}
-
-params! {
-    /// `kv_store.wgsl`: appends keys and values to a cache.
-    KvParams {
-        /// T.
-        n_tokens: u32,
-        /// Position of the first row.
-        pos0: u32,
-        /// Values per cache row (`n_kv_heads * head_dim`, even).
-        kv_width: u32,
-        /// Padding.
-        _pad0: u32,
+        /// Epsilon of the q/k norms.
+        eps: f32,
     }
 }
 
@@ -294,8 +281,7 @@ pub fn all() -> Vec<Layout> {
         layout::<EmbedParams>(),
         layout::<NormParams>(),
         layout::<EltParams>(),
-        layout::<RotaryParams>(),
-        layout::<KvParams>(),
+        layout::<AttnInputParams>(),
         layout::<AttnParams>(),
         layout::<RouteParams>(),
     ]

@@ -301,10 +301,7 @@ fn profiler_attributes_every_pass_to_a_stage() {
         let l = Some(layer);
         for stage in [
             Stage::AttnNorm,
-            Stage::QProj,
-            Stage::KProj,
-            Stage::VProj,
-            Stage::Rope,
+            Stage::QkvProj,
             Stage::Attention,
             Stage::OutProj,
             Stage::FfnNorm,

@@ -1,4 +1,4 @@
-// mv_id epilogue: plain rows. One pair per group: y[p][row] = W[ids[p]][row] . act[p / div].
+// mv_id epilogue: plain rows. One pair per group: y[y_at(p, row)] = W[ids[p]][row] . act[p / div].
 // Expects: `partial` (mv_id.wgsl), `params` (matmul.wgsl), mv/per_pair.wgsl (mv_groups,
 //   mv_pairs, mv_pair).
 // Defines: binding 4 (y); mv_store.
@@ -7,5 +7,5 @@
 
 // Called by lane 0 of every valid row r (output row `row`) of a group.
 fn mv_store(p: u32, r: u32, row: u32) {
-    y[p * params.n_rows + row] = partial[r * LANES];
+    y[y_at(p, row)] = partial[r * LANES];
 }

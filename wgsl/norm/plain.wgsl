@@ -1,8 +1,8 @@
 // RMS norm input read as is.
-// Defines: x (binding 1, read-only), load_x(m, i) (one matrix: m is always 0).
+// Defines: x (binding 1, read-only), load_x(i).
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 
-fn load_x(m: u32, i: u32) -> f32 {
+fn load_x(i: u32) -> f32 {
     return x[i];
 }

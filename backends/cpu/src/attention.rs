@@ -45,59 +45,55 @@ pub(crate) fn attend(
 
 #[cfg(test)]
 mod tests {
-    use moetile::model::{AttentionParams, Backend};
+    use moetile::model::{AttentionParams, Backend, RopeParams};
 
     use crate::{CpuBackend, Mat};
+
+    /// Rows of q (two heads of 1.0), k (0.5) and v side by side.
+    fn qkv(v: &[[f32; 2]]) -> Mat {
+        Mat {
+            rows: v.len(),
+            cols: 8,
+            data: v
+                .iter()
+                .flat_map(|v| [1., 1., 1., 1., 0.5, 0.5, v[0], v[1]])
+                .collect(),
+        }
+    }
 
     #[test]
     fn causal_gqa_attention_averages_equal_keys_and_masks_the_future() {
         let mut cpu = CpuBackend::new();
         // 2 query heads share 1 kv head of width 2; keys are equal, so weights are uniform.
+        // No dimension rotates (n_dims 0), so RoPE leaves them equal.
         let p = AttentionParams {
             n_heads: 2,
             n_kv_heads: 1,
             head_dim: 2,
             scale: 1.0,
+            rope: RopeParams {
+                n_dims: 0,
+                freq_base: 10000.0,
+                freq_scale: 1.0,
+                neox: false,
+            },
+            norm_eps: 1e-6,
         };
         let mut kv = cpu.kv_cache(1, 4, 1, 2).unwrap();
-        let q = Mat {
-            rows: 2,
-            cols: 4,
-            data: vec![1.; 8],
-        };
-        let k = Mat {
-            rows: 2,
-            cols: 2,
-            data: vec![0.5; 4],
-        };
-        let v = Mat {
-            rows: 2,
-            cols: 2,
-            data: vec![2., 4., 6., 8.],
-        };
-        let out = cpu.attention(&q, &k, &v, &mut kv, 0, 0, &p).unwrap();
+        let out = cpu
+            .attention(&qkv(&[[2., 4.], [6., 8.]]), None, &mut kv, 0, 0, &p)
+            .unwrap();
         // Row 0 sees only position 0; row 1 averages positions 0 and 1; both heads alike.
         assert_eq!(out.row(0), &[2., 4., 2., 4.]);
         assert_eq!(out.row(1), &[4., 6., 4., 6.]);
         // Decoding position 2 sees all three.
-        let q1 = Mat {
-            rows: 1,
-            cols: 4,
-            data: vec![1.; 4],
-        };
-        let v1 = Mat {
-            rows: 1,
-            cols: 2,
-            data: vec![10., 12.],
-        };
-        let k1 = Mat {
-            rows: 1,
-            cols: 2,
-            data: vec![0.5; 2],
-        };
-        let out = cpu.attention(&q1, &k1, &v1, &mut kv, 0, 2, &p).unwrap();
+        let out = cpu
+            .attention(&qkv(&[[10., 12.]]), None, &mut kv, 0, 2, &p)
+            .unwrap();
         assert_eq!(out.row(0), &[6., 8., 6., 8.]);
-        let err = cpu.attention(&q, &k, &v, &mut kv, 0, 3, &p).unwrap_err();
+        let err = cpu
+            .attention(&qkv(&[[0., 0.], [0., 0.]]), None, &mut kv, 0, 3, &p)
+            .unwrap_err();
         assert!(err.to_string().contains("holds 4 tokens"), "{err}");
     }
 }

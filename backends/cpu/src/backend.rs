@@ -1,8 +1,7 @@
 //! [`CpuBackend`]: the trait plumbing (shapes, checks, storage) around the reference ops.
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertWeights, GateUp, MoeParams, RopeParams, RouterParams,
-    WeightData,
+    AttentionParams, Backend, ExpertWeights, GateUp, MoeParams, RouterParams, WeightData,
 };
 use moetile::quant;
 
@@ -247,6 +246,23 @@ impl Backend for CpuBackend {
         Ok(ops::matmul(x, w, 0))
     }
 
+    fn matmul_stacked(&mut self, x: &Mat, ws: &[CpuWeight]) -> moetile::Result<Mat> {
+        let parts = ws
+            .iter()
+            .map(|w| self.matmul(x, w))
+            .collect::<moetile::Result<Vec<_>>>()?;
+        let cols = parts.iter().map(|m| m.cols).sum();
+        let mut out = Mat::zeros(x.rows, cols);
+        for t in 0..x.rows {
+            let mut at = 0;
+            for m in &parts {
+                out.row_mut(t)[at..at + m.cols].copy_from_slice(m.row(t));
+                at += m.cols;
+            }
+        }
+        Ok(out)
+    }
+
     fn add_bias(&mut self, x: &mut Mat, b: &CpuWeight) -> moetile::Result<()> {
         let b = vector("add_bias", b, x.cols)?;
         for row in x.data.chunks_exact_mut(b.len()) {
@@ -255,70 +271,53 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn rope(
-        &mut self,
-        x: &mut Mat,
-        head_dim: usize,
-        pos0: usize,
-        p: &RopeParams,
-    ) -> moetile::Result<()> {
-        ensure(
-            head_dim > 0
-                && x.cols.is_multiple_of(head_dim)
-                && p.n_dims <= head_dim
-                && p.n_dims.is_multiple_of(2),
-            "rope",
-            || {
-                format!(
-                    "row of {}, head {head_dim}, rotated dims {}",
-                    x.cols, p.n_dims
-                )
-            },
-        )?;
-        ops::rope(x, head_dim, pos0, p);
-        Ok(())
-    }
-
     fn attention(
         &mut self,
-        q: &Mat,
-        k: &Mat,
-        v: &Mat,
+        qkv: &Mat,
+        qk_norm: Option<[&CpuWeight; 2]>,
         kv: &mut CpuKvCache,
         layer: usize,
         pos0: usize,
         p: &AttentionParams,
     ) -> moetile::Result<Mat> {
-        let kv_width = p.n_kv_heads * p.head_dim;
+        let (hd, kv_width) = (p.head_dim, p.n_kv_heads * p.head_dim);
+        let q_width = p.n_heads * hd;
         ensure(
             p.n_kv_heads > 0
                 && p.n_heads.is_multiple_of(p.n_kv_heads)
-                && q.cols == p.n_heads * p.head_dim
-                && k.cols == kv_width
-                && v.cols == kv_width
-                && k.rows == q.rows
-                && v.rows == q.rows
+                && qkv.cols == q_width + 2 * kv_width
+                && p.rope.n_dims <= hd
+                && p.rope.n_dims.is_multiple_of(2)
                 && layer < kv.k.len(),
             "attention",
-            || {
-                format!(
-                    "q {:?}, k {:?}, v {:?}, {p:?}",
-                    (q.rows, q.cols),
-                    (k.rows, k.cols),
-                    (v.rows, v.cols)
-                )
-            },
+            || format!("qkv {:?}, {p:?}", (qkv.rows, qkv.cols)),
         )?;
-        let end = pos0 + q.rows;
+        let end = pos0 + qkv.rows;
         if end > kv.n_ctx {
             return Err(moetile::Error::ContextFull {
                 n_ctx: kv.n_ctx,
                 needed: end,
             });
         }
+        let columns = |from: usize, width: usize| Mat {
+            rows: qkv.rows,
+            cols: width,
+            data: (0..qkv.rows)
+                .flat_map(|t| qkv.row(t)[from..from + width].iter().copied())
+                .collect(),
+        };
+        let (mut q, mut k) = (columns(0, q_width), columns(q_width, kv_width));
+        let v = columns(q_width + kv_width, kv_width);
+        if let Some([wq, wk]) = qk_norm {
+            let (wq, wk) = (vector("q norm", wq, hd)?, vector("k norm", wk, hd)?);
+            q = ops::rms_norm(&q, wq, p.norm_eps);
+            k = ops::rms_norm(&k, wk, p.norm_eps);
+        }
+        ops::rope(&mut q, hd, pos0, &p.rope);
+        ops::rope(&mut k, hd, pos0, &p.rope);
         kv.k[layer][pos0 * kv_width..end * kv_width].copy_from_slice(&k.data);
         kv.v[layer][pos0 * kv_width..end * kv_width].copy_from_slice(&v.data);
-        Ok(attention::attend(q, kv, layer, pos0, p))
+        Ok(attention::attend(&q, kv, layer, pos0, p))
     }
 
     fn add(&mut self, x: &mut Mat, y: &Mat) -> moetile::Result<()> {

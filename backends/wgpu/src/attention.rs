@@ -1,7 +1,8 @@
 //! Grouped-query attention over a KV cache on the device.
 //!
 //! ```text
-//! kv_store:     k, v (T, n_kv_heads * head_dim) -> cache rows pos0 .. pos0 + T   (f16 or f32)
+//! attn_input:   qkv (T, (n_heads + 2 n_kv_heads) * head_dim) -> q/k norms (qwen3) and RoPE,
+//!               q (T, n_heads * head_dim); k, v -> cache rows pos0 .. pos0 + T   (f16 or f32)
 //! attn_prefill: q (T, n_heads * head_dim), cache rows 0 ..= pos0 + t -> (T, n_heads * head_dim)
 //! attn_decode:  the same for a few tokens, split over chunks of positions -> partials
 //! attn_combine: partials -> (T, n_heads * head_dim)
@@ -13,7 +14,7 @@
 //! outputs by about 1e-3 relative. F32 is the exact option for tests and verification.
 
 use moetile::model::AttentionParams;
-use moetile_codegen::params::{AttnParams, KvParams};
+use moetile_codegen::params::{AttnInputParams, AttnParams};
 use moetile_codegen::{ActType, HEAD_DIMS, KernelKey};
 
 use crate::adapter::Profile;
@@ -130,16 +131,18 @@ impl AttentionKernel {
     }
 }
 
-/// The attention inputs of a batch: `q (T, n_heads * head_dim)`, `k` and `v`
-/// `(T, n_kv_heads * head_dim)`.
+/// The attention inputs of a batch: one layer's `qkv (T, (n_heads + 2 n_kv_heads) *
+/// head_dim)`, q, k and v side by side; the rotary angles of positions from 0 past the batch's
+/// (`crate::ops::rope_angles`, `n_dims / 2` per position); the per-head q and k norm weights (one
+/// head each) when the layer has them.
 #[derive(Debug, Clone, Copy)]
-pub struct Qkv<'a> {
-    /// Queries.
-    pub q: &'a GpuMatrix,
-    /// Keys of the batch's positions.
-    pub k: &'a GpuMatrix,
-    /// Values of the batch's positions.
-    pub v: &'a GpuMatrix,
+pub struct AttnInputs<'a> {
+    /// q, k and v of the batch's tokens.
+    pub qkv: &'a GpuMatrix,
+    /// `(cos, sin)` per position and rotated pair.
+    pub angles: &'a wgpu::Buffer,
+    /// q and k norm weights (f32, `head_dim` each).
+    pub qk_norm: Option<[&'a wgpu::Buffer; 2]>,
 }
 
 /// Where a batch's keys and values go: positions `pos0..pos0 + T` of `layer` of `cache`.
@@ -153,49 +156,54 @@ pub struct CacheSlot<'a> {
     pub pos0: usize,
 }
 
-/// Records: store `k`, `v` at `slot`, then attend `q` causally over positions
-/// `0..=pos0 + t` with `kernel` into `out (T, n_heads * head_dim)`.
+/// Records: norm and rotate q and k of `inputs` and store k, v at `slot` (`attn_input`), then
+/// attend q causally over positions `0..=pos0 + t` with `kernel` into `out (T, n_heads *
+/// head_dim)`.
 pub fn attend(
     rec: &mut Recorder<'_>,
-    qkv: Qkv<'_>,
+    inputs: AttnInputs<'_>,
     slot: CacheSlot<'_>,
     p: &AttentionParams,
     kernel: AttentionKernel,
     out: &GpuMatrix,
 ) -> Result<()> {
-    let Qkv { q, k, v } = qkv;
+    let AttnInputs {
+        qkv,
+        angles,
+        qk_norm,
+    } = inputs;
     let CacheSlot { cache, layer, pos0 } = slot;
     let hd = cache.head_dim;
-    let kv_width = cache.kv_width();
-    let n_tokens = q.rows;
+    let n_tokens = qkv.rows;
+    let n_half = p.rope.n_dims / 2;
+    let q_width = p.n_heads * hd;
     let ok = p.head_dim == hd
         && p.n_kv_heads == cache.n_kv_heads
         && p.n_kv_heads > 0
         && p.n_heads > 0
         && p.n_heads.is_multiple_of(p.n_kv_heads)
-        && q.cols == p.n_heads * hd
-        && (k.rows, k.cols) == (n_tokens, kv_width)
-        && (v.rows, v.cols) == (n_tokens, kv_width)
-        && (out.rows, out.cols) == (n_tokens, q.cols)
-        && [q, k, v, out].iter().all(|m| m.ty == ActType::F32)
+        && qkv.cols == q_width + 2 * cache.kv_width()
+        && p.rope.n_dims <= hd
+        && p.rope.n_dims.is_multiple_of(2)
+        && angles.size() >= ((pos0 + n_tokens) * n_half * 8) as u64
+        && qk_norm.is_none_or(|w| w.iter().all(|w| w.size() >= (hd * 4) as u64))
+        && (out.rows, out.cols) == (n_tokens, q_width)
+        && [qkv, out].iter().all(|m| m.ty == ActType::F32)
         && layer < cache.layers.len()
         && n_tokens > 0;
     if !ok {
         return Err(shape(
             "attention",
             format!(
-                "q ({}, {}), k ({}, {}), v ({}, {}), out ({}, {}), layer {layer} of a cache \
-                 of {} layers x {} kv heads x {hd}, {p:?}",
-                q.rows,
-                q.cols,
-                k.rows,
-                k.cols,
-                v.rows,
-                v.cols,
+                "qkv ({}, {}), out ({}, {}), layer {layer} of a cache of {} layers x {} kv \
+                 heads x {hd}, angle table of {} bytes, {p:?}",
+                qkv.rows,
+                qkv.cols,
                 out.rows,
                 out.cols,
                 cache.layers.len(),
-                cache.n_kv_heads
+                cache.n_kv_heads,
+                angles.size()
             ),
         ));
     }
@@ -221,24 +229,45 @@ pub fn attend(
     let group = p.n_heads / p.n_kv_heads;
     let n_rows = n_tokens * group;
     let n_keys = pos0 + n_tokens;
+    // Past u32, the dispatch helper's check against the device limit refuses the grid too.
+    let groups = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
 
-    let store = KernelKey::KvStore { kv: cache.ty };
-    let store_params = rec.params(&KvParams {
+    let q = rec
+        .buffers()
+        .matrix(n_tokens, q_width, ActType::F32, "rotated queries")?;
+    let input = KernelKey::AttnInput {
+        kv: cache.ty,
+        norm: qk_norm.is_some(),
+    };
+    let input_params = rec.params(&AttnInputParams {
         n_tokens: n_tokens as u32,
         pos0: pos0 as u32,
-        kv_width: kv_width as u32,
-        _pad0: 0,
+        n_heads: p.n_heads as u32,
+        n_kv_heads: p.n_kv_heads as u32,
+        head_dim: hd as u32,
+        n_half: n_half as u32,
+        neox: p.rope.neox as u32,
+        eps: p.norm_eps,
     });
+    let mut bindings = vec![
+        ("params", input_params.binding()),
+        ("qkv", qkv.buffer.as_entire_binding()),
+        ("angles", angles.as_entire_binding()),
+        ("q", q.buffer.as_entire_binding()),
+        ("k_cache", k_cache.as_entire_binding()),
+        ("v_cache", v_cache.as_entire_binding()),
+    ];
+    if let Some([wq, wk]) = qk_norm {
+        bindings.extend([
+            ("q_norm", wq.as_entire_binding()),
+            ("k_norm", wk.as_entire_binding()),
+        ]);
+    }
+    let heads = p.n_heads + 2 * p.n_kv_heads;
     rec.dispatch(
-        &store,
-        &[
-            ("params", store_params.binding()),
-            ("k", k.buffer.as_entire_binding()),
-            ("v", v.buffer.as_entire_binding()),
-            ("k_cache", k_cache.as_entire_binding()),
-            ("v_cache", v_cache.as_entire_binding()),
-        ],
-        Grid::Items(n_tokens * kv_width / 2),
+        &input,
+        &bindings,
+        Grid::Groups(groups(heads), groups(n_tokens)),
     )?;
 
     let (key, n_splits) = match kernel {
@@ -261,8 +290,6 @@ pub fn attend(
     };
     let rows = key.attention_rows().expect("attention has a row block") as usize;
     let row_blocks = n_rows.div_ceil(rows);
-    // Past u32, the dispatch helper's check against the device limit refuses the grid too.
-    let groups = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let params = rec.params(&AttnParams {
         n_tokens: n_tokens as u32,
         pos0: pos0 as u32,

@@ -320,6 +320,7 @@ fn fused_mat_vecs(
             act: &batch.act,
             act_row_div: k,
             out: &mid,
+            out_col: 0,
         };
         let name = KernelKey::MvId {
             weight: ty,
@@ -352,6 +353,7 @@ fn fused_mat_vecs(
             act: &mid,
             act_row_div: 1,
             out: &out,
+            out_col: 0,
         };
         let name = KernelKey::MvId {
             weight: ty,
@@ -418,6 +420,7 @@ impl<'a> Batch<'a> {
             act: &self.act,
             act_row_div: self.k,
             out: &self.out,
+            out_col: 0,
         }
     }
 }

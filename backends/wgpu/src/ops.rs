@@ -1,9 +1,9 @@
-//! The dense ops of a forward pass: embedding rows, RMS norm, in-place element-wise ops,
-//! rotary embedding and the router. Each records one kernel with a [`Recorder`] after checking
+//! The dense ops of a forward pass: embedding rows, RMS norm, in-place element-wise ops, the
+//! rotary angle table and the router. Each records one kernel with a [`Recorder`] after checking
 //! shapes; outputs come from the caller, which decides where buffers come from.
 
 use moetile::model::{Gating, RopeParams, RouterParams};
-use moetile_codegen::params::{EltParams, EmbedParams, NormParams, RotaryParams, RouteParams};
+use moetile_codegen::params::{EltParams, EmbedParams, NormParams, RouteParams};
 use moetile_codegen::{ActType, EltOp, KernelKey, NormFlavour, WeightType};
 
 use crate::buffers::GpuMatrix;
@@ -22,7 +22,7 @@ fn f32_matrix(op: &str, what: &str, m: &GpuMatrix) -> Result<()> {
 }
 
 /// The f32 values of a one-row F32 tensor (norm weights, biases).
-fn vector<'a>(op: &str, w: &'a ExpertTensor) -> Result<&'a wgpu::Buffer> {
+pub(crate) fn vector<'a>(op: &str, w: &'a ExpertTensor) -> Result<&'a wgpu::Buffer> {
     match w.chunks.as_slice() {
         [chunk] if w.weight == WeightType::F32 && w.rows == 1 && w.experts == 1 => {
             Ok(&chunk.buffer)
@@ -63,7 +63,7 @@ fn norm_groups<'a>(
 
 /// `(cos, sin)` of `(pos0 + t) * freq_scale * freq_base^(-2k / n_dims)` for rows `t` of a
 /// batch and pairs `k < n_dims / 2`, computed in f64 as the CPU reference does (f32 angles of
-/// large positions would lose digits) and rounded to f32: the table `rope.wgsl` reads.
+/// large positions would lose digits) and rounded to f32: the table `attn_input.wgsl` reads.
 pub fn rope_angles(p: &RopeParams, pos0: usize, n_rows: usize) -> Vec<[f32; 2]> {
     let half = p.n_dims / 2;
     let mut out = Vec::with_capacity(n_rows * half);
@@ -163,7 +163,7 @@ pub fn rms_norm(
         n_groups: n_groups as u32,
         group_len: w.cols as u32,
         eps,
-        split: n_groups as u32,
+        _pad0: 0,
     });
     let mut bindings = vec![
         ("params", params.binding()),
@@ -173,49 +173,6 @@ pub fn rms_norm(
     ];
     bindings.extend(y.map(|y| ("y", y.buffer.as_entire_binding())));
     rec.dispatch(&key, &bindings, Grid::Items(n_groups))
-}
-
-/// Records `outs[m] = rms_norm(xs[m]) * ws[m]` over every group of values of both `xs` in
-/// one dispatch (qwen3's per-head q and k norms); both weights have the same length.
-pub fn rms_norm_pair(
-    rec: &mut Recorder<'_>,
-    xs: [&GpuMatrix; 2],
-    ws: [&ExpertTensor; 2],
-    eps: f32,
-    outs: [&GpuMatrix; 2],
-) -> Result<()> {
-    let key = KernelKey::RmsNorm(NormFlavour::Pair);
-    let op = key.to_string();
-    if ws[0].cols != ws[1].cols {
-        return Err(shape(
-            &op,
-            format!(
-                "{} has {} values, {} has {}; both groups must have the same length",
-                ws[0].name, ws[0].cols, ws[1].name, ws[1].cols
-            ),
-        ));
-    }
-    let (w0, n0) = norm_groups(&op, xs[0], ws[0], outs[0])?;
-    let (w1, n1) = norm_groups(&op, xs[1], ws[1], outs[1])?;
-    let params = rec.params(&NormParams {
-        n_groups: (n0 + n1) as u32,
-        group_len: ws[0].cols as u32,
-        eps,
-        split: n0 as u32,
-    });
-    rec.dispatch(
-        &key,
-        &[
-            ("params", params.binding()),
-            ("x", xs[0].buffer.as_entire_binding()),
-            ("w", w0.as_entire_binding()),
-            ("out", outs[0].buffer.as_entire_binding()),
-            ("x2", xs[1].buffer.as_entire_binding()),
-            ("w2", w1.as_entire_binding()),
-            ("out2", outs[1].buffer.as_entire_binding()),
-        ],
-        Grid::Items(n0 + n1),
-    )
 }
 
 /// Records the in-place `op` on `dst` with operand `src` of `src_len` f32 values: the whole
@@ -260,68 +217,6 @@ pub fn eltwise(
             ("dst", dst.buffer.as_entire_binding()),
         ],
         Grid::Items(n),
-    )
-}
-
-/// Records the rotary embedding of every head (`x.cols / head_dim` per row) of `x` in
-/// place, with `angles` from [`rope_angles`] for this batch (`p.n_dims / 2` per row). A
-/// second matrix `x2` of the same rows (k beside q) is rotated in the same dispatch.
-pub fn rope(
-    rec: &mut Recorder<'_>,
-    x: &GpuMatrix,
-    x2: Option<&GpuMatrix>,
-    head_dim: usize,
-    p: &RopeParams,
-    angles: &wgpu::Buffer,
-) -> Result<()> {
-    let key = KernelKey::Rope { pair: x2.is_some() };
-    let op = key.to_string();
-    f32_matrix(&op, "x", x)?;
-    let (rows2, cols2) = x2.map_or((x.rows, 0), |x2| (x2.rows, x2.cols));
-    if let Some(x2) = x2 {
-        f32_matrix(&op, "x2", x2)?;
-    }
-    let ok = head_dim > 0
-        && x.cols.is_multiple_of(head_dim)
-        && cols2.is_multiple_of(head_dim)
-        && rows2 == x.rows
-        && p.n_dims <= head_dim
-        && p.n_dims.is_multiple_of(2);
-    if !ok || angles.size() < (x.rows * p.n_dims * 4) as u64 {
-        return Err(shape(
-            &op,
-            format!(
-                "({}, {}) and ({rows2}, {cols2}), head {head_dim}, rotated dims {}, angle \
-                 table of {} bytes",
-                x.rows,
-                x.cols,
-                p.n_dims,
-                angles.size()
-            ),
-        ));
-    }
-    let n_half = p.n_dims / 2;
-    let (n_heads, n_heads2) = (x.cols / head_dim, cols2 / head_dim);
-    let params = rec.params(&RotaryParams {
-        n_rows: x.rows as u32,
-        n_heads: n_heads as u32,
-        head_dim: head_dim as u32,
-        n_half: n_half as u32,
-        neox: u32::from(p.neox),
-        n_heads2: n_heads2 as u32,
-        _pad1: 0,
-        _pad2: 0,
-    });
-    let mut bindings = vec![
-        ("params", params.binding()),
-        ("angles", angles.as_entire_binding()),
-        ("x", x.buffer.as_entire_binding()),
-    ];
-    bindings.extend(x2.map(|x2| ("x2", x2.buffer.as_entire_binding())));
-    rec.dispatch(
-        &key,
-        &bindings,
-        Grid::Items(x.rows * (n_heads + n_heads2) * n_half),
     )
 }
 

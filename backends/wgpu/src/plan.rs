@@ -36,8 +36,6 @@ pub(crate) fn model_kernels(
     let mut keys = vec![
         KernelKey::RmsNorm(NormFlavour::Plain),
         KernelKey::RmsNorm(NormFlavour::Residual),
-        KernelKey::Rope { pair: false },
-        KernelKey::Rope { pair: true },
         KernelKey::Eltwise(EltOp::Add),
         KernelKey::Eltwise(EltOp::AddRow),
         KernelKey::Eltwise(EltOp::MulSigmoidRow),
@@ -47,13 +45,13 @@ pub(crate) fn model_kernels(
             interleaved: false,
         },
     ];
-    if config.qk_norm {
-        keys.push(KernelKey::RmsNorm(NormFlavour::Pair));
-    }
     let head_dim = config.head_dim as u32;
     if HEAD_DIMS.contains(&head_dim) {
         keys.extend([
-            KernelKey::KvStore { kv: options.kv },
+            KernelKey::AttnInput {
+                kv: options.kv,
+                norm: config.qk_norm,
+            },
             KernelKey::AttnPrefill {
                 head_dim,
                 kv: options.kv,

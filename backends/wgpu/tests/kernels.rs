@@ -90,6 +90,7 @@ fn run_mm_id(
         act: &x,
         act_row_div: div,
         out: &out,
+        out_col: 0,
     };
     ctx.record("test mm_id", |rec| {
         let map = moe::map(rec, &routing, key.tile, &[groups])?;
@@ -122,6 +123,7 @@ fn run_mv_id(
         act: &x,
         act_row_div: div,
         out: &out,
+        out_col: 0,
     };
     ctx.record("test mv_id", |rec| moe::mv_id(rec, &routing, mm))
         .unwrap();
@@ -347,6 +349,7 @@ fn mv_glu_matches_reference() {
                     act: &xm,
                     act_row_div: k,
                     out: &out,
+                    out_col: 0,
                 };
                 ctx.record("test mv_glu", |rec| {
                     moe::mv_glu(rec, &routing, mm, activation)
@@ -418,6 +421,7 @@ fn mv_sum_matches_reference() {
                     act: &mm_act,
                     act_row_div: 1,
                     out: &out,
+                    out_col: 0,
                 };
                 ctx.record("test mv_sum", |rec| moe::mv_sum(rec, &routing, mm))
                     .unwrap();
@@ -510,6 +514,7 @@ fn a_kernel_can_only_be_dispatched_with_the_grid_of_its_own_key() {
         act: &x,
         act_row_div: 2,
         out: &out,
+        out_col: 0,
     };
     let err = ctx
         .record("mismatch", |rec| {
@@ -571,6 +576,7 @@ fn a_path_the_adapter_lacks_is_refused_by_name() {
                     act: &x,
                     act_row_div: 1,
                     out: &out,
+                    out_col: 0,
                 },
             )
         })

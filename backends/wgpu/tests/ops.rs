@@ -8,12 +8,13 @@
 //! - matmul: 1e-5 * sum_i |w_i x_i| on the register path (f32 accumulation over <= 256
 //!   products, see tests/kernels.rs), 2e-3 on cooperative paths (f16 tiles).
 //! - rms_norm (with or without the fused residual add, itself one f32 rounding as on the CPU),
-//!   element-wise ops, rope, route weights: 1e-6 relative (+1e-6 absolute): a few f32
-//!   roundings of values around 1 (rope angles are f64 on the host, rounded once).
-//! - attention (values in [-1, 1]): 1e-5 absolute with an f32 cache (f32 scores and softmax
-//!   over <= 200 keys; measured <= 1e-6), 2e-3 with the default f16 cache (keys and values
-//!   rounded to 2^-11 relative; through scores of size ~1-3 that moves the softmax weights by
-//!   ~1e-3 relative; measured <= 4.5e-4).
+//!   element-wise ops, route weights: 1e-6 relative (+1e-6 absolute): a few f32 roundings of
+//!   values around 1.
+//! - attention (values in [-1, 1]; q/k norms and RoPE, whose angles are f64 on the host,
+//!   rounded once, add a few f32 roundings of values around 1): 1e-5 absolute with an f32
+//!   cache (f32 scores and softmax over <= 1000 keys; measured <= 1e-6), 2e-3 with the default
+//!   f16 cache (keys and values rounded to 2^-11 relative; through scores of size ~1-3 that
+//!   moves the softmax weights by ~1e-3 relative; measured <= 4.5e-4).
 //! - route ids: exact, including ties (to the lower id).
 
 mod common;
@@ -27,7 +28,7 @@ use moetile::model::{
 };
 use moetile::tile::TileWidth;
 use moetile_cpu::CpuBackend;
-use moetile_wgpu::attention::{self, CacheSlot, Qkv};
+use moetile_wgpu::attention::{self, AttnInputs, CacheSlot};
 use moetile_wgpu::{
     ActType, AttentionKernel, BackendOptions, GgmlWeight, HEAD_DIMS, KvCache, Path, WeightType,
     WgpuBackend, WgpuError,
@@ -263,6 +264,78 @@ fn dense_tensor_over_the_binding_limit_is_sliced_by_rows() {
     }
 }
 
+/// Weights stacked by rows (q, k and v of a layer) fill their own columns of one output: a
+/// sliced weight between two of other types, on the mat-vec and the tiled paths.
+#[test]
+fn matmul_stacked_fills_each_weights_columns() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("matmul_stacked_fills_each_weights_columns");
+    let cols = 256;
+    let (mut gws, mut cws, mut parts) = (Vec::new(), Vec::new(), Vec::new());
+    for (ty, rows, slice_limit) in [
+        (WeightType::Q4_K, 96, None),
+        (WeightType::Q8_0, 98, Some(48)),
+        (WeightType::Q6_K, 32, None),
+    ] {
+        let w = Weights::random(&mut rng, ty, 1, rows, cols);
+        let dims = [cols, rows];
+        let data = WeightData {
+            name: "w",
+            ty: ty.ggml(),
+            dims: &dims,
+            bytes: &w.bytes,
+        };
+        let gw = match slice_limit {
+            Some(limit) => {
+                let row_bytes = cols / ty.block_values() as usize * ty.gpu_block_bytes() as usize;
+                let gw = gpu
+                    .context()
+                    .upload_experts_with_limit(&data, (limit * row_bytes) as u64)
+                    .unwrap();
+                assert!(gw.slices > 1, "{ty} is sliced");
+                gw
+            }
+            None => gpu.upload(data).unwrap(),
+        };
+        gws.push(gw);
+        cws.push(cpu.upload(data).unwrap());
+        parts.push((w.values, rows));
+    }
+    let total: usize = parts.iter().map(|p| p.1).sum();
+    let tol = if gpu.options().path == Path::Reg {
+        1e-5
+    } else {
+        2e-3
+    };
+    // T = 1, 4: mat-vec; 37: tiled.
+    for t in [1, 4, 37] {
+        let x = uniform(&mut rng, t * cols, 1.0);
+        let gx = gpu_act(&mut gpu, t, cols, &x);
+        let got = gpu.matmul_stacked(&gx, &gws).unwrap();
+        assert_eq!(gpu.shape(&got), (t, total));
+        let got = gpu.read(&got).unwrap();
+        let want = cpu.matmul_stacked(&cpu_act(t, cols, &x), &cws).unwrap();
+        let scales: Vec<Vec<f64>> = parts.iter().map(|p| abs_dot(&x, &p.0, cols)).collect();
+        // Element (token, column) of the output lies in one weight's rows.
+        let scale = |i: usize| {
+            let (token, mut col) = (i / total, i % total);
+            for (s, &(_, rows)) in scales.iter().zip(&parts) {
+                if col < rows {
+                    return s[token * rows + col];
+                }
+                col -= rows;
+            }
+            unreachable!("column within the total")
+        };
+        check_close(&format!("stacked matmul T={t}"), &got, &want.data, |i| {
+            tol * scale(i) + 1e-6
+        });
+    }
+}
+
 #[test]
 fn rms_norm_per_row_and_per_head() {
     let Some(mut gpu) = backend(ActType::F32) else {
@@ -288,62 +361,6 @@ fn rms_norm_per_row_and_per_head() {
             rel(&want.data, 1e-6),
         );
     }
-}
-
-/// The q and k per-head norms in one dispatch against the CPU's default (two `rms_norm`s),
-/// with fewer key/value heads than query heads.
-#[test]
-fn rms_norm_qk_matches_two_norms() {
-    let Some(mut gpu) = backend(ActType::F32) else {
-        return;
-    };
-    let mut cpu = CpuBackend::new();
-    let mut rng = rng("rms_norm_qk_matches_two_norms");
-    for (n_heads, n_kv_heads, head_dim) in [(8, 2, 64), (32, 4, 128)] {
-        for t in [1, 37] {
-            let (q_cols, k_cols) = (n_heads * head_dim, n_kv_heads * head_dim);
-            let q = uniform(&mut rng, t * q_cols, 2.0);
-            let k = uniform(&mut rng, t * k_cols, 2.0);
-            let wq = uniform(&mut rng, head_dim, 1.0);
-            let wk = uniform(&mut rng, head_dim, 1.0);
-            let dims = [head_dim];
-            let (gwq, cwq) = upload_both(&mut gpu, &mut cpu, f32_data("q_norm", &dims, &wq));
-            let (gwk, cwk) = upload_both(&mut gpu, &mut cpu, f32_data("k_norm", &dims, &wk));
-            let (gq, gk) = (
-                gpu_act(&mut gpu, t, q_cols, &q),
-                gpu_act(&mut gpu, t, k_cols, &k),
-            );
-            let (oq, ok) = gpu.rms_norm_qk(&gq, &gk, &gwq, &gwk, 1e-6).unwrap();
-            let (cq, ck) = (cpu_act(t, q_cols, &q), cpu_act(t, k_cols, &k));
-            let (wantq, wantk) = cpu.rms_norm_qk(&cq, &ck, &cwq, &cwk, 1e-6).unwrap();
-            let label = format!("rms_norm_qk T {t}, {n_heads}/{n_kv_heads} heads of {head_dim}");
-            let got = gpu.read(&oq).unwrap();
-            check_close(
-                &format!("{label}: q"),
-                &got,
-                &wantq.data,
-                rel(&wantq.data, 1e-6),
-            );
-            let got = gpu.read(&ok).unwrap();
-            check_close(
-                &format!("{label}: k"),
-                &got,
-                &wantk.data,
-                rel(&wantk.data, 1e-6),
-            );
-        }
-    }
-
-    // Weights of different head widths name both tensors.
-    let (w64, w128) = (uniform(&mut rng, 64, 1.0), uniform(&mut rng, 128, 1.0));
-    let gw64 = gpu.upload(f32_data("q_norm", &[64], &w64)).unwrap();
-    let gw128 = gpu.upload(f32_data("k_norm", &[128], &w128)).unwrap();
-    let gq = gpu_act(&mut gpu, 1, 256, &uniform(&mut rng, 256, 1.0));
-    let err = gpu
-        .rms_norm_qk(&gq, &gq, &gw64, &gw128, 1e-6)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("q_norm") && err.contains("k_norm"), "{err}");
 }
 
 /// The fused residual add and norm against the CPU's default composition (`add`, then
@@ -467,101 +484,6 @@ fn elementwise_ops_match_cpu() {
     assert!(err.contains("mul_sigmoid"), "{err}");
 }
 
-#[test]
-fn rope_normal_and_neox_match_cpu() {
-    let Some(mut gpu) = backend(ActType::F32) else {
-        return;
-    };
-    let mut cpu = CpuBackend::new();
-    let mut rng = rng("rope_normal_and_neox_match_cpu");
-    for (head_dim, n_dims) in [(64, 64), (128, 128), (128, 64)] {
-        for neox in [false, true] {
-            for (pos0, freq_base, freq_scale) in [(0, 10000.0, 1.0), (3000, 1e6, 0.25)] {
-                let p = RopeParams {
-                    n_dims,
-                    freq_base,
-                    freq_scale,
-                    neox,
-                };
-                let (t, cols) = (9, 3 * head_dim);
-                let x = uniform(&mut rng, t * cols, 1.0);
-                let mut gx = gpu_act(&mut gpu, t, cols, &x);
-                let mut cx = cpu_act(t, cols, &x);
-                gpu.rope(&mut gx, head_dim, pos0, &p).unwrap();
-                cpu.rope(&mut cx, head_dim, pos0, &p).unwrap();
-                check_close(
-                    &format!("rope hd {head_dim} dims {n_dims} neox {neox} pos0 {pos0}"),
-                    &gpu.read(&gx).unwrap(),
-                    &cx.data,
-                    |_| 1e-6,
-                );
-            }
-        }
-    }
-}
-
-/// q and k rotated in one dispatch against the CPU's default (two `rope`s), with fewer
-/// key/value heads than query heads.
-#[test]
-fn rope_qk_matches_two_ropes() {
-    let Some(mut gpu) = backend(ActType::F32) else {
-        return;
-    };
-    let mut cpu = CpuBackend::new();
-    let mut rng = rng("rope_qk_matches_two_ropes");
-    for (n_heads, n_kv_heads, head_dim) in [(8, 2, 64), (32, 4, 128)] {
-        for t in [1, 37] {
-            for neox in [false, true] {
-                let p = RopeParams {
-                    n_dims: head_dim,
-                    freq_base: 1e6,
-                    freq_scale: 1.0,
-                    neox,
-                };
-                let pos0 = 1000;
-                let (q_cols, k_cols) = (n_heads * head_dim, n_kv_heads * head_dim);
-                let q = uniform(&mut rng, t * q_cols, 1.0);
-                let k = uniform(&mut rng, t * k_cols, 1.0);
-                let mut gq = gpu_act(&mut gpu, t, q_cols, &q);
-                let mut gk = gpu_act(&mut gpu, t, k_cols, &k);
-                let (mut cq, mut ck) = (cpu_act(t, q_cols, &q), cpu_act(t, k_cols, &k));
-                gpu.rope_qk(&mut gq, &mut gk, head_dim, pos0, &p).unwrap();
-                cpu.rope_qk(&mut cq, &mut ck, head_dim, pos0, &p).unwrap();
-                let label = format!(
-                    "rope_qk T {t}, {n_heads}/{n_kv_heads} heads of {head_dim}, neox {neox}"
-                );
-                check_close(
-                    &format!("{label}: q"),
-                    &gpu.read(&gq).unwrap(),
-                    &cq.data,
-                    |_| 1e-6,
-                );
-                check_close(
-                    &format!("{label}: k"),
-                    &gpu.read(&gk).unwrap(),
-                    &ck.data,
-                    |_| 1e-6,
-                );
-            }
-        }
-    }
-
-    // k with other rows than q is refused.
-    let p = RopeParams {
-        n_dims: 64,
-        freq_base: 1e4,
-        freq_scale: 1.0,
-        neox: true,
-    };
-    let mut gq = gpu_act(&mut gpu, 2, 128, &uniform(&mut rng, 256, 1.0));
-    let mut gk = gpu_act(&mut gpu, 1, 64, &uniform(&mut rng, 64, 1.0));
-    let err = gpu
-        .rope_qk(&mut gq, &mut gk, 64, 0, &p)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("rope_pair"), "{err}");
-}
-
 /// One attention check: cache type, heads, the chunks `T` run one after the other (each at the
 /// position the previous ones reached), and how inputs are drawn.
 #[derive(Debug, Clone, Copy)]
@@ -575,8 +497,31 @@ struct AttnCase<'a> {
     /// scores than the first (the online softmax's rescaling).
     key_growth: f32,
     /// Inputs rounded to f16 (exact in an f16 cache) and a power-of-two scale, so an f16
-    /// cache rounds nothing and both cache types are held to the f32 bound.
+    /// cache rounds nothing and both cache types are held to the f32 bound (with `rope`
+    /// rotating no dimension and no norms, which would round again).
     f16_exact: bool,
+    /// The rotary embedding of q and k.
+    rope: RopeParams,
+    /// Per-head q/k norms (random weights) before RoPE.
+    norm: bool,
+}
+
+/// No dimension rotates.
+const NO_ROPE: RopeParams = RopeParams {
+    n_dims: 0,
+    freq_base: 10000.0,
+    freq_scale: 1.0,
+    neox: false,
+};
+
+/// Qwen3's rotary embedding (NeoX pairs over the whole head).
+fn neox_rope(head_dim: usize) -> RopeParams {
+    RopeParams {
+        n_dims: head_dim,
+        freq_base: 1e6,
+        freq_scale: 1.0,
+        neox: true,
+    }
 }
 
 /// Runs the chunks of `case` on both backends, checking each chunk's output.
@@ -596,7 +541,17 @@ fn check_attention(rng: &mut StdRng, case: AttnCase<'_>) {
         n_kv_heads,
         head_dim: hd,
         scale,
+        rope: case.rope,
+        norm_eps: 1e-6,
     };
+    let norms = case.norm.then(|| {
+        let (wq, wk) = (uniform(rng, hd, 1.0), uniform(rng, hd, 1.0));
+        let dims = [hd];
+        (
+            upload_both(&mut gpu, &mut cpu, f32_data("q_norm", &dims, &wq)),
+            upload_both(&mut gpu, &mut cpu, f32_data("k_norm", &dims, &wk)),
+        )
+    });
     let mut gkv = gpu.kv_cache(2, n_ctx, n_kv_heads, hd).unwrap();
     let mut ckv = cpu.kv_cache(2, n_ctx, n_kv_heads, hd).unwrap();
     let (qw, kw) = (n_heads * hd, n_kv_heads * hd);
@@ -625,28 +580,28 @@ fn check_attention(rng: &mut StdRng, case: AttnCase<'_>) {
         }
         let k = round(k);
         let v = round(uniform(rng, t * kw, 1.0));
-        let (gq, gk, gv) = (
-            gpu_act(&mut gpu, t, qw, &q),
-            gpu_act(&mut gpu, t, kw, &k),
-            gpu_act(&mut gpu, t, kw, &v),
-        );
-        let got = gpu.attention(&gq, &gk, &gv, &mut gkv, 1, pos0, &p).unwrap();
+        let qkv: Vec<f32> = (0..t)
+            .flat_map(|i| {
+                let (q, k, v) = (&q[i * qw..][..qw], &k[i * kw..][..kw], &v[i * kw..][..kw]);
+                q.iter().chain(k).chain(v).copied()
+            })
+            .collect();
+        let width = qw + 2 * kw;
+        let gqkv = gpu_act(&mut gpu, t, width, &qkv);
+        let gnorm = norms.as_ref().map(|((gq, _), (gk, _))| [gq, gk]);
+        let got = gpu.attention(&gqkv, gnorm, &mut gkv, 1, pos0, &p).unwrap();
         let got = gpu.read(&got).unwrap();
+        let cnorm = norms.as_ref().map(|((_, cq), (_, ck))| [cq, ck]);
         let want = cpu
-            .attention(
-                &cpu_act(t, qw, &q),
-                &cpu_act(t, kw, &k),
-                &cpu_act(t, kw, &v),
-                &mut ckv,
-                1,
-                pos0,
-                &p,
-            )
+            .attention(&cpu_act(t, width, &qkv), cnorm, &mut ckv, 1, pos0, &p)
             .unwrap();
         let label = format!(
-            "attention {:?} hd {hd} heads {n_heads}/{n_kv_heads} T={t} pos0={pos0} ({:?})",
+            "attention {:?} hd {hd} heads {n_heads}/{n_kv_heads} T={t} pos0={pos0} ({:?}), \
+             {:?}, norms {}",
             case.kv,
-            AttentionKernel::for_batch(ctx.profile(), t)
+            AttentionKernel::for_batch(ctx.profile(), t),
+            case.rope,
+            case.norm
         );
         check_close(&label, &got, &want.data, |_| tol);
         pos0 += t;
@@ -676,6 +631,8 @@ fn attention_matches_cpu_at_every_head_width() {
                     chunks: &[37, 21, 1, 4, 2],
                     key_growth: 0.0,
                     f16_exact: false,
+                    rope: neox_rope(head_dim),
+                    norm: i % 2 == 0,
                 },
             );
         }
@@ -703,6 +660,8 @@ fn attention_spans_many_key_tiles() {
                     chunks: &[700, 333, 1, 2, 3, 4],
                     key_growth: 0.0,
                     f16_exact: false,
+                    rope: neox_rope(head_dim),
+                    norm: true,
                 },
             );
         }
@@ -729,8 +688,47 @@ fn attention_rescales_when_later_keys_score_higher() {
                 chunks: &[300, 1, 3],
                 key_growth: 1.0 / 32.0,
                 f16_exact: true,
+                rope: NO_ROPE,
+                norm: false,
             },
         );
+    }
+}
+
+/// RoPE in both layouts, over part of a head and with scaled positions, with and without the
+/// q/k norms, through prefill and decode.
+#[test]
+fn attention_rotates_and_norms_q_and_k_like_cpu() {
+    if shared_ctx().is_none() {
+        return;
+    }
+    let mut rng = rng("attention_rotates_and_norms_q_and_k_like_cpu");
+    for (head_dim, n_dims) in [(64, 64), (128, 64)] {
+        for neox in [false, true] {
+            for (freq_base, freq_scale) in [(10000.0, 1.0), (1e6, 0.25)] {
+                for norm in [false, true] {
+                    check_attention(
+                        &mut rng,
+                        AttnCase {
+                            kv: ActType::F32,
+                            head_dim,
+                            n_heads: 4,
+                            n_kv_heads: 2,
+                            chunks: &[9, 1, 3],
+                            key_growth: 0.0,
+                            f16_exact: false,
+                            rope: RopeParams {
+                                n_dims,
+                                freq_base,
+                                freq_scale,
+                                neox,
+                            },
+                            norm,
+                        },
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -741,27 +739,46 @@ fn attention_kernels_agree_on_small_batches() {
     };
     let mut rng = rng("attention_kernels_agree_on_small_batches");
     let (hd, n_heads, n_kv) = (64, 4, 2);
+    let rope = RopeParams {
+        n_dims: hd,
+        freq_base: 10000.0,
+        freq_scale: 1.0,
+        neox: false,
+    };
     let p = AttentionParams {
         n_heads,
         n_kv_heads: n_kv,
         head_dim: hd,
         scale: 0.125,
+        rope,
+        norm_eps: 1e-6,
     };
     let cache = KvCache::new(ctx, 1, 80, n_kv, hd, ActType::F32).unwrap();
     let mut outs = Vec::new();
     // The same 3-token batch at position 70 with every kernel (the cache holds 0..73 after
     // the first call; later calls rewrite the same rows).
-    let prefix_q = uniform(&mut rng, 70 * n_heads * hd, 1.0);
-    let prefix_kv = uniform(&mut rng, 70 * n_kv * hd, 1.0);
-    let q = uniform(&mut rng, 3 * n_heads * hd, 1.0);
-    let kv = uniform(&mut rng, 3 * n_kv * hd, 1.0);
+    let width = (n_heads + 2 * n_kv) * hd;
     let m = |rows, cols, d: &[f32]| {
         ctx.buffers()
             .matrix_from_host(rows, cols, ActType::F32, d)
             .unwrap()
     };
-    let (pq, pkv) = (m(70, n_heads * hd, &prefix_q), m(70, n_kv * hd, &prefix_kv));
-    let (bq, bkv) = (m(3, n_heads * hd, &q), m(3, n_kv * hd, &kv));
+    // Positions from 0 to past the batch.
+    let angles = |rows| {
+        let a: Vec<f32> = moetile_wgpu::rope_angles(&rope, 0, rows)
+            .into_iter()
+            .flatten()
+            .collect();
+        m(rows, hd, &a)
+    };
+    let (prefix_qkv, prefix_angles) = (
+        m(70, width, &uniform(&mut rng, 70 * width, 1.0)),
+        angles(70),
+    );
+    let (batch_qkv, batch_angles) = (
+        m(3, width, &uniform(&mut rng, 3 * width, 1.0)),
+        angles(73),
+    );
     let prefix_out = ctx
         .buffers()
         .matrix_filled(70, n_heads * hd, ActType::F32, f32::NAN)
@@ -771,10 +788,10 @@ fn attention_kernels_agree_on_small_batches() {
         layer: 0,
         pos0,
     };
-    let prefix = Qkv {
-        q: &pq,
-        k: &pkv,
-        v: &pkv,
+    let prefix = AttnInputs {
+        qkv: &prefix_qkv,
+        angles: prefix_angles.buffer(),
+        qk_norm: None,
     };
     ctx.record("prefix", |rec| {
         let kernel = AttentionKernel::Prefill;
@@ -793,10 +810,10 @@ fn attention_kernels_agree_on_small_batches() {
             .buffers()
             .matrix_filled(3, n_heads * hd, ActType::F32, f32::NAN)
             .unwrap();
-        let batch = Qkv {
-            q: &bq,
-            k: &bkv,
-            v: &bkv,
+        let batch = AttnInputs {
+            qkv: &batch_qkv,
+            angles: batch_angles.buffer(),
+            qk_norm: None,
         };
         ctx.record("batch", |rec| {
             attention::attend(rec, batch, at(70), &p, kernel, &out)

@@ -1,12 +1,12 @@
-//! The KV cache and the kernels that read it: `kv_store` appends a batch's keys and values,
-//! `attn_prefill` is causal flash attention of a batch of queries, `attn_decode` and
+//! The KV cache and the kernels around it: `attn_input` norms and rotates a batch's q and k
+//! and appends its keys and values, `attn_prefill` is causal flash attention of a batch of queries, `attn_decode` and
 //! `attn_combine` split the keys of a few queries over workgroups and merge the partials.
 
 use std::fmt;
 
-use super::{Family, WG_SIZE, b};
+use super::{Family, b};
 use crate::key::{ActType, Binding, BindingKind::*};
-use crate::params::{AttnParams, KvParams, Layout, layout};
+use crate::params::{AttnInputParams, AttnParams, Layout, layout};
 
 /// Head widths the attention kernels are generated for: multiples of 16 up to 128, of 32 up to
 /// 256 (the 16 threads of a prefill row group own whole dims).
@@ -71,40 +71,55 @@ fn cache_reader_bindings() -> Vec<Binding> {
     ]
 }
 
-/// `kv_store`: two values per thread, packed as the cache stores them.
-pub(crate) struct KvStore {
+/// Threads of an `attn_input` workgroup (one head of one token; a pair of values each).
+const INPUT_WG_SIZE: u32 = 64;
+
+/// `attn_input`: per cache type, with or without the per-head q/k RMS norms (qwen3).
+pub(crate) struct AttnInput {
     pub(crate) kv: ActType,
+    pub(crate) norm: bool,
 }
 
-impl Family for KvStore {
+impl Family for AttnInput {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "kv_store_{}", self.kv.name())
+        let norm = if self.norm { "_norm" } else { "" };
+        write!(f, "attn_input{norm}_{}", self.kv.name())
     }
 
     fn template(&self) -> &'static str {
-        "kv_store.wgsl"
+        "attn_input.wgsl"
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        vec![kv_fragment(self.kv)]
+        let norm = if self.norm {
+            "attn_input/norm.wgsl"
+        } else {
+            "attn_input/plain.wgsl"
+        };
+        vec![kv_fragment(self.kv), norm]
     }
 
     fn params(&self) -> Layout {
-        layout::<KvParams>()
+        layout::<AttnInputParams>()
     }
 
     fn bindings(&self) -> Vec<Binding> {
-        vec![
+        let mut list = vec![
             b(0, "params", Uniform),
-            b(1, "k", ReadOnly),
-            b(2, "v", ReadOnly),
-            b(3, "k_cache", ReadWrite),
-            b(4, "v_cache", ReadWrite),
-        ]
+            b(1, "qkv", ReadOnly),
+            b(2, "angles", ReadOnly),
+            b(3, "q", ReadWrite),
+            b(4, "k_cache", ReadWrite),
+            b(5, "v_cache", ReadWrite),
+        ];
+        if self.norm {
+            list.extend([b(6, "q_norm", ReadOnly), b(8, "k_norm", ReadOnly)]);
+        }
+        list
     }
 
-    fn items_per_workgroup(&self) -> Option<u32> {
-        Some(WG_SIZE)
+    fn workgroup_size(&self) -> u32 {
+        INPUT_WG_SIZE
     }
 }
 

@@ -9,7 +9,6 @@ pub(crate) mod embed;
 pub(crate) mod matmul;
 pub(crate) mod moe;
 pub(crate) mod norm;
-pub(crate) mod rope;
 pub(crate) mod route;
 
 use std::fmt;

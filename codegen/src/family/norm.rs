@@ -1,5 +1,5 @@
-//! `rms_norm`: RMS norm of every group of values (a row or a head) times a weight vector, plain,
-//! with the residual add fused in, or over a pair of matrices (q and k) at once.
+//! `rms_norm`: RMS norm of every group of values (a row or a head) times a weight vector, plain
+//! or with the residual add fused in.
 
 use std::fmt;
 
@@ -21,15 +21,11 @@ pub enum NormFlavour {
     /// A residual `y` is first added into `x` in place (`x += y`), fusing the residual add
     /// into the norm after it.
     Residual,
-    /// Two matrices of the same group length, each with its own weights and output, in one
-    /// dispatch (qwen3's per-head q and k norms).
-    Pair,
 }
 
 impl NormFlavour {
     /// Every flavour.
-    pub const ALL: [NormFlavour; 3] =
-        [NormFlavour::Plain, NormFlavour::Residual, NormFlavour::Pair];
+    pub const ALL: [NormFlavour; 2] = [NormFlavour::Plain, NormFlavour::Residual];
 }
 
 impl Family for NormFlavour {
@@ -37,7 +33,6 @@ impl Family for NormFlavour {
         f.write_str(match self {
             NormFlavour::Plain => "rms_norm",
             NormFlavour::Residual => "rms_norm_residual",
-            NormFlavour::Pair => "rms_norm_pair",
         })
     }
 
@@ -49,7 +44,6 @@ impl Family for NormFlavour {
         match self {
             NormFlavour::Plain => vec!["norm/plain.wgsl", "norm/out.wgsl"],
             NormFlavour::Residual => vec!["norm/residual.wgsl", "norm/out.wgsl"],
-            NormFlavour::Pair => vec!["norm/pair.wgsl"],
         }
     }
 
@@ -60,7 +54,7 @@ impl Family for NormFlavour {
     fn bindings(&self) -> Vec<Binding> {
         let x_kind = match self {
             NormFlavour::Residual => ReadWrite,
-            NormFlavour::Plain | NormFlavour::Pair => ReadOnly,
+            NormFlavour::Plain => ReadOnly,
         };
         let mut list = vec![
             b(0, "params", Uniform),
@@ -68,14 +62,8 @@ impl Family for NormFlavour {
             b(2, "w", ReadOnly),
             b(3, "out", ReadWrite),
         ];
-        match self {
-            NormFlavour::Plain => {}
-            NormFlavour::Residual => list.push(b(4, "y", ReadOnly)),
-            NormFlavour::Pair => list.extend([
-                b(4, "x2", ReadOnly),
-                b(5, "w2", ReadOnly),
-                b(6, "out2", ReadWrite),
-            ]),
+        if *self == NormFlavour::Residual {
+            list.push(b(4, "y", ReadOnly));
         }
         list
     }

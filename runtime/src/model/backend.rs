@@ -36,7 +36,7 @@ pub struct RopeParams {
     pub neox: bool,
 }
 
-/// Grouped-query attention shape.
+/// Grouped-query attention of one layer: its shape and how q and k are prepared.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttentionParams {
     /// Query heads.
@@ -47,6 +47,10 @@ pub struct AttentionParams {
     pub head_dim: usize,
     /// Logit scale, usually `1 / sqrt(head_dim)`.
     pub scale: f32,
+    /// The rotary embedding of q and k.
+    pub rope: RopeParams,
+    /// Epsilon of the per-head q and k RMS norms (when the layer has them).
+    pub norm_eps: f32,
 }
 
 /// How router logits become expert probabilities.
@@ -135,17 +139,10 @@ pub enum Stage {
     Embed,
     /// The previous layer's FFN residual add and the RMS norm before attention.
     AttnNorm,
-    /// Query projection (and its bias).
-    QProj,
-    /// Key projection (and its bias).
-    KProj,
-    /// Value projection (and its bias).
-    VProj,
-    /// Per-head q/k RMS norms (qwen3).
-    QkNorm,
-    /// Rotary embedding of q and k.
-    Rope,
-    /// KV-cache append and attention.
+    /// The q, k and v projections (and their biases).
+    QkvProj,
+    /// Per-head q/k RMS norms (qwen3), rotary embedding of q and k, KV-cache append and
+    /// attention.
     Attention,
     /// Attention output projection.
     OutProj,
@@ -165,14 +162,10 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in forward order.
-    pub const ALL: [Stage; 15] = [
+    pub const ALL: [Stage; 11] = [
         Stage::Embed,
         Stage::AttnNorm,
-        Stage::QProj,
-        Stage::KProj,
-        Stage::VProj,
-        Stage::QkNorm,
-        Stage::Rope,
+        Stage::QkvProj,
         Stage::Attention,
         Stage::OutProj,
         Stage::FfnNorm,
@@ -183,16 +176,12 @@ impl Stage {
         Stage::OutputHead,
     ];
 
-    /// A short snake_case name (`"q_proj"`).
+    /// A short snake_case name (`"qkv_proj"`).
     pub fn name(self) -> &'static str {
         match self {
             Stage::Embed => "embed",
             Stage::AttnNorm => "attn_norm",
-            Stage::QProj => "q_proj",
-            Stage::KProj => "k_proj",
-            Stage::VProj => "v_proj",
-            Stage::QkNorm => "qk_norm",
-            Stage::Rope => "rope",
+            Stage::QkvProj => "qkv_proj",
             Stage::Attention => "attention",
             Stage::OutProj => "out_proj",
             Stage::FfnNorm => "ffn_norm",
@@ -295,53 +284,23 @@ pub trait Backend {
         self.add(x, y)?;
         self.rms_norm(x, w, eps)
     }
-    /// [`Backend::rms_norm`] of `q` by `wq` and of `k` by `wk` (qwen3's per-head norms; both
-    /// weights one head long). A backend may run both in one dispatch; the default is the two
-    /// norms.
-    fn rms_norm_qk(
-        &mut self,
-        q: &Self::Act,
-        k: &Self::Act,
-        wq: &Self::Weight,
-        wk: &Self::Weight,
-        eps: f32,
-    ) -> Result<(Self::Act, Self::Act)> {
-        Ok((self.rms_norm(q, wq, eps)?, self.rms_norm(k, wk, eps)?))
-    }
     /// `x (T, cols) @ w[cols, rows]^T -> (T, rows)`.
     fn matmul(&mut self, x: &Self::Act, w: &Self::Weight) -> Result<Self::Act>;
+    /// `x (T, cols) @ [w_0; w_1; ...]^T`: the outputs of weights stacked by rows, side by side
+    /// in one `(T, rows_0 + rows_1 + ...)` activation (q, k and v of a layer).
+    fn matmul_stacked(&mut self, x: &Self::Act, ws: &[Self::Weight]) -> Result<Self::Act>;
     /// `x[t, :] += b` for every row; `b` is f32 `[cols]`.
     fn add_bias(&mut self, x: &mut Self::Act, b: &Self::Weight) -> Result<()>;
-    /// Rotates every head (`cols / head_dim` heads per row) of row `t` as position `pos0 + t`.
-    fn rope(
-        &mut self,
-        x: &mut Self::Act,
-        head_dim: usize,
-        pos0: usize,
-        p: &RopeParams,
-    ) -> Result<()>;
-    /// [`Backend::rope`] of `q` and of `k` (the same rows, their own head counts). A backend
-    /// may run both in one dispatch; the default is the two rotations.
-    fn rope_qk(
-        &mut self,
-        q: &mut Self::Act,
-        k: &mut Self::Act,
-        head_dim: usize,
-        pos0: usize,
-        p: &RopeParams,
-    ) -> Result<()> {
-        self.rope(q, head_dim, pos0, p)?;
-        self.rope(k, head_dim, pos0, p)
-    }
-    /// Stores `k`, `v` (T, n_kv_heads * head_dim) at positions `pos0..pos0+T` of `layer`, then
-    /// attends `q` (T, n_heads * head_dim) causally over positions `0..=pos0+t`: `(T, n_heads *
-    /// head_dim)`.
+    /// One layer's attention from its projections: row t of `qkv` holds q (`n_heads` heads),
+    /// k and v (`n_kv_heads` heads each) side by side. Each head of q and k is RMS-normed by
+    /// `qk_norm` (when given: the q and k weights, one head long) and rotated by `p.rope` as
+    /// position `pos0 + t`; k and v are stored at positions `pos0..pos0+T` of `layer`; then q
+    /// attends causally over positions `0..=pos0+t`: `(T, n_heads * head_dim)`.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &mut self,
-        q: &Self::Act,
-        k: &Self::Act,
-        v: &Self::Act,
+        qkv: &Self::Act,
+        qk_norm: Option<[&Self::Weight; 2]>,
         kv: &mut Self::KvCache,
         layer: usize,
         pos0: usize,

@@ -73,6 +73,8 @@ impl<B: Backend> Model<B> {
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
+            rope: c.rope,
+            norm_eps: c.rms_eps,
         };
         b.stage(Stage::Embed, None);
         let mut x = b.embed(&w.embed, tokens)?;
@@ -84,21 +86,14 @@ impl<B: Backend> Model<B> {
             let a = &layer.attn;
             b.stage(Stage::AttnNorm, l);
             let h = add_norm(b, &mut x, residual.take(), &a.norm, c.rms_eps)?;
-            let bias = a.qkv_bias.as_ref();
-            b.stage(Stage::QProj, l);
-            let mut q = projection(b, &h, &a.q, bias.map(|[bq, _, _]| bq))?;
-            b.stage(Stage::KProj, l);
-            let mut k = projection(b, &h, &a.k, bias.map(|[_, bk, _]| bk))?;
-            b.stage(Stage::VProj, l);
-            let v = projection(b, &h, &a.v, bias.map(|[_, _, bv]| bv))?;
-            if let Some([qn, kn]) = &a.qk_norm {
-                b.stage(Stage::QkNorm, l);
-                (q, k) = b.rms_norm_qk(&q, &k, qn, kn, c.rms_eps)?;
+            b.stage(Stage::QkvProj, l);
+            let mut qkv = b.matmul_stacked(&h, &a.qkv)?;
+            if let Some(bias) = &a.qkv_bias {
+                b.add_bias(&mut qkv, bias)?;
             }
-            b.stage(Stage::Rope, l);
-            b.rope_qk(&mut q, &mut k, c.head_dim, pos0, &c.rope)?;
             b.stage(Stage::Attention, l);
-            let att = b.attention(&q, &k, &v, kv, il, pos0, &attn_params)?;
+            let qk_norm = a.qk_norm.as_ref().map(|[qn, kn]| [qn, kn]);
+            let att = b.attention(&qkv, qk_norm, kv, il, pos0, &attn_params)?;
             b.stage(Stage::OutProj, l);
             let o = b.matmul(&att, &a.out)?;
 
@@ -173,20 +168,6 @@ fn add_norm<B: Backend>(
         Some(y) => b.add_rms_norm(x, &y, w, eps),
         None => b.rms_norm(x, w, eps),
     }
-}
-
-/// `h @ w^T (+ bias)`.
-fn projection<B: Backend>(
-    b: &mut B,
-    h: &B::Act,
-    w: &B::Weight,
-    bias: Option<&B::Weight>,
-) -> Result<B::Act> {
-    let mut y = b.matmul(h, w)?;
-    if let Some(bias) = bias {
-        b.add_bias(&mut y, bias)?;
-    }
-    Ok(y)
 }
 
 fn dense_ffn<B: Backend>(b: &mut B, h: &B::Act, ffn: &DenseFfn<B::Weight>) -> Result<B::Act> {

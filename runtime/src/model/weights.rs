@@ -4,6 +4,7 @@
 
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::{Backend, GateUp, ModelConfig, WeightData};
+use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 /// Attention weights of one block.
@@ -11,16 +12,15 @@ use crate::{Error, Result};
 pub struct AttentionWeights<W> {
     /// `attn_norm`: RMS norm before attention.
     pub norm: W,
-    /// `attn_q` `[D, n_heads * head_dim]`.
-    pub q: W,
-    /// `attn_k` `[D, n_kv_heads * head_dim]`.
-    pub k: W,
-    /// `attn_v` `[D, n_kv_heads * head_dim]`.
-    pub v: W,
+    /// `attn_q`, `attn_k` and `attn_v` (`[D, n_heads * head_dim]`, `[D, n_kv_heads *
+    /// head_dim]` twice) stacked by rows: one to three tensors whose rows, in order, are q's,
+    /// k's and v's rows. Neighbours of one type and width are one tensor, so one matmul
+    /// ([`crate::model::Backend::matmul_stacked`]) computes them.
+    pub qkv: Vec<W>,
     /// `attn_output` `[n_heads * head_dim, D]`.
     pub out: W,
-    /// q/k/v biases (qwen2 family).
-    pub qkv_bias: Option<[W; 3]>,
+    /// q, k and v biases, concatenated (qwen2 family).
+    pub qkv_bias: Option<W>,
     /// Per-head q and k norms (qwen3 family).
     pub qk_norm: Option<[W; 2]>,
 }
@@ -149,6 +149,63 @@ impl<'a, B: Backend> Loader<'a, B> {
         Ok(w)
     }
 
+    /// q, k and v of block `p`, neighbours of one type stacked into one tensor (whole rows of
+    /// whole blocks, so the bytes concatenate).
+    fn qkv(
+        &mut self,
+        p: &str,
+        d: usize,
+        q_width: usize,
+        kv_width: usize,
+    ) -> Result<Vec<B::Weight>> {
+        let names = ["attn_q", "attn_k", "attn_v"].map(|n| format!("{p}{n}.weight"));
+        let parts = [
+            self.data(&names[0], &[d, q_width])?,
+            self.data(&names[1], &[d, kv_width])?,
+            self.data(&names[2], &[d, kv_width])?,
+        ];
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < parts.len() {
+            let ty = parts[start].ty;
+            let end = start + parts[start..].iter().take_while(|w| w.ty == ty).count();
+            let group = &parts[start..end];
+            let rows: usize = group.iter().map(|w| w.dims[1]).sum();
+            let bytes: Vec<u8> = group.iter().flat_map(|w| w.bytes.iter().copied()).collect();
+            let name = group.iter().map(|w| w.name).collect::<Vec<_>>().join("+");
+            let w = self.backend.upload(WeightData {
+                name: &name,
+                ty,
+                dims: &[d, rows],
+                bytes: &bytes,
+            })?;
+            self.uploaded(bytes.len());
+            out.push(w);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// The q, k and v biases of block `p` as one f32 vector.
+    fn qkv_bias(&mut self, p: &str, q_width: usize, kv_width: usize) -> Result<B::Weight> {
+        let widths = [q_width, kv_width, kv_width];
+        let mut values = Vec::with_capacity(q_width + 2 * kv_width);
+        for (n, width) in ["attn_q", "attn_k", "attn_v"].iter().zip(widths) {
+            let name = format!("{p}{n}.bias");
+            let data = self.data(&name, &[width])?;
+            let mut v = vec![0f32; width];
+            crate::quant::dequantize(data.ty, data.bytes, &mut v)?;
+            values.extend(v);
+            self.uploaded(data.bytes.len());
+        }
+        self.backend.upload(WeightData {
+            name: &format!("{p}attn_qkv.bias"),
+            ty: GgmlType::F32,
+            dims: &[values.len()],
+            bytes: bytemuck::cast_slice(&values),
+        })
+    }
+
     fn opt(&mut self, name: &str, dims: &[usize]) -> Result<Option<B::Weight>> {
         match self.file.tensor(name) {
             Some(_) => self.get(name, dims).map(Some),
@@ -180,11 +237,7 @@ impl<'a, B: Backend> Loader<'a, B> {
         let (q_width, kv_width) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
         let name = |n: &str| format!("{p}{n}");
         let qkv_bias = match self.file.tensor(&name("attn_q.bias")) {
-            Some(_) => Some([
-                self.get(&name("attn_q.bias"), &[q_width])?,
-                self.get(&name("attn_k.bias"), &[kv_width])?,
-                self.get(&name("attn_v.bias"), &[kv_width])?,
-            ]),
+            Some(_) => Some(self.qkv_bias(&p, q_width, kv_width)?),
             None => None,
         };
         let qk_norm = if cfg.qk_norm {
@@ -197,9 +250,7 @@ impl<'a, B: Backend> Loader<'a, B> {
         };
         let attn = AttentionWeights {
             norm: self.get(&name("attn_norm.weight"), &[d])?,
-            q: self.get(&name("attn_q.weight"), &[d, q_width])?,
-            k: self.get(&name("attn_k.weight"), &[d, kv_width])?,
-            v: self.get(&name("attn_v.weight"), &[d, kv_width])?,
+            qkv: self.qkv(&p, d, q_width, kv_width)?,
             out: self.get(&name("attn_output.weight"), &[q_width, d])?,
             qkv_bias,
             qk_norm,

@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use moetile::model::RopeParams;
+use moetile::model::{Backend, RopeParams};
 use moetile::tile::TileWidth;
+use moetile_codegen::{ActType, MatmulKey, Path, WeightType};
 
-use super::WgpuBackend;
-use crate::moe::{ExpertMap, Routing};
+use super::{WgpuBackend, shape};
+use crate::buffers::GpuMatrix;
+use crate::layout::ExpertTensor;
+use crate::moe::{self, ExpertMap, Matmul, Routing};
 use crate::ops::rope_angles;
 use crate::pool::PooledBuffer;
 
@@ -24,14 +27,18 @@ pub(super) struct DenseCache {
 /// Batch lengths whose dense routing and maps are kept (prefill chunks, decode).
 const DENSE_CACHE_LENGTHS: usize = 8;
 
-/// The angle table of the last rope call (q and k of every layer share it).
+/// The rotary angles of positions `0..n_positions`. q and k of every layer and every step
+/// read this one buffer, grown by doubling, so decode steps bind the same buffer as the step
+/// before (and find their bind groups cached).
 #[derive(Debug)]
 pub(super) struct RopeTable {
-    pos0: usize,
-    n_rows: usize,
+    n_positions: usize,
     params: RopeParams,
     pub(super) angles: PooledBuffer,
 }
+
+/// The fewest positions a rope table is made for.
+const MIN_ROPE_POSITIONS: usize = 1024;
 
 /// The tile width of dense matmuls over `n_tokens`: the widest not above the batch.
 pub(super) fn dense_tile(n_tokens: usize) -> TileWidth {
@@ -43,6 +50,55 @@ pub(super) fn dense_tile(n_tokens: usize) -> TileWidth {
 }
 
 impl WgpuBackend {
+    /// Records `x (T, cols) @ w^T` into columns `out_col..out_col + w.dense_rows()` of `out
+    /// (T, _)`: mat-vec for small batches, else the tiled matmul. A weight in slices (see
+    /// [`ExpertTensor::slices`]) multiplies every token by every slice: pair `t * slices + s`
+    /// fills slice s's columns of row t.
+    pub(super) fn matmul_into(
+        &mut self,
+        x: &GpuMatrix,
+        w: &ExpertTensor,
+        out: &GpuMatrix,
+        out_col: usize,
+    ) -> moetile::Result<()> {
+        if x.cols != w.cols || w.experts != w.slices || x.rows == 0 || out.rows != x.rows {
+            return Err(shape(
+                "matmul",
+                format!(
+                    "x is ({}, {}), {} is {} x {} x {}, the output has {} rows",
+                    x.rows, x.cols, w.name, w.experts, w.rows, w.cols, out.rows
+                ),
+            ));
+        }
+        let (n_tokens, slices) = (x.rows, w.slices);
+        let mm = Matmul {
+            w,
+            act: x,
+            act_row_div: slices,
+            out,
+            out_col,
+        };
+        if n_tokens <= self.mat_vec_max_tokens() {
+            let routing = self.dense_routing(n_tokens, slices)?;
+            self.record("matmul", |rec| moe::mv_id(rec, &routing, mm))
+        } else {
+            let tile = dense_tile(n_tokens);
+            let map = self.dense_map(n_tokens, slices, tile)?;
+            let path = if w.weight == WeightType::F32 {
+                Path::Reg
+            } else {
+                self.options.path
+            };
+            let key = MatmulKey {
+                weight: w.weight,
+                act: ActType::F32,
+                tile,
+                path,
+            };
+            self.record("matmul", |rec| moe::mm_id(rec, key, &map, mm))
+        }
+    }
+
     /// The routing of a dense op over `n_tokens` and a weight in `slices` slices (every
     /// token to every slice, weight 1).
     pub(super) fn dense_routing(
@@ -81,21 +137,17 @@ impl WgpuBackend {
         Ok(map)
     }
 
-    pub(super) fn rope_table(
-        &mut self,
-        pos0: usize,
-        n_rows: usize,
-        p: &RopeParams,
-    ) -> moetile::Result<()> {
+    /// Makes the rope table cover positions `0..end` under `p`.
+    pub(super) fn rope_table(&mut self, end: usize, p: &RopeParams) -> moetile::Result<()> {
         let fresh = self
             .rope
             .as_ref()
-            .is_some_and(|r| r.pos0 == pos0 && r.n_rows == n_rows && r.params == *p);
+            .is_some_and(|r| r.params == *p && r.n_positions >= end);
         if !fresh {
-            let angles = rope_angles(p, pos0, n_rows);
+            let n_positions = end.next_power_of_two().max(MIN_ROPE_POSITIONS);
+            let angles = rope_angles(p, 0, n_positions);
             self.rope = Some(RopeTable {
-                pos0,
-                n_rows,
+                n_positions,
                 params: *p,
                 angles: self
                     .buffers()

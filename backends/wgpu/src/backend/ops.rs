@@ -3,16 +3,15 @@
 
 use moetile::model::{
     AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, ModelConfig, MoeParams,
-    RopeParams, RouterParams, Stage, WeightData,
+    RouterParams, Stage, WeightData,
 };
-use moetile_codegen::{ActType, EltOp, MatmulKey, Path, WeightType};
+use moetile_codegen::{ActType, EltOp};
 
-use super::batch::dense_tile;
 use super::{WgpuBackend, shape};
-use crate::attention::{self, AttentionKernel, CacheSlot, KvCache, Qkv};
+use crate::attention::{self, AttentionKernel, AttnInputs, CacheSlot, KvCache};
 use crate::buffers::GpuMatrix;
 use crate::layout::ExpertTensor;
-use crate::moe::{self, Matmul, MoeBuffers, MoeInputs, MoeOptions, Routing};
+use crate::moe::{self, MoeBuffers, MoeInputs, MoeOptions, Routing};
 use crate::ops;
 use crate::plan::{WeightUse, model_kernels};
 
@@ -184,63 +183,21 @@ impl Backend for WgpuBackend {
         Ok(out)
     }
 
-    /// One dispatch: the norm kernel's groups run over the heads of `q`, then of `k`.
-    fn rms_norm_qk(
-        &mut self,
-        q: &GpuMatrix,
-        k: &GpuMatrix,
-        wq: &ExpertTensor,
-        wk: &ExpertTensor,
-        eps: f32,
-    ) -> moetile::Result<(GpuMatrix, GpuMatrix)> {
-        let out_q = self.output(q.rows, q.cols, "rms_norm")?;
-        let out_k = self.output(k.rows, k.cols, "rms_norm")?;
-        self.record("rms_norm_pair", |rec| {
-            ops::rms_norm_pair(rec, [q, k], [wq, wk], eps, [&out_q, &out_k])
-        })?;
-        Ok((out_q, out_k))
+    fn matmul(&mut self, x: &GpuMatrix, w: &ExpertTensor) -> moetile::Result<GpuMatrix> {
+        let out = self.output(x.rows, w.dense_rows(), "matmul")?;
+        self.matmul_into(x, w, &out, 0)?;
+        Ok(out)
     }
 
-    /// A weight in slices (see [`ExpertTensor::slices`]) multiplies every token by every
-    /// slice: the `(T * slices, rows)` pair rows are the `(T, slices * rows)` output.
-    fn matmul(&mut self, x: &GpuMatrix, w: &ExpertTensor) -> moetile::Result<GpuMatrix> {
-        if x.cols != w.cols || w.experts != w.slices || x.rows == 0 {
-            return Err(shape(
-                "matmul",
-                format!(
-                    "x is ({}, {}), {} is {} x {} x {}",
-                    x.rows, x.cols, w.name, w.experts, w.rows, w.cols
-                ),
-            ));
+    /// One matmul per weight, each writing its columns of the output.
+    fn matmul_stacked(&mut self, x: &GpuMatrix, ws: &[ExpertTensor]) -> moetile::Result<GpuMatrix> {
+        let cols = ws.iter().map(|w| w.dense_rows()).sum();
+        let out = self.output(x.rows, cols, "matmul")?;
+        let mut col = 0;
+        for w in ws {
+            self.matmul_into(x, w, &out, col)?;
+            col += w.dense_rows();
         }
-        let (n_tokens, slices) = (x.rows, w.slices);
-        let mut out = self.output(n_tokens * slices, w.rows, "matmul")?;
-        let mm = Matmul {
-            w,
-            act: x,
-            act_row_div: slices,
-            out: &out,
-        };
-        if n_tokens <= self.mat_vec_max_tokens() {
-            let routing = self.dense_routing(n_tokens, slices)?;
-            self.record("matmul", |rec| moe::mv_id(rec, &routing, mm))?;
-        } else {
-            let tile = dense_tile(n_tokens);
-            let map = self.dense_map(n_tokens, slices, tile)?;
-            let path = if w.weight == WeightType::F32 {
-                Path::Reg
-            } else {
-                self.options.path
-            };
-            let key = MatmulKey {
-                weight: w.weight,
-                act: ActType::F32,
-                tile,
-                path,
-            };
-            self.record("matmul", |rec| moe::mm_id(rec, key, &map, mm))?;
-        }
-        (out.rows, out.cols) = (n_tokens, w.dense_rows());
         Ok(out)
     }
 
@@ -251,60 +208,45 @@ impl Backend for WgpuBackend {
         self.eltwise(EltOp::AddRow, x, &b.chunks[0].buffer, b.cols)
     }
 
-    fn rope(
-        &mut self,
-        x: &mut GpuMatrix,
-        head_dim: usize,
-        pos0: usize,
-        p: &RopeParams,
-    ) -> moetile::Result<()> {
-        self.rope_table(pos0, x.rows, p)?;
-        let angles = (*self.rope.as_ref().expect("built above").angles).clone();
-        self.record("rope", |rec| ops::rope(rec, x, None, head_dim, p, &angles))
-    }
-
-    /// One dispatch: the rope kernel runs on pairs of `q` and of `k`.
-    fn rope_qk(
-        &mut self,
-        q: &mut GpuMatrix,
-        k: &mut GpuMatrix,
-        head_dim: usize,
-        pos0: usize,
-        p: &RopeParams,
-    ) -> moetile::Result<()> {
-        self.rope_table(pos0, q.rows, p)?;
-        let angles = (*self.rope.as_ref().expect("built above").angles).clone();
-        self.record("rope_pair", |rec| {
-            ops::rope(rec, q, Some(k), head_dim, p, &angles)
-        })
-    }
-
     fn attention(
         &mut self,
-        q: &GpuMatrix,
-        k: &GpuMatrix,
-        v: &GpuMatrix,
+        qkv: &GpuMatrix,
+        qk_norm: Option<[&ExpertTensor; 2]>,
         kv: &mut KvCache,
         layer: usize,
         pos0: usize,
         p: &AttentionParams,
     ) -> moetile::Result<GpuMatrix> {
-        let end = pos0 + q.rows;
+        let end = pos0 + qkv.rows;
         if end > kv.n_ctx {
             return Err(moetile::Error::ContextFull {
                 n_ctx: kv.n_ctx,
                 needed: end,
             });
         }
-        let out = self.output(q.rows, q.cols, "attention")?;
-        let kernel = AttentionKernel::for_batch(self.ctx.profile(), q.rows);
+        let qk_norm = match qk_norm {
+            Some([wq, wk]) => Some([
+                ops::vector("q norm", wq)?.clone(),
+                ops::vector("k norm", wk)?.clone(),
+            ]),
+            None => None,
+        };
+        self.rope_table(end, &p.rope)?;
+        let angles = (*self.rope.as_ref().expect("built above").angles).clone();
+        let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
+        let kernel = AttentionKernel::for_batch(self.ctx.profile(), qkv.rows);
         let slot = CacheSlot {
             cache: kv,
             layer,
             pos0,
         };
+        let inputs = AttnInputs {
+            qkv,
+            angles: &angles,
+            qk_norm: qk_norm.as_ref().map(|[q, k]| [q, k]),
+        };
         self.record("attention", |rec| {
-            attention::attend(rec, Qkv { q, k, v }, slot, p, kernel, &out)
+            attention::attend(rec, inputs, slot, p, kernel, &out)
         })?;
         Ok(out)
     }

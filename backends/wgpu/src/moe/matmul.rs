@@ -27,8 +27,12 @@ pub struct Matmul<'a> {
     pub act: &'a GpuMatrix,
     /// Pairs per activation row.
     pub act_row_div: usize,
-    /// `(pairs, w.rows)` f32.
+    /// f32: `(pairs, w.rows)`, or for [`mm_id`] and [`mv_id`] one row per activation row
+    /// holding its pairs' rows side by side from column `out_col` (one weight of several
+    /// stacked by rows, `Backend::matmul_stacked`).
     pub out: &'a GpuMatrix,
+    /// The first column of this weight's rows in an output row (0 but for a stacked weight).
+    pub out_col: usize,
 }
 
 /// Records `mm.out = W[e(p)] @ act[p / act_row_div]` for every pair p of `map` with kernel
@@ -59,8 +63,8 @@ pub fn mm_id(
         ));
     }
     mm.check_inputs(&kkey, map.n_pairs, "map", map.n_experts)?;
-    mm.check_out(&kkey, map.n_pairs, mm.w.rows, ActType::F32)?;
-    let params = mm.chunk_params(rec, map.n_pairs, 1, Epilogue::default());
+    let stride = mm.rows_out_stride(&kkey, map.n_pairs)?;
+    let params = mm.chunk_params(rec, map.n_pairs, 1, stride, Epilogue::default());
     let rest = [
         ("experts", map.experts.as_entire_binding()),
         ("list", map.list.as_entire_binding()),
@@ -124,12 +128,11 @@ fn mat_vec(
     };
     let (n_pairs, k) = (routing.n_pairs(), routing.n_used);
     mm.check_inputs(&key, n_pairs, "routing", routing.n_experts)?;
-    let (rows, cols, ty) = match epilogue {
-        MvEpilogue::Rows => (n_pairs, mm.w.rows, ActType::F32),
-        MvEpilogue::Glu { mid } => (n_pairs, mm.w.rows / 2, mid),
-        MvEpilogue::Sum => (routing.n_tokens, mm.w.rows, ActType::F32),
+    let stride = match epilogue {
+        MvEpilogue::Rows => mm.rows_out_stride(&key, n_pairs)?,
+        MvEpilogue::Glu { mid } => mm.check_out(&key, n_pairs, mm.w.rows / 2, mid)?,
+        MvEpilogue::Sum => mm.check_out(&key, routing.n_tokens, mm.w.rows, ActType::F32)?,
     };
-    mm.check_out(&key, rows, cols, ty)?;
     let op = key.to_string();
     match epilogue {
         MvEpilogue::Glu { .. } if !mm.w.rows.is_multiple_of(4) => {
@@ -158,7 +161,7 @@ fn mat_vec(
     let (x, y) = key
         .mat_vec_grid(mm.w.rows as u32, n_pairs as u32, k as u32)
         .expect("a mat-vec key has a mat-vec grid");
-    let params = mm.chunk_params(rec, n_pairs, k, extra);
+    let params = mm.chunk_params(rec, n_pairs, k, stride, extra);
     let out = mm.out.buffer.as_entire_binding();
     let rest = match epilogue {
         MvEpilogue::Rows => vec![("ids", routing.ids.as_entire_binding()), ("y", out)],
@@ -222,10 +225,11 @@ impl<'a> Matmul<'a> {
         Ok(())
     }
 
-    /// Checks that the output is `rows x cols` of `ty`.
-    fn check_out(&self, key: &KernelKey, rows: usize, cols: usize, ty: ActType) -> Result<()> {
+    /// Checks that the output is `rows x cols` of `ty` (at column 0); returns its stride per
+    /// activation row.
+    fn check_out(&self, key: &KernelKey, rows: usize, cols: usize, ty: ActType) -> Result<u32> {
         let out = self.out;
-        if (out.rows, out.cols, out.ty) != (rows, cols, ty) {
+        if (out.rows, out.cols, out.ty, self.out_col) != (rows, cols, ty, 0) {
             return Err(shape(
                 &key.to_string(),
                 format!(
@@ -234,7 +238,35 @@ impl<'a> Matmul<'a> {
                 ),
             ));
         }
-        Ok(())
+        Ok((self.act_row_div * self.w.rows) as u32)
+    }
+
+    /// Checks the f32 output of a plain matmul of `n_pairs` pairs: one row per pair, or one
+    /// row per activation row with room for this weight's pairs from `out_col`. Returns the
+    /// output's values per activation row (`out_stride`).
+    fn rows_out_stride(&self, key: &KernelKey, n_pairs: usize) -> Result<u32> {
+        let (out, div) = (self.out, self.act_row_div);
+        let act_rows = n_pairs / div;
+        let stride = if out.rows == n_pairs && self.out_col == 0 {
+            div * out.cols
+        } else {
+            out.cols
+        };
+        let fits = out.ty == ActType::F32
+            && (out.rows == n_pairs || out.rows == act_rows)
+            && out.rows * out.cols == act_rows * stride
+            && self.out_col + div * self.w.rows <= stride;
+        if !fits {
+            return Err(shape(
+                &key.to_string(),
+                format!(
+                    "the output is {} x {} {:?}; {n_pairs} pairs of {} rows of {} at column {} \
+                     do not fit",
+                    out.rows, out.cols, out.ty, self.w.rows, self.w.name, self.out_col
+                ),
+            ));
+        }
+        u32::try_from(stride).map_err(|_| shape(&key.to_string(), "output too wide".into()))
     }
 
     /// The parameters of the matmul over each weight chunk of `w`, in order.
@@ -243,6 +275,7 @@ impl<'a> Matmul<'a> {
         rec: &mut Recorder<'_>,
         n_pairs: usize,
         n_used: usize,
+        out_stride: u32,
         extra: Epilogue,
     ) -> Vec<ParamSlot> {
         let w = self.w;
@@ -259,9 +292,9 @@ impl<'a> Matmul<'a> {
                     n_used: n_used as u32,
                     clamp: extra.clamp,
                     limit: extra.limit,
+                    out_stride,
+                    out_col: self.out_col as u32,
                     _pad0: 0,
-                    _pad1: 0,
-                    _pad2: 0,
                 })
             })
             .collect()

@@ -301,6 +301,7 @@ pub fn layer(
         act: x,
         act_row_div: k,
         out,
+        out_col: 0,
     };
     if plan.glu {
         rec.set_detail("gate_up_act");
@@ -336,6 +337,7 @@ pub fn layer(
         act: &bufs.mid,
         act_row_div: 1,
         out,
+        out_col: 0,
     };
     if plan.sum {
         rec.set_detail("down_sum");

@@ -181,7 +181,7 @@ fn profile_reports_every_moe_sub_stage_with_shares() {
         "--per-layer",
     ]));
     for stage in [
-        "q_proj",
+        "qkv_proj",
         "attention",
         "router",
         "experts/map",

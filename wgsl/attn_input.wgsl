@@ -1,0 +1,125 @@
+// One layer's q, k and v rows made ready for attention (Backend::attention in the runtime):
+// workgroup (h, t) takes head h of row t of `qkv`, whose rows hold the n_heads query heads, then
+// the n_kv_heads key heads, then the n_kv_heads value heads. A query or key head is RMS-normed
+// (attn_input/norm.wgsl; attn_input/plain.wgsl leaves it) and rotated by the angles of position
+// pos0 + t of `angles`, entry k the (cos, sin) of position * freq_k (computed on the host in f64,
+// as the CPU reference does): pairs (k, k + n_half) in the NeoX layout, (2k, 2k + 1) in the normal
+// one; values past 2 * n_half pass through. Queries go to q (T, n_heads * head_dim), keys and
+// values to cache rows pos0 + t, packed as the cache stores them.
+//
+// The head is staged in workgroup memory, so each thread computes two adjacent outputs (one
+// packed pair) from values other threads loaded. The sum of squares is reduced by a tree in
+// workgroup memory in a fixed order, as rms_norm.wgsl does.
+//
+// Every loop has a bound uniform over the workgroup, every barrier is in uniform control flow
+// (the head's kind depends only on the workgroup) and every workgroup-array index is in range
+// by construction.
+//
+// Consts: WG_SIZE.
+// Fragments: kv/<type>.wgsl (KvPair, kv_pack), attn_input/norm.wgsl or attn_input/plain.wgsl
+//   (NORM, norm_weight).
+// Params: AttnInputParams, declared by the generator from codegen/src/params.rs.
+
+const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
+
+@group(0) @binding(0) var<uniform> params: AttnInputParams;
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read> angles: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> q: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read_write> k_cache: array<KvPair>;
+@group(0) @binding(5) var<storage, read_write> v_cache: array<KvPair>;
+
+// The widest head of the generated attention kernels (HEAD_DIMS).
+const MAX_HEAD_DIM: u32 = 256u;
+const QUERY: u32 = 0u;
+const KEY: u32 = 1u;
+const VALUE: u32 = 2u;
+
+var<workgroup> head: array<f32, MAX_HEAD_DIM>;
+var<workgroup> partial: array<f32, WG_SIZE>;
+
+// Value i of the staged head, normed.
+fn normed(kind: u32, i: u32, scale: f32) -> f32 {
+    return head[i] * scale * norm_weight(kind, i);
+}
+
+// Output i of a query or key head at position `pos`: normed, then rotated.
+fn rotated(kind: u32, pos: u32, i: u32, scale: f32) -> f32 {
+    let x = normed(kind, i, scale);
+    let n_half = params.n_half;
+    if i >= 2u * n_half {
+        return x;
+    }
+    if params.neox != 0u {
+        let cs = angles[pos * n_half + i % n_half];
+        if i < n_half {
+            return x * cs.x - normed(kind, i + n_half, scale) * cs.y;
+        }
+        return normed(kind, i - n_half, scale) * cs.y + x * cs.x;
+    }
+    let cs = angles[pos * n_half + i / 2u];
+    if i % 2u == 0u {
+        return x * cs.x - normed(kind, i + 1u, scale) * cs.y;
+    }
+    return normed(kind, i - 1u, scale) * cs.y + x * cs.x;
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let h = wg.x;
+    let t = wg.y;
+    let n_qk = params.n_heads + params.n_kv_heads;
+    if h >= n_qk + params.n_kv_heads || t >= params.n_tokens {
+        return;
+    }
+    let hd = min(params.head_dim, MAX_HEAD_DIM);
+    let src = (t * (n_qk + params.n_kv_heads) + h) * params.head_dim;
+    var kind = VALUE;
+    if h < params.n_heads {
+        kind = QUERY;
+    } else if h < n_qk {
+        kind = KEY;
+    }
+
+    var sum = 0.0;
+    for (var i = li; i < hd; i += WG_SIZE) {
+        let v = qkv[src + i];
+        head[i] = v;
+        sum = fma(v, v, sum);
+    }
+    var scale = 1.0;
+    if NORM && kind != VALUE {
+        partial[li] = sum;
+        workgroupBarrier();
+        for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+            if li < s {
+                partial[li] += partial[li + s];
+            }
+            workgroupBarrier();
+        }
+        scale = 1.0 / sqrt(partial[0] / f32(hd) + params.eps);
+    }
+    workgroupBarrier();
+
+    let pairs = hd / 2u;
+    let pos = params.pos0 + t;
+    for (var j = li; j < pairs; j += WG_SIZE) {
+        let i = 2u * j;
+        switch kind {
+            case QUERY: {
+                let o = vec2<f32>(rotated(kind, pos, i, scale), rotated(kind, pos, i + 1u, scale));
+                q[(t * params.n_heads + h) * pairs + j] = o;
+            }
+            case KEY: {
+                let o = vec2<f32>(rotated(kind, pos, i, scale), rotated(kind, pos, i + 1u, scale));
+                let g = h - params.n_heads;
+                k_cache[(pos * params.n_kv_heads + g) * pairs + j] = kv_pack(o);
+            }
+            default: {
+                let g = h - n_qk;
+                let o = vec2<f32>(head[i], head[i + 1u]);
+                v_cache[(pos * params.n_kv_heads + g) * pairs + j] = kv_pack(o);
+            }
+        }
+    }
+}
