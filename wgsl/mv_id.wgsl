@@ -20,7 +20,9 @@
 // Consts: WG_SIZE, ROWS_PER_WG, LANES, TILE_N (1), QK, BLOCK_WORDS.
 // Fragments: dequant/<type>.wgsl (WRaw, wload, wdecode over `weights`), act/<type>.wgsl
 //   (ActChunk, ActRaw, act_load, act_values), matmul.wgsl (params: MatmulParams, weights,
-//   act), mv/<epilogue>.wgsl (mv_store and the output bindings; mv_groups, mv_pairs, mv_pair
+//   act), mv/plain.wgsl or mv/norm.wgsl (row_scale, value_weights: the prologue that may
+//   RMS-norm each activation row as it is staged), mv/<epilogue>.wgsl (mv_store and the
+//   output bindings; mv_groups, mv_pairs, mv_pair
 //   from mv/sum.wgsl or mv/per_pair.wgsl).
 
 const_assert ROWS_PER_WG * LANES == WG_SIZE;
@@ -63,13 +65,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let block0 = ((expert - params.expert_base) * params.n_rows
             + min(row, params.n_rows - 1u)) * (params.n_cols / QK);
         let x0 = (p / params.act_row_div) * (params.n_cols / 8u);
+        let scale = row_scale(x0, li);
         for (var c0 = 0u; c0 < params.n_cols; c0 += X_CHUNK) {
             // Stage this round's activations: group u of the round is x_tile[2u], x_tile[2u + 1].
             let groups = min(X_CHUNK, params.n_cols - c0) / 8u;
             for (var u = li; u < groups; u += WG_SIZE) {
                 let v = act_values(act_load(x0 + c0 / 8u + u));
-                x_tile[2u * u] = vec4<f32>(v[0], v[1], v[2], v[3]);
-                x_tile[2u * u + 1u] = vec4<f32>(v[4], v[5], v[6], v[7]);
+                let c = c0 + 8u * u;
+                x_tile[2u * u] = vec4<f32>(v[0], v[1], v[2], v[3]) * scale * value_weights(c);
+                x_tile[2u * u + 1u] = vec4<f32>(v[4], v[5], v[6], v[7]) * scale
+                    * value_weights(c + 4u);
             }
             workgroupBarrier();
             if valid {

@@ -2,21 +2,21 @@
 // the weight vector: out[i] = x[i] / sqrt(mean(group^2) + eps) * w[i % group_len].
 // One workgroup per group (the grid is folded in two dimensions past 65535 groups): strided
 // partial sums of squares, then a tree in workgroup memory in a fixed order, so the result does
-// not depend on the subgroup size. The first pass reads x through load_x, which may first add a
-// residual into x in place (norm/residual.wgsl); the second pass (store_out) reads x[i] back
-// with the same thread and index that stored it, so it sees that store without a barrier.
+// not depend on the subgroup size.
 //
 // Every loop has a bound uniform over the workgroup and every workgroup-array index is in
 // range by construction (the host may run this module without naga's loop guards and clamps).
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (GridGroup, linear_group), then norm/plain.wgsl or norm/residual.wgsl
-// (x, load_x), norm/out.wgsl (store_out).
+// Fragments: grid.wgsl (GridGroup, linear_group).
 // Params: NormParams, declared by the generator from codegen/src/params.rs.
 
 const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
 
 @group(0) @binding(0) var<uniform> params: NormParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 var<workgroup> partial: array<f32, WG_SIZE>;
 
@@ -29,7 +29,7 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     let base = group * params.group_len;
     var sum = 0.0;
     for (var i = li; i < params.group_len; i += WG_SIZE) {
-        let v = load_x(base + i);
+        let v = x[base + i];
         sum = fma(v, v, sum);
     }
     partial[li] = sum;
@@ -42,6 +42,6 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     }
     let scale = 1.0 / sqrt(partial[0] / f32(params.group_len) + params.eps);
     for (var i = li; i < params.group_len; i += WG_SIZE) {
-        store_out(base + i, i, scale);
+        out[base + i] = x[base + i] * scale * w[i];
     }
 }

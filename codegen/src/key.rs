@@ -9,7 +9,7 @@ use crate::family::attention::{self, HEAD_DIMS};
 use crate::family::eltwise::EltOp;
 use crate::family::matmul::{self, MatmulKey, MvEpilogue, Path};
 use crate::family::moe;
-use crate::family::norm::NormFlavour;
+use crate::family::norm;
 use crate::family::{Family, embed, route};
 use crate::params::Layout;
 use crate::tile::TileWidth;
@@ -64,6 +64,10 @@ pub enum KernelKey {
         act: ActType,
         /// What it does with its rows.
         epilogue: MvEpilogue,
+        /// Whether each activation row is RMS-normed (times a weight vector) as it is read:
+        /// the norm before a layer's projections folded into them (f32 activations, plain rows
+        /// and `mv_glu` only).
+        norm: bool,
     },
     /// `act(gate, up) * route_weight`, written as `mid`.
     Act {
@@ -81,7 +85,7 @@ pub enum KernelKey {
         weight: WeightType,
     },
     /// RMS norm of every group of values (a row or a head) times a weight vector.
-    RmsNorm(NormFlavour),
+    RmsNorm,
     /// An in-place element-wise op.
     Eltwise(EltOp),
     /// A layer's `qkv` rows made ready for attention: per-head q/k norms, rotary embedding
@@ -168,7 +172,16 @@ impl KernelKey {
                         weight,
                         act,
                         epilogue,
+                        norm: false,
                     });
+                    if act == ActType::F32 && epilogue != MvEpilogue::Sum {
+                        keys.push(KernelKey::MvId {
+                            weight,
+                            act,
+                            epilogue,
+                            norm: true,
+                        });
+                    }
                 }
             }
         }
@@ -181,9 +194,7 @@ impl KernelKey {
         for weight in WeightType::ALL {
             keys.push(KernelKey::Embed { weight });
         }
-        for flavour in NormFlavour::ALL {
-            keys.push(KernelKey::RmsNorm(flavour));
-        }
+        keys.push(KernelKey::RmsNorm);
         for op in EltOp::ALL {
             keys.push(KernelKey::Eltwise(op));
         }
@@ -218,15 +229,17 @@ impl KernelKey {
                 weight,
                 act,
                 epilogue,
+                norm,
             } => f(&matmul::MvId {
                 weight,
                 act,
                 epilogue,
+                norm,
             }),
             KernelKey::Act { mid, interleaved } => f(&moe::Act { mid, interleaved }),
             KernelKey::Sum => f(&moe::Sum),
             KernelKey::Embed { weight } => f(&embed::Embed { weight }),
-            KernelKey::RmsNorm(flavour) => f(&flavour),
+            KernelKey::RmsNorm => f(&norm::RmsNorm),
             KernelKey::Eltwise(op) => f(&op),
             KernelKey::AttnInput { kv, norm } => f(&attention::AttnInput { kv, norm }),
             KernelKey::AttnPrefill { head_dim, kv } => f(&attention::Prefill { head_dim, kv }),

@@ -106,8 +106,17 @@ params! {
         out_stride: u32,
         /// The first output column of this weight's rows in each output row.
         out_col: u32,
+        /// Epsilon of the RMS norm of activation rows (`mv_*_norm`).
+        norm_eps: f32,
+        /// 1: outputs are added to what the output buffer holds (a residual stream), 0:
+        /// stored (plain rows and `mv_sum`).
+        accumulate: u32,
         /// Padding.
         _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+        /// Padding.
+        _pad2: u32,
     }
 }
 

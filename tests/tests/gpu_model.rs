@@ -300,11 +300,9 @@ fn profiler_attributes_every_pass_to_a_stage() {
     for layer in 0..model.config.n_layers {
         let l = Some(layer);
         for stage in [
-            Stage::AttnNorm,
             Stage::QkvProj,
             Stage::Attention,
             Stage::OutProj,
-            Stage::FfnNorm,
             Stage::Router,
             Stage::SharedExpert,
         ] {

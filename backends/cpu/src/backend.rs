@@ -1,7 +1,7 @@
 //! [`CpuBackend`]: the trait plumbing (shapes, checks, storage) around the reference ops.
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertWeights, GateUp, MoeParams, RouterParams, WeightData,
+    AttentionParams, Backend, ExpertWeights, GateUp, MoeParams, PreNorm, RouterParams, WeightData,
 };
 use moetile::quant;
 
@@ -122,6 +122,14 @@ impl CpuBackend {
     /// A new backend.
     pub fn new() -> Self {
         CpuBackend
+    }
+
+    /// `rms_norm(x) * norm`, or a copy of x.
+    fn normed(&mut self, x: &Mat, norm: Option<PreNorm<'_, CpuWeight>>) -> moetile::Result<Mat> {
+        match norm {
+            Some(n) => self.rms_norm(x, n.weight, n.eps),
+            None => Ok(x.clone()),
+        }
     }
 }
 
@@ -246,10 +254,16 @@ impl Backend for CpuBackend {
         Ok(ops::matmul(x, w, 0))
     }
 
-    fn matmul_stacked(&mut self, x: &Mat, ws: &[CpuWeight]) -> moetile::Result<Mat> {
+    fn project(
+        &mut self,
+        x: &Mat,
+        norm: Option<PreNorm<'_, CpuWeight>>,
+        ws: &[CpuWeight],
+    ) -> moetile::Result<Mat> {
+        let h = self.normed(x, norm)?;
         let parts = ws
             .iter()
-            .map(|w| self.matmul(x, w))
+            .map(|w| self.matmul(&h, w))
             .collect::<moetile::Result<Vec<_>>>()?;
         let cols = parts.iter().map(|m| m.cols).sum();
         let mut out = Mat::zeros(x.rows, cols);
@@ -406,24 +420,26 @@ impl Backend for CpuBackend {
 
     fn moe(
         &mut self,
-        x: &Mat,
+        x: &mut Mat,
+        norm: Option<PreNorm<'_, CpuWeight>>,
         routing: &CpuRouting,
         experts: ExpertWeights<'_, CpuWeight>,
         p: &MoeParams,
-    ) -> moetile::Result<Mat> {
+    ) -> moetile::Result<()> {
+        let h = self.normed(x, norm)?;
         let ExpertWeights { gate_up, down } = experts;
         let shape = ops::gate_up_shape(gate_up);
-        let (d, e) = (x.cols, down.experts());
+        let (d, e) = (h.cols, down.experts());
         ensure(
             shape.is_some_and(|(cols, f)| cols == d && down.dims == [f, d, e])
                 && gate_up_experts(gate_up) == e
                 && routing.n_experts == e
-                && routing.ids.len() == x.rows * routing.k,
+                && routing.ids.len() == h.rows * routing.k,
             "moe",
             || {
                 format!(
                     "x ({}, {d}), gate/up {}, down {:?}, routing T*K = {}, E = {}",
-                    x.rows,
+                    h.rows,
                     describe_gate_up(gate_up),
                     down.dims,
                     routing.ids.len(),
@@ -431,14 +447,15 @@ impl Backend for CpuBackend {
                 )
             },
         )?;
-        Ok(ops::moe(
-            x,
+        let y = ops::moe(
+            &h,
             &routing.ids,
             &routing.weights,
             routing.k,
             gate_up,
             down,
             p.activation,
-        ))
+        );
+        self.add(x, &y)
     }
 }

@@ -260,10 +260,13 @@ pub fn run_kernel_bench(
                     weight: ty,
                     act: cfg.act,
                     epilogue: MvEpilogue::Rows,
+                    norm: false,
                 }
                 .to_string();
                 let mm = batch.matmul(&w);
-                let run = |rec: &mut Recorder<'_>| moe::mv_id(rec, &batch.routing, mm);
+                let run = |rec: &mut Recorder<'_>| {
+                    moe::mv_id(rec, &batch.routing, mm, moe::MvExtras::default())
+                };
                 let timed = check_and_time(ctx, cfg.iters, &name, &batch.out, run, || {
                     weights.check(ctx, &mut rng, &name, &batch, Path::Reg)
                 });
@@ -326,10 +329,11 @@ fn fused_mat_vecs(
             weight: ty,
             act: cfg.act,
             epilogue: MvEpilogue::Glu { mid: mid_ty },
+            norm: false,
         }
         .to_string();
         let activation = moetile::model::ExpertActivation::SwiGlu;
-        let run = |rec: &mut Recorder<'_>| moe::mv_glu(rec, &batch.routing, glu, activation);
+        let run = |rec: &mut Recorder<'_>| moe::mv_glu(rec, &batch.routing, glu, activation, None);
         let timed = check_and_time(ctx, cfg.iters, &name, &mid, run, || {
             let got = ctx.read_matrix(&mid)?;
             gate_up.check_glu(rng, &name, &batch, &got, mid_ty, rel)
@@ -359,9 +363,10 @@ fn fused_mat_vecs(
             weight: ty,
             act: mid_ty,
             epilogue: MvEpilogue::Sum,
+            norm: false,
         }
         .to_string();
-        let run = |rec: &mut Recorder<'_>| moe::mv_sum(rec, &batch.routing, sum);
+        let run = |rec: &mut Recorder<'_>| moe::mv_sum(rec, &batch.routing, sum, false);
         let timed = check_and_time(ctx, cfg.iters, &name, &out, run, || {
             let got = ctx.read_matrix(&out)?;
             down.check_sum(&name, &batch.ids, k, &mid_host, &got, rel)

@@ -235,7 +235,7 @@ impl ShaderChecks {
                 | KernelKey::AttnPrefill { .. }
                 | KernelKey::AttnDecode { .. }
                 | KernelKey::AttnCombine { .. }
-                | KernelKey::RmsNorm(_)
+                | KernelKey::RmsNorm
                 | KernelKey::Route
         );
         if !audited || self == ShaderChecks::All {

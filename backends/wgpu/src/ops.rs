@@ -4,7 +4,7 @@
 
 use moetile::model::{Gating, RopeParams, RouterParams};
 use moetile_codegen::params::{EltParams, EmbedParams, NormParams, RouteParams};
-use moetile_codegen::{ActType, EltOp, KernelKey, NormFlavour, WeightType};
+use moetile_codegen::{ActType, EltOp, KernelKey, WeightType};
 
 use crate::buffers::GpuMatrix;
 use crate::dispatch::Grid;
@@ -131,47 +131,28 @@ pub fn embed(
 }
 
 /// Records `out = rms_norm(x) * w` over every group of `w.cols` values of each row of `x`
-/// (a whole row, or one head). With a residual `y` (the shape of `x`), `x += y` first, in
-/// place and in the same dispatch: the residual add fused into the norm after it.
+/// (a whole row, or one head).
 pub fn rms_norm(
     rec: &mut Recorder<'_>,
     x: &GpuMatrix,
-    y: Option<&GpuMatrix>,
     w: &ExpertTensor,
     eps: f32,
     out: &GpuMatrix,
 ) -> Result<()> {
-    let key = KernelKey::RmsNorm(match y {
-        Some(_) => NormFlavour::Residual,
-        None => NormFlavour::Plain,
-    });
-    let op = key.to_string();
-    let (weights, n_groups) = norm_groups(&op, x, w, out)?;
-    if let Some(y) = y {
-        f32_matrix(&op, "the residual y", y)?;
-        if (y.rows, y.cols) != (x.rows, x.cols) {
-            return Err(shape(
-                &op,
-                format!(
-                    "the residual y is ({}, {}), x is ({}, {})",
-                    y.rows, y.cols, x.rows, x.cols
-                ),
-            ));
-        }
-    }
+    let key = KernelKey::RmsNorm;
+    let (weights, n_groups) = norm_groups(&key.to_string(), x, w, out)?;
     let params = rec.params(&NormParams {
         n_groups: n_groups as u32,
         group_len: w.cols as u32,
         eps,
         _pad0: 0,
     });
-    let mut bindings = vec![
+    let bindings = [
         ("params", params.binding()),
         ("x", x.buffer.as_entire_binding()),
         ("w", weights.as_entire_binding()),
         ("out", out.buffer.as_entire_binding()),
     ];
-    bindings.extend(y.map(|y| ("y", y.buffer.as_entire_binding())));
     rec.dispatch(&key, &bindings, Grid::Items(n_groups))
 }
 

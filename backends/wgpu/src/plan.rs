@@ -7,7 +7,7 @@
 use moetile::model::ModelConfig;
 use moetile::tile::TileWidth;
 use moetile_codegen::{
-    ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, MvEpilogue, NormFlavour, Path, WeightType,
+    ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, MvEpilogue, Path, WeightType,
 };
 
 use crate::adapter::Profile;
@@ -34,8 +34,7 @@ pub(crate) fn model_kernels(
     weights: &[WeightUse],
 ) -> Vec<KernelKey> {
     let mut keys = vec![
-        KernelKey::RmsNorm(NormFlavour::Plain),
-        KernelKey::RmsNorm(NormFlavour::Residual),
+        KernelKey::RmsNorm,
         KernelKey::Eltwise(EltOp::Add),
         KernelKey::Eltwise(EltOp::AddRow),
         KernelKey::Eltwise(EltOp::MulSigmoidRow),
@@ -107,22 +106,31 @@ pub(crate) fn model_kernels(
             }));
         }
         if mat_vec {
+            // (act, epilogue, norm): dense projections read x plain or normed (the norm
+            // before them folded in), gate/up normed.
             let epilogues = match usage {
-                WeightUse::Dense(_) => vec![(ActType::F32, MvEpilogue::Rows)],
-                WeightUse::Experts(_) => vec![
-                    (ActType::F32, MvEpilogue::Rows),
-                    (options.mid, MvEpilogue::Rows),
-                    (options.mid, MvEpilogue::Sum),
+                WeightUse::Dense(_) => vec![
+                    (ActType::F32, MvEpilogue::Rows, false),
+                    (ActType::F32, MvEpilogue::Rows, true),
                 ],
-                WeightUse::GateUp(_) => vec![(ActType::F32, MvEpilogue::Glu { mid: options.mid })],
+                WeightUse::Experts(_) => vec![
+                    (ActType::F32, MvEpilogue::Rows, false),
+                    (options.mid, MvEpilogue::Rows, false),
+                    (options.mid, MvEpilogue::Sum, false),
+                ],
+                WeightUse::GateUp(_) => {
+                    let glu = MvEpilogue::Glu { mid: options.mid };
+                    vec![(ActType::F32, glu, false), (ActType::F32, glu, true)]
+                }
             };
             keys.extend(
                 epilogues
                     .into_iter()
-                    .map(|(act, epilogue)| KernelKey::MvId {
+                    .map(|(act, epilogue, norm)| KernelKey::MvId {
                         weight,
                         act,
                         epilogue,
+                        norm,
                     }),
             );
         }

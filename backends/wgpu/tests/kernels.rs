@@ -24,7 +24,9 @@ use common::{
 use moetile::model::{ExpertActivation, ExpertWeights, GateUp, MoeParams};
 use moetile::tile::{MoeBatch, TilePolicy, TileWidth};
 use moetile_cpu::{CpuWeight, Mat};
-use moetile_wgpu::moe::{self, Matmul, MoeBuffers, MoeInputs, MoeOptions, MoePlan, Routing};
+use moetile_wgpu::moe::{
+    self, Matmul, MoeBuffers, MoeInputs, MoeOptions, MoePlan, MvExtras, Routing, RowNorm,
+};
 use moetile_wgpu::{
     ActType, GgmlWeight, KernelKey, MatmulKey, MvEpilogue, Path, WeightType, WgpuContext,
     WgpuError, kernels,
@@ -125,9 +127,25 @@ fn run_mv_id(
         out: &out,
         out_col: 0,
     };
-    ctx.record("test mv_id", |rec| moe::mv_id(rec, &routing, mm))
-        .unwrap();
+    ctx.record("test mv_id", |rec| {
+        moe::mv_id(rec, &routing, mm, MvExtras::default())
+    })
+    .unwrap();
     ctx.read_matrix(&out).unwrap()
+}
+
+/// `x` with each row of `cols` values RMS-normed in f64 and times `w`, as the mat-vec's norm
+/// prologue computes it.
+fn rms_normed(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    x.chunks(w.len())
+        .flat_map(|row| {
+            let ms = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / row.len() as f64;
+            let scale = 1.0 / (ms + eps as f64).sqrt();
+            row.iter()
+                .zip(w)
+                .map(move |(&v, &g)| (v as f64 * scale * g as f64) as f32)
+        })
+        .collect()
 }
 
 /// Activation values as the kernel will see them.
@@ -264,6 +282,7 @@ fn mv_id_matches_reference() {
                     weight: ty,
                     act,
                     epilogue: MvEpilogue::Rows,
+                    norm: false,
                 };
                 check(&format!("{key} T={n_tokens}"), &got, &want, 1e-5, ROWS);
             }
@@ -288,6 +307,7 @@ fn mv_id_walks_long_rows_in_rounds() {
             weight: ty,
             act: ActType::F32,
             epilogue: MvEpilogue::Rows,
+            norm: false,
         };
         check(
             &format!("{key} cols {cols}"),
@@ -296,6 +316,92 @@ fn mv_id_walks_long_rows_in_rounds() {
             1e-5,
             ROWS,
         );
+    }
+}
+
+/// The folded norm and residual add of a projection: `mv_id` RMS-norms each activation row as
+/// it reads it (rows of one and of several staging rounds) and adds into what the output
+/// holds, writing columns of a wider output. Against the f64 norm and dot products; the norm's
+/// f32 rounding moves each value by ~1e-7 relative, inside the 1e-5 bound on the sum of |w x|,
+/// and the add into a held value adds one f32 rounding of the result (1e-6 relative).
+#[test]
+fn mv_id_norms_rows_and_adds_into_the_output() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = rng("mv_id_norms_rows_and_adds_into_the_output");
+    let buffers = ctx.buffers();
+    for (ty, cols) in [
+        (WeightType::Q4_K, D),
+        (WeightType::Q8_0, 2048 + 256),
+        (WeightType::F16, D),
+        (WeightType::IQ2_XXS, D),
+    ] {
+        let weights = Weights::random(&mut rng, ty, 1, ROWS, cols);
+        let w = ctx.upload_experts(&weights.data("w")).unwrap();
+        for n_tokens in [1, 3] {
+            let x = uniform(&mut rng, n_tokens * cols, 3.0);
+            let norm_w = uniform(&mut rng, cols, 1.0);
+            let eps = 1e-5;
+            let normed = rms_normed(&x, &norm_w, eps);
+            let ids = vec![0; n_tokens];
+            let dots = grouped_matmul_ref(&weights, &ids, &normed, 1);
+            // The output is 7 columns wider on each side of this weight's rows.
+            let (width, col) = (ROWS + 14, 7);
+            let held = uniform(&mut rng, n_tokens * width, 2.0);
+            let want: Vec<(f64, f64)> = (0..n_tokens * width)
+                .map(|i| {
+                    let (t, c) = (i / width, i % width);
+                    let h = held[i] as f64;
+                    match c.checked_sub(col).filter(|&r| r < ROWS) {
+                        Some(r) => {
+                            let (v, scale) = dots[t * ROWS + r];
+                            (h + v, scale + 0.1 * (h + v).abs())
+                        }
+                        None => (h, 0.0),
+                    }
+                })
+                .collect();
+            let routing = Routing::from_host(&buffers, 1, 1, &ids, &vec![1.0; n_tokens]).unwrap();
+            let xm = buffers
+                .matrix_from_host(n_tokens, cols, ActType::F32, &x)
+                .unwrap();
+            let out = buffers
+                .matrix_from_host(n_tokens, width, ActType::F32, &held)
+                .unwrap();
+            let norm_buf = buffers
+                .matrix_from_host(1, cols, ActType::F32, &norm_w)
+                .unwrap();
+            let mm = Matmul {
+                w: &w,
+                act: &xm,
+                act_row_div: 1,
+                out: &out,
+                out_col: col,
+            };
+            let extras = MvExtras {
+                norm: Some(RowNorm {
+                    weight: norm_buf.buffer(),
+                    eps,
+                }),
+                accumulate: true,
+            };
+            ctx.record("test mv_id norm", |rec| {
+                moe::mv_id(rec, &routing, mm, extras)
+            })
+            .unwrap();
+            let key = KernelKey::MvId {
+                weight: ty,
+                act: ActType::F32,
+                epilogue: MvEpilogue::Rows,
+                norm: true,
+            };
+            check(
+                &format!("{key} cols {cols} T={n_tokens}"),
+                &ctx.read_matrix(&out).unwrap(),
+                &want,
+                1e-5,
+                width,
+            );
+        }
     }
 }
 
@@ -325,15 +431,25 @@ fn mv_glu_matches_reference() {
         let weights = Weights::random(&mut rng, ty, n_experts, 2 * f, D);
         let w = ctx.upload_experts(&weights.data("gate_up")).unwrap();
         for mid in ActType::ALL {
-            for (n_tokens, activation) in [
-                (1, ExpertActivation::SwiGlu),
-                (4, ExpertActivation::SwiGluClamped { limit: 0.5 }),
+            for (n_tokens, activation, norm) in [
+                (1, ExpertActivation::SwiGlu, false),
+                (4, ExpertActivation::SwiGluClamped { limit: 0.5 }, false),
+                (3, ExpertActivation::SwiGlu, true),
             ] {
                 let ids = random_ids(&mut rng, n_tokens, k, n_experts);
                 let route: Vec<f32> = (0..ids.len())
                     .map(|_| rand::Rng::random_range(&mut rng, 0.1..1.0))
                     .collect();
                 let x = uniform(&mut rng, n_tokens * D, 1.0);
+                let norm_w = uniform(&mut rng, D, 1.0);
+                let norm_buf = ctx
+                    .buffers()
+                    .matrix_from_host(1, D, ActType::F32, &norm_w)
+                    .unwrap();
+                let row_norm = norm.then(|| RowNorm {
+                    weight: norm_buf.buffer(),
+                    eps: 1e-6,
+                });
                 let routing =
                     Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &route).unwrap();
                 let xm = ctx
@@ -352,11 +468,15 @@ fn mv_glu_matches_reference() {
                     out_col: 0,
                 };
                 ctx.record("test mv_glu", |rec| {
-                    moe::mv_glu(rec, &routing, mm, activation)
+                    moe::mv_glu(rec, &routing, mm, activation, row_norm)
                 })
                 .unwrap();
                 let got = ctx.read_matrix(&out).unwrap();
-                let dots = grouped_matmul_ref(&weights, &ids, &x, k);
+                let x_read = match norm {
+                    true => rms_normed(&x, &norm_w, 1e-6),
+                    false => x.clone(),
+                };
+                let dots = grouped_matmul_ref(&weights, &ids, &x_read, k);
                 let rounding = match mid {
                     ActType::F32 => 1e-6,
                     ActType::F16 => 2f64.powi(-11),
@@ -378,6 +498,7 @@ fn mv_glu_matches_reference() {
                     weight: ty,
                     act: ActType::F32,
                     epilogue: MvEpilogue::Glu { mid },
+                    norm,
                 };
                 check(
                     &format!("{key} T={n_tokens} {activation:?}"),
@@ -402,7 +523,7 @@ fn mv_sum_matches_reference() {
         let weights = Weights::random(&mut rng, ty, n_experts, ROWS, f);
         let w = ctx.upload_experts(&weights.data("down")).unwrap();
         for act in ActType::ALL {
-            for (n_tokens, k) in [(1, 1), (3, 4)] {
+            for (n_tokens, k, accumulate) in [(1, 1, false), (3, 4, false), (2, 3, true)] {
                 let ids = random_ids(&mut rng, n_tokens, k, n_experts);
                 let mid = act_values(&mut rng, ids.len() * f, act);
                 let routing =
@@ -412,9 +533,14 @@ fn mv_sum_matches_reference() {
                     .buffers()
                     .matrix_from_host(ids.len(), f, act, &mid)
                     .unwrap();
+                // Accumulating: the residual stream it adds into; else poisoned.
+                let held = match accumulate {
+                    true => uniform(&mut rng, n_tokens * ROWS, 2.0),
+                    false => vec![f32::NAN; n_tokens * ROWS],
+                };
                 let out = ctx
                     .buffers()
-                    .matrix_filled(n_tokens, ROWS, ActType::F32, f32::NAN)
+                    .matrix_from_host(n_tokens, ROWS, ActType::F32, &held)
                     .unwrap();
                 let mm = Matmul {
                     w: &w,
@@ -423,25 +549,36 @@ fn mv_sum_matches_reference() {
                     out: &out,
                     out_col: 0,
                 };
-                ctx.record("test mv_sum", |rec| moe::mv_sum(rec, &routing, mm))
-                    .unwrap();
+                ctx.record("test mv_sum", |rec| {
+                    moe::mv_sum(rec, &routing, mm, accumulate)
+                })
+                .unwrap();
                 let per_pair = grouped_matmul_ref(&weights, &ids, &mid, 1);
                 let want: Vec<(f64, f64)> = (0..n_tokens * ROWS)
                     .map(|i| {
                         let (t, row) = (i / ROWS, i % ROWS);
-                        (0..k)
+                        let (v, scale) = (0..k)
                             .map(|j| per_pair[(t * k + j) * ROWS + row])
-                            .fold((0.0, 0.0), |(s, a), (v, sv)| (s + v, a + sv))
+                            .fold((0.0, 0.0), |(s, a), (v, sv)| (s + v, a + sv));
+                        match accumulate {
+                            // One more f32 rounding, of the sum: 1e-6 relative.
+                            true => {
+                                let total = held[i] as f64 + v;
+                                (total, scale + 0.1 * total.abs())
+                            }
+                            false => (v, scale),
+                        }
                     })
                     .collect();
                 let key = KernelKey::MvId {
                     weight: ty,
                     act,
                     epilogue: MvEpilogue::Sum,
+                    norm: false,
                 };
                 let got = ctx.read_matrix(&out).unwrap();
                 check(
-                    &format!("{key} T={n_tokens} K={k}"),
+                    &format!("{key} T={n_tokens} K={k} accumulate {accumulate}"),
                     &got,
                     &want,
                     1e-5,
@@ -731,6 +868,7 @@ fn check_layer(
     for gate_up in [&separate, &interleaved] {
         let inputs = MoeInputs {
             x: &xm,
+            norm: None,
             routing: &routing,
             experts: ExpertWeights {
                 gate_up,
@@ -949,6 +1087,7 @@ fn moe_layer_with_split_weights_matches_cpu_reference() {
             for down in [&down_split, &down_whole] {
                 let inputs = MoeInputs {
                     x: &xm,
+                    norm: None,
                     routing: &routing,
                     experts: ExpertWeights { gate_up, down },
                 };
@@ -959,6 +1098,7 @@ fn moe_layer_with_split_weights_matches_cpu_reference() {
                         path: Path::Reg,
                         mid: ActType::F32,
                         mat_vec,
+                        accumulate: false,
                     };
                     let plan = MoePlan::new(&inputs, &opts);
                     assert_eq!(plan.sum, mat_vec && down.chunks.len() == 1);
@@ -993,12 +1133,16 @@ fn every_key_the_runtime_can_request_is_generated() {
                 }
             }
             for epilogue in MvEpilogue::ALL {
-                let key = KernelKey::MvId {
-                    weight,
-                    act,
-                    epilogue,
-                };
-                assert!(kernels::source(&key).is_some(), "{key}");
+                for norm in [false, true] {
+                    let key = KernelKey::MvId {
+                        weight,
+                        act,
+                        epilogue,
+                        norm,
+                    };
+                    let folds = act == ActType::F32 && epilogue != MvEpilogue::Sum;
+                    assert_eq!(kernels::source(&key).is_some(), !norm || folds, "{key}");
+                }
             }
         }
     }

@@ -23,11 +23,11 @@ use std::collections::HashSet;
 
 use common::{Weights, random_blocks, rng, shared_ctx, uniform};
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, Gating, MoeParams,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, Gating, MoeParams, PreNorm,
     RopeParams, RouterParams, Stage, WeightData,
 };
 use moetile::tile::TileWidth;
-use moetile_cpu::CpuBackend;
+use moetile_cpu::{CpuBackend, CpuWeight};
 use moetile_wgpu::attention::{self, AttnInputs, CacheSlot};
 use moetile_wgpu::{
     ActType, AttentionKernel, BackendOptions, GgmlWeight, HEAD_DIMS, KvCache, Path, WeightType,
@@ -264,15 +264,22 @@ fn dense_tensor_over_the_binding_limit_is_sliced_by_rows() {
     }
 }
 
+/// A folded RMS norm by `weight` (epsilon 1e-5).
+fn pre<W>(weight: &W) -> PreNorm<'_, W> {
+    PreNorm { weight, eps: 1e-5 }
+}
+
 /// Weights stacked by rows (q, k and v of a layer) fill their own columns of one output: a
-/// sliced weight between two of other types, on the mat-vec and the tiled paths.
+/// sliced weight between two of other types, on the mat-vec and the tiled paths, with and
+/// without the RMS norm of x folded in (its f32 rounding is ~1e-7 relative per value, inside
+/// the matmul's bound).
 #[test]
-fn matmul_stacked_fills_each_weights_columns() {
+fn project_fills_each_weights_columns() {
     let Some(mut gpu) = backend(ActType::F32) else {
         return;
     };
     let mut cpu = CpuBackend::new();
-    let mut rng = rng("matmul_stacked_fills_each_weights_columns");
+    let mut rng = rng("project_fills_each_weights_columns");
     let cols = 256;
     let (mut gws, mut cws, mut parts) = (Vec::new(), Vec::new(), Vec::new());
     for (ty, rows, slice_limit) in [
@@ -310,15 +317,29 @@ fn matmul_stacked_fills_each_weights_columns() {
     } else {
         2e-3
     };
+    let norm_w = uniform(&mut rng, cols, 1.0);
+    let (gnorm, cnorm) = upload_both(&mut gpu, &mut cpu, f32_data("norm", &[cols], &norm_w));
     // T = 1, 4: mat-vec; 37: tiled.
-    for t in [1, 4, 37] {
-        let x = uniform(&mut rng, t * cols, 1.0);
+    for (t, normed) in [
+        (1, false),
+        (4, false),
+        (37, false),
+        (1, true),
+        (3, true),
+        (37, true),
+    ] {
+        let x = uniform(&mut rng, t * cols, 3.0);
         let gx = gpu_act(&mut gpu, t, cols, &x);
-        let got = gpu.matmul_stacked(&gx, &gws).unwrap();
+        let got = gpu.project(&gx, normed.then(|| pre(&gnorm)), &gws).unwrap();
         assert_eq!(gpu.shape(&got), (t, total));
         let got = gpu.read(&got).unwrap();
-        let want = cpu.matmul_stacked(&cpu_act(t, cols, &x), &cws).unwrap();
-        let scales: Vec<Vec<f64>> = parts.iter().map(|p| abs_dot(&x, &p.0, cols)).collect();
+        let cx = cpu_act(t, cols, &x);
+        let want = cpu.project(&cx, normed.then(|| pre(&cnorm)), &cws).unwrap();
+        let x_read = match normed {
+            true => cpu.rms_norm(&cx, &cnorm, 1e-5).unwrap().data,
+            false => x,
+        };
+        let scales: Vec<Vec<f64>> = parts.iter().map(|p| abs_dot(&x_read, &p.0, cols)).collect();
         // Element (token, column) of the output lies in one weight's rows.
         let scale = |i: usize| {
             let (token, mut col) = (i / total, i % total);
@@ -330,9 +351,12 @@ fn matmul_stacked_fills_each_weights_columns() {
             }
             unreachable!("column within the total")
         };
-        check_close(&format!("stacked matmul T={t}"), &got, &want.data, |i| {
-            tol * scale(i) + 1e-6
-        });
+        check_close(
+            &format!("project T={t} normed {normed}"),
+            &got,
+            &want.data,
+            |i| tol * scale(i) + 1e-6,
+        );
     }
 }
 
@@ -363,54 +387,47 @@ fn rms_norm_per_row_and_per_head() {
     }
 }
 
-/// The fused residual add and norm against the CPU's default composition (`add`, then
-/// `rms_norm`): both the normed output and the updated residual stream `x`.
+/// `x += a @ w^T`: one mat-vec adding into x for small batches, a matmul and an add for
+/// large ones, against the CPU's default composition.
 #[test]
-fn add_rms_norm_matches_add_then_rms_norm() {
+fn matmul_add_matches_cpu() {
     let Some(mut gpu) = backend(ActType::F32) else {
         return;
     };
     let mut cpu = CpuBackend::new();
-    let mut rng = rng("add_rms_norm_matches_add_then_rms_norm");
-    // Decode (one row) and a batch of a model width, odd row counts and widths, and per-head
-    // groups (each value is added once whichever group norms it).
-    for (t, cols, group) in [
-        (1, 2048, 2048),
-        (5, 2048, 2048),
-        (3, 2880, 2880),
-        (13, 333, 333),
-        (7, 128, 32),
-    ] {
-        let x = uniform(&mut rng, t * cols, 2.0);
-        let y = uniform(&mut rng, t * cols, 2.0);
-        let w = uniform(&mut rng, group, 1.0);
-        let dims = [group];
-        let (gw, cw) = upload_both(&mut gpu, &mut cpu, f32_data("norm", &dims, &w));
-        let mut gx = gpu_act(&mut gpu, t, cols, &x);
-        let gy = gpu_act(&mut gpu, t, cols, &y);
-        let got = gpu.add_rms_norm(&mut gx, &gy, &gw, 1e-6).unwrap();
-        let got = gpu.read(&got).unwrap();
-        let got_x = gpu.read(&gx).unwrap();
-        let mut cx = cpu_act(t, cols, &x);
-        let want = cpu
-            .add_rms_norm(&mut cx, &cpu_act(t, cols, &y), &cw, 1e-6)
-            .unwrap();
-        let label = format!("add_rms_norm {t}x{cols} / {group}");
-        check_close(&label, &got, &want.data, rel(&want.data, 1e-6));
+    let mut rng = rng("matmul_add_matches_cpu");
+    let (cols, rows) = (256, 96);
+    let w = Weights::random(&mut rng, WeightType::Q4_K, 1, rows, cols);
+    let dims = [cols, rows];
+    let data = WeightData {
+        name: "w",
+        ty: WeightType::Q4_K.ggml(),
+        dims: &dims,
+        bytes: &w.bytes,
+    };
+    let (gw, cw) = upload_both(&mut gpu, &mut cpu, data);
+    let tol = if gpu.options().path == Path::Reg {
+        1e-5
+    } else {
+        2e-3
+    };
+    for t in [1, 4, 37] {
+        let a = uniform(&mut rng, t * cols, 1.0);
+        let x = uniform(&mut rng, t * rows, 2.0);
+        let mut gx = gpu_act(&mut gpu, t, rows, &x);
+        let ga = gpu_act(&mut gpu, t, cols, &a);
+        gpu.matmul_add(&mut gx, &ga, &gw).unwrap();
+        let mut cx = cpu_act(t, rows, &x);
+        cpu.matmul_add(&mut cx, &cpu_act(t, cols, &a), &cw).unwrap();
+        let scale = abs_dot(&a, &w.values, cols);
+        // One more f32 rounding, of the sum: 1e-6 relative.
         check_close(
-            &format!("{label}: x += y"),
-            &got_x,
+            &format!("matmul_add T={t}"),
+            &gpu.read(&gx).unwrap(),
             &cx.data,
-            rel(&cx.data, 1e-6),
+            |i| tol * scale[i] + 1e-6 * (cx.data[i] as f64).abs() + 1e-6,
         );
     }
-    // A residual of another shape is refused by name.
-    let dims = [64];
-    let gw = gpu.upload(f32_data("norm", &dims, &[1.0; 64])).unwrap();
-    let mut gx = gpu_act(&mut gpu, 2, 64, &[0.5; 128]);
-    let gy = gpu_act(&mut gpu, 1, 64, &[0.5; 64]);
-    let err = gpu.add_rms_norm(&mut gx, &gy, &gw, 1e-6).unwrap_err();
-    assert!(err.to_string().contains("residual y is (1, 64)"), "{err}");
 }
 
 #[test]
@@ -775,10 +792,7 @@ fn attention_kernels_agree_on_small_batches() {
         m(70, width, &uniform(&mut rng, 70 * width, 1.0)),
         angles(70),
     );
-    let (batch_qkv, batch_angles) = (
-        m(3, width, &uniform(&mut rng, 3 * width, 1.0)),
-        angles(73),
-    );
+    let (batch_qkv, batch_angles) = (m(3, width, &uniform(&mut rng, 3 * width, 1.0)), angles(73));
     let prefix_out = ctx
         .buffers()
         .matrix_filled(70, n_heads * hd, ActType::F32, f32::NAN)
@@ -928,11 +942,13 @@ impl BothExperts {
         }
     }
 
-    /// The CPU reference of `x (t, d)` routed to `ids`/`w`, and its RMS.
+    /// The CPU reference of `x (t, d)` routed to `ids`/`w`, normed by `norm` first when
+    /// given: x after the layer added into it, and the RMS of what it added.
     fn reference(
         &self,
         cpu: &mut CpuBackend,
         x: &[f32],
+        norm: Option<PreNorm<'_, CpuWeight>>,
         (ids, w): (&[u32], &[f32]),
         k: usize,
         params: &MoeParams,
@@ -940,18 +956,22 @@ impl BothExperts {
         let (t, e) = (ids.len() / k, self.cpu.1.experts());
         let routing = cpu.routing_from_host(e, k, ids, w).unwrap();
         let (gate_up, down) = (&self.cpu.0, &self.cpu.1);
-        let want = cpu
-            .moe(
-                &cpu_act(t, x.len() / t, x),
-                &routing,
-                ExpertWeights { gate_up, down },
-                params,
-            )
-            .unwrap()
-            .data;
-        let rms =
-            (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
-        (want, rms)
+        let mut out = cpu_act(t, x.len() / t, x);
+        cpu.moe(
+            &mut out,
+            norm,
+            &routing,
+            ExpertWeights { gate_up, down },
+            params,
+        )
+        .unwrap();
+        let added = out
+            .data
+            .iter()
+            .zip(x)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2));
+        let rms = (added.sum::<f64>() / x.len() as f64).sqrt();
+        (out.data, rms)
     }
 
     fn gpu_weights(&self) -> ExpertWeights<'_, moetile_wgpu::ExpertTensor> {
@@ -994,16 +1014,21 @@ fn moe_honours_the_tile_and_matches_cpu() {
         activation: ExpertActivation::SwiGlu,
         tile,
     };
-    let (want, rms) = experts.reference(&mut cpu, &x, (&ids, &w), k, &params(TileWidth::T32));
+    let (want, rms) = experts.reference(&mut cpu, &x, None, (&ids, &w), k, &params(TileWidth::T32));
     let tol = moe_tolerance(&gpu);
-    let gx = gpu_act(&mut gpu, t, d, &x);
     let routing = gpu.routing_from_host(e, k, &ids, &w).unwrap();
     for tile in TileWidth::ALL {
+        let mut gx = gpu_act(&mut gpu, t, d, &x);
         gpu.stage(Stage::Experts, Some(0));
-        let out = gpu
-            .moe(&gx, &routing, experts.gpu_weights(), &params(tile))
-            .unwrap();
-        let got = gpu.read(&out).unwrap();
+        gpu.moe(
+            &mut gx,
+            None,
+            &routing,
+            experts.gpu_weights(),
+            &params(tile),
+        )
+        .unwrap();
+        let got = gpu.read(&gx).unwrap();
         check_close(&format!("moe tile {tile}"), &got, &want, |_| tol * rms);
         if profiling {
             let report = gpu.take_profile().unwrap();
@@ -1036,9 +1061,12 @@ fn moe_decode_is_two_mat_vecs_and_matches_cpu() {
     let (d, e, k) = (256, 8, 3);
     let experts = BothExperts::random(&mut gpu, &mut cpu, &mut rng, [d, 96, e]);
     let tol = moe_tolerance(&gpu);
-    for (t, activation) in [
-        (1, ExpertActivation::SwiGlu),
-        (4, ExpertActivation::SwiGluClamped { limit: 1.0 }),
+    let norm_w = uniform(&mut rng, d, 1.0);
+    let (gnorm, cnorm) = upload_both(&mut gpu, &mut cpu, f32_data("norm", &[d], &norm_w));
+    for (t, activation, normed) in [
+        (1, ExpertActivation::SwiGlu, false),
+        (4, ExpertActivation::SwiGluClamped { limit: 1.0 }, false),
+        (2, ExpertActivation::SwiGlu, true),
     ] {
         let x = uniform(&mut rng, t * d, 2.0);
         let ids = common::random_ids(&mut rng, t, k, e);
@@ -1047,15 +1075,16 @@ fn moe_decode_is_two_mat_vecs_and_matches_cpu() {
             activation,
             tile: TileWidth::T32,
         };
-        let (want, rms) = experts.reference(&mut cpu, &x, (&ids, &w), k, &params);
-        let gx = gpu_act(&mut gpu, t, d, &x);
+        let cpu_norm = normed.then(|| pre(&cnorm));
+        let (want, rms) = experts.reference(&mut cpu, &x, cpu_norm, (&ids, &w), k, &params);
+        let mut gx = gpu_act(&mut gpu, t, d, &x);
         let routing = gpu.routing_from_host(e, k, &ids, &w).unwrap();
         gpu.stage(Stage::Experts, Some(0));
-        let out = gpu
-            .moe(&gx, &routing, experts.gpu_weights(), &params)
+        let gpu_norm = normed.then(|| pre(&gnorm));
+        gpu.moe(&mut gx, gpu_norm, &routing, experts.gpu_weights(), &params)
             .unwrap();
-        let got = gpu.read(&out).unwrap();
-        let label = format!("moe decode T={t} {activation:?}");
+        let got = gpu.read(&gx).unwrap();
+        let label = format!("moe decode T={t} {activation:?} normed {normed}");
         check_close(&label, &got, &want, |_| tol * rms);
         if profiling {
             let report = gpu.take_profile().unwrap();

@@ -279,6 +279,7 @@ pub(crate) struct MvId {
     pub(crate) weight: WeightType,
     pub(crate) act: ActType,
     pub(crate) epilogue: MvEpilogue,
+    pub(crate) norm: bool,
 }
 
 impl Family for MvId {
@@ -288,7 +289,11 @@ impl Family for MvId {
             MvEpilogue::Rows => write!(f, "mv_id_{weight}_{act}"),
             MvEpilogue::Glu { mid } => write!(f, "mv_glu_{weight}_{act}_{}", mid.name()),
             MvEpilogue::Sum => write!(f, "mv_sum_{weight}_{act}"),
+        }?;
+        if self.norm {
+            f.write_str("_norm")?;
         }
+        Ok(())
     }
 
     fn template(&self) -> &'static str {
@@ -306,9 +311,14 @@ impl Family for MvId {
             ],
             MvEpilogue::Sum => &["mv/sum.wgsl"],
         };
+        let prologue = if self.norm {
+            "mv/norm.wgsl"
+        } else {
+            "mv/plain.wgsl"
+        };
         [
             self.weight.fragments(),
-            &[act_fragment(self.act), "matmul.wgsl"],
+            &[act_fragment(self.act), "matmul.wgsl", prologue],
             epilogue,
         ]
         .concat()
@@ -327,6 +337,9 @@ impl Family for MvId {
                 list.extend([b(4, "mid", ReadWrite), b(5, "route", ReadOnly)]);
             }
             MvEpilogue::Sum => list.push(b(4, "out", ReadWrite)),
+        }
+        if self.norm {
+            list.push(b(6, "norm_w", ReadOnly));
         }
         list
     }

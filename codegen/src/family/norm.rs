@@ -1,5 +1,4 @@
-//! `rms_norm`: RMS norm of every group of values (a row or a head) times a weight vector, plain
-//! or with the residual add fused in.
+//! `rms_norm`: RMS norm of every group of values (a row or a head) times a weight vector.
 
 use std::fmt;
 
@@ -7,44 +6,20 @@ use super::{Family, b};
 use crate::key::{Binding, BindingKind::*};
 use crate::params::{Layout, NormParams, layout};
 
-/// Threads per RMS-norm workgroup (one group each). A decode step's row norms are one
-/// workgroup each, so their latency is the strided loop: at D 2048 on the H100, 64 threads
-/// took ~25 us a norm, 256 take ~9 us (per-head norms of 128 values leave half the threads idle,
-/// +1.4 ms over a 2048-token prefill of Qwen3-30B-A3B against -1.6 ms per decode step).
+/// Threads per RMS-norm workgroup (one group each). A row norm is one workgroup, so its latency
+/// is the strided loop: at D 2048 on the H100, 64 threads took ~25 us a norm, 256 take ~9 us.
 const NORM_WG_SIZE: u32 = 256;
 
-/// What an RMS norm of [`KernelKey::RmsNorm`](crate::KernelKey::RmsNorm) reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NormFlavour {
-    /// One matrix: `out = rms_norm(x) * w`.
-    Plain,
-    /// A residual `y` is first added into `x` in place (`x += y`), fusing the residual add
-    /// into the norm after it.
-    Residual,
-}
+/// `rms_norm`.
+pub(crate) struct RmsNorm;
 
-impl NormFlavour {
-    /// Every flavour.
-    pub const ALL: [NormFlavour; 2] = [NormFlavour::Plain, NormFlavour::Residual];
-}
-
-impl Family for NormFlavour {
+impl Family for RmsNorm {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NormFlavour::Plain => "rms_norm",
-            NormFlavour::Residual => "rms_norm_residual",
-        })
+        f.write_str("rms_norm")
     }
 
     fn template(&self) -> &'static str {
         "rms_norm.wgsl"
-    }
-
-    fn fragments(&self) -> Vec<&'static str> {
-        match self {
-            NormFlavour::Plain => vec!["norm/plain.wgsl", "norm/out.wgsl"],
-            NormFlavour::Residual => vec!["norm/residual.wgsl", "norm/out.wgsl"],
-        }
     }
 
     fn params(&self) -> Layout {
@@ -52,20 +27,12 @@ impl Family for NormFlavour {
     }
 
     fn bindings(&self) -> Vec<Binding> {
-        let x_kind = match self {
-            NormFlavour::Residual => ReadWrite,
-            NormFlavour::Plain => ReadOnly,
-        };
-        let mut list = vec![
+        vec![
             b(0, "params", Uniform),
-            b(1, "x", x_kind),
+            b(1, "x", ReadOnly),
             b(2, "w", ReadOnly),
             b(3, "out", ReadWrite),
-        ];
-        if *self == NormFlavour::Residual {
-            list.push(b(4, "y", ReadOnly));
-        }
-        list
+        ]
     }
 
     fn workgroup_size(&self) -> u32 {

@@ -131,44 +131,61 @@ pub struct ExpertWeights<'a, W> {
     pub down: &'a W,
 }
 
+/// An RMS norm applied by the op that reads its input ([`Backend::project`], [`Backend::moe`]):
+/// the op sees `rms_norm(x) * weight` where it reads `x`. A backend may fold it into its
+/// kernels (each computes the row's RMS as it reads the row) instead of writing the normed rows
+/// out first.
+#[derive(Debug)]
+pub struct PreNorm<'a, W> {
+    /// f32 `[cols]`.
+    pub weight: &'a W,
+    /// Added to the mean square.
+    pub eps: f32,
+}
+
+// By hand: a derive would ask `W: Copy`, though only a reference to W is copied.
+impl<W> Clone for PreNorm<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for PreNorm<'_, W> {}
+
 /// Where in the forward pass the ops that follow belong, for profilers ([`Backend::stage`]).
-/// A residual add belongs to the norm after it, with which [`Backend::add_rms_norm`] may fuse it.
+/// A residual add belongs to the op that produces what is added, a norm to the first op that
+/// reads its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
     /// Token embedding lookup.
     Embed,
-    /// The previous layer's FFN residual add and the RMS norm before attention.
-    AttnNorm,
-    /// The q, k and v projections (and their biases).
+    /// The RMS norm before attention and the q, k and v projections (and their biases).
     QkvProj,
     /// Per-head q/k RMS norms (qwen3), rotary embedding of q and k, KV-cache append and
     /// attention.
     Attention,
-    /// Attention output projection.
+    /// Attention output projection and its residual add.
     OutProj,
-    /// The attention residual add and the RMS norm before the FFN.
-    FfnNorm,
-    /// Router logits, gating and top-K.
+    /// The RMS norm before the FFN, router logits, gating and top-K.
     Router,
-    /// Routed experts; backends may label sub-stages (map, gate, up, act, down, sum).
+    /// Routed experts and their residual add; backends may label sub-stages (map, gate, up,
+    /// act, down, sum).
     Experts,
-    /// The shared expert, its gate, and the add into the routed output (qwen2moe).
+    /// The shared expert, its gate, and its residual add (qwen2moe).
     SharedExpert,
-    /// A dense SwiGLU FFN.
+    /// The RMS norm before the FFN, a dense SwiGLU FFN and its residual add.
     DenseFfn,
-    /// The last FFN residual add, the final norm and the output projection.
+    /// The final norm and the output projection.
     OutputHead,
 }
 
 impl Stage {
     /// Every stage, in forward order.
-    pub const ALL: [Stage; 11] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Embed,
-        Stage::AttnNorm,
         Stage::QkvProj,
         Stage::Attention,
         Stage::OutProj,
-        Stage::FfnNorm,
         Stage::Router,
         Stage::Experts,
         Stage::SharedExpert,
@@ -180,11 +197,9 @@ impl Stage {
     pub fn name(self) -> &'static str {
         match self {
             Stage::Embed => "embed",
-            Stage::AttnNorm => "attn_norm",
             Stage::QkvProj => "qkv_proj",
             Stage::Attention => "attention",
             Stage::OutProj => "out_proj",
-            Stage::FfnNorm => "ffn_norm",
             Stage::Router => "router",
             Stage::Experts => "experts",
             Stage::SharedExpert => "shared_expert",
@@ -271,24 +286,23 @@ pub trait Backend {
     /// RMS norm of every group of `w.len` values of each row, times `w` (f32 `[n]`). A row of
     /// `h * n` values is normalised per head, as the q/k norms of qwen3 need.
     fn rms_norm(&mut self, x: &Self::Act, w: &Self::Weight, eps: f32) -> Result<Self::Act>;
-    /// `x += y`, then [`Backend::rms_norm`] of `x` times `w`: a residual add and the norm after
-    /// it, which a backend may fuse (one pass over `x` instead of two ops). The default is the
-    /// plain composition.
-    fn add_rms_norm(
-        &mut self,
-        x: &mut Self::Act,
-        y: &Self::Act,
-        w: &Self::Weight,
-        eps: f32,
-    ) -> Result<Self::Act> {
-        self.add(x, y)?;
-        self.rms_norm(x, w, eps)
-    }
     /// `x (T, cols) @ w[cols, rows]^T -> (T, rows)`.
     fn matmul(&mut self, x: &Self::Act, w: &Self::Weight) -> Result<Self::Act>;
-    /// `x (T, cols) @ [w_0; w_1; ...]^T`: the outputs of weights stacked by rows, side by side
-    /// in one `(T, rows_0 + rows_1 + ...)` activation (q, k and v of a layer).
-    fn matmul_stacked(&mut self, x: &Self::Act, ws: &[Self::Weight]) -> Result<Self::Act>;
+    /// `h (T, cols) @ [w_0; w_1; ...]^T` with `h = rms_norm(x) * norm` (or x): the outputs of
+    /// weights stacked by rows, side by side in one `(T, rows_0 + rows_1 + ...)` activation (q,
+    /// k and v of a layer; one weight for the router and the output head).
+    fn project(
+        &mut self,
+        x: &Self::Act,
+        norm: Option<PreNorm<'_, Self::Weight>>,
+        ws: &[Self::Weight],
+    ) -> Result<Self::Act>;
+    /// `x += a @ w^T`: a projection and the residual add after it, which a backend may fuse.
+    /// The default is the plain composition.
+    fn matmul_add(&mut self, x: &mut Self::Act, a: &Self::Act, w: &Self::Weight) -> Result<()> {
+        let y = self.matmul(a, w)?;
+        self.add(x, &y)
+    }
     /// `x[t, :] += b` for every row; `b` is f32 `[cols]`.
     fn add_bias(&mut self, x: &mut Self::Act, b: &Self::Weight) -> Result<()>;
     /// One layer's attention from its projections: row t of `qkv` holds q (`n_heads` heads),
@@ -327,13 +341,15 @@ pub trait Backend {
     ) -> Result<Self::Routing>;
     /// Copies a routing out: `(ids, weights)`, each `(T, K)` row-major.
     fn read_routing(&mut self, r: &Self::Routing) -> Result<(Vec<u32>, Vec<f32>)>;
-    /// The routed experts: `out[t] = sum_k w[t,k] * down[e] @ act(gate[e] @ x[t], up[e] @ x[t])`
-    /// with `e = ids[t, k]`: `(T, D)`.
+    /// The routed experts added into the residual stream `x (T, D)`: with `h = rms_norm(x) *
+    /// norm` (or x) as it was before the add, `x[t] += sum_k w[t,k] * down[e] @ act(gate[e] @
+    /// h[t], up[e] @ h[t])` with `e = ids[t, k]`.
     fn moe(
         &mut self,
-        x: &Self::Act,
+        x: &mut Self::Act,
+        norm: Option<PreNorm<'_, Self::Weight>>,
         routing: &Self::Routing,
         experts: ExpertWeights<'_, Self::Weight>,
         p: &MoeParams,
-    ) -> Result<Self::Act>;
+    ) -> Result<()>;
 }

@@ -5,7 +5,7 @@ use crate::Result;
 use crate::gguf::GgufFile;
 use crate::model::{
     AttentionParams, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
-    ModelWeights, MoeParams, RouterParams, Stage, load_weights,
+    ModelWeights, MoeParams, PreNorm, RouterParams, Stage, load_weights,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
 
@@ -78,16 +78,15 @@ impl<B: Backend> Model<B> {
         };
         b.stage(Stage::Embed, None);
         let mut x = b.embed(&w.embed, tokens)?;
-        // The FFN output of the previous layer, not yet added into `x`: each residual add is
-        // fused into the norm after it.
-        let mut residual = None;
         for (il, layer) in w.layers.iter().enumerate() {
             let l = Some(il);
             let a = &layer.attn;
-            b.stage(Stage::AttnNorm, l);
-            let h = add_norm(b, &mut x, residual.take(), &a.norm, c.rms_eps)?;
             b.stage(Stage::QkvProj, l);
-            let mut qkv = b.matmul_stacked(&h, &a.qkv)?;
+            let norm = PreNorm {
+                weight: &a.norm,
+                eps: c.rms_eps,
+            };
+            let mut qkv = b.project(&x, Some(norm), &a.qkv)?;
             if let Some(bias) = &a.qkv_bias {
                 b.add_bias(&mut qkv, bias)?;
             }
@@ -95,14 +94,17 @@ impl<B: Backend> Model<B> {
             let qk_norm = a.qk_norm.as_ref().map(|[qn, kn]| [qn, kn]);
             let att = b.attention(&qkv, qk_norm, kv, il, pos0, &attn_params)?;
             b.stage(Stage::OutProj, l);
-            let o = b.matmul(&att, &a.out)?;
+            b.matmul_add(&mut x, &att, &a.out)?;
 
-            b.stage(Stage::FfnNorm, l);
-            let h = b.add_rms_norm(&mut x, &o, &layer.ffn_norm, c.rms_eps)?;
-            let y = match &layer.ffn {
+            let norm = PreNorm {
+                weight: &layer.ffn_norm,
+                eps: c.rms_eps,
+            };
+            match &layer.ffn {
                 FfnWeights::Dense(ffn) => {
                     b.stage(Stage::DenseFfn, l);
-                    dense_ffn(b, &h, ffn)?
+                    let h = b.rms_norm(&x, norm.weight, norm.eps)?;
+                    dense_ffn_add(b, &mut x, &h, ffn)?;
                 }
                 FfnWeights::Moe {
                     router,
@@ -112,7 +114,7 @@ impl<B: Backend> Model<B> {
                 } => {
                     let m = c.moe.as_ref().expect("MoE weights imply an MoE config");
                     b.stage(Stage::Router, l);
-                    let router_logits = b.matmul(&h, router)?;
+                    let router_logits = b.project(&x, Some(norm), std::slice::from_ref(router))?;
                     let routing = b.route(
                         &router_logits,
                         &RouterParams {
@@ -122,6 +124,21 @@ impl<B: Backend> Model<B> {
                             weight_scale: m.weight_scale,
                         },
                     )?;
+                    // The shared expert reads the normed x before the routed experts add
+                    // into it.
+                    let shared_out = match shared {
+                        Some((ffn, gate_inp)) => {
+                            b.stage(Stage::SharedExpert, l);
+                            let h = b.rms_norm(&x, norm.weight, norm.eps)?;
+                            let mut ys = dense_ffn(b, &h, ffn)?;
+                            if let Some(gate_inp) = gate_inp {
+                                let g = b.matmul(&h, gate_inp)?;
+                                b.mul_sigmoid(&mut ys, &g)?;
+                            }
+                            Some(ys)
+                        }
+                        None => None,
+                    };
                     let tile = self
                         .tile_for(tokens.len(), policy)
                         .unwrap_or(TileWidth::T32);
@@ -130,43 +147,26 @@ impl<B: Backend> Model<B> {
                         tile,
                     };
                     b.stage(Stage::Experts, l);
-                    let mut y = b.moe(&h, &routing, ExpertWeights { gate_up, down }, &params)?;
-                    if let Some((ffn, gate_inp)) = shared {
+                    let experts = ExpertWeights { gate_up, down };
+                    b.moe(&mut x, Some(norm), &routing, experts, &params)?;
+                    if let Some(ys) = shared_out {
                         b.stage(Stage::SharedExpert, l);
-                        let mut ys = dense_ffn(b, &h, ffn)?;
-                        if let Some(gate_inp) = gate_inp {
-                            let g = b.matmul(&h, gate_inp)?;
-                            b.mul_sigmoid(&mut ys, &g)?;
-                        }
-                        b.add(&mut y, &ys)?;
+                        b.add(&mut x, &ys)?;
                     }
-                    y
                 }
-            };
-            residual = Some(y);
+            }
         }
         b.stage(Stage::OutputHead, None);
-        // The norm is per row, so norming every row and then taking the last equals the
-        // reverse; the output projection still runs on one row.
-        let mut h = add_norm(b, &mut x, residual, &w.output_norm, c.rms_eps)?;
+        // The norm is per row, so norming the last row equals taking the last normed row.
         if logits == Logits::Last {
-            h = b.last_row(&h)?;
+            x = b.last_row(&x)?;
         }
-        b.matmul(&h, w.output.as_ref().unwrap_or(&w.embed))
-    }
-}
-
-/// `rms_norm(x + residual) * w`, adding `residual` (when there is one) into `x` as well.
-fn add_norm<B: Backend>(
-    b: &mut B,
-    x: &mut B::Act,
-    residual: Option<B::Act>,
-    w: &B::Weight,
-    eps: f32,
-) -> Result<B::Act> {
-    match residual {
-        Some(y) => b.add_rms_norm(x, &y, w, eps),
-        None => b.rms_norm(x, w, eps),
+        let norm = PreNorm {
+            weight: &w.output_norm,
+            eps: c.rms_eps,
+        };
+        let head = w.output.as_ref().unwrap_or(&w.embed);
+        b.project(&x, Some(norm), std::slice::from_ref(head))
     }
 }
 
@@ -175,4 +175,17 @@ fn dense_ffn<B: Backend>(b: &mut B, h: &B::Act, ffn: &DenseFfn<B::Weight>) -> Re
     let u = b.matmul(h, &ffn.up)?;
     let m = b.swiglu(&g, &u)?;
     b.matmul(&m, &ffn.down)
+}
+
+/// `x += dense_ffn(h)`, the down projection fused with the residual add.
+fn dense_ffn_add<B: Backend>(
+    b: &mut B,
+    x: &mut B::Act,
+    h: &B::Act,
+    ffn: &DenseFfn<B::Weight>,
+) -> Result<()> {
+    let g = b.matmul(h, &ffn.gate)?;
+    let u = b.matmul(h, &ffn.up)?;
+    let m = b.swiglu(&g, &u)?;
+    b.matmul_add(x, &m, &ffn.down)
 }

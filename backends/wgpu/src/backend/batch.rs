@@ -11,7 +11,7 @@ use moetile_codegen::{ActType, MatmulKey, Path, WeightType};
 use super::{WgpuBackend, shape};
 use crate::buffers::GpuMatrix;
 use crate::layout::ExpertTensor;
-use crate::moe::{self, ExpertMap, Matmul, Routing};
+use crate::moe::{self, ExpertMap, Matmul, MvExtras, Routing};
 use crate::ops::rope_angles;
 use crate::pool::PooledBuffer;
 
@@ -51,15 +51,16 @@ pub(super) fn dense_tile(n_tokens: usize) -> TileWidth {
 
 impl WgpuBackend {
     /// Records `x (T, cols) @ w^T` into columns `out_col..out_col + w.dense_rows()` of `out
-    /// (T, _)`: mat-vec for small batches, else the tiled matmul. A weight in slices (see
-    /// [`ExpertTensor::slices`]) multiplies every token by every slice: pair `t * slices + s`
-    /// fills slice s's columns of row t.
+    /// (T, _)`: mat-vec for small batches (with `extras`), else the tiled matmul (which takes
+    /// none). A weight in slices (see [`ExpertTensor::slices`]) multiplies every token by every
+    /// slice: pair `t * slices + s` fills slice s's columns of row t.
     pub(super) fn matmul_into(
         &mut self,
         x: &GpuMatrix,
         w: &ExpertTensor,
         out: &GpuMatrix,
         out_col: usize,
+        extras: MvExtras<'_>,
     ) -> moetile::Result<()> {
         if x.cols != w.cols || w.experts != w.slices || x.rows == 0 || out.rows != x.rows {
             return Err(shape(
@@ -80,8 +81,14 @@ impl WgpuBackend {
         };
         if n_tokens <= self.mat_vec_max_tokens() {
             let routing = self.dense_routing(n_tokens, slices)?;
-            self.record("matmul", |rec| moe::mv_id(rec, &routing, mm))
+            self.record("matmul", |rec| moe::mv_id(rec, &routing, mm, extras))
         } else {
+            if extras.norm.is_some() || extras.accumulate {
+                return Err(shape(
+                    "matmul",
+                    format!("a folded norm or add on the tiled path ({n_tokens} tokens)"),
+                ));
+            }
             let tile = dense_tile(n_tokens);
             let map = self.dense_map(n_tokens, slices, tile)?;
             let path = if w.weight == WeightType::F32 {

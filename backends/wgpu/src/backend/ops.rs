@@ -3,7 +3,7 @@
 
 use moetile::model::{
     AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, ModelConfig, MoeParams,
-    RouterParams, Stage, WeightData,
+    PreNorm, RouterParams, Stage, WeightData,
 };
 use moetile_codegen::{ActType, EltOp};
 
@@ -11,7 +11,7 @@ use super::{WgpuBackend, shape};
 use crate::attention::{self, AttentionKernel, AttnInputs, CacheSlot, KvCache};
 use crate::buffers::GpuMatrix;
 use crate::layout::ExpertTensor;
-use crate::moe::{self, MoeBuffers, MoeInputs, MoeOptions, Routing};
+use crate::moe::{self, MoeBuffers, MoeInputs, MoeOptions, MoePlan, MvExtras, Routing, RowNorm};
 use crate::ops;
 use crate::plan::{WeightUse, model_kernels};
 
@@ -164,41 +164,67 @@ impl Backend for WgpuBackend {
         eps: f32,
     ) -> moetile::Result<GpuMatrix> {
         let out = self.output(x.rows, x.cols, "rms_norm")?;
-        self.record("rms_norm", |rec| ops::rms_norm(rec, x, None, w, eps, &out))?;
-        Ok(out)
-    }
-
-    /// One dispatch: the norm kernel adds `y` into `x` as it first reads it.
-    fn add_rms_norm(
-        &mut self,
-        x: &mut GpuMatrix,
-        y: &GpuMatrix,
-        w: &ExpertTensor,
-        eps: f32,
-    ) -> moetile::Result<GpuMatrix> {
-        let out = self.output(x.rows, x.cols, "rms_norm")?;
-        self.record("rms_norm_residual", |rec| {
-            ops::rms_norm(rec, x, Some(y), w, eps, &out)
-        })?;
+        self.record("rms_norm", |rec| ops::rms_norm(rec, x, w, eps, &out))?;
         Ok(out)
     }
 
     fn matmul(&mut self, x: &GpuMatrix, w: &ExpertTensor) -> moetile::Result<GpuMatrix> {
         let out = self.output(x.rows, w.dense_rows(), "matmul")?;
-        self.matmul_into(x, w, &out, 0)?;
+        self.matmul_into(x, w, &out, 0, MvExtras::default())?;
         Ok(out)
     }
 
-    /// One matmul per weight, each writing its columns of the output.
-    fn matmul_stacked(&mut self, x: &GpuMatrix, ws: &[ExpertTensor]) -> moetile::Result<GpuMatrix> {
+    /// One matmul per weight, each writing its columns of the output; on the mat-vec path
+    /// each normalizes x's rows itself as it reads them, else the normed rows are written
+    /// out first.
+    fn project(
+        &mut self,
+        x: &GpuMatrix,
+        norm: Option<PreNorm<'_, ExpertTensor>>,
+        ws: &[ExpertTensor],
+    ) -> moetile::Result<GpuMatrix> {
+        let normed;
+        let (input, row_norm) = match norm {
+            Some(n) if x.rows <= self.mat_vec_max_tokens() => {
+                let weight = ops::vector("norm", n.weight)?;
+                (x, Some(RowNorm { weight, eps: n.eps }))
+            }
+            Some(n) => {
+                normed = self.rms_norm(x, n.weight, n.eps)?;
+                (&normed, None)
+            }
+            None => (x, None),
+        };
         let cols = ws.iter().map(|w| w.dense_rows()).sum();
         let out = self.output(x.rows, cols, "matmul")?;
+        let extras = MvExtras {
+            norm: row_norm,
+            accumulate: false,
+        };
         let mut col = 0;
         for w in ws {
-            self.matmul_into(x, w, &out, col)?;
+            self.matmul_into(input, w, &out, col, extras)?;
             col += w.dense_rows();
         }
         Ok(out)
+    }
+
+    /// One mat-vec adding into x for small batches.
+    fn matmul_add(
+        &mut self,
+        x: &mut GpuMatrix,
+        a: &GpuMatrix,
+        w: &ExpertTensor,
+    ) -> moetile::Result<()> {
+        if a.rows > self.mat_vec_max_tokens() {
+            let y = self.matmul(a, w)?;
+            return self.add(x, &y);
+        }
+        let extras = MvExtras {
+            norm: None,
+            accumulate: true,
+        };
+        self.matmul_into(a, w, x, 0, extras)
     }
 
     fn add_bias(&mut self, x: &mut GpuMatrix, b: &ExpertTensor) -> moetile::Result<()> {
@@ -333,31 +359,56 @@ impl Backend for WgpuBackend {
         ))
     }
 
+    /// The fused mat-vec plan (`mv_glu` reading x, `mv_sum` adding into it) takes the norm
+    /// and the residual add into its two kernels; other plans norm x first and add the
+    /// layer's output after.
     fn moe(
         &mut self,
-        x: &GpuMatrix,
+        x: &mut GpuMatrix,
+        norm: Option<PreNorm<'_, ExpertTensor>>,
         routing: &Routing,
         experts: ExpertWeights<'_, ExpertTensor>,
         p: &MoeParams,
-    ) -> moetile::Result<GpuMatrix> {
-        let opts = MoeOptions {
+    ) -> moetile::Result<()> {
+        let mut opts = MoeOptions {
             path: self.options.path,
             mid: self.options.mid,
             mat_vec: x.rows <= self.mat_vec_max_tokens(),
             ..MoeOptions::new(&self.ctx, p, x.rows)
         };
-        let inputs = MoeInputs {
+        let plain = MoeInputs {
             x,
+            norm: None,
             routing,
             experts,
+        };
+        let fused = MoePlan::new(&plain, &opts).fused_ends();
+        let normed = match norm {
+            Some(n) if !fused => Some(self.rms_norm(x, n.weight, n.eps)?),
+            _ => None,
+        };
+        let inputs = match (norm, &normed) {
+            (_, Some(h)) => MoeInputs { x: h, ..plain },
+            (Some(n), None) => MoeInputs {
+                norm: Some(RowNorm {
+                    weight: ops::vector("norm", n.weight)?,
+                    eps: n.eps,
+                }),
+                ..plain
+            },
+            (None, None) => plain,
         };
         // From this backend's pool: they are dropped while the encoder is still open.
         let bufs = MoeBuffers::new(&self.buffers(), &inputs, &opts)?;
         for m in bufs.all() {
             self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
         }
+        if fused {
+            opts.accumulate = true;
+            return self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, x));
+        }
         let out = self.output(x.rows, x.cols, "moe")?;
         self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
-        Ok(out)
+        self.add(x, &out)
     }
 }

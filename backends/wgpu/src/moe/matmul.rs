@@ -75,22 +75,58 @@ pub fn mm_id(
     rec.dispatch_each(&kkey, &sets, grid)
 }
 
+/// An RMS norm of the activation rows a mat-vec applies as it reads them: `x / sqrt(mean(x^2)
+/// + eps) * weight` (the norm before a layer's projections, folded into them).
+#[derive(Debug, Clone, Copy)]
+pub struct RowNorm<'a> {
+    /// f32, one per activation column.
+    pub weight: &'a wgpu::Buffer,
+    /// Added to the mean square.
+    pub eps: f32,
+}
+
+/// What [`mv_id`] does besides the product.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MvExtras<'a> {
+    /// Norm each f32 activation row as it is read.
+    pub norm: Option<RowNorm<'a>>,
+    /// Add the outputs to what the output holds (a residual stream) instead of storing them.
+    pub accumulate: bool,
+}
+
 /// The mat-vec form of [`mm_id`]: one workgroup per (row tile, pair) of `routing`, no map.
-pub fn mv_id(rec: &mut Recorder<'_>, routing: &Routing, mm: Matmul<'_>) -> Result<()> {
-    mat_vec(rec, routing, mm, MvEpilogue::Rows, Epilogue::default())
+pub fn mv_id(
+    rec: &mut Recorder<'_>,
+    routing: &Routing,
+    mm: Matmul<'_>,
+    extras: MvExtras<'_>,
+) -> Result<()> {
+    let extra = Epilogue {
+        norm: extras.norm,
+        accumulate: extras.accumulate,
+        ..Epilogue::default()
+    };
+    mat_vec(rec, routing, mm, MvEpilogue::Rows, extra)
 }
 
 /// gate, up and the activation in one mat-vec over a gate/up tensor of interleaved rows
 /// (`mm.w`, `[D, 2F, E]`): `mm.out (T*K, F) = activation(gate . x, up . x) * route_weight`,
-/// stored as `mm.out`'s type (`mv_glu`). `mm.act` is x, one row per K pairs.
+/// stored as `mm.out`'s type (`mv_glu`). `mm.act` is x, one row per K pairs, normed by `norm`
+/// as it is read when given.
 pub fn mv_glu(
     rec: &mut Recorder<'_>,
     routing: &Routing,
     mm: Matmul<'_>,
     activation: ExpertActivation,
+    norm: Option<RowNorm<'_>>,
 ) -> Result<()> {
     let (clamp, limit) = clamp_limit(activation);
-    let epilogue = Epilogue { clamp, limit };
+    let epilogue = Epilogue {
+        clamp,
+        limit,
+        norm,
+        accumulate: false,
+    };
     mat_vec(
         rec,
         routing,
@@ -101,16 +137,28 @@ pub fn mv_glu(
 }
 
 /// down and the sum over K in one mat-vec: `mm.out (T, D) = sum_k W[e(t, k)] @ act[t*K + k]`
-/// (`mv_sum`); `mm.act` is `mid`, one row per pair. `mm.w` must be one weight chunk.
-pub fn mv_sum(rec: &mut Recorder<'_>, routing: &Routing, mm: Matmul<'_>) -> Result<()> {
-    mat_vec(rec, routing, mm, MvEpilogue::Sum, Epilogue::default())
+/// (`mv_sum`); `mm.act` is `mid`, one row per pair. `mm.w` must be one weight chunk. With
+/// `accumulate`, the sum is added to what `mm.out` holds (the residual stream).
+pub fn mv_sum(
+    rec: &mut Recorder<'_>,
+    routing: &Routing,
+    mm: Matmul<'_>,
+    accumulate: bool,
+) -> Result<()> {
+    let extra = Epilogue {
+        accumulate,
+        ..Epilogue::default()
+    };
+    mat_vec(rec, routing, mm, MvEpilogue::Sum, extra)
 }
 
-/// What the mat-vec epilogues read besides the matmul's shape (K comes from the routing).
+/// What a mat-vec reads besides the matmul's shape (K comes from the routing).
 #[derive(Debug, Clone, Copy, Default)]
-struct Epilogue {
+struct Epilogue<'a> {
     clamp: u32,
     limit: f32,
+    norm: Option<RowNorm<'a>>,
+    accumulate: bool,
 }
 
 /// Records the mat-vec of `epilogue` (see `wgsl/mv_id.wgsl`), once per weight chunk.
@@ -119,12 +167,13 @@ fn mat_vec(
     routing: &Routing,
     mm: Matmul<'_>,
     epilogue: MvEpilogue,
-    extra: Epilogue,
+    extra: Epilogue<'_>,
 ) -> Result<()> {
     let key = KernelKey::MvId {
         weight: mm.w.weight,
         act: mm.act.ty,
         epilogue,
+        norm: extra.norm.is_some(),
     };
     let (n_pairs, k) = (routing.n_pairs(), routing.n_used);
     mm.check_inputs(&key, n_pairs, "routing", routing.n_experts)?;
@@ -141,6 +190,18 @@ fn mat_vec(
                 format!(
                     "{} has {} interleaved gate/up rows: F must be even",
                     mm.w.name, mm.w.rows
+                ),
+            ));
+        }
+        _ if extra.norm.is_some()
+            && (mm.act.ty != ActType::F32 || matches!(epilogue, MvEpilogue::Sum)) =>
+        {
+            return Err(shape(
+                &op,
+                format!(
+                    "an RMS-normed input needs f32 activations (given {:?}) and a rows or glu \
+                     epilogue",
+                    mm.act.ty
                 ),
             ));
         }
@@ -163,7 +224,7 @@ fn mat_vec(
         .expect("a mat-vec key has a mat-vec grid");
     let params = mm.chunk_params(rec, n_pairs, k, stride, extra);
     let out = mm.out.buffer.as_entire_binding();
-    let rest = match epilogue {
+    let mut rest = match epilogue {
         MvEpilogue::Rows => vec![("ids", routing.ids.as_entire_binding()), ("y", out)],
         MvEpilogue::Glu { .. } => vec![
             ("ids", routing.ids.as_entire_binding()),
@@ -172,6 +233,19 @@ fn mat_vec(
         ],
         MvEpilogue::Sum => vec![("ids", routing.ids.as_entire_binding()), ("out", out)],
     };
+    if let Some(norm) = extra.norm {
+        if norm.weight.size() < (mm.w.cols * 4) as u64 {
+            return Err(shape(
+                &op,
+                format!(
+                    "norm weights of {} bytes for rows of {} values",
+                    norm.weight.size(),
+                    mm.w.cols
+                ),
+            ));
+        }
+        rest.push(("norm_w", norm.weight.as_entire_binding()));
+    }
     let sets = mm.chunk_bindings(&params, &rest);
     rec.dispatch_each(&key, &sets, Grid::Groups(x, y))
 }
@@ -276,7 +350,7 @@ impl<'a> Matmul<'a> {
         n_pairs: usize,
         n_used: usize,
         out_stride: u32,
-        extra: Epilogue,
+        extra: Epilogue<'_>,
     ) -> Vec<ParamSlot> {
         let w = self.w;
         w.chunks
@@ -294,7 +368,11 @@ impl<'a> Matmul<'a> {
                     limit: extra.limit,
                     out_stride,
                     out_col: self.out_col as u32,
+                    norm_eps: extra.norm.map_or(0.0, |n| n.eps),
+                    accumulate: extra.accumulate as u32,
                     _pad0: 0,
+                    _pad1: 0,
+                    _pad2: 0,
                 })
             })
             .collect()

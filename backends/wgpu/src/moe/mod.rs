@@ -42,7 +42,7 @@ mod routing;
 
 pub use act::{act, sum};
 pub use map::{ExpertMap, MapContents, map};
-pub use matmul::{Matmul, mm_id, mv_glu, mv_id, mv_sum};
+pub use matmul::{Matmul, MvExtras, RowNorm, mm_id, mv_glu, mv_id, mv_sum};
 pub use routing::Routing;
 
 use moetile::model::{ExpertActivation, ExpertWeights, GateUp, MoeParams};
@@ -91,6 +91,9 @@ pub struct MoeOptions {
     pub mid: ActType,
     /// Run the mat-vec kernels (no map, no tiles) instead of the grouped matmuls.
     pub mat_vec: bool,
+    /// Add the result to what `out` holds (the residual stream) instead of storing it: the
+    /// fused mat-vec plan only ([`MoePlan::fused_ends`]).
+    pub accumulate: bool,
 }
 
 impl MoeOptions {
@@ -109,6 +112,7 @@ impl MoeOptions {
                 ActType::F32
             },
             mat_vec: n_tokens <= mat_vec_max_tokens(ctx.profile(), path),
+            accumulate: false,
         }
     }
 }
@@ -118,6 +122,9 @@ impl MoeOptions {
 pub struct MoeInputs<'a> {
     /// `(T, D)` activations.
     pub x: &'a GpuMatrix,
+    /// An RMS norm of x's rows applied as they are read: the fused mat-vec plan only
+    /// ([`MoePlan::fused_ends`]).
+    pub norm: Option<RowNorm<'a>>,
     /// T tokens to K of E experts.
     pub routing: &'a Routing,
     /// gate and up `[D, F, E]` (or one `[D, 2F, E]` interleaved), down `[F, D, E]`.
@@ -179,6 +186,12 @@ impl MoePlan {
             glu: mat_vec && matches!(inputs.experts.gate_up, GateUp::Interleaved(_)),
             sum: mat_vec && inputs.experts.down.chunks.len() == 1,
         }
+    }
+
+    /// Whether x's norm and the add into `out` can be folded into the layer's kernels: the
+    /// fused mat-vecs, `mv_glu` reading x and `mv_sum` writing `out`.
+    pub fn fused_ends(&self) -> bool {
+        self.glu && self.sum
     }
 }
 
@@ -250,11 +263,22 @@ pub fn layer(
     bufs: &MoeBuffers,
     out: &GpuMatrix,
 ) -> Result<()> {
-    let MoeInputs { x, routing, .. } = *inputs;
+    let MoeInputs {
+        x, routing, norm, ..
+    } = *inputs;
     let ExpertWeights { gate_up, down } = inputs.experts;
     let k = routing.n_used;
     inputs.expert_width()?;
     let plan = MoePlan::new(inputs, opts);
+    if (norm.is_some() || opts.accumulate) && !plan.fused_ends() {
+        return Err(shape(
+            "moe",
+            format!(
+                "a folded norm or residual add needs the fused mat-vec plan, not {plan:?}: \
+                 norm x and add the output around the layer"
+            ),
+        ));
+    }
     let missing = |what: &str| {
         shape(
             "moe",
@@ -294,7 +318,7 @@ pub fn layer(
     // `out (pairs, rows) = w @ act`: grouped over the map, or mat-vec over the routing.
     let matmul = |rec: &mut Recorder<'_>, mm: Matmul<'_>| match &map {
         Some(map) => mm_id(rec, key(mm.w, mm.act.ty), map, mm),
-        None => mv_id(rec, routing, mm),
+        None => mv_id(rec, routing, mm, MvExtras::default()),
     };
     let x_times = |w, out| Matmul {
         w,
@@ -310,6 +334,7 @@ pub fn layer(
             routing,
             x_times(gate_or_merged, &bufs.mid),
             opts.activation,
+            norm,
         )?;
     } else {
         let gu_out = bufs
@@ -341,7 +366,7 @@ pub fn layer(
     };
     if plan.sum {
         rec.set_detail("down_sum");
-        mv_sum(rec, routing, mid_times(out))?;
+        mv_sum(rec, routing, mid_times(out), opts.accumulate)?;
     } else {
         let y = bufs.y.as_ref().ok_or_else(|| missing("down's outputs"))?;
         rec.set_detail("down");

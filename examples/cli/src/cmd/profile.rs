@@ -175,10 +175,8 @@ fn argmax(row: &[f32]) -> u32 {
 /// The bucket a row belongs to: attention or FFN half, and a readable name.
 fn bucket(stage: Option<Stage>, detail: Option<&str>) -> (&'static str, String) {
     let half = match stage {
-        Some(Stage::AttnNorm | Stage::QkvProj | Stage::Attention | Stage::OutProj) => "attention",
-        Some(
-            Stage::FfnNorm | Stage::Router | Stage::Experts | Stage::SharedExpert | Stage::DenseFfn,
-        ) => "ffn",
+        Some(Stage::QkvProj | Stage::Attention | Stage::OutProj) => "attention",
+        Some(Stage::Router | Stage::Experts | Stage::SharedExpert | Stage::DenseFfn) => "ffn",
         _ => "other",
     };
     let name = match (stage, detail) {
