@@ -8,19 +8,16 @@
 // values to cache rows pos0 + t, packed as the cache stores them.
 //
 // The head is staged in workgroup memory, so each thread computes two adjacent outputs (one
-// packed pair) from values other threads loaded. The sum of squares is reduced by a tree in
-// workgroup memory in a fixed order, as rms_norm.wgsl does.
+// packed pair) from values other threads loaded.
 //
 // Every loop has a bound uniform over the workgroup, every barrier is in uniform control flow
 // (the head's kind depends only on the workgroup) and every workgroup-array index is in range
 // by construction.
 //
 // Consts: WG_SIZE.
-// Fragments: kv/<type>.wgsl (KvPair, kv_pack), attn_input/norm.wgsl or attn_input/plain.wgsl
-//   (NORM, norm_weight).
+// Fragments: kv/<type>.wgsl (KvPair, kv_pack), reduce/sum.wgsl (workgroup_sum),
+//   attn_input/norm.wgsl or attn_input/plain.wgsl (NORM, norm_weight).
 // Params: AttnInputParams, declared by the generator from codegen/src/params.rs.
-
-const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
 
 @group(0) @binding(0) var<uniform> params: AttnInputParams;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
@@ -89,15 +86,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     var scale = 1.0;
     if NORM && kind != VALUE {
-        partial[li] = sum;
-        workgroupBarrier();
-        for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-            if li < s {
-                partial[li] += partial[li + s];
-            }
-            workgroupBarrier();
-        }
-        scale = 1.0 / sqrt(partial[0] / f32(hd) + params.eps);
+        scale = 1.0 / sqrt(workgroup_sum(li, sum) / f32(hd) + params.eps);
     }
     workgroupBarrier();
 

@@ -1,17 +1,14 @@
 // RMS norm of every group of group_len consecutive values (a row, or one head of a row) times
 // the weight vector: out[i] = x[i] / sqrt(mean(group^2) + eps) * w[i % group_len].
 // One workgroup per group (the grid is folded in two dimensions past 65535 groups): strided
-// partial sums of squares, then a tree in workgroup memory in a fixed order, so the result does
-// not depend on the subgroup size.
+// partial sums of squares, then their workgroup sum.
 //
 // Every loop has a bound uniform over the workgroup and every workgroup-array index is in
 // range by construction (the host may run this module without naga's loop guards and clamps).
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (GridGroup, linear_group).
+// Fragments: grid.wgsl (GridGroup, linear_group), reduce/sum.wgsl (workgroup_sum).
 // Params: NormParams, declared by the generator from codegen/src/params.rs.
-
-const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
 
 @group(0) @binding(0) var<uniform> params: NormParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -32,15 +29,7 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
         let v = x[base + i];
         sum = fma(v, v, sum);
     }
-    partial[li] = sum;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if li < s {
-            partial[li] += partial[li + s];
-        }
-        workgroupBarrier();
-    }
-    let scale = 1.0 / sqrt(partial[0] / f32(params.group_len) + params.eps);
+    let scale = 1.0 / sqrt(workgroup_sum(li, sum) / f32(params.group_len) + params.eps);
     for (var i = li; i < params.group_len; i += WG_SIZE) {
         out[base + i] = x[base + i] * scale * w[i];
     }

@@ -64,6 +64,7 @@ impl Templates {
             "attn/common.wgsl",
             "reduce/subgroup.wgsl",
             "reduce/workgroup.wgsl",
+            "reduce/sum.wgsl",
             "attn_input/plain.wgsl",
             "attn_input/norm.wgsl",
             "dequant/bytes.wgsl",

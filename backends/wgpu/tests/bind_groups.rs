@@ -8,32 +8,15 @@
 mod common;
 
 use moetile::RuntimeConfig;
-use moetile::gguf::GgufFile;
-use moetile::model::{Logits, Model};
 use moetile::session::Session;
-use moetile_wgpu::{BackendOptions, WgpuBackend};
 
 #[test]
 fn decode_steps_reuse_bind_groups_and_a_new_session_forgets_them() {
     let Some(ctx) = common::shared_ctx() else {
         return;
     };
-    let file = GgufFile::from_bytes(moetile_tests::tiny_model(3)).unwrap();
-    // The mat-vec path too, which CPU adapters never take by default.
-    let options = BackendOptions {
-        mat_vec_max_tokens: 32,
-        ..BackendOptions::for_device(ctx)
-    };
-    let mut gpu = WgpuBackend::with_options(ctx.clone(), options).unwrap();
-    let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
-    let config = RuntimeConfig {
-        ctx: Some(64),
-        ..RuntimeConfig::default()
-    };
-    let mut session = Session::new(&model, &mut gpu, &config).unwrap();
-    session
-        .prefill(&model, &mut gpu, &[1, 2, 3, 4], Logits::Last)
-        .unwrap();
+    let (mut gpu, model) = common::mat_vec_model(ctx, 3);
+    let mut session = common::prefilled_session(&model, &mut gpu, &[1, 2, 3, 4]);
     // The first steps after the prefill find other buffers free than later ones do.
     for token in 5..8 {
         session.decode(&model, &mut gpu, token).unwrap();
@@ -51,6 +34,10 @@ fn decode_steps_reuse_bind_groups_and_a_new_session_forgets_them() {
          token ids')"
     );
     drop(session);
+    let config = RuntimeConfig {
+        ctx: Some(64),
+        ..RuntimeConfig::default()
+    };
     let _session = Session::new(&model, &mut gpu, &config).unwrap();
     assert_eq!(
         ctx.cached_bind_groups(),

@@ -523,21 +523,30 @@ struct AttnCase<'a> {
     norm: bool,
 }
 
-/// No dimension rotates.
-const NO_ROPE: RopeParams = RopeParams {
-    n_dims: 0,
-    freq_base: 10000.0,
-    freq_scale: 1.0,
-    neox: false,
-};
-
-/// Qwen3's rotary embedding (NeoX pairs over the whole head).
-fn neox_rope(head_dim: usize) -> RopeParams {
-    RopeParams {
-        n_dims: head_dim,
-        freq_base: 1e6,
-        freq_scale: 1.0,
-        neox: true,
+impl<'a> AttnCase<'a> {
+    /// Random inputs, Qwen3's rotary embedding (NeoX pairs over the whole head), no norms.
+    fn new(
+        kv: ActType,
+        head_dim: usize,
+        (n_heads, n_kv_heads): (usize, usize),
+        chunks: &'a [usize],
+    ) -> Self {
+        AttnCase {
+            kv,
+            head_dim,
+            n_heads,
+            n_kv_heads,
+            chunks,
+            key_growth: 0.0,
+            f16_exact: false,
+            rope: RopeParams {
+                n_dims: head_dim,
+                freq_base: 1e6,
+                freq_scale: 1.0,
+                neox: true,
+            },
+            norm: false,
+        }
     }
 }
 
@@ -641,15 +650,13 @@ fn attention_matches_cpu_at_every_head_width() {
             check_attention(
                 &mut rng,
                 AttnCase {
-                    kv,
-                    head_dim,
-                    n_heads: ratio * n_kv_heads,
-                    n_kv_heads,
-                    chunks: &[37, 21, 1, 4, 2],
-                    key_growth: 0.0,
-                    f16_exact: false,
-                    rope: neox_rope(head_dim),
                     norm: i % 2 == 0,
+                    ..AttnCase::new(
+                        kv,
+                        head_dim,
+                        (ratio * n_kv_heads, n_kv_heads),
+                        &[37, 21, 1, 4, 2],
+                    )
                 },
             );
         }
@@ -670,15 +677,8 @@ fn attention_spans_many_key_tiles() {
             check_attention(
                 &mut rng,
                 AttnCase {
-                    kv,
-                    head_dim,
-                    n_heads,
-                    n_kv_heads,
-                    chunks: &[700, 333, 1, 2, 3, 4],
-                    key_growth: 0.0,
-                    f16_exact: false,
-                    rope: neox_rope(head_dim),
                     norm: true,
+                    ..AttnCase::new(kv, head_dim, (n_heads, n_kv_heads), &[700, 333, 1, 2, 3, 4])
                 },
             );
         }
@@ -698,15 +698,14 @@ fn attention_rescales_when_later_keys_score_higher() {
         check_attention(
             &mut rng,
             AttnCase {
-                kv,
-                head_dim: 64,
-                n_heads: 4,
-                n_kv_heads: 1,
-                chunks: &[300, 1, 3],
                 key_growth: 1.0 / 32.0,
                 f16_exact: true,
-                rope: NO_ROPE,
-                norm: false,
+                // No dimension rotates.
+                rope: RopeParams {
+                    n_dims: 0,
+                    ..AttnCase::new(kv, 64, (4, 1), &[]).rope
+                },
+                ..AttnCase::new(kv, 64, (4, 1), &[300, 1, 3])
             },
         );
     }
@@ -727,13 +726,6 @@ fn attention_rotates_and_norms_q_and_k_like_cpu() {
                     check_attention(
                         &mut rng,
                         AttnCase {
-                            kv: ActType::F32,
-                            head_dim,
-                            n_heads: 4,
-                            n_kv_heads: 2,
-                            chunks: &[9, 1, 3],
-                            key_growth: 0.0,
-                            f16_exact: false,
                             rope: RopeParams {
                                 n_dims,
                                 freq_base,
@@ -741,6 +733,7 @@ fn attention_rotates_and_norms_q_and_k_like_cpu() {
                                 neox,
                             },
                             norm,
+                            ..AttnCase::new(ActType::F32, head_dim, (4, 2), &[9, 1, 3])
                         },
                     );
                 }

@@ -96,7 +96,7 @@ impl Family for AttnInput {
         } else {
             "attn_input/plain.wgsl"
         };
-        vec![kv_fragment(self.kv), norm]
+        vec![kv_fragment(self.kv), "reduce/sum.wgsl", norm]
     }
 
     fn params(&self) -> Layout {

@@ -311,14 +311,15 @@ impl Family for MvId {
             ],
             MvEpilogue::Sum => &["mv/sum.wgsl"],
         };
-        let prologue = if self.norm {
-            "mv/norm.wgsl"
+        let prologue: &[&str] = if self.norm {
+            &["reduce/sum.wgsl", "mv/norm.wgsl"]
         } else {
-            "mv/plain.wgsl"
+            &["mv/plain.wgsl"]
         };
         [
             self.weight.fragments(),
-            &[act_fragment(self.act), "matmul.wgsl", prologue],
+            &[act_fragment(self.act), "matmul.wgsl"],
+            prologue,
             epilogue,
         ]
         .concat()

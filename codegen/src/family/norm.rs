@@ -22,6 +22,10 @@ impl Family for RmsNorm {
         "rms_norm.wgsl"
     }
 
+    fn fragments(&self) -> Vec<&'static str> {
+        vec!["reduce/sum.wgsl"]
+    }
+
     fn params(&self) -> Layout {
         layout::<NormParams>()
     }

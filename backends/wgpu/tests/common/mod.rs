@@ -5,8 +5,13 @@
 
 use std::sync::{Arc, OnceLock};
 
-use moetile::model::WeightData;
-use moetile_wgpu::{ContextOptions, GgmlWeight, WeightType, WgpuContext};
+use moetile::RuntimeConfig;
+use moetile::gguf::GgufFile;
+use moetile::model::{Logits, Model, WeightData};
+use moetile::session::Session;
+use moetile_wgpu::{
+    BackendOptions, ContextOptions, GgmlWeight, WeightType, WgpuBackend, WgpuContext,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -215,4 +220,33 @@ pub fn random_ids(rng: &mut StdRng, n_tokens: usize, k: usize, n_experts: usize)
         ids.extend(row);
     }
     ids
+}
+
+/// The tests' tiny model (`moetile_tests::tiny_model(seed)`, 2 layers, Q8_0) on a backend that
+/// takes the mat-vec path for batches of up to 32 tokens, as GPUs do for decode (CPU adapters
+/// never take it by default).
+pub fn mat_vec_model(ctx: &Arc<WgpuContext>, seed: u64) -> (WgpuBackend, Model<WgpuBackend>) {
+    let file = GgufFile::from_bytes(moetile_tests::tiny_model(seed)).unwrap();
+    let options = BackendOptions {
+        mat_vec_max_tokens: 32,
+        ..BackendOptions::for_device(ctx)
+    };
+    let mut gpu = WgpuBackend::with_options(ctx.clone(), options).unwrap();
+    let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
+    (gpu, model)
+}
+
+/// A session of 64 positions that has prefilled `prompt`.
+pub fn prefilled_session(
+    model: &Model<WgpuBackend>,
+    gpu: &mut WgpuBackend,
+    prompt: &[u32],
+) -> Session<WgpuBackend> {
+    let config = RuntimeConfig {
+        ctx: Some(64),
+        ..RuntimeConfig::default()
+    };
+    let mut session = Session::new(model, gpu, &config).unwrap();
+    session.prefill(model, gpu, prompt, Logits::Last).unwrap();
+    session
 }
