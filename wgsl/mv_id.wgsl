@@ -42,21 +42,6 @@ var<workgroup> x_tile: array<vec4<f32>, X_CHUNK / 4u>;
 // Per-thread partial sums; after the reduction, partial[r * LANES] is row r's result.
 var<workgroup> partial: array<f32, WG_SIZE>;
 
-// The weight words of a lane's UNROLL groups g0, g0 + LANES, ... of the round at value c0 of
-// the row whose first block is block0; zero words (which decode to zeros) past the round's
-// `groups`.
-fn load_step(block0: u32, c0: u32, g0: u32, groups: u32) -> array<WRaw, UNROLL> {
-    var w: array<WRaw, UNROLL>;
-    for (var u = 0u; u < UNROLL; u++) {
-        let g = c0 / 8u + g0 + u * LANES;
-        w[u] = WRaw();
-        if g0 + u * LANES < groups {
-            w[u] = wload(block0 + g / PER_BLOCK, g % PER_BLOCK);
-        }
-    }
-    return w;
-}
-
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let group = wg.y;
@@ -82,11 +67,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let x0 = (p / params.act_row_div) * (params.n_cols / 8u);
         let scale = row_scale(x0, li);
         for (var c0 = 0u; c0 < params.n_cols; c0 += X_CHUNK) {
-            let groups = min(X_CHUNK, params.n_cols - c0) / 8u;
-            // The first step's weights do not depend on x: their loads are in flight while
-            // the round's activations are staged.
-            var w = load_step(block0, c0, lane, groups);
             // Stage this round's activations: group u of the round is x_tile[2u], x_tile[2u + 1].
+            let groups = min(X_CHUNK, params.n_cols - c0) / 8u;
             for (var u = li; u < groups; u += WG_SIZE) {
                 let v = act_values(act_load(x0 + c0 / 8u + u));
                 let c = c0 + 8u * u;
@@ -97,8 +79,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             workgroupBarrier();
             if valid {
                 for (var g0 = lane; g0 < groups; g0 += UNROLL * LANES) {
-                    if g0 != lane {
-                        w = load_step(block0, c0, g0, groups);
+                    var w: array<WRaw, UNROLL>;
+                    for (var u = 0u; u < UNROLL; u++) {
+                        let g = c0 / 8u + g0 + u * LANES;
+                        w[u] = WRaw();
+                        if g0 + u * LANES < groups {
+                            w[u] = wload(block0 + g / PER_BLOCK, g % PER_BLOCK);
+                        }
                     }
                     // Zero words decode to zeros: groups past the round add nothing.
                     for (var u = 0u; u < UNROLL; u++) {
