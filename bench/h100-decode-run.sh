@@ -23,7 +23,7 @@ first() {
   local s e; s=$(date +%s%N)
   timeout 120 "$1/moetile" run -m $M -p "Once upon a time" -n 1 --json >/tmp/r.json 2>/dev/null
   e=$(date +%s%N)
-  echo "$(basename "$1") $2 wall_ms=$(( (e - s) / 1000000 )) $(grep -o '"first_token_ms":[0-9.]*' /tmp/r.json)"
+  echo "$(basename "$1") $2 wall_ms=$(( (e - s) / 1000000 )) $(grep -oE '"(load|prepare|first_token)_ms": *[0-9.]+' /tmp/r.json | tr -d ' \n')"
 }
 for b in "$@"; do
   n=$(basename "$b")

@@ -3,6 +3,7 @@
 //! is the start the commands that run a prompt share.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use moetile::RuntimeConfig;
@@ -12,6 +13,16 @@ use moetile::tokenizer::Tokenizer;
 use serde::Serialize;
 
 use crate::progress;
+
+/// How long loading a model took: reading and uploading its weights, then preparing the
+/// backend's kernels (GPU pipelines, from the pipeline cache when it has them).
+#[derive(Debug, Clone, Copy)]
+pub struct LoadTimes {
+    /// Reading, converting and uploading the weights.
+    pub upload: Duration,
+    /// `Backend::prepare`.
+    pub prepare: Duration,
+}
 
 /// A mapped GGUF with its config and tokenizer resolved.
 pub struct ModelFile {
@@ -102,12 +113,14 @@ impl ModelFile {
     }
 
     /// Uploads the weights to `backend` and prepares it to run them (GPU pipelines), with
-    /// progress bars.
-    pub fn load<B: Backend>(&self, backend: &mut B) -> Result<Model<B>> {
+    /// progress bars; also says how long each took.
+    pub fn load<B: Backend>(&self, backend: &mut B) -> Result<(Model<B>, LoadTimes)> {
+        let start = Instant::now();
         let bar = progress::bytes_bar("loading", self.tensor_bytes());
         let model = Model::load(&self.file, backend, &mut |p| bar.set_position(p.bytes_done))
             .with_context(|| format!("loading {}", self.path.display()))?;
         bar.finish_and_clear();
+        let upload = start.elapsed();
         let bar = progress::count_bar("compiling", "kernels");
         backend
             .prepare(&model.config, &mut |done, total| {
@@ -116,7 +129,11 @@ impl ModelFile {
             })
             .context("preparing the backend's kernels")?;
         bar.finish_and_clear();
-        Ok(model)
+        let times = LoadTimes {
+            upload,
+            prepare: start.elapsed() - upload,
+        };
+        Ok((model, times))
     }
 
     fn tensor_bytes(&self) -> u64 {

@@ -98,7 +98,7 @@ impl BackendTask for Task<'_> {
     fn run<B: Backend>(self, backend: &mut B, _info: &BackendInfo) -> Result<()> {
         let s = self.settings;
         let tokenizer = &self.file.tokenizer;
-        let model = self.file.load(backend)?;
+        let (model, _) = self.file.load(backend)?;
         let mut session = Session::new(&model, backend, &s.runtime.config)?;
         let n_ctx = session.n_ctx();
         let (cancel, generating) = install_interrupt()?;

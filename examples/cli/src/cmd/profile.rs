@@ -60,7 +60,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     };
     let config = file.session_config(&config, n_tokens)?;
     let (mut gpu, info) = gpu_backend(&adapter)?;
-    let model = file.load(&mut gpu)?;
+    let (model, _) = file.load(&mut gpu)?;
     let tokens = prompt(args.prompt_tokens, file.config.n_vocab);
 
     // A first, untimed pass compiles every pipeline; a second gives the wall-clock times,

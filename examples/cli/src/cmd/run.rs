@@ -103,6 +103,10 @@ struct Report<'a> {
     max_tokens: usize,
     ignore_eos: bool,
     stop_reason: String,
+    /// Reading and uploading the weights, ms.
+    load_ms: f64,
+    /// Preparing the backend's kernels (GPU pipelines), ms.
+    prepare_ms: f64,
     timings: TimingsReport,
     prompt_token_ids: &'a [u32],
     token_ids: Vec<u32>,
@@ -114,7 +118,7 @@ impl BackendTask for Task<'_> {
 
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
         let (s, job) = (self.settings, self.job);
-        let model = job.file.load(backend)?;
+        let (model, load) = job.file.load(backend)?;
         let mut session = Session::new(&model, backend, &job.config)?;
         let n_ctx = session.n_ctx();
         let stop = s.sampling.stop(&job.file.tokenizer);
@@ -149,6 +153,8 @@ impl BackendTask for Task<'_> {
                 max_tokens: s.sampling.max_tokens,
                 ignore_eos: s.sampling.ignore_eos,
                 stop_reason: reason.to_string(),
+                load_ms: load.upload.as_secs_f64() * 1e3,
+                prepare_ms: load.prepare.as_secs_f64() * 1e3,
                 timings: (&timings).into(),
                 prompt_token_ids: &job.tokens,
                 token_ids: tokens,

@@ -189,7 +189,7 @@ impl BackendTask for Task<'_> {
     type Output = (Vec<f32>, String);
 
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<Self::Output> {
-        let model = self.file.load(backend)?;
+        let (model, _) = self.file.load(backend)?;
         let mut session = Session::new(&model, backend, self.config)?;
         let logits = session.prefill(&model, backend, self.tokens, Logits::All)?;
         Ok((logits, info.description.clone()))

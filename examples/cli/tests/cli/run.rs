@@ -70,6 +70,7 @@ fn json_holds_text_tokens_timings_tiles_and_settings() {
     }
     assert_eq!(t["prompt_tokens"], 10);
     assert!(t["prefill_tps"].as_f64().unwrap() > 0.0);
+    assert!(v["load_ms"].as_f64().unwrap() > 0.0 && v["prepare_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(t["tiles_used"], serde_json::json!([32]));
     assert_eq!(v["settings"]["tile_policy"], "alignment(cap 64)");
     assert_eq!(v["sampler"]["seed"], 3);

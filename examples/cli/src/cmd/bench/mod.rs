@@ -332,7 +332,7 @@ impl BackendTask for Task<'_> {
     type Output = ();
 
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
-        let model = self.file.load(backend)?;
+        let (model, _) = self.file.load(backend)?;
         let meta = Meta {
             moetile_commit: COMMIT,
             backend: info.clone(),
