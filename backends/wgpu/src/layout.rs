@@ -76,6 +76,32 @@ pub fn repack(ty: WeightType, gguf: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Where an upload's GGUF rows come from: one tensor, or two of the same type and shape
+/// interleaved row by row (gate and up: row `2i` of each expert is gate row `i`, row `2i + 1`
+/// up row `i`), so the merged tensor is never built on the host.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    /// The tensor's own bytes.
+    One(&'a [u8]),
+    /// Even rows from the first, odd rows from the second.
+    Interleaved(&'a [u8], &'a [u8]),
+}
+
+impl<'a> Rows<'a> {
+    /// GGUF row `r` (of `row_bytes` bytes), counted over the whole tensor.
+    fn row(self, r: usize, row_bytes: usize) -> &'a [u8] {
+        let (src, i) = match self {
+            Rows::One(bytes) => (bytes, r),
+            Rows::Interleaved(even, odd) => (if r.is_multiple_of(2) { even } else { odd }, r / 2),
+        };
+        &src[i * row_bytes..(i + 1) * row_bytes]
+    }
+}
+
+/// Rows repacked into a host scratch buffer (reused, so it stays in cache) before each copy
+/// into the mapped GPU buffer.
+const ROWS_PER_COPY: usize = 256;
+
 /// One buffer of an [`ExpertTensor`]: experts `expert_base .. expert_base + expert_count`.
 #[derive(Debug)]
 pub struct WeightChunk {
@@ -158,11 +184,53 @@ pub(crate) fn upload(
     w: &WeightData<'_>,
     max_binding: u64,
 ) -> Result<ExpertTensor> {
-    let (ty, cols, rows, experts) = check(w)?;
+    let shape = check(w)?;
+    let sliceable = w.dims.len() == 2;
+    upload_rows(
+        device,
+        w.name,
+        shape,
+        Rows::One(w.bytes),
+        sliceable,
+        max_binding,
+    )
+}
+
+/// Gate and up expert tensors `[cols, rows, experts]` of the same type and shape as one
+/// `[cols, 2 * rows, experts]` tensor whose row `2i` of each expert is gate row `i` and row
+/// `2i + 1` up row `i`, interleaved as they are repacked. `None` when they differ in type or
+/// shape (or are not 3-D expert tensors), and they stay separate.
+pub(crate) fn upload_interleaved(
+    device: &wgpu::Device,
+    gate: &WeightData<'_>,
+    up: &WeightData<'_>,
+    max_binding: u64,
+) -> Result<Option<ExpertTensor>> {
+    if gate.ty != up.ty || gate.dims != up.dims || gate.dims.len() != 3 {
+        return Ok(None);
+    }
+    let (ty, cols, rows, experts) = check(gate)?;
+    check(up)?;
+    let name = format!("{}+{}", gate.name, up.name);
+    let shape = (ty, cols, 2 * rows, experts);
+    let rows = Rows::Interleaved(gate.bytes, up.bytes);
+    upload_rows(device, &name, shape, rows, false, max_binding).map(Some)
+}
+
+/// Uploads the GGUF rows of a checked tensor `(type, cols, rows, experts)` named `name`; a
+/// `sliceable` (2-D, dense) one too large for one binding is cut into slices of rows.
+fn upload_rows(
+    device: &wgpu::Device,
+    name: &str,
+    (ty, cols, rows, experts): (WeightType, usize, usize, usize),
+    source: Rows<'_>,
+    sliceable: bool,
+    max_binding: u64,
+) -> Result<ExpertTensor> {
     let gpu_row = (cols / ty.block_values() as usize * ty.gpu_block_bytes() as usize) as u64;
-    let slices = if w.dims.len() == 2 {
+    let slices = if sliceable {
         slices_to_fit(rows, gpu_row, max_binding).ok_or_else(|| WgpuError::ExpertTooLarge {
-            tensor: w.name.to_string(),
+            tensor: name.to_string(),
             bytes: rows as u64 * gpu_row,
             limit: max_binding,
         })?
@@ -170,40 +238,47 @@ pub(crate) fn upload(
         1
     };
     let (rows, experts) = (rows / slices, experts * slices);
-    let blocks_per_expert = rows * cols / ty.block_values() as usize;
-    let gpu_expert = (blocks_per_expert * ty.gpu_block_bytes() as usize) as u64;
-    let gguf_expert = blocks_per_expert * ty.gguf_block_bytes() as usize;
+    let gguf_row = cols / ty.block_values() as usize * ty.gguf_block_bytes() as usize;
+    let gpu_expert = rows as u64 * gpu_row;
     let per_chunk = (max_binding / gpu_expert) as usize;
     if per_chunk == 0 {
         return Err(WgpuError::ExpertTooLarge {
-            tensor: w.name.to_string(),
+            tensor: name.to_string(),
             bytes: gpu_expert,
             limit: max_binding,
         });
     }
     let mut chunks = Vec::new();
-    let mut staged = Vec::new();
+    let mut scratch = Vec::with_capacity(ROWS_PER_COPY * gpu_row as usize);
     for base in (0..experts).step_by(per_chunk) {
         let count = per_chunk.min(experts - base);
-        staged.clear();
-        repack(
-            ty,
-            &w.bytes[base * gguf_expert..(base + count) * gguf_expert],
-            &mut staged,
-        );
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(&format!("{} experts {base}..{}", w.name, base + count)),
-            size: staged.len() as u64,
+            label: Some(&format!("{name} experts {base}..{}", base + count)),
+            size: count as u64 * gpu_expert,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: true,
         });
-        buffer
+        // Repacked a few rows at a time into the mapped buffer: the tensor is never copied
+        // whole on the host (fresh allocations that size cost a page fault every 4 KiB).
+        let mut mapped = buffer
             .get_mapped_range_mut(..)
             .map_err(|e| WgpuError::Gpu {
-                op: format!("uploading {}", w.name),
+                op: format!("uploading {name}"),
                 message: e.to_string(),
-            })?
-            .copy_from_slice(&staged);
+            })?;
+        let (first, end) = (base * rows, (base + count) * rows);
+        let mut at = 0;
+        for r0 in (first..end).step_by(ROWS_PER_COPY) {
+            scratch.clear();
+            for r in r0..end.min(r0 + ROWS_PER_COPY) {
+                repack(ty, source.row(r, gguf_row), &mut scratch);
+            }
+            mapped
+                .slice(at..at + scratch.len())
+                .copy_from_slice(&scratch);
+            at += scratch.len();
+        }
+        drop(mapped);
         buffer.unmap();
         chunks.push(WeightChunk {
             buffer,
@@ -212,7 +287,7 @@ pub(crate) fn upload(
         });
     }
     Ok(ExpertTensor {
-        name: w.name.to_string(),
+        name: name.to_string(),
         weight: ty,
         cols,
         rows,
@@ -220,28 +295,6 @@ pub(crate) fn upload(
         slices,
         chunks,
     })
-}
-
-/// Gate and up expert tensors `[cols, rows, experts]` of the same type and shape as one
-/// `[cols, 2 * rows, experts]` tensor of GGUF blocks whose row `2i` of each expert is gate row
-/// `i` and row `2i + 1` up row `i`: `(bytes, dims)`. `None` when they differ in type or shape
-/// (or are not 3-D expert tensors), and they stay separate.
-pub(crate) fn interleave(
-    gate: &WeightData<'_>,
-    up: &WeightData<'_>,
-) -> Result<Option<(Vec<u8>, [usize; 3])>> {
-    if gate.ty != up.ty || gate.dims != up.dims || gate.dims.len() != 3 {
-        return Ok(None);
-    }
-    let (ty, cols, rows, experts) = check(gate)?;
-    check(up)?;
-    let row = cols / ty.block_values() as usize * ty.gguf_block_bytes() as usize;
-    let mut bytes = Vec::with_capacity(2 * experts * rows * row);
-    for (g, u) in gate.bytes.chunks_exact(row).zip(up.bytes.chunks_exact(row)) {
-        bytes.extend_from_slice(g);
-        bytes.extend_from_slice(u);
-    }
-    Ok(Some((bytes, [cols, 2 * rows, experts])))
 }
 
 /// The fewest slices of whole rows, dividing `rows` evenly, of which one fits `max_binding`

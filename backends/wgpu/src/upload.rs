@@ -22,12 +22,17 @@ impl WgpuContext {
         w: &WeightData<'_>,
         max_binding: u64,
     ) -> Result<ExpertTensor> {
-        let limit = max_binding
-            .min(self.profile().max_storage_binding)
-            .min(self.profile().max_buffer);
+        let limit = self.binding_limit(max_binding);
         self.scoped(&format!("uploading {}", w.name), || {
             layout::upload(self.device(), w, limit)
         })
+    }
+
+    /// The largest buffer an upload may make: `max_binding`, within the device's limits.
+    fn binding_limit(&self, max_binding: u64) -> u64 {
+        max_binding
+            .min(self.profile().max_storage_binding)
+            .min(self.profile().max_buffer)
     }
 
     /// Uploads a routed-MoE layer's gate and up expert tensors (`[D, F, E]` each): as one
@@ -50,22 +55,17 @@ impl WgpuContext {
         up: &WeightData<'_>,
         max_binding: u64,
     ) -> Result<GateUp<ExpertTensor>> {
-        let Some((bytes, dims)) = layout::interleave(gate, up)? else {
-            return Ok(GateUp::Separate {
+        let limit = self.binding_limit(max_binding);
+        let merged = self.scoped(&format!("uploading {}+{}", gate.name, up.name), || {
+            layout::upload_interleaved(self.device(), gate, up, limit)
+        })?;
+        Ok(match merged {
+            Some(w) => GateUp::Interleaved(w),
+            None => GateUp::Separate {
                 gate: self.upload_experts_with_limit(gate, max_binding)?,
                 up: self.upload_experts_with_limit(up, max_binding)?,
-            });
-        };
-        let name = format!("{}+{}", gate.name, up.name);
-        let merged = WeightData {
-            name: &name,
-            ty: gate.ty,
-            dims: &dims,
-            bytes: &bytes,
-        };
-        Ok(GateUp::Interleaved(
-            self.upload_experts_with_limit(&merged, max_binding)?,
-        ))
+            },
+        })
     }
 
     /// Uploads a vector as a one-row F32 tensor (norm weights, biases): any length.
