@@ -9,8 +9,8 @@
 // the pre-scaled queries from workgroup memory); the row maxima come from a workgroup
 // reduction (subgroups first where the key says so); the weights go to workgroup memory; then
 // thread (oct, row group) accumulates dims 8 * oct .. + 8 of its rows over the chunk, reading
-// each value row once per row group. Both loops issue LOADS loads before using any. Positions
-// past the batch are read clamped to the last one (finite, masked).
+// each value row once per row group. Positions past the batch are read clamped to the last
+// one (finite, masked).
 //
 // Every loop has a constant trip count or a bound uniform over the workgroup; every workgroup
 // and per-thread array index is in range by construction; cache indices are clamped to
@@ -34,10 +34,6 @@ const_assert ROW_GROUPS * ROWS_PER_THREAD >= ROWS;
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>;
 
 const CHUNK: u32 = WG_SIZE;
-// Key or value loads a thread issues before using them: without the batching, a loop of
-// dependent load-then-use steps waits for memory once per step.
-const LOADS: u32 = 8u;
-const_assert CHUNK % LOADS == 0u;
 const Q4: u32 = HEAD_DIM / 4u;
 const OCTS: u32 = HEAD_DIM / 8u;
 // Floats per padded row of weights.
@@ -88,21 +84,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var r = 0u; r < ROWS; r++) {
         s[r] = 0.0;
     }
-    for (var o0 = 0u; o0 < OCTS; o0 += LOADS) {
-        // LOADS loads in flight before the arithmetic (octs past the head are never read).
-        var ks: array<KvOct, LOADS>;
-        for (var j = 0u; j < LOADS; j++) {
-            ks[j] = k_cache[key_at + min(o0 + j, OCTS - 1u)];
-        }
-        for (var j = 0u; j < LOADS; j++) {
-            let o = o0 + j;
-            if o < OCTS {
-                let k = kv_oct(ks[j]);
-                for (var r = 0u; r < ROWS; r++) {
-                    s[r] += dot(q_tile[r * Q4 + 2u * o], k[0])
-                        + dot(q_tile[r * Q4 + 2u * o + 1u], k[1]);
-                }
-            }
+    for (var o = 0u; o < OCTS; o++) {
+        let k = kv_oct(k_cache[key_at + o]);
+        for (var r = 0u; r < ROWS; r++) {
+            s[r] += dot(q_tile[r * Q4 + 2u * o], k[0]) + dot(q_tile[r * Q4 + 2u * o + 1u], k[1]);
         }
     }
     for (var r = 0u; r < ROWS; r++) {
@@ -132,20 +117,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         acc[2u * i + 1u] = vec4<f32>(0.0);
         l[i] = 0.0;
     }
-    for (var c0 = 0u; c0 < CHUNK; c0 += LOADS) {
-        // LOADS value rows in flight before the arithmetic.
-        var vs: array<KvOct, LOADS>;
-        for (var j = 0u; j < LOADS; j++) {
-            vs[j] = v_cache[min(j0 + c0 + j, last_key) * kv_octs + g * OCTS + oct];
-        }
-        for (var j = 0u; j < LOADS; j++) {
-            let v = kv_oct(vs[j]);
-            for (var i = 0u; i < ROWS_PER_THREAD; i++) {
-                let p = p_tile[min(rg + i * ROW_GROUPS, ROWS - 1u) * PSTRIDE + c0 + j];
-                acc[2u * i] = fma(vec4<f32>(p), v[0], acc[2u * i]);
-                acc[2u * i + 1u] = fma(vec4<f32>(p), v[1], acc[2u * i + 1u]);
-                l[i] += p;
-            }
+    for (var c = 0u; c < CHUNK; c++) {
+        let v = kv_oct(v_cache[min(j0 + c, last_key) * kv_octs + g * OCTS + oct]);
+        for (var i = 0u; i < ROWS_PER_THREAD; i++) {
+            let p = p_tile[min(rg + i * ROW_GROUPS, ROWS - 1u) * PSTRIDE + c];
+            acc[2u * i] = fma(vec4<f32>(p), v[0], acc[2u * i]);
+            acc[2u * i + 1u] = fma(vec4<f32>(p), v[1], acc[2u * i + 1u]);
+            l[i] += p;
         }
     }
     for (var i = 0u; i < ROWS_PER_THREAD; i++) {

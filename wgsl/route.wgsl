@@ -4,14 +4,11 @@
 //   gating 0 (softmax): p_e = exp(l_e - max) / sum over all experts of exp(l - max)
 //   gating 1 (sigmoid): p_e = 1 / (1 + exp(-l_e))
 // divided by their sum over the selected when normalize is set, times weight_scale. NaN
-// logits are never selected; slots past the experts with a number stay NO_EXPERT, which the
-// map skips. Threads take every WG_SIZE-th expert for the maximum and the softmax sum (tree
-// reductions in workgroup memory, in a fixed order, so the result does not depend on the
-// subgroup size) and for the selection: an expert's rank is the count of experts ranking
-// before it (the row read from cache, no barrier), and the first n_used write their slots.
-// The earlier selection, n_used rounds of a tree reduction, took ~27 us a layer with the
-// router mat-vec at decode on the H100; a thread per token, reading the row n_used times,
-// ~90 us.
+// logits are never selected; a row of them gives id NO_EXPERT, which the map skips.
+// Threads take every WG_SIZE-th expert; each of the n_used picks is a tree reduction in
+// workgroup memory (in a fixed order, so the result does not depend on the subgroup size).
+// A thread per token instead would read the row n_used times serially: ~90 us per layer
+// at decode on the H100.
 //
 // Every loop has a bound uniform over the workgroup and every workgroup-array index is in
 // range by construction (the host may run this module without naga's loop guards and clamps).
@@ -30,18 +27,14 @@ const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
 const NO_EXPERT: u32 = 0xffffffffu;
 
 var<workgroup> best_values: array<f32, WG_SIZE>;
-// The selected experts' weights before the final factor, by slot (the host keeps n_used <=
-// WG_SIZE).
-var<workgroup> selected_p: array<f32, WG_SIZE>;
+var<workgroup> best_ids: array<u32, WG_SIZE>;
 
-// From the bits: compilers may fold `v != v` to false, assuming no NaNs.
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
-// Whether expert e of logit v ranks before expert f of logit w: higher value, then lower id.
+// Whether candidate (v, e) ranks before (w, f): higher value, then lower id; NO_EXPERT last.
 fn ranks_before(v: f32, e: u32, w: f32, f: u32) -> bool {
-    return v > w || (v == w && e < f);
+    if e == NO_EXPERT {
+        return false;
+    }
+    return f == NO_EXPERT || v > w || (v == w && e < f);
 }
 
 // best_values[0] = the combination of every thread's `v` (max, or sum).
@@ -84,47 +77,62 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
         }
     }
     total = reduce(li, total, false);
-    // Slots past the experts whose logit is a number stay empty.
-    for (var k = li; k < params.n_used; k += WG_SIZE) {
-        ids[out + k] = NO_EXPERT;
-        weights[out + k] = 0.0;
-        selected_p[k] = 0.0;
-    }
-    storageBarrier();
-    workgroupBarrier();
-    // An expert's rank is how many experts rank before it; the first n_used take their slots.
-    for (var e = li; e < params.n_experts; e += WG_SIZE) {
-        let v = logits[row + e];
-        if is_nan(v) {
-            continue;
-        }
-        var rank = 0u;
-        for (var f = 0u; f < params.n_experts && rank < params.n_used; f++) {
-            let w = logits[row + f];
-            if !is_nan(w) && ranks_before(w, f, v, e) {
-                rank++;
-            }
-        }
-        if rank < params.n_used {
-            var p = 1.0 / (1.0 + exp(-v));
-            if params.gating == 0u {
-                p = exp(v - top) / total;
-            }
-            ids[out + rank] = e;
-            selected_p[rank] = p;
-        }
-    }
-    workgroupBarrier();
-    // The selected weights' sum in rank order, the same in every thread.
+    var prev_value = 0.0;
+    var prev_id = NO_EXPERT;
     var selected = 0.0;
     for (var k = 0u; k < params.n_used; k++) {
-        selected += selected_p[k];
+        // This thread's best candidate after the previous pick in (value descending, id
+        // ascending) order, then the workgroup's.
+        var best = NO_EXPERT;
+        var best_value = 0.0;
+        for (var e = li; e < params.n_experts; e += WG_SIZE) {
+            let v = logits[row + e];
+            let after = k == 0u || v < prev_value || (v == prev_value && e > prev_id);
+            if after && v == v && ranks_before(v, e, best_value, best) {
+                best = e;
+                best_value = v;
+            }
+        }
+        best_values[li] = best_value;
+        best_ids[li] = best;
+        workgroupBarrier();
+        for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+            if li < s {
+                let v = best_values[li + s];
+                let e = best_ids[li + s];
+                if ranks_before(v, e, best_values[li], best_ids[li]) {
+                    best_values[li] = v;
+                    best_ids[li] = e;
+                }
+            }
+            workgroupBarrier();
+        }
+        best = best_ids[0];
+        best_value = best_values[0];
+        workgroupBarrier();
+        var p = 0.0;
+        if best != NO_EXPERT {
+            if params.gating == 0u {
+                p = exp(best_value - top) / total;
+            } else {
+                p = 1.0 / (1.0 + exp(-best_value));
+            }
+        }
+        if li == 0u {
+            ids[out + k] = best;
+            weights[out + k] = p;
+        }
+        selected += p;
+        prev_value = best_value;
+        prev_id = best;
     }
     var factor = params.weight_scale;
     if params.normalize != 0u {
         factor /= selected;
     }
-    for (var k = li; k < params.n_used; k += WG_SIZE) {
-        weights[out + k] = selected_p[k] * factor;
+    if li == 0u {
+        for (var k = 0u; k < params.n_used; k++) {
+            weights[out + k] *= factor;
+        }
     }
 }
