@@ -4,12 +4,12 @@
 # Usage (on the device, from the repository root, after unpacking the Vulkan loader):
 #   bench/h100-decode-run.sh ANCHOR BUILD...
 # ANCHOR holds llama-anchor.sh and llama-src.tar.xz (../shared/gpu/llama-anchor.sh pack), or is
-# - to leave llama.cpp out (about 4 minutes then); each
-# BUILD folder holds moetile, kernel_bench and dispatch_floor (optionally .xz-compressed); the
-# last one synthesizes the model and runs the dispatch floor probe. Per build, in order: the
-# routed-MoE kernel bench, process time to the first token without and with a
-# pipeline cache on disk, and a llama-bench style table; then a stage profile of the last
-# build. About 6 minutes for two builds.
+# - to leave llama.cpp out. Each BUILD folder holds moetile and kernel_bench (optionally
+# .xz-compressed); the last one also dispatch_floor: it synthesizes the model, runs the floor
+# probe and is profiled. Per build, in order: the routed-MoE kernel bench, process time to the
+# first token without and with a pipeline cache on disk (with load and prepare times), and a
+# llama-bench style table; then a stage profile of the last build. About 5 minutes for three
+# builds with llama.cpp, 6.5 for four.
 # Writes $OUT/{gpu.txt,floor.txt,kernels.csv,first-token.txt,profile.md,llama.md,table-B.md}.
 A=$1; shift
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
