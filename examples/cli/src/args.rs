@@ -182,6 +182,27 @@ pub fn tile_width(value: &str) -> Result<TileWidth, UsageError> {
     moetile::tile::parse_width("--tile-max", value).map_err(|e| UsageError(e.to_string()))
 }
 
+/// The value parser of one item of `flag`'s comma-separated list: `parse`, or a usage error
+/// naming the flag and `expected` (clap splits the list and calls it per item).
+pub fn list_item<T: Clone + Send + Sync + 'static>(
+    flag: &'static str,
+    expected: &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> impl Fn(&str) -> Result<T, UsageError> + Clone + Send + Sync + 'static {
+    move |item| {
+        parse(item.trim()).ok_or_else(|| {
+            UsageError(format!(
+                "invalid {flag} = {item:?}: {expected}, comma-separated"
+            ))
+        })
+    }
+}
+
+/// A positive count.
+pub fn positive(v: &str) -> Option<usize> {
+    v.parse().ok().filter(|&n| n > 0)
+}
+
 /// Parses a `--tile-policy` value.
 pub fn tile_policy(value: &str) -> Result<TilePolicyKind, UsageError> {
     TilePolicyKind::parse(value).map_err(|e| UsageError(e.to_string()))

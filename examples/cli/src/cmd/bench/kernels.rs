@@ -12,7 +12,7 @@ use moetile::tile::TileWidth;
 use moetile_wgpu::bench::{self, BenchConfig, BenchRow, Shape};
 use moetile_wgpu::{Path, WeightType, WgpuContext};
 
-use crate::args::{GpuArgs, usage};
+use crate::args::{GpuArgs, list_item, positive};
 use crate::cmd::COMMIT;
 
 /// Arguments of `moetile bench kernels`.
@@ -22,23 +22,41 @@ pub struct KernelArgs {
     gpu: GpuArgs,
     /// MoE layer shapes of synth presets, comma-separated: tiny-qwen3moe, qwen3-30b-a3b,
     /// ds4-flash-moe [default: qwen3-30b-a3b,ds4-flash-moe].
-    #[arg(long, value_name = "LIST")]
-    shape: Option<String>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = list_item(
+        "--shape",
+        "tiny-qwen3moe, qwen3-30b-a3b or ds4-flash-moe",
+        |v| Preset::by_name(v).ok().map(|p| shape(&p)),
+    ))]
+    shape: Vec<Shape>,
     /// Batch lengths T of the tiled kernels [default: 512,2048,4096].
-    #[arg(long, value_name = "LIST")]
-    tokens: Option<String>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',',
+          value_parser = list_item("--tokens", "positive integers", positive))]
+    tokens: Vec<usize>,
     /// Batch lengths T of the mat-vec kernel [default: 1].
-    #[arg(long, value_name = "LIST")]
-    mv_tokens: Option<String>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',',
+          value_parser = list_item("--mv-tokens", "positive integers", positive))]
+    mv_tokens: Vec<usize>,
     /// Weight types: f16, q8_0, q4_k, q2_k, iq2_xxs... [default: those five].
-    #[arg(long, value_name = "LIST")]
-    weights: Option<String>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = list_item(
+        "--weights",
+        "weight types such as f16, q8_0, q4_k, q2_k, iq2_xxs",
+        WeightType::parse,
+    ))]
+    weights: Vec<WeightType>,
     /// Tile widths [default: 32,64,128].
-    #[arg(long, value_name = "LIST")]
-    tiles: Option<String>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = list_item(
+        "--tiles",
+        "32, 64 or 128",
+        |v| v.parse().ok().and_then(TileWidth::from_tokens),
+    ))]
+    tiles: Vec<TileWidth>,
     /// Matmul paths: reg, coop16, coop8 [default: every path the device runs].
-    #[arg(long, value_name = "LIST")]
-    paths: Option<String>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = list_item(
+        "--paths",
+        "reg, coop16 or coop8",
+        |v| Path::ALL.into_iter().find(|p| p.name() == v),
+    ))]
+    paths: Vec<Path>,
     /// Timed runs per kernel, after two warm-up runs [default: 10].
     #[arg(long, value_name = "N")]
     iters: Option<usize>,
@@ -53,27 +71,9 @@ pub struct KernelArgs {
     csv: Option<PathBuf>,
 }
 
-/// Parses a comma-separated list with `parse`, naming `flag` and `expected` on failure.
-fn list<T>(
-    flag: &str,
-    value: &Option<String>,
-    expected: &str,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<Option<Vec<T>>> {
-    value
-        .as_deref()
-        .map(|v| {
-            v.split(',')
-                .map(|item| {
-                    parse(item.trim()).ok_or_else(|| {
-                        usage(format!(
-                            "invalid {flag} = {item:?}: {expected}, comma-separated"
-                        ))
-                    })
-                })
-                .collect()
-        })
-        .transpose()
+/// `given`, or `default` when the list was not given.
+fn or<T>(given: Vec<T>, default: Vec<T>) -> Vec<T> {
+    if given.is_empty() { default } else { given }
 }
 
 /// The MoE layer of a synth preset, so kernel rows and model benchmarks name shapes alike.
@@ -87,59 +87,16 @@ fn shape(preset: &Preset) -> Shape {
     }
 }
 
-/// The command line's overrides of [`BenchConfig::default_for`], checked before the device
-/// opens.
-struct Overrides {
-    shapes: Option<Vec<Shape>>,
-    tokens: Option<Vec<usize>>,
-    mv_tokens: Option<Vec<usize>>,
-    weights: Option<Vec<WeightType>>,
-    tiles: Option<Vec<TileWidth>>,
-    paths: Option<Vec<Path>>,
-}
-
-impl KernelArgs {
-    fn overrides(&self) -> Result<Overrides> {
-        let count = |v: &str| v.parse::<usize>().ok().filter(|&n| n > 0);
-        Ok(Overrides {
-            shapes: list(
-                "--shape",
-                &self.shape,
-                "tiny-qwen3moe, qwen3-30b-a3b or ds4-flash-moe",
-                |v| Preset::by_name(v).ok().map(|p| shape(&p)),
-            )?,
-            tokens: list("--tokens", &self.tokens, "positive integers", count)?,
-            mv_tokens: list("--mv-tokens", &self.mv_tokens, "positive integers", count)?,
-            weights: list(
-                "--weights",
-                &self.weights,
-                "weight types such as f16, q8_0, q4_k, q2_k, iq2_xxs",
-                WeightType::parse,
-            )?,
-            tiles: list("--tiles", &self.tiles, "32, 64 or 128", |v| {
-                v.parse().ok().and_then(TileWidth::from_tokens)
-            })?,
-            paths: list("--paths", &self.paths, "reg, coop16 or coop8", |v| {
-                Path::ALL.into_iter().find(|p| p.name() == v)
-            })?,
-        })
-    }
-}
-
 /// Runs `moetile bench kernels`.
 pub fn run(args: KernelArgs) -> Result<()> {
-    let overrides = args.overrides()?;
     let ctx = WgpuContext::new(&args.gpu.resolve()?)?;
     let mut cfg = BenchConfig::default_for(&ctx);
-    let o = overrides;
-    cfg.shapes = o
-        .shapes
-        .unwrap_or_else(|| Preset::ALL[1..].iter().map(shape).collect());
-    cfg.tokens = o.tokens.unwrap_or(cfg.tokens);
-    cfg.mat_vec_tokens = o.mv_tokens.unwrap_or(cfg.mat_vec_tokens);
-    cfg.weights = o.weights.unwrap_or(cfg.weights);
-    cfg.tiles = o.tiles.unwrap_or(cfg.tiles);
-    cfg.paths = o.paths.unwrap_or(cfg.paths);
+    cfg.shapes = or(args.shape, Preset::ALL[1..].iter().map(shape).collect());
+    cfg.tokens = or(args.tokens, cfg.tokens);
+    cfg.mat_vec_tokens = or(args.mv_tokens, cfg.mat_vec_tokens);
+    cfg.weights = or(args.weights, cfg.weights);
+    cfg.tiles = or(args.tiles, cfg.tiles);
+    cfg.paths = or(args.paths, cfg.paths);
     cfg.iters = args.iters.unwrap_or(cfg.iters).max(1);
     cfg.distinct_experts = args.distinct.unwrap_or(cfg.distinct_experts).max(1);
     cfg.seed = args.seed.unwrap_or(cfg.seed);

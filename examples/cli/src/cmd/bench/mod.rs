@@ -33,7 +33,10 @@ use moetile::tile::TileWidth;
 use serde::Serialize;
 
 use super::COMMIT;
-use crate::args::{BackendArgs, RuntimeSettings, runtime_settings, tile_policy, tile_width, usage};
+use crate::args::{
+    BackendArgs, RuntimeSettings, list_item, positive, runtime_settings, tile_policy, tile_width,
+    usage,
+};
 use crate::backend::{BackendInfo, BackendTask, with_backend};
 use crate::model::{ModelFile, ModelInfo};
 
@@ -66,11 +69,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.csv")]
     csv: Option<PathBuf>,
     /// Table: prompt lengths to prefill (ppN), comma-separated.
-    #[arg(short = 'p', long = "n-prompt", value_name = "LIST", conflicts_with_all = SWEEP_ONLY)]
-    n_prompt: Option<String>,
+    #[arg(short = 'p', long = "n-prompt", value_name = "LIST", conflicts_with_all = SWEEP_ONLY,
+          value_delimiter = ',', value_parser = list_item("-p", "positive integers", positive))]
+    n_prompt: Vec<usize>,
     /// Table: tokens to decode (tgN), comma-separated.
-    #[arg(short = 'n', long = "n-gen", value_name = "LIST", conflicts_with_all = SWEEP_ONLY)]
-    n_gen: Option<String>,
+    #[arg(short = 'n', long = "n-gen", value_name = "LIST", conflicts_with_all = SWEEP_ONLY,
+          value_delimiter = ',', value_parser = list_item("-n", "positive integers", positive))]
+    n_gen: Vec<usize>,
     /// Table: repetitions of each test.
     #[arg(short = 'r', long, value_name = "N", default_value_t = 3)]
     repetitions: usize,
@@ -175,36 +180,16 @@ impl Setting {
     }
 }
 
-fn parse_list(flag: &str, list: &str) -> Result<Vec<usize>> {
-    list.split(',')
-        .map(|v| {
-            v.trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| {
-                    usage(format!(
-                        "invalid {flag} = {v:?}: positive integers, comma-separated"
-                    ))
-                })
-        })
-        .collect()
-}
-
 impl BenchArgs {
     fn mode(&self, synthetic: bool) -> Result<Mode> {
-        if self.n_prompt.is_some() || self.n_gen.is_some() {
+        if !self.n_prompt.is_empty() || !self.n_gen.is_empty() {
             anyhow::ensure!(
                 self.repetitions > 0,
                 usage("invalid -r = 0: at least 1 repetition")
             );
-            let list = |flag, v: &Option<String>| match v {
-                Some(v) => parse_list(flag, v),
-                None => Ok(Vec::new()),
-            };
             return Ok(Mode::Table(TablePlan {
-                n_prompt: list("-p", &self.n_prompt)?,
-                n_gen: list("-n", &self.n_gen)?,
+                n_prompt: self.n_prompt.clone(),
+                n_gen: self.n_gen.clone(),
                 repetitions: self.repetitions,
                 format: self.output,
             }));
