@@ -1,11 +1,11 @@
 // Attention of a few queries (decode), second pass: merges the n_splits partial softmaxes
 // attn_decode.wgsl wrote for out row wg.x (token t, query head h: t * n_heads + h):
 //   M = max_s m_s,  out = sum_s exp2(m_s - M) acc_s / sum_s exp2(m_s - M) l_s.
-// A split in which the row saw no position has m = MASKED, l = 0, acc = 0 and weighs 0.
+// A split in which the row saw no position has m = MASKED (attn/common.wgsl), l = 0, acc = 0
+// and weighs 0.
 // Thread i computes dims 4 * i .. + 4.
 //
 // Consts: WG_SIZE, HEAD_DIM.
-// Fragments: attn/common.wgsl (MASKED, in the partials it merges).
 // Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
 const_assert HEAD_DIM / 4u <= WG_SIZE;

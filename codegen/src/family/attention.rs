@@ -263,10 +263,6 @@ impl Family for Combine {
         "attn_combine.wgsl"
     }
 
-    fn fragments(&self) -> Vec<&'static str> {
-        vec!["attn/common.wgsl"]
-    }
-
     fn params(&self) -> Layout {
         layout::<AttnParams>()
     }
