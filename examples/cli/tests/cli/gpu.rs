@@ -126,7 +126,10 @@ fn kernel_bench_rejects_bad_lists_before_opening_a_device() {
     let err = one_line_error(moetile().args(["bench", "kernels", "--shape", "gpt-4"]));
     assert!(err.contains("tiny-qwen3moe"), "{err}");
     let err = one_line_error(moetile().args(["bench", "-p", "512,0"]));
-    assert!(err.contains("-p = \"0\"") && err.contains("positive"), "{err}");
+    assert!(
+        err.contains("-p = \"0\"") && err.contains("positive"),
+        "{err}"
+    );
 }
 
 #[test]
