@@ -170,16 +170,22 @@ impl<'a, B: Backend> Loader<'a, B> {
             let ty = parts[start].ty;
             let end = start + parts[start..].iter().take_while(|w| w.ty == ty).count();
             let group = &parts[start..end];
-            let rows: usize = group.iter().map(|w| w.dims[1]).sum();
-            let bytes: Vec<u8> = group.iter().flat_map(|w| w.bytes.iter().copied()).collect();
-            let name = group.iter().map(|w| w.name).collect::<Vec<_>>().join("+");
-            let w = self.backend.upload(WeightData {
-                name: &name,
-                ty,
-                dims: &[d, rows],
-                bytes: &bytes,
-            })?;
-            self.uploaded(bytes.len());
+            let w = match group {
+                // Alone in its type: uploaded as the file holds it, no copy.
+                [one] => self.backend.upload(*one)?,
+                _ => {
+                    let rows: usize = group.iter().map(|w| w.dims[1]).sum();
+                    let bytes = group.iter().map(|w| w.bytes).collect::<Vec<_>>().concat();
+                    let name = group.iter().map(|w| w.name).collect::<Vec<_>>().join("+");
+                    self.backend.upload(WeightData {
+                        name: &name,
+                        ty,
+                        dims: &[d, rows],
+                        bytes: &bytes,
+                    })?
+                }
+            };
+            self.uploaded(group.iter().map(|w| w.bytes.len()).sum());
             out.push(w);
             start = end;
         }
