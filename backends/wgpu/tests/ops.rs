@@ -270,9 +270,9 @@ fn pre<W>(weight: &W) -> PreNorm<'_, W> {
 }
 
 /// Weights stacked by rows (q, k and v of a layer) fill their own columns of one output: a
-/// sliced weight between two of other types, on the mat-vec and the tiled paths, with and
-/// without the RMS norm of x folded in (its f32 rounding is ~1e-7 relative per value, inside
-/// the matmul's bound).
+/// sliced weight between two of other types, on the mat-vec and the tiled paths (every tile
+/// width, poisoned output), with and without the RMS norm of x folded in (its f32 rounding is
+/// ~1e-7 relative per value, inside the matmul's bound).
 #[test]
 fn project_fills_each_weights_columns() {
     let Some(mut gpu) = backend(ActType::F32) else {
@@ -319,11 +319,14 @@ fn project_fills_each_weights_columns() {
     };
     let norm_w = uniform(&mut rng, cols, 1.0);
     let (gnorm, cnorm) = upload_both(&mut gpu, &mut cpu, f32_data("norm", &[cols], &norm_w));
-    // T = 1, 4: mat-vec; 37: tiled.
+    // T = 1, 4: mat-vec; 37, 70, 130: tiled, with 32-, 64- and 128-token tiles placing their
+    // rows through the stacked output's stride and column.
     for (t, normed) in [
         (1, false),
         (4, false),
         (37, false),
+        (70, false),
+        (130, false),
         (1, true),
         (3, true),
         (37, true),
