@@ -107,7 +107,8 @@ pub(crate) fn model_kernels(
         }
         if mat_vec {
             // (act, epilogue, norm): dense projections read x plain or normed (the norm
-            // before them folded in), gate/up normed.
+            // before them folded in); gate/up always normed (the forward pass gives `moe` the
+            // FFN norm).
             let epilogues = match usage {
                 WeightUse::Dense(_) => vec![
                     (ActType::F32, MvEpilogue::Rows, false),
@@ -119,8 +120,7 @@ pub(crate) fn model_kernels(
                     (options.mid, MvEpilogue::Sum, false),
                 ],
                 WeightUse::GateUp(_) => {
-                    let glu = MvEpilogue::Glu { mid: options.mid };
-                    vec![(ActType::F32, glu, false), (ActType::F32, glu, true)]
+                    vec![(ActType::F32, MvEpilogue::Glu { mid: options.mid }, true)]
                 }
             };
             keys.extend(
