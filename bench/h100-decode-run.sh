@@ -6,10 +6,10 @@
 # ANCHOR holds llama-anchor.sh and llama-src.tar.xz (../shared/gpu/llama-anchor.sh pack), or is
 # - to leave llama.cpp out. Each BUILD folder holds moetile and kernel_bench (optionally
 # .xz-compressed); the last one also dispatch_floor: it synthesizes the model, runs the floor
-# probe and is profiled. Per build, in order: the routed-MoE kernel bench, process time to the
-# first token without and with a pipeline cache on disk (with load and prepare times), and a
-# llama-bench style table; then a stage profile of the last build. About 5 minutes for three
-# builds with llama.cpp, 6.5 for four.
+# probe and is profiled. Per build, in order: the routed-MoE kernel bench and a llama-bench
+# style table; for the last build also the process time to the first token without and with a
+# pipeline cache on disk (with load and prepare times; it reads the whole file twice) and a
+# stage profile. About 5 minutes for five builds with llama.cpp.
 # Writes $OUT/{gpu.txt,floor.txt,kernels.csv,first-token.txt,profile.md,llama.md,table-B.md}.
 A=$1; shift
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
@@ -29,7 +29,9 @@ for b in "$@"; do
   n=$(basename "$b")
   echo "# build $n" >>"$OUT/kernels.csv"
   timeout 60 "$b/kernel_bench" shape=all tokens=512 mv_tokens=1 weights=q4k,iq2xxs tiles=64 paths=coop16 >>"$OUT/kernels.csv" 2>&1
-  rm -rf ~/.cache/moetile; { first "$b" cold; first "$b" warm; } | tee -a "$OUT/first-token.txt"
+  if [ "$b" = "$L" ]; then
+    rm -rf ~/.cache/moetile; { first "$b" cold; first "$b" warm; } | tee -a "$OUT/first-token.txt"
+  fi
   timeout 120 "$b/moetile" bench -m $M -p 512 -n 128 -r 3 --output md >"$OUT/table-$n.md" 2>&1
   tail -2 "$OUT/table-$n.md"
 done
