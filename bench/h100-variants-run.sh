@@ -23,7 +23,7 @@ for b in "$@"; do
 done
 grep -E "^# build|^mv_" "$OUT/kernels.csv" | cut -d, -f1-6
 for b in "$@"; do
-  [ $SECONDS -gt 500 ] && break
+  [ $SECONDS -gt 330 ] && break
   n=$(basename "$b")
   timeout 45 "$b/moetile" profile -m $M -p 512 -n 8 >"$OUT/profile-$n.md" 2>&1
   echo "$n $(grep -E "per decode step" "$OUT/profile-$n.md")"
