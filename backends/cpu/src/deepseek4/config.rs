@@ -154,7 +154,10 @@ impl Keys<'_> {
                 let values = integers(a).ok_or_else(|| invalid(k, "holds no integers"))?;
                 match values.split_first() {
                     Some((&first, rest)) if rest.iter().all(|&v| v == first) => {
-                        Ok(Some(first as usize))
+                        let first = usize::try_from(first).map_err(|_| {
+                            invalid(k, format!("is {first}; it cannot be negative"))
+                        })?;
+                        Ok(Some(first))
                     }
                     _ => Err(invalid(
                         k,
