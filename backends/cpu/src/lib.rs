@@ -18,6 +18,7 @@
 
 mod attention;
 mod backend;
+pub mod deepseek4;
 mod ops;
 
 pub use backend::{CpuBackend, CpuKvCache, CpuRouting, CpuWeight, Mat};

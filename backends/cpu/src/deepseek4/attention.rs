@@ -1,0 +1,185 @@
+//! The attention sub-block: low-rank queries, one shared key/value head, sink logits, a raw
+//! sliding window plus the layer's compressed rows, and a grouped low-rank output.
+//!
+//! The key is also the value, rotated tail included, so the output is rotated back by the
+//! query's position before the output projection.
+
+use super::compressor::{CompressorWeights, IndexerWeights, compress, select, visible_rows};
+use super::config::{Compression, Deepseek4Config};
+use super::math::{dot, matvec, rms_norm};
+use super::rope::Rope;
+use super::weights::Tensors;
+use crate::CpuWeight;
+use moetile::Result;
+
+/// The compressed keys of a layer, by its [`Compression`].
+enum CompressedKeys {
+    /// The raw window only.
+    None,
+    /// Rows of 4 tokens, each query's picked by the indexer.
+    Ratio4 {
+        compressor: CompressorWeights,
+        indexer: Box<IndexerWeights>,
+    },
+    /// Rows of 128 tokens, all visible ones attended.
+    Ratio128 { compressor: CompressorWeights },
+}
+
+/// One layer's attention weights.
+pub(super) struct AttentionWeights {
+    /// `[D]`: the sub-block's input norm.
+    pub(super) norm: Vec<f32>,
+    /// `[D, q_lora_rank]`, then its norm.
+    q_a: CpuWeight,
+    q_a_norm: Vec<f32>,
+    /// `[q_lora_rank, heads · head_dim]`.
+    q_b: CpuWeight,
+    /// `[D, head_dim]`: the one key/value head, then its norm.
+    kv: CpuWeight,
+    kv_norm: Vec<f32>,
+    /// One logit per head that only enlarges the softmax denominator.
+    sinks: Vec<f32>,
+    /// `(groups · rank)` rows of `heads · head_dim / groups`: row `g · rank + r` reads group g.
+    output_a: CpuWeight,
+    /// `[groups · rank, D]`.
+    output_b: CpuWeight,
+    compressed: CompressedKeys,
+}
+
+impl AttentionWeights {
+    /// The attention tensors of layer `il`.
+    pub(super) fn load(
+        t: &Tensors<'_>,
+        il: usize,
+        cfg: &Deepseek4Config,
+    ) -> Result<AttentionWeights> {
+        let name = |n: &str| format!("blk.{il}.{n}");
+        let (d, hd, rank) = (cfg.d_model, cfg.head_dim, cfg.q_lora_rank);
+        let q_width = cfg.n_heads * hd;
+        let out_rows = cfg.output_groups * cfg.output_rank;
+        let compression = cfg.compression[il];
+        let compressor =
+            || CompressorWeights::load(t, &name("attn_compressor_"), d, hd, compression);
+        let compressed = match compression {
+            Compression::None => CompressedKeys::None,
+            Compression::Ratio4 => CompressedKeys::Ratio4 {
+                compressor: compressor()?,
+                indexer: Box::new(IndexerWeights::load(t, il, cfg)?),
+            },
+            Compression::Ratio128 => CompressedKeys::Ratio128 {
+                compressor: compressor()?,
+            },
+        };
+        Ok(AttentionWeights {
+            norm: t.vector(&name("attn_norm.weight"), d)?,
+            q_a: t.weight(&name("attn_q_a.weight"), &[d, rank])?,
+            q_a_norm: t.vector(&name("attn_q_a_norm.weight"), rank)?,
+            q_b: t.weight(&name("attn_q_b.weight"), &[rank, q_width])?,
+            kv: t.weight(&name("attn_kv.weight"), &[d, hd])?,
+            kv_norm: t.vector(&name("attn_kv_a_norm.weight"), hd)?,
+            sinks: t.vector(&name("attn_sinks.weight"), cfg.n_heads)?,
+            output_a: t.reshaped_matrix(
+                &name("attn_output_a.weight"),
+                q_width / cfg.output_groups,
+                out_rows,
+            )?,
+            output_b: t.weight(&name("attn_output_b.weight"), &[out_rows, d])?,
+            compressed,
+        })
+    }
+}
+
+/// `sum_j e^(s_j - M) v_j / (sum_j e^(s_j - M) + e^(sink - M))` with `s_j = q · k_j / sqrt(dim)`
+/// over `keys`, which are also the values.
+fn attend(q: &[f64], keys: &[&[f64]], sink: f64) -> Vec<f64> {
+    let scale = 1.0 / (q.len() as f64).sqrt();
+    let scores: Vec<f64> = keys
+        .iter()
+        .map(|k| q.iter().zip(*k).map(|(a, b)| a * b).sum::<f64>() * scale)
+        .collect();
+    let max = scores.iter().copied().fold(sink, f64::max);
+    let mut out = vec![0.0; q.len()];
+    let mut den = (sink - max).exp();
+    for (s, k) in scores.iter().zip(keys) {
+        let e = (s - max).exp();
+        den += e;
+        for (o, v) in out.iter_mut().zip(*k) {
+            *o += e * v;
+        }
+    }
+    out.iter_mut().for_each(|o| *o /= den);
+    out
+}
+
+/// The attention sub-block of one layer over a whole prompt. x: its normed input (T, D) ->
+/// (T, D). `rope` is the layer's rotation; `compressed_rope` the one of compressed layers,
+/// which the indexer and the compressed rows always use.
+pub(super) fn attention(
+    w: &AttentionWeights,
+    x: &[Vec<f64>],
+    cfg: &Deepseek4Config,
+    rope: &Rope,
+    compressed_rope: &Rope,
+) -> Vec<Vec<f64>> {
+    let (hd, eps) = (cfg.head_dim, cfg.rms_eps);
+    let q_lora: Vec<Vec<f64>> = x
+        .iter()
+        .map(|xt| rms_norm(&matvec(&w.q_a, 0, xt), Some(&w.q_a_norm), eps))
+        .collect();
+    let kv: Vec<Vec<f64>> = x
+        .iter()
+        .enumerate()
+        .map(|(t, xt)| {
+            let mut k = rms_norm(&matvec(&w.kv, 0, xt), Some(&w.kv_norm), eps);
+            rope.rotate(&mut k, t);
+            k
+        })
+        .collect();
+    // The compressed rows, and for each query the ones it attends.
+    let (rows, attended): (Vec<Vec<f64>>, Vec<Vec<usize>>) = match &w.compressed {
+        CompressedKeys::None => (Vec::new(), vec![Vec::new(); x.len()]),
+        CompressedKeys::Ratio4 {
+            compressor,
+            indexer,
+        } => (
+            compress(compressor, x, Compression::Ratio4, compressed_rope, eps),
+            select(indexer, x, &q_lora, cfg, compressed_rope),
+        ),
+        CompressedKeys::Ratio128 { compressor } => (
+            compress(compressor, x, Compression::Ratio128, compressed_rope, eps),
+            (0..x.len())
+                .map(|t| (0..visible_rows(t, Compression::Ratio128)).collect())
+                .collect(),
+        ),
+    };
+    let group_width = cfg.n_heads * hd / cfg.output_groups;
+    (0..x.len())
+        .map(|t| {
+            let window_start = (t + 1).saturating_sub(cfg.sliding_window);
+            let keys: Vec<&[f64]> = kv[window_start..=t]
+                .iter()
+                .chain(attended[t].iter().map(|&b| &rows[b]))
+                .map(Vec::as_slice)
+                .collect();
+            let q = matvec(&w.q_b, 0, &q_lora[t]);
+            let mut out = Vec::with_capacity(q.len());
+            for (head, sink) in q.chunks_exact(hd).zip(&w.sinks) {
+                let mut qh = rms_norm(head, None, eps);
+                rope.rotate(&mut qh, t);
+                let mut oh = attend(&qh, &keys, *sink as f64);
+                rope.unrotate(&mut oh, t);
+                out.extend(oh);
+            }
+            let low_rank: Vec<f64> = (0..w.output_a.rows())
+                .map(|r| {
+                    let g = r / cfg.output_rank;
+                    dot(
+                        w.output_a.row(0, r),
+                        &out[g * group_width..(g + 1) * group_width],
+                    )
+                })
+                .collect();
+            matvec(&w.output_b, 0, &low_rank)
+        })
+        .collect()
+}

@@ -1,0 +1,247 @@
+//! The compressed keys of layers with a compress ratio, and the lightning indexer that picks
+//! which of them a query of a ratio-4 layer sees.
+//!
+//! A compressor turns each block of `ratio` tokens into one key row: per column, a softmax over
+//! the window's gate scores weights the window's values. Ratio 128 pools its own block; ratio 4
+//! pools an overlapping window of 8 tokens, the previous block through the first half of the
+//! projection's columns and its own block through the second half. The row is then RMS-normed
+//! and rotated to the position of its block's first token. Row b exists once token
+//! `(b + 1) · ratio - 1` does, so a prompt's rows are computed from the whole prompt at once
+//! (llama.cpp carries the same state across micro-batches, with the same result).
+
+use super::config::{Compression, Deepseek4Config};
+use super::math::{matvec, rms_norm};
+use super::rope::Rope;
+use super::weights::Tensors;
+use crate::CpuWeight;
+use moetile::Result;
+
+/// The weights of one compressor.
+pub(super) struct CompressorWeights {
+    /// `[D, coff · width]`: the values.
+    kv: CpuWeight,
+    /// `[D, coff · width]`: the gate scores.
+    gate: CpuWeight,
+    /// `[coff · width, ratio]`: a score bias per position in the block.
+    ape: CpuWeight,
+    /// `width` values.
+    norm: Vec<f32>,
+}
+
+impl CompressorWeights {
+    /// `{prefix}kv/gate/ape/norm.weight` of rows `width` wide; `coff` is 2 for ratio 4 (the
+    /// previous and the current block), else 1.
+    pub(super) fn load(
+        t: &Tensors<'_>,
+        prefix: &str,
+        d_model: usize,
+        width: usize,
+        compression: Compression,
+    ) -> Result<CompressorWeights> {
+        let cols = coff(compression) * width;
+        let ratio = compression.ratio();
+        Ok(CompressorWeights {
+            kv: t.weight(&format!("{prefix}kv.weight"), &[d_model, cols])?,
+            gate: t.weight(&format!("{prefix}gate.weight"), &[d_model, cols])?,
+            ape: t.weight(&format!("{prefix}ape.weight"), &[cols, ratio])?,
+            norm: t.vector(&format!("{prefix}norm.weight"), width)?,
+        })
+    }
+}
+
+fn coff(compression: Compression) -> usize {
+    if compression == Compression::Ratio4 {
+        2
+    } else {
+        1
+    }
+}
+
+/// The softmax-pooled row of block `b` (before norm and RoPE). kv, score: (T, coff · width).
+/// A ratio-4 window's previous half is the first `width` columns of tokens `4b - 4 .. 4b`; for
+/// block 0 it lies before the prompt, where llama.cpp pools zeros with score −∞, i.e. weight
+/// 0, so it is left out.
+fn pool(kv: &[Vec<f64>], score: &[Vec<f64>], b: usize, compression: Compression) -> Vec<f64> {
+    let ratio = compression.ratio();
+    let width = kv[0].len() / coff(compression);
+    let start = b * ratio;
+    // (token, first column) of each window entry.
+    let mut entries: Vec<(usize, usize)> = Vec::with_capacity(2 * ratio);
+    if compression == Compression::Ratio4 {
+        entries.extend((start.saturating_sub(ratio)..start).map(|j| (j, 0)));
+        entries.extend((start..start + ratio).map(|j| (j, width)));
+    } else {
+        entries.extend((start..start + ratio).map(|j| (j, 0)));
+    }
+    (0..width)
+        .map(|c| {
+            let max = entries
+                .iter()
+                .map(|&(j, off)| score[j][off + c])
+                .fold(f64::NEG_INFINITY, f64::max);
+            let (mut num, mut den) = (0.0, 0.0);
+            for &(j, off) in &entries {
+                let w = (score[j][off + c] - max).exp();
+                num += w * kv[j][off + c];
+                den += w;
+            }
+            num / den
+        })
+        .collect()
+}
+
+/// The compressed rows of a prompt (one per whole block), each `width` wide. x: the
+/// attention input, (T, D).
+pub(super) fn compress(
+    w: &CompressorWeights,
+    x: &[Vec<f64>],
+    compression: Compression,
+    rope: &Rope,
+    rms_eps: f64,
+) -> Vec<Vec<f64>> {
+    let ratio = compression.ratio();
+    let kv: Vec<Vec<f64>> = x.iter().map(|xt| matvec(&w.kv, 0, xt)).collect();
+    let score: Vec<Vec<f64>> = x
+        .iter()
+        .enumerate()
+        .map(|(t, xt)| {
+            let mut s = matvec(&w.gate, 0, xt);
+            for (s, &bias) in s.iter_mut().zip(w.ape.row(0, t % ratio)) {
+                *s += bias as f64;
+            }
+            s
+        })
+        .collect();
+    (0..x.len() / ratio)
+        .map(|b| {
+            let mut row = rms_norm(&pool(&kv, &score, b, compression), Some(&w.norm), rms_eps);
+            rope.rotate(&mut row, b * ratio);
+            row
+        })
+        .collect()
+}
+
+/// Compressed rows query `t` can see: those of the blocks that end at or before it.
+pub(super) fn visible_rows(t: usize, compression: Compression) -> usize {
+    (t + 1) / compression.ratio()
+}
+
+/// The lightning indexer of a ratio-4 layer.
+pub(super) struct IndexerWeights {
+    /// `[q_lora_rank, heads · head_dim]`: the indexer query from the normed q_a output.
+    q_b: CpuWeight,
+    /// `[D, heads]`: each head's weight in the score.
+    proj: CpuWeight,
+    /// The indexer's own compressor, ratio 4, rows `head_dim` wide.
+    compressor: CompressorWeights,
+}
+
+impl IndexerWeights {
+    /// `blk.{il}.indexer.*` and `blk.{il}.indexer_compressor_*`.
+    pub(super) fn load(
+        t: &Tensors<'_>,
+        il: usize,
+        cfg: &Deepseek4Config,
+    ) -> Result<IndexerWeights> {
+        let (heads, dim) = (cfg.indexer_heads, cfg.indexer_head_dim);
+        Ok(IndexerWeights {
+            q_b: t.weight(
+                &format!("blk.{il}.indexer.attn_q_b.weight"),
+                &[cfg.q_lora_rank, heads * dim],
+            )?,
+            proj: t.weight(
+                &format!("blk.{il}.indexer.proj.weight"),
+                &[cfg.d_model, heads],
+            )?,
+            compressor: CompressorWeights::load(
+                t,
+                &format!("blk.{il}.indexer_compressor_"),
+                cfg.d_model,
+                dim,
+                Compression::Ratio4,
+            )?,
+        })
+    }
+}
+
+/// For each query t, the compressed rows it attends: the `top_k` visible rows of highest
+/// score `sum_h relu(q_h · k_b) · w_h` (all visible rows when there are no more than `top_k`;
+/// ties go to the earlier row), in row order. x: the attention input (T, D); q_lora: the normed
+/// q_a output (T, q_lora_rank).
+///
+/// llama.cpp rotates the indexer's queries and keys by the same Hadamard matrix before its F16
+/// cache; being orthogonal it leaves every score unchanged, so an exact reference skips it.
+pub(super) fn select(
+    w: &IndexerWeights,
+    x: &[Vec<f64>],
+    q_lora: &[Vec<f64>],
+    cfg: &Deepseek4Config,
+    rope: &Rope,
+) -> Vec<Vec<usize>> {
+    let (heads, dim) = (cfg.indexer_heads, cfg.indexer_head_dim);
+    let keys = compress(&w.compressor, x, Compression::Ratio4, rope, cfg.rms_eps);
+    let head_norm = ((dim * heads) as f64).sqrt();
+    x.iter()
+        .zip(q_lora)
+        .enumerate()
+        .map(|(t, (xt, qt))| {
+            let mut q = matvec(&w.q_b, 0, qt);
+            for head in q.chunks_exact_mut(dim) {
+                rope.rotate(head, t);
+            }
+            let head_weights: Vec<f64> = matvec(&w.proj, 0, xt)
+                .iter()
+                .map(|v| v / head_norm)
+                .collect();
+            let n_visible = visible_rows(t, Compression::Ratio4);
+            let scores: Vec<f64> = keys[..n_visible]
+                .iter()
+                .map(|k| {
+                    q.chunks_exact(dim)
+                        .zip(&head_weights)
+                        .map(|(qh, hw)| {
+                            let s: f64 = qh.iter().zip(k).map(|(a, b)| a * b).sum();
+                            s.max(0.0) * hw
+                        })
+                        .sum()
+                })
+                .collect();
+            let mut order: Vec<usize> = (0..n_visible).collect();
+            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            order.truncate(cfg.indexer_top_k);
+            order.sort_unstable();
+            order
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_ratio4_block_pools_only_its_own_tokens() {
+        // width 1, coff 2: column 0 feeds the next block's window, column 1 this block's.
+        // Block 0 has no previous block: its row is the softmax pool of column 1 of tokens
+        // 0..4 alone, however large the column-0 scores.
+        let kv: Vec<Vec<f64>> = (0..8).map(|j| vec![100.0 + j as f64, j as f64]).collect();
+        let score: Vec<Vec<f64>> = (0..8).map(|j| vec![50.0, (j % 4) as f64]).collect();
+        let e: Vec<f64> = (0..4).map(|j| (j as f64).exp()).collect();
+        let want = (0..4).map(|j| e[j] * j as f64).sum::<f64>() / e.iter().sum::<f64>();
+        assert!((pool(&kv, &score, 0, Compression::Ratio4)[0] - want).abs() < 1e-12);
+        // Block 1 pools tokens 0..4 through column 0 (score 50 dominates) and 4..8 through
+        // column 1.
+        let row = pool(&kv, &score, 1, Compression::Ratio4)[0];
+        assert!((row - 101.5).abs() < 1e-12, "{row}");
+    }
+
+    #[test]
+    fn rows_become_visible_at_the_last_token_of_their_block() {
+        let seen: Vec<usize> = (0..9)
+            .map(|t| visible_rows(t, Compression::Ratio4))
+            .collect();
+        assert_eq!(seen, [0, 0, 0, 1, 1, 1, 1, 2, 2]);
+        assert_eq!(visible_rows(126, Compression::Ratio128), 0);
+        assert_eq!(visible_rows(127, Compression::Ratio128), 1);
+    }
+}

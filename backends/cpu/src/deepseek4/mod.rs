@@ -1,0 +1,206 @@
+//! The whole-model reference of DeepSeek V4 Flash (`deepseek4`), computed in f64 as llama.cpp
+//! defines it, for the logits of every position of a prompt processed as one batch.
+//!
+//! deepseek4 does not fit the [`Backend`](moetile::model::Backend) op set (four hyper-connected
+//! streams instead of one residual, compressed keys, a token-dependent indexer), so it is a
+//! model of its own here: plain functions over f64 activations, with the weights dequantized
+//! exactly to f32 ([`moetile::quant::dequantize`]) and widened in every product. What it leaves
+//! out changes nothing in exact arithmetic: llama.cpp's F16 rounding of the KV and compressed
+//! caches (a storage choice; set its cache to F32 and flash attention off to compare), and the
+//! Hadamard rotation of the indexer's queries and keys (orthogonal, so no score moves).
+//!
+//! Per token, per layer:
+//! ```text
+//! X (4 streams of D) -> hyper::pre -> attn_norm -> attention -> hyper::post -> X
+//!                    -> hyper::pre -> ffn_norm  -> moe + shared expert -> hyper::post -> X
+//! logits = output · output_norm(hyper::head(X))
+//! ```
+//! `attention` sees the raw sliding window and, in compressed layers, the rows of
+//! [`compressor`] (ratio 128: all visible rows; ratio 4: those the lightning indexer picks).
+//!
+//! ```no_run
+//! use moetile::gguf::GgufFile;
+//! use moetile_cpu::deepseek4::Deepseek4Reference;
+//!
+//! let file = GgufFile::open("deepseek4-tiny-f32.gguf".as_ref())?;
+//! let model = Deepseek4Reference::load(&file)?;
+//! let logits = model.logits(&[1, 2, 3])?; // (3, n_vocab), row-major
+//! assert_eq!(logits.len(), 3 * model.config().n_vocab);
+//! # Ok::<(), moetile::Error>(())
+//! ```
+
+mod attention;
+mod compressor;
+mod config;
+mod hyper;
+mod math;
+mod moe;
+mod rope;
+mod weights;
+
+pub use config::{Compression, Deepseek4Config};
+
+use moetile::gguf::GgufFile;
+use moetile::{Error, Result};
+
+use attention::AttentionWeights;
+use config::HC_STREAMS;
+use hyper::HcWeights;
+use math::{matvec, rms_norm};
+use moe::MoeWeights;
+use rope::Rope;
+use weights::Tensors;
+
+use crate::CpuWeight;
+
+/// One transformer block's weights.
+struct Layer {
+    hc_attn: HcWeights,
+    attention: AttentionWeights,
+    hc_ffn: HcWeights,
+    moe: MoeWeights,
+}
+
+/// A deepseek4 model loaded for the reference forward pass.
+pub struct Deepseek4Reference {
+    config: Deepseek4Config,
+    /// `[D, V]`.
+    embed: CpuWeight,
+    layers: Vec<Layer>,
+    hc_head: HcWeights,
+    output_norm: Vec<f32>,
+    /// `[D, V]`.
+    output: CpuWeight,
+    /// The rotation of layers without compression.
+    rope: Rope,
+    /// The rotation of compressed layers, their indexer and compressed rows.
+    compressed_rope: Rope,
+}
+
+impl Deepseek4Reference {
+    /// Reads the config and every weight the logits use from `file` (an error names the key
+    /// or tensor at fault). Tensors the architecture never reads (`*.scale`,
+    /// `*.input_scale`, `exp_probs_b_vl`, multi-token-prediction blocks) are ignored.
+    pub fn load(file: &GgufFile) -> Result<Deepseek4Reference> {
+        let cfg = Deepseek4Config::from_gguf(file)?;
+        let t = Tensors { file };
+        let d = cfg.d_model;
+        let layers = (0..cfg.n_layers)
+            .map(|il| {
+                Ok(Layer {
+                    hc_attn: HcWeights::load_block(&t, &format!("blk.{il}.hc_attn"), d)?,
+                    attention: AttentionWeights::load(&t, il, &cfg)?,
+                    hc_ffn: HcWeights::load_block(&t, &format!("blk.{il}.hc_ffn"), d)?,
+                    moe: MoeWeights::load(&t, il, &cfg)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rope = Rope::plain(cfg.n_rot, cfg.rope_freq_base);
+        let compressed_rope = Rope::scaled(
+            cfg.n_rot,
+            cfg.compress_rope_freq_base,
+            cfg.compress_freq_scale,
+            cfg.yarn.then_some(cfg.yarn_orig_ctx),
+        );
+        Ok(Deepseek4Reference {
+            embed: t.weight("token_embd.weight", &[d, cfg.n_vocab])?,
+            layers,
+            hc_head: HcWeights::load_head(&t, d)?,
+            output_norm: t.vector("output_norm.weight", d)?,
+            output: t.weight("output.weight", &[d, cfg.n_vocab])?,
+            rope,
+            compressed_rope,
+            config: cfg,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &Deepseek4Config {
+        &self.config
+    }
+
+    /// The logits of every position of `tokens` (positions 0..T, one sequence), row-major
+    /// (T, n_vocab), rounded to f32 only at the end.
+    pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let cfg = &self.config;
+        if let Some((i, id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, id)| **id as usize >= cfg.n_vocab)
+        {
+            return Err(Error::InvalidSetting {
+                name: format!("token #{i}"),
+                value: id.to_string(),
+                expected: format!("a token id below the vocabulary size {}", cfg.n_vocab),
+            });
+        }
+        let tokens: Vec<usize> = tokens.iter().map(|&id| id as usize).collect();
+        // Every stream starts as the token's embedding.
+        let mut streams: Vec<Vec<f64>> = tokens
+            .iter()
+            .map(|&id| {
+                let row = self.embed.row(0, id);
+                row.iter()
+                    .cycle()
+                    .take(HC_STREAMS * row.len())
+                    .map(|&v| v as f64)
+                    .collect()
+            })
+            .collect();
+        for (il, layer) in self.layers.iter().enumerate() {
+            let rope = match cfg.compression[il] {
+                Compression::None => &self.rope,
+                _ => &self.compressed_rope,
+            };
+            let mixes: Vec<hyper::Mix> = streams
+                .iter()
+                .map(|x| self.pre(x, &layer.hc_attn))
+                .collect();
+            let input: Vec<Vec<f64>> = mixes
+                .iter()
+                .map(|m| rms_norm(&m.input, Some(&layer.attention.norm), cfg.rms_eps))
+                .collect();
+            let out =
+                attention::attention(&layer.attention, &input, cfg, rope, &self.compressed_rope);
+            streams = streams
+                .iter()
+                .zip(&mixes)
+                .zip(&out)
+                .map(|((x, m), f)| hyper::post(f, x, m))
+                .collect();
+            streams = streams
+                .iter()
+                .zip(&tokens)
+                .map(|(x, &token)| {
+                    let mix = self.pre(x, &layer.hc_ffn);
+                    let input = rms_norm(&mix.input, Some(&layer.moe.norm), cfg.rms_eps);
+                    hyper::post(&moe::moe(&layer.moe, &input, token, il, cfg), x, &mix)
+                })
+                .collect();
+        }
+        Ok(streams
+            .iter()
+            .flat_map(|x| {
+                let y = hyper::head(x, &self.hc_head, cfg.rms_eps, cfg.hc_eps);
+                matvec(
+                    &self.output,
+                    0,
+                    &rms_norm(&y, Some(&self.output_norm), cfg.rms_eps),
+                )
+            })
+            .map(|v| v as f32)
+            .collect())
+    }
+
+    /// [`hyper::pre`] with the config's epsilons and Sinkhorn iterations.
+    fn pre(&self, streams: &[f64], w: &HcWeights) -> hyper::Mix {
+        let cfg = &self.config;
+        hyper::pre(
+            streams,
+            w,
+            cfg.rms_eps,
+            cfg.hc_eps,
+            cfg.hc_sinkhorn_iterations,
+        )
+    }
+}

@@ -1,0 +1,449 @@
+//! The deepseek4 (DeepSeek V4 Flash) CPU reference against the fixture goldens, at every
+//! position of the fixture's 300-token prompt, and proof that the fixture exercises each
+//! feature: switching one off must move the logits, from the position where the feature
+//! first acts (README-deepseek4.md in the fixtures describes the model).
+//!
+//! The tiny model has 6 layers: 0-1 without compression, 2 and 4 with ratio-4 rows picked by
+//! the indexer (top 3), 3 and 5 with ratio-128 rows; layers 0-2 route by token hash, 3-5 by
+//! the biased router; every layer clamps its SwiGLUs (the shared expert of layer 2 does not).
+//! Where features first act on the prompt:
+//! - position 0: hyper-connections (Sinkhorn), sinks, routing (hash, bias, weight
+//!   normalisation and scale), clamps, shared expert;
+//! - position 1: RoPE (base 20000 raw, 160000 with YaRN compressed; position 0 is unrotated);
+//! - position 3: the first ratio-4 row (block 0, with its empty previous window);
+//! - position 15: the first query with more visible ratio-4 rows (4) than top-k (3);
+//! - position 127: the first ratio-128 row;
+//! - position 128: the raw window (128 keys) starts to slide.
+
+use moetile::gguf::{Array, GgufFile, GgufWriter, Value};
+use moetile::quant::GgmlType;
+use moetile_cpu::deepseek4::Deepseek4Reference;
+use moetile_tests::golden::{Agreement, Golden, agreement};
+use moetile_tests::{fixtures, model_fixture};
+
+const F32: &str = "deepseek4-tiny-f32";
+const Q8_0: &str = "deepseek4-tiny-q8_0";
+
+fn open(name: &str) -> (GgufFile, Golden, Golden) {
+    let (model, reference, llama) = model_fixture(name);
+    (
+        GgufFile::open(&model).unwrap(),
+        Golden::read(&reference).unwrap(),
+        Golden::read(&llama).unwrap(),
+    )
+}
+
+fn logits(file: &GgufFile, tokens: &[u32]) -> Vec<f32> {
+    Deepseek4Reference::load(file)
+        .unwrap()
+        .logits(tokens)
+        .unwrap()
+}
+
+/// Prints the agreement and, when `ok` is false, the first few differing values, then fails.
+fn check(what: &str, got: &[f32], want: &Golden, ok: impl Fn(&Agreement) -> bool) {
+    let a = agreement(got, &want.logits, want.n_vocab);
+    println!("{what}: {a:?}");
+    if !ok(&a) {
+        let firsts: Vec<String> = got
+            .iter()
+            .zip(&want.logits)
+            .enumerate()
+            .filter(|(_, (g, w))| g != w)
+            .take(5)
+            .map(|(i, (g, w))| {
+                let (t, v) = (i / want.n_vocab, i % want.n_vocab);
+                format!("position {t} token {v}: got {g}, want {w}")
+            })
+            .collect();
+        panic!("{what}: {a:?}\nfirst differences:\n{}", firsts.join("\n"));
+    }
+}
+
+/// Against the float64 reference, stored f32: both compute in f64 and round once, so they
+/// differ only where summation order moves a value across an f32 rounding boundary, by an
+/// ulp. The bound is 2 ulps of the largest logit (|4.2|: ulp 4.8e-7). Measured: 0 on both
+/// models (bit-identical).
+fn matches_reference(name: &str) {
+    let (file, reference, _) = open(name);
+    let got = logits(&file, &reference.tokens);
+    check(
+        &format!("{name} vs float64 reference"),
+        &got,
+        &reference,
+        |a| a.max_abs_diff <= 1e-6 && a.top1 == 1.0,
+    );
+}
+
+#[test]
+fn f32_matches_float64_reference_at_every_position() {
+    matches_reference(F32);
+}
+
+#[test]
+fn q8_0_matches_float64_reference_at_every_position() {
+    matches_reference(Q8_0);
+}
+
+/// llama.cpp (F32 KV cache, flash attention off) differs from the float64 reference by its
+/// f32 rounding (max 1.2e-5), its golden by the f16 storage on top: half an f16 step at |4.2|
+/// is 2e-3. Measured: max 1.4e-3, NMSE 4.3e-8, top-1 0.997 (one near-tie flips in f16).
+#[test]
+fn f32_agrees_with_llama_cpp() {
+    let (file, _, llama) = open(F32);
+    let got = logits(&file, &llama.tokens);
+    check("f32 vs llama.cpp", &got, &llama, |a| {
+        a.max_abs_diff <= 2e-3 && a.nmse <= 1e-7 && a.top1 >= 0.99
+    });
+}
+
+/// On Q8_0 weights llama.cpp also rounds activations to Q8_0 in its matmuls, so this only
+/// catches gross errors. Measured: NMSE 4.2e-3, top-1 0.927 (a wrong model: NMSE ~1).
+#[test]
+fn q8_0_agrees_with_llama_cpp_loosely() {
+    let (file, _, llama) = open(Q8_0);
+    let got = logits(&file, &llama.tokens);
+    check("q8_0 vs llama.cpp", &got, &llama, |a| {
+        a.nmse <= 1e-2 && a.top1 >= 0.9
+    });
+}
+
+#[test]
+fn golden_tokens_are_the_fixture_prompt() {
+    let text = std::fs::read_to_string(fixtures().join("models/deepseek4-prompt-ids.txt")).unwrap();
+    let ids: Vec<u32> = text.trim().split(',').map(|s| s.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 300);
+    for name in [F32, Q8_0] {
+        let (_, reference, llama) = open(name);
+        assert_eq!(reference.tokens, ids, "{name}");
+        assert_eq!(llama.tokens, ids, "{name}");
+    }
+}
+
+/// A tensor of a rewritten file.
+struct Tensor {
+    name: String,
+    ty: GgmlType,
+    dims: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl Tensor {
+    /// Replaces every f32 value of the tensor.
+    fn map_f32(&mut self, f: impl Fn(f32) -> f32) {
+        assert_eq!(self.ty, GgmlType::F32, "{}", self.name);
+        for v in self.bytes.chunks_exact_mut(4) {
+            let x = f32::from_le_bytes(v.try_into().unwrap());
+            v.copy_from_slice(&f(x).to_le_bytes());
+        }
+    }
+}
+
+/// The F32 fixture with each key's value replaced by `meta(key, value)` (dropped on `None`)
+/// and its tensors edited by `edit`.
+fn rewrite(
+    meta: impl Fn(&str, &Value) -> Option<Value>,
+    edit: impl FnOnce(&mut Vec<Tensor>),
+) -> GgufFile {
+    let (src, _, _) = open(F32);
+    let mut w = GgufWriter::new();
+    for (key, value) in src.metadata() {
+        if let Some(v) = meta(key, value) {
+            w.add_metadata(key, v).unwrap();
+        }
+    }
+    let mut tensors: Vec<Tensor> = src
+        .tensors()
+        .iter()
+        .map(|t| Tensor {
+            name: t.name.clone(),
+            ty: t.ty,
+            dims: t.dims.clone(),
+            bytes: src.tensor_bytes(t).to_vec(),
+        })
+        .collect();
+    edit(&mut tensors);
+    for t in &tensors {
+        w.add_tensor(t.name.clone(), t.ty, &t.dims).unwrap();
+    }
+    let data: Vec<&[u8]> = tensors.iter().map(|t| t.bytes.as_slice()).collect();
+    GgufFile::from_bytes(w.to_bytes(&data).unwrap()).unwrap()
+}
+
+/// The fixture with key `deepseek4.{key}` set to `value` (`None`: removed).
+fn with_key(key: &str, value: Option<Value>) -> GgufFile {
+    let full = format!("deepseek4.{key}");
+    rewrite(
+        |k, v| {
+            if k == full {
+                value.clone()
+            } else {
+                Some(v.clone())
+            }
+        },
+        |_| {},
+    )
+}
+
+/// The fixture with every tensor whose name satisfies `select` mapped by `f`.
+fn with_tensors(select: impl Fn(&str) -> bool, f: impl Fn(f32) -> f32 + Copy) -> GgufFile {
+    rewrite(
+        |_, v| Some(v.clone()),
+        |tensors| {
+            let mut hit = false;
+            for t in tensors.iter_mut().filter(|t| select(&t.name)) {
+                t.map_f32(f);
+                hit = true;
+            }
+            assert!(hit, "no tensor selected");
+        },
+    )
+}
+
+/// Asserts that the edited model computes the fixture's logits exactly up to position
+/// `onset` and clearly differently from there on (NMSE > 1e-6 over those positions, a
+/// million times the bound of the golden comparison), so the goldens catch the feature.
+fn assert_acts_from(edited: &GgufFile, onset: usize) {
+    let (file, reference, _) = open(F32);
+    let n_vocab = reference.n_vocab;
+    let base = logits(&file, &reference.tokens);
+    let got = logits(edited, &reference.tokens);
+    let first = (0..reference.tokens.len())
+        .find(|&t| base[t * n_vocab..(t + 1) * n_vocab] != got[t * n_vocab..(t + 1) * n_vocab]);
+    assert_eq!(first, Some(onset), "first position that differs");
+    let tail = agreement(&got[onset * n_vocab..], &base[onset * n_vocab..], n_vocab);
+    println!("from position {onset}: {tail:?}");
+    assert!(tail.nmse > 1e-6, "{tail:?}");
+}
+
+#[test]
+fn sinkhorn_iterations_act_from_the_first_position() {
+    assert_acts_from(
+        &with_key("hyper_connection.sinkhorn_iterations", Some(1u32.into())),
+        0,
+    );
+}
+
+#[test]
+fn attention_sinks_act_from_the_first_position() {
+    assert_acts_from(
+        &with_tensors(|n| n.ends_with("attn_sinks.weight"), |_| -1e30),
+        0,
+    );
+}
+
+#[test]
+fn routed_clamps_act_from_the_first_position() {
+    let off = Value::Array(Array::F32(vec![0.0; 6]));
+    assert_acts_from(&with_key("swiglu_clamp_exp", Some(off)), 0);
+}
+
+#[test]
+fn shared_expert_has_its_own_clamps() {
+    // Without the key the shared expert takes the routed clamps.
+    assert_acts_from(&with_key("swiglu_clamp_shexp", None), 0);
+}
+
+#[test]
+fn selection_bias_moves_the_choice() {
+    assert_acts_from(
+        &with_tensors(|n| n.ends_with("exp_probs_b.bias"), |_| 0.0),
+        0,
+    );
+}
+
+#[test]
+fn hash_layers_route_by_token() {
+    // Layers 0-2 hash-route; routed by score instead (with a zero bias) the logits move.
+    let edited = rewrite(
+        |k, v| match k {
+            "deepseek4.hash_layer_count" => Some(0u32.into()),
+            _ => Some(v.clone()),
+        },
+        |tensors| {
+            for t in tensors
+                .iter_mut()
+                .filter(|t| t.name.ends_with("ffn_gate_tid2eid.weight"))
+            {
+                t.name = t
+                    .name
+                    .replace("ffn_gate_tid2eid.weight", "exp_probs_b.bias");
+                t.ty = GgmlType::F32;
+                t.dims = vec![8];
+                t.bytes = vec![0; 4 * 8];
+            }
+        },
+    );
+    assert_acts_from(&edited, 0);
+}
+
+#[test]
+fn route_weights_are_normalised_and_scaled() {
+    assert_acts_from(&with_key("expert_weights_norm", Some(false.into())), 0);
+    assert_acts_from(&with_key("expert_weights_scale", Some(1.0f32.into())), 0);
+}
+
+#[test]
+fn rope_bases_act_from_position_1() {
+    assert_acts_from(&with_key("rope.freq_base", Some(10000.0f32.into())), 1);
+    assert_acts_from(
+        &with_key("attention.compress_rope_freq_base", Some(10000.0f32.into())),
+        1,
+    );
+}
+
+#[test]
+fn yarn_acts_from_position_1() {
+    // Linear scaling keeps the frequency scale but drops YaRN's ramp.
+    assert_acts_from(&with_key("rope.scaling.type", Some("linear".into())), 1);
+}
+
+#[test]
+fn ratio_4_rows_are_attended_from_position_3() {
+    // Zero-normed rows are zero keys: they only add e^(0 - M) to the denominators.
+    let csa = |n: &str| {
+        n == "blk.2.attn_compressor_norm.weight" || n == "blk.4.attn_compressor_norm.weight"
+    };
+    assert_acts_from(&with_tensors(csa, |_| 0.0), 3);
+}
+
+#[test]
+fn indexer_picks_rows_from_position_15() {
+    assert_acts_from(
+        &with_key("attention.indexer.top_k", Some(1000u32.into())),
+        15,
+    );
+    // With constant scores (all-zero indexer keys) it picks the first rows instead.
+    let keys = |n: &str| n.ends_with("indexer_compressor_norm.weight");
+    assert_acts_from(&with_tensors(keys, |_| 0.0), 15);
+}
+
+#[test]
+fn ratio_128_rows_are_attended_from_position_127() {
+    let hca = |n: &str| {
+        n == "blk.3.attn_compressor_norm.weight" || n == "blk.5.attn_compressor_norm.weight"
+    };
+    assert_acts_from(&with_tensors(hca, |_| 0.0), 127);
+}
+
+#[test]
+fn raw_window_slides_from_position_128() {
+    assert_acts_from(
+        &with_key("attention.sliding_window", Some(1000u32.into())),
+        128,
+    );
+}
+
+/// The error of loading the fixture with key `key` set to `value` (`None`: removed).
+fn load_error(key: &str, value: Option<Value>) -> String {
+    match Deepseek4Reference::load(&with_key(key, value)) {
+        Ok(_) => panic!("{key}: loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn unsupported_configs_are_refused_naming_the_key() {
+    let cases: [(&str, Option<Value>, &str); 6] = [
+        (
+            "hyper_connection.count",
+            None,
+            "deepseek4.hyper_connection.count",
+        ),
+        (
+            "hyper_connection.count",
+            Some(3u32.into()),
+            "deepseek4 has 4 streams",
+        ),
+        ("expert_gating_func", Some(1u32.into()), "sqrt(softplus)"),
+        (
+            "attention.compress_ratios",
+            Some(Value::Array(Array::U32(vec![0, 0, 4, 128, 8, 128]))),
+            "gives layer 4 ratio 8; only 0, 4 and 128 exist",
+        ),
+        (
+            "attention.head_count_kv",
+            Some(2u32.into()),
+            "one key/value head",
+        ),
+        (
+            "attention.sliding_window",
+            Some("wide".into()),
+            "deepseek4.attention.sliding_window",
+        ),
+    ];
+    for (key, value, want) in cases {
+        let err = load_error(key, value);
+        println!("{key}: {err}");
+        assert!(err.contains(want), "{key}: {err}");
+    }
+}
+
+#[test]
+fn bad_tensors_are_refused_naming_the_tensor() {
+    let missing = rewrite(
+        |_, v| Some(v.clone()),
+        |t| t.retain(|t| t.name != "blk.3.exp_probs_b.bias"),
+    );
+    let wrong_shape = rewrite(
+        |_, v| Some(v.clone()),
+        |tensors| {
+            let t = tensors
+                .iter_mut()
+                .find(|t| t.name == "blk.1.attn_sinks.weight")
+                .unwrap();
+            t.dims = vec![2, 2];
+        },
+    );
+    let unsupported = rewrite(
+        |_, v| Some(v.clone()),
+        |tensors| {
+            let t = tensors
+                .iter_mut()
+                .find(|t| t.name == "blk.1.attn_sinks.weight")
+                .unwrap();
+            t.ty = GgmlType::I32;
+        },
+    );
+    let bad_id = rewrite(
+        |_, v| Some(v.clone()),
+        |tensors| {
+            let t = tensors
+                .iter_mut()
+                .find(|t| t.name == "blk.0.ffn_gate_tid2eid.weight")
+                .unwrap();
+            t.bytes[..4].copy_from_slice(&8i32.to_le_bytes());
+        },
+    );
+    for (file, want) in [
+        (missing, "tensor blk.3.exp_probs_b.bias is missing"),
+        (
+            wrong_shape,
+            "tensor blk.1.attn_sinks.weight has dims [2, 2], the config implies [4]",
+        ),
+        (
+            unsupported,
+            "tensor blk.1.attn_sinks.weight: CPU dequantization does not support tensor type I32",
+        ),
+        (
+            bad_id,
+            "blk.0.ffn_gate_tid2eid.weight holds id 8, outside 0..8",
+        ),
+    ] {
+        let err = Deepseek4Reference::load(&file)
+            .err()
+            .expect(want)
+            .to_string();
+        println!("{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+#[test]
+fn token_outside_the_vocabulary_is_refused() {
+    let (file, _, _) = open(F32);
+    let model = Deepseek4Reference::load(&file).unwrap();
+    let err = model.logits(&[1, 128]).unwrap_err().to_string();
+    assert!(err.contains("token #1") && err.contains("128"), "{err}");
+    assert_eq!(model.logits(&[]).unwrap(), Vec::<f32>::new());
+}
