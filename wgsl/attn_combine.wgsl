@@ -6,6 +6,7 @@
 // Thread i computes dims 4 * i .. + 4.
 //
 // Consts: WG_SIZE, HEAD_DIM.
+// Fragments: attn/common.wgsl (MASKED).
 // Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
 const_assert HEAD_DIM / 4u <= WG_SIZE;
@@ -24,17 +25,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         return;
     }
     let first = row * params.n_splits;
-    var mx = part_ml[first].x;
-    for (var s = 1u; s < params.n_splits; s++) {
-        mx = max(mx, part_ml[first + s].x);
-    }
+    // One pass, rescaling the running sums whenever the maximum grows (the loads of the
+    // splits do not wait on each other).
+    var mx = MASKED;
     var acc = vec4<f32>(0.0);
     var l = 0.0;
     for (var s = 0u; s < params.n_splits; s++) {
         let ml = part_ml[first + s];
-        let w = exp2(ml.x - mx);
-        acc = fma(vec4<f32>(w), part_acc[(first + s) * Q4 + li], acc);
-        l = fma(w, ml.y, l);
+        let part = part_acc[(first + s) * Q4 + li];
+        let m = max(mx, ml.x);
+        let old = exp2(mx - m);
+        let w = exp2(ml.x - m);
+        acc = fma(vec4<f32>(w), part, acc * old);
+        l = fma(w, ml.y, l * old);
+        mx = m;
     }
     out[row * Q4 + li] = acc / l;
 }

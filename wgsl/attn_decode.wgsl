@@ -5,12 +5,14 @@
 // positions: the maximum m, the sum l of exp2(s - m) and the unnormalized output
 // acc = sum exp2(s - m) V. attn_combine.wgsl merges the n_splits partials of a row.
 //
-// Thread j scores position j of the chunk against every row (its key row read once, as octs,
-// the pre-scaled queries from workgroup memory); the row maxima come from a workgroup
-// reduction (subgroups first where the key says so); the weights go to workgroup memory; then
-// thread (oct, row group) accumulates dims 8 * oct .. + 8 of its rows over the chunk, reading
-// each value row once per row group. Positions past the batch are read clamped to the last
-// one (finite, masked).
+// Thread (oct, row group) first loads its value octs (dims 8 * oct .. + 8 of every position
+// of the chunk) into registers, so that they are in flight with the keys: a chunk costs one
+// round trip to memory, not one per position. Thread j scores position j of the chunk against
+// every row (its key row read once, as octs, the pre-scaled queries from workgroup memory);
+// the row maxima come from a workgroup reduction (subgroups first where the key says so); the
+// weights go to workgroup memory; then thread (oct, row group) accumulates its rows over the
+// chunk from its registers. Positions past the batch are read clamped to the last one
+// (finite, masked).
 //
 // Every loop has a constant trip count or a bound uniform over the workgroup; every workgroup
 // and per-thread array index is in range by construction; cache indices are clamped to
@@ -76,6 +78,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if li < ROWS {
         atomicStore(&max_keys[li], 0u);
     }
+    // acc and l of rows rg + ROW_GROUPS * i, dims 8 * oct .. + 8, from this thread's value
+    // octs of the whole chunk, loaded now so that their latency overlaps the keys'.
+    let oct = li % OCTS;
+    let rg = li / OCTS;
+    var values: array<KvOct, CHUNK>;
+    if rg < ROW_GROUPS {
+        for (var c = 0u; c < CHUNK; c++) {
+            values[c] = v_cache[min(j0 + c, last_key) * kv_octs + g * OCTS + oct];
+        }
+    }
     workgroupBarrier();
 
     // Scores of position j0 + li.
@@ -104,9 +116,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     workgroupBarrier();
 
-    // acc and l of rows rg + ROW_GROUPS * i, dims 8 * oct .. + 8.
-    let oct = li % OCTS;
-    let rg = li / OCTS;
     if rg >= ROW_GROUPS {
         return;
     }
@@ -118,7 +127,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         l[i] = 0.0;
     }
     for (var c = 0u; c < CHUNK; c++) {
-        let v = kv_oct(v_cache[min(j0 + c, last_key) * kv_octs + g * OCTS + oct]);
+        let v = kv_oct(values[c]);
         for (var i = 0u; i < ROWS_PER_THREAD; i++) {
             let p = p_tile[min(rg + i * ROW_GROUPS, ROWS - 1u) * PSTRIDE + c];
             acc[2u * i] = fma(vec4<f32>(p), v[0], acc[2u * i]);

@@ -5,15 +5,21 @@
 //   gating 1 (sigmoid): p_e = 1 / (1 + exp(-l_e))
 // divided by their sum over the selected when normalize is set, times weight_scale. NaN
 // logits are never selected; a row of them gives id NO_EXPERT, which the map skips.
-// Threads take every WG_SIZE-th expert; each of the n_used picks is a tree reduction in
-// workgroup memory (in a fixed order, so the result does not depend on the subgroup size).
-// A thread per token instead would read the row n_used times serially: ~90 us per layer
-// at decode on the H100.
 //
-// Every loop has a bound uniform over the workgroup and every workgroup-array index is in
-// range by construction (the host may run this module without naga's loop guards and clamps).
+// The row is read from memory once, into workgroup memory; the maximum and the softmax sum
+// are tree reductions there (in a fixed order, so the result does not depend on the subgroup
+// size). Each expert then finds its own rank (how many experts rank before it, stopping at
+// n_used) and the n_used first write their slot: one pass and two barriers, where picking the
+// K winners one after the other costs K reductions (about 8 us of the router's time a layer
+// at decode on the H100, K = 8). A thread per token instead would read the row n_used times
+// serially: ~90 us per layer at decode.
 //
-// Consts: WG_SIZE.
+// Every loop has a bound uniform over the workgroup or a constant one, and every
+// workgroup-array index is in range by construction (the host refuses rows over MAX_EXPERTS
+// and selections over MAX_USED;
+// it may run this module without naga's loop guards and clamps).
+//
+// Consts: WG_SIZE, MAX_EXPERTS, MAX_USED.
 // Fragments: grid.wgsl (GridGroup, linear_group).
 // Params: RouteParams, declared by the generator from codegen/src/params.rs.
 
@@ -26,35 +32,44 @@ const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
 
 const NO_EXPERT: u32 = 0xffffffffu;
 
-var<workgroup> best_values: array<f32, WG_SIZE>;
-var<workgroup> best_ids: array<u32, WG_SIZE>;
+var<workgroup> row_logits: array<f32, MAX_EXPERTS>;
+var<workgroup> partial: array<f32, WG_SIZE>;
+// The selected experts in rank order, and their logits.
+var<workgroup> picked_ids: array<u32, MAX_USED>;
+var<workgroup> picked_values: array<f32, MAX_USED>;
 
-// Whether candidate (v, e) ranks before (w, f): higher value, then lower id; NO_EXPERT last.
+// Whether expert e with logit v ranks before expert f with logit w: higher value, then
+// lower id. A NaN v ranks before nothing (NaN candidates themselves are skipped).
 fn ranks_before(v: f32, e: u32, w: f32, f: u32) -> bool {
-    if e == NO_EXPERT {
-        return false;
-    }
-    return f == NO_EXPERT || v > w || (v == w && e < f);
+    return v > w || (v == w && e < f);
 }
 
-// best_values[0] = the combination of every thread's `v` (max, or sum).
+// partial[0] = the combination of every thread's `v` (max, or sum).
 fn reduce(li: u32, v: f32, is_max: bool) -> f32 {
-    best_values[li] = v;
+    partial[li] = v;
     workgroupBarrier();
     for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
         if li < s {
-            let other = best_values[li + s];
+            let other = partial[li + s];
             if is_max {
-                best_values[li] = max(best_values[li], other);
+                partial[li] = max(partial[li], other);
             } else {
-                best_values[li] += other;
+                partial[li] += other;
             }
         }
         workgroupBarrier();
     }
-    let r = best_values[0];
+    let r = partial[0];
     workgroupBarrier();
     return r;
+}
+
+// The gate of logit v.
+fn gate(v: f32, top: f32, total: f32) -> f32 {
+    if params.gating == 0u {
+        return exp(v - top) / total;
+    }
+    return 1.0 / (1.0 + exp(-v));
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -63,76 +78,63 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     if t >= params.n_tokens {
         return;
     }
-    let row = t * params.n_experts;
+    let n = params.n_experts;
+    let row = t * n;
     let out = t * params.n_used;
     var top = logits[row];
-    for (var e = li; e < params.n_experts; e += WG_SIZE) {
-        top = max(top, logits[row + e]);
+    for (var e = li; e < n; e += WG_SIZE) {
+        let v = logits[row + e];
+        row_logits[e] = v;
+        top = max(top, v);
+    }
+    for (var k = li; k < params.n_used; k += WG_SIZE) {
+        picked_ids[k] = NO_EXPERT;
+        picked_values[k] = 0.0;
     }
     top = reduce(li, top, true);
     var total = 0.0;
     if params.gating == 0u {
-        for (var e = li; e < params.n_experts; e += WG_SIZE) {
-            total += exp(logits[row + e] - top);
+        for (var e = li; e < n; e += WG_SIZE) {
+            total += exp(row_logits[e] - top);
         }
     }
     total = reduce(li, total, false);
-    var prev_value = 0.0;
-    var prev_id = NO_EXPERT;
+
+    // Each expert's rank; the first n_used take their slots.
+    for (var e = li; e < n; e += WG_SIZE) {
+        let v = row_logits[e];
+        // (`v != v` may compile to an ordered comparison, false for NaN.)
+        if !(v == v) {
+            continue;
+        }
+        var rank = 0u;
+        for (var f = 0u; f < n && rank < params.n_used; f++) {
+            if ranks_before(row_logits[f], f, v, e) {
+                rank++;
+            }
+        }
+        if rank < params.n_used {
+            picked_ids[rank] = e;
+            picked_values[rank] = v;
+        }
+    }
+    workgroupBarrier();
+
+    // Every thread sums the selected gates in rank order (the same sum everywhere).
     var selected = 0.0;
     for (var k = 0u; k < params.n_used; k++) {
-        // This thread's best candidate after the previous pick in (value descending, id
-        // ascending) order, then the workgroup's.
-        var best = NO_EXPERT;
-        var best_value = 0.0;
-        for (var e = li; e < params.n_experts; e += WG_SIZE) {
-            let v = logits[row + e];
-            let after = k == 0u || v < prev_value || (v == prev_value && e > prev_id);
-            if after && v == v && ranks_before(v, e, best_value, best) {
-                best = e;
-                best_value = v;
-            }
+        if picked_ids[k] != NO_EXPERT {
+            selected += gate(picked_values[k], top, total);
         }
-        best_values[li] = best_value;
-        best_ids[li] = best;
-        workgroupBarrier();
-        for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-            if li < s {
-                let v = best_values[li + s];
-                let e = best_ids[li + s];
-                if ranks_before(v, e, best_values[li], best_ids[li]) {
-                    best_values[li] = v;
-                    best_ids[li] = e;
-                }
-            }
-            workgroupBarrier();
-        }
-        best = best_ids[0];
-        best_value = best_values[0];
-        workgroupBarrier();
-        var p = 0.0;
-        if best != NO_EXPERT {
-            if params.gating == 0u {
-                p = exp(best_value - top) / total;
-            } else {
-                p = 1.0 / (1.0 + exp(-best_value));
-            }
-        }
-        if li == 0u {
-            ids[out + k] = best;
-            weights[out + k] = p;
-        }
-        selected += p;
-        prev_value = best_value;
-        prev_id = best;
     }
     var factor = params.weight_scale;
     if params.normalize != 0u {
         factor /= selected;
     }
-    if li == 0u {
-        for (var k = 0u; k < params.n_used; k++) {
-            weights[out + k] *= factor;
-        }
+    for (var k = li; k < params.n_used; k += WG_SIZE) {
+        let id = picked_ids[k];
+        ids[out + k] = id;
+        weights[out + k] = select(0.0, gate(picked_values[k], top, total), id != NO_EXPERT)
+            * factor;
     }
 }

@@ -43,6 +43,7 @@ pub use family::attention::HEAD_DIMS;
 pub use family::eltwise::EltOp;
 pub use family::matmul::{COOP_MAX_SUBGROUP_SIZE, MatmulKey, MvEpilogue, Path};
 pub use family::moe::MAP_DISPATCH_SLOTS;
+pub use family::route::{ROUTE_MAX_EXPERTS, ROUTE_MAX_USED};
 pub use generate::{Templates, generate};
 pub use key::{ActType, Binding, BindingKind, GRID_BINDING, KernelKey};
 pub use tile::TileWidth;

@@ -264,6 +264,7 @@ pub fn attend(
         ]);
     }
     let heads = p.n_heads + 2 * p.n_kv_heads;
+    rec.set_detail("input");
     rec.dispatch(
         &input,
         &bindings,
@@ -308,6 +309,7 @@ pub fn attend(
     ];
     match kernel {
         AttentionKernel::Prefill => {
+            rec.set_detail("prefill");
             let bindings = [&inputs[..], &[("out", out.buffer.as_entire_binding())]].concat();
             let grid = Grid::Groups(groups(row_blocks), groups(p.n_kv_heads));
             rec.dispatch(&key, &bindings, grid)
@@ -330,7 +332,9 @@ pub fn attend(
             ]
             .concat();
             let grid = Grid::Groups(groups(n_splits), groups(p.n_kv_heads * row_blocks));
+            rec.set_detail("decode");
             rec.dispatch(&key, &bindings, grid)?;
+            rec.set_detail("combine");
             let combine = KernelKey::AttnCombine {
                 head_dim: hd as u32,
             };

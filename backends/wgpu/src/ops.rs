@@ -4,7 +4,7 @@
 
 use moetile::model::{Gating, RopeParams, RouterParams};
 use moetile_codegen::params::{EltParams, EmbedParams, NormParams, RouteParams};
-use moetile_codegen::{ActType, EltOp, KernelKey, WeightType};
+use moetile_codegen::{ActType, EltOp, KernelKey, ROUTE_MAX_EXPERTS, ROUTE_MAX_USED, WeightType};
 
 use crate::buffers::GpuMatrix;
 use crate::dispatch::Grid;
@@ -206,12 +206,22 @@ pub fn eltwise(
 pub fn route(rec: &mut Recorder<'_>, logits: &GpuMatrix, p: &RouterParams) -> Result<Routing> {
     let key = KernelKey::Route;
     let op = key.to_string();
+    rec.set_detail("top_k");
     f32_matrix(&op, "the logits", logits)?;
     let (n_tokens, n_experts, k) = (logits.rows, logits.cols, p.n_experts_used);
     if k == 0 || k > n_experts || n_tokens == 0 {
         return Err(shape(
             &op,
             format!("K = {k} of E = {n_experts} experts for {n_tokens} tokens"),
+        ));
+    }
+    if n_experts > ROUTE_MAX_EXPERTS as usize || k > ROUTE_MAX_USED as usize {
+        return Err(shape(
+            &op,
+            format!(
+                "K = {k} of E = {n_experts} experts; the GPU router takes at most \
+                 {ROUTE_MAX_EXPERTS} experts and {ROUTE_MAX_USED} used per token"
+            ),
         ));
     }
     let none = wgpu::BufferUsages::empty();

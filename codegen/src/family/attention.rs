@@ -15,9 +15,11 @@ pub const HEAD_DIMS: [u32; 12] = [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 22
 /// Decode attention: query rows per workgroup (every query head of a GQA group of 8 for one
 /// token, or of smaller groups for several tokens).
 const DECODE_ROWS: u32 = 8;
-/// Decode attention: positions per workgroup (one per thread). At 2K context and 4 key/value
-/// heads that is 128 workgroups, each reading 32 KiB of f16 keys and values once.
-const DECODE_CHUNK: u32 = 64;
+/// Decode attention: positions per workgroup (one per thread). Each thread holds its value
+/// octs of the whole chunk in registers (32 x 16 bytes), loaded with the keys. At 2K context
+/// and 4 key/value heads that is 256 workgroups, each reading 16 KiB of f16 keys and values.
+/// The widest head (256: 32 octs) needs a chunk of at least 32 for its row groups.
+const DECODE_CHUNK: u32 = 32;
 /// Threads per workgroup of the decode merge (one per 4 dims).
 const COMBINE_WG_SIZE: u32 = 64;
 /// Register prefill attention: threads per row group (they share rows; each owns every 16th
@@ -261,6 +263,10 @@ impl Family for Combine {
 
     fn template(&self) -> &'static str {
         "attn_combine.wgsl"
+    }
+
+    fn fragments(&self) -> Vec<&'static str> {
+        vec!["attn/common.wgsl"]
     }
 
     fn params(&self) -> Layout {

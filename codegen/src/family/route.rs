@@ -9,6 +9,11 @@ use crate::params::{Layout, RouteParams, layout};
 /// Threads per workgroup of the router (one workgroup per token; Qwen3 has 128 experts,
 /// DeepSeek 256).
 const ROUTE_WG_SIZE: u32 = 64;
+/// Experts a router row may have: the row lives in workgroup memory (8 KiB; the models we
+/// know have at most 512 experts).
+pub const ROUTE_MAX_EXPERTS: u32 = 2048;
+/// Experts a token may use (the selection lives in workgroup memory; models use up to ~22).
+pub const ROUTE_MAX_USED: u32 = 64;
 
 /// `route`.
 pub(crate) struct Route;
@@ -37,6 +42,13 @@ impl Family for Route {
 
     fn workgroup_size(&self) -> u32 {
         ROUTE_WG_SIZE
+    }
+
+    fn consts(&self) -> Vec<(&'static str, u32)> {
+        vec![
+            ("MAX_EXPERTS", ROUTE_MAX_EXPERTS),
+            ("MAX_USED", ROUTE_MAX_USED),
+        ]
     }
 
     /// A token's logits per workgroup.

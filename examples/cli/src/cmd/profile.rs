@@ -188,10 +188,16 @@ fn bucket(stage: Option<Stage>, detail: Option<&str>) -> (&'static str, String) 
     (half, name)
 }
 
-/// The routed-MoE sub-stages in the order they run (gate and up separate or as one tensor;
-/// the mat-vec path's fused `gate_up_act` and `down_sum`); others after them.
+/// The sub-stages in the order they run: attention's input, prefill or decode and combine;
+/// the router's top-K after its logits; the routed-MoE ones (gate and up separate or as one
+/// tensor; the mat-vec path's fused `gate_up_act` and `down_sum`); others after them.
 fn sub_stage_rank(detail: &str) -> usize {
     [
+        "input",
+        "prefill",
+        "decode",
+        "combine",
+        "top_k",
         "map",
         "gate",
         "up",
