@@ -8,12 +8,12 @@
 //
 // The row is read from memory once, into workgroup memory; the maximum and the softmax sum
 // are tree reductions there (in a fixed order, so the result does not depend on the subgroup
-// size). Each expert then finds its own rank (how many experts rank before it, stopping at
-// n_used) and the n_used first write their slot: one pass and two barriers, where picking the
-// K winners one after the other costs K reductions (about 8 us of the router's time a layer
-// at decode on the H100, K = 8). A thread per token instead would read the row n_used times
-// serially: ~90 us per layer at decode.
-//
+// size). Each expert then counts the experts that rank before it, four at a time over the
+// whole row (no data-dependent exit, so the loads pipeline), and the n_used first write their
+// slot: one pass, where picking the K winners one after the other costs K reductions. A
+// thread per token instead would read the row n_used times serially: ~90 us per layer at
+// decode on the H100.
+
 // Every loop has a bound uniform over the workgroup or a constant one, and every
 // workgroup-array index is in range by construction (the host refuses rows over MAX_EXPERTS
 // and selections over MAX_USED;
@@ -32,17 +32,12 @@ const_assert 0u == (WG_SIZE & (WG_SIZE - 1u));
 
 const NO_EXPERT: u32 = 0xffffffffu;
 
-var<workgroup> row_logits: array<f32, MAX_EXPERTS>;
+// The row, NaN past its end (a NaN ranks before nothing).
+var<workgroup> row_logits: array<vec4<f32>, MAX_EXPERTS / 4u>;
 var<workgroup> partial: array<f32, WG_SIZE>;
 // The selected experts in rank order, and their logits.
 var<workgroup> picked_ids: array<u32, MAX_USED>;
 var<workgroup> picked_values: array<f32, MAX_USED>;
-
-// Whether expert e with logit v ranks before expert f with logit w: higher value, then
-// lower id. A NaN v ranks before nothing (NaN candidates themselves are skipped).
-fn ranks_before(v: f32, e: u32, w: f32, f: u32) -> bool {
-    return v > w || (v == w && e < f);
-}
 
 // partial[0] = the combination of every thread's `v` (max, or sum).
 fn reduce(li: u32, v: f32, is_max: bool) -> f32 {
@@ -81,11 +76,15 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     let n = params.n_experts;
     let row = t * n;
     let out = t * params.n_used;
+    let n4 = (n + 3u) / 4u;
     var top = logits[row];
-    for (var e = li; e < n; e += WG_SIZE) {
-        let v = logits[row + e];
-        row_logits[e] = v;
-        top = max(top, v);
+    for (var e = li; e < 4u * n4; e += WG_SIZE) {
+        var v = bitcast<f32>(0x7fc00000u);
+        if e < n {
+            v = logits[row + e];
+            top = max(top, v);
+        }
+        row_logits[e / 4u][e % 4u] = v;
     }
     for (var k = li; k < params.n_used; k += WG_SIZE) {
         picked_ids[k] = NO_EXPERT;
@@ -95,24 +94,25 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     var total = 0.0;
     if params.gating == 0u {
         for (var e = li; e < n; e += WG_SIZE) {
-            total += exp(row_logits[e] - top);
+            total += exp(row_logits[e / 4u][e % 4u] - top);
         }
     }
     total = reduce(li, total, false);
 
     // Each expert's rank; the first n_used take their slots.
     for (var e = li; e < n; e += WG_SIZE) {
-        let v = row_logits[e];
-        // (`v != v` may compile to an ordered comparison, false for NaN.)
+        let v = row_logits[e / 4u][e % 4u];
         if !(v == v) {
             continue;
         }
-        var rank = 0u;
-        for (var f = 0u; f < n && rank < params.n_used; f++) {
-            if ranks_before(row_logits[f], f, v, e) {
-                rank++;
-            }
+        var before = vec4<u32>(0u);
+        for (var q = 0u; q < n4; q++) {
+            let w = row_logits[q];
+            let f = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u);
+            let ahead = (w > vec4<f32>(v)) | ((w == vec4<f32>(v)) & (f < vec4<u32>(e)));
+            before += select(vec4<u32>(0u), vec4<u32>(1u), ahead);
         }
+        let rank = before.x + before.y + before.z + before.w;
         if rank < params.n_used {
             picked_ids[rank] = e;
             picked_values[rank] = v;

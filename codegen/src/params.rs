@@ -230,8 +230,16 @@ params! {
         group: u32,
         /// Query rows per key/value head (`n_tokens * group`).
         n_rows: u32,
-        /// Decode: chunks of positions, i.e. partials per query row (1 elsewhere).
+        /// Decode: workgroups along the positions, i.e. partials per query row (1 elsewhere).
         n_splits: u32,
+        /// Decode: chunks of positions each split walks (0 elsewhere).
+        chunks_per_split: u32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+        /// Padding.
+        _pad2: u32,
     }
 }
 

@@ -27,6 +27,12 @@ use crate::recorder::Recorder;
 /// Batches of at most this many tokens attend with the decode kernels.
 pub const ATTN_DECODE_MAX_TOKENS: usize = 4;
 
+/// Decode attention: the most workgroups along the positions per (key/value head, row
+/// block); past 64 chunks each walks several. Enough to spread a few key/value heads over the
+/// H100's 132 SMs, while the partials (64 per query row) and their merge stay small at long
+/// contexts.
+const DECODE_MAX_SPLITS: usize = 64;
+
 /// Which attention kernels a batch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionKernel {
@@ -271,13 +277,14 @@ pub fn attend(
         Grid::Groups(groups(heads), groups(n_tokens)),
     )?;
 
-    let (key, n_splits) = match kernel {
+    let (key, n_splits, chunks_per_split) = match kernel {
         AttentionKernel::Prefill => (
             KernelKey::AttnPrefill {
                 head_dim: hd as u32,
                 kv: cache.ty,
             },
             1,
+            0,
         ),
         AttentionKernel::Decode { subgroups } => {
             let key = KernelKey::AttnDecode {
@@ -286,7 +293,9 @@ pub fn attend(
                 subgroups,
             };
             let chunk = key.decode_chunk().expect("decode attention has a chunk");
-            (key, n_keys.div_ceil(chunk as usize))
+            let chunks = n_keys.div_ceil(chunk as usize);
+            let per_split = chunks.div_ceil(DECODE_MAX_SPLITS);
+            (key, chunks.div_ceil(per_split), per_split)
         }
     };
     let rows = key.attention_rows().expect("attention has a row block") as usize;
@@ -300,6 +309,10 @@ pub fn attend(
         group: group as u32,
         n_rows: n_rows as u32,
         n_splits: n_splits as u32,
+        chunks_per_split: chunks_per_split as u32,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     });
     let inputs = [
         ("params", params.binding()),

@@ -6,9 +6,9 @@ use super::{Family, b};
 use crate::key::{Binding, BindingKind::*};
 use crate::params::{Layout, RouteParams, layout};
 
-/// Threads per workgroup of the router (one workgroup per token; Qwen3 has 128 experts,
-/// DeepSeek 256).
-const ROUTE_WG_SIZE: u32 = 64;
+/// Threads per workgroup of the router (one workgroup per token, a thread per expert for
+/// Qwen3's 128, two for DeepSeek's 256).
+const ROUTE_WG_SIZE: u32 = 128;
 /// Experts a router row may have: the row lives in workgroup memory (8 KiB; the models we
 /// know have at most 512 experts).
 pub const ROUTE_MAX_EXPERTS: u32 = 2048;
