@@ -451,6 +451,27 @@ mod tests {
     }
 
     #[test]
+    fn prompt_ids_are_separated_by_commas_spaces_or_lines() {
+        let parse = |text: &str| PromptIds::parse(text, "--prompt-ids".to_string());
+        assert_eq!(parse("1,2, 3\n4\t5,\n").unwrap().ids, [1, 2, 3, 4, 5]);
+        let err = parse("7 8 -9").unwrap_err().to_string();
+        assert!(err.contains("item 3") && err.contains("\"-9\""), "{err}");
+        assert!(parse("4294967296").is_err());
+        assert!(
+            parse(" \n,")
+                .unwrap_err()
+                .to_string()
+                .contains("no token ids")
+        );
+        // The deepseek4 fixture's prompt: one line of 300 comma-separated ids.
+        let path = moetile_tests::fixtures().join("models/deepseek4-prompt-ids.txt");
+        let text = std::fs::read_to_string(path).unwrap();
+        let ids = parse(&text).unwrap().ids;
+        assert_eq!(ids.len(), 300);
+        assert!(ids.iter().all(|&id| id < 128));
+    }
+
+    #[test]
     fn backend_names_the_accepted_apis() {
         assert_eq!(graphics_api(" Vulkan").unwrap(), wgpu::Backends::VULKAN);
         let err = graphics_api("glide").unwrap_err().to_string();
