@@ -36,7 +36,7 @@ pub struct ModelFile {
     /// Hyper-parameters.
     pub config: ModelConfig,
     /// The tokenizer it carries; `None` for a file without one (llama.cpp's test models),
-    /// which runs on token ids (see [`tokenizer`](Self::tokenizer)).
+    /// which runs on token ids (see [`require_tokenizer`](Self::require_tokenizer)).
     pub tokenizer: Option<Tokenizer>,
 }
 
@@ -67,7 +67,9 @@ impl PromptJob {
     pub fn open(path: &Path, prompt: &Prompt, config: &RuntimeConfig) -> Result<PromptJob> {
         let file = ModelFile::open(path)?;
         let tokens = match prompt {
-            Prompt::Text(text) => file.tokenizer(TEXT_PROMPT_FIX)?.encode(text, true, true),
+            Prompt::Text(text) => file
+                .require_tokenizer(TEXT_PROMPT_FIX)?
+                .encode(text, true, true),
             Prompt::Ids(ids) => {
                 file.check_ids(ids)?;
                 ids.ids.clone()
@@ -84,8 +86,7 @@ impl PromptJob {
 }
 
 /// What to do about a text prompt given to a model without a tokenizer.
-pub const TEXT_PROMPT_FIX: &str =
-    "give the prompt as token ids with --prompt-ids or --prompt-ids-file";
+const TEXT_PROMPT_FIX: &str = "give the prompt as token ids with --prompt-ids or --prompt-ids-file";
 
 /// What reports say about the model.
 #[derive(Debug, Clone, Serialize)]
@@ -125,7 +126,7 @@ impl ModelFile {
 
     /// The tokenizer, or a usage error saying that the file has none and, in `fix`, what to do
     /// instead (text can be neither read nor written without one).
-    pub fn tokenizer(&self, fix: &str) -> Result<&Tokenizer> {
+    pub fn require_tokenizer(&self, fix: &str) -> Result<&Tokenizer> {
         self.tokenizer.as_ref().ok_or_else(|| {
             UsageError(format!(
                 "{}: this model file has no tokenizer; {fix}",

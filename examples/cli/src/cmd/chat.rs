@@ -55,7 +55,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         system: args.system,
     };
     let file = ModelFile::open(&settings.model)?;
-    let tokenizer = file.tokenizer(
+    let tokenizer = file.require_tokenizer(
         "chat reads and writes text; run it on token ids with moetile run --prompt-ids",
     )?;
     let template = ChatTemplate::from_gguf(&file.file, tokenizer)

@@ -312,7 +312,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             (ids.ids.clone(), about)
         }
         None => {
-            let tokenizer = file.tokenizer(
+            let tokenizer = file.require_tokenizer(
                 "the benchmark's built-in prompt is text; give its tokens as ids with --prompt-ids or --prompt-ids-file",
             )?;
             (sweep::prompt_tokens(tokenizer), "built-in text".to_string())
