@@ -469,6 +469,10 @@ mod tests {
         let ids = parse(&text).unwrap().ids;
         assert_eq!(ids.len(), 300);
         assert!(ids.iter().all(|&id| id < 128));
+        // ... for a model without a tokenizer (tokenizer.ggml.model = "none").
+        let model = moetile_tests::fixtures().join("models/deepseek4-tiny-f32.gguf");
+        let gguf = moetile::gguf::GgufFile::open(&model).unwrap();
+        assert!(Tokenizer::from_gguf_opt(&gguf).unwrap().is_none());
     }
 
     #[test]
