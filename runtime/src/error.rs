@@ -97,9 +97,16 @@ pub enum Error {
     /// A backend failure (GPU device lost, out of memory, missing feature...).
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),
-    /// The GGUF's tokenizer metadata is missing, malformed or of a kind moetile does not read.
+    /// The GGUF's tokenizer metadata is malformed or of a kind moetile does not read.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// Text was to be encoded or decoded with a model file that carries no tokenizer (as
+    /// llama.cpp's test models, which run on token ids alone).
+    #[error(
+        "this model file has no tokenizer (tokenizer.ggml.model is absent, \"none\" or \"no_vocab\"); \
+         give the prompt as token ids"
+    )]
+    NoTokenizer,
     /// A chat template that does not parse or fails while rendering.
     #[error("chat template: {0}")]
     ChatTemplate(String),

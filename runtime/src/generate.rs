@@ -132,7 +132,7 @@ pub enum Step {
         total: usize,
     },
     /// A token was sampled; `text` is what it completed (possibly empty: a character split
-    /// across tokens is released once whole).
+    /// across tokens is released once whole; always empty without a tokenizer).
     Token {
         /// The token id.
         id: u32,
@@ -223,7 +223,8 @@ enum State {
 /// Drives prefill, sampling and decode of one generation over a borrowed session.
 pub struct Generator<'a, B: Backend> {
     session: &'a mut Session<B>,
-    decoder: StreamDecoder<'a>,
+    /// `None` for a model without a tokenizer: its tokens have no text.
+    decoder: Option<StreamDecoder<'a>>,
     sampler: Sampler,
     stop: StopConditions,
     state: State,
@@ -235,9 +236,13 @@ impl<'a, B: Backend> Generator<'a, B> {
     /// Prepares `session` to hold `prompt` (keeping the prefix it already caches and dropping
     /// the rest) and to generate from it. Fails on an empty prompt, a prompt that does not fit
     /// the context, or invalid sampler settings; nothing runs until the first step.
+    ///
+    /// `tokenizer` turns the generated tokens into the text of [`Step::Token`]; a model file
+    /// without one ([`Tokenizer::from_gguf_opt`] is `None`) generates just as well, from a
+    /// prompt of token ids, and its steps carry ids and empty text.
     pub fn new(
         session: &'a mut Session<B>,
-        tokenizer: &'a Tokenizer,
+        tokenizer: impl Into<Option<&'a Tokenizer>>,
         prompt: &[u32],
         sampler: SamplerConfig,
         stop: StopConditions,
@@ -248,7 +253,9 @@ impl<'a, B: Backend> Generator<'a, B> {
         let keep = session.reusable_prefix(prompt);
         session.truncate(keep);
         Ok(Generator {
-            decoder: tokenizer.stream_decoder().skip_control(true),
+            decoder: tokenizer
+                .into()
+                .map(|t| t.stream_decoder().skip_control(true)),
             sampler,
             stop,
             state: State::Prefill {
@@ -287,7 +294,11 @@ impl<'a, B: Backend> Generator<'a, B> {
                 self.state = State::Finished(reason);
                 return Ok(Some(Step::Stopped {
                     reason,
-                    text: self.decoder.finish(),
+                    text: self
+                        .decoder
+                        .as_mut()
+                        .map(StreamDecoder::finish)
+                        .unwrap_or_default(),
                 }));
             }
             State::Prefill { suffix, done } => {
@@ -342,7 +353,11 @@ impl<'a, B: Backend> Generator<'a, B> {
         };
         Ok(Some(Step::Token {
             id,
-            text: self.decoder.push(id),
+            text: self
+                .decoder
+                .as_mut()
+                .map(|d| d.push(id))
+                .unwrap_or_default(),
         }))
     }
 

@@ -257,3 +257,24 @@ fn prompts_that_cannot_run_are_refused_up_front() {
     };
     assert!(Generator::new(&mut s, &tokenizer, &[1], bad, exactly(1)).is_err());
 }
+
+#[test]
+fn without_a_tokenizer_the_same_tokens_come_with_empty_text() {
+    let (model, mut cpu, tokenizer) = fixture();
+    let prompt = tokenizer.encode("Once upon a time", true, true);
+    let greedy = SamplerConfig::greedy();
+    let mut s = session(&model, &mut cpu, 256, 4);
+    let mut g = Generator::new(&mut s, &tokenizer, &prompt, greedy, exactly(6)).unwrap();
+    let with_text = run_all(&model, &mut cpu, &mut g);
+    let mut s = session(&model, &mut cpu, 256, 4);
+    let mut g = Generator::new(&mut s, None, &prompt, greedy, exactly(6)).unwrap();
+    let ids_only = run_all(&model, &mut cpu, &mut g);
+    assert_eq!(ids(&ids_only), ids(&with_text));
+    assert_eq!(ids_only.len(), with_text.len());
+    for step in &ids_only {
+        match step {
+            Step::Token { text, .. } | Step::Stopped { text, .. } => assert!(text.is_empty()),
+            Step::Prefill { .. } => {}
+        }
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use moetile::RuntimeConfig;
 use moetile::config::TilePolicyKind;
@@ -35,6 +35,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate text from a prompt, streaming it as it comes.
+    ///
+    /// A prompt of token ids (--prompt-ids, --prompt-ids-file) runs as given, no BOS added. A
+    /// model file without a tokenizer takes only such prompts and prints the generated token
+    /// ids, space-separated, instead of text (`--json`: `token_ids`, and `text` null).
     Run(cmd::run::RunArgs),
     /// Chat with the model's chat template, reusing the KV cache across turns.
     Chat(cmd::chat::ChatArgs),
@@ -287,6 +291,80 @@ pub struct SamplingArgs {
     pub ignore_eos: bool,
 }
 
+/// Where a prompt given as token ids comes from: `--prompt-ids` or `--prompt-ids-file`.
+///
+/// Token ids are the way to run a model file without a tokenizer (llama.cpp's test models), and
+/// to feed the exact tokens another runtime ran, so outputs compare position by position.
+#[derive(Debug, Clone, Args)]
+pub struct PromptIdsArgs {
+    /// The prompt as token ids, separated by commas or spaces (`1,2,3`), run exactly as given:
+    /// no BOS or other special token is added. A model file without a tokenizer needs this.
+    #[arg(long, value_name = "IDS", value_parser = prompt_ids)]
+    pub prompt_ids: Option<PromptIds>,
+    /// Read the prompt's token ids from this file: separated by commas, spaces or newlines
+    /// (one per line works), run as given like --prompt-ids.
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt_ids")]
+    pub prompt_ids_file: Option<PathBuf>,
+}
+
+impl PromptIdsArgs {
+    /// The ids given, if any, read from the file where one is named.
+    pub fn resolve(&self) -> Result<Option<PromptIds>> {
+        match (&self.prompt_ids, &self.prompt_ids_file) {
+            (Some(ids), _) => Ok(Some(ids.clone())),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading --prompt-ids-file {}", file.display()))?;
+                let source = format!("--prompt-ids-file {}", file.display());
+                Ok(Some(PromptIds::parse(&text, source)?))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// A prompt as token ids, at least one, each checked to be a number (the vocabulary is checked
+/// once the model is open: [`crate::model::ModelFile::check_ids`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptIds {
+    /// The ids, in order.
+    pub ids: Vec<u32>,
+    /// Where they came from (`--prompt-ids`, `--prompt-ids-file PATH`), for messages.
+    pub source: String,
+}
+
+impl PromptIds {
+    /// Parses ids separated by commas and/or whitespace (empty items, as from a trailing comma
+    /// or newline, are skipped); a bad item is named with its 1-based position.
+    pub fn parse(text: &str, source: String) -> Result<PromptIds, UsageError> {
+        let items = text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|item| !item.is_empty());
+        let mut ids = Vec::new();
+        for (i, item) in items.enumerate() {
+            let id = item.parse().map_err(|_| {
+                UsageError(format!(
+                    "invalid {source}: item {} is {item:?}, not a token id (an integer from 0 to {})",
+                    i + 1,
+                    u32::MAX
+                ))
+            })?;
+            ids.push(id);
+        }
+        if ids.is_empty() {
+            return Err(UsageError(format!(
+                "invalid {source}: no token ids; give at least one, e.g. 1,2,3"
+            )));
+        }
+        Ok(PromptIds { ids, source })
+    }
+}
+
+/// Parses a `--prompt-ids` value.
+fn prompt_ids(value: &str) -> Result<PromptIds, UsageError> {
+    PromptIds::parse(value, "--prompt-ids".to_string())
+}
+
 /// Validated sampling and stopping settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampling {
@@ -299,9 +377,16 @@ pub struct Sampling {
 }
 
 impl Sampling {
-    /// The stop conditions for `tokenizer`'s model.
-    pub fn stop(&self, tokenizer: &Tokenizer) -> StopConditions {
-        let mut stop = StopConditions::new(self.max_tokens, tokenizer);
+    /// The stop conditions for a model with `tokenizer`; without one, no token ends the
+    /// generation early (the file names no end-of-generation token).
+    pub fn stop(&self, tokenizer: Option<&Tokenizer>) -> StopConditions {
+        let mut stop = match tokenizer {
+            Some(tokenizer) => StopConditions::new(self.max_tokens, tokenizer),
+            None => StopConditions {
+                max_tokens: self.max_tokens,
+                ..StopConditions::default()
+            },
+        };
         if self.ignore_eos {
             stop.end_tokens.clear();
         }
@@ -363,6 +448,31 @@ mod tests {
         assert_eq!(s.policy, TilePolicy::Fixed(TileWidth::T32));
         assert!(tile_policy("widest").is_err());
         assert!(runtime_settings(None, 0, None, TilePolicyKind::Alignment).is_err());
+    }
+
+    #[test]
+    fn prompt_ids_are_separated_by_commas_spaces_or_lines() {
+        let parse = |text: &str| PromptIds::parse(text, "--prompt-ids".to_string());
+        assert_eq!(parse("1,2, 3\n4\t5,\n").unwrap().ids, [1, 2, 3, 4, 5]);
+        let err = parse("7 8 -9").unwrap_err().to_string();
+        assert!(err.contains("item 3") && err.contains("\"-9\""), "{err}");
+        assert!(parse("4294967296").is_err());
+        assert!(
+            parse(" \n,")
+                .unwrap_err()
+                .to_string()
+                .contains("no token ids")
+        );
+        // The deepseek4 fixture's prompt: one line of 300 comma-separated ids.
+        let path = moetile_tests::fixtures().join("models/deepseek4-prompt-ids.txt");
+        let text = std::fs::read_to_string(path).unwrap();
+        let ids = parse(&text).unwrap().ids;
+        assert_eq!(ids.len(), 300);
+        assert!(ids.iter().all(|&id| id < 128));
+        // ... for a model without a tokenizer (tokenizer.ggml.model = "none").
+        let model = moetile_tests::fixtures().join("models/deepseek4-tiny-f32.gguf");
+        let gguf = moetile::gguf::GgufFile::open(&model).unwrap();
+        assert!(Tokenizer::from_gguf_opt(&gguf).unwrap().is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Opening a model file (header, config and tokenizer: cheap, so prompts are checked before
 //! any weight moves) and loading its weights onto a backend with a progress bar. [`PromptJob`]
-//! is the start the commands that run a prompt share.
+//! is the start the commands that run a prompt share; a prompt is text or token ids
+//! ([`Prompt`]), and a file without a tokenizer runs on ids alone.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +13,8 @@ use moetile::model::{Backend, Model, ModelConfig};
 use moetile::tokenizer::Tokenizer;
 use serde::Serialize;
 
+use crate::UsageError;
+use crate::args::PromptIds;
 use crate::progress;
 
 /// How long loading a model took: reading and uploading its weights, then preparing the
@@ -32,8 +35,19 @@ pub struct ModelFile {
     pub file: GgufFile,
     /// Hyper-parameters.
     pub config: ModelConfig,
-    /// The tokenizer it carries.
-    pub tokenizer: Tokenizer,
+    /// The tokenizer it carries; `None` for a file without one (llama.cpp's test models),
+    /// which runs on token ids (see [`require_tokenizer`](Self::require_tokenizer)).
+    pub tokenizer: Option<Tokenizer>,
+}
+
+/// A prompt as the user gave it.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// Text, tokenized with the model's tokenizer (BOS added as the model asks, special tokens
+    /// recognised).
+    Text(String),
+    /// Token ids, run as they are.
+    Ids(PromptIds),
 }
 
 /// A model opened to run a prompt, checked before any weight moves: where `run` and `verify`
@@ -48,10 +62,19 @@ pub struct PromptJob {
 }
 
 impl PromptJob {
-    /// Opens `path`, tokenizes `prompt` and checks that it fits the context `config` gives.
-    pub fn open(path: &Path, prompt: &str, config: &RuntimeConfig) -> Result<PromptJob> {
+    /// Opens `path`, tokenizes `prompt` (or checks its ids against the vocabulary) and checks
+    /// that it fits the context `config` gives.
+    pub fn open(path: &Path, prompt: &Prompt, config: &RuntimeConfig) -> Result<PromptJob> {
         let file = ModelFile::open(path)?;
-        let tokens = file.tokenizer.encode(prompt, true, true);
+        let tokens = match prompt {
+            Prompt::Text(text) => file
+                .require_tokenizer(TEXT_PROMPT_FIX)?
+                .encode(text, true, true),
+            Prompt::Ids(ids) => {
+                file.check_ids(ids)?;
+                ids.ids.clone()
+            }
+        };
         anyhow::ensure!(!tokens.is_empty(), "the prompt is empty");
         let config = file.session_config(config, tokens.len())?;
         Ok(PromptJob {
@@ -61,6 +84,9 @@ impl PromptJob {
         })
     }
 }
+
+/// What to do about a text prompt given to a model without a tokenizer.
+const TEXT_PROMPT_FIX: &str = "give the prompt as token ids with --prompt-ids or --prompt-ids-file";
 
 /// What reports say about the model.
 #[derive(Debug, Clone, Serialize)]
@@ -89,13 +115,46 @@ impl ModelFile {
         let config =
             ModelConfig::from_gguf(&file).with_context(|| format!("{}", path.display()))?;
         let tokenizer =
-            Tokenizer::from_gguf(&file).with_context(|| format!("{}", path.display()))?;
+            Tokenizer::from_gguf_opt(&file).with_context(|| format!("{}", path.display()))?;
         Ok(ModelFile {
             path: path.to_path_buf(),
             file,
             config,
             tokenizer,
         })
+    }
+
+    /// The tokenizer, or a usage error saying that the file has none and, in `fix`, what to do
+    /// instead (text can be neither read nor written without one).
+    pub fn require_tokenizer(&self, fix: &str) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            UsageError(format!(
+                "{}: this model file has no tokenizer; {fix}",
+                self.path.display()
+            ))
+            .into()
+        })
+    }
+
+    /// Fails with a usage error naming the first id of `prompt` outside the vocabulary (the
+    /// rows of the embedding table), which no backend could embed.
+    pub fn check_ids(&self, prompt: &PromptIds) -> Result<()> {
+        let n_vocab = self.config.n_vocab;
+        match prompt
+            .ids
+            .iter()
+            .enumerate()
+            .find(|&(_, &id)| id as usize >= n_vocab)
+        {
+            Some((i, id)) => Err(UsageError(format!(
+                "invalid {}: item {} is token id {id}, outside the model's vocabulary of {n_vocab} tokens (ids 0 to {})",
+                prompt.source,
+                i + 1,
+                n_vocab - 1
+            ))
+            .into()),
+            None => Ok(()),
+        }
     }
 
     /// `config` for a session of this model that must hold `tokens` tokens: its context

@@ -283,9 +283,22 @@ enum Fragment<'a> {
 }
 
 impl Tokenizer {
-    /// The tokenizer a GGUF file describes (`tokenizer.ggml.*`).
+    /// The tokenizer a GGUF file describes (`tokenizer.ggml.*`); [`Error::NoTokenizer`] for a
+    /// file that describes none (see [`from_gguf_opt`](Self::from_gguf_opt)).
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
-        Self::new(Vocab::from_gguf(gguf)?)
+        Self::from_gguf_opt(gguf)?.ok_or(Error::NoTokenizer)
+    }
+
+    /// The tokenizer a GGUF file describes, or `None` where it has none: `tokenizer.ggml.model`
+    /// absent, or `"none"`/`"no_vocab"` as llama.cpp writes for models that run on token ids
+    /// alone (its test models). Such a model still runs: its prompts are token ids and its
+    /// generations are read as ids. Other `tokenizer.ggml.*` keys are then ignored, as llama.cpp
+    /// ignores them.
+    pub fn from_gguf_opt(gguf: &GgufFile) -> Result<Option<Self>> {
+        match gguf.get_str_opt("tokenizer.ggml.model")? {
+            None | Some("none" | "no_vocab") => Ok(None),
+            Some(_) => Self::new(Vocab::from_gguf(gguf)?).map(Some),
+        }
     }
 
     /// Builds a tokenizer from plain vocabulary data.

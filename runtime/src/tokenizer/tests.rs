@@ -220,3 +220,31 @@ fn empty_text_gives_only_what_add_special_adds() {
     assert_eq!(tok.encode("", true, false), [1]);
     assert!(tok.encode("", false, false).is_empty());
 }
+
+#[test]
+fn a_file_without_a_tokenizer_has_none_and_from_gguf_says_so() {
+    use crate::gguf::GgufWriter;
+    let file = |model: Option<&str>| {
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", "qwen3moe").unwrap();
+        if let Some(model) = model {
+            w.add_metadata("tokenizer.ggml.model", model).unwrap();
+        }
+        GgufFile::from_bytes(w.to_bytes(&[]).unwrap()).unwrap()
+    };
+    // Absent, or llama.cpp's two names for "no vocabulary".
+    for model in [None, Some("none"), Some("no_vocab")] {
+        let gguf = file(model);
+        assert!(
+            Tokenizer::from_gguf_opt(&gguf).unwrap().is_none(),
+            "{model:?}"
+        );
+        let err = Tokenizer::from_gguf(&gguf).unwrap_err();
+        assert!(matches!(err, Error::NoTokenizer), "{model:?}: {err}");
+        assert!(err.to_string().contains("token ids"), "{err}");
+    }
+    // A named kind is a tokenizer, or an error about it: never silently none.
+    let err = Tokenizer::from_gguf_opt(&file(Some("bert"))).unwrap_err();
+    assert!(err.to_string().contains("\"bert\""), "{err}");
+    assert!(Tokenizer::from_gguf_opt(&file(Some("gpt2"))).is_err());
+}

@@ -14,6 +14,7 @@ use moetile::chat::{ChatMessage, ChatTemplate};
 use moetile::generate::{Generator, StopReason};
 use moetile::model::Backend;
 use moetile::session::Session;
+use moetile::tokenizer::Tokenizer;
 
 use super::report::summary_line;
 use super::stream;
@@ -54,7 +55,10 @@ pub fn run(args: ChatArgs) -> Result<()> {
         system: args.system,
     };
     let file = ModelFile::open(&settings.model)?;
-    let template = ChatTemplate::from_gguf(&file.file, &file.tokenizer)
+    let tokenizer = file.require_tokenizer(
+        "chat reads and writes text; run it on token ids with moetile run --prompt-ids",
+    )?;
+    let template = ChatTemplate::from_gguf(&file.file, tokenizer)
         .with_context(|| format!("{}", settings.model.display()))?;
     if template.is_fallback() {
         eprintln!("note: the model has no chat template; using ChatML");
@@ -63,6 +67,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         &settings.backend,
         Task {
             file: &file,
+            tokenizer,
             template: &template,
             settings: &settings,
         },
@@ -71,6 +76,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
 
 struct Task<'a> {
     file: &'a ModelFile,
+    tokenizer: &'a Tokenizer,
     template: &'a ChatTemplate,
     settings: &'a Settings,
 }
@@ -97,7 +103,7 @@ impl BackendTask for Task<'_> {
 
     fn run<B: Backend>(self, backend: &mut B, _info: &BackendInfo) -> Result<()> {
         let s = self.settings;
-        let tokenizer = &self.file.tokenizer;
+        let tokenizer = self.tokenizer;
         let (model, _) = self.file.load(backend)?;
         let mut session = Session::new(&model, backend, &s.runtime.config)?;
         let n_ctx = session.n_ctx();
@@ -147,7 +153,7 @@ impl BackendTask for Task<'_> {
                 );
                 continue;
             }
-            let stop = s.sampling.stop(tokenizer).with_cancel(cancel.clone());
+            let stop = s.sampling.stop(Some(tokenizer)).with_cancel(cancel.clone());
             let mut generator =
                 Generator::new(&mut session, tokenizer, &tokens, s.sampling.sampler, stop)?;
             let mut answer = String::new();

@@ -1,5 +1,6 @@
 //! `moetile run`: one prompt, text streamed to stdout, a closing line of speeds on stderr (or
-//! one JSON document on stdout with `--json`).
+//! one JSON document on stdout with `--json`). A model file without a tokenizer runs a prompt
+//! of token ids and streams the generated ids instead of text.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,14 +14,16 @@ use serde::Serialize;
 
 use super::report::{SamplerReport, SettingsReport, TimingsReport, summary_line};
 use super::{COMMIT, stream};
-use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, Sampling, SamplingArgs};
+use crate::args::{ModelArgs, PromptIdsArgs, RuntimeArgs, RuntimeSettings, Sampling, SamplingArgs};
 use crate::backend::{BackendChoice, BackendInfo, BackendTask, with_backend};
-use crate::model::{ModelInfo, PromptJob};
+use crate::model::{ModelInfo, Prompt, PromptJob};
 
 /// Arguments of `moetile run`.
 #[derive(Debug, Args)]
 #[command(
-    group = clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file"]),
+    group = clap::ArgGroup::new("input")
+        .required(true)
+        .args(["prompt", "prompt_file", "prompt_ids", "prompt_ids_file"]),
     allow_negative_numbers = true
 )]
 pub struct RunArgs {
@@ -32,6 +35,8 @@ pub struct RunArgs {
     /// Read the prompt from this file.
     #[arg(long, value_name = "FILE")]
     prompt_file: Option<PathBuf>,
+    #[command(flatten)]
+    prompt_ids: PromptIdsArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
@@ -46,7 +51,7 @@ pub struct RunArgs {
 struct Settings {
     model: PathBuf,
     backend: BackendChoice,
-    prompt: String,
+    prompt: Prompt,
     sampling: Sampling,
     runtime: RuntimeSettings,
     json: bool,
@@ -56,12 +61,17 @@ impl RunArgs {
     fn resolve(self) -> Result<Settings> {
         let sampling = self.sampling.resolve()?;
         let runtime = self.runtime.resolve()?;
-        let prompt = match (self.prompt, &self.prompt_file) {
-            (Some(p), _) => p,
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .with_context(|| format!("reading the prompt file {}", file.display()))?,
-            // clap's group requires one of the two.
-            (None, None) => anyhow::bail!("give a prompt with -p or --prompt-file"),
+        let prompt = match (self.prompt, &self.prompt_file, self.prompt_ids.resolve()?) {
+            (Some(p), _, _) => Prompt::Text(p),
+            (None, Some(file), _) => Prompt::Text(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the prompt file {}", file.display()))?,
+            ),
+            (None, None, Some(ids)) => Prompt::Ids(ids),
+            // clap's group requires one of them.
+            (None, None, None) => anyhow::bail!(
+                "give a prompt with -p, --prompt-file, --prompt-ids or --prompt-ids-file"
+            ),
         };
         Ok(Settings {
             model: self.model.model,
@@ -110,7 +120,8 @@ struct Report<'a> {
     timings: TimingsReport,
     prompt_token_ids: &'a [u32],
     token_ids: Vec<u32>,
-    text: String,
+    /// `null` for a model without a tokenizer.
+    text: Option<String>,
 }
 
 impl BackendTask for Task<'_> {
@@ -121,10 +132,11 @@ impl BackendTask for Task<'_> {
         let (model, load) = job.file.load(backend)?;
         let mut session = Session::new(&model, backend, &job.config)?;
         let n_ctx = session.n_ctx();
-        let stop = s.sampling.stop(&job.file.tokenizer);
+        let tokenizer = job.file.tokenizer.as_ref();
+        let stop = s.sampling.stop(tokenizer);
         let mut generator = Generator::new(
             &mut session,
-            &job.file.tokenizer,
+            tokenizer,
             &job.tokens,
             s.sampling.sampler,
             stop,
@@ -133,13 +145,18 @@ impl BackendTask for Task<'_> {
         let mut tokens = Vec::new();
         let mut stdout = std::io::stdout().lock();
         let reason = stream(&mut generator, &model, backend, &mut |id, piece| {
-            tokens.extend(id);
             if s.json {
                 text.push_str(piece);
-            } else {
+            } else if tokenizer.is_some() {
                 stdout.write_all(piece.as_bytes())?;
                 stdout.flush()?;
+            } else if let Some(id) = id {
+                // No text without a tokenizer: the ids, as --prompt-ids reads them back.
+                let sep = if tokens.is_empty() { "" } else { " " };
+                write!(stdout, "{sep}{id}")?;
+                stdout.flush()?;
             }
+            tokens.extend(id);
             Ok(())
         })?;
         let timings = generator.timings().clone();
@@ -158,7 +175,7 @@ impl BackendTask for Task<'_> {
                 timings: (&timings).into(),
                 prompt_token_ids: &job.tokens,
                 token_ids: tokens,
-                text,
+                text: tokenizer.map(|_| text),
             };
             serde_json::to_writer_pretty(&mut stdout, &report)?;
             writeln!(stdout)?;

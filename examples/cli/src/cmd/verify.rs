@@ -13,9 +13,9 @@ use moetile::session::Session;
 use moetile_wgpu::{BackendOptions, WgpuBackend, WgpuContext};
 
 use crate::MismatchError;
-use crate::args::{ModelArgs, RuntimeArgs, RuntimeSettings, usage};
+use crate::args::{ModelArgs, PromptIdsArgs, RuntimeArgs, RuntimeSettings, usage};
 use crate::backend::{BackendChoice, BackendInfo, BackendTask, cpu_backend, gpu_backend};
-use crate::model::{ModelFile, PromptJob};
+use crate::model::{ModelFile, Prompt, PromptJob};
 
 const DEFAULT_PROMPT: &str = "The quick brown fox jumps over the lazy dog. Mixture-of-Experts \
 models route every token to a few experts, and each expert is a small feed-forward network.";
@@ -26,8 +26,10 @@ pub struct VerifyArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The prompt to compare on [default: a built-in sentence].
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with_all = ["prompt_ids", "prompt_ids_file"])]
     prompt: Option<String>,
+    #[command(flatten)]
+    prompt_ids: PromptIdsArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
     /// Least fraction of positions whose likeliest token must agree with the reference (every
@@ -46,7 +48,7 @@ pub struct VerifyArgs {
 struct Settings {
     model: PathBuf,
     backend: BackendChoice,
-    prompt: String,
+    prompt: Prompt,
     runtime: RuntimeSettings,
     min_top1: f64,
     max_logit_diff: f32,
@@ -70,7 +72,11 @@ impl VerifyArgs {
         Ok(Settings {
             model: self.model.model,
             backend: self.model.backend.choice()?,
-            prompt: self.prompt.unwrap_or_else(|| DEFAULT_PROMPT.to_string()),
+            prompt: match (self.prompt, self.prompt_ids.resolve()?) {
+                (Some(text), _) => Prompt::Text(text),
+                (None, Some(ids)) => Prompt::Ids(ids),
+                (None, None) => Prompt::Text(DEFAULT_PROMPT.to_string()),
+            },
             runtime: self.runtime.resolve()?,
             min_top1: self.min_top1,
             max_logit_diff: self.max_logit_diff,

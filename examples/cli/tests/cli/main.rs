@@ -11,6 +11,7 @@ mod chat;
 mod embed;
 mod errors;
 mod gpu;
+mod prompt_ids;
 mod run;
 mod synth;
 mod verify;

@@ -10,6 +10,10 @@
 //!   cache, `tgN` decodes N tokens one by one; mean ± standard deviation of tokens per second
 //!   over the repetitions, as markdown, CSV or JSON.
 //!
+//! Both take their tokens from one prompt cut or cycled to each length: built-in text, or the
+//! token ids of `--prompt-ids`/`--prompt-ids-file` (as given, no BOS; what a model file without
+//! a tokenizer needs). Generated tokens are never turned into text.
+//!
 //! Lists in `--tile-max` and `--tile-policy` run the same measurements once per combination
 //! and set the results side by side (A/B). Every output names the backend, driver, moetile
 //! commit, model and settings. Without `-m`, a `tiny-qwen3moe` model is synthesized into a
@@ -34,8 +38,8 @@ use serde::Serialize;
 
 use super::COMMIT;
 use crate::args::{
-    BackendArgs, RuntimeSettings, list_item, positive, runtime_settings, tile_policy, tile_width,
-    usage,
+    BackendArgs, PromptIdsArgs, RuntimeSettings, list_item, positive, runtime_settings,
+    tile_policy, tile_width, usage,
 };
 use crate::backend::{BackendInfo, BackendTask, with_backend};
 use crate::model::{ModelFile, ModelInfo};
@@ -51,6 +55,8 @@ pub struct BenchArgs {
     model: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    prompt_ids: PromptIdsArgs,
     /// Sweep: the first context frontier [default: 2048; 512 without -m].
     #[arg(long, value_name = "TOKENS")]
     ctx_start: Option<usize>,
@@ -252,19 +258,22 @@ pub struct Meta {
     backend: BackendInfo,
     model: ModelInfo,
     chunk: usize,
+    /// What the prompt tokens are: the built-in text, or the ids given and where from.
+    prompt: String,
 }
 
 impl Meta {
     /// Markdown lines stating it.
     fn header(&self) -> String {
         format!(
-            "moetile {} | backend: {} (driver: {}) | model: {} ({}) | chunk {}",
+            "moetile {} | backend: {} (driver: {}) | model: {} ({}) | chunk {} | prompt: {}",
             self.moetile_commit,
             self.backend.description,
             self.backend.driver,
             self.model.path,
             self.model.shape,
-            self.chunk
+            self.chunk,
+            self.prompt
         )
     }
 }
@@ -276,6 +285,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let settings = args.settings()?;
     let mode = args.mode(args.model.is_none())?;
+    let prompt_ids = args.prompt_ids.resolve()?;
     // Without -m: a synthetic model that lives as long as the benchmark.
     let (path, _tmp) = match &args.model {
         Some(path) => (path.clone(), None),
@@ -294,11 +304,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let file = ModelFile::open(&path)?;
+    // Checked before any weight moves.
+    let (prompt, about) = match &prompt_ids {
+        Some(ids) => {
+            file.check_ids(ids)?;
+            let about = format!("{} token ids of {}", ids.ids.len(), ids.source);
+            (ids.ids.clone(), about)
+        }
+        None => {
+            let tokenizer = file.require_tokenizer(
+                "the benchmark's built-in prompt is text; give its tokens as ids with --prompt-ids or --prompt-ids-file",
+            )?;
+            (sweep::prompt_tokens(tokenizer), "built-in text".to_string())
+        }
+    };
     let backend = args.backend.choice()?;
     with_backend(
         &backend,
         Task {
             file: &file,
+            prompt: &prompt,
+            about,
             settings: &settings,
             mode: &mode,
             chunk: args.chunk,
@@ -308,6 +334,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 struct Task<'a> {
     file: &'a ModelFile,
+    /// Tokens every prompt is cut or cycled from.
+    prompt: &'a [u32],
+    /// What they are, for the outputs.
+    about: String,
     settings: &'a [Setting],
     mode: &'a Mode,
     chunk: usize,
@@ -323,16 +353,15 @@ impl BackendTask for Task<'_> {
             backend: info.clone(),
             model: self.file.info(),
             chunk: self.chunk,
+            prompt: self.about,
         };
-        let tokenizer = &self.file.tokenizer;
-        let prompt = sweep::prompt_tokens(tokenizer);
+        let prompt = self.prompt;
         match self.mode {
             Mode::Sweep(plan) => {
                 let mut results = Vec::new();
                 for setting in self.settings {
                     eprintln!("sweep with tiles {}", setting.label);
-                    let rows =
-                        sweep::run(&model, backend, tokenizer, &prompt, setting, plan, info)?;
+                    let rows = sweep::run(&model, backend, prompt, setting, plan, info)?;
                     results.push((setting, rows));
                 }
                 sweep::report(&meta, plan, &results)
@@ -341,7 +370,7 @@ impl BackendTask for Task<'_> {
                 let mut results = Vec::new();
                 for setting in self.settings {
                     eprintln!("tests with tiles {}", setting.label);
-                    let tests = table::run(&model, backend, tokenizer, &prompt, setting, plan)?;
+                    let tests = table::run(&model, backend, prompt, setting, plan)?;
                     results.push((setting, tests));
                 }
                 table::report(&meta, plan, &results)

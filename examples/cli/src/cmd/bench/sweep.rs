@@ -63,7 +63,6 @@ pub struct Row {
 pub fn run<B: Backend>(
     model: &Model<B>,
     backend: &mut B,
-    tokenizer: &Tokenizer,
     base: &[u32],
     setting: &Setting,
     plan: &SweepPlan,
@@ -87,7 +86,7 @@ pub fn run<B: Backend>(
         };
         let mut generator = Generator::new(
             &mut session,
-            tokenizer,
+            None,
             &prompt[..ctx],
             SamplerConfig::greedy(),
             stop,

@@ -6,7 +6,6 @@ use moetile::generate::{Generator, StopConditions, Timings};
 use moetile::model::{Backend, Model};
 use moetile::sample::SamplerConfig;
 use moetile::session::Session;
-use moetile::tokenizer::Tokenizer;
 use serde::Serialize;
 
 use super::sweep::cycle;
@@ -42,7 +41,6 @@ fn measure<B: Backend>(
     model: &Model<B>,
     backend: &mut B,
     session: &mut Session<B>,
-    tokenizer: &Tokenizer,
     prompt: &[u32],
     n_gen: usize,
 ) -> Result<Timings> {
@@ -52,7 +50,8 @@ fn measure<B: Backend>(
         max_tokens: if n_gen == 0 { 0 } else { n_gen + 1 },
         ..StopConditions::default()
     };
-    let mut generator = Generator::new(session, tokenizer, prompt, SamplerConfig::greedy(), stop)?;
+    // No tokenizer: the tokens are counted, never read as text.
+    let mut generator = Generator::new(session, None, prompt, SamplerConfig::greedy(), stop)?;
     while generator.next_token(model, backend)?.is_some() {}
     Ok(generator.timings().clone())
 }
@@ -61,7 +60,6 @@ fn measure<B: Backend>(
 pub fn run<B: Backend>(
     model: &Model<B>,
     backend: &mut B,
-    tokenizer: &Tokenizer,
     base: &[u32],
     setting: &Setting,
     plan: &TablePlan,
@@ -86,7 +84,7 @@ pub fn run<B: Backend>(
             .unwrap_or(1)
             .min(config.chunk),
     );
-    measure(model, backend, &mut session, tokenizer, &warmup, 2)?;
+    measure(model, backend, &mut session, &warmup, 2)?;
     let tests = plan
         .n_prompt
         .iter()
@@ -98,7 +96,7 @@ pub fn run<B: Backend>(
         let prompt = cycle(base, n_prompt.max(1));
         let mut samples_tps = Vec::new();
         for _ in 0..plan.repetitions {
-            let t = measure(model, backend, &mut session, tokenizer, &prompt, n_gen)?;
+            let t = measure(model, backend, &mut session, &prompt, n_gen)?;
             samples_tps.push(if n_gen == 0 {
                 t.prefill_tps()
             } else {
