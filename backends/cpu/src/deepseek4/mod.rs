@@ -1,5 +1,5 @@
 //! The whole-model reference of DeepSeek V4 Flash (`deepseek4`), computed in f64 as llama.cpp
-//! defines it, for the logits of every position of a prompt processed as one batch.
+//! defines it, for the logits of every position of a prompt fed in chunks of any size.
 //!
 //! deepseek4 does not fit the [`Backend`](moetile::model::Backend) op set (four hyper-connected
 //! streams instead of one residual, compressed keys, a token-dependent indexer), so it is a
@@ -16,7 +16,8 @@
 //! logits = output · output_norm(hyper::head(X))
 //! ```
 //! `attention` sees the raw sliding window and, in compressed layers, the rows of
-//! [`compressor`] (ratio 128: all visible rows; ratio 4: those the lightning indexer picks).
+//! `compressor` (ratio 128: all visible rows; ratio 4: those the lightning indexer picks).
+//! Only attention looks at other positions; what it needs of them is a [`Deepseek4State`].
 //!
 //! ```no_run
 //! use moetile::gguf::GgufFile;
@@ -26,6 +27,11 @@
 //! let model = Deepseek4Reference::load(&file)?;
 //! let logits = model.logits(&[1, 2, 3])?; // (3, n_vocab), row-major
 //! assert_eq!(logits.len(), 3 * model.config().n_vocab);
+//! // The same logits, prefilled then decoded one token at a time:
+//! let mut state = model.new_state();
+//! let mut chunked = model.forward(&mut state, &[1, 2])?;
+//! chunked.extend(model.forward(&mut state, &[3])?);
+//! assert_eq!(chunked, logits);
 //! # Ok::<(), moetile::Error>(())
 //! ```
 
@@ -43,7 +49,7 @@ pub use config::{Compression, Deepseek4Config};
 use moetile::gguf::GgufFile;
 use moetile::{Error, Result};
 
-use attention::AttentionWeights;
+use attention::{AttentionState, AttentionWeights};
 use config::HC_STREAMS;
 use hyper::HcWeights;
 use math::{matvec, rms_norm};
@@ -59,6 +65,33 @@ struct Layer {
     attention: AttentionWeights,
     hc_ffn: HcWeights,
     moe: MoeWeights,
+}
+
+/// What a sequence has left for the positions after it: per layer, what its attention reads of
+/// earlier positions (the raw window's last keys, the compressed rows and indexer keys so far,
+/// the compressors' unfinished blocks). Nothing else crosses positions: hyper-connections,
+/// norms and experts act on one token at a time. Made by [`Deepseek4Reference::new_state`],
+/// for that model only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deepseek4State {
+    /// Positions fed so far: where the next token goes.
+    n_past: usize,
+    layers: Vec<AttentionState>,
+    /// The config of the model that made the state, to refuse another's.
+    owner: Deepseek4Config,
+}
+
+impl Deepseek4State {
+    /// Positions fed so far.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Forgets every position: the state of a new sequence.
+    pub fn reset(&mut self) {
+        self.n_past = 0;
+        self.layers.fill_with(AttentionState::default);
+    }
 }
 
 /// A deepseek4 model loaded for the reference forward pass.
@@ -119,9 +152,25 @@ impl Deepseek4Reference {
         &self.config
     }
 
-    /// The logits of every position of `tokens` (positions 0..T, one sequence), row-major
-    /// (T, n_vocab), rounded to f32 only at the end.
+    /// The state of a sequence with no position yet.
+    pub fn new_state(&self) -> Deepseek4State {
+        Deepseek4State {
+            n_past: 0,
+            layers: vec![AttentionState::default(); self.config.n_layers],
+            owner: self.config.clone(),
+        }
+    }
+
+    /// The logits of every position of `tokens` as one sequence from position 0 (a
+    /// [`forward`](Self::forward) from a new state), row-major (T, n_vocab).
     pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.forward(&mut self.new_state(), tokens)
+    }
+
+    /// The logits of `tokens` placed after the `state.n_past()` positions `state` holds,
+    /// row-major (T, n_vocab), rounded to f32 only at the end; `state` then holds them too.
+    /// However a sequence is cut into calls, each position's logits are the same bits.
+    pub fn forward(&self, state: &mut Deepseek4State, tokens: &[u32]) -> Result<Vec<f32>> {
         let cfg = &self.config;
         if let Some((i, id)) = tokens
             .iter()
@@ -134,6 +183,14 @@ impl Deepseek4Reference {
                 expected: format!("a token id below the vocabulary size {}", cfg.n_vocab),
             });
         }
+        if state.owner != self.config {
+            return Err(Error::InvalidSetting {
+                name: "deepseek4 state".into(),
+                value: "a state of another model".into(),
+                expected: "a state made by this model's new_state".into(),
+            });
+        }
+        let pos = state.n_past;
         let tokens: Vec<usize> = tokens.iter().map(|&id| id as usize).collect();
         // Every stream starts as the token's embedding.
         let mut streams: Vec<Vec<f64>> = tokens
@@ -147,7 +204,7 @@ impl Deepseek4Reference {
                     .collect()
             })
             .collect();
-        for (il, layer) in self.layers.iter().enumerate() {
+        for ((il, layer), layer_state) in self.layers.iter().enumerate().zip(&mut state.layers) {
             let rope = match cfg.compression[il] {
                 Compression::None => &self.rope,
                 _ => &self.compressed_rope,
@@ -160,8 +217,15 @@ impl Deepseek4Reference {
                 .iter()
                 .map(|m| rms_norm(&m.input, Some(&layer.attention.norm), cfg.rms_eps))
                 .collect();
-            let out =
-                attention::attention(&layer.attention, &input, cfg, rope, &self.compressed_rope);
+            let out = attention::attention(
+                &layer.attention,
+                layer_state,
+                &input,
+                pos,
+                cfg,
+                rope,
+                &self.compressed_rope,
+            );
             streams = streams
                 .iter()
                 .zip(&mixes)
@@ -178,6 +242,7 @@ impl Deepseek4Reference {
                 })
                 .collect();
         }
+        state.n_past += tokens.len();
         Ok(streams
             .iter()
             .flat_map(|x| {
