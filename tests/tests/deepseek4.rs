@@ -14,6 +14,9 @@
 //! - position 15: the first query with more visible ratio-4 rows (4) than top-k (3);
 //! - position 127: the first ratio-128 row;
 //! - position 128: the raw window (128 keys) starts to slide.
+//!
+//! Further down, prompts fed in chunks or one token at a time are checked against the one-shot
+//! logits, bit for bit, across all of those boundaries.
 
 use moetile::gguf::{Array, GgufFile, GgufWriter, Value};
 use moetile::quant::GgmlType;
@@ -33,11 +36,12 @@ fn open(name: &str) -> (GgufFile, Golden, Golden) {
     )
 }
 
+fn load(file: &GgufFile) -> Deepseek4Reference {
+    Deepseek4Reference::load(file).unwrap()
+}
+
 fn logits(file: &GgufFile, tokens: &[u32]) -> Vec<f32> {
-    Deepseek4Reference::load(file)
-        .unwrap()
-        .logits(tokens)
-        .unwrap()
+    load(file).logits(tokens).unwrap()
 }
 
 /// Prints the agreement and, when `ok` is false, the first few differing values, then fails.
@@ -442,8 +446,131 @@ fn bad_tensors_are_refused_naming_the_tensor() {
 #[test]
 fn token_outside_the_vocabulary_is_refused() {
     let (file, _, _) = open(F32);
-    let model = Deepseek4Reference::load(&file).unwrap();
+    let model = load(&file);
     let err = model.logits(&[1, 128]).unwrap_err().to_string();
     assert!(err.contains("token #1") && err.contains("128"), "{err}");
     assert_eq!(model.logits(&[]).unwrap(), Vec::<f32>::new());
+}
+
+/// The logits of `tokens` fed through one state as chunks of `sizes`, the last size repeated
+/// until the tokens are used up.
+fn chunked(model: &Deepseek4Reference, tokens: &[u32], sizes: &[usize]) -> Vec<f32> {
+    let mut state = model.new_state();
+    let mut out = Vec::with_capacity(tokens.len() * model.config().n_vocab);
+    let mut rest = tokens;
+    let last = sizes.last().copied().unwrap_or(tokens.len());
+    for size in sizes.iter().copied().chain(std::iter::repeat(last)) {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        out.extend(model.forward(&mut state, chunk).unwrap());
+        assert_eq!(state.n_past(), tokens.len() - tail.len());
+        rest = tail;
+    }
+    out
+}
+
+/// Asserts bit equality, naming the first position that differs.
+fn assert_same_bits(what: &str, got: &[f32], want: &[f32], n_vocab: usize) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!(
+            "{what}: position {} token {}: got {}, one shot {}",
+            i / n_vocab,
+            i % n_vocab,
+            got[i],
+            want[i]
+        );
+    }
+}
+
+/// Prefill in chunks equals one shot bit for bit: each position's values come from the same
+/// f64 operations in the same order however the prompt is cut (per-token ops are independent,
+/// attention and pooling read the same keys in the same order), so no tolerance is needed.
+/// The 300-token prompt crosses every boundary: the window slides from 128, ratio-4 blocks end
+/// every 4 tokens (the indexer drops rows from 15), ratio-128 blocks at 127 and 255; chunks of
+/// 3 and 7 end at every residue, the cut lists end exactly before, at and after each boundary.
+#[test]
+fn chunked_prefill_equals_one_shot() {
+    let (file, reference, _) = open(F32);
+    let tokens = &reference.tokens;
+    let model = load(&file);
+    let n_vocab = model.config().n_vocab;
+    let one_shot = model.logits(tokens).unwrap();
+    let schedules: [&[usize]; 7] = [
+        &[3],
+        &[7],
+        &[32],
+        &[100],
+        &[300],
+        // Cuts at 3, 4, 15, 16, 127, 128, 129, 255, 256.
+        &[3, 1, 11, 1, 111, 1, 1, 126, 1, 44],
+        // Cuts at 2, 14, 126, 254, 257.
+        &[2, 12, 112, 128, 3, 43],
+    ];
+    for sizes in schedules {
+        let got = chunked(&model, tokens, sizes);
+        assert_same_bits(&format!("chunks {sizes:?}"), &got, &one_shot, n_vocab);
+    }
+}
+
+/// Decode: a prefill past the window, then one token per call to the end of the prompt (the
+/// second ratio-128 block and 43 ratio-4 blocks are completed by single tokens).
+#[test]
+fn decode_after_prefill_equals_one_shot() {
+    let (file, reference, _) = open(F32);
+    let tokens = &reference.tokens;
+    let model = load(&file);
+    assert_same_bits(
+        "prefill 130, decode 170",
+        &chunked(&model, tokens, &[130, 1]),
+        &model.logits(tokens).unwrap(),
+        model.config().n_vocab,
+    );
+}
+
+#[test]
+fn decode_from_the_first_token_equals_one_shot() {
+    let (file, reference, _) = open(F32);
+    let model = load(&file);
+    let tokens = &reference.tokens;
+    assert_same_bits(
+        "one token per call",
+        &chunked(&model, tokens, &[1]),
+        &model.logits(tokens).unwrap(),
+        model.config().n_vocab,
+    );
+}
+
+#[test]
+fn reset_state_equals_a_new_state() {
+    let (file, reference, _) = open(F32);
+    let model = load(&file);
+    let tokens = &reference.tokens[..140];
+    let mut state = model.new_state();
+    let first = model.forward(&mut state, tokens).unwrap();
+    assert_ne!(state, model.new_state());
+    // An empty chunk changes nothing.
+    let before = state.clone();
+    assert!(model.forward(&mut state, &[]).unwrap().is_empty());
+    assert_eq!(state, before);
+    state.reset();
+    assert_eq!(state, model.new_state());
+    assert_eq!(state.n_past(), 0);
+    assert_eq!(model.forward(&mut state, tokens).unwrap(), first);
+}
+
+#[test]
+fn state_of_another_model_is_refused() {
+    let (file, reference, _) = open(F32);
+    let model = load(&file);
+    let other = load(&with_key("attention.sliding_window", Some(64u32.into())));
+    let mut state = model.new_state();
+    let err = other
+        .forward(&mut state, &reference.tokens[..2])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("new_state"), "{err}");
+    assert_eq!(state.n_past(), 0);
 }
