@@ -12,6 +12,7 @@
 use super::compressor::{CompressorState, CompressorWeights, IndexerWeights, select, visible_rows};
 use super::config::{Compression, Deepseek4Config};
 use super::math::{dot, matvec, rms_norm};
+use super::qat::Rounding;
 use super::rope::Rope;
 use super::weights::Tensors;
 use crate::CpuWeight;
@@ -49,27 +50,40 @@ pub(super) struct AttentionWeights {
     /// `[groups · rank, D]`.
     output_b: CpuWeight,
     compressed: CompressedKeys,
+    /// What every key (raw and compressed) goes through before it is stored.
+    key_rounding: Rounding,
 }
 
 impl AttentionWeights {
-    /// The attention tensors of layer `il`.
+    /// The attention tensors of layer `il`; its keys and its indexer's heads are rounded by
+    /// `key_rounding` and `indexer_rounding`.
     pub(super) fn load(
         t: &Tensors<'_>,
         il: usize,
         cfg: &Deepseek4Config,
+        key_rounding: Rounding,
+        indexer_rounding: Rounding,
     ) -> Result<AttentionWeights> {
         let name = |n: &str| format!("blk.{il}.{n}");
         let (d, hd, rank) = (cfg.d_model, cfg.head_dim, cfg.q_lora_rank);
         let q_width = cfg.n_heads * hd;
         let out_rows = cfg.output_groups * cfg.output_rank;
         let compression = cfg.compression[il];
-        let compressor =
-            || CompressorWeights::load(t, &name("attn_compressor_"), d, hd, compression);
+        let compressor = || {
+            CompressorWeights::load(
+                t,
+                &name("attn_compressor_"),
+                d,
+                hd,
+                compression,
+                key_rounding,
+            )
+        };
         let compressed = match compression {
             Compression::None => CompressedKeys::None,
             Compression::Ratio4 => CompressedKeys::Ratio4 {
                 compressor: compressor()?,
-                indexer: Box::new(IndexerWeights::load(t, il, cfg)?),
+                indexer: Box::new(IndexerWeights::load(t, il, cfg, indexer_rounding)?),
             },
             Compression::Ratio128 => CompressedKeys::Ratio128 {
                 compressor: compressor()?,
@@ -90,6 +104,7 @@ impl AttentionWeights {
             )?,
             output_b: t.weight(&name("attn_output_b.weight"), &[out_rows, d])?,
             compressed,
+            key_rounding,
         })
     }
 }
@@ -153,6 +168,7 @@ pub(super) fn attention(
     raw.extend((pos..).zip(x).map(|(t, xt)| {
         let mut k = rms_norm(&matvec(&w.kv, 0, xt), Some(&w.kv_norm), eps);
         rope.rotate(&mut k, t);
+        w.key_rounding.apply(&mut k);
         k
     }));
     // For each query the compressed rows it attends.

@@ -4,9 +4,9 @@
 //! A compressor turns each block of `ratio` tokens into one key row: per column, a softmax over
 //! the window's gate scores weights the window's values. Ratio 128 pools its own block; ratio 4
 //! pools an overlapping window of 8 tokens, the previous block through the first half of the
-//! projection's columns and its own block through the second half. The row is then RMS-normed
-//! and rotated to the position of its block's first token. Row b exists once token
-//! `(b + 1) · ratio - 1` does.
+//! projection's columns and its own block through the second half. The row is then RMS-normed,
+//! rotated to the position of its block's first token and rounded as the simulation says
+//! ([`Rounding`]). Row b exists once token `(b + 1) · ratio - 1` does.
 //!
 //! Tokens arrive in chunks of any size ([`CompressorState::extend`]): the state keeps the
 //! projections of the block being filled and, for ratio 4, of the last complete block, which
@@ -14,6 +14,7 @@
 
 use super::config::{Compression, Deepseek4Config};
 use super::math::{matvec, rms_norm};
+use super::qat::Rounding;
 use super::rope::Rope;
 use super::weights::Tensors;
 use crate::CpuWeight;
@@ -30,6 +31,8 @@ pub(super) struct CompressorWeights {
     ape: CpuWeight,
     /// `width` values.
     norm: Vec<f32>,
+    /// What a finished row goes through.
+    rounding: Rounding,
 }
 
 impl CompressorWeights {
@@ -41,6 +44,7 @@ impl CompressorWeights {
         d_model: usize,
         width: usize,
         compression: Compression,
+        rounding: Rounding,
     ) -> Result<CompressorWeights> {
         let cols = coff(compression) * width;
         let ratio = compression.ratio();
@@ -50,6 +54,7 @@ impl CompressorWeights {
             gate: t.weight(&format!("{prefix}gate.weight"), &[d_model, cols])?,
             ape: t.weight(&format!("{prefix}ape.weight"), &[cols, ratio])?,
             norm: t.vector(&format!("{prefix}norm.weight"), width)?,
+            rounding,
         })
     }
 }
@@ -135,6 +140,7 @@ impl CompressorState {
                 let pooled = pool(&self.previous, &self.pending, w.norm.len());
                 let mut row = rms_norm(&pooled, Some(&w.norm), rms_eps);
                 rope.rotate(&mut row, t + 1 - ratio);
+                w.rounding.apply(&mut row);
                 self.rows.push(row);
                 let block = std::mem::take(&mut self.pending);
                 if w.compression == Compression::Ratio4 {
@@ -158,14 +164,18 @@ pub(super) struct IndexerWeights {
     proj: CpuWeight,
     /// The indexer's own compressor, ratio 4, rows `head_dim` wide.
     compressor: CompressorWeights,
+    /// What each query head goes through (its keys go through the same, in `compressor`).
+    rounding: Rounding,
 }
 
 impl IndexerWeights {
-    /// `blk.{il}.indexer.*` and `blk.{il}.indexer_compressor_*`.
+    /// `blk.{il}.indexer.*` and `blk.{il}.indexer_compressor_*`; `rounding` applies to its
+    /// query heads and keys.
     pub(super) fn load(
         t: &Tensors<'_>,
         il: usize,
         cfg: &Deepseek4Config,
+        rounding: Rounding,
     ) -> Result<IndexerWeights> {
         let (heads, dim) = (cfg.indexer_heads, cfg.indexer_head_dim);
         Ok(IndexerWeights {
@@ -183,7 +193,9 @@ impl IndexerWeights {
                 cfg.d_model,
                 dim,
                 Compression::Ratio4,
+                rounding,
             )?,
+            rounding,
         })
     }
 }
@@ -194,8 +206,8 @@ impl IndexerWeights {
 /// indexer's compressed keys, extended here by the chunk's. x: the attention input (T, D);
 /// q_lora: the normed q_a output (T, q_lora_rank).
 ///
-/// llama.cpp rotates the indexer's queries and keys by the same Hadamard matrix before its F16
-/// cache; being orthogonal it leaves every score unchanged, so an exact reference skips it.
+/// With the simulation off the Hadamard rotation that llama.cpp and the original engine apply
+/// to queries and keys is skipped: being orthogonal it leaves every score unchanged.
 pub(super) fn select(
     w: &IndexerWeights,
     keys: &mut CompressorState,
@@ -214,6 +226,7 @@ pub(super) fn select(
             let mut q = matvec(&w.q_b, 0, qt);
             for head in q.chunks_exact_mut(dim) {
                 rope.rotate(head, t);
+                w.rounding.apply(head);
             }
             let head_weights: Vec<f64> = matvec(&w.proj, 0, xt)
                 .iter()

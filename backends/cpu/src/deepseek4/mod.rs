@@ -1,13 +1,19 @@
 //! The whole-model reference of DeepSeek V4 Flash (`deepseek4`), computed in f64 as llama.cpp
-//! defines it, for the logits of every position of a prompt fed in chunks of any size.
+//! and the original engine (antirez/ds4) define it, for the logits of every position of a
+//! prompt fed in chunks of any size.
 //!
 //! deepseek4 does not fit the [`Backend`](moetile::model::Backend) op set (four hyper-connected
 //! streams instead of one residual, compressed keys, a token-dependent indexer), so it is a
 //! model of its own here: plain functions over f64 activations, with the weights dequantized
 //! exactly to f32 ([`moetile::quant::dequantize`]) and widened in every product. What it leaves
 //! out changes nothing in exact arithmetic: llama.cpp's F16 rounding of the KV and compressed
-//! caches (a storage choice; set its cache to F32 and flash attention off to compare), and the
-//! Hadamard rotation of the indexer's queries and keys (orthogonal, so no score moves).
+//! caches (a storage choice; set its cache to F32 and flash attention off to compare), and,
+//! with the simulation off, the Hadamard rotation of the indexer's queries and keys
+//! (orthogonal, so no score moves).
+//!
+//! The model was trained with its keys in FP8 and its indexer in FP4; the original engine
+//! simulates that and llama.cpp does not. [`Deepseek4Options::qat_sim`] (on by default)
+//! chooses; [`qat`] says exactly what is rounded where.
 //!
 //! Per token, per layer:
 //! ```text
@@ -21,10 +27,10 @@
 //!
 //! ```no_run
 //! use moetile::gguf::GgufFile;
-//! use moetile_cpu::deepseek4::Deepseek4Reference;
+//! use moetile_cpu::deepseek4::{Deepseek4Options, Deepseek4Reference};
 //!
 //! let file = GgufFile::open("deepseek4-tiny-f32.gguf".as_ref())?;
-//! let model = Deepseek4Reference::load(&file)?;
+//! let model = Deepseek4Reference::load(&file, Deepseek4Options::default())?;
 //! let logits = model.logits(&[1, 2, 3])?; // (3, n_vocab), row-major
 //! assert_eq!(logits.len(), 3 * model.config().n_vocab);
 //! // The same logits, prefilled then decoded one token at a time:
@@ -41,6 +47,7 @@ mod config;
 mod hyper;
 mod math;
 mod moe;
+pub mod qat;
 mod rope;
 mod weights;
 
@@ -54,6 +61,7 @@ use config::HC_STREAMS;
 use hyper::HcWeights;
 use math::{matvec, rms_norm};
 use moe::MoeWeights;
+use qat::Rounding;
 use rope::Rope;
 use weights::Tensors;
 
@@ -67,6 +75,22 @@ struct Layer {
     moe: MoeWeights,
 }
 
+/// How the reference computes, where the file does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deepseek4Options {
+    /// Simulate the low precision the model was trained with, as the original engine does:
+    /// attention keys through FP8 E4M3, indexer queries and keys through a Hadamard rotation
+    /// and FP4 E2M1 ([`qat`]). On by default; off computes llama.cpp's graph exactly, which
+    /// the fixtures' goldens hold.
+    pub qat_sim: bool,
+}
+
+impl Default for Deepseek4Options {
+    fn default() -> Self {
+        Deepseek4Options { qat_sim: true }
+    }
+}
+
 /// What a sequence has left for the positions after it: per layer, what its attention reads of
 /// earlier positions (the raw window's last keys, the compressed rows and indexer keys so far,
 /// the compressors' unfinished blocks). Nothing else crosses positions: hyper-connections,
@@ -77,8 +101,8 @@ pub struct Deepseek4State {
     /// Positions fed so far: where the next token goes.
     n_past: usize,
     layers: Vec<AttentionState>,
-    /// The config of the model that made the state, to refuse another's.
-    owner: Deepseek4Config,
+    /// The config and options of the model that made the state, to refuse another's.
+    owner: (Deepseek4Config, Deepseek4Options),
 }
 
 impl Deepseek4State {
@@ -97,6 +121,7 @@ impl Deepseek4State {
 /// A deepseek4 model loaded for the reference forward pass.
 pub struct Deepseek4Reference {
     config: Deepseek4Config,
+    options: Deepseek4Options,
     /// `[D, V]`.
     embed: CpuWeight,
     layers: Vec<Layer>,
@@ -114,15 +139,34 @@ impl Deepseek4Reference {
     /// Reads the config and every weight the logits use from `file` (an error names the key
     /// or tensor at fault). Tensors the architecture never reads (`*.scale`,
     /// `*.input_scale`, `exp_probs_b_vl`, multi-token-prediction blocks) are ignored.
-    pub fn load(file: &GgufFile) -> Result<Deepseek4Reference> {
+    pub fn load(file: &GgufFile, options: Deepseek4Options) -> Result<Deepseek4Reference> {
         let cfg = Deepseek4Config::from_gguf(file)?;
+        let has_indexer = cfg.compression.contains(&Compression::Ratio4);
+        let dim = cfg.indexer_head_dim;
+        if options.qat_sim && has_indexer && !(dim.is_power_of_two() && dim >= qat::FP4_BLOCK) {
+            return Err(Error::InvalidModel(format!(
+                "{}.attention.indexer.key_length = {dim}: the low-precision simulation rotates \
+                 indexer heads by a Hadamard transform and rounds them in FP4 blocks of {}, so \
+                 it needs a power of two of at least {}; load with qat_sim off",
+                config::ARCH,
+                qat::FP4_BLOCK,
+                qat::FP4_BLOCK
+            )));
+        }
+        let (key_rounding, indexer_rounding) = Rounding::pair(options.qat_sim, cfg.n_rot);
         let t = Tensors { file };
         let d = cfg.d_model;
         let layers = (0..cfg.n_layers)
             .map(|il| {
                 Ok(Layer {
                     hc_attn: HcWeights::load_block(&t, &format!("blk.{il}.hc_attn"), d)?,
-                    attention: AttentionWeights::load(&t, il, &cfg)?,
+                    attention: AttentionWeights::load(
+                        &t,
+                        il,
+                        &cfg,
+                        key_rounding,
+                        indexer_rounding,
+                    )?,
                     hc_ffn: HcWeights::load_block(&t, &format!("blk.{il}.hc_ffn"), d)?,
                     moe: MoeWeights::load(&t, il, &cfg)?,
                 })
@@ -144,6 +188,7 @@ impl Deepseek4Reference {
             rope,
             compressed_rope,
             config: cfg,
+            options,
         })
     }
 
@@ -157,7 +202,7 @@ impl Deepseek4Reference {
         Deepseek4State {
             n_past: 0,
             layers: vec![AttentionState::default(); self.config.n_layers],
-            owner: self.config.clone(),
+            owner: (self.config.clone(), self.options),
         }
     }
 
@@ -183,10 +228,10 @@ impl Deepseek4Reference {
                 expected: format!("a token id below the vocabulary size {}", cfg.n_vocab),
             });
         }
-        if state.owner != self.config {
+        if state.owner != (self.config.clone(), self.options) {
             return Err(Error::InvalidSetting {
                 name: "deepseek4 state".into(),
-                value: "a state of another model".into(),
+                value: format!("a state of another model or options ({:?})", state.owner.1),
                 expected: "a state made by this model's new_state".into(),
             });
         }
