@@ -587,8 +587,12 @@ fn reset_state_equals_a_new_state() {
     assert_eq!(state, before);
     state.reset();
     assert_eq!(state, model.new_state());
+    // ... and to the state of the same file loaded afresh.
+    let fresh = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+    assert_eq!(state, fresh.new_state());
     assert_eq!(state.n_past(), 0);
     assert_eq!(model.forward(&mut state, tokens).unwrap(), first);
+    assert_eq!(fresh.logits(tokens).unwrap(), first);
 }
 
 #[test]
