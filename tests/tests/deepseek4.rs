@@ -636,6 +636,45 @@ fn minifloat_roundings_match_ml_dtypes() {
     assert_eq!(counts, [2006, 1530]);
 }
 
+/// Our block roundings against the original engine's own functions on rows of Flash's sizes
+/// (`fixtures/quant/minifloat/ds4_rows.bin`, made by compiling `ds4.c`'s
+/// `dsv4_fp8_kv_quantize_row_inplace_cpu` and `dsv4_indexer_qat_rows_inplace_cpu`): keys of
+/// 512 (FP8 over the first 448 dims) and indexer heads of 128 (Hadamard then FP4), 16 each.
+/// Equal bit for bit: the engine's f32 arithmetic can differ from our f64 only where a
+/// value lies within an f32 rounding of a tie or a scale boundary, which none of these does.
+#[test]
+fn qat_roundings_match_the_original_engine() {
+    let bytes = std::fs::read(fixtures().join("quant/minifloat/ds4_rows.bin")).unwrap();
+    let values: Vec<f64> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+        .collect();
+    let (rows, key_dim, n_rot, index_dim) = (16, 512, 64, 128);
+    let (keys, rest) = values.split_at(2 * rows * key_dim);
+    let (key_in, key_out) = keys.split_at(rows * key_dim);
+    let (index_in, index_out) = rest.split_at(rows * index_dim);
+    assert_eq!(index_out.len(), rows * index_dim);
+    for (r, (x, want)) in key_in
+        .chunks(key_dim)
+        .zip(key_out.chunks(key_dim))
+        .enumerate()
+    {
+        let mut got = x.to_vec();
+        qat::round_fp8_blocks(&mut got[..key_dim - n_rot]);
+        assert_eq!(got, want, "key row {r}");
+    }
+    for (r, (x, want)) in index_in
+        .chunks(index_dim)
+        .zip(index_out.chunks(index_dim))
+        .enumerate()
+    {
+        let mut got = x.to_vec();
+        qat::hadamard(&mut got);
+        qat::round_fp4_blocks(&mut got);
+        assert_eq!(got, want, "indexer row {r}");
+    }
+}
+
 /// The simulation on vs off on both tiny models: the difference the issue asks to report.
 /// It moves every key's non-RoPE half by up to 2^-4 of its block's largest value (FP8's 3
 /// mantissa bits) and the indexer's scores far more (FP4), which changes some of its picks.
