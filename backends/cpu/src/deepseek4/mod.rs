@@ -137,8 +137,10 @@ pub struct Deepseek4Reference {
 
 impl Deepseek4Reference {
     /// Reads the config and every weight the logits use from `file` (an error names the key
-    /// or tensor at fault). Tensors the architecture never reads (`*.scale`,
-    /// `*.input_scale`, `exp_probs_b_vl`, multi-token-prediction blocks) are ignored.
+    /// or tensor at fault), to compute as `options` say; with the simulation on, indexer heads
+    /// must be a power of two of at least 32 wide. Tensors the architecture never reads
+    /// (`*.scale`, `*.input_scale`, `exp_probs_b_vl`, multi-token-prediction blocks) are
+    /// ignored.
     pub fn load(file: &GgufFile, options: Deepseek4Options) -> Result<Deepseek4Reference> {
         let cfg = Deepseek4Config::from_gguf(file)?;
         let has_indexer = cfg.compression.contains(&Compression::Ratio4);
