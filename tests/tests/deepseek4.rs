@@ -14,10 +14,15 @@
 //! - position 15: the first query with more visible ratio-4 rows (4) than top-k (3);
 //! - position 127: the first ratio-128 row;
 //! - position 128: the raw window (128 keys) starts to slide.
+//!
+//! The goldens hold llama.cpp's graph, so they are compared with the low-precision simulation
+//! off; further down, the simulation's effect is reported, the FP8/FP4 roundings checked
+//! against ml_dtypes, and prompts fed in chunks or one token at a time checked against the
+//! one-shot logits, bit for bit, across all of those boundaries.
 
 use moetile::gguf::{Array, GgufFile, GgufWriter, Value};
 use moetile::quant::GgmlType;
-use moetile_cpu::deepseek4::Deepseek4Reference;
+use moetile_cpu::deepseek4::{Deepseek4Options, Deepseek4Reference, qat};
 use moetile_tests::golden::{Agreement, Golden, agreement};
 use moetile_tests::{fixtures, model_fixture};
 
@@ -33,11 +38,15 @@ fn open(name: &str) -> (GgufFile, Golden, Golden) {
     )
 }
 
+/// The goldens (llama.cpp's graph and its float64 twin) do not simulate low precision.
+const EXACT: Deepseek4Options = Deepseek4Options { qat_sim: false };
+
+fn load(file: &GgufFile) -> Deepseek4Reference {
+    Deepseek4Reference::load(file, EXACT).unwrap()
+}
+
 fn logits(file: &GgufFile, tokens: &[u32]) -> Vec<f32> {
-    Deepseek4Reference::load(file)
-        .unwrap()
-        .logits(tokens)
-        .unwrap()
+    load(file).logits(tokens).unwrap()
 }
 
 /// Prints the agreement and, when `ok` is false, the first few differing values, then fails.
@@ -336,7 +345,7 @@ fn raw_window_slides_from_position_128() {
 
 /// The error of loading the fixture with key `key` set to `value` (`None`: removed).
 fn load_error(key: &str, value: Option<Value>) -> String {
-    match Deepseek4Reference::load(&with_key(key, value)) {
+    match Deepseek4Reference::load(&with_key(key, value), EXACT) {
         Ok(_) => panic!("{key}: loaded"),
         Err(e) => e.to_string(),
     }
@@ -430,7 +439,7 @@ fn bad_tensors_are_refused_naming_the_tensor() {
             "blk.0.ffn_gate_tid2eid.weight holds id 8, outside 0..8",
         ),
     ] {
-        let err = Deepseek4Reference::load(&file)
+        let err = Deepseek4Reference::load(&file, EXACT)
             .err()
             .expect(want)
             .to_string();
@@ -440,10 +449,257 @@ fn bad_tensors_are_refused_naming_the_tensor() {
 }
 
 #[test]
+fn qat_sim_refuses_indexer_heads_it_cannot_rotate() {
+    let file = with_key("attention.indexer.key_length", Some(48u32.into()));
+    let err = Deepseek4Reference::load(&file, Deepseek4Options::default())
+        .err()
+        .expect("loaded")
+        .to_string();
+    assert!(
+        err.contains("indexer.key_length = 48") && err.contains("qat_sim off"),
+        "{err}"
+    );
+}
+
+#[test]
 fn token_outside_the_vocabulary_is_refused() {
     let (file, _, _) = open(F32);
-    let model = Deepseek4Reference::load(&file).unwrap();
+    let model = load(&file);
     let err = model.logits(&[1, 128]).unwrap_err().to_string();
     assert!(err.contains("token #1") && err.contains("128"), "{err}");
     assert_eq!(model.logits(&[]).unwrap(), Vec::<f32>::new());
+}
+
+/// The logits of `tokens` fed through one state as chunks of `sizes`, the last size repeated
+/// until the tokens are used up.
+fn chunked(model: &Deepseek4Reference, tokens: &[u32], sizes: &[usize]) -> Vec<f32> {
+    let mut state = model.new_state();
+    let mut out = Vec::with_capacity(tokens.len() * model.config().n_vocab);
+    let mut rest = tokens;
+    let last = sizes.last().copied().unwrap_or(tokens.len());
+    for size in sizes.iter().copied().chain(std::iter::repeat(last)) {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        out.extend(model.forward(&mut state, chunk).unwrap());
+        assert_eq!(state.n_past(), tokens.len() - tail.len());
+        rest = tail;
+    }
+    out
+}
+
+/// Asserts bit equality, naming the first position that differs.
+fn assert_same_bits(what: &str, got: &[f32], want: &[f32], n_vocab: usize) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!(
+            "{what}: position {} token {}: got {}, one shot {}",
+            i / n_vocab,
+            i % n_vocab,
+            got[i],
+            want[i]
+        );
+    }
+}
+
+/// Prefill in chunks equals one shot bit for bit, with the simulation off and on: each
+/// position's values come from the same f64 operations in the same order however the prompt
+/// is cut (per-token ops are independent, attention and pooling read the same keys in the
+/// same order), so no tolerance is needed. The 300-token prompt crosses every boundary:
+/// the window slides from 128, ratio-4 blocks end every 4 tokens (the indexer drops rows from
+/// 15), ratio-128 blocks at 127 and 255; chunks of 3 and 7 end at every residue, the cut
+/// lists end exactly before, at and after each boundary.
+#[test]
+fn chunked_prefill_equals_one_shot() {
+    let (file, reference, _) = open(F32);
+    let tokens = &reference.tokens;
+    for qat_sim in [false, true] {
+        let model = Deepseek4Reference::load(&file, Deepseek4Options { qat_sim }).unwrap();
+        let n_vocab = model.config().n_vocab;
+        let one_shot = model.logits(tokens).unwrap();
+        let schedules: [&[usize]; 7] = [
+            &[3],
+            &[7],
+            &[32],
+            &[100],
+            &[300],
+            // Cuts at 3, 4, 15, 16, 127, 128, 129, 255, 256.
+            &[3, 1, 11, 1, 111, 1, 1, 126, 1, 44],
+            // Cuts at 2, 14, 126, 254, 257.
+            &[2, 12, 112, 128, 3, 43],
+        ];
+        for sizes in schedules {
+            let got = chunked(&model, tokens, sizes);
+            assert_same_bits(
+                &format!("qat_sim {qat_sim}, chunks {sizes:?}"),
+                &got,
+                &one_shot,
+                n_vocab,
+            );
+        }
+    }
+}
+
+/// Decode: a prefill past the window, then one token per call to the end of the prompt (the
+/// second ratio-128 block and 43 ratio-4 blocks are completed by single tokens).
+#[test]
+fn decode_after_prefill_equals_one_shot() {
+    let (file, reference, _) = open(F32);
+    let tokens = &reference.tokens;
+    for qat_sim in [false, true] {
+        let model = Deepseek4Reference::load(&file, Deepseek4Options { qat_sim }).unwrap();
+        let got = chunked(&model, tokens, &[130, 1]);
+        let one_shot = model.logits(tokens).unwrap();
+        assert_same_bits(
+            &format!("qat_sim {qat_sim}: prefill 130, decode 170"),
+            &got,
+            &one_shot,
+            model.config().n_vocab,
+        );
+    }
+}
+
+#[test]
+fn decode_from_the_first_token_equals_one_shot() {
+    let (file, reference, _) = open(F32);
+    let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+    let tokens = &reference.tokens;
+    assert_same_bits(
+        "one token per call",
+        &chunked(&model, tokens, &[1]),
+        &model.logits(tokens).unwrap(),
+        model.config().n_vocab,
+    );
+}
+
+#[test]
+fn reset_state_equals_a_new_state() {
+    let (file, reference, _) = open(F32);
+    let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+    let tokens = &reference.tokens[..140];
+    let mut state = model.new_state();
+    let first = model.forward(&mut state, tokens).unwrap();
+    assert_ne!(state, model.new_state());
+    // An empty chunk changes nothing.
+    let before = state.clone();
+    assert!(model.forward(&mut state, &[]).unwrap().is_empty());
+    assert_eq!(state, before);
+    state.reset();
+    assert_eq!(state, model.new_state());
+    // ... and to the state of the same file loaded afresh.
+    let fresh = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+    assert_eq!(state, fresh.new_state());
+    assert_eq!(state.n_past(), 0);
+    assert_eq!(model.forward(&mut state, tokens).unwrap(), first);
+    assert_eq!(fresh.logits(tokens).unwrap(), first);
+}
+
+#[test]
+fn state_of_another_model_is_refused() {
+    let (file, reference, _) = open(F32);
+    let model = load(&file);
+    // Another config, and the same file with the simulation on: their keys differ.
+    let others = [
+        load(&with_key("attention.sliding_window", Some(64u32.into()))),
+        Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap(),
+    ];
+    for other in others {
+        let mut state = model.new_state();
+        let err = other
+            .forward(&mut state, &reference.tokens[..2])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("new_state"), "{err}");
+        assert_eq!(state.n_past(), 0);
+    }
+}
+
+/// Our FP8 E4M3 and FP4 E2M1 roundings against ml_dtypes on every value and tie of each
+/// format and 1500 random f32 inputs each (`fixtures/quant/minifloat`): bit-exact.
+#[test]
+fn minifloat_roundings_match_ml_dtypes() {
+    let text = std::fs::read_to_string(fixtures().join("quant/minifloat/ml_dtypes.txt")).unwrap();
+    let mut counts = [0usize; 2];
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let bits = |s: &str| f32::from_bits(u32::from_str_radix(s, 16).unwrap());
+        let (x, want) = (bits(fields[1]), bits(fields[2]));
+        let (got, count) = match fields[0] {
+            "e4m3" => (qat::round_e4m3(x as f64), &mut counts[0]),
+            "e2m1" => (qat::round_e2m1(x as f64), &mut counts[1]),
+            other => panic!("format {other}"),
+        };
+        assert_eq!(got, want as f64, "{line}: {x:e}");
+        *count += 1;
+    }
+    assert_eq!(counts, [2006, 1530]);
+}
+
+/// Our block roundings against the original engine's own functions on rows of Flash's sizes
+/// (`fixtures/quant/minifloat/ds4_rows.bin`, made by compiling `ds4.c`'s
+/// `dsv4_fp8_kv_quantize_row_inplace_cpu` and `dsv4_indexer_qat_rows_inplace_cpu`): keys of
+/// 512 (FP8 over the first 448 dims) and indexer heads of 128 (Hadamard then FP4), 16 each.
+/// Equal bit for bit: the engine's f32 arithmetic can differ from our f64 only where a
+/// value lies within an f32 rounding of a tie or a scale boundary, which none of these does.
+#[test]
+fn qat_roundings_match_the_original_engine() {
+    let bytes = std::fs::read(fixtures().join("quant/minifloat/ds4_rows.bin")).unwrap();
+    let values: Vec<f64> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+        .collect();
+    let (rows, key_dim, n_rot, index_dim) = (16, 512, 64, 128);
+    let (keys, rest) = values.split_at(2 * rows * key_dim);
+    let (key_in, key_out) = keys.split_at(rows * key_dim);
+    let (index_in, index_out) = rest.split_at(rows * index_dim);
+    assert_eq!(index_out.len(), rows * index_dim);
+    for (r, (x, want)) in key_in
+        .chunks(key_dim)
+        .zip(key_out.chunks(key_dim))
+        .enumerate()
+    {
+        let mut got = x.to_vec();
+        qat::round_fp8_blocks(&mut got[..key_dim - n_rot]);
+        assert_eq!(got, want, "key row {r}");
+    }
+    for (r, (x, want)) in index_in
+        .chunks(index_dim)
+        .zip(index_out.chunks(index_dim))
+        .enumerate()
+    {
+        let mut got = x.to_vec();
+        qat::hadamard(&mut got);
+        qat::round_fp4_blocks(&mut got);
+        assert_eq!(got, want, "indexer row {r}");
+    }
+}
+
+/// The simulation on vs off on both tiny models: the difference the issue asks to report.
+/// It moves every key's non-RoPE half by up to 2^-4 of its block's largest value (FP8's 3
+/// mantissa bits) and the indexer's scores far more (FP4), which changes some of its picks.
+/// Measured (printed): F32 NMSE 1.6e-3, max 0.97, top-1 0.967 (10 of 300 positions); Q8_0
+/// NMSE 1.6e-3, top-1 0.963. Apart, on F32 (measured once, by switching one rounding off):
+/// the FP8 keys alone NMSE 1.5e-3, top-1 0.973; the FP4 indexer alone NMSE 5.1e-4, top-1
+/// 0.997, from position 17 (its first changed pick). The bounds, NMSE <= 1e-2 and top-1 >= 0.9, leave 6x and 3x
+/// margins and still say the simulation perturbs the model rather than replaces it (an
+/// unrelated model: NMSE ~1, top-1 ~0.01); the roundings' own tests pin the values.
+#[test]
+fn qat_sim_moves_the_logits_by_a_bounded_amount() {
+    for name in [F32, Q8_0] {
+        let (file, reference, _) = open(name);
+        let off = logits(&file, &reference.tokens);
+        let on = Deepseek4Reference::load(&file, Deepseek4Options::default())
+            .unwrap()
+            .logits(&reference.tokens)
+            .unwrap();
+        let n_vocab = reference.n_vocab;
+        let a = agreement(&on, &off, n_vocab);
+        println!("{name}: qat_sim on vs off: {a:?}");
+        let first = (0..reference.tokens.len())
+            .find(|&t| on[t * n_vocab..(t + 1) * n_vocab] != off[t * n_vocab..(t + 1) * n_vocab]);
+        println!("{name}: first position that differs: {first:?}");
+        assert_eq!(first, Some(0), "keys are rounded from the first position");
+        assert!(a.nmse > 0.0 && a.nmse <= 1e-2 && a.top1 >= 0.9, "{a:?}");
+    }
 }

@@ -3,10 +3,16 @@
 //!
 //! The key is also the value, rotated tail included, so the output is rotated back by the
 //! query's position before the output projection.
+//!
+//! Queries come in chunks of any size: [`AttentionState`] carries what later queries read (the
+//! raw window's last keys, the compressed rows, the compressors' unfinished blocks), and every
+//! value is computed by the same f64 operations in the same order whatever the chunking, so a
+//! chunked prompt gives the logits of the whole prompt bit for bit.
 
-use super::compressor::{CompressorWeights, IndexerWeights, compress, select, visible_rows};
+use super::compressor::{CompressorState, CompressorWeights, IndexerWeights, select, visible_rows};
 use super::config::{Compression, Deepseek4Config};
 use super::math::{dot, matvec, rms_norm};
+use super::qat::Rounding;
 use super::rope::Rope;
 use super::weights::Tensors;
 use crate::CpuWeight;
@@ -44,27 +50,40 @@ pub(super) struct AttentionWeights {
     /// `[groups · rank, D]`.
     output_b: CpuWeight,
     compressed: CompressedKeys,
+    /// What every key (raw and compressed) goes through before it is stored.
+    key_rounding: Rounding,
 }
 
 impl AttentionWeights {
-    /// The attention tensors of layer `il`.
+    /// The attention tensors of layer `il`; its keys and its indexer's heads are rounded by
+    /// `key_rounding` and `indexer_rounding`.
     pub(super) fn load(
         t: &Tensors<'_>,
         il: usize,
         cfg: &Deepseek4Config,
+        key_rounding: Rounding,
+        indexer_rounding: Rounding,
     ) -> Result<AttentionWeights> {
         let name = |n: &str| format!("blk.{il}.{n}");
         let (d, hd, rank) = (cfg.d_model, cfg.head_dim, cfg.q_lora_rank);
         let q_width = cfg.n_heads * hd;
         let out_rows = cfg.output_groups * cfg.output_rank;
         let compression = cfg.compression[il];
-        let compressor =
-            || CompressorWeights::load(t, &name("attn_compressor_"), d, hd, compression);
+        let compressor = || {
+            CompressorWeights::load(
+                t,
+                &name("attn_compressor_"),
+                d,
+                hd,
+                compression,
+                key_rounding,
+            )
+        };
         let compressed = match compression {
             Compression::None => CompressedKeys::None,
             Compression::Ratio4 => CompressedKeys::Ratio4 {
                 compressor: compressor()?,
-                indexer: Box::new(IndexerWeights::load(t, il, cfg)?),
+                indexer: Box::new(IndexerWeights::load(t, il, cfg, indexer_rounding)?),
             },
             Compression::Ratio128 => CompressedKeys::Ratio128 {
                 compressor: compressor()?,
@@ -85,6 +104,7 @@ impl AttentionWeights {
             )?,
             output_b: t.weight(&name("attn_output_b.weight"), &[out_rows, d])?,
             compressed,
+            key_rounding,
         })
     }
 }
@@ -111,12 +131,28 @@ fn attend(q: &[f64], keys: &[&[f64]], sink: f64) -> Vec<f64> {
     out
 }
 
-/// The attention sub-block of one layer over a whole prompt. x: its normed input (T, D) ->
-/// (T, D). `rope` is the layer's rotation; `compressed_rope` the one of compressed layers,
-/// which the indexer and the compressed rows always use.
+/// What one layer's attention carries from a chunk of tokens to the next.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct AttentionState {
+    /// The keys of the last `sliding_window - 1` positions, oldest first: every raw key a
+    /// later query sees besides its own.
+    window: Vec<Vec<f64>>,
+    /// The layer's compressed rows and its compressor's unfinished blocks (left empty
+    /// without compression).
+    compressed: CompressorState,
+    /// Ratio 4: the indexer's compressed keys and unfinished blocks (else empty).
+    index_keys: CompressorState,
+}
+
+/// The attention sub-block of one layer for the tokens at positions `pos..pos + x.len()`,
+/// `state` holding what the earlier positions left. x: its normed input (T, D) -> (T, D).
+/// `rope` is the layer's rotation; `compressed_rope` the one of compressed layers, which the
+/// indexer and the compressed rows always use.
 pub(super) fn attention(
     w: &AttentionWeights,
+    state: &mut AttentionState,
     x: &[Vec<f64>],
+    pos: usize,
     cfg: &Deepseek4Config,
     rope: &Rope,
     compressed_rope: &Rope,
@@ -126,42 +162,57 @@ pub(super) fn attention(
         .iter()
         .map(|xt| rms_norm(&matvec(&w.q_a, 0, xt), Some(&w.q_a_norm), eps))
         .collect();
-    let kv: Vec<Vec<f64>> = x
-        .iter()
-        .enumerate()
-        .map(|(t, xt)| {
-            let mut k = rms_norm(&matvec(&w.kv, 0, xt), Some(&w.kv_norm), eps);
-            rope.rotate(&mut k, t);
-            k
-        })
-        .collect();
-    // The compressed rows, and for each query the ones it attends.
-    let (rows, attended): (Vec<Vec<f64>>, Vec<Vec<usize>>) = match &w.compressed {
-        CompressedKeys::None => (Vec::new(), vec![Vec::new(); x.len()]),
+    // The raw keys of positions `first..pos + T`: the window's, then the chunk's.
+    let first = pos - state.window.len();
+    let mut raw = std::mem::take(&mut state.window);
+    raw.extend((pos..).zip(x).map(|(t, xt)| {
+        let mut k = rms_norm(&matvec(&w.kv, 0, xt), Some(&w.kv_norm), eps);
+        rope.rotate(&mut k, t);
+        w.key_rounding.apply(&mut k);
+        k
+    }));
+    // For each query the compressed rows it attends.
+    let attended: Vec<Vec<usize>> = match &w.compressed {
+        CompressedKeys::None => vec![Vec::new(); x.len()],
         CompressedKeys::Ratio4 {
             compressor,
             indexer,
-        } => (
-            compress(compressor, x, Compression::Ratio4, compressed_rope, eps),
-            select(indexer, x, &q_lora, cfg, compressed_rope),
-        ),
-        CompressedKeys::Ratio128 { compressor } => (
-            compress(compressor, x, Compression::Ratio128, compressed_rope, eps),
-            (0..x.len())
+        } => {
+            state
+                .compressed
+                .extend(compressor, x, pos, compressed_rope, eps);
+            select(
+                indexer,
+                &mut state.index_keys,
+                x,
+                &q_lora,
+                pos,
+                cfg,
+                compressed_rope,
+            )
+        }
+        CompressedKeys::Ratio128 { compressor } => {
+            state
+                .compressed
+                .extend(compressor, x, pos, compressed_rope, eps);
+            (pos..pos + x.len())
                 .map(|t| (0..visible_rows(t, Compression::Ratio128)).collect())
-                .collect(),
-        ),
+                .collect()
+        }
     };
+    let rows = &state.compressed.rows;
     let group_width = cfg.n_heads * hd / cfg.output_groups;
-    (0..x.len())
-        .map(|t| {
+    let out = (pos..)
+        .zip(&q_lora)
+        .zip(&attended)
+        .map(|((t, q_lora), attended)| {
             let window_start = (t + 1).saturating_sub(cfg.sliding_window);
-            let keys: Vec<&[f64]> = kv[window_start..=t]
+            let keys: Vec<&[f64]> = raw[window_start - first..=t - first]
                 .iter()
-                .chain(attended[t].iter().map(|&b| &rows[b]))
+                .chain(attended.iter().map(|&b| &rows[b]))
                 .map(Vec::as_slice)
                 .collect();
-            let q = matvec(&w.q_b, 0, &q_lora[t]);
+            let q = matvec(&w.q_b, 0, q_lora);
             let mut out = Vec::with_capacity(q.len());
             for (head, sink) in q.chunks_exact(hd).zip(&w.sinks) {
                 let mut qh = rms_norm(head, None, eps);
@@ -181,5 +232,9 @@ pub(super) fn attention(
                 .collect();
             matvec(&w.output_b, 0, &low_rank)
         })
-        .collect()
+        .collect();
+    let keep = cfg.sliding_window.saturating_sub(1);
+    raw.drain(..raw.len().saturating_sub(keep));
+    state.window = raw;
+    out
 }

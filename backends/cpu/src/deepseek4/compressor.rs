@@ -4,13 +4,17 @@
 //! A compressor turns each block of `ratio` tokens into one key row: per column, a softmax over
 //! the window's gate scores weights the window's values. Ratio 128 pools its own block; ratio 4
 //! pools an overlapping window of 8 tokens, the previous block through the first half of the
-//! projection's columns and its own block through the second half. The row is then RMS-normed
-//! and rotated to the position of its block's first token. Row b exists once token
-//! `(b + 1) · ratio - 1` does, so a prompt's rows are computed from the whole prompt at once
-//! (llama.cpp carries the same state across micro-batches, with the same result).
+//! projection's columns and its own block through the second half. The row is then RMS-normed,
+//! rotated to the position of its block's first token and rounded as the simulation says
+//! ([`Rounding`]). Row b exists once token `(b + 1) · ratio - 1` does.
+//!
+//! Tokens arrive in chunks of any size ([`CompressorState::extend`]): the state keeps the
+//! projections of the block being filled and, for ratio 4, of the last complete block, which
+//! is all a later row reads (the original engine's `compressor_decode_one` keeps the same).
 
 use super::config::{Compression, Deepseek4Config};
 use super::math::{matvec, rms_norm};
+use super::qat::Rounding;
 use super::rope::Rope;
 use super::weights::Tensors;
 use crate::CpuWeight;
@@ -18,6 +22,7 @@ use moetile::Result;
 
 /// The weights of one compressor.
 pub(super) struct CompressorWeights {
+    compression: Compression,
     /// `[D, coff · width]`: the values.
     kv: CpuWeight,
     /// `[D, coff · width]`: the gate scores.
@@ -26,6 +31,8 @@ pub(super) struct CompressorWeights {
     ape: CpuWeight,
     /// `width` values.
     norm: Vec<f32>,
+    /// What a finished row goes through.
+    rounding: Rounding,
 }
 
 impl CompressorWeights {
@@ -37,14 +44,17 @@ impl CompressorWeights {
         d_model: usize,
         width: usize,
         compression: Compression,
+        rounding: Rounding,
     ) -> Result<CompressorWeights> {
         let cols = coff(compression) * width;
         let ratio = compression.ratio();
         Ok(CompressorWeights {
+            compression,
             kv: t.weight(&format!("{prefix}kv.weight"), &[d_model, cols])?,
             gate: t.weight(&format!("{prefix}gate.weight"), &[d_model, cols])?,
             ape: t.weight(&format!("{prefix}ape.weight"), &[cols, ratio])?,
             norm: t.vector(&format!("{prefix}norm.weight"), width)?,
+            rounding,
         })
     }
 }
@@ -57,32 +67,35 @@ fn coff(compression: Compression) -> usize {
     }
 }
 
-/// The softmax-pooled row of block `b` (before norm and RoPE). kv, score: (T, coff · width).
-/// A ratio-4 window's previous half is the first `width` columns of tokens `4b - 4 .. 4b`; for
-/// block 0 it lies before the prompt, where llama.cpp pools zeros with score −∞, i.e. weight
-/// 0, so it is left out.
-fn pool(kv: &[Vec<f64>], score: &[Vec<f64>], b: usize, compression: Compression) -> Vec<f64> {
-    let ratio = compression.ratio();
-    let width = kv[0].len() / coff(compression);
-    let start = b * ratio;
+/// One token's projections, `coff · width` each.
+#[derive(Debug, Clone, PartialEq)]
+struct Projected {
+    kv: Vec<f64>,
+    /// The gate scores with the bias of the token's place in its block.
+    score: Vec<f64>,
+}
+
+/// The softmax-pooled row (before norm and RoPE) of the window made of `previous` (ratio 4:
+/// the last block, through its first `width` columns; empty for ratio 128 and before the
+/// first ratio-4 block, where llama.cpp pools zeros with score −∞, i.e. weight 0) and
+/// `current` (the block itself, through its last `width` columns).
+fn pool(previous: &[Projected], current: &[Projected], width: usize) -> Vec<f64> {
     // (token, first column) of each window entry.
-    let mut entries: Vec<(usize, usize)> = Vec::with_capacity(2 * ratio);
-    if compression == Compression::Ratio4 {
-        entries.extend((start.saturating_sub(ratio)..start).map(|j| (j, 0)));
-        entries.extend((start..start + ratio).map(|j| (j, width)));
-    } else {
-        entries.extend((start..start + ratio).map(|j| (j, 0)));
-    }
+    let entries: Vec<(&Projected, usize)> = previous
+        .iter()
+        .map(|p| (p, 0))
+        .chain(current.iter().map(|p| (p, p.kv.len() - width)))
+        .collect();
     (0..width)
         .map(|c| {
             let max = entries
                 .iter()
-                .map(|&(j, off)| score[j][off + c])
+                .map(|&(p, off)| p.score[off + c])
                 .fold(f64::NEG_INFINITY, f64::max);
             let (mut num, mut den) = (0.0, 0.0);
-            for &(j, off) in &entries {
-                let w = (score[j][off + c] - max).exp();
-                num += w * kv[j][off + c];
+            for &(p, off) in &entries {
+                let w = (p.score[off + c] - max).exp();
+                num += w * p.kv[off + c];
                 den += w;
             }
             num / den
@@ -90,35 +103,52 @@ fn pool(kv: &[Vec<f64>], score: &[Vec<f64>], b: usize, compression: Compression)
         .collect()
 }
 
-/// The compressed rows of a prompt (one per whole block), each `width` wide. x: the
-/// attention input, (T, D).
-pub(super) fn compress(
-    w: &CompressorWeights,
-    x: &[Vec<f64>],
-    compression: Compression,
-    rope: &Rope,
-    rms_eps: f64,
-) -> Vec<Vec<f64>> {
-    let ratio = compression.ratio();
-    let kv: Vec<Vec<f64>> = x.iter().map(|xt| matvec(&w.kv, 0, xt)).collect();
-    let score: Vec<Vec<f64>> = x
-        .iter()
-        .enumerate()
-        .map(|(t, xt)| {
-            let mut s = matvec(&w.gate, 0, xt);
-            for (s, &bias) in s.iter_mut().zip(w.ape.row(0, t % ratio)) {
+/// What a compressor carries from one chunk of tokens to the next.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct CompressorState {
+    /// The row of every complete block so far, in block order.
+    pub(super) rows: Vec<Vec<f64>>,
+    /// The tokens of the block being filled: `position % ratio` of them.
+    pending: Vec<Projected>,
+    /// Ratio 4: the last complete block's tokens, the first half of the next window.
+    previous: Vec<Projected>,
+}
+
+impl CompressorState {
+    /// Feeds the tokens at positions `pos..pos + x.len()` (x: the attention input, (T, D);
+    /// `pos` is where the state stopped), appending a row for each block they complete.
+    pub(super) fn extend(
+        &mut self,
+        w: &CompressorWeights,
+        x: &[Vec<f64>],
+        pos: usize,
+        rope: &Rope,
+        rms_eps: f64,
+    ) {
+        let ratio = w.compression.ratio();
+        debug_assert_eq!(self.pending.len(), pos % ratio, "compressor state position");
+        for (t, xt) in (pos..).zip(x) {
+            let mut score = matvec(&w.gate, 0, xt);
+            for (s, &bias) in score.iter_mut().zip(w.ape.row(0, t % ratio)) {
                 *s += bias as f64;
             }
-            s
-        })
-        .collect();
-    (0..x.len() / ratio)
-        .map(|b| {
-            let mut row = rms_norm(&pool(&kv, &score, b, compression), Some(&w.norm), rms_eps);
-            rope.rotate(&mut row, b * ratio);
-            row
-        })
-        .collect()
+            self.pending.push(Projected {
+                kv: matvec(&w.kv, 0, xt),
+                score,
+            });
+            if self.pending.len() == ratio {
+                let pooled = pool(&self.previous, &self.pending, w.norm.len());
+                let mut row = rms_norm(&pooled, Some(&w.norm), rms_eps);
+                rope.rotate(&mut row, t + 1 - ratio);
+                w.rounding.apply(&mut row);
+                self.rows.push(row);
+                let block = std::mem::take(&mut self.pending);
+                if w.compression == Compression::Ratio4 {
+                    self.previous = block;
+                }
+            }
+        }
+    }
 }
 
 /// Compressed rows query `t` can see: those of the blocks that end at or before it.
@@ -134,14 +164,18 @@ pub(super) struct IndexerWeights {
     proj: CpuWeight,
     /// The indexer's own compressor, ratio 4, rows `head_dim` wide.
     compressor: CompressorWeights,
+    /// What each query head goes through (its keys go through the same, in `compressor`).
+    rounding: Rounding,
 }
 
 impl IndexerWeights {
-    /// `blk.{il}.indexer.*` and `blk.{il}.indexer_compressor_*`.
+    /// `blk.{il}.indexer.*` and `blk.{il}.indexer_compressor_*`; `rounding` applies to its
+    /// query heads and keys.
     pub(super) fn load(
         t: &Tensors<'_>,
         il: usize,
         cfg: &Deepseek4Config,
+        rounding: Rounding,
     ) -> Result<IndexerWeights> {
         let (heads, dim) = (cfg.indexer_heads, cfg.indexer_head_dim);
         Ok(IndexerWeights {
@@ -159,42 +193,47 @@ impl IndexerWeights {
                 cfg.d_model,
                 dim,
                 Compression::Ratio4,
+                rounding,
             )?,
+            rounding,
         })
     }
 }
 
-/// For each query t, the compressed rows it attends: the `top_k` visible rows of highest
-/// score `sum_h relu(q_h · k_b) · w_h` (all visible rows when there are no more than `top_k`;
-/// ties go to the earlier row), in row order. x: the attention input (T, D); q_lora: the normed
-/// q_a output (T, q_lora_rank).
+/// For each query at positions `pos..pos + x.len()`, the compressed rows it attends: the
+/// `top_k` visible rows of highest score `sum_h relu(q_h · k_b) · w_h` (all visible rows when
+/// there are no more than `top_k`; ties go to the earlier row), in row order. `keys` holds the
+/// indexer's compressed keys, extended here by the chunk's. x: the attention input (T, D);
+/// q_lora: the normed q_a output (T, q_lora_rank).
 ///
-/// llama.cpp rotates the indexer's queries and keys by the same Hadamard matrix before its F16
-/// cache; being orthogonal it leaves every score unchanged, so an exact reference skips it.
+/// With the simulation off the Hadamard rotation that llama.cpp and the original engine apply
+/// to queries and keys is skipped: being orthogonal it leaves every score unchanged.
 pub(super) fn select(
     w: &IndexerWeights,
+    keys: &mut CompressorState,
     x: &[Vec<f64>],
     q_lora: &[Vec<f64>],
+    pos: usize,
     cfg: &Deepseek4Config,
     rope: &Rope,
 ) -> Vec<Vec<usize>> {
     let (heads, dim) = (cfg.indexer_heads, cfg.indexer_head_dim);
-    let keys = compress(&w.compressor, x, Compression::Ratio4, rope, cfg.rms_eps);
+    keys.extend(&w.compressor, x, pos, rope, cfg.rms_eps);
     let head_norm = ((dim * heads) as f64).sqrt();
-    x.iter()
-        .zip(q_lora)
-        .enumerate()
+    (pos..)
+        .zip(x.iter().zip(q_lora))
         .map(|(t, (xt, qt))| {
             let mut q = matvec(&w.q_b, 0, qt);
             for head in q.chunks_exact_mut(dim) {
                 rope.rotate(head, t);
+                w.rounding.apply(head);
             }
             let head_weights: Vec<f64> = matvec(&w.proj, 0, xt)
                 .iter()
                 .map(|v| v / head_norm)
                 .collect();
             let n_visible = visible_rows(t, Compression::Ratio4);
-            let scores: Vec<f64> = keys[..n_visible]
+            let scores: Vec<f64> = keys.rows[..n_visible]
                 .iter()
                 .map(|k| {
                     q.chunks_exact(dim)
@@ -219,19 +258,27 @@ pub(super) fn select(
 mod tests {
     use super::*;
 
+    /// Tokens of width-1 rows (coff 2): column 0 feeds the next block's window, column 1
+    /// this block's.
+    fn tokens(range: std::ops::Range<usize>) -> Vec<Projected> {
+        range
+            .map(|j| Projected {
+                kv: vec![100.0 + j as f64, j as f64],
+                score: vec![50.0, (j % 4) as f64],
+            })
+            .collect()
+    }
+
     #[test]
     fn first_ratio4_block_pools_only_its_own_tokens() {
-        // width 1, coff 2: column 0 feeds the next block's window, column 1 this block's.
         // Block 0 has no previous block: its row is the softmax pool of column 1 of tokens
         // 0..4 alone, however large the column-0 scores.
-        let kv: Vec<Vec<f64>> = (0..8).map(|j| vec![100.0 + j as f64, j as f64]).collect();
-        let score: Vec<Vec<f64>> = (0..8).map(|j| vec![50.0, (j % 4) as f64]).collect();
         let e: Vec<f64> = (0..4).map(|j| (j as f64).exp()).collect();
         let want = (0..4).map(|j| e[j] * j as f64).sum::<f64>() / e.iter().sum::<f64>();
-        assert!((pool(&kv, &score, 0, Compression::Ratio4)[0] - want).abs() < 1e-12);
+        assert!((pool(&[], &tokens(0..4), 1)[0] - want).abs() < 1e-12);
         // Block 1 pools tokens 0..4 through column 0 (score 50 dominates) and 4..8 through
         // column 1.
-        let row = pool(&kv, &score, 1, Compression::Ratio4)[0];
+        let row = pool(&tokens(0..4), &tokens(4..8), 1)[0];
         assert!((row - 101.5).abs() < 1e-12, "{row}");
     }
 

@@ -1,13 +1,19 @@
 //! The whole-model reference of DeepSeek V4 Flash (`deepseek4`), computed in f64 as llama.cpp
-//! defines it, for the logits of every position of a prompt processed as one batch.
+//! and the original engine (antirez/ds4) define it, for the logits of every position of a
+//! prompt fed in chunks of any size.
 //!
 //! deepseek4 does not fit the [`Backend`](moetile::model::Backend) op set (four hyper-connected
 //! streams instead of one residual, compressed keys, a token-dependent indexer), so it is a
 //! model of its own here: plain functions over f64 activations, with the weights dequantized
 //! exactly to f32 ([`moetile::quant::dequantize`]) and widened in every product. What it leaves
 //! out changes nothing in exact arithmetic: llama.cpp's F16 rounding of the KV and compressed
-//! caches (a storage choice; set its cache to F32 and flash attention off to compare), and the
-//! Hadamard rotation of the indexer's queries and keys (orthogonal, so no score moves).
+//! caches (a storage choice; set its cache to F32 and flash attention off to compare), and,
+//! with the simulation off, the Hadamard rotation of the indexer's queries and keys
+//! (orthogonal, so no score moves).
+//!
+//! The model was trained with its keys in FP8 and its indexer in FP4; the original engine
+//! simulates that and llama.cpp does not. [`Deepseek4Options::qat_sim`] (on by default)
+//! chooses; [`qat`] says exactly what is rounded where.
 //!
 //! Per token, per layer:
 //! ```text
@@ -16,16 +22,22 @@
 //! logits = output · output_norm(hyper::head(X))
 //! ```
 //! `attention` sees the raw sliding window and, in compressed layers, the rows of
-//! [`compressor`] (ratio 128: all visible rows; ratio 4: those the lightning indexer picks).
+//! `compressor` (ratio 128: all visible rows; ratio 4: those the lightning indexer picks).
+//! Only attention looks at other positions; what it needs of them is a [`Deepseek4State`].
 //!
 //! ```no_run
 //! use moetile::gguf::GgufFile;
-//! use moetile_cpu::deepseek4::Deepseek4Reference;
+//! use moetile_cpu::deepseek4::{Deepseek4Options, Deepseek4Reference};
 //!
 //! let file = GgufFile::open("deepseek4-tiny-f32.gguf".as_ref())?;
-//! let model = Deepseek4Reference::load(&file)?;
+//! let model = Deepseek4Reference::load(&file, Deepseek4Options::default())?;
 //! let logits = model.logits(&[1, 2, 3])?; // (3, n_vocab), row-major
 //! assert_eq!(logits.len(), 3 * model.config().n_vocab);
+//! // The same logits, prefilled then decoded one token at a time:
+//! let mut state = model.new_state();
+//! let mut chunked = model.forward(&mut state, &[1, 2])?;
+//! chunked.extend(model.forward(&mut state, &[3])?);
+//! assert_eq!(chunked, logits);
 //! # Ok::<(), moetile::Error>(())
 //! ```
 
@@ -35,6 +47,7 @@ mod config;
 mod hyper;
 mod math;
 mod moe;
+pub mod qat;
 mod rope;
 mod weights;
 
@@ -43,11 +56,12 @@ pub use config::{Compression, Deepseek4Config};
 use moetile::gguf::GgufFile;
 use moetile::{Error, Result};
 
-use attention::AttentionWeights;
+use attention::{AttentionState, AttentionWeights};
 use config::HC_STREAMS;
 use hyper::HcWeights;
 use math::{matvec, rms_norm};
 use moe::MoeWeights;
+use qat::Rounding;
 use rope::Rope;
 use weights::Tensors;
 
@@ -61,9 +75,53 @@ struct Layer {
     moe: MoeWeights,
 }
 
+/// How the reference computes, where the file does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deepseek4Options {
+    /// Simulate the low precision the model was trained with, as the original engine does:
+    /// attention keys through FP8 E4M3, indexer queries and keys through a Hadamard rotation
+    /// and FP4 E2M1 ([`qat`]). On by default; off computes llama.cpp's graph exactly, which
+    /// the fixtures' goldens hold.
+    pub qat_sim: bool,
+}
+
+impl Default for Deepseek4Options {
+    fn default() -> Self {
+        Deepseek4Options { qat_sim: true }
+    }
+}
+
+/// What a sequence has left for the positions after it: per layer, what its attention reads of
+/// earlier positions (the raw window's last keys, the compressed rows and indexer keys so far,
+/// the compressors' unfinished blocks). Nothing else crosses positions: hyper-connections,
+/// norms and experts act on one token at a time. Made by [`Deepseek4Reference::new_state`],
+/// for that model only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deepseek4State {
+    /// Positions fed so far: where the next token goes.
+    n_past: usize,
+    layers: Vec<AttentionState>,
+    /// The config and options of the model that made the state, to refuse another's.
+    owner: (Deepseek4Config, Deepseek4Options),
+}
+
+impl Deepseek4State {
+    /// Positions fed so far.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Forgets every position: the state of a new sequence.
+    pub fn reset(&mut self) {
+        self.n_past = 0;
+        self.layers.fill_with(AttentionState::default);
+    }
+}
+
 /// A deepseek4 model loaded for the reference forward pass.
 pub struct Deepseek4Reference {
     config: Deepseek4Config,
+    options: Deepseek4Options,
     /// `[D, V]`.
     embed: CpuWeight,
     layers: Vec<Layer>,
@@ -79,17 +137,38 @@ pub struct Deepseek4Reference {
 
 impl Deepseek4Reference {
     /// Reads the config and every weight the logits use from `file` (an error names the key
-    /// or tensor at fault). Tensors the architecture never reads (`*.scale`,
-    /// `*.input_scale`, `exp_probs_b_vl`, multi-token-prediction blocks) are ignored.
-    pub fn load(file: &GgufFile) -> Result<Deepseek4Reference> {
+    /// or tensor at fault), to compute as `options` say; with the simulation on, indexer heads
+    /// must be a power of two of at least 32 wide. Tensors the architecture never reads
+    /// (`*.scale`, `*.input_scale`, `exp_probs_b_vl`, multi-token-prediction blocks) are
+    /// ignored.
+    pub fn load(file: &GgufFile, options: Deepseek4Options) -> Result<Deepseek4Reference> {
         let cfg = Deepseek4Config::from_gguf(file)?;
+        let has_indexer = cfg.compression.contains(&Compression::Ratio4);
+        let dim = cfg.indexer_head_dim;
+        if options.qat_sim && has_indexer && !(dim.is_power_of_two() && dim >= qat::FP4_BLOCK) {
+            return Err(Error::InvalidModel(format!(
+                "{}.attention.indexer.key_length = {dim}: the low-precision simulation rotates \
+                 indexer heads by a Hadamard transform and rounds them in FP4 blocks of {}, so \
+                 it needs a power of two of at least {}; load with qat_sim off",
+                config::ARCH,
+                qat::FP4_BLOCK,
+                qat::FP4_BLOCK
+            )));
+        }
+        let (key_rounding, indexer_rounding) = Rounding::pair(options.qat_sim, cfg.n_rot);
         let t = Tensors { file };
         let d = cfg.d_model;
         let layers = (0..cfg.n_layers)
             .map(|il| {
                 Ok(Layer {
                     hc_attn: HcWeights::load_block(&t, &format!("blk.{il}.hc_attn"), d)?,
-                    attention: AttentionWeights::load(&t, il, &cfg)?,
+                    attention: AttentionWeights::load(
+                        &t,
+                        il,
+                        &cfg,
+                        key_rounding,
+                        indexer_rounding,
+                    )?,
                     hc_ffn: HcWeights::load_block(&t, &format!("blk.{il}.hc_ffn"), d)?,
                     moe: MoeWeights::load(&t, il, &cfg)?,
                 })
@@ -111,6 +190,7 @@ impl Deepseek4Reference {
             rope,
             compressed_rope,
             config: cfg,
+            options,
         })
     }
 
@@ -119,9 +199,25 @@ impl Deepseek4Reference {
         &self.config
     }
 
-    /// The logits of every position of `tokens` (positions 0..T, one sequence), row-major
-    /// (T, n_vocab), rounded to f32 only at the end.
+    /// The state of a sequence with no position yet.
+    pub fn new_state(&self) -> Deepseek4State {
+        Deepseek4State {
+            n_past: 0,
+            layers: vec![AttentionState::default(); self.config.n_layers],
+            owner: (self.config.clone(), self.options),
+        }
+    }
+
+    /// The logits of every position of `tokens` as one sequence from position 0 (a
+    /// [`forward`](Self::forward) from a new state), row-major (T, n_vocab).
     pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.forward(&mut self.new_state(), tokens)
+    }
+
+    /// The logits of `tokens` placed after the `state.n_past()` positions `state` holds,
+    /// row-major (T, n_vocab), rounded to f32 only at the end; `state` then holds them too.
+    /// However a sequence is cut into calls, each position's logits are the same bits.
+    pub fn forward(&self, state: &mut Deepseek4State, tokens: &[u32]) -> Result<Vec<f32>> {
         let cfg = &self.config;
         if let Some((i, id)) = tokens
             .iter()
@@ -134,6 +230,14 @@ impl Deepseek4Reference {
                 expected: format!("a token id below the vocabulary size {}", cfg.n_vocab),
             });
         }
+        if state.owner != (self.config.clone(), self.options) {
+            return Err(Error::InvalidSetting {
+                name: "deepseek4 state".into(),
+                value: format!("a state of another model or options ({:?})", state.owner.1),
+                expected: "a state made by this model's new_state".into(),
+            });
+        }
+        let pos = state.n_past;
         let tokens: Vec<usize> = tokens.iter().map(|&id| id as usize).collect();
         // Every stream starts as the token's embedding.
         let mut streams: Vec<Vec<f64>> = tokens
@@ -147,7 +251,7 @@ impl Deepseek4Reference {
                     .collect()
             })
             .collect();
-        for (il, layer) in self.layers.iter().enumerate() {
+        for ((il, layer), layer_state) in self.layers.iter().enumerate().zip(&mut state.layers) {
             let rope = match cfg.compression[il] {
                 Compression::None => &self.rope,
                 _ => &self.compressed_rope,
@@ -160,8 +264,15 @@ impl Deepseek4Reference {
                 .iter()
                 .map(|m| rms_norm(&m.input, Some(&layer.attention.norm), cfg.rms_eps))
                 .collect();
-            let out =
-                attention::attention(&layer.attention, &input, cfg, rope, &self.compressed_rope);
+            let out = attention::attention(
+                &layer.attention,
+                layer_state,
+                &input,
+                pos,
+                cfg,
+                rope,
+                &self.compressed_rope,
+            );
             streams = streams
                 .iter()
                 .zip(&mixes)
@@ -178,6 +289,7 @@ impl Deepseek4Reference {
                 })
                 .collect();
         }
+        state.n_past += tokens.len();
         Ok(streams
             .iter()
             .flat_map(|x| {
