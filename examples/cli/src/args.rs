@@ -239,14 +239,18 @@ pub fn runtime_settings(
     }
     // The flag goes over `MOETILE_TILE_MAX`, which is read only without it: a bad value there
     // does not fail a command that overrides it.
-    let tile_max = match tile_max {
-        Some(cap) => Some(cap),
-        None => RuntimeConfig::from_env().map_err(usage)?.tile_max,
+    let tile_max_env = match tile_max {
+        Some(_) => None,
+        None => RuntimeConfig::from_env().map_err(usage)?.tile_max_env,
     };
     let config = RuntimeConfig {
         ctx,
         chunk,
         tile_max,
+        tile_max_env,
+        // A cap tuned for the model on the device comes once both are known
+        // ([`RuntimeSettings::with_tuned_cap`]).
+        tuned_tile_max: None,
         tile_policy,
     };
     let policy = config.resolve_tile_policy();
