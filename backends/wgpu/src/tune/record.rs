@@ -129,7 +129,7 @@ impl TryFrom<FileEntry> for TunedEntry {
     type Error = String;
 
     fn try_from(e: FileEntry) -> Result<TunedEntry, String> {
-        let ms =
+        let mut ms =
             e.ms.iter()
                 .map(|(w, ms)| {
                     let width = w
@@ -142,6 +142,10 @@ impl TryFrom<FileEntry> for TunedEntry {
                     Ok((width, *ms))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
+        ms.sort_by_key(|(w, _)| *w);
+        if ms.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+            return Err("a width is timed twice".to_string());
+        }
         let cap = parse_width(e.cap)?;
         if !ms.iter().any(|(w, _)| *w == cap) {
             return Err(format!("cap {cap} was not measured"));
@@ -227,7 +231,7 @@ impl From<&UnusablePath> for FileUnusable {
 
 /// Each item of `values` read as `F` and made into `T`; those that fail are skipped with a
 /// warning naming their index and why.
-fn read_items<F, T>(values: Vec<Value>, what: &str, warn: &mut impl FnMut(String)) -> Vec<T>
+fn read_items<F, T>(values: Vec<Value>, what: &str, warn: &mut impl FnMut(&str, String)) -> Vec<T>
 where
     F: serde::de::DeserializeOwned,
     T: TryFrom<F, Error = String>,
@@ -242,7 +246,7 @@ where
             {
                 Ok(item) => Some(item),
                 Err(why) => {
-                    warn(format!("{what} {i}: {why}"));
+                    warn(&format!("{what} {i} of "), why);
                     None
                 }
             }
@@ -256,9 +260,9 @@ impl TuningRecord {
     pub fn load(dir: &FsPath) -> TuningRecord {
         let file = dir.join(TUNING_FILE);
         let mut warnings = Vec::new();
-        let mut warn = |why: String| {
+        let mut warn = |what: &str, why: String| {
             warnings.push(format!(
-                "ignoring {why} in the tuning record {} (run `moetile tune` to measure again)",
+                "ignoring {what}the tuning record {}: {why} (run `moetile tune` to measure again)",
                 file.display()
             ))
         };
@@ -266,7 +270,7 @@ impl TuningRecord {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return TuningRecord::default(),
             Err(e) => {
-                warn(format!("the file, unreadable: {e}"));
+                warn("", format!("unreadable: {e}"));
                 return TuningRecord {
                     warnings,
                     ..TuningRecord::default()
@@ -274,22 +278,22 @@ impl TuningRecord {
             }
         };
         let top = serde_json::from_slice::<Value>(&text)
-            .map_err(|e| format!("the file, not JSON: {e}"))
+            .map_err(|e| format!("not JSON: {e}"))
             .and_then(|v| match v.get("version").and_then(Value::as_u64) {
                 Some(v) if v == u64::from(TUNING_VERSION) => Ok(v),
                 Some(other) => Err(format!(
-                    "the file, of version {other} (this moetile reads {TUNING_VERSION})"
+                    "written as version {other}, this moetile reads version {TUNING_VERSION}"
                 )),
-                None => Err("the file, which has no version".to_string()),
+                None => Err("no version field".to_string()),
             })
             .and_then(|_| {
                 serde_json::from_slice::<FileTop<Value, Value>>(&text)
-                    .map_err(|e| format!("the file, not a tuning record: {e}"))
+                    .map_err(|e| format!("not a tuning record: {e}"))
             });
         let top = match top {
             Ok(top) => top,
             Err(why) => {
-                warn(why);
+                warn("", why);
                 return TuningRecord {
                     warnings,
                     ..TuningRecord::default()
