@@ -1,15 +1,15 @@
 //! Tile-cap tuning (`moetile tune`): the token-tile widths timed at a model's routed-expert
 //! matmuls on one adapter, each checked first, and the outcome kept in a [`TuningRecord`].
 //!
-//! The cap of the alignment rule (`moetile::tile::TilePolicy::Alignment`) was a hand-set 128;
-//! which width is fastest depends on the GPU, the driver, the expert shape and the weight type
-//! (on the H100, cap 64 beat 128 by 19% on DeepSeek-V4-Flash's shape and lost on Qwen3's). So
-//! [`tune`] times every width on every matmul path the device runs, at the shapes a model's
-//! experts have ([`expert_matmuls`]: gate/up and down per weight type), and the record keeps,
-//! per (adapter, path, shape), the milliseconds of each width. A later run asks
+//! The cap of the alignment rule (`moetile::tile::TilePolicy::Alignment`) was a hand-set 128; which
+//! width is fastest depends on the GPU, the driver, the expert shape and the weight type (on the
+//! H100, a DeepSeek-V4-Flash-shaped model prefilled 2048 tokens 19% faster with cap 64 than with
+//! the default 128: issue 12). So [`tune`] times every width on every matmul path the device runs,
+//! at the shapes a model's experts have ([`expert_matmuls`]: gate/up and down per weight type), and
+//! the record keeps, per (adapter, path, shape), the milliseconds of each width. A later run asks
 //! [`TuningRecord::tuned_cap`] for the width the model's matmuls together run fastest with, and
-//! uses it when no cap is set (`moetile::RuntimeConfig::tuned_tile_max`: below an explicit
-//! setting and `MOETILE_TILE_MAX`).
+//! uses it when no cap is set (`moetile::RuntimeConfig::tuned_tile_max`: below an explicit setting
+//! and `MOETILE_TILE_MAX`).
 //!
 //! Every kernel is checked against an f64 reference on a NaN-poisoned output before it is
 //! timed (as `moetile bench kernels` does, with the same code). A path whose kernel fails is
