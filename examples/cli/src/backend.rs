@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use moetile::RuntimeConfig;
+use moetile::config::TilePolicyKind;
 use moetile::model::Backend;
 use moetile::tile::{TileCapSource, TileWidth};
 use moetile_cpu::CpuBackend;
@@ -42,14 +43,16 @@ pub struct BackendInfo {
 
 impl BackendInfo {
     /// `config` with the tuned tile cap, which it runs with when neither `--tile-max` nor
-    /// `MOETILE_TILE_MAX` sets one: then a note on stderr says so.
+    /// `MOETILE_TILE_MAX` sets one: then a note on stderr says so (unless a fixed width
+    /// leaves no cap to choose).
     pub fn tuned(&self, config: &RuntimeConfig) -> RuntimeConfig {
         let config = RuntimeConfig {
             tuned_tile_max: self.tuned_tile_max,
             ..config.clone()
         };
         let cap = config.tile_cap();
-        if cap.source == TileCapSource::Tuned {
+        let capped = !matches!(config.tile_policy, TilePolicyKind::Fixed(_));
+        if cap.source == TileCapSource::Tuned && capped {
             eprintln!(
                 "note: tile cap {}, measured by `moetile tune` for this model on this adapter \
                  (--tile-max or {} go over it)",

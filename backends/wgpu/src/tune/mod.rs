@@ -379,6 +379,9 @@ pub fn tune_checked(
             });
         }
     }
+    // A path that failed at a later shape keeps no entries from the earlier ones.
+    let failed: Vec<Path> = record.unusable.iter().map(|u| u.path).collect();
+    record.entries.retain(|e| !failed.contains(&e.path));
     Ok(TuneOutcome {
         adapter,
         paths,
