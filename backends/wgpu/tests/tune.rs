@@ -157,6 +157,11 @@ fn corrupt_or_stale_records_are_ignored_with_a_warning() {
             "48 is not a tile width",
         ),
         ("ms", serde_json::json!({"32": -1.0}), "is not a time"),
+        (
+            "ms",
+            serde_json::json!({"32": 1.0, "032": 2.0}),
+            "timed twice",
+        ),
         ("surprise", serde_json::json!(true), "unknown field"),
     ] {
         let mut e = good_json.clone();

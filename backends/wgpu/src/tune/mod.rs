@@ -190,7 +190,8 @@ pub fn expert_matmuls(
 /// How long and at what to measure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TuneConfig {
-    /// Batch lengths T (multiples of 128, so each width runs whole tiles, as the cap would).
+    /// Batch lengths T: multiples of 128, the lengths at which the alignment rule runs the
+    /// cap's own width whichever cap it is, so the times compare caps.
     pub tokens: Vec<usize>,
     /// Timed runs per kernel and T (after a short warm-up); the median counts.
     pub iters: usize,

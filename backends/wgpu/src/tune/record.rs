@@ -136,7 +136,7 @@ impl TryFrom<FileEntry> for TunedEntry {
                         .parse()
                         .map_err(|_| format!("{w:?} is not a tile width"))
                         .and_then(parse_width)?;
-                    if !(ms.is_finite() && *ms > 0.0) {
+                    if !(ms.is_finite() && *ms >= 0.0) {
                         return Err(format!("{ms} ms for width {w} is not a time"));
                     }
                     Ok((width, *ms))

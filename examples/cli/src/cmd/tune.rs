@@ -127,6 +127,10 @@ pub fn run(args: TuneArgs) -> Result<()> {
     }
     match &options.tuning_dir {
         Some(dir) => {
+            // What of the old record cannot be used is dropped now: say what.
+            for warning in tune::TuningRecord::load(dir).warnings {
+                eprintln!("warning: {warning}");
+            }
             let saved = outcome.save(dir)?;
             println!("kept in {}", saved.display());
         }

@@ -94,6 +94,22 @@ fn tune_keeps_a_cap_that_later_runs_use_and_say_so() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // Tuning again says what it drops and writes a good record; the user's file stays.
+    let out = run_in(cache.path(), &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: ignoring the tuning record"),
+        "{stderr}"
+    );
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(folder.join("tuning.json")).unwrap()).unwrap();
+    assert_eq!(record["version"], 1);
+    assert_eq!(
+        std::fs::read_to_string(&mine).unwrap(),
+        "the user's own file"
+    );
 }
 
 #[test]
