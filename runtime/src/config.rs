@@ -6,7 +6,7 @@
 use crate::Result;
 use crate::error::Error;
 use crate::model::ModelConfig;
-use crate::tile::{TILE_MAX_ENV, TilePolicy, TileWidth};
+use crate::tile::{TILE_MAX_ENV, TileCap, TilePolicy, TileWidth};
 
 /// The longest context a session gets when the config does not set one: a model trained on
 /// more would otherwise reserve a KV cache for its whole trained context.
@@ -53,8 +53,15 @@ pub struct RuntimeConfig {
     pub ctx: Option<usize>,
     /// Most tokens per prefill chunk.
     pub chunk: usize,
-    /// Tile cap; `None` is 128.
+    /// Tile cap set by the caller (the CLI's `--tile-max`); it goes over every other source
+    /// (see [`RuntimeConfig::tile_cap`]).
     pub tile_max: Option<TileWidth>,
+    /// Tile cap from `MOETILE_TILE_MAX` ([`RuntimeConfig::from_env`] sets it): below
+    /// [`RuntimeConfig::tile_max`], above [`RuntimeConfig::tuned_tile_max`].
+    pub tile_max_env: Option<TileWidth>,
+    /// Tile cap measured for the model on the device (`moetile_wgpu::tune`), used when
+    /// neither the caller nor the environment sets one; `None` of all three is 128.
+    pub tuned_tile_max: Option<TileWidth>,
     /// Tile policy.
     pub tile_policy: TilePolicyKind,
 }
@@ -65,15 +72,18 @@ impl Default for RuntimeConfig {
             ctx: None,
             chunk: 512,
             tile_max: None,
+            tile_max_env: None,
+            tuned_tile_max: None,
             tile_policy: TilePolicyKind::default(),
         }
     }
 }
 
 impl RuntimeConfig {
-    /// The defaults with the tile cap `MOETILE_TILE_MAX` sets (32, 64 or 128), if it is set. An
-    /// invalid value is an error naming the allowed ones, never silently ignored. Settings
-    /// given explicitly (a command-line flag) go over it: overwrite the fields they set.
+    /// The defaults with the tile cap `MOETILE_TILE_MAX` sets (32, 64 or 128), if it is set, in
+    /// [`RuntimeConfig::tile_max_env`]. An invalid value is an error naming the allowed ones,
+    /// never silently ignored. Settings given explicitly (a command-line flag) go over it:
+    /// set the fields they set ([`RuntimeConfig::tile_max`] for the cap).
     pub fn from_env() -> Result<RuntimeConfig> {
         Self::with_tile_max_env(std::env::var(TILE_MAX_ENV).ok().as_deref())
     }
@@ -81,7 +91,7 @@ impl RuntimeConfig {
     /// [`RuntimeConfig::from_env`] with `value` as `MOETILE_TILE_MAX`'s value.
     fn with_tile_max_env(value: Option<&str>) -> Result<RuntimeConfig> {
         Ok(RuntimeConfig {
-            tile_max: value
+            tile_max_env: value
                 .map(|v| crate::tile::parse_width(TILE_MAX_ENV, v))
                 .transpose()?,
             ..RuntimeConfig::default()
@@ -94,9 +104,15 @@ impl RuntimeConfig {
         self.ctx.unwrap_or(model.n_ctx_train.min(DEFAULT_CTX_MAX))
     }
 
-    /// The tile policy with its cap (the config's, else 128).
+    /// The tile cap and its source: [`RuntimeConfig::tile_max`], else
+    /// [`RuntimeConfig::tile_max_env`], else [`RuntimeConfig::tuned_tile_max`], else 128.
+    pub fn tile_cap(&self) -> TileCap {
+        TileCap::resolve(self.tile_max, self.tile_max_env, self.tuned_tile_max)
+    }
+
+    /// The tile policy with its cap ([`RuntimeConfig::tile_cap`]).
     pub fn resolve_tile_policy(&self) -> TilePolicy {
-        let cap = self.tile_max.unwrap_or(TileWidth::T128);
+        let cap = self.tile_cap().width;
         match self.tile_policy {
             TilePolicyKind::Alignment => TilePolicy::Alignment { cap },
             TilePolicyKind::LoadAware => TilePolicy::LoadAware { cap },
@@ -109,6 +125,32 @@ impl RuntimeConfig {
 mod tests {
     use super::*;
     use TileWidth::*;
+
+    #[test]
+    fn tile_cap_comes_from_the_config_then_the_environment_then_the_tuned_cap_then_128() {
+        use crate::tile::TileCapSource::*;
+        let cap = |config, env: Option<&str>, tuned| {
+            let c = RuntimeConfig {
+                tile_max: config,
+                tuned_tile_max: tuned,
+                ..RuntimeConfig::with_tile_max_env(env).unwrap()
+            };
+            (c.tile_cap().width, c.tile_cap().source)
+        };
+        assert_eq!(cap(Some(T64), Some("32"), Some(T128)), (T64, Config));
+        assert_eq!(cap(None, Some("32"), Some(T64)), (T32, Env));
+        assert_eq!(cap(None, None, Some(T64)), (T64, Tuned));
+        assert_eq!(cap(None, None, None), (T128, Default));
+        assert_eq!(cap(Some(T32), None, None), (T32, Config));
+        let tuned = RuntimeConfig {
+            tuned_tile_max: Some(T32),
+            ..RuntimeConfig::default()
+        };
+        assert_eq!(
+            tuned.resolve_tile_policy(),
+            TilePolicy::Alignment { cap: T32 }
+        );
+    }
 
     #[test]
     fn tile_cap_comes_from_the_config_else_the_environment_else_128() {

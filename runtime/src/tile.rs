@@ -27,6 +27,62 @@ pub fn parse_width(name: &str, value: &str) -> Result<TileWidth> {
         })
 }
 
+/// Where a tile cap came from, strongest first: a setting the caller passed (the CLI's
+/// `--tile-max`), `MOETILE_TILE_MAX`, the cap `moetile tune` measured for the model on the
+/// device, else the built-in 128. Reports name it, so a user sees why a cap is what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileCapSource {
+    /// [`RuntimeConfig::tile_max`](crate::RuntimeConfig::tile_max).
+    Config,
+    /// `MOETILE_TILE_MAX`, through [`RuntimeConfig::tile_max_env`](crate::RuntimeConfig::tile_max_env).
+    Env,
+    /// [`RuntimeConfig::tuned_tile_max`](crate::RuntimeConfig::tuned_tile_max).
+    Tuned,
+    /// Nothing set one: 128.
+    Default,
+}
+
+impl std::fmt::Display for TileCapSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TileCapSource::Config => "config",
+            TileCapSource::Env => TILE_MAX_ENV,
+            TileCapSource::Tuned => "tuned",
+            TileCapSource::Default => "default",
+        })
+    }
+}
+
+/// A tile cap and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileCap {
+    /// The widest width allowed.
+    pub width: TileWidth,
+    /// Where it came from.
+    pub source: TileCapSource,
+}
+
+impl TileCap {
+    /// The first cap given, in the order of precedence: `config`, `env`, `tuned`, else 128.
+    pub fn resolve(
+        config: Option<TileWidth>,
+        env: Option<TileWidth>,
+        tuned: Option<TileWidth>,
+    ) -> TileCap {
+        [
+            (config, TileCapSource::Config),
+            (env, TileCapSource::Env),
+            (tuned, TileCapSource::Tuned),
+        ]
+        .into_iter()
+        .find_map(|(width, source)| width.map(|width| TileCap { width, source }))
+        .unwrap_or(TileCap {
+            width: TileWidth::T128,
+            source: TileCapSource::Default,
+        })
+    }
+}
+
 /// The shape of one routed-MoE batch, as far as tile choice cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MoeBatch {

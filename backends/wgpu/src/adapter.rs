@@ -11,6 +11,7 @@ use moetile_codegen::{COOP_MAX_SUBGROUP_SIZE, Path};
 use crate::context::ContextOptions;
 use crate::error::{Result, WgpuError};
 use crate::requirements;
+use crate::tune::UnusablePath;
 
 /// Which adapter to use.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -271,6 +272,27 @@ impl Profile {
         }
     }
 
+    /// Stops running `unusable`'s path (its kernels failed `moetile tune`'s check on this
+    /// adapter), so [`Profile::supports`], [`Profile::paths`] and [`Profile::best_path`] pass
+    /// over it. The register path stays: it is the one every device runs, with no fallback.
+    pub fn avoid(&mut self, unusable: &UnusablePath) {
+        if unusable.path == Path::Reg {
+            return;
+        }
+        let why = format!(
+            "`moetile tune` found its kernel {} computing wrong results on this adapter and \
+             driver ({}); it is recorded in the tuning record ({}), delete that to test again",
+            unusable.kernel,
+            unusable.reason,
+            crate::tune::TUNING_FILE
+        );
+        for (path, support) in &mut self.path_support {
+            if *path == unusable.path && support.is_ok() {
+                *support = Err(why.clone());
+            }
+        }
+    }
+
     /// Every matmul path the device runs, register tiles first.
     pub fn paths(&self) -> Vec<Path> {
         Path::ALL
@@ -308,6 +330,39 @@ mod tests {
             AdapterChoice::parse("llvmpipe"),
             AdapterChoice::Name("llvmpipe".into())
         );
+    }
+
+    #[test]
+    fn a_path_recorded_unusable_is_not_run() {
+        let instance = instance(&ContextOptions::default());
+        let Some(adapter) = list_adapters(&instance).into_iter().next() else {
+            moetile_tests::skip_without_gpu(&"no adapter");
+            return;
+        };
+        let mut profile = Profile::of_adapter(&adapter);
+        // As an adapter running every path would (an NVIDIA or Apple GPU; CI has lavapipe).
+        profile.path_support = Path::ALL.map(|p| (p, Ok(()))).to_vec();
+        assert_eq!(profile.best_path(), Path::Coop16);
+        let id = crate::tune::AdapterId::of(&profile);
+        let unusable = |path, kernel: &str| UnusablePath {
+            adapter: id.clone(),
+            path,
+            kernel: kernel.to_string(),
+            reason: "pair 3 row 5: got NaN, want 0.25".to_string(),
+        };
+        let coop16 = unusable(Path::Coop16, "mm_id_q4k_f32_t64_coop16");
+        profile.avoid(&coop16);
+        assert_eq!(profile.best_path(), Path::Coop8);
+        assert_eq!(profile.paths(), [Path::Reg, Path::Coop8]);
+        let why = profile.supports(Path::Coop16).unwrap_err();
+        assert!(
+            why.contains("mm_id_q4k_f32_t64_coop16") && why.contains("moetile tune"),
+            "{why}"
+        );
+        // The register path has no fallback: recorded, never avoided.
+        let reg = unusable(Path::Reg, "mm_id_q4k_f32_t64_reg");
+        profile.avoid(&reg);
+        assert!(profile.supports(Path::Reg).is_ok());
     }
 
     #[test]

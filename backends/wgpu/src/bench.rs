@@ -381,17 +381,17 @@ fn fused_mat_vecs(
 
 /// One measured batch: random routing ids (T tokens to K experts each), the host activations
 /// `x (T, D)`, and the device operands made from them with a `(T * K, F)` f32 output.
-struct Batch<'a> {
-    ids: Vec<u32>,
+pub(crate) struct Batch<'a> {
+    pub(crate) ids: Vec<u32>,
     x: &'a [f32],
     k: usize,
-    routing: Routing,
+    pub(crate) routing: Routing,
     act: GpuMatrix,
-    out: GpuMatrix,
+    pub(crate) out: GpuMatrix,
 }
 
 impl<'a> Batch<'a> {
-    fn new(
+    pub(crate) fn new(
         ctx: &WgpuContext,
         rng: &mut StdRng,
         shape: &Shape,
@@ -419,7 +419,7 @@ impl<'a> Batch<'a> {
     }
 
     /// The batch as the operands of a matmul over `w`.
-    fn matmul<'b>(&'b self, w: &'b ExpertTensor) -> Matmul<'b> {
+    pub(crate) fn matmul<'b>(&'b self, w: &'b ExpertTensor) -> Matmul<'b> {
         Matmul {
             w,
             act: &self.act,
@@ -439,8 +439,22 @@ fn measure(name: &str, run: impl FnOnce() -> moetile::Result<(f64, f64, f64)>) -
     })
 }
 
-/// Poisons `out`, runs `run` once, checks the result with `check`, then times `run`:
-/// `(median ms, min ms, check)`, or NaNs when a step fails (see [`measure`]).
+/// Poisons `out`, runs `run` once and checks the result with `check`: the worst error as a
+/// fraction of its tolerance, or the error saying where the kernel is wrong.
+pub(crate) fn run_checked(
+    ctx: &WgpuContext,
+    name: &str,
+    out: &GpuMatrix,
+    run: impl Fn(&mut Recorder<'_>) -> crate::Result<()>,
+    check: impl FnOnce() -> moetile::Result<f64>,
+) -> moetile::Result<f64> {
+    ctx.fill(out, f32::NAN);
+    ctx.record(name, run)?;
+    check()
+}
+
+/// [`run_checked`], then times `run`: `(median ms, min ms, check)`, or NaNs when a step fails
+/// (see [`measure`]).
 fn check_and_time(
     ctx: &WgpuContext,
     iters: usize,
@@ -450,9 +464,7 @@ fn check_and_time(
     check: impl FnOnce() -> moetile::Result<f64>,
 ) -> (f64, f64, f64) {
     measure(name, || {
-        ctx.fill(out, f32::NAN);
-        ctx.record(name, run)?;
-        let check = check()?;
+        let check = run_checked(ctx, name, out, run, check)?;
         let (ms, ms_min) = time(ctx, iters, name, run)?;
         Ok((ms, ms_min, check))
     })
@@ -488,7 +500,7 @@ const WARM_UP_MS: f64 = 100.0;
 
 /// Median and minimum milliseconds of `iters` runs of `encode`, after a warm-up of about
 /// [`WARM_UP_MS`] of back-to-back runs.
-fn time(
+pub(crate) fn time(
     ctx: &WgpuContext,
     iters: usize,
     op: &str,
@@ -524,7 +536,7 @@ fn time(
 }
 
 /// `distinct` experts of random `rows x cols` weights of one type, quantized once.
-struct ExpertPool {
+pub(crate) struct ExpertPool {
     ty: WeightType,
     rows: usize,
     cols: usize,
@@ -533,7 +545,7 @@ struct ExpertPool {
 }
 
 impl ExpertPool {
-    fn new(
+    pub(crate) fn new(
         rng: &mut StdRng,
         ty: WeightType,
         rows: usize,
@@ -576,7 +588,11 @@ impl ExpertPool {
     }
 
     /// Uploads `n_experts` experts, expert `e` being distinct expert `e % distinct`.
-    fn upload(&self, ctx: &WgpuContext, n_experts: usize) -> moetile::Result<ExpertTensor> {
+    pub(crate) fn upload(
+        &self,
+        ctx: &WgpuContext,
+        n_experts: usize,
+    ) -> moetile::Result<ExpertTensor> {
         let mut bytes = Vec::with_capacity(n_experts * self.experts[0].0.len());
         for e in 0..n_experts {
             bytes.extend_from_slice(&self.experts[e % self.experts.len()].0);
@@ -603,7 +619,7 @@ impl ExpertPool {
 
     /// Checks all rows of 8 random pairs of `out` against f64 dot products; returns the worst
     /// error as a fraction of the path's tolerance (see the kernel tests).
-    fn check(
+    pub(crate) fn check(
         &self,
         ctx: &WgpuContext,
         rng: &mut StdRng,

@@ -18,6 +18,7 @@ use crate::pool::BufferPool;
 use crate::recorder::Recorder;
 use crate::requirements::{self, DeviceRequest};
 use crate::timer::Timer;
+use crate::tune::{AdapterId, TuningRecord};
 
 /// A device with moetile's kernels; ops record on it through a [`Recorder`], and
 /// [`crate::WgpuBackend`] wraps it as a `moetile::model::Backend`.
@@ -40,6 +41,8 @@ pub struct WgpuContext {
     options: ContextOptions,
     /// The adapter and driver's name for pipeline cache data, where the device keeps it.
     pipeline_cache_key: Option<String>,
+    /// What the tuning record in [`ContextOptions::tuning_dir`] holds for this adapter.
+    tuning: TuningRecord,
 }
 
 /// What a context is told rather than discovers: how [`WgpuContext::new`] finds and opens its
@@ -68,6 +71,11 @@ pub struct ContextOptions {
     /// `PIPELINE_CACHE` (see [`WgpuContext::prepare_kernels`]); `None` keeps them in memory
     /// only. The library never picks one itself: the CLI passes the user's cache folder.
     pub pipeline_cache_dir: Option<PathBuf>,
+    /// The folder of the tuning record `moetile tune` writes ([`crate::tune`]): the tile caps
+    /// measured on this adapter ([`crate::WgpuBackend::tuned_tile_cap`]) and the matmul paths
+    /// found wrong on it, which the context then does not run ([`Profile::supports`] says
+    /// why). `None` reads no record. The CLI passes the user's cache folder.
+    pub tuning_dir: Option<PathBuf>,
 }
 
 impl Default for ContextOptions {
@@ -80,6 +88,7 @@ impl Default for ContextOptions {
             shader_checks: None,
             wait_timeout: Duration::from_secs(60),
             pipeline_cache_dir: None,
+            tuning_dir: None,
         }
     }
 }
@@ -179,12 +188,14 @@ impl WgpuContext {
             lost: Arc::new(Mutex::new(None)),
             options: ContextOptions::default(),
             pipeline_cache_key,
+            tuning: TuningRecord::default(),
         })
     }
 
     /// The context with `options` instead of [`ContextOptions::default`] (their shader checks,
-    /// waits and pipeline cache; the adapter fields only matter to [`WgpuContext::new`]). Call
-    /// it before recording: kernels created earlier are dropped.
+    /// waits, pipeline cache and tuning record; the adapter fields only matter to
+    /// [`WgpuContext::new`]). Call it before recording: kernels created earlier are dropped.
+    /// What the tuning record holds that cannot be used is ignored with a warning on stderr.
     pub fn with_options(self, options: ContextOptions) -> WgpuContext {
         let checks = options
             .shader_checks
@@ -194,11 +205,32 @@ impl WgpuContext {
             .as_deref()
             .zip(self.pipeline_cache_key.as_deref())
             .map(|(dir, key)| PipelineCacheFile::open(&self.device, dir, key));
+        let record = options
+            .tuning_dir
+            .as_deref()
+            .map(TuningRecord::load)
+            .unwrap_or_default();
+        for warning in &record.warnings {
+            eprintln!("warning: {warning}");
+        }
+        let tuning = record.of_adapter(&AdapterId::of(&self.profile));
+        let mut profile = self.profile.clone();
+        for unusable in &tuning.unusable {
+            profile.avoid(unusable);
+        }
         WgpuContext {
             kernels: KernelCache::new(checks).with_pipeline_cache(file),
             options,
+            profile,
+            tuning,
             ..self
         }
+    }
+
+    /// What the tuning record ([`ContextOptions::tuning_dir`]) holds for this adapter: tuned
+    /// widths and the paths found wrong on it.
+    pub fn tuning(&self) -> &TuningRecord {
+        &self.tuning
     }
 
     /// Whether compiled pipelines are kept on disk (a cache folder was given and the device

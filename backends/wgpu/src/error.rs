@@ -261,6 +261,17 @@ pub enum WgpuError {
         /// The failure.
         message: String,
     },
+    /// The tuning record could not be saved.
+    #[error(
+        "saving the tuning record: {what}: {source}; check the cache folder's permissions \
+         (the tuned values are not kept)"
+    )]
+    TuningRecord {
+        /// What was being done, and to which file or folder.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// A [`WgpuError::Shape`] of `op`.

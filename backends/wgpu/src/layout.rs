@@ -196,6 +196,18 @@ pub(crate) fn upload(
     )
 }
 
+/// Whether gate and up expert tensors of these types and dims become one tensor of
+/// interleaved rows ([`upload_interleaved`]): the rule `crate::tune` also reads a model's
+/// matmuls by.
+pub(crate) fn interleaves(
+    gate_ty: GgmlType,
+    gate_dims: &[usize],
+    up_ty: GgmlType,
+    up_dims: &[usize],
+) -> bool {
+    gate_ty == up_ty && gate_dims == up_dims && gate_dims.len() == 3
+}
+
 /// Gate and up expert tensors `[cols, rows, experts]` of the same type and shape as one
 /// `[cols, 2 * rows, experts]` tensor whose row `2i` of each expert is gate row `i` and row
 /// `2i + 1` up row `i`, interleaved as they are repacked. `None` when they differ in type or
@@ -206,7 +218,7 @@ pub(crate) fn upload_interleaved(
     up: &WeightData<'_>,
     max_binding: u64,
 ) -> Result<Option<ExpertTensor>> {
-    if gate.ty != up.ty || gate.dims != up.dims || gate.dims.len() != 3 {
+    if !interleaves(gate.ty, gate.dims, up.ty, up.dims) {
         return Ok(None);
     }
     let (ty, cols, rows, experts) = check(gate)?;

@@ -126,6 +126,7 @@ mod readback;
 mod recorder;
 pub mod requirements;
 mod timer;
+pub mod tune;
 mod upload;
 
 pub use adapter::{AdapterChoice, Profile};

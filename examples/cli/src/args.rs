@@ -14,7 +14,7 @@ use moetile::RuntimeConfig;
 use moetile::config::TilePolicyKind;
 use moetile::generate::StopConditions;
 use moetile::sample::SamplerConfig;
-use moetile::tile::{TilePolicy, TileWidth};
+use moetile::tile::{TileCapSource, TilePolicy, TileWidth};
 use moetile::tokenizer::Tokenizer;
 use moetile_wgpu::{AdapterChoice, ContextOptions};
 
@@ -52,6 +52,9 @@ pub enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// Time every stage of one prefill and a few decode steps with GPU timestamps.
     Profile(cmd::profile::ProfileArgs),
+    /// Time the tile widths at a model's expert matmuls on the adapter and keep the fastest
+    /// as its default tile cap.
+    Tune(cmd::tune::TuneArgs),
 }
 
 /// The model file and the backend that runs it.
@@ -134,10 +137,11 @@ pub fn api_names(backends: wgpu::Backends) -> String {
 impl GpuArgs {
     /// The options of the device to open: the flags over what the environment sets
     /// (`WGPU_BACKEND`, `MOETILE_SHADER_CHECKS`, see [`ContextOptions::from_env`]), and the
-    /// user's pipeline cache folder.
+    /// user's cache folder for the pipeline cache and the tuning record.
     pub fn resolve(&self) -> Result<ContextOptions> {
         let mut options = ContextOptions::from_env()?;
-        options.pipeline_cache_dir = pipeline_cache_dir();
+        options.pipeline_cache_dir = cache_dir();
+        options.tuning_dir = cache_dir();
         if let Some(backends) = self.backend {
             options.backends = backends;
         }
@@ -150,9 +154,9 @@ impl GpuArgs {
     }
 }
 
-/// Where compiled GPU pipelines are kept between runs: `$XDG_CACHE_HOME/moetile`, else
-/// `~/.cache/moetile`; none without either variable.
-fn pipeline_cache_dir() -> Option<PathBuf> {
+/// Where compiled GPU pipelines and the tuning record (`moetile tune`) are kept between runs:
+/// `$XDG_CACHE_HOME/moetile`, else `~/.cache/moetile`; none without either variable.
+pub fn cache_dir() -> Option<PathBuf> {
     let var = |name| {
         std::env::var_os(name)
             .filter(|v| !v.is_empty())
@@ -217,8 +221,32 @@ pub fn tile_policy(value: &str) -> Result<TilePolicyKind, UsageError> {
 pub struct RuntimeSettings {
     /// What sessions are built from.
     pub config: RuntimeConfig,
-    /// The resolved tile policy (cap from the flag, else the environment, else 128).
+    /// The resolved tile policy (cap from the flag, else the environment, else the tuned cap,
+    /// else 128).
     pub policy: TilePolicy,
+}
+
+impl RuntimeSettings {
+    /// `config` with the policy it resolves to.
+    pub fn new(config: RuntimeConfig) -> RuntimeSettings {
+        RuntimeSettings {
+            policy: config.resolve_tile_policy(),
+            config,
+        }
+    }
+
+    /// The tile policy as reports and headers name it: `alignment(cap 64)`, with `, tuned`
+    /// inside the parentheses when the cap is the one `moetile tune` measured.
+    pub fn tiles(&self) -> String {
+        let policy = self.policy.to_string();
+        let tuned = self.config.tile_cap().source == TileCapSource::Tuned;
+        match policy.strip_suffix(')') {
+            Some(open) if tuned && !matches!(self.policy, TilePolicy::Fixed(_)) => {
+                format!("{open}, tuned)")
+            }
+            _ => policy,
+        }
+    }
 }
 
 impl RuntimeArgs {
@@ -243,18 +271,21 @@ pub fn runtime_settings(
     }
     // The flag goes over `MOETILE_TILE_MAX`, which is read only without it: a bad value there
     // does not fail a command that overrides it.
-    let tile_max = match tile_max {
-        Some(cap) => Some(cap),
-        None => RuntimeConfig::from_env().map_err(usage)?.tile_max,
+    let tile_max_env = match tile_max {
+        Some(_) => None,
+        None => RuntimeConfig::from_env().map_err(usage)?.tile_max_env,
     };
     let config = RuntimeConfig {
         ctx,
         chunk,
         tile_max,
+        tile_max_env,
+        // A cap tuned for the model on the device comes once both are known
+        // (`BackendInfo::tuned`).
+        tuned_tile_max: None,
         tile_policy,
     };
-    let policy = config.resolve_tile_policy();
-    Ok(RuntimeSettings { config, policy })
+    Ok(RuntimeSettings::new(config))
 }
 
 /// Sampling flags.

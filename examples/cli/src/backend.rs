@@ -1,13 +1,19 @@
 //! Backend selection: subcommands are written once, generic over [`Backend`], as a
 //! [`BackendTask`]; [`with_backend`] builds the chosen backend and runs the task on it.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use moetile::RuntimeConfig;
+use moetile::config::TilePolicyKind;
 use moetile::model::Backend;
+use moetile::tile::{TileCapSource, TileWidth};
 use moetile_cpu::CpuBackend;
 use std::sync::Arc;
 
-use moetile_wgpu::{ActType, ContextOptions, WgpuBackend, WgpuContext};
+use moetile_wgpu::tune::TUNING_FILE;
+use moetile_wgpu::{ActType, ContextOptions, Path, WgpuBackend, WgpuContext};
 use serde::Serialize;
+
+use crate::model::ModelFile;
 
 /// Which backend runs the model.
 #[derive(Debug, Clone)]
@@ -29,6 +35,33 @@ pub struct BackendInfo {
     pub driver: String,
     /// Bytes of one key or value element in the KV cache.
     pub kv_element_bytes: usize,
+    /// The tile cap `moetile tune` measured for the model on this adapter, if any (reports
+    /// say where the cap in use came from instead).
+    #[serde(skip)]
+    pub tuned_tile_max: Option<TileWidth>,
+}
+
+impl BackendInfo {
+    /// `config` with the tuned tile cap, which it runs with when neither `--tile-max` nor
+    /// `MOETILE_TILE_MAX` sets one: then a note on stderr says so (unless a fixed width
+    /// leaves no cap to choose).
+    pub fn tuned(&self, config: &RuntimeConfig) -> RuntimeConfig {
+        let config = RuntimeConfig {
+            tuned_tile_max: self.tuned_tile_max,
+            ..config.clone()
+        };
+        let cap = config.tile_cap();
+        let capped = !matches!(config.tile_policy, TilePolicyKind::Fixed(_));
+        if cap.source == TileCapSource::Tuned && capped {
+            eprintln!(
+                "note: tile cap {}, measured by `moetile tune` for this model on this adapter \
+                 (--tile-max or {} go over it)",
+                cap.width,
+                moetile::tile::TILE_MAX_ENV
+            );
+        }
+        config
+    }
 }
 
 /// Work to run on whichever backend was chosen.
@@ -39,21 +72,56 @@ pub trait BackendTask {
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<Self::Output>;
 }
 
-/// Builds the backend `choice` names and runs `task` on it.
-pub fn with_backend<T: BackendTask>(choice: &BackendChoice, task: T) -> Result<T::Output> {
+/// Builds the backend `choice` names and runs `task`, which runs `model`, on it.
+pub fn with_backend<T: BackendTask>(
+    choice: &BackendChoice,
+    model: &ModelFile,
+    task: T,
+) -> Result<T::Output> {
     match choice {
         BackendChoice::Cpu => run_on_cpu(task),
         BackendChoice::Gpu(options) => {
-            let (mut gpu, info) = gpu_backend(options)?;
+            let (mut gpu, info) = gpu_backend(options, model)?;
             task.run(&mut gpu, &info)
         }
     }
 }
 
-/// The wgpu backend on the device `options` open, and its description.
-pub fn gpu_backend(options: &ContextOptions) -> Result<(WgpuBackend, BackendInfo)> {
+/// The wgpu backend on the device `options` open, and its description with the tile cap
+/// tuned for `model` on it. Says on stderr which matmul paths the tuning record rules out.
+pub fn gpu_backend(
+    options: &ContextOptions,
+    model: &ModelFile,
+) -> Result<(WgpuBackend, BackendInfo)> {
     let ctx = Arc::new(WgpuContext::new(options)?);
     let gpu = WgpuBackend::new(ctx.clone());
+    let record = options
+        .tuning_dir
+        .as_ref()
+        .map(|dir| dir.join(TUNING_FILE).display().to_string())
+        .unwrap_or_default();
+    for unusable in &ctx.tuning().unusable {
+        if unusable.path == Path::Reg {
+            eprintln!(
+                "warning: `moetile tune` found the register-tile kernel {} wrong on this adapter \
+                 ({}), and no other matmul path runs here: results may be wrong (delete {record} \
+                 to test again)",
+                unusable.kernel, unusable.reason
+            );
+        } else {
+            eprintln!(
+                "note: not using the {} matmul path: `moetile tune` found its kernel {} wrong on \
+                 this adapter ({}); running {} (delete {record} to test again)",
+                unusable.path.name(),
+                unusable.kernel,
+                unusable.reason,
+                gpu.options().path.name()
+            );
+        }
+    }
+    let tuned_tile_max = gpu
+        .tuned_tile_cap(&model.file, &model.config)
+        .with_context(|| format!("{}", model.path.display()))?;
     let info = BackendInfo {
         kind: "wgpu",
         description: gpu.describe(),
@@ -62,6 +130,7 @@ pub fn gpu_backend(options: &ContextOptions) -> Result<(WgpuBackend, BackendInfo
             ActType::F16 => 2,
             ActType::F32 => 4,
         },
+        tuned_tile_max,
     };
     Ok((gpu, info))
 }
@@ -79,6 +148,7 @@ pub fn cpu_backend() -> (CpuBackend, BackendInfo) {
         description: cpu.describe(),
         driver: "none".into(),
         kv_element_bytes: 4,
+        tuned_tile_max: None,
     };
     (cpu, info)
 }

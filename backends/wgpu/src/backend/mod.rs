@@ -129,6 +129,24 @@ impl WgpuBackend {
         &self.options
     }
 
+    /// The tile cap `moetile tune` measured for `config`'s model (in `file`) on this adapter
+    /// and this backend's matmul path, from the context's tuning record
+    /// ([`crate::ContextOptions::tuning_dir`]); `None` unless every routed-expert matmul of
+    /// the model was tuned. Pass it as `moetile::RuntimeConfig::tuned_tile_max`: an explicit
+    /// cap and `MOETILE_TILE_MAX` still go over it.
+    pub fn tuned_tile_cap(
+        &self,
+        file: &moetile::gguf::GgufFile,
+        config: &moetile::model::ModelConfig,
+    ) -> moetile::Result<Option<moetile::tile::TileWidth>> {
+        let matmuls = crate::tune::expert_matmuls(file, config, self.options.mid)?;
+        let adapter = crate::tune::AdapterId::of(self.ctx.profile());
+        Ok(self
+            .ctx
+            .tuning()
+            .tuned_cap(&adapter, self.options.path, &matmuls))
+    }
+
     /// Starts (or stops) timing every pass by stage; fails, saying why, on devices without
     /// timestamp queries.
     pub fn set_profiling(&mut self, on: bool) -> Result<(), WgpuError> {

@@ -65,6 +65,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     }
     with_backend(
         &settings.backend,
+        &file,
         Task {
             file: &file,
             tokenizer,
@@ -101,11 +102,11 @@ fn install_interrupt() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
 impl BackendTask for Task<'_> {
     type Output = ();
 
-    fn run<B: Backend>(self, backend: &mut B, _info: &BackendInfo) -> Result<()> {
+    fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
         let s = self.settings;
         let tokenizer = self.tokenizer;
         let (model, _) = self.file.load(backend)?;
-        let mut session = Session::new(&model, backend, &s.runtime.config)?;
+        let mut session = Session::new(&model, backend, &info.tuned(&s.runtime.config))?;
         let n_ctx = session.n_ctx();
         let (cancel, generating) = install_interrupt()?;
         let opening: Vec<ChatMessage> = s

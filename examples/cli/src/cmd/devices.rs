@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use moetile_wgpu::Profile;
 use moetile_wgpu::adapter::{instance, list_adapters, select};
+use moetile_wgpu::tune::{AdapterId, TuningRecord};
 use serde::Serialize;
 
 use crate::args::{GpuArgs, api_names};
@@ -36,6 +37,8 @@ struct Device {
     cooperative_matrix: Vec<String>,
     /// The matmul paths moetile runs on it.
     paths: Vec<&'static str>,
+    /// `path: kernel (reason)` per path `moetile tune` found wrong on it (the tuning record).
+    unusable_paths: Vec<String>,
     max_storage_binding_bytes: u64,
     max_buffer_bytes: u64,
     max_workgroup_storage_bytes: u32,
@@ -58,11 +61,23 @@ pub fn run(args: DevicesArgs) -> Result<()> {
     );
     // The selection error lists the adapters; report it after the listing.
     let selected = select(&instance, &options).map(|a| a.get_info());
+    let record = options
+        .tuning_dir
+        .as_deref()
+        .map(TuningRecord::load)
+        .unwrap_or_default();
+    for warning in &record.warnings {
+        eprintln!("warning: {warning}");
+    }
     let devices: Vec<Device> = adapters
         .iter()
         .enumerate()
         .map(|(index, adapter)| {
-            let p = Profile::of_adapter(adapter);
+            let mut p = Profile::of_adapter(adapter);
+            let unusable = record.of_adapter(&AdapterId::of(&p)).unusable;
+            for u in &unusable {
+                p.avoid(u);
+            }
             Device {
                 index,
                 selected: selected.as_ref().is_ok_and(|s| *s == adapter.get_info()),
@@ -85,6 +100,10 @@ pub fn run(args: DevicesArgs) -> Result<()> {
                     })
                     .collect(),
                 paths: p.paths().into_iter().map(|path| path.name()).collect(),
+                unusable_paths: unusable
+                    .iter()
+                    .map(|u| format!("{}: {} ({})", u.path.name(), u.kernel, u.reason))
+                    .collect(),
                 max_storage_binding_bytes: p.max_storage_binding,
                 max_buffer_bytes: p.max_buffer,
                 max_workgroup_storage_bytes: p.max_workgroup_storage,
@@ -129,6 +148,9 @@ fn print_device(d: &Device) {
     };
     println!("    cooperative matrix: {coop}");
     println!("    matmul paths: {}", d.paths.join(", "));
+    for u in &d.unusable_paths {
+        println!("    found wrong by `moetile tune`: {u}");
+    }
     println!(
         "    limits: storage binding {}, buffer {}, workgroup memory {}, {} workgroups per dimension",
         indicatif::BinaryBytes(d.max_storage_binding_bytes),

@@ -7,6 +7,7 @@ pub mod profile;
 mod report;
 pub mod run;
 pub mod synth;
+pub mod tune;
 pub mod verify;
 
 use anyhow::Result;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => verify::run(args),
         Command::Devices(args) => devices::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Tune(args) => tune::run(args),
     }
 }
 

@@ -59,14 +59,16 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         ..runtime.config.clone()
     };
     let config = file.session_config(&config, n_tokens)?;
-    let (mut gpu, info) = gpu_backend(&adapter)?;
+    let (mut gpu, info) = gpu_backend(&adapter, &file)?;
     let (model, _) = file.load(&mut gpu)?;
+    let runtime = RuntimeSettings::new(info.tuned(&config));
+    let config = &runtime.config;
     let tokens = prompt(args.prompt_tokens, file.config.n_vocab);
 
     // A first, untimed pass compiles every pipeline; a second gives the wall-clock times,
     // which the timed pass would inflate by its timestamp queries.
     let run = |gpu: &mut WgpuBackend, profile: bool| -> Result<Pass> {
-        let mut session = Session::new(&model, gpu, &config)?;
+        let mut session = Session::new(&model, gpu, config)?;
         gpu.set_profiling(profile)
             .context("moetile profile needs GPU timestamp queries")?;
         gpu.take_host_times();
@@ -104,7 +106,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         info.description,
         info.driver,
         config.chunk,
-        runtime.policy
+        runtime.tiles()
     );
     print_report(
         &format!("prefill of {} tokens", tokens.len()),

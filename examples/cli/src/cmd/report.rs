@@ -15,6 +15,9 @@ pub struct SettingsReport {
     pub chunk: usize,
     /// The resolved tile policy, e.g. `alignment(cap 128)`.
     pub tile_policy: String,
+    /// Where the tile cap came from: `config` (`--tile-max`), `MOETILE_TILE_MAX`, `tuned`
+    /// (`moetile tune`) or `default`.
+    pub tile_cap_source: String,
 }
 
 impl SettingsReport {
@@ -24,6 +27,7 @@ impl SettingsReport {
             ctx: n_ctx,
             chunk: runtime.config.chunk,
             tile_policy: runtime.policy.to_string(),
+            tile_cap_source: runtime.config.tile_cap().source.to_string(),
         }
     }
 }

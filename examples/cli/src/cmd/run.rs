@@ -90,6 +90,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let job = PromptJob::open(&settings.model, &settings.prompt, &settings.runtime.config)?;
     with_backend(
         &settings.backend,
+        &job.file,
         Task {
             job: &job,
             settings: &settings,
@@ -130,7 +131,8 @@ impl BackendTask for Task<'_> {
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
         let (s, job) = (self.settings, self.job);
         let (model, load) = job.file.load(backend)?;
-        let mut session = Session::new(&model, backend, &job.config)?;
+        let config = info.tuned(&job.config);
+        let mut session = Session::new(&model, backend, &config)?;
         let n_ctx = session.n_ctx();
         let tokenizer = job.file.tokenizer.as_ref();
         let stop = s.sampling.stop(tokenizer);
@@ -165,7 +167,7 @@ impl BackendTask for Task<'_> {
                 moetile_commit: COMMIT,
                 backend: info,
                 model: job.file.info(),
-                settings: SettingsReport::new(&s.runtime, n_ctx),
+                settings: SettingsReport::new(&RuntimeSettings::new(config), n_ctx),
                 sampler: (&s.sampling.sampler).into(),
                 max_tokens: s.sampling.max_tokens,
                 ignore_eos: s.sampling.ignore_eos,

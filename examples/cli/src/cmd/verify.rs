@@ -132,7 +132,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             failures.extend(c.check(s.min_top1, Some(s.max_logit_diff)));
         }
         BackendChoice::Gpu(adapter) => {
-            let (mut fast, info) = gpu_backend(adapter)?;
+            let (mut fast, info) = gpu_backend(adapter, &file)?;
             let (logits, description) = task().run(&mut fast, &info)?;
             let c = compare(&logits, &reference, file.config.n_vocab);
             report(&s, &tokens, &format!("fast: {description}"), &c);
@@ -145,6 +145,11 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             let ctx = Arc::new(WgpuContext::new(adapter)?);
             let mut exact = WgpuBackend::with_options(ctx, BackendOptions::exact())?;
             let label = format!("exact: {}", exact.describe());
+            // The exact configuration runs the register path, tuned on its own.
+            let info = BackendInfo {
+                tuned_tile_max: exact.tuned_tile_cap(&file.file, &file.config)?,
+                ..info
+            };
             let (logits, _) = task().run(&mut exact, &info)?;
             let c = compare(&logits, &reference, file.config.n_vocab);
             report(&s, &tokens, &label, &c);
@@ -196,7 +201,7 @@ impl BackendTask for Task<'_> {
 
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<Self::Output> {
         let (model, _) = self.file.load(backend)?;
-        let mut session = Session::new(&model, backend, self.config)?;
+        let mut session = Session::new(&model, backend, &info.tuned(self.config))?;
         let logits = session.prefill(&model, backend, self.tokens, Logits::All)?;
         Ok((logits, info.description.clone()))
     }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::{moetile, one_line_error, stdout_of};
 
 /// The adapters `moetile devices --json` reports; `None` (skip) when there are none.
-fn devices() -> Option<Vec<Value>> {
+pub fn devices() -> Option<Vec<Value>> {
     let out = moetile().args(["devices", "--json"]).output().unwrap();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);

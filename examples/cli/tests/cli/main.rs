@@ -14,6 +14,7 @@ mod gpu;
 mod prompt_ids;
 mod run;
 mod synth;
+mod tune;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -21,10 +22,14 @@ use std::sync::OnceLock;
 
 use assert_cmd::Command;
 
-/// The binary, with a clean environment for the settings it reads.
+/// The binary, with a clean environment for the settings it reads, and a cache folder of the
+/// tests' own (so no tuning record of the user's changes a test's tile cap).
 pub fn moetile() -> Command {
+    static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| tempfile::tempdir().unwrap());
     let mut cmd = Command::cargo_bin("moetile").expect("the moetile binary is built for tests");
     cmd.env_remove("MOETILE_TILE_MAX");
+    cmd.env("XDG_CACHE_HOME", cache.path());
     cmd
 }
 

@@ -321,6 +321,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let backend = args.backend.choice()?;
     with_backend(
         &backend,
+        &file,
         Task {
             file: &file,
             prompt: &prompt,
@@ -356,10 +357,23 @@ impl BackendTask for Task<'_> {
             prompt: self.about,
         };
         let prompt = self.prompt;
+        // The cap tuned for the model on this backend, where no --tile-max or
+        // MOETILE_TILE_MAX sets one (`settings` then has one setting per policy).
+        let settings: Vec<Setting> = self
+            .settings
+            .iter()
+            .map(|s| {
+                let runtime = RuntimeSettings::new(info.tuned(&s.runtime.config));
+                Setting {
+                    label: runtime.tiles(),
+                    runtime,
+                }
+            })
+            .collect();
         match self.mode {
             Mode::Sweep(plan) => {
                 let mut results = Vec::new();
-                for setting in self.settings {
+                for setting in &settings {
                     eprintln!("sweep with tiles {}", setting.label);
                     let rows = sweep::run(&model, backend, prompt, setting, plan, info)?;
                     results.push((setting, rows));
@@ -368,7 +382,7 @@ impl BackendTask for Task<'_> {
             }
             Mode::Table(plan) => {
                 let mut results = Vec::new();
-                for setting in self.settings {
+                for setting in &settings {
                     eprintln!("tests with tiles {}", setting.label);
                     let tests = table::run(&model, backend, prompt, setting, plan)?;
                     results.push((setting, tests));
