@@ -301,12 +301,22 @@ fn profiler_attributes_every_pass_to_a_stage() {
         let l = Some(layer);
         for stage in [
             Stage::QkvProj,
-            Stage::Attention,
             Stage::OutProj,
             Stage::Router,
             Stage::SharedExpert,
         ] {
             assert!(has(stage, l, None), "{stage} of layer {layer} missing");
+        }
+        // Attention names its kernels (a prefill here); the router its top-K.
+        for (stage, detail) in [
+            (Stage::Attention, "input"),
+            (Stage::Attention, "prefill"),
+            (Stage::Router, "top_k"),
+        ] {
+            assert!(
+                has(stage, l, Some(detail)),
+                "{stage}/{detail} of layer {layer} missing"
+            );
         }
         // gate and up share a type in the fixture: one interleaved tensor, one matmul.
         for detail in ["map", "gate_up", "act", "down", "sum"] {

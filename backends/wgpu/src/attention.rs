@@ -28,10 +28,11 @@ use crate::recorder::Recorder;
 pub const ATTN_DECODE_MAX_TOKENS: usize = 4;
 
 /// Decode attention: the most workgroups along the positions per (key/value head, row
-/// block); past 64 chunks each walks several. Enough to spread a few key/value heads over the
-/// H100's 132 SMs, while the partials (64 per query row) and their merge stay small at long
-/// contexts.
-const DECODE_MAX_SPLITS: usize = 64;
+/// block) that [`AttentionKernel::for_batch`] asks for; past 256 chunks (8K positions) each
+/// walks several, so the partials (256 per query row) and their merge stay bounded. On the
+/// H100 a workgroup per chunk is faster up to 4K (128 chunks): a bound of 64 there cost 17%
+/// of the attention time (bench/decode-h100/run-5).
+pub const DECODE_MAX_SPLITS: usize = 256;
 
 /// Which attention kernels a batch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,9 @@ pub enum AttentionKernel {
     Decode {
         /// Whether workgroup reductions combine within subgroups first (needs `SUBGROUP`).
         subgroups: bool,
+        /// The most workgroups along the positions per (key/value head, row block), at least
+        /// 1: past that many chunks of positions each workgroup walks several.
+        max_splits: usize,
     },
 }
 
@@ -130,6 +134,7 @@ impl AttentionKernel {
         if n_tokens <= ATTN_DECODE_MAX_TOKENS {
             AttentionKernel::Decode {
                 subgroups: profile.subgroups,
+                max_splits: DECODE_MAX_SPLITS,
             }
         } else {
             AttentionKernel::Prefill
@@ -223,7 +228,14 @@ pub fn attend(
             ),
         ));
     }
-    if kernel == (AttentionKernel::Decode { subgroups: true }) && !rec.profile().subgroups {
+    if matches!(
+        kernel,
+        AttentionKernel::Decode {
+            subgroups: true,
+            ..
+        }
+    ) && !rec.profile().subgroups
+    {
         return Err(WgpuError::MissingFeature {
             adapter: rec.profile().describe(),
             what: format!("attention kernel {kernel:?}"),
@@ -286,7 +298,10 @@ pub fn attend(
             1,
             0,
         ),
-        AttentionKernel::Decode { subgroups } => {
+        AttentionKernel::Decode {
+            subgroups,
+            max_splits,
+        } => {
             let key = KernelKey::AttnDecode {
                 head_dim: hd as u32,
                 kv: cache.ty,
@@ -294,7 +309,7 @@ pub fn attend(
             };
             let chunk = key.decode_chunk().expect("decode attention has a chunk");
             let chunks = n_keys.div_ceil(chunk as usize);
-            let per_split = chunks.div_ceil(DECODE_MAX_SPLITS);
+            let per_split = chunks.div_ceil(max_splits.max(1));
             (key, chunks.div_ceil(per_split), per_split)
         }
     };

@@ -130,7 +130,7 @@ pub mod tune;
 mod upload;
 
 pub use adapter::{AdapterChoice, Profile};
-pub use attention::{ATTN_DECODE_MAX_TOKENS, AttentionKernel, KvCache};
+pub use attention::{ATTN_DECODE_MAX_TOKENS, AttentionKernel, DECODE_MAX_SPLITS, KvCache};
 pub use backend::{BackendOptions, HostTimes, WgpuBackend};
 pub use buffers::{Buffers, GpuMatrix};
 pub use context::{ContextOptions, WgpuContext};

@@ -30,8 +30,8 @@ use moetile::tile::TileWidth;
 use moetile_cpu::{CpuBackend, CpuWeight};
 use moetile_wgpu::attention::{self, AttnInputs, CacheSlot};
 use moetile_wgpu::{
-    ActType, AttentionKernel, BackendOptions, GgmlWeight, HEAD_DIMS, KvCache, Path, WeightType,
-    WgpuBackend, WgpuError,
+    ActType, AttentionKernel, BackendOptions, DECODE_MAX_SPLITS, GgmlWeight, HEAD_DIMS, KvCache,
+    Path, WeightType, WgpuBackend, WgpuError,
 };
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -696,9 +696,9 @@ fn attention_rescales_when_later_keys_score_higher() {
     let mut rng = rng("attention_rescales_when_later_keys_score_higher");
     // Keys grow with their position (x10 by position 300), so row maxima grow from key tile
     // to key tile and the online softmax rescales what it accumulated. Inputs exact in f16, so
-    // the f16 cache adds no rounding of its own. Past 2048 keys each decode workgroup walks
-    // several chunks of positions and rescales between them too (there with keys of one
-    // scale: the prefill's f32 sums over 2150 growing keys drift past its bound).
+    // the f16 cache adds no rounding of its own. Then 2150 keys, whose decode merges 68
+    // partials (with keys of one scale: the prefill's f32 sums over 2150 growing keys drift
+    // past its bound). attention_kernels_agree_on_small_batches walks chunks in one split.
     for (kv, batches, key_growth, f16_exact) in [
         (ActType::F32, &[300, 1, 3][..], 1.0 / 32.0, true),
         (ActType::F16, &[300, 1, 3], 1.0 / 32.0, true),
@@ -814,12 +814,20 @@ fn attention_kernels_agree_on_small_batches() {
         attention::attend(rec, prefix, at(0), &p, kernel, &prefix_out)
     })
     .unwrap();
-    let mut kernels = vec![
-        AttentionKernel::Prefill,
-        AttentionKernel::Decode { subgroups: false },
-    ];
-    if ctx.profile().subgroups {
-        kernels.push(AttentionKernel::Decode { subgroups: true });
+    // Decode with one workgroup per chunk of positions, and with one walking all three
+    // chunks (rescaling its running sums between them).
+    let mut kernels = vec![AttentionKernel::Prefill];
+    for max_splits in [DECODE_MAX_SPLITS, 1] {
+        kernels.push(AttentionKernel::Decode {
+            subgroups: false,
+            max_splits,
+        });
+        if ctx.profile().subgroups {
+            kernels.push(AttentionKernel::Decode {
+                subgroups: true,
+                max_splits,
+            });
+        }
     }
     for &kernel in &kernels {
         let out = ctx
