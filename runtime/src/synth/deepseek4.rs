@@ -89,7 +89,7 @@ const FLASH_COMPRESS_RATIOS: [u32; 43] = [
 
 pub(super) const FLASH: Preset = Preset {
     name: "ds4-flash",
-    about: "DeepSeek-V4-Flash (deepseek4): 43 layers, D 4096 in 4 hyper-connected streams, \
+    about: "DeepSeek-V4-Flash: 43 layers, D 4096 in 4 hyper-connected streams, \
             64 query heads of 512 over one 512-wide KV latent (64 RoPE dims), q rank 1024, \
             output 8 groups of rank 1024, compress ratios 0,0 then 4/128 alternating, indexer \
             64 heads of 128 with top-k 512, 256 experts (6 used) of F 2048 plus a shared \
@@ -127,7 +127,7 @@ pub(super) const FLASH: Preset = Preset {
 pub(super) const TINY: Preset = Preset {
     name: "tiny-ds4",
     about: "a small deepseek4 for tests (llama.cpp's tiny test model with 16 experts, 4 used, \
-            a hash-routed first layer and indexer top-k 8; 8 MB in iq2_xxs-q2_k)",
+            a hash-routed first layer and indexer top-k 8; 13 MB in iq2_xxs-q2_k)",
     n_layers: 4,
     d_model: 512,
     n_experts: 16,

@@ -336,8 +336,8 @@ impl Synth {
 
     /// Refuses what no file could hold: a vocabulary smaller than the real one, more experts
     /// used than exist, a layer count the preset cannot take, a mix the architecture's files
-    /// do not come in.
-    fn check(&self) -> Result<()> {
+    /// do not come in. Writing checks it too; callers validating settings call it first.
+    pub fn check(&self) -> Result<()> {
         let p = &self.preset;
         if p.n_vocab < SynthVocab::real_len() {
             return Err(Error::InvalidSetting {
