@@ -18,7 +18,8 @@
 //! The goldens hold llama.cpp's graph, so they are compared with the low-precision simulation
 //! off; further down, the simulation's effect is reported, the FP8/FP4 roundings checked
 //! against ml_dtypes, and prompts fed in chunks or one token at a time checked against the
-//! one-shot logits, bit for bit, across all of those boundaries.
+//! one-shot logits, bit for bit, across all of those boundaries. Last, a `tiny-ds4` written by
+//! `moetile synth` runs on the reference.
 
 use moetile::gguf::{Array, GgufFile, GgufWriter, Value};
 use moetile::quant::GgmlType;
