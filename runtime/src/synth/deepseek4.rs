@@ -245,7 +245,8 @@ pub(super) fn tensors(p: &Preset, dims: &Deepseek4Dims, plan: &Planner) -> Vec<T
         plan.tensor("output.weight", Role::Output, 0, &[d, v], output_head()),
     ];
     out.extend(hyper_connection(plan, "output_hc", 0, d, HC_STREAMS, 1));
-    for (il, &ratio) in dims.compress_ratios[..p.n_layers].iter().enumerate() {
+    // A layer count past the pattern is refused before writing (`Preset::check_layers`).
+    for (il, &ratio) in dims.compress_ratios.iter().take(p.n_layers).enumerate() {
         let blk = |name: &str| format!("blk.{il}.{name}");
         let tensor =
             |name: &str, role, dims: &[usize], init| plan.tensor(blk(name), role, il, dims, init);
@@ -403,7 +404,13 @@ pub(super) fn metadata(p: &Preset, dims: &Deepseek4Dims, w: &mut GgufWriter) -> 
     }
     w.add_metadata(
         key("attention.compress_ratios"),
-        Array::from(dims.compress_ratios[..n].to_vec()),
+        Array::from(
+            dims.compress_ratios
+                .iter()
+                .take(n)
+                .copied()
+                .collect::<Vec<_>>(),
+        ),
     )?;
     Ok(())
 }

@@ -532,6 +532,16 @@ fn ds4_layers_keep_the_first_layers_pattern() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("1..=43"), "{err}");
+    // Set past the pattern by hand: sized without a panic, refused when written.
+    let mut long = Preset::by_name("tiny-ds4").unwrap();
+    long.n_layers = 5;
+    let synth = Synth::new(long, Mix::Q8_0, 0);
+    assert!(synth.tensor_bytes() > 0);
+    let err = synth
+        .write_to(std::io::sink(), &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1..=4"), "{err}");
 
     // A preset hash-routing more layers than a file has: the file hash-routes all of them.
     let mut preset = Preset::by_name("tiny-ds4").unwrap().with_layers(2).unwrap();
