@@ -18,11 +18,13 @@
 //! The goldens hold llama.cpp's graph, so they are compared with the low-precision simulation
 //! off; further down, the simulation's effect is reported, the FP8/FP4 roundings checked
 //! against ml_dtypes, and prompts fed in chunks or one token at a time checked against the
-//! one-shot logits, bit for bit, across all of those boundaries.
+//! one-shot logits, bit for bit, across all of those boundaries. Last, a `tiny-ds4` written by
+//! `moetile synth` runs on the reference.
 
 use moetile::gguf::{Array, GgufFile, GgufWriter, Value};
 use moetile::quant::GgmlType;
-use moetile_cpu::deepseek4::{Deepseek4Options, Deepseek4Reference, qat};
+use moetile::synth::{Mix, Preset, Synth};
+use moetile_cpu::deepseek4::{Compression, Deepseek4Options, Deepseek4Reference, qat};
 use moetile_tests::golden::{Agreement, Golden, agreement};
 use moetile_tests::{fixtures, model_fixture};
 
@@ -701,5 +703,74 @@ fn qat_sim_moves_the_logits_by_a_bounded_amount() {
         println!("{name}: first position that differs: {first:?}");
         assert_eq!(first, Some(0), "keys are rounded from the first position");
         assert!(a.nmse > 0.0 && a.nmse <= 1e-2 && a.top1 >= 0.9, "{a:?}");
+    }
+}
+
+/// `moetile synth --preset tiny-ds4` in the original engine's q2 mix (IQ2_XXS/Q2_K experts,
+/// F16 and Q8_0 elsewhere), as GGUF.
+fn synth_tiny_ds4(seed: u64) -> GgufFile {
+    let mut bytes = Vec::new();
+    let preset = Preset::by_name("tiny-ds4").unwrap();
+    Synth::new(preset, Mix::Iq2XxsQ2K, seed)
+        .write_to(&mut bytes, &mut |_, _| {})
+        .unwrap();
+    GgufFile::from_bytes(bytes).unwrap()
+}
+
+/// A synthesized deepseek4 runs on the reference with logits a model could have: finite,
+/// spread over the vocabulary (standard deviation of order one), varying with the position;
+/// and its chunked prefill equals one shot. The 140-token prompt crosses the raw window (32
+/// keys), the indexer's top-k (8 of the ratio-4 rows, from position 35) and the first
+/// ratio-128 row (position 127).
+#[test]
+fn synthesized_tiny_ds4_runs_on_the_reference() {
+    let file = synth_tiny_ds4(5);
+    let tokens: Vec<u32> = (0..140u32).map(|i| (i * 37 + 11) % 500).collect();
+    for qat_sim in [true, false] {
+        let model = Deepseek4Reference::load(&file, Deepseek4Options { qat_sim }).unwrap();
+        let cfg = model.config();
+        let ratios = [
+            Compression::None,
+            Compression::None,
+            Compression::Ratio4,
+            Compression::Ratio128,
+        ];
+        assert_eq!(cfg.compression, ratios);
+        assert_eq!(
+            (cfg.n_experts, cfg.n_experts_used, cfg.hash_layers),
+            (16, 4, 1)
+        );
+        assert_eq!((cfg.sliding_window, cfg.indexer_top_k), (32, 8));
+        let n_vocab = cfg.n_vocab;
+        let logits = model.logits(&tokens).unwrap();
+        assert!(logits.iter().all(|v| v.is_finite()), "qat_sim {qat_sim}");
+        let mut argmaxes = std::collections::HashSet::new();
+        let mut deviations = Vec::new();
+        for (pos, row) in logits.chunks(n_vocab).enumerate() {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n_vocab as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n_vocab as f64;
+            assert!(
+                (0.2..20.0).contains(&var.sqrt()),
+                "qat_sim {qat_sim}, position {pos}: logit deviation {}",
+                var.sqrt()
+            );
+            deviations.push(var.sqrt());
+            let best = (0..n_vocab).max_by(|&a, &b| row[a].total_cmp(&row[b]));
+            argmaxes.insert(best);
+        }
+        let range = deviations
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), &d| (lo.min(d), hi.max(d)));
+        println!(
+            "qat_sim {qat_sim}: logit deviation per position {:.3}..{:.3}, {} distinct argmaxes \
+             over {} positions",
+            range.0,
+            range.1,
+            argmaxes.len(),
+            tokens.len()
+        );
+        assert!(argmaxes.len() > tokens.len() / 4, "{argmaxes:?}");
+        let got = chunked(&model, &tokens, &[5, 30, 1, 64]);
+        assert_same_bits(&format!("qat_sim {qat_sim}"), &got, &logits, n_vocab);
     }
 }

@@ -8,6 +8,7 @@
 //! random values, blocks repeat across the file, and rows still differ from each other, which
 //! keeps routing and logits non-degenerate. Values are uniform with standard deviation
 //! `1 / sqrt(row length)`, the fan-in, so activations stay of order one through the layers.
+//! Vectors (norm gains, biases, scales) and expert-id tables are drawn directly.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -23,10 +24,16 @@ pub(crate) const POOL_VALUES: usize = 1 << 20;
 const WRITE_BATCH: usize = 1 << 20;
 
 /// What a tensor holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Init {
-    /// RMS norm weights: F32 values near one.
-    Norm,
+    /// F32 values uniform in `mean ± spread`: norm gains near one ([`Init::NORM`]), biases,
+    /// scales and sink logits where the architecture wants them.
+    Vector {
+        /// Centre.
+        mean: f32,
+        /// Half-width.
+        spread: f64,
+    },
     /// A weight matrix (or stack of expert matrices) from the pools; rows from `zero_from` on
     /// (within each matrix) are zero, so padding tokens of the output head get logit 0 and
     /// are never the likeliest.
@@ -34,10 +41,24 @@ pub(crate) enum Init {
         /// First zero row, if any.
         zero_from: Option<usize>,
     },
+    /// I32 rows of `dims[0]` distinct expert ids below `n_experts` (a hash-routing table: the
+    /// experts of each token id).
+    ExpertIds {
+        /// E.
+        n_experts: usize,
+    },
+}
+
+impl Init {
+    /// RMS norm gains: near one, so norms neither vanish nor repeat one value.
+    pub const NORM: Init = Init::Vector {
+        mean: 1.0,
+        spread: 0.1,
+    };
 }
 
 /// One tensor to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TensorPlan {
     pub name: String,
     pub ty: GgmlType,
@@ -148,9 +169,23 @@ impl Pools {
             Ok(())
         };
         match t.init {
-            Init::Norm => {
+            Init::Vector { mean, spread } => {
                 for _ in 0..t.dims.iter().product::<usize>() {
-                    batch.extend_from_slice(&(1.0 + uniform(&mut rng, 0.1)).to_le_bytes());
+                    batch.extend_from_slice(&(mean + uniform(&mut rng, spread)).to_le_bytes());
+                }
+            }
+            Init::ExpertIds { n_experts } => {
+                // A partial Fisher-Yates shuffle per row: distinct ids, uniformly chosen.
+                let mut ids: Vec<i32> = (0..n_experts as i32).collect();
+                for _ in 0..t.n_rows() {
+                    for k in 0..t.row_len() {
+                        let j = k + (rng.next_u64() % (n_experts - k) as u64) as usize;
+                        ids.swap(k, j);
+                        batch.extend_from_slice(&ids[k].to_le_bytes());
+                    }
+                    if batch.len() >= WRITE_BATCH {
+                        flush(&mut batch, out)?;
+                    }
                 }
             }
             Init::Matrix { zero_from } => {

@@ -1,7 +1,7 @@
 //! Random-weight GGUF models with the dimensions of real MoE models, so benchmarks and tests
 //! need no download.
 //!
-//! A [`Synth`] is a [`Preset`] (architecture dimensions), a [`Mix`] (which quant type each
+//! A [`Synth`] is a [`Preset`] (architecture and dimensions), a [`Mix`] (which quant type each
 //! tensor gets) and a seed; the same three always give the same bytes. Files are written as a
 //! stream through [`GgufWriter`] (the model is never held in memory), into a temporary file
 //! next to the destination that is renamed into place only once complete, so neither a crash
@@ -12,7 +12,8 @@
 //! model's. The tokenizer is a real 512-token byte-level BPE vocabulary (the test fixtures'),
 //! padded with unused tokens to the preset's vocabulary size, with a ChatML template; the
 //! output head gives padding tokens logit 0, so sampled text is made of real tokens. Files load
-//! in moetile and in llama.cpp (architecture `qwen3moe`).
+//! in moetile and in llama.cpp. Each architecture's tensors and keys live in a module of its
+//! own (`qwen3moe.rs`, `deepseek4.rs`); this one holds what they share.
 //!
 //! ```no_run
 //! use moetile::synth::{Mix, Preset, Synth};
@@ -23,7 +24,9 @@
 //! # Ok::<(), moetile::Error>(())
 //! ```
 
+mod deepseek4;
 mod fill;
+mod qwen3moe;
 mod vocab;
 
 use std::io::Write;
@@ -32,12 +35,16 @@ use std::path::Path;
 use fill::{Init, Pools, TensorPlan};
 use vocab::SynthVocab;
 
+pub use deepseek4::Deepseek4Dims;
+pub use qwen3moe::Qwen3MoeDims;
+
 use crate::gguf::{Array, GgufError, GgufWriter};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
 
-/// Dimensions of a synthetic model (architecture `qwen3moe`: GQA attention with per-head q/k
-/// norms, softmax-routed experts renormalised over the top K, no shared expert).
+/// Dimensions of a synthetic model: what every architecture has (blocks, hidden width, routed
+/// experts, vocabulary, context) and, in [`family`](Self::family), what its own architecture
+/// adds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preset {
     /// Name on the command line.
@@ -48,12 +55,6 @@ pub struct Preset {
     pub n_layers: usize,
     /// D: hidden width.
     pub d_model: usize,
-    /// Query heads.
-    pub n_heads: usize,
-    /// Key/value heads.
-    pub n_kv_heads: usize,
-    /// Width of one head.
-    pub head_dim: usize,
     /// E: routed experts per layer.
     pub n_experts: usize,
     /// K: experts per token.
@@ -64,61 +65,40 @@ pub struct Preset {
     pub n_vocab: usize,
     /// Trained context written to the metadata.
     pub n_ctx_train: usize,
-    /// RoPE frequency base.
-    pub rope_freq_base: f32,
+    /// The architecture and its own dimensions.
+    pub family: Family,
+}
+
+/// The architecture a preset is written as, with the dimensions only it has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Family {
+    /// `qwen3moe`: GQA attention with per-head q/k norms, softmax-routed experts renormalised
+    /// over the top K, no shared expert.
+    Qwen3Moe(Qwen3MoeDims),
+    /// `deepseek4` (DeepSeek V4): low-rank queries over one shared key/value latent,
+    /// compressed keys with a lightning indexer, four hyper-connected streams,
+    /// `sqrt(softplus)`-routed experts (hash-routed in the first layers) plus a shared expert.
+    Deepseek4(Deepseek4Dims),
+}
+
+impl Family {
+    /// `general.architecture`, and the prefix of the architecture's keys.
+    pub fn arch(&self) -> &'static str {
+        match self {
+            Family::Qwen3Moe(_) => qwen3moe::ARCH,
+            Family::Deepseek4(_) => deepseek4::ARCH,
+        }
+    }
 }
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 3] = [
-        Preset {
-            name: "tiny-qwen3moe",
-            about: "a small qwen3moe for tests and quick benchmarks (2 MB in f16)",
-            n_layers: 4,
-            d_model: 256,
-            n_heads: 4,
-            n_kv_heads: 2,
-            head_dim: 64,
-            n_experts: 16,
-            n_experts_used: 2,
-            expert_ff: 256,
-            n_vocab: 512,
-            n_ctx_train: 32768,
-            rope_freq_base: 1_000_000.0,
-        },
-        Preset {
-            name: "qwen3-30b-a3b",
-            about: "Qwen3-30B-A3B: 48 layers, D 2048, 128 experts (8 used) of F 768, GQA 32/4 \
-                    heads of 128",
-            n_layers: 48,
-            d_model: 2048,
-            n_heads: 32,
-            n_kv_heads: 4,
-            head_dim: 128,
-            n_experts: 128,
-            n_experts_used: 8,
-            expert_ff: 768,
-            n_vocab: 151_936,
-            n_ctx_train: 40960,
-            rope_freq_base: 1_000_000.0,
-        },
-        Preset {
-            name: "ds4-flash-moe",
-            about: "DeepSeek-V4-Flash's MoE layers (43 layers, D 4096, 256 experts, 6 used, \
-                    F 2048, vocabulary 129280) under qwen3moe attention of Qwen3-235B-A22B's \
-                    shape (GQA 64/4 heads of 128), since its own attention is not a qwen3moe op",
-            n_layers: 43,
-            d_model: 4096,
-            n_heads: 64,
-            n_kv_heads: 4,
-            head_dim: 128,
-            n_experts: 256,
-            n_experts_used: 6,
-            expert_ff: 2048,
-            n_vocab: 129_280,
-            n_ctx_train: 65536,
-            rope_freq_base: 1_000_000.0,
-        },
+    pub const ALL: [Preset; 5] = [
+        qwen3moe::TINY,
+        qwen3moe::QWEN3_30B_A3B,
+        qwen3moe::DS4_FLASH_MOE,
+        deepseek4::TINY,
+        deepseek4::FLASH,
     ];
 
     /// The preset called `name`, or an error listing them.
@@ -133,21 +113,44 @@ impl Preset {
             })
     }
 
-    /// The same dimensions with `n_layers` blocks (at least one).
+    /// The same dimensions with `n_layers` blocks (at least one): the first `n_layers` of the
+    /// preset's per-layer pattern where it has one (deepseek4's compress ratios and
+    /// hash-routed layers), so at most the preset's own count there.
     pub fn with_layers(self, n_layers: usize) -> Result<Preset> {
-        if n_layers == 0 {
-            return Err(Error::InvalidSetting {
-                name: "layers".into(),
-                value: "0".into(),
-                expected: "at least 1".into(),
-            });
+        let preset = Preset { n_layers, ..self };
+        preset.check_layers()?;
+        Ok(preset)
+    }
+
+    /// Refuses a layer count the preset cannot take.
+    fn check_layers(&self) -> Result<()> {
+        let max = match &self.family {
+            Family::Qwen3Moe(_) => usize::MAX,
+            Family::Deepseek4(dims) => dims.compress_ratios.len(),
+        };
+        if (1..=max).contains(&self.n_layers) {
+            return Ok(());
         }
-        Ok(Preset { n_layers, ..self })
+        Err(Error::InvalidSetting {
+            name: format!("{} layers", self.name),
+            value: self.n_layers.to_string(),
+            expected: match max {
+                usize::MAX => "at least 1".into(),
+                _ => format!("1..={max}: the layers whose compress ratios the preset knows"),
+            },
+        })
+    }
+
+    /// `v` as a u32 key value.
+    fn u32_of(&self, v: usize) -> Result<u32> {
+        u32::try_from(v).map_err(|_| {
+            Error::InvalidModel(format!("{} dimension {v} does not fit in u32", self.name))
+        })
     }
 }
 
-/// Which quant type each tensor gets. Norms and the router are F32 in every mix (llama.cpp
-/// never quantizes `ffn_gate_inp`).
+/// Which quant type each tensor gets. Norms and other vectors are F32 in every mix; so is the
+/// qwen3moe router (llama.cpp never quantizes `ffn_gate_inp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mix {
     /// llama.cpp's Q4_K_M: Q4_K, with Q6_K for the output head and for `attn_v` and
@@ -157,32 +160,47 @@ pub enum Mix {
     /// Q2_K everywhere but the output head (Q6_K).
     Q2K,
     /// The reference engine's "q2" mix: expert gate/up IQ2_XXS, expert down Q2_K, every other
-    /// matrix Q8_0.
+    /// matrix Q8_0 (deepseek4: as the engine's files have them, F16 where they do).
     Iq2XxsQ2K,
+    /// The reference engine's "q4" mix: routed experts Q4_K, every other matrix as in
+    /// [`Mix::Iq2XxsQ2K`].
+    Q4K,
     /// Q8_0 everywhere.
     Q8_0,
     /// F16 everywhere.
     F16,
 }
 
-/// The tensors of a block, by role.
+/// The tensors of a block, by how the mixes store them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Embedding,
     Output,
-    Norm,
-    AttnQkvO { v: bool },
+    /// F32 in every mix: norm gains, biases, scales, sink logits.
+    Vector,
+    AttnQkvO {
+        v: bool,
+    },
+    /// The qwen3moe router: F32 in every mix.
     Router,
     ExpertGateUp,
     ExpertDown,
+    /// The deepseek4 shared expert: Q8_0 in the reference engine's files.
+    SharedExpert,
+    /// What the reference engine's deepseek4 files keep in F16 (embedding, router,
+    /// hyper-connection mixes, compressors, indexer): F16 but in the Q8_0 mix.
+    Float16,
+    /// I32 expert ids of hash routing, in every mix.
+    ExpertIds,
 }
 
 impl Mix {
     /// Every mix with its command-line name.
-    pub const ALL: [(Mix, &'static str); 5] = [
+    pub const ALL: [(Mix, &'static str); 6] = [
         (Mix::Q4KM, "q4_k_m"),
         (Mix::Q2K, "q2_k"),
         (Mix::Iq2XxsQ2K, "iq2_xxs-q2_k"),
+        (Mix::Q4K, "q4_k"),
         (Mix::Q8_0, "q8_0"),
         (Mix::F16, "f16"),
     ];
@@ -209,12 +227,14 @@ impl Mix {
             .unwrap_or("?")
     }
 
-    /// `general.file_type`: llama.cpp's `llama_ftype` of the mix.
+    /// `general.file_type`: llama.cpp's `llama_ftype` of the mix (for `q4_k`, mostly Q4_K:
+    /// `Q4_K_S`).
     fn file_type(self) -> u32 {
         match self {
             Mix::F16 => 1,
             Mix::Q8_0 => 7,
             Mix::Q2K => 10,
+            Mix::Q4K => 14,
             Mix::Q4KM => 15,
             Mix::Iq2XxsQ2K => 19,
         }
@@ -226,9 +246,11 @@ impl Mix {
         let more_bits =
             layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
         match (self, role) {
-            (_, Role::Norm | Role::Router) => GgmlType::F32,
+            (_, Role::Vector | Role::Router) => GgmlType::F32,
+            (_, Role::ExpertIds) => GgmlType::I32,
             (Mix::F16, _) => GgmlType::F16,
             (Mix::Q8_0, _) => GgmlType::Q8_0,
+            (_, Role::Float16) => GgmlType::F16,
             (Mix::Q2K | Mix::Q4KM, Role::Output) => GgmlType::Q6_K,
             (Mix::Q2K, _) => GgmlType::Q2_K,
             (Mix::Q4KM, Role::AttnQkvO { v: true } | Role::ExpertDown) if more_bits => {
@@ -237,8 +259,49 @@ impl Mix {
             (Mix::Q4KM, _) => GgmlType::Q4_K,
             (Mix::Iq2XxsQ2K, Role::ExpertGateUp) => GgmlType::IQ2_XXS,
             (Mix::Iq2XxsQ2K, Role::ExpertDown) => GgmlType::Q2_K,
-            (Mix::Iq2XxsQ2K, _) => GgmlType::Q8_0,
+            (Mix::Q4K, Role::ExpertGateUp | Role::ExpertDown) => GgmlType::Q4_K,
+            (Mix::Iq2XxsQ2K | Mix::Q4K, _) => GgmlType::Q8_0,
         }
+    }
+}
+
+/// Makes the [`TensorPlan`]s of one file: each tensor's type from the mix and its role.
+struct Planner {
+    mix: Mix,
+    n_layers: usize,
+}
+
+impl Planner {
+    /// Tensor `name` of block `layer` (0 for global tensors), ggml `dims`, filled as `init`.
+    fn tensor(
+        &self,
+        name: impl Into<String>,
+        role: Role,
+        layer: usize,
+        dims: &[usize],
+        init: Init,
+    ) -> TensorPlan {
+        TensorPlan {
+            name: name.into(),
+            ty: self.mix.tensor_type(role, layer, self.n_layers),
+            dims: dims.to_vec(),
+            init,
+        }
+    }
+
+    /// An F32 vector of norm gains.
+    fn norm(&self, name: impl Into<String>, layer: usize, len: usize) -> TensorPlan {
+        self.tensor(name, Role::Vector, layer, &[len], Init::NORM)
+    }
+}
+
+/// A weight matrix from the pools.
+const MATRIX: Init = Init::Matrix { zero_from: None };
+
+/// The output head: rows of the padding tokens are zero, so text is made of real tokens.
+fn output_head() -> Init {
+    Init::Matrix {
+        zero_from: Some(SynthVocab::real_len()),
     }
 }
 
@@ -253,9 +316,6 @@ pub struct Synth {
     pub seed: u64,
 }
 
-/// The architecture every preset is written as.
-const ARCH: &str = "qwen3moe";
-
 impl Synth {
     /// A model of `preset` dimensions in `mix`, with weights from `seed`.
     pub fn new(preset: Preset, mix: Mix, seed: u64) -> Synth {
@@ -264,90 +324,20 @@ impl Synth {
 
     /// Every tensor, in file order.
     fn tensors(&self) -> Vec<TensorPlan> {
-        let p = &self.preset;
-        let (d, f, e) = (p.d_model, p.expert_ff, p.n_experts);
-        let (q, kv) = (p.n_heads * p.head_dim, p.n_kv_heads * p.head_dim);
-        let matrix = Init::Matrix { zero_from: None };
-        let plan =
-            |name: String, role: Role, layer: usize, dims: &[usize], init: Init| TensorPlan {
-                name,
-                ty: self.mix.tensor_type(role, layer, p.n_layers),
-                dims: dims.to_vec(),
-                init,
-            };
-        let mut out = vec![
-            plan(
-                "token_embd.weight".into(),
-                Role::Embedding,
-                0,
-                &[d, p.n_vocab],
-                matrix,
-            ),
-            plan("output_norm.weight".into(), Role::Norm, 0, &[d], Init::Norm),
-            plan(
-                "output.weight".into(),
-                Role::Output,
-                0,
-                &[d, p.n_vocab],
-                Init::Matrix {
-                    zero_from: Some(SynthVocab::real_len()),
-                },
-            ),
-        ];
-        for il in 0..p.n_layers {
-            let blk = |name: &str| format!("blk.{il}.{name}.weight");
-            let attn = |v| Role::AttnQkvO { v };
-            out.extend([
-                plan(blk("attn_norm"), Role::Norm, il, &[d], Init::Norm),
-                plan(blk("attn_q"), attn(false), il, &[d, q], matrix),
-                plan(blk("attn_k"), attn(false), il, &[d, kv], matrix),
-                plan(blk("attn_v"), attn(true), il, &[d, kv], matrix),
-                plan(blk("attn_output"), attn(false), il, &[q, d], matrix),
-                plan(
-                    blk("attn_q_norm"),
-                    Role::Norm,
-                    il,
-                    &[p.head_dim],
-                    Init::Norm,
-                ),
-                plan(
-                    blk("attn_k_norm"),
-                    Role::Norm,
-                    il,
-                    &[p.head_dim],
-                    Init::Norm,
-                ),
-                plan(blk("ffn_norm"), Role::Norm, il, &[d], Init::Norm),
-                plan(blk("ffn_gate_inp"), Role::Router, il, &[d, e], matrix),
-                plan(
-                    blk("ffn_gate_exps"),
-                    Role::ExpertGateUp,
-                    il,
-                    &[d, f, e],
-                    matrix,
-                ),
-                plan(
-                    blk("ffn_up_exps"),
-                    Role::ExpertGateUp,
-                    il,
-                    &[d, f, e],
-                    matrix,
-                ),
-                plan(
-                    blk("ffn_down_exps"),
-                    Role::ExpertDown,
-                    il,
-                    &[f, d, e],
-                    matrix,
-                ),
-            ]);
+        let planner = Planner {
+            mix: self.mix,
+            n_layers: self.preset.n_layers,
+        };
+        match &self.preset.family {
+            Family::Qwen3Moe(dims) => qwen3moe::tensors(&self.preset, dims, &planner),
+            Family::Deepseek4(dims) => deepseek4::tensors(&self.preset, dims, &planner),
         }
-        out
     }
 
-    /// The header: metadata (hyper-parameters llama.cpp and moetile read, the tokenizer, the
-    /// chat template, how the file was made) and the tensor table.
-    fn writer(&self, tensors: &[TensorPlan]) -> Result<GgufWriter> {
+    /// Refuses what no file could hold: a vocabulary smaller than the real one, more experts
+    /// used than exist, a layer count the preset cannot take, a mix the architecture's files
+    /// do not come in. Writing checks it too; callers validating settings call it first.
+    pub fn check(&self) -> Result<()> {
         let p = &self.preset;
         if p.n_vocab < SynthVocab::real_len() {
             return Err(Error::InvalidSetting {
@@ -356,14 +346,27 @@ impl Synth {
                 expected: format!("at least {} tokens", SynthVocab::real_len()),
             });
         }
+        if p.n_experts_used == 0 || p.n_experts_used > p.n_experts {
+            return Err(Error::InvalidSetting {
+                name: format!("{} experts used", p.name),
+                value: p.n_experts_used.to_string(),
+                expected: format!("1..={} (the experts there are)", p.n_experts),
+            });
+        }
+        p.check_layers()?;
+        if let Family::Deepseek4(_) = p.family {
+            deepseek4::check_mix(self.mix)?;
+        }
+        Ok(())
+    }
+
+    /// The header: metadata (hyper-parameters llama.cpp and moetile read, the tokenizer, the
+    /// chat template, how the file was made) and the tensor table.
+    fn writer(&self, tensors: &[TensorPlan]) -> Result<GgufWriter> {
+        self.check()?;
+        let p = &self.preset;
         let mut w = GgufWriter::new();
-        let u32_of = |v: usize| -> Result<u32> {
-            u32::try_from(v).map_err(|_| {
-                Error::InvalidModel(format!("{} dimension {v} does not fit in u32", p.name))
-            })
-        };
-        let arch = |k: &str| format!("{ARCH}.{k}");
-        w.add_metadata("general.architecture", ARCH)?;
+        w.add_metadata("general.architecture", p.family.arch())?;
         w.add_metadata(
             "general.name",
             format!(
@@ -377,24 +380,10 @@ impl Synth {
         w.add_metadata("moetile.synth.preset", p.name)?;
         w.add_metadata("moetile.synth.mix", self.mix.name())?;
         w.add_metadata("moetile.synth.seed", self.seed)?;
-        for (key, value) in [
-            ("context_length", p.n_ctx_train),
-            ("embedding_length", p.d_model),
-            ("block_count", p.n_layers),
-            ("feed_forward_length", p.expert_ff * p.n_experts_used),
-            ("attention.head_count", p.n_heads),
-            ("attention.head_count_kv", p.n_kv_heads),
-            ("attention.key_length", p.head_dim),
-            ("attention.value_length", p.head_dim),
-            ("expert_count", p.n_experts),
-            ("expert_used_count", p.n_experts_used),
-            ("expert_feed_forward_length", p.expert_ff),
-            ("vocab_size", p.n_vocab),
-        ] {
-            w.add_metadata(arch(key), u32_of(value)?)?;
+        match &p.family {
+            Family::Qwen3Moe(dims) => qwen3moe::metadata(p, dims, &mut w)?,
+            Family::Deepseek4(dims) => deepseek4::metadata(p, dims, &mut w)?,
         }
-        w.add_metadata(arch("attention.layer_norm_rms_epsilon"), 1e-6f32)?;
-        w.add_metadata(arch("rope.freq_base"), p.rope_freq_base)?;
 
         let vocab = SynthVocab::padded(p.n_vocab);
         let control = |text: &str| {

@@ -1,4 +1,5 @@
-//! `moetile synth`: writes a random-weight GGUF with the dimensions of a real MoE model.
+//! `moetile synth`: writes a random-weight GGUF with the dimensions of a real MoE model
+//! (architecture `qwen3moe` or `deepseek4`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,16 +14,18 @@ use crate::progress;
 #[derive(Debug, Args)]
 #[command(after_help = preset_help())]
 pub struct SynthArgs {
-    /// Dimensions: tiny-qwen3moe, qwen3-30b-a3b or ds4-flash-moe.
+    /// Dimensions: tiny-qwen3moe, qwen3-30b-a3b, ds4-flash-moe, tiny-ds4 or ds4-flash.
     #[arg(long, value_name = "NAME")]
     preset: String,
-    /// Quant mix: q4_k_m, q2_k, iq2_xxs-q2_k, q8_0 or f16.
+    /// Quant mix: q4_k_m, q2_k, iq2_xxs-q2_k, q4_k, q8_0 or f16 (deepseek4 presets:
+    /// iq2_xxs-q2_k, q4_k, q8_0 or f16).
     #[arg(long, value_name = "MIX", default_value = "q4_k_m")]
     quant: String,
     /// Output file.
     #[arg(short, long, value_name = "FILE.gguf")]
     output: PathBuf,
-    /// Number of layers instead of the preset's (smaller files, same layer shapes).
+    /// Number of layers instead of the preset's (smaller files, same layer shapes; deepseek4
+    /// presets keep their first N layers' compress ratios and hash routing).
     #[arg(long, value_name = "N")]
     layers: Option<usize>,
     /// Seed of every weight; the same seed writes the same bytes.
@@ -36,7 +39,7 @@ pub struct SynthArgs {
 fn preset_help() -> String {
     let presets: Vec<String> = Preset::ALL
         .iter()
-        .map(|p| format!("  {:<15} {}", p.name, p.about))
+        .map(|p| format!("  {:<15} {:<10} {}", p.name, p.family.arch(), p.about))
         .collect();
     format!("Presets:\n{}", presets.join("\n"))
 }
@@ -48,7 +51,9 @@ impl SynthArgs {
             preset = preset.with_layers(n).map_err(usage)?;
         }
         let mix = Mix::by_name(&self.quant).map_err(usage)?;
-        Ok(Synth::new(preset, mix, self.seed))
+        let synth = Synth::new(preset, mix, self.seed);
+        synth.check().map_err(usage)?;
+        Ok(synth)
     }
 }
 

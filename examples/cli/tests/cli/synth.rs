@@ -81,3 +81,44 @@ fn synth_rejects_unknown_presets_and_mixes_listing_the_choices() {
     assert!(err.contains("iq2_xxs-q2_k"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn synth_writes_deepseek4_that_bench_and_profile_refuse_naming_the_architecture() {
+    // The runtime's forward pass does not run deepseek4 yet (only the CPU reference,
+    // moetile_cpu::deepseek4, does): the commands that would measure it say so by name before
+    // any work, rather than failing deeper.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ds4.gguf");
+    let p = path.to_str().unwrap();
+    let out = stdout_of(moetile().args([
+        "synth",
+        "--preset",
+        "tiny-ds4",
+        "--quant",
+        "iq2_xxs-q2_k",
+        "--layers",
+        "3",
+        "-o",
+        p,
+    ]));
+    assert!(out.contains("tiny-ds4"), "{out}");
+    let file = GgufFile::open(&path).unwrap();
+    assert_eq!(file.get_str("general.architecture").unwrap(), "deepseek4");
+    assert_eq!(file.get_u64("deepseek4.block_count").unwrap(), 3);
+    for cmd in [
+        &["bench", "-m", p][..],
+        &["bench", "-m", p, "--cpu"],
+        &["profile", "-m", p],
+    ] {
+        let err = one_line_error(moetile().args(cmd));
+        assert!(
+            err.contains("unsupported model architecture \"deepseek4\""),
+            "{cmd:?}: {err}"
+        );
+    }
+    // The K-quant mixes llama.cpp makes are not the ones deepseek4 files come in.
+    let err = one_line_error(moetile().args([
+        "synth", "--preset", "tiny-ds4", "--quant", "q4_k_m", "-o", p, "--force",
+    ]));
+    assert!(err.contains("iq2_xxs-q2_k, q4_k"), "{err}");
+}

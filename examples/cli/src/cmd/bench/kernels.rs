@@ -21,10 +21,10 @@ pub struct KernelArgs {
     #[command(flatten)]
     gpu: GpuArgs,
     /// MoE layer shapes of synth presets, comma-separated: tiny-qwen3moe, qwen3-30b-a3b,
-    /// ds4-flash-moe [default: qwen3-30b-a3b,ds4-flash-moe].
+    /// ds4-flash-moe, tiny-ds4, ds4-flash [default: qwen3-30b-a3b,ds4-flash-moe].
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = list_item(
         "--shape",
-        "tiny-qwen3moe, qwen3-30b-a3b or ds4-flash-moe",
+        "tiny-qwen3moe, qwen3-30b-a3b, ds4-flash-moe, tiny-ds4 or ds4-flash",
         |v| Preset::by_name(v).ok().map(|p| shape(&p)),
     ))]
     shape: Vec<Shape>,
@@ -87,11 +87,19 @@ fn shape(preset: &Preset) -> Shape {
     }
 }
 
+/// The shapes timed without `--shape`: the MoE layers of the real models, each once
+/// (ds4-flash's is ds4-flash-moe's).
+const DEFAULT_SHAPES: [&str; 2] = ["qwen3-30b-a3b", "ds4-flash-moe"];
+
 /// Runs `moetile bench kernels`.
 pub fn run(args: KernelArgs) -> Result<()> {
     let ctx = WgpuContext::new(&args.gpu.resolve()?)?;
     let mut cfg = BenchConfig::default_for(&ctx);
-    cfg.shapes = or(args.shape, Preset::ALL[1..].iter().map(shape).collect());
+    let defaults = DEFAULT_SHAPES
+        .iter()
+        .map(|name| Preset::by_name(name).map(|p| shape(&p)))
+        .collect::<moetile::Result<Vec<_>>>()?;
+    cfg.shapes = or(args.shape, defaults);
     cfg.tokens = or(args.tokens, cfg.tokens);
     cfg.mat_vec_tokens = or(args.mv_tokens, cfg.mat_vec_tokens);
     cfg.weights = or(args.weights, cfg.weights);
