@@ -265,6 +265,28 @@ params! {
     }
 }
 
+params! {
+    /// `hc_pre.wgsl`, `hc_post.wgsl`: a hyper-connection over `HC` streams of `n_cols`.
+    HyperParams {
+        /// T.
+        n_tokens: u32,
+        /// D: the width of one stream.
+        n_cols: u32,
+        /// Sinkhorn column passes (at least 1).
+        sinkhorn_iterations: u32,
+        /// Epsilon of the RMS norm of a token's streams.
+        rms_eps: f32,
+        /// Added to the pre weights, the comb softmax and every Sinkhorn sum.
+        eps: f32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+        /// Padding.
+        _pad2: u32,
+    }
+}
+
 /// One params struct as a value: what the generator writes and the layout test checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -301,5 +323,6 @@ pub fn all() -> Vec<Layout> {
         layout::<AttnInputParams>(),
         layout::<AttnParams>(),
         layout::<RouteParams>(),
+        layout::<HyperParams>(),
     ]
 }

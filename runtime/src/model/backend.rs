@@ -152,6 +152,47 @@ impl<W> Clone for PreNorm<'_, W> {
 
 impl<W> Copy for PreNorm<'_, W> {}
 
+/// Streams of an mHC hyper-connection (deepseek4): a token's hidden state is this many
+/// residual streams of width D, side by side in one `(T, HC_STREAMS * D)` activation.
+pub const HC_STREAMS: usize = 4;
+
+/// Mixing values of a sub-block's hyper-connection per token: `HC_STREAMS` pre weights,
+/// `HC_STREAMS` post weights, then the `HC_STREAMS x HC_STREAMS` comb matrix (row `src`,
+/// column `dst`: the share of old stream `src` in new stream `dst`).
+pub const HC_MIXES: usize = (2 + HC_STREAMS) * HC_STREAMS;
+
+/// The weights of one mHC hyper-connection (deepseek4's `blk.N.hc_{attn,ffn}_*`).
+#[derive(Debug)]
+pub struct HyperWeights<'a, W> {
+    /// `[HC_STREAMS * D, HC_MIXES]` (`_fn`): the raw mixes from a token's RMS-normed streams
+    /// (a norm without weight, over all `HC_STREAMS * D` values at once).
+    pub func: &'a W,
+    /// f32 `[3]` (`_scale`): the factor of the pre, post and comb mixes.
+    pub scale: &'a W,
+    /// f32 `[HC_MIXES]` (`_base`): added to each mix after its factor.
+    pub base: &'a W,
+}
+
+// By hand: a derive would ask `W: Copy`, though only references to W are copied.
+impl<W> Clone for HyperWeights<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for HyperWeights<'_, W> {}
+
+/// The settings of a hyper-connection (`hyper_connection.*` keys).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HyperParams {
+    /// Epsilon of the RMS norm of the streams (`attention.layer_norm_rms_epsilon`).
+    pub rms_eps: f32,
+    /// Added to each pre weight and to the comb softmax and every Sinkhorn sum.
+    pub eps: f32,
+    /// Sinkhorn column passes (at least 1).
+    pub sinkhorn_iterations: usize,
+}
+
 /// Where in the forward pass the ops that follow belong, for profilers ([`Backend::stage`]).
 /// A residual add belongs to the op that produces what is added, a norm to the first op that
 /// reads its output.
@@ -328,6 +369,24 @@ pub trait Backend {
     fn mul_sigmoid(&mut self, x: &mut Self::Act, g: &Self::Act) -> Result<()>;
     /// The last row of `x`: `(1, cols)`, so the output head runs on one token while decoding.
     fn last_row(&mut self, x: &Self::Act) -> Result<Self::Act>;
+
+    /// The `pre` step of an mHC hyper-connection over `streams (T, HC_STREAMS * D)`: per token,
+    /// the mixes `m = func @ rms_norm(streams[t])` (no norm weight), then with `a_i = m_i *
+    /// scale[family(i)] + base_i`: pre weights `sigmoid(a) + eps`, post weights `2 sigmoid(a)`,
+    /// comb a row softmax of `a` plus eps made doubly stochastic by `p.sinkhorn_iterations`
+    /// Sinkhorn passes. Returns the sub-block input `sum_s pre[s] * streams[t][s]` `(T, D)`
+    /// and those mixing values `(T, HC_MIXES)` (see [`HC_MIXES`]), which [`Backend::hc_post`]
+    /// reads.
+    fn hc_pre(
+        &mut self,
+        streams: &Self::Act,
+        w: HyperWeights<'_, Self::Weight>,
+        p: &HyperParams,
+    ) -> Result<(Self::Act, Self::Act)>;
+    /// The `post` step: the sub-block output `out (T, D)` written back into `streams (T,
+    /// HC_STREAMS * D)` with the mixing values `mix (T, HC_MIXES)` of [`Backend::hc_pre`]:
+    /// `new[dst] = post[dst] * out + sum_src comb[src][dst] * old[src]`.
+    fn hc_post(&mut self, streams: &mut Self::Act, out: &Self::Act, mix: &Self::Act) -> Result<()>;
 
     /// Router: logits `(T, E)` -> top-K expert ids and weights per token.
     fn route(&mut self, logits: &Self::Act, p: &RouterParams) -> Result<Self::Routing>;

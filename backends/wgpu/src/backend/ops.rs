@@ -2,8 +2,8 @@
 //! backend, takes its outputs from the backend's pool and records its kernels.
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, ModelConfig, MoeParams,
-    PreNorm, RouterParams, Stage, WeightData,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HyperParams,
+    HyperWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Stage, WeightData,
 };
 use moetile_codegen::{ActType, EltOp};
 
@@ -326,6 +326,51 @@ impl Backend for WgpuBackend {
             row_bytes,
         );
         Ok(out)
+    }
+
+    /// The raw mixes as a plain matmul over the streams (the norm's factor is applied in
+    /// `hc_pre`, which reads the row anyway for the input), then `hc_pre`.
+    fn hc_pre(
+        &mut self,
+        streams: &GpuMatrix,
+        w: HyperWeights<'_, ExpertTensor>,
+        p: &HyperParams,
+    ) -> moetile::Result<(GpuMatrix, GpuMatrix)> {
+        if w.func.dense_rows() != HC_MIXES {
+            return Err(shape(
+                "hc_pre",
+                format!(
+                    "{} has {} rows; a hyper-connection has {HC_MIXES} mixes",
+                    w.func.name,
+                    w.func.dense_rows()
+                ),
+            ));
+        }
+        let mixes = self.matmul(streams, w.func)?;
+        let input = self.output(
+            streams.rows,
+            streams.cols / moetile::model::HC_STREAMS,
+            "hc_pre",
+        )?;
+        let mix = self.output(streams.rows, HC_MIXES, "hc mix")?;
+        let pre = ops::HyperPre {
+            mixes: &mixes,
+            scale: w.scale,
+            base: w.base,
+        };
+        self.record("hc_pre", |rec| {
+            ops::hc_pre(rec, streams, pre, p, &input, &mix)
+        })?;
+        Ok((input, mix))
+    }
+
+    fn hc_post(
+        &mut self,
+        streams: &mut GpuMatrix,
+        out: &GpuMatrix,
+        mix: &GpuMatrix,
+    ) -> moetile::Result<()> {
+        self.record("hc_post", |rec| ops::hc_post(rec, streams, out, mix))
     }
 
     fn route(&mut self, logits: &GpuMatrix, p: &RouterParams) -> moetile::Result<Routing> {
