@@ -23,8 +23,9 @@ use std::collections::HashSet;
 
 use common::{Weights, random_blocks, rng, shared_ctx, uniform};
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, Gating, MoeParams, PreNorm,
-    RopeParams, RouterParams, Stage, WeightData,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, Gating, HC_MIXES,
+    HC_STREAMS, HyperParams, HyperWeights, MoeParams, PreNorm, RopeParams, RouterParams, Stage,
+    WeightData,
 };
 use moetile::tile::TileWidth;
 use moetile_cpu::{CpuBackend, CpuWeight};
@@ -892,6 +893,143 @@ fn route_matches_cpu_including_ties() {
     let gr = gpu.route(&gl, &p).unwrap();
     let (ids, _) = gpu.read_routing(&gr).unwrap();
     assert_eq!(ids, [3, u32::MAX, u32::MAX, 12, 9, u32::MAX]);
+}
+
+/// A random hyper-connection over streams of `d` on both backends: `fn` scaled so the mixes
+/// of unit-RMS streams are about 2 (sigmoids and softmaxes away from saturation, as in a
+/// trained model), factors in [0.5, 1.5], bases in [-1, 1].
+struct HyperCase {
+    func: Vec<f32>,
+    gpu: [moetile_wgpu::ExpertTensor; 3],
+    cpu: [CpuWeight; 3],
+}
+
+impl HyperCase {
+    fn random(rng: &mut StdRng, gpu: &mut WgpuBackend, cpu: &mut CpuBackend, d: usize) -> Self {
+        let n = HC_STREAMS * d;
+        let func = uniform(rng, HC_MIXES * n, 2.0 * (3.0 / n as f32).sqrt());
+        let scale: Vec<f32> = (0..3).map(|_| rng.random_range(0.5..1.5)).collect();
+        let base = uniform(rng, HC_MIXES, 1.0);
+        let (gf, cf) = upload_both(gpu, cpu, f32_data("hc_fn", &[n, HC_MIXES], &func));
+        let (gs, cs) = upload_both(gpu, cpu, f32_data("hc_scale", &[3], &scale));
+        let (gb, cb) = upload_both(gpu, cpu, f32_data("hc_base", &[HC_MIXES], &base));
+        HyperCase {
+            func,
+            gpu: [gf, gs, gb],
+            cpu: [cf, cs, cb],
+        }
+    }
+
+    fn weights<W>(w: &[W; 3]) -> HyperWeights<'_, W> {
+        HyperWeights {
+            func: &w[0],
+            scale: &w[1],
+            base: &w[2],
+        }
+    }
+}
+
+/// `hc_pre` and `hc_post` against the CPU reference (the reference model's own steps) at the
+/// tiny fixture's dimensions (D 32, 3 Sinkhorn passes) and Flash's (D 4096, 20 passes), for a
+/// decode token (mixes by mat-vec) and a prefill batch (tiled mixes), every output poisoned.
+///
+/// Tolerances, from the one step where the GPU rounds more than the reference, the f32 matmul
+/// of the raw mixes over `4 D` values (16384 at Flash): f32 partial sums of a few hundred
+/// products per lane joined by a tree, each rounding below `sum_i |fn_i x_i|`, adding as a
+/// random walk (the worst case, 1e-5 relative as for `matmul`, would hide the coefficients'
+/// errors): `2e-6 * sum_i |fn_i x_i|` (~30 ulps), times the RMS factor and the largest scale,
+/// is `da`, the error budget of a token's mixes. Sigmoid has slope <= 1/4
+/// (pre weights move by <= da / 4, post weights by <= da / 2), the comb softmax moves an entry
+/// by <= da / 2, and the Sinkhorn passes divide by sums near 1 whose errors are of that size:
+/// 4 da bounds every mixing value, plus 2e-6 for the f32 rounding of the ~100 operations from
+/// the mixes on (values <= 2). The input `sum_s pre_s x_s` is off by `da * sum_s |x_s|` plus
+/// 1e-6 relative rounding. `hc_post` gets the reference's mixing values, so it only rounds
+/// five products and their sum: 1e-6 relative to `|post f| + sum |comb x|`, plus 1e-6. On
+/// lavapipe the mixes and input use <= 0.01 of their bound and post 0.11; dropping the eps of
+/// the Sinkhorn column sums fails by 30x the bound, a column left unwritten, or comb read
+/// transposed in `hc_post`, fail too.
+#[test]
+fn hyper_connection_matches_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("hyper_connection_matches_cpu");
+    // The epsilons of deepseek4 (1e-6) are below the tolerance; the large ones make a kernel
+    // that puts them in the wrong place fail.
+    let (real, large) = ((1e-6, 1e-6), (0.25, 0.01));
+    for (d, sinkhorn_iterations, (rms_eps, eps), t) in [
+        (32, 3, real, 1),
+        (32, 3, large, 37),
+        (4096, 20, real, 1),
+        (4096, 20, large, 9),
+    ] {
+        let label = format!("hc D={d} T={t} eps {eps}");
+        let n = HC_STREAMS * d;
+        let case = HyperCase::random(&mut rng, &mut gpu, &mut cpu, d);
+        let p = HyperParams {
+            rms_eps,
+            eps,
+            sinkhorn_iterations,
+        };
+        // Streams of different sizes, so the RMS is not each stream's.
+        let mut streams = uniform(&mut rng, t * n, 1.0);
+        for (i, v) in streams.iter_mut().enumerate() {
+            *v *= [0.5, 1.0, 2.0, 4.0][i / d % HC_STREAMS];
+        }
+        let out = uniform(&mut rng, t * d, 3.0);
+        let (gx, cx) = (gpu_act(&mut gpu, t, n, &streams), cpu_act(t, n, &streams));
+        let (g_input, g_mix) = gpu.hc_pre(&gx, HyperCase::weights(&case.gpu), &p).unwrap();
+        let (c_input, c_mix) = cpu.hc_pre(&cx, HyperCase::weights(&case.cpu), &p).unwrap();
+        let scale = &case.cpu[1].values;
+        let da: Vec<f64> = streams
+            .chunks(n)
+            .zip(abs_dot(&streams, &case.func, n).chunks(HC_MIXES))
+            .map(|(x, sums)| {
+                let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
+                let big = sums.iter().cloned().fold(0.0, f64::max);
+                2e-6 * big / (ms + p.rms_eps as f64).sqrt()
+                    * scale.iter().cloned().fold(0.0, f32::max) as f64
+            })
+            .collect();
+        let got = gpu.read(&g_mix).unwrap();
+        check_close(&format!("{label} mix"), &got, &c_mix.data, |i| {
+            4.0 * da[i / HC_MIXES] + 2e-6
+        });
+        let got = gpu.read(&g_input).unwrap();
+        check_close(&format!("{label} input"), &got, &c_input.data, |i| {
+            let (tok, e) = (i / d, i % d);
+            let x = &streams[tok * n..][..n];
+            let (sum_x, sum_px) = (0..HC_STREAMS).fold((0.0, 0.0), |(a, b), s| {
+                let (x, w) = (
+                    x[s * d + e].abs() as f64,
+                    c_mix.data[tok * HC_MIXES + s] as f64,
+                );
+                (a + x, b + w * x)
+            });
+            da[tok] * sum_x + 1e-6 * sum_px + 1e-6
+        });
+
+        // The post step from the same mixing values on both backends.
+        let g_mix = gpu_act(&mut gpu, t, HC_MIXES, &c_mix.data);
+        let g_out = gpu_act(&mut gpu, t, d, &out);
+        let mut gy = gx;
+        gpu.hc_post(&mut gy, &g_out, &g_mix).unwrap();
+        let mut cy = cx;
+        cpu.hc_post(&mut cy, &cpu_act(t, d, &out), &c_mix).unwrap();
+        let got = gpu.read(&gy).unwrap();
+        check_close(&format!("{label} post"), &got, &cy.data, |i| {
+            let (tok, dst, e) = (i / n, i / d % HC_STREAMS, i % d);
+            let m = &c_mix.data[tok * HC_MIXES..][..HC_MIXES];
+            let size =
+                (0..HC_STREAMS).fold((m[HC_STREAMS + dst] * out[tok * d + e]).abs(), |a, src| {
+                    a + (m[2 * HC_STREAMS + HC_STREAMS * src + dst]
+                        * streams[tok * n + src * d + e])
+                        .abs()
+                });
+            1e-6 * size as f64 + 1e-6
+        });
+    }
 }
 
 #[test]
