@@ -252,16 +252,16 @@ params! {
         n_experts: u32,
         /// K.
         n_used: u32,
-        /// 0 softmax, 1 sigmoid.
+        /// 0 softmax, 1 sigmoid, 2 sqrt(softplus).
         gating: u32,
         /// 1: renormalise the K weights to sum to one.
         normalize: u32,
         /// Factor on the final weights.
         weight_scale: f32,
+        /// 0: the top K gates; 1: the top K of gate + bias; 2: the given ids.
+        selection: u32,
         /// Padding.
         _pad0: u32,
-        /// Padding.
-        _pad1: u32,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use moetile::model::{
     AttentionParams, Backend, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS, HyperParams,
-    HyperWeights, MoeParams, PreNorm, RouterParams, WeightData,
+    HyperWeights, MoeParams, PreNorm, RouterParams, Selection, WeightData, hashed_ids,
 };
 use moetile::quant;
 
@@ -462,13 +462,33 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn route(&mut self, logits: &Mat, p: &RouterParams) -> moetile::Result<CpuRouting> {
-        ensure(
-            p.n_experts_used >= 1 && p.n_experts_used <= logits.cols,
-            "route",
-            || format!("K = {} of E = {}", p.n_experts_used, logits.cols),
-        )?;
-        let (ids, weights) = ops::route(logits, p);
+    fn route(
+        &mut self,
+        logits: &Mat,
+        selection: Selection<'_, CpuWeight>,
+        p: &RouterParams,
+    ) -> moetile::Result<CpuRouting> {
+        let (k, n_experts) = (p.n_experts_used, logits.cols);
+        ensure(k >= 1 && k <= n_experts, "route", || {
+            format!("K = {k} of E = {n_experts}")
+        })?;
+        let given;
+        let choice = match selection {
+            Selection::TopK => ops::Choice::Top(None),
+            Selection::Biased(bias) => ops::Choice::Top(Some(vector("route", bias, n_experts)?)),
+            Selection::Hashed { table, tokens } => {
+                ensure(tokens.len() == logits.rows, "route", || {
+                    format!(
+                        "{} token ids for {} rows of logits",
+                        tokens.len(),
+                        logits.rows
+                    )
+                })?;
+                given = hashed_ids(table, tokens, n_experts, k)?;
+                ops::Choice::Given(&given)
+            }
+        };
+        let (ids, weights) = ops::route(logits, choice, p);
         Ok(CpuRouting {
             k: p.n_experts_used,
             n_experts: logits.cols,

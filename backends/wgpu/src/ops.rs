@@ -204,9 +204,25 @@ pub fn eltwise(
     )
 }
 
-/// Records the router over `logits (T, E)`: top-K ids and weights per token (see
+/// How [`route`] picks each token's experts (`wgsl/route.wgsl`'s `selection`).
+#[derive(Debug, Clone, Copy)]
+pub enum RouteChoice<'a> {
+    /// The top K gates.
+    TopK,
+    /// The top K of gate + bias: f32 `(E)`.
+    Biased(&'a wgpu::Buffer),
+    /// These `(T, K)` ids, each below E (checked by the caller).
+    Given(&'a wgpu::Buffer),
+}
+
+/// Records the router over `logits (T, E)`: K ids and weights per token (see
 /// `wgsl/route.wgsl`), into a new [`Routing`].
-pub fn route(rec: &mut Recorder<'_>, logits: &GpuMatrix, p: &RouterParams) -> Result<Routing> {
+pub fn route(
+    rec: &mut Recorder<'_>,
+    logits: &GpuMatrix,
+    choice: RouteChoice<'_>,
+    p: &RouterParams,
+) -> Result<Routing> {
     let key = KernelKey::Route;
     let op = key.to_string();
     rec.set_detail("top_k");
@@ -236,6 +252,13 @@ pub fn route(rec: &mut Recorder<'_>, logits: &GpuMatrix, p: &RouterParams) -> Re
         n_used: k,
         n_experts,
     };
+    // A selection without a bias or ids binds the logits in their place (read-only, unread).
+    let unread: &wgpu::Buffer = &logits.buffer;
+    let (selection, bias, given) = match choice {
+        RouteChoice::TopK => (0, unread, unread),
+        RouteChoice::Biased(bias) => (1, bias, unread),
+        RouteChoice::Given(ids) => (2, unread, ids),
+    };
     let params = rec.params(&RouteParams {
         n_tokens: n_tokens as u32,
         n_experts: n_experts as u32,
@@ -243,11 +266,12 @@ pub fn route(rec: &mut Recorder<'_>, logits: &GpuMatrix, p: &RouterParams) -> Re
         gating: match p.gating {
             Gating::Softmax => 0,
             Gating::Sigmoid => 1,
+            Gating::SqrtSoftplus => 2,
         },
         normalize: u32::from(p.normalize),
         weight_scale: p.weight_scale,
+        selection,
         _pad0: 0,
-        _pad1: 0,
     });
     rec.dispatch(
         &key,
@@ -256,6 +280,8 @@ pub fn route(rec: &mut Recorder<'_>, logits: &GpuMatrix, p: &RouterParams) -> Re
             ("logits", logits.buffer.as_entire_binding()),
             ("ids", routing.ids.as_entire_binding()),
             ("weights", routing.weights.as_entire_binding()),
+            ("bias", bias.as_entire_binding()),
+            ("given", given.as_entire_binding()),
         ],
         Grid::Items(n_tokens),
     )?;

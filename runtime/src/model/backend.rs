@@ -60,6 +60,68 @@ pub enum Gating {
     Softmax,
     /// Independent sigmoid per expert, then top-K.
     Sigmoid,
+    /// `sqrt(softplus(logit))` per expert, softplus being the logit itself above 20 as ggml
+    /// cuts it (deepseek4, `expert_gating_func` 4).
+    SqrtSoftplus,
+}
+
+/// How the router picks each token's K experts; the route weights are always the chosen
+/// experts' gates ([`Gating`]).
+#[derive(Debug)]
+pub enum Selection<'a, W> {
+    /// The K largest gates.
+    TopK,
+    /// The K largest of gate + bias (f32 `[E]`, DeepSeek's `exp_probs_b`): the bias moves
+    /// the choice, not the weights.
+    Biased(&'a W),
+    /// Fixed experts per token id (deepseek4's hash-routed layers): row `tokens[t]` of `table`
+    /// (V, K) row-major, `ffn_gate_tid2eid` as the file stores it. The table stays on the
+    /// host: [`hashed_ids`] gathers the T rows a batch needs, as many values as its token ids.
+    Hashed {
+        /// (V, K) expert ids, row-major.
+        table: &'a [u32],
+        /// T token ids.
+        tokens: &'a [u32],
+    },
+}
+
+// By hand: a derive would ask `W: Copy`, though only references to W are copied.
+impl<W> Clone for Selection<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for Selection<'_, W> {}
+
+/// The (T, K) expert ids of a [`Selection::Hashed`] batch, every token and id checked.
+pub fn hashed_ids(table: &[u32], tokens: &[u32], n_experts: usize, k: usize) -> Result<Vec<u32>> {
+    let shape = |detail: String| crate::Error::Shape {
+        op: "route".into(),
+        detail,
+    };
+    if k == 0 || !table.len().is_multiple_of(k) {
+        return Err(shape(format!(
+            "a hash table of {} ids is not rows of K = {k}",
+            table.len()
+        )));
+    }
+    let mut ids = Vec::with_capacity(tokens.len() * k);
+    for &token in tokens {
+        let row = table.chunks_exact(k).nth(token as usize).ok_or_else(|| {
+            shape(format!(
+                "token {token} is outside the hash table's {} rows",
+                table.len() / k
+            ))
+        })?;
+        if let Some(&bad) = row.iter().find(|&&e| e as usize >= n_experts) {
+            return Err(shape(format!(
+                "the hash table gives token {token} expert {bad} of {n_experts}"
+            )));
+        }
+        ids.extend_from_slice(row);
+    }
+    Ok(ids)
 }
 
 /// Router settings of an MoE layer.
@@ -388,8 +450,15 @@ pub trait Backend {
     /// `new[dst] = post[dst] * out + sum_src comb[src][dst] * old[src]`.
     fn hc_post(&mut self, streams: &mut Self::Act, out: &Self::Act, mix: &Self::Act) -> Result<()>;
 
-    /// Router: logits `(T, E)` -> top-K expert ids and weights per token.
-    fn route(&mut self, logits: &Self::Act, p: &RouterParams) -> Result<Self::Routing>;
+    /// Router: logits `(T, E)` -> K expert ids and weights per token: the experts `selection`
+    /// picks (ties to the lower id), weighted by their gates, divided by the gates' sum (at
+    /// least 2^-14, ggml's floor) when `p.normalize`, times `p.weight_scale`.
+    fn route(
+        &mut self,
+        logits: &Self::Act,
+        selection: Selection<'_, Self::Weight>,
+        p: &RouterParams,
+    ) -> Result<Self::Routing>;
     /// A routing given on the host: `ids` and `weights` are `(T, K)` row-major.
     fn routing_from_host(
         &mut self,

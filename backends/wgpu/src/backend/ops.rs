@@ -3,7 +3,8 @@
 
 use moetile::model::{
     AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HyperParams,
-    HyperWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Stage, WeightData,
+    HyperWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage, WeightData,
+    hashed_ids,
 };
 use moetile_codegen::{ActType, EltOp};
 
@@ -373,8 +374,48 @@ impl Backend for WgpuBackend {
         self.record("hc_post", |rec| ops::hc_post(rec, streams, out, mix))
     }
 
-    fn route(&mut self, logits: &GpuMatrix, p: &RouterParams) -> moetile::Result<Routing> {
-        self.record("route", |rec| ops::route(rec, logits, p))
+    /// A hash-routed batch's ids are gathered on the host (the table stays there) and
+    /// uploaded like the batch's token ids.
+    fn route(
+        &mut self,
+        logits: &GpuMatrix,
+        selection: Selection<'_, ExpertTensor>,
+        p: &RouterParams,
+    ) -> moetile::Result<Routing> {
+        let given;
+        let choice = match selection {
+            Selection::TopK => ops::RouteChoice::TopK,
+            Selection::Biased(bias) => {
+                if bias.cols != logits.cols {
+                    return Err(shape(
+                        "route",
+                        format!(
+                            "{} has {} values for {} experts",
+                            bias.name, bias.cols, logits.cols
+                        ),
+                    ));
+                }
+                ops::RouteChoice::Biased(ops::vector("route", bias)?)
+            }
+            Selection::Hashed { table, tokens } => {
+                if tokens.len() != logits.rows {
+                    return Err(shape(
+                        "route",
+                        format!(
+                            "{} token ids for {} rows of logits",
+                            tokens.len(),
+                            logits.rows
+                        ),
+                    ));
+                }
+                let ids = hashed_ids(table, tokens, logits.cols, p.n_experts_used)?;
+                given = self
+                    .buffers()
+                    .storage_init("hashed expert ids", bytemuck::cast_slice(&ids))?;
+                ops::RouteChoice::Given(&given)
+            }
+        };
+        self.record("route", |rec| ops::route(rec, logits, choice, p))
     }
 
     fn routing_from_host(
