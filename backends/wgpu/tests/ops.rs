@@ -15,7 +15,9 @@
 //!   cache (f32 scores and softmax over <= 1000 keys; measured <= 1e-6), 2e-3 with the default
 //!   f16 cache (keys and values rounded to 2^-11 relative; through scores of size ~1-3 that
 //!   moves the softmax weights by ~1e-3 relative; measured <= 4.5e-4).
-//! - route ids: exact, including ties (to the lower id).
+//! - route ids: exact, including ties (to the lower id); sqrt-softplus route weights 1e-5
+//!   relative (`route_tolerance`: GPUs' `log` near 1).
+//! - hyper-connections (`hc_pre`, `hc_post`): derived per value at `hyper_connection_matches_cpu`.
 
 mod common;
 
@@ -24,8 +26,8 @@ use std::collections::HashSet;
 use common::{Weights, random_blocks, rng, shared_ctx, uniform};
 use moetile::model::{
     AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, Gating, HC_MIXES,
-    HC_STREAMS, HyperParams, HyperWeights, MoeParams, PreNorm, RopeParams, RouterParams, Stage,
-    WeightData,
+    HC_STREAMS, HyperParams, HyperWeights, MoeParams, PreNorm, RopeParams, RouterParams, Selection,
+    Stage, WeightData,
 };
 use moetile::tile::TileWidth;
 use moetile_cpu::{CpuBackend, CpuWeight};
@@ -843,6 +845,16 @@ fn attention_kernels_agree_on_small_batches() {
     }
 }
 
+/// The route weights' tolerance: 1e-6 relative, but 1e-5 for sqrt-softplus gates, whose `log`
+/// (of `1 + e^x` in [1.06, 2]) a conforming GPU computes to 2^-21 absolute only: up to 8e-6
+/// of the softplus, halved by the square root, a few ulps more through the normalisation.
+fn route_tolerance(gating: Gating) -> f64 {
+    match gating {
+        Gating::SqrtSoftplus => 1e-5,
+        Gating::Softmax | Gating::Sigmoid => 1e-6,
+    }
+}
+
 #[test]
 fn route_matches_cpu_including_ties() {
     let Some(mut gpu) = backend(ActType::F32) else {
@@ -850,9 +862,10 @@ fn route_matches_cpu_including_ties() {
     };
     let mut cpu = CpuBackend::new();
     let mut rng = rng("route_matches_cpu_including_ties");
-    for (n_experts, k) in [(8, 2), (64, 8), (128, 1), (5, 5), (256, 6), (96, 8)] {
-        for gating in [Gating::Softmax, Gating::Sigmoid] {
-            for (normalize, weight_scale) in [(true, 1.0), (false, 2.5)] {
+    // The deepseek4 fixture's E 2, K 2 and Flash's E 256, K 6 among them.
+    for (n_experts, k) in [(2, 2), (8, 2), (64, 8), (128, 1), (5, 5), (256, 6), (96, 8)] {
+        for gating in [Gating::Softmax, Gating::Sigmoid, Gating::SqrtSoftplus] {
+            for (normalize, weight_scale) in [(true, 1.5), (false, 2.5)] {
                 let t = 50;
                 let mut logits = uniform(&mut rng, t * n_experts, 4.0);
                 // Rows with exact ties: all equal, and pairs equal to the row's maximum.
@@ -862,6 +875,13 @@ fn route_matches_cpu_including_ties() {
                 let last = n_experts - 1;
                 row[last] = max;
                 row[0] = max;
+                // A row of gates far below the floor of their sum (but softmax's).
+                logits[2 * n_experts..3 * n_experts].fill(-40.0);
+                // Biases that move the choice, tied where the logits are.
+                let mut bias = uniform(&mut rng, n_experts, 0.5);
+                bias[last] = bias[0];
+                let (gb, cb) =
+                    upload_both(&mut gpu, &mut cpu, f32_data("bias", &[n_experts], &bias));
                 let p = RouterParams {
                     n_experts_used: k,
                     gating,
@@ -869,30 +889,115 @@ fn route_matches_cpu_including_ties() {
                     weight_scale,
                 };
                 let gl = gpu_act(&mut gpu, t, n_experts, &logits);
-                let gr = gpu.route(&gl, &p).unwrap();
-                let (ids, weights) = gpu.read_routing(&gr).unwrap();
-                let cr = cpu.route(&cpu_act(t, n_experts, &logits), &p).unwrap();
-                let label = format!("route E={n_experts} K={k} {gating:?} norm {normalize}");
-                assert_eq!(ids, cr.ids, "{label}: ids");
-                check_close(&label, &weights, &cr.weights, rel(&cr.weights, 1e-6));
+                let cl = cpu_act(t, n_experts, &logits);
+                for (g_sel, c_sel) in [
+                    (Selection::TopK, Selection::TopK),
+                    (Selection::Biased(&gb), Selection::Biased(&cb)),
+                ] {
+                    let gr = gpu.route(&gl, g_sel, &p).unwrap();
+                    let (ids, weights) = gpu.read_routing(&gr).unwrap();
+                    let cr = cpu.route(&cl, c_sel, &p).unwrap();
+                    let label = format!(
+                        "route E={n_experts} K={k} {gating:?} norm {normalize} {}",
+                        if matches!(c_sel, Selection::TopK) {
+                            "top-K"
+                        } else {
+                            "biased"
+                        }
+                    );
+                    assert_eq!(ids, cr.ids, "{label}: ids");
+                    let tol = route_tolerance(gating);
+                    check_close(&label, &weights, &cr.weights, rel(&cr.weights, tol));
+                }
             }
         }
     }
     // NaN logits (a broken weight) are never selected: a row with two numbers picks them,
-    // then no expert (u32::MAX, which the map skips).
+    // then no expert (u32::MAX, which the map skips); a NaN bias likewise.
     let mut logits = vec![f32::NAN; 2 * 16];
     (logits[3], logits[16 + 9]) = (1.0, -2.0);
     logits[16 + 12] = 0.5;
-    let p = RouterParams {
-        n_experts_used: 3,
-        gating: Gating::Sigmoid,
-        normalize: false,
-        weight_scale: 1.0,
-    };
+    let mut bias = vec![0.0; 16];
+    bias[5] = f32::NAN;
+    logits[5] = 3.0;
+    let bias = gpu.upload(f32_data("bias", &[16], &bias)).unwrap();
     let gl = gpu_act(&mut gpu, 2, 16, &logits);
-    let gr = gpu.route(&gl, &p).unwrap();
-    let (ids, _) = gpu.read_routing(&gr).unwrap();
-    assert_eq!(ids, [3, u32::MAX, u32::MAX, 12, 9, u32::MAX]);
+    for gating in [Gating::Sigmoid, Gating::SqrtSoftplus] {
+        let p = RouterParams {
+            n_experts_used: 3,
+            gating,
+            normalize: false,
+            weight_scale: 1.0,
+        };
+        let gr = gpu.route(&gl, Selection::Biased(&bias), &p).unwrap();
+        let (ids, _) = gpu.read_routing(&gr).unwrap();
+        assert_eq!(ids, [3, u32::MAX, u32::MAX, 12, 9, u32::MAX], "{gating:?}");
+    }
+}
+
+/// A hash-routed selection, for either backend.
+fn hashed<'a, W>(table: &'a [u32], tokens: &'a [u32]) -> Selection<'a, W> {
+    Selection::Hashed { table, tokens }
+}
+
+/// Hash routing (deepseek4's first layers): each token's experts are its row of the table,
+/// in the table's order, weighted by their sqrt-softplus gates as the CPU reference weighs
+/// them; a token past the table is refused.
+#[test]
+fn hash_routing_takes_the_token_row_and_weighs_it_like_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("hash_routing_takes_the_token_row_and_weighs_it_like_cpu");
+    for (n_experts, k, n_vocab) in [(2, 2, 128), (256, 6, 1000)] {
+        // Distinct experts per row, as in the file.
+        let table: Vec<u32> = (0..n_vocab)
+            .flat_map(|_| {
+                let mut row: Vec<u32> = (0..n_experts as u32).collect();
+                for i in 0..k {
+                    let j = rng.random_range(i..n_experts);
+                    row.swap(i, j);
+                }
+                row.truncate(k);
+                row
+            })
+            .collect();
+        let t = 40;
+        let mut tokens: Vec<u32> = (0..t)
+            .map(|_| rng.random_range(0..n_vocab as u32))
+            .collect();
+        tokens[1] = tokens[0];
+        let mut logits = uniform(&mut rng, t * n_experts, 4.0);
+        logits[2 * n_experts..3 * n_experts].fill(-40.0);
+        let p = RouterParams {
+            n_experts_used: k,
+            gating: Gating::SqrtSoftplus,
+            normalize: true,
+            weight_scale: 1.5,
+        };
+        let gl = gpu_act(&mut gpu, t, n_experts, &logits);
+        let gr = gpu.route(&gl, hashed(&table, &tokens), &p).unwrap();
+        let (ids, weights) = gpu.read_routing(&gr).unwrap();
+        let cr = cpu
+            .route(&cpu_act(t, n_experts, &logits), hashed(&table, &tokens), &p)
+            .unwrap();
+        let want: Vec<u32> = tokens
+            .iter()
+            .flat_map(|&tok| table[tok as usize * k..][..k].to_vec())
+            .collect();
+        let label = format!("hash route E={n_experts} K={k}");
+        assert_eq!(ids, want, "{label}: ids");
+        assert_eq!(cr.ids, want, "{label}: cpu ids");
+        check_close(&label, &weights, &cr.weights, rel(&cr.weights, 1e-5));
+        let past = [n_vocab as u32; 1];
+        let one = gpu_act(&mut gpu, 1, n_experts, &logits[..n_experts]);
+        let err = gpu
+            .route(&one, hashed(&table, &past), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("token {n_vocab}")), "{err}");
+    }
 }
 
 /// A random hyper-connection over streams of `d` on both backends: `fn` scaled so the mixes
