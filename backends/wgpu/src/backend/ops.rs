@@ -337,13 +337,16 @@ impl Backend for WgpuBackend {
         w: HyperWeights<'_, ExpertTensor>,
         p: &HyperParams,
     ) -> moetile::Result<(GpuMatrix, GpuMatrix)> {
-        if w.func.dense_rows() != HC_MIXES {
+        if w.func.dense_rows() != HC_MIXES || w.func.cols != streams.cols {
             return Err(shape(
                 "hc_pre",
                 format!(
-                    "{} has {} rows; a hyper-connection has {HC_MIXES} mixes",
+                    "{} is {} x {} for streams of {}; a hyper-connection has {HC_MIXES} mixes of \
+                     all the streams",
                     w.func.name,
-                    w.func.dense_rows()
+                    w.func.dense_rows(),
+                    w.func.cols,
+                    streams.cols
                 ),
             ));
         }
