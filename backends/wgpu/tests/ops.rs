@@ -1135,6 +1135,38 @@ fn hyper_connection_matches_cpu() {
             1e-6 * size as f64 + 1e-6
         });
     }
+    // Shapes that do not fit are refused, naming the op.
+    let d = 32;
+    let case = HyperCase::random(&mut rng, &mut gpu, &mut cpu, d);
+    let p = HyperParams {
+        rms_eps: 1e-6,
+        eps: 1e-6,
+        sinkhorn_iterations: 1,
+    };
+    let x = gpu_act(
+        &mut gpu,
+        2,
+        HC_STREAMS * d + 32,
+        &vec![1.0; 2 * (HC_STREAMS * d + 32)],
+    );
+    let err = gpu
+        .hc_pre(&x, HyperCase::weights(&case.gpu), &p)
+        .unwrap_err();
+    assert!(err.to_string().contains("hc_fn"), "{err}");
+    let x = gpu_act(&mut gpu, 2, HC_STREAMS * d, &vec![1.0; 2 * HC_STREAMS * d]);
+    let none = HyperParams {
+        sinkhorn_iterations: 0,
+        ..p
+    };
+    let err = gpu
+        .hc_pre(&x, HyperCase::weights(&case.gpu), &none)
+        .unwrap_err();
+    assert!(err.to_string().contains("hc_pre"), "{err}");
+    let (_, mix) = gpu.hc_pre(&x, HyperCase::weights(&case.gpu), &p).unwrap();
+    let mut streams = x;
+    let wide = gpu_act(&mut gpu, 2, 2 * d, &vec![1.0; 4 * d]);
+    let err = gpu.hc_post(&mut streams, &wide, &mix).unwrap_err();
+    assert!(err.to_string().contains("hc_post"), "{err}");
 }
 
 #[test]
