@@ -385,7 +385,7 @@ impl Backend for CpuBackend {
         })
     }
 
-    /// Per token, [`hyper::pre`]: the reference model's own step, on the streams widened to
+    /// Per token, `deepseek4::hyper::pre`: the reference model's own step, on the streams widened to
     /// f64, its results rounded to f32.
     fn hc_pre(
         &mut self,
@@ -436,7 +436,7 @@ impl Backend for CpuBackend {
         Ok((input, mix))
     }
 
-    /// Per token, [`hyper::post`] (the reference model's step) on the values widened to f64.
+    /// Per token, `deepseek4::hyper::post` (the reference model's step) on the values widened to f64.
     fn hc_post(&mut self, streams: &mut Mat, out: &Mat, mix: &Mat) -> moetile::Result<()> {
         ensure(
             streams.cols == HC_STREAMS * out.cols

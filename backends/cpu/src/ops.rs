@@ -152,11 +152,21 @@ pub(crate) fn route_token(
         .collect()
 }
 
-/// Router: logits (T, E) -> `(ids, weights)`, each (T, K) row-major, choosing per token as
-/// `choice` says ([`Choice::Given`] holds (T, K) ids); see [`route_token`].
+/// Router: logits (T, E) -> `(ids, weights)`, each (T, K) row-major: per token the experts
+/// `choice` gives ([`Choice::Given`] holds (T, K) ids) or ranks (ties to the lower id),
+/// weighted by their gates, divided by their sum (at least 2^-14) when `p.normalize`, times
+/// `p.weight_scale`.
 pub fn route(logits: &Mat, choice: Choice<'_>, p: &RouterParams) -> (Vec<u32>, Vec<f32>) {
     let k = p.n_experts_used;
     assert!(k <= logits.cols, "route: K = {k} > E = {}", logits.cols);
+    if let Choice::Given(ids) = choice {
+        assert_eq!(
+            ids.len(),
+            logits.rows * k,
+            "route: given ids for T = {}",
+            logits.rows
+        );
+    }
     let (mut ids, mut weights) = (Vec::with_capacity(logits.rows * k), Vec::new());
     for t in 0..logits.rows {
         let row: Vec<f64> = logits.row(t).iter().map(|&v| v as f64).collect();
