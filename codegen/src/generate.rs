@@ -42,6 +42,8 @@ impl Templates {
             "attn_decode.wgsl",
             "attn_combine.wgsl",
             "route.wgsl",
+            "hc_pre.wgsl",
+            "hc_post.wgsl",
             "grid.wgsl",
             "matmul.wgsl",
             "act/f32.wgsl",

@@ -7,6 +7,7 @@
 
 use crate::family::attention::{self, HEAD_DIMS};
 use crate::family::eltwise::EltOp;
+use crate::family::hyper::HyperStep;
 use crate::family::matmul::{self, MatmulKey, MvEpilogue, Path};
 use crate::family::moe;
 use crate::family::norm;
@@ -120,6 +121,8 @@ pub enum KernelKey {
     },
     /// Router: top-K experts of softmax or sigmoid gates per token.
     Route,
+    /// A step of an mHC hyper-connection (deepseek4).
+    Hyper(HyperStep),
 }
 
 /// A shader binding of group 0, as the templates declare it.
@@ -217,6 +220,7 @@ impl KernelKey {
             keys.push(KernelKey::AttnCombine { head_dim });
         }
         keys.push(KernelKey::Route);
+        keys.extend([HyperStep::Pre, HyperStep::Post].map(KernelKey::Hyper));
         keys
     }
 
@@ -254,6 +258,7 @@ impl KernelKey {
             }),
             KernelKey::AttnCombine { head_dim } => f(&attention::Combine { head_dim }),
             KernelKey::Route => f(&route::Route),
+            KernelKey::Hyper(step) => f(&step),
         }
     }
 
@@ -435,6 +440,8 @@ mod tests {
         assert!(names.contains("attn_decode_h64_f16_wg"));
         assert!(names.contains("attn_combine_h256"));
         assert!(names.contains("eltwise_mul_sigmoid_row"));
+        assert!(names.contains("hc_pre"));
+        assert!(names.contains("hc_post"));
     }
 
     #[test]

@@ -41,6 +41,7 @@ use std::path::Path as FsPath;
 
 pub use family::attention::HEAD_DIMS;
 pub use family::eltwise::EltOp;
+pub use family::hyper::{HC_MIXES, HC_STREAMS, HyperStep};
 pub use family::matmul::{COOP_MAX_SUBGROUP_SIZE, MatmulKey, MvEpilogue, Path};
 pub use family::moe::MAP_DISPATCH_SLOTS;
 pub use family::route::{ROUTE_MAX_EXPERTS, ROUTE_MAX_USED};

@@ -252,16 +252,38 @@ params! {
         n_experts: u32,
         /// K.
         n_used: u32,
-        /// 0 softmax, 1 sigmoid.
+        /// 0 softmax, 1 sigmoid, 2 sqrt(softplus).
         gating: u32,
         /// 1: renormalise the K weights to sum to one.
         normalize: u32,
         /// Factor on the final weights.
         weight_scale: f32,
+        /// 0: the top K gates; 1: the top K of gate + bias; 2: the given ids.
+        selection: u32,
+        /// Padding.
+        _pad0: u32,
+    }
+}
+
+params! {
+    /// `hc_pre.wgsl`, `hc_post.wgsl`: a hyper-connection over `HC` streams of `n_cols`.
+    HyperParams {
+        /// T.
+        n_tokens: u32,
+        /// D: the width of one stream.
+        n_cols: u32,
+        /// Sinkhorn column passes (at least 1).
+        sinkhorn_iterations: u32,
+        /// Epsilon of the RMS norm of a token's streams.
+        rms_eps: f32,
+        /// Added to the pre weights, the comb softmax and every Sinkhorn sum.
+        eps: f32,
         /// Padding.
         _pad0: u32,
         /// Padding.
         _pad1: u32,
+        /// Padding.
+        _pad2: u32,
     }
 }
 
@@ -301,5 +323,6 @@ pub fn all() -> Vec<Layout> {
         layout::<AttnInputParams>(),
         layout::<AttnParams>(),
         layout::<RouteParams>(),
+        layout::<HyperParams>(),
     ]
 }

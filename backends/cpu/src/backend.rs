@@ -1,10 +1,12 @@
 //! [`CpuBackend`]: the trait plumbing (shapes, checks, storage) around the reference ops.
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertWeights, GateUp, MoeParams, PreNorm, RouterParams, WeightData,
+    AttentionParams, Backend, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS, HyperParams,
+    HyperWeights, MoeParams, PreNorm, RouterParams, Selection, WeightData, hashed_ids,
 };
 use moetile::quant;
 
+use crate::deepseek4::hyper::{self, Coefs, HcView};
 use crate::{attention, ops};
 
 /// A row-major f32 matrix: the CPU backend's activation.
@@ -163,6 +165,16 @@ fn vector<'a>(op: &str, w: &'a CpuWeight, len: usize) -> moetile::Result<&'a [f3
         )
     })?;
     Ok(&w.values)
+}
+
+/// f32 values as f64.
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&v| v as f64).collect()
+}
+
+/// f64 values rounded into `out`.
+fn narrow_into(out: &mut [f32], v: &[f64]) {
+    out.iter_mut().zip(v).for_each(|(o, &v)| *o = v as f32);
 }
 
 impl Backend for CpuBackend {
@@ -373,13 +385,110 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn route(&mut self, logits: &Mat, p: &RouterParams) -> moetile::Result<CpuRouting> {
+    /// Per token, `deepseek4::hyper::pre`: the reference model's own step, on the streams widened to
+    /// f64, its results rounded to f32.
+    fn hc_pre(
+        &mut self,
+        streams: &Mat,
+        w: HyperWeights<'_, CpuWeight>,
+        p: &HyperParams,
+    ) -> moetile::Result<(Mat, Mat)> {
+        let d = streams.cols / HC_STREAMS;
         ensure(
-            p.n_experts_used >= 1 && p.n_experts_used <= logits.cols,
-            "route",
-            || format!("K = {} of E = {}", p.n_experts_used, logits.cols),
+            d > 0
+                && streams.cols == HC_STREAMS * d
+                && w.func.dims == [streams.cols, HC_MIXES]
+                && p.sinkhorn_iterations > 0,
+            "hc_pre",
+            || {
+                format!(
+                    "streams ({}, {}), {} {:?} (expected [{}, {HC_MIXES}]), {} Sinkhorn passes",
+                    streams.rows,
+                    streams.cols,
+                    w.func.name,
+                    w.func.dims,
+                    streams.cols,
+                    p.sinkhorn_iterations
+                )
+            },
         )?;
-        let (ids, weights) = ops::route(logits, p);
+        let view = HcView {
+            func: w.func,
+            scale: vector("hc_pre", w.scale, 3)?,
+            base: vector("hc_pre", w.base, HC_MIXES)?,
+        };
+        let (mut input, mut mix) = (
+            Mat::zeros(streams.rows, d),
+            Mat::zeros(streams.rows, HC_MIXES),
+        );
+        for t in 0..streams.rows {
+            let x = widen(streams.row(t));
+            let m = hyper::pre(
+                &x,
+                view,
+                p.rms_eps as f64,
+                p.eps as f64,
+                p.sinkhorn_iterations,
+            );
+            narrow_into(input.row_mut(t), &m.input);
+            narrow_into(mix.row_mut(t), &m.coefs.values());
+        }
+        Ok((input, mix))
+    }
+
+    /// Per token, `deepseek4::hyper::post` (the reference model's step) on the values widened to f64.
+    fn hc_post(&mut self, streams: &mut Mat, out: &Mat, mix: &Mat) -> moetile::Result<()> {
+        ensure(
+            streams.cols == HC_STREAMS * out.cols
+                && streams.rows == out.rows
+                && (mix.rows, mix.cols) == (out.rows, HC_MIXES),
+            "hc_post",
+            || {
+                format!(
+                    "streams ({}, {}), output ({}, {}), mixing values ({}, {})",
+                    streams.rows, streams.cols, out.rows, out.cols, mix.rows, mix.cols
+                )
+            },
+        )?;
+        for t in 0..out.rows {
+            let values: [f64; HC_MIXES] = std::array::from_fn(|i| mix.row(t)[i] as f64);
+            let new = hyper::post(
+                &widen(out.row(t)),
+                &widen(streams.row(t)),
+                &Coefs::from_values(&values),
+            );
+            narrow_into(streams.row_mut(t), &new);
+        }
+        Ok(())
+    }
+
+    fn route(
+        &mut self,
+        logits: &Mat,
+        selection: Selection<'_, CpuWeight>,
+        p: &RouterParams,
+    ) -> moetile::Result<CpuRouting> {
+        let (k, n_experts) = (p.n_experts_used, logits.cols);
+        ensure(k >= 1 && k <= n_experts, "route", || {
+            format!("K = {k} of E = {n_experts}")
+        })?;
+        let given;
+        let choice = match selection {
+            Selection::TopK => ops::Choice::Top(None),
+            Selection::Biased(bias) => ops::Choice::Top(Some(vector("route", bias, n_experts)?)),
+            Selection::Hashed { table, tokens } => {
+                ensure(tokens.len() == logits.rows, "route", || {
+                    format!(
+                        "{} token ids for {} rows of logits",
+                        tokens.len(),
+                        logits.rows
+                    )
+                })?;
+                given = hashed_ids(table, tokens, n_experts, k)?;
+                ops::Choice::Given(&given)
+            }
+        };
+        let (ids, weights) = ops::route(logits, choice, p);
         Ok(CpuRouting {
             k: p.n_experts_used,
             n_experts: logits.cols,

@@ -80,37 +80,110 @@ pub fn rope(x: &mut Mat, head_dim: usize, pos0: usize, p: &RopeParams) {
     }
 }
 
-/// Router: logits (T, E) -> `(ids, weights)`, each (T, K) row-major. Ties go to the lower
-/// expert id, so the choice is deterministic.
-pub fn route(logits: &Mat, p: &RouterParams) -> (Vec<u32>, Vec<f32>) {
+/// `ln(1 + e^x)`, and `x` itself above 20 as ggml cuts it.
+pub(crate) fn softplus(x: f64) -> f64 {
+    if x > 20.0 { x } else { x.exp().ln_1p() }
+}
+
+/// The gate of every logit of one token's row, in f64.
+pub(crate) fn gates(row: &[f64], gating: Gating) -> Vec<f64> {
+    match gating {
+        Gating::Softmax => {
+            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let exps: Vec<f64> = row.iter().map(|&v| (v - max).exp()).collect();
+            let sum: f64 = exps.iter().sum();
+            exps.into_iter().map(|e| e / sum).collect()
+        }
+        Gating::Sigmoid => row.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect(),
+        Gating::SqrtSoftplus => row.iter().map(|&v| softplus(v).sqrt()).collect(),
+    }
+}
+
+/// How one token's experts are chosen (the router's [`moetile::model::Selection`], resolved
+/// to host values).
+#[derive(Debug, Clone, Copy)]
+pub enum Choice<'a> {
+    /// The K largest of the gates plus the bias, when there is one (`[E]`).
+    Top(Option<&'a [f32]>),
+    /// These experts (K ids).
+    Given(&'a [u32]),
+}
+
+/// The smallest sum the route weights are divided by when renormalised: 2^-14, the smallest
+/// normal f16, as ggml clamps it.
+pub(crate) const MIN_WEIGHT_SUM: f64 = 6.103515625e-5;
+
+/// One token's `(expert, weight)` pairs from its gates: the experts of `choice` (a biased
+/// choice ranks `gate + bias`; ties go to the lower id), weighted by their gates, divided by
+/// their sum (floored at [`MIN_WEIGHT_SUM`]) when `normalize`, times `scale`. The CPU
+/// backend's router and the deepseek4 reference's.
+pub(crate) fn route_token(
+    gates: &[f64],
+    choice: Choice<'_>,
+    k: usize,
+    normalize: bool,
+    scale: f64,
+) -> Vec<(usize, f64)> {
+    let chosen: Vec<usize> = match choice {
+        Choice::Given(ids) => ids.iter().map(|&e| e as usize).collect(),
+        Choice::Top(bias) => {
+            let key: Vec<f64> = match bias {
+                Some(bias) => gates.iter().zip(bias).map(|(g, &b)| g + b as f64).collect(),
+                None => gates.to_vec(),
+            };
+            let mut order: Vec<usize> = (0..gates.len()).collect();
+            order.sort_by(|&a, &b| key[b].total_cmp(&key[a]).then(a.cmp(&b)));
+            order.truncate(k);
+            order
+        }
+    };
+    let norm = if normalize {
+        chosen
+            .iter()
+            .map(|&e| gates[e])
+            .sum::<f64>()
+            .max(MIN_WEIGHT_SUM)
+    } else {
+        1.0
+    };
+    chosen
+        .into_iter()
+        .map(|e| (e, gates[e] / norm * scale))
+        .collect()
+}
+
+/// Router: logits (T, E) -> `(ids, weights)`, each (T, K) row-major: per token the experts
+/// `choice` gives ([`Choice::Given`] holds (T, K) ids) or ranks (ties to the lower id),
+/// weighted by their gates, divided by their sum (at least 2^-14) when `p.normalize`, times
+/// `p.weight_scale`.
+pub fn route(logits: &Mat, choice: Choice<'_>, p: &RouterParams) -> (Vec<u32>, Vec<f32>) {
     let k = p.n_experts_used;
     assert!(k <= logits.cols, "route: K = {k} > E = {}", logits.cols);
+    if let Choice::Given(ids) = choice {
+        assert_eq!(
+            ids.len(),
+            logits.rows * k,
+            "route: given ids for T = {}",
+            logits.rows
+        );
+    }
     let (mut ids, mut weights) = (Vec::with_capacity(logits.rows * k), Vec::new());
     for t in 0..logits.rows {
-        let row = logits.row(t);
-        let probs: Vec<f64> = match p.gating {
-            Gating::Softmax => {
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-                let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
-                let sum: f64 = exps.iter().sum();
-                exps.into_iter().map(|e| e / sum).collect()
-            }
-            Gating::Sigmoid => row
-                .iter()
-                .map(|&v| 1.0 / (1.0 + (-(v as f64)).exp()))
-                .collect(),
+        let row: Vec<f64> = logits.row(t).iter().map(|&v| v as f64).collect();
+        let token_choice = match choice {
+            Choice::Given(all) => Choice::Given(&all[t * k..(t + 1) * k]),
+            top => top,
         };
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-        let top = &order[..k];
-        let norm = if p.normalize {
-            top.iter().map(|&e| probs[e]).sum::<f64>()
-        } else {
-            1.0
-        };
-        for &e in top {
+        let picked = route_token(
+            &gates(&row, p.gating),
+            token_choice,
+            k,
+            p.normalize,
+            p.weight_scale as f64,
+        );
+        for (e, w) in picked {
             ids.push(e as u32);
-            weights.push((probs[e] / norm * p.weight_scale as f64) as f32);
+            weights.push(w as f32);
         }
     }
     (ids, weights)
@@ -270,11 +343,12 @@ mod tests {
             normalize: true,
             weight_scale: 1.,
         };
-        let (ids, w) = route(&logits, &p);
+        let (ids, w) = route(&logits, Choice::Top(None), &p);
         assert_eq!(ids, vec![1, 2]);
         assert!((w[0] - 0.5).abs() < 1e-7 && (w[1] - 0.5).abs() < 1e-7);
         let (_, w) = route(
             &logits,
+            Choice::Top(None),
             &RouterParams {
                 normalize: false,
                 ..p

@@ -11,7 +11,7 @@
 //! By default wgpu has naga wrap every loop in an iteration guard (so a shader cannot hang the
 //! GPU), clamp every array index and guard every integer division. In the routed-MoE kernels
 //! (map, grouped matmul, mat-vec), the attention kernels (prefill, decode, combine), the RMS
-//! norm and the router these guards cost more than the work: the loop guard hides
+//! norm, the router and the hyper-connection steps these guards cost more than the work: the loop guard hides
 //! the constant trip counts, and the index clamp makes the indices of the small per-thread
 //! arrays (accumulators, prefetched words, cooperative fragments) non-constant, so the driver
 //! keeps those arrays in local memory instead of registers. Measured on the H100 (Vulkan, see
@@ -237,6 +237,7 @@ impl ShaderChecks {
                 | KernelKey::AttnCombine { .. }
                 | KernelKey::RmsNorm
                 | KernelKey::Route
+                | KernelKey::Hyper(_)
         );
         if !audited || self == ShaderChecks::All {
             return wgpu::ShaderRuntimeChecks::checked();

@@ -1,10 +1,13 @@
 //! The dense ops of a forward pass: embedding rows, RMS norm, in-place element-wise ops, the
-//! rotary angle table and the router. Each records one kernel with a [`Recorder`] after checking
+//! rotary angle table, the router and the steps of deepseek4's hyper-connections. Each records one kernel with a [`Recorder`] after checking
 //! shapes; outputs come from the caller, which decides where buffers come from.
 
 use moetile::model::{Gating, RopeParams, RouterParams};
-use moetile_codegen::params::{EltParams, EmbedParams, NormParams, RouteParams};
-use moetile_codegen::{ActType, EltOp, KernelKey, ROUTE_MAX_EXPERTS, ROUTE_MAX_USED, WeightType};
+use moetile_codegen::params::{EltParams, EmbedParams, HyperParams, NormParams, RouteParams};
+use moetile_codegen::{
+    ActType, EltOp, HC_MIXES, HC_STREAMS, HyperStep, KernelKey, ROUTE_MAX_EXPERTS, ROUTE_MAX_USED,
+    WeightType,
+};
 
 use crate::buffers::GpuMatrix;
 use crate::dispatch::Grid;
@@ -201,9 +204,25 @@ pub fn eltwise(
     )
 }
 
-/// Records the router over `logits (T, E)`: top-K ids and weights per token (see
+/// How [`route`] picks each token's experts (`wgsl/route.wgsl`'s `selection`).
+#[derive(Debug, Clone, Copy)]
+pub enum RouteChoice<'a> {
+    /// The top K gates.
+    TopK,
+    /// The top K of gate + bias: f32 `(E)`.
+    Biased(&'a wgpu::Buffer),
+    /// These `(T, K)` ids, each below E (checked by the caller).
+    Given(&'a wgpu::Buffer),
+}
+
+/// Records the router over `logits (T, E)`: K ids and weights per token (see
 /// `wgsl/route.wgsl`), into a new [`Routing`].
-pub fn route(rec: &mut Recorder<'_>, logits: &GpuMatrix, p: &RouterParams) -> Result<Routing> {
+pub fn route(
+    rec: &mut Recorder<'_>,
+    logits: &GpuMatrix,
+    choice: RouteChoice<'_>,
+    p: &RouterParams,
+) -> Result<Routing> {
     let key = KernelKey::Route;
     let op = key.to_string();
     rec.set_detail("top_k");
@@ -233,6 +252,13 @@ pub fn route(rec: &mut Recorder<'_>, logits: &GpuMatrix, p: &RouterParams) -> Re
         n_used: k,
         n_experts,
     };
+    // A selection without a bias or ids binds the logits in their place (read-only, unread).
+    let unread: &wgpu::Buffer = &logits.buffer;
+    let (selection, bias, given) = match choice {
+        RouteChoice::TopK => (0, unread, unread),
+        RouteChoice::Biased(bias) => (1, bias, unread),
+        RouteChoice::Given(ids) => (2, unread, ids),
+    };
     let params = rec.params(&RouteParams {
         n_tokens: n_tokens as u32,
         n_experts: n_experts as u32,
@@ -240,11 +266,12 @@ pub fn route(rec: &mut Recorder<'_>, logits: &GpuMatrix, p: &RouterParams) -> Re
         gating: match p.gating {
             Gating::Softmax => 0,
             Gating::Sigmoid => 1,
+            Gating::SqrtSoftplus => 2,
         },
         normalize: u32::from(p.normalize),
         weight_scale: p.weight_scale,
+        selection,
         _pad0: 0,
-        _pad1: 0,
     });
     rec.dispatch(
         &key,
@@ -253,8 +280,151 @@ pub fn route(rec: &mut Recorder<'_>, logits: &GpuMatrix, p: &RouterParams) -> Re
             ("logits", logits.buffer.as_entire_binding()),
             ("ids", routing.ids.as_entire_binding()),
             ("weights", routing.weights.as_entire_binding()),
+            ("bias", bias.as_entire_binding()),
+            ("given", given.as_entire_binding()),
         ],
         Grid::Items(n_tokens),
     )?;
     Ok(routing)
+}
+
+// The kernels' stream count is the trait's.
+const _: () = assert!(HC_STREAMS as usize == moetile::model::HC_STREAMS);
+const _: () = assert!(HC_MIXES as usize == moetile::model::HC_MIXES);
+
+/// The streams of a hyper-connection, `(T, HC * D)`, against an activation `(T, D)` (the
+/// sub-block's input or output): the checks every step makes. Returns D.
+fn hyper_shapes(op: &str, streams: &GpuMatrix, one: &GpuMatrix, mix: &GpuMatrix) -> Result<usize> {
+    let hc = HC_STREAMS as usize;
+    for (what, m) in [
+        ("the streams", streams),
+        ("the sub-block activation", one),
+        ("mix", mix),
+    ] {
+        f32_matrix(op, what, m)?;
+    }
+    let d = one.cols;
+    if d == 0
+        || streams.cols != hc * d
+        || streams.rows != one.rows
+        || (mix.rows, mix.cols) != (one.rows, HC_MIXES as usize)
+    {
+        return Err(shape(
+            op,
+            format!(
+                "streams ({}, {}), sub-block activation ({}, {d}), mixing values ({}, {}); \
+                 expected ({t}, {hc} x D), ({t}, D), ({t}, {HC_MIXES})",
+                streams.rows,
+                streams.cols,
+                one.rows,
+                mix.rows,
+                mix.cols,
+                t = one.rows,
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// What a hyper-connection step reads besides the streams.
+pub struct HyperPre<'a> {
+    /// `(T, HC_MIXES)`: `fn` times each token's streams, not normed.
+    pub mixes: &'a GpuMatrix,
+    /// f32 `[3]`: the factor of the pre, post and comb mixes.
+    pub scale: &'a ExpertTensor,
+    /// f32 `[HC_MIXES]`.
+    pub base: &'a ExpertTensor,
+}
+
+/// Records `hc_pre` (see `wgsl/hc_pre.wgsl`): from `streams (T, HC * D)` and their raw mixes,
+/// the sub-block input `input (T, D)` and the mixing values `mix (T, HC_MIXES)`.
+pub fn hc_pre(
+    rec: &mut Recorder<'_>,
+    streams: &GpuMatrix,
+    w: HyperPre<'_>,
+    p: &moetile::model::HyperParams,
+    input: &GpuMatrix,
+    mix: &GpuMatrix,
+) -> Result<()> {
+    let key = KernelKey::Hyper(HyperStep::Pre);
+    let op = key.to_string();
+    let d = hyper_shapes(&op, streams, input, mix)?;
+    f32_matrix(&op, "the mixes", w.mixes)?;
+    let (scale, base) = (vector(&op, w.scale)?, vector(&op, w.base)?);
+    if (w.mixes.rows, w.mixes.cols) != (mix.rows, mix.cols)
+        || w.scale.cols != 3
+        || w.base.cols != HC_MIXES as usize
+        || p.sinkhorn_iterations == 0
+    {
+        return Err(shape(
+            &op,
+            format!(
+                "mixes ({}, {}), {} of {} values, {} of {}, {} Sinkhorn passes; expected ({}, \
+                 {HC_MIXES}), 3 and {HC_MIXES} values, at least one pass",
+                w.mixes.rows,
+                w.mixes.cols,
+                w.scale.name,
+                w.scale.cols,
+                w.base.name,
+                w.base.cols,
+                p.sinkhorn_iterations,
+                mix.rows
+            ),
+        ));
+    }
+    let params = rec.params(&HyperParams {
+        n_tokens: input.rows as u32,
+        n_cols: d as u32,
+        sinkhorn_iterations: p.sinkhorn_iterations as u32,
+        rms_eps: p.rms_eps,
+        eps: p.eps,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
+    });
+    rec.dispatch(
+        &key,
+        &[
+            ("params", params.binding()),
+            ("streams", streams.buffer.as_entire_binding()),
+            ("mixes", w.mixes.buffer.as_entire_binding()),
+            ("scale", scale.as_entire_binding()),
+            ("base", base.as_entire_binding()),
+            ("input", input.buffer.as_entire_binding()),
+            ("mix", mix.buffer.as_entire_binding()),
+        ],
+        Grid::Items(input.rows),
+    )
+}
+
+/// Records `hc_post` (see `wgsl/hc_post.wgsl`): the sub-block output `out (T, D)` written
+/// back into `streams (T, HC * D)` with the mixing values `mix (T, HC_MIXES)` of [`hc_pre`].
+pub fn hc_post(
+    rec: &mut Recorder<'_>,
+    streams: &GpuMatrix,
+    out: &GpuMatrix,
+    mix: &GpuMatrix,
+) -> Result<()> {
+    let key = KernelKey::Hyper(HyperStep::Post);
+    let d = hyper_shapes(&key.to_string(), streams, out, mix)?;
+    let params = rec.params(&HyperParams {
+        n_tokens: out.rows as u32,
+        n_cols: d as u32,
+        sinkhorn_iterations: 0,
+        rms_eps: 0.0,
+        eps: 0.0,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
+    });
+    rec.dispatch(
+        &key,
+        &[
+            ("params", params.binding()),
+            ("out", out.buffer.as_entire_binding()),
+            ("mix", mix.buffer.as_entire_binding()),
+            ("streams", streams.buffer.as_entire_binding()),
+        ],
+        Grid::Items(out.rows * d),
+    )
 }

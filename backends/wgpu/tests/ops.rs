@@ -15,7 +15,9 @@
 //!   cache (f32 scores and softmax over <= 1000 keys; measured <= 1e-6), 2e-3 with the default
 //!   f16 cache (keys and values rounded to 2^-11 relative; through scores of size ~1-3 that
 //!   moves the softmax weights by ~1e-3 relative; measured <= 4.5e-4).
-//! - route ids: exact, including ties (to the lower id).
+//! - route ids: exact, including ties (to the lower id); sqrt-softplus route weights 1e-5
+//!   relative (`route_tolerance`: GPUs' `log` near 1).
+//! - hyper-connections (`hc_pre`, `hc_post`): derived per value at `hyper_connection_matches_cpu`.
 
 mod common;
 
@@ -23,8 +25,9 @@ use std::collections::HashSet;
 
 use common::{Weights, random_blocks, rng, shared_ctx, uniform};
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, Gating, MoeParams, PreNorm,
-    RopeParams, RouterParams, Stage, WeightData,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, Gating, HC_MIXES,
+    HC_STREAMS, HyperParams, HyperWeights, MoeParams, PreNorm, RopeParams, RouterParams, Selection,
+    Stage, WeightData,
 };
 use moetile::tile::TileWidth;
 use moetile_cpu::{CpuBackend, CpuWeight};
@@ -850,6 +853,16 @@ fn attention_kernels_agree_on_small_batches() {
     }
 }
 
+/// The route weights' tolerance: 1e-6 relative, but 1e-5 for sqrt-softplus gates, whose `log`
+/// (of `1 + e^x` in [1.06, 2]) a conforming GPU computes to 2^-21 absolute only: up to 8e-6
+/// of the softplus, halved by the square root, a few ulps more through the normalisation.
+fn route_tolerance(gating: Gating) -> f64 {
+    match gating {
+        Gating::SqrtSoftplus => 1e-5,
+        Gating::Softmax | Gating::Sigmoid => 1e-6,
+    }
+}
+
 #[test]
 fn route_matches_cpu_including_ties() {
     let Some(mut gpu) = backend(ActType::F32) else {
@@ -857,9 +870,10 @@ fn route_matches_cpu_including_ties() {
     };
     let mut cpu = CpuBackend::new();
     let mut rng = rng("route_matches_cpu_including_ties");
-    for (n_experts, k) in [(8, 2), (64, 8), (128, 1), (5, 5), (256, 6), (96, 8)] {
-        for gating in [Gating::Softmax, Gating::Sigmoid] {
-            for (normalize, weight_scale) in [(true, 1.0), (false, 2.5)] {
+    // The deepseek4 fixture's E 2, K 2 and Flash's E 256, K 6 among them.
+    for (n_experts, k) in [(2, 2), (8, 2), (64, 8), (128, 1), (5, 5), (256, 6), (96, 8)] {
+        for gating in [Gating::Softmax, Gating::Sigmoid, Gating::SqrtSoftplus] {
+            for (normalize, weight_scale) in [(true, 1.5), (false, 2.5)] {
                 let t = 50;
                 let mut logits = uniform(&mut rng, t * n_experts, 4.0);
                 // Rows with exact ties: all equal, and pairs equal to the row's maximum.
@@ -869,6 +883,13 @@ fn route_matches_cpu_including_ties() {
                 let last = n_experts - 1;
                 row[last] = max;
                 row[0] = max;
+                // A row of gates far below the floor of their sum (but softmax's).
+                logits[2 * n_experts..3 * n_experts].fill(-40.0);
+                // Biases that move the choice, tied where the logits are.
+                let mut bias = uniform(&mut rng, n_experts, 0.5);
+                bias[last] = bias[0];
+                let (gb, cb) =
+                    upload_both(&mut gpu, &mut cpu, f32_data("bias", &[n_experts], &bias));
                 let p = RouterParams {
                     n_experts_used: k,
                     gating,
@@ -876,30 +897,284 @@ fn route_matches_cpu_including_ties() {
                     weight_scale,
                 };
                 let gl = gpu_act(&mut gpu, t, n_experts, &logits);
-                let gr = gpu.route(&gl, &p).unwrap();
-                let (ids, weights) = gpu.read_routing(&gr).unwrap();
-                let cr = cpu.route(&cpu_act(t, n_experts, &logits), &p).unwrap();
-                let label = format!("route E={n_experts} K={k} {gating:?} norm {normalize}");
-                assert_eq!(ids, cr.ids, "{label}: ids");
-                check_close(&label, &weights, &cr.weights, rel(&cr.weights, 1e-6));
+                let cl = cpu_act(t, n_experts, &logits);
+                for (g_sel, c_sel) in [
+                    (Selection::TopK, Selection::TopK),
+                    (Selection::Biased(&gb), Selection::Biased(&cb)),
+                ] {
+                    let gr = gpu.route(&gl, g_sel, &p).unwrap();
+                    let (ids, weights) = gpu.read_routing(&gr).unwrap();
+                    let cr = cpu.route(&cl, c_sel, &p).unwrap();
+                    let label = format!(
+                        "route E={n_experts} K={k} {gating:?} norm {normalize} {}",
+                        if matches!(c_sel, Selection::TopK) {
+                            "top-K"
+                        } else {
+                            "biased"
+                        }
+                    );
+                    assert_eq!(ids, cr.ids, "{label}: ids");
+                    let tol = route_tolerance(gating);
+                    check_close(&label, &weights, &cr.weights, rel(&cr.weights, tol));
+                }
             }
         }
     }
     // NaN logits (a broken weight) are never selected: a row with two numbers picks them,
-    // then no expert (u32::MAX, which the map skips).
+    // then no expert (u32::MAX, which the map skips); a NaN bias likewise.
     let mut logits = vec![f32::NAN; 2 * 16];
     (logits[3], logits[16 + 9]) = (1.0, -2.0);
     logits[16 + 12] = 0.5;
-    let p = RouterParams {
-        n_experts_used: 3,
-        gating: Gating::Sigmoid,
-        normalize: false,
-        weight_scale: 1.0,
-    };
+    let mut bias = vec![0.0; 16];
+    bias[5] = f32::NAN;
+    logits[5] = 3.0;
+    let bias = gpu.upload(f32_data("bias", &[16], &bias)).unwrap();
     let gl = gpu_act(&mut gpu, 2, 16, &logits);
-    let gr = gpu.route(&gl, &p).unwrap();
-    let (ids, _) = gpu.read_routing(&gr).unwrap();
-    assert_eq!(ids, [3, u32::MAX, u32::MAX, 12, 9, u32::MAX]);
+    for gating in [Gating::Sigmoid, Gating::SqrtSoftplus] {
+        let p = RouterParams {
+            n_experts_used: 3,
+            gating,
+            normalize: false,
+            weight_scale: 1.0,
+        };
+        let gr = gpu.route(&gl, Selection::Biased(&bias), &p).unwrap();
+        let (ids, _) = gpu.read_routing(&gr).unwrap();
+        assert_eq!(ids, [3, u32::MAX, u32::MAX, 12, 9, u32::MAX], "{gating:?}");
+    }
+}
+
+/// A hash-routed selection, for either backend.
+fn hashed<'a, W>(table: &'a [u32], tokens: &'a [u32]) -> Selection<'a, W> {
+    Selection::Hashed { table, tokens }
+}
+
+/// Hash routing (deepseek4's first layers): each token's experts are its row of the table,
+/// in the table's order, weighted by their sqrt-softplus gates as the CPU reference weighs
+/// them; a token past the table is refused.
+#[test]
+fn hash_routing_takes_the_token_row_and_weighs_it_like_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("hash_routing_takes_the_token_row_and_weighs_it_like_cpu");
+    for (n_experts, k, n_vocab) in [(2, 2, 128), (256, 6, 1000)] {
+        // Distinct experts per row, as in the file.
+        let table: Vec<u32> = (0..n_vocab)
+            .flat_map(|_| {
+                let mut row: Vec<u32> = (0..n_experts as u32).collect();
+                for i in 0..k {
+                    let j = rng.random_range(i..n_experts);
+                    row.swap(i, j);
+                }
+                row.truncate(k);
+                row
+            })
+            .collect();
+        let t = 40;
+        let mut tokens: Vec<u32> = (0..t)
+            .map(|_| rng.random_range(0..n_vocab as u32))
+            .collect();
+        tokens[1] = tokens[0];
+        let mut logits = uniform(&mut rng, t * n_experts, 4.0);
+        logits[2 * n_experts..3 * n_experts].fill(-40.0);
+        let p = RouterParams {
+            n_experts_used: k,
+            gating: Gating::SqrtSoftplus,
+            normalize: true,
+            weight_scale: 1.5,
+        };
+        let gl = gpu_act(&mut gpu, t, n_experts, &logits);
+        let gr = gpu.route(&gl, hashed(&table, &tokens), &p).unwrap();
+        let (ids, weights) = gpu.read_routing(&gr).unwrap();
+        let cr = cpu
+            .route(&cpu_act(t, n_experts, &logits), hashed(&table, &tokens), &p)
+            .unwrap();
+        let want: Vec<u32> = tokens
+            .iter()
+            .flat_map(|&tok| table[tok as usize * k..][..k].to_vec())
+            .collect();
+        let label = format!("hash route E={n_experts} K={k}");
+        assert_eq!(ids, want, "{label}: ids");
+        assert_eq!(cr.ids, want, "{label}: cpu ids");
+        check_close(&label, &weights, &cr.weights, rel(&cr.weights, 1e-5));
+        let past = [n_vocab as u32; 1];
+        let one = gpu_act(&mut gpu, 1, n_experts, &logits[..n_experts]);
+        let err = gpu
+            .route(&one, hashed(&table, &past), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("token {n_vocab}")), "{err}");
+    }
+}
+
+/// A random hyper-connection over streams of `d` on both backends: `fn` scaled so the mixes
+/// of unit-RMS streams are about 2 (sigmoids and softmaxes away from saturation, as in a
+/// trained model), factors in [0.5, 1.5], bases in [-1, 1].
+struct HyperCase {
+    func: Vec<f32>,
+    gpu: [moetile_wgpu::ExpertTensor; 3],
+    cpu: [CpuWeight; 3],
+}
+
+impl HyperCase {
+    fn random(rng: &mut StdRng, gpu: &mut WgpuBackend, cpu: &mut CpuBackend, d: usize) -> Self {
+        let n = HC_STREAMS * d;
+        let func = uniform(rng, HC_MIXES * n, 2.0 * (3.0 / n as f32).sqrt());
+        let scale: Vec<f32> = (0..3).map(|_| rng.random_range(0.5..1.5)).collect();
+        let base = uniform(rng, HC_MIXES, 1.0);
+        let (gf, cf) = upload_both(gpu, cpu, f32_data("hc_fn", &[n, HC_MIXES], &func));
+        let (gs, cs) = upload_both(gpu, cpu, f32_data("hc_scale", &[3], &scale));
+        let (gb, cb) = upload_both(gpu, cpu, f32_data("hc_base", &[HC_MIXES], &base));
+        HyperCase {
+            func,
+            gpu: [gf, gs, gb],
+            cpu: [cf, cs, cb],
+        }
+    }
+
+    fn weights<W>(w: &[W; 3]) -> HyperWeights<'_, W> {
+        HyperWeights {
+            func: &w[0],
+            scale: &w[1],
+            base: &w[2],
+        }
+    }
+}
+
+/// `hc_pre` and `hc_post` against the CPU reference (the reference model's own steps) at the
+/// tiny fixture's dimensions (D 32, 3 Sinkhorn passes) and Flash's (D 4096, 20 passes), for a
+/// decode token (mixes by mat-vec) and a prefill batch (tiled mixes), every output poisoned.
+///
+/// Tolerances, from the one step where the GPU rounds more than the reference, the f32 matmul
+/// of the raw mixes over `4 D` values (16384 at Flash): f32 partial sums of a few hundred
+/// products per lane joined by a tree, each rounding below `sum_i |fn_i x_i|`, adding as a
+/// random walk (the worst case, 1e-5 relative as for `matmul`, would hide the coefficients'
+/// errors): `2e-6 * sum_i |fn_i x_i|` (~30 ulps), times the RMS factor and the largest scale,
+/// is `da`, the error budget of a token's mixes. Sigmoid has slope <= 1/4
+/// (pre weights move by <= da / 4, post weights by <= da / 2), the comb softmax moves an entry
+/// by <= da / 2, and the Sinkhorn passes divide by sums near 1 whose errors are of that size:
+/// 4 da bounds every mixing value, plus 2e-6 for the f32 rounding of the ~100 operations from
+/// the mixes on (values <= 2). The input `sum_s pre_s x_s` is off by `da * sum_s |x_s|` plus
+/// 1e-6 relative rounding. `hc_post` gets the reference's mixing values, so it only rounds
+/// five products and their sum: 1e-6 relative to `|post f| + sum |comb x|`, plus 1e-6. On
+/// lavapipe the mixes and input use <= 0.01 of their bound and post 0.11; dropping the eps of
+/// the Sinkhorn column sums fails by 30x the bound, a column left unwritten, or comb read
+/// transposed in `hc_post`, fail too.
+#[test]
+fn hyper_connection_matches_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("hyper_connection_matches_cpu");
+    // The epsilons of deepseek4 (1e-6) are below the tolerance; the large ones make a kernel
+    // that puts them in the wrong place fail.
+    let (real, large) = ((1e-6, 1e-6), (0.25, 0.01));
+    for (d, sinkhorn_iterations, (rms_eps, eps), t) in [
+        (32, 3, real, 1),
+        (32, 3, large, 37),
+        (4096, 20, real, 1),
+        (4096, 20, large, 9),
+    ] {
+        let label = format!("hc D={d} T={t} eps {eps}");
+        let n = HC_STREAMS * d;
+        let case = HyperCase::random(&mut rng, &mut gpu, &mut cpu, d);
+        let p = HyperParams {
+            rms_eps,
+            eps,
+            sinkhorn_iterations,
+        };
+        // Streams of different sizes, so the RMS is not each stream's.
+        let mut streams = uniform(&mut rng, t * n, 1.0);
+        for (i, v) in streams.iter_mut().enumerate() {
+            *v *= [0.5, 1.0, 2.0, 4.0][i / d % HC_STREAMS];
+        }
+        let out = uniform(&mut rng, t * d, 3.0);
+        let (gx, cx) = (gpu_act(&mut gpu, t, n, &streams), cpu_act(t, n, &streams));
+        let (g_input, g_mix) = gpu.hc_pre(&gx, HyperCase::weights(&case.gpu), &p).unwrap();
+        let (c_input, c_mix) = cpu.hc_pre(&cx, HyperCase::weights(&case.cpu), &p).unwrap();
+        let scale = &case.cpu[1].values;
+        let da: Vec<f64> = streams
+            .chunks(n)
+            .zip(abs_dot(&streams, &case.func, n).chunks(HC_MIXES))
+            .map(|(x, sums)| {
+                let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
+                let big = sums.iter().cloned().fold(0.0, f64::max);
+                2e-6 * big / (ms + p.rms_eps as f64).sqrt()
+                    * scale.iter().cloned().fold(0.0, f32::max) as f64
+            })
+            .collect();
+        let got = gpu.read(&g_mix).unwrap();
+        check_close(&format!("{label} mix"), &got, &c_mix.data, |i| {
+            4.0 * da[i / HC_MIXES] + 2e-6
+        });
+        let got = gpu.read(&g_input).unwrap();
+        check_close(&format!("{label} input"), &got, &c_input.data, |i| {
+            let (tok, e) = (i / d, i % d);
+            let x = &streams[tok * n..][..n];
+            let (sum_x, sum_px) = (0..HC_STREAMS).fold((0.0, 0.0), |(a, b), s| {
+                let (x, w) = (
+                    x[s * d + e].abs() as f64,
+                    c_mix.data[tok * HC_MIXES + s] as f64,
+                );
+                (a + x, b + w * x)
+            });
+            da[tok] * sum_x + 1e-6 * sum_px + 1e-6
+        });
+
+        // The post step from the same mixing values on both backends.
+        let g_mix = gpu_act(&mut gpu, t, HC_MIXES, &c_mix.data);
+        let g_out = gpu_act(&mut gpu, t, d, &out);
+        let mut gy = gx;
+        gpu.hc_post(&mut gy, &g_out, &g_mix).unwrap();
+        let mut cy = cx;
+        cpu.hc_post(&mut cy, &cpu_act(t, d, &out), &c_mix).unwrap();
+        let got = gpu.read(&gy).unwrap();
+        check_close(&format!("{label} post"), &got, &cy.data, |i| {
+            let (tok, dst, e) = (i / n, i / d % HC_STREAMS, i % d);
+            let m = &c_mix.data[tok * HC_MIXES..][..HC_MIXES];
+            let size =
+                (0..HC_STREAMS).fold((m[HC_STREAMS + dst] * out[tok * d + e]).abs(), |a, src| {
+                    a + (m[2 * HC_STREAMS + HC_STREAMS * src + dst]
+                        * streams[tok * n + src * d + e])
+                        .abs()
+                });
+            1e-6 * size as f64 + 1e-6
+        });
+    }
+    // Shapes that do not fit are refused, naming the op.
+    let d = 32;
+    let case = HyperCase::random(&mut rng, &mut gpu, &mut cpu, d);
+    let p = HyperParams {
+        rms_eps: 1e-6,
+        eps: 1e-6,
+        sinkhorn_iterations: 1,
+    };
+    let x = gpu_act(
+        &mut gpu,
+        2,
+        HC_STREAMS * d + 32,
+        &vec![1.0; 2 * (HC_STREAMS * d + 32)],
+    );
+    let err = gpu
+        .hc_pre(&x, HyperCase::weights(&case.gpu), &p)
+        .unwrap_err();
+    assert!(err.to_string().contains("hc_fn"), "{err}");
+    let x = gpu_act(&mut gpu, 2, HC_STREAMS * d, &vec![1.0; 2 * HC_STREAMS * d]);
+    let none = HyperParams {
+        sinkhorn_iterations: 0,
+        ..p
+    };
+    let err = gpu
+        .hc_pre(&x, HyperCase::weights(&case.gpu), &none)
+        .unwrap_err();
+    assert!(err.to_string().contains("hc_pre"), "{err}");
+    let (_, mix) = gpu.hc_pre(&x, HyperCase::weights(&case.gpu), &p).unwrap();
+    let mut streams = x;
+    let wide = gpu_act(&mut gpu, 2, 2 * d, &vec![1.0; 4 * d]);
+    let err = gpu.hc_post(&mut streams, &wide, &mix).unwrap_err();
+    assert!(err.to_string().contains("hc_post"), "{err}");
 }
 
 #[test]

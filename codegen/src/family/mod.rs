@@ -6,6 +6,7 @@
 pub(crate) mod attention;
 pub(crate) mod eltwise;
 pub(crate) mod embed;
+pub(crate) mod hyper;
 pub(crate) mod matmul;
 pub(crate) mod moe;
 pub(crate) mod norm;

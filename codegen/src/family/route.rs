@@ -1,4 +1,5 @@
-//! `route`: the router, top-K experts of softmax or sigmoid gates, one workgroup per token.
+//! `route`: the router, K experts of softmax, sigmoid or sqrt-softplus gates (the top K, the
+//! top K of gate + bias, or given ids), one workgroup per token.
 
 use std::fmt;
 
@@ -37,6 +38,8 @@ impl Family for Route {
             b(1, "logits", ReadOnly),
             b(2, "ids", ReadWrite),
             b(3, "weights", ReadWrite),
+            b(4, "bias", ReadOnly),
+            b(5, "given", ReadOnly),
         ]
     }
 

@@ -60,6 +60,68 @@ pub enum Gating {
     Softmax,
     /// Independent sigmoid per expert, then top-K.
     Sigmoid,
+    /// `sqrt(softplus(logit))` per expert, softplus being the logit itself above 20 as ggml
+    /// cuts it (deepseek4, `expert_gating_func` 4).
+    SqrtSoftplus,
+}
+
+/// How the router picks each token's K experts; the route weights are always the chosen
+/// experts' gates ([`Gating`]).
+#[derive(Debug)]
+pub enum Selection<'a, W> {
+    /// The K largest gates.
+    TopK,
+    /// The K largest of gate + bias (f32 `[E]`, DeepSeek's `exp_probs_b`): the bias moves
+    /// the choice, not the weights.
+    Biased(&'a W),
+    /// Fixed experts per token id (deepseek4's hash-routed layers): row `tokens[t]` of `table`
+    /// (V, K) row-major, `ffn_gate_tid2eid` as the file stores it. The table stays on the
+    /// host: [`hashed_ids`] gathers the T rows a batch needs, as many values as its token ids.
+    Hashed {
+        /// (V, K) expert ids, row-major.
+        table: &'a [u32],
+        /// T token ids.
+        tokens: &'a [u32],
+    },
+}
+
+// By hand: a derive would ask `W: Copy`, though only references to W are copied.
+impl<W> Clone for Selection<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for Selection<'_, W> {}
+
+/// The (T, K) expert ids of a [`Selection::Hashed`] batch, every token and id checked.
+pub fn hashed_ids(table: &[u32], tokens: &[u32], n_experts: usize, k: usize) -> Result<Vec<u32>> {
+    let shape = |detail: String| crate::Error::Shape {
+        op: "route".into(),
+        detail,
+    };
+    if k == 0 || !table.len().is_multiple_of(k) {
+        return Err(shape(format!(
+            "a hash table of {} ids is not rows of K = {k}",
+            table.len()
+        )));
+    }
+    let mut ids = Vec::with_capacity(tokens.len() * k);
+    for &token in tokens {
+        let row = table.chunks_exact(k).nth(token as usize).ok_or_else(|| {
+            shape(format!(
+                "token {token} is outside the hash table's {} rows",
+                table.len() / k
+            ))
+        })?;
+        if let Some(&bad) = row.iter().find(|&&e| e as usize >= n_experts) {
+            return Err(shape(format!(
+                "the hash table gives token {token} expert {bad} of {n_experts}"
+            )));
+        }
+        ids.extend_from_slice(row);
+    }
+    Ok(ids)
 }
 
 /// Router settings of an MoE layer.
@@ -151,6 +213,47 @@ impl<W> Clone for PreNorm<'_, W> {
 }
 
 impl<W> Copy for PreNorm<'_, W> {}
+
+/// Streams of an mHC hyper-connection (deepseek4): a token's hidden state is this many
+/// residual streams of width D, side by side in one `(T, HC_STREAMS * D)` activation.
+pub const HC_STREAMS: usize = 4;
+
+/// Mixing values of a sub-block's hyper-connection per token: `HC_STREAMS` pre weights,
+/// `HC_STREAMS` post weights, then the `HC_STREAMS x HC_STREAMS` comb matrix (row `src`,
+/// column `dst`: the share of old stream `src` in new stream `dst`).
+pub const HC_MIXES: usize = (2 + HC_STREAMS) * HC_STREAMS;
+
+/// The weights of one mHC hyper-connection (deepseek4's `blk.N.hc_{attn,ffn}_*`).
+#[derive(Debug)]
+pub struct HyperWeights<'a, W> {
+    /// `[HC_STREAMS * D, HC_MIXES]` (`_fn`): the raw mixes from a token's RMS-normed streams
+    /// (a norm without weight, over all `HC_STREAMS * D` values at once).
+    pub func: &'a W,
+    /// f32 `[3]` (`_scale`): the factor of the pre, post and comb mixes.
+    pub scale: &'a W,
+    /// f32 `[HC_MIXES]` (`_base`): added to each mix after its factor.
+    pub base: &'a W,
+}
+
+// By hand: a derive would ask `W: Copy`, though only references to W are copied.
+impl<W> Clone for HyperWeights<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for HyperWeights<'_, W> {}
+
+/// The settings of a hyper-connection (`hyper_connection.*` keys).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HyperParams {
+    /// Epsilon of the RMS norm of the streams (`attention.layer_norm_rms_epsilon`).
+    pub rms_eps: f32,
+    /// Added to each pre weight and to the comb softmax and every Sinkhorn sum.
+    pub eps: f32,
+    /// Sinkhorn column passes (at least 1).
+    pub sinkhorn_iterations: usize,
+}
 
 /// Where in the forward pass the ops that follow belong, for profilers ([`Backend::stage`]).
 /// A residual add belongs to the op that produces what is added, a norm to the first op that
@@ -329,8 +432,33 @@ pub trait Backend {
     /// The last row of `x`: `(1, cols)`, so the output head runs on one token while decoding.
     fn last_row(&mut self, x: &Self::Act) -> Result<Self::Act>;
 
-    /// Router: logits `(T, E)` -> top-K expert ids and weights per token.
-    fn route(&mut self, logits: &Self::Act, p: &RouterParams) -> Result<Self::Routing>;
+    /// The `pre` step of an mHC hyper-connection over `streams (T, HC_STREAMS * D)`: per token,
+    /// the mixes `m = func @ rms_norm(streams[t])` (no norm weight), then with `a_i = m_i *
+    /// scale[family(i)] + base_i`: pre weights `sigmoid(a) + eps`, post weights `2 sigmoid(a)`,
+    /// comb a row softmax of `a` plus eps made doubly stochastic by `p.sinkhorn_iterations`
+    /// Sinkhorn passes. Returns the sub-block input `sum_s pre[s] * streams[t][s]` `(T, D)`
+    /// and those mixing values `(T, HC_MIXES)` (see [`HC_MIXES`]), which [`Backend::hc_post`]
+    /// reads.
+    fn hc_pre(
+        &mut self,
+        streams: &Self::Act,
+        w: HyperWeights<'_, Self::Weight>,
+        p: &HyperParams,
+    ) -> Result<(Self::Act, Self::Act)>;
+    /// The `post` step: the sub-block output `out (T, D)` written back into `streams (T,
+    /// HC_STREAMS * D)` with the mixing values `mix (T, HC_MIXES)` of [`Backend::hc_pre`]:
+    /// `new[dst] = post[dst] * out + sum_src comb[src][dst] * old[src]`.
+    fn hc_post(&mut self, streams: &mut Self::Act, out: &Self::Act, mix: &Self::Act) -> Result<()>;
+
+    /// Router: logits `(T, E)` -> K expert ids and weights per token: the experts `selection`
+    /// picks (ties to the lower id), weighted by their gates, divided by the gates' sum (at
+    /// least 2^-14, ggml's floor) when `p.normalize`, times `p.weight_scale`.
+    fn route(
+        &mut self,
+        logits: &Self::Act,
+        selection: Selection<'_, Self::Weight>,
+        p: &RouterParams,
+    ) -> Result<Self::Routing>;
     /// A routing given on the host: `ids` and `weights` are `(T, K)` row-major.
     fn routing_from_host(
         &mut self,

@@ -5,7 +5,7 @@ use crate::Result;
 use crate::gguf::GgufFile;
 use crate::model::{
     AttentionParams, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
-    ModelWeights, MoeParams, PreNorm, RouterParams, Stage, load_weights,
+    ModelWeights, MoeParams, PreNorm, RouterParams, Selection, Stage, load_weights,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
 
@@ -117,6 +117,7 @@ impl<B: Backend> Model<B> {
                     let router_logits = b.project(&x, Some(norm), std::slice::from_ref(router))?;
                     let routing = b.route(
                         &router_logits,
+                        Selection::TopK,
                         &RouterParams {
                             n_experts_used: m.n_experts_used,
                             gating: m.gating,

@@ -9,7 +9,7 @@ use moetile::{Error, Result};
 pub const ARCH: &str = "deepseek4";
 
 /// Streams of the hyper-connections: llama.cpp asserts exactly 4, and so do we.
-pub const HC_STREAMS: usize = 4;
+pub const HC_STREAMS: usize = moetile::model::HC_STREAMS;
 
 /// The value of `expert_gating_func` meaning `sqrt(softplus(logit))`, the only one deepseek4
 /// accepts.

@@ -8,6 +8,7 @@ use super::math::{matvec, rms_norm, sigmoid};
 use super::weights::Tensors;
 use crate::CpuWeight;
 use moetile::Result;
+use moetile::model::HC_MIXES;
 
 const HC: usize = HC_STREAMS;
 
@@ -48,23 +49,83 @@ impl HcWeights {
     }
 }
 
-/// What `pre` computes for one token: the sub-block input and how to write its output back.
-pub(super) struct Mix {
-    /// The sub-block's input: `sum_s pre[s] · X[s]`, width D.
-    pub(super) input: Vec<f64>,
+/// A hyper-connection's weights as the functions here read them: borrowed, so the model's
+/// own weights and the arguments of the backend ops (`CpuBackend::hc_pre`) go through the
+/// same code.
+#[derive(Clone, Copy)]
+pub(crate) struct HcView<'a> {
+    /// `[HC·D, n_mixes]`.
+    pub(crate) func: &'a CpuWeight,
+    /// One factor per family of mixes.
+    pub(crate) scale: &'a [f32],
+    /// `n_mixes` values.
+    pub(crate) base: &'a [f32],
+}
+
+impl HcWeights {
+    /// The weights, borrowed.
+    pub(super) fn view(&self) -> HcView<'_> {
+        HcView {
+            func: &self.func,
+            scale: &self.scale,
+            base: &self.base,
+        }
+    }
+}
+
+/// The mixing values of one token: how `pre` weighs the streams and `post` writes back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Coefs {
+    /// Weight of each stream in the sub-block input.
+    pre: [f64; HC],
     /// Weight of the sub-block output in each stream.
     post: [f64; HC],
     /// `comb[src][dst]`: share of old stream `src` in new stream `dst`.
     comb: [[f64; HC]; HC],
 }
 
-/// `sigmoid(m · scale + base) + eps` of the first HC mixes, then `sum_s w[s] · X[s]`: the
+impl Coefs {
+    /// The values in the layout of `Backend::hc_pre`'s mixing output: pre, post, then comb
+    /// row by row (src-major).
+    pub(crate) fn values(&self) -> [f64; HC_MIXES] {
+        let mut v = [0.0; HC_MIXES];
+        v[..HC].copy_from_slice(&self.pre);
+        v[HC..2 * HC].copy_from_slice(&self.post);
+        for (src, row) in self.comb.iter().enumerate() {
+            v[2 * HC + HC * src..][..HC].copy_from_slice(row);
+        }
+        v
+    }
+
+    /// The values of [`Coefs::values`]' layout, read back (`Backend::hc_post`'s input).
+    pub(crate) fn from_values(v: &[f64; HC_MIXES]) -> Coefs {
+        Coefs {
+            pre: std::array::from_fn(|s| v[s]),
+            post: std::array::from_fn(|s| v[HC + s]),
+            comb: std::array::from_fn(|src| std::array::from_fn(|dst| v[2 * HC + HC * src + dst])),
+        }
+    }
+}
+
+/// What `pre` computes for one token: the sub-block input and how to write its output back.
+pub(crate) struct Mix {
+    /// The sub-block's input: `sum_s pre[s] · X[s]`, width D.
+    pub(crate) input: Vec<f64>,
+    /// The mixing values.
+    pub(crate) coefs: Coefs,
+}
+
+/// `sigmoid(m · scale + base) + eps` of the first HC mixes: the weight of each stream in the
 /// input of a sub-block and, with the head's weights, of the output norm.
-fn weighted_streams(streams: &[f64], mixes: &[f64], w: &HcWeights, eps: f64) -> Vec<f64> {
+fn pre_weights(mixes: &[f64], w: HcView<'_>, eps: f64) -> [f64; HC] {
+    std::array::from_fn(|s| sigmoid(mixes[s] * w.scale[0] as f64 + w.base[s] as f64) + eps)
+}
+
+/// `sum_s weights[s] · X[s]` of one token's streams.
+fn weighted_streams(streams: &[f64], weights: &[f64; HC]) -> Vec<f64> {
     let d = streams.len() / HC;
     let mut out = vec![0.0; d];
-    for (s, stream) in streams.chunks_exact(d).enumerate() {
-        let weight = sigmoid(mixes[s] * w.scale[0] as f64 + w.base[s] as f64) + eps;
+    for (stream, weight) in streams.chunks_exact(d).zip(weights) {
         for (o, x) in out.iter_mut().zip(stream) {
             *o += weight * x;
         }
@@ -73,8 +134,8 @@ fn weighted_streams(streams: &[f64], mixes: &[f64], w: &HcWeights, eps: f64) -> 
 }
 
 /// The mixes `fn · rms(streams)` of one token's streams (HC·D values, stream-major).
-fn mixes(streams: &[f64], w: &HcWeights, rms_eps: f64) -> Vec<f64> {
-    matvec(&w.func, 0, &rms_norm(streams, None, rms_eps))
+fn mixes(streams: &[f64], w: HcView<'_>, rms_eps: f64) -> Vec<f64> {
+    matvec(w.func, 0, &rms_norm(streams, None, rms_eps))
 }
 
 /// `comb` made doubly stochastic: a softmax over dst per src (plus eps), then alternately
@@ -105,35 +166,41 @@ pub(super) fn sinkhorn(mut c: [[f64; HC]; HC], iterations: usize, eps: f64) -> [
     c
 }
 
-/// The `pre` step of a sub-block for one token's streams.
-pub(super) fn pre(
+/// The `pre` step of a sub-block for one token's streams: the reference model's and
+/// `CpuBackend::hc_pre`'s.
+pub(crate) fn pre(
     streams: &[f64],
-    w: &HcWeights,
+    w: HcView<'_>,
     rms_eps: f64,
     hc_eps: f64,
     sinkhorn_iterations: usize,
 ) -> Mix {
     let m = mixes(streams, w, rms_eps);
     let affine = |i: usize, family: usize| m[i] * w.scale[family] as f64 + w.base[i] as f64;
+    let pre = pre_weights(&m, w, hc_eps);
     let post = std::array::from_fn(|s| 2.0 * sigmoid(affine(HC + s, 1)));
     let comb =
         std::array::from_fn(|src| std::array::from_fn(|dst| affine(2 * HC + HC * src + dst, 2)));
     Mix {
-        input: weighted_streams(streams, &m, w, hc_eps),
-        post,
-        comb: sinkhorn(comb, sinkhorn_iterations, hc_eps),
+        input: weighted_streams(streams, &pre),
+        coefs: Coefs {
+            pre,
+            post,
+            comb: sinkhorn(comb, sinkhorn_iterations, hc_eps),
+        },
     }
 }
 
-/// The `post` step: new stream `dst` = `post[dst] · f + sum_src comb[src][dst] · old[src]`.
-pub(super) fn post(f: &[f64], old: &[f64], mix: &Mix) -> Vec<f64> {
+/// The `post` step: new stream `dst` = `post[dst] · f + sum_src comb[src][dst] · old[src]`
+/// (the reference model's and `CpuBackend::hc_post`'s).
+pub(crate) fn post(f: &[f64], old: &[f64], c: &Coefs) -> Vec<f64> {
     let d = f.len();
     let mut out = vec![0.0; HC * d];
     for (dst, new) in out.chunks_exact_mut(d).enumerate() {
         for (e, v) in new.iter_mut().enumerate() {
-            *v = mix.post[dst] * f[e]
+            *v = c.post[dst] * f[e]
                 + (0..HC)
-                    .map(|src| mix.comb[src][dst] * old[src * d + e])
+                    .map(|src| c.comb[src][dst] * old[src * d + e])
                     .sum::<f64>();
         }
     }
@@ -141,8 +208,11 @@ pub(super) fn post(f: &[f64], old: &[f64], mix: &Mix) -> Vec<f64> {
 }
 
 /// The output head's mix of one token's streams into one vector of width D.
-pub(super) fn head(streams: &[f64], w: &HcWeights, rms_eps: f64, hc_eps: f64) -> Vec<f64> {
-    weighted_streams(streams, &mixes(streams, w, rms_eps), w, hc_eps)
+pub(super) fn head(streams: &[f64], w: HcView<'_>, rms_eps: f64, hc_eps: f64) -> Vec<f64> {
+    weighted_streams(
+        streams,
+        &pre_weights(&mixes(streams, w, rms_eps), w, hc_eps),
+    )
 }
 
 #[cfg(test)]
@@ -191,15 +261,16 @@ mod tests {
     #[test]
     fn post_writes_the_output_with_weights_and_mixes_the_old_streams() {
         // D = 1: old streams 1, 2, 3, 4; comb takes each new stream from the next old one.
-        let mix = Mix {
-            input: vec![],
+        let coefs = Coefs {
+            pre: [0.0; HC],
             post: [1.0, 0.5, 0.0, 2.0],
             comb: std::array::from_fn(|src| {
                 std::array::from_fn(|dst| f64::from(u8::from(src == (dst + 1) % HC)))
             }),
         };
+        assert_eq!(Coefs::from_values(&coefs.values()), coefs);
         assert_eq!(
-            post(&[10.0], &[1.0, 2.0, 3.0, 4.0], &mix),
+            post(&[10.0], &[1.0, 2.0, 3.0, 4.0], &coefs),
             [12.0, 8.0, 4.0, 21.0]
         );
     }

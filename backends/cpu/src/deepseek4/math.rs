@@ -32,8 +32,3 @@ pub(super) fn rms_norm(x: &[f64], weight: Option<&[f32]>, eps: f64) -> Vec<f64> 
 pub(super) fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
-
-/// `ln(1 + e^x)`, and `x` itself above 20 as ggml cuts it.
-pub(super) fn softplus(x: f64) -> f64 {
-    if x > 20.0 { x } else { x.exp().ln_1p() }
-}

@@ -44,7 +44,7 @@
 mod attention;
 mod compressor;
 mod config;
-mod hyper;
+pub(crate) mod hyper;
 mod math;
 mod moe;
 pub mod qat;
@@ -277,7 +277,7 @@ impl Deepseek4Reference {
                 .iter()
                 .zip(&mixes)
                 .zip(&out)
-                .map(|((x, m), f)| hyper::post(f, x, m))
+                .map(|((x, m), f)| hyper::post(f, x, &m.coefs))
                 .collect();
             streams = streams
                 .iter()
@@ -285,7 +285,7 @@ impl Deepseek4Reference {
                 .map(|(x, &token)| {
                     let mix = self.pre(x, &layer.hc_ffn);
                     let input = rms_norm(&mix.input, Some(&layer.moe.norm), cfg.rms_eps);
-                    hyper::post(&moe::moe(&layer.moe, &input, token, il, cfg), x, &mix)
+                    hyper::post(&moe::moe(&layer.moe, &input, token, il, cfg), x, &mix.coefs)
                 })
                 .collect();
         }
@@ -293,7 +293,7 @@ impl Deepseek4Reference {
         Ok(streams
             .iter()
             .flat_map(|x| {
-                let y = hyper::head(x, &self.hc_head, cfg.rms_eps, cfg.hc_eps);
+                let y = hyper::head(x, self.hc_head.view(), cfg.rms_eps, cfg.hc_eps);
                 matvec(
                     &self.output,
                     0,
@@ -309,10 +309,76 @@ impl Deepseek4Reference {
         let cfg = &self.config;
         hyper::pre(
             streams,
-            w,
+            w.view(),
             cfg.rms_eps,
             cfg.hc_eps,
             cfg.hc_sinkhorn_iterations,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moetile::model::{Backend, HC_MIXES, HyperParams, HyperWeights};
+
+    use super::*;
+    use crate::CpuBackend;
+
+    fn widen(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&v| v as f64).collect()
+    }
+
+    fn narrow(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&v| v as f32).collect()
+    }
+
+    /// `CpuBackend::hc_pre` and `hc_post` are the model's own steps: on the tiny fixture's
+    /// weights (uploaded apart from the model's) and its config, they give the model's
+    /// results bit for bit once those are rounded to f32.
+    #[test]
+    fn cpu_hyper_ops_are_the_reference_steps() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
+        let file = GgufFile::open(&path).unwrap();
+        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+        let cfg = model.config();
+        let (d, il, rows) = (cfg.d_model, 1, 3);
+        let t = Tensors { file: &file };
+        let name = |n: &str| format!("blk.{il}.hc_ffn_{n}.weight");
+        let func = t.weight(&name("fn"), &[HC_STREAMS * d, HC_MIXES]).unwrap();
+        let scale = t.weight(&name("scale"), &[3]).unwrap();
+        let base = t.weight(&name("base"), &[HC_MIXES]).unwrap();
+        let w = HyperWeights {
+            func: &func,
+            scale: &scale,
+            base: &base,
+        };
+        let p = HyperParams {
+            rms_eps: cfg.rms_eps as f32,
+            eps: cfg.hc_eps as f32,
+            sinkhorn_iterations: cfg.hc_sinkhorn_iterations,
+        };
+        // Values of varied size in every stream, and a sub-block output.
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 250.0 - 2.0) * (1 + i % 3) as f32;
+        let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(value).collect();
+        let f: Vec<f32> = (0..rows * d).map(|i| value(i + 17) / 3.0).collect();
+
+        let mut cpu = CpuBackend::new();
+        let x = cpu.act_from_host(rows, HC_STREAMS * d, &streams).unwrap();
+        let out = cpu.act_from_host(rows, d, &f).unwrap();
+        let (input, mix) = cpu.hc_pre(&x, w, &p).unwrap();
+        let mut y = x.clone();
+        cpu.hc_post(&mut y, &out, &mix).unwrap();
+        for r in 0..rows {
+            let xs = widen(x.row(r));
+            let m = model.pre(&xs, &model.layers[il].hc_ffn);
+            assert_eq!(input.row(r), narrow(&m.input), "input of token {r}");
+            assert_eq!(mix.row(r), narrow(&m.coefs.values()), "mix of token {r}");
+            // The op reads the mixing values as stored (f32); the model keeps them in f64.
+            let values = std::array::from_fn(|i| mix.row(r)[i] as f64);
+            let coefs = hyper::Coefs::from_values(&values);
+            let new = hyper::post(&widen(out.row(r)), &xs, &coefs);
+            assert_eq!(y.row(r), narrow(&new), "streams of token {r}");
+        }
     }
 }

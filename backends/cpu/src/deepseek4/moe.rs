@@ -3,20 +3,20 @@
 //! the clamped SwiGLU.
 
 use moetile::Result;
-use moetile::model::ExpertActivation;
+use moetile::model::{ExpertActivation, Gating};
 
 use super::config::Deepseek4Config;
-use super::math::{dot, matvec, softplus};
+use super::math::{dot, matvec};
 use super::weights::Tensors;
 use crate::CpuWeight;
-use crate::ops::expert_activation;
+use crate::ops::{Choice, expert_activation, gates, route_token};
 
 /// How a layer chooses its experts.
 enum Selection {
     /// The top K of `probs + bias`: the bias (`exp_probs_b`) moves the choice, not the weights.
     Biased(Vec<f32>),
     /// `ffn_gate_tid2eid`: K expert ids for each token id, row-major (V, K).
-    Hashed(Vec<usize>),
+    Hashed(Vec<u32>),
 }
 
 /// One layer's FFN weights.
@@ -42,12 +42,17 @@ impl MoeWeights {
         let name = |n: &str| format!("blk.{il}.{n}");
         let (d, f, fs, e) = (cfg.d_model, cfg.expert_ff, cfg.shared_ff, cfg.n_experts);
         let selection = if il < cfg.hash_layers {
-            Selection::Hashed(t.ids(
-                &name("ffn_gate_tid2eid.weight"),
-                cfg.n_experts_used,
-                cfg.n_vocab,
-                e,
-            )?)
+            Selection::Hashed(
+                t.ids(
+                    &name("ffn_gate_tid2eid.weight"),
+                    cfg.n_experts_used,
+                    cfg.n_vocab,
+                    e,
+                )?
+                .into_iter()
+                .map(|id| id as u32)
+                .collect(),
+            )
         } else {
             Selection::Biased(t.vector(&name("exp_probs_b.bias"), e)?)
         };
@@ -65,12 +70,9 @@ impl MoeWeights {
     }
 }
 
-/// The smallest sum the route weights are divided by when renormalised (ggml's floor).
-const MIN_WEIGHT_SUM: f64 = 6.103515625e-5;
-
 /// `(expert, weight)` for each of the `k` experts of `token`: weights `sqrt(softplus(logit))`
 /// of the chosen experts, renormalised when `normalize`, times `scale`. Ties in a biased
-/// choice go to the lower expert id.
+/// choice go to the lower expert id. The CPU backend's router, on these gates and choices.
 fn route(
     logits: &[f64],
     selection: &Selection,
@@ -79,27 +81,17 @@ fn route(
     normalize: bool,
     scale: f64,
 ) -> Vec<(usize, f64)> {
-    let probs: Vec<f64> = logits.iter().map(|&l| softplus(l).sqrt()).collect();
-    let chosen: Vec<usize> = match selection {
-        Selection::Hashed(table) => table[token * k..(token + 1) * k].to_vec(),
-        Selection::Biased(bias) => {
-            let biased: Vec<f64> = probs.iter().zip(bias).map(|(p, &b)| p + b as f64).collect();
-            let mut order: Vec<usize> = (0..probs.len()).collect();
-            order.sort_by(|&a, &b| biased[b].total_cmp(&biased[a]).then(a.cmp(&b)));
-            order.truncate(k);
-            order
-        }
+    let choice = match selection {
+        Selection::Hashed(table) => Choice::Given(&table[token * k..(token + 1) * k]),
+        Selection::Biased(bias) => Choice::Top(Some(bias)),
     };
-    let sum: f64 = chosen.iter().map(|&e| probs[e]).sum();
-    let norm = if normalize {
-        sum.max(MIN_WEIGHT_SUM)
-    } else {
-        1.0
-    };
-    chosen
-        .into_iter()
-        .map(|e| (e, probs[e] / norm * scale))
-        .collect()
+    route_token(
+        &gates(logits, Gating::SqrtSoftplus),
+        choice,
+        k,
+        normalize,
+        scale,
+    )
 }
 
 /// SwiGLU with deepseek4's clamp: gate from above, up both ways, off at `limit <= 1e-6`.
@@ -181,6 +173,60 @@ mod tests {
         assert!((got[1].1 - 1.5 * p1 / (p0 + p1)).abs() < 1e-15);
     }
 
+    /// `CpuBackend::route` with deepseek4's gating is the model's router: on f32 logits (a
+    /// biased row, a hashed row), its ids and weights are the model's, rounded to f32.
+    #[test]
+    fn cpu_route_is_the_reference_router() {
+        use moetile::model::{Backend, RouterParams, Selection as Choose};
+
+        let (e, k, rows) = (16, 4, 3);
+        let logits: Vec<f32> = (0..rows * e)
+            .map(|i| (i * 7919 % 1013) as f32 / 60.0 - 8.0)
+            .collect();
+        let bias: Vec<f32> = (0..e).map(|i| (i % 5) as f32 * 0.3 - 0.6).collect();
+        let table: Vec<u32> = (0..5 * k as u32).map(|i| (i * 7) % e as u32).collect();
+        let tokens = [4, 0, 4];
+        let mut cpu = crate::CpuBackend::new();
+        let bias_w = CpuWeight {
+            name: "exp_probs_b.bias".into(),
+            ty: moetile::quant::GgmlType::F32,
+            dims: vec![e],
+            values: bias.clone(),
+        };
+        let x = cpu.act_from_host(rows, e, &logits).unwrap();
+        let p = RouterParams {
+            n_experts_used: k,
+            gating: Gating::SqrtSoftplus,
+            normalize: true,
+            weight_scale: 1.5,
+        };
+        let biased = cpu.route(&x, Choose::Biased(&bias_w), &p).unwrap();
+        let hashed = cpu
+            .route(
+                &x,
+                Choose::Hashed {
+                    table: &table,
+                    tokens: &tokens,
+                },
+                &p,
+            )
+            .unwrap();
+        let model_table = Selection::Hashed(table.clone());
+        for (t, &token) in tokens.iter().enumerate() {
+            let row: Vec<f64> = x.row(t).iter().map(|&v| v as f64).collect();
+            for (got, selection, token) in [
+                (&biased, &Selection::Biased(bias.clone()), 0),
+                (&hashed, &model_table, token as usize),
+            ] {
+                let want = route(&row, selection, token, k, true, 1.5);
+                let ids: Vec<u32> = want.iter().map(|r| r.0 as u32).collect();
+                let weights: Vec<f32> = want.iter().map(|r| r.1 as f32).collect();
+                assert_eq!(got.ids[t * k..][..k], ids, "token {t}");
+                assert_eq!(got.weights[t * k..][..k], weights, "token {t}");
+            }
+        }
+    }
+
     #[test]
     fn hash_routing_reads_the_token_row_and_tiny_sums_are_floored() {
         // Token 1 -> experts 2, 0. Logits of -40 give probs of about e^-20, summing far below
@@ -189,6 +235,9 @@ mod tests {
         let got = route(&[-40.0; 3], &table, 1, 2, true, 1.0);
         let p = (-40f64).exp().ln_1p().sqrt();
         assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 0]);
-        assert!((got[0].1 - p / MIN_WEIGHT_SUM).abs() < 1e-18, "{got:?}");
+        assert!(
+            (got[0].1 - p / crate::ops::MIN_WEIGHT_SUM).abs() < 1e-18,
+            "{got:?}"
+        );
     }
 }

@@ -2,8 +2,9 @@
 //! backend, takes its outputs from the backend's pool and records its kernels.
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, ModelConfig, MoeParams,
-    PreNorm, RouterParams, Stage, WeightData,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HyperParams,
+    HyperWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage, WeightData,
+    hashed_ids,
 };
 use moetile_codegen::{ActType, EltOp};
 
@@ -328,8 +329,96 @@ impl Backend for WgpuBackend {
         Ok(out)
     }
 
-    fn route(&mut self, logits: &GpuMatrix, p: &RouterParams) -> moetile::Result<Routing> {
-        self.record("route", |rec| ops::route(rec, logits, p))
+    /// The raw mixes as a plain matmul over the streams (the norm's factor is applied in
+    /// `hc_pre`, which reads the row anyway for the input), then `hc_pre`.
+    fn hc_pre(
+        &mut self,
+        streams: &GpuMatrix,
+        w: HyperWeights<'_, ExpertTensor>,
+        p: &HyperParams,
+    ) -> moetile::Result<(GpuMatrix, GpuMatrix)> {
+        if w.func.dense_rows() != HC_MIXES || w.func.cols != streams.cols {
+            return Err(shape(
+                "hc_pre",
+                format!(
+                    "{} is {} x {} for streams of {}; a hyper-connection has {HC_MIXES} mixes of \
+                     all the streams",
+                    w.func.name,
+                    w.func.dense_rows(),
+                    w.func.cols,
+                    streams.cols
+                ),
+            ));
+        }
+        let mixes = self.matmul(streams, w.func)?;
+        let input = self.output(
+            streams.rows,
+            streams.cols / moetile::model::HC_STREAMS,
+            "hc_pre",
+        )?;
+        let mix = self.output(streams.rows, HC_MIXES, "hc mix")?;
+        let pre = ops::HyperPre {
+            mixes: &mixes,
+            scale: w.scale,
+            base: w.base,
+        };
+        self.record("hc_pre", |rec| {
+            ops::hc_pre(rec, streams, pre, p, &input, &mix)
+        })?;
+        Ok((input, mix))
+    }
+
+    fn hc_post(
+        &mut self,
+        streams: &mut GpuMatrix,
+        out: &GpuMatrix,
+        mix: &GpuMatrix,
+    ) -> moetile::Result<()> {
+        self.record("hc_post", |rec| ops::hc_post(rec, streams, out, mix))
+    }
+
+    /// A hash-routed batch's ids are gathered on the host (the table stays there) and
+    /// uploaded like the batch's token ids.
+    fn route(
+        &mut self,
+        logits: &GpuMatrix,
+        selection: Selection<'_, ExpertTensor>,
+        p: &RouterParams,
+    ) -> moetile::Result<Routing> {
+        let given;
+        let choice = match selection {
+            Selection::TopK => ops::RouteChoice::TopK,
+            Selection::Biased(bias) => {
+                if bias.cols != logits.cols {
+                    return Err(shape(
+                        "route",
+                        format!(
+                            "{} has {} values for {} experts",
+                            bias.name, bias.cols, logits.cols
+                        ),
+                    ));
+                }
+                ops::RouteChoice::Biased(ops::vector("route", bias)?)
+            }
+            Selection::Hashed { table, tokens } => {
+                if tokens.len() != logits.rows {
+                    return Err(shape(
+                        "route",
+                        format!(
+                            "{} token ids for {} rows of logits",
+                            tokens.len(),
+                            logits.rows
+                        ),
+                    ));
+                }
+                let ids = hashed_ids(table, tokens, logits.cols, p.n_experts_used)?;
+                given = self
+                    .buffers()
+                    .storage_init("hashed expert ids", bytemuck::cast_slice(&ids))?;
+                ops::RouteChoice::Given(&given)
+            }
+        };
+        self.record("route", |rec| ops::route(rec, logits, choice, p))
     }
 
     fn routing_from_host(
