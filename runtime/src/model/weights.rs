@@ -15,7 +15,7 @@ pub struct AttentionWeights<W> {
     /// `attn_q`, `attn_k` and `attn_v` (`[D, n_heads * head_dim]`, `[D, n_kv_heads *
     /// head_dim]` twice) stacked by rows: one to three tensors whose rows, in order, are q's,
     /// k's and v's rows. Neighbours of one type and width are one tensor, so one matmul
-    /// ([`crate::model::Backend::matmul_stacked`]) computes them.
+    /// ([`crate::model::Backend::project`]) computes them.
     pub qkv: Vec<W>,
     /// `attn_output` `[n_heads * head_dim, D]`.
     pub out: W,

@@ -27,9 +27,9 @@
 //! y = `key.row_groups(rows)`; a map of another width is refused ([`WgpuError::TileMismatch`]).
 //! A mat-vec's grid is `key.mat_vec_grid`: row tiles by pairs (tokens for `mv_sum`).
 //!
-//! Dense projections are the one-expert case: [`ExpertMap::dense`] lists the batch's tokens for
+//! Dense projections are the one-expert case: `ExpertMap::dense` lists the batch's tokens for
 //! expert 0 on the host (its work-item count is known, so its matmuls dispatch directly), and
-//! [`Routing::dense`] routes every token to expert 0 with weight 1 for `mv_id` and `act`. A
+//! `Routing::dense` routes every token to expert 0 with weight 1 for `mv_id` and `act`. A
 //! dense weight too large for one binding is several experts of whole rows
 //! ([`ExpertTensor::slices`]); its maps and routings send every token to each of them.
 //!
