@@ -205,14 +205,7 @@ impl WgpuContext {
             .as_deref()
             .zip(self.pipeline_cache_key.as_deref())
             .map(|(dir, key)| PipelineCacheFile::open(&self.device, dir, key));
-        let record = options
-            .tuning_dir
-            .as_deref()
-            .map(TuningRecord::load)
-            .unwrap_or_default();
-        for warning in &record.warnings {
-            eprintln!("warning: {warning}");
-        }
+        let record = TuningRecord::load_or_default(options.tuning_dir.as_deref());
         let tuning = record.of_adapter(&AdapterId::of(&self.profile));
         let mut profile = self.profile.clone();
         for unusable in &tuning.unusable {

@@ -255,6 +255,16 @@ where
 }
 
 impl TuningRecord {
+    /// The record in `dir` when there is a folder, else an empty one; its warnings go to
+    /// stderr (what every reader of the user's record does with them).
+    pub fn load_or_default(dir: Option<&FsPath>) -> TuningRecord {
+        let record = dir.map(TuningRecord::load).unwrap_or_default();
+        for warning in &record.warnings {
+            eprintln!("warning: {warning}");
+        }
+        record
+    }
+
     /// The record in `dir`: empty when there is none; what cannot be used is left out, with a
     /// line in [`TuningRecord::warnings`].
     pub fn load(dir: &FsPath) -> TuningRecord {

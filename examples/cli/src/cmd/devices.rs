@@ -61,14 +61,7 @@ pub fn run(args: DevicesArgs) -> Result<()> {
     );
     // The selection error lists the adapters; report it after the listing.
     let selected = select(&instance, &options).map(|a| a.get_info());
-    let record = options
-        .tuning_dir
-        .as_deref()
-        .map(TuningRecord::load)
-        .unwrap_or_default();
-    for warning in &record.warnings {
-        eprintln!("warning: {warning}");
-    }
+    let record = TuningRecord::load_or_default(options.tuning_dir.as_deref());
     let devices: Vec<Device> = adapters
         .iter()
         .enumerate()
