@@ -44,6 +44,8 @@ impl Templates {
             "route.wgsl",
             "hc_pre.wgsl",
             "hc_post.wgsl",
+            "hc/mix.wgsl",
+            "hc/head.wgsl",
             "grid.wgsl",
             "matmul.wgsl",
             "act/f32.wgsl",

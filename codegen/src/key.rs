@@ -220,7 +220,7 @@ impl KernelKey {
             keys.push(KernelKey::AttnCombine { head_dim });
         }
         keys.push(KernelKey::Route);
-        keys.extend([HyperStep::Pre, HyperStep::Post].map(KernelKey::Hyper));
+        keys.extend([HyperStep::Pre, HyperStep::Post, HyperStep::Head].map(KernelKey::Hyper));
         keys
     }
 
@@ -442,6 +442,7 @@ mod tests {
         assert!(names.contains("eltwise_mul_sigmoid_row"));
         assert!(names.contains("hc_pre"));
         assert!(names.contains("hc_post"));
+        assert!(names.contains("hc_head"));
     }
 
     #[test]
