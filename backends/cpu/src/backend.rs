@@ -6,6 +6,7 @@ use moetile::model::{
 };
 use moetile::quant;
 
+use crate::deepseek4::attention::grouped_matvec;
 use crate::deepseek4::hyper::{self, Coefs, HcView};
 use crate::{attention, ops};
 
@@ -460,6 +461,62 @@ impl Backend for CpuBackend {
             narrow_into(streams.row_mut(t), &new);
         }
         Ok(())
+    }
+
+    /// Per token, [`hyper::head`]: the reference model's own step, on the streams widened to
+    /// f64, its result rounded to f32.
+    fn hc_head(
+        &mut self,
+        streams: &Mat,
+        w: HyperWeights<'_, CpuWeight>,
+        p: &HyperParams,
+    ) -> moetile::Result<Mat> {
+        let d = streams.cols / HC_STREAMS;
+        ensure(
+            d > 0 && streams.cols == HC_STREAMS * d && w.func.dims == [streams.cols, HC_STREAMS],
+            "hc_head",
+            || {
+                format!(
+                    "streams ({}, {}), {} {:?} (expected [{}, {HC_STREAMS}])",
+                    streams.rows, streams.cols, w.func.name, w.func.dims, streams.cols
+                )
+            },
+        )?;
+        let view = HcView {
+            func: w.func,
+            scale: vector("hc_head", w.scale, 1)?,
+            base: vector("hc_head", w.base, HC_STREAMS)?,
+        };
+        let mut out = Mat::zeros(streams.rows, d);
+        for t in 0..streams.rows {
+            let y = hyper::head(&widen(streams.row(t)), view, p.rms_eps as f64, p.eps as f64);
+            narrow_into(out.row_mut(t), &y);
+        }
+        Ok(out)
+    }
+
+    /// Per token, [`grouped_matvec`]: the reference model's own step, on the row widened to
+    /// f64, its result rounded to f32.
+    fn grouped_matmul(&mut self, x: &Mat, w: &CpuWeight, groups: usize) -> moetile::Result<Mat> {
+        ensure(
+            groups > 0
+                && w.experts() == 1
+                && w.rows().is_multiple_of(groups)
+                && x.cols == groups * w.cols(),
+            "grouped_matmul",
+            || {
+                format!(
+                    "x ({}, {}), {} {:?} in {groups} groups (expected [cols, rows] with rows a \
+                     multiple of the groups, x groups x cols wide)",
+                    x.rows, x.cols, w.name, w.dims
+                )
+            },
+        )?;
+        let mut out = Mat::zeros(x.rows, w.rows());
+        for t in 0..x.rows {
+            narrow_into(out.row_mut(t), &grouped_matvec(w, groups, &widen(x.row(t))));
+        }
+        Ok(out)
     }
 
     fn route(

@@ -449,6 +449,28 @@ pub trait Backend {
     /// HC_STREAMS * D)` with the mixing values `mix (T, HC_MIXES)` of [`Backend::hc_pre`]:
     /// `new[dst] = post[dst] * out + sum_src comb[src][dst] * old[src]`.
     fn hc_post(&mut self, streams: &mut Self::Act, out: &Self::Act, mix: &Self::Act) -> Result<()>;
+    /// The output head's mix of the streams `(T, HC_STREAMS * D)` into one row per token `(T,
+    /// D)`, before the output norm: [`Backend::hc_pre`]'s input with only its pre weights
+    /// (`w.func` is `[HC_STREAMS * D, HC_STREAMS]`, `w.scale` one factor, `w.base`
+    /// `HC_STREAMS` values; the head has no post weights and no comb, so
+    /// `p.sinkhorn_iterations` is not read).
+    fn hc_head(
+        &mut self,
+        streams: &Self::Act,
+        w: HyperWeights<'_, Self::Weight>,
+        p: &HyperParams,
+    ) -> Result<Self::Act>;
+
+    /// A block-diagonal projection (deepseek4's `attn_output_a`): `w [cols, rows]` has its rows
+    /// cut into `groups` equal consecutive parts, part g reading the g-th `cols` values of each
+    /// row of `x (T, groups * cols)`, so row `g * rows / groups + r` of the output `(T, rows)`
+    /// is `w[g * rows / groups + r] . x[t][g * cols..(g + 1) * cols]`.
+    fn grouped_matmul(
+        &mut self,
+        x: &Self::Act,
+        w: &Self::Weight,
+        groups: usize,
+    ) -> Result<Self::Act>;
 
     /// Router: logits `(T, E)` -> K expert ids and weights per token: the experts `selection`
     /// picks (ties to the lower id), weighted by their gates, divided by the gates' sum (at

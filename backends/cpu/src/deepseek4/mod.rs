@@ -41,7 +41,7 @@
 //! # Ok::<(), moetile::Error>(())
 //! ```
 
-mod attention;
+pub(crate) mod attention;
 mod compressor;
 mod config;
 pub(crate) mod hyper;
@@ -380,5 +380,83 @@ mod tests {
             let new = hyper::post(&widen(out.row(r)), &xs, &coefs);
             assert_eq!(y.row(r), narrow(&new), "streams of token {r}");
         }
+    }
+
+    /// `CpuBackend::hc_head` and `grouped_matmul` are the model's own steps (the output
+    /// head's stream mix, the grouped low-rank output of attention): on the tiny fixture's
+    /// weights (uploaded apart from the model's, `attn_output_a` as the `[cols, rows]` matrix
+    /// the op takes) they give the model's results bit for bit once those are rounded to f32.
+    #[test]
+    fn cpu_head_and_grouped_output_are_the_reference_steps() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
+        let file = GgufFile::open(&path).unwrap();
+        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+        let cfg = model.config();
+        let (d, il, rows) = (cfg.d_model, 2, 3);
+        let t = Tensors { file: &file };
+        let func = t
+            .weight("output_hc_fn.weight", &[HC_STREAMS * d, HC_STREAMS])
+            .unwrap();
+        let scale = t.weight("output_hc_scale.weight", &[1]).unwrap();
+        let base = t.weight("output_hc_base.weight", &[HC_STREAMS]).unwrap();
+        let w = HyperWeights {
+            func: &func,
+            scale: &scale,
+            base: &base,
+        };
+        let p = HyperParams {
+            rms_eps: cfg.rms_eps as f32,
+            eps: cfg.hc_eps as f32,
+            sinkhorn_iterations: cfg.hc_sinkhorn_iterations,
+        };
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 250.0 - 2.0) * (1 + i % 3) as f32;
+        let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(value).collect();
+        let q_width = cfg.n_heads * cfg.head_dim;
+        let heads: Vec<f32> = (0..rows * q_width).map(|i| value(i + 5) / 2.0).collect();
+        let (groups, out_rows) = (cfg.output_groups, cfg.output_groups * cfg.output_rank);
+        let output_a = t
+            .reshaped_matrix(
+                &format!("blk.{il}.attn_output_a.weight"),
+                q_width / groups,
+                out_rows,
+            )
+            .unwrap();
+
+        let mut cpu = CpuBackend::new();
+        let x = cpu.act_from_host(rows, HC_STREAMS * d, &streams).unwrap();
+        let head = cpu.hc_head(&x, w, &p).unwrap();
+        let o = cpu.act_from_host(rows, q_width, &heads).unwrap();
+        let low_rank = cpu.grouped_matmul(&o, &output_a, groups).unwrap();
+        for r in 0..rows {
+            let want = hyper::head(
+                &widen(x.row(r)),
+                model.hc_head.view(),
+                cfg.rms_eps,
+                cfg.hc_eps,
+            );
+            assert_eq!(head.row(r), narrow(&want), "head of token {r}");
+            let want = attention::grouped_matvec(
+                &model.layers[il].attention.output_a,
+                groups,
+                &widen(o.row(r)),
+            );
+            assert_eq!(
+                low_rank.row(r),
+                narrow(&want),
+                "grouped output of token {r}"
+            );
+        }
+        // Shapes that do not fit are refused, naming the op.
+        let odd = cpu
+            .act_from_host(1, q_width + 4, &vec![1.0; q_width + 4])
+            .unwrap();
+        let err = cpu.grouped_matmul(&odd, &output_a, groups).unwrap_err();
+        assert!(err.to_string().contains("grouped_matmul"), "{err}");
+        let err = cpu.grouped_matmul(&o, &output_a, 0).unwrap_err();
+        assert!(err.to_string().contains("grouped_matmul"), "{err}");
+        let odd = cpu.act_from_host(1, 3 * d, &vec![1.0; 3 * d]).unwrap();
+        let err = cpu.hc_head(&odd, w, &p).unwrap_err();
+        assert!(err.to_string().contains("hc_head"), "{err}");
     }
 }

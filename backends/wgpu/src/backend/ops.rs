@@ -2,9 +2,9 @@
 //! backend, takes its outputs from the backend's pool and records its kernels.
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HyperParams,
-    HyperWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage, WeightData,
-    hashed_ids,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS,
+    HyperParams, HyperWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage,
+    WeightData, hashed_ids,
 };
 use moetile_codegen::{ActType, EltOp};
 
@@ -351,11 +351,7 @@ impl Backend for WgpuBackend {
             ));
         }
         let mixes = self.matmul(streams, w.func)?;
-        let input = self.output(
-            streams.rows,
-            streams.cols / moetile::model::HC_STREAMS,
-            "hc_pre",
-        )?;
+        let input = self.output(streams.rows, streams.cols / HC_STREAMS, "hc_pre")?;
         let mix = self.output(streams.rows, HC_MIXES, "hc mix")?;
         let pre = ops::HyperPre {
             mixes: &mixes,
@@ -379,6 +375,70 @@ impl Backend for WgpuBackend {
 
     /// A hash-routed batch's ids are gathered on the host (the table stays there) and
     /// uploaded like the batch's token ids.
+    /// The `HC_STREAMS` raw mixes as a plain matmul over the streams, then `hc_head`
+    /// (`hc_pre`'s kernel with the pre weights only).
+    fn hc_head(
+        &mut self,
+        streams: &GpuMatrix,
+        w: HyperWeights<'_, ExpertTensor>,
+        p: &HyperParams,
+    ) -> moetile::Result<GpuMatrix> {
+        if w.func.dense_rows() != HC_STREAMS {
+            return Err(shape(
+                "hc_head",
+                format!(
+                    "{} has {} rows; the head has {HC_STREAMS} mixes",
+                    w.func.name,
+                    w.func.dense_rows()
+                ),
+            ));
+        }
+        let mixes = self.matmul(streams, w.func)?;
+        let out = self.output(streams.rows, streams.cols / HC_STREAMS, "hc_head")?;
+        let pre = ops::HyperPre {
+            mixes: &mixes,
+            scale: w.scale,
+            base: w.base,
+        };
+        self.record("hc_head", |rec| ops::hc_head(rec, streams, pre, p, &out))?;
+        Ok(out)
+    }
+
+    /// The dense matmul's kernels over `w` viewed as `groups` experts (`ExpertTensor::groups`),
+    /// every token routed to each with weight 1 and read as `groups` rows of `x`: no kernel of
+    /// its own.
+    fn grouped_matmul(
+        &mut self,
+        x: &GpuMatrix,
+        w: &ExpertTensor,
+        groups: usize,
+    ) -> moetile::Result<GpuMatrix> {
+        let view = (x.rows > 0 && groups > 0 && x.cols == groups * w.cols)
+            .then(|| w.groups(groups))
+            .flatten()
+            .ok_or_else(|| {
+                shape(
+                    "grouped_matmul",
+                    format!(
+                        "x ({}, {}), {} of {} rows of {} in {} buffers, {groups} groups; \
+                         expected x groups x {} wide and rows in whole groups per buffer",
+                        x.rows,
+                        x.cols,
+                        w.name,
+                        w.dense_rows(),
+                        w.cols,
+                        w.chunks.len(),
+                        w.cols
+                    ),
+                )
+            })?;
+        let mut out = self.output(x.rows * groups, view.rows, "grouped_matmul")?;
+        self.grouped_into(x, &view, &out)?;
+        // Row t * G + g of the pairs' output is group g's part of token t's row.
+        (out.rows, out.cols) = (x.rows, groups * view.rows);
+        Ok(out)
+    }
+
     fn route(
         &mut self,
         logits: &GpuMatrix,
