@@ -46,6 +46,7 @@ impl Templates {
             "hc_post.wgsl",
             "hc/mix.wgsl",
             "hc/head.wgsl",
+            "compressor_pool.wgsl",
             "grid.wgsl",
             "matmul.wgsl",
             "act/f32.wgsl",

@@ -2,11 +2,13 @@
 
 use moetile::model::{
     AttentionParams, Backend, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS, HyperParams,
-    HyperWeights, MoeParams, PreNorm, RouterParams, Selection, WeightData, hashed_ids,
+    HyperWeights, MoeParams, PoolParams, PoolWeights, PreNorm, RouterParams, Selection, WeightData,
+    hashed_ids,
 };
 use moetile::quant;
 
 use crate::deepseek4::attention::grouped_matvec;
+use crate::deepseek4::compressor::{self, Projected};
 use crate::deepseek4::hyper::{self, Coefs, HcView};
 use crate::{attention, ops};
 
@@ -515,6 +517,68 @@ impl Backend for CpuBackend {
         let mut out = Mat::zeros(x.rows, w.rows());
         for t in 0..x.rows {
             narrow_into(out.row_mut(t), &grouped_matvec(w, groups, &widen(x.row(t))));
+        }
+        Ok(out)
+    }
+
+    /// Per row, [`compressor::pooled_row`] (the reference model's step) on the projections
+    /// widened to f64 ([`Projected::new`] adds the ape bias as the model does), rounded to f32.
+    fn compressor_pool(
+        &mut self,
+        kv: &Mat,
+        score: &Mat,
+        w: PoolWeights<'_, CpuWeight>,
+        p: &PoolParams,
+    ) -> moetile::Result<Mat> {
+        let coff = if p.overlap { 2 } else { 1 };
+        let width = kv.cols / coff;
+        let skip = usize::from(p.previous);
+        let blocks = kv.rows.checked_div(p.ratio).unwrap_or(0);
+        ensure(
+            p.ratio > 0
+                && width > 0
+                && kv.cols == coff * width
+                && (kv.rows, kv.cols) == (score.rows, score.cols)
+                && kv.rows.is_multiple_of(p.ratio)
+                && blocks > skip
+                && (p.overlap || !p.previous)
+                && w.ape.dims == [kv.cols, p.ratio],
+            "compressor_pool",
+            || {
+                format!(
+                    "kv ({}, {}), score ({}, {}), {} {:?}, ratio {}, overlap {}, previous {}: \
+                     expected whole blocks (more than the previous one), equal shapes, \
+                     ape [{}, ratio], a previous block only with overlap",
+                    kv.rows,
+                    kv.cols,
+                    score.rows,
+                    score.cols,
+                    w.ape.name,
+                    w.ape.dims,
+                    p.ratio,
+                    p.overlap,
+                    p.previous,
+                    kv.cols
+                )
+            },
+        )?;
+        let norm = vector("compressor_pool", w.norm, width)?;
+        let tokens: Vec<Projected> = (0..kv.rows)
+            .map(|t| {
+                let ape = w.ape.row(0, t % p.ratio);
+                Projected::new(widen(kv.row(t)), widen(score.row(t)), ape)
+            })
+            .collect();
+        let blocks: Vec<&[Projected]> = tokens.chunks_exact(p.ratio).collect();
+        let mut out = Mat::zeros(blocks.len() - skip, width);
+        for (r, b) in (skip..blocks.len()).enumerate() {
+            let previous = match b {
+                0 => &[][..],
+                _ if p.overlap => blocks[b - 1],
+                _ => &[],
+            };
+            let row = compressor::pooled_row(previous, blocks[b], norm, p.rms_eps as f64);
+            narrow_into(out.row_mut(r), &row);
         }
         Ok(out)
     }

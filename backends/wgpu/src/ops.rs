@@ -4,7 +4,9 @@
 //! shapes; outputs come from the caller, which decides where buffers come from.
 
 use moetile::model::{Gating, RopeParams, RouterParams};
-use moetile_codegen::params::{EltParams, EmbedParams, HyperParams, NormParams, RouteParams};
+use moetile_codegen::params::{
+    EltParams, EmbedParams, HyperParams, NormParams, PoolParams, RouteParams,
+};
 use moetile_codegen::{
     ActType, EltOp, HC_MIXES, HC_STREAMS, HyperStep, KernelKey, ROUTE_MAX_EXPERTS, ROUTE_MAX_USED,
     WeightType,
@@ -463,5 +465,84 @@ pub fn hc_post(
             ("streams", streams.buffer.as_entire_binding()),
         ],
         Grid::Items(out.rows * d),
+    )
+}
+
+/// Records `compressor_pool` (see `wgsl/compressor_pool.wgsl`): compressed rows `out (rows,
+/// width)` from the projections `kv` and `score (T, coff * width)` of whole blocks.
+pub fn compressor_pool(
+    rec: &mut Recorder<'_>,
+    kv: &GpuMatrix,
+    score: &GpuMatrix,
+    w: moetile::model::PoolWeights<'_, ExpertTensor>,
+    p: &moetile::model::PoolParams,
+    out: &GpuMatrix,
+) -> Result<()> {
+    let key = KernelKey::CompressorPool;
+    let op = key.to_string();
+    for (what, m) in [("kv", kv), ("score", score), ("the output", out)] {
+        f32_matrix(&op, what, m)?;
+    }
+    let coff = if p.overlap { 2 } else { 1 };
+    let skip = usize::from(p.previous);
+    let norm = vector(&op, w.norm)?;
+    let ape = match w.ape.chunks.as_slice() {
+        [chunk] if w.ape.weight == WeightType::F32 && w.ape.experts == 1 => Some(&chunk.buffer),
+        _ => None,
+    };
+    let fits = p.ratio > 0
+        && out.cols > 0
+        && kv.cols == coff * out.cols
+        && (kv.rows, kv.cols) == (score.rows, score.cols)
+        && kv.rows == (out.rows + skip) * p.ratio
+        && (p.overlap || !p.previous)
+        && w.norm.cols == out.cols
+        && (w.ape.rows, w.ape.cols) == (p.ratio, kv.cols);
+    let Some(ape) = ape.filter(|_| fits) else {
+        return Err(shape(
+            &op,
+            format!(
+                "kv ({}, {}), score ({}, {}), {} {} x {} {}, {} of {}, output ({}, {}), ratio \
+                 {}, overlap {}, previous {}: expected whole blocks, equal shapes, an F32 ape \
+                 of ratio rows of the projections' width and a norm of the output's",
+                kv.rows,
+                kv.cols,
+                score.rows,
+                score.cols,
+                w.ape.name,
+                w.ape.rows,
+                w.ape.cols,
+                w.ape.weight,
+                w.norm.name,
+                w.norm.cols,
+                out.rows,
+                out.cols,
+                p.ratio,
+                p.overlap,
+                p.previous
+            ),
+        ));
+    };
+    let params = rec.params(&PoolParams {
+        n_rows: out.rows as u32,
+        n_cols: out.cols as u32,
+        ratio: p.ratio as u32,
+        coff: coff as u32,
+        previous: skip as u32,
+        rms_eps: p.rms_eps,
+        _pad0: 0,
+        _pad1: 0,
+    });
+    rec.dispatch(
+        &key,
+        &[
+            ("params", params.binding()),
+            ("kv", kv.buffer.as_entire_binding()),
+            ("score", score.buffer.as_entire_binding()),
+            ("ape", ape.as_entire_binding()),
+            ("norm", norm.as_entire_binding()),
+            ("out", out.buffer.as_entire_binding()),
+        ],
+        Grid::Items(out.rows),
     )
 }

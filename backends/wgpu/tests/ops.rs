@@ -19,6 +19,7 @@
 //!   relative (`route_tolerance`: GPUs' `log` near 1).
 //! - hyper-connections (`hc_pre`, `hc_post`): derived per value at `hyper_connection_matches_cpu`;
 //!   the output head's mix (`hc_head`) at `output_head_mix_matches_cpu`.
+//! - compressor_pool: relative, derived at `compressor_pool_matches_cpu`.
 //! - grouped_matmul: `cols` half-ulps of `sum_i |w_i x_i|` on the register path (`sum_tolerance`).
 
 mod common;
@@ -28,8 +29,8 @@ use std::collections::HashSet;
 use common::{Weights, random_blocks, rng, shared_ctx, uniform};
 use moetile::model::{
     AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, Gating, HC_MIXES,
-    HC_STREAMS, HyperParams, HyperWeights, MoeParams, PreNorm, RopeParams, RouterParams, Selection,
-    Stage, WeightData,
+    HC_STREAMS, HyperParams, HyperWeights, MoeParams, PoolParams, PoolWeights, PreNorm, RopeParams,
+    RouterParams, Selection, Stage, WeightData,
 };
 use moetile::tile::TileWidth;
 use moetile_cpu::{CpuBackend, CpuWeight};
@@ -1443,6 +1444,131 @@ fn grouped_matmul_matches_cpu() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("grouped_matmul"), "{err}");
+    }
+}
+
+/// `compressor_pool` (a compressor's softmax pooling and RMS norm) against the CPU reference
+/// (the reference model's own step) at the tiny fixture's widths (keys 32, indexer 64) and
+/// Flash's (512, 128), ratio 4 with the overlapping previous block (a sequence's first blocks,
+/// and a later chunk whose first block is only the previous one) and ratio 128 without: one
+/// row (the fewest an input makes: a decode step completes at most one block) and many, the
+/// output poisoned.
+///
+/// Tolerance: each output column's values keep one sign over the window, |kv| in [0.5, 1.5], so the
+/// pooled value is a mean of same-sign values and the output's error is relative: the scores
+/// (|s| <= 4) are one f32 rounding off (2.4e-7 through exp), the GPU's exp is within 3 + 2|x|
+/// ulps (Vulkan's bound: 1.1e-6 at |x| <= 8), the sums over the window and over the row's
+/// squares at most one half-ulp per term: `4e-6 + (window + width) * 2^-24` of |want|. A
+/// softmax that drops the previous block, the ape bias or the max, or a row not normed, is off
+/// by far more. On lavapipe it uses <= 0.06 of the bound (12 seeds).
+#[test]
+fn compressor_pool_matches_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("compressor_pool_matches_cpu");
+    for (width, ratio, overlap, previous, t) in [
+        (32, 4, true, false, 4),
+        (32, 4, true, false, 40),
+        (32, 4, true, true, 8),
+        (64, 4, true, true, 40),
+        (32, 128, false, false, 128),
+        (32, 128, false, false, 384),
+        (512, 4, true, false, 36),
+        (512, 4, true, true, 8),
+        (128, 4, true, true, 36),
+        (512, 128, false, false, 256),
+    ] {
+        let label = format!("compressor_pool {width} ratio {ratio} previous {previous} T={t}");
+        let coff = if overlap { 2 } else { 1 };
+        let cols = coff * width;
+        // A sign per output column, the same in both halves of an overlapping projection.
+        let sign: Vec<f32> = (0..width)
+            .map(|_| if rng.random_bool(0.5) { 1.0 } else { -1.0 })
+            .collect();
+        let kv: Vec<f32> = (0..t * cols)
+            .map(|i| sign[i % width] * rng.random_range(0.5..1.5))
+            .collect();
+        let score = uniform(&mut rng, t * cols, 3.0);
+        let ape = uniform(&mut rng, ratio * cols, 1.0);
+        let norm: Vec<f32> = (0..width).map(|_| rng.random_range(0.5..1.5)).collect();
+        let (ga, ca) = upload_both(
+            &mut gpu,
+            &mut cpu,
+            f32_data("compressor_ape", &[cols, ratio], &ape),
+        );
+        let (gn, cn) = upload_both(
+            &mut gpu,
+            &mut cpu,
+            f32_data("compressor_norm", &[width], &norm),
+        );
+        let p = PoolParams {
+            ratio,
+            overlap,
+            previous,
+            rms_eps: 1e-6,
+        };
+        let (gk, gs) = (
+            gpu_act(&mut gpu, t, cols, &kv),
+            gpu_act(&mut gpu, t, cols, &score),
+        );
+        let w = PoolWeights {
+            ape: &ga,
+            norm: &gn,
+        };
+        let got = gpu.compressor_pool(&gk, &gs, w, &p).unwrap();
+        let rows = t / ratio - usize::from(previous);
+        assert_eq!(gpu.shape(&got), (rows, width), "{label}");
+        let got = gpu.read(&got).unwrap();
+        let w = PoolWeights {
+            ape: &ca,
+            norm: &cn,
+        };
+        let want = cpu
+            .compressor_pool(&cpu_act(t, cols, &kv), &cpu_act(t, cols, &score), w, &p)
+            .unwrap();
+        let window = coff * ratio;
+        let rel = 4e-6 + (window + width) as f64 * f64::from(f32::EPSILON) / 2.0;
+        check_close(&label, &got, &want.data, |i| {
+            rel * (want.data[i] as f64).abs() + 1e-7
+        });
+    }
+    // Inputs that are not whole blocks, a previous block without overlap, an ape of the wrong
+    // ratio: refused, naming the op.
+    let (width, ratio) = (32, 4);
+    let ape = gpu
+        .upload(f32_data(
+            "compressor_ape",
+            &[2 * width, ratio],
+            &vec![0.0; 8 * width],
+        ))
+        .unwrap();
+    let norm = gpu
+        .upload(f32_data("compressor_norm", &[width], &vec![1.0; width]))
+        .unwrap();
+    let w = PoolWeights {
+        ape: &ape,
+        norm: &norm,
+    };
+    let p = PoolParams {
+        ratio,
+        overlap: true,
+        previous: false,
+        rms_eps: 1e-6,
+    };
+    let x = gpu_act(&mut gpu, 6, 2 * width, &vec![1.0; 12 * width]);
+    for p in [
+        p,
+        PoolParams { ratio: 2, ..p },
+        PoolParams {
+            overlap: false,
+            previous: true,
+            ..p
+        },
+    ] {
+        let err = gpu.compressor_pool(&x, &x, w, &p).unwrap_err().to_string();
+        assert!(err.contains("compressor_pool"), "{err}");
     }
 }
 

@@ -42,7 +42,7 @@
 //! ```
 
 pub(crate) mod attention;
-mod compressor;
+pub(crate) mod compressor;
 mod config;
 pub(crate) mod hyper;
 mod math;

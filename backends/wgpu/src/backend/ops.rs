@@ -3,8 +3,8 @@
 
 use moetile::model::{
     AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS,
-    HyperParams, HyperWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage,
-    WeightData, hashed_ids,
+    HyperParams, HyperWeights, ModelConfig, MoeParams, PoolParams, PoolWeights, PreNorm,
+    RouterParams, Selection, Stage, WeightData, hashed_ids,
 };
 use moetile_codegen::{ActType, EltOp};
 
@@ -436,6 +436,32 @@ impl Backend for WgpuBackend {
         self.grouped_into(x, &view, &out)?;
         // Row t * G + g of the pairs' output is group g's part of token t's row.
         (out.rows, out.cols) = (x.rows, groups * view.rows);
+        Ok(out)
+    }
+
+    fn compressor_pool(
+        &mut self,
+        kv: &GpuMatrix,
+        score: &GpuMatrix,
+        w: PoolWeights<'_, ExpertTensor>,
+        p: &PoolParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let coff = if p.overlap { 2 } else { 1 };
+        let rows = kv.rows.checked_div(p.ratio).unwrap_or(0);
+        let rows = rows.checked_sub(usize::from(p.previous)).filter(|&r| r > 0);
+        let Some(rows) = rows else {
+            return Err(shape(
+                "compressor_pool",
+                format!(
+                    "{} projection rows make no compressed row at ratio {} (previous block {})",
+                    kv.rows, p.ratio, p.previous
+                ),
+            ));
+        };
+        let out = self.output(rows, kv.cols / coff, "compressor_pool")?;
+        self.record("compressor_pool", |rec| {
+            ops::compressor_pool(rec, kv, score, w, p, &out)
+        })?;
         Ok(out)
     }
 
