@@ -459,4 +459,61 @@ mod tests {
         let err = cpu.hc_head(&odd, w, &p).unwrap_err();
         assert!(err.to_string().contains("hc_head"), "{err}");
     }
+
+    /// `CpuBackend::compressor_pool` is the model's pooling step (`compressor::pooled_row`
+    /// over the tokens' projections, the ape bias added by `Projected::new` as the model's
+    /// compressor adds it): on the tiny fixture's ape and norm weights of a ratio-4 layer
+    /// (overlapping, from a sequence's start and from a later chunk) and a ratio-128 one, it
+    /// gives those rows bit for bit once rounded to f32.
+    #[test]
+    fn cpu_compressor_pool_is_the_reference_step() {
+        use moetile::model::{PoolParams, PoolWeights};
+
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
+        let file = GgufFile::open(&path).unwrap();
+        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+        let cfg = model.config();
+        let t = Tensors { file: &file };
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 250.0 - 2.0) * (1 + i % 3) as f32;
+        let mut cpu = CpuBackend::new();
+        for (il, previous, tokens) in [(2, false, 12), (2, true, 12), (3, false, 256)] {
+            let compression = cfg.compression[il];
+            let (ratio, overlap) = (compression.ratio(), compression == Compression::Ratio4);
+            let width = cfg.head_dim;
+            let cols = if overlap { 2 * width } else { width };
+            let name = |n: &str| format!("blk.{il}.attn_compressor_{n}.weight");
+            let ape = t.weight(&name("ape"), &[cols, ratio]).unwrap();
+            let norm = t.weight(&name("norm"), &[width]).unwrap();
+            let kv: Vec<f32> = (0..tokens * cols).map(value).collect();
+            let score: Vec<f32> = (0..tokens * cols).map(|i| value(i + 11) / 2.0).collect();
+            let p = PoolParams {
+                ratio,
+                overlap,
+                previous,
+                rms_eps: cfg.rms_eps as f32,
+            };
+            let kv = cpu.act_from_host(tokens, cols, &kv).unwrap();
+            let score = cpu.act_from_host(tokens, cols, &score).unwrap();
+            let w = PoolWeights {
+                ape: &ape,
+                norm: &norm,
+            };
+            let rows = cpu.compressor_pool(&kv, &score, w, &p).unwrap();
+            let projected: Vec<compressor::Projected> = (0..tokens)
+                .map(|i| {
+                    let ape = ape.row(0, i % ratio);
+                    compressor::Projected::new(widen(kv.row(i)), widen(score.row(i)), ape)
+                })
+                .collect();
+            let blocks: Vec<_> = projected.chunks(ratio).collect();
+            let skip = usize::from(previous);
+            assert_eq!(rows.rows, blocks.len() - skip);
+            for (r, b) in (skip..blocks.len()).enumerate() {
+                let before = if overlap && b > 0 { blocks[b - 1] } else { &[] };
+                let want = compressor::pooled_row(before, blocks[b], &norm.values, cfg.rms_eps);
+                assert_eq!(rows.row(r), narrow(&want), "layer {il} row {r}");
+            }
+        }
+    }
 }
