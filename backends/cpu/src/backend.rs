@@ -465,8 +465,8 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    /// Per token, [`hyper::head`]: the reference model's own step, on the streams widened to
-    /// f64, its result rounded to f32.
+    /// Per token, `deepseek4::hyper::head`: the reference model's own step, on the streams
+    /// widened to f64, its result rounded to f32.
     fn hc_head(
         &mut self,
         streams: &Mat,
@@ -497,8 +497,8 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
-    /// Per token, [`grouped_matvec`]: the reference model's own step, on the row widened to
-    /// f64, its result rounded to f32.
+    /// Per token, `deepseek4::attention::grouped_matvec`: the reference model's own step, on
+    /// the row widened to f64, its result rounded to f32.
     fn grouped_matmul(&mut self, x: &Mat, w: &CpuWeight, groups: usize) -> moetile::Result<Mat> {
         ensure(
             groups > 0
@@ -521,8 +521,8 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
-    /// Per row, [`compressor::pooled_row`] (the reference model's step) on the projections
-    /// widened to f64 ([`Projected::new`] adds the ape bias as the model does), rounded to f32.
+    /// Per row, `deepseek4::compressor::pooled_row` (the reference model's step) on the projections
+    /// widened to f64 (`Projected::new` adds the ape bias as the model does), rounded to f32.
     fn compressor_pool(
         &mut self,
         kv: &Mat,
