@@ -16,10 +16,12 @@
 //! - position 128: the raw window (128 keys) starts to slide.
 //!
 //! The goldens hold llama.cpp's graph, so they are compared with the low-precision simulation
-//! off; further down, the simulation's effect is reported, the FP8/FP4 roundings checked
-//! against ml_dtypes, and prompts fed in chunks or one token at a time checked against the
-//! one-shot logits, bit for bit, across all of those boundaries. Last, a `tiny-ds4` written by
-//! `moetile synth` runs on the reference.
+//! off, as is greedy generation of 32 tokens against llama.cpp's; further down, the
+//! simulation's effect is reported, the FP8/FP4 roundings checked against ml_dtypes, and
+//! prompts fed in chunks or one token at a time checked against the one-shot logits, bit for
+//! bit, across all of those boundaries. Last, a `tiny-ds4` written by `moetile synth` runs on
+//! the reference and, in F16, agrees with llama.cpp at every position, its hash-routed layer
+//! and indexer checked by what the state recorded.
 
 use moetile::gguf::{Array, GgufFile, GgufWriter, Value};
 use moetile::quant::GgmlType;
