@@ -29,7 +29,8 @@ fn mxfp4_values4(w: u32, shift: u32, d: f32) -> vec4<f32> {
 }
 
 fn wdecode(r: WRaw, group: u32) -> array<f32, 8> {
-    // 2^(e - 128) built from its bits as ggml_e8m0_to_fp32_half does: subnormal for e < 2.
+    // 2^(e - 128) built from its bits as ggml_e8m0_to_fp32_half does: subnormal for e < 2,
+    // which a GPU may flush to zero (e 0 and 1 only: blocks of values under 2^-123).
     let e = r.x & 0xffu;
     let d = bitcast<f32>(select((e - 1u) << 23u, 0x00200000u << e, e < 2u));
     let shift = 4u * (group / 2u);
