@@ -41,7 +41,7 @@ pub use iquants::{
 };
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
-pub use mxfp4::{BlockMxfp4, KVALUES_MXFP4, e8m0_to_f32_half};
+pub use mxfp4::{BlockMxfp4, KVALUES_MXFP4};
 
 use block::{dequantize_blocks, quantize_blocks};
 

@@ -29,7 +29,7 @@ const _: () = assert!(size_of::<BlockMxfp4>() == 17);
 /// Half the E8M0 scale, `2^(e - 128)`, exactly (`ggml_e8m0_to_fp32_half` in ggml-impl.h): the
 /// f32 subnormals `2^-128` and `2^-127` for `e` 0 and 1. ggml has no NaN: `e = 255` (which its
 /// row validation rejects) is read as `2^127`, so codes beyond +-1 overflow to infinity.
-pub fn e8m0_to_f32_half(e: u8) -> f32 {
+fn e8m0_to_f32_half(e: u8) -> f32 {
     if e < 2 {
         f32::from_bits(0x0020_0000 << e)
     } else {
