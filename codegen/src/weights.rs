@@ -5,9 +5,8 @@
 //! fixed offset, so every field a kernel reads as a `u32` word is word-aligned (`Q4_0` 18 -> 20 B,
 //! `Q5_0` 22 -> 24 B, `Q8_0` 34 -> 36 B, `IQ2_XXS` 66 -> 68 B after the f16 scale; `MXFP4`
 //! 17 -> 20 B after the exponent byte; `Q3_K` 110 -> 112 B and `Q6_K` 210 -> 212 B at the end;
-//! the others are already aligned). The plain float types are read as
-//! 32-value blocks. Rows are whole
-//! blocks, experts are whole rows, so expert `e`, row `r`, block `b` is GPU block
+//! the others are already aligned). The plain float types are read as 32-value blocks. Rows are
+//! whole blocks, experts are whole rows, so expert `e`, row `r`, block `b` is GPU block
 //! `(e * rows + r) * blocks_per_row + b`. The repacking itself lives in `moetile-wgpu`
 //! (`layout.rs`); the numbers below are the single source both it and the WGSL use (the
 //! generator writes `QK` and `BLOCK_WORDS` into every shader that reads weights).

@@ -6,8 +6,8 @@
 //!
 //! Formats live by family: `float` (F32, F16, BF16), `legacy` (Q4_0..Q8_0), `kquants`
 //! (Q2_K..Q6_K), `iquants` (IQ2_XXS, IQ2_XS, IQ4_NL, IQ4_XS) and `mxfp4` (MXFP4). Each block
-//! struct is public
-//! and byte-aligned so upload code can cast GGUF bytes to blocks and repack them.
+//! struct is public and byte-aligned so upload code can cast GGUF bytes to blocks and repack
+//! them.
 //!
 //! ```
 //! use moetile::quant::{GgmlType, dequantize, quantize};
@@ -244,10 +244,10 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
 /// Quantizes `values` to `ty` and appends the blocks to `out`; `values` must be finite and a
 /// whole number of blocks. Types: F32, F16, BF16, Q8_0, Q2_K, Q4_K, Q5_K, Q6_K and MXFP4
 /// (ggml's reference quantizers, bit-exact with `quantize_row_*_ref`), IQ2_XXS (our
-/// nearest-grid search, see [`BlockIq2Xxs`]). Each block depends only on its own values, so callers may
-/// split a tensor across threads at block boundaries. Block scales are f16, as in ggml (MXFP4's
-/// a power of two): values beyond about 65504 times a format's largest code overflow them to
-/// infinity.
+/// nearest-grid search, see [`BlockIq2Xxs`]). Each block depends only on its own values, so
+/// callers may split a tensor across threads at block boundaries. Block scales are f16, as in
+/// ggml (MXFP4's a power of two): values beyond about 65504 times a format's largest code
+/// overflow them to infinity.
 pub fn quantize(ty: GgmlType, values: &[f32], out: &mut Vec<u8>) -> Result<()> {
     let write: fn(&[f32], &mut Vec<u8>) = match ty {
         GgmlType::F32 => float::quantize_f32,
