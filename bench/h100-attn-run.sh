@@ -2,7 +2,8 @@
 # One device call for issue 11's attention and router stages (bench/NOTES-decode.md): builds
 # side by side on one synthetic Qwen3-30B-A3B (q4_k_m), each timed end to end (llama-bench
 # style tg128) and profiled per stage at a 512- and a 4096-token context, then llama.cpp CUDA's
-# llama-bench on the same file when its build (started first, at low priority) is done.
+# llama-bench on the same file when its build (started after the kernel bench, at low
+# priority) is done.
 # Usage (on the device, from the repository root, after unpacking the Vulkan loader):
 #   bench/h100-attn-run.sh ANCHOR BUILD...
 # ANCHOR holds llama-anchor.sh and llama-src.tar.xz (../shared/gpu/llama-anchor.sh pack), or
@@ -13,7 +14,6 @@
 A=$1; shift
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
 for d in "$@"; do for z in "$d"/*.xz; do [ -e "$z" ] && xz -dkf "$z"; done; chmod +x "$d"/*; done
-[ "$A" != - ] && setsid nice -n 19 bash "$A/llama-anchor.sh" build "$A" >/tmp/anchor.out 2>&1 </dev/null &
 M=/tmp/q30.gguf
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 timeout 150 "$1/moetile" synth --preset qwen3-30b-a3b --quant q4_k_m -o $M --force | tail -1
@@ -24,6 +24,9 @@ for b in "$@"; do
     tiles=64 paths=coop16 >>"$OUT/kernels.csv" 2>&1
   grep -E "^mv_" "$OUT/kernels.csv" | cut -d, -f1-7
 done
+# The anchor build starts after the kernel bench: while it ran alongside (run 5), kernel rows
+# came out 2-4x slower than alone.
+[ "$A" != - ] && setsid nice -n 19 bash "$A/llama-anchor.sh" build "$A" >/tmp/anchor.out 2>&1 </dev/null &
 for b in "$@"; do
   n=$(basename "$b")
   timeout 90 "$b/moetile" bench -m $M -p 512 -n 128 -r 3 --output md >/tmp/table.md 2>&1

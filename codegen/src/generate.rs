@@ -90,6 +90,7 @@ impl Templates {
             "dequant/q5_k.wgsl",
             "dequant/q6_k.wgsl",
             "dequant/iq2_xxs.wgsl",
+            "dequant/mxfp4.wgsl",
         ];
         Templates {
             files: files

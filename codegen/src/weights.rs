@@ -1,12 +1,12 @@
 //! The weight types the GPU kernels read, and the GPU block layout of each.
 //!
 //! The GPU layout is ours: every GGUF block is copied unchanged except that blocks whose size is
-//! not a multiple of 4 bytes get two zero pad bytes inserted at one fixed offset, so every field
-//! a kernel reads as a `u32` word is word-aligned (`Q4_0` 18 -> 20 B, `Q5_0` 22 -> 24 B,
-//! `Q8_0` 34 -> 36 B, `IQ2_XXS` 66 -> 68 B after the f16 scale; `Q3_K` 110 -> 112 B and `Q6_K`
-//! 210 -> 212 B at the end; the others are already aligned). The plain float types are read as
-//! 32-value blocks. Rows are whole
-//! blocks, experts are whole rows, so expert `e`, row `r`, block `b` is GPU block
+//! not a multiple of 4 bytes get zero pad bytes (up to the next multiple of 4) inserted at one
+//! fixed offset, so every field a kernel reads as a `u32` word is word-aligned (`Q4_0` 18 -> 20 B,
+//! `Q5_0` 22 -> 24 B, `Q8_0` 34 -> 36 B, `IQ2_XXS` 66 -> 68 B after the f16 scale; `MXFP4`
+//! 17 -> 20 B after the exponent byte; `Q3_K` 110 -> 112 B and `Q6_K` 210 -> 212 B at the end;
+//! the others are already aligned). The plain float types are read as 32-value blocks. Rows are
+//! whole blocks, experts are whole rows, so expert `e`, row `r`, block `b` is GPU block
 //! `(e * rows + r) * blocks_per_row + b`. The repacking itself lives in `moetile-wgpu`
 //! (`layout.rs`); the numbers below are the single source both it and the WGSL use (the
 //! generator writes `QK` and `BLOCK_WORDS` into every shader that reads weights).
@@ -49,6 +49,8 @@ pub enum WeightType {
     Q6_K,
     /// 2.06-bit "i-quant" over a 256-entry grid of 8 magnitudes.
     IQ2_XXS,
+    /// 32 FP4 E2M1 values with a shared power-of-two (E8M0) scale.
+    MXFP4,
 }
 
 /// One row of the format table.
@@ -62,13 +64,13 @@ struct Format {
     block_values: u32,
     /// Bytes of those values in the GGUF file.
     gguf_bytes: u32,
-    /// Byte offset where two zero bytes are inserted to make the block word-aligned.
+    /// Byte offset where zero bytes are inserted to make the block word-aligned.
     pad_at: Option<u32>,
     /// Fragments (under `wgsl/`) defining `wload`, `wdecode` and `dequant8`, in inclusion order.
     fragments: &'static [&'static str],
 }
 
-const FORMATS: [Format; 14] = [
+const FORMATS: [Format; 15] = [
     Format {
         ty: WeightType::F32,
         name: "F32",
@@ -229,11 +231,21 @@ const FORMATS: [Format; 14] = [
         pad_at: Some(2),
         fragments: &["dequant/iq2_xxs.wgsl"],
     },
+    Format {
+        ty: WeightType::MXFP4,
+        name: "MXFP4",
+        short: "mxfp4",
+        block_values: 32,
+        gguf_bytes: 17,
+        // after the exponent byte `e`: 3 bytes, so the 16 code bytes are 4 whole words
+        pad_at: Some(1),
+        fragments: &["dequant/mxfp4.wgsl"],
+    },
 ];
 
 impl WeightType {
     /// Every type, in table order.
-    pub const ALL: [WeightType; 14] = [
+    pub const ALL: [WeightType; 15] = [
         WeightType::F32,
         WeightType::F16,
         WeightType::BF16,
@@ -248,6 +260,7 @@ impl WeightType {
         WeightType::Q5_K,
         WeightType::Q6_K,
         WeightType::IQ2_XXS,
+        WeightType::MXFP4,
     ];
 
     fn format(self) -> &'static Format {
@@ -341,6 +354,8 @@ mod tests {
         assert_eq!(WeightType::Q4_0.gpu_block_bytes(), 20);
         assert_eq!(WeightType::Q5_0.gpu_block_bytes(), 24);
         assert_eq!(WeightType::Q3_K.gpu_block_bytes(), 112);
+        assert_eq!(WeightType::MXFP4.gpu_block_bytes(), 20);
+        assert_eq!(WeightType::parse("mxfp4"), Some(WeightType::MXFP4));
         assert_eq!(WeightType::parse("q4k"), Some(WeightType::Q4_K));
         assert_eq!(WeightType::parse("IQ2_XXS"), Some(WeightType::IQ2_XXS));
         assert_eq!(WeightType::parse("q5_1"), Some(WeightType::Q5_1));

@@ -78,6 +78,8 @@ pub struct Agreement {
     /// The median over positions of each position's own NMSE: unmoved by a few positions that
     /// differ a lot (a routing decision flipped at a near-tie), unlike `nmse`.
     pub median_row_nmse: f64,
+    /// The largest of the positions' own NMSEs: what a bound "at every position" checks.
+    pub max_row_nmse: f64,
     /// Fraction of positions whose argmax agree.
     pub top1: f64,
 }
@@ -122,6 +124,7 @@ pub fn agreement(got: &[f32], want: &[f32], n_vocab: usize) -> Agreement {
         nmse: err / norm,
         max_abs_diff: max,
         median_row_nmse: row_nmse[rows / 2],
+        max_row_nmse: row_nmse[rows - 1],
         top1: same as f64 / rows as f64,
     }
 }

@@ -109,14 +109,18 @@ pub enum Choice<'a> {
     Given(&'a [u32]),
 }
 
+/// The id of an empty routing slot (a token with fewer than K choosable experts: NaN logits);
+/// the routed experts skip it, as the GPU's map does.
+pub const NO_EXPERT: u32 = u32::MAX;
+
 /// The smallest sum the route weights are divided by when renormalised: 2^-14, the smallest
 /// normal f16, as ggml clamps it.
 pub(crate) const MIN_WEIGHT_SUM: f64 = 6.103515625e-5;
 
 /// One token's `(expert, weight)` pairs from its gates: the experts of `choice` (a biased
 /// choice ranks `gate + bias`; ties go to the lower id), weighted by their gates, divided by
-/// their sum (floored at [`MIN_WEIGHT_SUM`]) when `normalize`, times `scale`. The CPU
-/// backend's router and the deepseek4 reference's.
+/// their sum (floored at [`MIN_WEIGHT_SUM`]) when `normalize`, times `scale`; fewer than K
+/// when NaN keys leave fewer to rank. The CPU backend's router and the deepseek4 reference's.
 pub(crate) fn route_token(
     gates: &[f64],
     choice: Choice<'_>,
@@ -131,7 +135,8 @@ pub(crate) fn route_token(
                 Some(bias) => gates.iter().zip(bias).map(|(g, &b)| g + b as f64).collect(),
                 None => gates.to_vec(),
             };
-            let mut order: Vec<usize> = (0..gates.len()).collect();
+            // NaN (a broken weight) is never chosen, as on the GPU.
+            let mut order: Vec<usize> = (0..gates.len()).filter(|&e| !key[e].is_nan()).collect();
             order.sort_by(|&a, &b| key[b].total_cmp(&key[a]).then(a.cmp(&b)));
             order.truncate(k);
             order
@@ -181,10 +186,14 @@ pub fn route(logits: &Mat, choice: Choice<'_>, p: &RouterParams) -> (Vec<u32>, V
             p.normalize,
             p.weight_scale as f64,
         );
+        // Slots past the experts a row of NaN left choosable: no expert, weight 0.
+        let missing = k - picked.len();
         for (e, w) in picked {
             ids.push(e as u32);
             weights.push(w as f32);
         }
+        ids.extend(std::iter::repeat_n(NO_EXPERT, missing));
+        weights.extend(std::iter::repeat_n(0.0, missing));
     }
     (ids, weights)
 }
@@ -240,6 +249,9 @@ pub fn moe(
     for t in 0..x.rows {
         let mut acc = vec![0f64; d];
         for slot in 0..k {
+            if ids[t * k + slot] == NO_EXPERT {
+                continue;
+            }
             let (e, w) = (ids[t * k + slot] as usize, weights[t * k + slot] as f64);
             for (r, m) in mid.iter_mut().enumerate() {
                 let (gate, up) = gate_up_rows(gate_up, e, r);
@@ -393,6 +405,9 @@ mod tests {
         let out = moe(&x, &[1, 2], &[0.5, 0.5], 2, &gate_up, &w, clamped);
         assert!((out.data[0] as f64 - silu(10.) * 10.).abs() < 1e-4);
         assert!((out.data[1] as f64 - silu(-30.) * -10.).abs() < 1e-4);
+        // An empty slot (NaN logits left no expert) adds nothing.
+        let empty = moe(&x, &[1, NO_EXPERT], &[1.0, 0.0], 2, &gate_up, &w, clamped);
+        assert_eq!(empty.data, out.data);
     }
 
     #[test]

@@ -88,7 +88,8 @@ pub struct BenchConfig {
 
 impl BenchConfig {
     /// Both shapes, T = 512, 2048, 4096, mat-vec at T = 1, the weight types of the llama.cpp
-    /// anchor table, every tile width and every path `ctx` runs, 10 runs a row.
+    /// anchor table and MXFP4 (gpt-oss's experts), every tile width and every path `ctx` runs,
+    /// 10 runs a row.
     pub fn default_for(ctx: &WgpuContext) -> BenchConfig {
         BenchConfig {
             shapes: vec![QWEN3_30B_A3B, DEEPSEEK_V4_FLASH],
@@ -100,6 +101,7 @@ impl BenchConfig {
                 WeightType::Q4_K,
                 WeightType::Q2_K,
                 WeightType::IQ2_XXS,
+                WeightType::MXFP4,
             ],
             tiles: TileWidth::ALL.to_vec(),
             paths: ctx.profile().paths(),

@@ -1,10 +1,12 @@
 //! moetile's GPU layout of weights, and their upload.
 //!
 //! Blocks are the GGUF blocks, word-aligned: a type whose block is not a multiple of 4 bytes
-//! gets two zero bytes inserted at one fixed offset ([`WeightType::pad_at`]: `Q4_0` 18 -> 20 B,
-//! `Q5_0` 22 -> 24 B, `Q8_0` 34 -> 36 B and `IQ2_XXS` 66 -> 68 B after the f16 scale, `Q3_K`
-//! 110 -> 112 B and `Q6_K` 210 -> 212 B at the end), so every field a kernel reads is in whole
-//! `u32` words and f16 scales sit in a word's low half (`unpack2x16float`, no `SHADER_F16`).
+//! gets zero bytes up to the next multiple inserted at one fixed offset ([`WeightType::pad_at`]:
+//! `Q4_0` 18 -> 20 B, `Q5_0` 22 -> 24 B, `Q8_0` 34 -> 36 B and `IQ2_XXS` 66 -> 68 B after the f16
+//! scale, `MXFP4` 17 -> 20 B after the exponent byte, `Q3_K` 110 -> 112 B and `Q6_K`
+//! 210 -> 212 B at the end), so every field a kernel reads is in whole `u32` words, f16 scales
+//! sit in a word's low half (`unpack2x16float`, no `SHADER_F16`) and MXFP4's exponent in a
+//! word's low byte.
 //! The other types, and the float types (read as 32-value blocks), are copied unchanged. The
 //! per-field layout of each block is documented at the top of its `wgsl/dequant/*.wgsl`
 //! fragment.
@@ -53,6 +55,7 @@ impl GgmlWeight for WeightType {
             WeightType::Q5_K => GgmlType::Q5_K,
             WeightType::Q6_K => GgmlType::Q6_K,
             WeightType::IQ2_XXS => GgmlType::IQ2_XXS,
+            WeightType::MXFP4 => GgmlType::MXFP4,
         }
     }
 
@@ -67,9 +70,10 @@ pub fn repack(ty: WeightType, gguf: &[u8], out: &mut Vec<u8>) {
         None => out.extend_from_slice(gguf),
         Some(at) => {
             let at = at as usize;
+            let pad = (ty.gpu_block_bytes() - ty.gguf_block_bytes()) as usize;
             for block in gguf.chunks_exact(ty.gguf_block_bytes() as usize) {
                 out.extend_from_slice(&block[..at]);
-                out.extend_from_slice(&[0, 0]);
+                out.resize(out.len() + pad, 0);
                 out.extend_from_slice(&block[at..]);
             }
         }
@@ -433,6 +437,15 @@ mod tests {
         assert_eq!(out.len(), 212);
         assert_eq!(&out[..210], &q6[..]);
         assert_eq!(&out[210..], &[0, 0]);
+
+        let mx: Vec<u8> = (1..=34).collect();
+        let mut out = Vec::new();
+        repack(WeightType::MXFP4, &mx, &mut out);
+        assert_eq!(out.len(), 40);
+        assert_eq!(&out[..4], &[1, 0, 0, 0]);
+        assert_eq!(&out[4..20], &mx[1..17]);
+        assert_eq!(&out[20..24], &[18, 0, 0, 0]);
+        assert_eq!(&out[24..], &mx[18..]);
 
         let q4: Vec<u8> = (0..144).map(|i| i as u8).collect();
         let mut out = Vec::new();

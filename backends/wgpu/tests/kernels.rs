@@ -42,7 +42,7 @@ const LOADS: [usize; 10] = [1, 31, 32, 33, 63, 64, 65, 127, 128, 129];
 /// added for dense projections (whose dequantization `tests/ops.rs` also checks against the
 /// CPU) a partial, a just-past-one and a multi-tile load, to keep the suite fast on lavapipe.
 fn loads(ty: WeightType) -> &'static [usize] {
-    const EXPERT_TYPES: [WeightType; 7] = [
+    const EXPERT_TYPES: [WeightType; 8] = [
         WeightType::F16,
         WeightType::Q8_0,
         WeightType::Q2_K,
@@ -50,6 +50,7 @@ fn loads(ty: WeightType) -> &'static [usize] {
         WeightType::Q5_K,
         WeightType::Q6_K,
         WeightType::IQ2_XXS,
+        WeightType::MXFP4,
     ];
     if EXPERT_TYPES.contains(&ty) {
         &LOADS
@@ -222,42 +223,44 @@ fn mm_id_random_routing_2048_tokens() {
 
 /// The seed's bug: wide tiles computed only 32 tokens per tile. An expert with 128 and 129
 /// tokens on 64- and 128-token tiles: every output row of every token must be written and
-/// right.
+/// right. F16, and MXFP4 (whose GPU block is the only one padded after a one-byte field).
 #[test]
 fn wide_tile_computes_all_rows() {
     let Some(ctx) = ctx() else { return };
     let mut rng = rng("wide_tile_computes_all_rows");
-    let weights = Weights::random(&mut rng, WeightType::F16, 4, ROWS, D);
-    let w = ctx.upload_experts(&weights.data("w")).unwrap();
-    for load in [128, 129] {
-        let ids = vec![0u32; load];
-        let x = uniform(&mut rng, load * D, 1.0);
-        let want = grouped_matmul_ref(&weights, &ids, &x, 1);
-        for tile in [TileWidth::T64, TileWidth::T128] {
-            for path in ctx.profile().paths() {
-                let key = MatmulKey {
-                    weight: WeightType::F16,
-                    act: ActType::F32,
-                    tile,
-                    path,
-                };
-                let got = run_mm_id(ctx, key, &w, 1, &ids, &x, 1);
-                for (i, v) in got.iter().enumerate() {
-                    assert!(
-                        !v.is_nan(),
-                        "{}: token {} row {} never written",
-                        KernelKey::MmId(key),
-                        i / ROWS,
-                        i % ROWS
+    for ty in [WeightType::F16, WeightType::MXFP4] {
+        let weights = Weights::random(&mut rng, ty, 4, ROWS, D);
+        let w = ctx.upload_experts(&weights.data("w")).unwrap();
+        for load in [128, 129] {
+            let ids = vec![0u32; load];
+            let x = uniform(&mut rng, load * D, 1.0);
+            let want = grouped_matmul_ref(&weights, &ids, &x, 1);
+            for tile in [TileWidth::T64, TileWidth::T128] {
+                for path in ctx.profile().paths() {
+                    let key = MatmulKey {
+                        weight: ty,
+                        act: ActType::F32,
+                        tile,
+                        path,
+                    };
+                    let got = run_mm_id(ctx, key, &w, 1, &ids, &x, 1);
+                    for (i, v) in got.iter().enumerate() {
+                        assert!(
+                            !v.is_nan(),
+                            "{}: token {} row {} never written",
+                            KernelKey::MmId(key),
+                            i / ROWS,
+                            i % ROWS
+                        );
+                    }
+                    check(
+                        &format!("{} load {load}", KernelKey::MmId(key)),
+                        &got,
+                        &want,
+                        matmul_tolerance(path),
+                        ROWS,
                     );
                 }
-                check(
-                    &format!("{} load {load}", KernelKey::MmId(key)),
-                    &got,
-                    &want,
-                    matmul_tolerance(path),
-                    ROWS,
-                );
             }
         }
     }

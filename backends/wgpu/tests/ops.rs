@@ -924,15 +924,17 @@ fn route_matches_cpu_including_ties() {
         }
     }
     // NaN logits (a broken weight) are never selected: a row with two numbers picks them,
-    // then no expert (u32::MAX, which the map skips); a NaN bias likewise.
+    // then no expert (u32::MAX, which the map skips); a NaN bias likewise. The CPU router
+    // agrees.
     let mut logits = vec![f32::NAN; 2 * 16];
     (logits[3], logits[16 + 9]) = (1.0, -2.0);
     logits[16 + 12] = 0.5;
     let mut bias = vec![0.0; 16];
     bias[5] = f32::NAN;
     logits[5] = 3.0;
-    let bias = gpu.upload(f32_data("bias", &[16], &bias)).unwrap();
+    let (gb, cb) = upload_both(&mut gpu, &mut cpu, f32_data("bias", &[16], &bias));
     let gl = gpu_act(&mut gpu, 2, 16, &logits);
+    let cl = cpu_act(2, 16, &logits);
     for gating in [Gating::Sigmoid, Gating::SqrtSoftplus] {
         let p = RouterParams {
             n_experts_used: 3,
@@ -940,9 +942,13 @@ fn route_matches_cpu_including_ties() {
             normalize: false,
             weight_scale: 1.0,
         };
-        let gr = gpu.route(&gl, Selection::Biased(&bias), &p).unwrap();
+        let gr = gpu.route(&gl, Selection::Biased(&gb), &p).unwrap();
         let (ids, _) = gpu.read_routing(&gr).unwrap();
-        assert_eq!(ids, [3, u32::MAX, u32::MAX, 12, 9, u32::MAX], "{gating:?}");
+        let want = [3, u32::MAX, u32::MAX, 12, 9, u32::MAX];
+        assert_eq!(ids, want, "{gating:?}");
+        let cr = cpu.route(&cl, Selection::Biased(&cb), &p).unwrap();
+        assert_eq!(cr.ids, want, "{gating:?} on the CPU");
+        assert_eq!(cr.weights[1..3], [0.0, 0.0], "{gating:?} on the CPU");
     }
 }
 

@@ -14,7 +14,7 @@ use moetile::tokenizer::Tokenizer;
 use serde::Serialize;
 
 use crate::UsageError;
-use crate::args::PromptIds;
+use crate::args::{PromptIds, usage};
 use crate::progress;
 
 /// How long loading a model took: reading and uploading its weights, then preparing the
@@ -161,10 +161,12 @@ impl ModelFile {
     /// resolved (`--ctx`, else the library's default for the model) and checked to hold them.
     pub fn session_config(&self, config: &RuntimeConfig, tokens: usize) -> Result<RuntimeConfig> {
         let n_ctx = config.n_ctx(&self.config);
-        anyhow::ensure!(
-            tokens <= n_ctx,
-            "the prompt has {tokens} tokens but the context holds {n_ctx}; raise --ctx or shorten the prompt"
-        );
+        if tokens > n_ctx {
+            // An argument out of range (the prompt or --ctx): a usage error, exit status 2.
+            return Err(usage(format!(
+                "the prompt has {tokens} tokens but the context holds {n_ctx}; raise --ctx or shorten the prompt"
+            )));
+        }
         Ok(RuntimeConfig {
             ctx: Some(n_ctx),
             ..config.clone()

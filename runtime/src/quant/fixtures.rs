@@ -179,7 +179,10 @@ fn gguf_py_quantized_blocks_dequantize_like_gguf_py() {
         }
         seen += 1;
     }
-    assert_eq!(seen, 6, "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and BF16 fixtures");
+    assert_eq!(
+        seen, 7,
+        "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, BF16 and MXFP4 fixtures"
+    );
 }
 
 #[test]

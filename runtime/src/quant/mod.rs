@@ -5,8 +5,9 @@
 //! retired are absent, so reading one is an "unknown type" error.
 //!
 //! Formats live by family: `float` (F32, F16, BF16), `legacy` (Q4_0..Q8_0), `kquants`
-//! (Q2_K..Q6_K) and `iquants` (IQ2_XXS, IQ2_XS, IQ4_NL, IQ4_XS). Each block struct is public
-//! and byte-aligned so upload code can cast GGUF bytes to blocks and repack them.
+//! (Q2_K..Q6_K), `iquants` (IQ2_XXS, IQ2_XS, IQ4_NL, IQ4_XS) and `mxfp4` (MXFP4). Each block
+//! struct is public and byte-aligned so upload code can cast GGUF bytes to blocks and repack
+//! them.
 //!
 //! ```
 //! use moetile::quant::{GgmlType, dequantize, quantize};
@@ -29,6 +30,7 @@ mod iq_tables;
 mod iquants;
 mod kquants;
 mod legacy;
+mod mxfp4;
 #[cfg(test)]
 mod tests;
 
@@ -39,6 +41,7 @@ pub use iquants::{
 };
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+pub use mxfp4::{BlockMxfp4, KVALUES_MXFP4};
 
 use block::{dequantize_blocks, quantize_blocks};
 
@@ -198,7 +201,7 @@ impl GgmlType {
 /// Dequantizes whole blocks of `ty` into f32: `bytes` holds exactly `out.len() /
 /// ty.block_values()` blocks. Bit-exact with ggml's `dequantize_row_*` (and gguf-py) for every
 /// supported type: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ2_XXS, IQ2_XS,
-/// IQ4_NL, IQ4_XS.
+/// IQ4_NL, IQ4_XS, MXFP4.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let blocks = out.len() / ty.block_values();
     if !out.len().is_multiple_of(ty.block_values()) || bytes.len() != blocks * ty.block_bytes() {
@@ -226,6 +229,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
         GgmlType::IQ2_XS => dequantize_blocks::<BlockIq2Xs>,
         GgmlType::IQ4_NL => dequantize_blocks::<BlockIq4Nl>,
         GgmlType::IQ4_XS => dequantize_blocks::<BlockIq4Xs>,
+        GgmlType::MXFP4 => dequantize_blocks::<BlockMxfp4>,
         _ => {
             return Err(Error::UnsupportedType {
                 ty,
@@ -238,11 +242,12 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
 }
 
 /// Quantizes `values` to `ty` and appends the blocks to `out`; `values` must be finite and a
-/// whole number of blocks. Types: F32, F16, BF16, Q8_0 and Q2_K, Q4_K, Q5_K, Q6_K (ggml's
-/// reference quantizers, bit-exact with `quantize_row_*_ref`), IQ2_XXS (our nearest-grid
-/// search, see [`BlockIq2Xxs`]). Each block depends only on its own values, so callers may
-/// split a tensor across threads at block boundaries. Block scales are f16, as in ggml: values
-/// beyond about 65504 times a format's largest code overflow them to infinity.
+/// whole number of blocks. Types: F32, F16, BF16, Q8_0, Q2_K, Q4_K, Q5_K, Q6_K and MXFP4
+/// (ggml's reference quantizers, bit-exact with `quantize_row_*_ref`), IQ2_XXS (our
+/// nearest-grid search, see [`BlockIq2Xxs`]). Each block depends only on its own values, so
+/// callers may split a tensor across threads at block boundaries. Block scales are f16, as in
+/// ggml (MXFP4's a power of two): values beyond about 65504 times a format's largest code
+/// overflow them to infinity.
 pub fn quantize(ty: GgmlType, values: &[f32], out: &mut Vec<u8>) -> Result<()> {
     let write: fn(&[f32], &mut Vec<u8>) = match ty {
         GgmlType::F32 => float::quantize_f32,
@@ -254,6 +259,7 @@ pub fn quantize(ty: GgmlType, values: &[f32], out: &mut Vec<u8>) -> Result<()> {
         GgmlType::Q5_K => quantize_blocks::<BlockQ5K>,
         GgmlType::Q6_K => quantize_blocks::<BlockQ6K>,
         GgmlType::IQ2_XXS => quantize_blocks::<BlockIq2Xxs>,
+        GgmlType::MXFP4 => quantize_blocks::<BlockMxfp4>,
         _ => {
             return Err(Error::UnsupportedType {
                 ty,

@@ -67,6 +67,7 @@ fn block_structs_match_type_table() {
     check::<BlockIq2Xs>(GgmlType::IQ2_XS);
     check::<BlockIq4Nl>(GgmlType::IQ4_NL);
     check::<BlockIq4Xs>(GgmlType::IQ4_XS);
+    check::<BlockMxfp4>(GgmlType::MXFP4);
 }
 
 /// FNV-1a 64, the checksum make_fixtures.py wrote for gguf-py's copies of the tables.
@@ -115,7 +116,7 @@ fn iq_tables_match_gguf_py() {
 /// about 4σ in 15 steps, giving 0.27σ/√12 ≈ 7.7%; Q6_K spans ±1.8σ in 64 steps (1.6%); Q2_K's 3
 /// steps give about 30%, the same as ggml's own IQ2_XXS with an importance matrix (34.6% on the
 /// oracle's tiny qwen3moe weights, where ours measures 33.3%).
-const ROUND_TRIP_BOUNDS: [(GgmlType, f64); 9] = [
+const ROUND_TRIP_BOUNDS: [(GgmlType, f64); 10] = [
     (GgmlType::F32, 0.0),
     (GgmlType::F16, 2.5e-4),   // measured 2.1e-4: 11-bit significand
     (GgmlType::BF16, 2.0e-3),  // measured 1.66e-3: 8-bit significand
@@ -125,6 +126,7 @@ const ROUND_TRIP_BOUNDS: [(GgmlType, f64); 9] = [
     (GgmlType::Q4_K, 0.082),   // measured 0.0713
     (GgmlType::Q2_K, 0.34),    // measured 0.296
     (GgmlType::IQ2_XXS, 0.38), // measured 0.333
+    (GgmlType::MXFP4, 0.133),  // measured 0.1155: 1 mantissa bit, top 1/4 of a binade saturates
 ];
 
 #[test]
@@ -139,6 +141,42 @@ fn round_trip_error_within_bounds() {
             "{ty}: relative RMSE {err} > {bound} (seed {seed})"
         );
     }
+}
+
+/// Every finite MXFP4 value is representable, so quantizing dequantized blocks gives them back:
+/// the values for any block with a finite scale (`e <= 252`; from 253 the largest codes overflow
+/// f32), and the bytes too for blocks our quantizer wrote (its largest code is 8 or 12, which
+/// fixes the exponent, and it never writes the negative zero code 8).
+#[test]
+fn mxfp4_requantizes_its_own_values_exactly() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut blocks: Vec<u8> = (0..253u32 * 17).map(|_| rng.random()).collect();
+    for (e, block) in blocks.chunks_exact_mut(17).enumerate() {
+        block[0] = e as u8;
+    }
+    let n = blocks.len() / 17 * QK;
+    let (mut y, mut z) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+    dequantize(GgmlType::MXFP4, &blocks, &mut y).expect("dequantize");
+    let mut again = Vec::new();
+    quantize(GgmlType::MXFP4, &y, &mut again).expect("quantize");
+    dequantize(GgmlType::MXFP4, &again, &mut z).expect("dequantize");
+    assert_eq!(y, z, "dequantized values re-quantize to themselves");
+
+    let x: Vec<f32> = gaussian(&mut rng, 64 * QK)
+        .chunks_exact(QK)
+        .enumerate()
+        .flat_map(|(i, b)| b.iter().map(move |v| v * 2f32.powi(i as i32 - 32)))
+        .collect();
+    let mut ours = Vec::new();
+    quantize(GgmlType::MXFP4, &x, &mut ours).expect("quantize");
+    let mut y = vec![f32::NAN; x.len()];
+    dequantize(GgmlType::MXFP4, &ours, &mut y).expect("dequantize");
+    let mut again = Vec::new();
+    quantize(GgmlType::MXFP4, &y, &mut again).expect("quantize");
+    assert!(
+        again == ours,
+        "quantizer output re-quantizes to the same bytes"
+    );
 }
 
 #[test]

@@ -154,11 +154,12 @@ pub(super) const TINY: Preset = Preset {
 };
 
 /// Refuses the mixes deepseek4 files do not come in: llama.cpp's K-quant mixes would put
-/// K-quants on the F16 tensors and on rows shorter than a K-quant block.
+/// K-quants on the F16 tensors and on rows shorter than a K-quant block; `mxfp4` is gpt-oss's
+/// (the original engine's native-MXFP4 files keep other tensors than it would write).
 pub(super) fn check_mix(mix: Mix) -> Result<()> {
     match mix {
         Mix::Iq2XxsQ2K | Mix::Q4K | Mix::Q8_0 | Mix::F16 => Ok(()),
-        Mix::Q4KM | Mix::Q2K => Err(Error::InvalidSetting {
+        Mix::Q4KM | Mix::Q2K | Mix::Mxfp4 => Err(Error::InvalidSetting {
             name: "quant mix".into(),
             value: mix.name().into(),
             expected: "for deepseek4 presets one of iq2_xxs-q2_k, q4_k (the original engine's \

@@ -169,6 +169,9 @@ pub enum Mix {
     Q8_0,
     /// F16 everywhere.
     F16,
+    /// gpt-oss's files (llama.cpp's `MXFP4_MOE`): routed experts MXFP4, every other matrix
+    /// Q8_0, the output head included.
+    Mxfp4,
 }
 
 /// The tensors of a block, by how the mixes store them.
@@ -196,13 +199,14 @@ enum Role {
 
 impl Mix {
     /// Every mix with its command-line name.
-    pub const ALL: [(Mix, &'static str); 6] = [
+    pub const ALL: [(Mix, &'static str); 7] = [
         (Mix::Q4KM, "q4_k_m"),
         (Mix::Q2K, "q2_k"),
         (Mix::Iq2XxsQ2K, "iq2_xxs-q2_k"),
         (Mix::Q4K, "q4_k"),
         (Mix::Q8_0, "q8_0"),
         (Mix::F16, "f16"),
+        (Mix::Mxfp4, "mxfp4"),
     ];
 
     /// The mix called `name`, or an error listing them.
@@ -237,6 +241,7 @@ impl Mix {
             Mix::Q4K => 14,
             Mix::Q4KM => 15,
             Mix::Iq2XxsQ2K => 19,
+            Mix::Mxfp4 => 38,
         }
     }
 
@@ -260,7 +265,8 @@ impl Mix {
             (Mix::Iq2XxsQ2K, Role::ExpertGateUp) => GgmlType::IQ2_XXS,
             (Mix::Iq2XxsQ2K, Role::ExpertDown) => GgmlType::Q2_K,
             (Mix::Q4K, Role::ExpertGateUp | Role::ExpertDown) => GgmlType::Q4_K,
-            (Mix::Iq2XxsQ2K | Mix::Q4K, _) => GgmlType::Q8_0,
+            (Mix::Mxfp4, Role::ExpertGateUp | Role::ExpertDown) => GgmlType::MXFP4,
+            (Mix::Iq2XxsQ2K | Mix::Q4K | Mix::Mxfp4, _) => GgmlType::Q8_0,
         }
     }
 }

@@ -129,6 +129,14 @@ fn mixes_give_each_tensor_its_type() {
     check(Mix::Q4KM, "blk.0.attn_norm.weight", GgmlType::F32);
     check(Mix::Q2K, "blk.0.ffn_down_exps.weight", GgmlType::Q2_K);
     check(Mix::F16, "token_embd.weight", GgmlType::F16);
+    for name in ["gate", "up", "down"] {
+        let name = format!("blk.1.ffn_{name}_exps.weight");
+        check(Mix::Mxfp4, &name, GgmlType::MXFP4);
+    }
+    check(Mix::Mxfp4, "blk.0.attn_q.weight", GgmlType::Q8_0);
+    check(Mix::Mxfp4, "blk.0.ffn_gate_inp.weight", GgmlType::F32);
+    check(Mix::Mxfp4, "token_embd.weight", GgmlType::Q8_0);
+    check(Mix::Mxfp4, "output.weight", GgmlType::Q8_0);
     // 48 layers: llama.cpp's use_more_bits gives layers 0..6, 42..48 and 6 + 3i + 2 more bits.
     let q4 = |layer| Mix::Q4KM.tensor_type(Role::ExpertDown, layer, 48);
     let more: Vec<usize> = (0..48).filter(|&l| q4(l) == GgmlType::Q6_K).collect();

@@ -154,6 +154,10 @@ pub(super) struct AttentionState {
     compressed: CompressorState,
     /// Ratio 4: the indexer's compressed keys and unfinished blocks (else empty).
     index_keys: CompressorState,
+    /// Ratio 4: compressed rows visible to a query that the indexer left out, summed over
+    /// the queries so far. Nothing reads it but [`super::Deepseek4State::indexer_dropped`]:
+    /// the evidence a test has that the top-k acted, which equal logits alone do not give.
+    pub(super) indexer_dropped: usize,
 }
 
 /// The attention sub-block of one layer for the tokens at positions `pos..pos + x.len()`,
@@ -193,7 +197,7 @@ pub(super) fn attention(
             state
                 .compressed
                 .extend(compressor, x, pos, compressed_rope, eps);
-            select(
+            let picked = select(
                 indexer,
                 &mut state.index_keys,
                 x,
@@ -201,7 +205,12 @@ pub(super) fn attention(
                 pos,
                 cfg,
                 compressed_rope,
-            )
+            );
+            state.indexer_dropped += (pos..)
+                .zip(&picked)
+                .map(|(t, rows)| visible_rows(t, Compression::Ratio4) - rows.len())
+                .sum::<usize>();
+            picked
         }
         CompressedKeys::Ratio128 { compressor } => {
             state

@@ -101,6 +101,10 @@ pub struct Deepseek4State {
     /// Positions fed so far: where the next token goes.
     n_past: usize,
     layers: Vec<AttentionState>,
+    /// Per layer, the routed experts of the last non-empty [`Deepseek4Reference::forward`]'s
+    /// tokens, (T, K) row-major: kept for one call only, so a long sequence does not grow it
+    /// (and two states of one sequence fed in different chunks compare unequal by it).
+    routed: Vec<Vec<usize>>,
     /// The config and options of the model that made the state, to refuse another's.
     owner: (Deepseek4Config, Deepseek4Options),
 }
@@ -115,6 +119,23 @@ impl Deepseek4State {
     pub fn reset(&mut self) {
         self.n_past = 0;
         self.layers.fill_with(AttentionState::default);
+        self.routed.fill_with(Vec::new);
+    }
+
+    /// The routed experts that layer `layer` chose for each token of the last non-empty
+    /// [`Deepseek4Reference::forward`] call, (T, K) row-major in the router's order (in a
+    /// hash-routed layer, the order of its `ffn_gate_tid2eid` row); `None` past the last
+    /// layer. Lets a test check a choice that the logits only show indirectly.
+    pub fn routed_experts(&self, layer: usize) -> Option<&[usize]> {
+        self.routed.get(layer).map(Vec::as_slice)
+    }
+
+    /// How many compressed rows visible to a query the indexer of layer `layer` left out,
+    /// summed over every position fed so far (0 in a layer without an indexer, or while no
+    /// query sees more rows than the top-k); `None` past the last layer. The logits cannot
+    /// tell a top-k that dropped rows from one that never had to.
+    pub fn indexer_dropped(&self, layer: usize) -> Option<usize> {
+        self.layers.get(layer).map(|l| l.indexer_dropped)
     }
 }
 
@@ -204,6 +225,7 @@ impl Deepseek4Reference {
         Deepseek4State {
             n_past: 0,
             layers: vec![AttentionState::default(); self.config.n_layers],
+            routed: vec![Vec::new(); self.config.n_layers],
             owner: (self.config.clone(), self.options),
         }
     }
@@ -237,6 +259,10 @@ impl Deepseek4Reference {
                 expected: "a state made by this model's new_state".into(),
             });
         }
+        if tokens.is_empty() {
+            // Nothing to do; returning here also keeps the last call's routed experts.
+            return Ok(Vec::new());
+        }
         let pos = state.n_past;
         let tokens: Vec<usize> = tokens.iter().map(|&id| id as usize).collect();
         // Every stream starts as the token's embedding.
@@ -251,7 +277,13 @@ impl Deepseek4Reference {
                     .collect()
             })
             .collect();
-        for ((il, layer), layer_state) in self.layers.iter().enumerate().zip(&mut state.layers) {
+        for (((il, layer), layer_state), routed) in self
+            .layers
+            .iter()
+            .enumerate()
+            .zip(&mut state.layers)
+            .zip(&mut state.routed)
+        {
             let rope = match cfg.compression[il] {
                 Compression::None => &self.rope,
                 _ => &self.compressed_rope,
@@ -279,13 +311,16 @@ impl Deepseek4Reference {
                 .zip(&out)
                 .map(|((x, m), f)| hyper::post(f, x, &m.coefs))
                 .collect();
+            routed.clear();
             streams = streams
                 .iter()
                 .zip(&tokens)
                 .map(|(x, &token)| {
                     let mix = self.pre(x, &layer.hc_ffn);
                     let input = rms_norm(&mix.input, Some(&layer.moe.norm), cfg.rms_eps);
-                    hyper::post(&moe::moe(&layer.moe, &input, token, il, cfg), x, &mix.coefs)
+                    let (out, experts) = moe::moe(&layer.moe, &input, token, il, cfg);
+                    routed.extend(experts);
+                    hyper::post(&out, x, &mix.coefs)
                 })
                 .collect();
         }

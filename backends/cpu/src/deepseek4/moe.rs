@@ -118,14 +118,15 @@ fn ffn(
     matvec(down, e, &mid)
 }
 
-/// The FFN sub-block of layer `il` for one token: x, its normed input (D) -> (D).
+/// The FFN sub-block of layer `il` for one token: x, its normed input (D) -> (D), and the
+/// K routed experts it chose, in the router's order (a hash-routed layer's: its table's).
 pub(super) fn moe(
     w: &MoeWeights,
     x: &[f64],
     token: usize,
     il: usize,
     cfg: &Deepseek4Config,
-) -> Vec<f64> {
+) -> (Vec<f64>, Vec<usize>) {
     let routed = activation(cfg.swiglu_clamp[il]);
     let mut out = ffn(
         &w.shared_gate,
@@ -142,7 +143,8 @@ pub(super) fn moe(
         cfg.expert_weights_norm,
         cfg.expert_weights_scale,
     );
-    for (e, weight) in route(&logits, &w.selection, token, k, normalize, scale) {
+    let routes = route(&logits, &w.selection, token, k, normalize, scale);
+    for &(e, weight) in &routes {
         for (o, y) in experts
             .iter_mut()
             .zip(ffn(&w.gate, &w.up, &w.down, e, x, routed))
@@ -151,7 +153,7 @@ pub(super) fn moe(
         }
     }
     out.iter_mut().zip(experts).for_each(|(o, m)| *o += m);
-    out
+    (out, routes.into_iter().map(|(e, _)| e).collect())
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! whatever adapter exists (lavapipe in CI); with none, they are skipped unless
 //! `MOETILE_REQUIRE_GPU=1`, which makes that a failure.
 
+use moetile::gguf::GgufFile;
+use moetile::quant::GgmlType;
 use serde_json::Value;
 
 use crate::{moetile, one_line_error, stdout_of};
@@ -163,6 +165,38 @@ fn verify_passes_on_the_gpu_in_both_configurations() {
         return;
     }
     let out = stdout_of(moetile().args(["verify", "-m", crate::model_arg()]));
+    assert!(
+        out.contains("fast: wgpu") && out.contains("exact: wgpu"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("OK"), "{out}");
+}
+
+/// gpt-oss's mix: MXFP4 experts (gate and up interleaved into one tensor, down) and Q8_0
+/// elsewhere, through the GPU's prefill and decode against the CPU reference.
+#[test]
+fn synth_mxfp4_model_verifies_on_the_gpu() {
+    if devices().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-mxfp4.gguf");
+    let p = path.to_str().unwrap();
+    stdout_of(moetile().args([
+        "synth",
+        "--preset",
+        "tiny-qwen3moe",
+        "--quant",
+        "mxfp4",
+        "--layers",
+        "2",
+        "-o",
+        p,
+    ]));
+    let file = GgufFile::open(&path).unwrap();
+    let ty = file.tensor("blk.1.ffn_down_exps.weight").unwrap().ty;
+    assert_eq!(ty, GgmlType::MXFP4);
+    let out = stdout_of(moetile().args(["verify", "-m", p]));
     assert!(
         out.contains("fast: wgpu") && out.contains("exact: wgpu"),
         "{out}"

@@ -206,7 +206,7 @@ fn ids_longer_than_the_context_are_refused() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("20 tokens") && stderr.contains("--ctx"),
         "{stderr}"

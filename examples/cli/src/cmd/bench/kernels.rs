@@ -36,10 +36,10 @@ pub struct KernelArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',',
           value_parser = list_item("--mv-tokens", "positive integers", positive))]
     mv_tokens: Vec<usize>,
-    /// Weight types: f16, q8_0, q4_k, q2_k, iq2_xxs... [default: those five].
+    /// Weight types: f16, q8_0, q4_k, q2_k, iq2_xxs, mxfp4... [default: those six].
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = list_item(
         "--weights",
-        "weight types such as f16, q8_0, q4_k, q2_k, iq2_xxs",
+        "weight types such as f16, q8_0, q4_k, q2_k, iq2_xxs, mxfp4",
         WeightType::parse,
     ))]
     weights: Vec<WeightType>,
