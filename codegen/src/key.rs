@@ -11,6 +11,7 @@ use crate::family::hyper::HyperStep;
 use crate::family::matmul::{self, MatmulKey, MvEpilogue, Path};
 use crate::family::moe;
 use crate::family::norm;
+use crate::family::pool;
 use crate::family::{Family, embed, route};
 use crate::params::Layout;
 use crate::tile::TileWidth;
@@ -123,6 +124,8 @@ pub enum KernelKey {
     Route,
     /// A step of an mHC hyper-connection (deepseek4).
     Hyper(HyperStep),
+    /// A compressor's pooling and norm (deepseek4).
+    CompressorPool,
 }
 
 /// A shader binding of group 0, as the templates declare it.
@@ -220,7 +223,8 @@ impl KernelKey {
             keys.push(KernelKey::AttnCombine { head_dim });
         }
         keys.push(KernelKey::Route);
-        keys.extend([HyperStep::Pre, HyperStep::Post].map(KernelKey::Hyper));
+        keys.extend([HyperStep::Pre, HyperStep::Post, HyperStep::Head].map(KernelKey::Hyper));
+        keys.push(KernelKey::CompressorPool);
         keys
     }
 
@@ -259,6 +263,7 @@ impl KernelKey {
             KernelKey::AttnCombine { head_dim } => f(&attention::Combine { head_dim }),
             KernelKey::Route => f(&route::Route),
             KernelKey::Hyper(step) => f(&step),
+            KernelKey::CompressorPool => f(&pool::CompressorPool),
         }
     }
 
@@ -442,6 +447,8 @@ mod tests {
         assert!(names.contains("eltwise_mul_sigmoid_row"));
         assert!(names.contains("hc_pre"));
         assert!(names.contains("hc_post"));
+        assert!(names.contains("hc_head"));
+        assert!(names.contains("compressor_pool"));
     }
 
     #[test]

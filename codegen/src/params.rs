@@ -287,6 +287,29 @@ params! {
     }
 }
 
+params! {
+    /// `compressor_pool.wgsl`: rows of a deepseek4 compressor from projected token rows.
+    PoolParams {
+        /// Compressed rows out.
+        n_rows: u32,
+        /// Width of a compressed row.
+        n_cols: u32,
+        /// Tokens per block.
+        ratio: u32,
+        /// Projection rows are `coff * n_cols` wide: 2 with overlap (the previous block through
+        /// the first half), else 1.
+        coff: u32,
+        /// 1 when the first block of the input is only the previous block of the first row.
+        previous: u32,
+        /// Epsilon of the row's RMS norm.
+        rms_eps: f32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+    }
+}
+
 /// One params struct as a value: what the generator writes and the layout test checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -324,5 +347,6 @@ pub fn all() -> Vec<Layout> {
         layout::<AttnParams>(),
         layout::<RouteParams>(),
         layout::<HyperParams>(),
+        layout::<PoolParams>(),
     ]
 }

@@ -2,10 +2,13 @@
 
 use moetile::model::{
     AttentionParams, Backend, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS, HyperParams,
-    HyperWeights, MoeParams, PreNorm, RouterParams, Selection, WeightData, hashed_ids,
+    HyperWeights, MoeParams, PoolParams, PoolWeights, PreNorm, RouterParams, Selection, WeightData,
+    hashed_ids,
 };
 use moetile::quant;
 
+use crate::deepseek4::attention::grouped_matvec;
+use crate::deepseek4::compressor::{self, Projected};
 use crate::deepseek4::hyper::{self, Coefs, HcView};
 use crate::{attention, ops};
 
@@ -460,6 +463,124 @@ impl Backend for CpuBackend {
             narrow_into(streams.row_mut(t), &new);
         }
         Ok(())
+    }
+
+    /// Per token, `deepseek4::hyper::head`: the reference model's own step, on the streams
+    /// widened to f64, its result rounded to f32.
+    fn hc_head(
+        &mut self,
+        streams: &Mat,
+        w: HyperWeights<'_, CpuWeight>,
+        p: &HyperParams,
+    ) -> moetile::Result<Mat> {
+        let d = streams.cols / HC_STREAMS;
+        ensure(
+            d > 0 && streams.cols == HC_STREAMS * d && w.func.dims == [streams.cols, HC_STREAMS],
+            "hc_head",
+            || {
+                format!(
+                    "streams ({}, {}), {} {:?} (expected [{}, {HC_STREAMS}])",
+                    streams.rows, streams.cols, w.func.name, w.func.dims, streams.cols
+                )
+            },
+        )?;
+        let view = HcView {
+            func: w.func,
+            scale: vector("hc_head", w.scale, 1)?,
+            base: vector("hc_head", w.base, HC_STREAMS)?,
+        };
+        let mut out = Mat::zeros(streams.rows, d);
+        for t in 0..streams.rows {
+            let y = hyper::head(&widen(streams.row(t)), view, p.rms_eps as f64, p.eps as f64);
+            narrow_into(out.row_mut(t), &y);
+        }
+        Ok(out)
+    }
+
+    /// Per token, `deepseek4::attention::grouped_matvec`: the reference model's own step, on
+    /// the row widened to f64, its result rounded to f32.
+    fn grouped_matmul(&mut self, x: &Mat, w: &CpuWeight, groups: usize) -> moetile::Result<Mat> {
+        ensure(
+            groups > 0
+                && w.experts() == 1
+                && w.rows().is_multiple_of(groups)
+                && x.cols == groups * w.cols(),
+            "grouped_matmul",
+            || {
+                format!(
+                    "x ({}, {}), {} {:?} in {groups} groups (expected [cols, rows] with rows a \
+                     multiple of the groups, x groups x cols wide)",
+                    x.rows, x.cols, w.name, w.dims
+                )
+            },
+        )?;
+        let mut out = Mat::zeros(x.rows, w.rows());
+        for t in 0..x.rows {
+            narrow_into(out.row_mut(t), &grouped_matvec(w, groups, &widen(x.row(t))));
+        }
+        Ok(out)
+    }
+
+    /// Per row, `deepseek4::compressor::pooled_row` (the reference model's step) on the projections
+    /// widened to f64 (`Projected::new` adds the ape bias as the model does), rounded to f32.
+    fn compressor_pool(
+        &mut self,
+        kv: &Mat,
+        score: &Mat,
+        w: PoolWeights<'_, CpuWeight>,
+        p: &PoolParams,
+    ) -> moetile::Result<Mat> {
+        let coff = if p.overlap { 2 } else { 1 };
+        let width = kv.cols / coff;
+        let skip = usize::from(p.previous);
+        let blocks = kv.rows.checked_div(p.ratio).unwrap_or(0);
+        ensure(
+            p.ratio > 0
+                && width > 0
+                && kv.cols == coff * width
+                && (kv.rows, kv.cols) == (score.rows, score.cols)
+                && kv.rows.is_multiple_of(p.ratio)
+                && blocks > skip
+                && (p.overlap || !p.previous)
+                && w.ape.dims == [kv.cols, p.ratio],
+            "compressor_pool",
+            || {
+                format!(
+                    "kv ({}, {}), score ({}, {}), {} {:?}, ratio {}, overlap {}, previous {}: \
+                     expected whole blocks (more than the previous one), equal shapes, \
+                     ape [{}, ratio], a previous block only with overlap",
+                    kv.rows,
+                    kv.cols,
+                    score.rows,
+                    score.cols,
+                    w.ape.name,
+                    w.ape.dims,
+                    p.ratio,
+                    p.overlap,
+                    p.previous,
+                    kv.cols
+                )
+            },
+        )?;
+        let norm = vector("compressor_pool", w.norm, width)?;
+        let tokens: Vec<Projected> = (0..kv.rows)
+            .map(|t| {
+                let ape = w.ape.row(0, t % p.ratio);
+                Projected::new(widen(kv.row(t)), widen(score.row(t)), ape)
+            })
+            .collect();
+        let blocks: Vec<&[Projected]> = tokens.chunks_exact(p.ratio).collect();
+        let mut out = Mat::zeros(blocks.len() - skip, width);
+        for (r, b) in (skip..blocks.len()).enumerate() {
+            let previous = match b {
+                0 => &[][..],
+                _ if p.overlap => blocks[b - 1],
+                _ => &[],
+            };
+            let row = compressor::pooled_row(previous, blocks[b], norm, p.rms_eps as f64);
+            narrow_into(out.row_mut(r), &row);
+        }
+        Ok(out)
     }
 
     fn route(

@@ -142,6 +142,42 @@ impl ExpertTensor {
     pub fn dense_rows(&self) -> usize {
         self.rows * self.slices
     }
+
+    /// This dense tensor's rows as `groups` equal slices of consecutive rows, each an expert
+    /// (the block-diagonal weight of `Backend::grouped_matmul`): the same buffers, since an
+    /// expert's rows follow the one before's in the layout whatever the upload cut. `None`
+    /// unless the rows divide into the groups and every buffer holds whole groups.
+    pub(crate) fn groups(&self, groups: usize) -> Option<ExpertTensor> {
+        let rows = self.dense_rows();
+        if self.experts != self.slices || groups == 0 || !rows.is_multiple_of(groups) {
+            return None;
+        }
+        let rank = rows / groups;
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|c| {
+                let (first, n) = (
+                    c.expert_base as usize * self.rows,
+                    c.expert_count as usize * self.rows,
+                );
+                (first.is_multiple_of(rank) && n.is_multiple_of(rank)).then(|| WeightChunk {
+                    buffer: c.buffer.clone(),
+                    expert_base: (first / rank) as u32,
+                    expert_count: (n / rank) as u32,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(ExpertTensor {
+            name: self.name.clone(),
+            weight: self.weight,
+            cols: self.cols,
+            rows: rank,
+            experts: groups,
+            slices: groups,
+            chunks,
+        })
+    }
 }
 
 /// Shape and type checks of a tensor about to be uploaded: `(type, cols, rows, experts)`.

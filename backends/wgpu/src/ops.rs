@@ -1,9 +1,12 @@
 //! The dense ops of a forward pass: embedding rows, RMS norm, in-place element-wise ops, the
-//! rotary angle table, the router and the steps of deepseek4's hyper-connections. Each records one kernel with a [`Recorder`] after checking
+//! rotary angle table, the router and the steps of deepseek4's hyper-connections (and its
+//! output head's stream mix). Each records one kernel with a [`Recorder`] after checking
 //! shapes; outputs come from the caller, which decides where buffers come from.
 
 use moetile::model::{Gating, RopeParams, RouterParams};
-use moetile_codegen::params::{EltParams, EmbedParams, HyperParams, NormParams, RouteParams};
+use moetile_codegen::params::{
+    EltParams, EmbedParams, HyperParams, NormParams, PoolParams, RouteParams,
+};
 use moetile_codegen::{
     ActType, EltOp, HC_MIXES, HC_STREAMS, HyperStep, KernelKey, ROUTE_MAX_EXPERTS, ROUTE_MAX_USED,
     WeightType,
@@ -293,32 +296,37 @@ const _: () = assert!(HC_STREAMS as usize == moetile::model::HC_STREAMS);
 const _: () = assert!(HC_MIXES as usize == moetile::model::HC_MIXES);
 
 /// The streams of a hyper-connection, `(T, HC * D)`, against an activation `(T, D)` (the
-/// sub-block's input or output): the checks every step makes. Returns D.
-fn hyper_shapes(op: &str, streams: &GpuMatrix, one: &GpuMatrix, mix: &GpuMatrix) -> Result<usize> {
+/// sub-block's input or output) and the mixing values `(T, HC_MIXES)` when the step has them:
+/// the checks every step makes. Returns D.
+fn hyper_shapes(
+    op: &str,
+    streams: &GpuMatrix,
+    one: &GpuMatrix,
+    mix: Option<&GpuMatrix>,
+) -> Result<usize> {
     let hc = HC_STREAMS as usize;
-    for (what, m) in [
-        ("the streams", streams),
-        ("the sub-block activation", one),
-        ("mix", mix),
-    ] {
+    for (what, m) in [("the streams", streams), ("the sub-block activation", one)]
+        .into_iter()
+        .chain(mix.map(|m| ("mix", m)))
+    {
         f32_matrix(op, what, m)?;
     }
     let d = one.cols;
-    if d == 0
-        || streams.cols != hc * d
-        || streams.rows != one.rows
-        || (mix.rows, mix.cols) != (one.rows, HC_MIXES as usize)
-    {
+    let mix_fits = mix.is_none_or(|m| (m.rows, m.cols) == (one.rows, HC_MIXES as usize));
+    if d == 0 || streams.cols != hc * d || streams.rows != one.rows || !mix_fits {
+        let mix = mix.map_or(String::new(), |m| {
+            format!(
+                ", mixing values ({}, {}) (expected ({}, {HC_MIXES}))",
+                m.rows, m.cols, one.rows
+            )
+        });
         return Err(shape(
             op,
             format!(
-                "streams ({}, {}), sub-block activation ({}, {d}), mixing values ({}, {}); \
-                 expected ({t}, {hc} x D), ({t}, D), ({t}, {HC_MIXES})",
+                "streams ({}, {}), activation ({}, {d}){mix}; expected ({t}, {hc} x D), ({t}, D)",
                 streams.rows,
                 streams.cols,
                 one.rows,
-                mix.rows,
-                mix.cols,
                 t = one.rows,
             ),
         ));
@@ -326,13 +334,15 @@ fn hyper_shapes(op: &str, streams: &GpuMatrix, one: &GpuMatrix, mix: &GpuMatrix)
     Ok(d)
 }
 
-/// What a hyper-connection step reads besides the streams.
+/// What `hc_pre` and `hc_head` read besides the streams.
 pub struct HyperPre<'a> {
-    /// `(T, HC_MIXES)`: `fn` times each token's streams, not normed.
+    /// `(T, n_mixes)`: `fn` times each token's streams, not normed (`HC_MIXES` mixes for
+    /// `hc_pre`, `HC_STREAMS` for `hc_head`).
     pub mixes: &'a GpuMatrix,
-    /// f32 `[3]`: the factor of the pre, post and comb mixes.
+    /// f32: the factor of each family of mixes (3 for `hc_pre`: pre, post, comb; 1 for
+    /// `hc_head`: pre).
     pub scale: &'a ExpertTensor,
-    /// f32 `[HC_MIXES]`.
+    /// f32 `[n_mixes]`.
     pub base: &'a ExpertTensor,
 }
 
@@ -346,29 +356,59 @@ pub fn hc_pre(
     input: &GpuMatrix,
     mix: &GpuMatrix,
 ) -> Result<()> {
-    let key = KernelKey::Hyper(HyperStep::Pre);
+    if p.sinkhorn_iterations == 0 {
+        return Err(shape("hc_pre", "0 Sinkhorn passes; at least one".into()));
+    }
+    weighted_streams(rec, HyperStep::Pre, streams, w, p, input, Some(mix))
+}
+
+/// Records `hc_head` (see `wgsl/hc_pre.wgsl` with `hc/head.wgsl`): from `streams (T, HC * D)`
+/// and their `HC` raw mixes, the output head's row `out (T, D)`.
+pub fn hc_head(
+    rec: &mut Recorder<'_>,
+    streams: &GpuMatrix,
+    w: HyperPre<'_>,
+    p: &moetile::model::HyperParams,
+    out: &GpuMatrix,
+) -> Result<()> {
+    weighted_streams(rec, HyperStep::Head, streams, w, p, out, None)
+}
+
+/// `hc_pre.wgsl` as `step` (`Pre`, with `mix`, or `Head`, without).
+fn weighted_streams(
+    rec: &mut Recorder<'_>,
+    step: HyperStep,
+    streams: &GpuMatrix,
+    w: HyperPre<'_>,
+    p: &moetile::model::HyperParams,
+    input: &GpuMatrix,
+    mix: Option<&GpuMatrix>,
+) -> Result<()> {
+    let key = KernelKey::Hyper(step);
     let op = key.to_string();
     let d = hyper_shapes(&op, streams, input, mix)?;
     f32_matrix(&op, "the mixes", w.mixes)?;
     let (scale, base) = (vector(&op, w.scale)?, vector(&op, w.base)?);
-    if (w.mixes.rows, w.mixes.cols) != (mix.rows, mix.cols)
-        || w.scale.cols != 3
-        || w.base.cols != HC_MIXES as usize
-        || p.sinkhorn_iterations == 0
+    let (n_mixes, n_scales) = match mix {
+        Some(_) => (HC_MIXES as usize, 3),
+        None => (HC_STREAMS as usize, 1),
+    };
+    if (w.mixes.rows, w.mixes.cols) != (input.rows, n_mixes)
+        || w.scale.cols != n_scales
+        || w.base.cols != n_mixes
     {
         return Err(shape(
             &op,
             format!(
-                "mixes ({}, {}), {} of {} values, {} of {}, {} Sinkhorn passes; expected ({}, \
-                 {HC_MIXES}), 3 and {HC_MIXES} values, at least one pass",
+                "mixes ({}, {}), {} of {} values, {} of {}; expected ({}, {n_mixes}), \
+                 {n_scales} and {n_mixes} values",
                 w.mixes.rows,
                 w.mixes.cols,
                 w.scale.name,
                 w.scale.cols,
                 w.base.name,
                 w.base.cols,
-                p.sinkhorn_iterations,
-                mix.rows
+                input.rows
             ),
         ));
     }
@@ -382,19 +422,18 @@ pub fn hc_pre(
         _pad1: 0,
         _pad2: 0,
     });
-    rec.dispatch(
-        &key,
-        &[
-            ("params", params.binding()),
-            ("streams", streams.buffer.as_entire_binding()),
-            ("mixes", w.mixes.buffer.as_entire_binding()),
-            ("scale", scale.as_entire_binding()),
-            ("base", base.as_entire_binding()),
-            ("input", input.buffer.as_entire_binding()),
-            ("mix", mix.buffer.as_entire_binding()),
-        ],
-        Grid::Items(input.rows),
-    )
+    let mut bindings = vec![
+        ("params", params.binding()),
+        ("streams", streams.buffer.as_entire_binding()),
+        ("mixes", w.mixes.buffer.as_entire_binding()),
+        ("scale", scale.as_entire_binding()),
+        ("base", base.as_entire_binding()),
+        ("input", input.buffer.as_entire_binding()),
+    ];
+    if let Some(mix) = mix {
+        bindings.push(("mix", mix.buffer.as_entire_binding()));
+    }
+    rec.dispatch(&key, &bindings, Grid::Items(input.rows))
 }
 
 /// Records `hc_post` (see `wgsl/hc_post.wgsl`): the sub-block output `out (T, D)` written
@@ -406,7 +445,7 @@ pub fn hc_post(
     mix: &GpuMatrix,
 ) -> Result<()> {
     let key = KernelKey::Hyper(HyperStep::Post);
-    let d = hyper_shapes(&key.to_string(), streams, out, mix)?;
+    let d = hyper_shapes(&key.to_string(), streams, out, Some(mix))?;
     let params = rec.params(&HyperParams {
         n_tokens: out.rows as u32,
         n_cols: d as u32,
@@ -426,5 +465,84 @@ pub fn hc_post(
             ("streams", streams.buffer.as_entire_binding()),
         ],
         Grid::Items(out.rows * d),
+    )
+}
+
+/// Records `compressor_pool` (see `wgsl/compressor_pool.wgsl`): compressed rows `out (rows,
+/// width)` from the projections `kv` and `score (T, coff * width)` of whole blocks.
+pub fn compressor_pool(
+    rec: &mut Recorder<'_>,
+    kv: &GpuMatrix,
+    score: &GpuMatrix,
+    w: moetile::model::PoolWeights<'_, ExpertTensor>,
+    p: &moetile::model::PoolParams,
+    out: &GpuMatrix,
+) -> Result<()> {
+    let key = KernelKey::CompressorPool;
+    let op = key.to_string();
+    for (what, m) in [("kv", kv), ("score", score), ("the output", out)] {
+        f32_matrix(&op, what, m)?;
+    }
+    let coff = if p.overlap { 2 } else { 1 };
+    let skip = usize::from(p.previous);
+    let norm = vector(&op, w.norm)?;
+    let ape = match w.ape.chunks.as_slice() {
+        [chunk] if w.ape.weight == WeightType::F32 && w.ape.experts == 1 => Some(&chunk.buffer),
+        _ => None,
+    };
+    let fits = p.ratio > 0
+        && out.cols > 0
+        && kv.cols == coff * out.cols
+        && (kv.rows, kv.cols) == (score.rows, score.cols)
+        && kv.rows == (out.rows + skip) * p.ratio
+        && (p.overlap || !p.previous)
+        && w.norm.cols == out.cols
+        && (w.ape.rows, w.ape.cols) == (p.ratio, kv.cols);
+    let Some(ape) = ape.filter(|_| fits) else {
+        return Err(shape(
+            &op,
+            format!(
+                "kv ({}, {}), score ({}, {}), {} {} x {} {}, {} of {}, output ({}, {}), ratio \
+                 {}, overlap {}, previous {}: expected whole blocks, equal shapes, an F32 ape \
+                 of ratio rows of the projections' width and a norm of the output's",
+                kv.rows,
+                kv.cols,
+                score.rows,
+                score.cols,
+                w.ape.name,
+                w.ape.rows,
+                w.ape.cols,
+                w.ape.weight,
+                w.norm.name,
+                w.norm.cols,
+                out.rows,
+                out.cols,
+                p.ratio,
+                p.overlap,
+                p.previous
+            ),
+        ));
+    };
+    let params = rec.params(&PoolParams {
+        n_rows: out.rows as u32,
+        n_cols: out.cols as u32,
+        ratio: p.ratio as u32,
+        coff: coff as u32,
+        previous: skip as u32,
+        rms_eps: p.rms_eps,
+        _pad0: 0,
+        _pad1: 0,
+    });
+    rec.dispatch(
+        &key,
+        &[
+            ("params", params.binding()),
+            ("kv", kv.buffer.as_entire_binding()),
+            ("score", score.buffer.as_entire_binding()),
+            ("ape", ape.as_entire_binding()),
+            ("norm", norm.as_entire_binding()),
+            ("out", out.buffer.as_entire_binding()),
+        ],
+        Grid::Items(out.rows),
     )
 }

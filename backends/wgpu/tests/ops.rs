@@ -17,7 +17,10 @@
 //!   moves the softmax weights by ~1e-3 relative; measured <= 4.5e-4).
 //! - route ids: exact, including ties (to the lower id); sqrt-softplus route weights 1e-5
 //!   relative (`route_tolerance`: GPUs' `log` near 1).
-//! - hyper-connections (`hc_pre`, `hc_post`): derived per value at `hyper_connection_matches_cpu`.
+//! - hyper-connections (`hc_pre`, `hc_post`): derived per value at `hyper_connection_matches_cpu`;
+//!   the output head's mix (`hc_head`) at `output_head_mix_matches_cpu`.
+//! - compressor_pool: relative, derived at `compressor_pool_matches_cpu`.
+//! - grouped_matmul: `cols` half-ulps of `sum_i |w_i x_i|` on the register path (`sum_tolerance`).
 
 mod common;
 
@@ -26,8 +29,8 @@ use std::collections::HashSet;
 use common::{Weights, random_blocks, rng, shared_ctx, uniform};
 use moetile::model::{
     AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, Gating, HC_MIXES,
-    HC_STREAMS, HyperParams, HyperWeights, MoeParams, PreNorm, RopeParams, RouterParams, Selection,
-    Stage, WeightData,
+    HC_STREAMS, HyperParams, HyperWeights, MoeParams, PoolParams, PoolWeights, PreNorm, RopeParams,
+    RouterParams, Selection, Stage, WeightData,
 };
 use moetile::tile::TileWidth;
 use moetile_cpu::{CpuBackend, CpuWeight};
@@ -1181,6 +1184,398 @@ fn hyper_connection_matches_cpu() {
     let wide = gpu_act(&mut gpu, 2, 2 * d, &vec![1.0; 4 * d]);
     let err = gpu.hc_post(&mut streams, &wide, &mix).unwrap_err();
     assert!(err.to_string().contains("hc_post"), "{err}");
+}
+
+/// `hc_head` (the output head's stream mix) against the CPU reference (the reference model's
+/// own step) at the tiny fixture's dimensions (D 32) and Flash's (D 4096), for a decode token
+/// (mixes by mat-vec) and a prefill batch (tiled mixes), the output poisoned.
+///
+/// Tolerance: as `hc_pre`'s input at `hyper_connection_matches_cpu`, from the f32 matmul of
+/// the HC raw mixes (`da`, the error of a token's mixes after the RMS factor and the scale);
+/// a pre weight moves by <= da / 4 (sigmoid's slope), bounded here by da, so the row is off by
+/// `da * sum_s |x_s|` plus 1e-6 relative rounding. On lavapipe it uses <= 0.01 of that; a
+/// head kernel reading the mixes at hc_pre's stride (24) or the comb's factor fails.
+#[test]
+fn output_head_mix_matches_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("output_head_mix_matches_cpu");
+    let (real, large) = ((1e-6, 1e-6), (0.25, 0.01));
+    for (d, (rms_eps, eps), t) in [
+        (32, real, 1),
+        (32, large, 37),
+        (4096, real, 1),
+        (4096, large, 9),
+    ] {
+        let label = format!("hc_head D={d} T={t} eps {eps}");
+        let n = HC_STREAMS * d;
+        let func = uniform(&mut rng, HC_STREAMS * n, 2.0 * (3.0 / n as f32).sqrt());
+        let scale = [rng.random_range(0.5..1.5)];
+        let base = uniform(&mut rng, HC_STREAMS, 1.0);
+        let (gf, cf) = upload_both(
+            &mut gpu,
+            &mut cpu,
+            f32_data("output_hc_fn", &[n, HC_STREAMS], &func),
+        );
+        let (gs, cs) = upload_both(
+            &mut gpu,
+            &mut cpu,
+            f32_data("output_hc_scale", &[1], &scale),
+        );
+        let (gb, cb) = upload_both(
+            &mut gpu,
+            &mut cpu,
+            f32_data("output_hc_base", &[HC_STREAMS], &base),
+        );
+        let p = HyperParams {
+            rms_eps,
+            eps,
+            sinkhorn_iterations: 1,
+        };
+        let mut streams = uniform(&mut rng, t * n, 1.0);
+        for (i, v) in streams.iter_mut().enumerate() {
+            *v *= [0.5, 1.0, 2.0, 4.0][i / d % HC_STREAMS];
+        }
+        let gx = gpu_act(&mut gpu, t, n, &streams);
+        let gw = HyperWeights {
+            func: &gf,
+            scale: &gs,
+            base: &gb,
+        };
+        let got = gpu.hc_head(&gx, gw, &p).unwrap();
+        assert_eq!(gpu.shape(&got), (t, d));
+        let got = gpu.read(&got).unwrap();
+        let cw = HyperWeights {
+            func: &cf,
+            scale: &cs,
+            base: &cb,
+        };
+        let want = cpu.hc_head(&cpu_act(t, n, &streams), cw, &p).unwrap();
+        let da: Vec<f64> = streams
+            .chunks(n)
+            .zip(abs_dot(&streams, &func, n).chunks(HC_STREAMS))
+            .map(|(x, sums)| {
+                let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
+                let big = sums.iter().cloned().fold(0.0, f64::max);
+                2e-6 * big / (ms + rms_eps as f64).sqrt() * scale[0] as f64
+            })
+            .collect();
+        check_close(&label, &got, &want.data, |i| {
+            let (tok, e) = (i / d, i % d);
+            let x = &streams[tok * n..][..n];
+            let sum_x: f64 = (0..HC_STREAMS).map(|s| x[s * d + e].abs() as f64).sum();
+            // Pre weights are below 1 + eps.
+            da[tok] * sum_x + 1e-6 * (1.0 + eps as f64) * sum_x + 1e-6
+        });
+    }
+    // A sub-block's 24-mix weight and streams that are not HC wide are refused, naming the
+    // weight or the op.
+    let d = 32;
+    let case = HyperCase::random(&mut rng, &mut gpu, &mut cpu, d);
+    let p = HyperParams {
+        rms_eps: 1e-6,
+        eps: 1e-6,
+        sinkhorn_iterations: 1,
+    };
+    let x = gpu_act(&mut gpu, 2, HC_STREAMS * d, &vec![1.0; 2 * HC_STREAMS * d]);
+    let err = gpu
+        .hc_head(&x, HyperCase::weights(&case.gpu), &p)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("hc_head") && err.contains("hc_fn"), "{err}");
+    let head = [
+        f32_data(
+            "output_hc_fn",
+            &[HC_STREAMS * d, HC_STREAMS],
+            &vec![0.0; 16 * d],
+        ),
+        f32_data("output_hc_scale", &[1], &[1.0]),
+        f32_data("output_hc_base", &[HC_STREAMS], &[0.0; HC_STREAMS]),
+    ]
+    .map(|w| gpu.upload(w).unwrap());
+    let w = HyperCase::weights(&head);
+    let narrow = gpu_act(&mut gpu, 2, 2 * d, &vec![1.0; 4 * d]);
+    let err = gpu.hc_head(&narrow, w, &p).unwrap_err().to_string();
+    assert!(err.contains("matmul") || err.contains("hc_head"), "{err}");
+    let wide_scale = gpu
+        .upload(f32_data("output_hc_scale", &[3], &[1.0; 3]))
+        .unwrap();
+    let err = gpu
+        .hc_head(
+            &x,
+            HyperWeights {
+                scale: &wide_scale,
+                ..w
+            },
+            &p,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hc_head") && err.contains("output_hc_scale"),
+        "{err}"
+    );
+}
+
+/// The bound of a sum of `cols` f32 products against its f64 value: a sequential f32 sum of
+/// n terms is off by at most n half-ulps of `sum_i |w_i x_i|` (however the kernels split the
+/// row over lanes, each partial sum is such a sum and the tree joining them adds fewer), so
+/// `cols * 2^-24` relative to it on the register path; 2e-3 on cooperative paths (f16 tiles,
+/// as for `matmul`). A group reading another group's slice, or a row of the wrong group, is
+/// off by the size of the value itself.
+fn sum_tolerance(path: Path, cols: usize) -> f64 {
+    match path {
+        Path::Reg => cols as f64 * f64::from(f32::EPSILON) / 2.0,
+        _ => 2e-3,
+    }
+}
+
+/// `grouped_matmul` (the grouped low-rank output, `attn_output_a`) against the CPU reference
+/// (the reference model's own step) at the tiny fixture's dimensions (2 groups of 64 -> 16)
+/// and Flash's (8 groups of 4096 -> 1024, Q8_0 as the original engine ships it), for decode
+/// (mat-vec) and prefill (tiled), the output poisoned; then with the weight over several
+/// buffers (each holding whole groups), and shapes that do not fit refused.
+#[test]
+fn grouped_matmul_matches_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("grouped_matmul_matches_cpu");
+    let scale = |x: &[f32], w: &[f32], groups: usize, cols: usize| -> Vec<f64> {
+        let rank = w.len() / cols / groups;
+        x.chunks(groups * cols)
+            .flat_map(|xt| {
+                w.chunks(cols).enumerate().map(move |(r, wr)| {
+                    let xg = &xt[r / rank * cols..][..cols];
+                    xg.iter().zip(wr).map(|(a, b)| (a * b).abs() as f64).sum()
+                })
+            })
+            .collect()
+    };
+    for (groups, cols, rank, ty, tokens) in [
+        (2, 64, 16, WeightType::F32, &[1, 4, 5, 37][..]),
+        (2, 64, 16, WeightType::Q8_0, &[1, 37]),
+        (8, 4096, 1024, WeightType::Q8_0, &[1, 9]),
+    ] {
+        let w = Weights::random(&mut rng, ty, 1, groups * rank, cols);
+        let dims = [cols, groups * rank];
+        let data = WeightData {
+            name: "attn_output_a",
+            ty: ty.ggml(),
+            dims: &dims,
+            bytes: &w.bytes,
+        };
+        let (gw, cw) = upload_both(&mut gpu, &mut cpu, data);
+        let path = if ty == WeightType::F32 {
+            Path::Reg
+        } else {
+            gpu.options().path
+        };
+        let tol = sum_tolerance(path, cols);
+        for &t in tokens {
+            let label = format!("grouped_matmul {groups}x{cols}->{rank} {ty} T={t}");
+            let x = uniform(&mut rng, t * groups * cols, 1.0);
+            let gx = gpu_act(&mut gpu, t, groups * cols, &x);
+            let got = gpu.grouped_matmul(&gx, &gw, groups).unwrap();
+            assert_eq!(gpu.shape(&got), (t, groups * rank), "{label}");
+            let got = gpu.read(&got).unwrap();
+            let want = cpu
+                .grouped_matmul(&cpu_act(t, groups * cols, &x), &cw, groups)
+                .unwrap();
+            let s = scale(&x, &w.values, groups, cols);
+            check_close(&label, &got, &want.data, |i| tol * s[i] + 1e-6);
+        }
+    }
+
+    // 4 groups of 8 rows of 32 F32 values (128 bytes a row): under a 12-row binding limit the
+    // upload cuts 4 slices of 8 rows, one per buffer; under 20 rows 2 slices of 16, one per
+    // buffer (two groups each). Under 4 rows, buffers of 4 rows split every group: refused.
+    let (groups, cols, rank) = (4, 32, 8);
+    let w = Weights::random(&mut rng, WeightType::F32, 1, groups * rank, cols);
+    let dims = [cols, groups * rank];
+    let data = WeightData {
+        name: "attn_output_a",
+        ty: w.ty.ggml(),
+        dims: &dims,
+        bytes: &w.bytes,
+    };
+    let cw = cpu.upload(data).unwrap();
+    for (limit_rows, buffers) in [(12, 4), (20, 2)] {
+        let gw = gpu
+            .context()
+            .upload_experts_with_limit(&data, limit_rows * 128)
+            .unwrap();
+        assert_eq!(gw.chunks.len(), buffers);
+        for t in [1, 37] {
+            let x = uniform(&mut rng, t * groups * cols, 1.0);
+            let gx = gpu_act(&mut gpu, t, groups * cols, &x);
+            let got = gpu.grouped_matmul(&gx, &gw, groups).unwrap();
+            let got = gpu.read(&got).unwrap();
+            let want = cpu
+                .grouped_matmul(&cpu_act(t, groups * cols, &x), &cw, groups)
+                .unwrap();
+            let s = scale(&x, &w.values, groups, cols);
+            let tol = sum_tolerance(Path::Reg, cols);
+            let label = format!("grouped_matmul in {buffers} buffers T={t}");
+            check_close(&label, &got, &want.data, |i| tol * s[i] + 1e-6);
+        }
+    }
+    let split = gpu
+        .context()
+        .upload_experts_with_limit(&data, 4 * 128)
+        .unwrap();
+    let x = gpu_act(&mut gpu, 1, groups * cols, &vec![1.0; groups * cols]);
+    let err = gpu
+        .grouped_matmul(&x, &split, groups)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("grouped_matmul") && err.contains("attn_output_a"),
+        "{err}"
+    );
+    let whole = gpu.upload(data).unwrap();
+    for (width, g) in [
+        (groups * cols + 32, groups),
+        (groups * cols, 3),
+        (groups * cols, 0),
+    ] {
+        let x = gpu_act(&mut gpu, 2, width, &vec![1.0; 2 * width]);
+        let err = gpu.grouped_matmul(&x, &whole, g).unwrap_err().to_string();
+        assert!(err.contains("grouped_matmul"), "{err}");
+        let err = cpu
+            .grouped_matmul(&cpu_act(2, width, &vec![1.0; 2 * width]), &cw, g)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grouped_matmul"), "{err}");
+    }
+}
+
+/// `compressor_pool` (a compressor's softmax pooling and RMS norm) against the CPU reference
+/// (the reference model's own step) at the tiny fixture's widths (keys 32, indexer 64) and
+/// Flash's (512, 128), ratio 4 with the overlapping previous block (a sequence's first blocks,
+/// and a later chunk whose first block is only the previous one) and ratio 128 without: one
+/// row (the fewest an input makes: a decode step completes at most one block) and many, the
+/// output poisoned.
+///
+/// Tolerance: each output column's values keep one sign over the window, |kv| in [0.5, 1.5], so the
+/// pooled value is a mean of same-sign values and the output's error is relative: the scores
+/// (|s| <= 4) are one f32 rounding off (2.4e-7 through exp), the GPU's exp is within 3 + 2|x|
+/// ulps (Vulkan's bound: 1.1e-6 at |x| <= 8), the sums over the window and over the row's
+/// squares at most one half-ulp per term: `4e-6 + (window + width) * 2^-24` of |want|. A
+/// softmax that drops the previous block, the ape bias or the max, or a row not normed, is off
+/// by far more. On lavapipe it uses <= 0.06 of the bound (12 seeds).
+#[test]
+fn compressor_pool_matches_cpu() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("compressor_pool_matches_cpu");
+    for (width, ratio, overlap, previous, t) in [
+        (32, 4, true, false, 4),
+        (32, 4, true, false, 40),
+        (32, 4, true, true, 8),
+        (64, 4, true, true, 40),
+        (32, 128, false, false, 128),
+        (32, 128, false, false, 384),
+        (512, 4, true, false, 36),
+        (512, 4, true, true, 8),
+        (128, 4, true, true, 36),
+        (512, 128, false, false, 256),
+    ] {
+        let label = format!("compressor_pool {width} ratio {ratio} previous {previous} T={t}");
+        let coff = if overlap { 2 } else { 1 };
+        let cols = coff * width;
+        // A sign per output column, the same in both halves of an overlapping projection.
+        let sign: Vec<f32> = (0..width)
+            .map(|_| if rng.random_bool(0.5) { 1.0 } else { -1.0 })
+            .collect();
+        let kv: Vec<f32> = (0..t * cols)
+            .map(|i| sign[i % width] * rng.random_range(0.5..1.5))
+            .collect();
+        let score = uniform(&mut rng, t * cols, 3.0);
+        let ape = uniform(&mut rng, ratio * cols, 1.0);
+        let norm: Vec<f32> = (0..width).map(|_| rng.random_range(0.5..1.5)).collect();
+        let (ga, ca) = upload_both(
+            &mut gpu,
+            &mut cpu,
+            f32_data("compressor_ape", &[cols, ratio], &ape),
+        );
+        let (gn, cn) = upload_both(
+            &mut gpu,
+            &mut cpu,
+            f32_data("compressor_norm", &[width], &norm),
+        );
+        let p = PoolParams {
+            ratio,
+            overlap,
+            previous,
+            rms_eps: 1e-6,
+        };
+        let (gk, gs) = (
+            gpu_act(&mut gpu, t, cols, &kv),
+            gpu_act(&mut gpu, t, cols, &score),
+        );
+        let w = PoolWeights {
+            ape: &ga,
+            norm: &gn,
+        };
+        let got = gpu.compressor_pool(&gk, &gs, w, &p).unwrap();
+        let rows = t / ratio - usize::from(previous);
+        assert_eq!(gpu.shape(&got), (rows, width), "{label}");
+        let got = gpu.read(&got).unwrap();
+        let w = PoolWeights {
+            ape: &ca,
+            norm: &cn,
+        };
+        let want = cpu
+            .compressor_pool(&cpu_act(t, cols, &kv), &cpu_act(t, cols, &score), w, &p)
+            .unwrap();
+        let window = coff * ratio;
+        let rel = 4e-6 + (window + width) as f64 * f64::from(f32::EPSILON) / 2.0;
+        check_close(&label, &got, &want.data, |i| {
+            rel * (want.data[i] as f64).abs() + 1e-7
+        });
+    }
+    // Inputs that are not whole blocks, a previous block without overlap, an ape of the wrong
+    // ratio: refused, naming the op.
+    let (width, ratio) = (32, 4);
+    let ape = gpu
+        .upload(f32_data(
+            "compressor_ape",
+            &[2 * width, ratio],
+            &vec![0.0; 8 * width],
+        ))
+        .unwrap();
+    let norm = gpu
+        .upload(f32_data("compressor_norm", &[width], &vec![1.0; width]))
+        .unwrap();
+    let w = PoolWeights {
+        ape: &ape,
+        norm: &norm,
+    };
+    let p = PoolParams {
+        ratio,
+        overlap: true,
+        previous: false,
+        rms_eps: 1e-6,
+    };
+    let x = gpu_act(&mut gpu, 6, 2 * width, &vec![1.0; 12 * width]);
+    for p in [
+        p,
+        PoolParams { ratio: 2, ..p },
+        PoolParams {
+            overlap: false,
+            previous: true,
+            ..p
+        },
+    ] {
+        let err = gpu.compressor_pool(&x, &x, w, &p).unwrap_err().to_string();
+        assert!(err.contains("compressor_pool"), "{err}");
+    }
 }
 
 #[test]

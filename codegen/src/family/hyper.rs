@@ -1,7 +1,9 @@
-//! `hc_pre`, `hc_post`: deepseek4's mHC hyper-connections around a sub-block. The raw mixes
-//! (`fn` times a token's streams) come from a matmul before `hc_pre`; `hc_pre` finishes them
-//! per token (RMS scale, pre/post weights, Sinkhorn in workgroup memory) and writes the
-//! sub-block input; `hc_post` writes the sub-block output back into the streams.
+//! `hc_pre`, `hc_post`, `hc_head`: deepseek4's mHC hyper-connections around a sub-block and
+//! before the output norm. The raw mixes (`fn` times a token's streams) come from a matmul
+//! before `hc_pre`; `hc_pre` finishes them per token (RMS scale, pre/post weights, Sinkhorn
+//! in registers) and writes the sub-block input; `hc_post` writes the sub-block output back
+//! into the streams. `hc_head` is `hc_pre` with the pre weights only (the head's mixes are
+//! those alone): the same template with the other `token_weights` fragment.
 
 use std::fmt;
 
@@ -26,6 +28,9 @@ pub enum HyperStep {
     /// The streams' update, one thread per (token, column): each reads the column of all
     /// streams and writes it back, so the update is in place.
     Post,
+    /// The output head's mix of the streams into one row: [`HyperStep::Pre`]'s input with
+    /// only its pre weights, from `HC_STREAMS` mixes per token and no mixing values out.
+    Head,
 }
 
 impl Family for HyperStep {
@@ -33,19 +38,21 @@ impl Family for HyperStep {
         f.write_str(match self {
             HyperStep::Pre => "hc_pre",
             HyperStep::Post => "hc_post",
+            HyperStep::Head => "hc_head",
         })
     }
 
     fn template(&self) -> &'static str {
         match self {
-            HyperStep::Pre => "hc_pre.wgsl",
+            HyperStep::Pre | HyperStep::Head => "hc_pre.wgsl",
             HyperStep::Post => "hc_post.wgsl",
         }
     }
 
     fn fragments(&self) -> Vec<&'static str> {
         match self {
-            HyperStep::Pre => vec!["reduce/sum.wgsl"],
+            HyperStep::Pre => vec!["reduce/sum.wgsl", "hc/mix.wgsl"],
+            HyperStep::Head => vec!["reduce/sum.wgsl", "hc/head.wgsl"],
             HyperStep::Post => Vec::new(),
         }
     }
@@ -55,16 +62,19 @@ impl Family for HyperStep {
     }
 
     fn bindings(&self) -> Vec<Binding> {
-        match self {
-            HyperStep::Pre => vec![
+        let pre = || {
+            vec![
                 b(0, "params", Uniform),
                 b(1, "streams", ReadOnly),
                 b(2, "mixes", ReadOnly),
                 b(3, "scale", ReadOnly),
                 b(4, "base", ReadOnly),
                 b(5, "input", ReadWrite),
-                b(6, "mix", ReadWrite),
-            ],
+            ]
+        };
+        match self {
+            HyperStep::Pre => [pre(), vec![b(6, "mix", ReadWrite)]].concat(),
+            HyperStep::Head => pre(),
             HyperStep::Post => vec![
                 b(0, "params", Uniform),
                 b(1, "out", ReadOnly),
@@ -74,14 +84,21 @@ impl Family for HyperStep {
         }
     }
 
+    /// `N_MIXES`: the mixes per token of `hc_pre.wgsl`'s input; `HC_MIXES`: the mixing values
+    /// per token `hc_post` reads.
     fn consts(&self) -> Vec<(&'static str, u32)> {
-        vec![("HC", HC_STREAMS), ("HC_MIXES", HC_MIXES)]
+        let mixes = match self {
+            HyperStep::Pre => ("N_MIXES", HC_MIXES),
+            HyperStep::Head => ("N_MIXES", HC_STREAMS),
+            HyperStep::Post => ("HC_MIXES", HC_MIXES),
+        };
+        vec![("HC", HC_STREAMS), mixes]
     }
 
-    /// A token per `hc_pre` workgroup, a (token, column) per `hc_post` thread.
+    /// A token per `hc_pre` and `hc_head` workgroup, a (token, column) per `hc_post` thread.
     fn items_per_workgroup(&self) -> Option<u32> {
         Some(match self {
-            HyperStep::Pre => 1,
+            HyperStep::Pre | HyperStep::Head => 1,
             HyperStep::Post => WG_SIZE,
         })
     }

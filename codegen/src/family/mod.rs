@@ -10,6 +10,7 @@ pub(crate) mod hyper;
 pub(crate) mod matmul;
 pub(crate) mod moe;
 pub(crate) mod norm;
+pub(crate) mod pool;
 pub(crate) mod route;
 
 use std::fmt;

@@ -255,6 +255,42 @@ pub struct HyperParams {
     pub sinkhorn_iterations: usize,
 }
 
+/// The weights of a deepseek4 compressor's pooling (`blk.N.attn_compressor_*`,
+/// `blk.N.indexer_compressor_*`).
+#[derive(Debug)]
+pub struct PoolWeights<'a, W> {
+    /// f32 `[coff * width, ratio]` (`_ape`): a score bias per place in the block.
+    pub ape: &'a W,
+    /// f32 `[width]` (`_norm`): the pooled row's RMS norm weight.
+    pub norm: &'a W,
+}
+
+// By hand: a derive would ask `W: Copy`, though only references to W are copied.
+impl<W> Clone for PoolWeights<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for PoolWeights<'_, W> {}
+
+/// The settings of a compressor's pooling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolParams {
+    /// Tokens per block (`attention.compress_ratios`: 4 or 128).
+    pub ratio: usize,
+    /// Whether a row pools the block before its own too (ratio 4): projections are then
+    /// `2 * width` wide, the previous block read through the first half, its own block
+    /// through the second.
+    pub overlap: bool,
+    /// With overlap: whether the input's first block is only the previous block of the first
+    /// row (a later chunk of a sequence); without it the first row has none (the first block
+    /// of a sequence, which pools only its own).
+    pub previous: bool,
+    /// Epsilon of the pooled row's RMS norm.
+    pub rms_eps: f32,
+}
+
 /// Where in the forward pass the ops that follow belong, for profilers ([`Backend::stage`]).
 /// A residual add belongs to the op that produces what is added, a norm to the first op that
 /// reads its output.
@@ -449,6 +485,43 @@ pub trait Backend {
     /// HC_STREAMS * D)` with the mixing values `mix (T, HC_MIXES)` of [`Backend::hc_pre`]:
     /// `new[dst] = post[dst] * out + sum_src comb[src][dst] * old[src]`.
     fn hc_post(&mut self, streams: &mut Self::Act, out: &Self::Act, mix: &Self::Act) -> Result<()>;
+    /// The output head's mix of the streams `(T, HC_STREAMS * D)` into one row per token `(T,
+    /// D)`, before the output norm: [`Backend::hc_pre`]'s input with only its pre weights
+    /// (`w.func` is `[HC_STREAMS * D, HC_STREAMS]`, `w.scale` one factor, `w.base`
+    /// `HC_STREAMS` values; the head has no post weights and no comb, so
+    /// `p.sinkhorn_iterations` is not read).
+    fn hc_head(
+        &mut self,
+        streams: &Self::Act,
+        w: HyperWeights<'_, Self::Weight>,
+        p: &HyperParams,
+    ) -> Result<Self::Act>;
+
+    /// A deepseek4 compressor's rows from projected tokens: `kv` and `score (T, coff * width)`
+    /// (`coff` 2 with `p.overlap`, else 1) are the value and gate projections of consecutive
+    /// tokens from a block start, T a multiple of `p.ratio`. Per row of a block of `p.ratio`
+    /// tokens (the first block skipped when `p.previous`), per column c: with `s_j = score_j +
+    /// ape[j % ratio]` over the block's tokens (their last `width` columns) and, with overlap,
+    /// the block before's (their first `width`), `pooled[c] = sum_j softmax(s)_j kv_j`; then
+    /// `rms_norm(pooled) * norm`. Returns `(T / ratio - previous, width)`.
+    fn compressor_pool(
+        &mut self,
+        kv: &Self::Act,
+        score: &Self::Act,
+        w: PoolWeights<'_, Self::Weight>,
+        p: &PoolParams,
+    ) -> Result<Self::Act>;
+
+    /// A block-diagonal projection (deepseek4's `attn_output_a`): `w [cols, rows]` has its rows
+    /// cut into `groups` equal consecutive parts, part g reading the g-th `cols` values of each
+    /// row of `x (T, groups * cols)`, so row `g * rows / groups + r` of the output `(T, rows)`
+    /// is `w[g * rows / groups + r] . x[t][g * cols..(g + 1) * cols]`.
+    fn grouped_matmul(
+        &mut self,
+        x: &Self::Act,
+        w: &Self::Weight,
+        groups: usize,
+    ) -> Result<Self::Act>;
 
     /// Router: logits `(T, E)` -> K expert ids and weights per token: the experts `selection`
     /// picks (ties to the lower id), weighted by their gates, divided by the gates' sum (at

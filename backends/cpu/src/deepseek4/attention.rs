@@ -46,7 +46,7 @@ pub(super) struct AttentionWeights {
     /// One logit per head that only enlarges the softmax denominator.
     sinks: Vec<f32>,
     /// `(groups · rank)` rows of `heads · head_dim / groups`: row `g · rank + r` reads group g.
-    output_a: CpuWeight,
+    pub(super) output_a: CpuWeight,
     /// `[groups · rank, D]`.
     output_b: CpuWeight,
     compressed: CompressedKeys,
@@ -107,6 +107,18 @@ impl AttentionWeights {
             key_rounding,
         })
     }
+}
+
+/// The grouped low-rank output (`attn_output_a`): `w`'s rows cut into `groups` equal parts,
+/// part g reading the g-th of `groups` equal slices of `x` (the heads' outputs), so no group
+/// mixes another's heads. x: (groups · w.cols) -> (w.rows). The reference model's step and
+/// `CpuBackend::grouped_matmul`'s.
+pub(crate) fn grouped_matvec(w: &CpuWeight, groups: usize, x: &[f64]) -> Vec<f64> {
+    let (rank, width) = (w.rows() / groups, w.cols());
+    debug_assert_eq!(x.len(), groups * width, "{}: input width", w.name);
+    (0..w.rows())
+        .map(|r| dot(w.row(0, r), &x[r / rank * width..][..width]))
+        .collect()
 }
 
 /// `sum_j e^(s_j - M) v_j / (sum_j e^(s_j - M) + e^(sink - M))` with `s_j = q · k_j / sqrt(dim)`
@@ -210,7 +222,6 @@ pub(super) fn attention(
         }
     };
     let rows = &state.compressed.rows;
-    let group_width = cfg.n_heads * hd / cfg.output_groups;
     let out = (pos..)
         .zip(&q_lora)
         .zip(&attended)
@@ -230,16 +241,11 @@ pub(super) fn attention(
                 rope.unrotate(&mut oh, t);
                 out.extend(oh);
             }
-            let low_rank: Vec<f64> = (0..w.output_a.rows())
-                .map(|r| {
-                    let g = r / cfg.output_rank;
-                    dot(
-                        w.output_a.row(0, r),
-                        &out[g * group_width..(g + 1) * group_width],
-                    )
-                })
-                .collect();
-            matvec(&w.output_b, 0, &low_rank)
+            matvec(
+                &w.output_b,
+                0,
+                &grouped_matvec(&w.output_a, cfg.output_groups, &out),
+            )
         })
         .collect();
     let keep = cfg.sliding_window.saturating_sub(1);

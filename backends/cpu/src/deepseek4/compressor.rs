@@ -69,10 +69,32 @@ fn coff(compression: Compression) -> usize {
 
 /// One token's projections, `coff · width` each.
 #[derive(Debug, Clone, PartialEq)]
-struct Projected {
+pub(crate) struct Projected {
     kv: Vec<f64>,
     /// The gate scores with the bias of the token's place in its block.
     score: Vec<f64>,
+}
+
+impl Projected {
+    /// A token's values and gate scores, `ape_row` (the bias of its place in the block) added
+    /// to the scores.
+    pub(crate) fn new(kv: Vec<f64>, mut score: Vec<f64>, ape_row: &[f32]) -> Projected {
+        for (s, &bias) in score.iter_mut().zip(ape_row) {
+            *s += bias as f64;
+        }
+        Projected { kv, score }
+    }
+}
+
+/// A compressed row before RoPE: the window pooled ([`pool`]), RMS-normed and times `norm`
+/// (`width` values). The reference model's step and `CpuBackend::compressor_pool`'s.
+pub(crate) fn pooled_row(
+    previous: &[Projected],
+    current: &[Projected],
+    norm: &[f32],
+    rms_eps: f64,
+) -> Vec<f64> {
+    rms_norm(&pool(previous, current, norm.len()), Some(norm), rms_eps)
 }
 
 /// The softmax-pooled row (before norm and RoPE) of the window made of `previous` (ratio 4:
@@ -128,17 +150,13 @@ impl CompressorState {
         let ratio = w.compression.ratio();
         debug_assert_eq!(self.pending.len(), pos % ratio, "compressor state position");
         for (t, xt) in (pos..).zip(x) {
-            let mut score = matvec(&w.gate, 0, xt);
-            for (s, &bias) in score.iter_mut().zip(w.ape.row(0, t % ratio)) {
-                *s += bias as f64;
-            }
-            self.pending.push(Projected {
-                kv: matvec(&w.kv, 0, xt),
-                score,
-            });
+            self.pending.push(Projected::new(
+                matvec(&w.kv, 0, xt),
+                matvec(&w.gate, 0, xt),
+                w.ape.row(0, t % ratio),
+            ));
             if self.pending.len() == ratio {
-                let pooled = pool(&self.previous, &self.pending, w.norm.len());
-                let mut row = rms_norm(&pooled, Some(&w.norm), rms_eps);
+                let mut row = pooled_row(&self.previous, &self.pending, &w.norm, rms_eps);
                 rope.rotate(&mut row, t + 1 - ratio);
                 w.rounding.apply(&mut row);
                 self.rows.push(row);

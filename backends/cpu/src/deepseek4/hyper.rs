@@ -207,8 +207,9 @@ pub(crate) fn post(f: &[f64], old: &[f64], c: &Coefs) -> Vec<f64> {
     out
 }
 
-/// The output head's mix of one token's streams into one vector of width D.
-pub(super) fn head(streams: &[f64], w: HcView<'_>, rms_eps: f64, hc_eps: f64) -> Vec<f64> {
+/// The output head's mix of one token's streams into one vector of width D: `pre`'s input
+/// with only its pre weights (the reference model's and `CpuBackend::hc_head`'s).
+pub(crate) fn head(streams: &[f64], w: HcView<'_>, rms_eps: f64, hc_eps: f64) -> Vec<f64> {
     weighted_streams(
         streams,
         &pre_weights(&mixes(streams, w, rms_eps), w, hc_eps),

@@ -41,8 +41,8 @@
 //! # Ok::<(), moetile::Error>(())
 //! ```
 
-mod attention;
-mod compressor;
+pub(crate) mod attention;
+pub(crate) mod compressor;
 mod config;
 pub(crate) mod hyper;
 mod math;
@@ -414,6 +414,141 @@ mod tests {
             let coefs = hyper::Coefs::from_values(&values);
             let new = hyper::post(&widen(out.row(r)), &xs, &coefs);
             assert_eq!(y.row(r), narrow(&new), "streams of token {r}");
+        }
+    }
+
+    /// `CpuBackend::hc_head` and `grouped_matmul` are the model's own steps (the output
+    /// head's stream mix, the grouped low-rank output of attention): on the tiny fixture's
+    /// weights (uploaded apart from the model's, `attn_output_a` as the `[cols, rows]` matrix
+    /// the op takes) they give the model's results bit for bit once those are rounded to f32.
+    #[test]
+    fn cpu_head_and_grouped_output_are_the_reference_steps() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
+        let file = GgufFile::open(&path).unwrap();
+        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+        let cfg = model.config();
+        let (d, il, rows) = (cfg.d_model, 2, 3);
+        let t = Tensors { file: &file };
+        let func = t
+            .weight("output_hc_fn.weight", &[HC_STREAMS * d, HC_STREAMS])
+            .unwrap();
+        let scale = t.weight("output_hc_scale.weight", &[1]).unwrap();
+        let base = t.weight("output_hc_base.weight", &[HC_STREAMS]).unwrap();
+        let w = HyperWeights {
+            func: &func,
+            scale: &scale,
+            base: &base,
+        };
+        let p = HyperParams {
+            rms_eps: cfg.rms_eps as f32,
+            eps: cfg.hc_eps as f32,
+            sinkhorn_iterations: cfg.hc_sinkhorn_iterations,
+        };
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 250.0 - 2.0) * (1 + i % 3) as f32;
+        let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(value).collect();
+        let q_width = cfg.n_heads * cfg.head_dim;
+        let heads: Vec<f32> = (0..rows * q_width).map(|i| value(i + 5) / 2.0).collect();
+        let (groups, out_rows) = (cfg.output_groups, cfg.output_groups * cfg.output_rank);
+        let output_a = t
+            .reshaped_matrix(
+                &format!("blk.{il}.attn_output_a.weight"),
+                q_width / groups,
+                out_rows,
+            )
+            .unwrap();
+
+        let mut cpu = CpuBackend::new();
+        let x = cpu.act_from_host(rows, HC_STREAMS * d, &streams).unwrap();
+        let head = cpu.hc_head(&x, w, &p).unwrap();
+        let o = cpu.act_from_host(rows, q_width, &heads).unwrap();
+        let low_rank = cpu.grouped_matmul(&o, &output_a, groups).unwrap();
+        for r in 0..rows {
+            let want = hyper::head(
+                &widen(x.row(r)),
+                model.hc_head.view(),
+                cfg.rms_eps,
+                cfg.hc_eps,
+            );
+            assert_eq!(head.row(r), narrow(&want), "head of token {r}");
+            let want = attention::grouped_matvec(
+                &model.layers[il].attention.output_a,
+                groups,
+                &widen(o.row(r)),
+            );
+            assert_eq!(
+                low_rank.row(r),
+                narrow(&want),
+                "grouped output of token {r}"
+            );
+        }
+        // Shapes that do not fit are refused, naming the op.
+        let odd = cpu
+            .act_from_host(1, q_width + 4, &vec![1.0; q_width + 4])
+            .unwrap();
+        let err = cpu.grouped_matmul(&odd, &output_a, groups).unwrap_err();
+        assert!(err.to_string().contains("grouped_matmul"), "{err}");
+        let err = cpu.grouped_matmul(&o, &output_a, 0).unwrap_err();
+        assert!(err.to_string().contains("grouped_matmul"), "{err}");
+        let odd = cpu.act_from_host(1, 3 * d, &vec![1.0; 3 * d]).unwrap();
+        let err = cpu.hc_head(&odd, w, &p).unwrap_err();
+        assert!(err.to_string().contains("hc_head"), "{err}");
+    }
+
+    /// `CpuBackend::compressor_pool` is the model's pooling step (`compressor::pooled_row`
+    /// over the tokens' projections, the ape bias added by `Projected::new` as the model's
+    /// compressor adds it): on the tiny fixture's ape and norm weights of a ratio-4 layer
+    /// (overlapping, from a sequence's start and from a later chunk) and a ratio-128 one, it
+    /// gives those rows bit for bit once rounded to f32.
+    #[test]
+    fn cpu_compressor_pool_is_the_reference_step() {
+        use moetile::model::{PoolParams, PoolWeights};
+
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
+        let file = GgufFile::open(&path).unwrap();
+        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+        let cfg = model.config();
+        let t = Tensors { file: &file };
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 250.0 - 2.0) * (1 + i % 3) as f32;
+        let mut cpu = CpuBackend::new();
+        for (il, previous, tokens) in [(2, false, 12), (2, true, 12), (3, false, 256)] {
+            let compression = cfg.compression[il];
+            let (ratio, overlap) = (compression.ratio(), compression == Compression::Ratio4);
+            let width = cfg.head_dim;
+            let cols = if overlap { 2 * width } else { width };
+            let name = |n: &str| format!("blk.{il}.attn_compressor_{n}.weight");
+            let ape = t.weight(&name("ape"), &[cols, ratio]).unwrap();
+            let norm = t.weight(&name("norm"), &[width]).unwrap();
+            let kv: Vec<f32> = (0..tokens * cols).map(value).collect();
+            let score: Vec<f32> = (0..tokens * cols).map(|i| value(i + 11) / 2.0).collect();
+            let p = PoolParams {
+                ratio,
+                overlap,
+                previous,
+                rms_eps: cfg.rms_eps as f32,
+            };
+            let kv = cpu.act_from_host(tokens, cols, &kv).unwrap();
+            let score = cpu.act_from_host(tokens, cols, &score).unwrap();
+            let w = PoolWeights {
+                ape: &ape,
+                norm: &norm,
+            };
+            let rows = cpu.compressor_pool(&kv, &score, w, &p).unwrap();
+            let projected: Vec<compressor::Projected> = (0..tokens)
+                .map(|i| {
+                    let ape = ape.row(0, i % ratio);
+                    compressor::Projected::new(widen(kv.row(i)), widen(score.row(i)), ape)
+                })
+                .collect();
+            let blocks: Vec<_> = projected.chunks(ratio).collect();
+            let skip = usize::from(previous);
+            assert_eq!(rows.rows, blocks.len() - skip);
+            for (r, b) in (skip..blocks.len()).enumerate() {
+                let before = if overlap && b > 0 { blocks[b - 1] } else { &[] };
+                let want = compressor::pooled_row(before, blocks[b], &norm.values, cfg.rms_eps);
+                assert_eq!(rows.row(r), narrow(&want), "layer {il} row {r}");
+            }
         }
     }
 }

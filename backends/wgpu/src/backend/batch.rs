@@ -71,14 +71,46 @@ impl WgpuBackend {
                 ),
             ));
         }
-        let (n_tokens, slices) = (x.rows, w.slices);
         let mm = Matmul {
             w,
             act: x,
-            act_row_div: slices,
+            act_row_div: w.slices,
             out,
             out_col,
         };
+        self.dense_pairs(x.rows, mm, extras)
+    }
+
+    /// Records `x (T, G * cols)` times the block-diagonal weight of `w`'s G slices
+    /// (`Backend::grouped_matmul`) into `out (T * G, w.rows)`: the dense routing of T tokens
+    /// over G slices, whose pair `t * G + g` reads x's row t cut into rows of `cols` (row
+    /// `t * G + g` of that view, `act_row_div` 1) and fills out's row `t * G + g`.
+    pub(super) fn grouped_into(
+        &mut self,
+        x: &GpuMatrix,
+        w: &ExpertTensor,
+        out: &GpuMatrix,
+    ) -> moetile::Result<()> {
+        let mm = Matmul {
+            w,
+            act: x,
+            act_row_div: 1,
+            out,
+            out_col: 0,
+        };
+        self.dense_pairs(x.rows, mm, MvExtras::default())
+    }
+
+    /// Records `mm` over the pairs of the dense routing of `n_tokens` to every slice of
+    /// `mm.w`: mat-vec for small batches (with `extras`), else the tiled matmul (which takes
+    /// none).
+    fn dense_pairs(
+        &mut self,
+        n_tokens: usize,
+        mm: Matmul<'_>,
+        extras: MvExtras<'_>,
+    ) -> moetile::Result<()> {
+        let (w, slices) = (mm.w, mm.w.slices);
         if n_tokens <= self.mat_vec_max_tokens() {
             let routing = self.dense_routing(n_tokens, slices)?;
             self.record("matmul", |rec| moe::mv_id(rec, &routing, mm, extras))

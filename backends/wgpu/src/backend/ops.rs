@@ -2,9 +2,9 @@
 //! backend, takes its outputs from the backend's pool and records its kernels.
 
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HyperParams,
-    HyperWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage, WeightData,
-    hashed_ids,
+    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS,
+    HyperParams, HyperWeights, ModelConfig, MoeParams, PoolParams, PoolWeights, PreNorm,
+    RouterParams, Selection, Stage, WeightData, hashed_ids,
 };
 use moetile_codegen::{ActType, EltOp};
 
@@ -351,11 +351,7 @@ impl Backend for WgpuBackend {
             ));
         }
         let mixes = self.matmul(streams, w.func)?;
-        let input = self.output(
-            streams.rows,
-            streams.cols / moetile::model::HC_STREAMS,
-            "hc_pre",
-        )?;
+        let input = self.output(streams.rows, streams.cols / HC_STREAMS, "hc_pre")?;
         let mix = self.output(streams.rows, HC_MIXES, "hc mix")?;
         let pre = ops::HyperPre {
             mixes: &mixes,
@@ -379,6 +375,96 @@ impl Backend for WgpuBackend {
 
     /// A hash-routed batch's ids are gathered on the host (the table stays there) and
     /// uploaded like the batch's token ids.
+    /// The `HC_STREAMS` raw mixes as a plain matmul over the streams, then `hc_head`
+    /// (`hc_pre`'s kernel with the pre weights only).
+    fn hc_head(
+        &mut self,
+        streams: &GpuMatrix,
+        w: HyperWeights<'_, ExpertTensor>,
+        p: &HyperParams,
+    ) -> moetile::Result<GpuMatrix> {
+        if w.func.dense_rows() != HC_STREAMS {
+            return Err(shape(
+                "hc_head",
+                format!(
+                    "{} has {} rows; the head has {HC_STREAMS} mixes",
+                    w.func.name,
+                    w.func.dense_rows()
+                ),
+            ));
+        }
+        let mixes = self.matmul(streams, w.func)?;
+        let out = self.output(streams.rows, streams.cols / HC_STREAMS, "hc_head")?;
+        let pre = ops::HyperPre {
+            mixes: &mixes,
+            scale: w.scale,
+            base: w.base,
+        };
+        self.record("hc_head", |rec| ops::hc_head(rec, streams, pre, p, &out))?;
+        Ok(out)
+    }
+
+    /// The dense matmul's kernels over `w` viewed as `groups` experts (`ExpertTensor::groups`),
+    /// every token routed to each with weight 1 and read as `groups` rows of `x`: no kernel of
+    /// its own.
+    fn grouped_matmul(
+        &mut self,
+        x: &GpuMatrix,
+        w: &ExpertTensor,
+        groups: usize,
+    ) -> moetile::Result<GpuMatrix> {
+        let view = (x.rows > 0 && groups > 0 && x.cols == groups * w.cols)
+            .then(|| w.groups(groups))
+            .flatten()
+            .ok_or_else(|| {
+                shape(
+                    "grouped_matmul",
+                    format!(
+                        "x ({}, {}), {} of {} rows of {} in {} buffers, {groups} groups; \
+                         expected x groups x {} wide and rows in whole groups per buffer",
+                        x.rows,
+                        x.cols,
+                        w.name,
+                        w.dense_rows(),
+                        w.cols,
+                        w.chunks.len(),
+                        w.cols
+                    ),
+                )
+            })?;
+        let mut out = self.output(x.rows * groups, view.rows, "grouped_matmul")?;
+        self.grouped_into(x, &view, &out)?;
+        // Row t * G + g of the pairs' output is group g's part of token t's row.
+        (out.rows, out.cols) = (x.rows, groups * view.rows);
+        Ok(out)
+    }
+
+    fn compressor_pool(
+        &mut self,
+        kv: &GpuMatrix,
+        score: &GpuMatrix,
+        w: PoolWeights<'_, ExpertTensor>,
+        p: &PoolParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let coff = if p.overlap { 2 } else { 1 };
+        let rows = kv.rows.checked_div(p.ratio).unwrap_or(0);
+        let rows = rows.checked_sub(usize::from(p.previous)).filter(|&r| r > 0);
+        let Some(rows) = rows else {
+            return Err(shape(
+                "compressor_pool",
+                format!(
+                    "{} projection rows make no compressed row at ratio {} (previous block {})",
+                    kv.rows, p.ratio, p.previous
+                ),
+            ));
+        };
+        let out = self.output(rows, kv.cols / coff, "compressor_pool")?;
+        self.record("compressor_pool", |rec| {
+            ops::compressor_pool(rec, kv, score, w, p, &out)
+        })?;
+        Ok(out)
+    }
+
     fn route(
         &mut self,
         logits: &GpuMatrix,

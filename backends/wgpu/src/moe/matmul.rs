@@ -23,7 +23,9 @@ use crate::recorder::Recorder;
 pub struct Matmul<'a> {
     /// `[cols, rows, experts]` weights.
     pub w: &'a ExpertTensor,
-    /// Activations, `w.cols` wide.
+    /// Activations: rows of `w.cols` values, or rows of several such rows side by side, read
+    /// as consecutive rows (a token's groups in `Backend::grouped_matmul`: the kernels index
+    /// activation rows by `w.cols` alone).
     pub act: &'a GpuMatrix,
     /// Pairs per activation row.
     pub act_row_div: usize,
@@ -234,13 +236,15 @@ fn mat_vec(
         MvEpilogue::Sum => vec![("ids", routing.ids.as_entire_binding()), ("out", out)],
     };
     if let Some(norm) = extra.norm {
-        if norm.weight.size() < (mm.w.cols * 4) as u64 {
+        // The prologue norms each activation row of `w.cols`, not each row of a wider `act`.
+        if norm.weight.size() < (mm.w.cols * 4) as u64 || mm.act.cols != mm.w.cols {
             return Err(shape(
                 &op,
                 format!(
-                    "norm weights of {} bytes for rows of {} values",
+                    "norm weights of {} bytes for rows of {} values ({} in a row of act)",
                     norm.weight.size(),
-                    mm.w.cols
+                    mm.w.cols,
+                    mm.act.cols
                 ),
             ));
         }
@@ -267,7 +271,7 @@ impl<'a> Matmul<'a> {
             ..
         } = *self;
         let op = key.to_string();
-        if !w.cols.is_multiple_of(32) || act.cols != w.cols {
+        if !w.cols.is_multiple_of(32) || w.cols == 0 || !act.cols.is_multiple_of(w.cols) {
             return Err(shape(
                 &op,
                 format!(
@@ -276,14 +280,15 @@ impl<'a> Matmul<'a> {
                 ),
             ));
         }
-        if act_row_div == 0 || act.rows * act_row_div != n_pairs {
+        let act_rows = act.rows * (act.cols / w.cols);
+        if act_row_div == 0 || act_rows * act_row_div != n_pairs {
             return Err(shape(
                 &op,
                 format!(
-                    "{n_pairs} pairs need {} activation rows (one per {act_row_div} pairs); \
-                     given {}",
+                    "{n_pairs} pairs need {} activation rows of {} (one per {act_row_div} \
+                     pairs); given {act_rows}",
                     n_pairs / act_row_div.max(1),
-                    act.rows
+                    w.cols,
                 ),
             ));
         }
