@@ -367,15 +367,26 @@ mod tests {
         v.iter().map(|&v| v as f32).collect()
     }
 
+    /// The llama.cpp tiny fixture and its reference model.
+    fn tiny_fixture() -> (GgufFile, Deepseek4Reference) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
+        let file = GgufFile::open(&path).unwrap();
+        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+        (file, model)
+    }
+
+    /// Deterministic inputs of varied size and sign.
+    fn varied(i: usize) -> f32 {
+        ((i * 7919 % 1009) as f32 / 250.0 - 2.0) * (1 + i % 3) as f32
+    }
+
     /// `CpuBackend::hc_pre` and `hc_post` are the model's own steps: on the tiny fixture's
     /// weights (uploaded apart from the model's) and its config, they give the model's
     /// results bit for bit once those are rounded to f32.
     #[test]
     fn cpu_hyper_ops_are_the_reference_steps() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
-        let file = GgufFile::open(&path).unwrap();
-        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+        let (file, model) = tiny_fixture();
         let cfg = model.config();
         let (d, il, rows) = (cfg.d_model, 1, 3);
         let t = Tensors { file: &file };
@@ -394,9 +405,8 @@ mod tests {
             sinkhorn_iterations: cfg.hc_sinkhorn_iterations,
         };
         // Values of varied size in every stream, and a sub-block output.
-        let value = |i: usize| ((i * 7919 % 1009) as f32 / 250.0 - 2.0) * (1 + i % 3) as f32;
-        let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(value).collect();
-        let f: Vec<f32> = (0..rows * d).map(|i| value(i + 17) / 3.0).collect();
+        let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(varied).collect();
+        let f: Vec<f32> = (0..rows * d).map(|i| varied(i + 17) / 3.0).collect();
 
         let mut cpu = CpuBackend::new();
         let x = cpu.act_from_host(rows, HC_STREAMS * d, &streams).unwrap();
@@ -423,10 +433,7 @@ mod tests {
     /// the op takes) they give the model's results bit for bit once those are rounded to f32.
     #[test]
     fn cpu_head_and_grouped_output_are_the_reference_steps() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
-        let file = GgufFile::open(&path).unwrap();
-        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+        let (file, model) = tiny_fixture();
         let cfg = model.config();
         let (d, il, rows) = (cfg.d_model, 2, 3);
         let t = Tensors { file: &file };
@@ -445,10 +452,9 @@ mod tests {
             eps: cfg.hc_eps as f32,
             sinkhorn_iterations: cfg.hc_sinkhorn_iterations,
         };
-        let value = |i: usize| ((i * 7919 % 1009) as f32 / 250.0 - 2.0) * (1 + i % 3) as f32;
-        let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(value).collect();
+        let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(varied).collect();
         let q_width = cfg.n_heads * cfg.head_dim;
-        let heads: Vec<f32> = (0..rows * q_width).map(|i| value(i + 5) / 2.0).collect();
+        let heads: Vec<f32> = (0..rows * q_width).map(|i| varied(i + 5) / 2.0).collect();
         let (groups, out_rows) = (cfg.output_groups, cfg.output_groups * cfg.output_rank);
         let output_a = t
             .reshaped_matrix(
@@ -504,13 +510,9 @@ mod tests {
     fn cpu_compressor_pool_is_the_reference_step() {
         use moetile::model::{PoolParams, PoolWeights};
 
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
-        let file = GgufFile::open(&path).unwrap();
-        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
+        let (file, model) = tiny_fixture();
         let cfg = model.config();
         let t = Tensors { file: &file };
-        let value = |i: usize| ((i * 7919 % 1009) as f32 / 250.0 - 2.0) * (1 + i % 3) as f32;
         let mut cpu = CpuBackend::new();
         for (il, previous, tokens) in [(2, false, 12), (2, true, 12), (3, false, 256)] {
             let compression = cfg.compression[il];
@@ -520,8 +522,8 @@ mod tests {
             let name = |n: &str| format!("blk.{il}.attn_compressor_{n}.weight");
             let ape = t.weight(&name("ape"), &[cols, ratio]).unwrap();
             let norm = t.weight(&name("norm"), &[width]).unwrap();
-            let kv: Vec<f32> = (0..tokens * cols).map(value).collect();
-            let score: Vec<f32> = (0..tokens * cols).map(|i| value(i + 11) / 2.0).collect();
+            let kv: Vec<f32> = (0..tokens * cols).map(varied).collect();
+            let score: Vec<f32> = (0..tokens * cols).map(|i| varied(i + 11) / 2.0).collect();
             let p = PoolParams {
                 ratio,
                 overlap,
