@@ -63,6 +63,15 @@ fn f32_data<'a>(name: &'a str, dims: &'a [usize], values: &'a [f32]) -> WeightDa
     }
 }
 
+/// The path a dense matmul of `ty` runs on `gpu` (F32 weights always take the register path).
+fn dense_path(gpu: &WgpuBackend, ty: WeightType) -> Path {
+    if ty == WeightType::F32 {
+        Path::Reg
+    } else {
+        gpu.options().path
+    }
+}
+
 /// Uploads the same tensor to both backends.
 fn upload_both(
     gpu: &mut WgpuBackend,
@@ -178,19 +187,9 @@ fn matmul_matches_cpu_for_every_weight_type() {
     let (cols, rows) = (256, 96);
     for ty in WeightType::ALL {
         let w = Weights::random(&mut rng, ty, 1, rows, cols);
-        let dims = [cols, rows];
-        let data = WeightData {
-            name: "w",
-            ty: ty.ggml(),
-            dims: &dims,
-            bytes: &w.bytes,
-        };
+        let data = w.matrix_data("w");
         let (gw, cw) = upload_both(&mut gpu, &mut cpu, data);
-        let path = if ty == WeightType::F32 {
-            Path::Reg
-        } else {
-            gpu.options().path
-        };
+        let path = dense_path(&gpu, ty);
         let tol = if path == Path::Reg { 1e-5 } else { 2e-3 };
         for t in [1, 4, 5, 37, 70, 130] {
             let x = uniform(&mut rng, t * cols, 1.0);
@@ -221,13 +220,7 @@ fn dense_tensor_over_the_binding_limit_is_sliced_by_rows() {
     let (cols, rows) = (256, 98);
     for ty in [WeightType::Q8_0, WeightType::Q4_K] {
         let w = Weights::random(&mut rng, ty, 1, rows, cols);
-        let dims = [cols, rows];
-        let data = WeightData {
-            name: "output.weight",
-            ty: ty.ggml(),
-            dims: &dims,
-            bytes: &w.bytes,
-        };
+        let data = w.matrix_data("output.weight");
         let row_bytes = (cols / ty.block_values() as usize * ty.gpu_block_bytes() as usize) as u64;
         let gw = gpu
             .context()
@@ -294,13 +287,7 @@ fn project_fills_each_weights_columns() {
         (WeightType::Q6_K, 32, None),
     ] {
         let w = Weights::random(&mut rng, ty, 1, rows, cols);
-        let dims = [cols, rows];
-        let data = WeightData {
-            name: "w",
-            ty: ty.ggml(),
-            dims: &dims,
-            bytes: &w.bytes,
-        };
+        let data = w.matrix_data("w");
         let gw = match slice_limit {
             Some(limit) => {
                 let row_bytes = cols / ty.block_values() as usize * ty.gpu_block_bytes() as usize;
@@ -1361,19 +1348,9 @@ fn grouped_matmul_matches_cpu() {
         (8, 4096, 1024, WeightType::Q8_0, &[1, 9]),
     ] {
         let w = Weights::random(&mut rng, ty, 1, groups * rank, cols);
-        let dims = [cols, groups * rank];
-        let data = WeightData {
-            name: "attn_output_a",
-            ty: ty.ggml(),
-            dims: &dims,
-            bytes: &w.bytes,
-        };
+        let data = w.matrix_data("attn_output_a");
         let (gw, cw) = upload_both(&mut gpu, &mut cpu, data);
-        let path = if ty == WeightType::F32 {
-            Path::Reg
-        } else {
-            gpu.options().path
-        };
+        let path = dense_path(&gpu, ty);
         let tol = sum_tolerance(path, cols);
         for &t in tokens {
             let label = format!("grouped_matmul {groups}x{cols}->{rank} {ty} T={t}");

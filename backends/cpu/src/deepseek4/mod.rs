@@ -376,6 +376,15 @@ mod tests {
         (file, model)
     }
 
+    /// The hyper-connection parameters of `cfg`, as the ops take them.
+    fn hyper_params(cfg: &Deepseek4Config) -> HyperParams {
+        HyperParams {
+            rms_eps: cfg.rms_eps as f32,
+            eps: cfg.hc_eps as f32,
+            sinkhorn_iterations: cfg.hc_sinkhorn_iterations,
+        }
+    }
+
     /// Deterministic inputs of varied size and sign.
     fn varied(i: usize) -> f32 {
         ((i * 7919 % 1009) as f32 / 250.0 - 2.0) * (1 + i % 3) as f32
@@ -399,11 +408,7 @@ mod tests {
             scale: &scale,
             base: &base,
         };
-        let p = HyperParams {
-            rms_eps: cfg.rms_eps as f32,
-            eps: cfg.hc_eps as f32,
-            sinkhorn_iterations: cfg.hc_sinkhorn_iterations,
-        };
+        let p = hyper_params(cfg);
         // Values of varied size in every stream, and a sub-block output.
         let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(varied).collect();
         let f: Vec<f32> = (0..rows * d).map(|i| varied(i + 17) / 3.0).collect();
@@ -447,11 +452,7 @@ mod tests {
             scale: &scale,
             base: &base,
         };
-        let p = HyperParams {
-            rms_eps: cfg.rms_eps as f32,
-            eps: cfg.hc_eps as f32,
-            sinkhorn_iterations: cfg.hc_sinkhorn_iterations,
-        };
+        let p = hyper_params(cfg);
         let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(varied).collect();
         let q_width = cfg.n_heads * cfg.head_dim;
         let heads: Vec<f32> = (0..rows * q_width).map(|i| varied(i + 5) / 2.0).collect();

@@ -91,6 +91,14 @@ impl Weights {
         }
     }
 
+    /// The first expert as a dense `[cols, rows]` matrix (what a one-expert `random` is).
+    pub fn matrix_data<'a>(&'a self, name: &'a str) -> WeightData<'a> {
+        WeightData {
+            dims: &self.dims[..2],
+            ..self.data(name)
+        }
+    }
+
     pub fn row(&self, expert: usize, row: usize) -> &[f32] {
         let [cols, rows, _] = self.dims;
         let start = (expert * rows + row) * cols;
