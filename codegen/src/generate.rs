@@ -62,6 +62,8 @@ impl Templates {
             "mv/rows.wgsl",
             "mv/glu.wgsl",
             "mv/sum.wgsl",
+            "mv/x_f32.wgsl",
+            "mv/x_int8.wgsl",
             "coop/16.wgsl",
             "coop/8.wgsl",
             "kv/f32.wgsl",
@@ -91,6 +93,11 @@ impl Templates {
             "dequant/q6_k.wgsl",
             "dequant/iq2_xxs.wgsl",
             "dequant/mxfp4.wgsl",
+            "dot/q8_0.wgsl",
+            "dot/q2_k.wgsl",
+            "dot/q4_k.wgsl",
+            "dot/q6_k.wgsl",
+            "dot/iq2_xxs.wgsl",
         ];
         Templates {
             files: files

@@ -70,6 +70,10 @@ pub enum KernelKey {
         /// the norm before a layer's projections folded into them (f32 activations, plain rows
         /// and `mv_glu` only).
         norm: bool,
+        /// Whether the activations are quantized to int8 per 32 values as they are staged and
+        /// multiplied by integer dot products (`wgsl/mv/x_int8.wgsl`; the weight types with a
+        /// [`WeightType::int8_dot_fragment`]), rather than staged as f32.
+        int8: bool,
     },
     /// `act(gate, up) * route_weight`, written as `mid`.
     Act {
@@ -173,20 +177,26 @@ impl KernelKey {
                         }));
                     }
                 }
+                let int8: &[bool] = match weight.int8_dot_fragment() {
+                    Some(_) => &[false, true],
+                    None => &[false],
+                };
                 for epilogue in MvEpilogue::ALL {
-                    keys.push(KernelKey::MvId {
-                        weight,
-                        act,
-                        epilogue,
-                        norm: false,
-                    });
-                    if act == ActType::F32 && epilogue != MvEpilogue::Sum {
-                        keys.push(KernelKey::MvId {
-                            weight,
-                            act,
-                            epilogue,
-                            norm: true,
-                        });
+                    let norms: &[bool] = if act == ActType::F32 && epilogue != MvEpilogue::Sum {
+                        &[false, true]
+                    } else {
+                        &[false]
+                    };
+                    for &norm in norms {
+                        for &int8 in int8 {
+                            keys.push(KernelKey::MvId {
+                                weight,
+                                act,
+                                epilogue,
+                                norm,
+                                int8,
+                            });
+                        }
                     }
                 }
             }
@@ -238,11 +248,13 @@ impl KernelKey {
                 act,
                 epilogue,
                 norm,
+                int8,
             } => f(&matmul::MvId {
                 weight,
                 act,
                 epilogue,
                 norm,
+                int8,
             }),
             KernelKey::Act { mid, interleaved } => f(&moe::Act { mid, interleaved }),
             KernelKey::Sum => f(&moe::Sum),

@@ -1,7 +1,7 @@
 //! Whole-model forward passes on the GPU (`moetile_wgpu::WgpuBackend`) against the exact
 //! float64 reference for every fixture model, at every position of the 285-token prompt: at
 //! tile caps 32, 64 and 128, with two chunk sizes, prefill-then-decode against one-shot
-//! prefill, and the exact storage options. Every buffer the backend hands a kernel is
+//! prefill, the exact storage options and the int8 mat-vecs. Every buffer the backend hands a kernel is
 //! poisoned with NaN first. Runs on lavapipe in CI; `MOETILE_REQUIRE_GPU=1` makes a missing
 //! adapter a failure.
 //!
@@ -24,6 +24,12 @@
 //!   pure-q5_k fixtures have gaps of 6.6e-4 and 3.3e-4, and on the H100 such a flip moved a
 //!   few positions' logits by up to 2.2 (whole NMSE 1.5e-4 and 6.8e-5). So their `whole` bound
 //!   is 1e-3: a flip is allowed, a broken kernel (errors at many positions) is not.
+//!
+//! - int8 mat-vec inputs (the GPUs' default decode; here every position, prefill included):
+//!   activations quantized per 32 values (each moves by up to max|x| / 254), as llama.cpp's
+//!   decode does: measured median 1.1e-8 (F32 and F16 weights, whose mat-vecs keep f32
+//!   inputs) to 8.9e-5 (quantized weights), whole 3.3e-4 to 7e-4 with the routing flips it
+//!   causes at near-ties (up to 0.09 NMSE at one position). Bounds 3e-4 and 3e-3.
 //!
 //! Top-1: >= 98 % of positions equal to the reference's argmax on every path (>= 99.3 %
 //! measured); the three tile caps must give the same argmax at every position (their results
@@ -60,6 +66,11 @@ const F16_STORAGE: Budget = Budget {
 const COOP: Budget = Budget {
     median: 2e-6,
     whole: FLIP_ALLOWANCE,
+};
+/// int8 mat-vec inputs (see the module docs).
+const INT8: Budget = Budget {
+    median: 3e-4,
+    whole: 3e-3,
 };
 const MIN_TOP1: f64 = 0.98;
 /// Tokens decoded one at a time after prefilling the rest.
@@ -218,6 +229,25 @@ fn check_fixture(name: &str) {
     let (logits, _) = run.logits(128, TileWidth::T128, DECODED);
     let a = run.check_reference("exact options, then mat-vec decode", &logits, EXACT);
     assert_eq!(a.top1, 1.0, "{name}: exact options change a top-1");
+
+    // The mat-vecs over int8 inputs, as GPUs run decode by default (CPU adapters skip the
+    // mat-vecs unless told): here every prefill chunk too, so every position takes them.
+    let int8 = BackendOptions {
+        poison: true,
+        mat_vec_max_tokens: 128,
+        int8_mat_vec: true,
+        ..BackendOptions::for_device(&ctx)
+    };
+    let mut gpu = WgpuBackend::with_options(ctx.clone(), int8).unwrap();
+    let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
+    let mut run = Run {
+        name,
+        model: &model,
+        gpu: &mut gpu,
+        golden: &golden,
+    };
+    let (logits, _) = run.logits(128, TileWidth::T128, DECODED);
+    run.check_reference("int8 mat-vecs", &logits, INT8);
 }
 
 #[test]

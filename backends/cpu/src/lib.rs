@@ -22,4 +22,4 @@ pub mod deepseek4;
 mod ops;
 
 pub use backend::{CpuBackend, CpuKvCache, CpuRouting, CpuWeight, Mat};
-pub use ops::{Choice, matmul, moe, rms_norm, rope, route};
+pub use ops::{Choice, int8_quantize, matmul, moe, rms_norm, rope, route};

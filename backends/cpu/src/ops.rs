@@ -27,6 +27,29 @@ pub fn matmul(x: &Mat, w: &CpuWeight, expert: usize) -> Mat {
     out
 }
 
+/// Activations as the GPU's int8 mat-vecs see them (`wgsl/mv/x_int8.wgsl`): each block of 32
+/// values quantized with scale `d = max|x| / 127` to `q = round(x * (127 / max|x|))`, ties to
+/// even, in f32 as the shader computes it. Returns the quants and one scale per block.
+///
+/// # Panics
+/// If `x.len()` is not a multiple of 32 (rows of every weight type are whole 32-value blocks).
+pub fn int8_quantize(x: &[f32]) -> (Vec<i8>, Vec<f32>) {
+    assert!(
+        x.len().is_multiple_of(32),
+        "{} values: not whole blocks",
+        x.len()
+    );
+    let mut quants = Vec::with_capacity(x.len());
+    let mut scales = Vec::with_capacity(x.len() / 32);
+    for block in x.chunks(32) {
+        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+        quants.extend(block.iter().map(|v| (v * inv).round_ties_even() as i8));
+        scales.push(max / 127.0);
+    }
+    (quants, scales)
+}
+
 /// RMS norm of each group of `w.len()` values of every row of x, times `w`.
 pub fn rms_norm(x: &Mat, w: &[f32], eps: f32) -> Mat {
     let n = w.len();

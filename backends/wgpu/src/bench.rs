@@ -250,7 +250,7 @@ pub fn run_kernel_bench(
                         let mm = batch.matmul(&w);
                         let run = |rec: &mut Recorder<'_>| moe::mm_id(rec, key, &map, mm);
                         let timed = check_and_time(ctx, cfg.iters, &name, &batch.out, run, || {
-                            weights.check(ctx, &mut rng, &name, &batch, path)
+                            weights.check(ctx, &mut rng, &name, &batch, path, 0.0)
                         });
                         emit(BenchRow::timed(name, shape, t, timed, flops, bytes));
                     }
@@ -258,25 +258,31 @@ pub fn run_kernel_bench(
             }
             for &t in &cfg.mat_vec_tokens {
                 let batch = Batch::new(ctx, &mut rng, shape, &x_host, t, cfg.act)?;
-                let name = KernelKey::MvId {
-                    weight: ty,
-                    act: cfg.act,
-                    epilogue: MvEpilogue::Rows,
-                    norm: false,
+                for int8 in mat_vec_inputs(ty) {
+                    let name = KernelKey::MvId {
+                        weight: ty,
+                        act: cfg.act,
+                        epilogue: MvEpilogue::Rows,
+                        norm: false,
+                        int8,
+                    }
+                    .to_string();
+                    let mm = batch.matmul(&w);
+                    let extras = moe::MvExtras {
+                        int8,
+                        ..moe::MvExtras::default()
+                    };
+                    let run = |rec: &mut Recorder<'_>| moe::mv_id(rec, &batch.routing, mm, extras);
+                    let x_err = input_error(batch.x, int8);
+                    let timed = check_and_time(ctx, cfg.iters, &name, &batch.out, run, || {
+                        weights.check(ctx, &mut rng, &name, &batch, Path::Reg, x_err)
+                    });
+                    let active = active_experts(&batch.ids, e);
+                    let bytes = (active as u64 * f as u64 * weights.gpu_row_bytes()) as f64
+                        + (t * d * cfg.act.bytes() + t * k * f * 4) as f64;
+                    let flops = 2.0 * (t * k) as f64 * f as f64 * d as f64;
+                    emit(BenchRow::timed(name, shape, t, timed, flops, bytes));
                 }
-                .to_string();
-                let mm = batch.matmul(&w);
-                let run = |rec: &mut Recorder<'_>| {
-                    moe::mv_id(rec, &batch.routing, mm, moe::MvExtras::default())
-                };
-                let timed = check_and_time(ctx, cfg.iters, &name, &batch.out, run, || {
-                    weights.check(ctx, &mut rng, &name, &batch, Path::Reg)
-                });
-                let active = active_experts(&batch.ids, e);
-                let bytes = (active as u64 * f as u64 * weights.gpu_row_bytes()) as f64
-                    + (t * d * cfg.act.bytes() + t * k * f * 4) as f64;
-                let flops = 2.0 * (t * k) as f64 * f as f64 * d as f64;
-                emit(BenchRow::timed(name, shape, t, timed, flops, bytes));
             }
             if !cfg.mat_vec_tokens.is_empty() {
                 fused_mat_vecs(ctx, cfg, &mut rng, shape, ty, &x_host, &mut emit)?;
@@ -284,6 +290,24 @@ pub fn run_kernel_bench(
         }
     }
     Ok(rows)
+}
+
+/// The mat-vec inputs `ty` runs: f32, and int8 where it has that kernel.
+fn mat_vec_inputs(ty: WeightType) -> Vec<bool> {
+    match ty.int8_dot_fragment() {
+        Some(_) => vec![false, true],
+        None => vec![false],
+    }
+}
+
+/// The most an input value moves on its way into a mat-vec: nothing for f32, half an int8
+/// quantum for int8 (d / 2 with d = max|x| / 127 of its 32-value block, at most the whole
+/// input's max / 254), with a little room for the rounding of d itself.
+fn input_error(x: &[f32], int8: bool) -> f64 {
+    match int8 {
+        true => x.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) / 254.0 * (1.0 + 1e-5),
+        false => 0.0,
+    }
 }
 
 /// The two mat-vecs a decode step's routed experts run (`moe::layer` on the mat-vec path):
@@ -315,7 +339,11 @@ fn fused_mat_vecs(
     let down = ExpertPool::new(rng, ty, d, f, cfg.distinct_experts)?;
     let (gate_up_w, down_w) = (gate_up.upload(ctx, e)?, down.upload(ctx, e)?);
     let rel = 1e-5;
-    for &t in &cfg.mat_vec_tokens {
+    for (&t, int8) in cfg
+        .mat_vec_tokens
+        .iter()
+        .flat_map(|t| mat_vec_inputs(ty).into_iter().map(move |int8| (t, int8)))
+    {
         let batch = Batch::new(ctx, rng, shape, x_host, t, cfg.act)?;
         let active = active_experts(&batch.ids, e) as f64;
         let buffers = ctx.buffers();
@@ -332,13 +360,16 @@ fn fused_mat_vecs(
             act: cfg.act,
             epilogue: MvEpilogue::Glu { mid: mid_ty },
             norm: false,
+            int8,
         }
         .to_string();
         let activation = moetile::model::ExpertActivation::SwiGlu;
-        let run = |rec: &mut Recorder<'_>| moe::mv_glu(rec, &batch.routing, glu, activation, None);
+        let run =
+            |rec: &mut Recorder<'_>| moe::mv_glu(rec, &batch.routing, glu, activation, None, int8);
         let timed = check_and_time(ctx, cfg.iters, &name, &mid, run, || {
             let got = ctx.read_matrix(&mid)?;
-            gate_up.check_glu(rng, &name, &batch, &got, mid_ty, rel)
+            let x_err = input_error(batch.x, int8);
+            gate_up.check_glu(rng, &name, &batch, &got, mid_ty, rel, x_err)
         });
         let bytes = active * (2 * f) as f64 * gate_up.gpu_row_bytes() as f64
             + (t * d * cfg.act.bytes() + t * k * f * mid_ty.bytes()) as f64;
@@ -366,12 +397,14 @@ fn fused_mat_vecs(
             act: mid_ty,
             epilogue: MvEpilogue::Sum,
             norm: false,
+            int8,
         }
         .to_string();
-        let run = |rec: &mut Recorder<'_>| moe::mv_sum(rec, &batch.routing, sum, false);
+        let run = |rec: &mut Recorder<'_>| moe::mv_sum(rec, &batch.routing, sum, false, int8);
         let timed = check_and_time(ctx, cfg.iters, &name, &out, run, || {
             let got = ctx.read_matrix(&out)?;
-            down.check_sum(&name, &batch.ids, k, &mid_host, &got, rel)
+            let x_err = input_error(&mid_host, int8);
+            down.check_sum(&name, &batch.ids, k, &mid_host, &got, rel, x_err)
         });
         let bytes = active * d as f64 * down.gpu_row_bytes() as f64
             + (t * k * f * mid_ty.bytes() + t * d * 4) as f64;
@@ -608,19 +641,25 @@ impl ExpertPool {
         })?)
     }
 
-    /// `(W[e] row r . x, sum of |terms|)` in f64, `e` the distinct expert serving routed id
-    /// `id`.
-    fn dot(&self, id: u32, r: usize, x: &[f32]) -> (f64, f64) {
+    /// `(W[e] row r . x, tolerance)` in f64, `e` the distinct expert serving routed id `id`:
+    /// `rel` of the sum of |terms| (f32 accumulation), plus `x_err` (the most an input value
+    /// moves, see [`input_error`]) times the sum of |weights|.
+    fn dot(&self, id: u32, r: usize, x: &[f32], rel: f64, x_err: f64) -> (f64, f64) {
         let (_, w) = &self.experts[id as usize % self.experts.len()];
         let wr = &w[r * self.cols..(r + 1) * self.cols];
-        wr.iter().zip(x).fold((0.0, 0.0), |(s, a), (&wi, &xi)| {
-            let term = wi as f64 * xi as f64;
-            (s + term, a + term.abs())
-        })
+        let (s, a, wa) = wr
+            .iter()
+            .zip(x)
+            .fold((0.0, 0.0, 0.0), |(s, a, wa), (&wi, &xi)| {
+                let term = wi as f64 * xi as f64;
+                (s + term, a + term.abs(), wa + (wi as f64).abs())
+            });
+        (s, rel * a + x_err * wa)
     }
 
     /// Checks all rows of 8 random pairs of `out` against f64 dot products; returns the worst
-    /// error as a fraction of the path's tolerance (see the kernel tests).
+    /// error as a fraction of the path's tolerance (see the kernel tests) with inputs that
+    /// move by up to `x_err`.
     pub(crate) fn check(
         &self,
         ctx: &WgpuContext,
@@ -628,6 +667,7 @@ impl ExpertPool {
         kernel: &str,
         batch: &Batch<'_>,
         path: Path,
+        x_err: f64,
     ) -> moetile::Result<f64> {
         let Batch { ids, x, k, out, .. } = batch;
         let rel = match path {
@@ -640,15 +680,9 @@ impl ExpertPool {
             let p = rng.random_range(0..ids.len());
             let xr = &x[(p / k) * self.cols..(p / k + 1) * self.cols];
             for r in 0..self.rows {
-                let (want, abs) = self.dot(ids[p], r, xr);
+                let (want, tol) = self.dot(ids[p], r, xr, rel, x_err);
                 let at = format!("pair {p} row {r}");
-                worst = worst.max(verdict(
-                    kernel,
-                    &at,
-                    got[p * self.rows + r],
-                    want,
-                    rel * abs,
-                )?);
+                worst = worst.max(verdict(kernel, &at, got[p * self.rows + r], want, tol)?);
             }
         }
         Ok(worst)
@@ -665,6 +699,7 @@ impl ExpertPool {
         got: &[f32],
         mid_ty: ActType,
         rel: f64,
+        x_err: f64,
     ) -> moetile::Result<f64> {
         let Batch { ids, x, k, .. } = batch;
         let storage = match mid_ty {
@@ -677,14 +712,14 @@ impl ExpertPool {
             let p = rng.random_range(0..ids.len());
             let xr = &x[(p / k) * self.cols..(p / k + 1) * self.cols];
             for i in 0..n_out {
-                let (g, g_abs) = self.dot(ids[p], 2 * i, xr);
-                let (u, u_abs) = self.dot(ids[p], 2 * i + 1, xr);
+                let (g, g_err) = self.dot(ids[p], 2 * i, xr, rel, x_err);
+                let (u, u_err) = self.dot(ids[p], 2 * i + 1, xr, rel, x_err);
                 let sigmoid = 1.0 / (1.0 + (-g).exp());
                 let silu = g * sigmoid;
                 // The error of g and u carried through silu(g) * u.
                 let d_silu = sigmoid * (1.0 + g * (1.0 - sigmoid));
-                let tol = rel * (g_abs * (u * d_silu).abs() + u_abs * silu.abs())
-                    + storage * (silu * u).abs();
+                let tol =
+                    g_err * (u * d_silu).abs() + u_err * silu.abs() + storage * (silu * u).abs();
                 let at = format!("pair {p} column {i}");
                 worst = worst.max(verdict(kernel, &at, got[p * n_out + i], silu * u, tol)?);
             }
@@ -702,21 +737,19 @@ impl ExpertPool {
         mid: &[f32],
         got: &[f32],
         rel: f64,
+        x_err: f64,
     ) -> moetile::Result<f64> {
         let mut worst = 0f64;
         for t in 0..ids.len() / k {
             for r in 0..self.rows {
-                let (want, abs) = (t * k..(t + 1) * k)
-                    .map(|p| self.dot(ids[p], r, &mid[p * self.cols..(p + 1) * self.cols]))
+                let (want, tol) = (t * k..(t + 1) * k)
+                    .map(|p| {
+                        let x = &mid[p * self.cols..(p + 1) * self.cols];
+                        self.dot(ids[p], r, x, rel, x_err)
+                    })
                     .fold((0.0, 0.0), |(s, a), (ds, da)| (s + ds, a + da));
                 let at = format!("token {t} row {r}");
-                worst = worst.max(verdict(
-                    kernel,
-                    &at,
-                    got[t * self.rows + r],
-                    want,
-                    rel * abs,
-                )?);
+                worst = worst.max(verdict(kernel, &at, got[t * self.rows + r], want, tol)?);
             }
         }
         Ok(worst)

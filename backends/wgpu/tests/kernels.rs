@@ -19,7 +19,8 @@
 mod common;
 
 use common::{
-    Weights, check, ctx, grouped_matmul_ref, ids_with_load, random_ids, rng, round_f16, uniform,
+    Weights, check, ctx, grouped_matmul_ref, ids_with_load, int8_matmul_ref, random_ids, rng,
+    round_f16, uniform,
 };
 use moetile::model::{ExpertActivation, ExpertWeights, GateUp, MoeParams};
 use moetile::tile::{MoeBatch, TilePolicy, TileWidth};
@@ -56,6 +57,23 @@ fn loads(ty: WeightType) -> &'static [usize] {
         &LOADS
     } else {
         &[1, 33, 129]
+    }
+}
+
+/// The mat-vec inputs a weight type is tested with: f32, and int8 where it has that kernel.
+fn int8_modes(ty: WeightType) -> &'static [bool] {
+    match ty.int8_dot_fragment() {
+        Some(_) => &[false, true],
+        None => &[false],
+    }
+}
+
+/// The reference of a mat-vec over `act` (f32 or int8 input, see [`int8_matmul_ref`]) for
+/// [`check`] at 1e-5.
+fn mat_vec_ref(w: &Weights, ids: &[u32], act: &[f32], div: usize, int8: bool) -> Vec<(f64, f64)> {
+    match int8 {
+        true => int8_matmul_ref(w, ids, act, div, 1e-5),
+        false => grouped_matmul_ref(w, ids, act, div),
     }
 }
 
@@ -112,6 +130,7 @@ fn run_mv_id(
     act: &[f32],
     act_ty: ActType,
     div: usize,
+    int8: bool,
 ) -> Vec<f32> {
     let buffers = ctx.buffers();
     let routing = Routing::from_host(&buffers, w.experts, k, ids, &vec![1.0; ids.len()]).unwrap();
@@ -128,10 +147,12 @@ fn run_mv_id(
         out: &out,
         out_col: 0,
     };
-    ctx.record("test mv_id", |rec| {
-        moe::mv_id(rec, &routing, mm, MvExtras::default())
-    })
-    .unwrap();
+    let extras = MvExtras {
+        int8,
+        ..MvExtras::default()
+    };
+    ctx.record("test mv_id", |rec| moe::mv_id(rec, &routing, mm, extras))
+        .unwrap();
     ctx.read_matrix(&out).unwrap()
 }
 
@@ -276,18 +297,21 @@ fn mv_id_matches_reference() {
         let w = ctx.upload_experts(&weights.data("w")).unwrap();
         for act in ActType::ALL {
             for n_tokens in [1, 4] {
-                let div = if act == ActType::F32 { k } else { 1 };
-                let ids = random_ids(&mut rng, n_tokens, k, n_experts);
-                let x = act_values(&mut rng, ids.len() / div * D, act);
-                let got = run_mv_id(ctx, &w, k, &ids, &x, act, div);
-                let want = grouped_matmul_ref(&weights, &ids, &x, div);
-                let key = KernelKey::MvId {
-                    weight: ty,
-                    act,
-                    epilogue: MvEpilogue::Rows,
-                    norm: false,
-                };
-                check(&format!("{key} T={n_tokens}"), &got, &want, 1e-5, ROWS);
+                for &int8 in int8_modes(ty) {
+                    let div = if act == ActType::F32 { k } else { 1 };
+                    let ids = random_ids(&mut rng, n_tokens, k, n_experts);
+                    let x = act_values(&mut rng, ids.len() / div * D, act);
+                    let got = run_mv_id(ctx, &w, k, &ids, &x, act, div, int8);
+                    let want = mat_vec_ref(&weights, &ids, &x, div, int8);
+                    let key = KernelKey::MvId {
+                        weight: ty,
+                        act,
+                        epilogue: MvEpilogue::Rows,
+                        norm: false,
+                        int8,
+                    };
+                    check(&format!("{key} T={n_tokens}"), &got, &want, 1e-5, ROWS);
+                }
             }
         }
     }
@@ -300,25 +324,33 @@ fn mv_id_walks_long_rows_in_rounds() {
     let Some(ctx) = ctx() else { return };
     let mut rng = rng("mv_id_walks_long_rows_in_rounds");
     let (k, n_experts, cols) = (2, 4, 2048 + 256);
-    for ty in [WeightType::Q4_K, WeightType::IQ2_XXS, WeightType::F16] {
+    for ty in [
+        WeightType::Q4_K,
+        WeightType::IQ2_XXS,
+        WeightType::F16,
+        WeightType::Q6_K,
+    ] {
         let weights = Weights::random(&mut rng, ty, n_experts, ROWS, cols);
         let w = ctx.upload_experts(&weights.data("w")).unwrap();
-        let ids = random_ids(&mut rng, 2, k, n_experts);
-        let x = uniform(&mut rng, 2 * cols, 1.0);
-        let want = grouped_matmul_ref(&weights, &ids, &x, k);
-        let key = KernelKey::MvId {
-            weight: ty,
-            act: ActType::F32,
-            epilogue: MvEpilogue::Rows,
-            norm: false,
-        };
-        check(
-            &format!("{key} cols {cols}"),
-            &run_mv_id(ctx, &w, k, &ids, &x, ActType::F32, k),
-            &want,
-            1e-5,
-            ROWS,
-        );
+        for &int8 in int8_modes(ty) {
+            let ids = random_ids(&mut rng, 2, k, n_experts);
+            let x = uniform(&mut rng, 2 * cols, 1.0);
+            let want = mat_vec_ref(&weights, &ids, &x, k, int8);
+            let key = KernelKey::MvId {
+                weight: ty,
+                act: ActType::F32,
+                epilogue: MvEpilogue::Rows,
+                norm: false,
+                int8,
+            };
+            check(
+                &format!("{key} cols {cols}"),
+                &run_mv_id(ctx, &w, k, &ids, &x, ActType::F32, k, int8),
+                &want,
+                1e-5,
+                ROWS,
+            );
+        }
     }
 }
 
@@ -340,13 +372,16 @@ fn mv_id_norms_rows_and_adds_into_the_output() {
     ] {
         let weights = Weights::random(&mut rng, ty, 1, ROWS, cols);
         let w = ctx.upload_experts(&weights.data("w")).unwrap();
-        for n_tokens in [1, 3] {
+        for (n_tokens, int8) in [(1, false), (3, false), (1, true), (3, true)] {
+            if int8 && ty.int8_dot_fragment().is_none() {
+                continue;
+            }
             let x = uniform(&mut rng, n_tokens * cols, 3.0);
             let norm_w = uniform(&mut rng, cols, 1.0);
             let eps = 1e-5;
             let normed = rms_normed(&x, &norm_w, eps);
             let ids = vec![0; n_tokens];
-            let dots = grouped_matmul_ref(&weights, &ids, &normed, 1);
+            let dots = mat_vec_ref(&weights, &ids, &normed, 1, int8);
             // The output is 7 columns wider on each side of this weight's rows.
             let (width, col) = (ROWS + 14, 7);
             let held = uniform(&mut rng, n_tokens * width, 2.0);
@@ -386,6 +421,7 @@ fn mv_id_norms_rows_and_adds_into_the_output() {
                     eps,
                 }),
                 accumulate: true,
+                int8,
             };
             ctx.record("test mv_id norm", |rec| {
                 moe::mv_id(rec, &routing, mm, extras)
@@ -396,6 +432,7 @@ fn mv_id_norms_rows_and_adds_into_the_output() {
                 act: ActType::F32,
                 epilogue: MvEpilogue::Rows,
                 norm: true,
+                int8,
             };
             check(
                 &format!("{key} cols {cols} T={n_tokens}"),
@@ -434,11 +471,26 @@ fn mv_glu_matches_reference() {
         let weights = Weights::random(&mut rng, ty, n_experts, 2 * f, D);
         let w = ctx.upload_experts(&weights.data("gate_up")).unwrap();
         for mid in ActType::ALL {
-            for (n_tokens, activation, norm) in [
-                (1, ExpertActivation::SwiGlu, false),
-                (4, ExpertActivation::SwiGluClamped { limit: 0.5 }, false),
-                (3, ExpertActivation::SwiGlu, true),
+            for (n_tokens, activation, norm, int8) in [
+                (1, ExpertActivation::SwiGlu, false, false),
+                (
+                    4,
+                    ExpertActivation::SwiGluClamped { limit: 0.5 },
+                    false,
+                    false,
+                ),
+                (3, ExpertActivation::SwiGlu, true, false),
+                (
+                    4,
+                    ExpertActivation::SwiGluClamped { limit: 0.5 },
+                    false,
+                    true,
+                ),
+                (3, ExpertActivation::SwiGlu, true, true),
             ] {
+                if int8 && ty.int8_dot_fragment().is_none() {
+                    continue;
+                }
                 let ids = random_ids(&mut rng, n_tokens, k, n_experts);
                 let route: Vec<f32> = (0..ids.len())
                     .map(|_| rand::Rng::random_range(&mut rng, 0.1..1.0))
@@ -471,7 +523,7 @@ fn mv_glu_matches_reference() {
                     out_col: 0,
                 };
                 ctx.record("test mv_glu", |rec| {
-                    moe::mv_glu(rec, &routing, mm, activation, row_norm)
+                    moe::mv_glu(rec, &routing, mm, activation, row_norm, int8)
                 })
                 .unwrap();
                 let got = ctx.read_matrix(&out).unwrap();
@@ -479,7 +531,7 @@ fn mv_glu_matches_reference() {
                     true => rms_normed(&x, &norm_w, 1e-6),
                     false => x.clone(),
                 };
-                let dots = grouped_matmul_ref(&weights, &ids, &x_read, k);
+                let dots = mat_vec_ref(&weights, &ids, &x_read, k, int8);
                 let rounding = match mid {
                     ActType::F32 => 1e-6,
                     ActType::F16 => 2f64.powi(-11),
@@ -502,6 +554,7 @@ fn mv_glu_matches_reference() {
                     act: ActType::F32,
                     epilogue: MvEpilogue::Glu { mid },
                     norm,
+                    int8,
                 };
                 check(
                     &format!("{key} T={n_tokens} {activation:?}"),
@@ -526,7 +579,16 @@ fn mv_sum_matches_reference() {
         let weights = Weights::random(&mut rng, ty, n_experts, ROWS, f);
         let w = ctx.upload_experts(&weights.data("down")).unwrap();
         for act in ActType::ALL {
-            for (n_tokens, k, accumulate) in [(1, 1, false), (3, 4, false), (2, 3, true)] {
+            for (n_tokens, k, accumulate, int8) in [
+                (1, 1, false, false),
+                (3, 4, false, false),
+                (2, 3, true, false),
+                (3, 4, false, true),
+                (2, 3, true, true),
+            ] {
+                if int8 && ty.int8_dot_fragment().is_none() {
+                    continue;
+                }
                 let ids = random_ids(&mut rng, n_tokens, k, n_experts);
                 let mid = act_values(&mut rng, ids.len() * f, act);
                 let routing =
@@ -553,10 +615,10 @@ fn mv_sum_matches_reference() {
                     out_col: 0,
                 };
                 ctx.record("test mv_sum", |rec| {
-                    moe::mv_sum(rec, &routing, mm, accumulate)
+                    moe::mv_sum(rec, &routing, mm, accumulate, int8)
                 })
                 .unwrap();
-                let per_pair = grouped_matmul_ref(&weights, &ids, &mid, 1);
+                let per_pair = mat_vec_ref(&weights, &ids, &mid, 1, int8);
                 let want: Vec<(f64, f64)> = (0..n_tokens * ROWS)
                     .map(|i| {
                         let (t, row) = (i / ROWS, i % ROWS);
@@ -578,6 +640,7 @@ fn mv_sum_matches_reference() {
                     act,
                     epilogue: MvEpilogue::Sum,
                     norm: false,
+                    int8,
                 };
                 let got = ctx.read_matrix(&out).unwrap();
                 check(
@@ -763,14 +826,25 @@ fn split_weights_give_identical_results() {
             "{ty}: split differs"
         );
         // mat-vec over split weights
-        let want = grouped_matmul_ref(&weights, &ids[..6], &x[..3 * D], k);
-        check(
-            &format!("{ty} split mv_id"),
-            &run_mv_id(ctx, &split, k, &ids[..6], &x[..3 * D], ActType::F32, k),
-            &want,
-            1e-5,
-            ROWS,
-        );
+        for &int8 in int8_modes(ty) {
+            let want = mat_vec_ref(&weights, &ids[..6], &x[..3 * D], k, int8);
+            check(
+                &format!("{ty} split mv_id int8 {int8}"),
+                &run_mv_id(
+                    ctx,
+                    &split,
+                    k,
+                    &ids[..6],
+                    &x[..3 * D],
+                    ActType::F32,
+                    k,
+                    int8,
+                ),
+                &want,
+                1e-5,
+                ROWS,
+            );
+        }
     }
     let too_small = ctx.upload_experts_with_limit(
         &Weights::random(&mut rng, WeightType::F16, 2, ROWS, D).data("big"),
@@ -818,8 +892,14 @@ fn layer_reference(
     moetile_cpu::moe(&x, ids, route, k, &gate_up, &down, activation).data
 }
 
-fn layer_tolerance(path: Path, mid: ActType) -> f64 {
+/// Whole layers: see the module docs; int8 mat-vec inputs (x into gate/up, mid into down)
+/// move each value by up to d / 2 (d = max|x| / 127 per 32 values). `mid` is heavy-tailed
+/// (a block's max is ~5x its rms), so its quanta are coarse: measured, the error is ~1% of
+/// rms(out) and the largest of a layer's ~1000 outputs ~6%; 0.1 bounds that, while a wrong
+/// element, block or scale is off by the order of the value itself.
+fn layer_tolerance(path: Path, mid: ActType, int8: bool) -> f64 {
     match (path, mid) {
+        _ if int8 => 0.1,
         (Path::Reg, ActType::F32) => 5e-5,
         (Path::Reg, ActType::F16) => 2e-3,
         _ => 4e-3,
@@ -882,13 +962,22 @@ fn check_layer(
             let got = run_layer(ctx, &inputs, &opts);
             let plan = MoePlan::new(&inputs, &opts);
             let what = format!(
-                "{label} T={n_tokens} tile {} {:?} mid {:?} {activation:?} {}: {plan:?}",
+                "{label} T={n_tokens} tile {} {:?} mid {:?} int8 {} {activation:?} {}: {plan:?}",
                 opts.tile,
                 opts.path,
                 opts.mid,
+                opts.int8,
                 form(gate_up),
             );
-            check_rms(&what, &got, &want, d, layer_tolerance(opts.path, opts.mid));
+            // int8 applies to the mat-vecs only.
+            let int8 = opts.int8 && plan.mat_vec;
+            check_rms(
+                &what,
+                &got,
+                &want,
+                d,
+                layer_tolerance(opts.path, opts.mid, int8),
+            );
         }
     }
 }
@@ -1011,14 +1100,17 @@ fn moe_layer_matches_cpu_reference() {
     }
 }
 
-/// The mat-vec path with both `mid` types, and the register tiles.
+/// The mat-vec path with both `mid` types over f32 and int8 inputs, and the register tiles.
 fn decode_variants(base: &MoeOptions) -> Vec<MoeOptions> {
     let mut v: Vec<MoeOptions> = ActType::ALL
         .into_iter()
-        .map(|mid| MoeOptions {
-            mat_vec: true,
-            mid,
-            ..*base
+        .flat_map(|mid| {
+            [false, true].map(|int8| MoeOptions {
+                mat_vec: true,
+                mid,
+                int8,
+                ..*base
+            })
         })
         .collect();
     v.push(MoeOptions {
@@ -1094,7 +1186,7 @@ fn moe_layer_with_split_weights_matches_cpu_reference() {
                     routing: &routing,
                     experts: ExpertWeights { gate_up, down },
                 };
-                for mat_vec in [true, false] {
+                for (mat_vec, int8) in [(true, false), (true, true), (false, false)] {
                     let opts = MoeOptions {
                         activation,
                         tile: TileWidth::T32,
@@ -1102,16 +1194,18 @@ fn moe_layer_with_split_weights_matches_cpu_reference() {
                         mid: ActType::F32,
                         mat_vec,
                         accumulate: false,
+                        int8,
                     };
                     let plan = MoePlan::new(&inputs, &opts);
                     assert_eq!(plan.sum, mat_vec && down.chunks.len() == 1);
                     let got = run_layer(ctx, &inputs, &opts);
                     let what = format!(
-                        "split T={n_tokens} {} down in {} chunks: {plan:?}",
+                        "split T={n_tokens} {} down in {} chunks int8 {int8}: {plan:?}",
                         form(gate_up),
                         down.chunks.len()
                     );
-                    check_rms(&what, &got, &want, d, layer_tolerance(opts.path, opts.mid));
+                    let tol = layer_tolerance(opts.path, opts.mid, int8);
+                    check_rms(&what, &got, &want, d, tol);
                 }
             }
         }
@@ -1137,14 +1231,22 @@ fn every_key_the_runtime_can_request_is_generated() {
             }
             for epilogue in MvEpilogue::ALL {
                 for norm in [false, true] {
-                    let key = KernelKey::MvId {
-                        weight,
-                        act,
-                        epilogue,
-                        norm,
-                    };
-                    let folds = act == ActType::F32 && epilogue != MvEpilogue::Sum;
-                    assert_eq!(kernels::source(&key).is_some(), !norm || folds, "{key}");
+                    for int8 in [false, true] {
+                        let key = KernelKey::MvId {
+                            weight,
+                            act,
+                            epilogue,
+                            norm,
+                            int8,
+                        };
+                        let folds = act == ActType::F32 && epilogue != MvEpilogue::Sum;
+                        let has_int8 = weight.int8_dot_fragment().is_some();
+                        assert_eq!(
+                            kernels::source(&key).is_some(),
+                            (!norm || folds) && (!int8 || has_int8),
+                            "{key}"
+                        );
+                    }
                 }
             }
         }

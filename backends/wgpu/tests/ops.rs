@@ -42,13 +42,16 @@ use moetile_wgpu::{
 use rand::Rng;
 use rand::rngs::StdRng;
 
-/// A poisoning backend on the test device with an exact (f32) or the default (f16) cache.
+/// A poisoning backend on the test device with an exact (f32) or the default (f16) cache, its
+/// mat-vecs on f32 inputs (the int8 ones are checked against their own reference in
+/// tests/kernels.rs, alone and in whole MoE layers).
 fn backend(kv: ActType) -> Option<WgpuBackend> {
     let ctx = shared_ctx()?;
     let options = BackendOptions {
         kv,
         poison: true,
         mat_vec_max_tokens: 4,
+        int8_mat_vec: false,
         ..BackendOptions::for_device(ctx)
     };
     Some(WgpuBackend::with_options(ctx.clone(), options).unwrap())

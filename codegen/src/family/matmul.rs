@@ -280,6 +280,7 @@ pub(crate) struct MvId {
     pub(crate) act: ActType,
     pub(crate) epilogue: MvEpilogue,
     pub(crate) norm: bool,
+    pub(crate) int8: bool,
 }
 
 impl Family for MvId {
@@ -290,6 +291,9 @@ impl Family for MvId {
             MvEpilogue::Glu { mid } => write!(f, "mv_glu_{weight}_{act}_{}", mid.name()),
             MvEpilogue::Sum => write!(f, "mv_sum_{weight}_{act}"),
         }?;
+        if self.int8 {
+            f.write_str("_int8")?;
+        }
         if self.norm {
             f.write_str("_norm")?;
         }
@@ -316,10 +320,15 @@ impl Family for MvId {
         } else {
             &["mv/plain.wgsl"]
         };
+        let input = match (self.int8, self.weight.int8_dot_fragment()) {
+            (true, Some(dot)) => vec![dot, "mv/x_int8.wgsl"],
+            _ => vec!["mv/x_f32.wgsl"],
+        };
         [
             self.weight.fragments(),
             &[act_fragment(self.act), "matmul.wgsl"],
             prologue,
+            &input,
             epilogue,
         ]
         .concat()

@@ -19,7 +19,7 @@ use moetile::tokenizer::Tokenizer;
 use moetile_wgpu::{AdapterChoice, ContextOptions};
 
 use crate::UsageError;
-use crate::backend::BackendChoice;
+use crate::backend::{BackendChoice, GpuChoice};
 use crate::cmd;
 
 /// Run Mixture-of-Experts GGUF models on any GPU wgpu reaches, or on the CPU reference.
@@ -84,7 +84,7 @@ impl BackendArgs {
         if self.cpu {
             Ok(BackendChoice::Cpu)
         } else {
-            Ok(BackendChoice::Gpu(Box::new(self.gpu.resolve()?)))
+            Ok(BackendChoice::Gpu(Box::new(self.gpu.choice()?)))
         }
     }
 }
@@ -99,6 +99,11 @@ pub struct GpuArgs {
     /// Graphics API to search: vulkan, metal, dx12 or gl [default: $WGPU_BACKEND, else all].
     #[arg(long, value_name = "API", value_parser = graphics_api)]
     pub backend: Option<wgpu::Backends>,
+    /// Let the mat-vecs (decode, small batches) read f32 activations instead of quantizing them
+    /// to int8 per 32 values: slower, exact up to f32 rounding (the int8 error is ~1% of a
+    /// layer's output, like llama.cpp's).
+    #[arg(long)]
+    pub f32_mat_vec: bool,
 }
 
 /// The APIs `--backend` accepts (wgpu's names) and the backend each is.
@@ -135,6 +140,14 @@ pub fn api_names(backends: wgpu::Backends) -> String {
 }
 
 impl GpuArgs {
+    /// The device to open and how the backend computes on it.
+    pub fn choice(&self) -> Result<GpuChoice> {
+        Ok(GpuChoice {
+            context: self.resolve()?,
+            int8_mat_vec: !self.f32_mat_vec,
+        })
+    }
+
     /// The options of the device to open: the flags over what the environment sets
     /// (`WGPU_BACKEND`, `MOETILE_SHADER_CHECKS`, see [`ContextOptions::from_env`]), and the
     /// user's cache folder for the pipeline cache and the tuning record.

@@ -10,7 +10,7 @@ use moetile_cpu::CpuBackend;
 use std::sync::Arc;
 
 use moetile_wgpu::tune::TUNING_FILE;
-use moetile_wgpu::{ActType, ContextOptions, Path, WgpuBackend, WgpuContext};
+use moetile_wgpu::{ActType, BackendOptions, ContextOptions, Path, WgpuBackend, WgpuContext};
 use serde::Serialize;
 
 use crate::model::ModelFile;
@@ -20,8 +20,17 @@ use crate::model::ModelFile;
 pub enum BackendChoice {
     /// The CPU reference (`--cpu`).
     Cpu,
-    /// The GPU through wgpu (the default), on the device these options open.
-    Gpu(Box<ContextOptions>),
+    /// The GPU through wgpu (the default).
+    Gpu(Box<GpuChoice>),
+}
+
+/// The GPU device to open and how the backend computes on it.
+#[derive(Debug, Clone)]
+pub struct GpuChoice {
+    /// The device.
+    pub context: ContextOptions,
+    /// [`BackendOptions::int8_mat_vec`] (off with `--f32-mat-vec`).
+    pub int8_mat_vec: bool,
 }
 
 /// What every report says about the backend that produced it.
@@ -80,22 +89,24 @@ pub fn with_backend<T: BackendTask>(
 ) -> Result<T::Output> {
     match choice {
         BackendChoice::Cpu => run_on_cpu(task),
-        BackendChoice::Gpu(options) => {
-            let (mut gpu, info) = gpu_backend(options, model)?;
+        BackendChoice::Gpu(choice) => {
+            let (mut gpu, info) = gpu_backend(choice, model)?;
             task.run(&mut gpu, &info)
         }
     }
 }
 
-/// The wgpu backend on the device `options` open, and its description with the tile cap
-/// tuned for `model` on it. Says on stderr which matmul paths the tuning record rules out.
-pub fn gpu_backend(
-    options: &ContextOptions,
-    model: &ModelFile,
-) -> Result<(WgpuBackend, BackendInfo)> {
-    let ctx = Arc::new(WgpuContext::new(options)?);
-    let gpu = WgpuBackend::new(ctx.clone());
-    let record = options
+/// The wgpu backend `choice` makes, and its description with the tile cap tuned for `model`
+/// on its device. Says on stderr which matmul paths the tuning record rules out.
+pub fn gpu_backend(choice: &GpuChoice, model: &ModelFile) -> Result<(WgpuBackend, BackendInfo)> {
+    let ctx = Arc::new(WgpuContext::new(&choice.context)?);
+    let options = BackendOptions {
+        int8_mat_vec: choice.int8_mat_vec,
+        ..BackendOptions::for_device(&ctx)
+    };
+    let gpu = WgpuBackend::with_options(ctx.clone(), options)?;
+    let record = choice
+        .context
         .tuning_dir
         .as_ref()
         .map(|dir| dir.join(TUNING_FILE).display().to_string())

@@ -36,11 +36,16 @@ impl Backend for WgpuBackend {
 
     fn describe(&self) -> String {
         format!(
-            "wgpu on {} (KV {:?}, mid {:?}, {} path)",
+            "wgpu on {} (KV {:?}, mid {:?}, {} path, {} mat-vec input)",
             self.ctx.profile().describe(),
             self.options.kv,
             self.options.mid,
-            self.options.path.name()
+            self.options.path.name(),
+            if self.options.int8_mat_vec {
+                "int8"
+            } else {
+                "f32"
+            }
         )
     }
 
@@ -201,6 +206,7 @@ impl Backend for WgpuBackend {
         let extras = MvExtras {
             norm: row_norm,
             accumulate: false,
+            int8: self.options.int8_mat_vec,
         };
         let mut col = 0;
         for w in ws {
@@ -224,6 +230,7 @@ impl Backend for WgpuBackend {
         let extras = MvExtras {
             norm: None,
             accumulate: true,
+            int8: self.options.int8_mat_vec,
         };
         self.matmul_into(a, w, x, 0, extras)
     }
@@ -549,6 +556,7 @@ impl Backend for WgpuBackend {
             path: self.options.path,
             mid: self.options.mid,
             mat_vec: x.rows <= self.mat_vec_max_tokens(),
+            int8: self.options.int8_mat_vec,
             ..MoeOptions::new(&self.ctx, p, x.rows)
         };
         let plain = MoeInputs {

@@ -23,11 +23,16 @@ pub struct BackendOptions {
     /// The largest batch whose matmuls run the mat-vec kernels instead of the tiled ones
     /// (0: never); the default is [`mat_vec_max_tokens`] for the device.
     pub mat_vec_max_tokens: usize,
+    /// Mat-vecs quantize their activations to int8 per 32 values and multiply by integer dot
+    /// products, for the weight types that have such a kernel (`mv_id_*_int8`): as
+    /// llama.cpp's decode, a fraction of the work per weight for an error far below the
+    /// weights' own quantization. Off, they stage f32 (exact up to f32 rounding).
+    pub int8_mat_vec: bool,
 }
 
 impl BackendOptions {
     /// The defaults on `ctx`: f16 KV cache, the `mid` type and fastest path
-    /// [`MoeOptions::new`] picks for the device, no poisoning.
+    /// [`MoeOptions::new`] picks for the device, int8 mat-vec activations, no poisoning.
     pub fn for_device(ctx: &WgpuContext) -> BackendOptions {
         let moe = MoeOptions::new(
             ctx,
@@ -43,12 +48,13 @@ impl BackendOptions {
             path: moe.path,
             poison: false,
             mat_vec_max_tokens: mat_vec_max_tokens(ctx.profile(), moe.path),
+            int8_mat_vec: moe.int8,
         }
     }
 
     /// The exact configuration, which every device runs: f32 KV cache and `mid`, register
-    /// tiles, mat-vec for single tokens (so decode steps take it on every adapter), no
-    /// poisoning. It isolates kernel and driver errors from f16 rounding (`moetile verify`,
+    /// tiles, mat-vec for single tokens (so decode steps take it on every adapter) over f32
+    /// activations, no poisoning. It isolates kernel and driver errors from f16 rounding (`moetile verify`,
     /// whole-model tests).
     pub fn exact() -> BackendOptions {
         BackendOptions {
@@ -57,6 +63,7 @@ impl BackendOptions {
             path: Path::Reg,
             poison: false,
             mat_vec_max_tokens: 1,
+            int8_mat_vec: false,
         }
     }
 }

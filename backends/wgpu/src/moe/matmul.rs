@@ -94,6 +94,9 @@ pub struct MvExtras<'a> {
     pub norm: Option<RowNorm<'a>>,
     /// Add the outputs to what the output holds (a residual stream) instead of storing them.
     pub accumulate: bool,
+    /// Quantize the activations to int8 and multiply by integer dot products where the weight
+    /// type has that kernel (see [`KernelKey::MvId`]); f32 otherwise.
+    pub int8: bool,
 }
 
 /// The mat-vec form of [`mm_id`]: one workgroup per (row tile, pair) of `routing`, no map.
@@ -106,6 +109,7 @@ pub fn mv_id(
     let extra = Epilogue {
         norm: extras.norm,
         accumulate: extras.accumulate,
+        int8: extras.int8,
         ..Epilogue::default()
     };
     mat_vec(rec, routing, mm, MvEpilogue::Rows, extra)
@@ -114,13 +118,14 @@ pub fn mv_id(
 /// gate, up and the activation in one mat-vec over a gate/up tensor of interleaved rows
 /// (`mm.w`, `[D, 2F, E]`): `mm.out (T*K, F) = activation(gate . x, up . x) * route_weight`,
 /// stored as `mm.out`'s type (`mv_glu`). `mm.act` is x, one row per K pairs, normed by `norm`
-/// as it is read when given.
+/// as it is read when given; `int8` as in [`MvExtras`].
 pub fn mv_glu(
     rec: &mut Recorder<'_>,
     routing: &Routing,
     mm: Matmul<'_>,
     activation: ExpertActivation,
     norm: Option<RowNorm<'_>>,
+    int8: bool,
 ) -> Result<()> {
     let (clamp, limit) = clamp_limit(activation);
     let epilogue = Epilogue {
@@ -128,6 +133,7 @@ pub fn mv_glu(
         limit,
         norm,
         accumulate: false,
+        int8,
     };
     mat_vec(
         rec,
@@ -140,15 +146,18 @@ pub fn mv_glu(
 
 /// down and the sum over K in one mat-vec: `mm.out (T, D) = sum_k W[e(t, k)] @ act[t*K + k]`
 /// (`mv_sum`); `mm.act` is `mid`, one row per pair. `mm.w` must be one weight chunk. With
-/// `accumulate`, the sum is added to what `mm.out` holds (the residual stream).
+/// `accumulate`, the sum is added to what `mm.out` holds (the residual stream); `int8` as in
+/// [`MvExtras`].
 pub fn mv_sum(
     rec: &mut Recorder<'_>,
     routing: &Routing,
     mm: Matmul<'_>,
     accumulate: bool,
+    int8: bool,
 ) -> Result<()> {
     let extra = Epilogue {
         accumulate,
+        int8,
         ..Epilogue::default()
     };
     mat_vec(rec, routing, mm, MvEpilogue::Sum, extra)
@@ -161,6 +170,7 @@ struct Epilogue<'a> {
     limit: f32,
     norm: Option<RowNorm<'a>>,
     accumulate: bool,
+    int8: bool,
 }
 
 /// Records the mat-vec of `epilogue` (see `wgsl/mv_id.wgsl`), once per weight chunk.
@@ -176,6 +186,7 @@ fn mat_vec(
         act: mm.act.ty,
         epilogue,
         norm: extra.norm.is_some(),
+        int8: extra.int8 && mm.w.weight.int8_dot_fragment().is_some(),
     };
     let (n_pairs, k) = (routing.n_pairs(), routing.n_used);
     mm.check_inputs(&key, n_pairs, "routing", routing.n_experts)?;

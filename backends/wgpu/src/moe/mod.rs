@@ -94,12 +94,15 @@ pub struct MoeOptions {
     /// Add the result to what `out` holds (the residual stream) instead of storing it: the
     /// fused mat-vec plan only ([`MoePlan::fused_ends`]).
     pub accumulate: bool,
+    /// Mat-vecs quantize their activations to int8 where the weight type allows (see
+    /// [`MvExtras::int8`]).
+    pub int8: bool,
 }
 
 impl MoeOptions {
     /// The defaults for a batch of `n_tokens` on `ctx`: the tile `p` asks for, the fastest path
     /// the device runs, f16 `mid` with `SHADER_F16`, mat-vec for at most
-    /// [`mat_vec_max_tokens`] tokens.
+    /// [`mat_vec_max_tokens`] tokens, int8 mat-vec activations.
     pub fn new(ctx: &WgpuContext, p: &MoeParams, n_tokens: usize) -> MoeOptions {
         let path = ctx.profile().best_path();
         MoeOptions {
@@ -113,6 +116,7 @@ impl MoeOptions {
             },
             mat_vec: n_tokens <= mat_vec_max_tokens(ctx.profile(), path),
             accumulate: false,
+            int8: true,
         }
     }
 }
@@ -318,7 +322,15 @@ pub fn layer(
     // `out (pairs, rows) = w @ act`: grouped over the map, or mat-vec over the routing.
     let matmul = |rec: &mut Recorder<'_>, mm: Matmul<'_>| match &map {
         Some(map) => mm_id(rec, key(mm.w, mm.act.ty), map, mm),
-        None => mv_id(rec, routing, mm, MvExtras::default()),
+        None => mv_id(
+            rec,
+            routing,
+            mm,
+            MvExtras {
+                int8: opts.int8,
+                ..MvExtras::default()
+            },
+        ),
     };
     let x_times = |w, out| Matmul {
         w,
@@ -335,6 +347,7 @@ pub fn layer(
             x_times(gate_or_merged, &bufs.mid),
             opts.activation,
             norm,
+            opts.int8,
         )?;
     } else {
         let gu_out = bufs
@@ -366,7 +379,7 @@ pub fn layer(
     };
     if plan.sum {
         rec.set_detail("down_sum");
-        mv_sum(rec, routing, mid_times(out), opts.accumulate)?;
+        mv_sum(rec, routing, mid_times(out), opts.accumulate, opts.int8)?;
     } else {
         let y = bufs.y.as_ref().ok_or_else(|| missing("down's outputs"))?;
         rec.set_detail("down");

@@ -336,7 +336,7 @@ pub fn tune_checked(
                     let mm = batch.matmul(&w);
                     let run = |rec: &mut Recorder<'_>| moe::mm_id(rec, key, &map, mm);
                     let checked = bench::run_checked(ctx, &name, &batch.out, run, || {
-                        pool.check(ctx, &mut rng, &name, &batch, path)
+                        pool.check(ctx, &mut rng, &name, &batch, path, 0.0)
                     });
                     if let Err(e) = verdict(&key, checked) {
                         record.unusable.push(UnusablePath {

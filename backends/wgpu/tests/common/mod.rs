@@ -164,6 +164,41 @@ pub fn grouped_matmul_ref(w: &Weights, ids: &[u32], act: &[f32], div: usize) -> 
     out
 }
 
+/// [`grouped_matmul_ref`] of the activations as the int8 mat-vec quantizes them
+/// (`moetile_cpu::int8_quantize`), for [`check`] at `rel`. A quant may round the other way on
+/// the GPU where `x / d` lies within an ulp of a half (the GPU's division may be 2.5 ulp off,
+/// a norm computed in f32 moves x by an ulp): each such flip moves a dot product by at most
+/// `d |w_i|`, so each output's scale allows two of the largest.
+pub fn int8_matmul_ref(
+    w: &Weights,
+    ids: &[u32],
+    act: &[f32],
+    div: usize,
+    rel: f64,
+) -> Vec<(f64, f64)> {
+    let [cols, rows, _] = w.dims;
+    let (quants, scales) = moetile_cpu::int8_quantize(act);
+    let values: Vec<f32> = quants
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| q as f32 * scales[i / 32])
+        .collect();
+    let mut out = grouped_matmul_ref(w, ids, &values, div);
+    for (p, &e) in ids.iter().enumerate() {
+        let x0 = (p / div) * cols;
+        for r in 0..rows {
+            let largest_flip = w
+                .row(e as usize, r)
+                .iter()
+                .enumerate()
+                .map(|(c, &wi)| (wi as f64 * scales[(x0 + c) / 32] as f64).abs())
+                .fold(0.0, f64::max);
+            out[p * rows + r].1 += 2.0 * largest_flip / rel;
+        }
+    }
+    out
+}
+
 /// Checks `got` against `want` element-wise: `|got - value| <= rel * scale + 1e-6`; NaN (an
 /// element never written over the poison) always fails. Prints the first mismatches.
 pub fn check(label: &str, got: &[f32], want: &[(f64, f64)], rel: f64, cols: usize) {

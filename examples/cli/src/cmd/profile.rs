@@ -50,7 +50,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         return Err(usage("invalid --prompt-tokens = 0: at least 1".to_string()));
     }
     let runtime: RuntimeSettings = args.runtime.resolve()?;
-    let adapter = args.gpu.resolve()?;
+    let adapter = args.gpu.choice()?;
     let file = ModelFile::open(&args.model)?;
     let n_tokens = args.prompt_tokens + args.decode;
     // Without --ctx, the context holds exactly the profiled tokens.

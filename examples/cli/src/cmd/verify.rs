@@ -142,7 +142,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
                     .map(|f| format!("fast: {f}")),
             );
             drop(fast);
-            let ctx = Arc::new(WgpuContext::new(adapter)?);
+            let ctx = Arc::new(WgpuContext::new(&adapter.context)?);
             let mut exact = WgpuBackend::with_options(ctx, BackendOptions::exact())?;
             let label = format!("exact: {}", exact.describe());
             // The exact configuration runs the register path, tuned on its own.
