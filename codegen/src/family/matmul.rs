@@ -101,6 +101,8 @@ const ROW_THREADS: u32 = 16;
 pub const COOP_MAX_SUBGROUP_SIZE: u32 = 32;
 /// Rows per mat-vec workgroup.
 const MV_ROWS: u32 = 8;
+/// Rows per int8 mat-vec workgroup.
+const MV_INT8_ROWS: u32 = 8;
 
 /// Register path: tokens per thread (the accumulators are 4 rows x this many tokens, read as
 /// whole vec4s of the activation tile).
@@ -283,6 +285,16 @@ pub(crate) struct MvId {
     pub(crate) int8: bool,
 }
 
+impl MvId {
+    /// Rows per workgroup.
+    fn rows(&self) -> u32 {
+        match self.int8 && self.weight.int8_dot_fragment().is_some() {
+            true => MV_INT8_ROWS,
+            false => MV_ROWS,
+        }
+    }
+}
+
 impl Family for MvId {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (weight, act) = (self.weight.short_name(), self.act.name());
@@ -355,11 +367,11 @@ impl Family for MvId {
     }
 
     fn consts(&self) -> Vec<(&'static str, u32)> {
-        vec![("LANES", WG_SIZE / MV_ROWS)]
+        vec![("LANES", WG_SIZE / self.rows())]
     }
 
     fn rows_per_workgroup(&self) -> Option<u32> {
-        Some(MV_ROWS)
+        Some(self.rows())
     }
 
     fn tokens_per_workgroup(&self) -> Option<u32> {

@@ -90,10 +90,13 @@ fn kernel_bench_checks_and_times_each_kernel() {
         "mm_id_q8_0_f32_t32_reg",
         "mm_id_q8_0_f32_t64_reg",
         "mv_id_q8_0_f32",
+        "mv_id_q8_0_f32_int8",
         // The decode step's fused mat-vecs (mid stored as f16 on lavapipe, which has
-        // SHADER_F16).
+        // SHADER_F16), on f32 and int8 inputs.
         "mv_glu_q8_0_f32_f16",
         "mv_sum_q8_0_f16",
+        "mv_glu_q8_0_f32_f16_int8",
+        "mv_sum_q8_0_f16_int8",
     ] {
         assert!(
             out.contains(&format!("| {kernel} | tiny-qwen3moe |")),
@@ -108,7 +111,7 @@ fn kernel_bench_checks_and_times_each_kernel() {
         Some("kernel,shape,tokens,ms,ms_min,gflops,gbs,check")
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), 7, "{text}");
+    assert_eq!(rows.len(), 10, "{text}");
     for r in &rows {
         let ms: f64 = r[3].parse().unwrap();
         let check: f64 = r[7].parse().unwrap();
