@@ -101,8 +101,11 @@ const ROW_THREADS: u32 = 16;
 pub const COOP_MAX_SUBGROUP_SIZE: u32 = 32;
 /// Rows per mat-vec workgroup.
 const MV_ROWS: u32 = 8;
-/// Rows per int8 mat-vec workgroup.
-const MV_INT8_ROWS: u32 = 8;
+/// Rows per int8 mat-vec workgroup: each workgroup quantizes its activation row itself, so
+/// more rows share that work (at Qwen3-30B-A3B's shape on the H100, `bench/decode-h100/run-6`:
+/// tg128 147.5 tok/s at 8 rows, 159.1 at 16, 148.7 at 32, where `down`'s 2048 rows are too
+/// few workgroups).
+const MV_INT8_ROWS: u32 = 16;
 
 /// Register path: tokens per thread (the accumulators are 4 rows x this many tokens, read as
 /// whole vec4s of the activation tile).
