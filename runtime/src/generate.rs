@@ -401,6 +401,13 @@ impl<'a, B: Backend> Generator<'a, B> {
     pub fn timings(&self) -> &Timings {
         &self.timings
     }
+
+    /// Ends the generation (finished or not) and hands back the session, holding every token
+    /// computed so far: a server keeps it for the next request, whose prompt may start with
+    /// those tokens.
+    pub fn into_session(self) -> &'a mut Session<B> {
+        self.session
+    }
 }
 
 /// The steps of a [`Generator`] as an iterator (see [`Generator::steps`]).

@@ -1,0 +1,403 @@
+//! The scheduler: the one thread that runs the model. It takes queued [`Job`]s into free slots
+//! (each slot a session with its own KV cache) and steps the active ones round-robin, one
+//! forward pass each (a prefill chunk or a decode step), so a new request's prefill delays a
+//! running one by at most a chunk. Text goes back over each job's own channel; a job whose
+//! receiver is gone (the client disconnected) is cancelled at its next step.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+
+use moetile::generate::{Generator, Step, StopConditions, StopReason};
+use moetile::model::{Backend, Model};
+use moetile::sample::SamplerConfig;
+use moetile::session::Session;
+use moetile::tokenizer::Tokenizer;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::metrics::Metrics;
+
+/// A checked request, ready to run.
+pub struct Job {
+    /// The prompt's tokens: at least one, fewer than the context holds.
+    pub prompt: Vec<u32>,
+    /// How tokens are drawn (validated).
+    pub sampler: SamplerConfig,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Whether end-of-generation tokens are ignored (a fixed number of tokens, for loads).
+    pub ignore_eos: bool,
+    /// Texts that end the answer, left out of it.
+    pub stop: Vec<String>,
+    /// Where the answer goes.
+    pub events: UnboundedSender<Event>,
+}
+
+/// What the scheduler tells a request's handler.
+#[derive(Debug)]
+pub enum Event {
+    /// More of the answer (never empty).
+    Text(String),
+    /// The answer is complete.
+    Done {
+        /// Why it ended.
+        finish: Finish,
+        /// Its token counts.
+        usage: Usage,
+    },
+    /// The backend failed while running the request.
+    Failed(String),
+}
+
+/// Why an answer ended, as OpenAI's `finish_reason` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// An end-of-generation token or a stop text.
+    Stop,
+    /// `max_tokens`, or the context is full.
+    Length,
+}
+
+impl Finish {
+    /// The `finish_reason` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// The token counts of one answer (`usage` in the responses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Leading prompt tokens the slot's KV cache already held.
+    pub cached_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+}
+
+/// A generation in a slot.
+struct Sequence<'a, B: Backend> {
+    generator: Generator<'a, B>,
+    stop: StopText,
+    events: UnboundedSender<Event>,
+    /// Set once the client is gone: the generator stops at its next step.
+    cancel: Arc<AtomicBool>,
+}
+
+enum Slot<'a, B: Backend> {
+    Idle(&'a mut Session<B>),
+    Busy(Box<Sequence<'a, B>>),
+}
+
+/// Runs the model for every request: see the module's documentation.
+pub struct Scheduler<'a, B: Backend> {
+    model: &'a Model<B>,
+    backend: &'a mut B,
+    tokenizer: &'a Tokenizer,
+    /// `None` only while a slot changes state.
+    slots: Vec<Option<Slot<'a, B>>>,
+    metrics: &'a Metrics,
+}
+
+impl<'a, B: Backend> Scheduler<'a, B> {
+    /// A scheduler with one slot per session.
+    pub fn new(
+        model: &'a Model<B>,
+        backend: &'a mut B,
+        tokenizer: &'a Tokenizer,
+        sessions: &'a mut [Session<B>],
+        metrics: &'a Metrics,
+    ) -> Self {
+        Scheduler {
+            model,
+            backend,
+            tokenizer,
+            slots: sessions.iter_mut().map(|s| Some(Slot::Idle(s))).collect(),
+            metrics,
+        }
+    }
+
+    /// Serves `jobs` until every sender is gone (the HTTP side stopped). Waits without
+    /// spinning while no sequence is active.
+    pub fn run(mut self, jobs: &Receiver<Job>) {
+        loop {
+            while self.slots.iter().any(|s| matches!(s, Some(Slot::Idle(_)))) {
+                let next = if self.active() == 0 {
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                } else {
+                    match jobs.try_recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                };
+                self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+                self.start(next);
+            }
+            for i in 0..self.slots.len() {
+                self.step(i);
+            }
+            self.publish_kv();
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s, Some(Slot::Busy(_))))
+            .count()
+    }
+
+    /// Starts `job` in the idle slot whose cache shares the longest prefix with its prompt
+    /// (among equals, the one caching least, to keep the others' prefixes for later).
+    fn start(&mut self, job: Job) {
+        if job.events.is_closed() {
+            return;
+        }
+        let best = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Some(Slot::Idle(session)) => Some((
+                    i,
+                    session.reusable_prefix(&job.prompt),
+                    session.tokens().len(),
+                )),
+                _ => None,
+            })
+            .max_by_key(|&(_, shared, cached)| (shared, std::cmp::Reverse(cached)));
+        let Some((i, ..)) = best else { return };
+        let Some(Slot::Idle(session)) = self.slots[i].take() else {
+            return;
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut stop =
+            StopConditions::new(job.max_tokens, self.tokenizer).with_cancel(cancel.clone());
+        if job.ignore_eos {
+            stop.end_tokens.clear();
+        }
+        match Generator::new(session, self.tokenizer, &job.prompt, job.sampler, stop) {
+            Ok(generator) => {
+                self.metrics.active.fetch_add(1, Ordering::Relaxed);
+                self.slots[i] = Some(Slot::Busy(Box::new(Sequence {
+                    generator,
+                    stop: StopText::new(job.stop),
+                    events: job.events,
+                    cancel,
+                })));
+            }
+            // The HTTP side checks the prompt and sampler as `Generator::new` does, so this
+            // is not expected; the session went with the failed call, so the slot is gone.
+            Err(e) => {
+                eprintln!("warning: a slot is lost: {e}");
+                let _ = job.events.send(Event::Failed(e.to_string()));
+            }
+        }
+    }
+
+    /// Runs one step of slot `i`'s sequence, if it has one.
+    fn step(&mut self, i: usize) {
+        let Some(Slot::Busy(seq)) = &mut self.slots[i] else {
+            return;
+        };
+        if seq.events.is_closed() {
+            seq.cancel.store(true, Ordering::Relaxed);
+        }
+        let end = match seq.generator.step(self.model, self.backend) {
+            Ok(Some(Step::Prefill { .. })) => return,
+            Ok(Some(Step::Token { text, .. })) => {
+                self.metrics
+                    .generated_tokens
+                    .fetch_add(1, Ordering::Relaxed);
+                let (out, stopped) = seq.stop.push(&text);
+                send_text(&seq.events, out);
+                if !stopped {
+                    return;
+                }
+                Ok(Finish::Stop)
+            }
+            Ok(Some(Step::Stopped { reason, text })) => {
+                let (out, stopped) = seq.stop.push(&text);
+                send_text(&seq.events, out);
+                send_text(&seq.events, seq.stop.finish());
+                Ok(match reason {
+                    _ if stopped => Finish::Stop,
+                    StopReason::EndOfGeneration(_) => Finish::Stop,
+                    StopReason::MaxTokens | StopReason::ContextFull | StopReason::Cancelled => {
+                        Finish::Length
+                    }
+                })
+            }
+            // `step` says `Stopped` before it says `None`.
+            Ok(None) => Ok(Finish::Length),
+            Err(e) => Err(e),
+        };
+        self.finish(i, end);
+    }
+
+    /// Ends slot `i`'s sequence: tells its client how (unless it is gone), counts it, and
+    /// keeps the session, and so its cache, for the next request. After a backend error the
+    /// cache is not trusted and is emptied.
+    fn finish(&mut self, i: usize, end: moetile::Result<Finish>) {
+        let Some(Slot::Busy(seq)) = self.slots[i].take() else {
+            return;
+        };
+        let Sequence {
+            generator, events, ..
+        } = *seq;
+        let t = generator.timings().clone();
+        self.metrics.add_timings(&t);
+        self.metrics.active.fetch_sub(1, Ordering::Relaxed);
+        let session = generator.into_session();
+        let event = match end {
+            Ok(finish) => Event::Done {
+                finish,
+                usage: Usage {
+                    prompt_tokens: t.prompt_tokens,
+                    cached_tokens: t.reused_tokens,
+                    completion_tokens: t.generated_tokens,
+                },
+            },
+            Err(e) => {
+                session.reset();
+                Event::Failed(format!("{e:#}"))
+            }
+        };
+        let _ = events.send(event);
+        self.slots[i] = Some(Slot::Idle(session));
+    }
+
+    /// Publishes how many tokens the slots' KV caches hold.
+    fn publish_kv(&self) {
+        let held: usize = self
+            .slots
+            .iter()
+            .map(|s| match s {
+                Some(Slot::Idle(session)) => session.tokens().len(),
+                // A busy slot's session is inside its generator; its prompt and answer so far.
+                Some(Slot::Busy(seq)) => {
+                    let t = seq.generator.timings();
+                    t.prompt_tokens + t.generated_tokens
+                }
+                None => 0,
+            })
+            .sum();
+        self.metrics.kv_tokens.store(held, Ordering::Relaxed);
+    }
+}
+
+/// Sends `text` unless it is empty; a client that is gone is noticed at the next step.
+fn send_text(events: &UnboundedSender<Event>, text: String) {
+    if !text.is_empty() {
+        let _ = events.send(Event::Text(text));
+    }
+}
+
+/// Generated text on its way out, holding back what may be the start of a stop text (which
+/// the answer leaves out, with everything after it).
+#[derive(Debug)]
+struct StopText {
+    stops: Vec<String>,
+    held: String,
+}
+
+impl StopText {
+    fn new(stops: Vec<String>) -> Self {
+        StopText {
+            stops,
+            held: String::new(),
+        }
+    }
+
+    /// Adds `piece`; returns the text that may go out now, and whether a stop text was found
+    /// (the text is then everything before it).
+    fn push(&mut self, piece: &str) -> (String, bool) {
+        self.held.push_str(piece);
+        let found = self
+            .stops
+            .iter()
+            .filter_map(|stop| self.held.find(stop.as_str()))
+            .min();
+        if let Some(at) = found {
+            self.held.truncate(at);
+            return (std::mem::take(&mut self.held), true);
+        }
+        let keep = self
+            .stops
+            .iter()
+            .map(|stop| partial_match(&self.held, stop))
+            .max()
+            .unwrap_or(0);
+        let rest = self.held.split_off(self.held.len() - keep);
+        (std::mem::replace(&mut self.held, rest), false)
+    }
+
+    /// What was held back, at the end of the answer.
+    fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
+/// The length of the longest end of `text` that is a proper beginning of `stop`.
+fn partial_match(text: &str, stop: &str) -> usize {
+    (1..stop.len())
+        .rev()
+        .find(|&n| stop.is_char_boundary(n) && text.ends_with(&stop[..n]))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool) {
+        let mut text = StopText::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = Vec::new();
+        for piece in pieces {
+            let (sent, stopped) = text.push(piece);
+            out.push(sent);
+            if stopped {
+                return (out, true);
+            }
+        }
+        out.push(text.finish());
+        (out, false)
+    }
+
+    #[test]
+    fn stop_text_split_across_pieces_is_left_out() {
+        let (out, stopped) = run(&["</s>"], &["Hello <", "/", "s> world"]);
+        assert!(stopped);
+        assert_eq!(out, ["Hello ", "", ""]);
+        assert_eq!(out.concat(), "Hello ");
+    }
+
+    #[test]
+    fn a_false_start_is_released() {
+        let (out, stopped) = run(&["END"], &["the E", "ND", "x"]);
+        assert!(stopped);
+        assert_eq!(out.concat(), "the ");
+        let (out, stopped) = run(&["END"], &["the E", "Nx", " done"]);
+        assert!(!stopped);
+        assert_eq!(out, ["the ", "ENx", " done", ""]);
+    }
+
+    #[test]
+    fn earliest_stop_wins_and_text_is_whole_without_stops() {
+        let (out, _) = run(&["c", "ab"], &["xxabc"]);
+        assert_eq!(out.concat(), "xx");
+        let (out, stopped) = run(&[], &["a", "é", "b"]);
+        assert!(!stopped);
+        assert_eq!(out.concat(), "aéb");
+        // A stop text beginning with a multi-byte character is matched on its boundaries.
+        assert_eq!(partial_match("abé", "éz"), "é".len());
+        assert_eq!(partial_match("ab", "éz"), 0);
+    }
+}
