@@ -48,8 +48,13 @@ impl Answer {
 impl Server {
     /// Starts `moetile serve --cpu -m TINY --port 0 ARGS` and waits for it to listen.
     fn start(args: &[&str]) -> Server {
+        Server::spawn(&[&["-m", model_arg()], args].concat())
+    }
+
+    /// Starts `moetile serve --cpu --port 0 ARGS` and waits for it to listen.
+    fn spawn(args: &[&str]) -> Server {
         let mut child = moetile_std()
-            .args(["serve", "--cpu", "-m", model_arg(), "--port", "0"])
+            .args(["serve", "--cpu", "--port", "0"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -283,32 +288,84 @@ fn completions_and_chat_answer_what_run_generates() {
         prompt_tokens - 1
     );
 
+    // A stop text ends the answer before it (32 tokens: some have text even where many of
+    // the random model's tokens are special ones that print nothing).
+    let mut long = request.clone();
+    long["max_tokens"] = json!(32);
+    long["ignore_eos"] = json!(true);
+    let v = server.ok("/v1/completions", &long);
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    let middle = text.chars().count() / 2;
+    let stop: String = text.chars().skip(middle).take(2).collect();
+    assert!(!stop.is_empty(), "the greedy answer has no text");
+    let before = &text[..text.find(&stop).unwrap()];
+    long["stop"] = json!([stop, "never in the answer"]);
+    let v = server.ok("/v1/completions", &long);
+    assert_eq!(v["choices"][0]["text"], before);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
     let metrics = server.get("/metrics").body;
     assert_eq!(metric(&metrics, "moetile_slots"), 2.0);
-    assert_eq!(metric(&metrics, "moetile_requests_total"), 4.0);
+    assert_eq!(metric(&metrics, "moetile_requests_total"), 6.0);
     assert!(metric(&metrics, "moetile_prompt_tokens_cached_total") >= (prompt_tokens - 1) as f64);
 }
 
 #[test]
-fn concurrent_requests_each_get_their_own_answer() {
-    let server = Server::start(&["--parallel", "2"]);
-    let prompts = ["Once upon a time", "The quick brown fox"];
+fn concurrent_requests_each_get_what_they_get_alone() {
+    let server = Server::start(&["--parallel", "2", "--queue", "8"]);
+    let prompts = [
+        "Once upon a time",
+        "The quick brown fox",
+        "Hello",
+        "1, 2, 3,",
+    ];
     let request = |prompt: &str| json!({"prompt": prompt, "temperature": 0, "max_tokens": 12});
-    let alone: Vec<Value> = prompts
+    let text = |v: Value| v["choices"][0]["text"].as_str().unwrap().to_string();
+    let alone: Vec<String> = prompts
         .iter()
-        .map(|p| server.ok("/v1/completions", &request(p))["choices"][0].clone())
+        .map(|p| text(server.ok("/v1/completions", &request(p))))
         .collect();
-    let together: Vec<Value> = std::thread::scope(|scope| {
+    // Twice as many requests as slots, half of them streamed: some wait in the queue.
+    let together: Vec<(String, String)> = std::thread::scope(|scope| {
         let handles: Vec<_> = prompts
             .iter()
             .map(|p| {
                 let server = &server;
-                scope.spawn(move || server.ok("/v1/completions", &request(p))["choices"][0].clone())
+                scope.spawn(move || {
+                    let whole = text(server.ok("/v1/completions", &request(p)));
+                    let mut streamed = request(p);
+                    streamed["stream"] = json!(true);
+                    let data = server.stream("/v1/completions", &streamed);
+                    let pieces = data[..data.len() - 1]
+                        .iter()
+                        .map(|d| text(serde_json::from_str(d).unwrap()))
+                        .collect();
+                    (whole, pieces)
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(together, alone);
+    for (alone, (whole, streamed)) in alone.iter().zip(&together) {
+        assert_eq!(whole, alone);
+        assert_eq!(streamed, alone);
+    }
+    // Nothing left behind.
+    server.wait_for_metric("moetile_active_sequences", 0.0);
+    let metrics = server.get("/metrics").body;
+    assert_eq!(metric(&metrics, "moetile_queue_length"), 0.0);
+    assert_eq!(metric(&metrics, "moetile_requests_total"), 12.0);
+}
+
+#[test]
+fn without_a_model_it_serves_a_synthetic_one() {
+    let server = Server::spawn(&["--parallel", "1"]);
+    assert_eq!(
+        server.get("/v1/models").json()["data"][0]["id"],
+        "tiny-qwen3moe"
+    );
+    let v = server.ok("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2}));
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 2);
 }
 
 #[test]
