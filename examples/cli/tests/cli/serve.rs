@@ -48,13 +48,13 @@ impl Answer {
 impl Server {
     /// Starts `moetile serve --cpu -m TINY --port 0 ARGS` and waits for it to listen.
     fn start(args: &[&str]) -> Server {
-        Server::spawn(&[&["-m", model_arg()], args].concat())
+        Server::spawn(&[&["--cpu", "-m", model_arg()], args].concat())
     }
 
-    /// Starts `moetile serve --cpu --port 0 ARGS` and waits for it to listen.
+    /// Starts `moetile serve --port 0 ARGS` and waits for it to listen.
     fn spawn(args: &[&str]) -> Server {
         let mut child = moetile_std()
-            .args(["serve", "--cpu", "--port", "0"])
+            .args(["serve", "--port", "0"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -191,11 +191,18 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap()
 }
 
-/// Text and token count of `moetile run --json` on `prompt`, greedy, at most `n` tokens.
+/// Text and token count of `moetile run --cpu --json` on `prompt`, greedy, at most `n`
+/// tokens.
 fn run_greedy(prompt: &str, n: usize) -> (String, usize) {
+    run_greedy_on(&["--cpu"], prompt, n)
+}
+
+/// [`run_greedy`] on the backend the flags `backend` select (none: the default adapter).
+fn run_greedy_on(backend: &[&str], prompt: &str, n: usize) -> (String, usize) {
     let out = stdout_of(
         crate::moetile()
-            .args(["run", "--cpu", "-m", model_arg(), "--json", "--temp", "0"])
+            .args(["run", "-m", model_arg(), "--json", "--temp", "0"])
+            .args(backend)
             .args(["-n", &n.to_string(), "-p", prompt]),
     );
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -359,7 +366,7 @@ fn concurrent_requests_each_get_what_they_get_alone() {
 
 #[test]
 fn without_a_model_it_serves_a_synthetic_one() {
-    let server = Server::spawn(&["--parallel", "1"]);
+    let server = Server::spawn(&["--cpu", "--parallel", "1"]);
     assert_eq!(
         server.get("/v1/models").json()["data"][0]["id"],
         "tiny-qwen3moe"
@@ -485,4 +492,30 @@ fn serve_flags_are_checked_before_loading() {
     assert!(line.contains("--parallel"), "{line}");
     let line = one_line_error(crate::moetile().args(["serve", "--cpu", "--api-key", ""]));
     assert!(line.contains("--api-key"), "{line}");
+}
+
+#[test]
+fn on_the_gpu_concurrent_answers_are_what_run_generates() {
+    if crate::gpu::devices().is_none() {
+        return;
+    }
+    let server = Server::spawn(&["-m", model_arg(), "--parallel", "2"]);
+    let prompts = ["Once upon a time", "The quick brown fox"];
+    let answers: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let server = &server;
+                let request = json!({"prompt": p, "temperature": 0, "max_tokens": 8});
+                scope.spawn(move || server.ok("/v1/completions", &request))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (prompt, v) in prompts.iter().zip(answers) {
+        // The default adapter, as the server's.
+        let (text, tokens) = run_greedy_on(&[], prompt, 8);
+        assert_eq!(v["choices"][0]["text"], text);
+        assert_eq!(v["usage"]["completion_tokens"], tokens);
+    }
 }

@@ -72,7 +72,7 @@ impl Metrics {
             ("prefill_seconds_total", "counter", "Time spent computing prompt tokens not cached.", seconds(&self.prefill_us)),
             ("decode_tokens_total", "counter", "Decode steps (one token each) of finished requests.", count(&self.decode_tokens)),
             ("decode_seconds_total", "counter", "Time spent in decode steps.", seconds(&self.decode_us)),
-            ("kv_cache_tokens", "gauge", "Tokens held in the slots' KV caches.", gauge(&self.kv_tokens)),
+            ("kv_cache_tokens", "gauge", "Tokens the slots' KV caches hold, a busy slot's whole prompt counted from its start.", gauge(&self.kv_tokens)),
             ("kv_cache_capacity_tokens", "gauge", "Tokens the slots' KV caches can hold.", self.kv_capacity as f64),
         ];
         let mut out = String::new();

@@ -189,7 +189,7 @@ impl BackendTask for Task<'_> {
             "listening on http://{address} ({} slots of {n_ctx} tokens on {})",
             s.parallel, info.description
         );
-        Scheduler::new(&model, backend, &tokenizer, &mut sessions, &metrics).run(&queue);
+        Scheduler::new(&model, backend, &tokenizer, &mut sessions, &metrics).run(&queue)?;
         // The queue closes only once the server has stopped: say why it did.
         runtime
             .block_on(server)

@@ -98,7 +98,7 @@ pub struct Scheduler<'a, B: Backend> {
     model: &'a Model<B>,
     backend: &'a mut B,
     tokenizer: &'a Tokenizer,
-    /// `None` only while a slot changes state.
+    /// `None` while a slot changes state, and for good once a failed start lost its session.
     slots: Vec<Option<Slot<'a, B>>>,
     metrics: &'a Metrics,
 }
@@ -122,14 +122,18 @@ impl<'a, B: Backend> Scheduler<'a, B> {
     }
 
     /// Serves `jobs` until every sender is gone (the HTTP side stopped). Waits without
-    /// spinning while no sequence is active.
-    pub fn run(mut self, jobs: &Receiver<Job>) {
+    /// spinning while no sequence is active. Fails if every slot was lost.
+    pub fn run(mut self, jobs: &Receiver<Job>) -> anyhow::Result<()> {
         loop {
+            anyhow::ensure!(
+                self.slots.iter().any(Option::is_some),
+                "every slot was lost to a failed start (see the warnings above)"
+            );
             while self.slots.iter().any(|s| matches!(s, Some(Slot::Idle(_)))) {
                 let next = if self.active() == 0 {
                     match jobs.recv() {
                         Ok(job) => job,
-                        Err(_) => return,
+                        Err(_) => return Ok(()),
                     }
                 } else {
                     match jobs.try_recv() {
