@@ -377,7 +377,7 @@ fn without_a_model_it_serves_a_synthetic_one() {
 
 #[test]
 fn bad_requests_get_openai_errors_and_the_server_goes_on() {
-    let server = Server::start(&["--api-key", "sk-test", "--ctx", "32"]);
+    let server = Server::start(&["--api-key", "sk-test", "--ctx", "32", "--max-body", "400"]);
     let key = Some("sk-test");
     let chat = |extra: Value| {
         let mut body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2});
@@ -430,6 +430,12 @@ fn bad_requests_get_openai_errors_and_the_server_goes_on() {
         .post(path, &chat(json!({"max_tokens": 100})), key)
         .error(400);
     assert_eq!(error["param"], "max_tokens");
+    let error = server
+        .post(path, &chat(json!({"logprobs": true})), key)
+        .error(400);
+    assert_eq!(error["param"], "logprobs");
+    let body = json!({"messages": [{"role": "user", "content": "x".repeat(400)}]});
+    server.post(path, &body.to_string(), key).error(413);
     let error = server.post("/v1/nothing", "{}", key).error(404);
     assert_eq!(error["code"], "unknown_url");
 

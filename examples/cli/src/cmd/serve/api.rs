@@ -132,6 +132,12 @@ struct Options {
     frequency_penalty: Option<f32>,
     presence_penalty: Option<f32>,
     tools: Option<Vec<Value>>,
+    /// Refused unless off: a bool (chat) or a count (completions).
+    logprobs: Option<Value>,
+    top_logprobs: Option<usize>,
+    echo: Option<bool>,
+    best_of: Option<usize>,
+    suffix: Option<String>,
     /// Not OpenAI's: generate exactly `max_tokens` (as llama.cpp's server offers), for loads
     /// and benchmarks.
     ignore_eos: Option<bool>,
@@ -400,6 +406,24 @@ impl Options {
             return Err(ApiError::invalid(
                 "tools are not supported by this server yet",
                 Some("tools"),
+                Some("unsupported_value"),
+            ));
+        }
+        let logprobs_off = matches!(
+            &self.logprobs,
+            None | Some(Value::Null | Value::Bool(false))
+        ) || self.logprobs == Some(json!(0));
+        let unsupported = [
+            ("logprobs", !logprobs_off),
+            ("top_logprobs", self.top_logprobs.is_some_and(|n| n > 0)),
+            ("echo", self.echo == Some(true)),
+            ("best_of", self.best_of.is_some_and(|n| n != 1)),
+            ("suffix", self.suffix.is_some_and(|s| !s.is_empty())),
+        ];
+        if let Some((param, _)) = unsupported.into_iter().find(|&(_, asked)| asked) {
+            return Err(ApiError::invalid(
+                format!("{param} is not supported by this server"),
+                Some(param),
                 Some("unsupported_value"),
             ));
         }

@@ -10,7 +10,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Request as HttpRequest, State};
+use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
@@ -87,8 +87,9 @@ impl AppState {
     }
 }
 
-/// The server's routes; the `/v1` ones behind the API key when one is set.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The server's routes; the `/v1` ones behind the API key when one is set, every one taking
+/// bodies of at most `max_body` bytes.
+pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
@@ -97,6 +98,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 

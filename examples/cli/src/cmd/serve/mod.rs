@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on the /v1 endpoints.
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
+    /// Largest request body in bytes; a larger one is refused with 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
+    max_body: usize,
 }
 
 /// Everything `serve` needs, validated.
@@ -71,6 +74,7 @@ struct Settings {
     parallel: usize,
     queue: usize,
     api_key: Option<String>,
+    max_body: usize,
 }
 
 impl ServeArgs {
@@ -95,6 +99,7 @@ impl ServeArgs {
             parallel: self.parallel,
             queue: self.queue,
             api_key: self.api_key,
+            max_body: self.max_body,
         })
     }
 }
@@ -183,8 +188,8 @@ impl BackendTask for Task<'_> {
             tokio::net::TcpListener::from_std(self.listener).context("listening")?
         };
         let address = listener.local_addr().context("reading the bound address")?;
-        let server = runtime
-            .spawn(async move { axum::serve(listener, http::router(Arc::new(state))).await });
+        let router = http::router(Arc::new(state), s.max_body);
+        let server = runtime.spawn(async move { axum::serve(listener, router).await });
         eprintln!(
             "listening on http://{address} ({} slots of {n_ctx} tokens on {})",
             s.parallel, info.description
