@@ -525,3 +525,48 @@ fn on_the_gpu_concurrent_answers_are_what_run_generates() {
         assert_eq!(v["usage"]["completion_tokens"], tokens);
     }
 }
+
+#[test]
+fn a_burst_of_streaming_clients_is_answered_or_refused_and_leaves_nothing_behind() {
+    let server = Server::start(&["--parallel", "4", "--queue", "8"]);
+    let request = json!({"prompt": "Once upon a time", "stream": true, "max_tokens": 6});
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..32)
+            .map(|_| {
+                let (server, request) = (&server, &request);
+                scope.spawn(move || {
+                    let response = server
+                        .request("/v1/completions", None)
+                        .send(request.to_string())
+                        .unwrap();
+                    let status = response.status().as_u16();
+                    let body = response.into_body().read_to_string().unwrap();
+                    if status == 200 {
+                        assert_eq!(data_lines(&body).last().unwrap(), "[DONE]");
+                    }
+                    status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 503),
+        "{statuses:?}"
+    );
+    let answered = statuses.iter().filter(|&&s| s == 200).count();
+    // The queue alone takes 8, however slow the scheduler is to take jobs into slots.
+    assert!(answered >= 8, "{statuses:?}");
+    server.wait_for_metric("moetile_active_sequences", 0.0);
+    let metrics = server.get("/metrics").body;
+    assert_eq!(metric(&metrics, "moetile_queue_length"), 0.0);
+    assert_eq!(metric(&metrics, "moetile_requests_total"), answered as f64);
+    assert_eq!(
+        metric(&metrics, "moetile_requests_rejected_total"),
+        (32 - answered) as f64
+    );
+    // Each slot's cache keeps one answer's prompt and tokens (for the next prompt to reuse):
+    // at most 10 + 6 each.
+    assert!(metric(&metrics, "moetile_kv_cache_tokens") <= 4.0 * 16.0);
+    assert_eq!(server.get("/health").status, 200);
+}
