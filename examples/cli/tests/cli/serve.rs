@@ -257,6 +257,33 @@ fn completions_and_chat_answer_what_run_generates() {
         finish_reason(tokens, 8)
     );
 
+    // Sampled with a seed: run's tokens with run's samplers.
+    let sampled = stdout_of(
+        crate::moetile()
+            .args([
+                "run",
+                "--cpu",
+                "-m",
+                model_arg(),
+                "--json",
+                "-p",
+                prompt,
+                "-n",
+                "8",
+            ])
+            .args([
+                "--temp", "0.9", "--top-k", "20", "--top-p", "0.9", "--min-p", "0.01",
+            ])
+            .args(["--repeat-penalty", "1.1", "--seed", "7"]),
+    );
+    let sampled: Value = serde_json::from_str(&sampled).unwrap();
+    let request = json!({
+        "prompt": prompt, "max_tokens": 8, "temperature": 0.9, "top_k": 20, "top_p": 0.9,
+        "min_p": 0.01, "repeat_penalty": 1.1, "seed": 7,
+    });
+    let v = server.ok("/v1/completions", &request);
+    assert_eq!(v["choices"][0]["text"], sampled["text"]);
+
     // Chat: the messages through the model's template (ChatML) give run's tokens.
     let (text, tokens) = run_greedy("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", 6);
     let chat = json!({
@@ -313,7 +340,7 @@ fn completions_and_chat_answer_what_run_generates() {
 
     let metrics = server.get("/metrics").body;
     assert_eq!(metric(&metrics, "moetile_slots"), 2.0);
-    assert_eq!(metric(&metrics, "moetile_requests_total"), 6.0);
+    assert_eq!(metric(&metrics, "moetile_requests_total"), 7.0);
     assert!(metric(&metrics, "moetile_prompt_tokens_cached_total") >= (prompt_tokens - 1) as f64);
 }
 

@@ -141,6 +141,10 @@ struct Options {
     /// Not OpenAI's: generate exactly `max_tokens` (as llama.cpp's server offers), for loads
     /// and benchmarks.
     ignore_eos: Option<bool>,
+    /// Not OpenAI's, llama.cpp's server's: the samplers of `moetile run`, off by default.
+    top_k: Option<usize>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -472,10 +476,10 @@ impl Options {
         let sampler = SamplerConfig {
             // OpenAI's defaults; 0 is greedy.
             temperature: self.temperature.unwrap_or(1.0),
-            top_k: 0,
+            top_k: self.top_k.unwrap_or(0),
             top_p: self.top_p.unwrap_or(1.0),
-            min_p: 0.0,
-            repeat_penalty: 1.0,
+            min_p: self.min_p.unwrap_or(0.0),
+            repeat_penalty: self.repeat_penalty.unwrap_or(1.0),
             presence_penalty: self.presence_penalty.unwrap_or(0.0),
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             seed: self.seed.unwrap_or_else(random_seed),
