@@ -105,8 +105,14 @@ impl ChatTemplate {
     /// The GGUF's template (`tokenizer.chat_template`), or ChatML when it has none; BOS and
     /// EOS texts come from `tokenizer`.
     pub fn from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<Self> {
-        let text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or("");
         let source = gguf.get_str_opt("tokenizer.chat_template")?;
+        Self::for_tokenizer(source, tokenizer)
+    }
+
+    /// `source` if there is one, else ChatML, with the BOS and EOS texts of `tokenizer`: how a
+    /// template given in place of the model's own (a server's `--chat-template-file`) is built.
+    pub fn for_tokenizer(source: Option<&str>, tokenizer: &Tokenizer) -> Result<Self> {
+        let text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or("");
         Self::from_source_or_chatml(source, text(tokenizer.bos()), text(tokenizer.eos()))
     }
 

@@ -457,6 +457,14 @@ fn bad_requests_get_openai_errors_and_the_server_goes_on() {
         .post(path, &chat(json!({"max_tokens": 100})), key)
         .error(400);
     assert_eq!(error["param"], "max_tokens");
+    let tools = json!([{"type": "function", "function": {"name": "now", "parameters": {}}}]);
+    let error = server
+        .post(path, &chat(json!({"tools": tools})), key)
+        .error(400);
+    assert_eq!(error["param"], "tools");
+    let required = json!({"tools": tools, "tool_choice": "required"});
+    let error = server.post(path, &chat(required), key).error(400);
+    assert_eq!(error["param"], "tool_choice");
     let error = server
         .post(path, &chat(json!({"logprobs": true})), key)
         .error(400);
@@ -596,4 +604,51 @@ fn a_burst_of_streaming_clients_is_answered_or_refused_and_leaves_nothing_behind
     // at most 10 + 6 each.
     assert!(metric(&metrics, "moetile_kv_cache_tokens") <= 4.0 * 16.0);
     assert_eq!(server.get("/health").status, 200);
+}
+
+/// A chat template that offers tools the Hermes way, and renders calls and results.
+const TOOLS_TEMPLATE: &str = r#"{%- if tools %}<|im_start|>system
+<tools>{% for tool in tools %}{{ tool | tojson }}{% endfor %}</tools><|im_end|>
+{% endif %}
+{%- for message in messages %}<|im_start|>{{ message.role }}
+{% if message.tool_calls %}{% for call in message.tool_calls %}<tool_call>{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments }}}</tool_call>{% endfor %}{% else %}{{ message.content }}{% endif %}<|im_end|>
+{% endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"#;
+
+#[test]
+fn tools_reach_the_template_given_with_chat_template_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("tools.jinja");
+    std::fs::write(&template, TOOLS_TEMPLATE).unwrap();
+    let server = Server::start(&["--chat-template-file", template.to_str().unwrap()]);
+    let tools = json!([{"type": "function", "function": {"name": "now", "parameters": {}}}]);
+    let conversation = json!([
+        {"role": "user", "content": "Time?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call-0", "type": "function", "function": {"name": "now", "arguments": "{}"}}
+        ]},
+        {"role": "tool", "tool_call_id": "call-0", "content": "noon"},
+    ]);
+    let prompt_tokens = |extra: Value| {
+        let mut body = json!({"messages": conversation, "max_tokens": 2});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let v = server.ok("/v1/chat/completions", &body);
+        let finish = v["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The random model writes no call.
+        assert!(finish == "stop" || finish == "length", "{v}");
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    };
+    let plain = prompt_tokens(json!({}));
+    // The definitions go into the prompt, unless tool_choice is "none".
+    assert!(prompt_tokens(json!({"tools": tools})) > plain);
+    assert_eq!(
+        prompt_tokens(json!({"tools": tools, "tool_choice": "none"})),
+        plain
+    );
 }

@@ -1,17 +1,19 @@
 //! OpenAI's API shapes: request bodies parsed and checked into a [`Job`], the responses and
 //! stream chunks written back, and errors as `{"error": {"message", "type", "param", "code"}}`.
 //! Fields OpenAI documents that we do not act on are ignored, except those whose absence would
-//! change the answer silently (`n` > 1, `tools`), which are refused.
+//! change the answer silently (`n` > 1, `logprobs`...), which are refused. Tools are offered to
+//! the model through its chat template, when the template takes them.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use moetile::chat::{ChatMessage, ChatTemplate};
+use moetile::chat::ChatTemplate;
 use moetile::sample::SamplerConfig;
 use moetile::tokenizer::Tokenizer;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::scheduler::{Event, Finish, Job, Usage};
+use super::tools::ToolCall;
 
 /// An error answer in OpenAI's shape.
 #[derive(Debug)]
@@ -132,6 +134,7 @@ struct Options {
     frequency_penalty: Option<f32>,
     presence_penalty: Option<f32>,
     tools: Option<Vec<Value>>,
+    tool_choice: Option<Value>,
     /// Refused unless off: a bool (chat) or a count (completions).
     logprobs: Option<Value>,
     top_logprobs: Option<usize>,
@@ -170,6 +173,11 @@ struct ChatBody {
 struct Message {
     role: String,
     content: Option<Content>,
+    /// An assistant turn's calls, passed to the template as they are.
+    tool_calls: Option<Value>,
+    /// A tool result's call.
+    tool_call_id: Option<String>,
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +221,8 @@ pub struct Request {
     pub stream: bool,
     /// Whether a stream ends with a chunk carrying `usage`.
     pub include_usage: bool,
+    /// Whether the model was offered tools: its answer is read for calls.
+    pub tools: bool,
 }
 
 impl Request {
@@ -238,9 +248,9 @@ impl Endpoint {
         prompter: &Prompter,
         limits: &Limits,
     ) -> Result<Request, ApiError> {
-        let (prompt, options) = match self {
+        let (prompt, options, tools) = match self {
             Endpoint::Chat => {
-                let body: ChatBody = from_json(body)?;
+                let mut body: ChatBody = from_json(body)?;
                 let messages = body
                     .messages
                     .into_iter()
@@ -253,17 +263,29 @@ impl Endpoint {
                         None,
                     ));
                 }
-                let text = prompter.template.render(&messages, true).map_err(|e| {
-                    ApiError::invalid(
-                        format!("the model's chat template refused the messages: {e}"),
-                        Some("messages"),
-                        None,
-                    )
-                })?;
-                (prompter.tokenizer.encode(&text, true, true), body.options)
+                let tools = body.options.offered_tools(&prompter.template)?;
+                let text = prompter
+                    .template
+                    .render_json(&messages, tools.as_deref(), true)
+                    .map_err(|e| {
+                        ApiError::invalid(
+                            format!("the model's chat template refused the messages: {e}"),
+                            Some("messages"),
+                            None,
+                        )
+                    })?;
+                let tokens = prompter.tokenizer.encode(&text, true, true);
+                (tokens, body.options, tools.is_some())
             }
             Endpoint::Completion => {
                 let body: CompletionBody = from_json(body)?;
+                if body.options.tools.is_some() {
+                    return Err(ApiError::invalid(
+                        "tools go with /v1/chat/completions",
+                        Some("tools"),
+                        Some("unsupported_value"),
+                    ));
+                }
                 let prompt = match body.prompt {
                     PromptField::Text(text) => prompter.tokenizer.encode(&text, true, true),
                     PromptField::Texts(texts) => match <[String; 1]>::try_from(texts) {
@@ -293,10 +315,10 @@ impl Endpoint {
                         ids
                     }
                 };
-                (prompt, body.options)
+                (prompt, body.options, false)
             }
         };
-        options.check(prompt, limits)
+        options.check(prompt, limits, tools)
     }
 
     fn object(self, chunk: bool) -> &'static str {
@@ -354,8 +376,9 @@ fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     })
 }
 
-/// A chat message as the template takes it: text parts joined, `developer` read as `system`.
-fn chat_message(message: Message) -> Result<ChatMessage, ApiError> {
+/// A chat message as the template takes it: text parts joined (no content reads as empty),
+/// `developer` read as `system`, the tool fields kept.
+fn chat_message(message: Message) -> Result<Value, ApiError> {
     let content = match message.content {
         None => String::new(),
         Some(Content::Text(text)) => text,
@@ -382,12 +405,45 @@ fn chat_message(message: Message) -> Result<ChatMessage, ApiError> {
         "developer" => "system".to_string(),
         _ => message.role,
     };
-    Ok(ChatMessage::new(role, content))
+    let mut object = json!({"role": role, "content": content});
+    if let Some(calls) = message.tool_calls {
+        object["tool_calls"] = calls;
+    }
+    if let Some(id) = message.tool_call_id {
+        object["tool_call_id"] = Value::from(id);
+    }
+    if let Some(name) = message.name {
+        object["name"] = Value::from(name);
+    }
+    Ok(object)
 }
 
 impl Options {
-    /// The checked request for `prompt`.
-    fn check(self, prompt: Vec<u32>, limits: &Limits) -> Result<Request, ApiError> {
+    /// The tools to offer the model, taken out of the options: none without `tools` or with
+    /// `tool_choice` "none". A model cannot be made to call a tool, so only "auto" is
+    /// honoured besides; a template that does not take tools is refused rather than let
+    /// drop them.
+    fn offered_tools(&mut self, template: &ChatTemplate) -> Result<Option<Vec<Value>>, ApiError> {
+        let tools = self.tools.take().filter(|tools| !tools.is_empty());
+        match (tools, self.tool_choice.take()) {
+            (None, _) => Ok(None),
+            (Some(_), Some(choice)) if choice == "none" => Ok(None),
+            (Some(_), Some(choice)) if choice != "auto" => Err(ApiError::invalid(
+                format!("tool_choice = {choice}: this server honours \"auto\" and \"none\" only"),
+                Some("tool_choice"),
+                Some("unsupported_value"),
+            )),
+            (Some(_), _) if !template.offers_tools() => Err(ApiError::invalid(
+                "the model's chat template does not take tools",
+                Some("tools"),
+                Some("unsupported_value"),
+            )),
+            (tools, _) => Ok(tools),
+        }
+    }
+
+    /// The checked request for `prompt`; `tools`: whether the model was offered tools.
+    fn check(self, prompt: Vec<u32>, limits: &Limits, tools: bool) -> Result<Request, ApiError> {
         if let Some(model) = self.model.filter(|m| *m != limits.model_id) {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -403,13 +459,6 @@ impl Options {
             return Err(ApiError::invalid(
                 format!("n = {n}: this server generates one choice per request (n = 1)"),
                 Some("n"),
-                Some("unsupported_value"),
-            ));
-        }
-        if self.tools.is_some_and(|tools| !tools.is_empty()) {
-            return Err(ApiError::invalid(
-                "tools are not supported by this server yet",
-                Some("tools"),
                 Some("unsupported_value"),
             ));
         }
@@ -511,6 +560,7 @@ impl Options {
                 .stream_options
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
+            tools,
         })
     }
 }
@@ -555,8 +605,16 @@ impl Reply {
     }
 
     /// The whole answer.
-    pub fn complete(&self, text: &str, finish: Finish, usage: &Usage) -> Value {
-        let mut value = self.object(false, vec![self.endpoint.choice(text, Some(finish), false)]);
+    pub fn complete(&self, text: &str, calls: &[ToolCall], finish: Finish, usage: &Usage) -> Value {
+        let mut choice = self.endpoint.choice(text, Some(finish), false);
+        if !calls.is_empty() {
+            let message = &mut choice["message"];
+            if text.is_empty() {
+                message["content"] = Value::Null;
+            }
+            message["tool_calls"] = self.tool_calls(calls, false);
+        }
+        let mut value = self.object(false, vec![choice]);
         value["usage"] = usage_json(usage);
         value
     }
@@ -579,6 +637,35 @@ impl Reply {
     /// A chunk of `text`, or the closing one with `finish`.
     pub fn chunk(&self, text: &str, finish: Option<Finish>) -> Value {
         self.object(true, vec![self.endpoint.choice(text, finish, true)])
+    }
+
+    /// A chunk of an answer's tool calls, sent whole once the answer is complete.
+    pub fn tool_calls_chunk(&self, calls: &[ToolCall]) -> Value {
+        self.object(
+            true,
+            vec![json!({
+                "index": 0,
+                "delta": {"tool_calls": self.tool_calls(calls, true)},
+                "logprobs": null,
+                "finish_reason": null,
+            })],
+        )
+    }
+
+    /// OpenAI's `tool_calls` list (in a stream's delta, each with its `index`).
+    fn tool_calls(&self, calls: &[ToolCall], indexed: bool) -> Value {
+        let calls = calls.iter().enumerate().map(|(i, call)| {
+            let mut value = json!({
+                "id": format!("call-{i}-{}", self.id),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            });
+            if indexed {
+                value["index"] = Value::from(i);
+            }
+            value
+        });
+        Value::Array(calls.collect())
     }
 
     /// The chunk after the closing one that `stream_options.include_usage` asks for.

@@ -24,6 +24,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use super::api::{ApiError, Endpoint, Limits, Prompter, Reply};
 use super::metrics::Metrics;
 use super::scheduler::{Event, Job};
+use super::tools::AnswerText;
 
 /// What the handlers share.
 pub struct AppState {
@@ -161,37 +162,48 @@ async fn generate(
             &state.limits.model_id,
         );
         let (stream, include_usage) = (request.stream, request.include_usage);
+        let text = AnswerText::new(request.tools);
         let (events, receiver) = unbounded_channel();
         state.submit(request.job(events))?;
         Ok(if stream {
-            Sse::new(sse(reply, receiver, include_usage)).into_response()
+            Sse::new(sse(reply, receiver, text, include_usage)).into_response()
         } else {
-            Json(collect(&reply, receiver).await?).into_response()
+            Json(collect(&reply, receiver, text).await?).into_response()
         })
     };
     answer.await.unwrap_or_else(ApiError::into_response)
 }
 
 /// The whole answer, once the scheduler has finished it.
-async fn collect(reply: &Reply, mut events: UnboundedReceiver<Event>) -> Result<Value, ApiError> {
+async fn collect(
+    reply: &Reply,
+    mut events: UnboundedReceiver<Event>,
+    mut answer: AnswerText,
+) -> Result<Value, ApiError> {
     let mut text = String::new();
     while let Some(event) = events.recv().await {
         match event {
-            Event::Text(piece) => text.push_str(&piece),
-            Event::Done { finish, usage } => return Ok(reply.complete(&text, finish, &usage)),
+            Event::Text(piece) => text.push_str(&answer.push(piece)),
+            Event::Done { finish, usage } => {
+                let (rest, calls, finish) = answer.finish(finish);
+                text.push_str(&rest);
+                return Ok(reply.complete(&text, &calls, finish, &usage));
+            }
             Event::Failed(message) => return Err(ApiError::server(message)),
         }
     }
     Err(ApiError::server("the scheduler dropped the request"))
 }
 
-/// The answer as server-sent events: a chunk per piece of text, the closing chunk with its
-/// `finish_reason`, the usage chunk if asked for, then `[DONE]`. A failure mid-stream is sent
+/// The answer as server-sent events: a chunk per piece of text, one of the tool calls (if the
+/// answer made some), the closing chunk with its `finish_reason`, the usage chunk if asked
+/// for, then `[DONE]`. A failure mid-stream is sent
 /// as an `{"error": ...}` event. Dropping the stream (the client left) drops `events`, which
 /// the scheduler notices.
 fn sse(
     reply: Reply,
     events: UnboundedReceiver<Event>,
+    mut answer: AnswerText,
     include_usage: bool,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let opening = reply.opening();
@@ -200,9 +212,21 @@ fn sse(
     });
     let chunks = events.flat_map(move |event| {
         let chunks = match event {
-            Event::Text(piece) => vec![reply.chunk(&piece, None)],
+            Event::Text(piece) => {
+                let piece = answer.push(piece);
+                let chunk = (!piece.is_empty()).then(|| reply.chunk(&piece, None));
+                chunk.into_iter().collect()
+            }
             Event::Done { finish, usage } => {
-                let mut chunks = vec![reply.chunk("", Some(finish))];
+                let (rest, calls, finish) = answer.finish(finish);
+                let mut chunks = Vec::new();
+                if !rest.is_empty() {
+                    chunks.push(reply.chunk(&rest, None));
+                }
+                if !calls.is_empty() {
+                    chunks.push(reply.tool_calls_chunk(&calls));
+                }
+                chunks.push(reply.chunk("", Some(finish)));
                 if include_usage {
                     chunks.push(reply.usage_chunk(&usage));
                 }

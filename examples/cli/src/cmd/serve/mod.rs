@@ -14,6 +14,8 @@ mod api;
 mod http;
 mod metrics;
 mod scheduler;
+mod tools;
+mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +61,10 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on the /v1 endpoints.
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
+    /// A Jinja chat template to use instead of the model's (for a model without one, or one
+    /// without tools).
+    #[arg(long, value_name = "FILE")]
+    chat_template_file: Option<PathBuf>,
     /// Largest request body in bytes; a larger one is refused with 413.
     #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
     max_body: usize,
@@ -74,6 +80,7 @@ struct Settings {
     parallel: usize,
     queue: usize,
     api_key: Option<String>,
+    chat_template_file: Option<PathBuf>,
     max_body: usize,
 }
 
@@ -99,6 +106,7 @@ impl ServeArgs {
             parallel: self.parallel,
             queue: self.queue,
             api_key: self.api_key,
+            chat_template_file: self.chat_template_file,
             max_body: self.max_body,
         })
     }
@@ -110,8 +118,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let source = ModelSource::given_or_synthetic(settings.model.as_deref(), "serving")?;
     let mut file = ModelFile::open(source.path())?;
     let tokenizer = file.take_tokenizer("the server reads and writes text")?;
-    let template = ChatTemplate::from_gguf(&file.file, &tokenizer)
-        .with_context(|| format!("{}", file.path.display()))?;
+    let template = match &settings.chat_template_file {
+        Some(path) => {
+            let source = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --chat-template-file {}", path.display()))?;
+            ChatTemplate::for_tokenizer(Some(&source), &tokenizer)
+                .with_context(|| format!("--chat-template-file {}", path.display()))?
+        }
+        None => ChatTemplate::from_gguf(&file.file, &tokenizer)
+            .with_context(|| format!("{}", file.path.display()))?,
+    };
     if template.is_fallback() {
         eprintln!("note: the model has no chat template; chat requests use ChatML");
     }

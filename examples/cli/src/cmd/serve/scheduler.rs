@@ -16,6 +16,7 @@ use moetile::tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::metrics::Metrics;
+use super::watch::TextWatch;
 
 /// A checked request, ready to run.
 pub struct Job {
@@ -56,6 +57,8 @@ pub enum Finish {
     Stop,
     /// `max_tokens`, or the context is full.
     Length,
+    /// The answer called tools (found by the HTTP side, which reads the calls).
+    ToolCalls,
 }
 
 impl Finish {
@@ -64,6 +67,7 @@ impl Finish {
         match self {
             Finish::Stop => "stop",
             Finish::Length => "length",
+            Finish::ToolCalls => "tool_calls",
         }
     }
 }
@@ -82,7 +86,7 @@ pub struct Usage {
 /// A generation in a slot.
 struct Sequence<'a, B: Backend> {
     generator: Generator<'a, B>,
-    stop: StopText,
+    stop: TextWatch,
     events: UnboundedSender<Event>,
     /// Set once the client is gone: the generator stops at its next step.
     cancel: Arc<AtomicBool>,
@@ -192,7 +196,7 @@ impl<'a, B: Backend> Scheduler<'a, B> {
                 self.metrics.active.fetch_add(1, Ordering::Relaxed);
                 self.slots[i] = Some(Slot::Busy(Box::new(Sequence {
                     generator,
-                    stop: StopText::new(job.stop),
+                    stop: TextWatch::new(job.stop),
                     events: job.events,
                     cancel,
                 })));
@@ -230,9 +234,13 @@ impl<'a, B: Backend> Scheduler<'a, B> {
             Ok(Some(Step::Stopped { reason, text })) => {
                 let (out, stopped) = seq.stop.push(&text);
                 send_text(&seq.events, out);
-                send_text(&seq.events, seq.stop.finish());
+                if stopped {
+                    // The stop text and what follows it are left out.
+                    return self.finish(i, Ok(Finish::Stop));
+                }
+                // The start of a stop text that never came is part of the answer.
+                send_text(&seq.events, seq.stop.take());
                 Ok(match reason {
-                    _ if stopped => Finish::Stop,
                     StopReason::EndOfGeneration(_) => Finish::Stop,
                     StopReason::MaxTokens | StopReason::ContextFull | StopReason::Cancelled => {
                         Finish::Length
@@ -301,107 +309,5 @@ impl<'a, B: Backend> Scheduler<'a, B> {
 fn send_text(events: &UnboundedSender<Event>, text: String) {
     if !text.is_empty() {
         let _ = events.send(Event::Text(text));
-    }
-}
-
-/// Generated text on its way out, holding back what may be the start of a stop text (which
-/// the answer leaves out, with everything after it).
-#[derive(Debug)]
-struct StopText {
-    stops: Vec<String>,
-    held: String,
-}
-
-impl StopText {
-    fn new(stops: Vec<String>) -> Self {
-        StopText {
-            stops,
-            held: String::new(),
-        }
-    }
-
-    /// Adds `piece`; returns the text that may go out now, and whether a stop text was found
-    /// (the text is then everything before it).
-    fn push(&mut self, piece: &str) -> (String, bool) {
-        self.held.push_str(piece);
-        let found = self
-            .stops
-            .iter()
-            .filter_map(|stop| self.held.find(stop.as_str()))
-            .min();
-        if let Some(at) = found {
-            self.held.truncate(at);
-            return (std::mem::take(&mut self.held), true);
-        }
-        let keep = self
-            .stops
-            .iter()
-            .map(|stop| partial_match(&self.held, stop))
-            .max()
-            .unwrap_or(0);
-        let rest = self.held.split_off(self.held.len() - keep);
-        (std::mem::replace(&mut self.held, rest), false)
-    }
-
-    /// What was held back, at the end of the answer.
-    fn finish(&mut self) -> String {
-        std::mem::take(&mut self.held)
-    }
-}
-
-/// The length of the longest end of `text` that is a proper beginning of `stop`.
-fn partial_match(text: &str, stop: &str) -> usize {
-    (1..stop.len())
-        .rev()
-        .find(|&n| stop.is_char_boundary(n) && text.ends_with(&stop[..n]))
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool) {
-        let mut text = StopText::new(stops.iter().map(|s| s.to_string()).collect());
-        let mut out = Vec::new();
-        for piece in pieces {
-            let (sent, stopped) = text.push(piece);
-            out.push(sent);
-            if stopped {
-                return (out, true);
-            }
-        }
-        out.push(text.finish());
-        (out, false)
-    }
-
-    #[test]
-    fn stop_text_split_across_pieces_is_left_out() {
-        let (out, stopped) = run(&["</s>"], &["Hello <", "/", "s> world"]);
-        assert!(stopped);
-        assert_eq!(out, ["Hello ", "", ""]);
-        assert_eq!(out.concat(), "Hello ");
-    }
-
-    #[test]
-    fn a_false_start_is_released() {
-        let (out, stopped) = run(&["END"], &["the E", "ND", "x"]);
-        assert!(stopped);
-        assert_eq!(out.concat(), "the ");
-        let (out, stopped) = run(&["END"], &["the E", "Nx", " done"]);
-        assert!(!stopped);
-        assert_eq!(out, ["the ", "ENx", " done", ""]);
-    }
-
-    #[test]
-    fn earliest_stop_wins_and_text_is_whole_without_stops() {
-        let (out, _) = run(&["c", "ab"], &["xxabc"]);
-        assert_eq!(out.concat(), "xx");
-        let (out, stopped) = run(&[], &["a", "é", "b"]);
-        assert!(!stopped);
-        assert_eq!(out.concat(), "aéb");
-        // A stop text beginning with a multi-byte character is matched on its boundaries.
-        assert_eq!(partial_match("abé", "éz"), "é".len());
-        assert_eq!(partial_match("ab", "éz"), 0);
     }
 }
