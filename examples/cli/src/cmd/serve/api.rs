@@ -684,3 +684,44 @@ fn usage_json(usage: &Usage) -> Value {
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_calls_take_openai_shape_whole_and_streamed() {
+        let reply = Reply::new(Endpoint::Chat, 7, "tiny");
+        let calls = [ToolCall {
+            name: "now".into(),
+            arguments: "{}".into(),
+        }];
+        let usage = Usage {
+            prompt_tokens: 5,
+            cached_tokens: 2,
+            completion_tokens: 3,
+        };
+        let v = reply.complete("", &calls, Finish::ToolCalls, &usage);
+        let choice = &v["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], Value::Null);
+        assert_eq!(
+            choice["message"]["tool_calls"],
+            json!([{"id": "call-0-chatcmpl-7", "type": "function",
+                    "function": {"name": "now", "arguments": "{}"}}])
+        );
+        assert_eq!(v["usage"]["total_tokens"], 8);
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 2);
+        let chunk = reply.tool_calls_chunk(&calls);
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        let delta = &chunk["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(delta["index"], 0);
+        assert_eq!(delta["function"]["name"], "now");
+        // Without calls the message is plain text.
+        let v = reply.complete("hi", &[], Finish::Stop, &usage);
+        assert_eq!(
+            v["choices"][0]["message"],
+            json!({"role": "assistant", "content": "hi"})
+        );
+    }
+}
