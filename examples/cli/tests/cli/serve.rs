@@ -199,15 +199,20 @@ fn run_greedy(prompt: &str, n: usize) -> (String, usize) {
 
 /// [`run_greedy`] on the backend the flags `backend` select (none: the default adapter).
 fn run_greedy_on(backend: &[&str], prompt: &str, n: usize) -> (String, usize) {
-    let out = stdout_of(
-        crate::moetile()
-            .args(["run", "-m", model_arg(), "--json", "--temp", "0"])
-            .args(backend)
-            .args(["-n", &n.to_string(), "-p", prompt]),
-    );
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let n = n.to_string();
+    let v = run_report(&[backend, &["--temp", "0", "-n", &n, "-p", prompt]].concat());
     let tokens = v["token_ids"].as_array().unwrap().len();
     (v["text"].as_str().unwrap().to_string(), tokens)
+}
+
+/// The report of `moetile run -m TINY --json ARGS`.
+fn run_report(args: &[&str]) -> Value {
+    let out = stdout_of(
+        crate::moetile()
+            .args(["run", "-m", model_arg(), "--json"])
+            .args(args),
+    );
+    serde_json::from_str(&out).unwrap()
 }
 
 /// The finish reason a greedy answer of `tokens` tokens out of at most `max` must give.
@@ -258,25 +263,10 @@ fn completions_and_chat_answer_what_run_generates() {
     );
 
     // Sampled with a seed: run's tokens with run's samplers.
-    let sampled = stdout_of(
-        crate::moetile()
-            .args([
-                "run",
-                "--cpu",
-                "-m",
-                model_arg(),
-                "--json",
-                "-p",
-                prompt,
-                "-n",
-                "8",
-            ])
-            .args([
-                "--temp", "0.9", "--top-k", "20", "--top-p", "0.9", "--min-p", "0.01",
-            ])
-            .args(["--repeat-penalty", "1.1", "--seed", "7"]),
-    );
-    let sampled: Value = serde_json::from_str(&sampled).unwrap();
+    let samplers = "--temp 0.9 --top-k 20 --top-p 0.9 --min-p 0.01 --repeat-penalty 1.1";
+    let mut args = vec!["--cpu", "-p", prompt, "-n", "8", "--seed", "7"];
+    args.extend(samplers.split(' '));
+    let sampled = run_report(&args);
     let request = json!({
         "prompt": prompt, "max_tokens": 8, "temperature": 0.9, "top_k": 20, "top_p": 0.9,
         "min_p": 0.01, "repeat_penalty": 1.1, "seed": 7,
