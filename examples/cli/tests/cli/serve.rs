@@ -343,7 +343,7 @@ fn concurrent_requests_each_get_what_they_get_alone() {
         "Hello",
         "1, 2, 3,",
     ];
-    let request = |prompt: &str| json!({"prompt": prompt, "temperature": 0, "max_tokens": 12});
+    let request = |prompt: &str| json!({"prompt": prompt, "temperature": 0, "max_tokens": 12, "ignore_eos": true});
     let text = |v: Value| v["choices"][0]["text"].as_str().unwrap().to_string();
     let alone: Vec<String> = prompts
         .iter()
@@ -379,6 +379,24 @@ fn concurrent_requests_each_get_what_they_get_alone() {
     let metrics = server.get("/metrics").body;
     assert_eq!(metric(&metrics, "moetile_queue_length"), 0.0);
     assert_eq!(metric(&metrics, "moetile_requests_total"), 12.0);
+
+    // Beside a long generation, every decode of a request runs in one forward pass with the
+    // other's (the CPU reference batches sequences), and the answer is still the one alone.
+    let long = json!({"prompt": "Hi", "stream": true, "ignore_eos": true, "max_tokens": 3000});
+    let response = server
+        .request("/v1/completions", None)
+        .send(long.to_string())
+        .unwrap();
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let beside = text(server.ok("/v1/completions", &request(prompts[0])));
+    assert_eq!(beside, alone[0]);
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metric(&metrics, "moetile_batched_decodes_total") >= 11.0,
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -32,6 +32,8 @@ pub struct Metrics {
     prefill_us: AtomicU64,
     decode_tokens: AtomicU64,
     decode_us: AtomicU64,
+    batched_decodes: AtomicU64,
+    batched_rows: AtomicU64,
 }
 
 impl Metrics {
@@ -54,13 +56,19 @@ impl Metrics {
         add(&self.decode_us, t.decode.as_micros() as u64);
     }
 
+    /// Counts a forward pass that decoded `rows` sequences at once.
+    pub fn add_batch(&self, rows: usize) {
+        self.batched_decodes.fetch_add(1, Ordering::Relaxed);
+        self.batched_rows.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let count = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64;
         let gauge = |v: &AtomicUsize| v.load(Ordering::Relaxed) as f64;
         let seconds = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64 / 1e6;
         #[rustfmt::skip]
-        let rows: [(&str, &str, &str, f64); 13] = [
+        let rows: [(&str, &str, &str, f64); 15] = [
             ("requests_total", "counter", "Requests queued for generation.", count(&self.requests)),
             ("requests_rejected_total", "counter", "Requests refused with 503 because the queue was full.", count(&self.rejected)),
             ("queue_length", "gauge", "Requests waiting for a free slot.", gauge(&self.queued)),
@@ -71,7 +79,9 @@ impl Metrics {
             ("generated_tokens_total", "counter", "Tokens generated.", count(&self.generated_tokens)),
             ("prefill_seconds_total", "counter", "Time spent computing prompt tokens not cached.", seconds(&self.prefill_us)),
             ("decode_tokens_total", "counter", "Decode steps (one token each) of finished requests.", count(&self.decode_tokens)),
-            ("decode_seconds_total", "counter", "Time spent in decode steps.", seconds(&self.decode_us)),
+            ("decode_seconds_total", "counter", "Time spent in decode steps, summed over sequences (a pass decoding several counts for each).", seconds(&self.decode_us)),
+            ("batched_decodes_total", "counter", "Forward passes that decoded several sequences at once.", count(&self.batched_decodes)),
+            ("batched_decode_rows_total", "counter", "Sequences decoded by those passes, in all.", count(&self.batched_rows)),
             ("kv_cache_tokens", "gauge", "Tokens the slots' KV caches hold, a busy slot's whole prompt counted from its start.", gauge(&self.kv_tokens)),
             ("kv_cache_capacity_tokens", "gauge", "Tokens the slots' KV caches can hold.", self.kv_capacity as f64),
         ];

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use std::time::Instant;
 
 use moetile::generate::{Generator, Step, StopConditions, StopReason};
 use moetile::model::{Backend, Model};
@@ -148,8 +149,11 @@ impl<'a, B: Backend> Scheduler<'a, B> {
                 self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
                 self.start(next);
             }
+            let decoded = self.decode_together();
             for i in 0..self.slots.len() {
-                self.step(i);
+                if !decoded.contains(&i) {
+                    self.step(i);
+                }
             }
             self.publish_kv();
         }
@@ -210,15 +214,79 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         }
     }
 
+    /// Where the backend [batches sequences](Backend::batches_sequences), decodes the next
+    /// token of every sequence whose next step is a decode in one forward pass (when there
+    /// are at least two); returns the slots it stepped.
+    fn decode_together(&mut self) -> Vec<usize> {
+        if !self.backend.batches_sequences() {
+            return Vec::new();
+        }
+        let mut batch = Vec::new();
+        let mut tokens = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(Slot::Busy(seq)) = slot {
+                notice_leaving(seq);
+                if let Some(token) = seq.generator.pending_decode() {
+                    batch.push(i);
+                    tokens.push(token);
+                }
+            }
+        }
+        if batch.len() < 2 {
+            return Vec::new();
+        }
+        let start = Instant::now();
+        let logits = {
+            let mut sessions: Vec<&mut Session<B>> = self
+                .slots
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| batch.contains(i))
+                .filter_map(|(_, slot)| match slot {
+                    Some(Slot::Busy(seq)) => Some(seq.generator.session_mut()),
+                    _ => None,
+                })
+                .collect();
+            Session::decode_batch(self.model, self.backend, &mut sessions, &tokens)
+        };
+        let took = start.elapsed();
+        self.metrics.add_batch(batch.len());
+        match logits {
+            Ok(logits) => {
+                for (&i, logits) in batch.iter().zip(&logits) {
+                    if let Some(Slot::Busy(seq)) = &mut self.slots[i] {
+                        let step = seq.generator.decoded(logits, took);
+                        self.react(i, Ok(Some(step)));
+                    }
+                }
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                for &i in &batch {
+                    self.finish(i, Err(message.clone()));
+                }
+            }
+        }
+        batch
+    }
+
     /// Runs one step of slot `i`'s sequence, if it has one.
     fn step(&mut self, i: usize) {
         let Some(Slot::Busy(seq)) = &mut self.slots[i] else {
             return;
         };
-        if seq.events.is_closed() {
-            seq.cancel.store(true, Ordering::Relaxed);
-        }
-        let end = match seq.generator.step(self.model, self.backend) {
+        notice_leaving(seq);
+        let step = seq.generator.step(self.model, self.backend);
+        self.react(i, step);
+    }
+
+    /// Passes what slot `i`'s generator did on to its client, and ends the sequence when it
+    /// ended.
+    fn react(&mut self, i: usize, step: moetile::Result<Option<Step>>) {
+        let Some(Slot::Busy(seq)) = &mut self.slots[i] else {
+            return;
+        };
+        let end = match step {
             Ok(Some(Step::Prefill { .. })) => return,
             Ok(Some(Step::Token { text, .. })) => {
                 self.metrics
@@ -249,7 +317,7 @@ impl<'a, B: Backend> Scheduler<'a, B> {
             }
             // `step` says `Stopped` before it says `None`.
             Ok(None) => Ok(Finish::Length),
-            Err(e) => Err(e),
+            Err(e) => Err(format!("{e:#}")),
         };
         self.finish(i, end);
     }
@@ -257,7 +325,7 @@ impl<'a, B: Backend> Scheduler<'a, B> {
     /// Ends slot `i`'s sequence: tells its client how (unless it is gone), counts it, and
     /// keeps the session, and so its cache, for the next request. After a backend error the
     /// cache is not trusted and is emptied.
-    fn finish(&mut self, i: usize, end: moetile::Result<Finish>) {
+    fn finish(&mut self, i: usize, end: Result<Finish, String>) {
         let Some(Slot::Busy(seq)) = self.slots[i].take() else {
             return;
         };
@@ -277,9 +345,9 @@ impl<'a, B: Backend> Scheduler<'a, B> {
                     completion_tokens: t.generated_tokens,
                 },
             },
-            Err(e) => {
+            Err(message) => {
                 session.reset();
-                Event::Failed(format!("{e:#}"))
+                Event::Failed(message)
             }
         };
         let _ = events.send(event);
@@ -302,6 +370,13 @@ impl<'a, B: Backend> Scheduler<'a, B> {
             })
             .sum();
         self.metrics.kv_tokens.store(held, Ordering::Relaxed);
+    }
+}
+
+/// Cancels `seq` at its next step if its client is gone.
+fn notice_leaving<B: Backend>(seq: &Sequence<'_, B>) {
+    if seq.events.is_closed() {
+        seq.cancel.store(true, Ordering::Relaxed);
     }
 }
 
