@@ -212,7 +212,7 @@ enum PromptField {
 /// A checked request: the job for the scheduler and how to answer.
 pub struct Request {
     /// The prompt's tokens.
-    pub prompt: Vec<u32>,
+    prompt: Vec<u32>,
     sampler: SamplerConfig,
     max_tokens: usize,
     ignore_eos: bool,
