@@ -105,8 +105,14 @@ impl ChatTemplate {
     /// The GGUF's template (`tokenizer.chat_template`), or ChatML when it has none; BOS and
     /// EOS texts come from `tokenizer`.
     pub fn from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<Self> {
-        let text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or("");
         let source = gguf.get_str_opt("tokenizer.chat_template")?;
+        Self::for_tokenizer(source, tokenizer)
+    }
+
+    /// `source` if there is one, else ChatML, with the BOS and EOS texts of `tokenizer`: how a
+    /// template given in place of the model's own (a server's `--chat-template-file`) is built.
+    pub fn for_tokenizer(source: Option<&str>, tokenizer: &Tokenizer) -> Result<Self> {
+        let text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or("");
         Self::from_source_or_chatml(source, text(tokenizer.bos()), text(tokenizer.eos()))
     }
 
@@ -134,8 +140,43 @@ impl ChatTemplate {
             .iter()
             .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
             .collect();
+        self.render_values(Value::from(messages), None, add_generation_prompt)
+    }
+
+    /// Renders messages in OpenAI's JSON shape, each an object with `role` and `content` and,
+    /// where the conversation has them, `tool_calls`, `tool_call_id` or `name`, which templates
+    /// read as they are; `tools` (function definitions) is the templates' `tools` variable,
+    /// for those that [offer tools](Self::offers_tools).
+    pub fn render_json(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        self.render_values(
+            Value::from(minijinja::value::Serde(messages)),
+            tools.map(|tools| Value::from(minijinja::value::Serde(tools))),
+            add_generation_prompt,
+        )
+    }
+
+    /// Whether the template reads a `tools` variable (Qwen, Hermes, Llama 3.1 and others
+    /// describe the functions a model may call with it); one that does not would drop them.
+    pub fn offers_tools(&self) -> bool {
+        self.source.contains("tools")
+    }
+
+    fn render_values(
+        &self,
+        messages: Value,
+        tools: Option<Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let mut context = self.variables.clone();
-        context.insert("messages".to_owned(), Value::from(messages));
+        context.insert("messages".to_owned(), messages);
+        if let Some(tools) = tools {
+            context.insert("tools".to_owned(), tools);
+        }
         context.insert(
             "add_generation_prompt".to_owned(),
             Value::from(add_generation_prompt),
@@ -299,6 +340,60 @@ impl serde_json::ser::Formatter for OneLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tools part of the Hermes / Qwen 2.5 templates: function definitions in a system
+    /// turn, an assistant's calls as `<tool_call>` blocks, results as `<tool_response>`.
+    const HERMES_TOOLS: &str = r#"{%- if tools %}
+{{- '<|im_start|>system\n<tools>' }}
+{%- for tool in tools %}{{- '\n' + tool | tojson }}{%- endfor %}
+{{- '\n</tools><|im_end|>\n' }}
+{%- endif %}
+{%- for message in messages %}
+{%- if message.role == 'assistant' and message.tool_calls %}
+{{- '<|im_start|>assistant' }}
+{%- for call in message.tool_calls %}
+{{- '\n<tool_call>\n{"name": "' + call.function.name + '", "arguments": ' + call.function.arguments + '}\n</tool_call>' }}
+{%- endfor %}
+{{- '<|im_end|>\n' }}
+{%- elif message.role == 'tool' %}
+{{- '<|im_start|>user\n<tool_response>\n' + message.content + '\n</tool_response><|im_end|>\n' }}
+{%- else %}
+{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"#;
+
+    #[test]
+    fn json_messages_render_tools_calls_and_results() {
+        let template = ChatTemplate::new(HERMES_TOOLS, "", "").unwrap();
+        assert!(template.offers_tools());
+        assert!(!ChatTemplate::chatml().offers_tools());
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "now"}})];
+        let messages = [
+            serde_json::json!({"role": "user", "content": "Time?"}),
+            serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "now", "arguments": "{}"}}]}),
+            serde_json::json!({"role": "tool", "tool_call_id": "call_1", "content": "noon"}),
+        ];
+        let prompt = template.render_json(&messages, Some(&tools), true).unwrap();
+        assert_eq!(
+            prompt,
+            "<|im_start|>system\n<tools>\n{\"function\": {\"name\": \"now\"}, \"type\": \"function\"}\n</tools><|im_end|>\n\
+             <|im_start|>user\nTime?<|im_end|>\n\
+             <|im_start|>assistant\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call><|im_end|>\n\
+             <|im_start|>user\n<tool_response>\nnoon\n</tool_response><|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+        // Plain messages render as `render` renders them.
+        let plain = [serde_json::json!({"role": "user", "content": "Hi"})];
+        assert_eq!(
+            template.render_json(&plain, None, true).unwrap(),
+            template
+                .render(&[ChatMessage::new("user", "Hi")], true)
+                .unwrap()
+        );
+    }
 
     /// A template in the style of Qwen 2.5 / Qwen 3: default system prompt, `.startswith`,
     /// `.split`/`.rstrip` on the thinking block, reverse slicing, namespaces, `tojson`, and

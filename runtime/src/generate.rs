@@ -277,29 +277,15 @@ impl<'a, B: Backend> Generator<'a, B> {
     /// has stopped and said so. A backend error leaves the session holding the tokens computed
     /// before it.
     pub fn step(&mut self, model: &Model<B>, backend: &mut B) -> Result<Option<Step>> {
-        let started = *self.started.get_or_insert_with(Instant::now);
-        if matches!(self.state, State::Prefill { .. } | State::Decode { .. })
-            && self
-                .stop
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-        {
+        self.started.get_or_insert_with(Instant::now);
+        if matches!(self.state, State::Prefill { .. } | State::Decode { .. }) && self.cancelled() {
             self.state = State::Stopping(StopReason::Cancelled);
         }
         let logits = match &mut self.state {
             State::Finished(_) => return Ok(None),
             State::Stopping(reason) => {
                 let reason = *reason;
-                self.state = State::Finished(reason);
-                return Ok(Some(Step::Stopped {
-                    reason,
-                    text: self
-                        .decoder
-                        .as_mut()
-                        .map(StreamDecoder::finish)
-                        .unwrap_or_default(),
-                }));
+                return Ok(Some(self.stopped(reason)));
             }
             State::Prefill { suffix, done } => {
                 let end = (*done + self.session.chunk()).min(suffix.len());
@@ -317,33 +303,82 @@ impl<'a, B: Backend> Generator<'a, B> {
                     }));
                 }
                 if self.stop.max_tokens == 0 {
-                    self.state = State::Stopping(StopReason::MaxTokens);
-                    return self.step(model, backend);
+                    return Ok(Some(self.stopped(StopReason::MaxTokens)));
                 }
                 logits
             }
             State::Decode { token } => {
                 if self.session.tokens().len() >= self.session.n_ctx() {
-                    self.state = State::Stopping(StopReason::ContextFull);
-                    return self.step(model, backend);
+                    return Ok(Some(self.stopped(StopReason::ContextFull)));
                 }
                 let t0 = Instant::now();
                 let logits = self.session.decode(model, backend, *token)?;
-                let took = t0.elapsed();
-                self.timings.tiles_used = self.session.tiles_used().to_vec();
-                self.timings.decode += took;
-                self.timings.decode_steps += 1;
-                self.timings.decode_first.get_or_insert(took);
-                logits
+                return Ok(Some(self.decoded(&logits, t0.elapsed())));
             }
         };
-        let id = self.sampler.sample(&logits, self.session.tokens());
-        self.timings
-            .first_token
-            .get_or_insert_with(|| started.elapsed());
+        Ok(Some(self.sample(&logits)))
+    }
+
+    /// The token the next step decodes, when that step is a decode that will run (not
+    /// cancelled, with room in the context): a caller may decode it together with other
+    /// generations' ([`Session::decode_batch`]) and hand the logits to
+    /// [`decoded`](Self::decoded) instead of calling [`step`](Self::step).
+    pub fn pending_decode(&self) -> Option<u32> {
+        match self.state {
+            State::Decode { token }
+                if self.session.tokens().len() < self.session.n_ctx() && !self.cancelled() =>
+            {
+                Some(token)
+            }
+            _ => None,
+        }
+    }
+
+    /// The session, for a caller decoding [`pending_decode`](Self::pending_decode)'s token.
+    pub fn session_mut(&mut self) -> &mut Session<B> {
+        self.session
+    }
+
+    /// The step after the caller decoded [`pending_decode`](Self::pending_decode)'s token
+    /// into `logits`, in `took`.
+    pub fn decoded(&mut self, logits: &[f32], took: Duration) -> Step {
+        self.timings.tiles_used = self.session.tiles_used().to_vec();
+        self.timings.decode += took;
+        self.timings.decode_steps += 1;
+        self.timings.decode_first.get_or_insert(took);
+        self.sample(logits)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.stop
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Reports that generation ended for `reason`, with the text held back.
+    fn stopped(&mut self, reason: StopReason) -> Step {
+        self.state = State::Finished(reason);
+        Step::Stopped {
+            reason,
+            text: self
+                .decoder
+                .as_mut()
+                .map(StreamDecoder::finish)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Samples the next token from `logits` and says what it did.
+    fn sample(&mut self, logits: &[f32]) -> Step {
+        let id = self.sampler.sample(logits, self.session.tokens());
+        if let Some(started) = self.started {
+            self.timings
+                .first_token
+                .get_or_insert_with(|| started.elapsed());
+        }
         if self.stop.end_tokens.contains(&id) {
-            self.state = State::Stopping(StopReason::EndOfGeneration(id));
-            return self.step(model, backend);
+            return self.stopped(StopReason::EndOfGeneration(id));
         }
         self.timings.generated_tokens += 1;
         self.state = if self.timings.generated_tokens >= self.stop.max_tokens {
@@ -351,14 +386,14 @@ impl<'a, B: Backend> Generator<'a, B> {
         } else {
             State::Decode { token: id }
         };
-        Ok(Some(Step::Token {
+        Step::Token {
             id,
             text: self
                 .decoder
                 .as_mut()
                 .map(|d| d.push(id))
                 .unwrap_or_default(),
-        }))
+        }
     }
 
     /// Steps until the next token; `None` once stopped (see
@@ -400,6 +435,13 @@ impl<'a, B: Backend> Generator<'a, B> {
     /// Counts and clocks so far.
     pub fn timings(&self) -> &Timings {
         &self.timings
+    }
+
+    /// Ends the generation (finished or not) and hands back the session, holding every token
+    /// computed so far: a server keeps it for the next request, whose prompt may start with
+    /// those tokens.
+    pub fn into_session(self) -> &'a mut Session<B> {
+        self.session
     }
 }
 

@@ -89,12 +89,7 @@ impl<B: Backend> Session<B> {
         let mut out = Vec::new();
         for chunk in tokens.chunks(self.chunk) {
             let pos0 = self.tokens.len();
-            if chunk.len() > backend.mat_vec_max_tokens()
-                && let Some(w) = model.tile_for(chunk.len(), &self.policy)
-                && !self.tiles_used.contains(&w)
-            {
-                self.tiles_used.push(w);
-            }
+            self.note_tile(model, backend, chunk.len());
             let y = model.forward(backend, &mut self.kv, chunk, pos0, &self.policy, logits)?;
             self.tokens.extend_from_slice(chunk);
             let values = backend.read(&y)?;
@@ -104,6 +99,52 @@ impl<B: Backend> Session<B> {
             }
         }
         Ok(out)
+    }
+
+    /// Records the tile width a batch of `tokens` runs the expert matmuls with.
+    fn note_tile(&mut self, model: &Model<B>, backend: &B, tokens: usize) {
+        if tokens > backend.mat_vec_max_tokens()
+            && let Some(w) = model.tile_for(tokens, &self.policy)
+            && !self.tiles_used.contains(&w)
+        {
+            self.tiles_used.push(w);
+        }
+    }
+
+    /// Decodes `tokens[i]` after what `sessions[i]` holds, all in one forward pass (see
+    /// [`Backend::batches_sequences`]: where it is false, a pass per session is faster);
+    /// returns each session's logits. The tile policy is the first session's. Fails, with
+    /// no session changed, unless there is a token per session and room for it in each.
+    pub fn decode_batch(
+        model: &Model<B>,
+        backend: &mut B,
+        sessions: &mut [&mut Session<B>],
+        tokens: &[u32],
+    ) -> Result<Vec<Vec<f32>>> {
+        if sessions.len() != tokens.len() {
+            return Err(Error::InvalidSetting {
+                name: "decode batch".into(),
+                value: format!("{} sessions, {} tokens", sessions.len(), tokens.len()),
+                expected: "one token per session".into(),
+            });
+        }
+        let Some(first) = sessions.first() else {
+            return Ok(Vec::new());
+        };
+        let policy = first.policy;
+        for session in sessions.iter() {
+            session.check_room(session.tokens.len(), 1)?;
+        }
+        let positions: Vec<usize> = sessions.iter().map(|s| s.tokens.len()).collect();
+        let mut kvs: Vec<&mut B::KvCache> = sessions.iter_mut().map(|s| &mut s.kv).collect();
+        let y = model.forward_batch(backend, &mut kvs, &positions, tokens, &policy)?;
+        let logits = backend.read(&y)?;
+        let n_vocab = logits.len() / tokens.len();
+        for (session, &token) in sessions.iter_mut().zip(tokens) {
+            session.note_tile(model, backend, tokens.len());
+            session.tokens.push(token);
+        }
+        Ok(logits.chunks(n_vocab).map(<[f32]>::to_vec).collect())
     }
 
     /// Fails unless `tokens` new tokens, the first at position `start`, are some and fit the

@@ -190,6 +190,13 @@ impl Backend for CpuBackend {
         "CPU reference (f32 storage, f64 accumulation)".to_string()
     }
 
+    /// The default `attention_batch` only copies within host memory here, and every other op
+    /// is a loop over rows: one pass for several sequences costs what a pass each does, less
+    /// the per-pass work, and computes the very same values.
+    fn batches_sequences(&self) -> bool {
+        true
+    }
+
     fn shape(&self, x: &Mat) -> (usize, usize) {
         (x.rows, x.cols)
     }

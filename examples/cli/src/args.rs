@@ -55,6 +55,9 @@ pub enum Command {
     /// Time the tile widths at a model's expert matmuls on the adapter and keep the fastest
     /// as its default tile cap.
     Tune(cmd::tune::TuneArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (chat and text completions,
+    /// streamed or whole), generating for several clients at once.
+    Serve(cmd::serve::ServeArgs),
 }
 
 /// The model file and the backend that runs it.

@@ -10,8 +10,10 @@ use anyhow::{Context, Result};
 use moetile::RuntimeConfig;
 use moetile::gguf::GgufFile;
 use moetile::model::{Backend, Model, ModelConfig};
+use moetile::synth::{Mix, Preset, Synth};
 use moetile::tokenizer::Tokenizer;
 use serde::Serialize;
+use tempfile::TempDir;
 
 use crate::UsageError;
 use crate::args::{PromptIds, usage};
@@ -85,6 +87,47 @@ impl PromptJob {
     }
 }
 
+/// The model file a command runs: the one `-m` names, or a synthetic `tiny-qwen3moe` (Q4_K_M)
+/// written into a temporary folder that lives as long as this value, so a benchmark or a
+/// server runs with nothing downloaded.
+pub struct ModelSource {
+    path: PathBuf,
+    /// The synthetic model's folder, deleted on drop.
+    _synthetic: Option<TempDir>,
+}
+
+impl ModelSource {
+    /// `given`, else a freshly synthesized model; the note on stderr says what the command is
+    /// `doing` with it and where it was written.
+    pub fn given_or_synthetic(given: Option<&Path>, doing: &str) -> Result<ModelSource> {
+        if let Some(path) = given {
+            return Ok(ModelSource {
+                path: path.to_path_buf(),
+                _synthetic: None,
+            });
+        }
+        let dir = tempfile::tempdir().context("creating a temporary folder")?;
+        let synth = Synth::new(Preset::ALL[0], Mix::Q4KM, 0);
+        let path = dir.path().join(format!("{}.gguf", synth.preset.name));
+        eprintln!(
+            "no -m given: {doing} a synthetic {} ({}) written to {}",
+            synth.preset.name,
+            synth.mix.name(),
+            path.display()
+        );
+        crate::cmd::synth::write(&synth, &path, false)?;
+        Ok(ModelSource {
+            path,
+            _synthetic: Some(dir),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// What to do about a text prompt given to a model without a tokenizer.
 const TEXT_PROMPT_FIX: &str = "give the prompt as token ids with --prompt-ids or --prompt-ids-file";
 
@@ -127,13 +170,23 @@ impl ModelFile {
     /// The tokenizer, or a usage error saying that the file has none and, in `fix`, what to do
     /// instead (text can be neither read nor written without one).
     pub fn require_tokenizer(&self, fix: &str) -> Result<&Tokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| {
-            UsageError(format!(
-                "{}: this model file has no tokenizer; {fix}",
-                self.path.display()
-            ))
-            .into()
-        })
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| self.no_tokenizer(fix))
+    }
+
+    /// The tokenizer moved out of the file (to be shared between threads), or the error of
+    /// [`require_tokenizer`](Self::require_tokenizer).
+    pub fn take_tokenizer(&mut self, fix: &str) -> Result<Tokenizer> {
+        self.tokenizer.take().ok_or_else(|| self.no_tokenizer(fix))
+    }
+
+    fn no_tokenizer(&self, fix: &str) -> anyhow::Error {
+        UsageError(format!(
+            "{}: this model file has no tokenizer; {fix}",
+            self.path.display()
+        ))
+        .into()
     }
 
     /// Fails with a usage error naming the first id of `prompt` outside the vocabulary (the

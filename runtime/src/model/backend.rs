@@ -6,9 +6,9 @@
 //! contiguous row length (the input width), `dims[1]` the output rows, `dims[2]` the experts.
 //! Letters: T tokens, D hidden width, E experts, K experts per token, F expert width.
 
-use crate::Result;
 use crate::quant::GgmlType;
 use crate::tile::TileWidth;
+use crate::{Error, Result};
 
 /// A weight tensor as the GGUF stores it, borrowed from the memory map.
 #[derive(Debug, Clone, Copy)]
@@ -459,6 +459,48 @@ pub trait Backend {
         pos0: usize,
         p: &AttentionParams,
     ) -> Result<Self::Act>;
+    /// Whether one forward pass over a new token of each of several sequences (rows that
+    /// attend through [`attention_batch`](Self::attention_batch)) costs less here than a pass
+    /// per sequence: a server then decodes its active sequences together, and the expert
+    /// matmuls see all their tokens at once.
+    fn batches_sequences(&self) -> bool {
+        false
+    }
+    /// [`attention`](Self::attention) over rows of different sequences: row i of `qkv` is one
+    /// new token of the sequence cached in `kvs[i]`, at position `positions[i]`. The default
+    /// runs each row on its own through host memory: right on every backend, and cheap only
+    /// where host memory is the backend's own.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_batch(
+        &mut self,
+        qkv: &Self::Act,
+        qk_norm: Option<[&Self::Weight; 2]>,
+        kvs: &mut [&mut Self::KvCache],
+        positions: &[usize],
+        layer: usize,
+        p: &AttentionParams,
+    ) -> Result<Self::Act> {
+        let (rows, cols) = self.shape(qkv);
+        if kvs.len() != rows || positions.len() != rows {
+            return Err(Error::Shape {
+                op: "attention_batch".into(),
+                detail: format!(
+                    "{rows} rows, {} caches, {} positions",
+                    kvs.len(),
+                    positions.len()
+                ),
+            });
+        }
+        let host = self.read(qkv)?;
+        let (mut out, mut out_cols) = (Vec::new(), 0);
+        for ((kv, &pos0), row) in kvs.iter_mut().zip(positions).zip(host.chunks(cols)) {
+            let row = self.act_from_host(1, cols, row)?;
+            let y = self.attention(&row, qk_norm, kv, layer, pos0, p)?;
+            out_cols = self.shape(&y).1;
+            out.extend(self.read(&y)?);
+        }
+        self.act_from_host(rows, out_cols, &out)
+    }
     /// `x += y`.
     fn add(&mut self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
     /// `silu(gate) * up`, element-wise.

@@ -18,6 +18,17 @@ pub enum Logits {
     All,
 }
 
+/// Where a forward pass's rows keep their keys and values, and what they attend over.
+enum Attend<'a, 'k, B: Backend> {
+    /// Every row is the next token of one sequence, the first at `pos0`.
+    One { kv: &'a mut B::KvCache, pos0: usize },
+    /// Row i is a token of sequence i, at `positions[i]` of `kvs[i]`.
+    Each {
+        kvs: &'a mut [&'k mut B::KvCache],
+        positions: &'a [usize],
+    },
+}
+
 /// A model loaded onto a backend.
 pub struct Model<B: Backend> {
     /// Shape and hyper-parameters.
@@ -66,6 +77,33 @@ impl<B: Backend> Model<B> {
         policy: &TilePolicy,
         logits: Logits,
     ) -> Result<B::Act> {
+        self.forward_rows(b, tokens, Attend::One { kv, pos0 }, policy, logits)
+    }
+
+    /// Runs one new token of each of several sequences in one pass: `tokens[i]` at position
+    /// `positions[i]` of `kvs[i]`. Every layer but attention sees all the tokens as one batch
+    /// (the expert matmuls too); returns logits `(tokens, vocab)`, row i sequence i's.
+    pub fn forward_batch(
+        &self,
+        b: &mut B,
+        kvs: &mut [&mut B::KvCache],
+        positions: &[usize],
+        tokens: &[u32],
+        policy: &TilePolicy,
+    ) -> Result<B::Act> {
+        let attend = Attend::Each { kvs, positions };
+        self.forward_rows(b, tokens, attend, policy, Logits::All)
+    }
+
+    /// The forward graph, whichever sequences its rows belong to.
+    fn forward_rows(
+        &self,
+        b: &mut B,
+        tokens: &[u32],
+        mut attend: Attend<'_, '_, B>,
+        policy: &TilePolicy,
+        logits: Logits,
+    ) -> Result<B::Act> {
         let c = &self.config;
         let w = &self.weights;
         let attn_params = AttentionParams {
@@ -92,7 +130,14 @@ impl<B: Backend> Model<B> {
             }
             b.stage(Stage::Attention, l);
             let qk_norm = a.qk_norm.as_ref().map(|[qn, kn]| [qn, kn]);
-            let att = b.attention(&qkv, qk_norm, kv, il, pos0, &attn_params)?;
+            let att = match &mut attend {
+                Attend::One { kv, pos0 } => {
+                    b.attention(&qkv, qk_norm, kv, il, *pos0, &attn_params)?
+                }
+                Attend::Each { kvs, positions } => {
+                    b.attention_batch(&qkv, qk_norm, kvs, positions, il, &attn_params)?
+                }
+            };
             b.stage(Stage::OutProj, l);
             b.matmul_add(&mut x, &att, &a.out)?;
 

@@ -6,6 +6,7 @@ pub mod devices;
 pub mod profile;
 mod report;
 pub mod run;
+pub mod serve;
 pub mod synth;
 pub mod tune;
 pub mod verify;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Devices(args) => devices::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Tune(args) => tune::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

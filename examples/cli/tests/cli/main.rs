@@ -13,6 +13,7 @@ mod errors;
 mod gpu;
 mod prompt_ids;
 mod run;
+mod serve;
 mod synth;
 mod tune;
 mod verify;
@@ -25,9 +26,14 @@ use assert_cmd::Command;
 /// The binary, with a clean environment for the settings it reads, and a cache folder of the
 /// tests' own (so no tuning record of the user's changes a test's tile cap).
 pub fn moetile() -> Command {
+    Command::from_std(moetile_std())
+}
+
+/// [`moetile`] as a plain process, for a test that talks to it while it runs (`serve`).
+pub fn moetile_std() -> std::process::Command {
     static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
     let cache = CACHE.get_or_init(|| tempfile::tempdir().unwrap());
-    let mut cmd = Command::cargo_bin("moetile").expect("the moetile binary is built for tests");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moetile"));
     cmd.env_remove("MOETILE_TILE_MAX");
     cmd.env("XDG_CACHE_HOME", cache.path());
     cmd

@@ -28,11 +28,10 @@ mod table;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use moetile::config::TilePolicyKind;
 use moetile::model::Backend;
-use moetile::synth::{Mix, Preset, Synth};
 use moetile::tile::TileWidth;
 use serde::Serialize;
 
@@ -42,7 +41,7 @@ use crate::args::{
     tile_policy, tile_width, usage,
 };
 use crate::backend::{BackendInfo, BackendTask, with_backend};
-use crate::model::{ModelFile, ModelInfo};
+use crate::model::{ModelFile, ModelInfo, ModelSource};
 
 /// Arguments of `moetile bench`.
 #[derive(Debug, Args)]
@@ -286,24 +285,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let settings = args.settings()?;
     let mode = args.mode(args.model.is_none())?;
     let prompt_ids = args.prompt_ids.resolve()?;
-    // Without -m: a synthetic model that lives as long as the benchmark.
-    let (path, _tmp) = match &args.model {
-        Some(path) => (path.clone(), None),
-        None => {
-            let dir = tempfile::tempdir().context("creating a temporary folder")?;
-            let synth = Synth::new(Preset::ALL[0], Mix::Q4KM, 0);
-            let path = dir.path().join(format!("{}.gguf", synth.preset.name));
-            eprintln!(
-                "no -m given: benchmarking a synthetic {} ({}) written to {}",
-                synth.preset.name,
-                synth.mix.name(),
-                path.display()
-            );
-            super::synth::write(&synth, &path, false)?;
-            (path, Some(dir))
-        }
-    };
-    let file = ModelFile::open(&path)?;
+    let source = ModelSource::given_or_synthetic(args.model.as_deref(), "benchmarking")?;
+    let file = ModelFile::open(source.path())?;
     // Checked before any weight moves.
     let (prompt, about) = match &prompt_ids {
         Some(ids) => {
