@@ -292,6 +292,14 @@ pub fn run_kernel_bench(
     Ok(rows)
 }
 
+/// What a checked output may be off by: `rel` of the sum of |terms| (f32 accumulation), plus
+/// `x_err` (the most an input value moves, see [`input_error`]) times the sum of |weights|.
+#[derive(Debug, Clone, Copy)]
+struct Tolerance {
+    rel: f64,
+    x_err: f64,
+}
+
 /// The mat-vec inputs `ty` runs: f32, and int8 where it has that kernel.
 fn mat_vec_inputs(ty: WeightType) -> Vec<bool> {
     match ty.int8_dot_fragment() {
@@ -368,8 +376,11 @@ fn fused_mat_vecs(
             |rec: &mut Recorder<'_>| moe::mv_glu(rec, &batch.routing, glu, activation, None, int8);
         let timed = check_and_time(ctx, cfg.iters, &name, &mid, run, || {
             let got = ctx.read_matrix(&mid)?;
-            let x_err = input_error(batch.x, int8);
-            gate_up.check_glu(rng, &name, &batch, &got, mid_ty, rel, x_err)
+            let tol = Tolerance {
+                rel,
+                x_err: input_error(batch.x, int8),
+            };
+            gate_up.check_glu(rng, &name, &batch, &got, mid_ty, tol)
         });
         let bytes = active * (2 * f) as f64 * gate_up.gpu_row_bytes() as f64
             + (t * d * cfg.act.bytes() + t * k * f * mid_ty.bytes()) as f64;
@@ -403,8 +414,11 @@ fn fused_mat_vecs(
         let run = |rec: &mut Recorder<'_>| moe::mv_sum(rec, &batch.routing, sum, false, int8);
         let timed = check_and_time(ctx, cfg.iters, &name, &out, run, || {
             let got = ctx.read_matrix(&out)?;
-            let x_err = input_error(&mid_host, int8);
-            down.check_sum(&name, &batch.ids, k, &mid_host, &got, rel, x_err)
+            let tol = Tolerance {
+                rel,
+                x_err: input_error(&mid_host, int8),
+            };
+            down.check_sum(&name, &batch.ids, k, &mid_host, &got, tol)
         });
         let bytes = active * d as f64 * down.gpu_row_bytes() as f64
             + (t * k * f * mid_ty.bytes() + t * d * 4) as f64;
@@ -641,10 +655,8 @@ impl ExpertPool {
         })?)
     }
 
-    /// `(W[e] row r . x, tolerance)` in f64, `e` the distinct expert serving routed id `id`:
-    /// `rel` of the sum of |terms| (f32 accumulation), plus `x_err` (the most an input value
-    /// moves, see [`input_error`]) times the sum of |weights|.
-    fn dot(&self, id: u32, r: usize, x: &[f32], rel: f64, x_err: f64) -> (f64, f64) {
+    /// `(W[e] row r . x, tolerance)` in f64, `e` the distinct expert serving routed id `id`.
+    fn dot(&self, id: u32, r: usize, x: &[f32], tol: Tolerance) -> (f64, f64) {
         let (_, w) = &self.experts[id as usize % self.experts.len()];
         let wr = &w[r * self.cols..(r + 1) * self.cols];
         let (s, a, wa) = wr
@@ -654,7 +666,7 @@ impl ExpertPool {
                 let term = wi as f64 * xi as f64;
                 (s + term, a + term.abs(), wa + (wi as f64).abs())
             });
-        (s, rel * a + x_err * wa)
+        (s, tol.rel * a + tol.x_err * wa)
     }
 
     /// Checks all rows of 8 random pairs of `out` against f64 dot products; returns the worst
@@ -670,9 +682,12 @@ impl ExpertPool {
         x_err: f64,
     ) -> moetile::Result<f64> {
         let Batch { ids, x, k, out, .. } = batch;
-        let rel = match path {
-            Path::Reg => 1e-5,
-            Path::Coop16 | Path::Coop8 => 2e-3,
+        let tol = Tolerance {
+            rel: match path {
+                Path::Reg => 1e-5,
+                Path::Coop16 | Path::Coop8 => 2e-3,
+            },
+            x_err,
         };
         let got = ctx.read_matrix(out)?;
         let mut worst = 0f64;
@@ -680,7 +695,7 @@ impl ExpertPool {
             let p = rng.random_range(0..ids.len());
             let xr = &x[(p / k) * self.cols..(p / k + 1) * self.cols];
             for r in 0..self.rows {
-                let (want, tol) = self.dot(ids[p], r, xr, rel, x_err);
+                let (want, tol) = self.dot(ids[p], r, xr, tol);
                 let at = format!("pair {p} row {r}");
                 worst = worst.max(verdict(kernel, &at, got[p * self.rows + r], want, tol)?);
             }
@@ -698,8 +713,7 @@ impl ExpertPool {
         batch: &Batch<'_>,
         got: &[f32],
         mid_ty: ActType,
-        rel: f64,
-        x_err: f64,
+        tol: Tolerance,
     ) -> moetile::Result<f64> {
         let Batch { ids, x, k, .. } = batch;
         let storage = match mid_ty {
@@ -712,16 +726,16 @@ impl ExpertPool {
             let p = rng.random_range(0..ids.len());
             let xr = &x[(p / k) * self.cols..(p / k + 1) * self.cols];
             for i in 0..n_out {
-                let (g, g_err) = self.dot(ids[p], 2 * i, xr, rel, x_err);
-                let (u, u_err) = self.dot(ids[p], 2 * i + 1, xr, rel, x_err);
+                let (g, g_err) = self.dot(ids[p], 2 * i, xr, tol);
+                let (u, u_err) = self.dot(ids[p], 2 * i + 1, xr, tol);
                 let sigmoid = 1.0 / (1.0 + (-g).exp());
                 let silu = g * sigmoid;
                 // The error of g and u carried through silu(g) * u.
                 let d_silu = sigmoid * (1.0 + g * (1.0 - sigmoid));
-                let tol =
+                let bound =
                     g_err * (u * d_silu).abs() + u_err * silu.abs() + storage * (silu * u).abs();
                 let at = format!("pair {p} column {i}");
-                worst = worst.max(verdict(kernel, &at, got[p * n_out + i], silu * u, tol)?);
+                worst = worst.max(verdict(kernel, &at, got[p * n_out + i], silu * u, bound)?);
             }
         }
         Ok(worst)
@@ -736,8 +750,7 @@ impl ExpertPool {
         k: usize,
         mid: &[f32],
         got: &[f32],
-        rel: f64,
-        x_err: f64,
+        tol: Tolerance,
     ) -> moetile::Result<f64> {
         let mut worst = 0f64;
         for t in 0..ids.len() / k {
@@ -745,7 +758,7 @@ impl ExpertPool {
                 let (want, tol) = (t * k..(t + 1) * k)
                     .map(|p| {
                         let x = &mid[p * self.cols..(p + 1) * self.cols];
-                        self.dot(ids[p], r, x, rel, x_err)
+                        self.dot(ids[p], r, x, tol)
                     })
                     .fold((0.0, 0.0), |(s, a), (ds, da)| (s + ds, a + da));
                 let at = format!("token {t} row {r}");

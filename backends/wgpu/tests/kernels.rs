@@ -121,14 +121,14 @@ fn run_mm_id(
     ctx.read_matrix(&out).unwrap()
 }
 
-/// Runs one mat-vec over all of `w`'s experts on poisoned output; returns the output.
+/// Runs one mat-vec over all of `w`'s experts on poisoned output, `act` being the activation
+/// values and their storage type; returns the output.
 fn run_mv_id(
     ctx: &WgpuContext,
     w: &moetile_wgpu::ExpertTensor,
     k: usize,
     ids: &[u32],
-    act: &[f32],
-    act_ty: ActType,
+    (act, act_ty): (&[f32], ActType),
     div: usize,
     int8: bool,
 ) -> Vec<f32> {
@@ -301,7 +301,7 @@ fn mv_id_matches_reference() {
                     let div = if act == ActType::F32 { k } else { 1 };
                     let ids = random_ids(&mut rng, n_tokens, k, n_experts);
                     let x = act_values(&mut rng, ids.len() / div * D, act);
-                    let got = run_mv_id(ctx, &w, k, &ids, &x, act, div, int8);
+                    let got = run_mv_id(ctx, &w, k, &ids, (&x, act), div, int8);
                     let want = mat_vec_ref(&weights, &ids, &x, div, int8);
                     let key = KernelKey::MvId {
                         weight: ty,
@@ -345,7 +345,7 @@ fn mv_id_walks_long_rows_in_rounds() {
             };
             check(
                 &format!("{key} cols {cols}"),
-                &run_mv_id(ctx, &w, k, &ids, &x, ActType::F32, k, int8),
+                &run_mv_id(ctx, &w, k, &ids, (&x, ActType::F32), k, int8),
                 &want,
                 1e-5,
                 ROWS,
@@ -835,8 +835,7 @@ fn split_weights_give_identical_results() {
                     &split,
                     k,
                     &ids[..6],
-                    &x[..3 * D],
-                    ActType::F32,
+                    (&x[..3 * D], ActType::F32),
                     k,
                     int8,
                 ),
