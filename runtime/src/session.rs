@@ -31,7 +31,7 @@ impl<B: Backend> Session<B> {
             });
         }
         Ok(Session {
-            kv: model.kv_cache(backend, n_ctx)?,
+            kv: model.kv_cache(backend, n_ctx, config)?,
             n_ctx,
             chunk: config.chunk,
             policy: config.resolve_tile_policy(),

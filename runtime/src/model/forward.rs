@@ -2,10 +2,12 @@
 //! FFN (dense or routed experts) with pre-norms and residual adds, then the output head.
 
 use crate::Result;
+use crate::config::RuntimeConfig;
 use crate::gguf::GgufFile;
 use crate::model::{
     AttentionParams, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
-    ModelWeights, MoeParams, PreNorm, RouterParams, Selection, Stage, load_weights,
+    ModelWeights, MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4,
+    load_weights,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
 
@@ -34,14 +36,28 @@ impl<B: Backend> Model<B> {
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<Self> {
         let config = ModelConfig::from_gguf(file)?;
-        let weights = load_weights(file, &config, backend, progress)?;
+        let weights = match &config.deepseek4 {
+            Some(c) => {
+                ModelWeights::Deepseek4(deepseek4::load_weights(file, c, backend, progress)?)
+            }
+            None => ModelWeights::Standard(load_weights(file, &config, backend, progress)?),
+        };
         Ok(Model { config, weights })
     }
 
-    /// An empty KV cache for `n_ctx` positions.
-    pub fn kv_cache(&self, backend: &mut B, n_ctx: usize) -> Result<B::KvCache> {
+    /// An empty KV cache for `n_ctx` positions, computing as `runtime` says where the model
+    /// leaves a choice (deepseek4's [`RuntimeConfig::qat_sim`]).
+    pub fn kv_cache(
+        &self,
+        backend: &mut B,
+        n_ctx: usize,
+        runtime: &RuntimeConfig,
+    ) -> Result<B::KvCache> {
         let c = &self.config;
-        backend.kv_cache(c.n_layers, n_ctx, c.n_kv_heads, c.head_dim)
+        match &c.deepseek4 {
+            Some(d) => backend.deepseek4_cache(d, n_ctx, runtime.qat_sim),
+            None => backend.kv_cache(c.n_layers, n_ctx, c.n_kv_heads, c.head_dim),
+        }
     }
 
     /// The tile width the routed-MoE matmuls use for a batch of `tokens` (None for dense
@@ -66,8 +82,35 @@ impl<B: Backend> Model<B> {
         policy: &TilePolicy,
         logits: Logits,
     ) -> Result<B::Act> {
+        let tile = self
+            .tile_for(tokens.len(), policy)
+            .unwrap_or(TileWidth::T32);
+        match (&self.weights, &self.config.deepseek4) {
+            (ModelWeights::Standard(w), _) => {
+                self.forward_standard(b, w, kv, tokens, pos0, tile, logits)
+            }
+            (ModelWeights::Deepseek4(w), Some(c)) => {
+                deepseek4::forward(b, c, w, kv, tokens, pos0, tile, logits)
+            }
+            (ModelWeights::Deepseek4(_), None) => Err(crate::Error::InvalidModel(
+                "deepseek4 weights under a config without deepseek4's settings".into(),
+            )),
+        }
+    }
+
+    /// The llama-like forward pass.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_standard(
+        &self,
+        b: &mut B,
+        w: &StandardWeights<B::Weight>,
+        kv: &mut B::KvCache,
+        tokens: &[u32],
+        pos0: usize,
+        tile: TileWidth,
+        logits: Logits,
+    ) -> Result<B::Act> {
         let c = &self.config;
-        let w = &self.weights;
         let attn_params = AttentionParams {
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
@@ -140,9 +183,6 @@ impl<B: Backend> Model<B> {
                         }
                         None => None,
                     };
-                    let tile = self
-                        .tile_for(tokens.len(), policy)
-                        .unwrap_or(TileWidth::T32);
                     let params = MoeParams {
                         activation: m.activation,
                         tile,

@@ -3,12 +3,12 @@
 //! the output back into every stream and mixes the old streams through a doubly stochastic
 //! matrix (Sinkhorn-normalised); `head` mixes them into one for the output norm.
 
-use super::config::HC_STREAMS;
 use super::math::{matvec, rms_norm, sigmoid};
 use super::weights::Tensors;
 use crate::CpuWeight;
 use moetile::Result;
 use moetile::model::HC_MIXES;
+use moetile::model::HC_STREAMS;
 
 const HC: usize = HC_STREAMS;
 

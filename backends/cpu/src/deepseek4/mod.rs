@@ -43,7 +43,6 @@
 
 pub(crate) mod attention;
 pub(crate) mod compressor;
-mod config;
 pub(crate) mod hyper;
 mod math;
 mod moe;
@@ -51,26 +50,27 @@ pub mod qat;
 mod rope;
 mod weights;
 
-pub use config::{Compression, Deepseek4Config};
+pub use moetile::model::deepseek4::{Compression, Deepseek4Config};
 
 use moetile::gguf::GgufFile;
+use moetile::model::HC_STREAMS;
+use moetile::model::deepseek4::{self as arch, AttentionWeights, CompressedKeys};
 use moetile::{Error, Result};
 
-use attention::{AttentionState, AttentionWeights};
-use config::HC_STREAMS;
+use attention::{AttentionState, Numerics};
 use hyper::HcWeights;
 use math::{matvec, rms_norm};
 use moe::MoeWeights;
-use qat::Rounding;
-use rope::Rope;
 use weights::Tensors;
 
-use crate::CpuWeight;
+use crate::{CpuBackend, CpuWeight};
 
 /// One transformer block's weights.
 struct Layer {
     hc_attn: HcWeights,
-    attention: AttentionWeights,
+    /// `[D]`: the attention input's norm.
+    attn_norm: Vec<f32>,
+    attention: AttentionWeights<CpuWeight>,
     hc_ffn: HcWeights,
     moe: MoeWeights,
 }
@@ -139,6 +139,97 @@ impl Deepseek4State {
     }
 }
 
+/// The CPU backend's deepseek4 cache ([`moetile::model::Backend::deepseek4_cache`]): per
+/// layer, the reference's attention state and how many positions it holds (the forward pass
+/// feeds the layers one after the other, each the same positions).
+#[derive(Debug, Clone)]
+pub(crate) struct Deepseek4Cache {
+    cfg: Deepseek4Config,
+    numerics: Numerics,
+    n_ctx: usize,
+    /// Per layer: positions fed so far, and what its attention keeps of them.
+    layers: Vec<(usize, AttentionState)>,
+}
+
+impl Deepseek4Cache {
+    /// An empty cache of `cfg` for `n_ctx` positions, computing as `qat_sim` says.
+    pub(crate) fn new(cfg: &Deepseek4Config, n_ctx: usize, qat_sim: bool) -> Result<Self> {
+        check_options(cfg, Deepseek4Options { qat_sim })?;
+        Ok(Deepseek4Cache {
+            cfg: cfg.clone(),
+            numerics: Numerics::new(cfg, qat_sim),
+            n_ctx,
+            layers: vec![(0, AttentionState::default()); cfg.n_layers],
+        })
+    }
+
+    /// The reference's attention of layer `il` for `x` (its normed input, (T, D)) at
+    /// positions `pos0..`: `pos0` is where the layer's sequence stopped, or 0 to start a new
+    /// one (the state cannot go back to a position between).
+    pub(crate) fn attention(
+        &mut self,
+        w: &AttentionWeights<CpuWeight>,
+        x: &[Vec<f64>],
+        il: usize,
+        pos0: usize,
+    ) -> Result<Vec<Vec<f64>>> {
+        let cfg = &self.cfg;
+        let op = |detail: String| Error::Shape {
+            op: "deepseek4_attention".into(),
+            detail,
+        };
+        let compression = cfg.compression.get(il).copied();
+        let fits = matches!(
+            (&w.compressed, compression),
+            (CompressedKeys::None, Some(Compression::None))
+                | (CompressedKeys::Ratio4 { .. }, Some(Compression::Ratio4))
+                | (CompressedKeys::Ratio128 { .. }, Some(Compression::Ratio128))
+        );
+        if !fits
+            || w.q_a.dims != [cfg.d_model, cfg.q_lora_rank]
+            || w.kv.dims != [cfg.d_model, cfg.head_dim]
+        {
+            return Err(op(format!(
+                "layer {il}'s weights ({}, {:?}) are not those of the cache's model (layer \
+                 {il} of {}, compression {compression:?}, D {})",
+                w.q_a.name, w.q_a.dims, cfg.n_layers, cfg.d_model
+            )));
+        }
+        if let Some(bad) = x.iter().find(|row| row.len() != cfg.d_model) {
+            return Err(op(format!(
+                "input rows of {} values, D is {}",
+                bad.len(),
+                cfg.d_model
+            )));
+        }
+        let (n_past, state) = &mut self.layers[il];
+        if pos0 == 0 {
+            *n_past = 0;
+            *state = AttentionState::default();
+        } else if pos0 != *n_past {
+            return Err(Error::InvalidSetting {
+                name: format!("deepseek4 layer {il} position"),
+                value: pos0.to_string(),
+                expected: format!(
+                    "{} (where the sequence stopped) or 0 (a new sequence): the compressed \
+                     cache cannot go back",
+                    *n_past
+                ),
+            });
+        }
+        let needed = pos0 + x.len();
+        if needed > self.n_ctx {
+            return Err(Error::ContextFull {
+                n_ctx: self.n_ctx,
+                needed,
+            });
+        }
+        let out = attention::attention(w, state, x, pos0, il, cfg, &self.numerics);
+        *n_past = needed;
+        Ok(out)
+    }
+}
+
 /// A deepseek4 model loaded for the reference forward pass.
 pub struct Deepseek4Reference {
     config: Deepseek4Config,
@@ -150,10 +241,27 @@ pub struct Deepseek4Reference {
     output_norm: Vec<f32>,
     /// `[D, V]`.
     output: CpuWeight,
-    /// The rotation of layers without compression.
-    rope: Rope,
-    /// The rotation of compressed layers, their indexer and compressed rows.
-    compressed_rope: Rope,
+    /// The rotations and roundings of attention.
+    numerics: Numerics,
+}
+
+/// Refuses `options` that `cfg` cannot be computed with: the simulation rotates indexer
+/// heads by a Hadamard transform and rounds them in FP4 blocks, so it needs heads a power of
+/// two at least a block wide.
+pub(crate) fn check_options(cfg: &Deepseek4Config, options: Deepseek4Options) -> Result<()> {
+    let has_indexer = cfg.compression.contains(&Compression::Ratio4);
+    let dim = cfg.indexer_head_dim;
+    if options.qat_sim && has_indexer && !(dim.is_power_of_two() && dim >= qat::FP4_BLOCK) {
+        return Err(Error::InvalidModel(format!(
+            "{}.attention.indexer.key_length = {dim}: the low-precision simulation rotates \
+             indexer heads by a Hadamard transform and rounds them in FP4 blocks of {}, so \
+             it needs a power of two of at least {}; load with qat_sim off",
+            arch::ARCH,
+            qat::FP4_BLOCK,
+            qat::FP4_BLOCK
+        )));
+    }
+    Ok(())
 }
 
 impl Deepseek4Reference {
@@ -164,52 +272,27 @@ impl Deepseek4Reference {
     /// ignored.
     pub fn load(file: &GgufFile, options: Deepseek4Options) -> Result<Deepseek4Reference> {
         let cfg = Deepseek4Config::from_gguf(file)?;
-        let has_indexer = cfg.compression.contains(&Compression::Ratio4);
-        let dim = cfg.indexer_head_dim;
-        if options.qat_sim && has_indexer && !(dim.is_power_of_two() && dim >= qat::FP4_BLOCK) {
-            return Err(Error::InvalidModel(format!(
-                "{}.attention.indexer.key_length = {dim}: the low-precision simulation rotates \
-                 indexer heads by a Hadamard transform and rounds them in FP4 blocks of {}, so \
-                 it needs a power of two of at least {}; load with qat_sim off",
-                config::ARCH,
-                qat::FP4_BLOCK,
-                qat::FP4_BLOCK
-            )));
-        }
-        let (key_rounding, indexer_rounding) = Rounding::pair(options.qat_sim, cfg.n_rot);
+        check_options(&cfg, options)?;
         let t = Tensors { file };
         let d = cfg.d_model;
         let layers = (0..cfg.n_layers)
             .map(|il| {
                 Ok(Layer {
                     hc_attn: HcWeights::load_block(&t, &format!("blk.{il}.hc_attn"), d)?,
-                    attention: AttentionWeights::load(
-                        &t,
-                        il,
-                        &cfg,
-                        key_rounding,
-                        indexer_rounding,
-                    )?,
+                    attn_norm: t.vector(&format!("blk.{il}.attn_norm.weight"), d)?,
+                    attention: arch::load_attention(file, &cfg, il, &mut CpuBackend::new())?,
                     hc_ffn: HcWeights::load_block(&t, &format!("blk.{il}.hc_ffn"), d)?,
                     moe: MoeWeights::load(&t, il, &cfg)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let rope = Rope::plain(cfg.n_rot, cfg.rope_freq_base);
-        let compressed_rope = Rope::scaled(
-            cfg.n_rot,
-            cfg.compress_rope_freq_base,
-            cfg.compress_freq_scale,
-            cfg.yarn.then_some(cfg.yarn_orig_ctx),
-        );
         Ok(Deepseek4Reference {
             embed: t.weight("token_embd.weight", &[d, cfg.n_vocab])?,
             layers,
             hc_head: HcWeights::load_head(&t, d)?,
             output_norm: t.vector("output_norm.weight", d)?,
             output: t.weight("output.weight", &[d, cfg.n_vocab])?,
-            rope,
-            compressed_rope,
+            numerics: Numerics::new(&cfg, options.qat_sim),
             config: cfg,
             options,
         })
@@ -284,26 +367,22 @@ impl Deepseek4Reference {
             .zip(&mut state.layers)
             .zip(&mut state.routed)
         {
-            let rope = match cfg.compression[il] {
-                Compression::None => &self.rope,
-                _ => &self.compressed_rope,
-            };
             let mixes: Vec<hyper::Mix> = streams
                 .iter()
                 .map(|x| self.pre(x, &layer.hc_attn))
                 .collect();
             let input: Vec<Vec<f64>> = mixes
                 .iter()
-                .map(|m| rms_norm(&m.input, Some(&layer.attention.norm), cfg.rms_eps))
+                .map(|m| rms_norm(&m.input, Some(&layer.attn_norm), cfg.rms_eps))
                 .collect();
             let out = attention::attention(
                 &layer.attention,
                 layer_state,
                 &input,
                 pos,
+                il,
                 cfg,
-                rope,
-                &self.compressed_rope,
+                &self.numerics,
             );
             streams = streams
                 .iter()
@@ -457,19 +536,14 @@ mod tests {
         let q_width = cfg.n_heads * cfg.head_dim;
         let heads: Vec<f32> = (0..rows * q_width).map(|i| varied(i + 5) / 2.0).collect();
         let (groups, out_rows) = (cfg.output_groups, cfg.output_groups * cfg.output_rank);
-        let output_a = t
-            .reshaped_matrix(
-                &format!("blk.{il}.attn_output_a.weight"),
-                q_width / groups,
-                out_rows,
-            )
-            .unwrap();
+        let output_a = &model.layers[il].attention.output_a;
+        assert_eq!(output_a.dims, [q_width / groups, out_rows]);
 
         let mut cpu = CpuBackend::new();
         let x = cpu.act_from_host(rows, HC_STREAMS * d, &streams).unwrap();
         let head = cpu.hc_head(&x, w, &p).unwrap();
         let o = cpu.act_from_host(rows, q_width, &heads).unwrap();
-        let low_rank = cpu.grouped_matmul(&o, &output_a, groups).unwrap();
+        let low_rank = cpu.grouped_matmul(&o, output_a, groups).unwrap();
         for r in 0..rows {
             let want = hyper::head(
                 &widen(x.row(r)),
@@ -493,9 +567,9 @@ mod tests {
         let odd = cpu
             .act_from_host(1, q_width + 4, &vec![1.0; q_width + 4])
             .unwrap();
-        let err = cpu.grouped_matmul(&odd, &output_a, groups).unwrap_err();
+        let err = cpu.grouped_matmul(&odd, output_a, groups).unwrap_err();
         assert!(err.to_string().contains("grouped_matmul"), "{err}");
-        let err = cpu.grouped_matmul(&o, &output_a, 0).unwrap_err();
+        let err = cpu.grouped_matmul(&o, output_a, 0).unwrap_err();
         assert!(err.to_string().contains("grouped_matmul"), "{err}");
         let odd = cpu.act_from_host(1, 3 * d, &vec![1.0; 3 * d]).unwrap();
         let err = cpu.hc_head(&odd, w, &p).unwrap_err();

@@ -5,11 +5,11 @@
 use moetile::Result;
 use moetile::model::{ExpertActivation, Gating};
 
-use super::config::Deepseek4Config;
 use super::math::{dot, matvec};
 use super::weights::Tensors;
 use crate::CpuWeight;
 use crate::ops::{Choice, expert_activation, gates, route_token};
+use moetile::model::deepseek4::Deepseek4Config;
 
 /// How a layer chooses its experts.
 enum Selection {
@@ -94,15 +94,6 @@ fn route(
     )
 }
 
-/// SwiGLU with deepseek4's clamp: gate from above, up both ways, off at `limit <= 1e-6`.
-fn activation(limit: f32) -> ExpertActivation {
-    if limit > 1e-6 {
-        ExpertActivation::SwiGluClamped { limit }
-    } else {
-        ExpertActivation::SwiGlu
-    }
-}
-
 /// `down · act(gate · x, up · x)` of expert `e` of a (stacked) FFN.
 fn ffn(
     gate: &CpuWeight,
@@ -127,14 +118,14 @@ pub(super) fn moe(
     il: usize,
     cfg: &Deepseek4Config,
 ) -> (Vec<f64>, Vec<usize>) {
-    let routed = activation(cfg.swiglu_clamp[il]);
+    let routed = cfg.routed_activation(il);
     let mut out = ffn(
         &w.shared_gate,
         &w.shared_up,
         &w.shared_down,
         0,
         x,
-        activation(cfg.swiglu_clamp_shared[il]),
+        cfg.shared_activation(il),
     );
     let mut experts = vec![0.0; x.len()];
     let logits = matvec(&w.router, 0, x);

@@ -43,24 +43,6 @@ impl Tensors<'_> {
             .map_err(|e| Error::InvalidModel(format!("tensor {name}: {e}")))
     }
 
-    /// A matrix of `rows` rows of `cols` that the file may store with its rows split over
-    /// more dims (`[cols, r1, r2]` with `r1 * r2 = rows`, as test-generated files store
-    /// `attn_output_a`; llama.cpp loads it reshaped).
-    pub(super) fn reshaped_matrix(
-        &self,
-        name: &str,
-        cols: usize,
-        rows: usize,
-    ) -> Result<CpuWeight> {
-        let info = self.info(name)?;
-        if info.dims.first() != Some(&cols) || info.n_elements() != cols * rows {
-            return Err(Self::wrong_dims(name, &info.dims, &[cols, rows]));
-        }
-        let mut w = self.weight(name, &info.dims)?;
-        w.dims = vec![cols, rows];
-        Ok(w)
-    }
-
     /// A vector of `len` values.
     pub(super) fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         Ok(self.weight(name, &[len])?.values)

@@ -557,33 +557,61 @@ impl Backend for WgpuBackend {
             routing,
             experts,
         };
-        let fused = MoePlan::new(&plain, &opts).fused_ends();
-        let normed = match norm {
-            Some(n) if !fused => Some(self.rms_norm(x, n.weight, n.eps)?),
-            _ => None,
-        };
-        let inputs = match (norm, &normed) {
-            (_, Some(h)) => MoeInputs { x: h, ..plain },
-            (Some(n), None) => MoeInputs {
+        if !MoePlan::new(&plain, &opts).fused_ends() {
+            let out = self.moe_out(x, norm, routing, experts, p)?;
+            return self.add(x, &out);
+        }
+        let inputs = match norm {
+            Some(n) => MoeInputs {
                 norm: Some(RowNorm {
                     weight: ops::vector("norm", n.weight)?,
                     eps: n.eps,
                 }),
                 ..plain
             },
-            (None, None) => plain,
+            None => plain,
         };
         // From this backend's pool: they are dropped while the encoder is still open.
         let bufs = MoeBuffers::new(&self.buffers(), &inputs, &opts)?;
         for m in bufs.all() {
             self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
         }
-        if fused {
-            opts.accumulate = true;
-            return self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, x));
+        opts.accumulate = true;
+        self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, x))
+    }
+
+    fn moe_out(
+        &mut self,
+        h: &GpuMatrix,
+        norm: Option<PreNorm<'_, ExpertTensor>>,
+        routing: &Routing,
+        experts: ExpertWeights<'_, ExpertTensor>,
+        p: &MoeParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let normed = match norm {
+            Some(n) => Some(self.rms_norm(h, n.weight, n.eps)?),
+            None => None,
+        };
+        let x = normed.as_ref().unwrap_or(h);
+        let opts = MoeOptions {
+            path: self.options.path,
+            mid: self.options.mid,
+            mat_vec: x.rows <= self.mat_vec_max_tokens(),
+            ..MoeOptions::new(&self.ctx, p, x.rows)
+        };
+        let inputs = MoeInputs {
+            x,
+            norm: None,
+            routing,
+            experts,
+        };
+        // From this backend's pool: they are dropped while the encoder is still open.
+        let bufs = MoeBuffers::new(&self.buffers(), &inputs, &opts)?;
+        for m in bufs.all() {
+            self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
         }
         let out = self.output(x.rows, x.cols, "moe")?;
         self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
-        self.add(x, &out)
+        Ok(out)
     }
 }

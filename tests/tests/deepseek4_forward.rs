@@ -1,0 +1,149 @@
+//! deepseek4's forward graph (`moetile::model::deepseek4`, written against `Backend`) on the
+//! CPU backend, against the whole-model float64 reference and its golden at every position of
+//! the fixture's 300-token prompt (past the raw window, both compression ratios and the
+//! indexer's top-k: README-deepseek4.md in the fixtures), fed in one shot, in chunks and a
+//! token at a time.
+//!
+//! The graph rounds every op's output to f32 where the reference keeps f64 through a layer, so
+//! the two differ by f32 rounding through ~20 ops per layer: measured NMSE 4.9e-14 (F32), 4.4e-14
+//! (Q8_0), 5.0e-14 (simulation on), max |diff| 2.2e-6; bound 1e-12, top-1 equal everywhere. Chunking does not change what any op computes for a
+//! token (the ops act per row; attention is the reference's, bit-equal under any chunking), so
+//! chunked and one-shot logits must be equal bit for bit.
+
+use moetile::RuntimeConfig;
+use moetile::gguf::GgufFile;
+use moetile::model::{Logits, Model};
+use moetile::session::Session;
+use moetile_cpu::CpuBackend;
+use moetile_cpu::deepseek4::{Deepseek4Options, Deepseek4Reference};
+use moetile_tests::golden::{Golden, agreement};
+use moetile_tests::model_fixture;
+
+const F32: &str = "deepseek4-tiny-f32";
+const Q8_0: &str = "deepseek4-tiny-q8_0";
+
+/// The NMSE bound against the float64 reference (see the module docs).
+const NMSE: f64 = 1e-12;
+
+fn open(name: &str) -> (GgufFile, Golden) {
+    let (model, reference, _) = model_fixture(name);
+    (
+        GgufFile::open(&model).unwrap(),
+        Golden::read(&reference).unwrap(),
+    )
+}
+
+fn config(chunk: usize, qat_sim: bool) -> RuntimeConfig {
+    RuntimeConfig {
+        chunk,
+        qat_sim,
+        ..RuntimeConfig::default()
+    }
+}
+
+/// Every position's logits of `tokens`, prefilled in chunks of `chunk`.
+fn prefill(file: &GgufFile, tokens: &[u32], chunk: usize, qat_sim: bool) -> Vec<f32> {
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(file, &mut cpu, &mut |_| {}).unwrap();
+    let mut session = Session::new(&model, &mut cpu, &config(chunk, qat_sim)).unwrap();
+    session
+        .prefill(&model, &mut cpu, tokens, Logits::All)
+        .unwrap()
+}
+
+fn matches_reference(name: &str) {
+    let (file, golden) = open(name);
+    let got = prefill(&file, &golden.tokens, 512, false);
+    let a = agreement(&got, &golden.logits, golden.n_vocab);
+    println!("{name}: forward graph on the CPU backend vs float64 reference: {a:?}");
+    assert!(a.nmse <= NMSE && a.top1 == 1.0, "{name}: {a:?}");
+}
+
+#[test]
+fn f32_forward_graph_matches_the_reference() {
+    matches_reference(F32);
+}
+
+#[test]
+fn q8_0_forward_graph_matches_the_reference() {
+    matches_reference(Q8_0);
+}
+
+/// With the simulation on (the default), against the reference with it on: the same bound.
+#[test]
+fn qat_sim_forward_graph_matches_the_reference() {
+    let (file, golden) = open(F32);
+    let got = prefill(&file, &golden.tokens, 512, true);
+    let reference = Deepseek4Reference::load(&file, Deepseek4Options { qat_sim: true })
+        .unwrap()
+        .logits(&golden.tokens)
+        .unwrap();
+    let a = agreement(&got, &reference, golden.n_vocab);
+    println!("qat_sim on: forward graph vs reference: {a:?}");
+    assert!(a.nmse <= NMSE && a.top1 == 1.0, "{a:?}");
+    let off = agreement(&got, &golden.logits, golden.n_vocab);
+    println!("qat_sim on vs off (llama.cpp's graph): {off:?}");
+    assert!(off.nmse > 0.0, "the simulation changed nothing");
+}
+
+/// Chunks of 1, 7, 64 and 300 tokens cut the prompt across the window (128) and every
+/// compressor block boundary in different places; each gives the one-shot logits bit for bit.
+#[test]
+fn chunked_prefill_equals_one_shot() {
+    let (file, golden) = open(F32);
+    let one_shot = prefill(&file, &golden.tokens, 512, true);
+    for chunk in [1, 7, 64] {
+        let got = prefill(&file, &golden.tokens, chunk, true);
+        assert!(got == one_shot, "chunks of {chunk} differ from one shot");
+    }
+}
+
+/// A prefill of 250 tokens then 50 decode steps give the one-shot logits of those positions
+/// bit for bit (past the second ratio-128 block at 255).
+#[test]
+fn decode_after_prefill_equals_one_shot() {
+    let (file, golden) = open(F32);
+    let tokens = &golden.tokens;
+    let n_vocab = golden.n_vocab;
+    let one_shot = prefill(&file, tokens, 512, true);
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    let mut session = Session::new(&model, &mut cpu, &config(512, true)).unwrap();
+    let split = 250;
+    let last = session
+        .prefill(&model, &mut cpu, &tokens[..split], Logits::Last)
+        .unwrap();
+    assert!(last == one_shot[(split - 1) * n_vocab..split * n_vocab]);
+    for (t, &token) in tokens.iter().enumerate().skip(split) {
+        let got = session.decode(&model, &mut cpu, token).unwrap();
+        assert!(
+            got == one_shot[t * n_vocab..(t + 1) * n_vocab],
+            "decoded position {t} differs from one shot"
+        );
+    }
+}
+
+/// A cache cannot go back to a position between its start and its end: resuming a sequence
+/// anywhere but where it stopped is refused, naming both; position 0 starts afresh.
+#[test]
+fn rewinding_the_cache_is_refused_and_a_new_sequence_restarts_it() {
+    let (file, golden) = open(F32);
+    let tokens = &golden.tokens[..20];
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    let mut session = Session::new(&model, &mut cpu, &config(512, true)).unwrap();
+    let first = session
+        .prefill(&model, &mut cpu, tokens, Logits::All)
+        .unwrap();
+    session.truncate(10);
+    let err = session
+        .prefill(&model, &mut cpu, &tokens[10..], Logits::All)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("position") && err.contains("20"), "{err}");
+    session.reset();
+    let again = session
+        .prefill(&model, &mut cpu, tokens, Logits::All)
+        .unwrap();
+    assert!(again == first);
+}
