@@ -15,7 +15,7 @@ use moetile::gguf::GgufFile;
 use moetile::model::{Logits, Model};
 use moetile::session::Session;
 use moetile_cpu::CpuBackend;
-use moetile_cpu::deepseek4::{Deepseek4Options, Deepseek4Reference};
+use moetile_cpu::deepseek4::{Compression, Deepseek4Options, Deepseek4Reference};
 use moetile_tests::golden::{Golden, agreement};
 use moetile_tests::model_fixture;
 
@@ -146,4 +146,36 @@ fn rewinding_the_cache_is_refused_and_a_new_sequence_restarts_it() {
         .prefill(&model, &mut cpu, tokens, Logits::All)
         .unwrap();
     assert!(again == first);
+}
+
+/// The cache estimate at DeepSeek V4 Flash's shape (43 layers: two raw-window layers, then
+/// ratio 4 and 128 alternating; 512-wide rows, a 128-token window, 128-wide indexer keys)
+/// gives the original engine's figures in f32: ~52 MB at 2K positions, ~926 MB at 64K.
+#[test]
+fn cache_estimate_at_flash_shape_is_the_original_engines() {
+    let (file, _) = open(F32);
+    let mut cfg = moetile::model::ModelConfig::from_gguf(&file)
+        .unwrap()
+        .deepseek4
+        .unwrap();
+    cfg.n_layers = 43;
+    cfg.head_dim = 512;
+    cfg.sliding_window = 128;
+    cfg.indexer_head_dim = 128;
+    cfg.compression = (0..43)
+        .map(|il| match il {
+            0 | 1 => Compression::None,
+            _ if il % 2 == 0 => Compression::Ratio4,
+            _ => Compression::Ratio128,
+        })
+        .collect();
+    let mb = |n_ctx| cfg.cache_size(n_ctx).bytes(4) as f64 / 1e6;
+    let (short, long) = (mb(2048), mb(65536));
+    println!("Flash cache: {short:.1} MB at 2K, {long:.1} MB at 64K");
+    assert!((short - 52.0).abs() < 1.0, "{short}");
+    assert!((long - 926.0).abs() < 2.0, "{long}");
+    // Past the window, the raw keys stop growing: only compressed rows do.
+    let size = cfg.cache_size(65536);
+    assert_eq!(size.raw_window, 43 * 128 * 512);
+    assert_eq!(size.compressed, 21 * 16384 * 512 + 20 * 512 * 512);
 }

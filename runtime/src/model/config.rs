@@ -229,6 +229,18 @@ impl ModelConfig {
         })
     }
 
+    /// Bytes of the cache a session of `n_ctx` positions holds at `element_bytes` a value:
+    /// keys and values of every position and layer; for deepseek4, the raw window plus the
+    /// compressed rows and what builds them ([`Deepseek4Config::cache_size`]).
+    pub fn kv_cache_bytes(&self, n_ctx: usize, element_bytes: usize) -> u64 {
+        match &self.deepseek4 {
+            Some(c) => c.cache_size(n_ctx).bytes(element_bytes),
+            None => {
+                (2 * self.n_layers * n_ctx * self.n_kv_heads * self.head_dim * element_bytes) as u64
+            }
+        }
+    }
+
     /// A deepseek4 config: [`Deepseek4Config`], with the fields every architecture has read
     /// from it (one key/value head of `head_dim`; the raw-window layers' rotation; layer 0's
     /// routed activation, the clamp being per layer).

@@ -200,7 +200,9 @@ impl BackendTask for Task<'_> {
     type Output = (Vec<f32>, String);
 
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<Self::Output> {
-        let (model, _) = self.file.load(backend)?;
+        let (model, _) = self
+            .file
+            .load(backend, self.config.n_ctx(&self.file.config))?;
         let mut session = Session::new(&model, backend, &info.tuned(self.config))?;
         let logits = session.prefill(&model, backend, self.tokens, Logits::All)?;
         Ok((logits, info.description.clone()))

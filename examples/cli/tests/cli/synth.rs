@@ -122,6 +122,13 @@ fn synth_writes_deepseek4_that_runs_on_the_cpu_and_the_gpu_refuses_naming_the_op
         let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(doc["token_ids"].as_array().unwrap().len(), 4, "{out}");
     }
+    // The cache is estimated before loading: the raw window and the compressed rows.
+    let out = moetile().args(run).arg("--cpu").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cache for 4096 positions") && stderr.contains("compressed rows"),
+        "{stderr}"
+    );
     let err = one_line_error(moetile().args(run).args(["--cpu", "--qat-sim", "maybe"]));
     assert!(
         err.contains("--qat-sim") && err.contains("on or off"),

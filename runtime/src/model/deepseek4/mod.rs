@@ -14,7 +14,7 @@
 mod config;
 mod weights;
 
-pub use config::{ARCH, Compression, Deepseek4Config};
+pub use config::{ARCH, CacheSize, Compression, Deepseek4Config};
 pub use weights::{
     AttentionWeights, CompressedKeys, CompressorWeights, Deepseek4Weights, ExpertChoice,
     HyperTensors, IndexerWeights, LayerWeights, load_attention, load_weights,
