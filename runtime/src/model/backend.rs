@@ -587,10 +587,7 @@ pub trait Backend {
         qat_sim: bool,
     ) -> Result<Self::KvCache> {
         let _ = (cfg, n_ctx, qat_sim);
-        Err(crate::Error::UnsupportedOp {
-            op: "deepseek4 attention".into(),
-            backend: self.describe(),
-        })
+        Err(no_deepseek4_attention(self))
     }
     /// deepseek4's attention sub-block of layer `layer` for the tokens at positions `pos0..`
     /// of `kv` (a [`Backend::deepseek4_cache`]), from their normed input `x (T, D)`: low-rank
@@ -607,9 +604,14 @@ pub trait Backend {
         pos0: usize,
     ) -> Result<Self::Act> {
         let _ = (x, w, kv, layer, pos0);
-        Err(crate::Error::UnsupportedOp {
-            op: "deepseek4 attention".into(),
-            backend: self.describe(),
-        })
+        Err(no_deepseek4_attention(self))
+    }
+}
+
+/// The refusal of a backend without deepseek4's attention.
+fn no_deepseek4_attention<B: Backend + ?Sized>(b: &B) -> crate::Error {
+    crate::Error::UnsupportedOp {
+        op: "deepseek4 attention".into(),
+        backend: b.describe(),
     }
 }

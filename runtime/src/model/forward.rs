@@ -20,6 +20,19 @@ pub enum Logits {
     All,
 }
 
+/// One forward pass's tokens and how to run them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batch<'a> {
+    /// The token ids.
+    pub(crate) tokens: &'a [u32],
+    /// The position of the first.
+    pub(crate) pos0: usize,
+    /// The routed experts' token-tile width.
+    pub(crate) tile: TileWidth,
+    /// Which positions get logits.
+    pub(crate) logits: Logits,
+}
+
 /// A model loaded onto a backend.
 pub struct Model<B: Backend> {
     /// Shape and hyper-parameters.
@@ -82,16 +95,17 @@ impl<B: Backend> Model<B> {
         policy: &TilePolicy,
         logits: Logits,
     ) -> Result<B::Act> {
-        let tile = self
-            .tile_for(tokens.len(), policy)
-            .unwrap_or(TileWidth::T32);
+        let batch = Batch {
+            tokens,
+            pos0,
+            tile: self
+                .tile_for(tokens.len(), policy)
+                .unwrap_or(TileWidth::T32),
+            logits,
+        };
         match (&self.weights, &self.config.deepseek4) {
-            (ModelWeights::Standard(w), _) => {
-                self.forward_standard(b, w, kv, tokens, pos0, tile, logits)
-            }
-            (ModelWeights::Deepseek4(w), Some(c)) => {
-                deepseek4::forward(b, c, w, kv, tokens, pos0, tile, logits)
-            }
+            (ModelWeights::Standard(w), _) => self.forward_standard(b, w, kv, batch),
+            (ModelWeights::Deepseek4(w), Some(c)) => deepseek4::forward(b, c, w, kv, batch),
             (ModelWeights::Deepseek4(_), None) => Err(crate::Error::InvalidModel(
                 "deepseek4 weights under a config without deepseek4's settings".into(),
             )),
@@ -99,17 +113,19 @@ impl<B: Backend> Model<B> {
     }
 
     /// The llama-like forward pass.
-    #[allow(clippy::too_many_arguments)]
     fn forward_standard(
         &self,
         b: &mut B,
         w: &StandardWeights<B::Weight>,
         kv: &mut B::KvCache,
-        tokens: &[u32],
-        pos0: usize,
-        tile: TileWidth,
-        logits: Logits,
+        batch: Batch<'_>,
     ) -> Result<B::Act> {
+        let Batch {
+            tokens,
+            pos0,
+            tile,
+            logits,
+        } = batch;
         let c = &self.config;
         let attn_params = AttentionParams {
             n_heads: c.n_heads,

@@ -571,11 +571,7 @@ impl Backend for WgpuBackend {
             },
             None => plain,
         };
-        // From this backend's pool: they are dropped while the encoder is still open.
-        let bufs = MoeBuffers::new(&self.buffers(), &inputs, &opts)?;
-        for m in bufs.all() {
-            self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
-        }
+        let bufs = self.moe_buffers(&inputs, &opts)?;
         opts.accumulate = true;
         self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, x))
     }
@@ -605,13 +601,26 @@ impl Backend for WgpuBackend {
             routing,
             experts,
         };
-        // From this backend's pool: they are dropped while the encoder is still open.
-        let bufs = MoeBuffers::new(&self.buffers(), &inputs, &opts)?;
-        for m in bufs.all() {
-            self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
-        }
+        let bufs = self.moe_buffers(&inputs, &opts)?;
         let out = self.output(x.rows, x.cols, "moe")?;
         self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
         Ok(out)
+    }
+}
+
+impl WgpuBackend {
+    /// The MoE layer's intermediate buffers for `inputs` under `opts`, poisoned when the
+    /// options say so. From this backend's pool: they are dropped while the encoder is still
+    /// open.
+    fn moe_buffers(
+        &mut self,
+        inputs: &MoeInputs<'_>,
+        opts: &MoeOptions,
+    ) -> moetile::Result<MoeBuffers> {
+        let bufs = MoeBuffers::new(&self.buffers(), inputs, opts)?;
+        for m in bufs.all() {
+            self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
+        }
+        Ok(bufs)
     }
 }

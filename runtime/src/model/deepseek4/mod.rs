@@ -21,25 +21,23 @@ pub use weights::{
 };
 
 use crate::Result;
+use crate::model::forward::Batch;
 use crate::model::{
-    Backend, ExpertWeights, Gating, HC_MIXES, HC_STREAMS, HyperParams, Logits, MoeParams, PreNorm,
-    RouterParams, Selection, Stage,
+    Backend, ExpertActivation, ExpertWeights, GateUp, Gating, HC_MIXES, HC_STREAMS, HyperParams,
+    Logits, MoeParams, PreNorm, RouterParams, Selection, Stage,
 };
 use crate::tile::TileWidth;
 
-/// Runs `tokens` at positions `pos0..`, appending to `kv` (a [`Backend::deepseek4_cache`]);
-/// returns logits `(T or 1, vocab)`. `tile` is the routed experts' token-tile width.
-#[allow(clippy::too_many_arguments)]
+/// Runs `batch` (its tokens at positions `pos0..`), appending to `kv` (a
+/// [`Backend::deepseek4_cache`]); returns logits `(T or 1, vocab)`.
 pub(crate) fn forward<B: Backend>(
     b: &mut B,
     cfg: &Deepseek4Config,
     w: &Deepseek4Weights<B::Weight>,
     kv: &mut B::KvCache,
-    tokens: &[u32],
-    pos0: usize,
-    tile: TileWidth,
-    logits: Logits,
+    batch: Batch<'_>,
 ) -> Result<B::Act> {
+    let (tokens, tile) = (batch.tokens, batch.tile);
     let (t, d) = (tokens.len(), cfg.d_model);
     let eps = cfg.rms_eps as f32;
     let hyper = HyperParams {
@@ -78,7 +76,7 @@ pub(crate) fn forward<B: Backend>(
         let (input, mix) = b.hc_pre(&streams, layer.hc_attn.view(), &hyper)?;
         let h = b.rms_norm(&input, &layer.attn_norm, eps)?;
         b.stage(Stage::Attention, l);
-        let out = b.deepseek4_attention(&h, &layer.attention, kv, il, pos0)?;
+        let out = b.deepseek4_attention(&h, &layer.attention, kv, il, batch.pos0)?;
         b.stage(Stage::OutProj, l);
         b.hc_post(&mut streams, &out, &mix)?;
 
@@ -92,32 +90,20 @@ pub(crate) fn forward<B: Backend>(
         };
         let routing = b.route(&router_logits, selection, &router)?;
         b.stage(Stage::SharedExpert, l);
-        let experts = ExpertWeights {
-            gate_up: &layer.shared_gate_up,
-            down: &layer.shared_down,
-        };
-        let params = MoeParams {
-            activation: cfg.shared_activation(il),
-            tile,
-        };
-        let mut out = b.moe_out(&h, None, &shared, experts, &params)?;
+        let shared_act = cfg.shared_activation(il);
+        let (gate_up, down) = (&layer.shared_gate_up, &layer.shared_down);
+        let mut out = experts_out(b, &h, &shared, gate_up, down, shared_act, tile)?;
         b.stage(Stage::Experts, l);
-        let experts = ExpertWeights {
-            gate_up: &layer.gate_up,
-            down: &layer.down,
-        };
-        let params = MoeParams {
-            activation: cfg.routed_activation(il),
-            tile,
-        };
-        let routed = b.moe_out(&h, None, &routing, experts, &params)?;
+        let routed_act = cfg.routed_activation(il);
+        let (gate_up, down) = (&layer.gate_up, &layer.down);
+        let routed = experts_out(b, &h, &routing, gate_up, down, routed_act, tile)?;
         b.add(&mut out, &routed)?;
         b.hc_post(&mut streams, &out, &mix)?;
     }
     b.stage(Stage::OutputHead, None);
     // The head mixes each token's streams alone, so mixing the last row equals taking the
     // last mixed row.
-    if logits == Logits::Last {
+    if batch.logits == Logits::Last {
         streams = b.last_row(&streams)?;
     }
     let y = b.hc_head(&streams, w.hc_head.view(), &hyper)?;
@@ -126,4 +112,18 @@ pub(crate) fn forward<B: Backend>(
         eps,
     };
     b.project(&y, Some(norm), std::slice::from_ref(&w.output))
+}
+
+/// The output of the experts `routing` picks from `gate_up` and `down` for `h`.
+fn experts_out<B: Backend>(
+    b: &mut B,
+    h: &B::Act,
+    routing: &B::Routing,
+    gate_up: &GateUp<B::Weight>,
+    down: &B::Weight,
+    activation: ExpertActivation,
+    tile: TileWidth,
+) -> Result<B::Act> {
+    let experts = ExpertWeights { gate_up, down };
+    b.moe_out(h, None, routing, experts, &MoeParams { activation, tile })
 }
