@@ -123,29 +123,45 @@ fn decode_after_prefill_equals_one_shot() {
     }
 }
 
-/// A cache cannot go back to a position between its start and its end: resuming a sequence
-/// anywhere but where it stopped is refused, naming both; position 0 starts afresh.
+/// The cache cannot go back to a position between its start and its end: a session keeps
+/// all it holds or nothing (a chat's shared prefix is recomputed, then the logits are those of
+/// a fresh session), and the forward pass asked to resume anywhere but where the sequence
+/// stopped is refused, naming both positions.
 #[test]
-fn rewinding_the_cache_is_refused_and_a_new_sequence_restarts_it() {
+fn a_cache_that_cannot_rewind_keeps_all_or_nothing() {
     let (file, golden) = open(F32);
     let tokens = &golden.tokens[..20];
     let mut cpu = CpuBackend::new();
     let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    assert!(!model.config.cache_rewinds());
     let mut session = Session::new(&model, &mut cpu, &config(512, true)).unwrap();
     let first = session
         .prefill(&model, &mut cpu, tokens, Logits::All)
         .unwrap();
+    // A prompt sharing 10 tokens reuses none of them; one extending the cache reuses it all.
+    let mut other = tokens[..10].to_vec();
+    other.extend([5, 6]);
+    assert_eq!(session.reusable_prefix(&other), 0);
+    let mut longer = tokens.to_vec();
+    longer.push(7);
+    assert_eq!(session.reusable_prefix(&longer), 20);
     session.truncate(10);
-    let err = session
-        .prefill(&model, &mut cpu, &tokens[10..], Logits::All)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("position") && err.contains("20"), "{err}");
-    session.reset();
+    assert!(session.tokens().is_empty());
     let again = session
         .prefill(&model, &mut cpu, tokens, Logits::All)
         .unwrap();
     assert!(again == first);
+
+    let mut kv = model.kv_cache(&mut cpu, 64, &config(512, true)).unwrap();
+    let policy = moetile::tile::TilePolicy::Fixed(moetile::tile::TileWidth::T32);
+    model
+        .forward(&mut cpu, &mut kv, tokens, 0, &policy, Logits::Last)
+        .unwrap();
+    let err = model
+        .forward(&mut cpu, &mut kv, &tokens[10..], 10, &policy, Logits::Last)
+        .expect_err("resumed at 10")
+        .to_string();
+    assert!(err.contains("\"10\"") && err.contains("20 (where"), "{err}");
 }
 
 /// The cache estimate at DeepSeek V4 Flash's shape (43 layers: two raw-window layers, then

@@ -229,6 +229,14 @@ impl ModelConfig {
         })
     }
 
+    /// Whether a session's cache can go back to any earlier position (keys and values per
+    /// position), so a chat keeps the prefix a new prompt shares; deepseek4's cannot (its
+    /// compressed rows and unfinished blocks hold what positions past the cut left), so it can
+    /// only grow or start over.
+    pub fn cache_rewinds(&self) -> bool {
+        self.deepseek4.is_none()
+    }
+
     /// Bytes of the cache a session of `n_ctx` positions holds at `element_bytes` a value:
     /// keys and values of every position and layer; for deepseek4, the raw window plus the
     /// compressed rows and what builds them ([`Deepseek4Config::cache_size`]).

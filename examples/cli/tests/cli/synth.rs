@@ -129,6 +129,24 @@ fn synth_writes_deepseek4_that_runs_on_the_cpu_and_the_gpu_refuses_naming_the_op
         stderr.contains("cache for 4096 positions") && stderr.contains("compressed rows"),
         "{stderr}"
     );
+    // bench's sweep cuts the generated tokens off between frontiers: the compressed cache
+    // cannot rewind, so each frontier is prefilled afresh.
+    let sweep = [
+        "bench",
+        "-m",
+        p,
+        "--cpu",
+        "--ctx-start",
+        "8",
+        "--ctx-max",
+        "16",
+        "--step-incr",
+        "8",
+        "--gen-tokens",
+        "2",
+    ];
+    let out = stdout_of(moetile().args(sweep));
+    assert!(out.contains("| 8 |") && out.contains("| 16 |"), "{out}");
     let err = one_line_error(moetile().args(run).args(["--cpu", "--qat-sim", "maybe"]));
     assert!(
         err.contains("--qat-sim") && err.contains("on or off"),
