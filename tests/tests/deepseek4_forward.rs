@@ -164,6 +164,37 @@ fn a_cache_that_cannot_rewind_keeps_all_or_nothing() {
     assert!(err.contains("\"10\"") && err.contains("20 (where"), "{err}");
 }
 
+/// The generation loop `moetile run --temp 0` drives (a greedy `Generator` over a session)
+/// picks llama.cpp's 32 ids after the first 250 prompt ids on the F32 model with the
+/// simulation off (`deepseek4-tiny-f32.greedy.llama.golden`; llama.cpp's smallest gap between
+/// its pick and the runner-up is 1.0e-2, far above the graph's f32 rounding).
+#[test]
+fn greedy_generation_equals_llama_cpp() {
+    use moetile::generate::{Generator, StopConditions};
+    use moetile::sample::SamplerConfig;
+
+    let (file, golden) = open(F32);
+    let want = Golden::read(
+        &moetile_tests::fixtures().join("models/deepseek4-tiny-f32.greedy.llama.golden"),
+    )
+    .unwrap();
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    let mut session = Session::new(&model, &mut cpu, &config(512, false)).unwrap();
+    let stop = StopConditions {
+        max_tokens: want.tokens.len(),
+        ..StopConditions::default()
+    };
+    let prompt = &golden.tokens[..250];
+    let mut generator =
+        Generator::new(&mut session, None, prompt, SamplerConfig::greedy(), stop).unwrap();
+    let mut ids = Vec::new();
+    while let Some(id) = generator.next_token(&model, &mut cpu).unwrap() {
+        ids.push(id);
+    }
+    assert_eq!(ids, want.tokens, "greedy ids (ours, llama.cpp's)");
+}
+
 /// The cache estimate at DeepSeek V4 Flash's shape (43 layers: two raw-window layers, then
 /// ratio 4 and 128 alternating; 512-wide rows, a 128-token window, 128-wide indexer keys)
 /// gives the original engine's figures in f32: ~52 MB at 2K positions, ~926 MB at 64K.
