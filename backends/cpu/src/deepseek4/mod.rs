@@ -2,10 +2,11 @@
 //! and the original engine (antirez/ds4) define it, for the logits of every position of a
 //! prompt fed in chunks of any size.
 //!
-//! deepseek4 does not fit the [`Backend`](moetile::model::Backend) op set (four hyper-connected
-//! streams instead of one residual, compressed keys, a token-dependent indexer), so it is a
-//! model of its own here: plain functions over f64 activations, with the weights dequantized
-//! exactly to f32 ([`moetile::quant::dequantize`]) and widened in every product. What it leaves
+//! It is a model of its own here, not the runtime's graph over the CPU backend's ops, so that
+//! graph has an independent check: plain functions over f64 activations on the runtime's
+//! weight structs ([`moetile::model::deepseek4`], loaded through the CPU backend's upload, which
+//! dequantizes exactly to f32), widened in every product; its attention is also the CPU
+//! backend's `deepseek4_attention`. What it leaves
 //! out changes nothing in exact arithmetic: llama.cpp's F16 rounding of the KV and compressed
 //! caches (a storage choice; set its cache to F32 and flash attention off to compare), and,
 //! with the simulation off, the Hadamard rotation of the indexer's queries and keys
@@ -48,32 +49,20 @@ mod math;
 mod moe;
 pub mod qat;
 mod rope;
-mod weights;
 
 pub use moetile::model::deepseek4::{Compression, Deepseek4Config};
 
 use moetile::gguf::GgufFile;
 use moetile::model::HC_STREAMS;
-use moetile::model::deepseek4::{self as arch, AttentionWeights, CompressedKeys};
+use moetile::model::deepseek4::{
+    self as arch, AttentionWeights, CompressedKeys, Deepseek4Weights, HyperTensors,
+};
 use moetile::{Error, Result};
 
 use attention::{AttentionState, Numerics};
-use hyper::HcWeights;
 use math::{matvec, rms_norm};
-use moe::MoeWeights;
-use weights::Tensors;
 
 use crate::{CpuBackend, CpuWeight};
-
-/// One transformer block's weights.
-struct Layer {
-    hc_attn: HcWeights,
-    /// `[D]`: the attention input's norm.
-    attn_norm: Vec<f32>,
-    attention: AttentionWeights<CpuWeight>,
-    hc_ffn: HcWeights,
-    moe: MoeWeights,
-}
 
 /// How the reference computes, where the file does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,13 +223,8 @@ impl Deepseek4Cache {
 pub struct Deepseek4Reference {
     config: Deepseek4Config,
     options: Deepseek4Options,
-    /// `[D, V]`.
-    embed: CpuWeight,
-    layers: Vec<Layer>,
-    hc_head: HcWeights,
-    output_norm: Vec<f32>,
-    /// `[D, V]`.
-    output: CpuWeight,
+    /// As the runtime's loader reads them, dequantized by the CPU backend's upload.
+    weights: Deepseek4Weights<CpuWeight>,
     /// The rotations and roundings of attention.
     numerics: Numerics,
 }
@@ -273,25 +257,9 @@ impl Deepseek4Reference {
     pub fn load(file: &GgufFile, options: Deepseek4Options) -> Result<Deepseek4Reference> {
         let cfg = Deepseek4Config::from_gguf(file)?;
         check_options(&cfg, options)?;
-        let t = Tensors { file };
-        let d = cfg.d_model;
-        let layers = (0..cfg.n_layers)
-            .map(|il| {
-                Ok(Layer {
-                    hc_attn: HcWeights::load_block(&t, &format!("blk.{il}.hc_attn"), d)?,
-                    attn_norm: t.vector(&format!("blk.{il}.attn_norm.weight"), d)?,
-                    attention: arch::load_attention(file, &cfg, il, &mut CpuBackend::new())?,
-                    hc_ffn: HcWeights::load_block(&t, &format!("blk.{il}.hc_ffn"), d)?,
-                    moe: MoeWeights::load(&t, il, &cfg)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let weights = arch::load_weights(file, &cfg, &mut CpuBackend::new(), &mut |_| ())?;
         Ok(Deepseek4Reference {
-            embed: t.weight("token_embd.weight", &[d, cfg.n_vocab])?,
-            layers,
-            hc_head: HcWeights::load_head(&t, d)?,
-            output_norm: t.vector("output_norm.weight", d)?,
-            output: t.weight("output.weight", &[d, cfg.n_vocab])?,
+            weights,
             numerics: Numerics::new(&cfg, options.qat_sim),
             config: cfg,
             options,
@@ -352,7 +320,7 @@ impl Deepseek4Reference {
         let mut streams: Vec<Vec<f64>> = tokens
             .iter()
             .map(|&id| {
-                let row = self.embed.row(0, id);
+                let row = self.weights.embed.row(0, id);
                 row.iter()
                     .cycle()
                     .take(HC_STREAMS * row.len())
@@ -361,6 +329,7 @@ impl Deepseek4Reference {
             })
             .collect();
         for (((il, layer), layer_state), routed) in self
+            .weights
             .layers
             .iter()
             .enumerate()
@@ -373,7 +342,7 @@ impl Deepseek4Reference {
                 .collect();
             let input: Vec<Vec<f64>> = mixes
                 .iter()
-                .map(|m| rms_norm(&m.input, Some(&layer.attn_norm), cfg.rms_eps))
+                .map(|m| rms_norm(&m.input, Some(&layer.attn_norm.values), cfg.rms_eps))
                 .collect();
             let out = attention::attention(
                 &layer.attention,
@@ -396,8 +365,9 @@ impl Deepseek4Reference {
                 .zip(&tokens)
                 .map(|(x, &token)| {
                     let mix = self.pre(x, &layer.hc_ffn);
-                    let input = rms_norm(&mix.input, Some(&layer.moe.norm), cfg.rms_eps);
-                    let (out, experts) = moe::moe(&layer.moe, &input, token, il, cfg);
+                    let norm = Some(layer.ffn_norm.values.as_slice());
+                    let input = rms_norm(&mix.input, norm, cfg.rms_eps);
+                    let (out, experts) = moe::moe(layer, &input, token, il, cfg);
                     routed.extend(experts);
                     hyper::post(&out, x, &mix.coefs)
                 })
@@ -407,11 +377,12 @@ impl Deepseek4Reference {
         Ok(streams
             .iter()
             .flat_map(|x| {
-                let y = hyper::head(x, self.hc_head.view(), cfg.rms_eps, cfg.hc_eps);
+                let w = &self.weights;
+                let y = hyper::head(x, (&w.hc_head).into(), cfg.rms_eps, cfg.hc_eps);
                 matvec(
-                    &self.output,
+                    &w.output,
                     0,
-                    &rms_norm(&y, Some(&self.output_norm), cfg.rms_eps),
+                    &rms_norm(&y, Some(&w.output_norm.values), cfg.rms_eps),
                 )
             })
             .map(|v| v as f32)
@@ -419,11 +390,11 @@ impl Deepseek4Reference {
     }
 
     /// [`hyper::pre`] with the config's epsilons and Sinkhorn iterations.
-    fn pre(&self, streams: &[f64], w: &HcWeights) -> hyper::Mix {
+    fn pre(&self, streams: &[f64], w: &HyperTensors<CpuWeight>) -> hyper::Mix {
         let cfg = &self.config;
         hyper::pre(
             streams,
-            w.view(),
+            w.into(),
             cfg.rms_eps,
             cfg.hc_eps,
             cfg.hc_sinkhorn_iterations,
@@ -433,7 +404,7 @@ impl Deepseek4Reference {
 
 #[cfg(test)]
 mod tests {
-    use moetile::model::{Backend, HC_MIXES, HyperParams, HyperWeights};
+    use moetile::model::{Backend, HC_MIXES, HyperParams};
 
     use super::*;
     use crate::CpuBackend;
@@ -446,13 +417,12 @@ mod tests {
         v.iter().map(|&v| v as f32).collect()
     }
 
-    /// The llama.cpp tiny fixture and its reference model.
-    fn tiny_fixture() -> (GgufFile, Deepseek4Reference) {
+    /// The reference model of the llama.cpp tiny fixture.
+    fn tiny_fixture() -> Deepseek4Reference {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
         let file = GgufFile::open(&path).unwrap();
-        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
-        (file, model)
+        Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap()
     }
 
     /// The hyper-connection parameters of `cfg`, as the ops take them.
@@ -470,23 +440,16 @@ mod tests {
     }
 
     /// `CpuBackend::hc_pre` and `hc_post` are the model's own steps: on the tiny fixture's
-    /// weights (uploaded apart from the model's) and its config, they give the model's
-    /// results bit for bit once those are rounded to f32.
+    /// weights and config, they give the model's results bit for bit once those are rounded
+    /// to f32.
     #[test]
     fn cpu_hyper_ops_are_the_reference_steps() {
-        let (file, model) = tiny_fixture();
+        let model = tiny_fixture();
         let cfg = model.config();
         let (d, il, rows) = (cfg.d_model, 1, 3);
-        let t = Tensors { file: &file };
-        let name = |n: &str| format!("blk.{il}.hc_ffn_{n}.weight");
-        let func = t.weight(&name("fn"), &[HC_STREAMS * d, HC_MIXES]).unwrap();
-        let scale = t.weight(&name("scale"), &[3]).unwrap();
-        let base = t.weight(&name("base"), &[HC_MIXES]).unwrap();
-        let w = HyperWeights {
-            func: &func,
-            scale: &scale,
-            base: &base,
-        };
+        let hc = &model.weights.layers[il].hc_ffn;
+        assert_eq!(hc.func.dims, [HC_STREAMS * d, HC_MIXES]);
+        let w = hc.view();
         let p = hyper_params(cfg);
         // Values of varied size in every stream, and a sub-block output.
         let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(varied).collect();
@@ -500,7 +463,7 @@ mod tests {
         cpu.hc_post(&mut y, &out, &mix).unwrap();
         for r in 0..rows {
             let xs = widen(x.row(r));
-            let m = model.pre(&xs, &model.layers[il].hc_ffn);
+            let m = model.pre(&xs, hc);
             assert_eq!(input.row(r), narrow(&m.input), "input of token {r}");
             assert_eq!(mix.row(r), narrow(&m.coefs.values()), "mix of token {r}");
             // The op reads the mixing values as stored (f32); the model keeps them in f64.
@@ -513,30 +476,22 @@ mod tests {
 
     /// `CpuBackend::hc_head` and `grouped_matmul` are the model's own steps (the output
     /// head's stream mix, the grouped low-rank output of attention): on the tiny fixture's
-    /// weights (uploaded apart from the model's, `attn_output_a` as the `[cols, rows]` matrix
-    /// the op takes) they give the model's results bit for bit once those are rounded to f32.
+    /// weights (`attn_output_a` as the `[cols, rows]` matrix the op takes) they give the
+    /// model's results bit for bit once those are rounded to f32.
     #[test]
     fn cpu_head_and_grouped_output_are_the_reference_steps() {
-        let (file, model) = tiny_fixture();
+        let model = tiny_fixture();
         let cfg = model.config();
         let (d, il, rows) = (cfg.d_model, 2, 3);
-        let t = Tensors { file: &file };
-        let func = t
-            .weight("output_hc_fn.weight", &[HC_STREAMS * d, HC_STREAMS])
-            .unwrap();
-        let scale = t.weight("output_hc_scale.weight", &[1]).unwrap();
-        let base = t.weight("output_hc_base.weight", &[HC_STREAMS]).unwrap();
-        let w = HyperWeights {
-            func: &func,
-            scale: &scale,
-            base: &base,
-        };
+        let hc = &model.weights.hc_head;
+        assert_eq!(hc.func.dims, [HC_STREAMS * d, HC_STREAMS]);
+        let w = hc.view();
         let p = hyper_params(cfg);
         let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(varied).collect();
         let q_width = cfg.n_heads * cfg.head_dim;
         let heads: Vec<f32> = (0..rows * q_width).map(|i| varied(i + 5) / 2.0).collect();
         let (groups, out_rows) = (cfg.output_groups, cfg.output_groups * cfg.output_rank);
-        let output_a = &model.layers[il].attention.output_a;
+        let output_a = &model.weights.layers[il].attention.output_a;
         assert_eq!(output_a.dims, [q_width / groups, out_rows]);
 
         let mut cpu = CpuBackend::new();
@@ -545,18 +500,9 @@ mod tests {
         let o = cpu.act_from_host(rows, q_width, &heads).unwrap();
         let low_rank = cpu.grouped_matmul(&o, output_a, groups).unwrap();
         for r in 0..rows {
-            let want = hyper::head(
-                &widen(x.row(r)),
-                model.hc_head.view(),
-                cfg.rms_eps,
-                cfg.hc_eps,
-            );
+            let want = hyper::head(&widen(x.row(r)), hc.into(), cfg.rms_eps, cfg.hc_eps);
             assert_eq!(head.row(r), narrow(&want), "head of token {r}");
-            let want = attention::grouped_matvec(
-                &model.layers[il].attention.output_a,
-                groups,
-                &widen(o.row(r)),
-            );
+            let want = attention::grouped_matvec(output_a, groups, &widen(o.row(r)));
             assert_eq!(
                 low_rank.row(r),
                 narrow(&want),
@@ -585,18 +531,22 @@ mod tests {
     fn cpu_compressor_pool_is_the_reference_step() {
         use moetile::model::{PoolParams, PoolWeights};
 
-        let (file, model) = tiny_fixture();
+        let model = tiny_fixture();
         let cfg = model.config();
-        let t = Tensors { file: &file };
         let mut cpu = CpuBackend::new();
         for (il, previous, tokens) in [(2, false, 12), (2, true, 12), (3, false, 256)] {
             let compression = cfg.compression[il];
             let (ratio, overlap) = (compression.ratio(), compression == Compression::Ratio4);
             let width = cfg.head_dim;
             let cols = if overlap { 2 * width } else { width };
-            let name = |n: &str| format!("blk.{il}.attn_compressor_{n}.weight");
-            let ape = t.weight(&name("ape"), &[cols, ratio]).unwrap();
-            let norm = t.weight(&name("norm"), &[width]).unwrap();
+            let (CompressedKeys::Ratio4 { compressor, .. }
+            | CompressedKeys::Ratio128 { compressor }) =
+                &model.weights.layers[il].attention.compressed
+            else {
+                panic!("layer {il} has no compressor");
+            };
+            let (ape, norm) = (&compressor.ape, &compressor.norm);
+            assert_eq!(ape.dims, [cols, ratio]);
             let kv: Vec<f32> = (0..tokens * cols).map(varied).collect();
             let score: Vec<f32> = (0..tokens * cols).map(|i| varied(i + 11) / 2.0).collect();
             let p = PoolParams {
@@ -607,10 +557,7 @@ mod tests {
             };
             let kv = cpu.act_from_host(tokens, cols, &kv).unwrap();
             let score = cpu.act_from_host(tokens, cols, &score).unwrap();
-            let w = PoolWeights {
-                ape: &ape,
-                norm: &norm,
-            };
+            let w = PoolWeights { ape, norm };
             let rows = cpu.compressor_pool(&kv, &score, w, &p).unwrap();
             let projected: Vec<compressor::Projected> = (0..tokens)
                 .map(|i| {

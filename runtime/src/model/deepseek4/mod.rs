@@ -17,7 +17,7 @@ mod weights;
 pub use config::{ARCH, CacheSize, Compression, Deepseek4Config};
 pub use weights::{
     AttentionWeights, CompressedKeys, CompressorWeights, Deepseek4Weights, ExpertChoice,
-    HyperTensors, IndexerWeights, LayerWeights, load_attention, load_weights,
+    HyperTensors, IndexerWeights, LayerWeights, load_weights,
 };
 
 use crate::Result;

@@ -1,6 +1,6 @@
 //! deepseek4's tensors resolved once into typed structs and uploaded to a backend, every shape
 //! checked against [`Deepseek4Config`] first so a malformed file fails at load with the
-//! tensor's name. The CPU reference loads its attention through the same code.
+//! tensor's name. The CPU reference loads its weights through the same code.
 
 use crate::gguf::GgufFile;
 use crate::model::weights::Loader;
@@ -263,7 +263,7 @@ impl<B: Backend> Loader<'_, B> {
     }
 
     /// Layer `il`'s attention tensors.
-    pub(crate) fn deepseek4_attention(
+    fn deepseek4_attention(
         &mut self,
         cfg: &Deepseek4Config,
         il: usize,
@@ -370,15 +370,4 @@ pub fn load_weights<B: Backend>(
         output_norm: l.get("output_norm.weight", &[d])?,
         output: l.get("output.weight", &[d, vocab])?,
     })
-}
-
-/// Layer `il`'s attention tensors uploaded to `backend`, without progress: the CPU reference
-/// loads its attention through this.
-pub fn load_attention<B: Backend>(
-    file: &GgufFile,
-    cfg: &Deepseek4Config,
-    il: usize,
-    backend: &mut B,
-) -> Result<AttentionWeights<B::Weight>> {
-    Loader::new(file, backend, &mut |_| ()).deepseek4_attention(cfg, il)
 }
