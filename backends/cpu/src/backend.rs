@@ -244,6 +244,10 @@ impl Backend for CpuBackend {
         })
     }
 
+    fn runs_deepseek4(&self) -> bool {
+        true
+    }
+
     fn deepseek4_cache(
         &mut self,
         cfg: &Deepseek4Config,

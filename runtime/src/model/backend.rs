@@ -575,6 +575,13 @@ pub trait Backend {
         p: &MoeParams,
     ) -> Result<Self::Act>;
 
+    /// Whether this backend implements deepseek4's attention ([`Backend::deepseek4_cache`],
+    /// [`Backend::deepseek4_attention`]): [`super::Model::load`] asks before uploading a
+    /// deepseek4 model, so a backend that cannot run it refuses before any work. The default
+    /// is no.
+    fn runs_deepseek4(&self) -> bool {
+        false
+    }
     /// An empty deepseek4 cache for up to `n_ctx` positions: per layer, what its attention
     /// reads of earlier positions (the raw window's keys, the compressed rows, the
     /// compressors' unfinished blocks). `qat_sim` chooses whether keys and indexer heads are
@@ -609,7 +616,7 @@ pub trait Backend {
 }
 
 /// The refusal of a backend without deepseek4's attention.
-fn no_deepseek4_attention<B: Backend + ?Sized>(b: &B) -> crate::Error {
+pub(crate) fn no_deepseek4_attention<B: Backend + ?Sized>(b: &B) -> crate::Error {
     crate::Error::UnsupportedOp {
         op: "deepseek4 attention".into(),
         backend: b.describe(),

@@ -42,7 +42,8 @@ pub struct Model<B: Backend> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Resolves the config of `file` and uploads its weights.
+    /// Resolves the config of `file` and uploads its weights; a deepseek4 file on a backend
+    /// without its attention is refused first.
     pub fn load(
         file: &GgufFile,
         backend: &mut B,
@@ -50,6 +51,9 @@ impl<B: Backend> Model<B> {
     ) -> Result<Self> {
         let config = ModelConfig::from_gguf(file)?;
         let weights = match &config.deepseek4 {
+            Some(_) if !backend.runs_deepseek4() => {
+                return Err(super::backend::no_deepseek4_attention(backend));
+            }
             Some(c) => {
                 ModelWeights::Deepseek4(deepseek4::load_weights(file, c, backend, progress)?)
             }

@@ -86,7 +86,7 @@ fn synth_rejects_unknown_presets_and_mixes_listing_the_choices() {
 fn synth_writes_deepseek4_that_runs_on_the_cpu_and_the_gpu_refuses_naming_the_op() {
     // The runtime's forward pass runs deepseek4 through the Backend ops; the wgpu backend has
     // no deepseek4 attention yet: the commands that would run it there say so by name before
-    // any forward pass, rather than failing deeper.
+    // uploading a weight, rather than failing deeper.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ds4.gguf");
     let p = path.to_str().unwrap();
