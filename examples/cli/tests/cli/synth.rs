@@ -147,6 +147,17 @@ fn synth_writes_deepseek4_that_runs_on_the_cpu_and_the_gpu_refuses_naming_the_op
     ];
     let out = stdout_of(moetile().args(sweep));
     assert!(out.contains("| 8 |") && out.contains("| 16 |"), "{out}");
+    // verify --cpu holds the runtime's graph to the whole-model reference.
+    for qat_sim in ["on", "off"] {
+        let verify = ["verify", "-m", p, "--cpu", "--qat-sim", qat_sim];
+        let out = stdout_of(moetile().args(verify));
+        assert!(
+            out.contains("against the deepseek4 whole-model reference")
+                && out.contains("top-1 agreement 100.0%")
+                && out.trim_end().ends_with("OK"),
+            "{out}"
+        );
+    }
     let err = one_line_error(moetile().args(run).args(["--cpu", "--qat-sim", "maybe"]));
     assert!(
         err.contains("--qat-sim") && err.contains("on or off"),
