@@ -545,12 +545,7 @@ impl Backend for WgpuBackend {
         experts: ExpertWeights<'_, ExpertTensor>,
         p: &MoeParams,
     ) -> moetile::Result<()> {
-        let mut opts = MoeOptions {
-            path: self.options.path,
-            mid: self.options.mid,
-            mat_vec: x.rows <= self.mat_vec_max_tokens(),
-            ..MoeOptions::new(&self.ctx, p, x.rows)
-        };
+        let mut opts = self.moe_options(p, x.rows);
         let plain = MoeInputs {
             x,
             norm: None,
@@ -589,12 +584,7 @@ impl Backend for WgpuBackend {
             None => None,
         };
         let x = normed.as_ref().unwrap_or(h);
-        let opts = MoeOptions {
-            path: self.options.path,
-            mid: self.options.mid,
-            mat_vec: x.rows <= self.mat_vec_max_tokens(),
-            ..MoeOptions::new(&self.ctx, p, x.rows)
-        };
+        let opts = self.moe_options(p, x.rows);
         let inputs = MoeInputs {
             x,
             norm: None,
@@ -609,6 +599,17 @@ impl Backend for WgpuBackend {
 }
 
 impl WgpuBackend {
+    /// How this backend runs an MoE layer of `rows` tokens: its path and `mid` type, the
+    /// mat-vec path up to [`Backend::mat_vec_max_tokens`].
+    fn moe_options(&self, p: &MoeParams, rows: usize) -> MoeOptions {
+        MoeOptions {
+            path: self.options.path,
+            mid: self.options.mid,
+            mat_vec: rows <= self.mat_vec_max_tokens(),
+            ..MoeOptions::new(&self.ctx, p, rows)
+        }
+    }
+
     /// The MoE layer's intermediate buffers for `inputs` under `opts`, poisoned when the
     /// options say so. From this backend's pool: they are dropped while the encoder is still
     /// open.
