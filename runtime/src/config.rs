@@ -64,6 +64,10 @@ pub struct RuntimeConfig {
     pub tuned_tile_max: Option<TileWidth>,
     /// Tile policy.
     pub tile_policy: TilePolicyKind,
+    /// deepseek4: round attention keys (FP8) and indexer heads (FP4) as the model was
+    /// trained, as the original engine does (the default); off computes llama.cpp's graph.
+    /// Other architectures ignore it.
+    pub qat_sim: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -75,6 +79,7 @@ impl Default for RuntimeConfig {
             tile_max_env: None,
             tuned_tile_max: None,
             tile_policy: TilePolicyKind::default(),
+            qat_sim: true,
         }
     }
 }

@@ -24,6 +24,14 @@ pub enum Error {
         /// Comma-separated supported names.
         supported: String,
     },
+    /// An op the model needs that this backend does not implement yet.
+    #[error("{op} is not implemented on {backend} yet; run it on the CPU reference (--cpu)")]
+    UnsupportedOp {
+        /// The op.
+        op: String,
+        /// The backend's description.
+        backend: String,
+    },
     /// A model whose metadata or tensors are inconsistent.
     #[error("invalid model: {0}")]
     InvalidModel(String),

@@ -17,6 +17,8 @@ pub struct Session<B: Backend> {
     policy: TilePolicy,
     tokens: Vec<u32>,
     tiles_used: Vec<TileWidth>,
+    /// Whether the cache can go back to any earlier position ([`crate::model::ModelConfig::cache_rewinds`]).
+    rewinds: bool,
 }
 
 impl<B: Backend> Session<B> {
@@ -31,12 +33,13 @@ impl<B: Backend> Session<B> {
             });
         }
         Ok(Session {
-            kv: model.kv_cache(backend, n_ctx)?,
+            kv: model.kv_cache(backend, n_ctx, config)?,
             n_ctx,
             chunk: config.chunk,
             policy: config.resolve_tile_policy(),
             tokens: Vec::new(),
             tiles_used: Vec::new(),
+            rewinds: model.config.cache_rewinds(),
         })
     }
 
@@ -70,9 +73,15 @@ impl<B: Backend> Session<B> {
         self.tokens.clear();
     }
 
-    /// Keeps only the first `n` cached tokens (positions past `n` are overwritten later).
+    /// Keeps only the first `n` cached tokens (positions past `n` are overwritten later). A
+    /// cache that cannot rewind ([`crate::model::ModelConfig::cache_rewinds`]) keeps all it
+    /// holds (`n` at least that) or nothing.
     pub fn truncate(&mut self, n: usize) {
-        self.tokens.truncate(n);
+        if self.rewinds || n >= self.tokens.len() {
+            self.tokens.truncate(n);
+        } else {
+            self.tokens.clear();
+        }
     }
 
     /// Runs `tokens` after the cached ones in chunks of at most `chunk`; returns the logits of
@@ -187,7 +196,8 @@ impl<B: Backend> Session<B> {
     }
 
     /// How many leading tokens of `prompt` the cache already holds and may keep: the shared
-    /// prefix, less the last prompt token (whose logits are always needed).
+    /// prefix, less the last prompt token (whose logits are always needed); for a cache that
+    /// cannot rewind, all it holds or nothing.
     pub fn reusable_prefix(&self, prompt: &[u32]) -> usize {
         let common = self
             .tokens
@@ -195,6 +205,11 @@ impl<B: Backend> Session<B> {
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count();
-        common.min(prompt.len().saturating_sub(1))
+        let keep = common.min(prompt.len().saturating_sub(1));
+        if self.rewinds || keep == self.tokens.len() {
+            keep
+        } else {
+            0
+        }
     }
 }

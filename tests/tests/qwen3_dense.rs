@@ -31,7 +31,7 @@
 
 use moetile::RuntimeConfig;
 use moetile::gguf::{GgufFile, GgufWriter};
-use moetile::model::{Arch, Backend, FfnWeights, Logits, Model, ModelConfig};
+use moetile::model::{Arch, Backend, FfnWeights, Logits, Model, ModelConfig, ModelWeights};
 use moetile::quant::{GgmlType, dequantize};
 use moetile::session::Session;
 use moetile::synth::{Mix, Preset, Synth};
@@ -261,7 +261,10 @@ fn qwen3_dense_config_and_missing_q_norm() {
 
     let mut cpu = CpuBackend::new();
     let model = Model::load(&dense, &mut cpu, &mut |_| {}).unwrap();
-    for (il, l) in model.weights.layers.iter().enumerate() {
+    let ModelWeights::Standard(weights) = &model.weights else {
+        panic!("qwen3 loads the standard weights");
+    };
+    for (il, l) in weights.layers.iter().enumerate() {
         assert!(l.attn.qkv_bias.is_none(), "layer {il} has q/k/v biases");
         assert!(l.attn.qk_norm.is_some(), "layer {il} lacks q/k norms");
         assert!(

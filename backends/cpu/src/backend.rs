@@ -1,5 +1,6 @@
 //! [`CpuBackend`]: the trait plumbing (shapes, checks, storage) around the reference ops.
 
+use moetile::model::deepseek4::{AttentionWeights as Deepseek4Attention, Deepseek4Config};
 use moetile::model::{
     AttentionParams, Backend, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS, HyperParams,
     HyperWeights, MoeParams, PoolParams, PoolWeights, PreNorm, RouterParams, Selection, WeightData,
@@ -7,6 +8,7 @@ use moetile::model::{
 };
 use moetile::quant;
 
+use crate::deepseek4::Deepseek4Cache;
 use crate::deepseek4::attention::grouped_matvec;
 use crate::deepseek4::compressor::{self, Projected};
 use crate::deepseek4::hyper::{self, Coefs, HcView};
@@ -98,12 +100,14 @@ fn describe_gate_up(gate_up: &GateUp<CpuWeight>) -> String {
     }
 }
 
-/// Per-layer f32 keys and values, `[position][kv_head * head_dim]`.
+/// Per-layer f32 keys and values, `[position][kv_head * head_dim]`; or, made by
+/// [`Backend::deepseek4_cache`], deepseek4's per-layer attention state instead.
 #[derive(Debug, Clone)]
 pub struct CpuKvCache {
     pub(crate) k: Vec<Vec<f32>>,
     pub(crate) v: Vec<Vec<f32>>,
     n_ctx: usize,
+    deepseek4: Option<Box<Deepseek4Cache>>,
 }
 
 /// K expert ids and weights per token, row-major (T, K).
@@ -243,6 +247,51 @@ impl Backend for CpuBackend {
             k: vec![layer.clone(); n_layers],
             v: vec![layer; n_layers],
             n_ctx,
+            deepseek4: None,
+        })
+    }
+
+    fn runs_deepseek4(&self) -> bool {
+        true
+    }
+
+    fn deepseek4_cache(
+        &mut self,
+        cfg: &Deepseek4Config,
+        n_ctx: usize,
+        qat_sim: bool,
+    ) -> moetile::Result<CpuKvCache> {
+        Ok(CpuKvCache {
+            k: Vec::new(),
+            v: Vec::new(),
+            n_ctx,
+            deepseek4: Some(Box::new(Deepseek4Cache::new(cfg, n_ctx, qat_sim)?)),
+        })
+    }
+
+    fn deepseek4_attention(
+        &mut self,
+        x: &Mat,
+        w: &Deepseek4Attention<CpuWeight>,
+        kv: &mut CpuKvCache,
+        layer: usize,
+        pos0: usize,
+    ) -> moetile::Result<Mat> {
+        let cache = kv.deepseek4.as_deref_mut().ok_or_else(|| {
+            shape_error(
+                "deepseek4_attention",
+                "the cache is not deepseek4's; make it with Backend::deepseek4_cache".into(),
+            )
+        })?;
+        let rows: Vec<Vec<f64>> = (0..x.rows)
+            .map(|r| x.row(r).iter().map(|&v| v as f64).collect())
+            .collect();
+        let out = cache.attention(w, &rows, layer, pos0)?;
+        let cols = out.first().map_or(x.cols, Vec::len);
+        Ok(Mat {
+            rows: out.len(),
+            cols,
+            data: out.iter().flatten().map(|&v| v as f32).collect(),
         })
     }
 
@@ -663,6 +712,18 @@ impl Backend for CpuBackend {
         experts: ExpertWeights<'_, CpuWeight>,
         p: &MoeParams,
     ) -> moetile::Result<()> {
+        let y = self.moe_out(x, norm, routing, experts, p)?;
+        self.add(x, &y)
+    }
+
+    fn moe_out(
+        &mut self,
+        x: &Mat,
+        norm: Option<PreNorm<'_, CpuWeight>>,
+        routing: &CpuRouting,
+        experts: ExpertWeights<'_, CpuWeight>,
+        p: &MoeParams,
+    ) -> moetile::Result<Mat> {
         let h = self.normed(x, norm)?;
         let ExpertWeights { gate_up, down } = experts;
         let shape = ops::gate_up_shape(gate_up);
@@ -684,7 +745,7 @@ impl Backend for CpuBackend {
                 )
             },
         )?;
-        let y = ops::moe(
+        Ok(ops::moe(
             &h,
             &routing.ids,
             &routing.weights,
@@ -692,7 +753,6 @@ impl Backend for CpuBackend {
             gate_up,
             down,
             p.activation,
-        );
-        self.add(x, &y)
+        ))
     }
 }

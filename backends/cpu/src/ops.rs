@@ -233,7 +233,7 @@ pub(crate) fn expert_activation(act: ExpertActivation, g: f64, u: f64) -> f64 {
 }
 
 /// Gate row `r` and up row `r` of expert `e`: rows `2r` and `2r + 1` of an interleaved tensor.
-fn gate_up_rows(gate_up: &GateUp<CpuWeight>, e: usize, r: usize) -> (&[f32], &[f32]) {
+pub(crate) fn gate_up_rows(gate_up: &GateUp<CpuWeight>, e: usize, r: usize) -> (&[f32], &[f32]) {
     match gate_up {
         GateUp::Separate { gate, up } => (gate.row(e, r), up.row(e, r)),
         GateUp::Interleaved(w) => (w.row(e, 2 * r), w.row(e, 2 * r + 1)),

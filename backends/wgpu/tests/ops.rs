@@ -1771,6 +1771,70 @@ fn moe_decode_is_two_mat_vecs_and_matches_cpu() {
     }
 }
 
+/// `moe_out` (deepseek4's experts, whose output goes through a hyper-connection rather than
+/// into a residual) is what `moe` adds: on the mat-vec (T = 2) and tiled (T = 150) paths,
+/// with and without the norm, and for a one-expert layer (the shared expert), it matches the
+/// CPU's `moe_out` on fresh inputs into a poisoned output. Tolerance as in
+/// `moe_honours_the_tile_and_matches_cpu`, in units of the output's RMS plus the value's own
+/// magnitude: with f16 `mid` (the device default) each value is off by ~2^-11 of its size,
+/// and the one-expert layer's outputs reach 5x their RMS (measured: up to 1.1x the RMS-only
+/// bound there on lavapipe; a wrong kernel is off by the value itself).
+#[test]
+fn moe_out_matches_cpu_without_a_residual() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("moe_out_matches_cpu_without_a_residual");
+    let (d, k) = (256, 2);
+    let tol = moe_tolerance(&gpu);
+    let norm_w = uniform(&mut rng, d, 1.0);
+    let (gnorm, cnorm) = upload_both(&mut gpu, &mut cpu, f32_data("norm", &[d], &norm_w));
+    for (e, k, t, normed) in [(8, k, 2, false), (8, k, 150, true), (1, 1, 150, false)] {
+        let experts = BothExperts::random(&mut gpu, &mut cpu, &mut rng, [d, 96, e]);
+        let x = uniform(&mut rng, t * d, 2.0);
+        let ids = common::random_ids(&mut rng, t, k, e);
+        let w: Vec<f32> = (0..t * k).map(|_| rng.random_range(0.0..1.0)).collect();
+        let params = MoeParams {
+            activation: ExpertActivation::SwiGluClamped { limit: 1.0 },
+            tile: TileWidth::T32,
+        };
+        let routing = cpu.routing_from_host(e, k, &ids, &w).unwrap();
+        let (gate_up, down) = (&experts.cpu.0, &experts.cpu.1);
+        let want = cpu
+            .moe_out(
+                &cpu_act(t, d, &x),
+                normed.then(|| pre(&cnorm)),
+                &routing,
+                ExpertWeights { gate_up, down },
+                &params,
+            )
+            .unwrap()
+            .data;
+        let rms =
+            (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
+        let routing = gpu.routing_from_host(e, k, &ids, &w).unwrap();
+        let gx = gpu_act(&mut gpu, t, d, &x);
+        let out = gpu
+            .moe_out(
+                &gx,
+                normed.then(|| pre(&gnorm)),
+                &routing,
+                experts.gpu_weights(),
+                &params,
+            )
+            .unwrap();
+        let got = gpu.read(&out).unwrap();
+        let label = format!("moe_out E={e} K={k} T={t} normed {normed}");
+        check_close(&label, &got, &want, |i| tol * (rms + want[i].abs() as f64));
+        assert_eq!(
+            gpu.read(&gx).unwrap(),
+            x,
+            "{label}: moe_out wrote its input"
+        );
+    }
+}
+
 #[test]
 fn limits_and_shapes_are_refused_with_names() {
     let Some(mut gpu) = backend(ActType::F16) else {

@@ -199,6 +199,28 @@ pub struct RuntimeArgs {
     /// How the tile width is chosen per chunk: alignment, load-aware or fixed:N.
     #[arg(long, value_name = "POLICY", default_value = "alignment", value_parser = tile_policy)]
     pub tile_policy: TilePolicyKind,
+    /// deepseek4: round attention keys (FP8) and indexer heads (FP4) as the model was trained,
+    /// as the original engine does (on), or keep them exact as llama.cpp does (off). Other
+    /// architectures ignore it.
+    #[arg(
+        long,
+        value_name = "on|off",
+        default_value = "on",
+        action = clap::ArgAction::Set,
+        value_parser = on_off("--qat-sim")
+    )]
+    pub qat_sim: bool,
+}
+
+/// The parser of an `on|off` flag.
+pub fn on_off(
+    flag: &'static str,
+) -> impl Fn(&str) -> Result<bool, UsageError> + Clone + Send + Sync + 'static {
+    move |value| match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(UsageError(format!("invalid {flag} = {value:?}: on or off"))),
+    }
 }
 
 /// Parses a `--tile-max` value.
@@ -268,7 +290,9 @@ impl RuntimeSettings {
 impl RuntimeArgs {
     /// Checks every value; the tile cap from `MOETILE_TILE_MAX` is checked here too.
     pub fn resolve(&self) -> Result<RuntimeSettings> {
-        runtime_settings(self.ctx, self.chunk, self.tile_max, self.tile_policy)
+        let mut settings = runtime_settings(self.ctx, self.chunk, self.tile_max, self.tile_policy)?;
+        settings.config.qat_sim = self.qat_sim;
+        Ok(settings)
     }
 }
 
@@ -300,6 +324,7 @@ pub fn runtime_settings(
         // (`BackendInfo::tuned`).
         tuned_tile_max: None,
         tile_policy,
+        ..RuntimeConfig::default()
     };
     Ok(RuntimeSettings::new(config))
 }

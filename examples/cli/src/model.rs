@@ -128,6 +128,16 @@ impl ModelSource {
     }
 }
 
+/// The size of `values` f32 values, in kB below a megabyte, else MB.
+fn f32_size(values: usize) -> String {
+    let bytes = values as f64 * 4.0;
+    if bytes < 1e6 {
+        format!("{:.1} kB", bytes / 1e3)
+    } else {
+        format!("{:.1} MB", bytes / 1e6)
+    }
+}
+
 /// What to do about a text prompt given to a model without a tokenizer.
 const TEXT_PROMPT_FIX: &str = "give the prompt as token ids with --prompt-ids or --prompt-ids-file";
 
@@ -227,8 +237,13 @@ impl ModelFile {
     }
 
     /// Uploads the weights to `backend` and prepares it to run them (GPU pipelines), with
-    /// progress bars; also says how long each took.
-    pub fn load<B: Backend>(&self, backend: &mut B) -> Result<(Model<B>, LoadTimes)> {
+    /// progress bars; also says how long each took. A deepseek4 model's cache for `n_ctx`
+    /// positions is estimated first (its size depends on the context in ways a user cannot
+    /// guess: a raw window plus compressed rows).
+    pub fn load<B: Backend>(&self, backend: &mut B, n_ctx: usize) -> Result<(Model<B>, LoadTimes)> {
+        if let Some(line) = self.cache_estimate(n_ctx) {
+            eprintln!("{line}");
+        }
         let start = Instant::now();
         let bar = progress::bytes_bar("loading", self.tensor_bytes());
         let model = Model::load(&self.file, backend, &mut |p| bar.set_position(p.bytes_done))
@@ -248,6 +263,21 @@ impl ModelFile {
             prepare: start.elapsed() - upload,
         };
         Ok((model, times))
+    }
+
+    /// The line saying what a deepseek4 cache of `n_ctx` positions holds, in f32 as the
+    /// original engine counts it; `None` for other architectures.
+    pub fn cache_estimate(&self, n_ctx: usize) -> Option<String> {
+        let size = self.config.deepseek4.as_ref()?.cache_size(n_ctx);
+        Some(format!(
+            "cache for {n_ctx} positions: {} (raw window {}, compressed rows {}, indexer keys \
+             {}, unfinished blocks {}; f32)",
+            f32_size(size.values()),
+            f32_size(size.raw_window),
+            f32_size(size.compressed),
+            f32_size(size.indexer),
+            f32_size(size.pending)
+        ))
     }
 
     fn tensor_bytes(&self) -> u64 {

@@ -6,6 +6,7 @@
 //! contiguous row length (the input width), `dims[1]` the output rows, `dims[2]` the experts.
 //! Letters: T tokens, D hidden width, E experts, K experts per token, F expert width.
 
+use crate::model::deepseek4::{AttentionWeights as Deepseek4Attention, Deepseek4Config};
 use crate::quant::GgmlType;
 use crate::tile::TileWidth;
 use crate::{Error, Result};
@@ -185,13 +186,22 @@ impl<W> GateUp<W> {
 }
 
 /// The expert tensors of a routed-MoE layer, each `[cols, rows, E]`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct ExpertWeights<'a, W> {
     /// gate and up: `[D, F, E]` each, or `[D, 2F, E]` interleaved.
     pub gate_up: &'a GateUp<W>,
     /// `[F, D, E]`.
     pub down: &'a W,
 }
+
+// By hand: a derive would ask `W: Copy`, though only references to W are copied.
+impl<W> Clone for ExpertWeights<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for ExpertWeights<'_, W> {}
 
 /// An RMS norm applied by the op that reads its input ([`Backend::project`], [`Backend::moe`]):
 /// the op sees `rms_norm(x) * weight` where it reads `x`. A backend may fold it into its
@@ -595,4 +605,62 @@ pub trait Backend {
         experts: ExpertWeights<'_, Self::Weight>,
         p: &MoeParams,
     ) -> Result<()>;
+    /// The routed experts' output alone, `(T, D)`: what [`Backend::moe`] adds into `x`, here
+    /// read from `h` (normed by `norm` when given) and returned (deepseek4, whose FFN output
+    /// goes through a hyper-connection rather than into a residual).
+    fn moe_out(
+        &mut self,
+        h: &Self::Act,
+        norm: Option<PreNorm<'_, Self::Weight>>,
+        routing: &Self::Routing,
+        experts: ExpertWeights<'_, Self::Weight>,
+        p: &MoeParams,
+    ) -> Result<Self::Act>;
+
+    /// Whether this backend implements deepseek4's attention ([`Backend::deepseek4_cache`],
+    /// [`Backend::deepseek4_attention`]): [`super::Model::load`] asks before uploading a
+    /// deepseek4 model, so a backend that cannot run it refuses before any work. The default
+    /// is no.
+    fn runs_deepseek4(&self) -> bool {
+        false
+    }
+    /// An empty deepseek4 cache for up to `n_ctx` positions: per layer, what its attention
+    /// reads of earlier positions (the raw window's keys, the compressed rows, the
+    /// compressors' unfinished blocks). `qat_sim` chooses whether keys and indexer heads are
+    /// rounded as the model was trained (FP8, FP4) or kept exact (llama.cpp's graph). The
+    /// default refuses: a backend without deepseek4's attention says so before any work.
+    fn deepseek4_cache(
+        &mut self,
+        cfg: &Deepseek4Config,
+        n_ctx: usize,
+        qat_sim: bool,
+    ) -> Result<Self::KvCache> {
+        let _ = (cfg, n_ctx, qat_sim);
+        Err(no_deepseek4_attention(self))
+    }
+    /// deepseek4's attention sub-block of layer `layer` for the tokens at positions `pos0..`
+    /// of `kv` (a [`Backend::deepseek4_cache`]), from their normed input `x (T, D)`: low-rank
+    /// queries with a weightless per-head norm, one shared key/value head, per-head sinks,
+    /// the raw window plus the compressed rows (those the indexer picks in a ratio-4 layer),
+    /// RoPE on the heads' tails and its inverse on the outputs, the grouped low-rank output:
+    /// `(T, D)`. A sequence is fed in order from position 0; `pos0` 0 starts a new one.
+    fn deepseek4_attention(
+        &mut self,
+        x: &Self::Act,
+        w: &Deepseek4Attention<Self::Weight>,
+        kv: &mut Self::KvCache,
+        layer: usize,
+        pos0: usize,
+    ) -> Result<Self::Act> {
+        let _ = (x, w, kv, layer, pos0);
+        Err(no_deepseek4_attention(self))
+    }
+}
+
+/// The refusal of a backend without deepseek4's attention.
+pub(crate) fn no_deepseek4_attention<B: Backend + ?Sized>(b: &B) -> crate::Error {
+    crate::Error::UnsupportedOp {
+        op: "deepseek4 attention".into(),
+        backend: b.describe(),
+    }
 }

@@ -2,6 +2,7 @@
 //! pass never looks a string key up.
 
 use crate::gguf::GgufFile;
+use crate::model::deepseek4::Deepseek4Config;
 use crate::model::{ExpertActivation, Gating, RopeParams};
 use crate::{Error, Result};
 
@@ -18,16 +19,20 @@ pub enum Arch {
     Qwen2Moe,
     /// qwen3moe: routed experts (softmax, renormalised top-K), per-head q/k norm.
     Qwen3Moe,
+    /// DeepSeek V4 Flash: hyper-connected streams, compressed attention, hashed and biased
+    /// routing ([`super::deepseek4`]).
+    Deepseek4,
 }
 
 impl Arch {
     /// Every supported architecture with its `general.architecture` name.
-    pub const SUPPORTED: [(Arch, &'static str); 5] = [
+    pub const SUPPORTED: [(Arch, &'static str); 6] = [
         (Arch::Llama, "llama"),
         (Arch::Qwen2, "qwen2"),
         (Arch::Qwen3, "qwen3"),
         (Arch::Qwen2Moe, "qwen2moe"),
         (Arch::Qwen3Moe, "qwen3moe"),
+        (Arch::Deepseek4, super::deepseek4::ARCH),
     ];
 
     /// The architecture named `name`, or an error listing the supported ones.
@@ -106,12 +111,17 @@ pub struct ModelConfig {
     pub moe: Option<MoeConfig>,
     /// Per-head RMS norm of q and k before RoPE (qwen3).
     pub qk_norm: bool,
+    /// Everything else deepseek4's forward pass reads (for that architecture only).
+    pub deepseek4: Option<Deepseek4Config>,
 }
 
 impl ModelConfig {
     /// Reads the config of `file`; errors name the missing or ill-typed key.
     pub fn from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         let arch = Arch::from_name(file.get_str("general.architecture")?)?;
+        if arch == Arch::Deepseek4 {
+            return Self::deepseek4(file);
+        }
         let key = |k: &str| format!("{}.{k}", arch.name());
         let usize_key = |k: &str| -> Result<usize> { Ok(file.get_u64(&key(k))? as usize) };
         let usize_opt = |k: &str| -> Result<Option<usize>> {
@@ -215,6 +225,65 @@ impl ModelConfig {
             },
             moe,
             qk_norm: arch.has_qk_norm(),
+            deepseek4: None,
+        })
+    }
+
+    /// Whether a session's cache can go back to any earlier position (keys and values per
+    /// position), so a chat keeps the prefix a new prompt shares; deepseek4's cannot (its
+    /// compressed rows and unfinished blocks hold what positions past the cut left), so it can
+    /// only grow or start over.
+    pub fn cache_rewinds(&self) -> bool {
+        self.deepseek4.is_none()
+    }
+
+    /// Bytes of the cache a session of `n_ctx` positions holds at `element_bytes` a value:
+    /// keys and values of every position and layer; for deepseek4, the raw window plus the
+    /// compressed rows and what builds them ([`Deepseek4Config::cache_size`]).
+    pub fn kv_cache_bytes(&self, n_ctx: usize, element_bytes: usize) -> u64 {
+        match &self.deepseek4 {
+            Some(c) => c.cache_size(n_ctx).bytes(element_bytes),
+            None => {
+                (2 * self.n_layers * n_ctx * self.n_kv_heads * self.head_dim * element_bytes) as u64
+            }
+        }
+    }
+
+    /// A deepseek4 config: [`Deepseek4Config`], with the fields every architecture has read
+    /// from it (one key/value head of `head_dim`; the raw-window layers' rotation; layer 0's
+    /// routed activation, the clamp being per layer).
+    fn deepseek4(file: &GgufFile) -> Result<ModelConfig> {
+        let c = Deepseek4Config::from_gguf(file)?;
+        let n_ctx_train = file
+            .get_u64_opt(&format!("{}.context_length", super::deepseek4::ARCH))?
+            .map_or(4096, |v| v as usize);
+        Ok(ModelConfig {
+            arch: Arch::Deepseek4,
+            n_layers: c.n_layers,
+            d_model: c.d_model,
+            n_heads: c.n_heads,
+            n_kv_heads: 1,
+            head_dim: c.head_dim,
+            n_vocab: c.n_vocab,
+            n_ctx_train,
+            rms_eps: c.rms_eps as f32,
+            rope: RopeParams {
+                n_dims: c.n_rot,
+                freq_base: c.rope_freq_base as f32,
+                freq_scale: 1.0,
+                neox: false,
+            },
+            moe: Some(MoeConfig {
+                n_experts: c.n_experts,
+                n_experts_used: c.n_experts_used,
+                expert_ff: c.expert_ff,
+                gating: Gating::SqrtSoftplus,
+                normalize: c.expert_weights_norm,
+                weight_scale: c.expert_weights_scale as f32,
+                activation: c.routed_activation(0),
+            }),
+            qk_norm: false,
+            deepseek4: Some(c),
         })
     }
 }

@@ -2,10 +2,12 @@
 //! FFN (dense or routed experts) with pre-norms and residual adds, then the output head.
 
 use crate::Result;
+use crate::config::RuntimeConfig;
 use crate::gguf::GgufFile;
 use crate::model::{
     AttentionParams, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
-    ModelWeights, MoeParams, PreNorm, RouterParams, Selection, Stage, load_weights,
+    ModelWeights, MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4,
+    load_weights,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
 
@@ -16,6 +18,19 @@ pub enum Logits {
     Last,
     /// Every token of the batch (verification, perplexity).
     All,
+}
+
+/// One forward pass's tokens and how to run them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batch<'a> {
+    /// The token ids.
+    pub(crate) tokens: &'a [u32],
+    /// The position of the first.
+    pub(crate) pos0: usize,
+    /// The routed experts' token-tile width.
+    pub(crate) tile: TileWidth,
+    /// Which positions get logits.
+    pub(crate) logits: Logits,
 }
 
 /// Where a forward pass's rows keep their keys and values, and what they attend over.
@@ -38,21 +53,39 @@ pub struct Model<B: Backend> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Resolves the config of `file` and uploads its weights.
+    /// Resolves the config of `file` and uploads its weights; a deepseek4 file on a backend
+    /// without its attention is refused first.
     pub fn load(
         file: &GgufFile,
         backend: &mut B,
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<Self> {
         let config = ModelConfig::from_gguf(file)?;
-        let weights = load_weights(file, &config, backend, progress)?;
+        let weights = match &config.deepseek4 {
+            Some(_) if !backend.runs_deepseek4() => {
+                return Err(super::backend::no_deepseek4_attention(backend));
+            }
+            Some(c) => {
+                ModelWeights::Deepseek4(deepseek4::load_weights(file, c, backend, progress)?)
+            }
+            None => ModelWeights::Standard(load_weights(file, &config, backend, progress)?),
+        };
         Ok(Model { config, weights })
     }
 
-    /// An empty KV cache for `n_ctx` positions.
-    pub fn kv_cache(&self, backend: &mut B, n_ctx: usize) -> Result<B::KvCache> {
+    /// An empty KV cache for `n_ctx` positions, computing as `runtime` says where the model
+    /// leaves a choice (deepseek4's [`RuntimeConfig::qat_sim`]).
+    pub fn kv_cache(
+        &self,
+        backend: &mut B,
+        n_ctx: usize,
+        runtime: &RuntimeConfig,
+    ) -> Result<B::KvCache> {
         let c = &self.config;
-        backend.kv_cache(c.n_layers, n_ctx, c.n_kv_heads, c.head_dim)
+        match &c.deepseek4 {
+            Some(d) => backend.deepseek4_cache(d, n_ctx, runtime.qat_sim),
+            None => backend.kv_cache(c.n_layers, n_ctx, c.n_kv_heads, c.head_dim),
+        }
     }
 
     /// The tile width the routed-MoE matmuls use for a batch of `tokens` (None for dense
@@ -77,7 +110,23 @@ impl<B: Backend> Model<B> {
         policy: &TilePolicy,
         logits: Logits,
     ) -> Result<B::Act> {
-        self.forward_rows(b, tokens, Attend::One { kv, pos0 }, policy, logits)
+        let batch = Batch {
+            tokens,
+            pos0,
+            tile: self
+                .tile_for(tokens.len(), policy)
+                .unwrap_or(TileWidth::T32),
+            logits,
+        };
+        match (&self.weights, &self.config.deepseek4) {
+            (ModelWeights::Standard(w), _) => {
+                self.forward_standard(b, w, Attend::One { kv, pos0 }, batch)
+            }
+            (ModelWeights::Deepseek4(w), Some(c)) => deepseek4::forward(b, c, w, kv, batch),
+            (ModelWeights::Deepseek4(_), None) => Err(crate::Error::InvalidModel(
+                "deepseek4 weights under a config without deepseek4's settings".into(),
+            )),
+        }
     }
 
     /// Runs one new token of each of several sequences in one pass: `tokens[i]` at position
@@ -91,21 +140,40 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         policy: &TilePolicy,
     ) -> Result<B::Act> {
-        let attend = Attend::Each { kvs, positions };
-        self.forward_rows(b, tokens, attend, policy, Logits::All)
+        let batch = Batch {
+            tokens,
+            pos0: 0,
+            tile: self
+                .tile_for(tokens.len(), policy)
+                .unwrap_or(TileWidth::T32),
+            logits: Logits::All,
+        };
+        match &self.weights {
+            ModelWeights::Standard(w) => {
+                self.forward_standard(b, w, Attend::Each { kvs, positions }, batch)
+            }
+            ModelWeights::Deepseek4(_) => Err(crate::Error::UnsupportedOp {
+                op: "decoding several deepseek4 sequences in one pass".into(),
+                backend: b.describe(),
+            }),
+        }
     }
 
-    /// The forward graph, whichever sequences its rows belong to.
-    fn forward_rows(
+    /// The llama-like forward pass.
+    fn forward_standard(
         &self,
         b: &mut B,
-        tokens: &[u32],
+        w: &StandardWeights<B::Weight>,
         mut attend: Attend<'_, '_, B>,
-        policy: &TilePolicy,
-        logits: Logits,
+        batch: Batch<'_>,
     ) -> Result<B::Act> {
+        let Batch {
+            tokens,
+            tile,
+            logits,
+            ..
+        } = batch;
         let c = &self.config;
-        let w = &self.weights;
         let attn_params = AttentionParams {
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
@@ -185,9 +253,6 @@ impl<B: Backend> Model<B> {
                         }
                         None => None,
                     };
-                    let tile = self
-                        .tile_for(tokens.len(), policy)
-                        .unwrap_or(TileWidth::T32);
                     let params = MoeParams {
                         activation: m.activation,
                         tile,

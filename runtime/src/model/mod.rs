@@ -3,6 +3,7 @@
 
 mod backend;
 mod config;
+pub mod deepseek4;
 mod forward;
 mod weights;
 
@@ -10,5 +11,6 @@ pub use backend::*;
 pub use config::{Arch, ModelConfig, MoeConfig};
 pub use forward::{Logits, Model};
 pub use weights::{
-    AttentionWeights, DenseFfn, FfnWeights, LayerWeights, LoadProgress, ModelWeights, load_weights,
+    AttentionWeights, DenseFfn, FfnWeights, LayerWeights, LoadProgress, ModelWeights,
+    StandardWeights, load_weights,
 };

@@ -3,6 +3,7 @@
 //! name, never inside an op.
 
 use crate::gguf::{GgufFile, TensorInfo};
+use crate::model::deepseek4::Deepseek4Weights;
 use crate::model::{Backend, GateUp, ModelConfig, WeightData};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
@@ -68,7 +69,16 @@ pub struct LayerWeights<W> {
 
 /// All weights of a model.
 #[derive(Debug)]
-pub struct ModelWeights<W> {
+pub enum ModelWeights<W> {
+    /// The llama-like architectures: one residual stream, GQA attention.
+    Standard(StandardWeights<W>),
+    /// deepseek4's.
+    Deepseek4(Deepseek4Weights<W>),
+}
+
+/// All weights of a llama-like model.
+#[derive(Debug)]
+pub struct StandardWeights<W> {
     /// `token_embd` `[D, vocab]`.
     pub embed: W,
     /// Blocks.
@@ -88,23 +98,40 @@ pub struct LoadProgress {
     pub bytes_total: u64,
 }
 
-struct Loader<'a, B: Backend> {
+/// Uploads tensors of one file to a backend, shapes checked, progress reported per tensor.
+pub(crate) struct Loader<'a, B: Backend> {
     file: &'a GgufFile,
-    backend: &'a mut B,
+    pub(crate) backend: &'a mut B,
     progress: &'a mut dyn FnMut(LoadProgress),
     done: u64,
     total: u64,
 }
 
 impl<'a, B: Backend> Loader<'a, B> {
-    fn info(&self, name: &str) -> Result<&'a TensorInfo> {
+    /// A loader whose progress counts every tensor of `file`.
+    pub(crate) fn new(
+        file: &'a GgufFile,
+        backend: &'a mut B,
+        progress: &'a mut dyn FnMut(LoadProgress),
+    ) -> Self {
+        let total = file.tensors().iter().map(|t| t.len as u64).sum();
+        Loader {
+            file,
+            backend,
+            progress,
+            done: 0,
+            total,
+        }
+    }
+
+    pub(crate) fn info(&self, name: &str) -> Result<&'a TensorInfo> {
         let file: &'a GgufFile = self.file;
         file.tensor(name)
             .ok_or_else(|| Error::InvalidModel(format!("tensor {name} is missing")))
     }
 
     /// Tensor `name`, checked to have `dims`.
-    fn data<'n>(&self, name: &'n str, dims: &[usize]) -> Result<WeightData<'n>>
+    pub(crate) fn data<'n>(&self, name: &'n str, dims: &[usize]) -> Result<WeightData<'n>>
     where
         'a: 'n,
     {
@@ -123,7 +150,7 @@ impl<'a, B: Backend> Loader<'a, B> {
         })
     }
 
-    fn uploaded(&mut self, bytes: usize) {
+    pub(crate) fn uploaded(&mut self, bytes: usize) {
         self.done += bytes as u64;
         (self.progress)(LoadProgress {
             bytes_done: self.done,
@@ -131,14 +158,22 @@ impl<'a, B: Backend> Loader<'a, B> {
         });
     }
 
-    fn get(&mut self, name: &str, dims: &[usize]) -> Result<B::Weight> {
+    pub(crate) fn get(&mut self, name: &str, dims: &[usize]) -> Result<B::Weight> {
         let data = self.data(name, dims)?;
-        let w = self.backend.upload(data)?;
+        self.upload(data)
+    }
+
+    /// Uploads `data`, an error naming its tensor.
+    pub(crate) fn upload(&mut self, data: WeightData<'_>) -> Result<B::Weight> {
+        let w = self
+            .backend
+            .upload(data)
+            .map_err(|e| Error::InvalidModel(format!("tensor {}: {e}", data.name)))?;
         self.uploaded(data.bytes.len());
         Ok(w)
     }
 
-    fn gate_up(&mut self, p: &str, dims: &[usize]) -> Result<GateUp<B::Weight>> {
+    pub(crate) fn gate_up(&mut self, p: &str, dims: &[usize]) -> Result<GateUp<B::Weight>> {
         let (gate, up) = (
             format!("{p}ffn_gate_exps.weight"),
             format!("{p}ffn_up_exps.weight"),
@@ -299,15 +334,8 @@ pub fn load_weights<B: Backend>(
     cfg: &ModelConfig,
     backend: &mut B,
     progress: &mut dyn FnMut(LoadProgress),
-) -> Result<ModelWeights<B::Weight>> {
-    let total = file.tensors().iter().map(|t| t.len as u64).sum();
-    let mut l = Loader {
-        file,
-        backend,
-        progress,
-        done: 0,
-        total,
-    };
+) -> Result<StandardWeights<B::Weight>> {
+    let mut l = Loader::new(file, backend, progress);
     let (d, vocab) = (cfg.d_model, cfg.n_vocab);
     let embed = l.get("token_embd.weight", &[d, vocab])?;
     let layers = (0..cfg.n_layers)
@@ -315,7 +343,7 @@ pub fn load_weights<B: Backend>(
         .collect::<Result<Vec<_>>>()?;
     let output_norm = l.get("output_norm.weight", &[d])?;
     let output = l.opt("output.weight", &[d, vocab])?;
-    Ok(ModelWeights {
+    Ok(StandardWeights {
         embed,
         layers,
         output_norm,

@@ -9,103 +9,44 @@
 //! value is computed by the same f64 operations in the same order whatever the chunking, so a
 //! chunked prompt gives the logits of the whole prompt bit for bit.
 
-use super::compressor::{CompressorState, CompressorWeights, IndexerWeights, select, visible_rows};
-use super::config::{Compression, Deepseek4Config};
+use moetile::model::deepseek4::{AttentionWeights, CompressedKeys, Compression, Deepseek4Config};
+
+use super::compressor::{CompressorState, select, visible_rows};
 use super::math::{dot, matvec, rms_norm};
 use super::qat::Rounding;
 use super::rope::Rope;
-use super::weights::Tensors;
 use crate::CpuWeight;
-use moetile::Result;
 
-/// The compressed keys of a layer, by its [`Compression`].
-enum CompressedKeys {
-    /// The raw window only.
-    None,
-    /// Rows of 4 tokens, each query's picked by the indexer.
-    Ratio4 {
-        compressor: CompressorWeights,
-        indexer: Box<IndexerWeights>,
-    },
-    /// Rows of 128 tokens, all visible ones attended.
-    Ratio128 { compressor: CompressorWeights },
-}
-
-/// One layer's attention weights.
-pub(super) struct AttentionWeights {
-    /// `[D]`: the sub-block's input norm.
-    pub(super) norm: Vec<f32>,
-    /// `[D, q_lora_rank]`, then its norm.
-    q_a: CpuWeight,
-    q_a_norm: Vec<f32>,
-    /// `[q_lora_rank, heads · head_dim]`.
-    q_b: CpuWeight,
-    /// `[D, head_dim]`: the one key/value head, then its norm.
-    kv: CpuWeight,
-    kv_norm: Vec<f32>,
-    /// One logit per head that only enlarges the softmax denominator.
-    sinks: Vec<f32>,
-    /// `(groups · rank)` rows of `heads · head_dim / groups`: row `g · rank + r` reads group g.
-    pub(super) output_a: CpuWeight,
-    /// `[groups · rank, D]`.
-    output_b: CpuWeight,
-    compressed: CompressedKeys,
+/// How a model's attention computes beyond its weights: the two rotations and what the
+/// low-precision simulation rounds. Made once per model (the reference's, or the CPU
+/// backend's cache) from its config and `qat_sim`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Numerics {
+    /// The rotation of layers without compression.
+    rope: Rope,
+    /// The rotation of compressed layers, their indexer and compressed rows.
+    compressed_rope: Rope,
     /// What every key (raw and compressed) goes through before it is stored.
     key_rounding: Rounding,
+    /// What each indexer query head and key goes through.
+    indexer_rounding: Rounding,
 }
 
-impl AttentionWeights {
-    /// The attention tensors of layer `il`; its keys and its indexer's heads are rounded by
-    /// `key_rounding` and `indexer_rounding`.
-    pub(super) fn load(
-        t: &Tensors<'_>,
-        il: usize,
-        cfg: &Deepseek4Config,
-        key_rounding: Rounding,
-        indexer_rounding: Rounding,
-    ) -> Result<AttentionWeights> {
-        let name = |n: &str| format!("blk.{il}.{n}");
-        let (d, hd, rank) = (cfg.d_model, cfg.head_dim, cfg.q_lora_rank);
-        let q_width = cfg.n_heads * hd;
-        let out_rows = cfg.output_groups * cfg.output_rank;
-        let compression = cfg.compression[il];
-        let compressor = || {
-            CompressorWeights::load(
-                t,
-                &name("attn_compressor_"),
-                d,
-                hd,
-                compression,
-                key_rounding,
-            )
-        };
-        let compressed = match compression {
-            Compression::None => CompressedKeys::None,
-            Compression::Ratio4 => CompressedKeys::Ratio4 {
-                compressor: compressor()?,
-                indexer: Box::new(IndexerWeights::load(t, il, cfg, indexer_rounding)?),
-            },
-            Compression::Ratio128 => CompressedKeys::Ratio128 {
-                compressor: compressor()?,
-            },
-        };
-        Ok(AttentionWeights {
-            norm: t.vector(&name("attn_norm.weight"), d)?,
-            q_a: t.weight(&name("attn_q_a.weight"), &[d, rank])?,
-            q_a_norm: t.vector(&name("attn_q_a_norm.weight"), rank)?,
-            q_b: t.weight(&name("attn_q_b.weight"), &[rank, q_width])?,
-            kv: t.weight(&name("attn_kv.weight"), &[d, hd])?,
-            kv_norm: t.vector(&name("attn_kv_a_norm.weight"), hd)?,
-            sinks: t.vector(&name("attn_sinks.weight"), cfg.n_heads)?,
-            output_a: t.reshaped_matrix(
-                &name("attn_output_a.weight"),
-                q_width / cfg.output_groups,
-                out_rows,
-            )?,
-            output_b: t.weight(&name("attn_output_b.weight"), &[out_rows, d])?,
-            compressed,
+impl Numerics {
+    /// The rotations `cfg` sets, and the roundings of the simulation when `qat_sim`.
+    pub(crate) fn new(cfg: &Deepseek4Config, qat_sim: bool) -> Numerics {
+        let (key_rounding, indexer_rounding) = Rounding::pair(qat_sim, cfg.n_rot);
+        Numerics {
+            rope: Rope::plain(cfg.n_rot, cfg.rope_freq_base),
+            compressed_rope: Rope::scaled(
+                cfg.n_rot,
+                cfg.compress_rope_freq_base,
+                cfg.compress_freq_scale,
+                cfg.yarn.then_some(cfg.yarn_orig_ctx),
+            ),
             key_rounding,
-        })
+            indexer_rounding,
+        }
     }
 }
 
@@ -145,7 +86,7 @@ fn attend(q: &[f64], keys: &[&[f64]], sink: f64) -> Vec<f64> {
 
 /// What one layer's attention carries from a chunk of tokens to the next.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct AttentionState {
+pub(crate) struct AttentionState {
     /// The keys of the last `sliding_window - 1` positions, oldest first: every raw key a
     /// later query sees besides its own.
     window: Vec<Vec<f64>>,
@@ -160,31 +101,35 @@ pub(super) struct AttentionState {
     pub(super) indexer_dropped: usize,
 }
 
-/// The attention sub-block of one layer for the tokens at positions `pos..pos + x.len()`,
+/// The attention sub-block of layer `il` for the tokens at positions `pos..pos + x.len()`,
 /// `state` holding what the earlier positions left. x: its normed input (T, D) -> (T, D).
-/// `rope` is the layer's rotation; `compressed_rope` the one of compressed layers, which the
-/// indexer and the compressed rows always use.
-pub(super) fn attention(
-    w: &AttentionWeights,
+/// The reference model's step and `CpuBackend::deepseek4_attention`'s.
+pub(crate) fn attention(
+    w: &AttentionWeights<CpuWeight>,
     state: &mut AttentionState,
     x: &[Vec<f64>],
     pos: usize,
+    il: usize,
     cfg: &Deepseek4Config,
-    rope: &Rope,
-    compressed_rope: &Rope,
+    numerics: &Numerics,
 ) -> Vec<Vec<f64>> {
     let (hd, eps) = (cfg.head_dim, cfg.rms_eps);
+    let compressed_rope = &numerics.compressed_rope;
+    let rope = match cfg.compression[il] {
+        Compression::None => &numerics.rope,
+        _ => compressed_rope,
+    };
     let q_lora: Vec<Vec<f64>> = x
         .iter()
-        .map(|xt| rms_norm(&matvec(&w.q_a, 0, xt), Some(&w.q_a_norm), eps))
+        .map(|xt| rms_norm(&matvec(&w.q_a, 0, xt), Some(&w.q_a_norm.values), eps))
         .collect();
     // The raw keys of positions `first..pos + T`: the window's, then the chunk's.
     let first = pos - state.window.len();
     let mut raw = std::mem::take(&mut state.window);
     raw.extend((pos..).zip(x).map(|(t, xt)| {
-        let mut k = rms_norm(&matvec(&w.kv, 0, xt), Some(&w.kv_norm), eps);
+        let mut k = rms_norm(&matvec(&w.kv, 0, xt), Some(&w.kv_norm.values), eps);
         rope.rotate(&mut k, t);
-        w.key_rounding.apply(&mut k);
+        numerics.key_rounding.apply(&mut k);
         k
     }));
     // For each query the compressed rows it attends.
@@ -194,11 +139,13 @@ pub(super) fn attention(
             compressor,
             indexer,
         } => {
+            let key = (Compression::Ratio4, numerics.key_rounding);
             state
                 .compressed
-                .extend(compressor, x, pos, compressed_rope, eps);
+                .extend(compressor, key, x, pos, compressed_rope, eps);
             let picked = select(
                 indexer,
+                numerics.indexer_rounding,
                 &mut state.index_keys,
                 x,
                 &q_lora,
@@ -213,9 +160,10 @@ pub(super) fn attention(
             picked
         }
         CompressedKeys::Ratio128 { compressor } => {
+            let key = (Compression::Ratio128, numerics.key_rounding);
             state
                 .compressed
-                .extend(compressor, x, pos, compressed_rope, eps);
+                .extend(compressor, key, x, pos, compressed_rope, eps);
             (pos..pos + x.len())
                 .map(|t| (0..visible_rows(t, Compression::Ratio128)).collect())
                 .collect()
@@ -234,7 +182,7 @@ pub(super) fn attention(
                 .collect();
             let q = matvec(&w.q_b, 0, q_lora);
             let mut out = Vec::with_capacity(q.len());
-            for (head, sink) in q.chunks_exact(hd).zip(&w.sinks) {
+            for (head, sink) in q.chunks_exact(hd).zip(&w.sinks.values) {
                 let mut qh = rms_norm(head, None, eps);
                 rope.rotate(&mut qh, t);
                 let mut oh = attend(&qh, &keys, *sink as f64);

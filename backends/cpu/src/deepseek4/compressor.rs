@@ -12,60 +12,12 @@
 //! projections of the block being filled and, for ratio 4, of the last complete block, which
 //! is all a later row reads (the original engine's `compressor_decode_one` keeps the same).
 
-use super::config::{Compression, Deepseek4Config};
+use moetile::model::deepseek4::{Compression, CompressorWeights, Deepseek4Config, IndexerWeights};
+
 use super::math::{matvec, rms_norm};
 use super::qat::Rounding;
 use super::rope::Rope;
-use super::weights::Tensors;
 use crate::CpuWeight;
-use moetile::Result;
-
-/// The weights of one compressor.
-pub(super) struct CompressorWeights {
-    compression: Compression,
-    /// `[D, coff · width]`: the values.
-    kv: CpuWeight,
-    /// `[D, coff · width]`: the gate scores.
-    gate: CpuWeight,
-    /// `[coff · width, ratio]`: a score bias per position in the block.
-    ape: CpuWeight,
-    /// `width` values.
-    norm: Vec<f32>,
-    /// What a finished row goes through.
-    rounding: Rounding,
-}
-
-impl CompressorWeights {
-    /// `{prefix}kv/gate/ape/norm.weight` of rows `width` wide; `coff` is 2 for ratio 4 (the
-    /// previous and the current block), else 1.
-    pub(super) fn load(
-        t: &Tensors<'_>,
-        prefix: &str,
-        d_model: usize,
-        width: usize,
-        compression: Compression,
-        rounding: Rounding,
-    ) -> Result<CompressorWeights> {
-        let cols = coff(compression) * width;
-        let ratio = compression.ratio();
-        Ok(CompressorWeights {
-            compression,
-            kv: t.weight(&format!("{prefix}kv.weight"), &[d_model, cols])?,
-            gate: t.weight(&format!("{prefix}gate.weight"), &[d_model, cols])?,
-            ape: t.weight(&format!("{prefix}ape.weight"), &[cols, ratio])?,
-            norm: t.vector(&format!("{prefix}norm.weight"), width)?,
-            rounding,
-        })
-    }
-}
-
-fn coff(compression: Compression) -> usize {
-    if compression == Compression::Ratio4 {
-        2
-    } else {
-        1
-    }
-}
 
 /// One token's projections, `coff · width` each.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,16 +90,19 @@ pub(super) struct CompressorState {
 
 impl CompressorState {
     /// Feeds the tokens at positions `pos..pos + x.len()` (x: the attention input, (T, D);
-    /// `pos` is where the state stopped), appending a row for each block they complete.
+    /// `pos` is where the state stopped), appending a row for each block they complete; `kind`
+    /// is the compressor's compression and what its finished rows go through.
     pub(super) fn extend(
         &mut self,
-        w: &CompressorWeights,
+        w: &CompressorWeights<CpuWeight>,
+        kind: (Compression, Rounding),
         x: &[Vec<f64>],
         pos: usize,
         rope: &Rope,
         rms_eps: f64,
     ) {
-        let ratio = w.compression.ratio();
+        let (compression, rounding) = kind;
+        let ratio = compression.ratio();
         debug_assert_eq!(self.pending.len(), pos % ratio, "compressor state position");
         for (t, xt) in (pos..).zip(x) {
             self.pending.push(Projected::new(
@@ -156,12 +111,12 @@ impl CompressorState {
                 w.ape.row(0, t % ratio),
             ));
             if self.pending.len() == ratio {
-                let mut row = pooled_row(&self.previous, &self.pending, &w.norm, rms_eps);
+                let mut row = pooled_row(&self.previous, &self.pending, &w.norm.values, rms_eps);
                 rope.rotate(&mut row, t + 1 - ratio);
-                w.rounding.apply(&mut row);
+                rounding.apply(&mut row);
                 self.rows.push(row);
                 let block = std::mem::take(&mut self.pending);
-                if w.compression == Compression::Ratio4 {
+                if compression == Compression::Ratio4 {
                     self.previous = block;
                 }
             }
@@ -174,50 +129,6 @@ pub(super) fn visible_rows(t: usize, compression: Compression) -> usize {
     (t + 1) / compression.ratio()
 }
 
-/// The lightning indexer of a ratio-4 layer.
-pub(super) struct IndexerWeights {
-    /// `[q_lora_rank, heads · head_dim]`: the indexer query from the normed q_a output.
-    q_b: CpuWeight,
-    /// `[D, heads]`: each head's weight in the score.
-    proj: CpuWeight,
-    /// The indexer's own compressor, ratio 4, rows `head_dim` wide.
-    compressor: CompressorWeights,
-    /// What each query head goes through (its keys go through the same, in `compressor`).
-    rounding: Rounding,
-}
-
-impl IndexerWeights {
-    /// `blk.{il}.indexer.*` and `blk.{il}.indexer_compressor_*`; `rounding` applies to its
-    /// query heads and keys.
-    pub(super) fn load(
-        t: &Tensors<'_>,
-        il: usize,
-        cfg: &Deepseek4Config,
-        rounding: Rounding,
-    ) -> Result<IndexerWeights> {
-        let (heads, dim) = (cfg.indexer_heads, cfg.indexer_head_dim);
-        Ok(IndexerWeights {
-            q_b: t.weight(
-                &format!("blk.{il}.indexer.attn_q_b.weight"),
-                &[cfg.q_lora_rank, heads * dim],
-            )?,
-            proj: t.weight(
-                &format!("blk.{il}.indexer.proj.weight"),
-                &[cfg.d_model, heads],
-            )?,
-            compressor: CompressorWeights::load(
-                t,
-                &format!("blk.{il}.indexer_compressor_"),
-                cfg.d_model,
-                dim,
-                Compression::Ratio4,
-                rounding,
-            )?,
-            rounding,
-        })
-    }
-}
-
 /// For each query at positions `pos..pos + x.len()`, the compressed rows it attends: the
 /// `top_k` visible rows of highest score `sum_h relu(q_h · k_b) · w_h` (all visible rows when
 /// there are no more than `top_k`; ties go to the earlier row), in row order. `keys` holds the
@@ -226,8 +137,10 @@ impl IndexerWeights {
 ///
 /// With the simulation off the Hadamard rotation that llama.cpp and the original engine apply
 /// to queries and keys is skipped: being orthogonal it leaves every score unchanged.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn select(
-    w: &IndexerWeights,
+    w: &IndexerWeights<CpuWeight>,
+    rounding: Rounding,
     keys: &mut CompressorState,
     x: &[Vec<f64>],
     q_lora: &[Vec<f64>],
@@ -236,7 +149,8 @@ pub(super) fn select(
     rope: &Rope,
 ) -> Vec<Vec<usize>> {
     let (heads, dim) = (cfg.indexer_heads, cfg.indexer_head_dim);
-    keys.extend(&w.compressor, x, pos, rope, cfg.rms_eps);
+    let kind = (Compression::Ratio4, rounding);
+    keys.extend(&w.compressor, kind, x, pos, rope, cfg.rms_eps);
     let head_norm = ((dim * heads) as f64).sqrt();
     (pos..)
         .zip(x.iter().zip(q_lora))
@@ -244,7 +158,7 @@ pub(super) fn select(
             let mut q = matvec(&w.q_b, 0, qt);
             for head in q.chunks_exact_mut(dim) {
                 rope.rotate(head, t);
-                w.rounding.apply(head);
+                rounding.apply(head);
             }
             let head_weights: Vec<f64> = matvec(&w.proj, 0, xt)
                 .iter()

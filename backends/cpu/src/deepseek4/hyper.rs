@@ -3,51 +3,12 @@
 //! the output back into every stream and mixes the old streams through a doubly stochastic
 //! matrix (Sinkhorn-normalised); `head` mixes them into one for the output norm.
 
-use super::config::HC_STREAMS;
 use super::math::{matvec, rms_norm, sigmoid};
-use super::weights::Tensors;
 use crate::CpuWeight;
-use moetile::Result;
-use moetile::model::HC_MIXES;
+use moetile::model::deepseek4::HyperTensors;
+use moetile::model::{HC_MIXES, HC_STREAMS};
 
 const HC: usize = HC_STREAMS;
-
-/// Mixing weights of one hyper-connection: `fn` maps the normalised streams to the mixes,
-/// `scale` and `base` give each family of mixes an affine map.
-pub(super) struct HcWeights {
-    /// `[HC·D, n_mixes]`.
-    func: CpuWeight,
-    /// `n_mixes` values.
-    base: Vec<f32>,
-    /// One factor per family of mixes (pre, post, comb; only pre in the head).
-    scale: Vec<f32>,
-}
-
-impl HcWeights {
-    /// A sub-block's connection `{prefix}_fn/_base/_scale.weight`: mixes pre, post and comb.
-    pub(super) fn load_block(t: &Tensors<'_>, prefix: &str, d_model: usize) -> Result<HcWeights> {
-        Self::load(t, prefix, d_model, (2 + HC) * HC, 3)
-    }
-
-    /// The output head's `output_hc_*`: the pre mixes only.
-    pub(super) fn load_head(t: &Tensors<'_>, d_model: usize) -> Result<HcWeights> {
-        Self::load(t, "output_hc", d_model, HC, 1)
-    }
-
-    fn load(
-        t: &Tensors<'_>,
-        prefix: &str,
-        d_model: usize,
-        n_mixes: usize,
-        n_scales: usize,
-    ) -> Result<HcWeights> {
-        Ok(HcWeights {
-            func: t.weight(&format!("{prefix}_fn.weight"), &[HC * d_model, n_mixes])?,
-            base: t.vector(&format!("{prefix}_base.weight"), n_mixes)?,
-            scale: t.vector(&format!("{prefix}_scale.weight"), n_scales)?,
-        })
-    }
-}
 
 /// A hyper-connection's weights as the functions here read them: borrowed, so the model's
 /// own weights and the arguments of the backend ops (`CpuBackend::hc_pre`) go through the
@@ -62,13 +23,12 @@ pub(crate) struct HcView<'a> {
     pub(crate) base: &'a [f32],
 }
 
-impl HcWeights {
-    /// The weights, borrowed.
-    pub(super) fn view(&self) -> HcView<'_> {
+impl<'a> From<&'a HyperTensors<CpuWeight>> for HcView<'a> {
+    fn from(w: &'a HyperTensors<CpuWeight>) -> Self {
         HcView {
-            func: &self.func,
-            scale: &self.scale,
-            base: &self.base,
+            func: &w.func,
+            scale: &w.scale.values,
+            base: &w.base.values,
         }
     }
 }

@@ -2,10 +2,11 @@
 //! and the original engine (antirez/ds4) define it, for the logits of every position of a
 //! prompt fed in chunks of any size.
 //!
-//! deepseek4 does not fit the [`Backend`](moetile::model::Backend) op set (four hyper-connected
-//! streams instead of one residual, compressed keys, a token-dependent indexer), so it is a
-//! model of its own here: plain functions over f64 activations, with the weights dequantized
-//! exactly to f32 ([`moetile::quant::dequantize`]) and widened in every product. What it leaves
+//! It is a model of its own here, not the runtime's graph over the CPU backend's ops, so that
+//! graph has an independent check: plain functions over f64 activations on the runtime's
+//! weight structs ([`moetile::model::deepseek4`], loaded through the CPU backend's upload, which
+//! dequantizes exactly to f32), widened in every product; its attention is also the CPU
+//! backend's `deepseek4_attention`. What it leaves
 //! out changes nothing in exact arithmetic: llama.cpp's F16 rounding of the KV and compressed
 //! caches (a storage choice; set its cache to F32 and flash attention off to compare), and,
 //! with the simulation off, the Hadamard rotation of the indexer's queries and keys
@@ -43,37 +44,25 @@
 
 pub(crate) mod attention;
 pub(crate) mod compressor;
-mod config;
 pub(crate) mod hyper;
 mod math;
 mod moe;
 pub mod qat;
 mod rope;
-mod weights;
 
-pub use config::{Compression, Deepseek4Config};
+pub use moetile::model::deepseek4::{Compression, Deepseek4Config};
 
 use moetile::gguf::GgufFile;
+use moetile::model::HC_STREAMS;
+use moetile::model::deepseek4::{
+    self as arch, AttentionWeights, CompressedKeys, Deepseek4Weights, HyperTensors,
+};
 use moetile::{Error, Result};
 
-use attention::{AttentionState, AttentionWeights};
-use config::HC_STREAMS;
-use hyper::HcWeights;
+use attention::{AttentionState, Numerics};
 use math::{matvec, rms_norm};
-use moe::MoeWeights;
-use qat::Rounding;
-use rope::Rope;
-use weights::Tensors;
 
-use crate::CpuWeight;
-
-/// One transformer block's weights.
-struct Layer {
-    hc_attn: HcWeights,
-    attention: AttentionWeights,
-    hc_ffn: HcWeights,
-    moe: MoeWeights,
-}
+use crate::{CpuBackend, CpuWeight};
 
 /// How the reference computes, where the file does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,21 +128,124 @@ impl Deepseek4State {
     }
 }
 
+/// The CPU backend's deepseek4 cache ([`moetile::model::Backend::deepseek4_cache`]): per
+/// layer, the reference's attention state and how many positions it holds (the forward pass
+/// feeds the layers one after the other, each the same positions).
+#[derive(Debug, Clone)]
+pub(crate) struct Deepseek4Cache {
+    cfg: Deepseek4Config,
+    numerics: Numerics,
+    n_ctx: usize,
+    /// Per layer: positions fed so far, and what its attention keeps of them.
+    layers: Vec<(usize, AttentionState)>,
+}
+
+impl Deepseek4Cache {
+    /// An empty cache of `cfg` for `n_ctx` positions, computing as `qat_sim` says.
+    pub(crate) fn new(cfg: &Deepseek4Config, n_ctx: usize, qat_sim: bool) -> Result<Self> {
+        check_options(cfg, Deepseek4Options { qat_sim })?;
+        Ok(Deepseek4Cache {
+            cfg: cfg.clone(),
+            numerics: Numerics::new(cfg, qat_sim),
+            n_ctx,
+            layers: vec![(0, AttentionState::default()); cfg.n_layers],
+        })
+    }
+
+    /// The reference's attention of layer `il` for `x` (its normed input, (T, D)) at
+    /// positions `pos0..`: `pos0` is where the layer's sequence stopped, or 0 to start a new
+    /// one (the state cannot go back to a position between).
+    pub(crate) fn attention(
+        &mut self,
+        w: &AttentionWeights<CpuWeight>,
+        x: &[Vec<f64>],
+        il: usize,
+        pos0: usize,
+    ) -> Result<Vec<Vec<f64>>> {
+        let cfg = &self.cfg;
+        let op = |detail: String| Error::Shape {
+            op: "deepseek4_attention".into(),
+            detail,
+        };
+        let compression = cfg.compression.get(il).copied();
+        let fits = matches!(
+            (&w.compressed, compression),
+            (CompressedKeys::None, Some(Compression::None))
+                | (CompressedKeys::Ratio4 { .. }, Some(Compression::Ratio4))
+                | (CompressedKeys::Ratio128 { .. }, Some(Compression::Ratio128))
+        );
+        if !fits
+            || w.q_a.dims != [cfg.d_model, cfg.q_lora_rank]
+            || w.kv.dims != [cfg.d_model, cfg.head_dim]
+        {
+            return Err(op(format!(
+                "layer {il}'s weights ({}, {:?}) are not those of the cache's model (layer \
+                 {il} of {}, compression {compression:?}, D {})",
+                w.q_a.name, w.q_a.dims, cfg.n_layers, cfg.d_model
+            )));
+        }
+        if let Some(bad) = x.iter().find(|row| row.len() != cfg.d_model) {
+            return Err(op(format!(
+                "input rows of {} values, D is {}",
+                bad.len(),
+                cfg.d_model
+            )));
+        }
+        let (n_past, state) = &mut self.layers[il];
+        if pos0 == 0 {
+            *n_past = 0;
+            *state = AttentionState::default();
+        } else if pos0 != *n_past {
+            return Err(Error::InvalidSetting {
+                name: format!("deepseek4 layer {il} position"),
+                value: pos0.to_string(),
+                expected: format!(
+                    "{} (where the sequence stopped) or 0 (a new sequence): the compressed \
+                     cache cannot go back",
+                    *n_past
+                ),
+            });
+        }
+        let needed = pos0 + x.len();
+        if needed > self.n_ctx {
+            return Err(Error::ContextFull {
+                n_ctx: self.n_ctx,
+                needed,
+            });
+        }
+        let out = attention::attention(w, state, x, pos0, il, cfg, &self.numerics);
+        *n_past = needed;
+        Ok(out)
+    }
+}
+
 /// A deepseek4 model loaded for the reference forward pass.
 pub struct Deepseek4Reference {
     config: Deepseek4Config,
     options: Deepseek4Options,
-    /// `[D, V]`.
-    embed: CpuWeight,
-    layers: Vec<Layer>,
-    hc_head: HcWeights,
-    output_norm: Vec<f32>,
-    /// `[D, V]`.
-    output: CpuWeight,
-    /// The rotation of layers without compression.
-    rope: Rope,
-    /// The rotation of compressed layers, their indexer and compressed rows.
-    compressed_rope: Rope,
+    /// As the runtime's loader reads them, dequantized by the CPU backend's upload.
+    weights: Deepseek4Weights<CpuWeight>,
+    /// The rotations and roundings of attention.
+    numerics: Numerics,
+}
+
+/// Refuses `options` that `cfg` cannot be computed with: the simulation rotates indexer
+/// heads by a Hadamard transform and rounds them in FP4 blocks, so it needs heads a power of
+/// two at least a block wide.
+pub(crate) fn check_options(cfg: &Deepseek4Config, options: Deepseek4Options) -> Result<()> {
+    let has_indexer = cfg.compression.contains(&Compression::Ratio4);
+    let dim = cfg.indexer_head_dim;
+    if options.qat_sim && has_indexer && !(dim.is_power_of_two() && dim >= qat::FP4_BLOCK) {
+        return Err(Error::InvalidModel(format!(
+            "{}.attention.indexer.key_length = {dim}: the low-precision simulation rotates \
+             indexer heads by a Hadamard transform and rounds them in FP4 blocks of {}, so \
+             it needs a power of two of at least {}; load with qat_sim off",
+            arch::ARCH,
+            qat::FP4_BLOCK,
+            qat::FP4_BLOCK
+        )));
+    }
+    Ok(())
 }
 
 impl Deepseek4Reference {
@@ -164,52 +256,11 @@ impl Deepseek4Reference {
     /// ignored.
     pub fn load(file: &GgufFile, options: Deepseek4Options) -> Result<Deepseek4Reference> {
         let cfg = Deepseek4Config::from_gguf(file)?;
-        let has_indexer = cfg.compression.contains(&Compression::Ratio4);
-        let dim = cfg.indexer_head_dim;
-        if options.qat_sim && has_indexer && !(dim.is_power_of_two() && dim >= qat::FP4_BLOCK) {
-            return Err(Error::InvalidModel(format!(
-                "{}.attention.indexer.key_length = {dim}: the low-precision simulation rotates \
-                 indexer heads by a Hadamard transform and rounds them in FP4 blocks of {}, so \
-                 it needs a power of two of at least {}; load with qat_sim off",
-                config::ARCH,
-                qat::FP4_BLOCK,
-                qat::FP4_BLOCK
-            )));
-        }
-        let (key_rounding, indexer_rounding) = Rounding::pair(options.qat_sim, cfg.n_rot);
-        let t = Tensors { file };
-        let d = cfg.d_model;
-        let layers = (0..cfg.n_layers)
-            .map(|il| {
-                Ok(Layer {
-                    hc_attn: HcWeights::load_block(&t, &format!("blk.{il}.hc_attn"), d)?,
-                    attention: AttentionWeights::load(
-                        &t,
-                        il,
-                        &cfg,
-                        key_rounding,
-                        indexer_rounding,
-                    )?,
-                    hc_ffn: HcWeights::load_block(&t, &format!("blk.{il}.hc_ffn"), d)?,
-                    moe: MoeWeights::load(&t, il, &cfg)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let rope = Rope::plain(cfg.n_rot, cfg.rope_freq_base);
-        let compressed_rope = Rope::scaled(
-            cfg.n_rot,
-            cfg.compress_rope_freq_base,
-            cfg.compress_freq_scale,
-            cfg.yarn.then_some(cfg.yarn_orig_ctx),
-        );
+        check_options(&cfg, options)?;
+        let weights = arch::load_weights(file, &cfg, &mut CpuBackend::new(), &mut |_| ())?;
         Ok(Deepseek4Reference {
-            embed: t.weight("token_embd.weight", &[d, cfg.n_vocab])?,
-            layers,
-            hc_head: HcWeights::load_head(&t, d)?,
-            output_norm: t.vector("output_norm.weight", d)?,
-            output: t.weight("output.weight", &[d, cfg.n_vocab])?,
-            rope,
-            compressed_rope,
+            weights,
+            numerics: Numerics::new(&cfg, options.qat_sim),
             config: cfg,
             options,
         })
@@ -269,7 +320,7 @@ impl Deepseek4Reference {
         let mut streams: Vec<Vec<f64>> = tokens
             .iter()
             .map(|&id| {
-                let row = self.embed.row(0, id);
+                let row = self.weights.embed.row(0, id);
                 row.iter()
                     .cycle()
                     .take(HC_STREAMS * row.len())
@@ -278,32 +329,29 @@ impl Deepseek4Reference {
             })
             .collect();
         for (((il, layer), layer_state), routed) in self
+            .weights
             .layers
             .iter()
             .enumerate()
             .zip(&mut state.layers)
             .zip(&mut state.routed)
         {
-            let rope = match cfg.compression[il] {
-                Compression::None => &self.rope,
-                _ => &self.compressed_rope,
-            };
             let mixes: Vec<hyper::Mix> = streams
                 .iter()
                 .map(|x| self.pre(x, &layer.hc_attn))
                 .collect();
             let input: Vec<Vec<f64>> = mixes
                 .iter()
-                .map(|m| rms_norm(&m.input, Some(&layer.attention.norm), cfg.rms_eps))
+                .map(|m| rms_norm(&m.input, Some(&layer.attn_norm.values), cfg.rms_eps))
                 .collect();
             let out = attention::attention(
                 &layer.attention,
                 layer_state,
                 &input,
                 pos,
+                il,
                 cfg,
-                rope,
-                &self.compressed_rope,
+                &self.numerics,
             );
             streams = streams
                 .iter()
@@ -317,8 +365,9 @@ impl Deepseek4Reference {
                 .zip(&tokens)
                 .map(|(x, &token)| {
                     let mix = self.pre(x, &layer.hc_ffn);
-                    let input = rms_norm(&mix.input, Some(&layer.moe.norm), cfg.rms_eps);
-                    let (out, experts) = moe::moe(&layer.moe, &input, token, il, cfg);
+                    let norm = Some(layer.ffn_norm.values.as_slice());
+                    let input = rms_norm(&mix.input, norm, cfg.rms_eps);
+                    let (out, experts) = moe::moe(layer, &input, token, il, cfg);
                     routed.extend(experts);
                     hyper::post(&out, x, &mix.coefs)
                 })
@@ -328,11 +377,12 @@ impl Deepseek4Reference {
         Ok(streams
             .iter()
             .flat_map(|x| {
-                let y = hyper::head(x, self.hc_head.view(), cfg.rms_eps, cfg.hc_eps);
+                let w = &self.weights;
+                let y = hyper::head(x, (&w.hc_head).into(), cfg.rms_eps, cfg.hc_eps);
                 matvec(
-                    &self.output,
+                    &w.output,
                     0,
-                    &rms_norm(&y, Some(&self.output_norm), cfg.rms_eps),
+                    &rms_norm(&y, Some(&w.output_norm.values), cfg.rms_eps),
                 )
             })
             .map(|v| v as f32)
@@ -340,11 +390,11 @@ impl Deepseek4Reference {
     }
 
     /// [`hyper::pre`] with the config's epsilons and Sinkhorn iterations.
-    fn pre(&self, streams: &[f64], w: &HcWeights) -> hyper::Mix {
+    fn pre(&self, streams: &[f64], w: &HyperTensors<CpuWeight>) -> hyper::Mix {
         let cfg = &self.config;
         hyper::pre(
             streams,
-            w.view(),
+            w.into(),
             cfg.rms_eps,
             cfg.hc_eps,
             cfg.hc_sinkhorn_iterations,
@@ -354,7 +404,7 @@ impl Deepseek4Reference {
 
 #[cfg(test)]
 mod tests {
-    use moetile::model::{Backend, HC_MIXES, HyperParams, HyperWeights};
+    use moetile::model::{Backend, HC_MIXES, HyperParams};
 
     use super::*;
     use crate::CpuBackend;
@@ -367,13 +417,12 @@ mod tests {
         v.iter().map(|&v| v as f32).collect()
     }
 
-    /// The llama.cpp tiny fixture and its reference model.
-    fn tiny_fixture() -> (GgufFile, Deepseek4Reference) {
+    /// The reference model of the llama.cpp tiny fixture.
+    fn tiny_fixture() -> Deepseek4Reference {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/models/deepseek4-tiny-f32.gguf");
         let file = GgufFile::open(&path).unwrap();
-        let model = Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap();
-        (file, model)
+        Deepseek4Reference::load(&file, Deepseek4Options::default()).unwrap()
     }
 
     /// The hyper-connection parameters of `cfg`, as the ops take them.
@@ -391,23 +440,16 @@ mod tests {
     }
 
     /// `CpuBackend::hc_pre` and `hc_post` are the model's own steps: on the tiny fixture's
-    /// weights (uploaded apart from the model's) and its config, they give the model's
-    /// results bit for bit once those are rounded to f32.
+    /// weights and config, they give the model's results bit for bit once those are rounded
+    /// to f32.
     #[test]
     fn cpu_hyper_ops_are_the_reference_steps() {
-        let (file, model) = tiny_fixture();
+        let model = tiny_fixture();
         let cfg = model.config();
         let (d, il, rows) = (cfg.d_model, 1, 3);
-        let t = Tensors { file: &file };
-        let name = |n: &str| format!("blk.{il}.hc_ffn_{n}.weight");
-        let func = t.weight(&name("fn"), &[HC_STREAMS * d, HC_MIXES]).unwrap();
-        let scale = t.weight(&name("scale"), &[3]).unwrap();
-        let base = t.weight(&name("base"), &[HC_MIXES]).unwrap();
-        let w = HyperWeights {
-            func: &func,
-            scale: &scale,
-            base: &base,
-        };
+        let hc = &model.weights.layers[il].hc_ffn;
+        assert_eq!(hc.func.dims, [HC_STREAMS * d, HC_MIXES]);
+        let w = hc.view();
         let p = hyper_params(cfg);
         // Values of varied size in every stream, and a sub-block output.
         let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(varied).collect();
@@ -421,7 +463,7 @@ mod tests {
         cpu.hc_post(&mut y, &out, &mix).unwrap();
         for r in 0..rows {
             let xs = widen(x.row(r));
-            let m = model.pre(&xs, &model.layers[il].hc_ffn);
+            let m = model.pre(&xs, hc);
             assert_eq!(input.row(r), narrow(&m.input), "input of token {r}");
             assert_eq!(mix.row(r), narrow(&m.coefs.values()), "mix of token {r}");
             // The op reads the mixing values as stored (f32); the model keeps them in f64.
@@ -434,55 +476,33 @@ mod tests {
 
     /// `CpuBackend::hc_head` and `grouped_matmul` are the model's own steps (the output
     /// head's stream mix, the grouped low-rank output of attention): on the tiny fixture's
-    /// weights (uploaded apart from the model's, `attn_output_a` as the `[cols, rows]` matrix
-    /// the op takes) they give the model's results bit for bit once those are rounded to f32.
+    /// weights (`attn_output_a` as the `[cols, rows]` matrix the op takes) they give the
+    /// model's results bit for bit once those are rounded to f32.
     #[test]
     fn cpu_head_and_grouped_output_are_the_reference_steps() {
-        let (file, model) = tiny_fixture();
+        let model = tiny_fixture();
         let cfg = model.config();
         let (d, il, rows) = (cfg.d_model, 2, 3);
-        let t = Tensors { file: &file };
-        let func = t
-            .weight("output_hc_fn.weight", &[HC_STREAMS * d, HC_STREAMS])
-            .unwrap();
-        let scale = t.weight("output_hc_scale.weight", &[1]).unwrap();
-        let base = t.weight("output_hc_base.weight", &[HC_STREAMS]).unwrap();
-        let w = HyperWeights {
-            func: &func,
-            scale: &scale,
-            base: &base,
-        };
+        let hc = &model.weights.hc_head;
+        assert_eq!(hc.func.dims, [HC_STREAMS * d, HC_STREAMS]);
+        let w = hc.view();
         let p = hyper_params(cfg);
         let streams: Vec<f32> = (0..rows * HC_STREAMS * d).map(varied).collect();
         let q_width = cfg.n_heads * cfg.head_dim;
         let heads: Vec<f32> = (0..rows * q_width).map(|i| varied(i + 5) / 2.0).collect();
         let (groups, out_rows) = (cfg.output_groups, cfg.output_groups * cfg.output_rank);
-        let output_a = t
-            .reshaped_matrix(
-                &format!("blk.{il}.attn_output_a.weight"),
-                q_width / groups,
-                out_rows,
-            )
-            .unwrap();
+        let output_a = &model.weights.layers[il].attention.output_a;
+        assert_eq!(output_a.dims, [q_width / groups, out_rows]);
 
         let mut cpu = CpuBackend::new();
         let x = cpu.act_from_host(rows, HC_STREAMS * d, &streams).unwrap();
         let head = cpu.hc_head(&x, w, &p).unwrap();
         let o = cpu.act_from_host(rows, q_width, &heads).unwrap();
-        let low_rank = cpu.grouped_matmul(&o, &output_a, groups).unwrap();
+        let low_rank = cpu.grouped_matmul(&o, output_a, groups).unwrap();
         for r in 0..rows {
-            let want = hyper::head(
-                &widen(x.row(r)),
-                model.hc_head.view(),
-                cfg.rms_eps,
-                cfg.hc_eps,
-            );
+            let want = hyper::head(&widen(x.row(r)), hc.into(), cfg.rms_eps, cfg.hc_eps);
             assert_eq!(head.row(r), narrow(&want), "head of token {r}");
-            let want = attention::grouped_matvec(
-                &model.layers[il].attention.output_a,
-                groups,
-                &widen(o.row(r)),
-            );
+            let want = attention::grouped_matvec(output_a, groups, &widen(o.row(r)));
             assert_eq!(
                 low_rank.row(r),
                 narrow(&want),
@@ -493,9 +513,9 @@ mod tests {
         let odd = cpu
             .act_from_host(1, q_width + 4, &vec![1.0; q_width + 4])
             .unwrap();
-        let err = cpu.grouped_matmul(&odd, &output_a, groups).unwrap_err();
+        let err = cpu.grouped_matmul(&odd, output_a, groups).unwrap_err();
         assert!(err.to_string().contains("grouped_matmul"), "{err}");
-        let err = cpu.grouped_matmul(&o, &output_a, 0).unwrap_err();
+        let err = cpu.grouped_matmul(&o, output_a, 0).unwrap_err();
         assert!(err.to_string().contains("grouped_matmul"), "{err}");
         let odd = cpu.act_from_host(1, 3 * d, &vec![1.0; 3 * d]).unwrap();
         let err = cpu.hc_head(&odd, w, &p).unwrap_err();
@@ -511,18 +531,22 @@ mod tests {
     fn cpu_compressor_pool_is_the_reference_step() {
         use moetile::model::{PoolParams, PoolWeights};
 
-        let (file, model) = tiny_fixture();
+        let model = tiny_fixture();
         let cfg = model.config();
-        let t = Tensors { file: &file };
         let mut cpu = CpuBackend::new();
         for (il, previous, tokens) in [(2, false, 12), (2, true, 12), (3, false, 256)] {
             let compression = cfg.compression[il];
             let (ratio, overlap) = (compression.ratio(), compression == Compression::Ratio4);
             let width = cfg.head_dim;
             let cols = if overlap { 2 * width } else { width };
-            let name = |n: &str| format!("blk.{il}.attn_compressor_{n}.weight");
-            let ape = t.weight(&name("ape"), &[cols, ratio]).unwrap();
-            let norm = t.weight(&name("norm"), &[width]).unwrap();
+            let (CompressedKeys::Ratio4 { compressor, .. }
+            | CompressedKeys::Ratio128 { compressor }) =
+                &model.weights.layers[il].attention.compressed
+            else {
+                panic!("layer {il} has no compressor");
+            };
+            let (ape, norm) = (&compressor.ape, &compressor.norm);
+            assert_eq!(ape.dims, [cols, ratio]);
             let kv: Vec<f32> = (0..tokens * cols).map(varied).collect();
             let score: Vec<f32> = (0..tokens * cols).map(|i| varied(i + 11) / 2.0).collect();
             let p = PoolParams {
@@ -533,10 +557,7 @@ mod tests {
             };
             let kv = cpu.act_from_host(tokens, cols, &kv).unwrap();
             let score = cpu.act_from_host(tokens, cols, &score).unwrap();
-            let w = PoolWeights {
-                ape: &ape,
-                norm: &norm,
-            };
+            let w = PoolWeights { ape, norm };
             let rows = cpu.compressor_pool(&kv, &score, w, &p).unwrap();
             let projected: Vec<compressor::Projected> = (0..tokens)
                 .map(|i| {

@@ -2,71 +2,27 @@
 //! `hash_layers` layers, by a fixed table of the token id) plus one shared expert, both with
 //! the clamped SwiGLU.
 
-use moetile::Result;
-use moetile::model::{ExpertActivation, Gating};
+use moetile::model::deepseek4::{Deepseek4Config, ExpertChoice, LayerWeights};
+use moetile::model::{ExpertActivation, GateUp, Gating};
 
-use super::config::Deepseek4Config;
 use super::math::{dot, matvec};
-use super::weights::Tensors;
 use crate::CpuWeight;
-use crate::ops::{Choice, expert_activation, gates, route_token};
+use crate::ops::{Choice, expert_activation, gate_up_rows, gates, route_token};
 
-/// How a layer chooses its experts.
-enum Selection {
+/// How a layer chooses its experts, as [`route`] reads it.
+enum Selection<'a> {
     /// The top K of `probs + bias`: the bias (`exp_probs_b`) moves the choice, not the weights.
-    Biased(Vec<f32>),
+    Biased(&'a [f32]),
     /// `ffn_gate_tid2eid`: K expert ids for each token id, row-major (V, K).
-    Hashed(Vec<u32>),
+    Hashed(&'a [u32]),
 }
 
-/// One layer's FFN weights.
-pub(super) struct MoeWeights {
-    /// `[D]`: the sub-block's input norm.
-    pub(super) norm: Vec<f32>,
-    /// `[D, E]`.
-    router: CpuWeight,
-    selection: Selection,
-    /// `[D, F, E]`, `[D, F, E]`, `[F, D, E]`.
-    gate: CpuWeight,
-    up: CpuWeight,
-    down: CpuWeight,
-    /// `[D, Fs]`, `[D, Fs]`, `[Fs, D]`.
-    shared_gate: CpuWeight,
-    shared_up: CpuWeight,
-    shared_down: CpuWeight,
-}
-
-impl MoeWeights {
-    /// The FFN tensors of layer `il`.
-    pub(super) fn load(t: &Tensors<'_>, il: usize, cfg: &Deepseek4Config) -> Result<MoeWeights> {
-        let name = |n: &str| format!("blk.{il}.{n}");
-        let (d, f, fs, e) = (cfg.d_model, cfg.expert_ff, cfg.shared_ff, cfg.n_experts);
-        let selection = if il < cfg.hash_layers {
-            Selection::Hashed(
-                t.ids(
-                    &name("ffn_gate_tid2eid.weight"),
-                    cfg.n_experts_used,
-                    cfg.n_vocab,
-                    e,
-                )?
-                .into_iter()
-                .map(|id| id as u32)
-                .collect(),
-            )
-        } else {
-            Selection::Biased(t.vector(&name("exp_probs_b.bias"), e)?)
-        };
-        Ok(MoeWeights {
-            norm: t.vector(&name("ffn_norm.weight"), d)?,
-            router: t.weight(&name("ffn_gate_inp.weight"), &[d, e])?,
-            selection,
-            gate: t.weight(&name("ffn_gate_exps.weight"), &[d, f, e])?,
-            up: t.weight(&name("ffn_up_exps.weight"), &[d, f, e])?,
-            down: t.weight(&name("ffn_down_exps.weight"), &[f, d, e])?,
-            shared_gate: t.weight(&name("ffn_gate_shexp.weight"), &[d, fs])?,
-            shared_up: t.weight(&name("ffn_up_shexp.weight"), &[d, fs])?,
-            shared_down: t.weight(&name("ffn_down_shexp.weight"), &[fs, d])?,
-        })
+impl<'a> From<&'a ExpertChoice<CpuWeight>> for Selection<'a> {
+    fn from(choice: &'a ExpertChoice<CpuWeight>) -> Self {
+        match choice {
+            ExpertChoice::Biased(bias) => Selection::Biased(&bias.values),
+            ExpertChoice::Hashed(table) => Selection::Hashed(table),
+        }
     }
 }
 
@@ -75,7 +31,7 @@ impl MoeWeights {
 /// choice go to the lower expert id. The CPU backend's router, on these gates and choices.
 fn route(
     logits: &[f64],
-    selection: &Selection,
+    selection: &Selection<'_>,
     token: usize,
     k: usize,
     normalize: bool,
@@ -94,26 +50,19 @@ fn route(
     )
 }
 
-/// SwiGLU with deepseek4's clamp: gate from above, up both ways, off at `limit <= 1e-6`.
-fn activation(limit: f32) -> ExpertActivation {
-    if limit > 1e-6 {
-        ExpertActivation::SwiGluClamped { limit }
-    } else {
-        ExpertActivation::SwiGlu
-    }
-}
-
 /// `down · act(gate · x, up · x)` of expert `e` of a (stacked) FFN.
 fn ffn(
-    gate: &CpuWeight,
-    up: &CpuWeight,
+    gate_up: &GateUp<CpuWeight>,
     down: &CpuWeight,
     e: usize,
     x: &[f64],
     act: ExpertActivation,
 ) -> Vec<f64> {
-    let mid: Vec<f64> = (0..gate.rows())
-        .map(|r| expert_activation(act, dot(gate.row(e, r), x), dot(up.row(e, r), x)))
+    let mid: Vec<f64> = (0..down.cols())
+        .map(|r| {
+            let (gate, up) = gate_up_rows(gate_up, e, r);
+            expert_activation(act, dot(gate, x), dot(up, x))
+        })
         .collect();
     matvec(down, e, &mid)
 }
@@ -121,21 +70,15 @@ fn ffn(
 /// The FFN sub-block of layer `il` for one token: x, its normed input (D) -> (D), and the
 /// K routed experts it chose, in the router's order (a hash-routed layer's: its table's).
 pub(super) fn moe(
-    w: &MoeWeights,
+    w: &LayerWeights<CpuWeight>,
     x: &[f64],
     token: usize,
     il: usize,
     cfg: &Deepseek4Config,
 ) -> (Vec<f64>, Vec<usize>) {
-    let routed = activation(cfg.swiglu_clamp[il]);
-    let mut out = ffn(
-        &w.shared_gate,
-        &w.shared_up,
-        &w.shared_down,
-        0,
-        x,
-        activation(cfg.swiglu_clamp_shared[il]),
-    );
+    let routed = cfg.routed_activation(il);
+    let shared = cfg.shared_activation(il);
+    let mut out = ffn(&w.shared_gate_up, &w.shared_down, 0, x, shared);
     let mut experts = vec![0.0; x.len()];
     let logits = matvec(&w.router, 0, x);
     let (k, normalize, scale) = (
@@ -143,11 +86,12 @@ pub(super) fn moe(
         cfg.expert_weights_norm,
         cfg.expert_weights_scale,
     );
-    let routes = route(&logits, &w.selection, token, k, normalize, scale);
+    let selection = Selection::from(&w.choice);
+    let routes = route(&logits, &selection, token, k, normalize, scale);
     for &(e, weight) in &routes {
         for (o, y) in experts
             .iter_mut()
-            .zip(ffn(&w.gate, &w.up, &w.down, e, x, routed))
+            .zip(ffn(&w.gate_up, &w.down, e, x, routed))
         {
             *o += weight * y;
         }
@@ -165,7 +109,7 @@ mod tests {
         // softplus(0) = ln 2; softplus(30) = 30 (the cut above 20).
         let logits = [0.0, 30.0, -1.0];
         let (p0, p1) = (2f64.ln().sqrt(), 30f64.sqrt());
-        let bias = Selection::Biased(vec![10.0, 0.0, 0.0]);
+        let bias = Selection::Biased(&[10.0, 0.0, 0.0]);
         let got = route(&logits, &bias, 0, 1, false, 1.0);
         assert_eq!(got, [(0, p0)]);
         let got = route(&logits, &bias, 0, 2, true, 1.5);
@@ -213,11 +157,11 @@ mod tests {
                 &p,
             )
             .unwrap();
-        let model_table = Selection::Hashed(table.clone());
+        let model_table = Selection::Hashed(&table);
         for (t, &token) in tokens.iter().enumerate() {
             let row: Vec<f64> = x.row(t).iter().map(|&v| v as f64).collect();
             for (got, selection, token) in [
-                (&biased, &Selection::Biased(bias.clone()), 0),
+                (&biased, &Selection::Biased(&bias), 0),
                 (&hashed, &model_table, token as usize),
             ] {
                 let want = route(&row, selection, token, k, true, 1.5);
@@ -233,7 +177,7 @@ mod tests {
     fn hash_routing_reads_the_token_row_and_tiny_sums_are_floored() {
         // Token 1 -> experts 2, 0. Logits of -40 give probs of about e^-20, summing far below
         // the floor: the weights are divided by the floor, not renormalised to 1.
-        let table = Selection::Hashed(vec![0, 1, 2, 0]);
+        let table = Selection::Hashed(&[0, 1, 2, 0]);
         let got = route(&[-40.0; 3], &table, 1, 2, true, 1.0);
         let p = (-40f64).exp().ln_1p().sqrt();
         assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 0]);

@@ -138,7 +138,7 @@ pub fn hadamard(x: &mut [f64]) {
 
 /// What the simulation does to one kind of row before it is stored or scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Rounding {
+pub(crate) enum Rounding {
     /// Nothing: the simulation is off.
     Exact,
     /// An attention key: its first `len - n_rot` dims through [`round_fp8_blocks`].
@@ -152,7 +152,7 @@ pub(super) enum Rounding {
 
 impl Rounding {
     /// The rounding of attention keys and of indexer heads under `qat_sim`.
-    pub(super) fn pair(qat_sim: bool, n_rot: usize) -> (Rounding, Rounding) {
+    pub(crate) fn pair(qat_sim: bool, n_rot: usize) -> (Rounding, Rounding) {
         if qat_sim {
             (Rounding::KeyFp8 { n_rot }, Rounding::IndexerFp4)
         } else {
@@ -161,7 +161,7 @@ impl Rounding {
     }
 
     /// Rounds `row` (one key, or one indexer head) in place.
-    pub(super) fn apply(self, row: &mut [f64]) {
+    pub(crate) fn apply(self, row: &mut [f64]) {
         match self {
             Rounding::Exact => {}
             Rounding::KeyFp8 { n_rot } => {

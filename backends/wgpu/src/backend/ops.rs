@@ -552,46 +552,84 @@ impl Backend for WgpuBackend {
         experts: ExpertWeights<'_, ExpertTensor>,
         p: &MoeParams,
     ) -> moetile::Result<()> {
-        let mut opts = MoeOptions {
-            path: self.options.path,
-            mid: self.options.mid,
-            mat_vec: x.rows <= self.mat_vec_max_tokens(),
-            int8: self.options.int8_mat_vec,
-            ..MoeOptions::new(&self.ctx, p, x.rows)
-        };
+        let mut opts = self.moe_options(p, x.rows);
         let plain = MoeInputs {
             x,
             norm: None,
             routing,
             experts,
         };
-        let fused = MoePlan::new(&plain, &opts).fused_ends();
-        let normed = match norm {
-            Some(n) if !fused => Some(self.rms_norm(x, n.weight, n.eps)?),
-            _ => None,
-        };
-        let inputs = match (norm, &normed) {
-            (_, Some(h)) => MoeInputs { x: h, ..plain },
-            (Some(n), None) => MoeInputs {
+        if !MoePlan::new(&plain, &opts).fused_ends() {
+            let out = self.moe_out(x, norm, routing, experts, p)?;
+            return self.add(x, &out);
+        }
+        let inputs = match norm {
+            Some(n) => MoeInputs {
                 norm: Some(RowNorm {
                     weight: ops::vector("norm", n.weight)?,
                     eps: n.eps,
                 }),
                 ..plain
             },
-            (None, None) => plain,
+            None => plain,
         };
-        // From this backend's pool: they are dropped while the encoder is still open.
-        let bufs = MoeBuffers::new(&self.buffers(), &inputs, &opts)?;
+        let bufs = self.moe_buffers(&inputs, &opts)?;
+        opts.accumulate = true;
+        self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, x))
+    }
+
+    fn moe_out(
+        &mut self,
+        h: &GpuMatrix,
+        norm: Option<PreNorm<'_, ExpertTensor>>,
+        routing: &Routing,
+        experts: ExpertWeights<'_, ExpertTensor>,
+        p: &MoeParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let normed = match norm {
+            Some(n) => Some(self.rms_norm(h, n.weight, n.eps)?),
+            None => None,
+        };
+        let x = normed.as_ref().unwrap_or(h);
+        let opts = self.moe_options(p, x.rows);
+        let inputs = MoeInputs {
+            x,
+            norm: None,
+            routing,
+            experts,
+        };
+        let bufs = self.moe_buffers(&inputs, &opts)?;
+        let out = self.output(x.rows, x.cols, "moe")?;
+        self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
+        Ok(out)
+    }
+}
+
+impl WgpuBackend {
+    /// How this backend runs an MoE layer of `rows` tokens: its path and `mid` type, the
+    /// mat-vec path up to [`Backend::mat_vec_max_tokens`].
+    fn moe_options(&self, p: &MoeParams, rows: usize) -> MoeOptions {
+        MoeOptions {
+            path: self.options.path,
+            mid: self.options.mid,
+            mat_vec: rows <= self.mat_vec_max_tokens(),
+            int8: self.options.int8_mat_vec,
+            ..MoeOptions::new(&self.ctx, p, rows)
+        }
+    }
+
+    /// The MoE layer's intermediate buffers for `inputs` under `opts`, poisoned when the
+    /// options say so. From this backend's pool: they are dropped while the encoder is still
+    /// open.
+    fn moe_buffers(
+        &mut self,
+        inputs: &MoeInputs<'_>,
+        opts: &MoeOptions,
+    ) -> moetile::Result<MoeBuffers> {
+        let bufs = MoeBuffers::new(&self.buffers(), inputs, opts)?;
         for m in bufs.all() {
             self.poison(&m.buffer, (m.rows * m.cols * m.ty.bytes()) as u64);
         }
-        if fused {
-            opts.accumulate = true;
-            return self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, x));
-        }
-        let out = self.output(x.rows, x.cols, "moe")?;
-        self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
-        self.add(x, &out)
+        Ok(bufs)
     }
 }

@@ -105,7 +105,8 @@ impl BackendTask for Task<'_> {
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
         let s = self.settings;
         let tokenizer = self.tokenizer;
-        let (model, _) = self.file.load(backend)?;
+        let n_ctx = s.runtime.config.n_ctx(&self.file.config);
+        let (model, _) = self.file.load(backend, n_ctx)?;
         let mut session = Session::new(&model, backend, &info.tuned(&s.runtime.config))?;
         let n_ctx = session.n_ctx();
         let (cancel, generating) = install_interrupt()?;

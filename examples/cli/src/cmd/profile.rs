@@ -60,7 +60,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     };
     let config = file.session_config(&config, n_tokens)?;
     let (mut gpu, info) = gpu_backend(&adapter, &file)?;
-    let (model, _) = file.load(&mut gpu)?;
+    let (model, _) = file.load(&mut gpu, config.n_ctx(&file.config))?;
     let runtime = RuntimeSettings::new(info.tuned(&config));
     let config = &runtime.config;
     let tokens = prompt(args.prompt_tokens, file.config.n_vocab);

@@ -130,7 +130,7 @@ impl BackendTask for Task<'_> {
 
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
         let (s, job) = (self.settings, self.job);
-        let (model, load) = job.file.load(backend)?;
+        let (model, load) = job.file.load(backend, job.config.n_ctx(&job.file.config))?;
         let config = info.tuned(&job.config);
         let mut session = Session::new(&model, backend, &config)?;
         let n_ctx = session.n_ctx();

@@ -1,5 +1,6 @@
 //! `moetile verify`: the selected backend against the CPU reference on a short prompt, every
-//! position's logits compared (top-1 agreement, largest absolute difference). The "does my
+//! position's logits compared (top-1 agreement, largest absolute difference); a deepseek4 model
+//! against its whole-model reference (`moetile_cpu::deepseek4`). The "does my
 //! driver compute the right thing" check; exits with status 3 when a threshold is missed.
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use clap::Args;
 use moetile::RuntimeConfig;
 use moetile::model::{Backend, Logits};
 use moetile::session::Session;
+use moetile_cpu::deepseek4::{Deepseek4Options, Deepseek4Reference};
 use moetile_wgpu::{BackendOptions, WgpuBackend, WgpuContext};
 
 use crate::MismatchError;
@@ -106,20 +108,32 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         tokens: &tokens,
         config: &config,
     };
-    // The reference: the whole prompt in one chunk, on the CPU.
-    let reference_config = RuntimeConfig {
-        chunk: tokens.len(),
-        ..config.clone()
-    };
+    // The reference: the whole prompt in one chunk, on the CPU; for deepseek4, the whole-model
+    // reference, which shares no graph with the runtime's, so `--cpu` checks that graph too.
     let (mut cpu, cpu_info) = cpu_backend();
-    let reference = Task {
-        config: &reference_config,
-        ..task()
-    }
-    .run(&mut cpu, &cpu_info)?
-    .0;
+    let (reference, what) = if file.config.deepseek4.is_some() {
+        let options = Deepseek4Options {
+            qat_sim: config.qat_sim,
+        };
+        let model = Deepseek4Reference::load(&file.file, options)?;
+        (
+            model.logits(&tokens)?,
+            "the deepseek4 whole-model reference",
+        )
+    } else {
+        let reference_config = RuntimeConfig {
+            chunk: tokens.len(),
+            ..config.clone()
+        };
+        let reference = Task {
+            config: &reference_config,
+            ..task()
+        }
+        .run(&mut cpu, &cpu_info)?;
+        (reference.0, "the CPU reference")
+    };
     println!(
-        "verify {}: {} positions against the CPU reference",
+        "verify {}: {} positions against {what}",
         file.path.display(),
         tokens.len()
     );
@@ -200,7 +214,9 @@ impl BackendTask for Task<'_> {
     type Output = (Vec<f32>, String);
 
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<Self::Output> {
-        let (model, _) = self.file.load(backend)?;
+        let (model, _) = self
+            .file
+            .load(backend, self.config.n_ctx(&self.file.config))?;
         let mut session = Session::new(&model, backend, &info.tuned(self.config))?;
         let logits = session.prefill(&model, backend, self.tokens, Logits::All)?;
         Ok((logits, info.description.clone()))

@@ -83,10 +83,10 @@ fn synth_rejects_unknown_presets_and_mixes_listing_the_choices() {
 }
 
 #[test]
-fn synth_writes_deepseek4_that_bench_and_profile_refuse_naming_the_architecture() {
-    // The runtime's forward pass does not run deepseek4 yet (only the CPU reference,
-    // moetile_cpu::deepseek4, does): the commands that would measure it say so by name before
-    // any work, rather than failing deeper.
+fn synth_writes_deepseek4_that_runs_on_the_cpu_and_the_gpu_refuses_naming_the_op() {
+    // The runtime's forward pass runs deepseek4 through the Backend ops; the wgpu backend has
+    // no deepseek4 attention yet: the commands that would run it there say so by name before
+    // uploading a weight, rather than failing deeper.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ds4.gguf");
     let p = path.to_str().unwrap();
@@ -105,16 +105,77 @@ fn synth_writes_deepseek4_that_bench_and_profile_refuse_naming_the_architecture(
     let file = GgufFile::open(&path).unwrap();
     assert_eq!(file.get_str("general.architecture").unwrap(), "deepseek4");
     assert_eq!(file.get_u64("deepseek4.block_count").unwrap(), 3);
-    for cmd in [
-        &["bench", "-m", p][..],
-        &["bench", "-m", p, "--cpu"],
-        &["profile", "-m", p],
-    ] {
-        let err = one_line_error(moetile().args(cmd));
+    let run = [
+        "run",
+        "-m",
+        p,
+        "--prompt-ids",
+        "1,2,3",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+        "--json",
+    ];
+    for qat_sim in ["on", "off"] {
+        let out = stdout_of(moetile().args(run).args(["--cpu", "--qat-sim", qat_sim]));
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["token_ids"].as_array().unwrap().len(), 4, "{out}");
+    }
+    // The cache is estimated before loading: the raw window and the compressed rows.
+    let out = moetile().args(run).arg("--cpu").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cache for 4096 positions") && stderr.contains("compressed rows"),
+        "{stderr}"
+    );
+    // bench's sweep cuts the generated tokens off between frontiers: the compressed cache
+    // cannot rewind, so each frontier is prefilled afresh.
+    let sweep = [
+        "bench",
+        "-m",
+        p,
+        "--cpu",
+        "--ctx-start",
+        "8",
+        "--ctx-max",
+        "16",
+        "--step-incr",
+        "8",
+        "--gen-tokens",
+        "2",
+    ];
+    let out = stdout_of(moetile().args(sweep));
+    assert!(out.contains("| 8 |") && out.contains("| 16 |"), "{out}");
+    // verify --cpu holds the runtime's graph to the whole-model reference.
+    for qat_sim in ["on", "off"] {
+        let verify = ["verify", "-m", p, "--cpu", "--qat-sim", qat_sim];
+        let out = stdout_of(moetile().args(verify));
         assert!(
-            err.contains("unsupported model architecture \"deepseek4\""),
-            "{cmd:?}: {err}"
+            out.contains("against the deepseek4 whole-model reference")
+                && out.contains("top-1 agreement 100.0%")
+                && out.trim_end().ends_with("OK"),
+            "{out}"
         );
+    }
+    let err = one_line_error(moetile().args(run).args(["--cpu", "--qat-sim", "maybe"]));
+    assert!(
+        err.contains("--qat-sim") && err.contains("on or off"),
+        "{err}"
+    );
+    if crate::gpu::devices().is_some() {
+        for cmd in [&run[..], &["profile", "-m", p]] {
+            // The adapter may warn first (lavapipe's "CPU adapter"): the error is the last line.
+            let out = moetile().args(cmd).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let err = stderr.lines().last().unwrap_or_default();
+            assert!(
+                !out.status.success()
+                    && err.contains("deepseek4 attention is not implemented")
+                    && err.contains("--cpu"),
+                "{cmd:?}: {stderr}"
+            );
+        }
     }
     // The K-quant mixes llama.cpp makes are not the ones deepseek4 files come in.
     let err = one_line_error(moetile().args([

@@ -144,6 +144,11 @@ impl SweepPlan {
             .take_while(|&c| c <= self.ctx_max)
             .collect()
     }
+
+    /// The context its session holds: the longest prompt and its generated tokens.
+    fn n_ctx(&self) -> usize {
+        self.ctx_max + self.gen_tokens
+    }
 }
 
 /// The table's tests.
@@ -156,10 +161,28 @@ pub struct TablePlan {
     format: Format,
 }
 
+impl TablePlan {
+    /// The context its session holds: the longest test and one token more.
+    fn n_ctx(&self) -> usize {
+        let longest = self.n_prompt.iter().chain(&self.n_gen).max();
+        longest.copied().unwrap_or(1) + 1
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Mode {
     Sweep(SweepPlan),
     Table(TablePlan),
+}
+
+impl Mode {
+    /// The largest context a session of the bench holds.
+    fn n_ctx(&self) -> usize {
+        match self {
+            Mode::Sweep(plan) => plan.n_ctx(),
+            Mode::Table(plan) => plan.n_ctx(),
+        }
+    }
 }
 
 /// One A/B setting.
@@ -331,7 +354,7 @@ impl BackendTask for Task<'_> {
     type Output = ();
 
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
-        let (model, _) = self.file.load(backend)?;
+        let (model, _) = self.file.load(backend, self.mode.n_ctx())?;
         let meta = Meta {
             moetile_commit: COMMIT,
             backend: info.clone(),

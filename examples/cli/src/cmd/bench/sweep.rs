@@ -70,13 +70,11 @@ pub fn run<B: Backend>(
 ) -> Result<Vec<Row>> {
     let c = &model.config;
     let config = RuntimeConfig {
-        ctx: Some(plan.ctx_max + plan.gen_tokens),
+        ctx: Some(plan.n_ctx()),
         ..setting.runtime.config.clone()
     };
     let mut session = Session::new(model, backend, &config)?;
     let prompt = cycle(base, plan.ctx_max);
-    let kv_bytes_per_token =
-        (2 * c.n_layers * c.n_kv_heads * c.head_dim * info.kv_element_bytes) as u64;
     let mut rows = Vec::new();
     for ctx in plan.frontiers() {
         // Greedy, no end tokens: exactly gen_tokens decode steps after the prefill's token.
@@ -101,7 +99,7 @@ pub fn run<B: Backend>(
             gen_tps: t.decode_tps(),
             gen_first_ms: t.decode_first.map_or(0.0, |d| d.as_secs_f64() * 1e3),
             gen_steady_tps: t.steady_decode_tps(),
-            kvcache_bytes: kv_bytes_per_token * ctx as u64,
+            kvcache_bytes: c.kv_cache_bytes(ctx, info.kv_element_bytes),
         };
         eprintln!(
             "  ctx {:>6}: prefill {:>6} tokens {:>9.1} tok/s | decode {:>4} tokens {:>8.1} tok/s",

@@ -64,15 +64,8 @@ pub fn run<B: Backend>(
     setting: &Setting,
     plan: &TablePlan,
 ) -> Result<Vec<TestResult>> {
-    let longest = plan
-        .n_prompt
-        .iter()
-        .chain(&plan.n_gen)
-        .max()
-        .copied()
-        .unwrap_or(1);
     let config = RuntimeConfig {
-        ctx: Some(longest + 1),
+        ctx: Some(plan.n_ctx()),
         ..setting.runtime.config.clone()
     };
     let mut session = Session::new(model, backend, &config)?;

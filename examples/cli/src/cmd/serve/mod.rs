@@ -171,8 +171,8 @@ impl BackendTask for Task<'_> {
 
     fn run<B: Backend>(self, backend: &mut B, info: &BackendInfo) -> Result<()> {
         let s = self.settings;
-        let (model, _) = self.file.load(backend)?;
         let config = info.tuned(&s.runtime.config);
+        let (model, _) = self.file.load(backend, config.n_ctx(&self.file.config))?;
         let mut sessions = (0..s.parallel)
             .map(|_| Session::new(&model, backend, &config))
             .collect::<moetile::Result<Vec<_>>>()

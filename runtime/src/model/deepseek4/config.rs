@@ -2,14 +2,12 @@
 //! llama.cpp's loader (`llama_model_deepseek4::load_arch_hparams`), so the forward pass never
 //! looks a key up and a file it cannot run is refused at load with the key at fault.
 
-use moetile::gguf::{Array, GgufFile, Value};
-use moetile::{Error, Result};
+use crate::gguf::{Array, GgufFile, Value};
+use crate::model::{ExpertActivation, HC_STREAMS};
+use crate::{Error, Result};
 
 /// The `general.architecture` this module runs, and the prefix of its keys.
 pub const ARCH: &str = "deepseek4";
-
-/// Streams of the hyper-connections: llama.cpp asserts exactly 4, and so do we.
-pub const HC_STREAMS: usize = moetile::model::HC_STREAMS;
 
 /// The value of `expert_gating_func` meaning `sqrt(softplus(logit))`, the only one deepseek4
 /// accepts.
@@ -35,6 +33,12 @@ impl Compression {
             128 => Some(Compression::Ratio128),
             _ => None,
         }
+    }
+
+    /// Projection widths per compressed row width: 2 for ratio 4 (the previous and the
+    /// current block pooled through separate column halves), else 1.
+    pub fn coff(self) -> usize {
+        if self == Compression::Ratio4 { 2 } else { 1 }
     }
 
     /// Tokens per compressed row (0 for none).
@@ -208,7 +212,75 @@ fn integers(a: &Array) -> Option<Vec<i128>> {
     })
 }
 
+/// The values a deepseek4 cache holds for a context, by what they are: the architecture's
+/// cache, not a backend's (the CPU reference keeps the same rows in f64; the original engine
+/// stores them as f32, so [`CacheSize::bytes`] of 4 is its figure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSize {
+    /// Raw keys of the sliding window, every layer.
+    pub raw_window: usize,
+    /// Compressed key rows of the ratio-4 and ratio-128 layers.
+    pub compressed: usize,
+    /// The indexer's compressed keys (ratio-4 layers).
+    pub indexer: usize,
+    /// The compressors' unfinished blocks: values and scores of the tokens a later row pools
+    /// (ratio 4: the block being filled and the one before; ratio 128: the one being filled).
+    pub pending: usize,
+}
+
+impl CacheSize {
+    /// Every value.
+    pub fn values(&self) -> usize {
+        self.raw_window + self.compressed + self.indexer + self.pending
+    }
+
+    /// Bytes at `element_bytes` a value.
+    pub fn bytes(&self, element_bytes: usize) -> u64 {
+        (self.values() * element_bytes) as u64
+    }
+}
+
 impl Deepseek4Config {
+    /// What a cache of `n_ctx` positions holds: per layer the raw window, and per compressed
+    /// layer its rows (and the indexer's) for `n_ctx` positions plus its unfinished blocks.
+    /// For DeepSeek V4 Flash in f32 this is the original engine's figure: 52 MB at 2K, 925 MB
+    /// at 64K.
+    pub fn cache_size(&self, n_ctx: usize) -> CacheSize {
+        let hd = self.head_dim;
+        let mut size = CacheSize {
+            raw_window: self.n_layers * self.sliding_window.min(n_ctx) * hd,
+            compressed: 0,
+            indexer: 0,
+            pending: 0,
+        };
+        for &c in &self.compression {
+            if c == Compression::None {
+                continue;
+            }
+            let (rows, ratio) = (n_ctx / c.ratio(), c.ratio());
+            // Values and scores, `coff * width` each, of `coff` blocks of `ratio` tokens.
+            let pending = |width: usize| c.coff() * ratio * 2 * c.coff() * width;
+            size.compressed += rows * hd;
+            size.pending += pending(hd);
+            if c == Compression::Ratio4 {
+                size.indexer += rows * self.indexer_head_dim;
+                size.pending += pending(self.indexer_head_dim);
+            }
+        }
+        size
+    }
+
+    /// The routed experts' activation in layer `il`: SwiGLU with deepseek4's clamp (gate from
+    /// above, up both ways), off at a limit of at most 1e-6 as llama.cpp has it.
+    pub fn routed_activation(&self, il: usize) -> ExpertActivation {
+        clamped_swiglu(self.swiglu_clamp[il])
+    }
+
+    /// The shared expert's activation in layer `il`, as [`Self::routed_activation`].
+    pub fn shared_activation(&self, il: usize) -> ExpertActivation {
+        clamped_swiglu(self.swiglu_clamp_shared[il])
+    }
+
     /// Reads and checks the config of `file`; every error names the key or tensor at fault.
     pub fn from_gguf(file: &GgufFile) -> Result<Deepseek4Config> {
         let arch = file.get_str("general.architecture")?;
@@ -238,6 +310,12 @@ impl Deepseek4Config {
         } else {
             n_blocks
         };
+        if n_layers == 0 {
+            return Err(invalid(
+                "block_count",
+                format!("leaves no layer before the {n_nextn} multi-token-prediction blocks"),
+            ));
+        }
 
         let d_model = keys.usize("embedding_length")?;
         let n_heads = keys
@@ -432,11 +510,19 @@ impl Deepseek4Config {
 }
 
 /// Key `k` holds a value deepseek4 cannot run: `what` says why.
+fn clamped_swiglu(limit: f32) -> ExpertActivation {
+    if limit > 1e-6 {
+        ExpertActivation::SwiGluClamped { limit }
+    } else {
+        ExpertActivation::SwiGlu
+    }
+}
+
 fn invalid(k: &str, what: impl std::fmt::Display) -> Error {
     Error::InvalidModel(format!("{} {what}", Keys::name(k)))
 }
 
 /// Key `k` is absent.
-fn missing(k: &str) -> moetile::gguf::GgufError {
-    moetile::gguf::GgufError::MissingKey { key: Keys::name(k) }
+fn missing(k: &str) -> crate::gguf::GgufError {
+    crate::gguf::GgufError::MissingKey { key: Keys::name(k) }
 }
