@@ -21,12 +21,12 @@ timeout 100 "$B/moetile" synth --preset ds4-flash-moe --quant iq2_xxs-q2_k --lay
 timeout 60 "$B/moetile" profile -m $M -p 512 -n 8 >"$OUT/profile.md" 2>&1
 grep -E "per decode step|dispatches" "$OUT/profile.md" | head -4
 s=$(date +%s%N)
-timeout 150 "$B/moetile" tune -m $M >"$OUT/tune.txt" 2>&1; echo "rc=$?" >>"$OUT/tune.txt"
+timeout 120 "$B/moetile" tune -m $M >"$OUT/tune.txt" 2>&1; echo "rc=$?" >>"$OUT/tune.txt"
 echo "wall_ms=$(( ($(date +%s%N) - s) / 1000000 ))" | tee -a "$OUT/tune.txt"
 tail -4 "$OUT/tune.txt"
 cp /tmp/cache/moetile/tuning.json "$OUT/" 2>/dev/null
 { echo "## qwen3-30b-a3b q4_k_m, tuned cap"
-  timeout 120 "$B/moetile" bench -m $M -p 512,2048 -n 128 -r 3 --output md 2>&1
+  timeout 60 "$B/moetile" bench -m $M -p 512 -n 128 -r 3 --output md 2>&1
   echo "## ds4-flash-moe iq2_xxs-q2_k 6 layers, default cap"
   timeout 90 "$B/moetile" bench -m $D -p 2048 -n 32 -r 3 --output md 2>&1; } >"$OUT/tables.md"
 [ -n "$V" ] && { echo "## variant $(basename "$V"): qwen3-30b-a3b q4_k_m, tuned cap"
@@ -37,6 +37,6 @@ grep -E "##|pp|tg|note|per decode step" "$OUT/tables.md"
 for i in $(seq 60); do grep -q "BUILD rc" /tmp/llbuild.log 2>/dev/null && break; sleep 5; done
 tail -1 /tmp/llbuild.log
 L=/tmp/ll/llama.cpp/build/bin/llama-bench
-{ timeout 120 $L -m $M -p 512,2048 -n 128 -r 3 -ngl 99 -o md 2>&1
+{ timeout 60 $L -m $M -p 512 -n 128 -r 3 -ngl 99 -o md 2>&1
   timeout 90 $L -m $D -p 2048 -n 32 -r 3 -ngl 99 -o md 2>&1; } >"$OUT/llama.md"
 grep -E "pp|tg" "$OUT/llama.md"
