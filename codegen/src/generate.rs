@@ -93,6 +93,7 @@ impl Templates {
             "dequant/q6_k.wgsl",
             "dequant/iq2_xxs.wgsl",
             "dequant/mxfp4.wgsl",
+            "dot/quarter.wgsl",
             "dot/q8_0.wgsl",
             "dot/q2_k.wgsl",
             "dot/q4_k.wgsl",

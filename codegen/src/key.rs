@@ -72,7 +72,7 @@ pub enum KernelKey {
         norm: bool,
         /// Whether the activations are quantized to int8 per 32 values as they are staged and
         /// multiplied by integer dot products (`wgsl/mv/x_int8.wgsl`; the weight types with a
-        /// [`WeightType::int8_dot_fragment`]), rather than staged as f32.
+        /// [`WeightType::int8_dot_fragments`]), rather than staged as f32.
         int8: bool,
     },
     /// `act(gate, up) * route_weight`, written as `mid`.
@@ -177,7 +177,7 @@ impl KernelKey {
                         }));
                     }
                 }
-                let int8: &[bool] = match weight.int8_dot_fragment() {
+                let int8: &[bool] = match weight.int8_dot_fragments() {
                     Some(_) => &[false, true],
                     None => &[false],
                 };

@@ -14,7 +14,7 @@
 //! Adding a type (`Q4_0`, `Q5_1`, `Q3_K`...) is one row in [`FORMATS`] plus one
 //! `wgsl/dequant/<type>.wgsl` fragment defining `WRaw`, `wload`, `wdecode` and `dequant8` (the
 //! contract is at the top of `wgsl/dequant/q8_0.wgsl`), optionally a `wgsl/dot/<type>.wgsl`
-//! fragment for the int8 mat-vec ([`WeightType::int8_dot_fragment`]), and its GGUF tensor type in
+//! fragment for the int8 mat-vec ([`WeightType::int8_dot_fragments`]), and its GGUF tensor type in
 //! `moetile-wgpu`'s `layout::GgmlWeight` (this crate does not depend on the runtime), whose test
 //! checks the block sizes below against the runtime's block table.
 
@@ -325,16 +325,16 @@ impl WeightType {
         self.format().fragments
     }
 
-    /// The fragment multiplying this type's blocks in their integer form with int8
-    /// activations (`QSTEP`, `wdot`; the contract is in `wgsl/dot/q8_0.wgsl`), for the types
-    /// decode reads most; the others' mat-vecs take f32 activations.
-    pub fn int8_dot_fragment(self) -> Option<&'static str> {
+    /// The fragments multiplying this type's blocks in their integer form with int8
+    /// activations (`QSTEP`, `wdot`; the contract is in `wgsl/dot/q8_0.wgsl`), in inclusion
+    /// order, for the types decode reads most; the others' mat-vecs take f32 activations.
+    pub fn int8_dot_fragments(self) -> Option<&'static [&'static str]> {
         match self {
-            WeightType::Q8_0 => Some("dot/q8_0.wgsl"),
-            WeightType::Q2_K => Some("dot/q2_k.wgsl"),
-            WeightType::Q4_K => Some("dot/q4_k.wgsl"),
-            WeightType::Q6_K => Some("dot/q6_k.wgsl"),
-            WeightType::IQ2_XXS => Some("dot/iq2_xxs.wgsl"),
+            WeightType::Q8_0 => Some(&["dot/q8_0.wgsl"]),
+            WeightType::Q2_K => Some(&["dot/quarter.wgsl", "dot/q2_k.wgsl"]),
+            WeightType::Q4_K => Some(&["dot/q4_k.wgsl"]),
+            WeightType::Q6_K => Some(&["dot/quarter.wgsl", "dot/q6_k.wgsl"]),
+            WeightType::IQ2_XXS => Some(&["dot/iq2_xxs.wgsl"]),
             _ => None,
         }
     }

@@ -212,41 +212,36 @@ fn check_fixture(name: &str) {
         false,
     );
 
+    // Chunks of 128 at cap 128, then DECODED tokens decoded, on a fresh backend with `options`.
+    let logits_with = |options: BackendOptions| {
+        let mut gpu = WgpuBackend::with_options(ctx.clone(), options).unwrap();
+        let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
+        let mut run = Run {
+            name,
+            model: &model,
+            gpu: &mut gpu,
+            golden: &golden,
+        };
+        run.logits(128, TileWidth::T128, DECODED).0
+    };
+
     // The exact options: f32 cache and `mid`, register tiles, and mat-vec decode steps (which
     // the default options skip on CPU adapters).
-    let exact = BackendOptions {
+    let logits = logits_with(BackendOptions {
         poison: true,
         ..BackendOptions::exact()
-    };
-    let mut gpu = WgpuBackend::with_options(ctx.clone(), exact).unwrap();
-    let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
-    let mut run = Run {
-        name,
-        model: &model,
-        gpu: &mut gpu,
-        golden: &golden,
-    };
-    let (logits, _) = run.logits(128, TileWidth::T128, DECODED);
+    });
     let a = run.check_reference("exact options, then mat-vec decode", &logits, EXACT);
     assert_eq!(a.top1, 1.0, "{name}: exact options change a top-1");
 
     // The mat-vecs over int8 inputs, as GPUs run decode by default (CPU adapters skip the
     // mat-vecs unless told): here every prefill chunk too, so every position takes them.
-    let int8 = BackendOptions {
+    let logits = logits_with(BackendOptions {
         poison: true,
         mat_vec_max_tokens: 128,
         int8_mat_vec: true,
         ..BackendOptions::for_device(&ctx)
-    };
-    let mut gpu = WgpuBackend::with_options(ctx.clone(), int8).unwrap();
-    let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
-    let mut run = Run {
-        name,
-        model: &model,
-        gpu: &mut gpu,
-        golden: &golden,
-    };
-    let (logits, _) = run.logits(128, TileWidth::T128, DECODED);
+    });
     run.check_reference("int8 mat-vecs", &logits, INT8);
 }
 

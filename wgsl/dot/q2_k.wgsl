@@ -4,8 +4,8 @@
 // and the 4 scale/min bytes of those 16-value sub-blocks:
 //   sum = sum_j d * sc_j * xd_j * (q_j . xq_j) - dmin * m_j * sum(x_j)
 // (value = d * sc * q - dmin * m).
-// Expects: QK (256), BLOCK_WORDS (21), `weights: array<u32>`, xq / xd / xs16
-//   (mv/x_int8.wgsl).
+// Expects: QK (256), BLOCK_WORDS (21), `weights: array<u32>`, xq (mv/x_int8.wgsl),
+//   dot/quarter.wgsl.
 // Defines: QSTEP, wdot (the contract is in dot/q8_0.wgsl).
 
 const QSTEP: u32 = 64u;
@@ -29,16 +29,9 @@ fn wdot(block: u32, step: u32, xb: u32) -> f32 {
     // scale bytes 8n + 2j + h: j = 0, 1 in word 2n, j = 2, 3 in the next
     let s01 = weights[w + 2u * n];
     let s23 = weights[w + 2u * n + 1u];
-    let sc = vec4<u32>(
-        extractBits(s01, 8u * h, 8u),
-        extractBits(s01, 8u * (2u + h), 8u),
-        extractBits(s23, 8u * h, 8u),
-        extractBits(s23, 8u * (2u + h), 8u),
-    );
+    let sc = quarter_scales(s01, s23, h);
     let b = (xb + 128u * n) / 32u;
-    let xds = vec4<f32>(xd(b), xd(b + 1u), xd(b + 2u), xd(b + 3u));
-    let sums = vec4<f32>(xs16(b, h), xs16(b + 1u, h), xs16(b + 2u, h), xs16(b + 3u, h));
     let dm = unpack2x16float(weights[w + 20u]);
-    return dm.x * dot(vec4<f32>(sc & vec4<u32>(15u)), xds * vec4<f32>(dots))
-        - dm.y * dot(vec4<f32>(sc >> vec4<u32>(4u)), sums);
+    return dm.x * dot(vec4<f32>(sc & vec4<u32>(15u)), quarter_xd(b) * vec4<f32>(dots))
+        - dm.y * dot(vec4<f32>(sc >> vec4<u32>(4u)), quarter_sums(b, h));
 }

@@ -4,7 +4,8 @@
 // rows, 4 words of high bit pairs, and the 4 int8 scales of those 16-value sub-blocks:
 //   sum_k d * sc_k * (xd * (q_k . xq_k) - 32 * sum(x_k))   (value = d * sc * (q - 32)).
 // A 6-bit quant (0..63) is a valid signed byte.
-// Expects: QK (256), BLOCK_WORDS (53), `weights: array<u32>`, xq / xd / xs16 (mv/x_int8.wgsl).
+// Expects: QK (256), BLOCK_WORDS (53), `weights: array<u32>`, xq (mv/x_int8.wgsl),
+//   dot/quarter.wgsl.
 // Defines: QSTEP, wdot (the contract is in dot/q8_0.wgsl).
 
 const QSTEP: u32 = 64u;
@@ -37,19 +38,11 @@ fn wdot(block: u32, step: u32, xb: u32) -> f32 {
         );
     }
     // scale bytes 192 + 8n + 2k + h: k = 0, 1 in word 48 + 2n, k = 2, 3 in the next
-    let s01 = i32(weights[w + 48u + 2u * n]);
-    let s23 = i32(weights[w + 49u + 2u * n]);
-    let sc = vec4<f32>(vec4<i32>(
-        extractBits(s01, 8u * h, 8u),
-        extractBits(s01, 8u * (2u + h), 8u),
-        extractBits(s23, 8u * h, 8u),
-        extractBits(s23, 8u * (2u + h), 8u),
-    ));
-    // the 32-value activation blocks of the four quarters, and the 16 values' sums in each
+    // the scales are int8: sign-extend the bytes
+    let bytes = quarter_scales(weights[w + 48u + 2u * n], weights[w + 49u + 2u * n], h);
+    let sc = vec4<f32>(vec4<i32>(bytes << vec4<u32>(24u)) >> vec4<u32>(24u));
     let b = (xb + 128u * n) / 32u;
-    let xds = vec4<f32>(xd(b), xd(b + 1u), xd(b + 2u), xd(b + 3u));
-    let sums = vec4<f32>(xs16(b, h), xs16(b + 1u, h), xs16(b + 2u, h), xs16(b + 3u, h));
     let d = unpack2x16float(weights[w + 52u]).x;
-    return d * dot(sc, xds * vec4<f32>(dots) - 32.0 * sums);
+    return d * dot(sc, quarter_xd(b) * vec4<f32>(dots) - 32.0 * quarter_sums(b, h));
 }
 

@@ -302,7 +302,7 @@ struct Tolerance {
 
 /// The mat-vec inputs `ty` runs: f32, and int8 where it has that kernel.
 fn mat_vec_inputs(ty: WeightType) -> Vec<bool> {
-    match ty.int8_dot_fragment() {
+    match ty.int8_dot_fragments() {
         Some(_) => vec![false, true],
         None => vec![false],
     }

@@ -62,7 +62,7 @@ fn loads(ty: WeightType) -> &'static [usize] {
 
 /// The mat-vec inputs a weight type is tested with: f32, and int8 where it has that kernel.
 fn int8_modes(ty: WeightType) -> &'static [bool] {
-    match ty.int8_dot_fragment() {
+    match ty.int8_dot_fragments() {
         Some(_) => &[false, true],
         None => &[false],
     }
@@ -373,7 +373,7 @@ fn mv_id_norms_rows_and_adds_into_the_output() {
         let weights = Weights::random(&mut rng, ty, 1, ROWS, cols);
         let w = ctx.upload_experts(&weights.data("w")).unwrap();
         for (n_tokens, int8) in [(1, false), (3, false), (1, true), (3, true)] {
-            if int8 && ty.int8_dot_fragment().is_none() {
+            if int8 && ty.int8_dot_fragments().is_none() {
                 continue;
             }
             let x = uniform(&mut rng, n_tokens * cols, 3.0);
@@ -488,7 +488,7 @@ fn mv_glu_matches_reference() {
                 ),
                 (3, ExpertActivation::SwiGlu, true, true),
             ] {
-                if int8 && ty.int8_dot_fragment().is_none() {
+                if int8 && ty.int8_dot_fragments().is_none() {
                     continue;
                 }
                 let ids = random_ids(&mut rng, n_tokens, k, n_experts);
@@ -586,7 +586,7 @@ fn mv_sum_matches_reference() {
                 (3, 4, false, true),
                 (2, 3, true, true),
             ] {
-                if int8 && ty.int8_dot_fragment().is_none() {
+                if int8 && ty.int8_dot_fragments().is_none() {
                     continue;
                 }
                 let ids = random_ids(&mut rng, n_tokens, k, n_experts);
@@ -1239,7 +1239,7 @@ fn every_key_the_runtime_can_request_is_generated() {
                             int8,
                         };
                         let folds = act == ActType::F32 && epilogue != MvEpilogue::Sum;
-                        let has_int8 = weight.int8_dot_fragment().is_some();
+                        let has_int8 = weight.int8_dot_fragments().is_some();
                         assert_eq!(
                             kernels::source(&key).is_some(),
                             (!norm || folds) && (!int8 || has_int8),

@@ -291,7 +291,7 @@ pub(crate) struct MvId {
 impl MvId {
     /// Rows per workgroup.
     fn rows(&self) -> u32 {
-        match self.int8 && self.weight.int8_dot_fragment().is_some() {
+        match self.int8 && self.weight.int8_dot_fragments().is_some() {
             true => MV_INT8_ROWS,
             false => MV_ROWS,
         }
@@ -335,8 +335,8 @@ impl Family for MvId {
         } else {
             &["mv/plain.wgsl"]
         };
-        let input = match (self.int8, self.weight.int8_dot_fragment()) {
-            (true, Some(dot)) => vec![dot, "mv/x_int8.wgsl"],
+        let input = match (self.int8, self.weight.int8_dot_fragments()) {
+            (true, Some(dot)) => [dot, &["mv/x_int8.wgsl"]].concat(),
             _ => vec!["mv/x_f32.wgsl"],
         };
         [
