@@ -1,5 +1,6 @@
 // Attention of a few queries (decode), second pass: merges the n_splits partial softmaxes
-// attn_decode.wgsl wrote for out row wg.x (token t, query head h: t * n_heads + h):
+// attn_decode.wgsl wrote for row wg.x (token t, query head h: t * n_heads + h), stored at
+// row out_row0 * n_heads + wg.x of `out` (token t is out's token out_row0 + t):
 //   M = max_s m_s,  out = sum_s exp2(m_s - M) acc_s / sum_s exp2(m_s - M) l_s.
 // A split in which the row saw no position has m = MASKED (attn/common.wgsl), l = 0, acc = 0
 // and weighs 0.
@@ -40,5 +41,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         l = fma(w, ml.y, l * old);
         mx = m;
     }
-    out[row * Q4 + li] = acc / l;
+    out[(params.out_row0 * params.n_heads + row) * Q4 + li] = acc / l;
 }

@@ -6,6 +6,8 @@
 // as the CPU reference does): pairs (k, k + n_half) in the NeoX layout, (2k, 2k + 1) in the normal
 // one; values past 2 * n_half pass through. Queries go to q (T, n_heads * head_dim), keys and
 // values to cache rows pos0 + t, packed as the cache stores them.
+// Token t is row row0 + t of `qkv` (a batch of sequences runs one row at a time, each at its
+// own position of its own cache).
 //
 // The head is staged in workgroup memory, so each thread computes two adjacent outputs (one
 // packed pair) from values other threads loaded.
@@ -70,7 +72,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         return;
     }
     let hd = min(params.head_dim, MAX_HEAD_DIM);
-    let src = (t * (n_qk + params.n_kv_heads) + h) * params.head_dim;
+    let src = ((params.row0 + t) * (n_qk + params.n_kv_heads) + h) * params.head_dim;
     var kind = VALUE;
     if h < params.n_heads {
         kind = QUERY;

@@ -223,7 +223,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 sum += p_tile[(row0 + k) * SSTRIDE + t / 4u][t % 4u];
             }
             let inv = 1.0 / sum;
-            let at = out_row(g, r) * HEAD_DIM;
+            let at = (params.out_row0 * params.n_heads + out_row(g, r)) * HEAD_DIM;
             for (var i = 0u; i < DIMS_PER_THREAD; i++) {
                 out[at + tc + i * ROW_THREADS] = o[k * DIMS_PER_THREAD + i] * inv;
             }

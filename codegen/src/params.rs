@@ -210,6 +210,15 @@ params! {
         neox: u32,
         /// Epsilon of the q/k norms.
         eps: f32,
+        /// Row of `qkv` holding token 0: a batch of sequences attends one row at a time,
+        /// each against its own cache (0 for a batch of one sequence).
+        row0: u32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+        /// Padding.
+        _pad2: u32,
     }
 }
 
@@ -234,8 +243,8 @@ params! {
         n_splits: u32,
         /// Decode: chunks of positions each split walks (0 elsewhere).
         chunks_per_split: u32,
-        /// Padding.
-        _pad0: u32,
+        /// Token row of `out` that token 0 goes to (see `AttnInputParams::row0`).
+        out_row0: u32,
         /// Padding.
         _pad1: u32,
         /// Padding.

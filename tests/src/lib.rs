@@ -1,6 +1,6 @@
 //! Shared helpers of moetile's tests (the cross-crate ones in `tests/tests/` and those of the
-//! backends and examples): fixture paths, golden logit files, test seeds, a tiny synthetic model
-//! and the rule for a missing GPU.
+//! backends and examples): fixture paths, golden logit files, test seeds, a tiny synthetic model,
+//! greedy generations decoded alone and together, and the rule for a missing GPU.
 //!
 //! The fixtures are tiny MoE models made by the oracle tools, each with the logits of an exact
 //! float64 reference and of llama.cpp on its prompt:
@@ -17,6 +17,7 @@
 
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod golden;
 
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ use moetile::sample::SamplerConfig;
 use moetile::session::Session;
 use moetile::tokenizer::Tokenizer;
 use moetile_cpu::CpuBackend;
+use moetile_tests::batch::check_decoded_together_equal_each_alone;
 
 /// The tiny model on the CPU, and its tokenizer.
 fn fixture() -> (Model<CpuBackend>, CpuBackend, Tokenizer) {
@@ -282,59 +283,5 @@ fn without_a_tokenizer_the_same_tokens_come_with_empty_text() {
 #[test]
 fn generations_decoded_together_equal_each_alone() {
     let (model, mut cpu, tokenizer) = fixture();
-    let prompts = ["Once upon a time", "The quick brown fox", "1, 2, 3,"];
-    let prompts: Vec<Vec<u32>> = prompts
-        .iter()
-        .map(|p| tokenizer.encode(p, true, false))
-        .collect();
-    let n = 10;
-    let alone: Vec<Vec<u32>> = prompts
-        .iter()
-        .map(|prompt| {
-            let mut s = session(&model, &mut cpu, 64, 16);
-            let mut g = Generator::new(
-                &mut s,
-                &tokenizer,
-                prompt,
-                SamplerConfig::greedy(),
-                exactly(n),
-            )
-            .unwrap();
-            ids(&run_all(&model, &mut cpu, &mut g))
-        })
-        .collect();
-
-    let mut sessions: Vec<_> = prompts
-        .iter()
-        .map(|_| session(&model, &mut cpu, 64, 16))
-        .collect();
-    let mut generators: Vec<_> = sessions
-        .iter_mut()
-        .zip(&prompts)
-        .map(|(s, prompt)| {
-            Generator::new(s, &tokenizer, prompt, SamplerConfig::greedy(), exactly(n)).unwrap()
-        })
-        .collect();
-    // A step each prefills the prompt and samples the first token...
-    let mut together: Vec<Vec<u32>> = generators
-        .iter_mut()
-        .map(|g| ids(&[g.step(&model, &mut cpu).unwrap().unwrap()]))
-        .collect();
-    // ... then every decode runs as one forward pass of 3 rows, each attending over its own
-    // cache.
-    while generators.iter().all(|g| g.pending_decode().is_some()) {
-        let tokens: Vec<u32> = generators
-            .iter()
-            .filter_map(Generator::pending_decode)
-            .collect();
-        let logits = {
-            let mut sessions: Vec<_> = generators.iter_mut().map(Generator::session_mut).collect();
-            Session::decode_batch(&model, &mut cpu, &mut sessions, &tokens).unwrap()
-        };
-        for ((g, logits), out) in generators.iter_mut().zip(&logits).zip(&mut together) {
-            out.extend(ids(&[g.decoded(logits, std::time::Duration::ZERO)]));
-        }
-    }
-    assert!(together.iter().all(|t| t.len() == n));
-    assert_eq!(together, alone);
+    check_decoded_together_equal_each_alone(&model, &mut cpu, &tokenizer);
 }

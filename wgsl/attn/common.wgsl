@@ -22,7 +22,9 @@ fn row_keys(r: u32) -> u32 {
     return select(0u, params.pos0 + r / params.group + 1u, r < params.n_rows);
 }
 
-// The row of q and out (token t, query head h: t * n_heads + h) of row r < n_rows of head g.
+// The row of q and of the partials (token t, query head h: t * n_heads + h) of row r < n_rows
+// of head g. The batch's tokens start at token out_row0 of `out`, so out's row is this plus
+// out_row0 * n_heads.
 fn out_row(g: u32, r: u32) -> u32 {
     return (r / params.group) * params.n_heads + g * params.group + r % params.group;
 }

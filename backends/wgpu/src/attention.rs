@@ -9,9 +9,13 @@
 //! ```
 //! Each runs in its own (timed) pass. Every kernel works on the query heads of one key/value head together, so each key and
 //! value it loads serves the whole group (`wgsl/attn/common.wgsl`).
+//! The next tokens of several sequences, rows of one `qkv`, run these once per row
+//! ([`AttnInputs::rows`]), each at its own position of its own cache, into one output.
 //! The cache stores f16 by default, two values per `u32` (`pack2x16float`, no `SHADER_F16`
 //! needed): half the memory, and keys/values rounded to 2^-11 relative, which moves attention
 //! outputs by about 1e-3 relative. F32 is the exact option for tests and verification.
+
+use std::ops::Range;
 
 use moetile::model::AttentionParams;
 use moetile_codegen::params::{AttnInputParams, AttnParams};
@@ -143,13 +147,17 @@ impl AttentionKernel {
 }
 
 /// The attention inputs of a batch: one layer's `qkv (T, (n_heads + 2 n_kv_heads) *
-/// head_dim)`, q, k and v side by side; the rotary angles of positions from 0 past the batch's
-/// (`crate::ops::rope_angles`, `n_dims / 2` per position); the per-head q and k norm weights (one
-/// head each) when the layer has them.
-#[derive(Debug, Clone, Copy)]
+/// head_dim)`, q, k and v side by side, of which `rows` attend; the rotary angles of positions
+/// from 0 past the batch's (`crate::ops::rope_angles`, `n_dims / 2` per position); the per-head
+/// q and k norm weights (one head each) when the layer has them.
+#[derive(Debug, Clone)]
 pub struct AttnInputs<'a> {
     /// q, k and v of the batch's tokens.
     pub qkv: &'a GpuMatrix,
+    /// The rows of `qkv` (and of the output) that attend: all of them for one sequence; one
+    /// row per call when the rows are the next tokens of several sequences, each of which
+    /// attends over its own cache.
+    pub rows: Range<usize>,
     /// `(cos, sin)` per position and rotated pair.
     pub angles: &'a wgpu::Buffer,
     /// q and k norm weights (f32, `head_dim` each).
@@ -167,9 +175,9 @@ pub struct CacheSlot<'a> {
     pub pos0: usize,
 }
 
-/// Records: norm and rotate q and k of `inputs` and store k, v at `slot` (`attn_input`), then
-/// attend q causally over positions `0..=pos0 + t` with `kernel` into `out (T, n_heads *
-/// head_dim)`.
+/// Records: norm and rotate q and k of `inputs.rows` and store k, v at `slot` (`attn_input`),
+/// then attend q causally over positions `0..=pos0 + t` with `kernel` into the same rows of
+/// `out (T, n_heads * head_dim)`; its other rows are left as they are.
 pub fn attend(
     rec: &mut Recorder<'_>,
     inputs: AttnInputs<'_>,
@@ -180,12 +188,14 @@ pub fn attend(
 ) -> Result<()> {
     let AttnInputs {
         qkv,
+        rows,
         angles,
         qk_norm,
     } = inputs;
     let CacheSlot { cache, layer, pos0 } = slot;
     let hd = cache.head_dim;
-    let n_tokens = qkv.rows;
+    let n_tokens = rows.len();
+    let row0 = rows.start as u32;
     let n_half = p.rope.n_dims / 2;
     let q_width = p.n_heads * hd;
     let ok = p.head_dim == hd
@@ -198,7 +208,8 @@ pub fn attend(
         && p.rope.n_dims.is_multiple_of(2)
         && angles.size() >= ((pos0 + n_tokens) * n_half * 8) as u64
         && qk_norm.is_none_or(|w| w.iter().all(|w| w.size() >= (hd * 4) as u64))
-        && (out.rows, out.cols) == (n_tokens, q_width)
+        && (out.rows, out.cols) == (qkv.rows, q_width)
+        && rows.end <= qkv.rows
         && [qkv, out].iter().all(|m| m.ty == ActType::F32)
         && layer < cache.layers.len()
         && n_tokens > 0;
@@ -206,8 +217,8 @@ pub fn attend(
         return Err(shape(
             "attention",
             format!(
-                "qkv ({}, {}), out ({}, {}), layer {layer} of a cache of {} layers x {} kv \
-                 heads x {hd}, angle table of {} bytes, {p:?}",
+                "rows {rows:?} of qkv ({}, {}), out ({}, {}), layer {layer} of a cache of {} \
+                 layers x {} kv heads x {hd}, angle table of {} bytes, {p:?}",
                 qkv.rows,
                 qkv.cols,
                 out.rows,
@@ -266,6 +277,10 @@ pub fn attend(
         n_half: n_half as u32,
         neox: p.rope.neox as u32,
         eps: p.norm_eps,
+        row0,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     });
     let mut bindings = vec![
         ("params", input_params.binding()),
@@ -325,7 +340,7 @@ pub fn attend(
         n_rows: n_rows as u32,
         n_splits: n_splits as u32,
         chunks_per_split: chunks_per_split as u32,
-        _pad0: 0,
+        out_row0: row0,
         _pad1: 0,
         _pad2: 0,
     });

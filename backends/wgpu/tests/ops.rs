@@ -802,6 +802,7 @@ fn attention_kernels_agree_on_small_batches() {
     };
     let prefix = AttnInputs {
         qkv: &prefix_qkv,
+        rows: 0..70,
         angles: prefix_angles.buffer(),
         qk_norm: None,
     };
@@ -825,24 +826,126 @@ fn attention_kernels_agree_on_small_batches() {
             });
         }
     }
+    // Each kernel on the whole batch, then on rows 1..3 alone at position 71 (rows of shared
+    // matrices, as a batch of sequences attends): the same values in the same output rows,
+    // row 0 left as it was.
+    let q_width = n_heads * hd;
     for &kernel in &kernels {
-        let out = ctx
-            .buffers()
-            .matrix_filled(3, n_heads * hd, ActType::F32, f32::NAN)
+        for rows in [0..3, 1..3] {
+            let out = ctx
+                .buffers()
+                .matrix_filled(3, q_width, ActType::F32, f32::NAN)
+                .unwrap();
+            let (row0, pos0) = (rows.start, 70 + rows.start);
+            let batch = AttnInputs {
+                qkv: &batch_qkv,
+                rows,
+                angles: batch_angles.buffer(),
+                qk_norm: None,
+            };
+            ctx.record("batch", |rec| {
+                attention::attend(rec, batch, at(pos0), &p, kernel, &out)
+            })
             .unwrap();
-        let batch = AttnInputs {
-            qkv: &batch_qkv,
-            angles: batch_angles.buffer(),
-            qk_norm: None,
-        };
-        ctx.record("batch", |rec| {
-            attention::attend(rec, batch, at(70), &p, kernel, &out)
-        })
-        .unwrap();
-        outs.push(ctx.read_matrix(&out).unwrap());
+            let got = ctx.read_matrix(&out).unwrap();
+            if row0 == 0 {
+                outs.push(got);
+                continue;
+            }
+            let (skipped, done) = got.split_at(row0 * q_width);
+            assert!(skipped.iter().all(|v| v.is_nan()), "{kernel:?} wrote row 0");
+            let label = format!("rows {row0}..3 with {kernel:?}");
+            check_close(&label, done, &outs[0][row0 * q_width..], |_| 2e-6);
+        }
     }
     for (kernel, out) in kernels.iter().zip(&outs).skip(1) {
         check_close(&format!("prefill vs {kernel:?}"), out, &outs[0], |_| 2e-6);
+    }
+}
+
+/// Rows of different sequences, each the next token of its own cache at its own position (an
+/// empty cache among them), attend like the CPU reference's, over two steps so the second reads
+/// the keys and values the first appended to each cache. Outputs and caches start poisoned.
+#[test]
+fn attention_batch_attends_each_row_over_its_own_cache() {
+    if shared_ctx().is_none() {
+        return;
+    }
+    let mut rng = rng("attention_batch_attends_each_row_over_its_own_cache");
+    let (hd, n_heads, n_kv_heads) = (64, 8, 2);
+    let p = AttentionParams {
+        n_heads,
+        n_kv_heads,
+        head_dim: hd,
+        scale: 1.0 / (hd as f32).sqrt(),
+        rope: AttnCase::new(ActType::F32, hd, (n_heads, n_kv_heads), &[]).rope,
+        norm_eps: 1e-6,
+    };
+    let width = (n_heads + 2 * n_kv_heads) * hd;
+    let prompts = [5, 0, 300, 1];
+    // As attention_matches_cpu_at_every_head_width (module docs).
+    for (kv, tol) in [(ActType::F32, 1e-5), (ActType::F16, 2e-3)] {
+        let mut gpu = backend(kv).unwrap();
+        let mut cpu = CpuBackend::new();
+        let dims = [hd];
+        let (gq, cq) = upload_both(
+            &mut gpu,
+            &mut cpu,
+            f32_data("q_norm", &dims, &uniform(&mut rng, hd, 1.0)),
+        );
+        let (gk, ck) = upload_both(
+            &mut gpu,
+            &mut cpu,
+            f32_data("k_norm", &dims, &uniform(&mut rng, hd, 1.0)),
+        );
+        let mut gkvs = Vec::new();
+        let mut ckvs = Vec::new();
+        for &len in &prompts {
+            let mut gkv = gpu.kv_cache(2, 310, n_kv_heads, hd).unwrap();
+            let mut ckv = cpu.kv_cache(2, 310, n_kv_heads, hd).unwrap();
+            if len > 0 {
+                let qkv = uniform(&mut rng, len * width, 2.0);
+                let g = gpu_act(&mut gpu, len, width, &qkv);
+                gpu.attention(&g, Some([&gq, &gk]), &mut gkv, 1, 0, &p)
+                    .unwrap();
+                let c = cpu_act(len, width, &qkv);
+                cpu.attention(&c, Some([&cq, &ck]), &mut ckv, 1, 0, &p)
+                    .unwrap();
+            }
+            gkvs.push(gkv);
+            ckvs.push(ckv);
+        }
+        for step in 0..2 {
+            let positions: Vec<usize> = prompts.iter().map(|&len| len + step).collect();
+            let rows = prompts.len();
+            let qkv = uniform(&mut rng, rows * width, 2.0);
+            let g = gpu_act(&mut gpu, rows, width, &qkv);
+            let mut gs: Vec<&mut KvCache> = gkvs.iter_mut().collect();
+            let got = gpu
+                .attention_batch(&g, Some([&gq, &gk]), &mut gs, &positions, 1, &p)
+                .unwrap();
+            let got = gpu.read(&got).unwrap();
+            let c = cpu_act(rows, width, &qkv);
+            let mut cs: Vec<_> = ckvs.iter_mut().collect();
+            let want = cpu
+                .attention_batch(&c, Some([&cq, &ck]), &mut cs, &positions, 1, &p)
+                .unwrap();
+            let label = format!("attention_batch {kv:?} at positions {positions:?}");
+            check_close(&label, &got, &want.data, |_| tol);
+        }
+        // Fewer positions than rows, and a row past its cache: errors, not panics.
+        let g = gpu_act(&mut gpu, 2, width, &uniform(&mut rng, 2 * width, 1.0));
+        let mut gs: Vec<&mut KvCache> = gkvs.iter_mut().take(2).collect();
+        let short = gpu.attention_batch(&g, None, &mut gs, &[0], 1, &p);
+        assert!(
+            matches!(short, Err(moetile::Error::Shape { .. })),
+            "{short:?}"
+        );
+        let full = gpu.attention_batch(&g, None, &mut gs, &[0, 310], 1, &p);
+        assert!(
+            matches!(full, Err(moetile::Error::ContextFull { .. })),
+            "{full:?}"
+        );
     }
 }
 

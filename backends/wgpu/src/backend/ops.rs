@@ -1,6 +1,8 @@
 //! `moetile::model::Backend` on the recorder: each op checks what the trait leaves to the
 //! backend, takes its outputs from the backend's pool and records its kernels.
 
+use std::ops::Range;
+
 use moetile::model::{
     AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS,
     HyperParams, HyperWeights, ModelConfig, MoeParams, PoolParams, PoolWeights, PreNorm,
@@ -25,6 +27,45 @@ impl WgpuBackend {
         src_len: usize,
     ) -> moetile::Result<()> {
         self.record(op.name(), |rec| ops::eltwise(rec, op, dst, src, src_len))
+    }
+
+    /// Records the attention of `rows` of `qkv` at `slot` into the same rows of `out`, with
+    /// the kernels for that many tokens; refuses positions past the cache as a full context.
+    fn attend_rows(
+        &mut self,
+        qkv: &GpuMatrix,
+        rows: Range<usize>,
+        qk_norm: Option<[&ExpertTensor; 2]>,
+        slot: CacheSlot<'_>,
+        p: &AttentionParams,
+        out: &GpuMatrix,
+    ) -> moetile::Result<()> {
+        let end = slot.pos0 + rows.len();
+        if end > slot.cache.n_ctx {
+            return Err(moetile::Error::ContextFull {
+                n_ctx: slot.cache.n_ctx,
+                needed: end,
+            });
+        }
+        let qk_norm = match qk_norm {
+            Some([wq, wk]) => Some([
+                ops::vector("q norm", wq)?.clone(),
+                ops::vector("k norm", wk)?.clone(),
+            ]),
+            None => None,
+        };
+        self.rope_table(end, &p.rope)?;
+        let angles = (*self.rope.as_ref().expect("built above").angles).clone();
+        let kernel = AttentionKernel::for_batch(self.ctx.profile(), rows.len());
+        let inputs = AttnInputs {
+            qkv,
+            rows,
+            angles: &angles,
+            qk_norm: qk_norm.as_ref().map(|[q, k]| [q, k]),
+        };
+        self.record("attention", |rec| {
+            attention::attend(rec, inputs, slot, p, kernel, out)
+        })
     }
 }
 
@@ -251,37 +292,65 @@ impl Backend for WgpuBackend {
         pos0: usize,
         p: &AttentionParams,
     ) -> moetile::Result<GpuMatrix> {
-        let end = pos0 + qkv.rows;
-        if end > kv.n_ctx {
-            return Err(moetile::Error::ContextFull {
-                n_ctx: kv.n_ctx,
-                needed: end,
-            });
-        }
-        let qk_norm = match qk_norm {
-            Some([wq, wk]) => Some([
-                ops::vector("q norm", wq)?.clone(),
-                ops::vector("k norm", wk)?.clone(),
-            ]),
-            None => None,
-        };
-        self.rope_table(end, &p.rope)?;
-        let angles = (*self.rope.as_ref().expect("built above").angles).clone();
         let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
-        let kernel = AttentionKernel::for_batch(self.ctx.profile(), qkv.rows);
         let slot = CacheSlot {
             cache: kv,
             layer,
             pos0,
         };
-        let inputs = AttnInputs {
-            qkv,
-            angles: &angles,
-            qk_norm: qk_norm.as_ref().map(|[q, k]| [q, k]),
-        };
-        self.record("attention", |rec| {
-            attention::attend(rec, inputs, slot, p, kernel, &out)
-        })?;
+        self.attend_rows(qkv, 0..qkv.rows, qk_norm, slot, p, &out)?;
+        Ok(out)
+    }
+
+    /// Each extra row adds only its attention's dispatches (`attention_batch` records them
+    /// into the open encoder), while every weight is read once for all rows.
+    fn batches_sequences(&self) -> bool {
+        true
+    }
+
+    /// One set of attention dispatches per row, each reading its row of `qkv` and writing its
+    /// row of the output against its own cache and position, all recorded into the open
+    /// encoder, so the rows never pass through host memory.
+    fn attention_batch(
+        &mut self,
+        qkv: &GpuMatrix,
+        qk_norm: Option<[&ExpertTensor; 2]>,
+        kvs: &mut [&mut KvCache],
+        positions: &[usize],
+        layer: usize,
+        p: &AttentionParams,
+    ) -> moetile::Result<GpuMatrix> {
+        if kvs.len() != qkv.rows || positions.len() != qkv.rows {
+            return Err(shape(
+                "attention_batch",
+                format!(
+                    "{} rows, {} caches, {} positions",
+                    qkv.rows,
+                    kvs.len(),
+                    positions.len()
+                ),
+            ));
+        }
+        // Before recording any row, so a refused batch leaves every cache as it was.
+        if let Some((kv, &pos)) = kvs
+            .iter()
+            .zip(positions)
+            .find(|(kv, pos)| **pos >= kv.n_ctx)
+        {
+            return Err(moetile::Error::ContextFull {
+                n_ctx: kv.n_ctx,
+                needed: pos + 1,
+            });
+        }
+        let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
+        for (row, (kv, &pos0)) in kvs.iter().zip(positions).enumerate() {
+            let slot = CacheSlot {
+                cache: kv,
+                layer,
+                pos0,
+            };
+            self.attend_rows(qkv, row..row + 1, qk_norm, slot, p, &out)?;
+        }
         Ok(out)
     }
 

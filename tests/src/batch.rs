@@ -1,0 +1,101 @@
+//! Greedy generations of several prompts decoded alone and together (`Session::decode_batch`:
+//! one forward pass per step over a token of every sequence), on any backend, so each backend's
+//! tests check that batching sequences changes no token.
+
+use moetile::RuntimeConfig;
+use moetile::generate::{Generator, Step, StopConditions};
+use moetile::model::{Backend, Model};
+use moetile::sample::SamplerConfig;
+use moetile::session::Session;
+use moetile::tokenizer::Tokenizer;
+
+/// Token ids, a list per prompt.
+type PerPrompt = Vec<Vec<u32>>;
+
+/// Checks that 10 greedy steps from each of three prompts, in sessions of 64 positions
+/// prefilled in chunks of 16, give the same tokens alone (a generator per prompt, one after
+/// another) and together (a step per generator prefills its prompt and samples its first token,
+/// then every later token of every sequence comes from one `Session::decode_batch`).
+///
+/// # Panics
+/// If a step fails or the tokens differ.
+pub fn check_decoded_together_equal_each_alone<B: Backend>(
+    model: &Model<B>,
+    backend: &mut B,
+    tokenizer: &Tokenizer,
+) {
+    let prompts = ["Once upon a time", "The quick brown fox", "1, 2, 3,"];
+    let n = 10;
+    let config = RuntimeConfig {
+        ctx: Some(64),
+        chunk: 16,
+        ..RuntimeConfig::default()
+    };
+    let (alone, together) =
+        greedy_alone_and_together(model, backend, tokenizer, &prompts, n, &config).unwrap();
+    assert!(together.iter().all(|t| t.len() == n), "{together:?}");
+    assert_eq!(together, alone);
+}
+
+/// The token ids of `n` greedy steps from each of `prompts` in sessions of `config`, alone and
+/// together (see [`check_decoded_together_equal_each_alone`]): `(alone, together)`.
+fn greedy_alone_and_together<B: Backend>(
+    model: &Model<B>,
+    backend: &mut B,
+    tokenizer: &Tokenizer,
+    prompts: &[&str],
+    n: usize,
+    config: &RuntimeConfig,
+) -> anyhow::Result<(PerPrompt, PerPrompt)> {
+    let prompts: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| tokenizer.encode(p, true, false))
+        .collect();
+    // Exactly n tokens, never stopping at an end token.
+    let stop = || StopConditions {
+        max_tokens: n,
+        ..StopConditions::default()
+    };
+    let token = |step: Option<Step>| match step {
+        Some(Step::Token { id, .. }) => Some(id),
+        _ => None,
+    };
+    let mut alone = Vec::new();
+    for prompt in &prompts {
+        let mut s = Session::new(model, backend, config)?;
+        let mut g = Generator::new(&mut s, tokenizer, prompt, SamplerConfig::greedy(), stop())?;
+        let mut ids = Vec::new();
+        while let Some(step) = g.step(model, backend)? {
+            ids.extend(token(Some(step)));
+        }
+        alone.push(ids);
+    }
+
+    let mut sessions = prompts
+        .iter()
+        .map(|_| Session::new(model, backend, config))
+        .collect::<moetile::Result<Vec<_>>>()?;
+    let mut generators = sessions
+        .iter_mut()
+        .zip(&prompts)
+        .map(|(s, prompt)| Generator::new(s, tokenizer, prompt, SamplerConfig::greedy(), stop()))
+        .collect::<moetile::Result<Vec<_>>>()?;
+    let mut together = Vec::new();
+    for g in &mut generators {
+        together.push(Vec::from_iter(token(g.step(model, backend)?)));
+    }
+    while generators.iter().all(|g| g.pending_decode().is_some()) {
+        let tokens: Vec<u32> = generators
+            .iter()
+            .filter_map(Generator::pending_decode)
+            .collect();
+        let logits = {
+            let mut sessions: Vec<_> = generators.iter_mut().map(Generator::session_mut).collect();
+            Session::decode_batch(model, backend, &mut sessions, &tokens)?
+        };
+        for ((g, logits), ids) in generators.iter_mut().zip(&logits).zip(&mut together) {
+            ids.extend(token(Some(g.decoded(logits, std::time::Duration::ZERO))));
+        }
+    }
+    Ok((alone, together))
+}
