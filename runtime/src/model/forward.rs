@@ -110,19 +110,21 @@ impl<B: Backend> Model<B> {
         policy: &TilePolicy,
         logits: Logits,
     ) -> Result<B::Act> {
-        let batch = Batch {
-            tokens,
-            pos0,
-            tile: self
-                .tile_for(tokens.len(), policy)
-                .unwrap_or(TileWidth::T32),
-            logits,
-        };
+        let tile = self.moe_tile(tokens.len(), policy);
         match (&self.weights, &self.config.deepseek4) {
             (ModelWeights::Standard(w), _) => {
-                self.forward_standard(b, w, Attend::One { kv, pos0 }, batch)
+                let attend = Attend::One { kv, pos0 };
+                self.forward_standard(b, w, attend, tokens, tile, logits)
             }
-            (ModelWeights::Deepseek4(w), Some(c)) => deepseek4::forward(b, c, w, kv, batch),
+            (ModelWeights::Deepseek4(w), Some(c)) => {
+                let batch = Batch {
+                    tokens,
+                    pos0,
+                    tile,
+                    logits,
+                };
+                deepseek4::forward(b, c, w, kv, batch)
+            }
             (ModelWeights::Deepseek4(_), None) => Err(crate::Error::InvalidModel(
                 "deepseek4 weights under a config without deepseek4's settings".into(),
             )),
@@ -140,17 +142,11 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         policy: &TilePolicy,
     ) -> Result<B::Act> {
-        let batch = Batch {
-            tokens,
-            pos0: 0,
-            tile: self
-                .tile_for(tokens.len(), policy)
-                .unwrap_or(TileWidth::T32),
-            logits: Logits::All,
-        };
         match &self.weights {
             ModelWeights::Standard(w) => {
-                self.forward_standard(b, w, Attend::Each { kvs, positions }, batch)
+                let attend = Attend::Each { kvs, positions };
+                let tile = self.moe_tile(tokens.len(), policy);
+                self.forward_standard(b, w, attend, tokens, tile, Logits::All)
             }
             ModelWeights::Deepseek4(_) => Err(crate::Error::UnsupportedOp {
                 op: "decoding several deepseek4 sequences in one pass".into(),
@@ -159,20 +155,22 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    /// The llama-like forward pass.
+    /// The routed experts' tile width for a batch of `tokens` (32 for dense models, which
+    /// have none to tile).
+    fn moe_tile(&self, tokens: usize, policy: &TilePolicy) -> TileWidth {
+        self.tile_for(tokens, policy).unwrap_or(TileWidth::T32)
+    }
+
+    /// The llama-like forward pass of `tokens`, their routed experts on tiles of `tile`.
     fn forward_standard(
         &self,
         b: &mut B,
         w: &StandardWeights<B::Weight>,
         mut attend: Attend<'_, '_, B>,
-        batch: Batch<'_>,
+        tokens: &[u32],
+        tile: TileWidth,
+        logits: Logits,
     ) -> Result<B::Act> {
-        let Batch {
-            tokens,
-            tile,
-            logits,
-            ..
-        } = batch;
         let c = &self.config;
         let attn_params = AttentionParams {
             n_heads: c.n_heads,
