@@ -338,6 +338,13 @@ impl WeightType {
             _ => None,
         }
     }
+
+    /// Whether a mat-vec over this type reads int8 activations when they are `requested`: only
+    /// the types with [`WeightType::int8_dot_fragments`] do; the others stay on f32. The one
+    /// rule for the key the runtime dispatches and the keys it compiles ahead.
+    pub fn mat_vec_int8(self, requested: bool) -> bool {
+        requested && self.int8_dot_fragments().is_some()
+    }
 }
 
 impl std::fmt::Display for WeightType {

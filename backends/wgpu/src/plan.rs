@@ -131,7 +131,7 @@ pub(crate) fn model_kernels(
                         act,
                         epilogue,
                         norm,
-                        int8: options.int8_mat_vec && weight.int8_dot_fragments().is_some(),
+                        int8: weight.mat_vec_int8(options.int8_mat_vec),
                     }),
             );
         }

@@ -291,7 +291,7 @@ pub(crate) struct MvId {
 impl MvId {
     /// Rows per workgroup.
     fn rows(&self) -> u32 {
-        match self.int8 && self.weight.int8_dot_fragments().is_some() {
+        match self.weight.mat_vec_int8(self.int8) {
             true => MV_INT8_ROWS,
             false => MV_ROWS,
         }

@@ -186,7 +186,7 @@ fn mat_vec(
         act: mm.act.ty,
         epilogue,
         norm: extra.norm.is_some(),
-        int8: extra.int8 && mm.w.weight.int8_dot_fragments().is_some(),
+        int8: mm.w.weight.mat_vec_int8(extra.int8),
     };
     let (n_pairs, k) = (routing.n_pairs(), routing.n_used);
     mm.check_inputs(&key, n_pairs, "routing", routing.n_experts)?;
