@@ -7,58 +7,50 @@
 // the n_splits partials of a row. The host bounds n_splits (more chunks per split at long
 // contexts), so the partials and their merge stay small.
 //
-// Per chunk: thread (oct, row group) first loads its value octs (dims 8 * oct .. + 8 of every
-// position of the chunk) into registers, so that they are in flight with the keys: a chunk
-// costs one round trip to memory, not one per position. Thread j scores position j of the
-// chunk against every row (its key row read once, as octs, the pre-scaled queries from
-// workgroup memory); the row maxima come from a workgroup reduction (subgroups first where the
-// key says so) and raise the running maxima, rescaling what earlier chunks summed; the weights
-// go to workgroup memory; then thread (oct, row group) accumulates its rows over the chunk
-// from its registers. Positions past the batch are read clamped to the last one (finite,
-// masked).
+// A decode step has few rows and few positions per workgroup, so what binds it is the length
+// of each thread's chain of dependent instructions, not bytes or FLOPs: every phase spreads
+// its work over all WG_SIZE threads, and a chunk costs two barriers.
+//   scores:  thread (j, part) dots the query rows with octs part, part + PARTS, .. of the key
+//            at position j (the PARTS threads of a position read its key row together) and
+//            leaves ROWS partial sums in workgroup memory;
+//   softmax: thread (r, j) adds the PARTS partials of score (r, j) and masks it;
+//   values:  thread (r, d) takes the chunk's maximum of row r, raises the running maximum
+//            (rescaling what earlier chunks summed) and accumulates dims 4d .. 4d + 4 of row r
+//            over the chunk's values.
+// Positions past the batch are read clamped to the last one (finite, masked).
 //
 // Every loop has a constant trip count or a bound uniform over the workgroup; every workgroup
 // and per-thread array index is in range by construction; cache indices are clamped to
 // positions the batch wrote.
 //
-// Consts: WG_SIZE (= CHUNK), HEAD_DIM, ROWS, ROW_GROUPS, ROWS_PER_THREAD.
-// Fragments: attn/common.wgsl (MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct,
-//   kv_oct), reduce/<kind>.wgsl (sub_max, sub_leader).
+// Consts: WG_SIZE, HEAD_DIM, ROWS, CHUNK (ROWS * CHUNK = WG_SIZE: one thread per score).
+// Fragments: attn/common.wgsl (MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct, kv_oct,
+//   KvQuad, kv_quad).
 // Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
 const_assert HEAD_DIM % 8u == 0u;
-const_assert ROW_GROUPS * (HEAD_DIM / 8u) <= WG_SIZE;
-const_assert ROW_GROUPS * ROWS_PER_THREAD >= ROWS;
+const_assert ROWS * CHUNK == WG_SIZE;
+const_assert WG_SIZE % CHUNK == 0u;
 
 @group(0) @binding(0) var<uniform> params: AttnParams;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> k_cache: array<KvOct>;
-@group(0) @binding(3) var<storage, read> v_cache: array<KvOct>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KvQuad>;
 // Per (out row, split): acc as HEAD_DIM / 4 vec4s, and (m, l).
 @group(0) @binding(4) var<storage, read_write> part_acc: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>;
 
-const CHUNK: u32 = WG_SIZE;
 const Q4: u32 = HEAD_DIM / 4u;
 const OCTS: u32 = HEAD_DIM / 8u;
-// Floats per padded row of weights.
-const PSTRIDE: u32 = CHUNK + 1u;
+// Threads per position in the scores, and octs of the key row each of them reads.
+const PARTS: u32 = WG_SIZE / CHUNK;
+const PART_OCTS: u32 = (OCTS + PARTS - 1u) / PARTS;
+// Output vec4s (row, 4 dims) per thread in the values phase.
+const ITEMS: u32 = (ROWS * Q4 + WG_SIZE - 1u) / WG_SIZE;
 
 var<workgroup> q_tile: array<vec4<f32>, ROWS * Q4>; // [row][dim], pre-scaled
-var<workgroup> p_tile: array<f32, ROWS * PSTRIDE>; // [row][position]
-// Row maxima as order-preserving keys (see max_key).
-var<workgroup> max_keys: array<atomic<u32>, ROWS>;
-
-// A u32 whose unsigned order is the float order of x (not NaN): flip the sign bit of a
-// positive value, every bit of a negative one.
-fn max_key(x: f32) -> u32 {
-    let b = bitcast<u32>(x);
-    return select(b | 0x80000000u, ~b, (b >> 31u) == 1u);
-}
-
-fn key_value(k: u32) -> f32 {
-    return bitcast<f32>(select(~k, k & 0x7fffffffu, (k >> 31u) == 1u));
-}
+var<workgroup> partial: array<f32, ROWS * CHUNK * PARTS>; // [row][position][part]
+var<workgroup> scores: array<f32, ROWS * CHUNK>; // [row][position]
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -68,6 +60,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // Positions the batch wrote: 0 .. pos0 + n_tokens.
     let last_key = params.pos0 + params.n_tokens - 1u;
     let kv_octs = params.n_kv_heads * OCTS;
+    let kv_quads = params.n_kv_heads * Q4;
     let first = split * params.chunks_per_split * CHUNK;
 
     for (var i = li; i < ROWS * Q4; i += WG_SIZE) {
@@ -78,99 +71,89 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         q_tile[i] = v;
     }
-    // Thread (oct, row group) keeps acc and l of rows rg + ROW_GROUPS * i, dims 8 * oct .. + 8;
-    // every thread keeps the running maximum of every row (the same everywhere).
-    let oct = li % OCTS;
-    let rg = li / OCTS;
-    var acc: array<vec4<f32>, 2u * ROWS_PER_THREAD>;
-    var l: array<f32, ROWS_PER_THREAD>;
-    for (var i = 0u; i < ROWS_PER_THREAD; i++) {
-        acc[2u * i] = vec4<f32>(0.0);
-        acc[2u * i + 1u] = vec4<f32>(0.0);
+
+    // Scores phase: position j of the chunk, key octs part + PARTS * i.
+    let j = li / PARTS;
+    let part = li % PARTS;
+    // Softmax phase: score (sr, sj).
+    let sr = li / CHUNK;
+    let sj = li % CHUNK;
+    // Values phase: item i is (row, dims) = ((li + WG_SIZE * i) / Q4, (li + WG_SIZE * i) % Q4);
+    // items past ROWS * Q4 compute a clamped duplicate and are not written.
+    var acc: array<vec4<f32>, ITEMS>;
+    var l: array<f32, ITEMS>;
+    var running: array<f32, ITEMS>;
+    for (var i = 0u; i < ITEMS; i++) {
+        acc[i] = vec4<f32>(0.0);
         l[i] = 0.0;
+        running[i] = MASKED;
     }
-    var running: array<f32, ROWS>;
-    for (var r = 0u; r < ROWS; r++) {
-        running[r] = MASKED;
-    }
+    workgroupBarrier();
 
     for (var c = 0u; c < params.chunks_per_split && first + c * CHUNK <= last_key; c++) {
         let j0 = first + c * CHUNK;
-        // This thread's value octs of the chunk, in flight with the keys.
-        var values: array<KvOct, CHUNK>;
-        if rg < ROW_GROUPS {
-            for (var j = 0u; j < CHUNK; j++) {
-                values[j] = v_cache[min(j0 + j, last_key) * kv_octs + g * OCTS + oct];
-            }
-        }
-        if li < ROWS {
-            atomicStore(&max_keys[li], 0u);
-        }
-        workgroupBarrier();
-
-        // Scores of position j0 + li.
-        let key_at = min(j0 + li, last_key) * kv_octs + g * OCTS;
+        let key_at = min(j0 + j, last_key) * kv_octs + g * OCTS;
         var s: array<f32, ROWS>;
         for (var r = 0u; r < ROWS; r++) {
             s[r] = 0.0;
         }
-        for (var o = 0u; o < OCTS; o++) {
-            let k = kv_oct(k_cache[key_at + o]);
-            for (var r = 0u; r < ROWS; r++) {
-                s[r] += dot(q_tile[r * Q4 + 2u * o], k[0])
-                    + dot(q_tile[r * Q4 + 2u * o + 1u], k[1]);
-            }
-        }
-        for (var r = 0u; r < ROWS; r++) {
-            s[r] = select(MASKED, s[r], j0 + li < row_keys(r0 + r));
-            let v = sub_max(s[r]);
-            if sub_leader(li) {
-                atomicMax(&max_keys[r], max_key(v));
-            }
-        }
-        workgroupBarrier();
-        // The new running maxima, and the factor on what the earlier chunks summed.
-        var rescale: array<f32, ROWS>;
-        for (var r = 0u; r < ROWS; r++) {
-            let m = max(running[r], key_value(atomicLoad(&max_keys[r])));
-            rescale[r] = exp2(running[r] - m);
-            running[r] = m;
-            p_tile[r * PSTRIDE + li] = select(exp2(s[r] - m), 0.0, s[r] == MASKED);
-        }
-        workgroupBarrier();
-
-        if rg < ROW_GROUPS {
-            for (var i = 0u; i < ROWS_PER_THREAD; i++) {
-                let r = min(rg + i * ROW_GROUPS, ROWS - 1u);
-                acc[2u * i] *= rescale[r];
-                acc[2u * i + 1u] *= rescale[r];
-                l[i] *= rescale[r];
-            }
-            for (var j = 0u; j < CHUNK; j++) {
-                let v = kv_oct(values[j]);
-                for (var i = 0u; i < ROWS_PER_THREAD; i++) {
-                    let p = p_tile[min(rg + i * ROW_GROUPS, ROWS - 1u) * PSTRIDE + j];
-                    acc[2u * i] = fma(vec4<f32>(p), v[0], acc[2u * i]);
-                    acc[2u * i + 1u] = fma(vec4<f32>(p), v[1], acc[2u * i + 1u]);
-                    l[i] += p;
+        for (var i = 0u; i < PART_OCTS; i++) {
+            let o = part + PARTS * i;
+            if o < OCTS {
+                let k = kv_oct(k_cache[key_at + o]);
+                for (var r = 0u; r < ROWS; r++) {
+                    s[r] += dot(q_tile[r * Q4 + 2u * o], k[0])
+                        + dot(q_tile[r * Q4 + 2u * o + 1u], k[1]);
                 }
             }
         }
-        // The next chunk rewrites max_keys and p_tile.
+        for (var r = 0u; r < ROWS; r++) {
+            partial[(r * CHUNK + j) * PARTS + part] = s[r];
+        }
+        // Also: the values phase of the previous chunk is done with `scores`.
         workgroupBarrier();
+
+        var score = 0.0;
+        for (var p = 0u; p < PARTS; p++) {
+            score += partial[(sr * CHUNK + sj) * PARTS + p];
+        }
+        scores[sr * CHUNK + sj] = select(MASKED, score, j0 + sj < row_keys(r0 + sr));
+        // Also: the next chunk's scores phase may rewrite `partial`.
+        workgroupBarrier();
+
+        for (var i = 0u; i < ITEMS; i++) {
+            let item = min(li + WG_SIZE * i, ROWS * Q4 - 1u);
+            let r = item / Q4;
+            let d = item % Q4;
+            var m = running[i];
+            for (var p = 0u; p < CHUNK; p++) {
+                m = max(m, scores[r * CHUNK + p]);
+            }
+            let rescale = exp2(running[i] - m);
+            running[i] = m;
+            var a = acc[i] * rescale;
+            var sum = l[i] * rescale;
+            for (var p = 0u; p < CHUNK; p++) {
+                let sc = scores[r * CHUNK + p];
+                let w = select(exp2(sc - m), 0.0, sc == MASKED);
+                let v = kv_quad(v_cache[min(j0 + p, last_key) * kv_quads + g * Q4 + d]);
+                a = fma(vec4<f32>(w), v, a);
+                sum += w;
+            }
+            acc[i] = a;
+            l[i] = sum;
+        }
     }
 
-    if rg >= ROW_GROUPS {
-        return;
-    }
-    for (var i = 0u; i < ROWS_PER_THREAD; i++) {
-        let r = rg + i * ROW_GROUPS;
-        if r < ROWS && r0 + r < params.n_rows {
+    for (var i = 0u; i < ITEMS; i++) {
+        let item = li + WG_SIZE * i;
+        let r = item / Q4;
+        let d = item % Q4;
+        if item < ROWS * Q4 && r0 + r < params.n_rows {
             let at = out_row(g, r0 + r) * params.n_splits + split;
-            part_acc[at * Q4 + 2u * oct] = acc[2u * i];
-            part_acc[at * Q4 + 2u * oct + 1u] = acc[2u * i + 1u];
-            if oct == 0u {
-                part_ml[at] = vec2<f32>(running[r], l[i]);
+            part_acc[at * Q4 + d] = acc[i];
+            if d == 0u {
+                part_ml[at] = vec2<f32>(running[i], l[i]);
             }
         }
     }

@@ -69,8 +69,6 @@ impl Templates {
             "kv/f32.wgsl",
             "kv/f16.wgsl",
             "attn/common.wgsl",
-            "reduce/subgroup.wgsl",
-            "reduce/workgroup.wgsl",
             "reduce/sum.wgsl",
             "attn_input/plain.wgsl",
             "attn_input/norm.wgsl",

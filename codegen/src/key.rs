@@ -116,8 +116,6 @@ pub enum KernelKey {
         head_dim: u32,
         /// Storage type of the cache.
         kv: ActType,
-        /// Whether workgroup reductions combine within subgroups first (needs `SUBGROUP`).
-        subgroups: bool,
     },
     /// Decode attention, second pass: merges the partial softmaxes of each query row.
     AttnCombine {
@@ -220,13 +218,7 @@ impl KernelKey {
             }
             for head_dim in HEAD_DIMS {
                 keys.push(KernelKey::AttnPrefill { head_dim, kv });
-                for subgroups in [false, true] {
-                    keys.push(KernelKey::AttnDecode {
-                        head_dim,
-                        kv,
-                        subgroups,
-                    });
-                }
+                keys.push(KernelKey::AttnDecode { head_dim, kv });
             }
         }
         for head_dim in HEAD_DIMS {
@@ -263,15 +255,7 @@ impl KernelKey {
             KernelKey::Eltwise(op) => f(&op),
             KernelKey::AttnInput { kv, norm } => f(&attention::AttnInput { kv, norm }),
             KernelKey::AttnPrefill { head_dim, kv } => f(&attention::Prefill { head_dim, kv }),
-            KernelKey::AttnDecode {
-                head_dim,
-                kv,
-                subgroups,
-            } => f(&attention::Decode {
-                head_dim,
-                kv,
-                subgroups,
-            }),
+            KernelKey::AttnDecode { head_dim, kv } => f(&attention::Decode { head_dim, kv }),
             KernelKey::AttnCombine { head_dim } => f(&attention::Combine { head_dim }),
             KernelKey::Route => f(&route::Route),
             KernelKey::Hyper(step) => f(&step),
@@ -453,8 +437,8 @@ mod tests {
         assert!(names.contains("mm_id_q8_0_f16_t32_coop8"));
         assert!(names.contains("embed_q5_1"));
         assert!(names.contains("attn_prefill_h128_f16"));
-        assert!(names.contains("attn_decode_h64_f32_sg"));
-        assert!(names.contains("attn_decode_h64_f16_wg"));
+        assert!(names.contains("attn_decode_h64_f32"));
+        assert!(names.contains("attn_decode_h256_f16"));
         assert!(names.contains("attn_combine_h256"));
         assert!(names.contains("eltwise_mul_sigmoid_row"));
         assert!(names.contains("hc_pre"));
@@ -477,10 +461,12 @@ mod tests {
                     assert_eq!(groups * c["ROW_THREADS"], wg, "{key}");
                     assert_eq!(c["DIMS_PER_THREAD"] * c["ROW_THREADS"], head_dim);
                 }
-                KernelKey::AttnDecode { head_dim, .. } => {
-                    assert_eq!(key.decode_chunk(), Some(c["WG_SIZE"]));
-                    assert!(c["ROW_GROUPS"] * head_dim / 8 <= c["WG_SIZE"], "{key}");
-                    assert!(c["ROW_GROUPS"] * c["ROWS_PER_THREAD"] >= c["ROWS"], "{key}");
+                KernelKey::AttnDecode { .. } => {
+                    // One thread per score of a chunk (the template's const_asserts check the
+                    // rest of its geometry).
+                    assert_eq!(key.decode_chunk(), Some(c["CHUNK"]));
+                    assert_eq!(key.attention_rows(), Some(c["ROWS"]));
+                    assert_eq!(c["ROWS"] * c["CHUNK"], c["WG_SIZE"], "{key}");
                 }
                 KernelKey::AttnCombine { head_dim } => {
                     assert!(head_dim / 4 <= c["WG_SIZE"], "{key}");

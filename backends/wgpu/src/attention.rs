@@ -21,7 +21,6 @@ use moetile::model::AttentionParams;
 use moetile_codegen::params::{AttnInputParams, AttnParams};
 use moetile_codegen::{ActType, HEAD_DIMS, KernelKey};
 
-use crate::adapter::Profile;
 use crate::buffers::GpuMatrix;
 use crate::context::WgpuContext;
 use crate::dispatch::Grid;
@@ -45,8 +44,6 @@ pub enum AttentionKernel {
     Prefill,
     /// Split over chunks of positions, then merged (`attn_decode`, `attn_combine`).
     Decode {
-        /// Whether workgroup reductions combine within subgroups first (needs `SUBGROUP`).
-        subgroups: bool,
         /// The most workgroups along the positions per (key/value head, row block), at least
         /// 1: past that many chunks of positions each workgroup walks several.
         max_splits: usize,
@@ -132,12 +129,11 @@ impl KvCache {
 }
 
 impl AttentionKernel {
-    /// The kernels a batch of `n_tokens` runs on a device of `profile`: decode (with subgroups
-    /// where the device has them) for at most [`ATTN_DECODE_MAX_TOKENS`], else prefill.
-    pub fn for_batch(profile: &Profile, n_tokens: usize) -> AttentionKernel {
+    /// The kernels a batch of `n_tokens` runs: decode for at most [`ATTN_DECODE_MAX_TOKENS`],
+    /// else prefill.
+    pub fn for_batch(n_tokens: usize) -> AttentionKernel {
         if n_tokens <= ATTN_DECODE_MAX_TOKENS {
             AttentionKernel::Decode {
-                subgroups: profile.subgroups,
                 max_splits: DECODE_MAX_SPLITS,
             }
         } else {
@@ -239,21 +235,6 @@ pub fn attend(
             ),
         ));
     }
-    if matches!(
-        kernel,
-        AttentionKernel::Decode {
-            subgroups: true,
-            ..
-        }
-    ) && !rec.profile().subgroups
-    {
-        return Err(WgpuError::MissingFeature {
-            adapter: rec.profile().describe(),
-            what: format!("attention kernel {kernel:?}"),
-            feature: "SUBGROUP".to_string(),
-            fix: "use the workgroup reduction (subgroups: false)",
-        });
-    }
     let [k_cache, v_cache] = &cache.layers[layer];
     let group = p.n_heads / p.n_kv_heads;
     let n_rows = n_tokens * group;
@@ -313,14 +294,10 @@ pub fn attend(
             1,
             0,
         ),
-        AttentionKernel::Decode {
-            subgroups,
-            max_splits,
-        } => {
+        AttentionKernel::Decode { max_splits } => {
             let key = KernelKey::AttnDecode {
                 head_dim: hd as u32,
                 kv: cache.ty,
-                subgroups,
             };
             let chunk = key.decode_chunk().expect("decode attention has a chunk");
             let chunks = n_keys.div_ceil(chunk as usize);

@@ -1,5 +1,5 @@
-//! The kernels a model will run, known at load: from its config, the backend's options, the
-//! device's profile and the types of the weights it uploaded. The set errs on the side of
+//! The kernels a model will run, known at load: from its config, the backend's options and
+//! the types of the weights it uploaded. The set errs on the side of
 //! more (every tile width, both activation types of an expert tensor, every element-wise op):
 //! a key that is prepared and never used costs one compilation at load, one that is missed
 //! only compiles on first use as before.
@@ -10,7 +10,6 @@ use moetile_codegen::{
     ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, MvEpilogue, Path, WeightType,
 };
 
-use crate::adapter::Profile;
 use crate::backend::BackendOptions;
 
 /// How the forward pass multiplies by an uploaded weight.
@@ -30,7 +29,6 @@ pub(crate) enum WeightUse {
 pub(crate) fn model_kernels(
     config: &ModelConfig,
     options: &BackendOptions,
-    profile: &Profile,
     weights: &[WeightUse],
 ) -> Vec<KernelKey> {
     let mut keys = vec![
@@ -58,7 +56,6 @@ pub(crate) fn model_kernels(
             KernelKey::AttnDecode {
                 head_dim,
                 kv: options.kv,
-                subgroups: profile.subgroups,
             },
             KernelKey::AttnCombine { head_dim },
         ]);

@@ -551,7 +551,6 @@ impl<'a> AttnCase<'a> {
 
 /// Runs the chunks of `case` on both backends, checking each chunk's output.
 fn check_attention(rng: &mut StdRng, case: AttnCase<'_>) {
-    let ctx = shared_ctx().expect("checked by the caller");
     let mut gpu = backend(case.kv).expect("checked by the caller");
     let mut cpu = CpuBackend::new();
     let (hd, n_heads, n_kv_heads) = (case.head_dim, case.n_heads, case.n_kv_heads);
@@ -624,7 +623,7 @@ fn check_attention(rng: &mut StdRng, case: AttnCase<'_>) {
             "attention {:?} hd {hd} heads {n_heads}/{n_kv_heads} T={t} pos0={pos0} ({:?}), \
              {:?}, norms {}",
             case.kv,
-            AttentionKernel::for_batch(ctx.profile(), t),
+            AttentionKernel::for_batch(t),
             case.rope,
             case.norm
         );
@@ -815,16 +814,7 @@ fn attention_kernels_agree_on_small_batches() {
     // chunks (rescaling its running sums between them).
     let mut kernels = vec![AttentionKernel::Prefill];
     for max_splits in [DECODE_MAX_SPLITS, 1] {
-        kernels.push(AttentionKernel::Decode {
-            subgroups: false,
-            max_splits,
-        });
-        if ctx.profile().subgroups {
-            kernels.push(AttentionKernel::Decode {
-                subgroups: true,
-                max_splits,
-            });
-        }
+        kernels.push(AttentionKernel::Decode { max_splits });
     }
     // Each kernel on the whole batch, then on rows 1..3 alone at position 71 (rows of shared
     // matrices, as a batch of sequences attends): the same values in the same output rows,

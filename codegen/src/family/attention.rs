@@ -15,11 +15,13 @@ pub const HEAD_DIMS: [u32; 12] = [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 22
 /// Decode attention: query rows per workgroup (every query head of a GQA group of 8 for one
 /// token, or of smaller groups for several tokens).
 const DECODE_ROWS: u32 = 8;
-/// Decode attention: positions per workgroup (one per thread). Each thread holds its value
-/// octs of the whole chunk in registers (32 x 16 bytes), loaded with the keys. At 2K context
-/// and 4 key/value heads that is 256 workgroups, each reading 16 KiB of f16 keys and values.
-/// The widest head (256: 32 octs) needs a chunk of at least 32 for its row groups.
+/// Decode attention: positions per chunk. With a workgroup per chunk, 512 positions of 4
+/// key/value heads are 64 workgroups, 4K positions 512.
 const DECODE_CHUNK: u32 = 32;
+/// Decode attention: threads per workgroup, one per score of a chunk (8 per position while
+/// scoring, one per (row, 4 dims) of a 128-wide head while summing values), so no thread
+/// carries a long chain of dependent steps (`wgsl/attn_decode.wgsl`).
+const DECODE_WG_SIZE: u32 = DECODE_ROWS * DECODE_CHUNK;
 /// Threads per workgroup of the decode merge (one per 4 dims).
 const COMBINE_WG_SIZE: u32 = 64;
 /// Register prefill attention: threads per row group (they share rows; each owns every 16th
@@ -179,22 +181,15 @@ impl Family for Prefill {
     }
 }
 
-/// `attn_decode`, per head width, cache type and reduction.
+/// `attn_decode`, per head width and cache type.
 pub(crate) struct Decode {
     pub(crate) head_dim: u32,
     pub(crate) kv: ActType,
-    pub(crate) subgroups: bool,
 }
 
 impl Family for Decode {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reduce = if self.subgroups { "sg" } else { "wg" };
-        write!(
-            f,
-            "attn_decode_h{}_{}_{reduce}",
-            self.head_dim,
-            self.kv.name()
-        )
+        write!(f, "attn_decode_h{}_{}", self.head_dim, self.kv.name())
     }
 
     fn template(&self) -> &'static str {
@@ -202,15 +197,7 @@ impl Family for Decode {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        vec![
-            "attn/common.wgsl",
-            kv_fragment(self.kv),
-            if self.subgroups {
-                "reduce/subgroup.wgsl"
-            } else {
-                "reduce/workgroup.wgsl"
-            },
-        ]
+        vec!["attn/common.wgsl", kv_fragment(self.kv)]
     }
 
     fn params(&self) -> Layout {
@@ -224,22 +211,15 @@ impl Family for Decode {
     }
 
     fn consts(&self) -> Vec<(&'static str, u32)> {
-        let octs = self.head_dim / 8;
-        let row_groups = (DECODE_CHUNK / octs).min(DECODE_ROWS);
         vec![
             ("HEAD_DIM", self.head_dim),
             ("ROWS", DECODE_ROWS),
-            ("ROW_GROUPS", row_groups),
-            ("ROWS_PER_THREAD", DECODE_ROWS.div_ceil(row_groups)),
+            ("CHUNK", DECODE_CHUNK),
         ]
     }
 
     fn workgroup_size(&self) -> u32 {
-        DECODE_CHUNK
-    }
-
-    fn needs_subgroups(&self) -> bool {
-        self.subgroups
+        DECODE_WG_SIZE
     }
 
     fn attention_rows(&self) -> Option<u32> {

@@ -56,7 +56,7 @@ impl WgpuBackend {
         };
         self.rope_table(end, &p.rope)?;
         let angles = (*self.rope.as_ref().expect("built above").angles).clone();
-        let kernel = AttentionKernel::for_batch(self.ctx.profile(), rows.len());
+        let kernel = AttentionKernel::for_batch(rows.len());
         let inputs = AttnInputs {
             qkv,
             rows,
@@ -161,7 +161,7 @@ impl Backend for WgpuBackend {
         progress: &mut dyn FnMut(usize, usize),
     ) -> moetile::Result<()> {
         let uses: Vec<WeightUse> = self.weight_uses.iter().copied().collect();
-        let keys = model_kernels(config, &self.options, self.ctx.profile(), &uses);
+        let keys = model_kernels(config, &self.options, &uses);
         Ok(self.ctx.prepare_kernels(&keys, progress)?)
     }
 
