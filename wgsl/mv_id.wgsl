@@ -4,9 +4,10 @@
 // (mv/rows.wgsl: one pair per group, y[p][row]; mv/glu.wgsl: the activation of (gate, up) row
 // pairs into mid; mv/sum.wgsl: a token's K pairs summed into out[t][row]).
 //
-// The activation row is staged in workgroup memory (X_CHUNK values a round), so the loop
-// over the weights holds only weight words in registers: with fewer registers per thread
-// more workgroups stay resident, which is what a memory-bound kernel needs. How it is staged
+// The activation rows of a group's pairs, concatenated, are staged in workgroup memory
+// (X_CHUNK values a round; n_cols is a multiple of QK, so no weight block straddles two
+// pairs), so the loop over the weights holds only weight words in registers: with fewer
+// registers per thread more workgroups stay resident, which is what a memory-bound kernel needs. How it is staged
 // and multiplied is the input fragment's (mv/x_f32.wgsl: f32 values and FMAs, every weight
 // type; mv/x_int8.wgsl: int8 quants and integer dot products). Each row is reduced by LANES
 // threads, then a tree in workgroup memory, in a fixed order and without subgroup
@@ -35,6 +36,25 @@ const_assert 0u == (LANES & (LANES - 1u));
 // Per-thread partial sums; after the reduction, partial[r * LANES] is row r's result.
 var<workgroup> partial: array<f32, WG_SIZE>;
 
+// Marks a pair whose expert lies outside the bound weight chunk.
+const NO_BLOCK: u32 = 0xffffffffu;
+
+// The first weight block of row `row` (clamped) of the expert of pair slot k of `group`, or
+// NO_BLOCK when that expert lies outside the bound weight chunk.
+fn pair_block0(group: u32, k: u32, row: u32) -> u32 {
+    let expert = ids[mv_pair(group, k)];
+    if expert < params.expert_base || expert - params.expert_base >= params.expert_count {
+        return NO_BLOCK;
+    }
+    return ((expert - params.expert_base) * params.n_rows + min(row, params.n_rows - 1u))
+        * (params.n_cols / QK);
+}
+
+// The first 8-value group of the activation row of pair slot k of `group`.
+fn pair_x0(group: u32, k: u32) -> u32 {
+    return (mv_pair(group, k) / params.act_row_div) * (params.n_cols / 8u);
+}
+
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let group = wg.y;
@@ -45,23 +65,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let lane = li % LANES;
     let row = wg.x * ROWS_PER_WG + r;
     let valid = row < params.n_rows;
-    var sum = 0.0;
     // Whether any pair of the group has its expert in the bound weight chunk.
     var used = false;
-    for (var s = 0u; s < mv_pairs(); s++) {
-        let p = mv_pair(group, s);
-        let expert = ids[p];
-        if expert < params.expert_base || expert - params.expert_base >= params.expert_count {
-            continue;
-        }
-        used = true;
-        let block0 = ((expert - params.expert_base) * params.n_rows
-            + min(row, params.n_rows - 1u)) * (params.n_cols / QK);
-        let x0 = (p / params.act_row_div) * (params.n_cols / 8u);
-        let scale = row_scale(x0, li);
-        for (var c0 = 0u; c0 < params.n_cols; c0 += X_CHUNK) {
-            sum += round_dot(block0, x0, c0, scale, li, lane, valid);
-        }
+    for (var k = 0u; k < mv_pairs(); k++) {
+        used = used || pair_block0(group, k, row) != NO_BLOCK;
+    }
+    // The prologues that scale a row (the norms) run with one pair per group (the host never
+    // pairs them with the sum epilogue), so pair 0's row is the row.
+    let scale = row_scale(pair_x0(group, 0u), li);
+    // The group's pairs' activation rows, concatenated, in rounds of X_CHUNK values: a round
+    // covers several short rows (down's K rows of mid), so their loads are in flight together
+    // rather than one row's round trip after the other's.
+    var sum = 0.0;
+    for (var c0 = 0u; c0 < mv_pairs() * params.n_cols; c0 += X_CHUNK) {
+        sum += round_dot(group, c0, scale, li, lane, row, valid);
     }
     partial[li] = sum;
     workgroupBarrier();

@@ -5,7 +5,8 @@
 // per iteration with all their loads issued before the arithmetic.
 // Expects: WG_SIZE, LANES, QK, `params` (matmul.wgsl), WRaw / wload / wdecode
 //   (dequant/<type>.wgsl), act_load / act_values (act/<type>.wgsl), value_weights
-//   (mv/plain.wgsl or mv/norm.wgsl).
+//   (mv/plain.wgsl or mv/norm.wgsl), mv_pairs (mv/<epilogue>.wgsl), pair_x0 / pair_block0 /
+//   NO_BLOCK (mv_id.wgsl).
 // Defines: X_CHUNK, round_dot.
 
 // 8-value groups per lane and iteration.
@@ -18,15 +19,17 @@ const_assert X_CHUNK % QK == 0u;
 
 var<workgroup> x_tile: array<vec4<f32>, X_CHUNK / 4u>;
 
-// This lane's share of the dot product of row block0's values c0 .. c0 + X_CHUNK (the round)
-// with activation row x0 (in 8-value groups) times `scale`. Called by every thread in uniform
-// control flow (it holds barriers); `valid` says whether the thread's row exists.
-fn round_dot(block0: u32, x0: u32, c0: u32, scale: f32, li: u32, lane: u32, valid: bool) -> f32 {
+// This lane's share of the dot product of values c0 .. c0 + X_CHUNK (the round) of the
+// group's pairs' rows, concatenated (pair_x0, pair_block0 in mv_id.wgsl), with row `row` of
+// each pair's expert, activations times `scale`. Called by every thread in uniform control
+// flow (it holds barriers); `valid` says whether the thread's row exists.
+fn round_dot(group: u32, c0: u32, scale: f32, li: u32, lane: u32, row: u32, valid: bool) -> f32 {
     // Stage this round's activations: group u of the round is x_tile[2u], x_tile[2u + 1].
-    let groups = min(X_CHUNK, params.n_cols - c0) / 8u;
+    let groups = min(X_CHUNK, mv_pairs() * params.n_cols - c0) / 8u;
     for (var u = li; u < groups; u += WG_SIZE) {
-        let v = act_values(act_load(x0 + c0 / 8u + u));
-        let c = c0 + 8u * u;
+        let at = c0 + 8u * u;
+        let c = at % params.n_cols;
+        let v = act_values(act_load(pair_x0(group, at / params.n_cols) + c / 8u));
         x_tile[2u * u] = vec4<f32>(v[0], v[1], v[2], v[3]) * scale * value_weights(c);
         x_tile[2u * u + 1u] = vec4<f32>(v[4], v[5], v[6], v[7]) * scale * value_weights(c + 4u);
     }
@@ -36,16 +39,20 @@ fn round_dot(block0: u32, x0: u32, c0: u32, scale: f32, li: u32, lane: u32, vali
         for (var g0 = lane; g0 < groups; g0 += UNROLL * LANES) {
             var w: array<WRaw, UNROLL>;
             for (var u = 0u; u < UNROLL; u++) {
-                let g = c0 / 8u + g0 + u * LANES;
+                // Group g of the round: value c of the row of pair slot k.
+                let at = c0 + 8u * (g0 + u * LANES);
+                let c = at % params.n_cols;
+                let block0 = pair_block0(group, at / params.n_cols, row);
                 w[u] = WRaw();
-                if g0 + u * LANES < groups {
-                    w[u] = wload(block0 + g / PER_BLOCK, g % PER_BLOCK);
+                if g0 + u * LANES < groups && block0 != NO_BLOCK {
+                    w[u] = wload(block0 + c / QK, (c / 8u) % PER_BLOCK);
                 }
             }
-            // Zero words decode to zeros: groups past the round add nothing.
+            // Zero words decode to zeros: groups past the round or of a pair outside the
+            // weight chunk add nothing.
             for (var u = 0u; u < UNROLL; u++) {
                 let g = g0 + u * LANES;
-                let v = wdecode(w[u], (c0 / 8u + g) % PER_BLOCK);
+                let v = wdecode(w[u], ((c0 + 8u * g) % params.n_cols / 8u) % PER_BLOCK);
                 let at = 2u * min(g, groups - 1u);
                 sum += dot(vec4<f32>(v[0], v[1], v[2], v[3]), x_tile[at])
                     + dot(vec4<f32>(v[4], v[5], v[6], v[7]), x_tile[at + 1u]);

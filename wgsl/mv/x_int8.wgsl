@@ -6,7 +6,8 @@
 // own quantization error, for a fraction of the decode work per weight.
 // Per 8-value group the staging also keeps d * sum(q) for the weight types with offsets.
 // Expects: WG_SIZE, LANES, QK, `params` (matmul.wgsl), QSTEP / wdot (dot/<type>.wgsl),
-//   act_load / act_values (act/<type>.wgsl), value_weights (mv/plain.wgsl or mv/norm.wgsl).
+//   act_load / act_values (act/<type>.wgsl), value_weights (mv/plain.wgsl or mv/norm.wgsl),
+//   mv_pairs (mv/<epilogue>.wgsl), pair_x0 / pair_block0 / NO_BLOCK (mv_id.wgsl).
 // Defines: X_CHUNK, round_dot, xq, xd, xs16, xs32.
 
 // Activation values staged per round (2 KiB of quants).
@@ -46,18 +47,20 @@ fn xs32(b: u32) -> f32 {
     return (s.x + s.y) + (s.z + s.w);
 }
 
-// This lane's share of the dot product of row block0's values c0 .. c0 + X_CHUNK (the round)
-// with activation row x0 (in 8-value groups) times `scale`. Called by every thread in uniform
-// control flow (it holds barriers); `valid` says whether the thread's row exists.
-fn round_dot(block0: u32, x0: u32, c0: u32, scale: f32, li: u32, lane: u32, valid: bool) -> f32 {
-    let groups = min(X_CHUNK, params.n_cols - c0) / 8u;
+// This lane's share of the dot product of values c0 .. c0 + X_CHUNK (the round) of the
+// group's pairs' rows, concatenated (pair_x0, pair_block0 in mv_id.wgsl), with row `row` of
+// each pair's expert, activations times `scale`. Called by every thread in uniform control
+// flow (it holds barriers); `valid` says whether the thread's row exists.
+fn round_dot(group: u32, c0: u32, scale: f32, li: u32, lane: u32, row: u32, valid: bool) -> f32 {
+    let groups = min(X_CHUNK, mv_pairs() * params.n_cols - c0) / 8u;
     var lo: array<vec4<f32>, STAGE_GROUPS>;
     var hi: array<vec4<f32>, STAGE_GROUPS>;
     for (var i = 0u; i < STAGE_GROUPS; i++) {
         let u = li + i * WG_SIZE;
         if u < groups {
-            let v = act_values(act_load(x0 + c0 / 8u + u));
-            let c = c0 + 8u * u;
+            let at = c0 + 8u * u;
+            let c = at % params.n_cols;
+            let v = act_values(act_load(pair_x0(group, at / params.n_cols) + c / 8u));
             lo[i] = vec4<f32>(v[0], v[1], v[2], v[3]) * scale * value_weights(c);
             hi[i] = vec4<f32>(v[4], v[5], v[6], v[7]) * scale * value_weights(c + 4u);
             let m = max(abs(lo[i]), abs(hi[i]));
@@ -88,8 +91,15 @@ fn round_dot(block0: u32, x0: u32, c0: u32, scale: f32, li: u32, lane: u32, vali
     if valid {
         let steps = groups * 8u / QSTEP;
         for (var s = lane; s < steps; s += LANES) {
+            // Step s: values c .. c + QSTEP of the row of pair slot k; c0 and n_cols are
+            // multiples of QK, so v and c sit at the same place in their block.
             let v = s * QSTEP;
-            sum += wdot(block0 + (c0 + v) / QK, (v % QK) / QSTEP, v - v % QK);
+            let at = c0 + v;
+            let c = at % params.n_cols;
+            let block0 = pair_block0(group, at / params.n_cols, row);
+            if block0 != NO_BLOCK {
+                sum += wdot(block0 + c / QK, (v % QK) / QSTEP, v - v % QK);
+            }
         }
     }
     workgroupBarrier();

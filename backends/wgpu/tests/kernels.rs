@@ -574,82 +574,94 @@ fn mv_glu_matches_reference() {
 fn mv_sum_matches_reference() {
     let Some(ctx) = ctx() else { return };
     let mut rng = rng("mv_sum_matches_reference");
-    let (n_experts, f) = (8, D);
-    for ty in WeightType::ALL {
-        let weights = Weights::random(&mut rng, ty, n_experts, ROWS, f);
-        let w = ctx.upload_experts(&weights.data("down")).unwrap();
-        for act in ActType::ALL {
-            for (n_tokens, k, accumulate, int8) in [
-                (1, 1, false, false),
-                (3, 4, false, false),
-                (2, 3, true, false),
-                (3, 4, false, true),
-                (2, 3, true, true),
-            ] {
-                if int8 && ty.int8_dot_fragments().is_none() {
-                    continue;
-                }
-                let ids = random_ids(&mut rng, n_tokens, k, n_experts);
-                let mid = act_values(&mut rng, ids.len() * f, act);
-                let routing =
-                    Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &vec![1.0; ids.len()])
+    let n_experts = 8;
+    // Rows of D, whose K rows fit one staging round of the kernel (X_CHUNK, 2048 values), and
+    // of 768 (Qwen3-30B-A3B's down), whose 3 rows take two rounds, the second starting in the
+    // middle of the third row.
+    let narrow = [
+        (1, 1, false, false),
+        (3, 4, false, false),
+        (2, 3, true, false),
+        (3, 4, false, true),
+        (2, 3, true, true),
+    ];
+    let wide = [(2, 3, false, false), (2, 3, true, true)];
+    for (f, cases) in [(D, &narrow[..]), (768, &wide[..])] {
+        for ty in WeightType::ALL {
+            let weights = Weights::random(&mut rng, ty, n_experts, ROWS, f);
+            let w = ctx.upload_experts(&weights.data("down")).unwrap();
+            for act in ActType::ALL {
+                for &(n_tokens, k, accumulate, int8) in cases {
+                    if int8 && ty.int8_dot_fragments().is_none() {
+                        continue;
+                    }
+                    let ids = random_ids(&mut rng, n_tokens, k, n_experts);
+                    let mid = act_values(&mut rng, ids.len() * f, act);
+                    let routing = Routing::from_host(
+                        &ctx.buffers(),
+                        n_experts,
+                        k,
+                        &ids,
+                        &vec![1.0; ids.len()],
+                    )
+                    .unwrap();
+                    let mm_act = ctx
+                        .buffers()
+                        .matrix_from_host(ids.len(), f, act, &mid)
                         .unwrap();
-                let mm_act = ctx
-                    .buffers()
-                    .matrix_from_host(ids.len(), f, act, &mid)
-                    .unwrap();
-                // Accumulating: the residual stream it adds into; else poisoned.
-                let held = match accumulate {
-                    true => uniform(&mut rng, n_tokens * ROWS, 2.0),
-                    false => vec![f32::NAN; n_tokens * ROWS],
-                };
-                let out = ctx
-                    .buffers()
-                    .matrix_from_host(n_tokens, ROWS, ActType::F32, &held)
-                    .unwrap();
-                let mm = Matmul {
-                    w: &w,
-                    act: &mm_act,
-                    act_row_div: 1,
-                    out: &out,
-                    out_col: 0,
-                };
-                ctx.record("test mv_sum", |rec| {
-                    moe::mv_sum(rec, &routing, mm, accumulate, int8)
-                })
-                .unwrap();
-                let per_pair = mat_vec_ref(&weights, &ids, &mid, 1, int8);
-                let want: Vec<(f64, f64)> = (0..n_tokens * ROWS)
-                    .map(|i| {
-                        let (t, row) = (i / ROWS, i % ROWS);
-                        let (v, scale) = (0..k)
-                            .map(|j| per_pair[(t * k + j) * ROWS + row])
-                            .fold((0.0, 0.0), |(s, a), (v, sv)| (s + v, a + sv));
-                        match accumulate {
-                            // One more f32 rounding, of the sum: 1e-6 relative.
-                            true => {
-                                let total = held[i] as f64 + v;
-                                (total, scale + 0.1 * total.abs())
-                            }
-                            false => (v, scale),
-                        }
+                    // Accumulating: the residual stream it adds into; else poisoned.
+                    let held = match accumulate {
+                        true => uniform(&mut rng, n_tokens * ROWS, 2.0),
+                        false => vec![f32::NAN; n_tokens * ROWS],
+                    };
+                    let out = ctx
+                        .buffers()
+                        .matrix_from_host(n_tokens, ROWS, ActType::F32, &held)
+                        .unwrap();
+                    let mm = Matmul {
+                        w: &w,
+                        act: &mm_act,
+                        act_row_div: 1,
+                        out: &out,
+                        out_col: 0,
+                    };
+                    ctx.record("test mv_sum", |rec| {
+                        moe::mv_sum(rec, &routing, mm, accumulate, int8)
                     })
-                    .collect();
-                let key = KernelKey::MvId {
-                    weight: ty,
-                    act,
-                    epilogue: MvEpilogue::Sum,
-                    norm: false,
-                    int8,
-                };
-                let got = ctx.read_matrix(&out).unwrap();
-                check(
-                    &format!("{key} T={n_tokens} K={k} accumulate {accumulate}"),
-                    &got,
-                    &want,
-                    1e-5,
-                    ROWS,
-                );
+                    .unwrap();
+                    let per_pair = mat_vec_ref(&weights, &ids, &mid, 1, int8);
+                    let want: Vec<(f64, f64)> = (0..n_tokens * ROWS)
+                        .map(|i| {
+                            let (t, row) = (i / ROWS, i % ROWS);
+                            let (v, scale) = (0..k)
+                                .map(|j| per_pair[(t * k + j) * ROWS + row])
+                                .fold((0.0, 0.0), |(s, a), (v, sv)| (s + v, a + sv));
+                            match accumulate {
+                                // One more f32 rounding, of the sum: 1e-6 relative.
+                                true => {
+                                    let total = held[i] as f64 + v;
+                                    (total, scale + 0.1 * total.abs())
+                                }
+                                false => (v, scale),
+                            }
+                        })
+                        .collect();
+                    let key = KernelKey::MvId {
+                        weight: ty,
+                        act,
+                        epilogue: MvEpilogue::Sum,
+                        norm: false,
+                        int8,
+                    };
+                    let got = ctx.read_matrix(&out).unwrap();
+                    check(
+                        &format!("{key} F={f} T={n_tokens} K={k} accumulate {accumulate}"),
+                        &got,
+                        &want,
+                        1e-5,
+                        ROWS,
+                    );
+                }
             }
         }
     }
