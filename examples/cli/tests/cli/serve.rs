@@ -426,6 +426,44 @@ fn concurrent_requests_each_get_what_they_get_alone() {
     );
 }
 
+/// 32 slots decoding together (the CPU reference batches sequences): each answer is the one
+/// the same request gets alone.
+#[test]
+fn thirty_two_concurrent_requests_each_get_what_they_get_alone() {
+    let server = Server::start(&["--parallel", "32", "--ctx", "256"]);
+    let texts = [
+        "Once upon a time",
+        "The quick brown fox",
+        "Hello",
+        "1, 2, 3,",
+    ];
+    let prompts: Vec<String> = (0..32).map(|i| format!("{} {i}", texts[i % 4])).collect();
+    let request = |prompt: &str| json!({"prompt": prompt, "temperature": 0, "max_tokens": 16, "ignore_eos": true});
+    let text = |v: Value| v["choices"][0]["text"].as_str().unwrap().to_string();
+    let alone: Vec<String> = prompts
+        .iter()
+        .map(|p| text(server.ok("/v1/completions", &request(p))))
+        .collect();
+    let together: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let server = &server;
+                scope.spawn(move || text(server.ok("/v1/completions", &request(p))))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (alone, together)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(together, alone, "request {i}: {:?}", prompts[i]);
+    }
+    let metrics = server.get("/metrics").body;
+    let passes = metric(&metrics, "moetile_batched_decodes_total");
+    let rows = metric(&metrics, "moetile_batched_decode_rows_total");
+    // Here ~30 rows a pass; only a pass of more than two rows is sure under any load.
+    assert!(rows > 2.0 * passes, "{passes} passes of {rows} rows");
+}
+
 #[test]
 fn without_a_model_it_serves_a_synthetic_one() {
     let server = Server::spawn(&["--cpu", "--parallel", "1"]);
