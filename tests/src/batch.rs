@@ -12,10 +12,10 @@ use moetile::tokenizer::Tokenizer;
 /// Token ids, a list per prompt.
 type PerPrompt = Vec<Vec<u32>>;
 
-/// Checks that 10 greedy steps from each of three prompts, in sessions of 64 positions
+/// Checks that 10 greedy steps from each of `rows` prompts, in sessions of 64 positions
 /// prefilled in chunks of 16, give the same tokens alone (a generator per prompt, one after
-/// another) and together (a step per generator prefills its prompt and samples its first token,
-/// then every later token of every sequence comes from one `Session::decode_batch`).
+/// another) and together (each generator prefills its prompt and samples its first token in
+/// turn, then every later token of every sequence comes from one `Session::decode_batch`).
 ///
 /// # Panics
 /// If a step fails or the tokens differ.
@@ -23,8 +23,10 @@ pub fn check_decoded_together_equal_each_alone<B: Backend>(
     model: &Model<B>,
     backend: &mut B,
     tokenizer: &Tokenizer,
+    rows: usize,
 ) {
-    let prompts = ["Once upon a time", "The quick brown fox", "1, 2, 3,"];
+    let prompts = prompts(rows);
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let n = 10;
     let config = RuntimeConfig {
         ctx: Some(64),
@@ -34,7 +36,22 @@ pub fn check_decoded_together_equal_each_alone<B: Backend>(
     let (alone, together) =
         greedy_alone_and_together(model, backend, tokenizer, &prompts, n, &config).unwrap();
     assert!(together.iter().all(|t| t.len() == n), "{together:?}");
-    assert_eq!(together, alone);
+    for (i, (alone, together)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(
+            together, alone,
+            "row {i} of {rows}, prompt {:?}",
+            prompts[i]
+        );
+    }
+}
+
+/// `rows` prompts of three texts lengthened in turn, so the rows of a batch stand at
+/// different positions of their caches.
+fn prompts(rows: usize) -> Vec<String> {
+    let texts = ["Once upon a time", "The quick brown fox", "1, 2, 3,"];
+    (0..rows)
+        .map(|i| format!("{}{}", texts[i % 3], " and".repeat(i / 3)))
+        .collect()
 }
 
 /// The token ids of `n` greedy steps from each of `prompts` in sessions of `config`, alone and
@@ -82,7 +99,14 @@ fn greedy_alone_and_together<B: Backend>(
         .collect::<moetile::Result<Vec<_>>>()?;
     let mut together = Vec::new();
     for g in &mut generators {
-        together.push(Vec::from_iter(token(g.step(model, backend)?)));
+        // Prefill chunk by chunk, up to the first token.
+        let first = loop {
+            match g.step(model, backend)? {
+                Some(Step::Prefill { .. }) => {}
+                step => break token(step),
+            }
+        };
+        together.push(Vec::from_iter(first));
     }
     while generators.iter().all(|g| g.pending_decode().is_some()) {
         let tokens: Vec<u32> = generators

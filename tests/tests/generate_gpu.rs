@@ -9,13 +9,27 @@ use moetile::gguf::GgufFile;
 use moetile::model::Model;
 use moetile::tokenizer::Tokenizer;
 use moetile_tests::batch::check_decoded_together_equal_each_alone;
-use moetile_wgpu::{BackendOptions, WgpuBackend};
+use moetile_wgpu::{BackendOptions, WgpuBackend, WgpuContext};
 
 /// Equal tokens, not close logits: three rows stay within one dense-matmul path (mat-vec or
 /// tiled, per device) whose rows do not depend on each other, and attention runs the same
 /// one-token kernels per row as alone, so batching changes no arithmetic.
 #[test]
 fn gpu_generations_decoded_together_equal_each_alone() {
+    check_on_gpu(BackendOptions::for_device, 3);
+}
+
+/// In the exact configuration a token alone takes the f32 mat-vecs and 32 rows together the
+/// tiled matmuls (past the 24 rows up to which GPUs' defaults keep the mat-vecs): the sums run
+/// in another order, yet no greedy token may change.
+#[test]
+fn thirty_two_rows_decoded_together_in_the_exact_configuration_equal_each_alone() {
+    check_on_gpu(|_| BackendOptions::exact(), 32);
+}
+
+/// [`check_decoded_together_equal_each_alone`] for `rows` prompts on the default adapter with
+/// the backend options `options` gives, every buffer poisoned with NaN first.
+fn check_on_gpu(options: impl FnOnce(&WgpuContext) -> BackendOptions, rows: usize) {
     let Some(ctx) = moetile_tests::gpu_context() else {
         return;
     };
@@ -23,10 +37,10 @@ fn gpu_generations_decoded_together_equal_each_alone() {
     let file = GgufFile::from_bytes(moetile_tests::tiny_model(seed)).unwrap();
     let options = BackendOptions {
         poison: true,
-        ..BackendOptions::for_device(&ctx)
+        ..options(&ctx)
     };
     let mut gpu = WgpuBackend::with_options(ctx, options).unwrap();
     let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
     let tokenizer = Tokenizer::from_gguf(&file).unwrap();
-    check_decoded_together_equal_each_alone(&model, &mut gpu, &tokenizer);
+    check_decoded_together_equal_each_alone(&model, &mut gpu, &tokenizer, rows);
 }

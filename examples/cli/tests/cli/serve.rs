@@ -1,5 +1,8 @@
 //! `moetile serve`: a server on a port the system picks (`--port 0`), running the tiny model on
-//! the CPU reference, driven over loopback with a plain HTTP client. Every wait is bounded.
+//! the CPU reference, driven over loopback with a plain HTTP client (and, in `openai.rs`, with
+//! a third-party OpenAI client). Every wait is bounded.
+
+mod openai;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};
@@ -20,14 +23,18 @@ struct Server {
     agent: ureq::Agent,
 }
 
-/// An answer: status, the `Retry-After` header, the body.
+/// An answer: status, headers, body.
 struct Answer {
     status: u16,
-    retry_after: Option<String>,
+    headers: ureq::http::HeaderMap,
     body: String,
 }
 
 impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
@@ -84,12 +91,37 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> Answer {
-        let response = self
+        answer(
+            self.agent
+                .get(format!("{}{path}", self.base))
+                .call()
+                .unwrap(),
+        )
+    }
+
+    /// A GET of `path` from a web page of `origin`, with `key`.
+    fn get_from(&self, origin: &str, path: &str, key: &str) -> Answer {
+        let request = self
             .agent
             .get(format!("{}{path}", self.base))
-            .call()
-            .unwrap();
-        answer(response)
+            .header("origin", origin)
+            .header("authorization", format!("Bearer {key}"));
+        answer(request.call().unwrap())
+    }
+
+    /// The preflight a browser sends from a page of `origin` before a POST to `path` with a
+    /// key and a JSON body.
+    fn preflight(&self, origin: &str, path: &str) -> Answer {
+        let request = self
+            .agent
+            .options(format!("{}{path}", self.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            );
+        answer(request.call().unwrap())
     }
 
     fn post(&self, path: &str, body: &str, key: Option<&str>) -> Answer {
@@ -162,16 +194,11 @@ impl Drop for Server {
 }
 
 fn answer(response: ureq::http::Response<ureq::Body>) -> Answer {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    let body = response.into_body().read_to_string().unwrap();
+    let (parts, mut body) = response.into_parts();
     Answer {
-        status,
-        retry_after,
-        body,
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.read_to_string().unwrap(),
     }
 }
 
@@ -399,6 +426,44 @@ fn concurrent_requests_each_get_what_they_get_alone() {
     );
 }
 
+/// 32 slots decoding together (the CPU reference batches sequences): each answer is the one
+/// the same request gets alone.
+#[test]
+fn thirty_two_concurrent_requests_each_get_what_they_get_alone() {
+    let server = Server::start(&["--parallel", "32", "--ctx", "256"]);
+    let texts = [
+        "Once upon a time",
+        "The quick brown fox",
+        "Hello",
+        "1, 2, 3,",
+    ];
+    let prompts: Vec<String> = (0..32).map(|i| format!("{} {i}", texts[i % 4])).collect();
+    let request = |prompt: &str| json!({"prompt": prompt, "temperature": 0, "max_tokens": 16, "ignore_eos": true});
+    let text = |v: Value| v["choices"][0]["text"].as_str().unwrap().to_string();
+    let alone: Vec<String> = prompts
+        .iter()
+        .map(|p| text(server.ok("/v1/completions", &request(p))))
+        .collect();
+    let together: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let server = &server;
+                scope.spawn(move || text(server.ok("/v1/completions", &request(p))))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (alone, together)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(together, alone, "request {i}: {:?}", prompts[i]);
+    }
+    let metrics = server.get("/metrics").body;
+    let passes = metric(&metrics, "moetile_batched_decodes_total");
+    let rows = metric(&metrics, "moetile_batched_decode_rows_total");
+    // Here ~30 rows a pass; only a pass of more than two rows is sure under any load.
+    assert!(rows > 2.0 * passes, "{passes} passes of {rows} rows");
+}
+
 #[test]
 fn without_a_model_it_serves_a_synthetic_one() {
     let server = Server::spawn(&["--cpu", "--parallel", "1"]);
@@ -481,6 +546,13 @@ fn bad_requests_get_openai_errors_and_the_server_goes_on() {
     server.post(path, &body.to_string(), key).error(413);
     let error = server.post("/v1/nothing", "{}", key).error(404);
     assert_eq!(error["code"], "unknown_url");
+    // No CORS without --cors: browsers keep other sites' pages from calling it.
+    let origin = "http://localhost:3000";
+    let answer = server.preflight(origin, path);
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+    let answer = server.get_from(origin, "/v1/models", "sk-test");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("access-control-allow-origin"), None);
 
     // Still serving.
     let answer = server.post(path, &chat(json!({})), key);
@@ -523,7 +595,7 @@ fn a_full_queue_answers_503_and_a_client_that_leaves_frees_its_slot() {
         );
         let error = refused.error(503);
         assert_eq!(error["code"], "queue_full");
-        assert_eq!(refused.retry_after.as_deref(), Some("1"));
+        assert_eq!(refused.header("retry-after"), Some("1"));
 
         // The first client leaves: its sequence stops, and the queued request gets the slot.
         drop(reader);
@@ -542,6 +614,42 @@ fn serve_flags_are_checked_before_loading() {
     assert!(line.contains("--parallel"), "{line}");
     let line = one_line_error(crate::moetile().args(["serve", "--cpu", "--api-key", ""]));
     assert!(line.contains("--api-key"), "{line}");
+    for origins in [
+        "http://localhost:3000/",
+        "localhost:3000",
+        "*,http://a.test",
+    ] {
+        let line = one_line_error(crate::moetile().args(["serve", "--cpu", "--cors", origins]));
+        assert!(line.contains("--cors"), "{line}");
+    }
+}
+
+#[test]
+fn cors_headers_go_to_the_origins_given_only() {
+    let allowed = "http://localhost:3000";
+    let origins = format!("{allowed}, https://chat.example");
+    let server = Server::start(&["--cors", &origins, "--api-key", "sk-test"]);
+    let path = "/v1/chat/completions";
+    // The preflight carries no key, and is answered all the same.
+    let answer = server.preflight(allowed, path);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("access-control-allow-origin"), Some(allowed));
+    let methods = answer.header("access-control-allow-methods").unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = answer.header("access-control-allow-headers").unwrap();
+    assert!(headers.contains("authorization"), "{headers}");
+    let answer = server.get_from("https://chat.example", "/v1/models", "sk-test");
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://chat.example")
+    );
+    // Another origin is not let in: nothing in the answer lets its page read it.
+    let other = "http://localhost:3001";
+    let answer = server.preflight(other, path);
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+    let answer = server.get_from(other, "/v1/models", "sk-test");
+    assert_eq!(answer.header("access-control-allow-origin"), None);
 }
 
 #[test]

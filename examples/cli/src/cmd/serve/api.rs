@@ -717,6 +717,26 @@ mod tests {
         let delta = &chunk["choices"][0]["delta"]["tool_calls"][0];
         assert_eq!(delta["index"], 0);
         assert_eq!(delta["function"]["name"], "now");
+        // A third-party client reads both as calls (the random test model writes none, so
+        // the server's tests cannot show it end to end).
+        use async_openai::types::chat as openai;
+        let whole: openai::CreateChatCompletionResponse = serde_json::from_value(v).unwrap();
+        match whole.choices[0].message.tool_calls.as_deref() {
+            Some([openai::ChatCompletionMessageToolCalls::Function(call)]) => {
+                assert_eq!(
+                    (call.id.as_str(), &call.function.name[..]),
+                    ("call-0-chatcmpl-7", "now")
+                );
+            }
+            other => panic!("not one function call: {other:?}"),
+        }
+        let streamed: openai::CreateChatCompletionStreamResponse =
+            serde_json::from_value(chunk).unwrap();
+        let delta = &streamed.choices[0].delta.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(
+            delta.function.as_ref().unwrap().name.as_deref(),
+            Some("now")
+        );
         // Without calls the message is plain text.
         let v = reply.complete("hi", &[], Finish::Stop, &usage);
         assert_eq!(

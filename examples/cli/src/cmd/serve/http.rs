@@ -7,11 +7,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,7 @@ use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use super::api::{ApiError, Endpoint, Limits, Prompter, Reply};
 use super::metrics::Metrics;
@@ -89,9 +91,11 @@ impl AppState {
 }
 
 /// The server's routes; the `/v1` ones behind the API key when one is set, every one taking
-/// bodies of at most `max_body` bytes.
-pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
-    Router::new()
+/// bodies of at most `max_body` bytes. With `cors` (`--cors`), browsers' preflight requests
+/// are answered before the key is checked (they never carry it), and answers to the origins
+/// it lets in say so.
+pub fn router(state: Arc<AppState>, max_body: usize, cors: Option<AllowOrigin>) -> Router {
+    let router = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
@@ -100,7 +104,18 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(origins) => router.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST])
+                // OpenAI's SDKs send headers of their own besides the key and the type.
+                .allow_headers(AllowHeaders::mirror_request())
+                .max_age(Duration::from_secs(600)),
+        ),
+        None => router,
+    }
 }
 
 /// Lets a request through only with `Authorization: Bearer KEY` when `--api-key` is set.

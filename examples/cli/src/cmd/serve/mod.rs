@@ -21,11 +21,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use axum::http::HeaderValue;
 use clap::Args;
 use moetile::chat::ChatTemplate;
 use moetile::model::Backend;
 use moetile::session::Session;
 use moetile::tokenizer::Tokenizer;
+use tower_http::cors::AllowOrigin;
 
 use crate::args::{BackendArgs, RuntimeArgs, RuntimeSettings, usage};
 use crate::backend::{BackendChoice, BackendInfo, BackendTask, with_backend};
@@ -68,6 +70,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes; a larger one is refused with 413.
     #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
     max_body: usize,
+    /// Let web pages from ORIGIN (e.g. `http://localhost:3000`; repeat the flag or separate
+    /// origins with commas; `*` for any) call the server; without it no CORS headers are sent.
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
+    cors: Vec<String>,
 }
 
 /// Everything `serve` needs, validated.
@@ -82,6 +88,7 @@ struct Settings {
     api_key: Option<String>,
     chat_template_file: Option<PathBuf>,
     max_body: usize,
+    cors: Option<AllowOrigin>,
 }
 
 impl ServeArgs {
@@ -108,8 +115,48 @@ impl ServeArgs {
             api_key: self.api_key,
             chat_template_file: self.chat_template_file,
             max_body: self.max_body,
+            cors: cors_origins(&self.cors)?,
         })
     }
+}
+
+/// The origins `--cors` lets in. A browser's `Origin` header is exactly
+/// `scheme://host[:port]` in lower case, so an origin with a path or a trailing slash would
+/// never match: it is refused here rather than silently ignored.
+fn cors_origins(origins: &[String]) -> Result<Option<AllowOrigin>> {
+    let origins: Vec<String> = origins.iter().map(|o| o.trim().to_lowercase()).collect();
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    if origins.iter().any(|o| o == "*") {
+        return match origins.len() {
+            1 => Ok(Some(AllowOrigin::any())),
+            _ => Err(usage(
+                "invalid --cors: `*` lets in every origin; give it alone",
+            )),
+        };
+    }
+    let values = origins.iter().map(|origin| {
+        let host = ["http://", "https://"]
+            .iter()
+            .find_map(|scheme| origin.strip_prefix(scheme));
+        let plain = host.is_some_and(|host| {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        });
+        plain
+            .then(|| HeaderValue::from_str(origin).ok())
+            .flatten()
+            .ok_or_else(|| {
+                usage(format!(
+                    "invalid --cors {origin:?}: give an origin as a browser sends it, \
+                     scheme://host[:port] with no path (e.g. http://localhost:3000), or `*`"
+                ))
+            })
+    });
+    Ok(Some(AllowOrigin::list(values.collect::<Result<Vec<_>>>()?)))
 }
 
 /// Runs `moetile serve` until the process is stopped.
@@ -204,7 +251,7 @@ impl BackendTask for Task<'_> {
             tokio::net::TcpListener::from_std(self.listener).context("listening")?
         };
         let address = listener.local_addr().context("reading the bound address")?;
-        let router = http::router(Arc::new(state), s.max_body);
+        let router = http::router(Arc::new(state), s.max_body, s.cors.clone());
         let server = runtime.spawn(async move { axum::serve(listener, router).await });
         eprintln!(
             "listening on http://{address} ({} slots of {n_ctx} tokens on {})",
