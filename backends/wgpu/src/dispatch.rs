@@ -69,9 +69,17 @@ impl Recorder<'_> {
             .then(|| ("iq2xxs_grid", ctx.iq2xxs_grid().as_entire_binding()));
         let binds = sets
             .iter()
-            .map(|set| {
-                let entries: Vec<_> = set.as_ref().iter().cloned().chain(table.clone()).collect();
-                kernel.bind(ctx.device(), &entries)
+            .map(|set| match &table {
+                None => kernel.bind(ctx.device(), set.as_ref()),
+                Some(table) => {
+                    let entries: Vec<_> = set
+                        .as_ref()
+                        .iter()
+                        .cloned()
+                        .chain([table.clone()])
+                        .collect();
+                    kernel.bind(ctx.device(), &entries)
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         let pass = self.pass(kernel.name());

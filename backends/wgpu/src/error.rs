@@ -275,7 +275,9 @@ pub enum WgpuError {
 }
 
 /// A [`WgpuError::Shape`] of `op`.
-pub(crate) fn shape(op: &str, detail: String) -> WgpuError {
+/// A [`WgpuError::Shape`] of `op`, formatted only here: ops name themselves by their kernel
+/// key, whose name would cost host time on every dispatch if built up front.
+pub(crate) fn shape(op: impl std::fmt::Display, detail: String) -> WgpuError {
     WgpuError::Shape {
         op: op.to_string(),
         detail,

@@ -27,9 +27,10 @@
 //! kernels keep; every other kernel always gets wgpu's full checks.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use moetile_codegen::{BindingKind, KernelKey};
+use moetile_codegen::{Binding, BindingKind, KernelKey};
 
 use crate::error::{Result, WgpuError};
 use crate::pipelines::PipelineCacheFile;
@@ -55,17 +56,28 @@ pub struct Kernel {
     /// The key.
     pub key: KernelKey,
     name: String,
+    /// The key's binding table, which [`Kernel::bind`] checks every call against.
+    bindings: Vec<Binding>,
     layout: wgpu::BindGroupLayout,
     pipelines: Vec<wgpu::ComputePipeline>,
     /// Bind groups by what they bind. A decode step binds the same weights, KV cache, pooled
     /// scratch buffers and parameter chunks every step, and creating a bind group costs more
     /// host time than recording the dispatch that uses it.
-    groups: Mutex<HashMap<Vec<BindKey>, wgpu::BindGroup>>,
+    groups: Mutex<BindGroups>,
 }
 
 /// One entry of a bind group: binding index, buffer, offset and size (uniform bindings at
 /// offset 0: their offset is a dynamic one).
 type BindKey = (u32, wgpu::Buffer, u64, Option<wgpu::BufferSize>);
+
+/// Cached bind groups by the hash of their entries ([`entries_hash`]). A lookup hashes and
+/// compares the caller's borrowed entries: every dispatch looks one up, and cloning its
+/// buffers into an owned key (and hashing that with SipHash) was most of its host time.
+#[derive(Debug, Default)]
+struct BindGroups {
+    by_hash: HashMap<u64, Vec<(Vec<BindKey>, wgpu::BindGroup)>, FxBuild>,
+    len: usize,
+}
 
 /// Bind groups a kernel keeps before it starts over. A cached group holds its buffers, so the
 /// bound also bounds the memory kept alive only by the cache; besides, a backend forgets every
@@ -81,6 +93,49 @@ pub struct Bound {
     pub group: wgpu::BindGroup,
     /// One offset per uniform binding, in binding order.
     pub offsets: Vec<u32>,
+}
+
+/// A bind-group entry as [`Kernel::bind`] resolves it from a `(name, resource)` pair.
+type Entry<'a> = (u32, &'a wgpu::Buffer, u64, Option<wgpu::BufferSize>);
+
+/// The most bindings any kernel has (8: the fused mat-vec with its norm weights, or a
+/// grouped matmul, and the IQ2_XXS grid table), with room to spare: [`Kernel::bind`]
+/// resolves a call's bindings on the stack.
+const MAX_BINDINGS: usize = 16;
+
+/// The hash a bind group is cached under: of its entries in the order given.
+fn entries_hash<'a>(entries: impl Iterator<Item = Entry<'a>>) -> u64 {
+    let mut h = FxHasher::default();
+    for entry in entries {
+        entry.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The multiply-rotate hash of rustc (`FxHasher`): a few cycles per word, where SipHash
+/// takes tens. It hashes what every dispatch looks up (kernel keys, bind-group entries):
+/// nothing an adversary chooses.
+#[derive(Default)]
+struct FxHasher(u64);
+
+type FxBuild = BuildHasherDefault<FxHasher>;
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Kernel {
@@ -109,40 +164,48 @@ impl Kernel {
         device: &wgpu::Device,
         buffers: &[(&str, wgpu::BindingResource<'_>)],
     ) -> Result<Bound> {
-        let expected = self.key.bindings();
-        let mut key: Vec<BindKey> = Vec::with_capacity(buffers.len());
+        let mut resolved: [Option<Entry<'_>>; MAX_BINDINGS] = [None; MAX_BINDINGS];
         let mut offsets = Vec::new();
-        for (name, resource) in buffers {
-            let Some(b) = expected.iter().find(|b| b.name == *name) else {
+        for ((name, resource), slot) in buffers.iter().zip(&mut resolved) {
+            let Some((entry, dynamic)) = self.entry(name, resource) else {
                 break;
             };
-            let wgpu::BindingResource::Buffer(binding) = resource else {
-                break;
-            };
-            let offset = if b.kind == BindingKind::Uniform {
-                offsets.push((b.index, binding.offset as u32));
-                0
-            } else {
-                binding.offset
-            };
-            key.push((b.index, binding.buffer.clone(), offset, binding.size));
+            offsets.extend(dynamic.map(|offset| (entry.0, offset)));
+            *slot = Some(entry);
         }
-        if key.len() != buffers.len() || key.len() != expected.len() {
+        let n = resolved.iter().take_while(|e| e.is_some()).count();
+        if n != buffers.len() || n != self.bindings.len() {
             return Err(WgpuError::Bindings {
                 kernel: self.name.clone(),
                 given: buffers.iter().map(|(n, _)| n.to_string()).collect(),
-                expected: expected.iter().map(|b| b.name.to_string()).collect(),
+                expected: self.bindings.iter().map(|b| b.name.to_string()).collect(),
             });
         }
         offsets.sort_unstable();
         let offsets = offsets.into_iter().map(|(_, offset)| offset).collect();
+        let entries = || resolved[..n].iter().flatten().copied();
+        let hash = entries_hash(entries());
+        let same = |key: &[BindKey]| {
+            key.len() == n
+                && key
+                    .iter()
+                    .zip(entries())
+                    .all(|((i, b, o, s), (j, c, p, t))| *i == j && b == c && *o == p && *s == t)
+        };
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(group) = groups.get(&key) {
+        if let Some((_, group)) = groups
+            .by_hash
+            .get(&hash)
+            .and_then(|bucket| bucket.iter().find(|(key, _)| same(key)))
+        {
             return Ok(Bound {
                 group: group.clone(),
                 offsets,
             });
         }
+        let key: Vec<BindKey> = entries()
+            .map(|(index, buffer, offset, size)| (index, buffer.clone(), offset, size))
+            .collect();
         let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&self.name),
             layout: &self.layout,
@@ -158,19 +221,38 @@ impl Kernel {
                 })
                 .collect::<Vec<_>>(),
         });
-        if groups.len() >= MAX_CACHED_GROUPS {
-            groups.clear();
+        if groups.len >= MAX_CACHED_GROUPS {
+            *groups = BindGroups::default();
         }
-        groups.insert(key, group.clone());
+        groups.len += 1;
+        groups
+            .by_hash
+            .entry(hash)
+            .or_default()
+            .push((key, group.clone()));
         Ok(Bound { group, offsets })
+    }
+
+    /// The bind-group entry of `(name, resource)` and, for a uniform binding, its dynamic
+    /// offset; `None` when `name` is not one of the key's bindings or `resource` no buffer.
+    fn entry<'a>(
+        &self,
+        name: &str,
+        resource: &wgpu::BindingResource<'a>,
+    ) -> Option<(Entry<'a>, Option<u32>)> {
+        let b = self.bindings.iter().find(|b| b.name == name)?;
+        let wgpu::BindingResource::Buffer(binding) = resource else {
+            return None;
+        };
+        let uniform = b.kind == BindingKind::Uniform;
+        let offset = if uniform { 0 } else { binding.offset };
+        let dynamic = uniform.then_some(binding.offset as u32);
+        Some(((b.index, binding.buffer, offset, binding.size), dynamic))
     }
 
     /// Forgets the cached bind groups (and so the buffers only they kept alive).
     pub(crate) fn forget_bind_groups(&self) {
-        self.groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        *self.groups.lock().unwrap_or_else(|e| e.into_inner()) = BindGroups::default();
     }
 }
 
@@ -253,7 +335,7 @@ impl ShaderChecks {
 /// Created kernels, by key.
 #[derive(Debug)]
 pub struct KernelCache {
-    kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    kernels: Mutex<HashMap<KernelKey, Arc<Kernel>, FxBuild>>,
     checks: ShaderChecks,
     pipeline_cache: Option<PipelineCacheFile>,
 }
@@ -301,7 +383,7 @@ impl KernelCache {
         let kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
         kernels
             .values()
-            .map(|k| k.groups.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|k| k.groups.lock().unwrap_or_else(|e| e.into_inner()).len)
             .sum()
     }
 
@@ -351,8 +433,8 @@ fn create(
     // for validated parameters (see the module docs); by default buffer accesses stay
     // guarded, by naga's clamps or, on Vulkan, by the device's robust buffer access.
     let module = unsafe { device.create_shader_module_trusted(descriptor, checks) };
-    let entries: Vec<wgpu::BindGroupLayoutEntry> = key
-        .bindings()
+    let bindings = key.bindings();
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
         .iter()
         .map(|b| wgpu::BindGroupLayoutEntry {
             binding: b.index,
@@ -405,6 +487,7 @@ fn create(
     Ok(Kernel {
         key: *key,
         name,
+        bindings,
         layout,
         pipelines,
         groups: Mutex::default(),
@@ -452,6 +535,13 @@ mod tests {
             ShaderChecks::default_for(wgpu::Backend::Metal),
             ShaderChecks::Bounds
         );
+    }
+
+    #[test]
+    fn every_kernel_binds_at_most_max_bindings() {
+        for key in KernelKey::all() {
+            assert!(key.bindings().len() <= MAX_BINDINGS, "{key}");
+        }
     }
 
     #[test]

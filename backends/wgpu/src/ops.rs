@@ -3,6 +3,8 @@
 //! output head's stream mix). Each records one kernel with a [`Recorder`] after checking
 //! shapes; outputs come from the caller, which decides where buffers come from.
 
+use std::fmt::Display;
+
 use moetile::model::{Gating, RopeParams, RouterParams};
 use moetile_codegen::params::{
     EltParams, EmbedParams, HyperParams, NormParams, PoolParams, RouteParams,
@@ -20,7 +22,7 @@ use crate::moe::Routing;
 use crate::recorder::Recorder;
 
 /// Checks that `m` is an f32 matrix (the activations every dense op reads and writes).
-fn f32_matrix(op: &str, what: &str, m: &GpuMatrix) -> Result<()> {
+fn f32_matrix(op: impl Display, what: &str, m: &GpuMatrix) -> Result<()> {
     if m.ty != ActType::F32 {
         return Err(shape(op, format!("{what} is {:?}, expected F32", m.ty)));
     }
@@ -28,7 +30,7 @@ fn f32_matrix(op: &str, what: &str, m: &GpuMatrix) -> Result<()> {
 }
 
 /// The f32 values of a one-row F32 tensor (norm weights, biases).
-pub(crate) fn vector<'a>(op: &str, w: &'a ExpertTensor) -> Result<&'a wgpu::Buffer> {
+pub(crate) fn vector(op: impl Display, w: &ExpertTensor) -> Result<&wgpu::Buffer> {
     match w.chunks.as_slice() {
         [chunk] if w.weight == WeightType::F32 && w.rows == 1 && w.experts == 1 => {
             Ok(&chunk.buffer)
@@ -46,7 +48,7 @@ pub(crate) fn vector<'a>(op: &str, w: &'a ExpertTensor) -> Result<&'a wgpu::Buff
 /// Checks an RMS norm's `x`, weights `w` and output, and returns the weight buffer and the
 /// number of groups of `w.cols` values in `x`.
 fn norm_groups<'a>(
-    op: &str,
+    op: impl Display + Copy,
     x: &GpuMatrix,
     w: &'a ExpertTensor,
     out: &GpuMatrix,
@@ -95,11 +97,11 @@ pub fn embed(
     let key = KernelKey::Embed {
         weight: table.weight,
     };
-    let op = key.to_string();
-    f32_matrix(&op, "the output", out)?;
+    let op = &key;
+    f32_matrix(op, "the output", out)?;
     if table.experts != table.slices || out.cols != table.cols {
         return Err(shape(
-            &op,
+            op,
             format!(
                 "{} is {} x {} x {}, output rows have {} values",
                 table.name, table.experts, table.rows, table.cols, out.cols
@@ -146,7 +148,7 @@ pub fn rms_norm(
     out: &GpuMatrix,
 ) -> Result<()> {
     let key = KernelKey::RmsNorm;
-    let (weights, n_groups) = norm_groups(&key.to_string(), x, w, out)?;
+    let (weights, n_groups) = norm_groups(key, x, w, out)?;
     let params = rec.params(&NormParams {
         n_groups: n_groups as u32,
         group_len: w.cols as u32,
@@ -173,8 +175,8 @@ pub fn eltwise(
     src_len: usize,
 ) -> Result<()> {
     let key = KernelKey::Eltwise(op);
-    let name = key.to_string();
-    f32_matrix(&name, "the destination", dst)?;
+    let name = &key;
+    f32_matrix(name, "the destination", dst)?;
     let want = match op {
         EltOp::Add => dst.rows * dst.cols,
         EltOp::AddRow => dst.cols,
@@ -182,7 +184,7 @@ pub fn eltwise(
     };
     if src_len != want {
         return Err(shape(
-            &name,
+            name,
             format!(
                 "operand of {src_len} values for a ({}, {}) destination; expected {want}",
                 dst.rows, dst.cols
@@ -227,19 +229,19 @@ pub fn route(
     p: &RouterParams,
 ) -> Result<Routing> {
     let key = KernelKey::Route;
-    let op = key.to_string();
+    let op = &key;
     rec.set_detail("top_k");
-    f32_matrix(&op, "the logits", logits)?;
+    f32_matrix(op, "the logits", logits)?;
     let (n_tokens, n_experts, k) = (logits.rows, logits.cols, p.n_experts_used);
     if k == 0 || k > n_experts || n_tokens == 0 {
         return Err(shape(
-            &op,
+            op,
             format!("K = {k} of E = {n_experts} experts for {n_tokens} tokens"),
         ));
     }
     if n_experts > ROUTE_MAX_EXPERTS as usize || k > ROUTE_MAX_USED as usize {
         return Err(shape(
-            &op,
+            op,
             format!(
                 "K = {k} of E = {n_experts} experts; the GPU router takes at most \
                  {ROUTE_MAX_EXPERTS} experts and {ROUTE_MAX_USED} used per token"
@@ -299,7 +301,7 @@ const _: () = assert!(HC_MIXES as usize == moetile::model::HC_MIXES);
 /// sub-block's input or output) and the mixing values `(T, HC_MIXES)` when the step has them:
 /// the checks every step makes. Returns D.
 fn hyper_shapes(
-    op: &str,
+    op: impl Display + Copy,
     streams: &GpuMatrix,
     one: &GpuMatrix,
     mix: Option<&GpuMatrix>,
@@ -385,10 +387,10 @@ fn weighted_streams(
     mix: Option<&GpuMatrix>,
 ) -> Result<()> {
     let key = KernelKey::Hyper(step);
-    let op = key.to_string();
-    let d = hyper_shapes(&op, streams, input, mix)?;
-    f32_matrix(&op, "the mixes", w.mixes)?;
-    let (scale, base) = (vector(&op, w.scale)?, vector(&op, w.base)?);
+    let op = &key;
+    let d = hyper_shapes(op, streams, input, mix)?;
+    f32_matrix(op, "the mixes", w.mixes)?;
+    let (scale, base) = (vector(op, w.scale)?, vector(op, w.base)?);
     let (n_mixes, n_scales) = match mix {
         Some(_) => (HC_MIXES as usize, 3),
         None => (HC_STREAMS as usize, 1),
@@ -398,7 +400,7 @@ fn weighted_streams(
         || w.base.cols != n_mixes
     {
         return Err(shape(
-            &op,
+            op,
             format!(
                 "mixes ({}, {}), {} of {} values, {} of {}; expected ({}, {n_mixes}), \
                  {n_scales} and {n_mixes} values",
@@ -445,7 +447,7 @@ pub fn hc_post(
     mix: &GpuMatrix,
 ) -> Result<()> {
     let key = KernelKey::Hyper(HyperStep::Post);
-    let d = hyper_shapes(&key.to_string(), streams, out, Some(mix))?;
+    let d = hyper_shapes(key, streams, out, Some(mix))?;
     let params = rec.params(&HyperParams {
         n_tokens: out.rows as u32,
         n_cols: d as u32,
@@ -479,13 +481,13 @@ pub fn compressor_pool(
     out: &GpuMatrix,
 ) -> Result<()> {
     let key = KernelKey::CompressorPool;
-    let op = key.to_string();
+    let op = &key;
     for (what, m) in [("kv", kv), ("score", score), ("the output", out)] {
-        f32_matrix(&op, what, m)?;
+        f32_matrix(op, what, m)?;
     }
     let coff = if p.overlap { 2 } else { 1 };
     let skip = usize::from(p.previous);
-    let norm = vector(&op, w.norm)?;
+    let norm = vector(op, w.norm)?;
     let ape = match w.ape.chunks.as_slice() {
         [chunk] if w.ape.weight == WeightType::F32 && w.ape.experts == 1 => Some(&chunk.buffer),
         _ => None,
@@ -500,7 +502,7 @@ pub fn compressor_pool(
         && (w.ape.rows, w.ape.cols) == (p.ratio, kv.cols);
     let Some(ape) = ape.filter(|_| fits) else {
         return Err(shape(
-            &op,
+            op,
             format!(
                 "kv ({}, {}), score ({}, {}), {} {} x {} {}, {} of {}, output ({}, {}), ratio \
                  {}, overlap {}, previous {}: expected whole blocks, equal shapes, an F32 ape \

@@ -41,7 +41,7 @@ pub fn act(
             }
         };
         return Err(shape(
-            &key.to_string(),
+            key,
             format!(
                 "{inputs} and mid {}x{} must be {rows} x an even width F (f32 inputs, 2F wide \
                  when interleaved)",

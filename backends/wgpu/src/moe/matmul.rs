@@ -57,7 +57,7 @@ pub fn mm_id(
     let grid = map.grid(&kkey, mm.w.rows)?;
     if mm.w.weight != key.weight || mm.act.ty != key.act {
         return Err(shape(
-            &kkey.to_string(),
+            kkey,
             format!(
                 "given {} weights and {:?} activations",
                 mm.w.weight, mm.act.ty
@@ -195,11 +195,10 @@ fn mat_vec(
         MvEpilogue::Glu { mid } => mm.check_out(&key, n_pairs, mm.w.rows / 2, mid)?,
         MvEpilogue::Sum => mm.check_out(&key, routing.n_tokens, mm.w.rows, ActType::F32)?,
     };
-    let op = key.to_string();
     match epilogue {
         MvEpilogue::Glu { .. } if !mm.w.rows.is_multiple_of(4) => {
             return Err(shape(
-                &op,
+                key,
                 format!(
                     "{} has {} interleaved gate/up rows: F must be even",
                     mm.w.name, mm.w.rows
@@ -210,7 +209,7 @@ fn mat_vec(
             && (mm.act.ty != ActType::F32 || matches!(epilogue, MvEpilogue::Sum)) =>
         {
             return Err(shape(
-                &op,
+                key,
                 format!(
                     "an RMS-normed input needs f32 activations (given {:?}) and a rows or glu \
                      epilogue",
@@ -220,7 +219,7 @@ fn mat_vec(
         }
         MvEpilogue::Sum if mm.w.chunks.len() != 1 || mm.act_row_div != 1 => {
             return Err(shape(
-                &op,
+                key,
                 format!(
                     "{} is {} weight chunks with {} pairs per activation row; the sum over K \
                      needs one chunk and one row per pair (use mv_id and sum)",
@@ -250,7 +249,7 @@ fn mat_vec(
         // The prologue norms each activation row of `w.cols`, not each row of a wider `act`.
         if norm.weight.size() < (mm.w.cols * 4) as u64 || mm.act.cols != mm.w.cols {
             return Err(shape(
-                &op,
+                key,
                 format!(
                     "norm weights of {} bytes for rows of {} values ({} in a row of act)",
                     norm.weight.size(),
@@ -281,10 +280,9 @@ impl<'a> Matmul<'a> {
             act_row_div,
             ..
         } = *self;
-        let op = key.to_string();
         if !w.cols.is_multiple_of(32) || w.cols == 0 || !act.cols.is_multiple_of(w.cols) {
             return Err(shape(
-                &op,
+                key,
                 format!(
                     "{} is {} x {} (cols must be a multiple of 32), activations have {} cols",
                     w.name, w.rows, w.cols, act.cols
@@ -294,7 +292,7 @@ impl<'a> Matmul<'a> {
         let act_rows = act.rows * (act.cols / w.cols);
         if act_row_div == 0 || act_rows * act_row_div != n_pairs {
             return Err(shape(
-                &op,
+                key,
                 format!(
                     "{n_pairs} pairs need {} activation rows of {} (one per {act_row_div} \
                      pairs); given {act_rows}",
@@ -305,7 +303,7 @@ impl<'a> Matmul<'a> {
         }
         if n_experts != w.experts {
             return Err(shape(
-                &op,
+                key,
                 format!(
                     "{source} over {n_experts} experts, {} has {}",
                     w.name, w.experts
@@ -321,7 +319,7 @@ impl<'a> Matmul<'a> {
         let out = self.out;
         if (out.rows, out.cols, out.ty, self.out_col) != (rows, cols, ty, 0) {
             return Err(shape(
-                &key.to_string(),
+                key,
                 format!(
                     "the output is {} x {} {:?}, {} x {} {ty:?} expected for {}",
                     out.rows, out.cols, out.ty, rows, cols, self.w.name
@@ -348,7 +346,7 @@ impl<'a> Matmul<'a> {
             && self.out_col + div * self.w.rows <= stride;
         if !fits {
             return Err(shape(
-                &key.to_string(),
+                key,
                 format!(
                     "the output is {} x {} {:?}; {n_pairs} pairs of {} rows of {} at column {} \
                      do not fit",
@@ -356,7 +354,7 @@ impl<'a> Matmul<'a> {
                 ),
             ));
         }
-        u32::try_from(stride).map_err(|_| shape(&key.to_string(), "output too wide".into()))
+        u32::try_from(stride).map_err(|_| shape(key, "output too wide".into()))
     }
 
     /// The parameters of the matmul over each weight chunk of `w`, in order.

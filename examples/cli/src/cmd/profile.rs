@@ -73,21 +73,17 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             .context("moetile profile needs GPU timestamp queries")?;
         gpu.take_host_times();
         let start = Instant::now();
+        let cpu = thread_cpu_time();
         let logits = session.prefill(&model, gpu, &tokens, Logits::Last)?;
-        let prefill_wall = Wall {
-            total: start.elapsed(),
-            host: gpu.take_host_times(),
-        };
+        let prefill_wall = Wall::since(start, cpu, gpu.take_host_times());
         let prefill = gpu.take_profile().unwrap_or_default();
         let mut next = argmax(&logits);
         let start = Instant::now();
+        let cpu = thread_cpu_time();
         for _ in 0..args.decode {
             next = argmax(&session.decode(&model, gpu, next)?);
         }
-        let decode_wall = Wall {
-            total: start.elapsed(),
-            host: gpu.take_host_times(),
-        };
+        let decode_wall = Wall::since(start, cpu, gpu.take_host_times());
         let decode = gpu.take_profile().unwrap_or_default();
         Ok(Pass {
             prefill,
@@ -125,9 +121,12 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         let steps = args.decode as f64;
         let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps;
         let dispatches = w.host.dispatches as f64 / steps;
+        let cpu = w
+            .cpu
+            .map_or(String::new(), |cpu| format!(" (CPU {:.3} ms)", ms(cpu)));
         println!(
-            "\nper decode step: {:.3} ms wall-clock, host busy {:.3} ms, {dispatches:.0} dispatch \
-             steps ({:.1} per layer)",
+            "\nper decode step: {:.3} ms wall-clock, host busy {:.3} ms{cpu}, {dispatches:.0} \
+             dispatch steps ({:.1} per layer)",
             ms(w.total),
             ms(w.total.saturating_sub(w.host.waiting)),
             dispatches / file.config.n_layers as f64
@@ -148,6 +147,28 @@ struct Pass {
 struct Wall {
     total: Duration,
     host: HostTimes,
+    /// CPU time of this thread, where the OS tells it: "host busy" also counts time blocked
+    /// inside the driver (lavapipe's submit waits for its queue thread), this does not.
+    cpu: Option<Duration>,
+}
+
+impl Wall {
+    /// The work since `start`, when this thread had used `cpu`.
+    fn since(start: Instant, cpu: Option<Duration>, host: HostTimes) -> Wall {
+        Wall {
+            total: start.elapsed(),
+            host,
+            cpu: thread_cpu_time().zip(cpu).map(|(now, then)| now - then),
+        }
+    }
+}
+
+/// CPU time this thread has run (Linux: the first field of `/proc/thread-self/schedstat`, in
+/// nanoseconds); `None` elsewhere.
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// `n` token ids spread over the vocabulary by a fixed linear congruential sequence: the
@@ -223,9 +244,13 @@ fn print_report(title: &str, report: &ProfileReport, wall: &Wall, per_layer: boo
     let total = report.total_ms();
     let wall_ms = wall.total.as_secs_f64() * 1e3;
     let host_ms = wall_ms - wall.host.waiting.as_secs_f64() * 1e3;
+    let cpu = wall.cpu.map_or(String::new(), |cpu| {
+        format!(", on the CPU {:.3} ms", cpu.as_secs_f64() * 1e3)
+    });
     println!(
         "\n{title}: {total:.3} ms of GPU time in passes; untimed: {wall_ms:.3} ms wall-clock, \
-         of which the host was busy {host_ms:.3} ms ({:.3} ms submitting); {} dispatch steps",
+         of which the host was busy {host_ms:.3} ms ({:.3} ms submitting{cpu}); {} dispatch \
+         steps",
         wall.host.submitting.as_secs_f64() * 1e3,
         wall.host.dispatches
     );
