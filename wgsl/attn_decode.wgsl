@@ -31,6 +31,7 @@
 const_assert HEAD_DIM % 8u == 0u;
 const_assert ROWS * CHUNK == WG_SIZE;
 const_assert WG_SIZE % CHUNK == 0u;
+const_assert 0u == (WG_SIZE / CHUNK) % 4u;
 
 @group(0) @binding(0) var<uniform> params: AttnParams;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
@@ -49,7 +50,9 @@ const PART_OCTS: u32 = (OCTS + PARTS - 1u) / PARTS;
 const ITEMS: u32 = (ROWS * Q4 + WG_SIZE - 1u) / WG_SIZE;
 
 var<workgroup> q_tile: array<vec4<f32>, ROWS * Q4>; // [row][dim], pre-scaled
-var<workgroup> partial: array<f32, ROWS * CHUNK * PARTS>; // [row][position][part]
+// [row][position][part], a score's PARTS partial sums in PARTS / 4 vec4s: the thread that adds
+// them reads whole vec4s, with no bank conflicts between the positions of a subgroup.
+var<workgroup> partial: array<vec4<f32>, ROWS * CHUNK * PARTS / 4u>;
 var<workgroup> scores: array<f32, ROWS * CHUNK>; // [row][position]
 
 @compute @workgroup_size(WG_SIZE)
@@ -108,14 +111,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
         }
         for (var r = 0u; r < ROWS; r++) {
-            partial[(r * CHUNK + j) * PARTS + part] = s[r];
+            partial[((r * CHUNK + j) * PARTS + part) / 4u][part % 4u] = s[r];
         }
         // Also: the values phase of the previous chunk is done with `scores`.
         workgroupBarrier();
 
         var score = 0.0;
-        for (var p = 0u; p < PARTS; p++) {
-            score += partial[(sr * CHUNK + sj) * PARTS + p];
+        for (var p = 0u; p < PARTS / 4u; p++) {
+            let v = partial[(sr * CHUNK + sj) * (PARTS / 4u) + p];
+            score += (v.x + v.y) + (v.z + v.w);
         }
         scores[sr * CHUNK + sj] = select(MASKED, score, j0 + sj < row_keys(r0 + sr));
         // Also: the next chunk's scores phase may rewrite `partial`.
