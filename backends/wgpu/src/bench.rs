@@ -11,6 +11,10 @@
 //! GB/s counts each byte once: weights of the experts that received tokens, activations read
 //! and outputs written (a lower bound of the traffic). To keep set-up fast, weights are random
 //! data quantized for `distinct_experts` experts and repeated over all E.
+//!
+//! The first row, `copy`, is the device's own copy bandwidth (a buffer-to-buffer copy, bytes
+//! read plus written); every row's `of_copy` is its GB/s as a share of it, the yardstick of a
+//! memory-bound kernel that no datasheet number is (issue 11 asks the mat-vecs for 60%).
 
 use std::time::Instant;
 
@@ -132,16 +136,18 @@ pub struct BenchRow {
     pub gbs: f64,
     /// Worst checked error as a fraction of its tolerance (0 for the map).
     pub check: f64,
+    /// GB/s as a share of the `copy` row's (1 for that row).
+    pub of_copy: f64,
 }
 
 impl BenchRow {
     /// The CSV columns of [`BenchRow::csv_record`].
-    pub const CSV_HEADER: [&'static str; 8] = [
-        "kernel", "shape", "tokens", "ms", "ms_min", "gflops", "gbs", "check",
+    pub const CSV_HEADER: [&'static str; 9] = [
+        "kernel", "shape", "tokens", "ms", "ms_min", "gflops", "gbs", "check", "of_copy",
     ];
 
     /// The row's CSV fields, numbers rounded to what the timing resolves.
-    pub fn csv_record(&self) -> [String; 8] {
+    pub fn csv_record(&self) -> [String; 9] {
         [
             self.kernel.clone(),
             self.shape.to_string(),
@@ -151,6 +157,7 @@ impl BenchRow {
             format!("{:.1}", self.gflops),
             format!("{:.1}", self.gbs),
             format!("{:.3}", self.check),
+            format!("{:.3}", self.of_copy),
         ]
     }
 }
@@ -162,10 +169,14 @@ pub fn run_kernel_bench(
     mut report: impl FnMut(&BenchRow),
 ) -> moetile::Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
-    let mut emit = |row: BenchRow| {
+    let copy = copy_row(ctx, cfg.iters)?;
+    let copy_gbs = copy.gbs;
+    let mut emit = |mut row: BenchRow| {
+        row.of_copy = row.gbs / copy_gbs;
         report(&row);
         rows.push(row);
     };
+    emit(copy);
     let paths: Vec<Path> = cfg
         .paths
         .iter()
@@ -237,6 +248,7 @@ pub fn run_kernel_bench(
                             gflops: 0.0,
                             gbs: (t * k * 4 * 3) as f64 / ms / 1e6,
                             check: 0.0,
+                            of_copy: 0.0,
                         });
                     }
                     for &path in &paths {
@@ -538,8 +550,68 @@ impl BenchRow {
             gflops: flops / ms / 1e6,
             gbs: bytes / ms / 1e6,
             check,
+            of_copy: 0.0,
         }
     }
+}
+
+/// Bytes the `copy` row copies: far past every cache (the H100's L2 is 50 MB); a quarter of
+/// that on CPU adapters, where the copy is a memcpy and only shows the row works.
+const COPY_BYTES: u64 = 256 << 20;
+/// Copies per timed submission: the wall clock of one submission also holds its launch and
+/// the wait for it, spread over this many copies.
+const COPIES_PER_RUN: u32 = 8;
+
+/// The `copy` row: one buffer copied into another, `COPIES_PER_RUN` times a submission, the
+/// median over `iters` submissions (after one untimed) on the wall clock after a device wait
+/// (copies are outside the compute passes the timestamps bracket). GB/s counts the bytes read
+/// and written.
+fn copy_row(ctx: &WgpuContext, iters: usize) -> moetile::Result<BenchRow> {
+    let profile = ctx.profile();
+    let size = match profile.device_type {
+        wgpu::DeviceType::Cpu => COPY_BYTES / 4,
+        _ => COPY_BYTES,
+    }
+    .min(profile.max_buffer)
+        & !3;
+    let buffer = |label, usage| {
+        ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let src = buffer("copy source", wgpu::BufferUsages::COPY_SRC);
+    let dst = buffer("copy destination", wgpu::BufferUsages::COPY_DST);
+    let run = || -> crate::Result<f64> {
+        let start = Instant::now();
+        let (_, submission) = ctx.record_timed("copy", None, |rec| {
+            for _ in 0..COPIES_PER_RUN {
+                rec.encoder().copy_buffer_to_buffer(&src, 0, &dst, 0, size);
+            }
+            Ok(())
+        })?;
+        ctx.wait(&submission, "copy")?;
+        Ok(start.elapsed().as_secs_f64() * 1e3 / f64::from(COPIES_PER_RUN))
+    };
+    run()?;
+    let mut times = (0..iters.max(1))
+        .map(|_| run())
+        .collect::<crate::Result<Vec<f64>>>()?;
+    times.sort_by(f64::total_cmp);
+    let (ms, ms_min) = (times[times.len() / 2], times[0]);
+    Ok(BenchRow {
+        kernel: "copy".to_string(),
+        shape: "-",
+        tokens: 0,
+        ms,
+        ms_min,
+        gflops: 0.0,
+        gbs: 2.0 * size as f64 / ms / 1e6,
+        check: 0.0,
+        of_copy: 1.0,
+    })
 }
 
 /// GPU time a row runs back to back before it is timed: the H100's clocks drop while the host

@@ -108,16 +108,24 @@ fn kernel_bench_checks_and_times_each_kernel() {
     let mut lines = text.lines().skip_while(|l| l.starts_with('#'));
     assert_eq!(
         lines.next(),
-        Some("kernel,shape,tokens,ms,ms_min,gflops,gbs,check")
+        Some("kernel,shape,tokens,ms,ms_min,gflops,gbs,check,of_copy")
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), 10, "{text}");
+    // The copy row first (the yardstick of every row's share), then the kernels.
+    assert_eq!(rows.len(), 11, "{text}");
+    assert_eq!((rows[0][0], rows[0][8]), ("copy", "1.000"), "{text}");
     for r in &rows {
         let ms: f64 = r[3].parse().unwrap();
         let check: f64 = r[7].parse().unwrap();
+        let (gbs, of_copy): (f64, f64) = (r[6].parse().unwrap(), r[8].parse().unwrap());
         assert!(ms > 0.0, "{r:?}");
         // The kernel bench refuses outputs beyond tolerance; a check of at most 1 passed.
         assert!((0.0..=1.0).contains(&check), "{r:?}");
+        // The share is the row's GB/s over the copy's, up to the CSV's rounding (GB/s to 0.05,
+        // the share to 0.0005).
+        let copy_gbs: f64 = rows[0][6].parse().unwrap();
+        let bound = 0.05 + 5e-4 * copy_gbs;
+        assert!((of_copy * copy_gbs - gbs).abs() <= bound, "{r:?}");
     }
 }
 

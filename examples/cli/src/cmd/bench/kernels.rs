@@ -149,7 +149,9 @@ pub fn run(args: KernelArgs) -> Result<()> {
             cfg.seed
         ),
         format!(
-            "times: {}, median of the runs; check = worst sampled error / tolerance",
+            "times: {}, median of the runs (copy: the wall clock of 8 copies a submission, bytes \
+             read and written); of copy = GB/s / copy's GB/s; check = worst sampled error / \
+             tolerance",
             if p.timestamps {
                 "GPU timestamps"
             } else {
@@ -160,12 +162,20 @@ pub fn run(args: KernelArgs) -> Result<()> {
     for line in &header {
         println!("{line}");
     }
-    println!("\n| kernel | shape | T | ms | ms min | GFLOP/s | GB/s | check |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("\n| kernel | shape | T | ms | ms min | GFLOP/s | GB/s | of copy | check |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let rows = bench::run_kernel_bench(&ctx, &cfg, |r| {
         println!(
-            "| {} | {} | {} | {:.4} | {:.4} | {:.1} | {:.1} | {:.3} |",
-            r.kernel, r.shape, r.tokens, r.ms, r.ms_min, r.gflops, r.gbs, r.check
+            "| {} | {} | {} | {:.4} | {:.4} | {:.1} | {:.1} | {:.0}% | {:.3} |",
+            r.kernel,
+            r.shape,
+            r.tokens,
+            r.ms,
+            r.ms_min,
+            r.gflops,
+            r.gbs,
+            100.0 * r.of_copy,
+            r.check
         );
     })?;
     if let Some(path) = &args.csv {
