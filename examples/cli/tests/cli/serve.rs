@@ -361,17 +361,25 @@ fn completions_and_chat_answer_what_run_generates() {
     assert!(metric(&metrics, "moetile_prompt_tokens_cached_total") >= (prompt_tokens - 1) as f64);
 }
 
+/// Prompts of different lengths for the batching tests.
+const PROMPTS: [&str; 4] = [
+    "Once upon a time",
+    "The quick brown fox",
+    "Hello",
+    "1, 2, 3,",
+];
+
+/// The text of a completion reply.
+fn completion_text(v: Value) -> String {
+    v["choices"][0]["text"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn concurrent_requests_each_get_what_they_get_alone() {
     let server = Server::start(&["--parallel", "2", "--queue", "8"]);
-    let prompts = [
-        "Once upon a time",
-        "The quick brown fox",
-        "Hello",
-        "1, 2, 3,",
-    ];
+    let prompts = PROMPTS;
     let request = |prompt: &str| json!({"prompt": prompt, "temperature": 0, "max_tokens": 12, "ignore_eos": true});
-    let text = |v: Value| v["choices"][0]["text"].as_str().unwrap().to_string();
+    let text = completion_text;
     let alone: Vec<String> = prompts
         .iter()
         .map(|p| text(server.ok("/v1/completions", &request(p))))
@@ -431,15 +439,9 @@ fn concurrent_requests_each_get_what_they_get_alone() {
 #[test]
 fn thirty_two_concurrent_requests_each_get_what_they_get_alone() {
     let server = Server::start(&["--parallel", "32", "--ctx", "256"]);
-    let texts = [
-        "Once upon a time",
-        "The quick brown fox",
-        "Hello",
-        "1, 2, 3,",
-    ];
-    let prompts: Vec<String> = (0..32).map(|i| format!("{} {i}", texts[i % 4])).collect();
+    let prompts: Vec<String> = (0..32).map(|i| format!("{} {i}", PROMPTS[i % 4])).collect();
     let request = |prompt: &str| json!({"prompt": prompt, "temperature": 0, "max_tokens": 16, "ignore_eos": true});
-    let text = |v: Value| v["choices"][0]["text"].as_str().unwrap().to_string();
+    let text = completion_text;
     let alone: Vec<String> = prompts
         .iter()
         .map(|p| text(server.ok("/v1/completions", &request(p))))
