@@ -19,6 +19,7 @@
 
 pub mod batch;
 pub mod golden;
+pub mod rewrite;
 
 use std::path::PathBuf;
 

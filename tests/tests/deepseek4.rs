@@ -23,11 +23,12 @@
 //! the reference and, in F16, agrees with llama.cpp at every position, its hash-routed layer
 //! and indexer checked by what the state recorded.
 
-use moetile::gguf::{Array, GgufFile, GgufWriter, Value};
+use moetile::gguf::{Array, GgufFile, Value};
 use moetile::quant::GgmlType;
 use moetile::synth::{Deepseek4Dims, Family, Mix, Preset, Synth};
 use moetile_cpu::deepseek4::{Compression, Deepseek4Options, Deepseek4Reference, qat};
 use moetile_tests::golden::{Agreement, Golden, agreement};
+use moetile_tests::rewrite::Tensor;
 use moetile_tests::{fixtures, model_fixture};
 
 const F32: &str = "deepseek4-tiny-f32";
@@ -201,54 +202,13 @@ fn golden_tokens_are_the_fixture_prompt() {
     }
 }
 
-/// A tensor of a rewritten file.
-struct Tensor {
-    name: String,
-    ty: GgmlType,
-    dims: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl Tensor {
-    /// Replaces every f32 value of the tensor.
-    fn map_f32(&mut self, f: impl Fn(f32) -> f32) {
-        assert_eq!(self.ty, GgmlType::F32, "{}", self.name);
-        for v in self.bytes.chunks_exact_mut(4) {
-            let x = f32::from_le_bytes(v.try_into().unwrap());
-            v.copy_from_slice(&f(x).to_le_bytes());
-        }
-    }
-}
-
 /// The F32 fixture with each key's value replaced by `meta(key, value)` (dropped on `None`)
 /// and its tensors edited by `edit`.
 fn rewrite(
     meta: impl Fn(&str, &Value) -> Option<Value>,
     edit: impl FnOnce(&mut Vec<Tensor>),
 ) -> GgufFile {
-    let (src, _, _) = open(F32);
-    let mut w = GgufWriter::new();
-    for (key, value) in src.metadata() {
-        if let Some(v) = meta(key, value) {
-            w.add_metadata(key, v).unwrap();
-        }
-    }
-    let mut tensors: Vec<Tensor> = src
-        .tensors()
-        .iter()
-        .map(|t| Tensor {
-            name: t.name.clone(),
-            ty: t.ty,
-            dims: t.dims.clone(),
-            bytes: src.tensor_bytes(t).to_vec(),
-        })
-        .collect();
-    edit(&mut tensors);
-    for t in &tensors {
-        w.add_tensor(t.name.clone(), t.ty, &t.dims).unwrap();
-    }
-    let data: Vec<&[u8]> = tensors.iter().map(|t| t.bytes.as_slice()).collect();
-    GgufFile::from_bytes(w.to_bytes(&data).unwrap()).unwrap()
+    moetile_tests::rewrite::rewrite(&open(F32).0, meta, edit)
 }
 
 /// The fixture with key `deepseek4.{key}` set to `value` (`None`: removed).

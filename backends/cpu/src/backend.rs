@@ -1,10 +1,11 @@
 //! [`CpuBackend`]: the trait plumbing (shapes, checks, storage) around the reference ops.
 
 use moetile::model::deepseek4::{AttentionWeights as Deepseek4Attention, Deepseek4Config};
+use moetile::model::qwen35moe::{DeltaNetWeights, Mixer, Qwen35MoeConfig};
 use moetile::model::{
-    AttentionParams, Backend, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS, HyperParams,
-    HyperWeights, MoeParams, PoolParams, PoolWeights, PreNorm, RouterParams, Selection, WeightData,
-    hashed_ids,
+    AttentionParams, Backend, DeltaNetParams, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS,
+    HyperParams, HyperWeights, MoeParams, PoolParams, PoolWeights, PreNorm, RouterParams,
+    Selection, WeightData, hashed_ids,
 };
 use moetile::quant;
 
@@ -12,6 +13,7 @@ use crate::deepseek4::Deepseek4Cache;
 use crate::deepseek4::attention::grouped_matvec;
 use crate::deepseek4::compressor::{self, Projected};
 use crate::deepseek4::hyper::{self, Coefs, HcView};
+use crate::delta_net::{self, DeltaNetState};
 use crate::{attention, ops};
 
 /// A row-major f32 matrix: the CPU backend's activation.
@@ -101,13 +103,16 @@ fn describe_gate_up(gate_up: &GateUp<CpuWeight>) -> String {
 }
 
 /// Per-layer f32 keys and values, `[position][kv_head * head_dim]`; or, made by
-/// [`Backend::deepseek4_cache`], deepseek4's per-layer attention state instead.
+/// [`Backend::deepseek4_cache`], deepseek4's per-layer attention state instead; made by
+/// [`Backend::qwen35moe_cache`], keys and values of the attention layers (none for the others)
+/// and the DeltaNet layers' state.
 #[derive(Debug, Clone)]
 pub struct CpuKvCache {
     pub(crate) k: Vec<Vec<f32>>,
     pub(crate) v: Vec<Vec<f32>>,
     n_ctx: usize,
     deepseek4: Option<Box<Deepseek4Cache>>,
+    delta_net: Option<Box<DeltaNetState>>,
 }
 
 /// K expert ids and weights per token, row-major (T, K).
@@ -248,7 +253,64 @@ impl Backend for CpuBackend {
             v: vec![layer; n_layers],
             n_ctx,
             deepseek4: None,
+            delta_net: None,
         })
+    }
+
+    fn runs_delta_net(&self) -> bool {
+        true
+    }
+
+    fn qwen35moe_cache(
+        &mut self,
+        cfg: &Qwen35MoeConfig,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> moetile::Result<CpuKvCache> {
+        let kv = |m: &Mixer| match m {
+            Mixer::Attention => vec![0f32; n_ctx * n_kv_heads * head_dim],
+            Mixer::DeltaNet => Vec::new(),
+        };
+        Ok(CpuKvCache {
+            k: cfg.mixers.iter().map(kv).collect(),
+            v: cfg.mixers.iter().map(kv).collect(),
+            n_ctx,
+            deepseek4: None,
+            delta_net: Some(Box::new(DeltaNetState::new(cfg))),
+        })
+    }
+
+    fn delta_net(
+        &mut self,
+        proj: &Mat,
+        w: &DeltaNetWeights<CpuWeight>,
+        kv: &mut CpuKvCache,
+        layer: usize,
+        pos0: usize,
+        p: &DeltaNetParams,
+    ) -> moetile::Result<Mat> {
+        let d = &p.shape;
+        ensure(
+            proj.cols == d.conv_channels() + d.value_width() + 2 * d.n_v_heads,
+            "delta_net",
+            || format!("projection ({}, {}) for {d:?}", proj.rows, proj.cols),
+        )?;
+        let end = pos0 + proj.rows;
+        if end > kv.n_ctx {
+            return Err(moetile::Error::ContextFull {
+                n_ctx: kv.n_ctx,
+                needed: end,
+            });
+        }
+        let state = kv.delta_net.as_deref_mut().ok_or_else(|| {
+            shape_error(
+                "delta_net",
+                "the cache is not qwen35moe's; make it with Backend::qwen35moe_cache".into(),
+            )
+        })?;
+        let weights = delta_net::weights(&w.conv, &w.dt_bias, &w.a, &w.norm, d)?;
+        delta_net::delta_net(proj, &weights, state, layer, pos0, p)
     }
 
     fn runs_deepseek4(&self) -> bool {
@@ -266,6 +328,7 @@ impl Backend for CpuBackend {
             v: Vec::new(),
             n_ctx,
             deepseek4: Some(Box::new(Deepseek4Cache::new(cfg, n_ctx, qat_sim)?)),
+            delta_net: None,
         })
     }
 
@@ -373,7 +436,9 @@ impl Backend for CpuBackend {
                 && qkv.cols == q_width + 2 * kv_width
                 && p.rope.n_dims <= hd
                 && p.rope.n_dims.is_multiple_of(2)
-                && layer < kv.k.len(),
+                // (a qwen35moe cache holds no keys for its DeltaNet layers)
+                && layer < kv.k.len()
+                && kv.k[layer].len() == kv.n_ctx * kv_width,
             "attention",
             || format!("qkv {:?}, {p:?}", (qkv.rows, qkv.cols)),
         )?;
@@ -425,12 +490,21 @@ impl Backend for CpuBackend {
     }
 
     fn mul_sigmoid(&mut self, x: &mut Mat, g: &Mat) -> moetile::Result<()> {
-        ensure(g.rows == x.rows && g.cols == 1, "mul_sigmoid", || {
-            format!("gate ({}, {}) for x with {} rows", g.rows, g.cols, x.rows)
-        })?;
-        for (row, &gv) in x.data.chunks_exact_mut(x.cols).zip(&g.data) {
-            let s = 1.0 / (1.0 + (-(gv as f64)).exp());
-            row.iter_mut().for_each(|v| *v = (*v as f64 * s) as f32);
+        ensure(
+            g.rows == x.rows && (g.cols == 1 || g.cols == x.cols),
+            "mul_sigmoid",
+            || {
+                format!(
+                    "gate ({}, {}) for x ({}, {})",
+                    g.rows, g.cols, x.rows, x.cols
+                )
+            },
+        )?;
+        for (t, row) in x.data.chunks_exact_mut(x.cols).enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                let s = 1.0 / (1.0 + (-(g.row(t)[c.min(g.cols - 1)] as f64)).exp());
+                *v = (*v as f64 * s) as f32;
+            }
         }
         Ok(())
     }

@@ -19,6 +19,7 @@
 mod attention;
 mod backend;
 pub mod deepseek4;
+mod delta_net;
 mod ops;
 
 pub use backend::{CpuBackend, CpuKvCache, CpuRouting, CpuWeight, Mat};

@@ -243,6 +243,24 @@ impl Value {
 }
 
 impl Array {
+    /// The values of an array of integers of any width, or `None` for another element type.
+    pub fn integers(&self) -> Option<Vec<i128>> {
+        fn all<T: Copy + Into<i128>>(v: &[T]) -> Vec<i128> {
+            v.iter().map(|&x| x.into()).collect()
+        }
+        Some(match self {
+            Array::U8(v) => all(v),
+            Array::I8(v) => all(v),
+            Array::U16(v) => all(v),
+            Array::I16(v) => all(v),
+            Array::U32(v) => all(v),
+            Array::I32(v) => all(v),
+            Array::U64(v) => all(v),
+            Array::I64(v) => all(v),
+            _ => return None,
+        })
+    }
+
     /// The element type ([`ValueType::Array`] for arrays of arrays).
     pub fn elem_type(&self) -> ValueType {
         match self {

@@ -7,6 +7,7 @@
 //! Letters: T tokens, D hidden width, E experts, K experts per token, F expert width.
 
 use crate::model::deepseek4::{AttentionWeights as Deepseek4Attention, Deepseek4Config};
+use crate::model::qwen35moe::{DeltaNetConfig, DeltaNetWeights, Qwen35MoeConfig};
 use crate::quant::GgmlType;
 use crate::tile::TileWidth;
 use crate::{Error, Result};
@@ -35,6 +36,16 @@ pub struct RopeParams {
     pub freq_scale: f32,
     /// NeoX layout rotates pairs `(i, i + n_dims/2)`; the normal layout rotates `(2i, 2i+1)`.
     pub neox: bool,
+}
+
+/// A Gated DeltaNet layer's shape and the epsilon of its norms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeltaNetParams {
+    /// Heads, widths and convolution taps.
+    pub shape: DeltaNetConfig,
+    /// Epsilon of the q/k L2 norms (added to the sum of squares, as llama.cpp does) and of the
+    /// gated RMS norm.
+    pub eps: f32,
 }
 
 /// Grouped-query attention of one layer: its shape and how q and k are prepared.
@@ -515,7 +526,9 @@ pub trait Backend {
     fn add(&mut self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
     /// `silu(gate) * up`, element-wise.
     fn swiglu(&mut self, gate: &Self::Act, up: &Self::Act) -> Result<Self::Act>;
-    /// `x[t, :] *= sigmoid(g[t, 0])`: the shared-expert gate of qwen2moe.
+    /// `x[t, :] *= sigmoid(g[t, 0])` for a `g` of one column (the shared-expert gate of
+    /// qwen2moe and qwen35moe), `x *= sigmoid(g)` element-wise for a `g` of x's shape
+    /// (qwen35moe's attention output gate). A backend may refuse the second with a shape error.
     fn mul_sigmoid(&mut self, x: &mut Self::Act, g: &Self::Act) -> Result<()>;
     /// The last row of `x`: `(1, cols)`, so the output head runs on one token while decoding.
     fn last_row(&mut self, x: &Self::Act) -> Result<Self::Act>;
@@ -617,6 +630,51 @@ pub trait Backend {
         p: &MoeParams,
     ) -> Result<Self::Act>;
 
+    /// Whether this backend implements qwen35moe's Gated DeltaNet ([`Backend::qwen35moe_cache`],
+    /// [`Backend::delta_net`]) and [`Backend::mul_sigmoid`]'s element-wise form:
+    /// [`super::Model::load`] asks before uploading a qwen35moe model. The default is no.
+    fn runs_delta_net(&self) -> bool {
+        false
+    }
+
+    /// An empty cache for a qwen35moe session of `n_ctx` positions: keys and values of its
+    /// attention layers (`n_kv_heads` of `head_dim`) and, per DeltaNet layer, the last
+    /// `conv_taps - 1` inputs of the convolution and each value head's `head_dim x head_dim`
+    /// state, all zero. The state holds a whole prefix in a fixed size, so the cache cannot
+    /// rewind: it continues where it stopped, or restarts at position 0.
+    fn qwen35moe_cache(
+        &mut self,
+        cfg: &Qwen35MoeConfig,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<Self::KvCache> {
+        let _ = (cfg, n_ctx, n_kv_heads, head_dim);
+        Err(no_delta_net(self))
+    }
+
+    /// Gated DeltaNet of layer `layer` for T tokens at positions `pos0..`, continuing the
+    /// layer's state in `kv` (position 0 starts from zeros). `proj` (T, channels + values +
+    /// 2 value heads) is `[qkv | z | beta | alpha]` ([`DeltaNetWeights::in_proj`]). Per token:
+    /// `qkv` through the causal depthwise convolution (`w.conv`, its earlier inputs from the
+    /// cache) and SiLU; q and k L2-normed per key head, q scaled by `1/sqrt(head_dim)`; per
+    /// value head h (reading key head `h % n_k_heads`), with decay
+    /// `g = exp(softplus(alpha + dt_bias) * a)` and `beta = sigmoid(beta)`, the gated delta rule
+    /// `S = g S; S += k (beta (v - S^T k))^T; o = S^T q`; then `o` RMS-normed per head times
+    /// `w.norm` times `silu(z)`. Returns (T, values), before `ssm_out`.
+    fn delta_net(
+        &mut self,
+        proj: &Self::Act,
+        w: &DeltaNetWeights<Self::Weight>,
+        kv: &mut Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        p: &DeltaNetParams,
+    ) -> Result<Self::Act> {
+        let _ = (proj, w, kv, layer, pos0, p);
+        Err(no_delta_net(self))
+    }
+
     /// Whether this backend implements deepseek4's attention ([`Backend::deepseek4_cache`],
     /// [`Backend::deepseek4_attention`]): [`super::Model::load`] asks before uploading a
     /// deepseek4 model, so a backend that cannot run it refuses before any work. The default
@@ -654,6 +712,17 @@ pub trait Backend {
     ) -> Result<Self::Act> {
         let _ = (x, w, kv, layer, pos0);
         Err(no_deepseek4_attention(self))
+    }
+}
+
+/// The refusal of a backend without qwen35moe's ops.
+pub(crate) fn no_delta_net<B: Backend + ?Sized>(b: &B) -> crate::Error {
+    crate::Error::UnsupportedOp {
+        op: "qwen35moe's Gated DeltaNet (Backend::delta_net: causal conv1d with its carried \
+             tail, gated delta rule state, gated RMS norm) and its element-wise attention \
+             output gate (mul_sigmoid)"
+            .into(),
+        backend: b.describe(),
     }
 }
 

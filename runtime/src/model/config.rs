@@ -3,7 +3,8 @@
 
 use crate::gguf::GgufFile;
 use crate::model::deepseek4::Deepseek4Config;
-use crate::model::{ExpertActivation, Gating, RopeParams};
+use crate::model::qwen35moe::{self, Qwen35MoeConfig};
+use crate::model::{AttentionParams, ExpertActivation, Gating, RopeParams};
 use crate::{Error, Result};
 
 /// The architectures moetile runs.
@@ -22,17 +23,20 @@ pub enum Arch {
     /// DeepSeek V4 Flash: hyper-connected streams, compressed attention, hashed and biased
     /// routing ([`super::deepseek4`]).
     Deepseek4,
+    /// Qwen3.5 / Qwen3.6 MoE: Gated DeltaNet and gated attention layers.
+    Qwen35Moe,
 }
 
 impl Arch {
     /// Every supported architecture with its `general.architecture` name.
-    pub const SUPPORTED: [(Arch, &'static str); 6] = [
+    pub const SUPPORTED: [(Arch, &'static str); 7] = [
         (Arch::Llama, "llama"),
         (Arch::Qwen2, "qwen2"),
         (Arch::Qwen3, "qwen3"),
         (Arch::Qwen2Moe, "qwen2moe"),
         (Arch::Qwen3Moe, "qwen3moe"),
         (Arch::Deepseek4, super::deepseek4::ARCH),
+        (Arch::Qwen35Moe, qwen35moe::ARCH),
     ];
 
     /// The architecture named `name`, or an error listing the supported ones.
@@ -61,7 +65,7 @@ impl Arch {
     }
 
     fn has_qk_norm(self) -> bool {
-        matches!(self, Arch::Qwen3 | Arch::Qwen3Moe)
+        matches!(self, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Qwen35Moe)
     }
 }
 
@@ -113,6 +117,8 @@ pub struct ModelConfig {
     pub qk_norm: bool,
     /// Everything else deepseek4's forward pass reads (for that architecture only).
     pub deepseek4: Option<Deepseek4Config>,
+    /// The layer mix and DeltaNet shape of qwen35moe (for that architecture only).
+    pub qwen35moe: Option<Qwen35MoeConfig>,
 }
 
 impl ModelConfig {
@@ -145,9 +151,11 @@ impl ModelConfig {
         let rope_dims = usize_opt("rope.dimension_count")?.unwrap_or(head_dim);
         let rope_scale = match file.get_str_opt(&key("rope.scaling.type"))? {
             None | Some("none") => 1.0,
+            // llama.cpp reads a factor of 0 (or none) as no scaling.
             Some("linear") => {
                 1.0 / file
                     .get_f32_opt(&key("rope.scaling.factor"))?
+                    .filter(|&f| f != 0.0)
                     .unwrap_or(1.0)
             }
             Some(other) => {
@@ -166,7 +174,9 @@ impl ModelConfig {
         };
         let moe = match usize_opt("expert_count")? {
             Some(n_experts) if n_experts > 0 => {
+                // llama.cpp's qwen35moe graph is softmax whatever the key says.
                 let gating = match file.get_u64_opt(&key("expert_gating_func"))? {
+                    _ if arch == Arch::Qwen35Moe => Gating::Softmax,
                     None | Some(1) => Gating::Softmax,
                     Some(2) => Gating::Sigmoid,
                     Some(other) => {
@@ -181,18 +191,22 @@ impl ModelConfig {
                     n_experts_used: usize_key("expert_used_count")?,
                     expert_ff: usize_key("expert_feed_forward_length")?,
                     gating,
-                    normalize: file
-                        .get_bool_opt(&key("expert_weights_norm"))?
-                        .unwrap_or(arch == Arch::Qwen3Moe),
+                    // llama.cpp's qwen35moe graph renormalises whatever the key says.
+                    normalize: arch == Arch::Qwen35Moe
+                        || file
+                            .get_bool_opt(&key("expert_weights_norm"))?
+                            .unwrap_or(arch == Arch::Qwen3Moe),
+                    // llama.cpp scales only by a factor other than 0 and 1.
                     weight_scale: file
                         .get_f32_opt(&key("expert_weights_scale"))?
+                        .filter(|&s| s != 0.0)
                         .unwrap_or(1.0),
                     activation: ExpertActivation::SwiGlu,
                 })
             }
             _ => None,
         };
-        if matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe) && moe.is_none() {
+        if matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Qwen35Moe) && moe.is_none() {
             return Err(Error::InvalidModel(format!(
                 "{} needs {}",
                 arch.name(),
@@ -207,9 +221,16 @@ impl ModelConfig {
                 m.n_experts_used, m.n_experts
             )));
         }
+        let qwen35moe = match arch {
+            Arch::Qwen35Moe => Some(Qwen35MoeConfig::from_gguf(file, rope_dims)?),
+            _ => None,
+        };
         Ok(ModelConfig {
             arch,
-            n_layers: usize_key("block_count")?,
+            n_layers: match &qwen35moe {
+                Some(q) => q.mixers.len(),
+                None => usize_key("block_count")?,
+            },
             d_model,
             n_heads,
             n_kv_heads,
@@ -226,26 +247,45 @@ impl ModelConfig {
             moe,
             qk_norm: arch.has_qk_norm(),
             deepseek4: None,
+            qwen35moe,
         })
+    }
+
+    /// The attention op's parameters: softmax scale `1 / sqrt(head_dim)`, RoPE, q/k norm epsilon.
+    pub fn attention_params(&self) -> AttentionParams {
+        AttentionParams {
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            scale: 1.0 / (self.head_dim as f32).sqrt(),
+            rope: self.rope,
+            norm_eps: self.rms_eps,
+        }
     }
 
     /// Whether a session's cache can go back to any earlier position (keys and values per
     /// position), so a chat keeps the prefix a new prompt shares; deepseek4's cannot (its
-    /// compressed rows and unfinished blocks hold what positions past the cut left), so it can
+    /// compressed rows and unfinished blocks hold what positions past the cut left), nor can
+    /// qwen35moe's (a DeltaNet state holds every token so far in a fixed size), so those can
     /// only grow or start over.
     pub fn cache_rewinds(&self) -> bool {
-        self.deepseek4.is_none()
+        self.deepseek4.is_none() && self.qwen35moe.is_none()
     }
 
     /// Bytes of the cache a session of `n_ctx` positions holds at `element_bytes` a value:
     /// keys and values of every position and layer; for deepseek4, the raw window plus the
-    /// compressed rows and what builds them ([`Deepseek4Config::cache_size`]).
+    /// compressed rows and what builds them ([`Deepseek4Config::cache_size`]); for qwen35moe,
+    /// the attention layers' keys and values plus the DeltaNet layers' f32 states.
     pub fn kv_cache_bytes(&self, n_ctx: usize, element_bytes: usize) -> u64 {
-        match &self.deepseek4 {
-            Some(c) => c.cache_size(n_ctx).bytes(element_bytes),
-            None => {
-                (2 * self.n_layers * n_ctx * self.n_kv_heads * self.head_dim * element_bytes) as u64
+        let kv_layer = 2 * n_ctx * self.n_kv_heads * self.head_dim * element_bytes;
+        match (&self.deepseek4, &self.qwen35moe) {
+            (Some(c), _) => c.cache_size(n_ctx).bytes(element_bytes),
+            (None, Some(q)) => {
+                let recurrent = q.mixers.len() - q.attention_layers();
+                (q.attention_layers() * kv_layer + recurrent * q.delta_net.state_floats() * 4)
+                    as u64
             }
+            (None, None) => (self.n_layers * kv_layer) as u64,
         }
     }
 
@@ -284,6 +324,7 @@ impl ModelConfig {
             }),
             qk_norm: false,
             deepseek4: Some(c),
+            qwen35moe: None,
         })
     }
 }

@@ -5,9 +5,9 @@ use crate::Result;
 use crate::config::RuntimeConfig;
 use crate::gguf::GgufFile;
 use crate::model::{
-    AttentionParams, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
-    ModelWeights, MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4,
-    load_weights,
+    Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig, ModelWeights,
+    MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4, load_weights,
+    qwen35moe,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
 
@@ -53,22 +53,28 @@ pub struct Model<B: Backend> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Resolves the config of `file` and uploads its weights; a deepseek4 file on a backend
-    /// without its attention is refused first.
+    /// Resolves the config of `file` and uploads its weights; a deepseek4 or qwen35moe file on
+    /// a backend without its ops is refused first, naming them.
     pub fn load(
         file: &GgufFile,
         backend: &mut B,
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<Self> {
         let config = ModelConfig::from_gguf(file)?;
-        let weights = match &config.deepseek4 {
-            Some(_) if !backend.runs_deepseek4() => {
+        let weights = match (&config.deepseek4, &config.qwen35moe) {
+            (Some(_), _) if !backend.runs_deepseek4() => {
                 return Err(super::backend::no_deepseek4_attention(backend));
             }
-            Some(c) => {
+            (Some(c), _) => {
                 ModelWeights::Deepseek4(deepseek4::load_weights(file, c, backend, progress)?)
             }
-            None => ModelWeights::Standard(load_weights(file, &config, backend, progress)?),
+            (None, Some(_)) if !backend.runs_delta_net() => {
+                return Err(super::backend::no_delta_net(backend));
+            }
+            (None, Some(q)) => ModelWeights::Qwen35Moe(qwen35moe::load_weights(
+                file, &config, q, backend, progress,
+            )?),
+            (None, None) => ModelWeights::Standard(load_weights(file, &config, backend, progress)?),
         };
         Ok(Model { config, weights })
     }
@@ -82,9 +88,10 @@ impl<B: Backend> Model<B> {
         runtime: &RuntimeConfig,
     ) -> Result<B::KvCache> {
         let c = &self.config;
-        match &c.deepseek4 {
-            Some(d) => backend.deepseek4_cache(d, n_ctx, runtime.qat_sim),
-            None => backend.kv_cache(c.n_layers, n_ctx, c.n_kv_heads, c.head_dim),
+        match (&c.deepseek4, &c.qwen35moe) {
+            (Some(d), _) => backend.deepseek4_cache(d, n_ctx, runtime.qat_sim),
+            (None, Some(q)) => backend.qwen35moe_cache(q, n_ctx, c.n_kv_heads, c.head_dim),
+            (None, None) => backend.kv_cache(c.n_layers, n_ctx, c.n_kv_heads, c.head_dim),
         }
     }
 
@@ -111,22 +118,22 @@ impl<B: Backend> Model<B> {
         logits: Logits,
     ) -> Result<B::Act> {
         let tile = self.moe_tile(tokens.len(), policy);
-        match (&self.weights, &self.config.deepseek4) {
-            (ModelWeights::Standard(w), _) => {
+        let batch = Batch {
+            tokens,
+            pos0,
+            tile,
+            logits,
+        };
+        let c = &self.config;
+        match (&self.weights, &c.deepseek4, &c.qwen35moe) {
+            (ModelWeights::Standard(w), _, _) => {
                 let attend = Attend::One { kv, pos0 };
                 self.forward_standard(b, w, attend, tokens, tile, logits)
             }
-            (ModelWeights::Deepseek4(w), Some(c)) => {
-                let batch = Batch {
-                    tokens,
-                    pos0,
-                    tile,
-                    logits,
-                };
-                deepseek4::forward(b, c, w, kv, batch)
-            }
-            (ModelWeights::Deepseek4(_), None) => Err(crate::Error::InvalidModel(
-                "deepseek4 weights under a config without deepseek4's settings".into(),
+            (ModelWeights::Deepseek4(w), Some(d), _) => deepseek4::forward(b, d, w, kv, batch),
+            (ModelWeights::Qwen35Moe(w), _, Some(q)) => qwen35moe::forward(b, c, q, w, kv, batch),
+            _ => Err(crate::Error::InvalidModel(
+                "the weights' architecture differs from the config's".into(),
             )),
         }
     }
@@ -148,10 +155,15 @@ impl<B: Backend> Model<B> {
                 let tile = self.moe_tile(tokens.len(), policy);
                 self.forward_standard(b, w, attend, tokens, tile, Logits::All)
             }
-            ModelWeights::Deepseek4(_) => Err(crate::Error::UnsupportedOp {
-                op: "decoding several deepseek4 sequences in one pass".into(),
-                backend: b.describe(),
-            }),
+            ModelWeights::Deepseek4(_) | ModelWeights::Qwen35Moe(_) => {
+                Err(crate::Error::UnsupportedOp {
+                    op: format!(
+                        "decoding several {} sequences in one pass",
+                        self.config.arch.name()
+                    ),
+                    backend: b.describe(),
+                })
+            }
         }
     }
 
@@ -172,14 +184,7 @@ impl<B: Backend> Model<B> {
         logits: Logits,
     ) -> Result<B::Act> {
         let c = &self.config;
-        let attn_params = AttentionParams {
-            n_heads: c.n_heads,
-            n_kv_heads: c.n_kv_heads,
-            head_dim: c.head_dim,
-            scale: 1.0 / (c.head_dim as f32).sqrt(),
-            rope: c.rope,
-            norm_eps: c.rms_eps,
-        };
+        let attn_params = c.attention_params();
         b.stage(Stage::Embed, None);
         let mut x = b.embed(&w.embed, tokens)?;
         for (il, layer) in w.layers.iter().enumerate() {
@@ -207,76 +212,101 @@ impl<B: Backend> Model<B> {
             b.stage(Stage::OutProj, l);
             b.matmul_add(&mut x, &att, &a.out)?;
 
-            let norm = PreNorm {
-                weight: &layer.ffn_norm,
-                eps: c.rms_eps,
-            };
-            match &layer.ffn {
-                FfnWeights::Dense(ffn) => {
-                    b.stage(Stage::DenseFfn, l);
-                    let h = b.rms_norm(&x, norm.weight, norm.eps)?;
-                    dense_ffn_add(b, &mut x, &h, ffn)?;
-                }
-                FfnWeights::Moe {
-                    router,
-                    gate_up,
-                    down,
-                    shared,
-                } => {
-                    let m = c.moe.as_ref().expect("MoE weights imply an MoE config");
-                    b.stage(Stage::Router, l);
-                    let router_logits = b.project(&x, Some(norm), std::slice::from_ref(router))?;
-                    let routing = b.route(
-                        &router_logits,
-                        Selection::TopK,
-                        &RouterParams {
-                            n_experts_used: m.n_experts_used,
-                            gating: m.gating,
-                            normalize: m.normalize,
-                            weight_scale: m.weight_scale,
-                        },
-                    )?;
-                    // The shared expert reads the normed x before the routed experts add
-                    // into it.
-                    let shared_out = match shared {
-                        Some((ffn, gate_inp)) => {
-                            b.stage(Stage::SharedExpert, l);
-                            let h = b.rms_norm(&x, norm.weight, norm.eps)?;
-                            let mut ys = dense_ffn(b, &h, ffn)?;
-                            if let Some(gate_inp) = gate_inp {
-                                let g = b.matmul(&h, gate_inp)?;
-                                b.mul_sigmoid(&mut ys, &g)?;
-                            }
-                            Some(ys)
-                        }
-                        None => None,
-                    };
-                    let params = MoeParams {
-                        activation: m.activation,
-                        tile,
-                    };
-                    b.stage(Stage::Experts, l);
-                    let experts = ExpertWeights { gate_up, down };
-                    b.moe(&mut x, Some(norm), &routing, experts, &params)?;
-                    if let Some(ys) = shared_out {
-                        b.stage(Stage::SharedExpert, l);
-                        b.add(&mut x, &ys)?;
-                    }
-                }
-            }
+            ffn_add(b, &mut x, &layer.ffn_norm, &layer.ffn, c, tile, il)?;
         }
-        b.stage(Stage::OutputHead, None);
-        // The norm is per row, so norming the last row equals taking the last normed row.
-        if logits == Logits::Last {
-            x = b.last_row(&x)?;
-        }
-        let norm = PreNorm {
-            weight: &w.output_norm,
-            eps: c.rms_eps,
-        };
         let head = w.output.as_ref().unwrap_or(&w.embed);
-        b.project(&x, Some(norm), std::slice::from_ref(head))
+        output_head(b, x, &w.output_norm, head, c.rms_eps, logits)
     }
+}
+
+/// `x += ffn(rms_norm(x) * norm)` for block `il`: a dense SwiGLU FFN, or routed experts (on
+/// tiles of `tile`) plus an optional shared expert with an optional sigmoid gate.
+pub(crate) fn ffn_add<B: Backend>(
+    b: &mut B,
+    x: &mut B::Act,
+    norm: &B::Weight,
+    ffn: &FfnWeights<B::Weight>,
+    c: &ModelConfig,
+    tile: TileWidth,
+    il: usize,
+) -> Result<()> {
+    let l = Some(il);
+    let norm = PreNorm {
+        weight: norm,
+        eps: c.rms_eps,
+    };
+    match ffn {
+        FfnWeights::Dense(ffn) => {
+            b.stage(Stage::DenseFfn, l);
+            let h = b.rms_norm(x, norm.weight, norm.eps)?;
+            dense_ffn_add(b, x, &h, ffn)
+        }
+        FfnWeights::Moe {
+            router,
+            gate_up,
+            down,
+            shared,
+        } => {
+            let m = c.moe.as_ref().expect("MoE weights imply an MoE config");
+            b.stage(Stage::Router, l);
+            let router_logits = b.project(x, Some(norm), std::slice::from_ref(router))?;
+            let routing = b.route(
+                &router_logits,
+                Selection::TopK,
+                &RouterParams {
+                    n_experts_used: m.n_experts_used,
+                    gating: m.gating,
+                    normalize: m.normalize,
+                    weight_scale: m.weight_scale,
+                },
+            )?;
+            // The shared expert reads the normed x before the routed experts add into it.
+            let shared_out = match shared {
+                Some((ffn, gate_inp)) => {
+                    b.stage(Stage::SharedExpert, l);
+                    let h = b.rms_norm(x, norm.weight, norm.eps)?;
+                    let mut ys = dense_ffn(b, &h, ffn)?;
+                    if let Some(gate_inp) = gate_inp {
+                        let g = b.matmul(&h, gate_inp)?;
+                        b.mul_sigmoid(&mut ys, &g)?;
+                    }
+                    Some(ys)
+                }
+                None => None,
+            };
+            let params = MoeParams {
+                activation: m.activation,
+                tile,
+            };
+            b.stage(Stage::Experts, l);
+            let experts = ExpertWeights { gate_up, down };
+            b.moe(x, Some(norm), &routing, experts, &params)?;
+            if let Some(ys) = shared_out {
+                b.stage(Stage::SharedExpert, l);
+                b.add(x, &ys)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Logits of `x` (every row, or the last for [`Logits::Last`]) through the final norm and
+/// `head`.
+pub(crate) fn output_head<B: Backend>(
+    b: &mut B,
+    mut x: B::Act,
+    norm: &B::Weight,
+    head: &B::Weight,
+    eps: f32,
+    logits: Logits,
+) -> Result<B::Act> {
+    b.stage(Stage::OutputHead, None);
+    // The norm is per row, so norming the last row equals taking the last normed row.
+    if logits == Logits::Last {
+        x = b.last_row(&x)?;
+    }
+    let norm = PreNorm { weight: norm, eps };
+    b.project(&x, Some(norm), std::slice::from_ref(head))
 }
 
 fn dense_ffn<B: Backend>(b: &mut B, h: &B::Act, ffn: &DenseFfn<B::Weight>) -> Result<B::Act> {

@@ -5,6 +5,7 @@ mod backend;
 mod config;
 pub mod deepseek4;
 mod forward;
+pub mod qwen35moe;
 mod weights;
 
 pub use backend::*;

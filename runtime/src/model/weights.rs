@@ -4,6 +4,7 @@
 
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::deepseek4::Deepseek4Weights;
+use crate::model::qwen35moe::Qwen35MoeWeights;
 use crate::model::{Backend, GateUp, ModelConfig, WeightData};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
@@ -74,6 +75,8 @@ pub enum ModelWeights<W> {
     Standard(StandardWeights<W>),
     /// deepseek4's.
     Deepseek4(Deepseek4Weights<W>),
+    /// qwen35moe's.
+    Qwen35Moe(Qwen35MoeWeights<W>),
 }
 
 /// All weights of a llama-like model.
@@ -184,8 +187,7 @@ impl<'a, B: Backend> Loader<'a, B> {
         Ok(w)
     }
 
-    /// q, k and v of block `p`, neighbours of one type stacked into one tensor (whole rows of
-    /// whole blocks, so the bytes concatenate).
+    /// q, k and v of block `p`, neighbours of one type stacked into one tensor.
     fn qkv(
         &mut self,
         p: &str,
@@ -199,6 +201,13 @@ impl<'a, B: Backend> Loader<'a, B> {
             self.data(&names[1], &[d, kv_width])?,
             self.data(&names[2], &[d, kv_width])?,
         ];
+        self.stack(&parts)
+    }
+
+    /// Matrices of one input width whose outputs are wanted side by side (one
+    /// [`Backend::project`]): neighbours of one type are stacked into one tensor (whole rows of
+    /// whole blocks, so the bytes concatenate), others uploaded as they are.
+    pub(crate) fn stack(&mut self, parts: &[WeightData<'_>]) -> Result<Vec<B::Weight>> {
         let mut out = Vec::new();
         let mut start = 0;
         while start < parts.len() {
@@ -209,6 +218,7 @@ impl<'a, B: Backend> Loader<'a, B> {
                 // Alone in its type: uploaded as the file holds it, no copy.
                 [one] => self.backend.upload(*one)?,
                 _ => {
+                    let d = group[0].dims[0];
                     let rows: usize = group.iter().map(|w| w.dims[1]).sum();
                     let bytes = group.iter().map(|w| w.bytes).collect::<Vec<_>>().concat();
                     let name = group.iter().map(|w| w.name).collect::<Vec<_>>().join("+");
@@ -247,14 +257,20 @@ impl<'a, B: Backend> Loader<'a, B> {
         })
     }
 
-    fn opt(&mut self, name: &str, dims: &[usize]) -> Result<Option<B::Weight>> {
+    pub(crate) fn opt(&mut self, name: &str, dims: &[usize]) -> Result<Option<B::Weight>> {
         match self.file.tensor(name) {
             Some(_) => self.get(name, dims).map(Some),
             None => Ok(None),
         }
     }
 
-    fn dense(&mut self, p: &str, suffix: &str, d: usize, f: usize) -> Result<DenseFfn<B::Weight>> {
+    pub(crate) fn dense(
+        &mut self,
+        p: &str,
+        suffix: &str,
+        d: usize,
+        f: usize,
+    ) -> Result<DenseFfn<B::Weight>> {
         Ok(DenseFfn {
             gate: self.get(&format!("{p}ffn_gate{suffix}.weight"), &[d, f])?,
             up: self.get(&format!("{p}ffn_up{suffix}.weight"), &[d, f])?,

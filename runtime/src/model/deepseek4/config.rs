@@ -155,7 +155,9 @@ impl Keys<'_> {
         match self.value(k) {
             None => Ok(None),
             Some(Value::Array(a)) => {
-                let values = integers(a).ok_or_else(|| invalid(k, "holds no integers"))?;
+                let values = a
+                    .integers()
+                    .ok_or_else(|| invalid(k, "holds no integers"))?;
                 match values.split_first() {
                     Some((&first, rest)) if rest.iter().all(|&v| v == first) => {
                         let first = usize::try_from(first).map_err(|_| {
@@ -192,24 +194,6 @@ impl Keys<'_> {
             Some(_) => Ok(Some(vec![self.f32(k)?; n_layers])),
         }
     }
-}
-
-/// The values of an array of integers of any width, or `None` for another element type.
-fn integers(a: &Array) -> Option<Vec<i128>> {
-    fn all<T: Copy + Into<i128>>(v: &[T]) -> Vec<i128> {
-        v.iter().map(|&x| x.into()).collect()
-    }
-    Some(match a {
-        Array::U8(v) => all(v),
-        Array::I8(v) => all(v),
-        Array::U16(v) => all(v),
-        Array::I16(v) => all(v),
-        Array::U32(v) => all(v),
-        Array::I32(v) => all(v),
-        Array::U64(v) => all(v),
-        Array::I64(v) => all(v),
-        _ => return None,
-    })
 }
 
 /// The values a deepseek4 cache holds for a context, by what they are: the architecture's
@@ -363,7 +347,7 @@ impl Deepseek4Config {
         }
 
         let ratios = match keys.value("attention.compress_ratios") {
-            Some(Value::Array(a)) => integers(a),
+            Some(Value::Array(a)) => a.integers(),
             Some(_) => None,
             None => return Err(missing("attention.compress_ratios").into()),
         }

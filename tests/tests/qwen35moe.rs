@@ -1,0 +1,259 @@
+//! qwen35moe (Qwen3.5 / Qwen3.6 MoE) on the CPU reference against llama.cpp, on the tiny
+//! fixture `qwen35moe-tiny-f32` (README-qwen35moe.md in the fixtures: three Gated DeltaNet
+//! layers and one gated attention layer, 8 experts of which 2 are used, merged and separate
+//! gate/up): the logits at every position of the 250-token prompt, greedy generation of 32
+//! tokens, prompts fed in chunks and a token at a time, the state's rules, and the refusals.
+
+use moetile::RuntimeConfig;
+use moetile::gguf::{GgufFile, Value};
+use moetile::model::{Backend, Logits, Model};
+use moetile::quant::GgmlType;
+use moetile::session::Session;
+use moetile_cpu::CpuBackend;
+use moetile_tests::fixtures;
+use moetile_tests::golden::{Golden, agreement};
+use moetile_tests::rewrite::{Tensor, rewrite_adding};
+
+const MODEL: &str = "models/qwen35moe-tiny-f32.gguf";
+
+/// The bound on every position's NMSE against llama.cpp (F32 weights, F32 KV cache). The two
+/// differ by f32 rounding only: llama.cpp keeps f32 throughout, the reference accumulates in
+/// f64 (measured: NMSE 4.8e-13, the largest position's 2.0e-11; README-qwen35moe.md), as
+/// llama.cpp's own micro-batches of 1 differ from its one-batch run (7.2e-13). The issue asks
+/// 1e-8.
+const NMSE: f64 = 1e-10;
+
+fn file() -> GgufFile {
+    GgufFile::open(&fixtures().join(MODEL)).unwrap()
+}
+
+fn golden(name: &str) -> Golden {
+    Golden::read(&fixtures().join("models").join(name)).unwrap()
+}
+
+fn session(model: &Model<CpuBackend>, cpu: &mut CpuBackend, chunk: usize) -> Session<CpuBackend> {
+    let config = RuntimeConfig {
+        chunk,
+        ..RuntimeConfig::default()
+    };
+    Session::new(model, cpu, &config).unwrap()
+}
+
+/// Every position's logits of `tokens`, prefilled in chunks of `chunk`.
+fn prefill(file: &GgufFile, tokens: &[u32], chunk: usize) -> Vec<f32> {
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(file, &mut cpu, &mut |_| {}).unwrap();
+    let mut s = session(&model, &mut cpu, chunk);
+    s.prefill(&model, &mut cpu, tokens, Logits::All).unwrap()
+}
+
+#[test]
+fn prompt_logits_match_llama_cpp_at_every_position() {
+    let want = golden("qwen35moe-tiny-f32.llama.golden");
+    assert_eq!(want.tokens.len(), 250);
+    let got = prefill(&file(), &want.tokens, 512);
+    let a = agreement(&got, &want.logits, want.n_vocab);
+    println!("CPU reference vs llama.cpp: {a:?}");
+    assert!(a.max_row_nmse <= NMSE && a.top1 == 1.0, "{a:?}");
+}
+
+/// Chunks that do not divide the prompt (7, 64, 100), and one token per call, give the one-shot
+/// logits bit for bit: every op but attention and the DeltaNet acts per row, attention is exact
+/// per query, and the DeltaNet runs token by token with its state stored in f32 between tokens
+/// whatever the calls.
+#[test]
+fn chunked_and_token_by_token_prefill_equal_one_shot() {
+    let (file, tokens) = (file(), golden("qwen35moe-tiny-f32.llama.golden").tokens);
+    let one_shot = prefill(&file, &tokens, 512);
+    for chunk in [1, 7, 64, 100] {
+        let got = prefill(&file, &tokens, chunk);
+        assert!(got == one_shot, "chunks of {chunk} differ from one shot");
+    }
+}
+
+/// The first index of the largest value, as llama.cpp's greedy loop picks it.
+fn argmax(row: &[f32]) -> u32 {
+    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best }) as u32
+}
+
+/// Greedy generation equals llama.cpp's for 32 tokens: the 250-token prompt in one call, then
+/// one token per call. `qwen35moe-tiny-f32.greedy.llama.golden` holds llama.cpp's ids (one
+/// `llama_decode` per token) and, row i, the logits that chose id i; its smallest gap between
+/// pick and runner-up is 2.1e-2, far above the f32 rounding between the two.
+#[test]
+fn greedy_32_tokens_equal_llama_cpp() {
+    let want = golden("qwen35moe-tiny-f32.greedy.llama.golden");
+    let prompt = golden("qwen35moe-tiny-f32.llama.golden").tokens;
+    let file = file();
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    let mut s = session(&model, &mut cpu, 512);
+    let mut logits = s.prefill(&model, &mut cpu, &prompt, Logits::Last).unwrap();
+    let (mut ids, mut rows) = (Vec::new(), Vec::new());
+    for _ in 0..32 {
+        let id = argmax(&logits);
+        ids.push(id);
+        rows.extend_from_slice(&logits);
+        logits = s.prefill(&model, &mut cpu, &[id], Logits::Last).unwrap();
+    }
+    assert_eq!(ids, want.tokens);
+    let a = agreement(&rows, &want.logits, want.n_vocab);
+    println!("greedy rows vs llama.cpp: {a:?}");
+    assert!(a.max_row_nmse <= NMSE, "{a:?}");
+}
+
+/// The state continues where it stopped or restarts at 0; any other position is refused,
+/// naming both. A session truncated inside what it holds starts over (the cache cannot
+/// rewind), and then gives the logits of a fresh one.
+#[test]
+fn state_continues_or_restarts_never_rewinds() {
+    let (file, tokens) = (file(), golden("qwen35moe-tiny-f32.llama.golden").tokens);
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    assert!(!model.config.cache_rewinds());
+    let config = RuntimeConfig::default();
+    let mut kv = model.kv_cache(&mut cpu, 512, &config).unwrap();
+    let policy = config.resolve_tile_policy();
+    let fwd = |cpu: &mut CpuBackend, kv: &mut _, t: &[u32], pos0| {
+        model.forward(cpu, kv, t, pos0, &policy, Logits::All)
+    };
+    fwd(&mut cpu, &mut kv, &tokens[..10], 0).unwrap();
+    let err = fwd(&mut cpu, &mut kv, &tokens[10..12], 5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds 10 tokens") && err.contains("position 5"),
+        "{err}"
+    );
+    // Restarting at 0 forgets the first run.
+    let again = fwd(&mut cpu, &mut kv, &tokens[..4], 0).unwrap();
+    let fresh = prefill(&file, &tokens[..4], 512);
+    assert!(cpu.read(&again).unwrap() == fresh);
+
+    let mut s = session(&model, &mut cpu, 512);
+    s.prefill(&model, &mut cpu, &tokens[..20], Logits::Last)
+        .unwrap();
+    s.truncate(8);
+    assert!(
+        s.tokens().is_empty(),
+        "a truncated qwen35moe session starts over"
+    );
+    let got = s
+        .prefill(&model, &mut cpu, &tokens[..12], Logits::All)
+        .unwrap();
+    assert!(got == prefill(&file, &tokens[..12], 512));
+}
+
+/// The fixture with key `qwen35moe.{key}` set to `value` (`None`: removed; added when absent),
+/// and tensor `tensor` dropped or, named `*.scale`, added; what loading it on the CPU says.
+fn load_error(key: &str, value: Option<Value>, tensor: &str) -> String {
+    let (src, full) = (file(), format!("qwen35moe.{key}"));
+    let added: Vec<(&str, Value)> = match &value {
+        Some(v) if src.get(&full).is_none() => vec![(full.as_str(), v.clone())],
+        _ => Vec::new(),
+    };
+    let edited = rewrite_adding(
+        &src,
+        |k, v| {
+            if k == full {
+                value.clone()
+            } else {
+                Some(v.clone())
+            }
+        },
+        &added,
+        |t| match tensor.strip_suffix(".scale") {
+            Some(_) => t.push(Tensor {
+                name: tensor.into(),
+                ty: GgmlType::F32,
+                dims: vec![1],
+                bytes: 1f32.to_le_bytes().to_vec(),
+            }),
+            None => t.retain(|t| t.name != tensor),
+        },
+    );
+    match Model::load(&edited, &mut CpuBackend::new(), &mut |_| {}) {
+        Ok(_) => panic!("{key} / {tensor}: loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_files_are_refused_naming_the_key_or_tensor() {
+    let cases: [(&str, Option<Value>, &str, &str); 9] = [
+        ("ssm.state_size", None, "", "qwen35moe.ssm.state_size"),
+        (
+            "ssm.inner_size",
+            Some(96u32.into()),
+            "",
+            "ssm.state_size x ssm.time_step_rank",
+        ),
+        (
+            "ssm.group_count",
+            Some(3u32.into()),
+            "",
+            "multiple of the key heads",
+        ),
+        (
+            "rope.dimension_sections",
+            None,
+            "",
+            "qwen35moe.rope.dimension_sections",
+        ),
+        (
+            "rope.dimension_sections",
+            Some(Value::Array(moetile::gguf::Array::I32(vec![4, 2, 2, 0]))),
+            "",
+            "rotated pair 7 takes the extra (4th) position",
+        ),
+        (
+            "",
+            None,
+            "blk.1.ssm_conv1d.weight",
+            "tensor blk.1.ssm_conv1d.weight is missing",
+        ),
+        (
+            "",
+            None,
+            "blk.3.attn_q.weight",
+            "tensor blk.3.attn_q.weight is missing",
+        ),
+        (
+            "",
+            None,
+            "blk.0.ssm_out.scale",
+            "blk.0.ssm_out.scale: per-tensor scales",
+        ),
+        (
+            "attention.scale",
+            Some(0.5f32.into()),
+            "",
+            "only the default 1/sqrt(head_dim)",
+        ),
+    ];
+    for (key, value, tensor, want) in cases {
+        let err = load_error(key, value, tensor);
+        println!("{key}{tensor}: {err}");
+        assert!(err.contains(want), "{key}{tensor}: {err}");
+    }
+}
+
+/// The GPU backend has no DeltaNet yet: loading refuses before uploading, naming the op.
+#[test]
+fn gpu_refuses_qwen35moe_before_uploading() {
+    let Some(ctx) = moetile_tests::gpu_context() else {
+        return;
+    };
+    let mut gpu = moetile_wgpu::WgpuBackend::new(ctx);
+    let mut uploaded = 0;
+    let err = match Model::load(&file(), &mut gpu, &mut |_| uploaded += 1) {
+        Ok(_) => panic!("qwen35moe loaded on the GPU"),
+        Err(e) => e.to_string(),
+    };
+    println!("{err}");
+    assert!(
+        err.contains("Gated DeltaNet") && err.contains("--cpu"),
+        "{err}"
+    );
+    assert_eq!(uploaded, 0);
+}
