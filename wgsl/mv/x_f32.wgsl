@@ -36,26 +36,35 @@ fn round_dot(group: u32, c0: u32, scale: f32, li: u32, lane: u32, row: u32, vali
     workgroupBarrier();
     var sum = 0.0;
     if valid {
-        for (var g0 = lane; g0 < groups; g0 += UNROLL * LANES) {
-            var w: array<WRaw, UNROLL>;
-            for (var u = 0u; u < UNROLL; u++) {
-                // Group g of the round: value c of the row of pair slot k.
-                let at = c0 + 8u * (g0 + u * LANES);
-                let c = at % params.n_cols;
-                let block0 = pair_block0(group, at / params.n_cols, row);
-                w[u] = WRaw();
-                if g0 + u * LANES < groups && block0 != NO_BLOCK {
-                    w[u] = wload(block0 + c / QK, (c / 8u) % PER_BLOCK);
-                }
+        // Pair by pair, so that no group divides by n_cols to find its weights: pair slot k
+        // covers 8-value groups first .. last of the concatenated rows (its own groups from
+        // k * row_groups).
+        let row_groups = params.n_cols / 8u;
+        let end = c0 / 8u + groups;
+        for (var k = c0 / params.n_cols; k * row_groups < end; k++) {
+            let block0 = pair_block0(group, k, row);
+            if block0 == NO_BLOCK {
+                continue;
             }
-            // Zero words decode to zeros: groups past the round or of a pair outside the
-            // weight chunk add nothing.
-            for (var u = 0u; u < UNROLL; u++) {
-                let g = g0 + u * LANES;
-                let v = wdecode(w[u], ((c0 + 8u * g) % params.n_cols / 8u) % PER_BLOCK);
-                let at = 2u * min(g, groups - 1u);
-                sum += dot(vec4<f32>(v[0], v[1], v[2], v[3]), x_tile[at])
-                    + dot(vec4<f32>(v[4], v[5], v[6], v[7]), x_tile[at + 1u]);
+            let first = max(c0 / 8u, k * row_groups);
+            let last = min(end, (k + 1u) * row_groups);
+            for (var g0 = first + lane; g0 < last; g0 += UNROLL * LANES) {
+                var w: array<WRaw, UNROLL>;
+                for (var u = 0u; u < UNROLL; u++) {
+                    let g = g0 + u * LANES - k * row_groups;
+                    w[u] = WRaw();
+                    if g0 + u * LANES < last {
+                        w[u] = wload(block0 + g / PER_BLOCK, g % PER_BLOCK);
+                    }
+                }
+                // Zero words decode to zeros: groups past the pair's span add nothing.
+                for (var u = 0u; u < UNROLL; u++) {
+                    let g = g0 + u * LANES;
+                    let v = wdecode(w[u], (g - k * row_groups) % PER_BLOCK);
+                    let at = 2u * (min(g, last - 1u) - c0 / 8u);
+                    sum += dot(vec4<f32>(v[0], v[1], v[2], v[3]), x_tile[at])
+                        + dot(vec4<f32>(v[4], v[5], v[6], v[7]), x_tile[at + 1u]);
+                }
             }
         }
     }

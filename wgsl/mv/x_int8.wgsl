@@ -89,15 +89,20 @@ fn round_dot(group: u32, c0: u32, scale: f32, li: u32, lane: u32, row: u32, vali
     workgroupBarrier();
     var sum = 0.0;
     if valid {
-        let steps = groups * 8u / QSTEP;
-        for (var s = lane; s < steps; s += LANES) {
-            // Step s: values c .. c + QSTEP of the row of pair slot k; c0 and n_cols are
-            // multiples of QK, so v and c sit at the same place in their block.
-            let v = s * QSTEP;
-            let at = c0 + v;
-            let c = at % params.n_cols;
-            let block0 = pair_block0(group, at / params.n_cols, row);
-            if block0 != NO_BLOCK {
+        // Pair by pair, so that no step divides by n_cols to find its weights: pair slot k
+        // covers values first .. last of the concatenated rows (its own from k * n_cols). A
+        // step's round offset v and its place c in the pair's row sit at the same place in
+        // their block (c0 and n_cols are multiples of QK).
+        let end = c0 + groups * 8u;
+        for (var k = c0 / params.n_cols; k * params.n_cols < end; k++) {
+            let block0 = pair_block0(group, k, row);
+            if block0 == NO_BLOCK {
+                continue;
+            }
+            let first = max(c0, k * params.n_cols);
+            let last = min(end, (k + 1u) * params.n_cols);
+            for (var v = first - c0 + lane * QSTEP; v < last - c0; v += LANES * QSTEP) {
+                let c = c0 + v - k * params.n_cols;
                 sum += wdot(block0 + c / QK, (v % QK) / QSTEP, v - v % QK);
             }
         }
