@@ -109,7 +109,7 @@ pub struct BenchArgs {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Time the routed-MoE GPU kernels (map, mm_id, mv_id) at real expert shapes, outputs
-    /// checked before timing.
+    /// checked before timing; GB/s also as a share of the device's copy bandwidth.
     Kernels(Box<kernels::KernelArgs>),
 }
 
