@@ -72,6 +72,7 @@ impl Templates {
             "reduce/sum.wgsl",
             "attn_input/plain.wgsl",
             "attn_input/norm.wgsl",
+            "attn/rotate.wgsl",
             "dequant/bytes.wgsl",
             "dequant/legacy.wgsl",
             "dequant/scale_min_k4.wgsl",

@@ -110,12 +110,14 @@ pub enum KernelKey {
         kv: ActType,
     },
     /// Attention of a few queries split over the keys (decode), first pass: partial softmaxes
-    /// per chunk of positions.
+    /// per chunk of positions, from the layer's `qkv` rows (it does `AttnInput`'s work too).
     AttnDecode {
         /// Width of one head (one of [`HEAD_DIMS`]).
         head_dim: u32,
         /// Storage type of the cache.
         kv: ActType,
+        /// Whether q and k are RMS-normed per head first (qwen3).
+        norm: bool,
     },
     /// Decode attention, second pass: merges the partial softmaxes of each query row.
     AttnCombine {
@@ -218,7 +220,9 @@ impl KernelKey {
             }
             for head_dim in HEAD_DIMS {
                 keys.push(KernelKey::AttnPrefill { head_dim, kv });
-                keys.push(KernelKey::AttnDecode { head_dim, kv });
+                for norm in [false, true] {
+                    keys.push(KernelKey::AttnDecode { head_dim, kv, norm });
+                }
             }
         }
         for head_dim in HEAD_DIMS {
@@ -255,7 +259,9 @@ impl KernelKey {
             KernelKey::Eltwise(op) => f(&op),
             KernelKey::AttnInput { kv, norm } => f(&attention::AttnInput { kv, norm }),
             KernelKey::AttnPrefill { head_dim, kv } => f(&attention::Prefill { head_dim, kv }),
-            KernelKey::AttnDecode { head_dim, kv } => f(&attention::Decode { head_dim, kv }),
+            KernelKey::AttnDecode { head_dim, kv, norm } => {
+                f(&attention::Decode { head_dim, kv, norm })
+            }
             KernelKey::AttnCombine { head_dim } => f(&attention::Combine { head_dim }),
             KernelKey::Route => f(&route::Route),
             KernelKey::Hyper(step) => f(&step),

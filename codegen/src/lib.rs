@@ -39,7 +39,7 @@ mod weights;
 #[cfg(feature = "validate")]
 use std::path::Path as FsPath;
 
-pub use family::attention::HEAD_DIMS;
+pub use family::attention::{DECODE_MAX_TOKENS, HEAD_DIMS};
 pub use family::eltwise::EltOp;
 pub use family::hyper::{HC_MIXES, HC_STREAMS, HyperStep};
 pub use family::matmul::{COOP_MAX_SUBGROUP_SIZE, MatmulKey, MvEpilogue, Path};

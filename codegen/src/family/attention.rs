@@ -12,6 +12,10 @@ use crate::params::{AttnInputParams, AttnParams, Layout, layout};
 /// 256 (the 16 threads of a prefill row group own whole dims).
 pub const HEAD_DIMS: [u32; 12] = [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256];
 
+/// Decode attention: the most tokens of a batch (the decode kernels' `MAX_TOKENS`: each
+/// workgroup makes the batch's keys and values in workgroup memory); larger batches run the
+/// prefill kernels.
+pub const DECODE_MAX_TOKENS: u32 = 4;
 /// Decode attention: query rows per workgroup (every query head of a GQA group of 8 for one
 /// token, or of smaller groups for several tokens).
 const DECODE_ROWS: u32 = 8;
@@ -57,6 +61,15 @@ fn attn_geometry(head_dim: u32) -> AttnGeometry {
     }
 }
 
+/// The q/k norm fragment: with or without the per-head norms (qwen3).
+fn qk_norm_fragment(norm: bool) -> &'static str {
+    if norm {
+        "attn_input/norm.wgsl"
+    } else {
+        "attn_input/plain.wgsl"
+    }
+}
+
 /// The cache fragment of `kv`.
 fn kv_fragment(kv: ActType) -> &'static str {
     match kv {
@@ -95,12 +108,12 @@ impl Family for AttnInput {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        let norm = if self.norm {
-            "attn_input/norm.wgsl"
-        } else {
-            "attn_input/plain.wgsl"
-        };
-        vec![kv_fragment(self.kv), "reduce/sum.wgsl", norm]
+        vec![
+            kv_fragment(self.kv),
+            "reduce/sum.wgsl",
+            qk_norm_fragment(self.norm),
+            "attn/rotate.wgsl",
+        ]
     }
 
     fn params(&self) -> Layout {
@@ -181,15 +194,17 @@ impl Family for Prefill {
     }
 }
 
-/// `attn_decode`, per head width and cache type.
+/// `attn_decode` (with `attn_input`'s work folded in), per head width, cache type and q/k norm.
 pub(crate) struct Decode {
     pub(crate) head_dim: u32,
     pub(crate) kv: ActType,
+    pub(crate) norm: bool,
 }
 
 impl Family for Decode {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attn_decode_h{}_{}", self.head_dim, self.kv.name())
+        let norm = if self.norm { "_norm" } else { "" };
+        write!(f, "attn_decode{norm}_h{}_{}", self.head_dim, self.kv.name())
     }
 
     fn template(&self) -> &'static str {
@@ -197,7 +212,12 @@ impl Family for Decode {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        vec!["attn/common.wgsl", kv_fragment(self.kv)]
+        vec![
+            "attn/common.wgsl",
+            kv_fragment(self.kv),
+            qk_norm_fragment(self.norm),
+            "attn/rotate.wgsl",
+        ]
     }
 
     fn params(&self) -> Layout {
@@ -205,8 +225,23 @@ impl Family for Decode {
     }
 
     fn bindings(&self) -> Vec<Binding> {
-        let mut list = cache_reader_bindings();
-        list.extend([b(4, "part_acc", ReadWrite), b(5, "part_ml", ReadWrite)]);
+        let mut list = vec![
+            b(0, "params", Uniform),
+            b(1, "qkv", ReadOnly),
+            b(2, "k_cache", ReadWrite),
+            b(3, "v_cache", ReadWrite),
+            b(4, "part_acc", ReadWrite),
+            b(5, "part_ml", ReadWrite),
+        ];
+        if self.norm {
+            list.extend([
+                b(6, "q_norm", ReadOnly),
+                b(7, "angles", ReadOnly),
+                b(8, "k_norm", ReadOnly),
+            ]);
+        } else {
+            list.push(b(7, "angles", ReadOnly));
+        }
         list
     }
 
@@ -215,6 +250,7 @@ impl Family for Decode {
             ("HEAD_DIM", self.head_dim),
             ("ROWS", DECODE_ROWS),
             ("CHUNK", DECODE_CHUNK),
+            ("MAX_TOKENS", DECODE_MAX_TOKENS),
         ]
     }
 
