@@ -175,7 +175,13 @@ fn verify_passes_on_the_gpu_in_both_configurations() {
     if devices().is_none() {
         return;
     }
-    let out = stdout_of(moetile().args(["verify", "-m", crate::model_arg()]));
+    // The exact configuration is held to verify's default logit bound. The fast one's top-1
+    // bound is lower than the default 0.9 for this model's fresh seed: on 300 random seeds it
+    // agreed at 100% of positions, but where the f16 rounding flips a near-tied routing choice
+    // (seed 1796670822273267928, position 8 of 89) every later position reads a key and value
+    // that moved, its logits move by ~0.1 while this random model's top-2 margins are of that
+    // size, and 89.9% agree. A wrong kernel agrees at about 1 / vocabulary (0.2%).
+    let out = stdout_of(moetile().args(["verify", "-m", crate::model_arg(), "--min-top1", "0.75"]));
     assert!(
         out.contains("fast: wgpu") && out.contains("exact: wgpu"),
         "{out}"
