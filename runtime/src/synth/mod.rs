@@ -13,7 +13,7 @@
 //! padded with unused tokens to the preset's vocabulary size, with a ChatML template; the
 //! output head gives padding tokens logit 0, so sampled text is made of real tokens. Files load
 //! in moetile and in llama.cpp. Each architecture's tensors and keys live in a module of its
-//! own (`qwen3moe.rs`, `deepseek4.rs`); this one holds what they share.
+//! own (`qwen3moe.rs`, `deepseek4.rs`, `qwen35moe.rs`); this one holds what they share.
 //!
 //! ```no_run
 //! use moetile::synth::{Mix, Preset, Synth};
@@ -26,6 +26,7 @@
 
 mod deepseek4;
 mod fill;
+mod qwen35moe;
 mod qwen3moe;
 mod vocab;
 
@@ -37,6 +38,7 @@ use vocab::SynthVocab;
 
 pub use deepseek4::Deepseek4Dims;
 pub use qwen3moe::Qwen3MoeDims;
+pub use qwen35moe::Qwen35MoeDims;
 
 use crate::gguf::{Array, GgufError, GgufWriter};
 use crate::quant::GgmlType;
@@ -79,6 +81,10 @@ pub enum Family {
     /// compressed keys with a lightning indexer, four hyper-connected streams,
     /// `sqrt(softplus)`-routed experts (hash-routed in the first layers) plus a shared expert.
     Deepseek4(Deepseek4Dims),
+    /// `qwen35moe` (Qwen3.5 / Qwen3.6 MoE): Gated DeltaNet layers with gated attention every
+    /// few layers, softmax-routed experts renormalised over the top K plus a gated shared
+    /// expert.
+    Qwen35Moe(Qwen35MoeDims),
 }
 
 impl Family {
@@ -87,18 +93,21 @@ impl Family {
         match self {
             Family::Qwen3Moe(_) => qwen3moe::ARCH,
             Family::Deepseek4(_) => deepseek4::ARCH,
+            Family::Qwen35Moe(_) => qwen35moe::ARCH,
         }
     }
 }
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 5] = [
+    pub const ALL: [Preset; 7] = [
         qwen3moe::TINY,
         qwen3moe::QWEN3_30B_A3B,
         qwen3moe::DS4_FLASH_MOE,
         deepseek4::TINY,
         deepseek4::FLASH,
+        qwen35moe::TINY,
+        qwen35moe::QWEN36_35B_A3B,
     ];
 
     /// The preset called `name`, or an error listing them.
@@ -125,7 +134,7 @@ impl Preset {
     /// Refuses a layer count the preset cannot take.
     fn check_layers(&self) -> Result<()> {
         let max = match &self.family {
-            Family::Qwen3Moe(_) => usize::MAX,
+            Family::Qwen3Moe(_) | Family::Qwen35Moe(_) => usize::MAX,
             Family::Deepseek4(dims) => dims.compress_ratios.len(),
         };
         if (1..=max).contains(&self.n_layers) {
@@ -337,6 +346,7 @@ impl Synth {
         match &self.preset.family {
             Family::Qwen3Moe(dims) => qwen3moe::tensors(&self.preset, dims, &planner),
             Family::Deepseek4(dims) => deepseek4::tensors(&self.preset, dims, &planner),
+            Family::Qwen35Moe(dims) => qwen35moe::tensors(&self.preset, dims, &planner),
         }
     }
 
@@ -389,6 +399,7 @@ impl Synth {
         match &p.family {
             Family::Qwen3Moe(dims) => qwen3moe::metadata(p, dims, &mut w)?,
             Family::Deepseek4(dims) => deepseek4::metadata(p, dims, &mut w)?,
+            Family::Qwen35Moe(dims) => qwen35moe::metadata(p, dims, &mut w)?,
         }
 
         let vocab = SynthVocab::padded(p.n_vocab);

@@ -229,6 +229,13 @@ fn presets_and_mixes_parse_by_name_and_list_the_choices() {
         // Every row length a K-quant may get is a whole number of 256-value blocks.
         let rows = match p.family {
             Family::Qwen3Moe(a) => vec![p.d_model, p.expert_ff, a.n_heads * a.head_dim],
+            Family::Qwen35Moe(a) => vec![
+                p.d_model,
+                p.expert_ff,
+                a.shared_ff,
+                a.n_heads * a.head_dim,
+                a.n_delta_v_heads * a.delta_head_dim,
+            ],
             // deepseek4 mixes give K-quants to the routed experts only.
             Family::Deepseek4(_) => vec![p.d_model, p.expert_ff],
         };
@@ -242,7 +249,10 @@ fn presets_and_mixes_parse_by_name_and_list_the_choices() {
     }
     let err = Preset::by_name("gpt-5").unwrap_err().to_string();
     assert!(
-        err.contains("tiny-qwen3moe, qwen3-30b-a3b, ds4-flash-moe, tiny-ds4, ds4-flash"),
+        err.contains(
+            "tiny-qwen3moe, qwen3-30b-a3b, ds4-flash-moe, tiny-ds4, ds4-flash, tiny-qwen35moe, \
+             qwen3.6-35b-a3b"
+        ),
         "{err}"
     );
     let err = Mix::by_name("q3").unwrap_err().to_string();
@@ -576,4 +586,14 @@ fn ds4_layers_keep_the_first_layers_pattern() {
         );
     }
     assert!(ids.iter().collect::<std::collections::HashSet<_>>().len() > 1);
+}
+
+#[test]
+fn qwen36_35b_a3b_has_the_real_size() {
+    // Qwen3.6-35B-A3B Q4_K_M is 21-22 GB in llama.cpp's files (35B parameters, a 248K
+    // vocabulary); ours differs by the exact mix (F32 DeltaNet gates, Q4_K shared experts).
+    let synth = Synth::new(Preset::by_name("qwen3.6-35b-a3b").unwrap(), Mix::Q4KM, 0);
+    let gb = synth.tensor_bytes() as f64 / 1e9;
+    eprintln!("qwen3.6-35b-a3b q4_k_m: {gb:.2} GB");
+    assert!((18.0..24.0).contains(&gb), "{gb} GB");
 }
