@@ -454,6 +454,7 @@ fn swiglu_ref(activation: ExpertActivation, g: f64, u: f64) -> f64 {
             let l = limit as f64;
             silu(g.min(l)) * u.clamp(-l, l)
         }
+        ExpertActivation::SwiGluOai { .. } => panic!("gpt-oss's activation is not on the GPU"),
     }
 }
 
@@ -931,7 +932,7 @@ fn check_layer(
     let scale = match activation {
         ExpertActivation::SwiGlu => 1.0,
         // Large enough that gate and up outputs pass the clamp limit.
-        ExpertActivation::SwiGluClamped { .. } => 3.0,
+        ExpertActivation::SwiGluClamped { .. } | ExpertActivation::SwiGluOai { .. } => 3.0,
     };
     let x = uniform(rng, n_tokens * d, scale);
     let ids = random_ids(rng, n_tokens, k, n_experts);

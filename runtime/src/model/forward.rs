@@ -6,8 +6,8 @@ use crate::config::RuntimeConfig;
 use crate::gguf::GgufFile;
 use crate::model::{
     Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig, ModelWeights,
-    MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4, load_weights,
-    qwen35moe,
+    MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4, gptoss,
+    load_weights, qwen35moe,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
 
@@ -53,8 +53,8 @@ pub struct Model<B: Backend> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Resolves the config of `file` and uploads its weights; a deepseek4 or qwen35moe file on
-    /// a backend without its ops is refused first, naming them.
+    /// Resolves the config of `file` and uploads its weights; a deepseek4, qwen35moe or
+    /// gpt-oss file on a backend without its ops is refused first, naming them.
     pub fn load(
         file: &GgufFile,
         backend: &mut B,
@@ -74,6 +74,12 @@ impl<B: Backend> Model<B> {
             (None, Some(q)) => ModelWeights::Qwen35Moe(qwen35moe::load_weights(
                 file, &config, q, backend, progress,
             )?),
+            (None, None) if config.gptoss.is_some() => {
+                if !backend.runs_gptoss() {
+                    return Err(super::backend::no_gptoss(backend));
+                }
+                ModelWeights::GptOss(gptoss::load_weights(file, &config, backend, progress)?)
+            }
             (None, None) => ModelWeights::Standard(load_weights(file, &config, backend, progress)?),
         };
         Ok(Model { config, weights })
@@ -125,13 +131,16 @@ impl<B: Backend> Model<B> {
             logits,
         };
         let c = &self.config;
-        match (&self.weights, &c.deepseek4, &c.qwen35moe) {
-            (ModelWeights::Standard(w), _, _) => {
+        match (&self.weights, &c.deepseek4, &c.qwen35moe, &c.gptoss) {
+            (ModelWeights::Standard(w), ..) => {
                 let attend = Attend::One { kv, pos0 };
                 self.forward_standard(b, w, attend, tokens, tile, logits)
             }
-            (ModelWeights::Deepseek4(w), Some(d), _) => deepseek4::forward(b, d, w, kv, batch),
-            (ModelWeights::Qwen35Moe(w), _, Some(q)) => qwen35moe::forward(b, c, q, w, kv, batch),
+            (ModelWeights::Deepseek4(w), Some(d), ..) => deepseek4::forward(b, d, w, kv, batch),
+            (ModelWeights::Qwen35Moe(w), _, Some(q), _) => {
+                qwen35moe::forward(b, c, q, w, kv, batch)
+            }
+            (ModelWeights::GptOss(w), .., Some(g)) => gptoss::forward(b, c, g, w, kv, batch),
             _ => Err(crate::Error::InvalidModel(
                 "the weights' architecture differs from the config's".into(),
             )),
@@ -155,7 +164,7 @@ impl<B: Backend> Model<B> {
                 let tile = self.moe_tile(tokens.len(), policy);
                 self.forward_standard(b, w, attend, tokens, tile, Logits::All)
             }
-            ModelWeights::Deepseek4(_) | ModelWeights::Qwen35Moe(_) => {
+            ModelWeights::Deepseek4(_) | ModelWeights::Qwen35Moe(_) | ModelWeights::GptOss(_) => {
                 Err(crate::Error::UnsupportedOp {
                     op: format!(
                         "decoding several {} sequences in one pass",

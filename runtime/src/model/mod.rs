@@ -5,6 +5,7 @@ mod backend;
 mod config;
 pub mod deepseek4;
 mod forward;
+pub mod gptoss;
 pub mod qwen35moe;
 mod weights;
 

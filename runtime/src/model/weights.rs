@@ -4,6 +4,7 @@
 
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::deepseek4::Deepseek4Weights;
+use crate::model::gptoss::GptOssWeights;
 use crate::model::qwen35moe::Qwen35MoeWeights;
 use crate::model::{Backend, GateUp, ModelConfig, WeightData};
 use crate::quant::GgmlType;
@@ -77,6 +78,8 @@ pub enum ModelWeights<W> {
     Deepseek4(Deepseek4Weights<W>),
     /// qwen35moe's.
     Qwen35Moe(Qwen35MoeWeights<W>),
+    /// gpt-oss's.
+    GptOss(GptOssWeights<W>),
 }
 
 /// All weights of a llama-like model.
@@ -188,7 +191,7 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 
     /// q, k and v of block `p`, neighbours of one type stacked into one tensor.
-    fn qkv(
+    pub(crate) fn qkv(
         &mut self,
         p: &str,
         d: usize,
@@ -238,7 +241,12 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 
     /// The q, k and v biases of block `p` as one f32 vector.
-    fn qkv_bias(&mut self, p: &str, q_width: usize, kv_width: usize) -> Result<B::Weight> {
+    pub(crate) fn qkv_bias(
+        &mut self,
+        p: &str,
+        q_width: usize,
+        kv_width: usize,
+    ) -> Result<B::Weight> {
         let widths = [q_width, kv_width, kv_width];
         let mut values = Vec::with_capacity(q_width + 2 * kv_width);
         for (n, width) in ["attn_q", "attn_k", "attn_v"].iter().zip(widths) {

@@ -49,7 +49,7 @@ pub fn act(
             ),
         ));
     }
-    let (clamp, limit) = clamp_limit(activation);
+    let (clamp, limit) = clamp_limit(activation)?;
     let params = rec.params(&ActParams {
         n_pairs: rows as u32,
         n_cols: cols as u32,
@@ -74,11 +74,18 @@ pub fn act(
     rec.dispatch(&key, &bindings, Grid::Items(rows * cols / 2))
 }
 
-/// The `clamp` and `limit` parameters of `wgsl/glu/swiglu.wgsl` for `activation`.
-pub(crate) fn clamp_limit(activation: ExpertActivation) -> (u32, f32) {
+/// The `clamp` and `limit` parameters of `wgsl/glu/swiglu.wgsl` for `activation`; gpt-oss's
+/// is not in the kernels yet, and is refused.
+pub(crate) fn clamp_limit(activation: ExpertActivation) -> Result<(u32, f32)> {
     match activation {
-        ExpertActivation::SwiGlu => (0, 0.0),
-        ExpertActivation::SwiGluClamped { limit } => (1, limit),
+        ExpertActivation::SwiGlu => Ok((0, 0.0)),
+        ExpertActivation::SwiGluClamped { limit } => Ok((1, limit)),
+        ExpertActivation::SwiGluOai { .. } => Err(shape(
+            "expert activation",
+            "gpt-oss's SwiGluOai (x * sigmoid(alpha x) * (clamped up + 1)) is not in the GPU \
+             kernels yet"
+                .into(),
+        )),
     }
 }
 

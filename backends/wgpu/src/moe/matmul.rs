@@ -127,7 +127,7 @@ pub fn mv_glu(
     norm: Option<RowNorm<'_>>,
     int8: bool,
 ) -> Result<()> {
-    let (clamp, limit) = clamp_limit(activation);
+    let (clamp, limit) = clamp_limit(activation)?;
     let epilogue = Epilogue {
         clamp,
         limit,
