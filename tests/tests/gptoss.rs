@@ -1,0 +1,203 @@
+//! gpt-oss on the CPU reference against llama.cpp, on the tiny fixture `gptoss-tiny-f32`
+//! (README-gptoss.md in the fixtures: 4 layers alternating a 128-token sliding window and full
+//! attention with per-head sinks, YaRN RoPE, 8 biased experts of which 4 are used): the logits
+//! at every position of the 250-token prompt, greedy generation of 32 tokens, prompts fed in
+//! chunks and a token at a time, and the refusals.
+
+use moetile::RuntimeConfig;
+use moetile::gguf::{GgufFile, Value};
+use moetile::model::{Logits, Model};
+use moetile::quant::GgmlType;
+use moetile::session::Session;
+use moetile_cpu::CpuBackend;
+use moetile_tests::fixtures;
+use moetile_tests::golden::{Golden, agreement};
+use moetile_tests::rewrite::{Tensor, rewrite_adding};
+
+const MODEL: &str = "models/gptoss-tiny-f32.gguf";
+
+/// The bound on every position's NMSE against llama.cpp (F32 weights, F32 KV cache). The two
+/// differ by f32 rounding: llama.cpp keeps f32 throughout (its rotation angles too, an error
+/// that grows with the position), the reference computes in f64 (measured: NMSE 4.7e-12, the
+/// largest position's 3.0e-10, at position 243; README-gptoss.md). The issue asks 1e-8.
+const NMSE: f64 = 1e-9;
+
+fn file() -> GgufFile {
+    GgufFile::open(&fixtures().join(MODEL)).unwrap()
+}
+
+fn golden(name: &str) -> Golden {
+    Golden::read(&fixtures().join("models").join(name)).unwrap()
+}
+
+fn session(model: &Model<CpuBackend>, cpu: &mut CpuBackend, chunk: usize) -> Session<CpuBackend> {
+    let config = RuntimeConfig {
+        chunk,
+        ..RuntimeConfig::default()
+    };
+    Session::new(model, cpu, &config).unwrap()
+}
+
+/// Every position's logits of `tokens`, prefilled in chunks of `chunk`.
+fn prefill(file: &GgufFile, tokens: &[u32], chunk: usize) -> Vec<f32> {
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(file, &mut cpu, &mut |_| {}).unwrap();
+    let mut s = session(&model, &mut cpu, chunk);
+    s.prefill(&model, &mut cpu, tokens, Logits::All).unwrap()
+}
+
+/// The prompt is longer than the window, so the sliding-window layers drop keys from
+/// position 128 on.
+#[test]
+fn prompt_logits_match_llama_cpp_at_every_position() {
+    let want = golden("gptoss-tiny-f32.llama.golden");
+    assert_eq!(want.tokens.len(), 250);
+    let got = prefill(&file(), &want.tokens, 512);
+    let a = agreement(&got, &want.logits, want.n_vocab);
+    println!("CPU reference vs llama.cpp: {a:?}");
+    assert!(a.max_row_nmse <= NMSE && a.top1 == 1.0, "{a:?}");
+}
+
+/// Chunks that do not divide the prompt (7, 64, 100), and one token per call, give the one-shot
+/// logits bit for bit: every op but attention acts per row, and attention is exact per query
+/// whatever part of the window the cache held before the call.
+#[test]
+fn chunked_and_token_by_token_prefill_equal_one_shot() {
+    let (file, tokens) = (file(), golden("gptoss-tiny-f32.llama.golden").tokens);
+    let one_shot = prefill(&file, &tokens, 512);
+    for chunk in [1, 7, 64, 100] {
+        let got = prefill(&file, &tokens, chunk);
+        assert!(got == one_shot, "chunks of {chunk} differ from one shot");
+    }
+}
+
+/// The first index of the largest value, as llama.cpp's greedy loop picks it.
+fn argmax(row: &[f32]) -> u32 {
+    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best }) as u32
+}
+
+/// Greedy generation equals llama.cpp's for 32 tokens: the 250-token prompt in one call, then
+/// one token per call. `gptoss-tiny-f32.greedy.llama.golden` holds llama.cpp's ids (one
+/// `llama_decode` per token) and, row i, the logits that chose id i.
+#[test]
+fn greedy_32_tokens_equal_llama_cpp() {
+    let want = golden("gptoss-tiny-f32.greedy.llama.golden");
+    let prompt = golden("gptoss-tiny-f32.llama.golden").tokens;
+    let file = file();
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    let mut s = session(&model, &mut cpu, 512);
+    let mut logits = s.prefill(&model, &mut cpu, &prompt, Logits::Last).unwrap();
+    let (mut ids, mut rows) = (Vec::new(), Vec::new());
+    for _ in 0..32 {
+        let id = argmax(&logits);
+        ids.push(id);
+        rows.extend_from_slice(&logits);
+        logits = s.prefill(&model, &mut cpu, &[id], Logits::Last).unwrap();
+    }
+    assert_eq!(ids, want.tokens);
+    let a = agreement(&rows, &want.logits, want.n_vocab);
+    println!("greedy rows vs llama.cpp: {a:?}");
+    assert!(a.max_row_nmse <= NMSE, "{a:?}");
+}
+
+/// One change to the fixture, for the refusal tests.
+enum Edit {
+    /// Key `gpt-oss.{0}` set to the value (added when absent), or removed (`None`).
+    Key(&'static str, Option<Value>),
+    /// A tensor dropped.
+    Drop(&'static str),
+    /// A one-value f32 tensor added (llama.cpp's test models' `.scale`s).
+    Add(&'static str),
+}
+
+/// What loading the fixture changed by `edit` on the CPU says.
+fn load_error(edit: &Edit) -> String {
+    let src = file();
+    let (key, value) = match edit {
+        Edit::Key(k, v) => (format!("gpt-oss.{k}"), v.clone()),
+        _ => (String::new(), None),
+    };
+    let added: Vec<(&str, Value)> = match &value {
+        Some(v) if src.get(&key).is_none() => vec![(key.as_str(), v.clone())],
+        _ => Vec::new(),
+    };
+    let meta = |k: &str, v: &Value| {
+        if k == key {
+            value.clone()
+        } else {
+            Some(v.clone())
+        }
+    };
+    let edited = rewrite_adding(&src, meta, &added, |tensors| match edit {
+        Edit::Drop(name) => tensors.retain(|t| t.name != *name),
+        Edit::Add(name) => tensors.push(Tensor {
+            name: name.to_string(),
+            ty: GgmlType::F32,
+            dims: vec![1],
+            bytes: 1f32.to_le_bytes().to_vec(),
+        }),
+        Edit::Key(..) => {}
+    });
+    match Model::load(&edited, &mut CpuBackend::new(), &mut |_| {}) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_files_are_refused_naming_the_key_or_tensor() {
+    let pattern = Value::Array(moetile::gguf::Array::Bool(vec![true, false]));
+    let cases = [
+        (
+            Edit::Key("attention.sliding_window", None),
+            "gpt-oss.attention.sliding_window",
+        ),
+        (
+            Edit::Key("attention.sliding_window_pattern", Some(pattern)),
+            "flag for each of the 4 layers",
+        ),
+        (
+            Edit::Key("rope.scaling.type", Some(Value::from("longrope"))),
+            "\"longrope\" is not supported",
+        ),
+        (
+            Edit::Drop("blk.1.attn_sinks.weight"),
+            "tensor blk.1.attn_sinks.weight is missing",
+        ),
+        (
+            Edit::Drop("blk.2.ffn_up_exps.bias"),
+            "tensor blk.2.ffn_up_exps.bias is missing",
+        ),
+        (
+            Edit::Drop("blk.3.attn_k.bias"),
+            "tensor blk.3.attn_k.bias is missing",
+        ),
+        (
+            Edit::Add("blk.0.attn_output.scale"),
+            "blk.0.attn_output.scale: per-tensor scales",
+        ),
+    ];
+    for (edit, want) in &cases {
+        let err = load_error(edit);
+        println!("{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+/// The GPU backend has no gpt-oss ops yet: loading refuses before uploading, naming them.
+#[test]
+fn gpu_refuses_gptoss_before_uploading() {
+    let Some(ctx) = moetile_tests::gpu_context() else {
+        return;
+    };
+    let mut gpu = moetile_wgpu::WgpuBackend::new(ctx);
+    let mut uploaded = 0;
+    let err = match Model::load(&file(), &mut gpu, &mut |_| uploaded += 1) {
+        Ok(_) => panic!("gpt-oss loaded on the GPU"),
+        Err(e) => e.to_string(),
+    };
+    println!("{err}");
+    assert!(err.contains("sinks") && err.contains("--cpu"), "{err}");
+    assert_eq!(uploaded, 0);
+}
