@@ -4,15 +4,14 @@
 //! at every position of the 250-token prompt, greedy generation of 32 tokens, prompts fed in
 //! chunks and a token at a time, and the refusals.
 
-use moetile::RuntimeConfig;
 use moetile::gguf::{GgufFile, Value};
-use moetile::model::{Logits, Model};
+use moetile::model::Model;
 use moetile::quant::GgmlType;
-use moetile::session::Session;
 use moetile_cpu::CpuBackend;
 use moetile_tests::fixtures;
 use moetile_tests::golden::{Golden, agreement};
 use moetile_tests::rewrite::{Tensor, rewrite_adding};
+use moetile_tests::whole_model::{greedy, prefill};
 
 const MODEL: &str = "models/gptoss-tiny-f32.gguf";
 
@@ -30,29 +29,13 @@ fn golden(name: &str) -> Golden {
     Golden::read(&fixtures().join("models").join(name)).unwrap()
 }
 
-fn session(model: &Model<CpuBackend>, cpu: &mut CpuBackend, chunk: usize) -> Session<CpuBackend> {
-    let config = RuntimeConfig {
-        chunk,
-        ..RuntimeConfig::default()
-    };
-    Session::new(model, cpu, &config).unwrap()
-}
-
-/// Every position's logits of `tokens`, prefilled in chunks of `chunk`.
-fn prefill(file: &GgufFile, tokens: &[u32], chunk: usize) -> Vec<f32> {
-    let mut cpu = CpuBackend::new();
-    let model = Model::load(file, &mut cpu, &mut |_| {}).unwrap();
-    let mut s = session(&model, &mut cpu, chunk);
-    s.prefill(&model, &mut cpu, tokens, Logits::All).unwrap()
-}
-
 /// The prompt is longer than the window, so the sliding-window layers drop keys from
 /// position 128 on.
 #[test]
 fn prompt_logits_match_llama_cpp_at_every_position() {
     let want = golden("gptoss-tiny-f32.llama.golden");
     assert_eq!(want.tokens.len(), 250);
-    let got = prefill(&file(), &want.tokens, 512);
+    let got = prefill(&mut CpuBackend::new(), &file(), &want.tokens, 512);
     let a = agreement(&got, &want.logits, want.n_vocab);
     println!("CPU reference vs llama.cpp: {a:?}");
     assert!(a.max_row_nmse <= NMSE && a.top1 == 1.0, "{a:?}");
@@ -64,16 +47,11 @@ fn prompt_logits_match_llama_cpp_at_every_position() {
 #[test]
 fn chunked_and_token_by_token_prefill_equal_one_shot() {
     let (file, tokens) = (file(), golden("gptoss-tiny-f32.llama.golden").tokens);
-    let one_shot = prefill(&file, &tokens, 512);
+    let one_shot = prefill(&mut CpuBackend::new(), &file, &tokens, 512);
     for chunk in [1, 7, 64, 100] {
-        let got = prefill(&file, &tokens, chunk);
+        let got = prefill(&mut CpuBackend::new(), &file, &tokens, chunk);
         assert!(got == one_shot, "chunks of {chunk} differ from one shot");
     }
-}
-
-/// The first index of the largest value, as llama.cpp's greedy loop picks it.
-fn argmax(row: &[f32]) -> u32 {
-    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best }) as u32
 }
 
 /// Greedy generation equals llama.cpp's for 32 tokens: the 250-token prompt in one call, then
@@ -83,18 +61,7 @@ fn argmax(row: &[f32]) -> u32 {
 fn greedy_32_tokens_equal_llama_cpp() {
     let want = golden("gptoss-tiny-f32.greedy.llama.golden");
     let prompt = golden("gptoss-tiny-f32.llama.golden").tokens;
-    let file = file();
-    let mut cpu = CpuBackend::new();
-    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
-    let mut s = session(&model, &mut cpu, 512);
-    let mut logits = s.prefill(&model, &mut cpu, &prompt, Logits::Last).unwrap();
-    let (mut ids, mut rows) = (Vec::new(), Vec::new());
-    for _ in 0..32 {
-        let id = argmax(&logits);
-        ids.push(id);
-        rows.extend_from_slice(&logits);
-        logits = s.prefill(&model, &mut cpu, &[id], Logits::Last).unwrap();
-    }
+    let (ids, rows) = greedy(&mut CpuBackend::new(), &file(), &prompt, 32);
     assert_eq!(ids, want.tokens);
     let a = agreement(&rows, &want.logits, want.n_vocab);
     println!("greedy rows vs llama.cpp: {a:?}");

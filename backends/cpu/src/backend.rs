@@ -178,7 +178,7 @@ impl CpuBackend {
                 )
             },
         )?;
-        Ok(ops::moe_biased(
+        Ok(ops::moe(
             &h,
             &routing.ids,
             &routing.weights,

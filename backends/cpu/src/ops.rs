@@ -289,28 +289,14 @@ pub(crate) fn gate_up_shape(gate_up: &GateUp<CpuWeight>) -> Option<(usize, usize
     }
 }
 
-/// The routed experts: `out[t] = sum_k w[t,k] * down[e] @ act(gate[e] @ x[t], up[e] @ x[t])`
-/// with `e = ids[t*K + k]`. x: (T, D); gate, up: `[D, F, E]` (or one `[D, 2F, E]` tensor of
+/// The routed experts: `out[t] = sum_k w[t,k] * (down[e] @ act(gate[e] @ x[t] + bg[e], up[e]
+/// @ x[t] + bu[e]) + bd[e])` with `e = ids[t*K + k]` and the biases (gate, up `[F, E]`, down
+/// `[D, E]`) zero unless given. x: (T, D); gate, up: `[D, F, E]` (or one `[D, 2F, E]` tensor of
 /// interleaved rows); down: `[F, D, E]` -> (T, D). The route weight is applied to the
-/// activation before `down`, as the GPU kernels do, and everything after the f32 inputs stays
-/// in f64.
-pub fn moe(
-    x: &Mat,
-    ids: &[u32],
-    weights: &[f32],
-    k: usize,
-    gate_up: &GateUp<CpuWeight>,
-    down: &CpuWeight,
-    act: ExpertActivation,
-) -> Mat {
-    moe_biased(x, ids, weights, k, gate_up, down, None, act)
-}
-
-/// [`moe`] with per-expert biases (gate, up `[F, E]`, down `[D, E]`): expert e's gate and up
-/// outputs get theirs before the activation, its down output `down[e]` before the route
-/// weight (added as `w * down[e]`, the weight being in the activation already).
+/// activation before `down` (and to the down bias), as the GPU kernels do, and everything after
+/// the f32 inputs stays in f64.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn moe_biased(
+pub fn moe(
     x: &Mat,
     ids: &[u32],
     weights: &[f32],
@@ -538,6 +524,7 @@ mod tests {
             2,
             &gate_up,
             &w,
+            None,
             ExpertActivation::SwiGlu,
         );
         for (o, xi) in out.data.iter().zip([1f64, -2.]) {
@@ -549,11 +536,20 @@ mod tests {
             cols: 2,
             data: vec![20., -30.],
         };
-        let out = moe(&x, &[1, 2], &[0.5, 0.5], 2, &gate_up, &w, clamped);
+        let out = moe(&x, &[1, 2], &[0.5, 0.5], 2, &gate_up, &w, None, clamped);
         assert!((out.data[0] as f64 - silu(10.) * 10.).abs() < 1e-4);
         assert!((out.data[1] as f64 - silu(-30.) * -10.).abs() < 1e-4);
         // An empty slot (NaN logits left no expert) adds nothing.
-        let empty = moe(&x, &[1, NO_EXPERT], &[1.0, 0.0], 2, &gate_up, &w, clamped);
+        let empty = moe(
+            &x,
+            &[1, NO_EXPERT],
+            &[1.0, 0.0],
+            2,
+            &gate_up,
+            &w,
+            None,
+            clamped,
+        );
         assert_eq!(empty.data, out.data);
     }
 
@@ -595,8 +591,8 @@ mod tests {
                 up: up.clone(),
             };
             let merged = GateUp::Interleaved(weight(&[d, 2 * f, e], interleaved.clone()));
-            let a = moe(&x, &ids, &w, 2, &separate, &down, act);
-            let b = moe(&x, &ids, &w, 2, &merged, &down, act);
+            let a = moe(&x, &ids, &w, 2, &separate, &down, None, act);
+            let b = moe(&x, &ids, &w, 2, &merged, &down, None, act);
             assert_eq!(a, b, "{act:?}");
             assert!(a.data.iter().all(|v| *v != 0.0), "{a:?}");
         }

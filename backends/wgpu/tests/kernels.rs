@@ -901,7 +901,7 @@ fn layer_reference(
         up: cpu_weight(&layer.up),
     };
     let down = cpu_weight(&layer.down);
-    moetile_cpu::moe(&x, ids, route, k, &gate_up, &down, activation).data
+    moetile_cpu::moe(&x, ids, route, k, &gate_up, &down, None, activation).data
 }
 
 /// Whole layers: see the module docs; int8 mat-vec inputs (x into gate/up, mid into down)

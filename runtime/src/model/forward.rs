@@ -5,9 +5,9 @@ use crate::Result;
 use crate::config::RuntimeConfig;
 use crate::gguf::GgufFile;
 use crate::model::{
-    Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig, ModelWeights,
-    MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4, gptoss,
-    load_weights, qwen35moe,
+    AttentionWeights, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
+    ModelWeights, MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4,
+    gptoss, load_weights, qwen35moe,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
 
@@ -199,15 +199,7 @@ impl<B: Backend> Model<B> {
         for (il, layer) in w.layers.iter().enumerate() {
             let l = Some(il);
             let a = &layer.attn;
-            b.stage(Stage::QkvProj, l);
-            let norm = PreNorm {
-                weight: &a.norm,
-                eps: c.rms_eps,
-            };
-            let mut qkv = b.project(&x, Some(norm), &a.qkv)?;
-            if let Some(bias) = &a.qkv_bias {
-                b.add_bias(&mut qkv, bias)?;
-            }
+            let qkv = qkv(b, &x, a, c.rms_eps, il)?;
             b.stage(Stage::Attention, l);
             let qk_norm = a.qk_norm.as_ref().map(|[qn, kn]| [qn, kn]);
             let att = match &mut attend {
@@ -226,6 +218,27 @@ impl<B: Backend> Model<B> {
         let head = w.output.as_ref().unwrap_or(&w.embed);
         output_head(b, x, &w.output_norm, head, c.rms_eps, logits)
     }
+}
+
+/// The q, k and v rows `(T, q + 2 kv)` of block `il`'s attention from `x`: its norm, the
+/// stacked projection, the biases where the block has them.
+pub(crate) fn qkv<B: Backend>(
+    b: &mut B,
+    x: &B::Act,
+    a: &AttentionWeights<B::Weight>,
+    eps: f32,
+    il: usize,
+) -> Result<B::Act> {
+    b.stage(Stage::QkvProj, Some(il));
+    let norm = PreNorm {
+        weight: &a.norm,
+        eps,
+    };
+    let mut qkv = b.project(x, Some(norm), &a.qkv)?;
+    if let Some(bias) = &a.qkv_bias {
+        b.add_bias(&mut qkv, bias)?;
+    }
+    Ok(qkv)
 }
 
 /// `x += ffn(rms_norm(x) * norm)` for block `il`: a dense SwiGLU FFN, or routed experts (on

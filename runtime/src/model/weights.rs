@@ -82,18 +82,21 @@ pub enum ModelWeights<W> {
     GptOss(GptOssWeights<W>),
 }
 
-/// All weights of a llama-like model.
+/// A model's embedding table, blocks of type `L` and output head.
 #[derive(Debug)]
-pub struct StandardWeights<W> {
+pub struct Blocks<L, W> {
     /// `token_embd` `[D, vocab]`.
     pub embed: W,
     /// Blocks.
-    pub layers: Vec<LayerWeights<W>>,
+    pub layers: Vec<L>,
     /// `output_norm` `[D]`.
     pub output_norm: W,
     /// `output` `[D, vocab]`; `None` when tied to the embedding table.
     pub output: Option<W>,
 }
+
+/// All weights of a llama-like model.
+pub type StandardWeights<W> = Blocks<LayerWeights<W>, W>;
 
 /// Upload progress, reported after each tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +131,25 @@ impl<'a, B: Backend> Loader<'a, B> {
             done: 0,
             total,
         }
+    }
+
+    /// The embedding table, `cfg.n_layers` blocks that `layer` loads, and the output head.
+    pub(crate) fn blocks<L>(
+        &mut self,
+        cfg: &ModelConfig,
+        mut layer: impl FnMut(&mut Self, usize) -> Result<L>,
+    ) -> Result<Blocks<L, B::Weight>> {
+        let (d, vocab) = (cfg.d_model, cfg.n_vocab);
+        let embed = self.get("token_embd.weight", &[d, vocab])?;
+        let layers = (0..cfg.n_layers)
+            .map(|il| layer(self, il))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Blocks {
+            embed,
+            layers,
+            output_norm: self.get("output_norm.weight", &[d])?,
+            output: self.opt("output.weight", &[d, vocab])?,
+        })
     }
 
     pub(crate) fn info(&self, name: &str) -> Result<&'a TensorInfo> {
@@ -359,18 +381,5 @@ pub fn load_weights<B: Backend>(
     backend: &mut B,
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<StandardWeights<B::Weight>> {
-    let mut l = Loader::new(file, backend, progress);
-    let (d, vocab) = (cfg.d_model, cfg.n_vocab);
-    let embed = l.get("token_embd.weight", &[d, vocab])?;
-    let layers = (0..cfg.n_layers)
-        .map(|il| l.layer(cfg, il))
-        .collect::<Result<Vec<_>>>()?;
-    let output_norm = l.get("output_norm.weight", &[d])?;
-    let output = l.opt("output.weight", &[d, vocab])?;
-    Ok(StandardWeights {
-        embed,
-        layers,
-        output_norm,
-        output,
-    })
+    Loader::new(file, backend, progress).blocks(cfg, |l, il| l.layer(cfg, il))
 }

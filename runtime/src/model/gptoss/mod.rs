@@ -18,7 +18,7 @@ pub use config::{ARCH, GptOssAttentionParams, GptOssConfig, Yarn};
 pub use weights::{GptOssWeights, LayerWeights, load_weights};
 
 use crate::Result;
-use crate::model::forward::{Batch, output_head};
+use crate::model::forward::{Batch, output_head, qkv};
 use crate::model::{
     Backend, ExpertWeights, Gating, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage,
 };
@@ -50,15 +50,7 @@ pub(crate) fn forward<B: Backend>(
     for (il, layer) in w.layers.iter().enumerate() {
         let l = Some(il);
         let a = &layer.attn;
-        b.stage(Stage::QkvProj, l);
-        let norm = PreNorm {
-            weight: &a.norm,
-            eps: c.rms_eps,
-        };
-        let mut qkv = b.project(&x, Some(norm), &a.qkv)?;
-        if let Some(bias) = &a.qkv_bias {
-            b.add_bias(&mut qkv, bias)?;
-        }
+        let qkv = qkv(b, &x, a, c.rms_eps, il)?;
         b.stage(Stage::Attention, l);
         let p = g.attention_params(&shared, il);
         let y = b.gptoss_attention(&qkv, &layer.sinks, kv, il, batch.pos0, &p)?;

@@ -5,7 +5,7 @@
 use crate::gguf::GgufFile;
 use crate::model::weights::Loader;
 use crate::model::{
-    AttentionWeights, Backend, ExpertBiases, GateUp, LoadProgress, ModelConfig, MoeConfig,
+    AttentionWeights, Backend, Blocks, ExpertBiases, GateUp, LoadProgress, ModelConfig, MoeConfig,
 };
 use crate::{Error, Result};
 
@@ -34,17 +34,7 @@ pub struct LayerWeights<W> {
 }
 
 /// All weights of a gpt-oss model.
-#[derive(Debug)]
-pub struct GptOssWeights<W> {
-    /// `token_embd` `[D, vocab]`.
-    pub embed: W,
-    /// Blocks.
-    pub layers: Vec<LayerWeights<W>>,
-    /// `output_norm` `[D]`.
-    pub output_norm: W,
-    /// `output` `[D, vocab]`; `None` when tied to the embedding table.
-    pub output: Option<W>,
-}
+pub type GptOssWeights<W> = Blocks<LayerWeights<W>, W>;
 
 /// Uploads every weight `cfg` needs from `file` to `backend`.
 pub fn load_weights<B: Backend>(
@@ -70,18 +60,7 @@ pub fn load_weights<B: Backend>(
         .moe
         .as_ref()
         .ok_or_else(|| Error::InvalidModel("gpt-oss needs gpt-oss.expert_count".into()))?;
-    let mut l = Loader::new(file, backend, progress);
-    let (d, vocab) = (cfg.d_model, cfg.n_vocab);
-    let embed = l.get("token_embd.weight", &[d, vocab])?;
-    let layers = (0..cfg.n_layers)
-        .map(|il| layer(&mut l, cfg, m, il))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(GptOssWeights {
-        embed,
-        layers,
-        output_norm: l.get("output_norm.weight", &[d])?,
-        output: l.opt("output.weight", &[d, vocab])?,
-    })
+    Loader::new(file, backend, progress).blocks(cfg, |l, il| layer(l, cfg, m, il))
 }
 
 fn layer<B: Backend>(
