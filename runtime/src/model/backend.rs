@@ -651,9 +651,9 @@ pub trait Backend {
         p: &MoeParams,
     ) -> Result<Self::Act>;
 
-    /// Whether this backend implements gpt-oss's ops ([`Backend::gptoss_attention`],
-    /// [`Backend::moe_biased`] and [`ExpertActivation::SwiGluOai`]): [`super::Model::load`]
-    /// asks before uploading a gpt-oss model. The default is no.
+    /// Whether this backend implements gpt-oss's ops ([`Backend::gptoss_attention`] and
+    /// [`Backend::moe_biased`]): [`super::Model::load`] asks before uploading a gpt-oss model.
+    /// The default is no.
     fn runs_gptoss(&self) -> bool {
         false
     }
@@ -793,7 +793,7 @@ pub(crate) fn no_delta_net<B: Backend + ?Sized>(b: &B) -> crate::Error {
 pub(crate) fn no_gptoss<B: Backend + ?Sized>(b: &B) -> crate::Error {
     crate::Error::UnsupportedOp {
         op: "gpt-oss's attention (Backend::gptoss_attention: per-head sinks, sliding window, \
-             YaRN RoPE), its biased experts (moe_biased) and their activation (SwiGluOai)"
+             YaRN RoPE) and its biased experts (moe_biased)"
             .into(),
         backend: b.describe(),
     }
