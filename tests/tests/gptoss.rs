@@ -2,16 +2,18 @@
 //! (README-gptoss.md in the fixtures: 4 layers alternating a 128-token sliding window and full
 //! attention with per-head sinks, YaRN RoPE, 8 biased experts of which 4 are used): the logits
 //! at every position of the 250-token prompt (F32, and with MXFP4 experts), greedy generation
-//! of 32 tokens, prompts fed in chunks and a token at a time, and the refusals.
+//! of 32 tokens, prompts fed in chunks and a token at a time, sequences decoded together, and
+//! the refusals.
 
 use moetile::gguf::{GgufFile, Value};
-use moetile::model::Model;
+use moetile::model::{Logits, Model};
 use moetile::quant::GgmlType;
+use moetile::session::Session;
 use moetile_cpu::CpuBackend;
 use moetile_tests::fixtures;
 use moetile_tests::golden::{Golden, agreement};
 use moetile_tests::rewrite::{Tensor, rewrite_adding};
-use moetile_tests::whole_model::{greedy, prefill};
+use moetile_tests::whole_model::{greedy, prefill, session};
 
 const MODEL: &str = "models/gptoss-tiny-f32.gguf";
 
@@ -66,6 +68,32 @@ fn greedy_32_tokens_equal_llama_cpp() {
     let a = agreement(&rows, &want.logits, want.n_vocab);
     println!("greedy rows vs llama.cpp: {a:?}");
     assert!(a.max_row_nmse <= NMSE, "{a:?}");
+}
+
+/// Two sequences decoded in one pass (`Session::decode_batch`, as the server batches them),
+/// one past the window and one inside it, give the logits each gives alone, bit for bit.
+#[test]
+fn sequences_decoded_together_equal_each_alone() {
+    let (file, tokens) = (file(), golden("gptoss-tiny-f32.llama.golden").tokens);
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    let prompts = [&tokens[..140], &tokens[140..150]];
+    let next = [tokens[200], tokens[201]];
+    let prefilled = |cpu: &mut CpuBackend| {
+        prompts.map(|prompt| {
+            let mut s = session(&model, cpu, 512);
+            s.prefill(&model, cpu, prompt, Logits::Last).unwrap();
+            s
+        })
+    };
+    let [mut a, mut b] = prefilled(&mut cpu);
+    let together = Session::decode_batch(&model, &mut cpu, &mut [&mut a, &mut b], &next).unwrap();
+    let alone: Vec<Vec<f32>> = prefilled(&mut cpu)
+        .iter_mut()
+        .zip(next)
+        .map(|(s, token)| s.decode(&model, &mut cpu, token).unwrap())
+        .collect();
+    assert!(together == alone, "decoded together differs from alone");
 }
 
 /// The experts in MXFP4 and attention in Q8_0, as converted gpt-oss files store them

@@ -522,26 +522,9 @@ pub trait Backend {
         layer: usize,
         p: &AttentionParams,
     ) -> Result<Self::Act> {
-        let (rows, cols) = self.shape(qkv);
-        if kvs.len() != rows || positions.len() != rows {
-            return Err(Error::Shape {
-                op: "attention_batch".into(),
-                detail: format!(
-                    "{rows} rows, {} caches, {} positions",
-                    kvs.len(),
-                    positions.len()
-                ),
-            });
-        }
-        let host = self.read(qkv)?;
-        let (mut out, mut out_cols) = (Vec::new(), 0);
-        for ((kv, &pos0), row) in kvs.iter_mut().zip(positions).zip(host.chunks(cols)) {
-            let row = self.act_from_host(1, cols, row)?;
-            let y = self.attention(&row, qk_norm, kv, layer, pos0, p)?;
-            out_cols = self.shape(&y).1;
-            out.extend(self.read(&y)?);
-        }
-        self.act_from_host(rows, out_cols, &out)
+        attend_rows_apart(self, qkv, kvs, positions, |b, row, kv, pos0| {
+            b.attention(row, qk_norm, kv, layer, pos0, p)
+        })
     }
     /// `x += y`.
     fn add(&mut self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
@@ -776,6 +759,38 @@ pub trait Backend {
         let _ = (x, w, kv, layer, pos0);
         Err(no_deepseek4_attention(self))
     }
+}
+
+/// Attention over rows of different sequences, each on its own through host memory: row i of
+/// `qkv` goes to `attend` with `kvs[i]` and `positions[i]`, and the outputs are stacked (the
+/// default of [`Backend::attention_batch`], and gpt-oss's batched decode).
+pub(crate) fn attend_rows_apart<B: Backend + ?Sized>(
+    b: &mut B,
+    qkv: &B::Act,
+    kvs: &mut [&mut B::KvCache],
+    positions: &[usize],
+    mut attend: impl FnMut(&mut B, &B::Act, &mut B::KvCache, usize) -> Result<B::Act>,
+) -> Result<B::Act> {
+    let (rows, cols) = b.shape(qkv);
+    if kvs.len() != rows || positions.len() != rows {
+        return Err(Error::Shape {
+            op: "attention_batch".into(),
+            detail: format!(
+                "{rows} rows, {} caches, {} positions",
+                kvs.len(),
+                positions.len()
+            ),
+        });
+    }
+    let host = b.read(qkv)?;
+    let (mut out, mut out_cols) = (Vec::new(), 0);
+    for ((kv, &pos0), row) in kvs.iter_mut().zip(positions).zip(host.chunks(cols)) {
+        let row = b.act_from_host(1, cols, row)?;
+        let y = attend(b, &row, kv, pos0)?;
+        out_cols = b.shape(&y).1;
+        out.extend(b.read(&y)?);
+    }
+    b.act_from_host(rows, out_cols, &out)
 }
 
 /// The refusal of a backend without qwen35moe's ops.

@@ -34,7 +34,7 @@ pub(crate) struct Batch<'a> {
 }
 
 /// Where a forward pass's rows keep their keys and values, and what they attend over.
-enum Attend<'a, 'k, B: Backend> {
+pub(crate) enum Attend<'a, 'k, B: Backend> {
     /// Every row is the next token of one sequence, the first at `pos0`.
     One { kv: &'a mut B::KvCache, pos0: usize },
     /// Row i is a token of sequence i, at `positions[i]` of `kvs[i]`.
@@ -140,7 +140,10 @@ impl<B: Backend> Model<B> {
             (ModelWeights::Qwen35Moe(w), _, Some(q), _) => {
                 qwen35moe::forward(b, c, q, w, kv, batch)
             }
-            (ModelWeights::GptOss(w), .., Some(g)) => gptoss::forward(b, c, g, w, kv, batch),
+            (ModelWeights::GptOss(w), .., Some(g)) => {
+                let attend = Attend::One { kv, pos0 };
+                gptoss::forward(b, c, g, w, attend, batch)
+            }
             _ => Err(crate::Error::InvalidModel(
                 "the weights' architecture differs from the config's".into(),
             )),
@@ -164,7 +167,20 @@ impl<B: Backend> Model<B> {
                 let tile = self.moe_tile(tokens.len(), policy);
                 self.forward_standard(b, w, attend, tokens, tile, Logits::All)
             }
-            ModelWeights::Deepseek4(_) | ModelWeights::Qwen35Moe(_) | ModelWeights::GptOss(_) => {
+            ModelWeights::GptOss(w) => {
+                let batch = Batch {
+                    tokens,
+                    pos0: 0,
+                    tile: self.moe_tile(tokens.len(), policy),
+                    logits: Logits::All,
+                };
+                let g = self.config.gptoss.as_ref().ok_or_else(|| {
+                    crate::Error::InvalidModel("gpt-oss weights without a gpt-oss config".into())
+                })?;
+                let attend = Attend::Each { kvs, positions };
+                gptoss::forward(b, &self.config, g, w, attend, batch)
+            }
+            ModelWeights::Deepseek4(_) | ModelWeights::Qwen35Moe(_) => {
                 Err(crate::Error::UnsupportedOp {
                     op: format!(
                         "decoding several {} sequences in one pass",

@@ -18,19 +18,20 @@ pub use config::{ARCH, GptOssAttentionParams, GptOssConfig, Yarn};
 pub use weights::{GptOssWeights, LayerWeights, load_weights};
 
 use crate::Result;
-use crate::model::forward::{Batch, output_head, qkv};
+use crate::model::backend::attend_rows_apart;
+use crate::model::forward::{Attend, Batch, output_head, qkv};
 use crate::model::{
     Backend, ExpertWeights, Gating, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage,
 };
 
-/// Runs `batch` (its tokens at positions `pos0..`), appending to `kv`; returns logits `(T or
-/// 1, vocab)`.
+/// Runs `batch`'s tokens, their keys and values kept and attended as `attend` says (its own
+/// `pos0` is not read); returns logits `(T or 1, vocab)`.
 pub(crate) fn forward<B: Backend>(
     b: &mut B,
     c: &ModelConfig,
     g: &GptOssConfig,
     w: &GptOssWeights<B::Weight>,
-    kv: &mut B::KvCache,
+    mut attend: Attend<'_, '_, B>,
     batch: Batch<'_>,
 ) -> Result<B::Act> {
     let m = c.moe.as_ref().expect("a gpt-oss config has experts");
@@ -53,7 +54,15 @@ pub(crate) fn forward<B: Backend>(
         let qkv = qkv(b, &x, a, c.rms_eps, il)?;
         b.stage(Stage::Attention, l);
         let p = g.attention_params(&shared, il);
-        let y = b.gptoss_attention(&qkv, &layer.sinks, kv, il, batch.pos0, &p)?;
+        let sinks = &layer.sinks;
+        let y = match &mut attend {
+            Attend::One { kv, pos0 } => b.gptoss_attention(&qkv, sinks, kv, il, *pos0, &p)?,
+            Attend::Each { kvs, positions } => {
+                attend_rows_apart(b, &qkv, kvs, positions, |b, row, kv, pos0| {
+                    b.gptoss_attention(row, sinks, kv, il, pos0, &p)
+                })?
+            }
+        };
         b.stage(Stage::OutProj, l);
         b.matmul_add(&mut x, &y, &a.out)?;
         b.add_bias(&mut x, &layer.out_bias)?;
