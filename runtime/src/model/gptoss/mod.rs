@@ -21,7 +21,7 @@ use crate::Result;
 use crate::model::backend::attend_rows_apart;
 use crate::model::forward::{Attend, Batch, output_head, qkv};
 use crate::model::{
-    Backend, ExpertWeights, Gating, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage,
+    Backend, ExpertWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage,
 };
 
 /// Runs `batch`'s tokens, their keys and values kept and attended as `attend` says (its own
@@ -36,10 +36,11 @@ pub(crate) fn forward<B: Backend>(
 ) -> Result<B::Act> {
     let m = c.moe.as_ref().expect("a gpt-oss config has experts");
     let shared = c.attention_params();
+    // Softmax and renormalised (the config's for gpt-oss): the softmax over the top K.
     let router = RouterParams {
         n_experts_used: m.n_experts_used,
-        gating: Gating::Softmax,
-        normalize: true,
+        gating: m.gating,
+        normalize: m.normalize,
         weight_scale: m.weight_scale,
     };
     let moe = MoeParams {
