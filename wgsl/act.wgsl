@@ -21,5 +21,5 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
         return;
     }
     let gu = glu_in(i);
-    mid[i] = mid_pair(swiglu(gu[0], gu[1], params.clamp, params.limit) * route[i / pairs_per_row]);
+    mid[i] = mid_pair(swiglu(gu[0], gu[1], params.clamp, params.limit, params.alpha) * route[i / pairs_per_row]);
 }

@@ -97,7 +97,7 @@ params! {
         n_pairs: u32,
         /// K: the pairs per token `mv_sum` sums.
         n_used: u32,
-        /// `mv_glu`: 1 to clamp with `limit` (see `ActParams`), 0 for plain SwiGLU.
+        /// `mv_glu`: the activation (`mode` of `ActParams`).
         clamp: u32,
         /// `mv_glu`: the clamp limit.
         limit: f32,
@@ -111,8 +111,8 @@ params! {
         /// 1: outputs are added to what the output buffer holds (a residual stream), 0:
         /// stored (plain rows and `mv_sum`).
         accumulate: u32,
-        /// Padding.
-        _pad0: u32,
+        /// `mv_glu`: the sigmoid's slope of gpt-oss's activation (`clamp` 2).
+        alpha: f32,
         /// Padding.
         _pad1: u32,
         /// Padding.
@@ -127,10 +127,19 @@ params! {
         n_pairs: u32,
         /// F (even).
         n_cols: u32,
-        /// 1: clamp with `limit` (`silu(min(g, l)) * clamp(u, -l, l)`), 0: plain SwiGLU.
+        /// 0: plain SwiGLU; 1: clamp with `limit` (`silu(min(g, l)) * clamp(u, -l, l)`); 2:
+        /// gpt-oss's (`x * sigmoid(alpha x) * (clamp(u, -l, l) + 1)`, `x = min(g, l)`).
         clamp: u32,
         /// The clamp limit.
         limit: f32,
+        /// The sigmoid's slope of mode 2.
+        alpha: f32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+        /// Padding.
+        _pad2: u32,
     }
 }
 

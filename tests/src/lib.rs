@@ -1,6 +1,7 @@
 //! Shared helpers of moetile's tests (the cross-crate ones in `tests/tests/` and those of the
 //! backends and examples): fixture paths, golden logit files, test seeds, a tiny synthetic model,
-//! greedy generations decoded alone and together, and the rule for a missing GPU.
+//! greedy generations decoded alone and together, a fixture model's prompt logits and greedy
+//! generation (`whole_model`), and the rule for a missing GPU.
 //!
 //! The fixtures are tiny MoE models made by the oracle tools, each with the logits of an exact
 //! float64 reference and of llama.cpp on its prompt:
@@ -20,6 +21,7 @@
 pub mod batch;
 pub mod golden;
 pub mod rewrite;
+pub mod whole_model;
 
 use std::path::PathBuf;
 

@@ -21,6 +21,6 @@ fn mv_store(p: u32, r: u32, row: u32) {
     }
     let g = vec2<f32>(partial[r * LANES], partial[(r + 2u) * LANES]);
     let u = vec2<f32>(partial[(r + 1u) * LANES], partial[(r + 3u) * LANES]);
-    let v = swiglu(g, u, params.clamp, params.limit) * route[p];
+    let v = swiglu(g, u, params.clamp, params.limit, params.alpha) * route[p];
     mid[p * (params.n_rows / 4u) + row / 4u] = mid_pair(v);
 }

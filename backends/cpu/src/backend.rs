@@ -1,20 +1,22 @@
 //! [`CpuBackend`]: the trait plumbing (shapes, checks, storage) around the reference ops.
 
 use moetile::model::deepseek4::{AttentionWeights as Deepseek4Attention, Deepseek4Config};
+use moetile::model::gptoss::{GptOssAttentionParams, Yarn};
 use moetile::model::qwen35moe::{DeltaNetWeights, Mixer, Qwen35MoeConfig};
 use moetile::model::{
-    AttentionParams, Backend, DeltaNetParams, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS,
-    HyperParams, HyperWeights, MoeParams, PoolParams, PoolWeights, PreNorm, RouterParams,
-    Selection, WeightData, hashed_ids,
+    AttentionParams, Backend, DeltaNetParams, ExpertBiases, ExpertWeights, GateUp, HC_MIXES,
+    HC_STREAMS, HyperParams, HyperWeights, MoeParams, PoolParams, PoolWeights, PreNorm,
+    RouterParams, Selection, WeightData, hashed_ids,
 };
 use moetile::quant;
 
+use crate::attention::{self, Span};
 use crate::deepseek4::Deepseek4Cache;
 use crate::deepseek4::attention::grouped_matvec;
 use crate::deepseek4::compressor::{self, Projected};
 use crate::deepseek4::hyper::{self, Coefs, HcView};
 use crate::delta_net::{self, DeltaNetState};
-use crate::{attention, ops};
+use crate::ops;
 
 /// A row-major f32 matrix: the CPU backend's activation.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +140,56 @@ impl CpuBackend {
         CpuBackend
     }
 
+    /// The routed experts' output `(T, D)` from `x` normed by `norm`, with `biases` when
+    /// given: [`Backend::moe_out`] and [`Backend::moe_biased`]'s work, every shape checked.
+    fn experts_out(
+        &mut self,
+        x: &Mat,
+        norm: Option<PreNorm<'_, CpuWeight>>,
+        routing: &CpuRouting,
+        experts: ExpertWeights<'_, CpuWeight>,
+        biases: Option<&ExpertBiases<CpuWeight>>,
+        p: &MoeParams,
+    ) -> moetile::Result<Mat> {
+        let h = self.normed(x, norm)?;
+        let ExpertWeights { gate_up, down } = experts;
+        let shape = ops::gate_up_shape(gate_up);
+        let (d, e) = (h.cols, down.experts());
+        ensure(
+            shape.is_some_and(|(cols, f)| {
+                cols == d
+                    && down.dims == [f, d, e]
+                    && biases.is_none_or(|b| {
+                        b.gate.dims == [f, e] && b.up.dims == [f, e] && b.down.dims == [d, e]
+                    })
+            }) && gate_up_experts(gate_up) == e
+                && routing.n_experts == e
+                && routing.ids.len() == h.rows * routing.k,
+            "moe",
+            || {
+                format!(
+                    "x ({}, {d}), gate/up {}, down {:?}, biases {:?}, routing T*K = {}, E = {}",
+                    h.rows,
+                    describe_gate_up(gate_up),
+                    down.dims,
+                    biases.map(|b| [&b.gate.dims, &b.up.dims, &b.down.dims]),
+                    routing.ids.len(),
+                    routing.n_experts
+                )
+            },
+        )?;
+        Ok(ops::moe(
+            &h,
+            &routing.ids,
+            &routing.weights,
+            routing.k,
+            gate_up,
+            down,
+            biases,
+            p.activation,
+        ))
+    }
+
     /// `rms_norm(x) * norm`, or a copy of x.
     fn normed(&mut self, x: &Mat, norm: Option<PreNorm<'_, CpuWeight>>) -> moetile::Result<Mat> {
         match norm {
@@ -177,6 +229,61 @@ fn vector<'a>(op: &str, w: &'a CpuWeight, len: usize) -> moetile::Result<&'a [f3
         )
     })?;
     Ok(&w.values)
+}
+
+/// What both attention ops do before attending: q, k and v cut out of `qkv`, q and k normed
+/// per head by `qk_norm` (when given) and rotated (RoPE extended by `yarn`) as positions
+/// `pos0..`, k and v stored there in `layer`'s cache; returns q.
+#[allow(clippy::too_many_arguments)]
+fn rotate_and_store(
+    qkv: &Mat,
+    qk_norm: Option<[&CpuWeight; 2]>,
+    kv: &mut CpuKvCache,
+    layer: usize,
+    pos0: usize,
+    p: &AttentionParams,
+    yarn: &Yarn,
+) -> moetile::Result<Mat> {
+    let (hd, kv_width) = (p.head_dim, p.n_kv_heads * p.head_dim);
+    let q_width = p.n_heads * hd;
+    ensure(
+        p.n_kv_heads > 0
+            && p.n_heads.is_multiple_of(p.n_kv_heads)
+            && qkv.cols == q_width + 2 * kv_width
+            && p.rope.n_dims <= hd
+            && p.rope.n_dims.is_multiple_of(2)
+            // (a qwen35moe cache holds no keys for its DeltaNet layers)
+            && layer < kv.k.len()
+            && kv.k[layer].len() == kv.n_ctx * kv_width,
+        "attention",
+        || format!("qkv {:?}, {p:?}", (qkv.rows, qkv.cols)),
+    )?;
+    let end = pos0 + qkv.rows;
+    if end > kv.n_ctx {
+        return Err(moetile::Error::ContextFull {
+            n_ctx: kv.n_ctx,
+            needed: end,
+        });
+    }
+    let columns = |from: usize, width: usize| Mat {
+        rows: qkv.rows,
+        cols: width,
+        data: (0..qkv.rows)
+            .flat_map(|t| qkv.row(t)[from..from + width].iter().copied())
+            .collect(),
+    };
+    let (mut q, mut k) = (columns(0, q_width), columns(q_width, kv_width));
+    let v = columns(q_width + kv_width, kv_width);
+    if let Some([wq, wk]) = qk_norm {
+        let (wq, wk) = (vector("q norm", wq, hd)?, vector("k norm", wk, hd)?);
+        q = ops::rms_norm(&q, wq, p.norm_eps);
+        k = ops::rms_norm(&k, wk, p.norm_eps);
+    }
+    ops::rope_yarn(&mut q, hd, pos0, &p.rope, yarn);
+    ops::rope_yarn(&mut k, hd, pos0, &p.rope, yarn);
+    kv.k[layer][pos0 * kv_width..end * kv_width].copy_from_slice(&k.data);
+    kv.v[layer][pos0 * kv_width..end * kv_width].copy_from_slice(&v.data);
+    Ok(q)
 }
 
 /// f32 values as f64.
@@ -428,46 +535,8 @@ impl Backend for CpuBackend {
         pos0: usize,
         p: &AttentionParams,
     ) -> moetile::Result<Mat> {
-        let (hd, kv_width) = (p.head_dim, p.n_kv_heads * p.head_dim);
-        let q_width = p.n_heads * hd;
-        ensure(
-            p.n_kv_heads > 0
-                && p.n_heads.is_multiple_of(p.n_kv_heads)
-                && qkv.cols == q_width + 2 * kv_width
-                && p.rope.n_dims <= hd
-                && p.rope.n_dims.is_multiple_of(2)
-                // (a qwen35moe cache holds no keys for its DeltaNet layers)
-                && layer < kv.k.len()
-                && kv.k[layer].len() == kv.n_ctx * kv_width,
-            "attention",
-            || format!("qkv {:?}, {p:?}", (qkv.rows, qkv.cols)),
-        )?;
-        let end = pos0 + qkv.rows;
-        if end > kv.n_ctx {
-            return Err(moetile::Error::ContextFull {
-                n_ctx: kv.n_ctx,
-                needed: end,
-            });
-        }
-        let columns = |from: usize, width: usize| Mat {
-            rows: qkv.rows,
-            cols: width,
-            data: (0..qkv.rows)
-                .flat_map(|t| qkv.row(t)[from..from + width].iter().copied())
-                .collect(),
-        };
-        let (mut q, mut k) = (columns(0, q_width), columns(q_width, kv_width));
-        let v = columns(q_width + kv_width, kv_width);
-        if let Some([wq, wk]) = qk_norm {
-            let (wq, wk) = (vector("q norm", wq, hd)?, vector("k norm", wk, hd)?);
-            q = ops::rms_norm(&q, wq, p.norm_eps);
-            k = ops::rms_norm(&k, wk, p.norm_eps);
-        }
-        ops::rope(&mut q, hd, pos0, &p.rope);
-        ops::rope(&mut k, hd, pos0, &p.rope);
-        kv.k[layer][pos0 * kv_width..end * kv_width].copy_from_slice(&k.data);
-        kv.v[layer][pos0 * kv_width..end * kv_width].copy_from_slice(&v.data);
-        Ok(attention::attend(&q, kv, layer, pos0, p))
+        let q = rotate_and_store(qkv, qk_norm, kv, layer, pos0, p, &Yarn::NONE)?;
+        Ok(attention::attend(&q, kv, layer, pos0, p, Span::default()))
     }
 
     fn add(&mut self, x: &mut Mat, y: &Mat) -> moetile::Result<()> {
@@ -798,35 +867,41 @@ impl Backend for CpuBackend {
         experts: ExpertWeights<'_, CpuWeight>,
         p: &MoeParams,
     ) -> moetile::Result<Mat> {
-        let h = self.normed(x, norm)?;
-        let ExpertWeights { gate_up, down } = experts;
-        let shape = ops::gate_up_shape(gate_up);
-        let (d, e) = (h.cols, down.experts());
-        ensure(
-            shape.is_some_and(|(cols, f)| cols == d && down.dims == [f, d, e])
-                && gate_up_experts(gate_up) == e
-                && routing.n_experts == e
-                && routing.ids.len() == h.rows * routing.k,
-            "moe",
-            || {
-                format!(
-                    "x ({}, {d}), gate/up {}, down {:?}, routing T*K = {}, E = {}",
-                    h.rows,
-                    describe_gate_up(gate_up),
-                    down.dims,
-                    routing.ids.len(),
-                    routing.n_experts
-                )
-            },
-        )?;
-        Ok(ops::moe(
-            &h,
-            &routing.ids,
-            &routing.weights,
-            routing.k,
-            gate_up,
-            down,
-            p.activation,
-        ))
+        self.experts_out(x, norm, routing, experts, None, p)
+    }
+
+    fn runs_gptoss(&self) -> bool {
+        true
+    }
+
+    fn gptoss_attention(
+        &mut self,
+        qkv: &Mat,
+        sinks: &CpuWeight,
+        kv: &mut CpuKvCache,
+        layer: usize,
+        pos0: usize,
+        p: &GptOssAttentionParams,
+    ) -> moetile::Result<Mat> {
+        let sinks = vector("gptoss_attention sinks", sinks, p.attn.n_heads)?;
+        let q = rotate_and_store(qkv, None, kv, layer, pos0, &p.attn, &p.yarn)?;
+        let span = Span {
+            window: p.window,
+            sinks: Some(sinks),
+        };
+        Ok(attention::attend(&q, kv, layer, pos0, &p.attn, span))
+    }
+
+    fn moe_biased(
+        &mut self,
+        x: &mut Mat,
+        norm: Option<PreNorm<'_, CpuWeight>>,
+        routing: &CpuRouting,
+        experts: ExpertWeights<'_, CpuWeight>,
+        biases: &ExpertBiases<CpuWeight>,
+        p: &MoeParams,
+    ) -> moetile::Result<()> {
+        let y = self.experts_out(x, norm, routing, experts, Some(biases), p)?;
+        self.add(x, &y)
     }
 }

@@ -1,7 +1,8 @@
 //! The reference ops as plain functions over [`Mat`] and [`CpuWeight`]; [`crate::CpuBackend`]
 //! only routes trait calls here, and tests may call them directly.
 
-use moetile::model::{ExpertActivation, GateUp, Gating, RopeParams, RouterParams};
+use moetile::model::gptoss::Yarn;
+use moetile::model::{ExpertActivation, ExpertBiases, GateUp, Gating, RopeParams, RouterParams};
 
 use crate::backend::{CpuWeight, Mat};
 
@@ -72,6 +73,15 @@ pub fn rms_norm(x: &Mat, w: &[f32], eps: f32) -> Mat {
 
 /// Rotates each head of row t as position `pos0 + t` (ggml's `rope_f32`, angles in f64).
 pub fn rope(x: &mut Mat, head_dim: usize, pos0: usize, p: &RopeParams) {
+    rope_yarn(x, head_dim, pos0, p, &Yarn::NONE);
+}
+
+/// [`rope`] extended by YaRN as ggml's `rope_yarn` does it: pair i turns by the interpolated
+/// angle (`freq_scale` times the plain one) mixed towards the plain (extrapolated) one by
+/// `ext_factor` times a ramp that is 1 below the correction dim of `beta_fast` and 0 above
+/// that of `beta_slow`; with `ext_factor` not 0, the rotated values are scaled by
+/// `attn_factor * (1 + 0.1 ln(1 / freq_scale))`.
+pub(crate) fn rope_yarn(x: &mut Mat, head_dim: usize, pos0: usize, p: &RopeParams, yarn: &Yarn) {
     assert_eq!(
         x.cols % head_dim,
         0,
@@ -83,13 +93,39 @@ pub fn rope(x: &mut Mat, head_dim: usize, pos0: usize, p: &RopeParams) {
         "rope: n_dims {}",
         p.n_dims
     );
+    let (base, freq_scale, ext) = (
+        p.freq_base as f64,
+        p.freq_scale as f64,
+        yarn.ext_factor as f64,
+    );
     let half = p.n_dims / 2;
+    // ggml's `ggml_rope_yarn_corr_dims`: the pair index at which a frequency turns `rotations`
+    // times over the original context, the lower one floored, the upper one ceiled.
+    let corr_dim = |rotations: f32| {
+        let (n_dims, n_ctx) = (p.n_dims as f64, yarn.n_ctx_orig as f64);
+        n_dims * (n_ctx / (rotations as f64 * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln())
+    };
+    let low = corr_dim(yarn.beta_fast).floor().max(0.0);
+    let high = corr_dim(yarn.beta_slow).ceil().min(p.n_dims as f64 - 1.0);
+    let mut mscale = yarn.attn_factor as f64;
+    if ext != 0.0 {
+        mscale *= 1.0 + 0.1 * (1.0 / freq_scale).ln();
+    }
+    // Per pair: the weight of the extrapolated angle.
+    let mix: Vec<f64> = (0..half)
+        .map(|i| {
+            let y = (i as f64 - low) / (high - low).max(0.001);
+            (1.0 - y.clamp(0.0, 1.0)) * ext
+        })
+        .collect();
     for t in 0..x.rows {
-        let pos = (pos0 + t) as f64 * p.freq_scale as f64;
+        let pos = (pos0 + t) as f64;
         for head in x.row_mut(t).chunks_exact_mut(head_dim) {
-            for i in 0..half {
-                let theta = pos * (p.freq_base as f64).powf(-2.0 * i as f64 / p.n_dims as f64);
+            for (i, &mix) in mix.iter().enumerate() {
+                let extrap = pos * base.powf(-2.0 * i as f64 / p.n_dims as f64);
+                let theta = freq_scale * extrap * (1.0 - mix) + extrap * mix;
                 let (sin, cos) = theta.sin_cos();
+                let (sin, cos) = (sin * mscale, cos * mscale);
                 let (a, b) = if p.neox {
                     (i, i + half)
                 } else {
@@ -229,6 +265,11 @@ pub(crate) fn expert_activation(act: ExpertActivation, g: f64, u: f64) -> f64 {
             let limit = limit as f64;
             silu(g.min(limit)) * u.clamp(-limit, limit)
         }
+        ExpertActivation::SwiGluOai { alpha, limit } => {
+            let (alpha, limit) = (alpha as f64, limit as f64);
+            let g = g.min(limit);
+            g / (1.0 + (-alpha * g).exp()) * (u.clamp(-limit, limit) + 1.0)
+        }
     }
 }
 
@@ -248,11 +289,13 @@ pub(crate) fn gate_up_shape(gate_up: &GateUp<CpuWeight>) -> Option<(usize, usize
     }
 }
 
-/// The routed experts: `out[t] = sum_k w[t,k] * down[e] @ act(gate[e] @ x[t], up[e] @ x[t])`
-/// with `e = ids[t*K + k]`. x: (T, D); gate, up: `[D, F, E]` (or one `[D, 2F, E]` tensor of
+/// The routed experts: `out[t] = sum_k w[t,k] * (down[e] @ act(gate[e] @ x[t] + bg[e], up[e]
+/// @ x[t] + bu[e]) + bd[e])` with `e = ids[t*K + k]` and the biases (gate, up `[F, E]`, down
+/// `[D, E]`) zero unless given. x: (T, D); gate, up: `[D, F, E]` (or one `[D, 2F, E]` tensor of
 /// interleaved rows); down: `[F, D, E]` -> (T, D). The route weight is applied to the
-/// activation before `down`, as the GPU kernels do, and everything after the f32 inputs stays
-/// in f64.
+/// activation before `down` (and to the down bias), as the GPU kernels do, and everything after
+/// the f32 inputs stays in f64.
+#[allow(clippy::too_many_arguments)]
 pub fn moe(
     x: &Mat,
     ids: &[u32],
@@ -260,6 +303,7 @@ pub fn moe(
     k: usize,
     gate_up: &GateUp<CpuWeight>,
     down: &CpuWeight,
+    biases: Option<&ExpertBiases<CpuWeight>>,
     act: ExpertActivation,
 ) -> Mat {
     let d = x.cols;
@@ -267,6 +311,9 @@ pub fn moe(
     let (gate_cols, f) = gate_up_shape(gate_up).expect("moe: gate/up shape");
     assert_eq!(gate_cols, d, "moe: gate/up width");
     assert!(down.cols() == f && down.rows() == d, "moe: down shape");
+    let bias = |w: Option<&CpuWeight>, e: usize, rows: usize, r: usize| {
+        w.map_or(0.0, |w| w.values[e * rows + r] as f64)
+    };
     let mut out = Mat::zeros(x.rows, d);
     let mut mid = vec![0f32; f];
     for t in 0..x.rows {
@@ -278,12 +325,12 @@ pub fn moe(
             let (e, w) = (ids[t * k + slot] as usize, weights[t * k + slot] as f64);
             for (r, m) in mid.iter_mut().enumerate() {
                 let (gate, up) = gate_up_rows(gate_up, e, r);
-                let g = dot(x.row(t), gate);
-                let u = dot(x.row(t), up);
+                let g = dot(x.row(t), gate) + bias(biases.map(|b| &b.gate), e, f, r);
+                let u = dot(x.row(t), up) + bias(biases.map(|b| &b.up), e, f, r);
                 *m = (expert_activation(act, g, u) * w) as f32;
             }
             for (r, a) in acc.iter_mut().enumerate() {
-                *a += dot(&mid, down.row(e, r));
+                *a += dot(&mid, down.row(e, r)) + w * bias(biases.map(|b| &b.down), e, d, r);
             }
         }
         for (o, a) in out.row_mut(t).iter_mut().zip(acc) {
@@ -365,6 +412,69 @@ mod tests {
         assert!((x.data[4] - 1f32.cos()).abs() < 1e-6 && (x.data[6] - 1f32.sin()).abs() < 1e-6);
     }
 
+    /// YaRN as gpt-oss sets it (base 150000, factor 32, original context 4096): pair 0 (below
+    /// the correction dims) turns by the plain angle, the last pair by the interpolated one,
+    /// and every rotated value is scaled by 1 + 0.1 ln 32.
+    #[test]
+    fn yarn_extrapolates_fast_pairs_interpolates_slow_ones_and_scales() {
+        let p = RopeParams {
+            n_dims: 64,
+            freq_base: 150000.,
+            freq_scale: 1. / 32.,
+            neox: true,
+        };
+        let yarn = Yarn {
+            ext_factor: 1.,
+            attn_factor: 1.,
+            n_ctx_orig: 4096,
+            ..Yarn::NONE
+        };
+        let mut x = Mat {
+            rows: 2,
+            cols: 64,
+            data: vec![1.; 128],
+        };
+        rope_yarn(&mut x, 64, 0, &p, &yarn);
+        let m = 1. + 0.1 * 32f64.ln();
+        assert!(
+            (x.data[0] as f64 - m).abs() < 1e-6,
+            "position 0 is only scaled"
+        );
+        let turn = |theta: f64, i: usize| {
+            let (a, b) = (x.data[64 + i] as f64, x.data[64 + i + 32] as f64);
+            let want = (
+                m * (theta.cos() - theta.sin()),
+                m * (theta.sin() + theta.cos()),
+            );
+            assert!(
+                (a - want.0).abs() < 1e-5 && (b - want.1).abs() < 1e-5,
+                "pair {i}"
+            );
+        };
+        turn(1.0, 0);
+        turn(150000f64.powf(-62. / 64.) / 32., 31);
+    }
+
+    #[test]
+    fn oai_swiglu_clamps_gate_above_and_up_both_sides() {
+        let act = ExpertActivation::SwiGluOai {
+            alpha: 1.702,
+            limit: 7.,
+        };
+        let sig = |v: f64| 1. / (1. + (-v).exp());
+        let (alpha, limit) = (1.702f32 as f64, 7.);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(near(expert_activation(act, 1., 0.5), sig(alpha) * 1.5));
+        assert!(near(
+            expert_activation(act, 10., -9.),
+            limit * sig(alpha * limit) * (1. - limit)
+        ));
+        assert!(near(
+            expert_activation(act, -3., 9.),
+            -3. * sig(-3. * alpha) * (limit + 1.)
+        ));
+    }
+
     #[test]
     fn route_softmax_topk_normalised_and_ties_to_lower_id() {
         let logits = Mat {
@@ -414,6 +524,7 @@ mod tests {
             2,
             &gate_up,
             &w,
+            None,
             ExpertActivation::SwiGlu,
         );
         for (o, xi) in out.data.iter().zip([1f64, -2.]) {
@@ -425,11 +536,20 @@ mod tests {
             cols: 2,
             data: vec![20., -30.],
         };
-        let out = moe(&x, &[1, 2], &[0.5, 0.5], 2, &gate_up, &w, clamped);
+        let out = moe(&x, &[1, 2], &[0.5, 0.5], 2, &gate_up, &w, None, clamped);
         assert!((out.data[0] as f64 - silu(10.) * 10.).abs() < 1e-4);
         assert!((out.data[1] as f64 - silu(-30.) * -10.).abs() < 1e-4);
         // An empty slot (NaN logits left no expert) adds nothing.
-        let empty = moe(&x, &[1, NO_EXPERT], &[1.0, 0.0], 2, &gate_up, &w, clamped);
+        let empty = moe(
+            &x,
+            &[1, NO_EXPERT],
+            &[1.0, 0.0],
+            2,
+            &gate_up,
+            &w,
+            None,
+            clamped,
+        );
         assert_eq!(empty.data, out.data);
     }
 
@@ -471,8 +591,8 @@ mod tests {
                 up: up.clone(),
             };
             let merged = GateUp::Interleaved(weight(&[d, 2 * f, e], interleaved.clone()));
-            let a = moe(&x, &ids, &w, 2, &separate, &down, act);
-            let b = moe(&x, &ids, &w, 2, &merged, &down, act);
+            let a = moe(&x, &ids, &w, 2, &separate, &down, None, act);
+            let b = moe(&x, &ids, &w, 2, &merged, &down, None, act);
             assert_eq!(a, b, "{act:?}");
             assert!(a.data.iter().all(|v| *v != 0.0), "{a:?}");
         }

@@ -454,6 +454,26 @@ fn swiglu_ref(activation: ExpertActivation, g: f64, u: f64) -> f64 {
             let l = limit as f64;
             silu(g.min(l)) * u.clamp(-l, l)
         }
+        ExpertActivation::SwiGluOai { alpha, limit } => {
+            let (a, l) = (alpha as f64, limit as f64);
+            let x = g.min(l);
+            x / (1.0 + (-a * x).exp()) * (u.clamp(-l, l) + 1.0)
+        }
+    }
+}
+
+/// Bounds on `|d act / dg|` and `|d act / du|` at `(g, u)`: how errors in the dot products
+/// carry through the activation (`x sigmoid(a x)` has a slope of at most 1.1 for any `a`; the
+/// clamps are 1-Lipschitz).
+fn glu_slopes(activation: ExpertActivation, g: f64, u: f64) -> (f64, f64) {
+    match activation {
+        ExpertActivation::SwiGlu | ExpertActivation::SwiGluClamped { .. } => {
+            (1.1 * u.abs(), (g / (1.0 + (-g).exp())).abs())
+        }
+        ExpertActivation::SwiGluOai { alpha, .. } => (
+            1.1 * (u.abs() + 1.0),
+            (g / (1.0 + (-(alpha as f64) * g).exp())).abs(),
+        ),
     }
 }
 
@@ -487,6 +507,15 @@ fn mv_glu_matches_reference() {
                     true,
                 ),
                 (3, ExpertActivation::SwiGlu, true, true),
+                (
+                    4,
+                    ExpertActivation::SwiGluOai {
+                        alpha: 1.702,
+                        limit: 0.5,
+                    },
+                    true,
+                    false,
+                ),
             ] {
                 if int8 && ty.int8_dot_fragments().is_none() {
                     continue;
@@ -543,8 +572,8 @@ fn mv_glu_matches_reference() {
                         let (u, su) = dots[p * 2 * f + 2 * c + 1];
                         let r = route[p] as f64;
                         let v = swiglu_ref(activation, g, u) * r;
-                        let silu_g = (g / (1.0 + (-g).exp())).abs();
-                        let carried = (1.1 * u.abs() * sg + silu_g * su) * r;
+                        let (dg, du) = glu_slopes(activation, g, u);
+                        let carried = (dg * sg + du * su) * r;
                         // check() bounds |got - v| by 1e-5 * scale + 1e-6.
                         (v, carried + rounding * v.abs() / 1e-5)
                     })
@@ -900,7 +929,7 @@ fn layer_reference(
         up: cpu_weight(&layer.up),
     };
     let down = cpu_weight(&layer.down);
-    moetile_cpu::moe(&x, ids, route, k, &gate_up, &down, activation).data
+    moetile_cpu::moe(&x, ids, route, k, &gate_up, &down, None, activation).data
 }
 
 /// Whole layers: see the module docs; int8 mat-vec inputs (x into gate/up, mid into down)
@@ -931,7 +960,7 @@ fn check_layer(
     let scale = match activation {
         ExpertActivation::SwiGlu => 1.0,
         // Large enough that gate and up outputs pass the clamp limit.
-        ExpertActivation::SwiGluClamped { .. } => 3.0,
+        ExpertActivation::SwiGluClamped { .. } | ExpertActivation::SwiGluOai { .. } => 3.0,
     };
     let x = uniform(rng, n_tokens * d, scale);
     let ids = random_ids(rng, n_tokens, k, n_experts);
@@ -1089,12 +1118,16 @@ fn moe_layer_matches_cpu_reference() {
         check_layer(&mut rng, name, &layer, 2048, k, activation, all_variants);
         // 96 tokens: 32-token tiles; and the mat-vec path on a decode-sized batch.
         check_layer(&mut rng, name, &layer, 96, k, activation, all_variants);
-        // Decode-sized batches, both activations: the mat-vec path with both `mid` types
+        // Decode-sized batches, every activation: the mat-vec path with both `mid` types
         // (mv_glu + mv_sum over interleaved gate/up, mv_id x 2 + act + mv_sum over separate
         // ones) and the register tiles.
         for activation in [
             ExpertActivation::SwiGlu,
             ExpertActivation::SwiGluClamped { limit: 10.0 },
+            ExpertActivation::SwiGluOai {
+                alpha: 1.702,
+                limit: 7.0,
+            },
         ] {
             for n_tokens in [1, 3] {
                 check_layer(

@@ -1826,6 +1826,14 @@ fn moe_decode_is_two_mat_vecs_and_matches_cpu() {
         (1, ExpertActivation::SwiGlu, false),
         (4, ExpertActivation::SwiGluClamped { limit: 1.0 }, false),
         (2, ExpertActivation::SwiGlu, true),
+        (
+            3,
+            ExpertActivation::SwiGluOai {
+                alpha: 1.702,
+                limit: 1.0,
+            },
+            true,
+        ),
     ] {
         let x = uniform(&mut rng, t * d, 2.0);
         let ids = common::random_ids(&mut rng, t, k, e);

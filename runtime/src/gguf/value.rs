@@ -261,6 +261,17 @@ impl Array {
         })
     }
 
+    /// 0/1 flags from an array of booleans or integers (per-layer switches such as
+    /// `attention.recurrent_layers`), or `None` for another element type.
+    pub fn flags(&self) -> Option<Vec<bool>> {
+        match self {
+            Array::Bool(v) => Some(v.clone()),
+            _ => self
+                .integers()
+                .map(|v| v.into_iter().map(|x| x != 0).collect()),
+        }
+    }
+
     /// The element type ([`ValueType::Array`] for arrays of arrays).
     pub fn elem_type(&self) -> ValueType {
         match self {

@@ -7,6 +7,7 @@
 //! Letters: T tokens, D hidden width, E experts, K experts per token, F expert width.
 
 use crate::model::deepseek4::{AttentionWeights as Deepseek4Attention, Deepseek4Config};
+use crate::model::gptoss::GptOssAttentionParams;
 use crate::model::qwen35moe::{DeltaNetConfig, DeltaNetWeights, Qwen35MoeConfig};
 use crate::quant::GgmlType;
 use crate::tile::TileWidth;
@@ -159,6 +160,14 @@ pub enum ExpertActivation {
         /// The clamp limit (10 in DeepSeek-V4-Flash).
         limit: f32,
     },
+    /// gpt-oss flavour: with `g = min(g, limit)`, `g * sigmoid(alpha * g) * (clamp(u, -limit,
+    /// limit) + 1)`.
+    SwiGluOai {
+        /// The sigmoid's slope (1.702).
+        alpha: f32,
+        /// The clamp limit (7).
+        limit: f32,
+    },
 }
 
 /// Settings of one routed-MoE evaluation.
@@ -194,6 +203,18 @@ impl<W> GateUp<W> {
             GateUp::Interleaved(w) => GateUp::Interleaved(w),
         }
     }
+}
+
+/// Per-expert biases of a routed-MoE layer (gpt-oss), f32, added to each expert's gate, up
+/// and down outputs.
+#[derive(Debug)]
+pub struct ExpertBiases<W> {
+    /// `[F, E]`.
+    pub gate: W,
+    /// `[F, E]`.
+    pub up: W,
+    /// `[D, E]`.
+    pub down: W,
 }
 
 /// The expert tensors of a routed-MoE layer, each `[cols, rows, E]`.
@@ -501,26 +522,9 @@ pub trait Backend {
         layer: usize,
         p: &AttentionParams,
     ) -> Result<Self::Act> {
-        let (rows, cols) = self.shape(qkv);
-        if kvs.len() != rows || positions.len() != rows {
-            return Err(Error::Shape {
-                op: "attention_batch".into(),
-                detail: format!(
-                    "{rows} rows, {} caches, {} positions",
-                    kvs.len(),
-                    positions.len()
-                ),
-            });
-        }
-        let host = self.read(qkv)?;
-        let (mut out, mut out_cols) = (Vec::new(), 0);
-        for ((kv, &pos0), row) in kvs.iter_mut().zip(positions).zip(host.chunks(cols)) {
-            let row = self.act_from_host(1, cols, row)?;
-            let y = self.attention(&row, qk_norm, kv, layer, pos0, p)?;
-            out_cols = self.shape(&y).1;
-            out.extend(self.read(&y)?);
-        }
-        self.act_from_host(rows, out_cols, &out)
+        attend_rows_apart(self, qkv, kvs, positions, |b, row, kv, pos0| {
+            b.attention(row, qk_norm, kv, layer, pos0, p)
+        })
     }
     /// `x += y`.
     fn add(&mut self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
@@ -630,6 +634,48 @@ pub trait Backend {
         p: &MoeParams,
     ) -> Result<Self::Act>;
 
+    /// Whether this backend implements gpt-oss's ops ([`Backend::gptoss_attention`] and
+    /// [`Backend::moe_biased`]): [`super::Model::load`] asks before uploading a gpt-oss model.
+    /// The default is no.
+    fn runs_gptoss(&self) -> bool {
+        false
+    }
+
+    /// [`Backend::attention`] as gpt-oss runs it (no q/k norms): q and k rotated by
+    /// `p.attn.rope` extended by `p.yarn`, k and v stored at positions `pos0..pos0+T` of
+    /// `layer`; then per head h the softmax's denominator also holds `exp(sinks[h])` (`sinks`
+    /// f32 `[n_heads]`, a logit with no value), and with `p.window` a query at position q sees
+    /// only the keys at `q - window + 1..=q`: `(T, n_heads * head_dim)`.
+    #[allow(clippy::too_many_arguments)]
+    fn gptoss_attention(
+        &mut self,
+        qkv: &Self::Act,
+        sinks: &Self::Weight,
+        kv: &mut Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        p: &GptOssAttentionParams,
+    ) -> Result<Self::Act> {
+        let _ = (qkv, sinks, kv, layer, pos0, p);
+        Err(no_gptoss(self))
+    }
+
+    /// [`Backend::moe`] with per-expert biases: expert e's gate and up outputs get
+    /// `biases.gate[e]` and `biases.up[e]` before the activation, its down output
+    /// `biases.down[e]` before the route weight.
+    fn moe_biased(
+        &mut self,
+        x: &mut Self::Act,
+        norm: Option<PreNorm<'_, Self::Weight>>,
+        routing: &Self::Routing,
+        experts: ExpertWeights<'_, Self::Weight>,
+        biases: &ExpertBiases<Self::Weight>,
+        p: &MoeParams,
+    ) -> Result<()> {
+        let _ = (x, norm, routing, experts, biases, p);
+        Err(no_gptoss(self))
+    }
+
     /// Whether this backend implements qwen35moe's Gated DeltaNet ([`Backend::qwen35moe_cache`],
     /// [`Backend::delta_net`]) and [`Backend::mul_sigmoid`]'s element-wise form:
     /// [`super::Model::load`] asks before uploading a qwen35moe model. The default is no.
@@ -715,12 +761,54 @@ pub trait Backend {
     }
 }
 
+/// Attention over rows of different sequences, each on its own through host memory: row i of
+/// `qkv` goes to `attend` with `kvs[i]` and `positions[i]`, and the outputs are stacked (the
+/// default of [`Backend::attention_batch`], and gpt-oss's batched decode).
+pub(crate) fn attend_rows_apart<B: Backend + ?Sized>(
+    b: &mut B,
+    qkv: &B::Act,
+    kvs: &mut [&mut B::KvCache],
+    positions: &[usize],
+    mut attend: impl FnMut(&mut B, &B::Act, &mut B::KvCache, usize) -> Result<B::Act>,
+) -> Result<B::Act> {
+    let (rows, cols) = b.shape(qkv);
+    if kvs.len() != rows || positions.len() != rows {
+        return Err(Error::Shape {
+            op: "attention_batch".into(),
+            detail: format!(
+                "{rows} rows, {} caches, {} positions",
+                kvs.len(),
+                positions.len()
+            ),
+        });
+    }
+    let host = b.read(qkv)?;
+    let (mut out, mut out_cols) = (Vec::new(), 0);
+    for ((kv, &pos0), row) in kvs.iter_mut().zip(positions).zip(host.chunks(cols)) {
+        let row = b.act_from_host(1, cols, row)?;
+        let y = attend(b, &row, kv, pos0)?;
+        out_cols = b.shape(&y).1;
+        out.extend(b.read(&y)?);
+    }
+    b.act_from_host(rows, out_cols, &out)
+}
+
 /// The refusal of a backend without qwen35moe's ops.
 pub(crate) fn no_delta_net<B: Backend + ?Sized>(b: &B) -> crate::Error {
     crate::Error::UnsupportedOp {
         op: "qwen35moe's Gated DeltaNet (Backend::delta_net: causal conv1d with its carried \
              tail, gated delta rule state, gated RMS norm) and its element-wise attention \
              output gate (mul_sigmoid)"
+            .into(),
+        backend: b.describe(),
+    }
+}
+
+/// The refusal of a backend without gpt-oss's ops.
+pub(crate) fn no_gptoss<B: Backend + ?Sized>(b: &B) -> crate::Error {
+    crate::Error::UnsupportedOp {
+        op: "gpt-oss's attention (Backend::gptoss_attention: per-head sinks, sliding window, \
+             YaRN RoPE) and its biased experts (moe_biased)"
             .into(),
         backend: b.describe(),
     }

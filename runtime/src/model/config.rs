@@ -3,6 +3,7 @@
 
 use crate::gguf::GgufFile;
 use crate::model::deepseek4::Deepseek4Config;
+use crate::model::gptoss::{self, GptOssConfig};
 use crate::model::qwen35moe::{self, Qwen35MoeConfig};
 use crate::model::{AttentionParams, ExpertActivation, Gating, RopeParams};
 use crate::{Error, Result};
@@ -25,11 +26,14 @@ pub enum Arch {
     Deepseek4,
     /// Qwen3.5 / Qwen3.6 MoE: Gated DeltaNet and gated attention layers.
     Qwen35Moe,
+    /// gpt-oss: sliding-window and full attention with sinks, biased router and experts
+    /// ([`super::gptoss`]).
+    GptOss,
 }
 
 impl Arch {
     /// Every supported architecture with its `general.architecture` name.
-    pub const SUPPORTED: [(Arch, &'static str); 7] = [
+    pub const SUPPORTED: [(Arch, &'static str); 8] = [
         (Arch::Llama, "llama"),
         (Arch::Qwen2, "qwen2"),
         (Arch::Qwen3, "qwen3"),
@@ -37,6 +41,7 @@ impl Arch {
         (Arch::Qwen3Moe, "qwen3moe"),
         (Arch::Deepseek4, super::deepseek4::ARCH),
         (Arch::Qwen35Moe, qwen35moe::ARCH),
+        (Arch::GptOss, gptoss::ARCH),
     ];
 
     /// The architecture named `name`, or an error listing the supported ones.
@@ -119,6 +124,8 @@ pub struct ModelConfig {
     pub deepseek4: Option<Deepseek4Config>,
     /// The layer mix and DeltaNet shape of qwen35moe (for that architecture only).
     pub qwen35moe: Option<Qwen35MoeConfig>,
+    /// The sliding window and YaRN of gpt-oss (for that architecture only).
+    pub gptoss: Option<GptOssConfig>,
 }
 
 impl ModelConfig {
@@ -151,8 +158,9 @@ impl ModelConfig {
         let rope_dims = usize_opt("rope.dimension_count")?.unwrap_or(head_dim);
         let rope_scale = match file.get_str_opt(&key("rope.scaling.type"))? {
             None | Some("none") => 1.0,
-            // llama.cpp reads a factor of 0 (or none) as no scaling.
-            Some("linear") => {
+            // llama.cpp reads a factor of 0 (or none) as no scaling. gpt-oss's YaRN
+            // interpolates by the same factor; the rest of it is `GptOssConfig::yarn`.
+            Some(t @ ("linear" | "yarn")) if t == "linear" || arch == Arch::GptOss => {
                 1.0 / file
                     .get_f32_opt(&key("rope.scaling.factor"))?
                     .filter(|&f| f != 0.0)
@@ -160,7 +168,9 @@ impl ModelConfig {
             }
             Some(other) => {
                 return Err(Error::InvalidModel(format!(
-                    "RoPE scaling type {other:?} is not supported (supported: none, linear)"
+                    "RoPE scaling type {other:?} is not supported (supported: none, linear; yarn \
+                     for {})",
+                    gptoss::ARCH
                 )));
             }
         };
@@ -177,6 +187,9 @@ impl ModelConfig {
                 // llama.cpp's qwen35moe graph is softmax whatever the key says.
                 let gating = match file.get_u64_opt(&key("expert_gating_func"))? {
                     _ if arch == Arch::Qwen35Moe => Gating::Softmax,
+                    // llama.cpp's gpt-oss graph takes a softmax over the top-K logits: the
+                    // softmax over all renormalised over the K (`normalize` below).
+                    _ if arch == Arch::GptOss => Gating::Softmax,
                     None | Some(1) => Gating::Softmax,
                     Some(2) => Gating::Sigmoid,
                     Some(other) => {
@@ -192,7 +205,7 @@ impl ModelConfig {
                     expert_ff: usize_key("expert_feed_forward_length")?,
                     gating,
                     // llama.cpp's qwen35moe graph renormalises whatever the key says.
-                    normalize: arch == Arch::Qwen35Moe
+                    normalize: matches!(arch, Arch::Qwen35Moe | Arch::GptOss)
                         || file
                             .get_bool_opt(&key("expert_weights_norm"))?
                             .unwrap_or(arch == Arch::Qwen3Moe),
@@ -201,12 +214,23 @@ impl ModelConfig {
                         .get_f32_opt(&key("expert_weights_scale"))?
                         .filter(|&s| s != 0.0)
                         .unwrap_or(1.0),
-                    activation: ExpertActivation::SwiGlu,
+                    activation: match arch {
+                        // llama.cpp's constants for gpt-oss (`LLM_FFN_SWIGLU_OAI_MOE`).
+                        Arch::GptOss => ExpertActivation::SwiGluOai {
+                            alpha: 1.702,
+                            limit: 7.0,
+                        },
+                        _ => ExpertActivation::SwiGlu,
+                    },
                 })
             }
             _ => None,
         };
-        if matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Qwen35Moe) && moe.is_none() {
+        if matches!(
+            arch,
+            Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::GptOss
+        ) && moe.is_none()
+        {
             return Err(Error::InvalidModel(format!(
                 "{} needs {}",
                 arch.name(),
@@ -225,12 +249,23 @@ impl ModelConfig {
             Arch::Qwen35Moe => Some(Qwen35MoeConfig::from_gguf(file, rope_dims)?),
             _ => None,
         };
+        let n_layers = match &qwen35moe {
+            Some(q) => q.mixers.len(),
+            None => usize_key("block_count")?,
+        };
+        let rope = RopeParams {
+            n_dims: rope_dims,
+            freq_base: file.get_f32_opt(&key("rope.freq_base"))?.unwrap_or(10000.0),
+            freq_scale: rope_scale,
+            neox: arch.neox_rope(),
+        };
+        let gptoss = match arch {
+            Arch::GptOss => Some(GptOssConfig::from_gguf(file, n_layers, &rope)?),
+            _ => None,
+        };
         Ok(ModelConfig {
             arch,
-            n_layers: match &qwen35moe {
-                Some(q) => q.mixers.len(),
-                None => usize_key("block_count")?,
-            },
+            n_layers,
             d_model,
             n_heads,
             n_kv_heads,
@@ -238,16 +273,12 @@ impl ModelConfig {
             n_vocab,
             n_ctx_train: usize_opt("context_length")?.unwrap_or(4096),
             rms_eps: file.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
-            rope: RopeParams {
-                n_dims: rope_dims,
-                freq_base: file.get_f32_opt(&key("rope.freq_base"))?.unwrap_or(10000.0),
-                freq_scale: rope_scale,
-                neox: arch.neox_rope(),
-            },
+            rope,
             moe,
             qk_norm: arch.has_qk_norm(),
             deepseek4: None,
             qwen35moe,
+            gptoss,
         })
     }
 
@@ -325,6 +356,7 @@ impl ModelConfig {
             qk_norm: false,
             deepseek4: Some(c),
             qwen35moe: None,
+            gptoss: None,
         })
     }
 }

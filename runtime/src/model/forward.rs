@@ -5,9 +5,9 @@ use crate::Result;
 use crate::config::RuntimeConfig;
 use crate::gguf::GgufFile;
 use crate::model::{
-    Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig, ModelWeights,
-    MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4, load_weights,
-    qwen35moe,
+    AttentionWeights, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
+    ModelWeights, MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4,
+    gptoss, load_weights, qwen35moe,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
 
@@ -34,7 +34,7 @@ pub(crate) struct Batch<'a> {
 }
 
 /// Where a forward pass's rows keep their keys and values, and what they attend over.
-enum Attend<'a, 'k, B: Backend> {
+pub(crate) enum Attend<'a, 'k, B: Backend> {
     /// Every row is the next token of one sequence, the first at `pos0`.
     One { kv: &'a mut B::KvCache, pos0: usize },
     /// Row i is a token of sequence i, at `positions[i]` of `kvs[i]`.
@@ -53,8 +53,8 @@ pub struct Model<B: Backend> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Resolves the config of `file` and uploads its weights; a deepseek4 or qwen35moe file on
-    /// a backend without its ops is refused first, naming them.
+    /// Resolves the config of `file` and uploads its weights; a deepseek4, qwen35moe or
+    /// gpt-oss file on a backend without its ops is refused first, naming them.
     pub fn load(
         file: &GgufFile,
         backend: &mut B,
@@ -74,6 +74,12 @@ impl<B: Backend> Model<B> {
             (None, Some(q)) => ModelWeights::Qwen35Moe(qwen35moe::load_weights(
                 file, &config, q, backend, progress,
             )?),
+            (None, None) if config.gptoss.is_some() => {
+                if !backend.runs_gptoss() {
+                    return Err(super::backend::no_gptoss(backend));
+                }
+                ModelWeights::GptOss(gptoss::load_weights(file, &config, backend, progress)?)
+            }
             (None, None) => ModelWeights::Standard(load_weights(file, &config, backend, progress)?),
         };
         Ok(Model { config, weights })
@@ -125,13 +131,19 @@ impl<B: Backend> Model<B> {
             logits,
         };
         let c = &self.config;
-        match (&self.weights, &c.deepseek4, &c.qwen35moe) {
-            (ModelWeights::Standard(w), _, _) => {
+        match (&self.weights, &c.deepseek4, &c.qwen35moe, &c.gptoss) {
+            (ModelWeights::Standard(w), ..) => {
                 let attend = Attend::One { kv, pos0 };
                 self.forward_standard(b, w, attend, tokens, tile, logits)
             }
-            (ModelWeights::Deepseek4(w), Some(d), _) => deepseek4::forward(b, d, w, kv, batch),
-            (ModelWeights::Qwen35Moe(w), _, Some(q)) => qwen35moe::forward(b, c, q, w, kv, batch),
+            (ModelWeights::Deepseek4(w), Some(d), ..) => deepseek4::forward(b, d, w, kv, batch),
+            (ModelWeights::Qwen35Moe(w), _, Some(q), _) => {
+                qwen35moe::forward(b, c, q, w, kv, batch)
+            }
+            (ModelWeights::GptOss(w), .., Some(g)) => {
+                let attend = Attend::One { kv, pos0 };
+                gptoss::forward(b, c, g, w, attend, batch)
+            }
             _ => Err(crate::Error::InvalidModel(
                 "the weights' architecture differs from the config's".into(),
             )),
@@ -154,6 +166,19 @@ impl<B: Backend> Model<B> {
                 let attend = Attend::Each { kvs, positions };
                 let tile = self.moe_tile(tokens.len(), policy);
                 self.forward_standard(b, w, attend, tokens, tile, Logits::All)
+            }
+            ModelWeights::GptOss(w) => {
+                let batch = Batch {
+                    tokens,
+                    pos0: 0,
+                    tile: self.moe_tile(tokens.len(), policy),
+                    logits: Logits::All,
+                };
+                let g = self.config.gptoss.as_ref().ok_or_else(|| {
+                    crate::Error::InvalidModel("gpt-oss weights without a gpt-oss config".into())
+                })?;
+                let attend = Attend::Each { kvs, positions };
+                gptoss::forward(b, &self.config, g, w, attend, batch)
             }
             ModelWeights::Deepseek4(_) | ModelWeights::Qwen35Moe(_) => {
                 Err(crate::Error::UnsupportedOp {
@@ -190,15 +215,7 @@ impl<B: Backend> Model<B> {
         for (il, layer) in w.layers.iter().enumerate() {
             let l = Some(il);
             let a = &layer.attn;
-            b.stage(Stage::QkvProj, l);
-            let norm = PreNorm {
-                weight: &a.norm,
-                eps: c.rms_eps,
-            };
-            let mut qkv = b.project(&x, Some(norm), &a.qkv)?;
-            if let Some(bias) = &a.qkv_bias {
-                b.add_bias(&mut qkv, bias)?;
-            }
+            let qkv = qkv(b, &x, a, c.rms_eps, il)?;
             b.stage(Stage::Attention, l);
             let qk_norm = a.qk_norm.as_ref().map(|[qn, kn]| [qn, kn]);
             let att = match &mut attend {
@@ -217,6 +234,27 @@ impl<B: Backend> Model<B> {
         let head = w.output.as_ref().unwrap_or(&w.embed);
         output_head(b, x, &w.output_norm, head, c.rms_eps, logits)
     }
+}
+
+/// The q, k and v rows `(T, q + 2 kv)` of block `il`'s attention from `x`: its norm, the
+/// stacked projection, the biases where the block has them.
+pub(crate) fn qkv<B: Backend>(
+    b: &mut B,
+    x: &B::Act,
+    a: &AttentionWeights<B::Weight>,
+    eps: f32,
+    il: usize,
+) -> Result<B::Act> {
+    b.stage(Stage::QkvProj, Some(il));
+    let norm = PreNorm {
+        weight: &a.norm,
+        eps,
+    };
+    let mut qkv = b.project(x, Some(norm), &a.qkv)?;
+    if let Some(bias) = &a.qkv_bias {
+        b.add_bias(&mut qkv, bias)?;
+    }
+    Ok(qkv)
 }
 
 /// `x += ffn(rms_norm(x) * norm)` for block `il`: a dense SwiGLU FFN, or routed experts (on

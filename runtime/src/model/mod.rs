@@ -5,6 +5,7 @@ mod backend;
 mod config;
 pub mod deepseek4;
 mod forward;
+pub mod gptoss;
 pub mod qwen35moe;
 mod weights;
 
@@ -12,6 +13,6 @@ pub use backend::*;
 pub use config::{Arch, ModelConfig, MoeConfig};
 pub use forward::{Logits, Model};
 pub use weights::{
-    AttentionWeights, DenseFfn, FfnWeights, LayerWeights, LoadProgress, ModelWeights,
+    AttentionWeights, Blocks, DenseFfn, FfnWeights, LayerWeights, LoadProgress, ModelWeights,
     StandardWeights, load_weights,
 };

@@ -4,6 +4,7 @@
 
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::deepseek4::Deepseek4Weights;
+use crate::model::gptoss::GptOssWeights;
 use crate::model::qwen35moe::Qwen35MoeWeights;
 use crate::model::{Backend, GateUp, ModelConfig, WeightData};
 use crate::quant::GgmlType;
@@ -77,20 +78,25 @@ pub enum ModelWeights<W> {
     Deepseek4(Deepseek4Weights<W>),
     /// qwen35moe's.
     Qwen35Moe(Qwen35MoeWeights<W>),
+    /// gpt-oss's.
+    GptOss(GptOssWeights<W>),
 }
 
-/// All weights of a llama-like model.
+/// A model's embedding table, blocks of type `L` and output head.
 #[derive(Debug)]
-pub struct StandardWeights<W> {
+pub struct Blocks<L, W> {
     /// `token_embd` `[D, vocab]`.
     pub embed: W,
     /// Blocks.
-    pub layers: Vec<LayerWeights<W>>,
+    pub layers: Vec<L>,
     /// `output_norm` `[D]`.
     pub output_norm: W,
     /// `output` `[D, vocab]`; `None` when tied to the embedding table.
     pub output: Option<W>,
 }
+
+/// All weights of a llama-like model.
+pub type StandardWeights<W> = Blocks<LayerWeights<W>, W>;
 
 /// Upload progress, reported after each tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +131,25 @@ impl<'a, B: Backend> Loader<'a, B> {
             done: 0,
             total,
         }
+    }
+
+    /// The embedding table, `cfg.n_layers` blocks that `layer` loads, and the output head.
+    pub(crate) fn blocks<L>(
+        &mut self,
+        cfg: &ModelConfig,
+        mut layer: impl FnMut(&mut Self, usize) -> Result<L>,
+    ) -> Result<Blocks<L, B::Weight>> {
+        let (d, vocab) = (cfg.d_model, cfg.n_vocab);
+        let embed = self.get("token_embd.weight", &[d, vocab])?;
+        let layers = (0..cfg.n_layers)
+            .map(|il| layer(self, il))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Blocks {
+            embed,
+            layers,
+            output_norm: self.get("output_norm.weight", &[d])?,
+            output: self.opt("output.weight", &[d, vocab])?,
+        })
     }
 
     pub(crate) fn info(&self, name: &str) -> Result<&'a TensorInfo> {
@@ -188,7 +213,7 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 
     /// q, k and v of block `p`, neighbours of one type stacked into one tensor.
-    fn qkv(
+    pub(crate) fn qkv(
         &mut self,
         p: &str,
         d: usize,
@@ -238,7 +263,12 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 
     /// The q, k and v biases of block `p` as one f32 vector.
-    fn qkv_bias(&mut self, p: &str, q_width: usize, kv_width: usize) -> Result<B::Weight> {
+    pub(crate) fn qkv_bias(
+        &mut self,
+        p: &str,
+        q_width: usize,
+        kv_width: usize,
+    ) -> Result<B::Weight> {
         let widths = [q_width, kv_width, kv_width];
         let mut values = Vec::with_capacity(q_width + 2 * kv_width);
         for (n, width) in ["attn_q", "attn_k", "attn_v"].iter().zip(widths) {
@@ -351,18 +381,5 @@ pub fn load_weights<B: Backend>(
     backend: &mut B,
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<StandardWeights<B::Weight>> {
-    let mut l = Loader::new(file, backend, progress);
-    let (d, vocab) = (cfg.d_model, cfg.n_vocab);
-    let embed = l.get("token_embd.weight", &[d, vocab])?;
-    let layers = (0..cfg.n_layers)
-        .map(|il| l.layer(cfg, il))
-        .collect::<Result<Vec<_>>>()?;
-    let output_norm = l.get("output_norm.weight", &[d])?;
-    let output = l.opt("output.weight", &[d, vocab])?;
-    Ok(StandardWeights {
-        embed,
-        layers,
-        output_norm,
-        output,
-    })
+    Loader::new(file, backend, progress).blocks(cfg, |l, il| l.layer(cfg, il))
 }

@@ -49,12 +49,16 @@ pub fn act(
             ),
         ));
     }
-    let (clamp, limit) = clamp_limit(activation);
+    let glu = Glu::of(activation);
     let params = rec.params(&ActParams {
         n_pairs: rows as u32,
         n_cols: cols as u32,
-        clamp,
-        limit,
+        clamp: glu.mode,
+        limit: glu.limit,
+        alpha: glu.alpha,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     });
     let inputs = match gate_up {
         GateUp::Separate { gate, up } => vec![
@@ -74,11 +78,30 @@ pub fn act(
     rec.dispatch(&key, &bindings, Grid::Items(rows * cols / 2))
 }
 
-/// The `clamp` and `limit` parameters of `wgsl/glu/swiglu.wgsl` for `activation`.
-pub(crate) fn clamp_limit(activation: ExpertActivation) -> (u32, f32) {
-    match activation {
-        ExpertActivation::SwiGlu => (0, 0.0),
-        ExpertActivation::SwiGluClamped { limit } => (1, limit),
+/// The parameters of `wgsl/glu/swiglu.wgsl`'s `swiglu`: which activation, its clamp limit and
+/// its sigmoid's slope.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Glu {
+    pub(crate) mode: u32,
+    pub(crate) limit: f32,
+    pub(crate) alpha: f32,
+}
+
+impl Glu {
+    pub(crate) fn of(activation: ExpertActivation) -> Glu {
+        match activation {
+            ExpertActivation::SwiGlu => Glu::default(),
+            ExpertActivation::SwiGluClamped { limit } => Glu {
+                mode: 1,
+                limit,
+                alpha: 0.0,
+            },
+            ExpertActivation::SwiGluOai { alpha, limit } => Glu {
+                mode: 2,
+                limit,
+                alpha,
+            },
+        }
     }
 }
 

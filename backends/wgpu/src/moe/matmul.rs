@@ -12,7 +12,7 @@ use crate::dispatch::Grid;
 use crate::encoder::ParamSlot;
 use crate::error::{Result, WgpuError, shape};
 use crate::layout::ExpertTensor;
-use crate::moe::act::clamp_limit;
+use crate::moe::act::Glu;
 use crate::moe::{ExpertMap, Routing};
 use crate::recorder::Recorder;
 
@@ -127,10 +127,8 @@ pub fn mv_glu(
     norm: Option<RowNorm<'_>>,
     int8: bool,
 ) -> Result<()> {
-    let (clamp, limit) = clamp_limit(activation);
     let epilogue = Epilogue {
-        clamp,
-        limit,
+        glu: Glu::of(activation),
         norm,
         accumulate: false,
         int8,
@@ -166,8 +164,7 @@ pub fn mv_sum(
 /// What a mat-vec reads besides the matmul's shape (K comes from the routing).
 #[derive(Debug, Clone, Copy, Default)]
 struct Epilogue<'a> {
-    clamp: u32,
-    limit: f32,
+    glu: Glu,
     norm: Option<RowNorm<'a>>,
     accumulate: bool,
     int8: bool,
@@ -378,13 +375,13 @@ impl<'a> Matmul<'a> {
                     expert_count: chunk.expert_count,
                     n_pairs: n_pairs as u32,
                     n_used: n_used as u32,
-                    clamp: extra.clamp,
-                    limit: extra.limit,
+                    clamp: extra.glu.mode,
+                    limit: extra.glu.limit,
                     out_stride,
                     out_col: self.out_col as u32,
                     norm_eps: extra.norm.map_or(0.0, |n| n.eps),
                     accumulate: extra.accumulate as u32,
-                    _pad0: 0,
+                    alpha: extra.glu.alpha,
                     _pad1: 0,
                     _pad2: 0,
                 })

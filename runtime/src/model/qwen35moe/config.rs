@@ -3,7 +3,7 @@
 //! The attention and MoE keys it shares with the other Qwen models are
 //! [`crate::model::ModelConfig`]'s.
 
-use crate::gguf::{Array, GgufFile, Value};
+use crate::gguf::{GgufFile, Value};
 use crate::{Error, Result};
 
 /// The `general.architecture` this module runs, and the prefix of its keys.
@@ -89,12 +89,14 @@ impl Qwen35MoeConfig {
                 )
             })?;
         let recurrent = match file.get(&key("attention.recurrent_layers")) {
-            Some(Value::Array(a)) => flags(a).filter(|f| f.len() >= n_layers).ok_or_else(|| {
-                invalid(
-                    "attention.recurrent_layers",
-                    format!("must hold a 0/1 flag for each of the {n_layers} layers"),
-                )
-            })?,
+            Some(Value::Array(a)) => {
+                a.flags().filter(|f| f.len() >= n_layers).ok_or_else(|| {
+                    invalid(
+                        "attention.recurrent_layers",
+                        format!("must hold a 0/1 flag for each of the {n_layers} layers"),
+                    )
+                })?
+            }
             Some(_) => return Err(invalid("attention.recurrent_layers", "is not an array")),
             None => {
                 let interval = opt("full_attention_interval")?.unwrap_or(4);
@@ -200,16 +202,6 @@ fn check_sections(file: &GgufFile, rope_dims: usize) -> Result<()> {
                 &s[..4]
             ),
         )),
-    }
-}
-
-/// 0/1 flags from an array of booleans or integers.
-fn flags(a: &Array) -> Option<Vec<bool>> {
-    match a {
-        Array::Bool(v) => Some(v.clone()),
-        _ => a
-            .integers()
-            .map(|v| v.into_iter().map(|x| x != 0).collect()),
     }
 }
 

@@ -1,0 +1,214 @@
+//! gpt-oss on the CPU reference against llama.cpp, on the tiny fixture `gptoss-tiny-f32`
+//! (README-gptoss.md in the fixtures: 4 layers alternating a 128-token sliding window and full
+//! attention with per-head sinks, YaRN RoPE, 8 biased experts of which 4 are used): the logits
+//! at every position of the 250-token prompt (F32, and with MXFP4 experts), greedy generation
+//! of 32 tokens, prompts fed in chunks and a token at a time, sequences decoded together, and
+//! the refusals.
+
+use moetile::gguf::{GgufFile, Value};
+use moetile::model::{Logits, Model};
+use moetile::quant::GgmlType;
+use moetile::session::Session;
+use moetile_cpu::CpuBackend;
+use moetile_tests::fixtures;
+use moetile_tests::golden::{Golden, agreement};
+use moetile_tests::rewrite::{Tensor, rewrite_adding};
+use moetile_tests::whole_model::{greedy, prefill, session};
+
+const MODEL: &str = "models/gptoss-tiny-f32.gguf";
+
+/// The bound on every position's NMSE against llama.cpp (F32 weights, F32 KV cache). The two
+/// differ by f32 rounding: llama.cpp keeps f32 throughout (its rotation angles too, an error
+/// that grows with the position), the reference computes in f64 (measured: NMSE 4.7e-12, the
+/// largest position's 3.0e-10, at position 243; README-gptoss.md). The issue asks 1e-8.
+const NMSE: f64 = 1e-9;
+
+fn file() -> GgufFile {
+    GgufFile::open(&fixtures().join(MODEL)).unwrap()
+}
+
+fn golden(name: &str) -> Golden {
+    Golden::read(&fixtures().join("models").join(name)).unwrap()
+}
+
+/// The prompt is longer than the window, so the sliding-window layers drop keys from
+/// position 128 on.
+#[test]
+fn prompt_logits_match_llama_cpp_at_every_position() {
+    let want = golden("gptoss-tiny-f32.llama.golden");
+    assert_eq!(want.tokens.len(), 250);
+    let got = prefill(&mut CpuBackend::new(), &file(), &want.tokens, 512);
+    let a = agreement(&got, &want.logits, want.n_vocab);
+    println!("CPU reference vs llama.cpp: {a:?}");
+    assert!(a.max_row_nmse <= NMSE && a.top1 == 1.0, "{a:?}");
+}
+
+/// Chunks that do not divide the prompt (7, 64, 100), and one token per call, give the one-shot
+/// logits bit for bit: every op but attention acts per row, and attention is exact per query
+/// whatever part of the window the cache held before the call.
+#[test]
+fn chunked_and_token_by_token_prefill_equal_one_shot() {
+    let (file, tokens) = (file(), golden("gptoss-tiny-f32.llama.golden").tokens);
+    let one_shot = prefill(&mut CpuBackend::new(), &file, &tokens, 512);
+    for chunk in [1, 7, 64, 100] {
+        let got = prefill(&mut CpuBackend::new(), &file, &tokens, chunk);
+        assert!(got == one_shot, "chunks of {chunk} differ from one shot");
+    }
+}
+
+/// Greedy generation equals llama.cpp's for 32 tokens: the 250-token prompt in one call, then
+/// one token per call. `gptoss-tiny-f32.greedy.llama.golden` holds llama.cpp's ids (one
+/// `llama_decode` per token) and, row i, the logits that chose id i.
+#[test]
+fn greedy_32_tokens_equal_llama_cpp() {
+    let want = golden("gptoss-tiny-f32.greedy.llama.golden");
+    let prompt = golden("gptoss-tiny-f32.llama.golden").tokens;
+    let (ids, rows) = greedy(&mut CpuBackend::new(), &file(), &prompt, 32);
+    assert_eq!(ids, want.tokens);
+    let a = agreement(&rows, &want.logits, want.n_vocab);
+    println!("greedy rows vs llama.cpp: {a:?}");
+    assert!(a.max_row_nmse <= NMSE, "{a:?}");
+}
+
+/// Two sequences decoded in one pass (`Session::decode_batch`, as the server batches them),
+/// one past the window and one inside it, give the logits each gives alone, bit for bit.
+#[test]
+fn sequences_decoded_together_equal_each_alone() {
+    let (file, tokens) = (file(), golden("gptoss-tiny-f32.llama.golden").tokens);
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    let prompts = [&tokens[..140], &tokens[140..150]];
+    let next = [tokens[200], tokens[201]];
+    let prefilled = |cpu: &mut CpuBackend| {
+        prompts.map(|prompt| {
+            let mut s = session(&model, cpu, 512);
+            s.prefill(&model, cpu, prompt, Logits::Last).unwrap();
+            s
+        })
+    };
+    let [mut a, mut b] = prefilled(&mut cpu);
+    let together = Session::decode_batch(&model, &mut cpu, &mut [&mut a, &mut b], &next).unwrap();
+    let alone: Vec<Vec<f32>> = prefilled(&mut cpu)
+        .iter_mut()
+        .zip(next)
+        .map(|(s, token)| s.decode(&model, &mut cpu, token).unwrap())
+        .collect();
+    assert!(together == alone, "decoded together differs from alone");
+}
+
+/// The experts in MXFP4 and attention in Q8_0, as converted gpt-oss files store them
+/// (`gptoss-tiny-mxfp4`): the reference dequantizes both exactly, so it matches llama.cpp on
+/// the file's F32 expansion as closely as the F32 model does (llama.cpp's own MXFP4 run rounds
+/// activations to 8 bits: NMSE 2.7e-3 from its expansion, README-gptoss.md).
+#[test]
+fn mxfp4_experts_match_llama_cpp_on_their_f32_expansion() {
+    let want = golden("gptoss-tiny-mxfp4.expanded.llama.golden");
+    let file = GgufFile::open(&fixtures().join("models/gptoss-tiny-mxfp4.gguf")).unwrap();
+    let experts = file.tensor("blk.0.ffn_gate_exps.weight").unwrap();
+    assert_eq!(experts.ty, GgmlType::MXFP4);
+    let got = prefill(&mut CpuBackend::new(), &file, &want.tokens, 512);
+    let a = agreement(&got, &want.logits, want.n_vocab);
+    println!("CPU reference vs llama.cpp on the F32 expansion: {a:?}");
+    assert!(a.max_row_nmse <= NMSE && a.top1 == 1.0, "{a:?}");
+}
+
+/// One change to the fixture, for the refusal tests.
+enum Edit {
+    /// Key `gpt-oss.{0}` set to the value (added when absent), or removed (`None`).
+    Key(&'static str, Option<Value>),
+    /// A tensor dropped.
+    Drop(&'static str),
+    /// A one-value f32 tensor added (llama.cpp's test models' `.scale`s).
+    Add(&'static str),
+}
+
+/// What loading the fixture changed by `edit` on the CPU says.
+fn load_error(edit: &Edit) -> String {
+    let src = file();
+    let (key, value) = match edit {
+        Edit::Key(k, v) => (format!("gpt-oss.{k}"), v.clone()),
+        _ => (String::new(), None),
+    };
+    let added: Vec<(&str, Value)> = match &value {
+        Some(v) if src.get(&key).is_none() => vec![(key.as_str(), v.clone())],
+        _ => Vec::new(),
+    };
+    let meta = |k: &str, v: &Value| {
+        if k == key {
+            value.clone()
+        } else {
+            Some(v.clone())
+        }
+    };
+    let edited = rewrite_adding(&src, meta, &added, |tensors| match edit {
+        Edit::Drop(name) => tensors.retain(|t| t.name != *name),
+        Edit::Add(name) => tensors.push(Tensor {
+            name: name.to_string(),
+            ty: GgmlType::F32,
+            dims: vec![1],
+            bytes: 1f32.to_le_bytes().to_vec(),
+        }),
+        Edit::Key(..) => {}
+    });
+    match Model::load(&edited, &mut CpuBackend::new(), &mut |_| {}) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_files_are_refused_naming_the_key_or_tensor() {
+    let pattern = Value::Array(moetile::gguf::Array::Bool(vec![true, false]));
+    let cases = [
+        (
+            Edit::Key("attention.sliding_window", None),
+            "gpt-oss.attention.sliding_window",
+        ),
+        (
+            Edit::Key("attention.sliding_window_pattern", Some(pattern)),
+            "flag for each of the 4 layers",
+        ),
+        (
+            Edit::Key("rope.scaling.type", Some(Value::from("longrope"))),
+            "\"longrope\" is not supported",
+        ),
+        (
+            Edit::Drop("blk.1.attn_sinks.weight"),
+            "tensor blk.1.attn_sinks.weight is missing",
+        ),
+        (
+            Edit::Drop("blk.2.ffn_up_exps.bias"),
+            "tensor blk.2.ffn_up_exps.bias is missing",
+        ),
+        (
+            Edit::Drop("blk.3.attn_k.bias"),
+            "tensor blk.3.attn_k.bias is missing",
+        ),
+        (
+            Edit::Add("blk.0.attn_output.scale"),
+            "blk.0.attn_output.scale: per-tensor scales",
+        ),
+    ];
+    for (edit, want) in &cases {
+        let err = load_error(edit);
+        println!("{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+/// The GPU backend has no gpt-oss ops yet: loading refuses before uploading, naming them.
+#[test]
+fn gpu_refuses_gptoss_before_uploading() {
+    let Some(ctx) = moetile_tests::gpu_context() else {
+        return;
+    };
+    let mut gpu = moetile_wgpu::WgpuBackend::new(ctx);
+    let mut uploaded = 0;
+    let err = match Model::load(&file(), &mut gpu, &mut |_| uploaded += 1) {
+        Ok(_) => panic!("gpt-oss loaded on the GPU"),
+        Err(e) => e.to_string(),
+    };
+    println!("{err}");
+    assert!(err.contains("sinks") && err.contains("--cpu"), "{err}");
+    assert_eq!(uploaded, 0);
+}
