@@ -47,6 +47,8 @@ impl Templates {
             "hc/mix.wgsl",
             "hc/head.wgsl",
             "compressor_pool.wgsl",
+            "conv_silu.wgsl",
+            "delta_rule.wgsl",
             "grid.wgsl",
             "matmul.wgsl",
             "act/f32.wgsl",

@@ -6,6 +6,7 @@
 //! family (`crate::family`); the rules every family shares are here.
 
 use crate::family::attention::{self, HEAD_DIMS};
+use crate::family::delta_net::{self, DELTA_HEAD_DIMS};
 use crate::family::eltwise::EltOp;
 use crate::family::hyper::HyperStep;
 use crate::family::matmul::{self, MatmulKey, MvEpilogue, Path};
@@ -128,6 +129,15 @@ pub enum KernelKey {
     Hyper(HyperStep),
     /// A compressor's pooling and norm (deepseek4).
     CompressorPool,
+    /// The causal depthwise convolution and SiLU of a Gated DeltaNet layer (qwen35moe), its
+    /// tail carried across calls.
+    ConvSilu,
+    /// The gated delta rule of a Gated DeltaNet layer (qwen35moe) over each value head's
+    /// state, and the RMS norm gated by SiLU(z).
+    DeltaRule {
+        /// Width of a head (one of [`DELTA_HEAD_DIMS`]).
+        head_dim: u32,
+    },
 }
 
 /// A shader binding of group 0, as the templates declare it.
@@ -227,6 +237,10 @@ impl KernelKey {
         keys.push(KernelKey::Route);
         keys.extend([HyperStep::Pre, HyperStep::Post, HyperStep::Head].map(KernelKey::Hyper));
         keys.push(KernelKey::CompressorPool);
+        keys.push(KernelKey::ConvSilu);
+        for head_dim in DELTA_HEAD_DIMS {
+            keys.push(KernelKey::DeltaRule { head_dim });
+        }
         keys
     }
 
@@ -260,6 +274,8 @@ impl KernelKey {
             KernelKey::Route => f(&route::Route),
             KernelKey::Hyper(step) => f(&step),
             KernelKey::CompressorPool => f(&pool::CompressorPool),
+            KernelKey::ConvSilu => f(&delta_net::ConvSilu),
+            KernelKey::DeltaRule { head_dim } => f(&delta_net::DeltaRule { head_dim }),
         }
     }
 
@@ -445,6 +461,8 @@ mod tests {
         assert!(names.contains("hc_post"));
         assert!(names.contains("hc_head"));
         assert!(names.contains("compressor_pool"));
+        assert!(names.contains("conv_silu"));
+        assert!(names.contains("delta_rule_h128"));
     }
 
     #[test]
