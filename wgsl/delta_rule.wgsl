@@ -1,19 +1,19 @@
-// qwen35moe's gated delta rule, token by token, and the gated RMS norm of its output. One
-// workgroup per value head h (reading key head h % n_k_heads), thread j owning column j of the
-// head's HEAD_DIM x HEAD_DIM state in registers for the whole batch. Per token, from the
-// convolved x = [q | k | v] and the projection row [qkv | z | beta | alpha]:
+// qwen35moe's gated delta rule in its recurrent form, token by token, and the gated RMS norm of
+// its output. One workgroup per value head h (reading key head h % n_k_heads), thread j owning
+// column j of the head's HEAD_DIM x HEAD_DIM state in registers for the whole batch. Per
+// token, from the convolved x = [q | k | v] and the projection row [qkv | z | beta | alpha]:
 //   q, k = L2-normed (x / sqrt(sum x^2 + eps)), q times 1/sqrt(HEAD_DIM)
-//   decay = exp(softplus(alpha[h] + dt_bias[h]) * decay_rate[h]), b = sigmoid(beta[h])
+//   decay = exp(head_log_decay), b = head_beta
 //   S = decay S;  S[:, j] += k (b (v[j] - S[:, j] . k));  o[j] = S[:, j] . q
-//   out[j] = o[j] / sqrt(mean(o^2) + eps) * norm[j] * silu(z[j])
-// The state is `[head][i][j]` (row i of key dims, column j of value dims), read before the
-// first token and written after the last.
+// then write_gated. The state is `[head][i][j]` (row i of key dims, column j of value dims),
+// read before the first token and written after the last.
 //
 // Every loop has a bound uniform over the workgroup (params) or a constant one, and every
 // barrier (in workgroup_sum) is reached by all threads: the workgroup is exactly one head.
 //
 // Consts: WG_SIZE (= HEAD_DIM), HEAD_DIM.
-// Fragments: reduce/sum.wgsl (workgroup_sum).
+// Fragments: reduce/sum.wgsl (workgroup_sum), delta/gates.wgsl (head_log_decay, head_beta),
+//   delta/out.wgsl (write_gated).
 // Params: DeltaParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: DeltaParams;
@@ -30,14 +30,6 @@ const_assert WG_SIZE == HEAD_DIM;
 var<workgroup> partial: array<f32, WG_SIZE>;
 var<workgroup> q: array<f32, HEAD_DIM>;
 var<workgroup> k: array<f32, HEAD_DIM>;
-
-// ggml's softplus: the input itself above 20.
-fn softplus(v: f32) -> f32 {
-    if v > 20.0 {
-        return v;
-    }
-    return log(1.0 + exp(v));
-}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
@@ -66,12 +58,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
         k[j] = kj * k_norm;
         workgroupBarrier();
 
-        let p = t * params.proj_cols + channels;
-        let zj = proj[p + h * HEAD_DIM + j];
-        let beta = proj[p + values + h];
-        let alpha = proj[p + values + params.n_v_heads + h];
-        let decay = exp(softplus(alpha + dt_bias[h]) * decay_rate[h]);
-        let b = 1.0 / (1.0 + exp(-beta));
+        let p = t * params.proj_cols + channels + values;
+        let decay = exp(head_log_decay(p, h));
+        let b = head_beta(p, h);
         var sk = 0.0;
         for (var i = 0u; i < HEAD_DIM; i++) {
             s[i] *= decay;
@@ -83,8 +72,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
             s[i] = fma(k[i], delta, s[i]);
             o = fma(s[i], q[i], o);
         }
-        let rms = 1.0 / sqrt(workgroup_sum(j, o * o) / f32(HEAD_DIM) + params.eps);
-        out[t * values + h * HEAD_DIM + j] = o * rms * norm[j] * (zj / (1.0 + exp(-zj)));
+        write_gated(j, h, t, o);
     }
     for (var i = 0u; i < HEAD_DIM; i++) {
         state[base + i * HEAD_DIM] = s[i];

@@ -6,7 +6,7 @@
 //! family (`crate::family`); the rules every family shares are here.
 
 use crate::family::attention::{self, HEAD_DIMS};
-use crate::family::delta_net::{self, DELTA_HEAD_DIMS};
+use crate::family::delta_net::{self, DELTA_HEAD_DIMS, DeltaStep};
 use crate::family::eltwise::EltOp;
 use crate::family::hyper::HyperStep;
 use crate::family::matmul::{self, MatmulKey, MvEpilogue, Path};
@@ -132,11 +132,13 @@ pub enum KernelKey {
     /// The causal depthwise convolution and SiLU of a Gated DeltaNet layer (qwen35moe), its
     /// tail carried across calls.
     ConvSilu,
-    /// The gated delta rule of a Gated DeltaNet layer (qwen35moe) over each value head's
-    /// state, and the RMS norm gated by SiLU(z).
+    /// A step of the gated delta rule of a Gated DeltaNet layer (qwen35moe) over each value
+    /// head's state, with the RMS norm gated by SiLU(z).
     DeltaRule {
         /// Width of a head (one of [`DELTA_HEAD_DIMS`]).
         head_dim: u32,
+        /// The recurrent kernel, or a step of the chunked form.
+        step: DeltaStep,
     },
 }
 
@@ -239,7 +241,9 @@ impl KernelKey {
         keys.push(KernelKey::CompressorPool);
         keys.push(KernelKey::ConvSilu);
         for head_dim in DELTA_HEAD_DIMS {
-            keys.push(KernelKey::DeltaRule { head_dim });
+            for step in DeltaStep::ALL {
+                keys.push(KernelKey::DeltaRule { head_dim, step });
+            }
         }
         keys
     }
@@ -275,7 +279,7 @@ impl KernelKey {
             KernelKey::Hyper(step) => f(&step),
             KernelKey::CompressorPool => f(&pool::CompressorPool),
             KernelKey::ConvSilu => f(&delta_net::ConvSilu),
-            KernelKey::DeltaRule { head_dim } => f(&delta_net::DeltaRule { head_dim }),
+            KernelKey::DeltaRule { head_dim, step } => f(&delta_net::DeltaRule { head_dim, step }),
         }
     }
 
@@ -463,6 +467,8 @@ mod tests {
         assert!(names.contains("compressor_pool"));
         assert!(names.contains("conv_silu"));
         assert!(names.contains("delta_rule_h128"));
+        assert!(names.contains("delta_wy_h64"));
+        assert!(names.contains("delta_scan_h32"));
     }
 
     #[test]

@@ -281,7 +281,9 @@ fn gpu_logits(
 /// other architectures' GPU tests (tests/gpu_model.rs, whose module docs derive them), on the
 /// NMSE against the CPU reference (itself within 1e-10 of llama.cpp, see `NMSE`):
 /// - exact (f32 storage everywhere): median and whole 1e-11; the DeltaNet adds f32 rounding
-///   of its state per token, as the attention layers' f32 scores do.
+///   of its state per token, as the attention layers' f32 scores do. The same with the
+///   DeltaNet's prefill in its chunked (WY) form, which rounds differently (its own f32
+///   rounding, see `delta_net_matches_cpu` in the wgpu ops tests).
 /// - defaults (f16 KV cache and `mid` on lavapipe): median 2e-7, whole 1e-3 (a routing flip
 ///   at a near-tie is allowed, errors at many positions are not).
 /// - the defaults with the mat-vecs (int8 inputs where the weight type has them; this F32
@@ -304,14 +306,24 @@ fn gpu_matches_cpu_reference_at_every_position() {
         int8_mat_vec: true,
         ..BackendOptions::for_device(&ctx)
     };
-    for (options, median, whole, top1) in [exact, default, (mat_vecs, 3e-4, 3e-3, 0.98)] {
+    let chunked = BackendOptions {
+        chunked_delta_net: true,
+        ..BackendOptions::exact()
+    };
+    let runs = [
+        exact,
+        (chunked, 1e-11, 1e-11, 1.0),
+        default,
+        (mat_vecs, 3e-4, 3e-3, 0.98),
+    ];
+    for (options, median, whole, top1) in runs {
         for (chunk, decoded) in [(512, 0), (61, 0), (512, 12)] {
             let got = gpu_logits(&file, options, &tokens, chunk, decoded);
             let a = agreement(&got, &want, n_vocab);
             println!(
-                "GPU ({:?} KV, {:?} mid, mat-vecs up to {} tokens) chunks of {chunk}, \
-                 {decoded} decoded vs CPU: {a:?}",
-                options.kv, options.mid, options.mat_vec_max_tokens
+                "GPU ({:?} KV, {:?} mid, mat-vecs up to {} tokens, chunked DeltaNet {}) chunks \
+                 of {chunk}, {decoded} decoded vs CPU: {a:?}",
+                options.kv, options.mid, options.mat_vec_max_tokens, options.chunked_delta_net
             );
             assert!(
                 a.median_row_nmse <= median && a.nmse <= whole && a.top1 >= top1,

@@ -6,15 +6,22 @@
 //!             the tail keeps the last taps - 1 qkv rows
 //! delta_rule: x, proj, state -> out (T, values): gated delta rule per value head, then the
 //!             RMS norm gated by silu(z); the state moves past the T tokens
+//!   or, chunked (WY):
+//! delta_wy:   x, proj -> wy: per (value head, chunk of DELTA_CHUNK tokens) its triangular
+//!             solve and decayed scores, every chunk at once
+//! delta_scan: x, proj, wy, state -> out, state: a chunk at a time
 //! ```
-//! Both walk the T tokens in order inside the kernel (the recurrent form: a token's state
-//! needs the one before), in parallel over channels and heads; so a prompt split into any
-//! calls computes the same values.
+//! The sequential kernels walk the tokens (or chunks) in order inside the kernel, in parallel
+//! over channels and heads. The recurrent form gives a prompt split into any calls the same
+//! values; the chunked one rounds differently (within f32 rounding of the recurrent one,
+//! `delta_net_chunked_matches_recurrent` in the ops tests).
 
 use moetile::model::DeltaNetParams;
 use moetile::model::qwen35moe::{DeltaNetConfig, Mixer, Qwen35MoeConfig};
 use moetile_codegen::params::{ConvParams, DeltaParams};
-use moetile_codegen::{ActType, DELTA_HEAD_DIMS, KernelKey};
+use moetile_codegen::{
+    ActType, DELTA_CHUNK, DELTA_HEAD_DIMS, DELTA_WY_FLOATS, DeltaStep, KernelKey,
+};
 
 use crate::buffers::GpuMatrix;
 use crate::context::WgpuContext;
@@ -107,10 +114,19 @@ pub struct DeltaNetBuffers<'a> {
     pub norm: &'a wgpu::Buffer,
 }
 
+/// The intermediate matrices of [`delta_net`], from the caller (which may poison them).
+#[derive(Debug, Clone, Copy)]
+pub struct DeltaNetScratch<'a> {
+    /// `(T, channels)`: the convolved q|k|v.
+    pub x: &'a GpuMatrix,
+    /// `(value heads * ceil(T / DELTA_CHUNK), DELTA_WY_FLOATS)`: given, the delta rule runs in
+    /// its chunked form (`delta_wy` writes it, `delta_scan` reads it); else token by token.
+    pub wy: Option<&'a GpuMatrix>,
+}
+
 /// Records layer `layer`'s Gated DeltaNet of the T rows of `proj` (`[qkv | z | beta |
-/// alpha]`) at positions `pos0..` into `out (T, values)`, through `x (T, channels)` (the
-/// convolved q|k|v, scratch the caller provides), continuing `st` (see
-/// `moetile::model::Backend::delta_net`).
+/// alpha]`) at positions `pos0..` into `out (T, values)` through `scratch`, continuing `st`
+/// (see `moetile::model::Backend::delta_net`).
 #[allow(clippy::too_many_arguments)]
 pub fn delta_net(
     rec: &mut Recorder<'_>,
@@ -120,18 +136,24 @@ pub fn delta_net(
     layer: usize,
     pos0: usize,
     p: &DeltaNetParams,
-    x: &GpuMatrix,
+    scratch: DeltaNetScratch<'_>,
     out: &GpuMatrix,
 ) -> Result<()> {
+    let x = scratch.x;
     let d = p.shape;
     let (ch, values, heads) = (d.conv_channels(), d.value_width(), d.n_v_heads);
     let t = proj.rows;
+    let n_chunks = t.div_ceil(DELTA_CHUNK as usize);
+    let wy_shape = (heads * n_chunks, DELTA_WY_FLOATS as usize);
     let fits = d == st.shape
         && t > 0
         && proj.cols == ch + values + 2 * heads
         && (x.rows, x.cols) == (t, ch)
         && (out.rows, out.cols) == (t, values)
         && [proj, x, out].iter().all(|m| m.ty == ActType::F32)
+        && scratch
+            .wy
+            .is_none_or(|wy| (wy.rows, wy.cols) == wy_shape && wy.ty == ActType::F32)
         && w.conv.size() >= (ch * d.conv_taps * 4) as u64
         && [w.dt_bias, w.a]
             .iter()
@@ -141,8 +163,15 @@ pub fn delta_net(
         return Err(shape(
             "delta_net",
             format!(
-                "proj ({t}, {}), x ({}, {}), out ({}, {}) for {d:?} (the state's: {:?})",
-                proj.cols, x.rows, x.cols, out.rows, out.cols, st.shape
+                "proj ({t}, {}), x ({}, {}), out ({}, {}), chunked form's scratch {:?} (needs \
+                 {wy_shape:?}) for {d:?} (the state's: {:?})",
+                proj.cols,
+                x.rows,
+                x.cols,
+                out.rows,
+                out.cols,
+                scratch.wy.map(|wy| (wy.rows, wy.cols)),
+                st.shape
             ),
         ));
     }
@@ -190,9 +219,7 @@ pub fn delta_net(
         Grid::Items(ch),
     )?;
 
-    let rule = KernelKey::DeltaRule {
-        head_dim: d.head_dim as u32,
-    };
+    let head_dim = d.head_dim as u32;
     let params = rec.params(&DeltaParams {
         n_tokens: t as u32,
         proj_cols: proj.cols as u32,
@@ -203,20 +230,49 @@ pub fn delta_net(
         _pad1: 0,
         _pad2: 0,
     });
+    let inputs = [
+        ("params", params.binding()),
+        ("x", x.buffer.as_entire_binding()),
+        ("proj", proj.buffer.as_entire_binding()),
+    ];
+    let gates = [
+        ("dt_bias", w.dt_bias.as_entire_binding()),
+        ("decay_rate", w.a.as_entire_binding()),
+    ];
+    let outputs = [
+        ("norm", w.norm.as_entire_binding()),
+        ("state", ls.state.as_entire_binding()),
+        ("out", out.buffer.as_entire_binding()),
+    ];
+    let heads_grid = Grid::Groups(heads as u32, 1);
+    let Some(wy) = scratch.wy else {
+        let rule = KernelKey::DeltaRule {
+            head_dim,
+            step: DeltaStep::Recurrent,
+        };
+        let bindings: Vec<_> = inputs.into_iter().chain(gates).chain(outputs).collect();
+        rec.dispatch(&rule, &bindings, heads_grid)?;
+        ls.tokens = pos0 + t;
+        return Ok(());
+    };
+    let wy_key = KernelKey::DeltaRule {
+        head_dim,
+        step: DeltaStep::Wy,
+    };
+    let written = [("wy", wy.buffer.as_entire_binding())];
+    let bindings: Vec<_> = inputs.iter().cloned().chain(gates).chain(written).collect();
     rec.dispatch(
-        &rule,
-        &[
-            ("params", params.binding()),
-            ("x", x.buffer.as_entire_binding()),
-            ("proj", proj.buffer.as_entire_binding()),
-            ("dt_bias", w.dt_bias.as_entire_binding()),
-            ("decay_rate", w.a.as_entire_binding()),
-            ("norm", w.norm.as_entire_binding()),
-            ("state", ls.state.as_entire_binding()),
-            ("out", out.buffer.as_entire_binding()),
-        ],
-        Grid::Groups(heads as u32, 1),
+        &wy_key,
+        &bindings,
+        Grid::Groups(n_chunks as u32, heads as u32),
     )?;
+    let scan = KernelKey::DeltaRule {
+        head_dim,
+        step: DeltaStep::Scan,
+    };
+    let read = [("wy", wy.buffer.as_entire_binding())];
+    let bindings: Vec<_> = inputs.into_iter().chain(read).chain(outputs).collect();
+    rec.dispatch(&scan, &bindings, heads_grid)?;
     ls.tokens = pos0 + t;
     Ok(())
 }

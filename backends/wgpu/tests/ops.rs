@@ -1662,32 +1662,48 @@ fn compressor_pool_matches_cpu() {
     }
 }
 
-/// `delta_net` (qwen35moe's Gated DeltaNet: `conv_silu`, then `delta_rule` with the gated RMS
-/// norm) against the CPU reference at every head width with a kernel, key heads shared by
-/// several value heads or not, 1, 2 and 4 convolution taps, on a layer after an attention
-/// layer (so the state is found by layer index), fed in calls of several sizes (one token, as
-/// decode does, and chunks longer than the tail) that continue the state; the outputs, the
-/// convolved scratch and the state buffers poisoned first (a first call clears the state).
+/// `delta_net` (qwen35moe's Gated DeltaNet: `conv_silu`, then the gated delta rule with the
+/// gated RMS norm, in its recurrent form and in its chunked form) against the CPU reference at
+/// every head width with a kernel, key heads shared by several value heads or not, 1, 2 and 4
+/// convolution taps, on a layer after an attention layer (so the state is found by layer
+/// index), fed in calls of several sizes that continue the state: one token (as decode does,
+/// always the recurrent form), chunks shorter and longer than the tail and than a chunk of the
+/// chunked form, and a whole number of such chunks; the outputs, the scratch matrices and the
+/// state buffers poisoned first (a first call clears the state).
 ///
 /// Tolerance: the reference keeps f64 within a token and rounds the state to f32 between
 /// tokens, the GPU computes in f32: each dot product of a head (`head_dim` terms, q and k
 /// L2-normed so the terms are bounded by the state's size) is off by up to `head_dim` half-ulps,
 /// and the state carries such errors from token to token, shrunk by the decay and the delta
 /// rule's correction. The output is RMS-normed per head, so its error is relative to the head's
-/// scale: `2e-5 * max(1, |want|)`. On lavapipe it uses <= 0.2 of that over 40 tokens; a wrong
-/// tail, decay, beta or norm is off by O(1).
+/// scale: `2e-5 * max(1, |want|)` for both forms. The chunked form adds the forward
+/// substitution of a 16 x 16 unit triangular system (entries |L| <= 1) and decays taken as
+/// differences of cumulative sums. On lavapipe the recurrent form uses <= 0.2 of the bound
+/// over 40 tokens, the chunked <= 0.3; a wrong tail, decay, beta, norm, a dropped chunk term
+/// or a wrong triangular solve is off by O(1).
 #[test]
 fn delta_net_matches_cpu() {
-    let Some(mut gpu) = backend(ActType::F32) else {
+    for chunked in [false, true] {
+        check_delta_net(chunked);
+    }
+}
+
+fn check_delta_net(chunked: bool) {
+    let Some(base) = backend(ActType::F32) else {
         return;
     };
+    let options = BackendOptions {
+        chunked_delta_net: chunked,
+        ..*base.options()
+    };
+    let mut gpu = WgpuBackend::with_options(base.context().clone(), options).unwrap();
     let mut cpu = CpuBackend::new();
-    let mut rng = rng("delta_net_matches_cpu");
+    let mut rng = rng(&format!("delta_net_matches_cpu chunked {chunked}"));
     let cases: [(usize, usize, usize, usize, &[usize]); 4] = [
-        (32, 2, 4, 4, &[1, 7, 1, 30, 1]),
-        (64, 1, 2, 2, &[5, 1, 1]),
-        (128, 2, 2, 4, &[3, 1, 9]),
-        (32, 1, 1, 1, &[4, 1]),
+        (32, 2, 4, 4, &[1, 7, 1, 40, 1, 16]),
+        (64, 1, 2, 2, &[5, 1, 17]),
+        (128, 2, 2, 4, &[3, 1, 20]),
+        (32, 1, 1, 1, &[4, 1, 32]),
     ];
     for (head_dim, n_k_heads, n_v_heads, conv_taps, calls) in cases {
         let shape = DeltaNetConfig {
@@ -1737,13 +1753,13 @@ fn delta_net_matches_cpu() {
             out: co,
         };
         let p = DeltaNetParams { shape, eps: 1e-6 };
-        let mut gkv = gpu.qwen35moe_cache(&cfg, 64, 1, 32).unwrap();
-        let mut ckv = cpu.qwen35moe_cache(&cfg, 64, 1, 32).unwrap();
+        let mut gkv = gpu.qwen35moe_cache(&cfg, 96, 1, 32).unwrap();
+        let mut ckv = cpu.qwen35moe_cache(&cfg, 96, 1, 32).unwrap();
         let mut pos0 = 0;
         for &t in calls {
             let label = format!(
-                "delta_net h{head_dim} {n_k_heads}/{n_v_heads} heads, {conv_taps} taps, \
-                 T={t} at {pos0}"
+                "delta_net (chunked {chunked}) h{head_dim} {n_k_heads}/{n_v_heads} heads, \
+                 {conv_taps} taps, T={t} at {pos0}"
             );
             let proj = uniform(&mut rng, t * cols, 2.0);
             let gp = gpu_act(&mut gpu, t, cols, &proj);

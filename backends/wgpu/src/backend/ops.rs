@@ -9,12 +9,12 @@ use moetile::model::{
     HC_STREAMS, HyperParams, HyperWeights, ModelConfig, MoeParams, PoolParams, PoolWeights,
     PreNorm, RouterParams, Selection, Stage, WeightData, hashed_ids,
 };
-use moetile_codegen::{ActType, EltOp, WeightType};
+use moetile_codegen::{ActType, DELTA_CHUNK, DELTA_WY_FLOATS, EltOp, WeightType};
 
 use super::{WgpuBackend, shape};
 use crate::attention::{self, AttentionKernel, AttnInputs, CacheSlot, KvCache};
 use crate::buffers::GpuMatrix;
-use crate::delta_net::{self, DeltaNetBuffers, DeltaNetState};
+use crate::delta_net::{self, DeltaNetBuffers, DeltaNetScratch, DeltaNetState};
 use crate::layout::ExpertTensor;
 use crate::moe::{self, MoeBuffers, MoeInputs, MoeOptions, MoePlan, MvExtras, Routing, RowNorm};
 use crate::ops;
@@ -387,7 +387,8 @@ impl Backend for WgpuBackend {
         Ok(cache)
     }
 
-    /// `conv_silu` into a scratch matrix, then `delta_rule` (see `crate::delta_net`).
+    /// `conv_silu` into a scratch matrix, then `delta_rule`, or `delta_wy` and `delta_scan`
+    /// with [`super::BackendOptions::chunked_delta_net`] (see `crate::delta_net`).
     fn delta_net(
         &mut self,
         proj: &GpuMatrix,
@@ -435,9 +436,20 @@ impl Backend for WgpuBackend {
             norm: ops::vector("delta_net", &w.norm)?,
         };
         let x = self.output(proj.rows, d.conv_channels(), "convolved qkv")?;
+        let wy = if self.options.chunked_delta_net && proj.rows > 1 {
+            let chunks = proj.rows.div_ceil(DELTA_CHUNK as usize);
+            let rows = d.n_v_heads * chunks;
+            Some(self.output(rows, DELTA_WY_FLOATS as usize, "delta_net chunks")?)
+        } else {
+            None
+        };
         let out = self.output(proj.rows, d.value_width(), "delta_net")?;
+        let scratch = DeltaNetScratch {
+            x: &x,
+            wy: wy.as_ref(),
+        };
         self.record("delta_net", |rec| {
-            delta_net::delta_net(rec, proj, buffers, state, layer, pos0, p, &x, &out)
+            delta_net::delta_net(rec, proj, buffers, state, layer, pos0, p, scratch, &out)
         })?;
         Ok(out)
     }
