@@ -12,8 +12,8 @@
 // barrier (in workgroup_sum) is reached by all threads: the workgroup is exactly one head.
 //
 // Consts: WG_SIZE (= HEAD_DIM), HEAD_DIM.
-// Fragments: reduce/sum.wgsl (workgroup_sum), delta/gates.wgsl (head_log_decay, head_beta),
-//   delta/out.wgsl (write_gated).
+// Fragments: reduce/sum.wgsl (workgroup_sum), delta/layout.wgsl (head_layout),
+//   delta/gates.wgsl (head_log_decay, head_beta), delta/out.wgsl (write_gated).
 // Params: DeltaParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: DeltaParams;
@@ -37,10 +37,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
     if h >= params.n_v_heads {
         return;
     }
-    let key_width = params.n_k_heads * HEAD_DIM;
-    let values = params.n_v_heads * HEAD_DIM;
-    let channels = 2u * key_width + values;
-    let kh = h % params.n_k_heads;
+    let at = head_layout(h);
     let scale = 1.0 / sqrt(f32(HEAD_DIM));
     let base = h * HEAD_DIM * HEAD_DIM + j;
     var s: array<f32, HEAD_DIM>;
@@ -48,17 +45,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
         s[i] = state[base + i * HEAD_DIM];
     }
     for (var t = 0u; t < params.n_tokens; t++) {
-        let row = t * channels;
-        let qj = x[row + kh * HEAD_DIM + j];
-        let kj = x[row + key_width + kh * HEAD_DIM + j];
-        let vj = x[row + 2u * key_width + h * HEAD_DIM + j];
+        let row = t * at.channels;
+        let qj = x[row + at.q + j];
+        let kj = x[row + at.k + j];
+        let vj = x[row + at.v + j];
         let q_norm = 1.0 / sqrt(workgroup_sum(j, qj * qj) + params.eps);
         let k_norm = 1.0 / sqrt(workgroup_sum(j, kj * kj) + params.eps);
         q[j] = qj * q_norm * scale;
         k[j] = kj * k_norm;
         workgroupBarrier();
 
-        let p = t * params.proj_cols + channels + values;
+        let p = t * params.proj_cols + at.channels + at.values;
         let decay = exp(head_log_decay(p, h));
         let b = head_beta(p, h);
         var sk = 0.0;

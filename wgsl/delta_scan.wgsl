@@ -12,7 +12,8 @@
 // barrier (in workgroup_sum) is reached by all threads: the workgroup is exactly one head.
 //
 // Consts: WG_SIZE (= HEAD_DIM), HEAD_DIM, CHUNK, WY_FLOATS.
-// Fragments: reduce/sum.wgsl (workgroup_sum), delta/out.wgsl (write_gated).
+// Fragments: reduce/sum.wgsl (workgroup_sum), delta/layout.wgsl (head_layout),
+//   delta/out.wgsl (write_gated).
 // Params: DeltaParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: DeltaParams;
@@ -33,12 +34,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
     if h >= params.n_v_heads {
         return;
     }
-    let key_width = params.n_k_heads * HEAD_DIM;
-    let values = params.n_v_heads * HEAD_DIM;
-    let channels = 2u * key_width + values;
-    let q_at = (h % params.n_k_heads) * HEAD_DIM;
-    let k_at = key_width + q_at;
-    let v_at = 2u * key_width + h * HEAD_DIM + j;
+    let at = head_layout(h);
     let n_chunks = (params.n_tokens + CHUNK - 1u) / CHUNK;
     let base = h * HEAD_DIM * HEAD_DIM + j;
     var s: array<f32, HEAD_DIM>;
@@ -51,25 +47,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
     for (var c = 0u; c < n_chunks; c++) {
         let t0 = c * CHUNK;
         let n = min(CHUNK, params.n_tokens - t0);
-        let at = (h * n_chunks + c) * WY_FLOATS;
-        let scalars = at + 2u * CHUNK * CHUNK;
+        let wy_at = (h * n_chunks + c) * WY_FLOATS;
+        let scalars = wy_at + 2u * CHUNK * CHUNK;
         for (var t = 0u; t < n; t++) {
-            let row = (t0 + t) * channels;
+            let row = (t0 + t) * at.channels;
             var ks = 0.0;
             var qs = 0.0;
             for (var i = 0u; i < HEAD_DIM; i++) {
-                ks = fma(x[row + k_at + i], s[i], ks);
-                qs = fma(x[row + q_at + i], s[i], qs);
+                ks = fma(x[row + at.k + i], s[i], ks);
+                qs = fma(x[row + at.q + i], s[i], qs);
             }
             let decay = exp(wy[scalars + t]);
             let b = wy[scalars + CHUNK + t];
-            r[t] = b * (x[row + v_at] - decay * ks * wy[scalars + 3u * CHUNK + t]);
+            r[t] = b * (x[row + at.v + j] - decay * ks * wy[scalars + 3u * CHUNK + t]);
             o[t] = decay * qs * wy[scalars + 2u * CHUNK + t];
         }
         for (var t = 0u; t < n; t++) {
             var acc = 0.0;
             for (var m = 0u; m <= t; m++) {
-                acc = fma(wy[at + t * CHUNK + m], r[m], acc);
+                acc = fma(wy[wy_at + t * CHUNK + m], r[m], acc);
             }
             u[t] = acc;
         }
@@ -77,7 +73,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
         for (var t = 0u; t < n; t++) {
             var acc = o[t];
             for (var m = 0u; m <= t; m++) {
-                acc = fma(wy[at + CHUNK * CHUNK + t * CHUNK + m], u[m], acc);
+                acc = fma(wy[wy_at + CHUNK * CHUNK + t * CHUNK + m], u[m], acc);
             }
             o[t] = acc;
             // u_t's share of the state after the chunk, per unit of raw key.
@@ -87,7 +83,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
         for (var i = 0u; i < HEAD_DIM; i++) {
             var acc = s[i] * chunk_decay;
             for (var t = 0u; t < n; t++) {
-                acc = fma(x[(t0 + t) * channels + k_at + i], r[t], acc);
+                acc = fma(x[(t0 + t) * at.channels + at.k + i], r[t], acc);
             }
             s[i] = acc;
         }

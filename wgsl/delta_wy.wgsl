@@ -15,7 +15,7 @@
 // uniform control flow.
 //
 // Consts: WG_SIZE (= CHUNK * CHUNK), HEAD_DIM, CHUNK, WY_FLOATS.
-// Fragments: delta/gates.wgsl (head_log_decay, head_beta).
+// Fragments: delta/layout.wgsl (head_layout), delta/gates.wgsl (head_log_decay, head_beta).
 // Params: DeltaParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: DeltaParams;
@@ -43,11 +43,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if c >= n_chunks || h >= params.n_v_heads {
         return;
     }
-    let key_width = params.n_k_heads * HEAD_DIM;
-    let values = params.n_v_heads * HEAD_DIM;
-    let channels = 2u * key_width + values;
-    let q_at = (h % params.n_k_heads) * HEAD_DIM;
-    let k_at = key_width + q_at;
+    let at = head_layout(h);
     let t0 = c * CHUNK;
     if li < CHUNK {
         var sq = 0.0;
@@ -56,14 +52,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         var b = 0.0;
         let tok = t0 + li;
         if tok < params.n_tokens {
-            let row = tok * channels;
+            let row = tok * at.channels;
             for (var i = 0u; i < HEAD_DIM; i++) {
-                let qi = x[row + q_at + i];
-                let ki = x[row + k_at + i];
+                let qi = x[row + at.q + i];
+                let ki = x[row + at.k + i];
                 sq = fma(qi, qi, sq);
                 sk = fma(ki, ki, sk);
             }
-            let p = tok * params.proj_cols + channels + values;
+            let p = tok * params.proj_cols + at.channels + at.values;
             g = head_log_decay(p, h);
             b = head_beta(p, h);
         }
@@ -85,12 +81,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var kk = 0.0;
     var qk = 0.0;
     if s <= t && t0 + t < params.n_tokens {
-        let rt = (t0 + t) * channels;
-        let rs = (t0 + s) * channels;
+        let rt = (t0 + t) * at.channels;
+        let rs = (t0 + s) * at.channels;
         for (var i = 0u; i < HEAD_DIM; i++) {
-            let ks = x[rs + k_at + i];
-            kk = fma(x[rt + k_at + i], ks, kk);
-            qk = fma(x[rt + q_at + i], ks, qk);
+            let ks = x[rs + at.k + i];
+            kk = fma(x[rt + at.k + i], ks, kk);
+            qk = fma(x[rt + at.q + i], ks, qk);
         }
         let decay = exp(cum_decay[t] - cum_decay[s]);
         kk *= inv_k[t] * inv_k[s] * decay * beta[t];
@@ -114,10 +110,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     wy[base + li] = inverse[li];
     if li < CHUNK {
-        let at = base + 2u * CHUNK * CHUNK + li;
-        wy[at] = cum_decay[li];
-        wy[at + CHUNK] = beta[li];
-        wy[at + 2u * CHUNK] = inv_q[li];
-        wy[at + 3u * CHUNK] = inv_k[li];
+        let scalars = base + 2u * CHUNK * CHUNK + li;
+        wy[scalars] = cum_decay[li];
+        wy[scalars + CHUNK] = beta[li];
+        wy[scalars + 2u * CHUNK] = inv_q[li];
+        wy[scalars + 3u * CHUNK] = inv_k[li];
     }
 }

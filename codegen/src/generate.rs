@@ -51,6 +51,7 @@ impl Templates {
             "delta_rule.wgsl",
             "delta_wy.wgsl",
             "delta_scan.wgsl",
+            "delta/layout.wgsl",
             "delta/gates.wgsl",
             "delta/out.wgsl",
             "grid.wgsl",

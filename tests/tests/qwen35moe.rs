@@ -240,6 +240,18 @@ fn bad_files_are_refused_naming_the_key_or_tensor() {
     }
 }
 
+/// The fixture loaded on a GPU backend with `options`, every buffer poisoned.
+fn gpu_model(file: &GgufFile, options: BackendOptions) -> (WgpuBackend, Model<WgpuBackend>) {
+    let ctx = moetile_tests::gpu_context().expect("checked by the caller");
+    let options = BackendOptions {
+        poison: true,
+        ..options
+    };
+    let mut gpu = WgpuBackend::with_options(ctx, options).unwrap();
+    let model = Model::load(file, &mut gpu, &mut |_| {}).unwrap();
+    (gpu, model)
+}
+
 /// Every position's logits of `tokens` on the GPU with `options` (poisoned), prefilled in
 /// chunks of `chunk`, the last `decoded` tokens decoded one at a time.
 fn gpu_logits(
@@ -249,16 +261,7 @@ fn gpu_logits(
     chunk: usize,
     decoded: usize,
 ) -> Vec<f32> {
-    let ctx = moetile_tests::gpu_context().expect("checked by the caller");
-    let mut gpu = WgpuBackend::with_options(
-        ctx,
-        BackendOptions {
-            poison: true,
-            ..options
-        },
-    )
-    .unwrap();
-    let model = Model::load(file, &mut gpu, &mut |_| {}).unwrap();
+    let (mut gpu, model) = gpu_model(file, options);
     let config = RuntimeConfig {
         chunk,
         ..RuntimeConfig::default()
@@ -338,18 +341,13 @@ fn gpu_matches_cpu_reference_at_every_position() {
 /// rounding): the prompt in one call, then one token per call (decode).
 #[test]
 fn gpu_greedy_32_tokens_equal_llama_cpp() {
-    let Some(ctx) = moetile_tests::gpu_context() else {
+    if moetile_tests::gpu_context().is_none() {
         return;
-    };
+    }
     let want = golden("qwen35moe-tiny-f32.greedy.llama.golden");
     let prompt = golden("qwen35moe-tiny-f32.llama.golden").tokens;
     let file = file();
-    let options = BackendOptions {
-        poison: true,
-        ..BackendOptions::exact()
-    };
-    let mut gpu = WgpuBackend::with_options(ctx, options).unwrap();
-    let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
+    let (mut gpu, model) = gpu_model(&file, BackendOptions::exact());
     let mut s = Session::new(&model, &mut gpu, &RuntimeConfig::default()).unwrap();
     let mut logits = s.prefill(&model, &mut gpu, &prompt, Logits::Last).unwrap();
     let mut ids = Vec::new();
@@ -359,4 +357,49 @@ fn gpu_greedy_32_tokens_equal_llama_cpp() {
         logits = s.decode(&model, &mut gpu, id).unwrap();
     }
     assert_eq!(ids, want.tokens);
+}
+
+/// A chat of three turns on the GPU: each turn resends the whole conversation (the last
+/// reply and a new user message appended), the session keeps the DeltaNet state and keys it
+/// holds (the whole of what it holds is the prompt's prefix, so nothing restarts) and prefills
+/// only the new tokens, then decodes a 4-token greedy reply. Each turn's logits equal those of
+/// a fresh session given the same conversation: within the exact options' budget (1e-11; the
+/// two split the tokens into different calls, so the attention and matmul kernels differ) and
+/// the same argmax.
+#[test]
+fn gpu_chat_turns_reuse_state_and_equal_from_scratch() {
+    if moetile_tests::gpu_context().is_none() {
+        return;
+    }
+    let tokens = golden("qwen35moe-tiny-f32.llama.golden").tokens;
+    let file = file();
+    let (mut gpu, model) = gpu_model(&file, BackendOptions::exact());
+    let config = RuntimeConfig::default();
+    let mut chat = Session::new(&model, &mut gpu, &config).unwrap();
+    let mut conversation = Vec::new();
+    for user in tokens[..150].chunks(50) {
+        conversation.extend_from_slice(user);
+        let held = chat.tokens().len();
+        assert_eq!(
+            chat.reusable_prefix(&conversation),
+            held,
+            "the state restarted"
+        );
+        let got = chat
+            .prefill_reusing(&model, &mut gpu, &conversation)
+            .unwrap();
+        let mut fresh = Session::new(&model, &mut gpu, &config).unwrap();
+        let want = fresh
+            .prefill_reusing(&model, &mut gpu, &conversation)
+            .unwrap();
+        let a = agreement(&got, &want, want.len());
+        println!("turn at {held} tokens: reused vs from scratch {a:?}");
+        assert!(a.nmse <= 1e-11 && a.top1 == 1.0, "{a:?}");
+        let mut logits = got;
+        for _ in 0..4 {
+            let id = argmax(&logits);
+            conversation.push(id);
+            logits = chat.decode(&model, &mut gpu, id).unwrap();
+        }
+    }
 }

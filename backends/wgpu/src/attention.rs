@@ -81,9 +81,11 @@ impl KvCache {
         self.layers.len()
     }
 
-    /// Every buffer, keys then values per attention layer (for embedders and test poisoning).
+    /// Every buffer: keys then values per attention layer, then the DeltaNet layers' state
+    /// (for embedders and test poisoning).
     pub fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
-        self.layers.iter().flatten().flatten()
+        let state = self.delta_net.iter().flat_map(DeltaNetState::buffers);
+        self.layers.iter().flatten().flatten().chain(state)
     }
 }
 

@@ -1788,6 +1788,66 @@ fn check_delta_net(chunked: bool) {
     }
 }
 
+/// Opt-in timing of the two forms of the gated delta rule at Qwen3.6-35B-A3B's DeltaNet shape
+/// (16 key heads and 32 value heads of 128, 4 taps): `cargo test --release -p moetile-wgpu
+/// --test ops -- --ignored delta_net_forms_timing --nocapture` prints the wall time per layer
+/// of a prefill of T tokens (the mean of 10 calls, recorded together and waited for once).
+#[test]
+#[ignore = "a timing, for GPUs: run with --ignored"]
+fn delta_net_forms_timing() {
+    let Some(base) = backend(ActType::F32) else {
+        return;
+    };
+    let shape = DeltaNetConfig {
+        conv_taps: 4,
+        head_dim: 128,
+        n_k_heads: 16,
+        n_v_heads: 32,
+    };
+    let cfg = Qwen35MoeConfig {
+        mixers: vec![Mixer::DeltaNet],
+        delta_net: shape,
+        shared_ff: 512,
+    };
+    let (ch, values, heads) = (shape.conv_channels(), shape.value_width(), shape.n_v_heads);
+    let cols = ch + values + 2 * heads;
+    let mut rng = rng("delta_net_forms_timing");
+    for chunked in [false, true] {
+        let options = BackendOptions {
+            poison: false,
+            chunked_delta_net: chunked,
+            ..*base.options()
+        };
+        let mut gpu = WgpuBackend::with_options(base.context().clone(), options).unwrap();
+        let mut upload = |name, dims: &[usize], values: &[f32]| {
+            gpu.upload(f32_data(name, dims, values)).unwrap()
+        };
+        let w = DeltaNetWeights {
+            in_proj: Vec::new(),
+            conv: upload("ssm_conv1d", &[4, ch], &uniform(&mut rng, 4 * ch, 0.5)),
+            dt_bias: upload("ssm_dt.bias", &[heads], &uniform(&mut rng, heads, 0.5)),
+            a: upload("ssm_a", &[heads], &vec![-0.5; heads]),
+            norm: upload("ssm_norm", &[128], &vec![1.0; 128]),
+            out: upload("ssm_out", &[values, 32], &vec![0.0; values * 32]),
+        };
+        let p = DeltaNetParams { shape, eps: 1e-6 };
+        let mut kv = gpu.qwen35moe_cache(&cfg, 4096, 1, 128).unwrap();
+        for t in [1, 512, 2048] {
+            let proj = gpu_act(&mut gpu, t, cols, &uniform(&mut rng, t * cols, 2.0));
+            let y = gpu.delta_net(&proj, &w, &mut kv, 0, 0, &p).unwrap();
+            gpu.read(&y).unwrap();
+            let start = std::time::Instant::now();
+            for _ in 0..9 {
+                gpu.delta_net(&proj, &w, &mut kv, 0, 0, &p).unwrap();
+            }
+            let y = gpu.delta_net(&proj, &w, &mut kv, 0, 0, &p).unwrap();
+            gpu.read(&y).unwrap();
+            let per_call = start.elapsed() / 10;
+            println!("delta_net chunked {chunked}, T={t}: {per_call:?} per layer");
+        }
+    }
+}
+
 #[test]
 fn routing_from_host_round_trips() {
     let Some(mut gpu) = backend(ActType::F32) else {

@@ -106,9 +106,14 @@ impl Family for DeltaRule {
 
     fn fragments(&self) -> Vec<&'static str> {
         match self.step {
-            DeltaStep::Recurrent => vec!["reduce/sum.wgsl", "delta/gates.wgsl", "delta/out.wgsl"],
-            DeltaStep::Wy => vec!["delta/gates.wgsl"],
-            DeltaStep::Scan => vec!["reduce/sum.wgsl", "delta/out.wgsl"],
+            DeltaStep::Recurrent => vec![
+                "reduce/sum.wgsl",
+                "delta/layout.wgsl",
+                "delta/gates.wgsl",
+                "delta/out.wgsl",
+            ],
+            DeltaStep::Wy => vec!["delta/layout.wgsl", "delta/gates.wgsl"],
+            DeltaStep::Scan => vec!["reduce/sum.wgsl", "delta/layout.wgsl", "delta/out.wgsl"],
         }
     }
 

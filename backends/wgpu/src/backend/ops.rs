@@ -14,7 +14,7 @@ use moetile_codegen::{ActType, DELTA_CHUNK, DELTA_WY_FLOATS, EltOp, WeightType};
 use super::{WgpuBackend, shape};
 use crate::attention::{self, AttentionKernel, AttnInputs, CacheSlot, KvCache};
 use crate::buffers::GpuMatrix;
-use crate::delta_net::{self, DeltaNetBuffers, DeltaNetScratch, DeltaNetState};
+use crate::delta_net::{self, DeltaNetBuffers, DeltaNetScratch};
 use crate::layout::ExpertTensor;
 use crate::moe::{self, MoeBuffers, MoeInputs, MoeOptions, MoePlan, MvExtras, Routing, RowNorm};
 use crate::ops;
@@ -184,15 +184,9 @@ impl Backend for WgpuBackend {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> moetile::Result<KvCache> {
-        // A new session: bind groups cached for an earlier one's KV cache (and a dropped
-        // model's weights) would keep those buffers alive.
-        self.ctx.kernels.forget_bind_groups();
         let kv = self.options.kv;
         let cache = KvCache::new(&self.ctx, n_layers, n_ctx, n_kv_heads, head_dim, kv)?;
-        for b in cache.buffers() {
-            self.poison(b, b.size());
-        }
-        Ok(cache)
+        Ok(self.session_cache(cache))
     }
 
     fn embed(&mut self, table: &ExpertTensor, tokens: &[u32]) -> moetile::Result<GpuMatrix> {
@@ -377,14 +371,9 @@ impl Backend for WgpuBackend {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> moetile::Result<KvCache> {
-        self.ctx.kernels.forget_bind_groups();
         let kv = self.options.kv;
         let cache = KvCache::qwen35moe(&self.ctx, cfg, n_ctx, n_kv_heads, head_dim, kv)?;
-        let state = cache.delta_net.iter().flat_map(DeltaNetState::buffers);
-        for b in cache.buffers().chain(state) {
-            self.poison(b, b.size());
-        }
-        Ok(cache)
+        Ok(self.session_cache(cache))
     }
 
     /// `conv_silu` into a scratch matrix, then `delta_rule`, or `delta_wy` and `delta_scan`
@@ -782,6 +771,17 @@ impl Backend for WgpuBackend {
 }
 
 impl WgpuBackend {
+    /// A new session's `cache`, poisoned when the options say so. Bind groups cached for an
+    /// earlier session's cache (and a dropped model's weights) are forgotten: they would keep
+    /// those buffers alive.
+    fn session_cache(&mut self, cache: KvCache) -> KvCache {
+        self.ctx.kernels.forget_bind_groups();
+        for b in cache.buffers() {
+            self.poison(b, b.size());
+        }
+        cache
+    }
+
     /// How this backend runs an MoE layer of `rows` tokens: its path and `mid` type, the
     /// mat-vec path up to [`Backend::mat_vec_max_tokens`].
     fn moe_options(&self, p: &MoeParams, rows: usize) -> MoeOptions {
