@@ -5,14 +5,14 @@
 //   q, k = L2-normed (x / sqrt(sum x^2 + eps)), q times 1/sqrt(HEAD_DIM)
 //   decay = exp(head_log_decay), b = head_beta
 //   S = decay S;  S[:, j] += k (b (v[j] - S[:, j] . k));  o[j] = S[:, j] . q
-// then write_gated. The state is `[head][i][j]` (row i of key dims, column j of value dims),
-// read before the first token and written after the last.
+// then write_gated. The column is read before the first token and written after the last.
 //
 // Every loop has a bound uniform over the workgroup (params) or a constant one, and every
 // barrier (in workgroup_sum) is reached by all threads: the workgroup is exactly one head.
 //
 // Consts: WG_SIZE (= HEAD_DIM), HEAD_DIM.
 // Fragments: reduce/sum.wgsl (workgroup_sum), delta/layout.wgsl (head_layout),
+//   delta/state.wgsl (load_column, store_column),
 //   delta/gates.wgsl (head_log_decay, head_beta), delta/out.wgsl (write_gated).
 // Params: DeltaParams, declared by the generator from codegen/src/params.rs.
 
@@ -39,11 +39,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
     }
     let at = head_layout(h);
     let scale = 1.0 / sqrt(f32(HEAD_DIM));
-    let base = h * HEAD_DIM * HEAD_DIM + j;
-    var s: array<f32, HEAD_DIM>;
-    for (var i = 0u; i < HEAD_DIM; i++) {
-        s[i] = state[base + i * HEAD_DIM];
-    }
+    var s = load_column(h, j);
     for (var t = 0u; t < params.n_tokens; t++) {
         let row = t * at.channels;
         let qj = x[row + at.q + j];
@@ -71,7 +67,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
         }
         write_gated(j, h, t, o);
     }
-    for (var i = 0u; i < HEAD_DIM; i++) {
-        state[base + i * HEAD_DIM] = s[i];
-    }
+    store_column(h, j, s);
 }

@@ -6,13 +6,14 @@
 //   o_t = e^(G_t) q_t . S + sum_(s <= t) QK[t][s] u_s
 //   S   = e^(G_n) S + sum_s e^(G_n - G_s) k_s u_s          (n: the chunk's last token)
 // then write_gated per token. Within a chunk the tokens' work is independent given S, so the
-// only sequential chain is the chunks'. Same state layout as delta_rule.wgsl.
+// only sequential chain is the chunks'.
 //
 // Every loop has a bound uniform over the workgroup (params) or a constant one, and every
 // barrier (in workgroup_sum) is reached by all threads: the workgroup is exactly one head.
 //
 // Consts: WG_SIZE (= HEAD_DIM), HEAD_DIM, CHUNK, WY_FLOATS.
 // Fragments: reduce/sum.wgsl (workgroup_sum), delta/layout.wgsl (head_layout),
+//   delta/state.wgsl (load_column, store_column),
 //   delta/out.wgsl (write_gated).
 // Params: DeltaParams, declared by the generator from codegen/src/params.rs.
 
@@ -36,11 +37,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
     }
     let at = head_layout(h);
     let n_chunks = (params.n_tokens + CHUNK - 1u) / CHUNK;
-    let base = h * HEAD_DIM * HEAD_DIM + j;
-    var s: array<f32, HEAD_DIM>;
-    for (var i = 0u; i < HEAD_DIM; i++) {
-        s[i] = state[base + i * HEAD_DIM];
-    }
+    var s = load_column(h, j);
     var r: array<f32, CHUNK>;
     var u: array<f32, CHUNK>;
     var o: array<f32, CHUNK>;
@@ -91,7 +88,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
             write_gated(j, h, t0 + t, o[t]);
         }
     }
-    for (var i = 0u; i < HEAD_DIM; i++) {
-        state[base + i * HEAD_DIM] = s[i];
-    }
+    store_column(h, j, s);
 }

@@ -52,6 +52,7 @@ impl Templates {
             "delta_wy.wgsl",
             "delta_scan.wgsl",
             "delta/layout.wgsl",
+            "delta/state.wgsl",
             "delta/gates.wgsl",
             "delta/out.wgsl",
             "grid.wgsl",

@@ -109,11 +109,17 @@ impl Family for DeltaRule {
             DeltaStep::Recurrent => vec![
                 "reduce/sum.wgsl",
                 "delta/layout.wgsl",
+                "delta/state.wgsl",
                 "delta/gates.wgsl",
                 "delta/out.wgsl",
             ],
             DeltaStep::Wy => vec!["delta/layout.wgsl", "delta/gates.wgsl"],
-            DeltaStep::Scan => vec!["reduce/sum.wgsl", "delta/layout.wgsl", "delta/out.wgsl"],
+            DeltaStep::Scan => vec![
+                "reduce/sum.wgsl",
+                "delta/layout.wgsl",
+                "delta/state.wgsl",
+                "delta/out.wgsl",
+            ],
         }
     }
 
