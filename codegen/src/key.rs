@@ -6,6 +6,7 @@
 //! family (`crate::family`); the rules every family shares are here.
 
 use crate::family::attention::{self, HEAD_DIMS};
+use crate::family::delta_net::{self, DELTA_HEAD_DIMS, DeltaStep};
 use crate::family::eltwise::EltOp;
 use crate::family::hyper::HyperStep;
 use crate::family::matmul::{self, MatmulKey, MvEpilogue, Path};
@@ -130,6 +131,17 @@ pub enum KernelKey {
     Hyper(HyperStep),
     /// A compressor's pooling and norm (deepseek4).
     CompressorPool,
+    /// The causal depthwise convolution and SiLU of a Gated DeltaNet layer (qwen35moe), its
+    /// tail carried across calls.
+    ConvSilu,
+    /// A step of the gated delta rule of a Gated DeltaNet layer (qwen35moe) over each value
+    /// head's state, with the RMS norm gated by SiLU(z).
+    DeltaRule {
+        /// Width of a head (one of [`DELTA_HEAD_DIMS`]).
+        head_dim: u32,
+        /// The recurrent kernel, or a step of the chunked form.
+        step: DeltaStep,
+    },
 }
 
 /// A shader binding of group 0, as the templates declare it.
@@ -231,6 +243,12 @@ impl KernelKey {
         keys.push(KernelKey::Route);
         keys.extend([HyperStep::Pre, HyperStep::Post, HyperStep::Head].map(KernelKey::Hyper));
         keys.push(KernelKey::CompressorPool);
+        keys.push(KernelKey::ConvSilu);
+        for head_dim in DELTA_HEAD_DIMS {
+            for step in DeltaStep::ALL {
+                keys.push(KernelKey::DeltaRule { head_dim, step });
+            }
+        }
         keys
     }
 
@@ -266,6 +284,8 @@ impl KernelKey {
             KernelKey::Route => f(&route::Route),
             KernelKey::Hyper(step) => f(&step),
             KernelKey::CompressorPool => f(&pool::CompressorPool),
+            KernelKey::ConvSilu => f(&delta_net::ConvSilu),
+            KernelKey::DeltaRule { head_dim, step } => f(&delta_net::DeltaRule { head_dim, step }),
         }
     }
 
@@ -451,6 +471,10 @@ mod tests {
         assert!(names.contains("hc_post"));
         assert!(names.contains("hc_head"));
         assert!(names.contains("compressor_pool"));
+        assert!(names.contains("conv_silu"));
+        assert!(names.contains("delta_rule_h128"));
+        assert!(names.contains("delta_wy_h64"));
+        assert!(names.contains("delta_scan_h32"));
     }
 
     #[test]

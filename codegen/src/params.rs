@@ -337,6 +337,44 @@ params! {
     }
 }
 
+params! {
+    /// `conv_silu.wgsl`: the causal depthwise convolution and SiLU of a DeltaNet layer's
+    /// q|k|v channels, with the carried tail.
+    ConvParams {
+        /// Tokens of the batch.
+        n_tokens: u32,
+        /// Channels (q, k and v widths); also the tail's and the output's row length.
+        n_channels: u32,
+        /// Row length of the projection whose first `n_channels` columns are read.
+        proj_cols: u32,
+        /// Convolution taps; the tail holds `taps - 1` rows.
+        taps: u32,
+    }
+}
+
+params! {
+    /// `delta_rule.wgsl`: the gated delta rule and gated RMS norm of a DeltaNet layer.
+    DeltaParams {
+        /// Tokens of the batch.
+        n_tokens: u32,
+        /// Row length of the projection `[qkv | z | beta | alpha]`.
+        proj_cols: u32,
+        /// Key (and query) heads.
+        n_k_heads: u32,
+        /// Value heads (one workgroup each).
+        n_v_heads: u32,
+        /// Added to the sum of squares of the q/k L2 norms and to the mean square of the
+        /// output's RMS norm.
+        eps: f32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+        /// Padding.
+        _pad2: u32,
+    }
+}
+
 /// One params struct as a value: what the generator writes and the layout test checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -375,5 +413,7 @@ pub fn all() -> Vec<Layout> {
         layout::<RouteParams>(),
         layout::<HyperParams>(),
         layout::<PoolParams>(),
+        layout::<ConvParams>(),
+        layout::<DeltaParams>(),
     ]
 }

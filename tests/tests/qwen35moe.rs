@@ -1,8 +1,9 @@
-//! qwen35moe (Qwen3.5 / Qwen3.6 MoE) on the CPU reference against llama.cpp, on the tiny
-//! fixture `qwen35moe-tiny-f32` (README-qwen35moe.md in the fixtures: three Gated DeltaNet
-//! layers and one gated attention layer, 8 experts of which 2 are used, merged and separate
-//! gate/up): the logits at every position of the 250-token prompt, greedy generation of 32
-//! tokens, prompts fed in chunks and a token at a time, the state's rules, and the refusals.
+//! qwen35moe (Qwen3.5 / Qwen3.6 MoE) on the CPU reference against llama.cpp, and on the GPU
+//! against the CPU reference, on the tiny fixture `qwen35moe-tiny-f32` (README-qwen35moe.md in
+//! the fixtures: three Gated DeltaNet layers and one gated attention layer, 8 experts of which
+//! 2 are used, merged and separate gate/up): the logits at every position of the 250-token
+//! prompt, greedy generation of 32 tokens, prompts fed in chunks and a token at a time, the
+//! state's rules, and the refusals.
 
 use moetile::RuntimeConfig;
 use moetile::gguf::{GgufFile, Value};
@@ -14,6 +15,7 @@ use moetile_cpu::CpuBackend;
 use moetile_tests::fixtures;
 use moetile_tests::golden::{Golden, agreement};
 use moetile_tests::rewrite::{Tensor, rewrite_adding};
+use moetile_wgpu::{BackendOptions, WgpuBackend};
 
 const MODEL: &str = "models/qwen35moe-tiny-f32.gguf";
 
@@ -239,24 +241,168 @@ fn bad_files_are_refused_naming_the_key_or_tensor() {
     }
 }
 
-/// The GPU backend has no DeltaNet yet: loading refuses before uploading, naming the op.
+/// The fixture loaded on a GPU backend with `options`, every buffer poisoned.
+fn gpu_model(file: &GgufFile, options: BackendOptions) -> (WgpuBackend, Model<WgpuBackend>) {
+    let ctx = moetile_tests::gpu_context().expect("checked by the caller");
+    let options = BackendOptions {
+        poison: true,
+        ..options
+    };
+    let mut gpu = WgpuBackend::with_options(ctx, options).unwrap();
+    let model = Model::load(file, &mut gpu, &mut |_| {}).unwrap();
+    (gpu, model)
+}
+
+/// Every position's logits of `tokens` on the GPU with `options` (poisoned), prefilled in
+/// chunks of `chunk`, the last `decoded` tokens decoded one at a time.
+fn gpu_logits(
+    file: &GgufFile,
+    options: BackendOptions,
+    tokens: &[u32],
+    chunk: usize,
+    decoded: usize,
+) -> Vec<f32> {
+    let (mut gpu, model) = gpu_model(file, options);
+    let config = RuntimeConfig {
+        chunk,
+        ..RuntimeConfig::default()
+    };
+    let mut s = Session::new(&model, &mut gpu, &config).unwrap();
+    let split = tokens.len() - decoded;
+    let mut logits = s
+        .prefill(&model, &mut gpu, &tokens[..split], Logits::All)
+        .unwrap();
+    for &t in &tokens[split..] {
+        logits.extend(s.decode(&model, &mut gpu, t).unwrap());
+    }
+    logits
+}
+
+/// The GPU (every buffer poisoned first) against the CPU reference at every position of the
+/// 250-token prompt: in one shot, in chunks of 61 (not dividing the prompt), and prefilling
+/// all but 12 tokens then decoding those one at a time (the mat-vec path and decode
+/// attention), with the exact options and with the device's defaults. Budgets are those of the
+/// other architectures' GPU tests (tests/gpu_model.rs, whose module docs derive them), on the
+/// NMSE against the CPU reference (itself within 1e-10 of llama.cpp, see `NMSE`):
+/// - exact (f32 storage everywhere): median and whole 1e-11; the DeltaNet adds f32 rounding
+///   of its state per token, as the attention layers' f32 scores do. The same with the
+///   DeltaNet's prefill in its chunked (WY) form, which rounds differently (its own f32
+///   rounding, see `delta_net_matches_cpu` in the wgpu ops tests).
+/// - defaults (f16 KV cache and `mid` on lavapipe): median 2e-7, whole 1e-3 (a routing flip
+///   at a near-tie is allowed, errors at many positions are not).
+/// - the defaults with the mat-vecs (int8 inputs where the weight type has them; this F32
+///   model's keep f32 inputs) for batches up to 128, so chunks of 61 take them at every
+///   position: the int8 budget, median 3e-4, whole 3e-3.
+///
+/// Top-1 equal at >= 98 % of positions on every path, 100 % with the exact options.
 #[test]
-fn gpu_refuses_qwen35moe_before_uploading() {
+fn gpu_matches_cpu_reference_at_every_position() {
     let Some(ctx) = moetile_tests::gpu_context() else {
         return;
     };
-    let mut gpu = moetile_wgpu::WgpuBackend::new(ctx);
-    let mut uploaded = 0;
-    let err = match Model::load(&file(), &mut gpu, &mut |_| uploaded += 1) {
-        Ok(_) => panic!("qwen35moe loaded on the GPU"),
-        Err(e) => e.to_string(),
+    let (file, tokens) = (file(), golden("qwen35moe-tiny-f32.llama.golden").tokens);
+    let want = prefill(&file, &tokens, 512);
+    let n_vocab = 128;
+    let exact = (BackendOptions::exact(), 1e-11, 1e-11, 1.0);
+    let default = (BackendOptions::for_device(&ctx), 2e-7, 1e-3, 0.98);
+    let mat_vecs = BackendOptions {
+        mat_vec_max_tokens: 128,
+        int8_mat_vec: true,
+        ..BackendOptions::for_device(&ctx)
     };
-    println!("{err}");
-    assert!(
-        err.contains("Gated DeltaNet") && err.contains("--cpu"),
-        "{err}"
-    );
-    assert_eq!(uploaded, 0);
+    let chunked = BackendOptions {
+        chunked_delta_net: true,
+        ..BackendOptions::exact()
+    };
+    let runs = [
+        exact,
+        (chunked, 1e-11, 1e-11, 1.0),
+        default,
+        (mat_vecs, 3e-4, 3e-3, 0.98),
+    ];
+    for (options, median, whole, top1) in runs {
+        for (chunk, decoded) in [(512, 0), (61, 0), (512, 12)] {
+            let got = gpu_logits(&file, options, &tokens, chunk, decoded);
+            let a = agreement(&got, &want, n_vocab);
+            println!(
+                "GPU ({:?} KV, {:?} mid, mat-vecs up to {} tokens, chunked DeltaNet {}) chunks \
+                 of {chunk}, {decoded} decoded vs CPU: {a:?}",
+                options.kv, options.mid, options.mat_vec_max_tokens, options.chunked_delta_net
+            );
+            assert!(
+                a.median_row_nmse <= median && a.nmse <= whole && a.top1 >= top1,
+                "chunks of {chunk}, {decoded} decoded, {options:?}: {a:?}"
+            );
+        }
+    }
+}
+
+/// Greedy generation on the GPU with the exact options equals llama.cpp's 32 ids (the
+/// smallest gap between pick and runner-up in the golden is 2.1e-2, far above the GPU's f32
+/// rounding): the prompt in one call, then one token per call (decode).
+#[test]
+fn gpu_greedy_32_tokens_equal_llama_cpp() {
+    if moetile_tests::gpu_context().is_none() {
+        return;
+    }
+    let want = golden("qwen35moe-tiny-f32.greedy.llama.golden");
+    let prompt = golden("qwen35moe-tiny-f32.llama.golden").tokens;
+    let file = file();
+    let (mut gpu, model) = gpu_model(&file, BackendOptions::exact());
+    let mut s = Session::new(&model, &mut gpu, &RuntimeConfig::default()).unwrap();
+    let mut logits = s.prefill(&model, &mut gpu, &prompt, Logits::Last).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..32 {
+        let id = argmax(&logits);
+        ids.push(id);
+        logits = s.decode(&model, &mut gpu, id).unwrap();
+    }
+    assert_eq!(ids, want.tokens);
+}
+
+/// A chat of three turns on the GPU: each turn resends the whole conversation (the last
+/// reply and a new user message appended), the session keeps the DeltaNet state and keys it
+/// holds (the whole of what it holds is the prompt's prefix, so nothing restarts) and prefills
+/// only the new tokens, then decodes a 4-token greedy reply. Each turn's logits equal those of
+/// a fresh session given the same conversation: within the exact options' budget (1e-11; the
+/// two split the tokens into different calls, so the attention and matmul kernels differ) and
+/// the same argmax.
+#[test]
+fn gpu_chat_turns_reuse_state_and_equal_from_scratch() {
+    if moetile_tests::gpu_context().is_none() {
+        return;
+    }
+    let tokens = golden("qwen35moe-tiny-f32.llama.golden").tokens;
+    let file = file();
+    let (mut gpu, model) = gpu_model(&file, BackendOptions::exact());
+    let config = RuntimeConfig::default();
+    let mut chat = Session::new(&model, &mut gpu, &config).unwrap();
+    let mut conversation = Vec::new();
+    for user in tokens[..150].chunks(50) {
+        conversation.extend_from_slice(user);
+        let held = chat.tokens().len();
+        assert_eq!(
+            chat.reusable_prefix(&conversation),
+            held,
+            "the state restarted"
+        );
+        let got = chat
+            .prefill_reusing(&model, &mut gpu, &conversation)
+            .unwrap();
+        let mut fresh = Session::new(&model, &mut gpu, &config).unwrap();
+        let want = fresh
+            .prefill_reusing(&model, &mut gpu, &conversation)
+            .unwrap();
+        let a = agreement(&got, &want, want.len());
+        println!("turn at {held} tokens: reused vs from scratch {a:?}");
+        assert!(a.nmse <= 1e-11 && a.top1 == 1.0, "{a:?}");
+        let mut logits = got;
+        for _ in 0..4 {
+            let id = argmax(&logits);
+            conversation.push(id);
+            logits = chat.decode(&model, &mut gpu, id).unwrap();
+        }
+    }
 }
 
 /// llama.cpp reads the file `moetile synth --preset tiny-qwen35moe --quant f16` writes as

@@ -21,11 +21,13 @@
 use std::ops::Range;
 
 use moetile::model::AttentionParams;
+use moetile::model::qwen35moe::{Mixer, Qwen35MoeConfig};
 use moetile_codegen::params::{AttnInputParams, AttnParams};
 use moetile_codegen::{ActType, DECODE_MAX_TOKENS, HEAD_DIMS, KernelKey};
 
 use crate::buffers::GpuMatrix;
 use crate::context::WgpuContext;
+use crate::delta_net::DeltaNetState;
 use crate::dispatch::Grid;
 use crate::error::{Result, WgpuError, shape};
 use crate::recorder::Recorder;
@@ -53,11 +55,14 @@ pub enum AttentionKernel {
     },
 }
 
-/// Keys and values of every layer: per layer two buffers of `n_ctx` rows of
-/// `n_kv_heads * head_dim` values.
+/// Keys and values of every layer that attends: per layer two buffers of `n_ctx` rows of
+/// `n_kv_heads * head_dim` values (`None` for qwen35moe's DeltaNet layers, whose state is
+/// [`KvCache::delta_net`]).
 #[derive(Debug)]
 pub struct KvCache {
-    layers: Vec<[wgpu::Buffer; 2]>,
+    layers: Vec<Option<[wgpu::Buffer; 2]>>,
+    /// qwen35moe's DeltaNet layers' state (`None` in other models' caches).
+    pub delta_net: Option<DeltaNetState>,
     /// Positions per layer.
     pub n_ctx: usize,
     /// Key/value heads.
@@ -79,9 +84,11 @@ impl KvCache {
         self.layers.len()
     }
 
-    /// Every buffer, keys then values per layer (for embedders and test poisoning).
+    /// Every buffer: keys then values per attention layer, then the DeltaNet layers' state
+    /// (for embedders and test poisoning).
     pub fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
-        self.layers.iter().flatten()
+        let state = self.delta_net.iter().flat_map(DeltaNetState::buffers);
+        self.layers.iter().flatten().flatten().chain(state)
     }
 }
 
@@ -91,6 +98,36 @@ impl KvCache {
     pub fn new(
         ctx: &WgpuContext,
         n_layers: usize,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        ty: ActType,
+    ) -> Result<KvCache> {
+        let attends = vec![true; n_layers];
+        Self::for_layers(ctx, &attends, n_ctx, n_kv_heads, head_dim, ty)
+    }
+
+    /// A qwen35moe cache: keys and values for its attention layers, and the DeltaNet layers'
+    /// state.
+    pub fn qwen35moe(
+        ctx: &WgpuContext,
+        cfg: &Qwen35MoeConfig,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        ty: ActType,
+    ) -> Result<KvCache> {
+        let attends: Vec<bool> = cfg.mixers.iter().map(|&m| m == Mixer::Attention).collect();
+        Ok(KvCache {
+            delta_net: Some(DeltaNetState::new(ctx, cfg)?),
+            ..Self::for_layers(ctx, &attends, n_ctx, n_kv_heads, head_dim, ty)?
+        })
+    }
+
+    /// [`KvCache::new`] with keys and values only for the layers where `attends` is true.
+    fn for_layers(
+        ctx: &WgpuContext,
+        attends: &[bool],
         n_ctx: usize,
         n_kv_heads: usize,
         head_dim: usize,
@@ -108,14 +145,18 @@ impl KvCache {
             bytes,
         )?;
         let layers = ctx.scoped("allocating the KV cache", || {
-            Ok((0..n_layers)
-                .map(|il| {
-                    ["k", "v"].map(|which| {
-                        ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                            label: Some(&format!("kv cache {which} {il}")),
-                            size: bytes.max(4),
-                            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                            mapped_at_creation: false,
+            Ok(attends
+                .iter()
+                .enumerate()
+                .map(|(il, &attends)| {
+                    attends.then(|| {
+                        ["k", "v"].map(|which| {
+                            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                                label: Some(&format!("kv cache {which} {il}")),
+                                size: bytes.max(4),
+                                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                                mapped_at_creation: false,
+                            })
                         })
                     })
                 })
@@ -123,6 +164,7 @@ impl KvCache {
         })?;
         Ok(KvCache {
             layers,
+            delta_net: None,
             n_ctx,
             n_kv_heads,
             head_dim,
@@ -211,14 +253,15 @@ pub fn attend(
         && (out.rows, out.cols) == (qkv.rows, q_width)
         && rows.end <= qkv.rows
         && [qkv, out].iter().all(|m| m.ty == ActType::F32)
-        && layer < cache.layers.len()
+        && cache.layers.get(layer).is_some_and(Option::is_some)
         && n_tokens > 0;
     if !ok {
         return Err(shape(
             "attention",
             format!(
-                "rows {rows:?} of qkv ({}, {}), out ({}, {}), layer {layer} of a cache of {} \
-                 layers x {} kv heads x {hd}, angle table of {} bytes, {p:?}",
+                "rows {rows:?} of qkv ({}, {}), out ({}, {}), layer {layer} (with keys and \
+                 values?) of a cache of {} layers x {} kv heads x {hd}, angle table of {} \
+                 bytes, {p:?}",
                 qkv.rows,
                 qkv.cols,
                 out.rows,
@@ -239,7 +282,7 @@ pub fn attend(
             ),
         ));
     }
-    let [k_cache, v_cache] = &cache.layers[layer];
+    let [k_cache, v_cache] = cache.layers[layer].as_ref().expect("checked above");
     let group = p.n_heads / p.n_kv_heads;
     let n_rows = n_tokens * group;
     let n_keys = pos0 + n_tokens;

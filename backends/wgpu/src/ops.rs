@@ -178,7 +178,7 @@ pub fn eltwise(
     let name = &key;
     f32_matrix(name, "the destination", dst)?;
     let want = match op {
-        EltOp::Add => dst.rows * dst.cols,
+        EltOp::Add | EltOp::MulSigmoid => dst.rows * dst.cols,
         EltOp::AddRow => dst.cols,
         EltOp::MulSigmoidRow => dst.rows,
     };

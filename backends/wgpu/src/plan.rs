@@ -7,7 +7,8 @@
 use moetile::model::ModelConfig;
 use moetile::tile::TileWidth;
 use moetile_codegen::{
-    ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, MvEpilogue, Path, WeightType,
+    ActType, DELTA_HEAD_DIMS, DeltaStep, EltOp, HEAD_DIMS, KernelKey, MatmulKey, MvEpilogue, Path,
+    WeightType,
 };
 
 use crate::backend::BackendOptions;
@@ -60,6 +61,13 @@ pub(crate) fn model_kernels(
             },
             KernelKey::AttnCombine { head_dim },
         ]);
+    }
+    if let Some(q) = &config.qwen35moe {
+        keys.extend([KernelKey::Eltwise(EltOp::MulSigmoid), KernelKey::ConvSilu]);
+        let head_dim = q.delta_net.head_dim as u32;
+        if DELTA_HEAD_DIMS.contains(&head_dim) {
+            keys.extend(DeltaStep::ALL.map(|step| KernelKey::DeltaRule { head_dim, step }));
+        }
     }
     if config.moe.is_some() {
         keys.extend([

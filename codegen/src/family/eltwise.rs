@@ -16,11 +16,18 @@ pub enum EltOp {
     AddRow,
     /// `dst[t] *= sigmoid(src[t])`, one gate value per row (qwen2moe's shared-expert gate).
     MulSigmoidRow,
+    /// `dst *= sigmoid(src)`, same shape (qwen35moe's attention output gate).
+    MulSigmoid,
 }
 
 impl EltOp {
     /// Every op.
-    pub const ALL: [EltOp; 3] = [EltOp::Add, EltOp::AddRow, EltOp::MulSigmoidRow];
+    pub const ALL: [EltOp; 4] = [
+        EltOp::Add,
+        EltOp::AddRow,
+        EltOp::MulSigmoidRow,
+        EltOp::MulSigmoid,
+    ];
 
     /// The value of the template's `OP` constant.
     fn code(self) -> u32 {
@@ -28,15 +35,17 @@ impl EltOp {
             EltOp::Add => 0,
             EltOp::AddRow => 1,
             EltOp::MulSigmoidRow => 2,
+            EltOp::MulSigmoid => 3,
         }
     }
 
-    /// `"add"`, `"add_row"`, `"mul_sigmoid_row"`.
+    /// `"add"`, `"add_row"`, `"mul_sigmoid_row"`, `"mul_sigmoid"`.
     pub fn name(self) -> &'static str {
         match self {
             EltOp::Add => "add",
             EltOp::AddRow => "add_row",
             EltOp::MulSigmoidRow => "mul_sigmoid_row",
+            EltOp::MulSigmoid => "mul_sigmoid",
         }
     }
 }

@@ -150,6 +150,12 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// Whether [`Model::forward_batch`] runs this model (not deepseek4 or qwen35moe, whose
+    /// caches hold more than keys and values).
+    pub fn decodes_in_batches(&self) -> bool {
+        matches!(self.weights, ModelWeights::Standard(_))
+    }
+
     /// Runs one new token of each of several sequences in one pass: `tokens[i]` at position
     /// `positions[i]` of `kvs[i]`. Every layer but attention sees all the tokens as one batch
     /// (the expert matmuls too); returns logits `(tokens, vocab)`, row i sequence i's.

@@ -3,16 +3,18 @@
 
 use std::ops::Range;
 
+use moetile::model::qwen35moe::{DeltaNetWeights, Qwen35MoeConfig};
 use moetile::model::{
-    AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS,
-    HyperParams, HyperWeights, ModelConfig, MoeParams, PoolParams, PoolWeights, PreNorm,
-    RouterParams, Selection, Stage, WeightData, hashed_ids,
+    AttentionParams, Backend, DeltaNetParams, ExpertActivation, ExpertWeights, GateUp, HC_MIXES,
+    HC_STREAMS, HyperParams, HyperWeights, ModelConfig, MoeParams, PoolParams, PoolWeights,
+    PreNorm, RouterParams, Selection, Stage, WeightData, hashed_ids,
 };
-use moetile_codegen::{ActType, EltOp};
+use moetile_codegen::{ActType, DELTA_CHUNK, DELTA_WY_FLOATS, EltOp, WeightType};
 
 use super::{WgpuBackend, shape};
 use crate::attention::{self, AttentionKernel, AttnInputs, CacheSlot, KvCache};
 use crate::buffers::GpuMatrix;
+use crate::delta_net::{self, DeltaNetBuffers, DeltaNetScratch};
 use crate::layout::ExpertTensor;
 use crate::moe::{self, MoeBuffers, MoeInputs, MoeOptions, MoePlan, MvExtras, Routing, RowNorm};
 use crate::ops;
@@ -121,11 +123,21 @@ impl Backend for WgpuBackend {
         Ok(bytemuck::cast_slice::<u8, f32>(&bytes[0])[..n].to_vec())
     }
 
+    /// A vector, or a matrix whose rows are not whole 32-value blocks (qwen35moe's
+    /// convolution taps), is stored as plain f32 values (no matmul reads it); the rest in
+    /// moetile's layout (see `crate::layout`).
     fn upload(&mut self, w: WeightData<'_>) -> moetile::Result<ExpertTensor> {
-        if let [n] = *w.dims {
-            let mut values = vec![0f32; n];
+        let plain = match *w.dims {
+            [n] => Some((n, 1)),
+            [cols, rows] if !cols.is_multiple_of(32) => Some((cols, rows)),
+            _ => None,
+        };
+        if let Some((cols, rows)) = plain {
+            let mut values = vec![0f32; cols * rows];
             moetile::quant::dequantize(w.ty, w.bytes, &mut values)?;
-            return Ok(self.ctx.upload_vector(w.name, &values)?);
+            let mut tensor = self.ctx.upload_vector(w.name, &values)?;
+            (tensor.cols, tensor.rows) = (cols, rows);
+            return Ok(tensor);
         }
         let tensor = self.ctx.upload_experts(&w)?;
         self.weight_uses.insert(match w.dims.len() {
@@ -172,15 +184,9 @@ impl Backend for WgpuBackend {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> moetile::Result<KvCache> {
-        // A new session: bind groups cached for an earlier one's KV cache (and a dropped
-        // model's weights) would keep those buffers alive.
-        self.ctx.kernels.forget_bind_groups();
         let kv = self.options.kv;
         let cache = KvCache::new(&self.ctx, n_layers, n_ctx, n_kv_heads, head_dim, kv)?;
-        for b in cache.buffers() {
-            self.poison(b, b.size());
-        }
-        Ok(cache)
+        Ok(self.session_cache(cache))
     }
 
     fn embed(&mut self, table: &ExpertTensor, tokens: &[u32]) -> moetile::Result<GpuMatrix> {
@@ -354,6 +360,89 @@ impl Backend for WgpuBackend {
         Ok(out)
     }
 
+    fn runs_delta_net(&self) -> bool {
+        true
+    }
+
+    fn qwen35moe_cache(
+        &mut self,
+        cfg: &Qwen35MoeConfig,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> moetile::Result<KvCache> {
+        let kv = self.options.kv;
+        let cache = KvCache::qwen35moe(&self.ctx, cfg, n_ctx, n_kv_heads, head_dim, kv)?;
+        Ok(self.session_cache(cache))
+    }
+
+    /// `conv_silu` into a scratch matrix, then `delta_rule`, or `delta_wy` and `delta_scan`
+    /// with [`super::BackendOptions::chunked_delta_net`] (see `crate::delta_net`).
+    fn delta_net(
+        &mut self,
+        proj: &GpuMatrix,
+        w: &DeltaNetWeights<ExpertTensor>,
+        kv: &mut KvCache,
+        layer: usize,
+        pos0: usize,
+        p: &DeltaNetParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let end = pos0 + proj.rows;
+        if end > kv.n_ctx {
+            return Err(moetile::Error::ContextFull {
+                n_ctx: kv.n_ctx,
+                needed: end,
+            });
+        }
+        let Some(state) = kv.delta_net.as_mut() else {
+            return Err(shape(
+                "delta_net",
+                "the cache is not qwen35moe's; make it with Backend::qwen35moe_cache".into(),
+            ));
+        };
+        let d = &p.shape;
+        let conv = &w.conv;
+        if conv.weight != WeightType::F32
+            || (conv.rows, conv.cols) != (d.conv_channels(), d.conv_taps)
+        {
+            return Err(shape(
+                "delta_net",
+                format!(
+                    "{} is {} x {} {}; the layer needs {} x {} f32 taps",
+                    conv.name,
+                    conv.rows,
+                    conv.cols,
+                    conv.weight,
+                    d.conv_channels(),
+                    d.conv_taps
+                ),
+            ));
+        }
+        let buffers = DeltaNetBuffers {
+            conv: &conv.chunks[0].buffer,
+            dt_bias: ops::vector("delta_net", &w.dt_bias)?,
+            a: ops::vector("delta_net", &w.a)?,
+            norm: ops::vector("delta_net", &w.norm)?,
+        };
+        let x = self.output(proj.rows, d.conv_channels(), "convolved qkv")?;
+        let wy = if self.options.chunked_delta_net && proj.rows > 1 {
+            let chunks = proj.rows.div_ceil(DELTA_CHUNK as usize);
+            let rows = d.n_v_heads * chunks;
+            Some(self.output(rows, DELTA_WY_FLOATS as usize, "delta_net chunks")?)
+        } else {
+            None
+        };
+        let out = self.output(proj.rows, d.value_width(), "delta_net")?;
+        let scratch = DeltaNetScratch {
+            x: &x,
+            wy: wy.as_ref(),
+        };
+        self.record("delta_net", |rec| {
+            delta_net::delta_net(rec, proj, buffers, state, layer, pos0, p, scratch, &out)
+        })?;
+        Ok(out)
+    }
+
     fn add(&mut self, x: &mut GpuMatrix, y: &GpuMatrix) -> moetile::Result<()> {
         if (x.rows, x.cols) != (y.rows, y.cols) {
             return Err(shape(
@@ -380,13 +469,20 @@ impl Backend for WgpuBackend {
     }
 
     fn mul_sigmoid(&mut self, x: &mut GpuMatrix, g: &GpuMatrix) -> moetile::Result<()> {
-        if g.cols != 1 || g.rows != x.rows {
-            return Err(shape(
-                "mul_sigmoid",
-                format!("gate ({}, {}) for x with {} rows", g.rows, g.cols, x.rows),
-            ));
-        }
-        self.eltwise(EltOp::MulSigmoidRow, x, &g.buffer, g.rows)
+        let op = match (g.rows == x.rows, g.cols) {
+            (true, 1) => EltOp::MulSigmoidRow,
+            (true, cols) if cols == x.cols => EltOp::MulSigmoid,
+            _ => {
+                return Err(shape(
+                    "mul_sigmoid",
+                    format!(
+                        "gate ({}, {}) for x ({}, {}): expected one column or x's shape",
+                        g.rows, g.cols, x.rows, x.cols
+                    ),
+                ));
+            }
+        };
+        self.eltwise(op, x, &g.buffer, g.rows * g.cols)
     }
 
     fn last_row(&mut self, x: &GpuMatrix) -> moetile::Result<GpuMatrix> {
@@ -675,6 +771,17 @@ impl Backend for WgpuBackend {
 }
 
 impl WgpuBackend {
+    /// A new session's `cache`, poisoned when the options say so. Bind groups cached for an
+    /// earlier session's cache (and a dropped model's weights) are forgotten: they would keep
+    /// those buffers alive.
+    fn session_cache(&mut self, cache: KvCache) -> KvCache {
+        self.ctx.kernels.forget_bind_groups();
+        for b in cache.buffers() {
+            self.poison(b, b.size());
+        }
+        cache
+    }
+
     /// How this backend runs an MoE layer of `rows` tokens: its path and `mid` type, the
     /// mat-vec path up to [`Backend::mat_vec_max_tokens`].
     fn moe_options(&self, p: &MoeParams, rows: usize) -> MoeOptions {

@@ -28,6 +28,11 @@ pub struct BackendOptions {
     /// llama.cpp's decode, a fraction of the work per weight for an error far below the
     /// weights' own quantization. Off, they stage f32 (exact up to f32 rounding).
     pub int8_mat_vec: bool,
+    /// Batches of more than one token run qwen35moe's gated delta rule in its chunked (WY)
+    /// form (`delta_wy`, `delta_scan`: a chunk of tokens per sequential step) rather than
+    /// token by token; decode steps always run the recurrent form. Off by default: not yet
+    /// measured faster on a GPU.
+    pub chunked_delta_net: bool,
 }
 
 impl BackendOptions {
@@ -49,6 +54,7 @@ impl BackendOptions {
             poison: false,
             mat_vec_max_tokens: mat_vec_max_tokens(ctx.profile(), moe.path),
             int8_mat_vec: moe.int8,
+            chunked_delta_net: false,
         }
     }
 
@@ -64,6 +70,7 @@ impl BackendOptions {
             poison: false,
             mat_vec_max_tokens: 1,
             int8_mat_vec: false,
+            chunked_delta_net: false,
         }
     }
 }
