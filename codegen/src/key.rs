@@ -6,6 +6,7 @@
 //! family (`crate::family`); the rules every family shares are here.
 
 use crate::family::attention::{self, HEAD_DIMS};
+use crate::family::deepseek4::Deepseek4Step;
 use crate::family::eltwise::EltOp;
 use crate::family::hyper::HyperStep;
 use crate::family::matmul::{self, MatmulKey, MvEpilogue, Path};
@@ -128,6 +129,8 @@ pub enum KernelKey {
     Hyper(HyperStep),
     /// A compressor's pooling and norm (deepseek4).
     CompressorPool,
+    /// A step of deepseek4's attention (rotation, attention, indexer).
+    Deepseek4(Deepseek4Step),
 }
 
 /// A shader binding of group 0, as the templates declare it.
@@ -227,6 +230,7 @@ impl KernelKey {
         keys.push(KernelKey::Route);
         keys.extend([HyperStep::Pre, HyperStep::Post, HyperStep::Head].map(KernelKey::Hyper));
         keys.push(KernelKey::CompressorPool);
+        keys.extend(Deepseek4Step::ALL.map(KernelKey::Deepseek4));
         keys
     }
 
@@ -260,6 +264,7 @@ impl KernelKey {
             KernelKey::Route => f(&route::Route),
             KernelKey::Hyper(step) => f(&step),
             KernelKey::CompressorPool => f(&pool::CompressorPool),
+            KernelKey::Deepseek4(step) => f(&step),
         }
     }
 
@@ -445,6 +450,7 @@ mod tests {
         assert!(names.contains("hc_post"));
         assert!(names.contains("hc_head"));
         assert!(names.contains("compressor_pool"));
+        assert!(names.contains("ds4_attend"));
     }
 
     #[test]

@@ -40,6 +40,7 @@ mod weights;
 use std::path::Path as FsPath;
 
 pub use family::attention::HEAD_DIMS;
+pub use family::deepseek4::{DS4_MAX_HEAD_DIM, Deepseek4Step};
 pub use family::eltwise::EltOp;
 pub use family::hyper::{HC_MIXES, HC_STREAMS, HyperStep};
 pub use family::matmul::{COOP_MAX_SUBGROUP_SIZE, MatmulKey, MvEpilogue, Path};

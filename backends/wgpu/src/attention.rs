@@ -23,6 +23,7 @@ use moetile_codegen::{ActType, HEAD_DIMS, KernelKey};
 
 use crate::buffers::GpuMatrix;
 use crate::context::WgpuContext;
+use crate::deepseek4::Deepseek4Cache;
 use crate::dispatch::Grid;
 use crate::error::{Result, WgpuError, shape};
 use crate::recorder::Recorder;
@@ -51,10 +52,12 @@ pub enum AttentionKernel {
 }
 
 /// Keys and values of every layer: per layer two buffers of `n_ctx` rows of
-/// `n_kv_heads * head_dim` values.
+/// `n_kv_heads * head_dim` values; or, for deepseek4, its own attention cache alone.
 #[derive(Debug)]
 pub struct KvCache {
     layers: Vec<[wgpu::Buffer; 2]>,
+    /// deepseek4's window, compressed rows and compressor state (no `layers` then).
+    pub(crate) deepseek4: Option<Box<Deepseek4Cache>>,
     /// Positions per layer.
     pub n_ctx: usize,
     /// Key/value heads.
@@ -76,9 +79,23 @@ impl KvCache {
         self.layers.len()
     }
 
-    /// Every buffer, keys then values per layer (for embedders and test poisoning).
+    /// Every buffer, keys then values per layer, or deepseek4's (for embedders and test
+    /// poisoning).
     pub fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
-        self.layers.iter().flatten()
+        let deepseek4 = self.deepseek4.iter().flat_map(|c| c.buffers());
+        self.layers.iter().flatten().chain(deepseek4)
+    }
+
+    /// A deepseek4 cache of `n_ctx` positions: `cache` alone, no key/value layers.
+    pub(crate) fn deepseek4(cache: Deepseek4Cache) -> KvCache {
+        KvCache {
+            layers: Vec::new(),
+            n_ctx: cache.n_ctx,
+            deepseek4: Some(Box::new(cache)),
+            n_kv_heads: 1,
+            head_dim: 0,
+            ty: ActType::F32,
+        }
     }
 }
 
@@ -120,6 +137,7 @@ impl KvCache {
         })?;
         Ok(KvCache {
             layers,
+            deepseek4: None,
             n_ctx,
             n_kv_heads,
             head_dim,

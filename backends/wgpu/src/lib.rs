@@ -111,6 +111,7 @@ mod backend;
 pub mod bench;
 mod buffers;
 mod context;
+pub mod deepseek4;
 mod dispatch;
 mod encoder;
 mod error;

@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use moetile::model::deepseek4::{AttentionWeights as Deepseek4Attention, Deepseek4Config};
 use moetile::model::{
     AttentionParams, Backend, ExpertActivation, ExpertWeights, GateUp, HC_MIXES, HC_STREAMS,
     HyperParams, HyperWeights, ModelConfig, MoeParams, PoolParams, PoolWeights, PreNorm,
@@ -13,6 +14,7 @@ use moetile_codegen::{ActType, EltOp};
 use super::{WgpuBackend, shape};
 use crate::attention::{self, AttentionKernel, AttnInputs, CacheSlot, KvCache};
 use crate::buffers::GpuMatrix;
+use crate::deepseek4::Deepseek4Cache;
 use crate::layout::ExpertTensor;
 use crate::moe::{self, MoeBuffers, MoeInputs, MoeOptions, MoePlan, MvExtras, Routing, RowNorm};
 use crate::ops;
@@ -671,6 +673,51 @@ impl Backend for WgpuBackend {
         let out = self.output(x.rows, x.cols, "moe")?;
         self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
         Ok(out)
+    }
+
+    fn runs_deepseek4(&self) -> bool {
+        true
+    }
+
+    /// The window, compressed rows and compressor state of every layer on the device
+    /// (`crate::deepseek4::Deepseek4Cache`), poisoned when asked. The low-precision
+    /// simulation has no kernels yet: a cache for it is refused, naming the switch.
+    fn deepseek4_cache(
+        &mut self,
+        cfg: &Deepseek4Config,
+        n_ctx: usize,
+        qat_sim: bool,
+    ) -> moetile::Result<KvCache> {
+        if qat_sim {
+            return Err(moetile::Error::InvalidSetting {
+                name: "qat_sim (--qat-sim)".into(),
+                value: "on".into(),
+                expected: format!(
+                    "off on {}: deepseek4's low-precision simulation (FP8 keys, Hadamard + FP4 \
+                     indexer heads) has no GPU kernels yet; run with --qat-sim off \
+                     (RuntimeConfig::qat_sim = false: llama.cpp's numerics), or with the \
+                     simulation on the CPU reference (--cpu)",
+                    self.describe()
+                ),
+            });
+        }
+        self.ctx.kernels.forget_bind_groups();
+        let cache = KvCache::deepseek4(Deepseek4Cache::new(&self.ctx, cfg, n_ctx)?);
+        for b in cache.buffers() {
+            self.poison(b, b.size());
+        }
+        Ok(cache)
+    }
+
+    fn deepseek4_attention(
+        &mut self,
+        x: &GpuMatrix,
+        w: &Deepseek4Attention<ExpertTensor>,
+        kv: &mut KvCache,
+        layer: usize,
+        pos0: usize,
+    ) -> moetile::Result<GpuMatrix> {
+        self.deepseek4_attention_on_device(x, w, kv, layer, pos0)
     }
 }
 
