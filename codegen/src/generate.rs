@@ -51,6 +51,7 @@ impl Templates {
             "ds4_attend.wgsl",
             "ds4_index_score.wgsl",
             "ds4_index_pick.wgsl",
+            "ds4_qat.wgsl",
             "grid.wgsl",
             "matmul.wgsl",
             "act/f32.wgsl",

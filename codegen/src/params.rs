@@ -396,6 +396,29 @@ params! {
     }
 }
 
+params! {
+    /// `ds4_qat.wgsl`: deepseek4's low-precision simulation of keys and indexer heads, in
+    /// place.
+    QatParams {
+        /// Heads in the matrix (rows times heads per row).
+        n_heads_total: u32,
+        /// Width of a head.
+        head_dim: u32,
+        /// Values rounded from the head's start (a key's non-rotated ones, or all).
+        n_round: u32,
+        /// Values sharing a scale.
+        block: u32,
+        /// 0: FP8 E4M3; 1: FP4 E2M1.
+        format: u32,
+        /// 1: the Hadamard rotation first.
+        hadamard: u32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+    }
+}
+
 /// One params struct as a value: what the generator writes and the layout test checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -437,5 +460,6 @@ pub fn all() -> Vec<Layout> {
         layout::<RopeTailParams>(),
         layout::<Ds4AttnParams>(),
         layout::<IndexParams>(),
+        layout::<QatParams>(),
     ]
 }

@@ -6,6 +6,7 @@
 //! ds4_index_score: indexer queries (T, heads * dim) x compressed keys (rows, dim) -> (T, rows)
 //! ds4_index_pick:  scores -> picks (T, rows): each token's top-k visible rows
 //! ds4_attend:      q (T, heads * head_dim) over raw keys + compressed rows, with sinks
+//! ds4_qat:         keys' non-rotated values through FP8, indexer heads through Hadamard + FP4
 //! ```
 //!
 //! The backend composes them with its matmuls, norms and `compressor_pool` into
@@ -13,7 +14,7 @@
 //! [`crate::attention::Deepseek4Cache`].
 
 use moetile::model::deepseek4::{Compression, Deepseek4Config};
-use moetile_codegen::params::{Ds4AttnParams, IndexParams, RopeTailParams};
+use moetile_codegen::params::{Ds4AttnParams, IndexParams, QatParams, RopeTailParams};
 use moetile_codegen::{ActType, DS4_MAX_HEAD_DIM, Deepseek4Step, KernelKey};
 
 use crate::buffers::{Buffers, GpuMatrix};
@@ -152,6 +153,75 @@ pub struct CompressedRows<'a> {
     pub n_rows: usize,
     /// Tokens per row.
     pub ratio: usize,
+}
+
+/// What the low-precision simulation does to each head of a matrix ([`qat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rounding {
+    /// An attention key (raw or compressed): its values before the rotated tail of `n_rot`
+    /// through FP8 E4M3 in blocks of 64.
+    KeyFp8 {
+        /// The rotated tail, kept exact.
+        n_rot: usize,
+    },
+    /// An indexer head (query or compressed key): the Hadamard rotation, then FP4 E2M1 in
+    /// blocks of 32.
+    IndexerFp4,
+}
+
+/// Values sharing one FP8 scale.
+const FP8_BLOCK: usize = 64;
+/// Values sharing one FP4 scale; also the narrowest indexer head the simulation takes.
+pub const FP4_BLOCK: usize = 32;
+
+/// Records `ds4_qat`: every `head_dim`-wide head of `x` rounded in place as `rounding` says.
+pub fn qat(
+    rec: &mut Recorder<'_>,
+    x: &GpuMatrix,
+    head_dim: usize,
+    rounding: Rounding,
+) -> Result<()> {
+    let key = KernelKey::Deepseek4(Deepseek4Step::Qat);
+    let (n_round, block, format, hadamard) = match rounding {
+        Rounding::KeyFp8 { n_rot } => (head_dim.wrapping_sub(n_rot), FP8_BLOCK, 0, false),
+        Rounding::IndexerFp4 => (head_dim, FP4_BLOCK, 1, true),
+    };
+    if x.ty != ActType::F32
+        || head_dim == 0
+        || head_dim > DS4_MAX_HEAD_DIM as usize
+        || n_round > head_dim
+        || !x.cols.is_multiple_of(head_dim)
+        || (hadamard && !head_dim.is_power_of_two())
+    {
+        return Err(shape(
+            key,
+            format!(
+                "x ({}, {}) {:?}, heads of {head_dim}, {rounding:?}: expected f32 whole heads of \
+                 at most {DS4_MAX_HEAD_DIM} (a power of two for the Hadamard rotation) and a \
+                 tail within the head",
+                x.rows, x.cols, x.ty
+            ),
+        ));
+    }
+    let n_heads = x.rows * x.cols / head_dim;
+    let params = rec.params(&QatParams {
+        n_heads_total: n_heads as u32,
+        head_dim: head_dim as u32,
+        n_round: n_round as u32,
+        block: block as u32,
+        format,
+        hadamard: u32::from(hadamard),
+        _pad0: 0,
+        _pad1: 0,
+    });
+    rec.dispatch(
+        &key,
+        &[
+            ("params", params.binding()),
+            ("x", x.buffer.as_entire_binding()),
+        ],
+        Grid::Items(n_heads),
+    )
 }
 
 /// The keys one [`attend`] reads besides the queries.
@@ -442,6 +512,8 @@ pub(crate) struct LayerCache {
 pub struct Deepseek4Cache {
     pub(crate) cfg: Deepseek4Config,
     pub(crate) n_ctx: usize,
+    /// Keys and indexer heads rounded as the model was trained (else llama.cpp's numerics).
+    pub(crate) qat_sim: bool,
     pub(crate) layers: Vec<LayerCache>,
     /// f32 `[head_dim]` of ones: the query heads' norm has no weight.
     pub(crate) ones: ExpertTensor,
@@ -454,8 +526,29 @@ pub struct Deepseek4Cache {
 }
 
 impl Deepseek4Cache {
-    /// An empty cache of `cfg` for `n_ctx` positions.
-    pub(crate) fn new(ctx: &WgpuContext, cfg: &Deepseek4Config, n_ctx: usize) -> Result<Self> {
+    /// An empty cache of `cfg` for `n_ctx` positions, computing as `qat_sim` says. With the
+    /// simulation, indexer heads must be a power of two from [`FP4_BLOCK`] to the widest head
+    /// the kernels hold.
+    pub(crate) fn new(
+        ctx: &WgpuContext,
+        cfg: &Deepseek4Config,
+        n_ctx: usize,
+        qat_sim: bool,
+    ) -> Result<Self> {
+        let dim = cfg.indexer_head_dim;
+        let has_indexer = cfg.compression.contains(&Compression::Ratio4);
+        let fits = dim.is_power_of_two() && (FP4_BLOCK..=DS4_MAX_HEAD_DIM as usize).contains(&dim);
+        if qat_sim && has_indexer && !fits {
+            return Err(shape(
+                "deepseek4 cache",
+                format!(
+                    "indexer heads of {dim}: the low-precision simulation rotates them by a \
+                     Hadamard transform and rounds them in FP4 blocks of {FP4_BLOCK}, so it \
+                     needs a power of two from {FP4_BLOCK} to {DS4_MAX_HEAD_DIM}; run with \
+                     --qat-sim off"
+                ),
+            ));
+        }
         let pool = BufferPool::default();
         let buffers = Buffers { ctx, pool: &pool };
         let hd = cfg.head_dim;
@@ -484,6 +577,7 @@ impl Deepseek4Cache {
         Ok(Deepseek4Cache {
             cfg: cfg.clone(),
             n_ctx,
+            qat_sim,
             layers,
             ones: ctx.upload_vector("deepseek4 query head norm", &vec![1.0; hd])?,
             plain: AngleTable::new(rope_freqs(cfg.n_rot, cfg.rope_freq_base, 1.0, None)),

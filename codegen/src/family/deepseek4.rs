@@ -7,14 +7,15 @@ use std::fmt;
 
 use super::{Family, WG_SIZE, b};
 use crate::key::{Binding, BindingKind::*};
-use crate::params::{Ds4AttnParams, IndexParams, Layout, RopeTailParams, layout};
+use crate::params::{Ds4AttnParams, IndexParams, Layout, QatParams, RopeTailParams, layout};
 
 /// The widest head `ds4_attend` holds in workgroup memory (Flash's 512).
 pub const DS4_MAX_HEAD_DIM: u32 = 512;
 
-/// Threads of a `ds4_attend` workgroup: one (token, head) per workgroup, a key per thread
-/// while scoring, a few head dims per thread while summing.
-const ATTEND_THREADS: u32 = 64;
+/// Threads of the kernels with a workgroup per head: `ds4_attend` (a key per thread while
+/// scoring, a few head dims per thread while summing) and `ds4_qat` (a butterfly pair or a
+/// block per thread).
+const HEAD_THREADS: u32 = 64;
 
 /// Which deepseek4 attention kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,15 +31,19 @@ pub enum Deepseek4Step {
     /// The indexer's top-k: per (token, row) its rank among the token's visible rows, one
     /// thread each.
     IndexPick,
+    /// The low-precision simulation (FP8 keys; Hadamard then FP4 indexer heads), in place,
+    /// one workgroup per head.
+    Qat,
 }
 
 impl Deepseek4Step {
     /// Every step.
-    pub const ALL: [Deepseek4Step; 4] = [
+    pub const ALL: [Deepseek4Step; 5] = [
         Deepseek4Step::Rope,
         Deepseek4Step::Attend,
         Deepseek4Step::IndexScore,
         Deepseek4Step::IndexPick,
+        Deepseek4Step::Qat,
     ];
 }
 
@@ -49,6 +54,7 @@ impl Family for Deepseek4Step {
             Deepseek4Step::Attend => "ds4_attend",
             Deepseek4Step::IndexScore => "ds4_index_score",
             Deepseek4Step::IndexPick => "ds4_index_pick",
+            Deepseek4Step::Qat => "ds4_qat",
         })
     }
 
@@ -58,6 +64,7 @@ impl Family for Deepseek4Step {
             Deepseek4Step::Attend => "ds4_attend.wgsl",
             Deepseek4Step::IndexScore => "ds4_index_score.wgsl",
             Deepseek4Step::IndexPick => "ds4_index_pick.wgsl",
+            Deepseek4Step::Qat => "ds4_qat.wgsl",
         }
     }
 
@@ -73,6 +80,7 @@ impl Family for Deepseek4Step {
             Deepseek4Step::Rope => layout::<RopeTailParams>(),
             Deepseek4Step::Attend => layout::<Ds4AttnParams>(),
             Deepseek4Step::IndexScore | Deepseek4Step::IndexPick => layout::<IndexParams>(),
+            Deepseek4Step::Qat => layout::<QatParams>(),
         }
     }
 
@@ -104,27 +112,31 @@ impl Family for Deepseek4Step {
                 b(1, "scores", ReadOnly),
                 b(2, "picked", ReadWrite),
             ],
+            Deepseek4Step::Qat => vec![b(0, "params", Uniform), b(1, "x", ReadWrite)],
         }
     }
 
     fn consts(&self) -> Vec<(&'static str, u32)> {
         match self {
-            Deepseek4Step::Attend => vec![("MAX_HEAD_DIM", DS4_MAX_HEAD_DIM)],
+            Deepseek4Step::Attend | Deepseek4Step::Qat => {
+                vec![("MAX_HEAD_DIM", DS4_MAX_HEAD_DIM)]
+            }
             _ => Vec::new(),
         }
     }
 
     fn workgroup_size(&self) -> u32 {
         match self {
-            Deepseek4Step::Attend => ATTEND_THREADS,
+            Deepseek4Step::Attend | Deepseek4Step::Qat => HEAD_THREADS,
             _ => WG_SIZE,
         }
     }
 
-    /// A (token, head) per `ds4_attend` workgroup, an item per thread elsewhere.
+    /// A (token, head) per `ds4_attend` workgroup, a head per `ds4_qat` workgroup, an item per
+    /// thread elsewhere.
     fn items_per_workgroup(&self) -> Option<u32> {
         Some(match self {
-            Deepseek4Step::Attend => 1,
+            Deepseek4Step::Attend | Deepseek4Step::Qat => 1,
             _ => WG_SIZE,
         })
     }

@@ -4,11 +4,13 @@
 //!
 //! ```text
 //! q_lora = rms_norm(x q_a) ;  q = rope(rms_norm(q_lora q_b) per head)     (T, heads * hd)
-//! k = rope(rms_norm(x kv))                                                 (T, hd)
+//! k = qat(rope(rms_norm(x kv)))                                            (T, hd)
 //! raw = [window | k]  (window: the last sliding_window - 1 keys)           (W - 1 + T, hd)
 //! compressor(s): projections of [carried tokens | x] -> compressor_pool over the complete
-//!                blocks -> rope at each block's start -> appended rows; carry the rest
-//! indexer (ratio 4, when a token sees more rows than top-k): scores, top-k picks
+//!                blocks -> rope at each block's start -> qat -> appended rows; carry the rest
+//! indexer (ratio 4, when a token sees more rows than top-k): qat(rope(q_lora q_b)),
+//!                scores, top-k picks
+//! (qat: the low-precision simulation when the cache has it on, else nothing)
 //! out = rope^-1(attend(q, raw, compressed rows, picks, sinks))
 //! window = the last W - 1 rows of raw ; y = output_b(grouped output_a(out))
 //! ```
@@ -24,7 +26,7 @@ use super::{WgpuBackend, shape};
 use crate::attention::KvCache;
 use crate::buffers::GpuMatrix;
 use crate::deepseek4::{
-    self as kernels, AttendKeys, CompressedRows, CompressorCache, IndexInputs, RopeAt,
+    self as kernels, AttendKeys, CompressedRows, CompressorCache, IndexInputs, RopeAt, Rounding,
 };
 use crate::layout::ExpertTensor;
 use crate::ops;
@@ -70,16 +72,29 @@ impl WgpuBackend {
         self.record("ds4_rope", |rec| kernels::rope(rec, r.angles, x, at))
     }
 
+    /// Records `ds4_qat` on the `head_dim`-wide heads of `x` when `rounding` is given.
+    fn round(
+        &mut self,
+        x: &GpuMatrix,
+        head_dim: usize,
+        rounding: Option<Rounding>,
+    ) -> moetile::Result<()> {
+        match rounding {
+            Some(r) => self.record("ds4_qat", |rec| kernels::qat(rec, x, head_dim, r)),
+            None => Ok(()),
+        }
+    }
+
     /// Feeds the chunk `x` (the attention input, at the position where `c` stopped) to a
     /// compressor: its projections after the carried ones, a row per block they complete
     /// (pooled, normed, rotated to the block's first position, appended to `c.rows`), and
-    /// the tokens later rows read carried on.
+    /// the tokens later rows read carried on. Finished rows go through `rounding` when given.
     fn compress(
         &mut self,
         x: &GpuMatrix,
         w: &CompressorWeights<ExpertTensor>,
         c: &mut CompressorCache,
-        rotation: Rotation<'_>,
+        (rotation, rounding): (Rotation<'_>, Option<Rounding>),
         rms_eps: f32,
     ) -> moetile::Result<()> {
         let ratio = c.ratio;
@@ -134,6 +149,7 @@ impl WgpuBackend {
                 inverse: false,
             };
             self.rotate(&rows, rotation, at)?;
+            self.round(&rows, rows.cols, rounding)?;
             self.copy_rows(&rows, 0, &c.rows, c.n_rows, new_rows);
             c.n_rows += new_rows;
         }
@@ -177,6 +193,10 @@ impl WgpuBackend {
         let (hd, n_rot, eps) = (cfg.head_dim, cfg.n_rot, cfg.rms_eps as f32);
         let (window, groups, top_k) = (cfg.sliding_window, cfg.output_groups, cfg.indexer_top_k);
         let index_dim = cfg.indexer_head_dim;
+        let (key_rounding, index_rounding) = match cache.qat_sim {
+            true => (Some(Rounding::KeyFp8 { n_rot }), Some(Rounding::IndexerFp4)),
+            false => (None, None),
+        };
         let compressed = cfg.compression[il] != Compression::None;
         if x.cols != cfg.d_model || w.kv.dense_rows() != hd {
             return Err(shape(
@@ -220,6 +240,7 @@ impl WgpuBackend {
         let k = self.matmul(x, &w.kv)?;
         let k = self.rms_norm(&k, &w.kv_norm, eps)?;
         self.rotate(&k, rotation, at_tokens(hd))?;
+        self.round(&k, hd, key_rounding)?;
 
         let layer = &mut cache.layers[il];
         let before = layer.window.rows;
@@ -235,21 +256,23 @@ impl WgpuBackend {
                     .compressed
                     .as_mut()
                     .expect("a ratio-128 layer's cache");
-                self.compress(x, compressor, c, compressed_rotation, eps)?;
+                self.compress(x, compressor, c, (compressed_rotation, key_rounding), eps)?;
             }
             CompressedKeys::Ratio4 {
                 compressor,
                 indexer,
             } => {
                 let c = layer.compressed.as_mut().expect("a ratio-4 layer's cache");
-                self.compress(x, compressor, c, compressed_rotation, eps)?;
+                self.compress(x, compressor, c, (compressed_rotation, key_rounding), eps)?;
                 let index = layer.index.as_mut().expect("a ratio-4 layer's indexer");
-                self.compress(x, &indexer.compressor, index, compressed_rotation, eps)?;
+                let index_rows = (compressed_rotation, index_rounding);
+                self.compress(x, &indexer.compressor, index, index_rows, eps)?;
                 // A token seeing no more rows than top-k keeps them all: no picks needed.
                 if index.n_rows > top_k {
                     let q_index = self.matmul(&q_lora, &indexer.q_b)?;
                     let at = at_tokens(index_dim);
                     self.rotate(&q_index, compressed_rotation, at)?;
+                    self.round(&q_index, index_dim, index_rounding)?;
                     let weights = self.matmul(x, &indexer.proj)?;
                     let scores = self.output(t, index.n_rows, "indexer scores")?;
                     let picks = self.output(t, index.n_rows, "indexer picks")?;

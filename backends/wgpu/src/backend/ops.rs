@@ -680,29 +680,15 @@ impl Backend for WgpuBackend {
     }
 
     /// The window, compressed rows and compressor state of every layer on the device
-    /// (`crate::deepseek4::Deepseek4Cache`), poisoned when asked. The low-precision
-    /// simulation has no kernels yet: a cache for it is refused, naming the switch.
+    /// (`crate::deepseek4::Deepseek4Cache`), poisoned when asked.
     fn deepseek4_cache(
         &mut self,
         cfg: &Deepseek4Config,
         n_ctx: usize,
         qat_sim: bool,
     ) -> moetile::Result<KvCache> {
-        if qat_sim {
-            return Err(moetile::Error::InvalidSetting {
-                name: "qat_sim (--qat-sim)".into(),
-                value: "on".into(),
-                expected: format!(
-                    "off on {}: deepseek4's low-precision simulation (FP8 keys, Hadamard + FP4 \
-                     indexer heads) has no GPU kernels yet; run with --qat-sim off \
-                     (RuntimeConfig::qat_sim = false: llama.cpp's numerics), or with the \
-                     simulation on the CPU reference (--cpu)",
-                    self.describe()
-                ),
-            });
-        }
         self.ctx.kernels.forget_bind_groups();
-        let cache = KvCache::deepseek4(Deepseek4Cache::new(&self.ctx, cfg, n_ctx)?);
+        let cache = KvCache::deepseek4(Deepseek4Cache::new(&self.ctx, cfg, n_ctx, qat_sim)?);
         for b in cache.buffers() {
             self.poison(b, b.size());
         }
