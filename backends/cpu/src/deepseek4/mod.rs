@@ -48,7 +48,7 @@ pub(crate) mod hyper;
 mod math;
 mod moe;
 pub mod qat;
-mod rope;
+pub mod rope;
 
 pub use moetile::model::deepseek4::{Compression, Deepseek4Config};
 
