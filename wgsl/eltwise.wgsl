@@ -3,6 +3,8 @@
 //   OP_ADD:             dst[i] += src[i]                    (residual add: same shape)
 //   OP_ADD_ROW:         dst[i] += src[i % n_cols]           (bias: one row)
 //   OP_MUL_SIGMOID_ROW: dst[i] *= sigmoid(src[i / n_cols])  (a gate per row: one column)
+//   OP_REPEAT:          dst[i] = src[i / n_cols * src_cols + i % src_cols]
+//                                          (each row of src repeated along its row of dst)
 //
 // Consts: WG_SIZE, OP.
 // Fragments: grid.wgsl (GridGroup, linear_index).
@@ -11,7 +13,8 @@
 const OP_ADD: u32 = 0u;
 const OP_ADD_ROW: u32 = 1u;
 const OP_MUL_SIGMOID_ROW: u32 = 2u;
-const_assert OP <= OP_MUL_SIGMOID_ROW;
+const OP_REPEAT: u32 = 3u;
+const_assert OP <= OP_REPEAT;
 
 @group(0) @binding(0) var<uniform> params: EltParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -30,8 +33,11 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
         case OP_ADD_ROW: {
             dst[i] += src[i % params.n_cols];
         }
-        default: {
+        case OP_MUL_SIGMOID_ROW: {
             dst[i] *= 1.0 / (1.0 + exp(-src[i / params.n_cols]));
+        }
+        default: {
+            dst[i] = src[i / params.n_cols * params.src_cols + i % params.src_cols];
         }
     }
 }

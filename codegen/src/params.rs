@@ -183,8 +183,8 @@ params! {
         n_values: u32,
         /// Values per row of `dst`.
         n_cols: u32,
-        /// Padding.
-        _pad0: u32,
+        /// Values per row of `src` (`OP_REPEAT` only).
+        src_cols: u32,
         /// Padding.
         _pad1: u32,
     }

@@ -7,7 +7,8 @@
 use moetile::model::ModelConfig;
 use moetile::tile::TileWidth;
 use moetile_codegen::{
-    ActType, EltOp, HEAD_DIMS, KernelKey, MatmulKey, MvEpilogue, Path, WeightType,
+    ActType, Deepseek4Step, EltOp, HEAD_DIMS, HyperStep, KernelKey, MatmulKey, MvEpilogue, Path,
+    WeightType,
 };
 
 use crate::backend::BackendOptions;
@@ -59,6 +60,12 @@ pub(crate) fn model_kernels(
             },
             KernelKey::AttnCombine { head_dim },
         ]);
+    }
+    if config.deepseek4.is_some() {
+        keys.push(KernelKey::Eltwise(EltOp::Repeat));
+        keys.extend([HyperStep::Pre, HyperStep::Post, HyperStep::Head].map(KernelKey::Hyper));
+        keys.push(KernelKey::CompressorPool);
+        keys.extend(Deepseek4Step::ALL.map(KernelKey::Deepseek4));
     }
     if config.moe.is_some() {
         keys.extend([

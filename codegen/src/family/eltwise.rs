@@ -16,11 +16,19 @@ pub enum EltOp {
     AddRow,
     /// `dst[t] *= sigmoid(src[t])`, one gate value per row (qwen2moe's shared-expert gate).
     MulSigmoidRow,
+    /// `dst[t] = [src[t], src[t], ...]`: each row of `src` repeated along its row of `dst`
+    /// (deepseek4's hyper-connection streams, each starting as the token's embedding).
+    Repeat,
 }
 
 impl EltOp {
     /// Every op.
-    pub const ALL: [EltOp; 3] = [EltOp::Add, EltOp::AddRow, EltOp::MulSigmoidRow];
+    pub const ALL: [EltOp; 4] = [
+        EltOp::Add,
+        EltOp::AddRow,
+        EltOp::MulSigmoidRow,
+        EltOp::Repeat,
+    ];
 
     /// The value of the template's `OP` constant.
     fn code(self) -> u32 {
@@ -28,15 +36,17 @@ impl EltOp {
             EltOp::Add => 0,
             EltOp::AddRow => 1,
             EltOp::MulSigmoidRow => 2,
+            EltOp::Repeat => 3,
         }
     }
 
-    /// `"add"`, `"add_row"`, `"mul_sigmoid_row"`.
+    /// `"add"`, `"add_row"`, `"mul_sigmoid_row"`, `"repeat"`.
     pub fn name(self) -> &'static str {
         match self {
             EltOp::Add => "add",
             EltOp::AddRow => "add_row",
             EltOp::MulSigmoidRow => "mul_sigmoid_row",
+            EltOp::Repeat => "repeat",
         }
     }
 }

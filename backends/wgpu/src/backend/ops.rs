@@ -442,6 +442,12 @@ impl Backend for WgpuBackend {
         Ok((input, mix))
     }
 
+    fn hc_expand(&mut self, x: &GpuMatrix) -> moetile::Result<GpuMatrix> {
+        let streams = self.output(x.rows, HC_STREAMS * x.cols, "hc streams")?;
+        self.eltwise(EltOp::Repeat, &streams, &x.buffer, x.rows * x.cols)?;
+        Ok(streams)
+    }
+
     fn hc_post(
         &mut self,
         streams: &mut GpuMatrix,
