@@ -33,16 +33,9 @@ use moetile::model::{Backend, Logits, Model};
 use moetile::session::Session;
 use moetile::synth::{Mix, Preset, Synth};
 use moetile_cpu::CpuBackend;
-use moetile_tests::golden::{Agreement, Golden, agreement};
+use moetile_tests::golden::{Agreement, Budget, Golden, agreement};
 use moetile_tests::model_fixture;
 use moetile_wgpu::{ActType, BackendOptions, WgpuBackend};
-
-/// NMSE bounds of one set of options (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Budget {
-    median: f64,
-    whole: f64,
-}
 
 const EXACT: Budget = Budget {
     median: 1e-11,
@@ -63,7 +56,7 @@ fn check(what: &str, got: &[f32], want: &[f32], n_vocab: usize, budget: Budget) 
     let a = agreement(got, want, n_vocab);
     println!("{what}: {a:?}");
     assert!(
-        a.median_row_nmse <= budget.median && a.nmse <= budget.whole && a.top1 >= MIN_TOP1,
+        budget.admits(&a) && a.top1 >= MIN_TOP1,
         "{what}: {a:?} outside {budget:?}"
     );
     a
@@ -217,10 +210,7 @@ fn deepseek4_qat_sim_on_gpu_matches_cpu() {
     let off = agreement(&want, &golden.logits, n_vocab);
     println!("CPU: qat_sim on vs off: {off:?}");
     for (what, options, budget) in options {
-        let budget = match budget {
-            EXACT => EXACT,
-            _ => QAT_F16_MID,
-        };
+        let budget = if budget == EXACT { EXACT } else { QAT_F16_MID };
         for (chunk, decoded) in [(512, 0), (7, 0), (512, 20)] {
             let got = logits(&file, &mut gpu(options), tokens, chunk, decoded, true);
             let label = format!("qat_sim on: {what} chunks of {chunk}, {decoded} decoded vs CPU");
