@@ -521,8 +521,6 @@ pub struct Deepseek4Cache {
     pub(crate) plain: AngleTable,
     /// The rotation of compressed layers, their compressed rows and their indexer.
     pub(crate) compressed: AngleTable,
-    /// Owns the cache's buffers (dropped with it).
-    _pool: BufferPool,
 }
 
 impl Deepseek4Cache {
@@ -549,6 +547,7 @@ impl Deepseek4Cache {
                 ),
             ));
         }
+        // A pool of the cache's own: its buffers are freed when the cache is dropped.
         let pool = BufferPool::default();
         let buffers = Buffers { ctx, pool: &pool };
         let hd = cfg.head_dim;
@@ -587,7 +586,6 @@ impl Deepseek4Cache {
                 cfg.compress_freq_scale,
                 cfg.yarn.then_some(cfg.yarn_orig_ctx),
             )),
-            _pool: pool,
         })
     }
 

@@ -108,15 +108,16 @@ impl WgpuBackend {
                 ),
             ));
         }
+        // The carried tokens' projections, then the chunk's: from a block start.
         let n_all = c.n_carry + x.rows;
-        let mut window = Vec::with_capacity(2);
+        let mut projected = Vec::with_capacity(2);
         for (p, carried) in proj.iter().zip(&c.carry) {
             let m = self
                 .buffers()
-                .matrix(n_all, p.cols, ActType::F32, "compressor window")?;
+                .matrix(n_all, p.cols, ActType::F32, "compressor tokens")?;
             self.copy_rows(carried, 0, &m, 0, c.n_carry);
             self.copy_rows(p, 0, &m, c.n_carry, x.rows);
-            window.push(m);
+            projected.push(m);
         }
         let blocks = n_all / ratio;
         let new_rows = blocks - usize::from(c.has_previous);
@@ -127,7 +128,8 @@ impl WgpuBackend {
                     needed: (c.n_rows + new_rows) * ratio,
                 });
             }
-            for m in &mut window {
+            // The pooling reads the complete blocks (the buffers keep all n_all rows).
+            for m in &mut projected {
                 m.rows = blocks * ratio;
             }
             let pool = PoolWeights {
@@ -140,7 +142,7 @@ impl WgpuBackend {
                 previous: c.has_previous,
                 rms_eps,
             };
-            let rows = self.compressor_pool(&window[0], &window[1], pool, &p)?;
+            let rows = self.compressor_pool(&projected[0], &projected[1], pool, &p)?;
             let at = RopeAt {
                 pos0: c.n_rows * ratio,
                 step: ratio,
@@ -158,7 +160,7 @@ impl WgpuBackend {
             true => blocks.saturating_sub(1) * ratio,
             false => blocks * ratio,
         };
-        for (m, carried) in window.iter().zip(&c.carry) {
+        for (m, carried) in projected.iter().zip(&c.carry) {
             self.copy_rows(m, keep_from, carried, 0, n_all - keep_from);
         }
         c.n_carry = n_all - keep_from;
