@@ -218,3 +218,38 @@ fn deepseek4_qat_sim_on_gpu_matches_cpu() {
         }
     }
 }
+
+/// The device cache, like the CPU's, only grows or restarts: a forward pass resuming anywhere
+/// but where the sequence stopped is refused naming both positions, one past the context is
+/// refused as a full context, and a restart at 0 gives the first pass's logits again.
+#[test]
+fn deepseek4_gpu_cache_resumes_only_where_it_stopped() {
+    let Some([(_, options, _), _]) = option_sets() else {
+        return;
+    };
+    let (model, _, _) = model_fixture("deepseek4-tiny-f32");
+    let file = GgufFile::open(&model).unwrap();
+    let mut backend = gpu(options);
+    let model = Model::load(&file, &mut backend, &mut |_| {}).unwrap();
+    let config = RuntimeConfig {
+        qat_sim: false,
+        ..RuntimeConfig::default()
+    };
+    let tokens: Vec<u32> = (0..20).collect();
+    let mut kv = model.kv_cache(&mut backend, 32, &config).unwrap();
+    let policy = moetile::tile::TilePolicy::Fixed(moetile::tile::TileWidth::T32);
+    let mut run = |kv: &mut _, tokens: &[u32], pos0| {
+        model.forward(&mut backend, kv, tokens, pos0, &policy, Logits::Last)
+    };
+    let first = run(&mut kv, &tokens, 0).unwrap();
+    let err = run(&mut kv, &tokens[10..], 10)
+        .expect_err("resumed at 10")
+        .to_string();
+    assert!(err.contains("\"10\"") && err.contains("20 (where"), "{err}");
+    let err = run(&mut kv, &tokens, 20)
+        .expect_err("past the context")
+        .to_string();
+    assert!(err.contains("32"), "{err}");
+    let again = run(&mut kv, &tokens, 0).unwrap();
+    assert_eq!(backend.read(&first).unwrap(), backend.read(&again).unwrap());
+}
