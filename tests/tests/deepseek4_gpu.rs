@@ -169,8 +169,12 @@ fn deepseek4_q8_0_on_gpu_matches_the_reference() {
 /// Q8_0 and F16 elsewhere; 16 experts of which 4 are used; window 32; the indexer keeping 8
 /// rows) from a fresh seed, on the GPU against the CPU backend: 140 positions (past the
 /// window, the top-k from position 35 and the first ratio-128 row at 127), one shot and in
-/// chunks of 5, then decoded. Both run the same f32-stored weights, so the budgets are the
-/// fixtures'.
+/// chunks of 5, then decoded. Both run the same f32-stored weights. Budgets, from six seeds:
+/// exact options measured 4.2e-12 to 5.6e-12 (the worst position 1.4e-11: D 512 and heads of
+/// 64 and 128 make sums 2 to 4 times the fixture's), bound 1e-10 on both; default options
+/// measured median 1.1e-7 to 1.6e-7, bound 1e-6 as the fixtures'; the whole NMSE is what
+/// near-tie routing flips make of it with 4 of 16 experts (each moves one position by up to
+/// ~0.04 NMSE, ~3e-4 of the whole over 140 positions; measured up to 2.6e-4), bound 1e-2.
 #[test]
 fn synthesized_tiny_ds4_on_gpu_matches_cpu() {
     let Some(options) = option_sets() else {
@@ -187,6 +191,17 @@ fn synthesized_tiny_ds4_on_gpu_matches_cpu() {
     let tokens: Vec<u32> = (0..140u32).map(|i| (i * 37 + 11) % 500).collect();
     let want = logits(&file, &mut CpuBackend::new(), &tokens, 512, 0, false);
     for (what, options, budget) in options {
+        let budget = if budget == EXACT {
+            Budget {
+                median: 1e-10,
+                whole: 1e-10,
+            }
+        } else {
+            Budget {
+                whole: 1e-2,
+                ..budget
+            }
+        };
         for (chunk, decoded) in [(512, 0), (5, 10)] {
             let got = logits(&file, &mut gpu(options), &tokens, chunk, decoded, false);
             let label = format!("tiny-ds4 seed {seed} {what} chunks of {chunk}, {decoded} decoded");
