@@ -45,6 +45,20 @@ const F16_MID: Budget = Budget {
     median: 1e-6,
     whole: 1e-3,
 };
+/// Cooperative-matrix paths (f16 matmul tiles): not measured on deepseek4 yet (lavapipe has
+/// none); the qwen fixtures' error there is ~10 times their f16 storage error, so ten times
+/// `F16_MID`'s median.
+const COOP: Budget = Budget {
+    median: 1e-5,
+    whole: 1e-3,
+};
+/// GPUs' default decode (int8 mat-vec inputs, for batches of up to `mat_vec_max_tokens`, so
+/// here the decoded tokens and the chunks of 7): not measured on deepseek4 yet; the qwen
+/// fixtures' int8 budget.
+const INT8: Budget = Budget {
+    median: 3e-4,
+    whole: 3e-3,
+};
 /// The simulation on under f16 `mid` (see the module docs).
 const QAT_F16_MID: Budget = Budget {
     median: 1e-5,
@@ -96,9 +110,14 @@ fn option_sets() -> Option<[(&'static str, BackendOptions, Budget); 2]> {
         poison: true,
         ..BackendOptions::for_device(&ctx)
     };
-    let budget = match default.mid {
-        ActType::F32 if default.path == moetile_wgpu::Path::Reg => EXACT,
-        _ => F16_MID,
+    let budget = if default.int8_mat_vec && default.mat_vec_max_tokens > 0 {
+        INT8
+    } else if default.path != moetile_wgpu::Path::Reg {
+        COOP
+    } else if default.mid == ActType::F16 {
+        F16_MID
+    } else {
+        EXACT
     };
     Some([
         (
@@ -225,7 +244,14 @@ fn deepseek4_qat_sim_on_gpu_matches_cpu() {
     let off = agreement(&want, &golden.logits, n_vocab);
     println!("CPU: qat_sim on vs off: {off:?}");
     for (what, options, budget) in options {
-        let budget = if budget == EXACT { EXACT } else { QAT_F16_MID };
+        let budget = if budget == EXACT {
+            EXACT
+        } else {
+            Budget {
+                median: budget.median.max(QAT_F16_MID.median),
+                whole: budget.whole.max(QAT_F16_MID.whole),
+            }
+        };
         for (chunk, decoded) in [(512, 0), (7, 0), (512, 20)] {
             let got = logits(&file, &mut gpu(options), tokens, chunk, decoded, true);
             let label = format!("qat_sim on: {what} chunks of {chunk}, {decoded} decoded vs CPU");
