@@ -4,6 +4,8 @@
 //   OP_ADD_ROW:         dst[i] += src[i % n_cols]           (bias: one row)
 //   OP_MUL_SIGMOID_ROW: dst[i] *= sigmoid(src[i / n_cols])  (a gate per row: one column)
 //   OP_MUL_SIGMOID:     dst[i] *= sigmoid(src[i])           (a gate per value: same shape)
+//   OP_REPEAT:          dst[i] = src[i / n_cols * src_cols + i % src_cols]
+//                                          (each row of src repeated along its row of dst)
 //
 // Consts: WG_SIZE, OP.
 // Fragments: grid.wgsl (GridGroup, linear_index).
@@ -13,7 +15,8 @@ const OP_ADD: u32 = 0u;
 const OP_ADD_ROW: u32 = 1u;
 const OP_MUL_SIGMOID_ROW: u32 = 2u;
 const OP_MUL_SIGMOID: u32 = 3u;
-const_assert OP <= OP_MUL_SIGMOID;
+const OP_REPEAT: u32 = 4u;
+const_assert OP <= OP_REPEAT;
 
 @group(0) @binding(0) var<uniform> params: EltParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -35,8 +38,11 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
         case OP_MUL_SIGMOID_ROW: {
             dst[i] *= 1.0 / (1.0 + exp(-src[i / params.n_cols]));
         }
-        default: {
+        case OP_MUL_SIGMOID: {
             dst[i] *= 1.0 / (1.0 + exp(-src[i]));
+        }
+        default: {
+            dst[i] = src[i / params.n_cols * params.src_cols + i % params.src_cols];
         }
     }
 }

@@ -6,6 +6,7 @@
 //! family (`crate::family`); the rules every family shares are here.
 
 use crate::family::attention::{self, HEAD_DIMS};
+use crate::family::deepseek4::Deepseek4Step;
 use crate::family::delta_net::{self, DELTA_HEAD_DIMS, DeltaStep};
 use crate::family::eltwise::EltOp;
 use crate::family::hyper::HyperStep;
@@ -142,6 +143,8 @@ pub enum KernelKey {
         /// The recurrent kernel, or a step of the chunked form.
         step: DeltaStep,
     },
+    /// A step of deepseek4's attention (rotation, attention, indexer).
+    Deepseek4(Deepseek4Step),
 }
 
 /// A shader binding of group 0, as the templates declare it.
@@ -249,6 +252,7 @@ impl KernelKey {
                 keys.push(KernelKey::DeltaRule { head_dim, step });
             }
         }
+        keys.extend(Deepseek4Step::ALL.map(KernelKey::Deepseek4));
         keys
     }
 
@@ -286,6 +290,7 @@ impl KernelKey {
             KernelKey::CompressorPool => f(&pool::CompressorPool),
             KernelKey::ConvSilu => f(&delta_net::ConvSilu),
             KernelKey::DeltaRule { head_dim, step } => f(&delta_net::DeltaRule { head_dim, step }),
+            KernelKey::Deepseek4(step) => f(&step),
         }
     }
 
@@ -475,6 +480,7 @@ mod tests {
         assert!(names.contains("delta_rule_h128"));
         assert!(names.contains("delta_wy_h64"));
         assert!(names.contains("delta_scan_h32"));
+        assert!(names.contains("ds4_attend"));
     }
 
     #[test]

@@ -192,8 +192,8 @@ params! {
         n_values: u32,
         /// Values per row of `dst`.
         n_cols: u32,
-        /// Padding.
-        _pad0: u32,
+        /// Values per row of `src` (`OP_REPEAT` only).
+        src_cols: u32,
         /// Padding.
         _pad1: u32,
     }
@@ -375,6 +375,106 @@ params! {
     }
 }
 
+params! {
+    /// `ds4_rope.wgsl`: deepseek4's partial interleaved rotation, in place, of the heads of
+    /// `n_rows` rows.
+    RopeTailParams {
+        /// Rows (tokens, or compressed rows).
+        n_rows: u32,
+        /// Heads per row.
+        n_heads: u32,
+        /// Width of one head; the last `n_rot` values rotate.
+        head_dim: u32,
+        /// Rotated values per head (even).
+        n_rot: u32,
+        /// Position of row 0.
+        pos0: u32,
+        /// Positions from one row to the next (1 for tokens, the ratio for compressed rows).
+        pos_step: u32,
+        /// 1: the inverse rotation (the sine negated).
+        inverse: u32,
+        /// Padding.
+        _pad0: u32,
+    }
+}
+
+params! {
+    /// `ds4_attend.wgsl`: deepseek4's attention of a chunk's query heads over the raw window
+    /// and the compressed rows, with sinks.
+    Ds4AttnParams {
+        /// T.
+        n_tokens: u32,
+        /// Query heads.
+        n_heads: u32,
+        /// Width of a head, of a key and of a compressed row.
+        head_dim: u32,
+        /// Position of token 0.
+        pos0: u32,
+        /// Raw keys a query sees, its own included.
+        window: u32,
+        /// Raw rows before the chunk's own keys (row `raw_before + t` is token t's key).
+        raw_before: u32,
+        /// Tokens per compressed row; 0 without compressed rows.
+        ratio: u32,
+        /// 1: compressed row b is seen by token t only where `picked[t * n_comp + b]` is set.
+        masked: u32,
+        /// Compressed rows in the cache (the picks' row stride).
+        n_comp: u32,
+        /// Score factor, `1 / sqrt(head_dim)`.
+        scale: f32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+    }
+}
+
+params! {
+    /// `ds4_index_score.wgsl`, `ds4_index_pick.wgsl`: the lightning indexer's scores of a
+    /// chunk's tokens over the compressed rows, and the top-k picks among the visible ones.
+    IndexParams {
+        /// T.
+        n_tokens: u32,
+        /// Indexer heads.
+        n_heads: u32,
+        /// Width of an indexer head and key.
+        head_dim: u32,
+        /// Position of token 0.
+        pos0: u32,
+        /// Tokens per compressed row.
+        ratio: u32,
+        /// Compressed rows in the cache (the scores' and picks' row stride).
+        n_comp: u32,
+        /// Rows a token keeps.
+        top_k: u32,
+        /// Factor on the head weights, `1 / sqrt(n_heads * head_dim)`.
+        weight_scale: f32,
+    }
+}
+
+params! {
+    /// `ds4_qat.wgsl`: deepseek4's low-precision simulation of keys and indexer heads, in
+    /// place.
+    QatParams {
+        /// Heads in the matrix (rows times heads per row).
+        n_heads_total: u32,
+        /// Width of a head.
+        head_dim: u32,
+        /// Values rounded from the head's start (a key's non-rotated ones, or all).
+        n_round: u32,
+        /// Values sharing a scale.
+        block: u32,
+        /// 0: FP8 E4M3; 1: FP4 E2M1.
+        format: u32,
+        /// 1: the Hadamard rotation first.
+        hadamard: u32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+    }
+}
+
 /// One params struct as a value: what the generator writes and the layout test checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -415,5 +515,9 @@ pub fn all() -> Vec<Layout> {
         layout::<PoolParams>(),
         layout::<ConvParams>(),
         layout::<DeltaParams>(),
+        layout::<RopeTailParams>(),
+        layout::<Ds4AttnParams>(),
+        layout::<IndexParams>(),
+        layout::<QatParams>(),
     ]
 }

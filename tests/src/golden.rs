@@ -84,6 +84,22 @@ pub struct Agreement {
     pub top1: f64,
 }
 
+/// NMSE bounds of a comparison: a test states each with the measurement that justifies it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// On the median over positions of each position's NMSE.
+    pub median: f64,
+    /// On the NMSE over all positions.
+    pub whole: f64,
+}
+
+impl Budget {
+    /// Whether `a` is within both bounds.
+    pub fn admits(&self, a: &Agreement) -> bool {
+        a.median_row_nmse <= self.median && a.nmse <= self.whole
+    }
+}
+
 /// Compares `got` with the reference `want`, both `(n, n_vocab)` row-major.
 pub fn agreement(got: &[f32], want: &[f32], n_vocab: usize) -> Agreement {
     assert_eq!(got.len(), want.len(), "logit counts differ");

@@ -40,18 +40,9 @@ use moetile::gguf::GgufFile;
 use moetile::model::{Logits, Model, Stage};
 use moetile::session::Session;
 use moetile::tile::TileWidth;
-use moetile_tests::golden::{Agreement, Golden, agreement};
+use moetile_tests::golden::{Agreement, Budget, Golden, agreement};
 use moetile_tests::model_fixture;
 use moetile_wgpu::{ActType, BackendOptions, Path, WgpuBackend};
-
-/// NMSE bounds of one path (see the module docs).
-#[derive(Debug, Clone, Copy)]
-struct Budget {
-    /// On the median over positions of each position's NMSE.
-    median: f64,
-    /// On the NMSE over all positions.
-    whole: f64,
-}
 
 const EXACT: Budget = Budget {
     median: 1e-11,
@@ -85,11 +76,6 @@ fn budget(o: &BackendOptions) -> Budget {
     } else {
         EXACT
     }
-}
-
-/// Whether `a` is within `budget`.
-fn within(a: &Agreement, budget: Budget) -> bool {
-    a.median_row_nmse <= budget.median && a.nmse <= budget.whole
 }
 
 struct Run<'a> {
@@ -131,7 +117,7 @@ impl Run<'_> {
         let a = agreement(got, &self.golden.logits, self.golden.n_vocab);
         println!("{}: {what} vs float64 reference: {a:?}", self.name);
         assert!(
-            within(&a, budget) && a.top1 >= MIN_TOP1,
+            budget.admits(&a) && a.top1 >= MIN_TOP1,
             "{}: {what}: {a:?} outside {budget:?}",
             self.name
         );
@@ -146,7 +132,7 @@ impl Run<'_> {
         println!("{}: {what}: {ag:?}", self.name);
         let top1 = if same_top1 { 1.0 } else { MIN_TOP1 };
         assert!(
-            within(&ag, budget) && ag.top1 >= top1,
+            budget.admits(&ag) && ag.top1 >= top1,
             "{}: {what} disagree: {ag:?} (budget {budget:?})",
             self.name
         );

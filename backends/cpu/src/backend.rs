@@ -638,6 +638,15 @@ impl Backend for CpuBackend {
         Ok((input, mix))
     }
 
+    /// Per token, `deepseek4::hyper::expand`: the reference model's own step.
+    fn hc_expand(&mut self, x: &Mat) -> moetile::Result<Mat> {
+        let mut streams = Mat::zeros(x.rows, HC_STREAMS * x.cols);
+        for t in 0..x.rows {
+            narrow_into(streams.row_mut(t), &hyper::expand(x.row(t)));
+        }
+        Ok(streams)
+    }
+
     /// Per token, `deepseek4::hyper::post` (the reference model's step) on the values widened to f64.
     fn hc_post(&mut self, streams: &mut Mat, out: &Mat, mix: &Mat) -> moetile::Result<()> {
         ensure(

@@ -27,6 +27,7 @@ use moetile_codegen::{ActType, DECODE_MAX_TOKENS, HEAD_DIMS, KernelKey};
 
 use crate::buffers::GpuMatrix;
 use crate::context::WgpuContext;
+use crate::deepseek4::Deepseek4Cache;
 use crate::delta_net::DeltaNetState;
 use crate::dispatch::Grid;
 use crate::error::{Result, WgpuError, shape};
@@ -57,12 +58,14 @@ pub enum AttentionKernel {
 
 /// Keys and values of every layer that attends: per layer two buffers of `n_ctx` rows of
 /// `n_kv_heads * head_dim` values (`None` for qwen35moe's DeltaNet layers, whose state is
-/// [`KvCache::delta_net`]).
+/// [`KvCache::delta_net`]); or, for deepseek4, its own attention cache alone.
 #[derive(Debug)]
 pub struct KvCache {
     layers: Vec<Option<[wgpu::Buffer; 2]>>,
     /// qwen35moe's DeltaNet layers' state (`None` in other models' caches).
     pub delta_net: Option<DeltaNetState>,
+    /// deepseek4's window, compressed rows and compressor state (no `layers` then).
+    pub(crate) deepseek4: Option<Box<Deepseek4Cache>>,
     /// Positions per layer.
     pub n_ctx: usize,
     /// Key/value heads.
@@ -84,11 +87,30 @@ impl KvCache {
         self.layers.len()
     }
 
-    /// Every buffer: keys then values per attention layer, then the DeltaNet layers' state
-    /// (for embedders and test poisoning).
+    /// Every buffer: keys then values per attention layer, then the DeltaNet layers' state or
+    /// deepseek4's cache (for embedders and test poisoning).
     pub fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
         let state = self.delta_net.iter().flat_map(DeltaNetState::buffers);
-        self.layers.iter().flatten().flatten().chain(state)
+        let deepseek4 = self.deepseek4.iter().flat_map(|c| c.buffers());
+        self.layers
+            .iter()
+            .flatten()
+            .flatten()
+            .chain(state)
+            .chain(deepseek4)
+    }
+
+    /// A deepseek4 cache of `n_ctx` positions: `cache` alone, no key/value layers.
+    pub(crate) fn deepseek4(cache: Deepseek4Cache) -> KvCache {
+        KvCache {
+            layers: Vec::new(),
+            delta_net: None,
+            n_ctx: cache.n_ctx,
+            deepseek4: Some(Box::new(cache)),
+            n_kv_heads: 1,
+            head_dim: 0,
+            ty: ActType::F32,
+        }
     }
 }
 
@@ -165,6 +187,7 @@ impl KvCache {
         Ok(KvCache {
             layers,
             delta_net: None,
+            deepseek4: None,
             n_ctx,
             n_kv_heads,
             head_dim,

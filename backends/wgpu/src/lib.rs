@@ -111,6 +111,7 @@ mod backend;
 pub mod bench;
 mod buffers;
 mod context;
+pub mod deepseek4;
 pub mod delta_net;
 mod dispatch;
 mod encoder;

@@ -166,7 +166,7 @@ pub fn rms_norm(
 
 /// Records the in-place `op` on `dst` with operand `src` of `src_len` f32 values: the whole
 /// shape of `dst` for [`EltOp::Add`], one row for [`EltOp::AddRow`], one value per row for
-/// [`EltOp::MulSigmoidRow`].
+/// [`EltOp::MulSigmoidRow`], a row that divides `dst`'s per row for [`EltOp::Repeat`].
 pub fn eltwise(
     rec: &mut Recorder<'_>,
     op: EltOp,
@@ -177,16 +177,26 @@ pub fn eltwise(
     let key = KernelKey::Eltwise(op);
     let name = &key;
     f32_matrix(name, "the destination", dst)?;
-    let want = match op {
-        EltOp::Add | EltOp::MulSigmoid => dst.rows * dst.cols,
-        EltOp::AddRow => dst.cols,
-        EltOp::MulSigmoidRow => dst.rows,
+    let src_cols = src_len.checked_div(dst.rows).unwrap_or(0);
+    let fits = match op {
+        EltOp::Add | EltOp::MulSigmoid => src_len == dst.rows * dst.cols,
+        EltOp::AddRow => src_len == dst.cols,
+        EltOp::MulSigmoidRow => src_len == dst.rows,
+        EltOp::Repeat => {
+            src_cols > 0 && src_len == dst.rows * src_cols && dst.cols.is_multiple_of(src_cols)
+        }
     };
-    if src_len != want {
+    if !fits {
+        let expected = match op {
+            EltOp::Add | EltOp::MulSigmoid => format!("{} (its shape)", dst.rows * dst.cols),
+            EltOp::AddRow => format!("{} (a row)", dst.cols),
+            EltOp::MulSigmoidRow => format!("{} (a value per row)", dst.rows),
+            EltOp::Repeat => "a row per row, of a width dividing its rows'".to_string(),
+        };
         return Err(shape(
             name,
             format!(
-                "operand of {src_len} values for a ({}, {}) destination; expected {want}",
+                "operand of {src_len} values for a ({}, {}) destination; expected {expected}",
                 dst.rows, dst.cols
             ),
         ));
@@ -195,7 +205,7 @@ pub fn eltwise(
     let params = rec.params(&EltParams {
         n_values: n as u32,
         n_cols: dst.cols as u32,
-        _pad0: 0,
+        src_cols: src_cols as u32,
         _pad1: 0,
     });
     rec.dispatch(

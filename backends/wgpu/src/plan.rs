@@ -7,8 +7,8 @@
 use moetile::model::ModelConfig;
 use moetile::tile::TileWidth;
 use moetile_codegen::{
-    ActType, DELTA_HEAD_DIMS, DeltaStep, EltOp, HEAD_DIMS, KernelKey, MatmulKey, MvEpilogue, Path,
-    WeightType,
+    ActType, DELTA_HEAD_DIMS, Deepseek4Step, DeltaStep, EltOp, HEAD_DIMS, HyperStep, KernelKey,
+    MatmulKey, MvEpilogue, Path, WeightType,
 };
 
 use crate::backend::BackendOptions;
@@ -68,6 +68,12 @@ pub(crate) fn model_kernels(
         if DELTA_HEAD_DIMS.contains(&head_dim) {
             keys.extend(DeltaStep::ALL.map(|step| KernelKey::DeltaRule { head_dim, step }));
         }
+    }
+    if config.deepseek4.is_some() {
+        keys.push(KernelKey::Eltwise(EltOp::Repeat));
+        keys.extend([HyperStep::Pre, HyperStep::Post, HyperStep::Head].map(KernelKey::Hyper));
+        keys.push(KernelKey::CompressorPool);
+        keys.extend(Deepseek4Step::ALL.map(KernelKey::Deepseek4));
     }
     if config.moe.is_some() {
         keys.extend([

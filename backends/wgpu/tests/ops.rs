@@ -493,6 +493,11 @@ fn elementwise_ops_match_cpu() {
         &cs.data,
         rel(&cs.data, 1e-6),
     );
+    // deepseek4's streams: each row repeated HC_STREAMS times, exactly.
+    let ge = gpu.hc_expand(&gy).unwrap();
+    let ce = cpu.hc_expand(&cy).unwrap();
+    assert_eq!(gpu.shape(&ge), (t, HC_STREAMS * cols));
+    check_close("hc_expand", &gpu.read(&ge).unwrap(), &ce.data, |_| 0.0);
     let gl = gpu.last_row(&gs).unwrap();
     let cl = cpu.last_row(&cs).unwrap();
     assert_eq!(gpu.shape(&gl), (1, cols));

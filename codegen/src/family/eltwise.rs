@@ -18,15 +18,19 @@ pub enum EltOp {
     MulSigmoidRow,
     /// `dst *= sigmoid(src)`, same shape (qwen35moe's attention output gate).
     MulSigmoid,
+    /// `dst[t] = [src[t], src[t], ...]`: each row of `src` repeated along its row of `dst`
+    /// (deepseek4's hyper-connection streams, each starting as the token's embedding).
+    Repeat,
 }
 
 impl EltOp {
     /// Every op.
-    pub const ALL: [EltOp; 4] = [
+    pub const ALL: [EltOp; 5] = [
         EltOp::Add,
         EltOp::AddRow,
         EltOp::MulSigmoidRow,
         EltOp::MulSigmoid,
+        EltOp::Repeat,
     ];
 
     /// The value of the template's `OP` constant.
@@ -36,16 +40,18 @@ impl EltOp {
             EltOp::AddRow => 1,
             EltOp::MulSigmoidRow => 2,
             EltOp::MulSigmoid => 3,
+            EltOp::Repeat => 4,
         }
     }
 
-    /// `"add"`, `"add_row"`, `"mul_sigmoid_row"`, `"mul_sigmoid"`.
+    /// `"add"`, `"add_row"`, `"mul_sigmoid_row"`, `"mul_sigmoid"`, `"repeat"`.
     pub fn name(self) -> &'static str {
         match self {
             EltOp::Add => "add",
             EltOp::AddRow => "add_row",
             EltOp::MulSigmoidRow => "mul_sigmoid_row",
             EltOp::MulSigmoid => "mul_sigmoid",
+            EltOp::Repeat => "repeat",
         }
     }
 }

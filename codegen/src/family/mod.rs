@@ -4,6 +4,7 @@
 //! constants, the grid fragment, the IQ2_XXS grid binding) is added there, once.
 
 pub(crate) mod attention;
+pub(crate) mod deepseek4;
 pub(crate) mod delta_net;
 pub(crate) mod eltwise;
 pub(crate) mod embed;

@@ -566,6 +566,10 @@ pub trait Backend {
         p: &HyperParams,
     ) -> Result<Self::Act>;
 
+    /// The hyper-connection streams a token starts with: each of the [`HC_STREAMS`] streams
+    /// its embedding, `x (T, D) -> (T, HC_STREAMS * D)`.
+    fn hc_expand(&mut self, x: &Self::Act) -> Result<Self::Act>;
+
     /// A deepseek4 compressor's rows from projected tokens: `kv` and `score (T, coff * width)`
     /// (`coff` 2 with `p.overlap`, else 1) are the value and gate projections of consecutive
     /// tokens from a block start, T a multiple of `p.ratio`. Per row of a block of `p.ratio`

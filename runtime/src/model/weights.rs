@@ -191,6 +191,26 @@ impl<'a, B: Backend> Loader<'a, B> {
         self.upload(data)
     }
 
+    /// A table read value by value rather than multiplied (a compressor's position bias),
+    /// uploaded as F32 whatever type the file stores it in, so backends index it directly.
+    pub(crate) fn get_f32(&mut self, name: &str, dims: &[usize]) -> Result<B::Weight> {
+        let data = self.data(name, dims)?;
+        let mut values = vec![0f32; dims.iter().product()];
+        crate::quant::dequantize(data.ty, data.bytes, &mut values)?;
+        let widened = WeightData {
+            ty: GgmlType::F32,
+            bytes: bytemuck::cast_slice(&values),
+            ..data
+        };
+        let w = self
+            .backend
+            .upload(widened)
+            .map_err(|e| Error::InvalidModel(format!("tensor {name}: {e}")))?;
+        // Progress counts the file's bytes.
+        self.uploaded(data.bytes.len());
+        Ok(w)
+    }
+
     /// Uploads `data`, an error naming its tensor.
     pub(crate) fn upload(&mut self, data: WeightData<'_>) -> Result<B::Weight> {
         let w = self

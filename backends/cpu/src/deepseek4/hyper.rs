@@ -98,6 +98,15 @@ fn mixes(streams: &[f64], w: HcView<'_>, rms_eps: f64) -> Vec<f64> {
     matvec(w.func, 0, &rms_norm(streams, None, rms_eps))
 }
 
+/// A token's streams before the first layer: each of the `HC` streams its embedding `row`.
+pub(crate) fn expand(row: &[f32]) -> Vec<f64> {
+    row.iter()
+        .cycle()
+        .take(HC * row.len())
+        .map(|&v| v as f64)
+        .collect()
+}
+
 /// `comb` made doubly stochastic: a softmax over dst per src (plus eps), then alternately
 /// normalising each column (over src) and each row (over dst), `iterations` column passes
 /// in all, ending with a column pass. Each sum carries an extra eps, as in ggml.

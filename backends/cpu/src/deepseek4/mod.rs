@@ -48,12 +48,11 @@ pub(crate) mod hyper;
 mod math;
 mod moe;
 pub mod qat;
-mod rope;
+pub mod rope;
 
 pub use moetile::model::deepseek4::{Compression, Deepseek4Config};
 
 use moetile::gguf::GgufFile;
-use moetile::model::HC_STREAMS;
 use moetile::model::deepseek4::{
     self as arch, AttentionWeights, CompressedKeys, Deepseek4Weights, HyperTensors,
 };
@@ -316,17 +315,9 @@ impl Deepseek4Reference {
         }
         let pos = state.n_past;
         let tokens: Vec<usize> = tokens.iter().map(|&id| id as usize).collect();
-        // Every stream starts as the token's embedding.
         let mut streams: Vec<Vec<f64>> = tokens
             .iter()
-            .map(|&id| {
-                let row = self.weights.embed.row(0, id);
-                row.iter()
-                    .cycle()
-                    .take(HC_STREAMS * row.len())
-                    .map(|&v| v as f64)
-                    .collect()
-            })
+            .map(|&id| hyper::expand(self.weights.embed.row(0, id)))
             .collect();
         for (((il, layer), layer_state), routed) in self
             .weights
@@ -404,7 +395,7 @@ impl Deepseek4Reference {
 
 #[cfg(test)]
 mod tests {
-    use moetile::model::{Backend, HC_MIXES, HyperParams};
+    use moetile::model::{Backend, HC_MIXES, HC_STREAMS, HyperParams};
 
     use super::*;
     use crate::CpuBackend;

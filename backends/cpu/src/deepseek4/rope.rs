@@ -7,7 +7,7 @@
 
 /// One rotation: the angle per position of each rotated pair.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Rope {
+pub struct Rope {
     /// Radians per position of pair k, k in `0..n_rot / 2`.
     freqs: Vec<f64>,
 }
@@ -35,18 +35,13 @@ fn yarn_ramp(k: usize, (lo, hi): (f64, f64)) -> f64 {
 
 impl Rope {
     /// Plain RoPE over `n_rot` dims with base `base`.
-    pub(super) fn plain(n_rot: usize, base: f64) -> Rope {
+    pub fn plain(n_rot: usize, base: f64) -> Rope {
         Rope::scaled(n_rot, base, 1.0, None)
     }
 
     /// RoPE with frequencies scaled by `freq_scale`; with `yarn_orig_ctx` YaRN blends each
     /// pair between the scaled and the unscaled frequency.
-    pub(super) fn scaled(
-        n_rot: usize,
-        base: f64,
-        freq_scale: f64,
-        yarn_orig_ctx: Option<usize>,
-    ) -> Rope {
+    pub fn scaled(n_rot: usize, base: f64, freq_scale: f64, yarn_orig_ctx: Option<usize>) -> Rope {
         let theta_scale = base.powf(-2.0 / n_rot as f64);
         let corr = yarn_orig_ctx.map(|ctx| yarn_corr_dims(n_rot, ctx, base));
         let freqs = (0..n_rot / 2)
@@ -59,12 +54,12 @@ impl Rope {
     }
 
     /// Rotates the tail of `head` to position `pos`.
-    pub(super) fn rotate(&self, head: &mut [f64], pos: usize) {
+    pub fn rotate(&self, head: &mut [f64], pos: usize) {
         self.apply(head, pos, 1.0);
     }
 
     /// Undoes [`rotate`](Self::rotate) (ggml's `rope_ext_back`: the sine negated).
-    pub(super) fn unrotate(&self, head: &mut [f64], pos: usize) {
+    pub fn unrotate(&self, head: &mut [f64], pos: usize) {
         self.apply(head, pos, -1.0);
     }
 

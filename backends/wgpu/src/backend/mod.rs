@@ -14,6 +14,7 @@
 //! whose f32 arithmetic keeps router logits exact enough not to flip routing near ties.
 
 mod batch;
+mod deepseek4;
 mod ops;
 mod options;
 

@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use moetile::model::deepseek4::{AttentionWeights as Deepseek4Attention, Deepseek4Config};
 use moetile::model::qwen35moe::{DeltaNetWeights, Qwen35MoeConfig};
 use moetile::model::{
     AttentionParams, Backend, DeltaNetParams, ExpertActivation, ExpertWeights, GateUp, HC_MIXES,
@@ -14,6 +15,7 @@ use moetile_codegen::{ActType, DELTA_CHUNK, DELTA_WY_FLOATS, EltOp, WeightType};
 use super::{WgpuBackend, shape};
 use crate::attention::{self, AttentionKernel, AttnInputs, CacheSlot, KvCache};
 use crate::buffers::GpuMatrix;
+use crate::deepseek4::Deepseek4Cache;
 use crate::delta_net::{self, DeltaNetBuffers, DeltaNetScratch};
 use crate::layout::ExpertTensor;
 use crate::moe::{self, MoeBuffers, MoeInputs, MoeOptions, MoePlan, MvExtras, Routing, RowNorm};
@@ -536,6 +538,12 @@ impl Backend for WgpuBackend {
         Ok((input, mix))
     }
 
+    fn hc_expand(&mut self, x: &GpuMatrix) -> moetile::Result<GpuMatrix> {
+        let streams = self.output(x.rows, HC_STREAMS * x.cols, "hc streams")?;
+        self.eltwise(EltOp::Repeat, &streams, &x.buffer, x.rows * x.cols)?;
+        Ok(streams)
+    }
+
     fn hc_post(
         &mut self,
         streams: &mut GpuMatrix,
@@ -767,6 +775,37 @@ impl Backend for WgpuBackend {
         let out = self.output(x.rows, x.cols, "moe")?;
         self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
         Ok(out)
+    }
+
+    fn runs_deepseek4(&self) -> bool {
+        true
+    }
+
+    /// The window, compressed rows and compressor state of every layer on the device
+    /// (`crate::deepseek4::Deepseek4Cache`), poisoned when asked.
+    fn deepseek4_cache(
+        &mut self,
+        cfg: &Deepseek4Config,
+        n_ctx: usize,
+        qat_sim: bool,
+    ) -> moetile::Result<KvCache> {
+        self.ctx.kernels.forget_bind_groups();
+        let cache = KvCache::deepseek4(Deepseek4Cache::new(&self.ctx, cfg, n_ctx, qat_sim)?);
+        for b in cache.buffers() {
+            self.poison(b, b.size());
+        }
+        Ok(cache)
+    }
+
+    fn deepseek4_attention(
+        &mut self,
+        x: &GpuMatrix,
+        w: &Deepseek4Attention<ExpertTensor>,
+        kv: &mut KvCache,
+        layer: usize,
+        pos0: usize,
+    ) -> moetile::Result<GpuMatrix> {
+        self.deepseek4_attention_on_device(x, w, kv, layer, pos0)
     }
 }
 

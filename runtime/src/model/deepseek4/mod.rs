@@ -23,8 +23,8 @@ pub use weights::{
 use crate::Result;
 use crate::model::forward::Batch;
 use crate::model::{
-    Backend, ExpertActivation, ExpertWeights, GateUp, Gating, HC_MIXES, HC_STREAMS, HyperParams,
-    Logits, MoeParams, PreNorm, RouterParams, Selection, Stage,
+    Backend, ExpertActivation, ExpertWeights, GateUp, Gating, HyperParams, Logits, MoeParams,
+    PreNorm, RouterParams, Selection, Stage,
 };
 use crate::tile::TileWidth;
 
@@ -38,7 +38,7 @@ pub(crate) fn forward<B: Backend>(
     batch: Batch<'_>,
 ) -> Result<B::Act> {
     let (tokens, tile) = (batch.tokens, batch.tile);
-    let (t, d) = (tokens.len(), cfg.d_model);
+    let t = tokens.len();
     let eps = cfg.rms_eps as f32;
     let hyper = HyperParams {
         rms_eps: eps,
@@ -47,21 +47,7 @@ pub(crate) fn forward<B: Backend>(
     };
     b.stage(Stage::Embed, None);
     let embedded = b.embed(&w.embed, tokens)?;
-    // Every stream starts as the token's embedding: hc_post into zero streams with post
-    // weights 1 and no comb writes `1 · e + 0` into each, exactly.
-    let mut streams = b.act_from_host(t, HC_STREAMS * d, &vec![0.0; t * HC_STREAMS * d])?;
-    let copy: Vec<f32> = (0..t * HC_MIXES)
-        .map(|i| {
-            let post = HC_STREAMS..2 * HC_STREAMS;
-            if post.contains(&(i % HC_MIXES)) {
-                1.0
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let copy = b.act_from_host(t, HC_MIXES, &copy)?;
-    b.hc_post(&mut streams, &embedded, &copy)?;
+    let mut streams = b.hc_expand(&embedded)?;
     // The shared expert is a one-expert routed layer every token takes with weight 1.
     let shared = b.routing_from_host(1, 1, &vec![0; t], &vec![1.0; t])?;
     let router = RouterParams {

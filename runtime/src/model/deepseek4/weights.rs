@@ -174,7 +174,7 @@ impl<B: Backend> Loader<'_, B> {
         Ok(CompressorWeights {
             kv: self.get(&format!("{prefix}kv.weight"), &[d, cols])?,
             gate: self.get(&format!("{prefix}gate.weight"), &[d, cols])?,
-            ape: self.get(&format!("{prefix}ape.weight"), &[cols, compression.ratio()])?,
+            ape: self.get_f32(&format!("{prefix}ape.weight"), &[cols, compression.ratio()])?,
             norm: self.get(&format!("{prefix}norm.weight"), &[width])?,
         })
     }
