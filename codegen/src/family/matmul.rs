@@ -101,11 +101,6 @@ const ROW_THREADS: u32 = 16;
 pub const COOP_MAX_SUBGROUP_SIZE: u32 = 32;
 /// Rows per mat-vec workgroup.
 const MV_ROWS: u32 = 8;
-/// Rows per mat-vec workgroup over f32 weights storing rows: the routers' (128 rows at
-/// Qwen3-30B-A3B's shape, 256 at DeepSeek's) and other short weights, where 8 rows a
-/// workgroup leave most of the GPU idle (16 workgroups) and each lane walks 64 values of
-/// each of 8 rows; 2 rows make 64 workgroups whose lanes walk 16.
-const MV_F32_ROWS: u32 = 2;
 /// Rows per int8 mat-vec workgroup: each workgroup quantizes its activation row itself, so
 /// more rows share that work (at Qwen3-30B-A3B's shape on the H100, `bench/decode-h100/run-6`:
 /// tg128 147.5 tok/s at 8 rows, 159.1 at 16, 148.7 at 32, where `down`'s 2048 rows are too
@@ -296,12 +291,9 @@ pub(crate) struct MvId {
 impl MvId {
     /// Rows per workgroup.
     fn rows(&self) -> u32 {
-        if self.weight.mat_vec_int8(self.int8) {
-            MV_INT8_ROWS
-        } else if (self.weight, self.epilogue) == (WeightType::F32, MvEpilogue::Rows) {
-            MV_F32_ROWS
-        } else {
-            MV_ROWS
+        match self.weight.mat_vec_int8(self.int8) {
+            true => MV_INT8_ROWS,
+            false => MV_ROWS,
         }
     }
 }
