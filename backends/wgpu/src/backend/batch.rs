@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use moetile::model::{Backend, RopeParams};
 use moetile::tile::TileWidth;
-use moetile_codegen::{ActType, KernelKey, MatmulKey, Path, WeightType};
+use moetile_codegen::{ActType, MatmulKey, Path, WeightType};
 
 use super::{WgpuBackend, shape};
 use crate::buffers::GpuMatrix;
@@ -40,23 +40,12 @@ pub(super) struct RopeTable {
 /// The fewest positions a rope table is made for.
 const MIN_ROPE_POSITIONS: usize = 1024;
 
-/// The fewest workgroups a dense matmul's grid should have: about one per multiprocessor of
-/// a large GPU (the H100 has 132). Below it a matmul's time is one workgroup's K loop, however
-/// few tokens that workgroup has, so narrower tiles (more of them) finish sooner.
-const MIN_DENSE_WORKGROUPS: usize = 128;
-
-/// The tile width of a dense matmul over `n_tokens` whose grid has `workgroups(tile)`
-/// workgroups: the widest not above the batch whose grid fills the GPU
-/// ([`MIN_DENSE_WORKGROUPS`]), else the narrowest. Wide tiles read each weight fewer times,
-/// which pays for the large projections; a weight of few rows (the router: 128 rows, 2 row
-/// groups) would otherwise run on a handful of workgroups (8 at 512 tokens, 10% of a prefill
-/// on the H100).
-pub(super) fn dense_tile(n_tokens: usize, workgroups: impl Fn(TileWidth) -> usize) -> TileWidth {
+/// The tile width of dense matmuls over `n_tokens`: the widest not above the batch.
+pub(super) fn dense_tile(n_tokens: usize) -> TileWidth {
     TileWidth::ALL
         .into_iter()
         .rev()
-        .filter(|w| w.tokens() <= n_tokens)
-        .find(|&w| workgroups(w) >= MIN_DENSE_WORKGROUPS)
+        .find(|w| w.tokens() <= n_tokens)
         .unwrap_or(TileWidth::T32)
 }
 
@@ -132,24 +121,19 @@ impl WgpuBackend {
                     format!("a folded norm or add on the tiled path ({n_tokens} tokens)"),
                 ));
             }
+            let tile = dense_tile(n_tokens);
+            let map = self.dense_map(n_tokens, slices, tile)?;
             let path = if w.weight == WeightType::F32 {
                 Path::Reg
             } else {
                 self.options.path
             };
-            let key = |tile| MatmulKey {
+            let key = MatmulKey {
                 weight: w.weight,
                 act: ActType::F32,
                 tile,
                 path,
             };
-            let tile = dense_tile(n_tokens, |tile| {
-                let row_groups = KernelKey::MmId(key(tile)).row_groups(w.rows as u32);
-                let token_tiles = n_tokens.div_ceil(tile.tokens());
-                row_groups.unwrap_or(1) as usize * token_tiles * slices
-            });
-            let map = self.dense_map(n_tokens, slices, tile)?;
-            let key = key(tile);
             self.record("matmul", |rec| moe::mm_id(rec, key, &map, mm))
         }
     }
@@ -218,19 +202,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dense_tiles_are_the_widest_not_above_the_batch_that_fill_the_gpu() {
-        let many = |_| MIN_DENSE_WORKGROUPS;
-        assert_eq!(dense_tile(5, many), TileWidth::T32);
-        assert_eq!(dense_tile(63, many), TileWidth::T32);
-        assert_eq!(dense_tile(64, many), TileWidth::T64);
-        assert_eq!(dense_tile(127, many), TileWidth::T64);
-        assert_eq!(dense_tile(128, many), TileWidth::T128);
-        assert_eq!(dense_tile(4096, many), TileWidth::T128);
-        // The router at 512 tokens: 2 row groups, so 8, 16 or 32 workgroups.
-        let router = |w: TileWidth| 2 * 512 / w.tokens();
-        assert_eq!(dense_tile(512, router), TileWidth::T32);
-        // A tile narrower than the widest fills the GPU: the widest of those.
-        let mid = |w: TileWidth| 8 * 1024 / w.tokens();
-        assert_eq!(dense_tile(1024, mid), TileWidth::T64);
+    fn dense_tiles_are_the_widest_not_above_the_batch() {
+        assert_eq!(dense_tile(5), TileWidth::T32);
+        assert_eq!(dense_tile(63), TileWidth::T32);
+        assert_eq!(dense_tile(64), TileWidth::T64);
+        assert_eq!(dense_tile(127), TileWidth::T64);
+        assert_eq!(dense_tile(128), TileWidth::T128);
+        assert_eq!(dense_tile(4096), TileWidth::T128);
     }
 }
