@@ -26,7 +26,9 @@
 //   values:  thread (r, d) takes the chunk's maximum of row r, raises the running maximum
 //            (rescaling what earlier chunks summed) and accumulates dims 4d .. 4d + 4 of row r
 //            over the chunk's values.
-// Positions past the batch are read clamped to the last one (finite, masked).
+// Positions past the batch are read clamped to the last one (finite, masked); positions before
+// a row's sliding window are masked too. Sinks are no partial's business: attn_combine adds
+// each row's once.
 //
 // Every loop has a constant trip count or a bound uniform over the workgroup; every workgroup
 // and per-thread array index is in range by construction; cache indices are clamped to
@@ -34,7 +36,7 @@
 //
 // Consts: WG_SIZE, HEAD_DIM, ROWS, CHUNK (ROWS * CHUNK = WG_SIZE: one thread per score),
 //   MAX_TOKENS.
-// Fragments: attn/common.wgsl (MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct, kv_oct,
+// Fragments: attn/common.wgsl (MASKED, row_sees, out_row), kv/<type>.wgsl (KvOct, kv_oct,
 //   kv_oct_pack, KvQuad, kv_quad, kv_quad_pack), attn_input/norm.wgsl or attn_input/plain.wgsl
 //   (NORM, norm_weight), attn/rotate.wgsl (QUERY, KEY, rotated).
 // Params: AttnParams, declared by the generator from codegen/src/params.rs.
@@ -244,7 +246,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let v = partial[(sr * CHUNK + sj) * (PARTS / 4u) + p];
             score += (v.x + v.y) + (v.z + v.w);
         }
-        scores[sr * CHUNK + sj] = select(MASKED, score, j0 + sj < row_keys(r0 + sr));
+        scores[sr * CHUNK + sj] = select(MASKED, score, row_sees(r0 + sr, j0 + sj));
         // Also: the next chunk's scores phase may rewrite `partial`.
         workgroupBarrier();
 

@@ -40,9 +40,12 @@ pub(crate) fn model_kernels(
         KernelKey::Act {
             mid: ActType::F32,
             interleaved: false,
+            biased: false,
         },
     ];
     let head_dim = config.head_dim as u32;
+    // gpt-oss's heads have sinks, its experts biases.
+    let gptoss = config.gptoss.is_some();
     if HEAD_DIMS.contains(&head_dim) {
         keys.extend([
             KernelKey::AttnInput {
@@ -52,13 +55,17 @@ pub(crate) fn model_kernels(
             KernelKey::AttnPrefill {
                 head_dim,
                 kv: options.kv,
+                sinks: gptoss,
             },
             KernelKey::AttnDecode {
                 head_dim,
                 kv: options.kv,
                 norm: config.qk_norm,
             },
-            KernelKey::AttnCombine { head_dim },
+            KernelKey::AttnCombine {
+                head_dim,
+                sinks: gptoss,
+            },
         ]);
     }
     if config.moe.is_some() {
@@ -67,8 +74,9 @@ pub(crate) fn model_kernels(
             KernelKey::Act {
                 mid: options.mid,
                 interleaved: false,
+                biased: gptoss,
             },
-            KernelKey::Sum,
+            KernelKey::Sum { biased: gptoss },
         ]);
         keys.extend(TileWidth::ALL.map(|tile| KernelKey::Map { tile }));
     }
@@ -89,6 +97,7 @@ pub(crate) fn model_kernels(
                 keys.push(KernelKey::Act {
                     mid: options.mid,
                     interleaved: true,
+                    biased: gptoss,
                 });
                 (weight, vec![ActType::F32], options.path)
             }
