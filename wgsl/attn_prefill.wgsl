@@ -12,9 +12,10 @@
 // tc + ROW_THREADS * i of O, all in registers (accumulators are indexed by constants only).
 // Every thread of a row group computes the row maxima itself from s_tile (the same values in
 // the same order, so they agree exactly); row sums stay per-thread partials over the thread's
-// own columns until the end, where the row's sink (attn/sinks.wgsl) joins them. Tiles hold f32 (the cache's f16 values convert exactly), with
-// rows padded by one vec4 so row-parallel reads hit distinct banks. Keys past the batch are
-// read clamped to the last one (finite, masked) so the poisoned tail of a cache never enters.
+// own columns until the end, where the row's sink (attn/sinks.wgsl) joins them. Tiles hold
+// f32 (the cache's f16 values convert exactly), with rows padded by one vec4 so row-parallel
+// reads hit distinct banks. Keys past the batch are read clamped to the last one (finite,
+// masked) so the poisoned tail of a cache never enters.
 //
 // Every loop has a constant trip count or a bound uniform over the workgroup; every
 // workgroup and per-thread array index is in range by construction (const_asserts below);
