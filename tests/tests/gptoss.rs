@@ -200,12 +200,13 @@ fn bad_files_are_refused_naming_the_key_or_tensor() {
 /// GPU (median, whole) NMSE bounds against the reference, derived as tests/gpu_model.rs does
 /// for the other architectures. The exact options (f32 KV cache and `mid`, register tiles):
 /// every op is f32 rounding of the reference's f64, measured median 9.4e-13, whole 1.3e-12 on
-/// lavapipe (MXFP4 experts: 8.0e-13, 1.2e-12); bounds 1e-11 as there. The device's defaults (f16 cache and `mid`: keys, values
-/// and the experts' down input rounded to 2^-11 relative): measured median 3.2e-7 (MXFP4
-/// experts: 3.5e-7; 1.5e-7 from each storage alone; this fixture is more sensitive than the others, at 2e-8), so the
-/// median is bounded at 1e-6; the f16 cache flips a routing decision at a near-tie (one
-/// position's NMSE 1e-2, whole 3.4e-5), so the whole NMSE gets the flip allowance of 1e-3,
-/// which a broken kernel (errors at every position) exceeds.
+/// lavapipe (MXFP4 experts: 8.0e-13, 1.2e-12); bounds 1e-11 as there. The device's defaults
+/// (f16 cache and `mid`: keys, values and the experts' down input rounded to 2^-11 relative):
+/// measured median 3.2e-7 (MXFP4 experts: 3.5e-7; 1.5e-7 from each storage alone; this
+/// fixture is more sensitive than the others, at 2e-8), so the median is bounded at 1e-6; the
+/// f16 cache flips a routing decision at a near-tie (one position's NMSE 1e-2, whole 3.4e-5),
+/// so the whole NMSE gets the flip allowance of 1e-3, which a broken kernel (errors at every
+/// position) exceeds.
 const GPU_EXACT: (f64, f64) = (1e-11, 1e-11);
 const GPU_DEFAULT: (f64, f64) = (1e-6, 1e-3);
 
