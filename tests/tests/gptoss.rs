@@ -6,7 +6,7 @@
 //! refusals; and the GPU backend against the reference.
 
 use moetile::gguf::{GgufFile, Value};
-use moetile::model::{Logits, Model};
+use moetile::model::{Backend, Logits, Model};
 use moetile::quant::GgmlType;
 use moetile::session::Session;
 use moetile_cpu::CpuBackend;
@@ -216,7 +216,7 @@ const GPU_DEFAULT: (f64, f64) = (1e-6, 1e-3);
 /// decode attention, its sinks added once in the merge; the mat-vec experts with the exact
 /// options), with the exact and the device's default options; on the F32 fixture and the one
 /// with MXFP4 experts and Q8_0 attention (which both backends dequantize exactly). Top-1 on
-/// >= 98 % of positions.
+/// >= 98 % of positions; every kernel run was created by `Backend::prepare`.
 #[test]
 fn gpu_matches_the_cpu_reference() {
     let Some(ctx) = moetile_tests::gpu_context() else {
@@ -242,6 +242,8 @@ fn gpu_matches_the_cpu_reference() {
         ] {
             let mut gpu = WgpuBackend::with_options(ctx.clone(), options).unwrap();
             let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
+            gpu.prepare(&model.config, &mut |_, _| {}).unwrap();
+            let prepared = ctx.created_kernels();
             let mut s = session(&model, &mut gpu, 100);
             let split = tokens.len() - decoded;
             let mut got = s
@@ -256,6 +258,8 @@ fn gpu_matches_the_cpu_reference() {
                 a.median_row_nmse <= median && a.nmse <= whole && a.top1 >= 0.98,
                 "{name}, {what} options: {a:?}"
             );
+            let created = ctx.created_kernels();
+            assert_eq!(created, prepared, "{name}, {what}: kernels prepare missed");
         }
     }
 }

@@ -126,6 +126,8 @@ pub(crate) fn model_kernels(
                     (options.mid, MvEpilogue::Rows, false),
                     (options.mid, MvEpilogue::Sum, false),
                 ],
+                // Biased experts (gpt-oss) run the plain mat-vec, `act` adding the biases.
+                WeightUse::GateUp(_) if gptoss => vec![(ActType::F32, MvEpilogue::Rows, false)],
                 WeightUse::GateUp(_) => {
                     vec![(ActType::F32, MvEpilogue::Glu { mid: options.mid }, true)]
                 }
