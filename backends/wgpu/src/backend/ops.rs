@@ -51,16 +51,24 @@ impl WgpuBackend {
         self.record(op.name(), |rec| ops::eltwise(rec, op, dst, src, src_len))
     }
 
-    /// The attention of every row of `qkv`, one sequence from `slot`.
+    /// The attention of every row of `qkv`, one sequence at positions `pos0..` of `layer` of
+    /// `kv`, as `with` says.
     fn attend_all(
         &mut self,
         qkv: &GpuMatrix,
-        layer: &LayerAttention<'_>,
-        slot: CacheSlot<'_>,
+        with: &LayerAttention<'_>,
+        kv: &KvCache,
+        layer: usize,
+        pos0: usize,
         p: &AttentionParams,
     ) -> moetile::Result<GpuMatrix> {
         let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
-        self.attend_rows(qkv, 0..qkv.rows, layer, slot, p, &out)?;
+        let slot = CacheSlot {
+            cache: kv,
+            layer,
+            pos0,
+        };
+        self.attend_rows(qkv, 0..qkv.rows, with, slot, p, &out)?;
         Ok(out)
     }
 
@@ -332,12 +340,7 @@ impl Backend for WgpuBackend {
         pos0: usize,
         p: &AttentionParams,
     ) -> moetile::Result<GpuMatrix> {
-        let slot = CacheSlot {
-            cache: kv,
-            layer,
-            pos0,
-        };
-        self.attend_all(qkv, &LayerAttention::plain(qk_norm), slot, p)
+        self.attend_all(qkv, &LayerAttention::plain(qk_norm), kv, layer, pos0, p)
     }
 
     /// gpt-oss's attention is the shared kernels with sinks, the window and a YaRN table; its
@@ -355,18 +358,13 @@ impl Backend for WgpuBackend {
         pos0: usize,
         p: &GptOssAttentionParams,
     ) -> moetile::Result<GpuMatrix> {
-        let slot = CacheSlot {
-            cache: kv,
-            layer,
-            pos0,
-        };
         let gptoss = LayerAttention {
             qk_norm: None,
             yarn: p.yarn,
             sinks: Some(sinks),
             window: p.window,
         };
-        self.attend_all(qkv, &gptoss, slot, &p.attn)
+        self.attend_all(qkv, &gptoss, kv, layer, pos0, &p.attn)
     }
 
     /// Each extra row adds only its attention's dispatches (`attention_batch` records them
