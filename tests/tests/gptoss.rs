@@ -71,29 +71,36 @@ fn greedy_32_tokens_equal_llama_cpp() {
     assert!(a.max_row_nmse <= NMSE, "{a:?}");
 }
 
-/// Two sequences decoded in one pass (`Session::decode_batch`, as the server batches them),
-/// one past the window and one inside it, give the logits each gives alone, bit for bit.
-#[test]
-fn sequences_decoded_together_equal_each_alone() {
+/// The next-token logits of two sequences of the fixture's prompt, one past the window (140
+/// tokens) and one inside it (10), decoded in one pass (`Session::decode_batch`, as the server
+/// batches them), and each decoded alone: `(together, alone)`.
+fn decoded_together_and_alone<B: Backend>(backend: &mut B) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let (file, tokens) = (file(), golden("gptoss-tiny-f32.llama.golden").tokens);
-    let mut cpu = CpuBackend::new();
-    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    let model = Model::load(&file, backend, &mut |_| {}).unwrap();
     let prompts = [&tokens[..140], &tokens[140..150]];
     let next = [tokens[200], tokens[201]];
-    let prefilled = |cpu: &mut CpuBackend| {
+    let prefilled = |backend: &mut B| {
         prompts.map(|prompt| {
-            let mut s = session(&model, cpu, 512);
-            s.prefill(&model, cpu, prompt, Logits::Last).unwrap();
+            let mut s = session(&model, backend, 512);
+            s.prefill(&model, backend, prompt, Logits::Last).unwrap();
             s
         })
     };
-    let [mut a, mut b] = prefilled(&mut cpu);
-    let together = Session::decode_batch(&model, &mut cpu, &mut [&mut a, &mut b], &next).unwrap();
-    let alone: Vec<Vec<f32>> = prefilled(&mut cpu)
+    let [mut a, mut b] = prefilled(backend);
+    let together = Session::decode_batch(&model, backend, &mut [&mut a, &mut b], &next).unwrap();
+    let alone = prefilled(backend)
         .iter_mut()
         .zip(next)
-        .map(|(s, token)| s.decode(&model, &mut cpu, token).unwrap())
+        .map(|(s, token)| s.decode(&model, backend, token).unwrap())
         .collect();
+    (together, alone)
+}
+
+/// Two sequences decoded in one pass, one past the window and one inside it, give the logits
+/// each gives alone, bit for bit.
+#[test]
+fn sequences_decoded_together_equal_each_alone() {
+    let (together, alone) = decoded_together_and_alone(&mut CpuBackend::new());
     assert!(together == alone, "decoded together differs from alone");
 }
 
@@ -264,38 +271,20 @@ fn gpu_matches_the_cpu_reference() {
     }
 }
 
-/// On the GPU too, two sequences decoded in one pass (one past the window, one inside it; the
-/// attention row by row, each over its own cache) give the logits each gives alone, within the
-/// exact options' budget (the batch of two runs the tiled experts, each alone the mat-vec;
-/// measured NMSE 8.5e-13).
+/// On the GPU too, two sequences decoded in one pass (the attention row by row, each over its
+/// own cache) give the logits each gives alone, within the exact options' budget (the batch of
+/// two runs the tiled experts, each alone the mat-vec; measured NMSE 8.5e-13).
 #[test]
 fn gpu_decodes_sequences_together_like_each_alone() {
     let Some(ctx) = moetile_tests::gpu_context() else {
         return;
     };
-    let (file, tokens) = (file(), golden("gptoss-tiny-f32.llama.golden").tokens);
     let options = BackendOptions {
         poison: true,
         ..BackendOptions::exact()
     };
     let mut gpu = WgpuBackend::with_options(ctx, options).unwrap();
-    let model = Model::load(&file, &mut gpu, &mut |_| {}).unwrap();
-    let prompts = [&tokens[..140], &tokens[140..150]];
-    let next = [tokens[200], tokens[201]];
-    let prefilled = |gpu: &mut WgpuBackend| {
-        prompts.map(|prompt| {
-            let mut s = session(&model, gpu, 512);
-            s.prefill(&model, gpu, prompt, Logits::Last).unwrap();
-            s
-        })
-    };
-    let [mut a, mut b] = prefilled(&mut gpu);
-    let together = Session::decode_batch(&model, &mut gpu, &mut [&mut a, &mut b], &next).unwrap();
-    let alone: Vec<Vec<f32>> = prefilled(&mut gpu)
-        .iter_mut()
-        .zip(next)
-        .map(|(s, token)| s.decode(&model, &mut gpu, token).unwrap())
-        .collect();
+    let (together, alone) = decoded_together_and_alone(&mut gpu);
     for (i, (together, alone)) in together.iter().zip(&alone).enumerate() {
         let ag = agreement(together, alone, alone.len());
         println!("sequence {i}: together vs alone: {ag:?}");
