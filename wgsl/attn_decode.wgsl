@@ -26,7 +26,9 @@
 //   values:  thread (r, d) takes the chunk's maximum of row r, raises the running maximum
 //            (rescaling what earlier chunks summed) and accumulates dims 4d .. 4d + 4 of row r
 //            over the chunk's values.
-// Positions past the batch are read clamped to the last one (finite, masked).
+// Positions past the batch are read clamped to the last one (finite, masked); positions before
+// a row's sliding window are masked too (whole chunks before them are skipped). Sinks are no
+// partial's business: attn_combine adds each row's once.
 //
 // Every loop has a constant trip count or a bound uniform over the workgroup; every workgroup
 // and per-thread array index is in range by construction; cache indices are clamped to
@@ -34,9 +36,9 @@
 //
 // Consts: WG_SIZE, HEAD_DIM, ROWS, CHUNK (ROWS * CHUNK = WG_SIZE: one thread per score),
 //   MAX_TOKENS.
-// Fragments: attn/common.wgsl (MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct, kv_oct,
-//   kv_oct_pack, KvQuad, kv_quad, kv_quad_pack), attn_input/norm.wgsl or attn_input/plain.wgsl
-//   (NORM, norm_weight), attn/rotate.wgsl (QUERY, KEY, rotated).
+// Fragments: attn/common.wgsl (MASKED, row_first_key, row_sees, out_row), kv/<type>.wgsl
+//   (KvOct, kv_oct, kv_oct_pack, KvQuad, kv_quad, kv_quad_pack), attn_input/norm.wgsl or
+//   attn_input/plain.wgsl (NORM, norm_weight), attn/rotate.wgsl (QUERY, KEY, rotated).
 // Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
 const_assert HEAD_DIM % 8u == 0u;
@@ -206,7 +208,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     workgroupBarrier();
 
-    for (var c = 0u; c < params.chunks_per_split && first + c * CHUNK <= last_key; c++) {
+    // Chunks wholly before the first row's sliding window hold no key any row sees.
+    let skipped = (max(row_first_key(r0), first) - first) / CHUNK;
+    for (var c = skipped; c < params.chunks_per_split && first + c * CHUNK <= last_key; c++) {
         let j0 = first + c * CHUNK;
         // Positions past the batch's are read clamped (finite, masked); the batch's own come
         // from fresh_k (this workgroup made them: they lie in its positions).
@@ -244,7 +248,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let v = partial[(sr * CHUNK + sj) * (PARTS / 4u) + p];
             score += (v.x + v.y) + (v.z + v.w);
         }
-        scores[sr * CHUNK + sj] = select(MASKED, score, j0 + sj < row_keys(r0 + sr));
+        scores[sr * CHUNK + sj] = select(MASKED, score, row_sees(r0 + sr, j0 + sj));
         // Also: the next chunk's scores phase may rewrite `partial`.
         workgroupBarrier();
 

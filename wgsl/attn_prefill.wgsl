@@ -3,8 +3,8 @@
 //
 // Workgroup (wg.x, wg.y) takes rows Q_ROWS * wg.x .. + Q_ROWS of key/value head wg.y: every
 // query head of the group for Q_ROWS / group consecutive tokens. It walks the keys those rows
-// see in tiles of KV_TILE, stopping after the last row's diagonal (fully masked tiles are never
-// loaded). Per tile:
+// see in tiles of KV_TILE, from the tile of the first row's first key (0, or where its sliding
+// window starts) to the last row's diagonal (fully masked tiles are never loaded). Per tile:
 //   K tile -> kv_tile; S = Q K^T -> s_tile; V tile -> kv_tile (its loads were issued before S);
 //   online softmax -> p_tile; O = alpha * O + P V.
 // Threads form Q_ROWS / ROWS_PER_THREAD row groups of ROW_THREADS; thread (rg, tc) owns rows
@@ -12,9 +12,10 @@
 // tc + ROW_THREADS * i of O, all in registers (accumulators are indexed by constants only).
 // Every thread of a row group computes the row maxima itself from s_tile (the same values in
 // the same order, so they agree exactly); row sums stay per-thread partials over the thread's
-// own columns until the end. Tiles hold f32 (the cache's f16 values convert exactly), with
-// rows padded by one vec4 so row-parallel reads hit distinct banks. Keys past the batch are
-// read clamped to the last one (finite, masked) so the poisoned tail of a cache never enters.
+// own columns until the end, where the row's sink (attn/sinks.wgsl) joins them. Tiles hold
+// f32 (the cache's f16 values convert exactly), with rows padded by one vec4 so row-parallel
+// reads hit distinct banks. Keys past the batch are read clamped to the last one (finite,
+// masked) so the poisoned tail of a cache never enters.
 //
 // Every loop has a constant trip count or a bound uniform over the workgroup; every
 // workgroup and per-thread array index is in range by construction (const_asserts below);
@@ -22,8 +23,8 @@
 //
 // Consts: WG_SIZE, HEAD_DIM, Q_ROWS, KV_TILE, ROWS_PER_THREAD, ROW_THREADS, COLS_PER_THREAD,
 //   DIMS_PER_THREAD, TILE_LOADS.
-// Fragments: attn/common.wgsl (MASKED, row_keys, out_row), kv/<type>.wgsl (KvOct,
-//   kv_oct).
+// Fragments: attn/common.wgsl (MASKED, row_keys, row_first_key, out_row), kv/<type>.wgsl
+//   (KvOct, kv_oct), attn/sinks.wgsl or attn/no_sinks.wgsl (sink_score).
 // Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
 const_assert Q_ROWS / ROWS_PER_THREAD * ROW_THREADS == WG_SIZE;
@@ -103,6 +104,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // Keys 0 .. n_keys cover every row of the tile (the last row sees the most).
     let n_keys = row_keys(min(r0 + Q_ROWS, params.n_rows) - 1u);
     last_key = n_keys - 1u;
+    // Keys before the first row's window are seen by no row of the tile.
+    let first_tile = row_first_key(r0) / KV_TILE * KV_TILE;
 
     for (var i = li; i < Q_ROWS * Q4; i += WG_SIZE) {
         let r = i / Q4;
@@ -117,11 +120,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let tc = li % ROW_THREADS;
     let row0 = rg * ROWS_PER_THREAD;
     var keys: array<u32, ROWS_PER_THREAD>;
+    var first_keys: array<u32, ROWS_PER_THREAD>;
     var m: array<f32, ROWS_PER_THREAD>;
     var l: array<f32, ROWS_PER_THREAD>;
     var o: array<f32, ROWS_PER_THREAD * DIMS_PER_THREAD>;
     for (var k = 0u; k < ROWS_PER_THREAD; k++) {
         keys[k] = row_keys(r0 + row0 + k);
+        first_keys[k] = row_first_key(r0 + row0 + k);
         m[k] = MASKED;
         l[k] = 0.0;
     }
@@ -129,8 +134,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         o[i] = 0.0;
     }
 
-    var k_raw = load_tile(0u, false);
-    for (var j0 = 0u; j0 < n_keys; j0 += KV_TILE) {
+    var k_raw = load_tile(first_tile, false);
+    for (var j0 = first_tile; j0 < n_keys; j0 += KV_TILE) {
         store_tile(k_raw);
         workgroupBarrier();
         let v_raw = load_tile(j0, true);
@@ -156,7 +161,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var c = 0u; c < COLS_PER_THREAD; c++) {
                 let col = tc + c * ROW_THREADS;
                 let i = k * COLS_PER_THREAD + c;
-                s[i] = select(MASKED, s[i], j0 + col < keys[k]);
+                let j = j0 + col;
+                s[i] = select(MASKED, s[i], j < keys[k] && j >= first_keys[k]);
                 s_tile[(row0 + k) * SSTRIDE + col / 4u][col % 4u] = s[i];
             }
         }
@@ -210,7 +216,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 
     // Row sums: each thread's partial goes to p_tile (no longer read), then every thread adds
-    // the ROW_THREADS partials of its rows.
+    // the ROW_THREADS partials of its rows and the row's sink, raising the maximum to it.
     for (var k = 0u; k < ROWS_PER_THREAD; k++) {
         p_tile[(row0 + k) * SSTRIDE + tc / 4u][tc % 4u] = l[k];
     }
@@ -222,8 +228,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var t = 0u; t < ROW_THREADS; t++) {
                 sum += p_tile[(row0 + k) * SSTRIDE + t / 4u][t % 4u];
             }
-            let inv = 1.0 / sum;
-            let at = (params.out_row0 * params.n_heads + out_row(g, r)) * HEAD_DIM;
+            let row = out_row(g, r);
+            let sink = sink_score(row % params.n_heads);
+            let mx = max(m[k], sink);
+            let alpha = exp2(m[k] - mx);
+            sum = sum * alpha + select(exp2(sink - mx), 0.0, sink == MASKED);
+            let inv = alpha / sum;
+            let at = (params.out_row0 * params.n_heads + row) * HEAD_DIM;
             for (var i = 0u; i < DIMS_PER_THREAD; i++) {
                 out[at + tc + i * ROW_THREADS] = o[k * DIMS_PER_THREAD + i] * inv;
             }

@@ -1,7 +1,9 @@
-// out[t][c] = sum over k = 0 .. K of y[t * K + k][c], in that order.
+// out[t][c] = sum over k = 0 .. K of y[t * K + k][c] (plus its expert's weighted bias:
+// bias/down.wgsl; zero with bias/no_down.wgsl), in that order.
 //
 // Consts: WG_SIZE.
-// Fragments: grid.wgsl (GridGroup, linear_index).
+// Fragments: grid.wgsl (GridGroup, linear_index), bias/down.wgsl or bias/no_down.wgsl
+//   (down_bias_of).
 // Params: SumParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: SumParams;
@@ -18,7 +20,8 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     let c = i % params.n_cols;
     var s = 0.0;
     for (var k = 0u; k < params.n_used; k++) {
-        s += y[(t * params.n_used + k) * params.n_cols + c];
+        let p = t * params.n_used + k;
+        s += y[p * params.n_cols + c] + down_bias_of(p, c);
     }
     out[i] = s;
 }

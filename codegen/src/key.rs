@@ -84,9 +84,14 @@ pub enum KernelKey {
         /// Whether gate and up are one `(pairs, 2F)` matrix of interleaved columns (the output
         /// of one matmul over a gate/up tensor of interleaved rows) rather than two.
         interleaved: bool,
+        /// Whether each expert's gate and up outputs get its biases first (gpt-oss).
+        biased: bool,
     },
     /// `out[t] = sum_k y[t * K + k]`.
-    Sum,
+    Sum {
+        /// Whether each pair adds its expert's down bias times its route weight (gpt-oss).
+        biased: bool,
+    },
     /// Rows of a weight table, dequantized (token embedding).
     Embed {
         /// Storage type of the table.
@@ -110,6 +115,8 @@ pub enum KernelKey {
         head_dim: u32,
         /// Storage type of the cache.
         kv: ActType,
+        /// Whether each query head's softmax holds a learned sink (gpt-oss).
+        sinks: bool,
     },
     /// Attention of a few queries split over the keys (decode), first pass: partial softmaxes
     /// per chunk of positions, from the layer's `qkv` rows (it does `AttnInput`'s work too).
@@ -125,6 +132,8 @@ pub enum KernelKey {
     AttnCombine {
         /// Width of one head (one of [`HEAD_DIMS`]).
         head_dim: u32,
+        /// Whether each query head's softmax holds a learned sink (gpt-oss).
+        sinks: bool,
     },
     /// Router: top-K experts of softmax or sigmoid gates per token.
     Route,
@@ -218,10 +227,18 @@ impl KernelKey {
         }
         for mid in ActType::ALL {
             for interleaved in [false, true] {
-                keys.push(KernelKey::Act { mid, interleaved });
+                for biased in [false, true] {
+                    keys.push(KernelKey::Act {
+                        mid,
+                        interleaved,
+                        biased,
+                    });
+                }
             }
         }
-        keys.push(KernelKey::Sum);
+        for biased in [false, true] {
+            keys.push(KernelKey::Sum { biased });
+        }
         for weight in WeightType::ALL {
             keys.push(KernelKey::Embed { weight });
         }
@@ -234,14 +251,22 @@ impl KernelKey {
                 keys.push(KernelKey::AttnInput { kv, norm });
             }
             for head_dim in HEAD_DIMS {
-                keys.push(KernelKey::AttnPrefill { head_dim, kv });
+                for sinks in [false, true] {
+                    keys.push(KernelKey::AttnPrefill {
+                        head_dim,
+                        kv,
+                        sinks,
+                    });
+                }
                 for norm in [false, true] {
                     keys.push(KernelKey::AttnDecode { head_dim, kv, norm });
                 }
             }
         }
         for head_dim in HEAD_DIMS {
-            keys.push(KernelKey::AttnCombine { head_dim });
+            for sinks in [false, true] {
+                keys.push(KernelKey::AttnCombine { head_dim, sinks });
+            }
         }
         keys.push(KernelKey::Route);
         keys.extend([HyperStep::Pre, HyperStep::Post, HyperStep::Head].map(KernelKey::Hyper));
@@ -274,17 +299,35 @@ impl KernelKey {
                 norm,
                 int8,
             }),
-            KernelKey::Act { mid, interleaved } => f(&moe::Act { mid, interleaved }),
-            KernelKey::Sum => f(&moe::Sum),
+            KernelKey::Act {
+                mid,
+                interleaved,
+                biased,
+            } => f(&moe::Act {
+                mid,
+                interleaved,
+                biased,
+            }),
+            KernelKey::Sum { biased } => f(&moe::Sum { biased }),
             KernelKey::Embed { weight } => f(&embed::Embed { weight }),
             KernelKey::RmsNorm => f(&norm::RmsNorm),
             KernelKey::Eltwise(op) => f(&op),
             KernelKey::AttnInput { kv, norm } => f(&attention::AttnInput { kv, norm }),
-            KernelKey::AttnPrefill { head_dim, kv } => f(&attention::Prefill { head_dim, kv }),
+            KernelKey::AttnPrefill {
+                head_dim,
+                kv,
+                sinks,
+            } => f(&attention::Prefill {
+                head_dim,
+                kv,
+                sinks,
+            }),
             KernelKey::AttnDecode { head_dim, kv, norm } => {
                 f(&attention::Decode { head_dim, kv, norm })
             }
-            KernelKey::AttnCombine { head_dim } => f(&attention::Combine { head_dim }),
+            KernelKey::AttnCombine { head_dim, sinks } => {
+                f(&attention::Combine { head_dim, sinks })
+            }
             KernelKey::Route => f(&route::Route),
             KernelKey::Hyper(step) => f(&step),
             KernelKey::CompressorPool => f(&pool::CompressorPool),
@@ -471,6 +514,10 @@ mod tests {
         assert!(names.contains("attn_decode_h64_f32"));
         assert!(names.contains("attn_decode_h256_f16"));
         assert!(names.contains("attn_combine_h256"));
+        assert!(names.contains("attn_prefill_sinks_h64_f16"));
+        assert!(names.contains("attn_combine_sinks_h64"));
+        assert!(names.contains("act_biased_interleaved_f16"));
+        assert!(names.contains("sum_biased"));
         assert!(names.contains("eltwise_mul_sigmoid_row"));
         assert!(names.contains("hc_pre"));
         assert!(names.contains("hc_post"));
@@ -504,7 +551,7 @@ mod tests {
                     assert_eq!(key.attention_rows(), Some(c["ROWS"]));
                     assert_eq!(c["ROWS"] * c["CHUNK"], c["WG_SIZE"], "{key}");
                 }
-                KernelKey::AttnCombine { head_dim } => {
+                KernelKey::AttnCombine { head_dim, .. } => {
                     assert!(head_dim / 4 <= c["WG_SIZE"], "{key}");
                 }
                 _ => {}

@@ -261,8 +261,9 @@ params! {
         neox: u32,
         /// Decode: epsilon of the q/k norms.
         eps: f32,
-        /// Padding.
-        _pad0: u32,
+        /// Keys a query sees, itself included (gpt-oss's sliding window: position p sees
+        /// p - window + 1 ..= p); 0 for full causal attention.
+        window: u32,
         /// Padding.
         _pad1: u32,
         /// Padding.

@@ -11,8 +11,12 @@
 // Scores are kept in base 2: the host passes scale * log2(e), so softmax weights are
 // exp2(s - max) and partial maxima (attn_decode -> attn_combine) are in the same units.
 //
+// With params.window > 0 (a sliding window) a row sees only the window's last keys: j from
+// row_first_key(r). Per-head sinks (attn/sinks.wgsl) join the softmax's denominator as a score
+// with no value, added once per row where the row's output is normalized.
+//
 // Expects: AttnParams (declared by the generator from codegen/src/params.rs), bound as params.
-// Defines: MASKED, row_keys(r), out_row(g, r).
+// Defines: MASKED, row_keys(r), row_first_key(r), row_sees(r, j), out_row(g, r).
 
 // The score of a masked (future or padding) position; never enters a sum.
 const MASKED: f32 = -3.0e38;
@@ -20,6 +24,17 @@ const MASKED: f32 = -3.0e38;
 // Keys row r attends to (positions 0 .. row_keys(r)), 0 for rows past n_rows.
 fn row_keys(r: u32) -> u32 {
     return select(0u, params.pos0 + r / params.group + 1u, r < params.n_rows);
+}
+
+// The first key row r < n_rows attends to: 0, or the window's first position.
+fn row_first_key(r: u32) -> u32 {
+    let seen = params.pos0 + r / params.group + 1u;
+    return select(0u, seen - params.window, params.window != 0u && seen > params.window);
+}
+
+// Whether row r sees key j.
+fn row_sees(r: u32, j: u32) -> bool {
+    return j < row_keys(r) && j >= row_first_key(r);
 }
 
 // The row of q and of the partials (token t, query head h: t * n_heads + h) of row r < n_rows

@@ -4,12 +4,16 @@
 //! prefill:
 //! attn_input:   qkv (T, (n_heads + 2 n_kv_heads) * head_dim) -> q/k norms (qwen3) and RoPE,
 //!               q (T, n_heads * head_dim); k, v -> cache rows pos0 .. pos0 + T   (f16 or f32)
-//! attn_prefill: q (T, n_heads * head_dim), cache rows 0 ..= pos0 + t -> (T, n_heads * head_dim)
+//! attn_prefill: q (T, n_heads * head_dim), cache rows 0 ..= pos0 + t (the last `window` of
+//!               them with a sliding window) -> (T, n_heads * head_dim)
 //! decode (at most DECODE_MAX_TOKENS tokens):
 //! attn_decode:  attn_input's work, then the attention split over chunks of positions
 //!               -> partials
-//! attn_combine: partials -> (T, n_heads * head_dim)
+//! attn_combine: partials (and the heads' sinks) -> (T, n_heads * head_dim)
 //! ```
+//! gpt-oss's per-head sinks join the softmax's denominator where a row's output is normalized
+//! (the end of `attn_prefill`, or once in `attn_combine`, never in a partial); its sliding
+//! window masks keys before it in both kernels.
 //! Each runs in its own (timed) pass. Every kernel works on the query heads of one key/value head together, so each key and
 //! value it loads serves the whole group (`wgsl/attn/common.wgsl`).
 //! The next tokens of several sequences, rows of one `qkv`, run these once per row
@@ -213,7 +217,7 @@ impl AttentionKernel {
 /// The attention inputs of a batch: one layer's `qkv (T, (n_heads + 2 n_kv_heads) *
 /// head_dim)`, q, k and v side by side, of which `rows` attend; the rotary angles of positions
 /// from 0 past the batch's (`crate::ops::rope_angles`, `n_dims / 2` per position); the per-head
-/// q and k norm weights (one head each) when the layer has them.
+/// q and k norm weights (one head each) when the layer has them; gpt-oss's sinks and window.
 #[derive(Debug, Clone)]
 pub struct AttnInputs<'a> {
     /// q, k and v of the batch's tokens.
@@ -226,6 +230,10 @@ pub struct AttnInputs<'a> {
     pub angles: &'a wgpu::Buffer,
     /// q and k norm weights (f32, `head_dim` each).
     pub qk_norm: Option<[&'a wgpu::Buffer; 2]>,
+    /// Per query head, a logit with no value in its softmax's denominator (f32, `n_heads`).
+    pub sinks: Option<&'a wgpu::Buffer>,
+    /// Keys a query sees, itself included (`p - window + 1..=p`); `None` for all before it.
+    pub window: Option<usize>,
 }
 
 /// Where a batch's keys and values go: positions `pos0..pos0 + T` of `layer` of `cache`.
@@ -256,6 +264,8 @@ pub fn attend(
         rows,
         angles,
         qk_norm,
+        sinks,
+        window,
     } = inputs;
     let CacheSlot { cache, layer, pos0 } = slot;
     let hd = cache.head_dim;
@@ -273,6 +283,8 @@ pub fn attend(
         && p.rope.n_dims.is_multiple_of(2)
         && angles.size() >= ((pos0 + n_tokens) * n_half * 8) as u64
         && qk_norm.is_none_or(|w| w.iter().all(|w| w.size() >= (hd * 4) as u64))
+        && sinks.is_none_or(|s| s.size() >= (p.n_heads * 4) as u64)
+        && window.is_none_or(|w| w > 0 && u32::try_from(w).is_ok())
         && (out.rows, out.cols) == (qkv.rows, q_width)
         && rows.end <= qkv.rows
         && [qkv, out].iter().all(|m| m.ty == ActType::F32)
@@ -284,14 +296,15 @@ pub fn attend(
             format!(
                 "rows {rows:?} of qkv ({}, {}), out ({}, {}), layer {layer} (with keys and \
                  values?) of a cache of {} layers x {} kv heads x {hd}, angle table of {} \
-                 bytes, {p:?}",
+                 bytes, sinks of {:?} bytes, window {window:?}, {p:?}",
                 qkv.rows,
                 qkv.cols,
                 out.rows,
                 out.cols,
                 cache.layers.len(),
                 cache.n_kv_heads,
-                angles.size()
+                angles.size(),
+                sinks.map(|s| s.size()),
             ),
         ));
     }
@@ -317,6 +330,7 @@ pub fn attend(
             KernelKey::AttnPrefill {
                 head_dim: hd as u32,
                 kv: cache.ty,
+                sinks: sinks.is_some(),
             },
             1,
             0,
@@ -357,10 +371,11 @@ pub fn attend(
         n_half: n_half as u32,
         neox: p.rope.neox as u32,
         eps: p.norm_eps,
-        _pad0: 0,
+        window: window.unwrap_or(0) as u32,
         _pad1: 0,
         _pad2: 0,
     });
+    let sinks_binding = sinks.map(|s| ("sinks", s.as_entire_binding()));
     match kernel {
         AttentionKernel::Prefill => {
             let q = rec
@@ -401,13 +416,14 @@ pub fn attend(
                 Grid::Groups(groups(heads), groups(n_tokens)),
             )?;
             rec.set_detail("prefill");
-            let bindings = [
+            let mut bindings = vec![
                 ("params", params.binding()),
                 ("q", q.buffer.as_entire_binding()),
                 ("k_cache", k_cache.as_entire_binding()),
                 ("v_cache", v_cache.as_entire_binding()),
                 ("out", out.buffer.as_entire_binding()),
             ];
+            bindings.extend(sinks_binding);
             let grid = Grid::Groups(groups(row_blocks), groups(p.n_kv_heads));
             rec.dispatch(&key, &bindings, grid)
         }
@@ -436,15 +452,18 @@ pub fn attend(
             rec.set_detail("combine");
             let combine = KernelKey::AttnCombine {
                 head_dim: hd as u32,
+                sinks: sinks.is_some(),
             };
+            let mut bindings = vec![
+                ("params", params.binding()),
+                ("part_acc", part_acc.as_entire_binding()),
+                ("part_ml", part_ml.as_entire_binding()),
+                ("out", out.buffer.as_entire_binding()),
+            ];
+            bindings.extend(sinks_binding);
             rec.dispatch(
                 &combine,
-                &[
-                    ("params", params.binding()),
-                    ("part_acc", part_acc.as_entire_binding()),
-                    ("part_ml", part_ml.as_entire_binding()),
-                    ("out", out.buffer.as_entire_binding()),
-                ],
+                &bindings,
                 Grid::Groups(groups(n_tokens * p.n_heads), 1),
             )
         }

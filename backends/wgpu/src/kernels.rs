@@ -511,12 +511,14 @@ mod tests {
         let other = KernelKey::Act {
             mid: ActType::F16,
             interleaved: true,
+            biased: false,
         };
         let c = ShaderChecks::None.for_key(&other);
         assert!(c.bounds_checks && c.force_loop_bounding && c.int_div_checks);
         let attn = KernelKey::AttnPrefill {
             head_dim: 128,
             kv: ActType::F16,
+            sinks: false,
         };
         for key in [&mm, &attn] {
             let c = ShaderChecks::None.for_key(key);

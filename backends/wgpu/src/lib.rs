@@ -97,7 +97,7 @@
 //! let params = MoeParams { activation: ExpertActivation::SwiGlu, tile: TileWidth::T32 };
 //! let opts = MoeOptions::new(&ctx, &params, 3);
 //! let experts = ExpertWeights { gate_up: &gate_up, down: &down };
-//! let inputs = MoeInputs { x: &x, norm: None, routing: &routing, experts };
+//! let inputs = MoeInputs { x: &x, norm: None, routing: &routing, experts, biases: None };
 //! let out = moe::run(&ctx, &inputs, &opts)?;
 //! assert_eq!(ctx.read_matrix(&out)?.len(), 3 * d);
 //! # Ok(()) }

@@ -5,6 +5,7 @@
 
 use std::fmt::Display;
 
+use moetile::model::gptoss::Yarn;
 use moetile::model::{Gating, RopeParams, RouterParams};
 use moetile_codegen::params::{
     EltParams, EmbedParams, HyperParams, NormParams, PoolParams, RouteParams,
@@ -69,18 +70,47 @@ fn norm_groups<'a>(
     Ok((weights, x.rows * x.cols / n))
 }
 
-/// `(cos, sin)` of `(pos0 + t) * freq_scale * freq_base^(-2k / n_dims)` for rows `t` of a
-/// batch and pairs `k < n_dims / 2`, computed in f64 as the CPU reference does (f32 angles of
-/// large positions would lose digits) and rounded to f32: the table `attn_input.wgsl` reads.
-pub fn rope_angles(p: &RopeParams, pos0: usize, n_rows: usize) -> Vec<[f32; 2]> {
+/// `magnitude * (cos, sin)` of `(pos0 + t) * freq_k * stretch_k` for rows `t` of a batch and
+/// pairs `k < n_dims / 2`, `freq_k = freq_base^(-2k / n_dims)`, computed in f64 as the CPU
+/// reference does (f32 angles of large positions would lose digits) and rounded to f32: the
+/// table `attn_input.wgsl` and `attn_decode.wgsl` read. Without YaRN (`Yarn::NONE`) the stretch
+/// is `freq_scale` and the magnitude 1. YaRN (ggml's `rope_yarn`) makes the pairs that turn
+/// often over the original context keep their own angle (stretch 1: extrapolation), those
+/// that turn rarely `freq_scale` (interpolation), with a linear ramp between, and scales both
+/// rotated values by its magnitude, so the kernels need nothing of it.
+pub fn rope_angles(p: &RopeParams, yarn: &Yarn, pos0: usize, n_rows: usize) -> Vec<[f32; 2]> {
     let half = p.n_dims / 2;
+    let (n_dims, base, freq_scale) = (p.n_dims as f64, p.freq_base as f64, p.freq_scale as f64);
+    let ext = yarn.ext_factor as f64;
+    // The pair whose frequency turns `rotations` times over the original context.
+    let pair_turning = |rotations: f32| {
+        let turns = yarn.n_ctx_orig as f64 / (rotations as f64 * std::f64::consts::TAU);
+        n_dims * turns.ln() / (2.0 * base.ln())
+    };
+    let ramp_start = pair_turning(yarn.beta_fast).floor().max(0.0);
+    let ramp_end = pair_turning(yarn.beta_slow).ceil().min(n_dims - 1.0);
+    let stretch = |k: usize| {
+        if ext == 0.0 {
+            return freq_scale;
+        }
+        let ramp = ((k as f64 - ramp_start) / (ramp_end - ramp_start).max(0.001)).clamp(0.0, 1.0);
+        let extrapolated = (1.0 - ramp) * ext;
+        freq_scale * (1.0 - extrapolated) + extrapolated
+    };
+    let magnitude = if ext == 0.0 {
+        yarn.attn_factor as f64
+    } else {
+        yarn.attn_factor as f64 * (1.0 + 0.1 * (1.0 / freq_scale).ln())
+    };
+    let freqs: Vec<f64> = (0..half)
+        .map(|k| base.powf(-2.0 * k as f64 / n_dims) * stretch(k))
+        .collect();
     let mut out = Vec::with_capacity(n_rows * half);
     for t in 0..n_rows {
-        let pos = (pos0 + t) as f64 * p.freq_scale as f64;
-        for k in 0..half {
-            let theta = pos * (p.freq_base as f64).powf(-2.0 * k as f64 / p.n_dims as f64);
-            let (sin, cos) = theta.sin_cos();
-            out.push([cos as f32, sin as f32]);
+        let pos = (pos0 + t) as f64;
+        for freq in &freqs {
+            let (sin, cos) = (pos * freq).sin_cos();
+            out.push([(cos * magnitude) as f32, (sin * magnitude) as f32]);
         }
     }
     out

@@ -41,9 +41,12 @@ pub(crate) fn model_kernels(
         KernelKey::Act {
             mid: ActType::F32,
             interleaved: false,
+            biased: false,
         },
     ];
     let head_dim = config.head_dim as u32;
+    // gpt-oss's heads have sinks, its experts biases.
+    let gptoss = config.gptoss.is_some();
     if HEAD_DIMS.contains(&head_dim) {
         keys.extend([
             KernelKey::AttnInput {
@@ -53,13 +56,17 @@ pub(crate) fn model_kernels(
             KernelKey::AttnPrefill {
                 head_dim,
                 kv: options.kv,
+                sinks: gptoss,
             },
             KernelKey::AttnDecode {
                 head_dim,
                 kv: options.kv,
                 norm: config.qk_norm,
             },
-            KernelKey::AttnCombine { head_dim },
+            KernelKey::AttnCombine {
+                head_dim,
+                sinks: gptoss,
+            },
         ]);
     }
     if let Some(q) = &config.qwen35moe {
@@ -81,8 +88,9 @@ pub(crate) fn model_kernels(
             KernelKey::Act {
                 mid: options.mid,
                 interleaved: false,
+                biased: gptoss,
             },
-            KernelKey::Sum,
+            KernelKey::Sum { biased: gptoss },
         ]);
         keys.extend(TileWidth::ALL.map(|tile| KernelKey::Map { tile }));
     }
@@ -103,6 +111,7 @@ pub(crate) fn model_kernels(
                 keys.push(KernelKey::Act {
                     mid: options.mid,
                     interleaved: true,
+                    biased: gptoss,
                 });
                 (weight, vec![ActType::F32], options.path)
             }
@@ -131,6 +140,8 @@ pub(crate) fn model_kernels(
                     (options.mid, MvEpilogue::Rows, false),
                     (options.mid, MvEpilogue::Sum, false),
                 ],
+                // Biased experts (gpt-oss) run the plain mat-vec, `act` adding the biases.
+                WeightUse::GateUp(_) if gptoss => vec![(ActType::F32, MvEpilogue::Rows, false)],
                 WeightUse::GateUp(_) => {
                     vec![(ActType::F32, MvEpilogue::Glu { mid: options.mid }, true)]
                 }

@@ -997,6 +997,7 @@ fn check_layer(
                 gate_up,
                 down: &down,
             },
+            biases: None,
         };
         for opts in opts_for(&base) {
             let got = run_layer(ctx, &inputs, &opts);
@@ -1229,6 +1230,7 @@ fn moe_layer_with_split_weights_matches_cpu_reference() {
                     norm: None,
                     routing: &routing,
                     experts: ExpertWeights { gate_up, down },
+                    biases: None,
                 };
                 for (mat_vec, int8) in [(true, false), (true, true), (false, false)] {
                     let opts = MoeOptions {
@@ -1300,8 +1302,17 @@ fn every_key_the_runtime_can_request_is_generated() {
     }
     for mid in ActType::ALL {
         for interleaved in [false, true] {
-            assert!(kernels::source(&KernelKey::Act { mid, interleaved }).is_some());
+            for biased in [false, true] {
+                let key = KernelKey::Act {
+                    mid,
+                    interleaved,
+                    biased,
+                };
+                assert!(kernels::source(&key).is_some());
+            }
         }
     }
-    assert!(kernels::source(&KernelKey::Sum).is_some());
+    for biased in [false, true] {
+        assert!(kernels::source(&KernelKey::Sum { biased }).is_some());
+    }
 }

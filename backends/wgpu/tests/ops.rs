@@ -14,7 +14,10 @@
 //!   rounded once, add a few f32 roundings of values around 1): 1e-5 absolute with an f32
 //!   cache (f32 scores and softmax over <= 1000 keys; measured <= 1e-6), 2e-3 with the default
 //!   f16 cache (keys and values rounded to 2^-11 relative; through scores of size ~1-3 that
-//!   moves the softmax weights by ~1e-3 relative; measured <= 4.5e-4).
+//!   moves the softmax weights by ~1e-3 relative; measured <= 4.5e-4). gpt-oss's attention
+//!   (sinks, sliding window, YaRN, whose magnitude 1.35 at factor 32 scales scores by 1.8) is
+//!   held to the same bounds (measured <= 0.09 of the f32 one, 0.5 of the f16 one).
+//! - moe_biased: as moe_out, at `moe_biased_matches_cpu_with_gate_up_and_down_biases`.
 //! - route ids: exact, including ties (to the lower id); sqrt-softplus route weights 1e-5
 //!   relative (`route_tolerance`: GPUs' `log` near 1).
 //! - hyper-connections (`hc_pre`, `hc_post`): derived per value at `hyper_connection_matches_cpu`;
@@ -28,11 +31,12 @@ mod common;
 use std::collections::HashSet;
 
 use common::{Weights, random_blocks, rng, shared_ctx, uniform};
+use moetile::model::gptoss::{GptOssAttentionParams, Yarn};
 use moetile::model::qwen35moe::{DeltaNetConfig, DeltaNetWeights, Mixer, Qwen35MoeConfig};
 use moetile::model::{
-    AttentionParams, Backend, DeltaNetParams, ExpertActivation, ExpertWeights, GateUp, Gating,
-    HC_MIXES, HC_STREAMS, HyperParams, HyperWeights, MoeParams, PoolParams, PoolWeights, PreNorm,
-    RopeParams, RouterParams, Selection, Stage, WeightData,
+    AttentionParams, Backend, DeltaNetParams, ExpertActivation, ExpertBiases, ExpertWeights,
+    GateUp, Gating, HC_MIXES, HC_STREAMS, HyperParams, HyperWeights, MoeParams, PoolParams,
+    PoolWeights, PreNorm, RopeParams, RouterParams, Selection, Stage, WeightData,
 };
 use moetile::tile::TileWidth;
 use moetile_cpu::{CpuBackend, CpuWeight};
@@ -536,6 +540,9 @@ struct AttnCase<'a> {
     rope: RopeParams,
     /// Per-head q/k norms (random weights) before RoPE.
     norm: bool,
+    /// gpt-oss's attention instead (`Backend::gptoss_attention`): random per-head sinks, the
+    /// rotation extended by this YaRN, and this sliding window.
+    gptoss: Option<(Yarn, Option<usize>)>,
 }
 
 impl<'a> AttnCase<'a> {
@@ -561,6 +568,7 @@ impl<'a> AttnCase<'a> {
                 neox: true,
             },
             norm: false,
+            gptoss: None,
         }
     }
 }
@@ -591,6 +599,12 @@ fn check_attention(rng: &mut StdRng, case: AttnCase<'_>) {
             upload_both(&mut gpu, &mut cpu, f32_data("q_norm", &dims, &wq)),
             upload_both(&mut gpu, &mut cpu, f32_data("k_norm", &dims, &wk)),
         )
+    });
+    let sinks = case.gptoss.map(|_| {
+        // Sinks from well below to above the scores (~1-3), so some heads' keys share the
+        // softmax with a sink that dominates it and others with one that barely counts.
+        let s: Vec<f32> = uniform(rng, n_heads, 3.0).iter().map(|x| x + 1.0).collect();
+        upload_both(&mut gpu, &mut cpu, f32_data("sinks", &[n_heads], &s))
     });
     let mut gkv = gpu.kv_cache(2, n_ctx, n_kv_heads, hd).unwrap();
     let mut ckv = cpu.kv_cache(2, n_ctx, n_kv_heads, hd).unwrap();
@@ -628,20 +642,35 @@ fn check_attention(rng: &mut StdRng, case: AttnCase<'_>) {
             .collect();
         let width = qw + 2 * kw;
         let gqkv = gpu_act(&mut gpu, t, width, &qkv);
-        let gnorm = norms.as_ref().map(|((gq, _), (gk, _))| [gq, gk]);
-        let got = gpu.attention(&gqkv, gnorm, &mut gkv, 1, pos0, &p).unwrap();
+        let cqkv = cpu_act(t, width, &qkv);
+        let (got, want) = match (case.gptoss, &sinks) {
+            (Some((yarn, window)), Some((gs, cs))) => {
+                let p = GptOssAttentionParams {
+                    attn: p,
+                    yarn,
+                    window,
+                };
+                let got = gpu.gptoss_attention(&gqkv, gs, &mut gkv, 1, pos0, &p);
+                let want = cpu.gptoss_attention(&cqkv, cs, &mut ckv, 1, pos0, &p);
+                (got.unwrap(), want.unwrap())
+            }
+            _ => {
+                let gnorm = norms.as_ref().map(|((gq, _), (gk, _))| [gq, gk]);
+                let cnorm = norms.as_ref().map(|((_, cq), (_, ck))| [cq, ck]);
+                let got = gpu.attention(&gqkv, gnorm, &mut gkv, 1, pos0, &p);
+                let want = cpu.attention(&cqkv, cnorm, &mut ckv, 1, pos0, &p);
+                (got.unwrap(), want.unwrap())
+            }
+        };
         let got = gpu.read(&got).unwrap();
-        let cnorm = norms.as_ref().map(|((_, cq), (_, ck))| [cq, ck]);
-        let want = cpu
-            .attention(&cpu_act(t, width, &qkv), cnorm, &mut ckv, 1, pos0, &p)
-            .unwrap();
         let label = format!(
             "attention {:?} hd {hd} heads {n_heads}/{n_kv_heads} T={t} pos0={pos0} ({:?}), \
-             {:?}, norms {}",
+             {:?}, norms {}, gpt-oss {:?}",
             case.kv,
             AttentionKernel::for_batch(t),
             case.rope,
-            case.norm
+            case.norm,
+            case.gptoss
         );
         check_close(&label, &got, &want.data, |_| tol);
         pos0 += t;
@@ -762,6 +791,49 @@ fn attention_rotates_and_norms_q_and_k_like_cpu() {
     }
 }
 
+/// gpt-oss's attention: per-head sinks, sliding windows narrower than a key tile, across tiles
+/// and chunks and past the prompt (and full attention), the rotation extended by YaRN as
+/// gpt-oss sets it, at its head width and GQA ratio and at a width of other tile shapes;
+/// through prefill and decode (the sink added once, in the merge of several splits).
+#[test]
+fn gptoss_attention_matches_cpu_with_sinks_window_and_yarn() {
+    if shared_ctx().is_none() {
+        return;
+    }
+    let mut rng = rng("gptoss_attention_matches_cpu_with_sinks_window_and_yarn");
+    // gpt-oss-20b: base 150000, factor 32 over an original context of 4096.
+    let yarn = Yarn {
+        ext_factor: 1.0,
+        attn_factor: 1.0,
+        beta_fast: 32.0,
+        beta_slow: 1.0,
+        n_ctx_orig: 4096,
+    };
+    for (head_dim, window) in [
+        (64, Some(128)),
+        (64, Some(1)),
+        (64, Some(20)),
+        (64, None),
+        (128, Some(40)),
+    ] {
+        for kv in ActType::ALL {
+            let base = AttnCase::new(kv, head_dim, (8, 2), &[150, 37, 1, 4, 2, 1]);
+            check_attention(
+                &mut rng,
+                AttnCase {
+                    rope: RopeParams {
+                        freq_base: 150000.0,
+                        freq_scale: 1.0 / 32.0,
+                        ..base.rope
+                    },
+                    gptoss: Some((yarn, window)),
+                    ..base
+                },
+            );
+        }
+    }
+}
+
 #[test]
 fn attention_kernels_agree_on_small_batches() {
     let Some(ctx) = shared_ctx() else {
@@ -795,7 +867,7 @@ fn attention_kernels_agree_on_small_batches() {
     };
     // Positions from 0 to past the batch.
     let angles = |rows| {
-        let a: Vec<f32> = moetile_wgpu::rope_angles(&rope, 0, rows)
+        let a: Vec<f32> = moetile_wgpu::rope_angles(&rope, &Yarn::NONE, 0, rows)
             .into_iter()
             .flatten()
             .collect();
@@ -820,6 +892,8 @@ fn attention_kernels_agree_on_small_batches() {
         rows: 0..70,
         angles: prefix_angles.buffer(),
         qk_norm: None,
+        sinks: None,
+        window: None,
     };
     ctx.record("prefix", |rec| {
         let kernel = AttentionKernel::Prefill;
@@ -848,6 +922,8 @@ fn attention_kernels_agree_on_small_batches() {
                 rows,
                 angles: batch_angles.buffer(),
                 qk_norm: None,
+                sinks: None,
+                window: None,
             };
             ctx.record("batch", |rec| {
                 attention::attend(rec, batch, at(pos0), &p, kernel, &out)
@@ -2135,6 +2211,83 @@ fn moe_out_matches_cpu_without_a_residual() {
             x,
             "{label}: moe_out wrote its input"
         );
+    }
+}
+
+/// `moe_biased` (gpt-oss's experts: per-expert gate and up biases before the clamped
+/// activation, the down bias before the route weight) matches the CPU's on the mat-vec (T = 2)
+/// and tiled (T = 150) sizes, normed and not, on fresh inputs added into the residual. Biases of
+/// the size of the matmul outputs, so a bias added to the wrong expert or column is off by about
+/// the value itself. Tolerance as in `moe_out_matches_cpu_without_a_residual`, in units of the
+/// added RMS plus the value's own magnitude.
+#[test]
+fn moe_biased_matches_cpu_with_gate_up_and_down_biases() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("moe_biased_matches_cpu_with_gate_up_and_down_biases");
+    let (d, f, e, k) = (256, 96, 8, 3);
+    let tol = moe_tolerance(&gpu);
+    let experts = BothExperts::random(&mut gpu, &mut cpu, &mut rng, [d, f, e]);
+    let norm_w = uniform(&mut rng, d, 1.0);
+    let (gnorm, cnorm) = upload_both(&mut gpu, &mut cpu, f32_data("norm", &[d], &norm_w));
+    let mut bias = |name, cols| {
+        let values = uniform(&mut rng, cols * e, 1.0);
+        upload_both(&mut gpu, &mut cpu, f32_data(name, &[cols, e], &values))
+    };
+    let ((gg, cg), (gu, cu), (gd, cd)) = (bias("gate_b", f), bias("up_b", f), bias("down_b", d));
+    let gpu_biases = ExpertBiases {
+        gate: gg,
+        up: gu,
+        down: gd,
+    };
+    let cpu_biases = ExpertBiases {
+        gate: cg,
+        up: cu,
+        down: cd,
+    };
+    let params = MoeParams {
+        activation: ExpertActivation::SwiGluOai {
+            alpha: 1.702,
+            limit: 1.0,
+        },
+        tile: TileWidth::T32,
+    };
+    for (t, normed) in [(2, false), (2, true), (150, true)] {
+        let x = uniform(&mut rng, t * d, 2.0);
+        let ids = common::random_ids(&mut rng, t, k, e);
+        let w: Vec<f32> = (0..t * k).map(|_| rng.random_range(0.0..1.0)).collect();
+        let routing = cpu.routing_from_host(e, k, &ids, &w).unwrap();
+        let (gate_up, down) = (&experts.cpu.0, &experts.cpu.1);
+        let mut want = cpu_act(t, d, &x);
+        cpu.moe_biased(
+            &mut want,
+            normed.then(|| pre(&cnorm)),
+            &routing,
+            ExpertWeights { gate_up, down },
+            &cpu_biases,
+            &params,
+        )
+        .unwrap();
+        let added = want.data.iter().zip(&x).map(|(a, b)| (a - b) as f64);
+        let rms = (added.map(|v| v * v).sum::<f64>() / x.len() as f64).sqrt();
+        let routing = gpu.routing_from_host(e, k, &ids, &w).unwrap();
+        let mut gx = gpu_act(&mut gpu, t, d, &x);
+        gpu.moe_biased(
+            &mut gx,
+            normed.then(|| pre(&gnorm)),
+            &routing,
+            experts.gpu_weights(),
+            &gpu_biases,
+            &params,
+        )
+        .unwrap();
+        let got = gpu.read(&gx).unwrap();
+        let label = format!("moe_biased T={t} normed {normed}");
+        check_close(&label, &got, &want.data, |i| {
+            tol * (rms + want.data[i].abs() as f64)
+        });
     }
 }
 

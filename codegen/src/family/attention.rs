@@ -70,6 +70,25 @@ fn qk_norm_fragment(norm: bool) -> &'static str {
     }
 }
 
+/// The sink fragment: with or without per-head sinks (gpt-oss).
+fn sinks_fragment(sinks: bool) -> &'static str {
+    if sinks {
+        "attn/sinks.wgsl"
+    } else {
+        "attn/no_sinks.wgsl"
+    }
+}
+
+/// The suffix naming a kernel with sinks.
+fn sinks_suffix(sinks: bool) -> &'static str {
+    if sinks { "_sinks" } else { "" }
+}
+
+/// The binding of the sinks (`wgsl/attn/sinks.wgsl`), where the kernel has them.
+fn sinks_binding(sinks: bool) -> Option<Binding> {
+    sinks.then(|| b(9, "sinks", ReadOnly))
+}
+
 /// The cache fragment of `kv`.
 fn kv_fragment(kv: ActType) -> &'static str {
     match kv {
@@ -140,15 +159,22 @@ impl Family for AttnInput {
     }
 }
 
-/// `attn_prefill`, per head width and cache type.
+/// `attn_prefill`, per head width, cache type and whether heads have sinks.
 pub(crate) struct Prefill {
     pub(crate) head_dim: u32,
     pub(crate) kv: ActType,
+    pub(crate) sinks: bool,
 }
 
 impl Family for Prefill {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attn_prefill_h{}_{}", self.head_dim, self.kv.name())
+        let sinks = sinks_suffix(self.sinks);
+        write!(
+            f,
+            "attn_prefill{sinks}_h{}_{}",
+            self.head_dim,
+            self.kv.name()
+        )
     }
 
     fn template(&self) -> &'static str {
@@ -156,7 +182,11 @@ impl Family for Prefill {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        vec!["attn/common.wgsl", kv_fragment(self.kv)]
+        vec![
+            "attn/common.wgsl",
+            kv_fragment(self.kv),
+            sinks_fragment(self.sinks),
+        ]
     }
 
     fn params(&self) -> Layout {
@@ -166,6 +196,7 @@ impl Family for Prefill {
     fn bindings(&self) -> Vec<Binding> {
         let mut list = cache_reader_bindings();
         list.push(b(4, "out", ReadWrite));
+        list.extend(sinks_binding(self.sinks));
         list
     }
 
@@ -267,14 +298,16 @@ impl Family for Decode {
     }
 }
 
-/// `attn_combine`, per head width.
+/// `attn_combine`, per head width and whether heads have sinks.
 pub(crate) struct Combine {
     pub(crate) head_dim: u32,
+    pub(crate) sinks: bool,
 }
 
 impl Family for Combine {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attn_combine_h{}", self.head_dim)
+        let sinks = sinks_suffix(self.sinks);
+        write!(f, "attn_combine{sinks}_h{}", self.head_dim)
     }
 
     fn template(&self) -> &'static str {
@@ -282,7 +315,7 @@ impl Family for Combine {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        vec!["attn/common.wgsl"]
+        vec!["attn/common.wgsl", sinks_fragment(self.sinks)]
     }
 
     fn params(&self) -> Layout {
@@ -296,6 +329,9 @@ impl Family for Combine {
             b(2, "part_ml", ReadOnly),
             b(3, "out", ReadWrite),
         ]
+        .into_iter()
+        .chain(sinks_binding(self.sinks))
+        .collect()
     }
 
     fn consts(&self) -> Vec<(&'static str, u32)> {

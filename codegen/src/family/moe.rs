@@ -65,12 +65,19 @@ impl Family for Map {
 pub(crate) struct Act {
     pub(crate) mid: ActType,
     pub(crate) interleaved: bool,
+    pub(crate) biased: bool,
+}
+
+/// The suffix naming a kernel that adds the experts' biases.
+fn biased_suffix(biased: bool) -> &'static str {
+    if biased { "_biased" } else { "" }
 }
 
 impl Family for Act {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let input = if self.interleaved { "interleaved_" } else { "" };
-        write!(f, "act_{input}{}", self.mid.name())
+        let biased = biased_suffix(self.biased);
+        write!(f, "act{biased}_{input}{}", self.mid.name())
     }
 
     fn template(&self) -> &'static str {
@@ -86,6 +93,11 @@ impl Family for Act {
             } else {
                 "glu/separate.wgsl"
             },
+            if self.biased {
+                "bias/glu.wgsl"
+            } else {
+                "bias/no_glu.wgsl"
+            },
         ]
     }
 
@@ -100,10 +112,20 @@ impl Family for Act {
         } else {
             vec![b(1, "gate", ReadOnly), b(2, "up", ReadOnly)]
         };
+        let biases = if self.biased {
+            vec![
+                b(5, "ids", ReadOnly),
+                b(6, "gate_bias", ReadOnly),
+                b(7, "up_bias", ReadOnly),
+            ]
+        } else {
+            vec![]
+        };
         [
             vec![b(0, "params", Uniform)],
             inputs,
             vec![b(3, "route", ReadOnly), b(4, "mid", ReadWrite)],
+            biases,
         ]
         .concat()
     }
@@ -113,16 +135,26 @@ impl Family for Act {
     }
 }
 
-/// `sum`: `out[t] = sum_k y[t * K + k]`.
-pub(crate) struct Sum;
+/// `sum`: `out[t] = sum_k y[t * K + k]`, with or without the experts' down biases.
+pub(crate) struct Sum {
+    pub(crate) biased: bool,
+}
 
 impl Family for Sum {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("sum")
+        write!(f, "sum{}", biased_suffix(self.biased))
     }
 
     fn template(&self) -> &'static str {
         "sum.wgsl"
+    }
+
+    fn fragments(&self) -> Vec<&'static str> {
+        if self.biased {
+            vec!["bias/down.wgsl"]
+        } else {
+            vec!["bias/no_down.wgsl"]
+        }
     }
 
     fn params(&self) -> Layout {
@@ -130,11 +162,19 @@ impl Family for Sum {
     }
 
     fn bindings(&self) -> Vec<Binding> {
-        vec![
+        let mut list = vec![
             b(0, "params", Uniform),
             b(1, "y", ReadOnly),
             b(2, "out", ReadWrite),
-        ]
+        ];
+        if self.biased {
+            list.extend([
+                b(3, "ids", ReadOnly),
+                b(4, "route", ReadOnly),
+                b(5, "down_bias", ReadOnly),
+            ]);
+        }
+        list
     }
 
     fn items_per_workgroup(&self) -> Option<u32> {

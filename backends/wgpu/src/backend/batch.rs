@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use moetile::model::gptoss::Yarn;
 use moetile::model::{Backend, RopeParams};
 use moetile::tile::TileWidth;
 use moetile_codegen::{ActType, MatmulKey, Path, WeightType};
@@ -27,14 +28,16 @@ pub(super) struct DenseCache {
 /// Batch lengths whose dense routing and maps are kept (prefill chunks, decode).
 const DENSE_CACHE_LENGTHS: usize = 8;
 
-/// The rotary angles of positions `0..n_positions`. q and k of every layer and every step
-/// read this one buffer, grown by doubling, so decode steps bind the same buffer as the step
-/// before (and find their bind groups cached).
+/// The rotary angles of positions `0..n_positions` under one rotation. q and k of every layer
+/// rotated alike and every step read this one buffer, grown by doubling, so decode steps bind
+/// the same buffer as the step before (and find their bind groups cached). gpt-oss's sliding
+/// and full layers may rotate with different bases: a table each.
 #[derive(Debug)]
 pub(super) struct RopeTable {
     n_positions: usize,
     params: RopeParams,
-    pub(super) angles: PooledBuffer,
+    yarn: Yarn,
+    angles: PooledBuffer,
 }
 
 /// The fewest positions a rope table is made for.
@@ -176,24 +179,31 @@ impl WgpuBackend {
         Ok(map)
     }
 
-    /// Makes the rope table cover positions `0..end` under `p`.
-    pub(super) fn rope_table(&mut self, end: usize, p: &RopeParams) -> moetile::Result<()> {
-        let fresh = self
-            .rope
-            .as_ref()
-            .is_some_and(|r| r.params == *p && r.n_positions >= end);
-        if !fresh {
-            let n_positions = end.next_power_of_two().max(MIN_ROPE_POSITIONS);
-            let angles = rope_angles(p, 0, n_positions);
-            self.rope = Some(RopeTable {
-                n_positions,
-                params: *p,
-                angles: self
-                    .buffers()
-                    .storage_init("rope angles", bytemuck::cast_slice(&angles))?,
-            });
+    /// The rope table of `p` extended by `yarn`, made to cover positions `0..end`.
+    pub(super) fn rope_table(
+        &mut self,
+        end: usize,
+        p: &RopeParams,
+        yarn: &Yarn,
+    ) -> moetile::Result<wgpu::Buffer> {
+        let same = |r: &RopeTable| r.params == *p && r.yarn == *yarn;
+        if let Some(r) = self.rope.iter().find(|r| same(r) && r.n_positions >= end) {
+            return Ok((*r.angles).clone());
         }
-        Ok(())
+        let n_positions = end.next_power_of_two().max(MIN_ROPE_POSITIONS);
+        let angles = rope_angles(p, yarn, 0, n_positions);
+        let angles = self
+            .buffers()
+            .storage_init("rope angles", bytemuck::cast_slice(&angles))?;
+        let buffer = (*angles).clone();
+        self.rope.retain(|r| !same(r));
+        self.rope.push(RopeTable {
+            n_positions,
+            params: *p,
+            yarn: *yarn,
+            angles,
+        });
+        Ok(buffer)
     }
 }
 

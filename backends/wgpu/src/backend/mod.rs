@@ -50,7 +50,7 @@ pub struct WgpuBackend {
     pool: BufferPool,
     enc: Option<Encoder>,
     dense: DenseCache,
-    rope: Option<RopeTable>,
+    rope: Vec<RopeTable>,
     nan: Option<wgpu::Buffer>,
     profiler: Option<StageProfiler>,
     /// Host time in reads and submissions, for [`Self::take_host_times`].
@@ -112,7 +112,7 @@ impl WgpuBackend {
             pool: BufferPool::default(),
             enc: None,
             dense: DenseCache::default(),
-            rope: None,
+            rope: Vec::new(),
             nan: None,
             profiler: None,
             host: HostTimes::default(),

@@ -4,11 +4,12 @@
 use std::ops::Range;
 
 use moetile::model::deepseek4::{AttentionWeights as Deepseek4Attention, Deepseek4Config};
+use moetile::model::gptoss::{GptOssAttentionParams, Yarn};
 use moetile::model::qwen35moe::{DeltaNetWeights, Qwen35MoeConfig};
 use moetile::model::{
-    AttentionParams, Backend, DeltaNetParams, ExpertActivation, ExpertWeights, GateUp, HC_MIXES,
-    HC_STREAMS, HyperParams, HyperWeights, ModelConfig, MoeParams, PoolParams, PoolWeights,
-    PreNorm, RouterParams, Selection, Stage, WeightData, hashed_ids,
+    AttentionParams, Backend, DeltaNetParams, ExpertActivation, ExpertBiases, ExpertWeights,
+    GateUp, HC_MIXES, HC_STREAMS, HyperParams, HyperWeights, ModelConfig, MoeParams, PoolParams,
+    PoolWeights, PreNorm, RouterParams, Selection, Stage, WeightData, hashed_ids,
 };
 use moetile_codegen::{ActType, DELTA_CHUNK, DELTA_WY_FLOATS, EltOp, WeightType};
 
@@ -22,6 +23,27 @@ use crate::moe::{self, MoeBuffers, MoeInputs, MoeOptions, MoePlan, MvExtras, Rou
 use crate::ops;
 use crate::plan::{WeightUse, model_kernels};
 
+/// What a layer's attention adds to [`AttentionParams`]: qwen3's per-head q/k norms; gpt-oss's
+/// YaRN, per-head sinks and sliding window.
+struct LayerAttention<'w> {
+    qk_norm: Option<[&'w ExpertTensor; 2]>,
+    yarn: Yarn,
+    sinks: Option<&'w ExpertTensor>,
+    window: Option<usize>,
+}
+
+impl<'w> LayerAttention<'w> {
+    /// Attention over every earlier position with a plain rotation.
+    fn plain(qk_norm: Option<[&'w ExpertTensor; 2]>) -> Self {
+        LayerAttention {
+            qk_norm,
+            yarn: Yarn::NONE,
+            sinks: None,
+            window: None,
+        }
+    }
+}
+
 impl WgpuBackend {
     fn eltwise(
         &mut self,
@@ -33,13 +55,34 @@ impl WgpuBackend {
         self.record(op.name(), |rec| ops::eltwise(rec, op, dst, src, src_len))
     }
 
+    /// The attention of every row of `qkv`, one sequence at positions `pos0..` of `layer` of
+    /// `kv`, as `with` says.
+    fn attend_all(
+        &mut self,
+        qkv: &GpuMatrix,
+        with: &LayerAttention<'_>,
+        kv: &KvCache,
+        layer: usize,
+        pos0: usize,
+        p: &AttentionParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
+        let slot = CacheSlot {
+            cache: kv,
+            layer,
+            pos0,
+        };
+        self.attend_rows(qkv, 0..qkv.rows, with, slot, p, &out)?;
+        Ok(out)
+    }
+
     /// Records the attention of `rows` of `qkv` at `slot` into the same rows of `out`, with
     /// the kernels for that many tokens; refuses positions past the cache as a full context.
     fn attend_rows(
         &mut self,
         qkv: &GpuMatrix,
         rows: Range<usize>,
-        qk_norm: Option<[&ExpertTensor; 2]>,
+        layer: &LayerAttention<'_>,
         slot: CacheSlot<'_>,
         p: &AttentionParams,
         out: &GpuMatrix,
@@ -51,21 +94,26 @@ impl WgpuBackend {
                 needed: end,
             });
         }
-        let qk_norm = match qk_norm {
+        let qk_norm = match layer.qk_norm {
             Some([wq, wk]) => Some([
                 ops::vector("q norm", wq)?.clone(),
                 ops::vector("k norm", wk)?.clone(),
             ]),
             None => None,
         };
-        self.rope_table(end, &p.rope)?;
-        let angles = (*self.rope.as_ref().expect("built above").angles).clone();
+        let sinks = match layer.sinks {
+            Some(s) => Some(ops::vector("attention sinks", s)?.clone()),
+            None => None,
+        };
+        let angles = self.rope_table(end, &p.rope, &layer.yarn)?;
         let kernel = AttentionKernel::for_batch(rows.len());
         let inputs = AttnInputs {
             qkv,
             rows,
             angles: &angles,
             qk_norm: qk_norm.as_ref().map(|[q, k]| [q, k]),
+            sinks: sinks.as_ref(),
+            window: layer.window,
         };
         self.record("attention", |rec| {
             attention::attend(rec, inputs, slot, p, kernel, out)
@@ -300,14 +348,31 @@ impl Backend for WgpuBackend {
         pos0: usize,
         p: &AttentionParams,
     ) -> moetile::Result<GpuMatrix> {
-        let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
-        let slot = CacheSlot {
-            cache: kv,
-            layer,
-            pos0,
+        self.attend_all(qkv, &LayerAttention::plain(qk_norm), kv, layer, pos0, p)
+    }
+
+    /// gpt-oss's attention is the shared kernels with sinks, the window and a YaRN table; its
+    /// experts the MoE with biases in `act` and `sum`.
+    fn runs_gptoss(&self) -> bool {
+        true
+    }
+
+    fn gptoss_attention(
+        &mut self,
+        qkv: &GpuMatrix,
+        sinks: &ExpertTensor,
+        kv: &mut KvCache,
+        layer: usize,
+        pos0: usize,
+        p: &GptOssAttentionParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let gptoss = LayerAttention {
+            qk_norm: None,
+            yarn: p.yarn,
+            sinks: Some(sinks),
+            window: p.window,
         };
-        self.attend_rows(qkv, 0..qkv.rows, qk_norm, slot, p, &out)?;
-        Ok(out)
+        self.attend_all(qkv, &gptoss, kv, layer, pos0, &p.attn)
     }
 
     /// Each extra row adds only its attention's dispatches (`attention_batch` records them
@@ -351,13 +416,14 @@ impl Backend for WgpuBackend {
             });
         }
         let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
+        let plain = LayerAttention::plain(qk_norm);
         for (row, (kv, &pos0)) in kvs.iter().zip(positions).enumerate() {
             let slot = CacheSlot {
                 cache: kv,
                 layer,
                 pos0,
             };
-            self.attend_rows(qkv, row..row + 1, qk_norm, slot, p, &out)?;
+            self.attend_rows(qkv, row..row + 1, &plain, slot, p, &out)?;
         }
         Ok(out)
     }
@@ -464,6 +530,7 @@ impl Backend for WgpuBackend {
                 GateUp::Separate { gate, up },
                 &routing,
                 ExpertActivation::SwiGlu,
+                None,
                 &out,
             )
         })?;
@@ -731,6 +798,7 @@ impl Backend for WgpuBackend {
             norm: None,
             routing,
             experts,
+            biases: None,
         };
         if !MoePlan::new(&plain, &opts).fused_ends() {
             let out = self.moe_out(x, norm, routing, experts, p)?;
@@ -759,22 +827,22 @@ impl Backend for WgpuBackend {
         experts: ExpertWeights<'_, ExpertTensor>,
         p: &MoeParams,
     ) -> moetile::Result<GpuMatrix> {
-        let normed = match norm {
-            Some(n) => Some(self.rms_norm(h, n.weight, n.eps)?),
-            None => None,
-        };
-        let x = normed.as_ref().unwrap_or(h);
-        let opts = self.moe_options(p, x.rows);
-        let inputs = MoeInputs {
-            x,
-            norm: None,
-            routing,
-            experts,
-        };
-        let bufs = self.moe_buffers(&inputs, &opts)?;
-        let out = self.output(x.rows, x.cols, "moe")?;
-        self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
-        Ok(out)
+        self.experts_out(h, norm, routing, experts, None, p)
+    }
+
+    /// The biased experts' output, added into `x`: they run neither fused mat-vec (`act` and
+    /// `sum` add the biases), so the norm and the residual add stay outside the layer.
+    fn moe_biased(
+        &mut self,
+        x: &mut GpuMatrix,
+        norm: Option<PreNorm<'_, ExpertTensor>>,
+        routing: &Routing,
+        experts: ExpertWeights<'_, ExpertTensor>,
+        biases: &ExpertBiases<ExpertTensor>,
+        p: &MoeParams,
+    ) -> moetile::Result<()> {
+        let out = self.experts_out(x, norm, routing, experts, Some(biases), p)?;
+        self.add(x, &out)
     }
 
     fn runs_deepseek4(&self) -> bool {
@@ -789,12 +857,8 @@ impl Backend for WgpuBackend {
         n_ctx: usize,
         qat_sim: bool,
     ) -> moetile::Result<KvCache> {
-        self.ctx.kernels.forget_bind_groups();
         let cache = KvCache::deepseek4(Deepseek4Cache::new(&self.ctx, cfg, n_ctx, qat_sim)?);
-        for b in cache.buffers() {
-            self.poison(b, b.size());
-        }
-        Ok(cache)
+        Ok(self.session_cache(cache))
     }
 
     fn deepseek4_attention(
@@ -810,6 +874,36 @@ impl Backend for WgpuBackend {
 }
 
 impl WgpuBackend {
+    /// The routed experts' output `(T, D)` from `h`, normed by `norm` when given, with the
+    /// experts' `biases` when given.
+    fn experts_out(
+        &mut self,
+        h: &GpuMatrix,
+        norm: Option<PreNorm<'_, ExpertTensor>>,
+        routing: &Routing,
+        experts: ExpertWeights<'_, ExpertTensor>,
+        biases: Option<&ExpertBiases<ExpertTensor>>,
+        p: &MoeParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let normed = match norm {
+            Some(n) => Some(self.rms_norm(h, n.weight, n.eps)?),
+            None => None,
+        };
+        let x = normed.as_ref().unwrap_or(h);
+        let opts = self.moe_options(p, x.rows);
+        let inputs = MoeInputs {
+            x,
+            norm: None,
+            routing,
+            experts,
+            biases,
+        };
+        let bufs = self.moe_buffers(&inputs, &opts)?;
+        let out = self.output(x.rows, x.cols, "moe")?;
+        self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, &out))?;
+        Ok(out)
+    }
+
     /// A new session's `cache`, poisoned when the options say so. Bind groups cached for an
     /// earlier session's cache (and a dropped model's weights) are forgotten: they would keep
     /// those buffers alive.

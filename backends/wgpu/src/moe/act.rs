@@ -1,28 +1,58 @@
 //! The element-wise ends of the routed-MoE layer: the activation between up/gate and down, and
-//! the sum over each token's K experts (where the mat-vec epilogues do not do them).
+//! the sum over each token's K experts (where the mat-vec epilogues do not do them); with
+//! gpt-oss's per-expert biases, these are where the biases enter (gate/up before the
+//! activation, down scaled by the route weight in the sum).
 
-use moetile::model::{ExpertActivation, GateUp};
+use moetile::model::{ExpertActivation, ExpertBiases, GateUp};
 use moetile_codegen::params::{ActParams, SumParams};
 use moetile_codegen::{ActType, KernelKey};
 
 use crate::buffers::GpuMatrix;
 use crate::dispatch::Grid;
 use crate::error::{Result, shape};
+use crate::layout::ExpertTensor;
 use crate::moe::Routing;
 use crate::recorder::Recorder;
 
-/// Records `mid = activation(gate, up) * route_weight` over (T*K, F), from two (T*K, F)
-/// matrices or one (T*K, 2F) matrix of interleaved columns.
+/// The buffer of an `(E, cols)` F32 matrix of per-expert biases, `E` = the routing's experts.
+fn bias_rows<'w>(
+    op: &KernelKey,
+    w: &'w ExpertTensor,
+    routing: &Routing,
+    cols: usize,
+) -> Result<&'w wgpu::Buffer> {
+    match w.chunks.as_slice() {
+        [chunk]
+            if w.weight == moetile_codegen::WeightType::F32
+                && (w.experts, w.rows, w.cols) == (1, routing.n_experts, cols) =>
+        {
+            Ok(&chunk.buffer)
+        }
+        _ => Err(shape(
+            op,
+            format!(
+                "bias {} is {} x {} x {} {}, expected an F32 ({}, {cols}) matrix in one buffer",
+                w.name, w.experts, w.rows, w.cols, w.weight, routing.n_experts
+            ),
+        )),
+    }
+}
+
+/// Records `mid = activation(gate + bg, up + bu) * route_weight` over (T*K, F), from two
+/// (T*K, F) matrices or one (T*K, 2F) matrix of interleaved columns; `bg` and `bu` the rows of
+/// the pair's expert in `biases` (gate and up), zero without.
 pub fn act(
     rec: &mut Recorder<'_>,
     gate_up: GateUp<&GpuMatrix>,
     routing: &Routing,
     activation: ExpertActivation,
+    biases: Option<&ExpertBiases<ExpertTensor>>,
     mid: &GpuMatrix,
 ) -> Result<()> {
     let key = KernelKey::Act {
         mid: mid.ty,
         interleaved: matches!(gate_up, GateUp::Interleaved(_)),
+        biased: biases.is_some(),
     };
     let (rows, cols) = (routing.n_pairs(), mid.cols);
     let f32_shape = |m: &GpuMatrix, c: usize| m.rows == rows && m.cols == c && m.ty == ActType::F32;
@@ -67,6 +97,20 @@ pub fn act(
         ],
         GateUp::Interleaved(gu) => vec![("gate_up", gu.buffer.as_entire_binding())],
     };
+    let biases = match biases {
+        Some(b) => vec![
+            ("ids", routing.ids.as_entire_binding()),
+            (
+                "gate_bias",
+                bias_rows(&key, &b.gate, routing, cols)?.as_entire_binding(),
+            ),
+            (
+                "up_bias",
+                bias_rows(&key, &b.up, routing, cols)?.as_entire_binding(),
+            ),
+        ],
+        None => vec![],
+    };
     let bindings: Vec<_> = [("params", params.binding())]
         .into_iter()
         .chain(inputs)
@@ -74,6 +118,7 @@ pub fn act(
             ("route", routing.weights.as_entire_binding()),
             ("mid", mid.buffer.as_entire_binding()),
         ])
+        .chain(biases)
         .collect();
     rec.dispatch(&key, &bindings, Grid::Items(rows * cols / 2))
 }
@@ -105,10 +150,21 @@ impl Glu {
     }
 }
 
-/// Records `out (T, D) = sum_k y[t*K + k]`, K = `n_used`.
-pub fn sum(rec: &mut Recorder<'_>, y: &GpuMatrix, n_used: usize, out: &GpuMatrix) -> Result<()> {
-    let key = KernelKey::Sum;
+/// Records `out (T, D) = sum_k y[t*K + k] + w[t*K + k] * bd[e(t, k)]`, K = `routing.n_used`,
+/// `w` the route weights, `bd` the down biases (zero without).
+pub fn sum(
+    rec: &mut Recorder<'_>,
+    y: &GpuMatrix,
+    routing: &Routing,
+    down_bias: Option<&ExpertTensor>,
+    out: &GpuMatrix,
+) -> Result<()> {
+    let key = KernelKey::Sum {
+        biased: down_bias.is_some(),
+    };
+    let n_used = routing.n_used;
     if y.rows != out.rows * n_used
+        || routing.n_tokens != out.rows
         || y.cols != out.cols
         || y.ty != ActType::F32
         || out.ty != ActType::F32
@@ -127,13 +183,20 @@ pub fn sum(rec: &mut Recorder<'_>, y: &GpuMatrix, n_used: usize, out: &GpuMatrix
         n_used: n_used as u32,
         _pad0: 0,
     });
-    rec.dispatch(
-        &key,
-        &[
-            ("params", params.binding()),
-            ("y", y.buffer.as_entire_binding()),
-            ("out", out.buffer.as_entire_binding()),
-        ],
-        Grid::Items(out.rows * out.cols),
-    )
+    let mut bindings = vec![
+        ("params", params.binding()),
+        ("y", y.buffer.as_entire_binding()),
+        ("out", out.buffer.as_entire_binding()),
+    ];
+    if let Some(b) = down_bias {
+        bindings.extend([
+            ("ids", routing.ids.as_entire_binding()),
+            ("route", routing.weights.as_entire_binding()),
+            (
+                "down_bias",
+                bias_rows(&key, b, routing, out.cols)?.as_entire_binding(),
+            ),
+        ]);
+    }
+    rec.dispatch(&key, &bindings, Grid::Items(out.rows * out.cols))
 }

@@ -45,7 +45,7 @@ pub use map::{ExpertMap, MapContents, map};
 pub use matmul::{Matmul, MvExtras, RowNorm, mm_id, mv_glu, mv_id, mv_sum};
 pub use routing::Routing;
 
-use moetile::model::{ExpertActivation, ExpertWeights, GateUp, MoeParams};
+use moetile::model::{ExpertActivation, ExpertBiases, ExpertWeights, GateUp, MoeParams};
 use moetile::tile::TileWidth;
 use moetile_codegen::{ActType, KernelKey, MatmulKey, Path};
 
@@ -133,6 +133,9 @@ pub struct MoeInputs<'a> {
     pub routing: &'a Routing,
     /// gate and up `[D, F, E]` (or one `[D, 2F, E]` interleaved), down `[F, D, E]`.
     pub experts: ExpertWeights<'a, ExpertTensor>,
+    /// Per-expert biases (gpt-oss), F32 `(E, F)` for gate and up, `(E, D)` for down: added by
+    /// `act` and `sum`, so a biased layer runs neither fused mat-vec.
+    pub biases: Option<&'a ExpertBiases<ExpertTensor>>,
 }
 
 impl MoeInputs<'_> {
@@ -185,10 +188,11 @@ impl MoePlan {
     /// The plan of `inputs` under `opts`.
     pub fn new(inputs: &MoeInputs<'_>, opts: &MoeOptions) -> MoePlan {
         let mat_vec = opts.mat_vec;
+        let fusable = mat_vec && inputs.biases.is_none();
         MoePlan {
             mat_vec,
-            glu: mat_vec && matches!(inputs.experts.gate_up, GateUp::Interleaved(_)),
-            sum: mat_vec && inputs.experts.down.chunks.len() == 1,
+            glu: fusable && matches!(inputs.experts.gate_up, GateUp::Interleaved(_)),
+            sum: fusable && inputs.experts.down.chunks.len() == 1,
         }
     }
 
@@ -368,7 +372,15 @@ pub fn layer(
             _ => return Err(missing("gate/up outputs of the weights' form")),
         }
         rec.set_detail("act");
-        act(rec, gu_out.as_ref(), routing, opts.activation, &bufs.mid)?;
+        let activation = opts.activation;
+        act(
+            rec,
+            gu_out.as_ref(),
+            routing,
+            activation,
+            inputs.biases,
+            &bufs.mid,
+        )?;
     }
     let mid_times = |out| Matmul {
         w: down,
@@ -385,7 +397,7 @@ pub fn layer(
         rec.set_detail("down");
         matmul(rec, mid_times(y))?;
         rec.set_detail("sum");
-        sum(rec, y, k, out)?;
+        sum(rec, y, routing, inputs.biases.map(|b| &b.down), out)?;
     }
     rec.set_detail("");
     Ok(())
