@@ -304,6 +304,17 @@ impl Planner {
         }
     }
 
+    /// The token embedding, the output norm and the output head, as the Qwen families store
+    /// them.
+    fn embedding_and_head(&self, p: &Preset) -> Vec<TensorPlan> {
+        let (d, v) = (p.d_model, p.n_vocab);
+        vec![
+            self.tensor("token_embd.weight", Role::Embedding, 0, &[d, v], MATRIX),
+            self.norm("output_norm.weight", 0, d),
+            self.tensor("output.weight", Role::Output, 0, &[d, v], output_head()),
+        ]
+    }
+
     /// An F32 vector of norm gains.
     fn norm(&self, name: impl Into<String>, layer: usize, len: usize) -> TensorPlan {
         self.tensor(name, Role::Vector, layer, &[len], Init::NORM)

@@ -3,7 +3,7 @@
 //! `ffn_gate_up_exps`, the shared expert with its sigmoid gate, three Gated DeltaNet layers to
 //! every gated attention layer).
 
-use super::{Family, Init, MATRIX, Planner, Preset, Role, TensorPlan, output_head};
+use super::{Family, Init, MATRIX, Planner, Preset, Role, TensorPlan};
 use crate::Result;
 use crate::gguf::{Array, GgufWriter};
 pub(super) use crate::model::qwen35moe::ARCH;
@@ -114,23 +114,7 @@ impl Qwen35MoeDims {
 /// Every tensor of `p`, in file order.
 pub(super) fn tensors(p: &Preset, dims: &Qwen35MoeDims, plan: &Planner) -> Vec<TensorPlan> {
     let (d, f, e) = (p.d_model, p.expert_ff, p.n_experts);
-    let mut out = vec![
-        plan.tensor(
-            "token_embd.weight",
-            Role::Embedding,
-            0,
-            &[d, p.n_vocab],
-            MATRIX,
-        ),
-        plan.norm("output_norm.weight", 0, d),
-        plan.tensor(
-            "output.weight",
-            Role::Output,
-            0,
-            &[d, p.n_vocab],
-            output_head(),
-        ),
-    ];
+    let mut out = plan.embedding_and_head(p);
     let proj = Role::AttnQkvO { v: false };
     for il in 0..p.n_layers {
         let blk = |name: &str| format!("blk.{il}.{name}.weight");

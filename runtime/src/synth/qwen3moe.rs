@@ -1,6 +1,6 @@
 //! `qwen3moe` presets: their dimensions, tensors and keys.
 
-use super::{Family, MATRIX, Planner, Preset, Role, TensorPlan, output_head};
+use super::{Family, MATRIX, Planner, Preset, Role, TensorPlan};
 use crate::Result;
 use crate::gguf::GgufWriter;
 
@@ -85,23 +85,7 @@ pub(super) fn tensors(p: &Preset, dims: &Qwen3MoeDims, plan: &Planner) -> Vec<Te
         dims.n_kv_heads * dims.head_dim,
     );
     let hd = dims.head_dim;
-    let mut out = vec![
-        plan.tensor(
-            "token_embd.weight",
-            Role::Embedding,
-            0,
-            &[d, p.n_vocab],
-            MATRIX,
-        ),
-        plan.norm("output_norm.weight", 0, d),
-        plan.tensor(
-            "output.weight",
-            Role::Output,
-            0,
-            &[d, p.n_vocab],
-            output_head(),
-        ),
-    ];
+    let mut out = plan.embedding_and_head(p);
     for il in 0..p.n_layers {
         let blk = |name: &str| format!("blk.{il}.{name}.weight");
         let attn = |v| Role::AttnQkvO { v };
