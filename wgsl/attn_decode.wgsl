@@ -1,20 +1,11 @@
 // Attention of a few queries (decode) split over the keys, first pass (flash decoding; see
-// attn/common.wgsl for what is computed and how rows are numbered), with attn_input's work
-// folded in (one dispatch a layer fewer): workgroup (wg.x, wg.y)
+// attn/common.wgsl for what is computed and how rows are numbered): workgroup (wg.x, wg.y)
 // takes the chunks_per_split chunks of CHUNK positions from CHUNK * chunks_per_split * wg.x
 // and rows ROWS * b .. + ROWS of key/value head g, with wg.y = b * n_kv_heads + g, and writes
 // for each row its partial softmax over those positions: the maximum m, the sum l of
 // exp2(s - m) and the unnormalized output acc = sum exp2(s - m) V. attn_combine.wgsl merges
 // the n_splits partials of a row. The host bounds n_splits (more chunks per split at long
 // contexts), so the partials and their merge stay small.
-//
-// Inputs: token t of the batch is row out_row0 + t of `qkv` (q, k, v heads side by side, as
-// attn_input reads them). Each workgroup norms and rotates its own query rows (attn/rotate.wgsl)
-// into q_tile. The batch's own keys and values (positions pos0 .. pos0 + n_tokens, at most
-// MAX_TOKENS) are made by every workgroup whose positions include any of them, into workgroup
-// memory, packed and unpacked as the cache stores them; it reads them from there, and the one of
-// row block 0 also writes those in its positions to the cache for later steps. So no workgroup
-// reads a cache row that another writes in this dispatch.
 //
 // A decode step has few rows and few positions per workgroup, so what binds it is the length
 // of each thread's chain of dependent instructions, not bytes or FLOPs: every phase spreads
@@ -34,30 +25,23 @@
 // and per-thread array index is in range by construction; cache indices are clamped to
 // positions the batch wrote.
 //
-// Consts: WG_SIZE, HEAD_DIM, ROWS, CHUNK (ROWS * CHUNK = WG_SIZE: one thread per score),
-//   MAX_TOKENS.
+// Consts: WG_SIZE, HEAD_DIM, ROWS, CHUNK (ROWS * CHUNK = WG_SIZE: one thread per score).
 // Fragments: attn/common.wgsl (MASKED, row_first_key, row_sees, out_row), kv/<type>.wgsl
-//   (KvOct, kv_oct, kv_oct_pack, KvQuad, kv_quad, kv_quad_pack), attn_input/norm.wgsl or
-//   attn_input/plain.wgsl (NORM, norm_weight), attn/rotate.wgsl (QUERY, KEY, rotated).
+//   (KvOct, kv_oct, KvQuad, kv_quad).
 // Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
 const_assert HEAD_DIM % 8u == 0u;
 const_assert ROWS * CHUNK == WG_SIZE;
 const_assert WG_SIZE % CHUNK == 0u;
 const_assert 0u == (WG_SIZE / CHUNK) % 4u;
-// Heads are staged in `partial`, and the batch's keys take rows of head_scale.
-const_assert HEAD_DIM <= WG_SIZE;
-const_assert MAX_TOKENS <= ROWS;
 
 @group(0) @binding(0) var<uniform> params: AttnParams;
-@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> k_cache: array<KvOct>;
-@group(0) @binding(3) var<storage, read_write> v_cache: array<KvQuad>;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k_cache: array<KvOct>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KvQuad>;
 // Per (out row, split): acc as HEAD_DIM / 4 vec4s, and (m, l).
 @group(0) @binding(4) var<storage, read_write> part_acc: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>;
-// Bindings 6 and 8: q_norm, k_norm (attn_input/norm.wgsl).
-@group(0) @binding(7) var<storage, read> angles: array<vec2<f32>>;
 
 const Q4: u32 = HEAD_DIM / 4u;
 const OCTS: u32 = HEAD_DIM / 8u;
@@ -72,122 +56,25 @@ var<workgroup> q_tile: array<vec4<f32>, ROWS * Q4>; // [row][dim], pre-scaled
 // them reads whole vec4s, with no bank conflicts between the positions of a subgroup.
 var<workgroup> partial: array<vec4<f32>, ROWS * CHUNK * PARTS / 4u>;
 var<workgroup> scores: array<f32, ROWS * CHUNK>; // [row][position]
-// The factor of each staged head's RMS norm.
-var<workgroup> head_scale: array<f32, ROWS>;
-// The batch's keys and values of head g, [token][oct or quad], as the cache stores them.
-var<workgroup> fresh_k: array<KvOct, MAX_TOKENS * OCTS>;
-var<workgroup> fresh_v: array<KvQuad, MAX_TOKENS * Q4>;
-
-const VALUE: u32 = 2u;
-
-// Value `at` of the heads staged in `partial` (head i from i * HEAD_DIM).
-fn staged(at: u32) -> f32 {
-    return partial[at / 4u][at % 4u];
-}
-
-// The first vec4 of `qkv` of head i of `kind` (i a query row from r0, or a token) of head g.
-fn head_source(kind: u32, i: u32, r0: u32, g: u32) -> u32 {
-    var t = i;
-    var h = params.n_heads + g;
-    if kind == QUERY {
-        t = (r0 + i) / params.group;
-        h = g * params.group + (r0 + i) % params.group;
-    } else if kind == VALUE {
-        h += params.n_kv_heads;
-    }
-    return ((params.out_row0 + t) * (params.n_heads + 2u * params.n_kv_heads) + h) * Q4;
-}
-
-// Stages the first n heads of `kind` into `partial` (zeros past n) and their norm factors into
-// head_scale. Called in uniform control flow; `partial` is free when it returns to the caller's
-// reads (both ends have a barrier).
-fn stage_heads(li: u32, kind: u32, n: u32, r0: u32, g: u32) {
-    workgroupBarrier();
-    for (var i = li; i < ROWS * Q4; i += WG_SIZE) {
-        let row = i / Q4;
-        var v = vec4<f32>(0.0);
-        if row < n {
-            v = qkv[head_source(kind, row, r0, g) + i % Q4];
-        }
-        partial[i] = v;
-    }
-    workgroupBarrier();
-    if li < ROWS {
-        var sum = 0.0;
-        for (var d = 0u; d < Q4; d++) {
-            let v = partial[li * Q4 + d];
-            sum += dot(v, v);
-        }
-        head_scale[li] = select(1.0, 1.0 / sqrt(sum / f32(HEAD_DIM) + params.eps), NORM);
-    }
-    workgroupBarrier();
-}
-
-// Four outputs from dim d of staged head `row` of `kind` at position `pos`.
-fn rotated4(kind: u32, row: u32, pos: u32, d: u32) -> vec4<f32> {
-    let base = row * HEAD_DIM;
-    let s = head_scale[row];
-    return vec4<f32>(
-        rotated(kind, base, pos, d, s),
-        rotated(kind, base, pos, d + 1u, s),
-        rotated(kind, base, pos, d + 2u, s),
-        rotated(kind, base, pos, d + 3u, s),
-    );
-}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let split = wg.x;
     let g = wg.y % params.n_kv_heads;
     let r0 = (wg.y / params.n_kv_heads) * ROWS;
-    // Positions of the cache and the batch: 0 .. pos0 + n_tokens.
+    // Positions the batch wrote: 0 .. pos0 + n_tokens.
     let last_key = params.pos0 + params.n_tokens - 1u;
     let kv_octs = params.n_kv_heads * OCTS;
     let kv_quads = params.n_kv_heads * Q4;
     let first = split * params.chunks_per_split * CHUNK;
 
-    let n_q = min(ROWS, params.n_rows - r0);
-    stage_heads(li, QUERY, n_q, r0, g);
     for (var i = li; i < ROWS * Q4; i += WG_SIZE) {
-        let row = i / Q4;
+        let r = r0 + i / Q4;
         var v = vec4<f32>(0.0);
-        if row < n_q {
-            let pos = params.pos0 + (r0 + row) / params.group;
-            v = rotated4(QUERY, row, pos, 4u * (i % Q4)) * params.scale;
+        if r < params.n_rows {
+            v = q[out_row(g, r) * Q4 + i % Q4] * params.scale;
         }
         q_tile[i] = v;
-    }
-
-    // The batch's keys and values, where this workgroup's positions include any.
-    let end = first + params.chunks_per_split * CHUNK;
-    if first <= last_key && params.pos0 < end {
-        stage_heads(li, KEY, params.n_tokens, r0, g);
-        // Row block 0 writes the cache rows of its positions.
-        let writes = r0 == 0u;
-        for (var i = li; i < MAX_TOKENS * OCTS; i += WG_SIZE) {
-            let t = i / OCTS;
-            let o = i % OCTS;
-            let pos = params.pos0 + t;
-            if t < params.n_tokens {
-                let k = kv_oct_pack(rotated4(KEY, t, pos, 8u * o), rotated4(KEY, t, pos, 8u * o + 4u));
-                fresh_k[i] = k;
-                if writes && first <= pos && pos < end {
-                    k_cache[pos * kv_octs + g * OCTS + o] = k;
-                }
-            }
-        }
-        for (var i = li; i < MAX_TOKENS * Q4; i += WG_SIZE) {
-            let t = i / Q4;
-            let d = i % Q4;
-            let pos = params.pos0 + t;
-            if t < params.n_tokens {
-                let v = kv_quad_pack(qkv[head_source(VALUE, t, r0, g) + d]);
-                fresh_v[i] = v;
-                if writes && first <= pos && pos < end {
-                    v_cache[pos * kv_quads + g * Q4 + d] = v;
-                }
-            }
-        }
     }
 
     // Scores phase: position j of the chunk, key octs part + PARTS * i.
@@ -212,11 +99,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let skipped = (max(row_first_key(r0), first) - first) / CHUNK;
     for (var c = skipped; c < params.chunks_per_split && first + c * CHUNK <= last_key; c++) {
         let j0 = first + c * CHUNK;
-        // Positions past the batch's are read clamped (finite, masked); the batch's own come
-        // from fresh_k (this workgroup made them: they lie in its positions).
-        let key_pos = min(j0 + j, last_key);
-        let key_at = key_pos * kv_octs + g * OCTS;
-        let fresh_key = (key_pos - min(key_pos, params.pos0)) * OCTS;
+        let key_at = min(j0 + j, last_key) * kv_octs + g * OCTS;
         var s: array<f32, ROWS>;
         for (var r = 0u; r < ROWS; r++) {
             s[r] = 0.0;
@@ -224,13 +107,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var i = 0u; i < PART_OCTS; i++) {
             let o = part + PARTS * i;
             if o < OCTS {
-                var packed: KvOct;
-                if key_pos >= params.pos0 {
-                    packed = fresh_k[fresh_key + o];
-                } else {
-                    packed = k_cache[key_at + o];
-                }
-                let k = kv_oct(packed);
+                let k = kv_oct(k_cache[key_at + o]);
                 for (var r = 0u; r < ROWS; r++) {
                     s[r] += dot(q_tile[r * Q4 + 2u * o], k[0])
                         + dot(q_tile[r * Q4 + 2u * o + 1u], k[1]);
@@ -267,14 +144,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var p = 0u; p < CHUNK; p++) {
                 let sc = scores[r * CHUNK + p];
                 let w = select(exp2(sc - m), 0.0, sc == MASKED);
-                let pos = min(j0 + p, last_key);
-                var packed: KvQuad;
-                if pos >= params.pos0 {
-                    packed = fresh_v[(pos - params.pos0) * Q4 + d];
-                } else {
-                    packed = v_cache[pos * kv_quads + g * Q4 + d];
-                }
-                let v = kv_quad(packed);
+                let v = kv_quad(v_cache[min(j0 + p, last_key) * kv_quads + g * Q4 + d]);
                 a = fma(vec4<f32>(w), v, a);
                 sum += w;
             }

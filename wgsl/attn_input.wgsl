@@ -1,5 +1,4 @@
-// One layer's q, k and v rows made ready for prefill attention (Backend::attention in the
-// runtime; attn_decode makes its own inputs ready):
+// One layer's q, k and v rows made ready for attention (Backend::attention in the runtime):
 // workgroup (h, t) takes head h of row t of `qkv`, whose rows hold the n_heads query heads, then
 // the n_kv_heads key heads, then the n_kv_heads value heads. A query or key head is RMS-normed
 // (attn_input/norm.wgsl; attn_input/plain.wgsl leaves it) and rotated at position pos0 + t

@@ -119,14 +119,12 @@ pub enum KernelKey {
         sinks: bool,
     },
     /// Attention of a few queries split over the keys (decode), first pass: partial softmaxes
-    /// per chunk of positions, from the layer's `qkv` rows (it does `AttnInput`'s work too).
+    /// per chunk of positions.
     AttnDecode {
         /// Width of one head (one of [`HEAD_DIMS`]).
         head_dim: u32,
         /// Storage type of the cache.
         kv: ActType,
-        /// Whether q and k are RMS-normed per head first (qwen3).
-        norm: bool,
     },
     /// Decode attention, second pass: merges the partial softmaxes of each query row.
     AttnCombine {
@@ -258,9 +256,7 @@ impl KernelKey {
                         sinks,
                     });
                 }
-                for norm in [false, true] {
-                    keys.push(KernelKey::AttnDecode { head_dim, kv, norm });
-                }
+                keys.push(KernelKey::AttnDecode { head_dim, kv });
             }
         }
         for head_dim in HEAD_DIMS {
@@ -322,9 +318,7 @@ impl KernelKey {
                 kv,
                 sinks,
             }),
-            KernelKey::AttnDecode { head_dim, kv, norm } => {
-                f(&attention::Decode { head_dim, kv, norm })
-            }
+            KernelKey::AttnDecode { head_dim, kv } => f(&attention::Decode { head_dim, kv }),
             KernelKey::AttnCombine { head_dim, sinks } => {
                 f(&attention::Combine { head_dim, sinks })
             }

@@ -39,7 +39,7 @@ mod weights;
 #[cfg(feature = "validate")]
 use std::path::Path as FsPath;
 
-pub use family::attention::{DECODE_MAX_TOKENS, HEAD_DIMS};
+pub use family::attention::HEAD_DIMS;
 pub use family::deepseek4::{DS4_MAX_HEAD_DIM, Deepseek4Step};
 pub use family::delta_net::{DELTA_CHUNK, DELTA_HEAD_DIMS, DELTA_WY_FLOATS, DeltaStep};
 pub use family::eltwise::EltOp;

@@ -252,22 +252,13 @@ params! {
         n_splits: u32,
         /// Decode: chunks of positions each split walks (0 elsewhere).
         chunks_per_split: u32,
-        /// Token row of `out` that token 0 goes to, and decode: the row of `qkv` holding token
-        /// 0 (see `AttnInputParams::row0`).
+        /// Token row of `out` that token 0 goes to (see `AttnInputParams::row0`).
         out_row0: u32,
-        /// Decode: rotated pairs per head (`n_dims / 2`).
-        n_half: u32,
-        /// Decode: 1 for NeoX pairs `(k, k + n_half)`, 0 for pairs `(2k, 2k + 1)`.
-        neox: u32,
-        /// Decode: epsilon of the q/k norms.
-        eps: f32,
         /// Keys a query sees, itself included (gpt-oss's sliding window: position p sees
         /// p - window + 1 ..= p); 0 for full causal attention.
         window: u32,
         /// Padding.
-        _pad1: u32,
-        /// Padding.
-        _pad2: u32,
+        _pad0: u32,
     }
 }
 

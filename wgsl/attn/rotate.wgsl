@@ -1,10 +1,9 @@
-// The rotary embedding of a staged query or key head (attn_input, and attn_decode, which makes
-// its own inputs ready): value i of the head staged from `base` (staged(at), defined by the
-// kernel) is RMS-normed by `scale` and weighted by norm_weight(kind, i) (attn_input/norm.wgsl
-// or attn_input/plain.wgsl), then rotated by the angles of position `pos` of `angles`, entry k
-// the (cos, sin) of position * freq_k (computed on the host in f64, as the CPU reference
-// does): pairs (k, k + n_half) in the NeoX layout, (2k, 2k + 1) in the normal one; values past
-// 2 * n_half pass through.
+// The rotary embedding of a staged query or key head (attn_input): value i of the head staged
+// from `base` (staged(at), defined by the kernel) is RMS-normed by `scale` and weighted by
+// norm_weight(kind, i) (attn_input/norm.wgsl or attn_input/plain.wgsl), then rotated by the
+// angles of position `pos` of `angles`, entry k the (cos, sin) of position * freq_k (computed
+// on the host in f64, as the CPU reference does): pairs (k, k + n_half) in the NeoX layout,
+// (2k, 2k + 1) in the normal one; values past 2 * n_half pass through.
 //
 // Expects: params with n_half and neox; binding `angles` (array<vec2<f32>>); staged(at) -> f32;
 //   norm_weight(kind, i).

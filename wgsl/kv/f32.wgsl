@@ -1,7 +1,7 @@
 // KV cache stored as f32.
 // Defines: KvPair (two values, as attn_input writes them), kv_pack(v); KvOct (eight consecutive
-// values of a cache row, as attention kernels read them), kv_oct(o), kv_oct_pack(a, b); KvQuad
-// (four), kv_quad(o), kv_quad_pack(v).
+// values of a cache row, as attention kernels read them), kv_oct(o); KvQuad (four),
+// kv_quad(o).
 
 alias KvPair = vec2<f32>;
 
@@ -15,16 +15,8 @@ fn kv_oct(o: KvOct) -> array<vec4<f32>, 2> {
     return o;
 }
 
-fn kv_oct_pack(a: vec4<f32>, b: vec4<f32>) -> KvOct {
-    return KvOct(a, b);
-}
-
 alias KvQuad = vec4<f32>;
 
 fn kv_quad(o: KvQuad) -> vec4<f32> {
     return o;
-}
-
-fn kv_quad_pack(v: vec4<f32>) -> KvQuad {
-    return v;
 }

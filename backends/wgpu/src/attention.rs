@@ -1,14 +1,11 @@
 //! Grouped-query attention over a KV cache on the device.
 //!
 //! ```text
-//! prefill:
 //! attn_input:   qkv (T, (n_heads + 2 n_kv_heads) * head_dim) -> q/k norms (qwen3) and RoPE,
 //!               q (T, n_heads * head_dim); k, v -> cache rows pos0 .. pos0 + T   (f16 or f32)
 //! attn_prefill: q (T, n_heads * head_dim), cache rows 0 ..= pos0 + t (the last `window` of
 //!               them with a sliding window) -> (T, n_heads * head_dim)
-//! decode (at most DECODE_MAX_TOKENS tokens):
-//! attn_decode:  attn_input's work, then the attention split over chunks of positions
-//!               -> partials
+//! attn_decode:  the same for a few tokens, split over chunks of positions -> partials
 //! attn_combine: partials (and the heads' sinks) -> (T, n_heads * head_dim)
 //! ```
 //! gpt-oss's per-head sinks join the softmax's denominator where a row's output is normalized
@@ -27,7 +24,7 @@ use std::ops::Range;
 use moetile::model::AttentionParams;
 use moetile::model::qwen35moe::{Mixer, Qwen35MoeConfig};
 use moetile_codegen::params::{AttnInputParams, AttnParams};
-use moetile_codegen::{ActType, DECODE_MAX_TOKENS, HEAD_DIMS, KernelKey};
+use moetile_codegen::{ActType, HEAD_DIMS, KernelKey};
 
 use crate::buffers::GpuMatrix;
 use crate::context::WgpuContext;
@@ -38,7 +35,7 @@ use crate::error::{Result, WgpuError, shape};
 use crate::recorder::Recorder;
 
 /// Batches of at most this many tokens attend with the decode kernels.
-pub const ATTN_DECODE_MAX_TOKENS: usize = DECODE_MAX_TOKENS as usize;
+pub const ATTN_DECODE_MAX_TOKENS: usize = 4;
 
 /// Decode attention: the most workgroups along the positions per (key/value head, row
 /// block) that [`AttentionKernel::for_batch`] asks for; past 256 chunks (8K positions) each
@@ -247,10 +244,9 @@ pub struct CacheSlot<'a> {
     pub pos0: usize,
 }
 
-/// Records: norm and rotate q and k of `inputs.rows` and store k, v at `slot`, then attend q
-/// causally over positions `0..=pos0 + t` with `kernel` into the same rows of `out (T,
-/// n_heads * head_dim)`; its other rows are left as they are. Prefill runs `attn_input` first;
-/// decode does its work in `attn_decode`.
+/// Records: norm and rotate q and k of `inputs.rows` and store k, v at `slot` (`attn_input`),
+/// then attend q causally over positions `0..=pos0 + t` with `kernel` into the same rows of
+/// `out (T, n_heads * head_dim)`; its other rows are left as they are.
 pub fn attend(
     rec: &mut Recorder<'_>,
     inputs: AttnInputs<'_>,
@@ -336,18 +332,9 @@ pub fn attend(
             0,
         ),
         AttentionKernel::Decode { max_splits } => {
-            if n_tokens > ATTN_DECODE_MAX_TOKENS {
-                return Err(shape(
-                    "attention",
-                    format!(
-                        "{n_tokens} tokens through the decode kernels (at most {ATTN_DECODE_MAX_TOKENS})"
-                    ),
-                ));
-            }
             let key = KernelKey::AttnDecode {
                 head_dim: hd as u32,
                 kv: cache.ty,
-                norm: qk_norm.is_some(),
             };
             let chunk = key.decode_chunk().expect("decode attention has a chunk");
             let chunks = n_keys.div_ceil(chunk as usize);
@@ -368,53 +355,49 @@ pub fn attend(
         n_splits: n_splits as u32,
         chunks_per_split: chunks_per_split as u32,
         out_row0: row0,
+        window: window.unwrap_or(0) as u32,
+        _pad0: 0,
+    });
+    let q = rec
+        .buffers()
+        .matrix(n_tokens, q_width, ActType::F32, "rotated queries")?;
+    let input = KernelKey::AttnInput {
+        kv: cache.ty,
+        norm: qk_norm.is_some(),
+    };
+    let input_params = rec.params(&AttnInputParams {
+        n_tokens: n_tokens as u32,
+        pos0: pos0 as u32,
+        n_heads: p.n_heads as u32,
+        n_kv_heads: p.n_kv_heads as u32,
+        head_dim: hd as u32,
         n_half: n_half as u32,
         neox: p.rope.neox as u32,
         eps: p.norm_eps,
-        window: window.unwrap_or(0) as u32,
+        row0,
+        _pad0: 0,
         _pad1: 0,
         _pad2: 0,
     });
+    let mut bindings = vec![
+        ("params", input_params.binding()),
+        ("qkv", qkv.buffer.as_entire_binding()),
+        ("angles", angles.as_entire_binding()),
+        ("q", q.buffer.as_entire_binding()),
+        ("k_cache", k_cache.as_entire_binding()),
+        ("v_cache", v_cache.as_entire_binding()),
+    ];
+    bindings.extend(qk_norm_bindings(qk_norm));
+    let heads = p.n_heads + 2 * p.n_kv_heads;
+    rec.set_detail("input");
+    rec.dispatch(
+        &input,
+        &bindings,
+        Grid::Groups(groups(heads), groups(n_tokens)),
+    )?;
     let sinks_binding = sinks.map(|s| ("sinks", s.as_entire_binding()));
     match kernel {
         AttentionKernel::Prefill => {
-            let q = rec
-                .buffers()
-                .matrix(n_tokens, q_width, ActType::F32, "rotated queries")?;
-            let input = KernelKey::AttnInput {
-                kv: cache.ty,
-                norm: qk_norm.is_some(),
-            };
-            let input_params = rec.params(&AttnInputParams {
-                n_tokens: n_tokens as u32,
-                pos0: pos0 as u32,
-                n_heads: p.n_heads as u32,
-                n_kv_heads: p.n_kv_heads as u32,
-                head_dim: hd as u32,
-                n_half: n_half as u32,
-                neox: p.rope.neox as u32,
-                eps: p.norm_eps,
-                row0,
-                _pad0: 0,
-                _pad1: 0,
-                _pad2: 0,
-            });
-            let mut bindings = vec![
-                ("params", input_params.binding()),
-                ("qkv", qkv.buffer.as_entire_binding()),
-                ("angles", angles.as_entire_binding()),
-                ("q", q.buffer.as_entire_binding()),
-                ("k_cache", k_cache.as_entire_binding()),
-                ("v_cache", v_cache.as_entire_binding()),
-            ];
-            bindings.extend(qk_norm_bindings(qk_norm));
-            let heads = p.n_heads + 2 * p.n_kv_heads;
-            rec.set_detail("input");
-            rec.dispatch(
-                &input,
-                &bindings,
-                Grid::Groups(groups(heads), groups(n_tokens)),
-            )?;
             rec.set_detail("prefill");
             let mut bindings = vec![
                 ("params", params.binding()),
@@ -436,16 +419,14 @@ pub fn attend(
                 buffers.storage("attention partials", (partials * hd * 4) as u64, none)?;
             let part_ml =
                 buffers.storage("attention partial maxima", (partials * 8) as u64, none)?;
-            let mut bindings = vec![
+            let bindings = [
                 ("params", params.binding()),
-                ("qkv", qkv.buffer.as_entire_binding()),
+                ("q", q.buffer.as_entire_binding()),
                 ("k_cache", k_cache.as_entire_binding()),
                 ("v_cache", v_cache.as_entire_binding()),
                 ("part_acc", part_acc.as_entire_binding()),
                 ("part_ml", part_ml.as_entire_binding()),
-                ("angles", angles.as_entire_binding()),
             ];
-            bindings.extend(qk_norm_bindings(qk_norm));
             let grid = Grid::Groups(groups(n_splits), groups(p.n_kv_heads * row_blocks));
             rec.set_detail("decode");
             rec.dispatch(&key, &bindings, grid)?;

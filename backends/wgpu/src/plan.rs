@@ -61,7 +61,6 @@ pub(crate) fn model_kernels(
             KernelKey::AttnDecode {
                 head_dim,
                 kv: options.kv,
-                norm: config.qk_norm,
             },
             KernelKey::AttnCombine {
                 head_dim,

@@ -12,10 +12,6 @@ use crate::params::{AttnInputParams, AttnParams, Layout, layout};
 /// 256 (the 16 threads of a prefill row group own whole dims).
 pub const HEAD_DIMS: [u32; 12] = [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256];
 
-/// Decode attention: the most tokens of a batch (the decode kernels' `MAX_TOKENS`: each
-/// workgroup makes the batch's keys and values in workgroup memory); larger batches run the
-/// prefill kernels.
-pub const DECODE_MAX_TOKENS: u32 = 4;
 /// Decode attention: query rows per workgroup (every query head of a GQA group of 8 for one
 /// token, or of smaller groups for several tokens).
 const DECODE_ROWS: u32 = 8;
@@ -225,17 +221,15 @@ impl Family for Prefill {
     }
 }
 
-/// `attn_decode` (with `attn_input`'s work folded in), per head width, cache type and q/k norm.
+/// `attn_decode`, per head width and cache type.
 pub(crate) struct Decode {
     pub(crate) head_dim: u32,
     pub(crate) kv: ActType,
-    pub(crate) norm: bool,
 }
 
 impl Family for Decode {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let norm = if self.norm { "_norm" } else { "" };
-        write!(f, "attn_decode{norm}_h{}_{}", self.head_dim, self.kv.name())
+        write!(f, "attn_decode_h{}_{}", self.head_dim, self.kv.name())
     }
 
     fn template(&self) -> &'static str {
@@ -243,12 +237,7 @@ impl Family for Decode {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        vec![
-            "attn/common.wgsl",
-            kv_fragment(self.kv),
-            qk_norm_fragment(self.norm),
-            "attn/rotate.wgsl",
-        ]
+        vec!["attn/common.wgsl", kv_fragment(self.kv)]
     }
 
     fn params(&self) -> Layout {
@@ -256,23 +245,8 @@ impl Family for Decode {
     }
 
     fn bindings(&self) -> Vec<Binding> {
-        let mut list = vec![
-            b(0, "params", Uniform),
-            b(1, "qkv", ReadOnly),
-            b(2, "k_cache", ReadWrite),
-            b(3, "v_cache", ReadWrite),
-            b(4, "part_acc", ReadWrite),
-            b(5, "part_ml", ReadWrite),
-        ];
-        if self.norm {
-            list.extend([
-                b(6, "q_norm", ReadOnly),
-                b(7, "angles", ReadOnly),
-                b(8, "k_norm", ReadOnly),
-            ]);
-        } else {
-            list.push(b(7, "angles", ReadOnly));
-        }
+        let mut list = cache_reader_bindings();
+        list.extend([b(4, "part_acc", ReadWrite), b(5, "part_ml", ReadWrite)]);
         list
     }
 
@@ -281,7 +255,6 @@ impl Family for Decode {
             ("HEAD_DIM", self.head_dim),
             ("ROWS", DECODE_ROWS),
             ("CHUNK", DECODE_CHUNK),
-            ("MAX_TOKENS", DECODE_MAX_TOKENS),
         ]
     }
 
