@@ -1,9 +1,11 @@
 // One layer's q, k and v rows made ready for attention (Backend::attention in the runtime):
 // workgroup (h, t) takes head h of row t of `qkv`, whose rows hold the n_heads query heads, then
 // the n_kv_heads key heads, then the n_kv_heads value heads. A query or key head is RMS-normed
-// (attn_input/norm.wgsl; attn_input/plain.wgsl leaves it) and rotated at position pos0 + t
-// (attn/rotate.wgsl). Queries go to q (T, n_heads * head_dim), keys and values to cache rows
-// pos0 + t, packed as the cache stores them.
+// (attn_input/norm.wgsl; attn_input/plain.wgsl leaves it) and rotated by the angles of position
+// pos0 + t of `angles`, entry k the (cos, sin) of position * freq_k (computed on the host in f64,
+// as the CPU reference does): pairs (k, k + n_half) in the NeoX layout, (2k, 2k + 1) in the normal
+// one; values past 2 * n_half pass through. Queries go to q (T, n_heads * head_dim), keys and
+// values to cache rows pos0 + t, packed as the cache stores them.
 // Token t is row row0 + t of `qkv` (a batch of sequences runs one row at a time, each at its
 // own position of its own cache).
 //
@@ -16,8 +18,7 @@
 //
 // Consts: WG_SIZE.
 // Fragments: kv/<type>.wgsl (KvPair, kv_pack), reduce/sum.wgsl (workgroup_sum),
-//   attn_input/norm.wgsl or attn_input/plain.wgsl (NORM, norm_weight), attn/rotate.wgsl (QUERY,
-//   KEY, rotated).
+//   attn_input/norm.wgsl or attn_input/plain.wgsl (NORM, norm_weight).
 // Params: AttnInputParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: AttnInputParams;
@@ -29,13 +30,37 @@
 
 // The widest head of the generated attention kernels (HEAD_DIMS).
 const MAX_HEAD_DIM: u32 = 256u;
+const QUERY: u32 = 0u;
+const KEY: u32 = 1u;
 const VALUE: u32 = 2u;
 
 var<workgroup> head: array<f32, MAX_HEAD_DIM>;
 var<workgroup> partial: array<f32, WG_SIZE>;
 
-fn staged(at: u32) -> f32 {
-    return head[at];
+// Value i of the staged head, normed.
+fn normed(kind: u32, i: u32, scale: f32) -> f32 {
+    return head[i] * scale * norm_weight(kind, i);
+}
+
+// Output i of a query or key head at position `pos`: normed, then rotated.
+fn rotated(kind: u32, pos: u32, i: u32, scale: f32) -> f32 {
+    let x = normed(kind, i, scale);
+    let n_half = params.n_half;
+    if i >= 2u * n_half {
+        return x;
+    }
+    if params.neox != 0u {
+        let cs = angles[pos * n_half + i % n_half];
+        if i < n_half {
+            return x * cs.x - normed(kind, i + n_half, scale) * cs.y;
+        }
+        return normed(kind, i - n_half, scale) * cs.y + x * cs.x;
+    }
+    let cs = angles[pos * n_half + i / 2u];
+    if i % 2u == 0u {
+        return x * cs.x - normed(kind, i + 1u, scale) * cs.y;
+    }
+    return normed(kind, i - 1u, scale) * cs.y + x * cs.x;
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -71,15 +96,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let pos = params.pos0 + t;
     for (var j = li; j < pairs; j += WG_SIZE) {
         let i = 2u * j;
-        if kind == VALUE {
-            let o = vec2<f32>(head[i], head[i + 1u]);
-            v_cache[(pos * params.n_kv_heads + h - n_qk) * pairs + j] = kv_pack(o);
-        } else {
-            let o = vec2<f32>(rotated(kind, 0u, pos, i, scale), rotated(kind, 0u, pos, i + 1u, scale));
-            if kind == QUERY {
+        switch kind {
+            case QUERY: {
+                let o = vec2<f32>(rotated(kind, pos, i, scale), rotated(kind, pos, i + 1u, scale));
                 q[(t * params.n_heads + h) * pairs + j] = o;
-            } else {
-                k_cache[(pos * params.n_kv_heads + h - params.n_heads) * pairs + j] = kv_pack(o);
+            }
+            case KEY: {
+                let o = vec2<f32>(rotated(kind, pos, i, scale), rotated(kind, pos, i + 1u, scale));
+                let g = h - params.n_heads;
+                k_cache[(pos * params.n_kv_heads + g) * pairs + j] = kv_pack(o);
+            }
+            default: {
+                let g = h - n_qk;
+                let o = vec2<f32>(head[i], head[i + 1u]);
+                v_cache[(pos * params.n_kv_heads + g) * pairs + j] = kv_pack(o);
             }
         }
     }

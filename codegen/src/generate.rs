@@ -89,7 +89,6 @@ impl Templates {
             "reduce/sum.wgsl",
             "attn_input/plain.wgsl",
             "attn_input/norm.wgsl",
-            "attn/rotate.wgsl",
             "attn/sinks.wgsl",
             "attn/no_sinks.wgsl",
             "dequant/bytes.wgsl",

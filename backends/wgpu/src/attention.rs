@@ -387,7 +387,12 @@ pub fn attend(
         ("k_cache", k_cache.as_entire_binding()),
         ("v_cache", v_cache.as_entire_binding()),
     ];
-    bindings.extend(qk_norm_bindings(qk_norm));
+    if let Some([wq, wk]) = qk_norm {
+        bindings.extend([
+            ("q_norm", wq.as_entire_binding()),
+            ("k_norm", wk.as_entire_binding()),
+        ]);
+    }
     let heads = p.n_heads + 2 * p.n_kv_heads;
     rec.set_detail("input");
     rec.dispatch(
@@ -449,16 +454,4 @@ pub fn attend(
             )
         }
     }
-}
-
-/// The bindings of the q and k norm weights, if the layer has them.
-fn qk_norm_bindings(
-    qk_norm: Option<[&wgpu::Buffer; 2]>,
-) -> Vec<(&'static str, wgpu::BindingResource<'_>)> {
-    qk_norm.map_or(Vec::new(), |[wq, wk]| {
-        vec![
-            ("q_norm", wq.as_entire_binding()),
-            ("k_norm", wk.as_entire_binding()),
-        ]
-    })
 }

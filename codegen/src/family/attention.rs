@@ -57,15 +57,6 @@ fn attn_geometry(head_dim: u32) -> AttnGeometry {
     }
 }
 
-/// The q/k norm fragment: with or without the per-head norms (qwen3).
-fn qk_norm_fragment(norm: bool) -> &'static str {
-    if norm {
-        "attn_input/norm.wgsl"
-    } else {
-        "attn_input/plain.wgsl"
-    }
-}
-
 /// The sink fragment: with or without per-head sinks (gpt-oss).
 fn sinks_fragment(sinks: bool) -> &'static str {
     if sinks {
@@ -123,12 +114,12 @@ impl Family for AttnInput {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        vec![
-            kv_fragment(self.kv),
-            "reduce/sum.wgsl",
-            qk_norm_fragment(self.norm),
-            "attn/rotate.wgsl",
-        ]
+        let norm = if self.norm {
+            "attn_input/norm.wgsl"
+        } else {
+            "attn_input/plain.wgsl"
+        };
+        vec![kv_fragment(self.kv), "reduce/sum.wgsl", norm]
     }
 
     fn params(&self) -> Layout {
