@@ -1,8 +1,8 @@
 #!/bin/bash
-# Issue 11/12 run 9 (bench/NOTES-decode.md): two builds side by side on one synthetic
-# Qwen3-30B-A3B (q4_k_m), then llama.cpp CUDA on the same file in the same call. Leaner than
-# h100-decode8-run.sh (for a call with little device time left): llama.cpp builds (low priority)
-# while the stage profiles and kernel rows run, after the timed benches.
+# Issue 11/12 decode and prefill comparison (bench/NOTES-decode.md, run 9): two builds side by
+# side on one synthetic Qwen3-30B-A3B (q4_k_m), then llama.cpp CUDA on the same file in the same
+# call (~330 s on the H100): llama.cpp builds (low priority) while the stage profiles and kernel
+# rows run, after the timed benches.
 # Usage (on the device, repository root, Vulkan loader unpacked): bench/h100-decode9-run.sh
 #   ANCHOR BASE BUILD; each build folder holds moetile and kernel_bench (optionally .xz).
 # Writes $OUT/{gpu.txt,BASE.md,BUILD.md,profile-*.md,kernels.csv,llama.md}.
