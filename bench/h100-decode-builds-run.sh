@@ -41,6 +41,8 @@ for b in "$NEW" "${BUILDS[0]}"; do
 done
 [ -x "$NEW/kernel_bench" ] && timeout 60 "$NEW/kernel_bench" shape=all tokens=32 mv_tokens=1 \
   weights=q4k tiles=64 paths=coop16 >"$OUT/kernels.csv" 2>&1
+[ -x "$NEW/kernel_bench" ] && timeout 30 "$NEW/kernel_bench" shape=router tokens=512 mv_tokens=1 \
+  weights=f32 tiles=32,64,128 paths=reg 2>&1 | grep router >>"$OUT/kernels.csv"
 for i in $(seq 60); do grep -q "BUILD rc" /tmp/llbuild.log 2>/dev/null && break; sleep 5; done
 tail -1 /tmp/llbuild.log
 echo "## llama start $(date +%T.%N)" >>"$OUT/clocks-marks.txt"

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p moetile-wgpu --example kernel_bench -- \
-//!     [shape=qwen|deepseek|all] [tokens=512,2048,4096] [mv_tokens=1] \
+//!     [shape=qwen|deepseek|router|all] [tokens=512,2048,4096] [mv_tokens=1] \
 //!     [weights=f16,q8_0,q4k,q2k,iq2xxs] [tiles=32,64,128] [paths=reg,coop16,coop8] \
 //!     [iters=10] [distinct=4] [seed=1] [act=f32|f16] [adapter=INDEX|NAME]
 //! ```
@@ -46,8 +46,9 @@ fn main() -> anyhow::Result<()> {
                 cfg.shapes = match value.as_str() {
                     "qwen" => vec![bench::QWEN3_30B_A3B],
                     "deepseek" => vec![bench::DEEPSEEK_V4_FLASH],
+                    "router" => vec![bench::QWEN3_30B_A3B_ROUTER],
                     "all" => vec![bench::QWEN3_30B_A3B, bench::DEEPSEEK_V4_FLASH],
-                    other => bail!("shape {other:?}: expected qwen, deepseek or all"),
+                    other => bail!("shape {other:?}: expected qwen, deepseek, router or all"),
                 }
             }
             "tokens" => cfg.tokens = list(value, |v| v.parse().ok())?,

@@ -65,6 +65,16 @@ pub const QWEN3_30B_A3B: Shape = Shape {
     n_used: 8,
 };
 
+/// Qwen3-30B-A3B's router as a one-expert layer: 128 f32 rows of D 2048 every token goes
+/// through (issue 12: 0.2 ms a layer at 512 tokens, far above its 0.27 GFLOP).
+pub const QWEN3_30B_A3B_ROUTER: Shape = Shape {
+    name: "qwen3-30b-a3b-router",
+    hidden: 2048,
+    expert_width: 128,
+    n_experts: 1,
+    n_used: 1,
+};
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
