@@ -76,6 +76,9 @@ pub enum KernelKey {
         /// multiplied by integer dot products (`wgsl/mv/x_int8.wgsl`; the weight types with a
         /// [`WeightType::int8_dot_fragments`]), rather than staged as f32.
         int8: bool,
+        /// Whether each expert's gate and up rows (`mv_glu`) or down rows (`mv_sum`, times the
+        /// route weight) get its biases (gpt-oss); plain rows have none.
+        biased: bool,
     },
     /// `act(gate, up) * route_weight`, written as `mid`.
     Act {
@@ -209,15 +212,22 @@ impl KernelKey {
                     } else {
                         &[false]
                     };
+                    let biases: &[bool] = match epilogue {
+                        MvEpilogue::Rows => &[false],
+                        _ => &[false, true],
+                    };
                     for &norm in norms {
                         for &int8 in int8 {
-                            keys.push(KernelKey::MvId {
-                                weight,
-                                act,
-                                epilogue,
-                                norm,
-                                int8,
-                            });
+                            for &biased in biases {
+                                keys.push(KernelKey::MvId {
+                                    weight,
+                                    act,
+                                    epilogue,
+                                    norm,
+                                    int8,
+                                    biased,
+                                });
+                            }
                         }
                     }
                 }
@@ -288,12 +298,14 @@ impl KernelKey {
                 epilogue,
                 norm,
                 int8,
+                biased,
             } => f(&matmul::MvId {
                 weight,
                 act,
                 epilogue,
                 norm,
                 int8,
+                biased,
             }),
             KernelKey::Act {
                 mid,
@@ -442,8 +454,8 @@ impl KernelKey {
         self.with_family(|k| k.params())
     }
 
-    /// The group-0 bindings the shader declares; the host builds its layout from this list and
-    /// validation checks the WGSL against it.
+    /// The group-0 bindings the shader declares, by index; the host builds its layout from
+    /// this list and validation checks the WGSL against it.
     pub fn bindings(&self) -> Vec<Binding> {
         let mut list = self.with_family(|k| k.bindings());
         if self.weight().is_some_and(WeightType::uses_grid) {
@@ -453,6 +465,7 @@ impl KernelKey {
                 kind: BindingKind::ReadOnly,
             });
         }
+        list.sort_by_key(|b| b.index);
         list
     }
 

@@ -287,6 +287,7 @@ pub fn run_kernel_bench(
                         epilogue: MvEpilogue::Rows,
                         norm: false,
                         int8,
+                        biased: false,
                     }
                     .to_string();
                     let mm = batch.matmul(&w);
@@ -391,11 +392,13 @@ fn fused_mat_vecs(
             epilogue: MvEpilogue::Glu { mid: mid_ty },
             norm: false,
             int8,
+            biased: false,
         }
         .to_string();
         let activation = moetile::model::ExpertActivation::SwiGlu;
-        let run =
-            |rec: &mut Recorder<'_>| moe::mv_glu(rec, &batch.routing, glu, activation, None, int8);
+        let run = |rec: &mut Recorder<'_>| {
+            moe::mv_glu(rec, &batch.routing, glu, activation, None, int8, None)
+        };
         let timed = check_and_time(ctx, cfg.iters, &name, &mid, run, || {
             let got = ctx.read_matrix(&mid)?;
             let tol = Tolerance {
@@ -431,9 +434,10 @@ fn fused_mat_vecs(
             epilogue: MvEpilogue::Sum,
             norm: false,
             int8,
+            biased: false,
         }
         .to_string();
-        let run = |rec: &mut Recorder<'_>| moe::mv_sum(rec, &batch.routing, sum, false, int8);
+        let run = |rec: &mut Recorder<'_>| moe::mv_sum(rec, &batch.routing, sum, false, int8, None);
         let timed = check_and_time(ctx, cfg.iters, &name, &out, run, || {
             let got = ctx.read_matrix(&out)?;
             let tol = Tolerance {

@@ -128,7 +128,7 @@ pub(crate) fn model_kernels(
         if mat_vec {
             // (act, epilogue, norm): dense projections read x plain or normed (the norm
             // before them folded in); gate/up always normed (the forward pass gives `moe` the
-            // FFN norm).
+            // FFN norm). gpt-oss's fused expert mat-vecs add the experts' biases.
             let epilogues = match usage {
                 WeightUse::Dense(_) => vec![
                     (ActType::F32, MvEpilogue::Rows, false),
@@ -139,8 +139,6 @@ pub(crate) fn model_kernels(
                     (options.mid, MvEpilogue::Rows, false),
                     (options.mid, MvEpilogue::Sum, false),
                 ],
-                // Biased experts (gpt-oss) run the plain mat-vec, `act` adding the biases.
-                WeightUse::GateUp(_) if gptoss => vec![(ActType::F32, MvEpilogue::Rows, false)],
                 WeightUse::GateUp(_) => {
                     vec![(ActType::F32, MvEpilogue::Glu { mid: options.mid }, true)]
                 }
@@ -154,6 +152,7 @@ pub(crate) fn model_kernels(
                         epilogue,
                         norm,
                         int8: weight.mat_vec_int8(options.int8_mat_vec),
+                        biased: gptoss && epilogue != MvEpilogue::Rows,
                     }),
             );
         }

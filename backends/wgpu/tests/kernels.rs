@@ -22,15 +22,15 @@ use common::{
     Weights, check, ctx, grouped_matmul_ref, ids_with_load, int8_matmul_ref, random_ids, rng,
     round_f16, uniform,
 };
-use moetile::model::{ExpertActivation, ExpertWeights, GateUp, MoeParams};
+use moetile::model::{ExpertActivation, ExpertBiases, ExpertWeights, GateUp, MoeParams};
 use moetile::tile::{MoeBatch, TilePolicy, TileWidth};
 use moetile_cpu::{CpuWeight, Mat};
 use moetile_wgpu::moe::{
     self, Matmul, MoeBuffers, MoeInputs, MoeOptions, MoePlan, MvExtras, Routing, RowNorm,
 };
 use moetile_wgpu::{
-    ActType, GgmlWeight, KernelKey, MatmulKey, MvEpilogue, Path, WeightType, WgpuContext,
-    WgpuError, kernels,
+    ActType, ExpertTensor, GgmlWeight, KernelKey, MatmulKey, MvEpilogue, Path, WeightType,
+    WgpuContext, WgpuError, kernels,
 };
 
 const D: usize = 256;
@@ -309,6 +309,7 @@ fn mv_id_matches_reference() {
                         epilogue: MvEpilogue::Rows,
                         norm: false,
                         int8,
+                        biased: false,
                     };
                     check(&format!("{key} T={n_tokens}"), &got, &want, 1e-5, ROWS);
                 }
@@ -342,6 +343,7 @@ fn mv_id_walks_long_rows_in_rounds() {
                 epilogue: MvEpilogue::Rows,
                 norm: false,
                 int8,
+                biased: false,
             };
             check(
                 &format!("{key} cols {cols}"),
@@ -433,6 +435,7 @@ fn mv_id_norms_rows_and_adds_into_the_output() {
                 epilogue: MvEpilogue::Rows,
                 norm: true,
                 int8,
+                biased: false,
             };
             check(
                 &format!("{key} cols {cols} T={n_tokens}"),
@@ -477,6 +480,46 @@ fn glu_slopes(activation: ExpertActivation, g: f64, u: f64) -> (f64, f64) {
     }
 }
 
+/// gpt-oss's per-expert gate and up biases, `(E, F)` F32 each: the uploads and their values.
+struct GluBias {
+    gpu: ExpertBiases<ExpertTensor>,
+    gate: Weights,
+    up: Weights,
+}
+
+impl GluBias {
+    fn random(
+        ctx: &WgpuContext,
+        rng: &mut rand::rngs::StdRng,
+        n_experts: usize,
+        f: usize,
+        d: usize,
+    ) -> GluBias {
+        let gate = Weights::random(rng, WeightType::F32, 1, n_experts, f);
+        let up = Weights::random(rng, WeightType::F32, 1, n_experts, f);
+        // The down bias is mv_sum's; a placeholder of its shape completes the set.
+        let down = Weights::random(rng, WeightType::F32, 1, n_experts, d);
+        let upload = |w: &Weights, name| ctx.upload_experts(&w.matrix_data(name)).unwrap();
+        GluBias {
+            gpu: ExpertBiases {
+                gate: upload(&gate, "gate_b"),
+                up: upload(&up, "up_b"),
+                down: upload(&down, "down_b"),
+            },
+            gate,
+            up,
+        }
+    }
+
+    fn gate(&self, expert: u32, c: usize) -> f64 {
+        self.gate.row(0, expert as usize)[c] as f64
+    }
+
+    fn up(&self, expert: u32, c: usize) -> f64 {
+        self.up.row(0, expert as usize)[c] as f64
+    }
+}
+
 /// mv_glu over a tensor of interleaved rows (row 2i gate row i, row 2i + 1 up row i) against
 /// the f64 activation of the f64 gate and up dot products, times the route weight. Bound: the
 /// dot products' f32 error (1e-5 * sum |w x|, as for mv_id) carried through the activation
@@ -486,112 +529,112 @@ fn glu_slopes(activation: ExpertActivation, g: f64, u: f64) -> (f64, f64) {
 fn mv_glu_matches_reference() {
     let Some(ctx) = ctx() else { return };
     let mut rng = rng("mv_glu_matches_reference");
-    let (k, n_experts, f) = (3, 8, ROWS / 2);
-    for ty in WeightType::ALL {
-        let weights = Weights::random(&mut rng, ty, n_experts, 2 * f, D);
-        let w = ctx.upload_experts(&weights.data("gate_up")).unwrap();
-        for mid in ActType::ALL {
-            for (n_tokens, activation, norm, int8) in [
-                (1, ExpertActivation::SwiGlu, false, false),
-                (
-                    4,
-                    ExpertActivation::SwiGluClamped { limit: 0.5 },
-                    false,
-                    false,
-                ),
-                (3, ExpertActivation::SwiGlu, true, false),
-                (
-                    4,
-                    ExpertActivation::SwiGluClamped { limit: 0.5 },
-                    false,
-                    true,
-                ),
-                (3, ExpertActivation::SwiGlu, true, true),
-                (
-                    4,
-                    ExpertActivation::SwiGluOai {
-                        alpha: 1.702,
-                        limit: 0.5,
-                    },
-                    true,
-                    false,
-                ),
-            ] {
-                if int8 && ty.int8_dot_fragments().is_none() {
-                    continue;
-                }
-                let ids = random_ids(&mut rng, n_tokens, k, n_experts);
-                let route: Vec<f32> = (0..ids.len())
-                    .map(|_| rand::Rng::random_range(&mut rng, 0.1..1.0))
-                    .collect();
-                let x = uniform(&mut rng, n_tokens * D, 1.0);
-                let norm_w = uniform(&mut rng, D, 1.0);
-                let norm_buf = ctx
-                    .buffers()
-                    .matrix_from_host(1, D, ActType::F32, &norm_w)
-                    .unwrap();
-                let row_norm = norm.then(|| RowNorm {
-                    weight: norm_buf.buffer(),
-                    eps: 1e-6,
-                });
-                let routing =
-                    Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &route).unwrap();
-                let xm = ctx
-                    .buffers()
-                    .matrix_from_host(n_tokens, D, ActType::F32, &x)
-                    .unwrap();
-                let out = ctx
-                    .buffers()
-                    .matrix_filled(ids.len(), f, mid, f32::NAN)
-                    .unwrap();
-                let mm = Matmul {
-                    w: &w,
-                    act: &xm,
-                    act_row_div: k,
-                    out: &out,
-                    out_col: 0,
-                };
-                ctx.record("test mv_glu", |rec| {
-                    moe::mv_glu(rec, &routing, mm, activation, row_norm, int8)
-                })
-                .unwrap();
-                let got = ctx.read_matrix(&out).unwrap();
-                let x_read = match norm {
-                    true => rms_normed(&x, &norm_w, 1e-6),
-                    false => x.clone(),
-                };
-                let dots = mat_vec_ref(&weights, &ids, &x_read, k, int8);
-                let rounding = match mid {
-                    ActType::F32 => 1e-6,
-                    ActType::F16 => 2f64.powi(-11),
-                };
-                let want: Vec<(f64, f64)> = (0..ids.len() * f)
-                    .map(|i| {
-                        let (p, c) = (i / f, i % f);
-                        let (g, sg) = dots[p * 2 * f + 2 * c];
-                        let (u, su) = dots[p * 2 * f + 2 * c + 1];
-                        let r = route[p] as f64;
-                        let v = swiglu_ref(activation, g, u) * r;
-                        let (dg, du) = glu_slopes(activation, g, u);
-                        let carried = (dg * sg + du * su) * r;
-                        // check() bounds |got - v| by 1e-5 * scale + 1e-6.
-                        (v, carried + rounding * v.abs() / 1e-5)
+    let (k, n_experts) = (3, 8);
+    let oai = ExpertActivation::SwiGluOai {
+        alpha: 1.702,
+        limit: 0.5,
+    };
+    let clamped = ExpertActivation::SwiGluClamped { limit: 0.5 };
+    // (tokens, activation, norm, int8, biased)
+    let plain = [
+        (1, ExpertActivation::SwiGlu, false, false, false),
+        (4, clamped, false, false, false),
+        (3, ExpertActivation::SwiGlu, true, false, false),
+        (4, clamped, false, true, false),
+        (3, ExpertActivation::SwiGlu, true, true, false),
+        (4, oai, true, false, false),
+    ];
+    // Bias rows are F32 in whole 32-value blocks: F = 96, whose rows fill every workgroup.
+    let biased = [(3, oai, true, false, true), (2, oai, false, true, true)];
+    for (f, cases) in [(ROWS / 2, &plain[..]), (ROWS, &biased[..])] {
+        for ty in WeightType::ALL {
+            let weights = Weights::random(&mut rng, ty, n_experts, 2 * f, D);
+            let w = ctx.upload_experts(&weights.data("gate_up")).unwrap();
+            for mid in ActType::ALL {
+                for &(n_tokens, activation, norm, int8, biased) in cases {
+                    if int8 && ty.int8_dot_fragments().is_none() {
+                        continue;
+                    }
+                    let ids = random_ids(&mut rng, n_tokens, k, n_experts);
+                    let route: Vec<f32> = (0..ids.len())
+                        .map(|_| rand::Rng::random_range(&mut rng, 0.1..1.0))
+                        .collect();
+                    let x = uniform(&mut rng, n_tokens * D, 1.0);
+                    let norm_w = uniform(&mut rng, D, 1.0);
+                    let norm_buf = ctx
+                        .buffers()
+                        .matrix_from_host(1, D, ActType::F32, &norm_w)
+                        .unwrap();
+                    let row_norm = norm.then(|| RowNorm {
+                        weight: norm_buf.buffer(),
+                        eps: 1e-6,
+                    });
+                    let routing =
+                        Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &route).unwrap();
+                    let xm = ctx
+                        .buffers()
+                        .matrix_from_host(n_tokens, D, ActType::F32, &x)
+                        .unwrap();
+                    let out = ctx
+                        .buffers()
+                        .matrix_filled(ids.len(), f, mid, f32::NAN)
+                        .unwrap();
+                    let mm = Matmul {
+                        w: &w,
+                        act: &xm,
+                        act_row_div: k,
+                        out: &out,
+                        out_col: 0,
+                    };
+                    let bias = biased.then(|| GluBias::random(ctx, &mut rng, n_experts, f, D));
+                    ctx.record("test mv_glu", |rec| {
+                        let biases = bias.as_ref().map(|b| &b.gpu);
+                        moe::mv_glu(rec, &routing, mm, activation, row_norm, int8, biases)
                     })
-                    .collect();
-                let key = KernelKey::MvId {
-                    weight: ty,
-                    act: ActType::F32,
-                    epilogue: MvEpilogue::Glu { mid },
-                    norm,
-                    int8,
-                };
-                check(
-                    &format!("{key} T={n_tokens} {activation:?}"),
-                    &got,
-                    &want,
-                    1e-5,
-                    f,
-                );
+                    .unwrap();
+                    let got = ctx.read_matrix(&out).unwrap();
+                    let x_read = match norm {
+                        true => rms_normed(&x, &norm_w, 1e-6),
+                        false => x.clone(),
+                    };
+                    let dots = mat_vec_ref(&weights, &ids, &x_read, k, int8);
+                    let rounding = match mid {
+                        ActType::F32 => 1e-6,
+                        ActType::F16 => 2f64.powi(-11),
+                    };
+                    let want: Vec<(f64, f64)> = (0..ids.len() * f)
+                        .map(|i| {
+                            let (p, c) = (i / f, i % f);
+                            let (g, sg) = dots[p * 2 * f + 2 * c];
+                            let (u, su) = dots[p * 2 * f + 2 * c + 1];
+                            let (g, u) = match &bias {
+                                Some(b) => (g + b.gate(ids[p], c), u + b.up(ids[p], c)),
+                                None => (g, u),
+                            };
+                            let r = route[p] as f64;
+                            let v = swiglu_ref(activation, g, u) * r;
+                            let (dg, du) = glu_slopes(activation, g, u);
+                            let carried = (dg * sg + du * su) * r;
+                            // check() bounds |got - v| by 1e-5 * scale + 1e-6.
+                            (v, carried + rounding * v.abs() / 1e-5)
+                        })
+                        .collect();
+                    let key = KernelKey::MvId {
+                        weight: ty,
+                        act: ActType::F32,
+                        epilogue: MvEpilogue::Glu { mid },
+                        norm,
+                        int8,
+                        biased,
+                    };
+                    check(
+                        &format!("{key} T={n_tokens} {activation:?}"),
+                        &got,
+                        &want,
+                        1e-5,
+                        f,
+                    );
+                }
             }
         }
     }
@@ -607,33 +650,39 @@ fn mv_sum_matches_reference() {
     // Rows of D, whose K rows fit one staging round of the kernel (X_CHUNK, 2048 values), and
     // of 768 (Qwen3-30B-A3B's down), whose 3 rows take two rounds, the second starting in the
     // middle of the third row.
+    // (tokens, K, accumulate, int8, biased)
     let narrow = [
-        (1, 1, false, false),
-        (3, 4, false, false),
-        (2, 3, true, false),
-        (3, 4, false, true),
-        (2, 3, true, true),
+        (1, 1, false, false, false),
+        (3, 4, false, false, false),
+        (2, 3, true, false, false),
+        (3, 4, false, true, false),
+        (2, 3, true, true, false),
+        (3, 2, true, false, true),
+        (2, 3, false, true, true),
     ];
-    let wide = [(2, 3, false, false), (2, 3, true, true)];
+    let wide = [(2, 3, false, false, false), (2, 3, true, true, true)];
     for (f, cases) in [(D, &narrow[..]), (768, &wide[..])] {
         for ty in WeightType::ALL {
             let weights = Weights::random(&mut rng, ty, n_experts, ROWS, f);
             let w = ctx.upload_experts(&weights.data("down")).unwrap();
             for act in ActType::ALL {
-                for &(n_tokens, k, accumulate, int8) in cases {
+                for &(n_tokens, k, accumulate, int8, biased) in cases {
                     if int8 && ty.int8_dot_fragments().is_none() {
                         continue;
                     }
                     let ids = random_ids(&mut rng, n_tokens, k, n_experts);
                     let mid = act_values(&mut rng, ids.len() * f, act);
-                    let routing = Routing::from_host(
-                        &ctx.buffers(),
-                        n_experts,
-                        k,
-                        &ids,
-                        &vec![1.0; ids.len()],
-                    )
-                    .unwrap();
+                    // The route weights scale only the biases (`mid` holds them already).
+                    let route: Vec<f32> = (0..ids.len())
+                        .map(|_| rand::Rng::random_range(&mut rng, 0.1..1.0))
+                        .collect();
+                    let routing =
+                        Routing::from_host(&ctx.buffers(), n_experts, k, &ids, &route).unwrap();
+                    let down_bias = biased.then(|| {
+                        let b = Weights::random(&mut rng, WeightType::F32, 1, n_experts, ROWS);
+                        let gpu = ctx.upload_experts(&b.matrix_data("down_b")).unwrap();
+                        (b, gpu)
+                    });
                     let mm_act = ctx
                         .buffers()
                         .matrix_from_host(ids.len(), f, act, &mid)
@@ -655,7 +704,8 @@ fn mv_sum_matches_reference() {
                         out_col: 0,
                     };
                     ctx.record("test mv_sum", |rec| {
-                        moe::mv_sum(rec, &routing, mm, accumulate, int8)
+                        let bias = down_bias.as_ref().map(|(_, gpu)| gpu);
+                        moe::mv_sum(rec, &routing, mm, accumulate, int8, bias)
                     })
                     .unwrap();
                     let per_pair = mat_vec_ref(&weights, &ids, &mid, 1, int8);
@@ -665,6 +715,16 @@ fn mv_sum_matches_reference() {
                             let (v, scale) = (0..k)
                                 .map(|j| per_pair[(t * k + j) * ROWS + row])
                                 .fold((0.0, 0.0), |(s, a), (v, sv)| (s + v, a + sv));
+                            let v = v + match &down_bias {
+                                Some((b, _)) => (0..k)
+                                    .map(|j| {
+                                        let p = t * k + j;
+                                        let e = ids[p] as usize;
+                                        route[p] as f64 * b.row(0, e)[row] as f64
+                                    })
+                                    .sum(),
+                                None => 0.0,
+                            };
                             match accumulate {
                                 // One more f32 rounding, of the sum: 1e-6 relative.
                                 true => {
@@ -681,6 +741,7 @@ fn mv_sum_matches_reference() {
                         epilogue: MvEpilogue::Sum,
                         norm: false,
                         int8,
+                        biased,
                     };
                     let got = ctx.read_matrix(&out).unwrap();
                     check(
@@ -1284,6 +1345,7 @@ fn every_key_the_runtime_can_request_is_generated() {
                             epilogue,
                             norm,
                             int8,
+                            biased: false,
                         };
                         let folds = act == ActType::F32 && epilogue != MvEpilogue::Sum;
                         let has_int8 = weight.int8_dot_fragments().is_some();

@@ -286,6 +286,7 @@ pub(crate) struct MvId {
     pub(crate) epilogue: MvEpilogue,
     pub(crate) norm: bool,
     pub(crate) int8: bool,
+    pub(crate) biased: bool,
 }
 
 impl MvId {
@@ -312,6 +313,9 @@ impl Family for MvId {
         if self.norm {
             f.write_str("_norm")?;
         }
+        if self.biased {
+            f.write_str("_biased")?;
+        }
         Ok(())
     }
 
@@ -320,15 +324,21 @@ impl Family for MvId {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        let epilogue: &[&str] = match self.epilogue {
-            MvEpilogue::Rows => &["mv/per_pair.wgsl", "mv/rows.wgsl"],
-            MvEpilogue::Glu { mid } => &[
+        let epilogue: &[&str] = match (self.epilogue, self.biased) {
+            (MvEpilogue::Rows, _) => &["mv/per_pair.wgsl", "mv/rows.wgsl"],
+            (MvEpilogue::Glu { mid }, biased) => &[
                 mid_fragment(mid),
                 "glu/swiglu.wgsl",
                 "mv/per_pair.wgsl",
+                if biased {
+                    "mv/glu_bias.wgsl"
+                } else {
+                    "mv/glu_no_bias.wgsl"
+                },
                 "mv/glu.wgsl",
             ],
-            MvEpilogue::Sum => &["mv/sum.wgsl"],
+            (MvEpilogue::Sum, true) => &["mv/sum_bias.wgsl", "mv/sum.wgsl"],
+            (MvEpilogue::Sum, false) => &["mv/sum_no_bias.wgsl", "mv/sum.wgsl"],
         };
         let prologue: &[&str] = if self.norm {
             &["reduce/sum.wgsl", "mv/norm.wgsl"]
@@ -365,6 +375,17 @@ impl Family for MvId {
         }
         if self.norm {
             list.push(b(6, "norm_w", ReadOnly));
+        }
+        if self.biased {
+            match self.epilogue {
+                MvEpilogue::Rows => {}
+                MvEpilogue::Glu { .. } => {
+                    list.extend([b(8, "gate_bias", ReadOnly), b(9, "up_bias", ReadOnly)]);
+                }
+                MvEpilogue::Sum => {
+                    list.extend([b(5, "route", ReadOnly), b(8, "down_bias", ReadOnly)]);
+                }
+            }
         }
         list
     }

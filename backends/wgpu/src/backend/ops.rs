@@ -781,9 +781,7 @@ impl Backend for WgpuBackend {
         ))
     }
 
-    /// The fused mat-vec plan (`mv_glu` reading x, `mv_sum` adding into it) takes the norm
-    /// and the residual add into its two kernels; other plans norm x first and add the
-    /// layer's output after.
+    /// See `moe_into`.
     fn moe(
         &mut self,
         x: &mut GpuMatrix,
@@ -792,31 +790,7 @@ impl Backend for WgpuBackend {
         experts: ExpertWeights<'_, ExpertTensor>,
         p: &MoeParams,
     ) -> moetile::Result<()> {
-        let mut opts = self.moe_options(p, x.rows);
-        let plain = MoeInputs {
-            x,
-            norm: None,
-            routing,
-            experts,
-            biases: None,
-        };
-        if !MoePlan::new(&plain, &opts).fused_ends() {
-            let out = self.moe_out(x, norm, routing, experts, p)?;
-            return self.add(x, &out);
-        }
-        let inputs = match norm {
-            Some(n) => MoeInputs {
-                norm: Some(RowNorm {
-                    weight: ops::vector("norm", n.weight)?,
-                    eps: n.eps,
-                }),
-                ..plain
-            },
-            None => plain,
-        };
-        let bufs = self.moe_buffers(&inputs, &opts)?;
-        opts.accumulate = true;
-        self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, x))
+        self.moe_into(x, norm, routing, experts, None, p)
     }
 
     fn moe_out(
@@ -830,8 +804,6 @@ impl Backend for WgpuBackend {
         self.experts_out(h, norm, routing, experts, None, p)
     }
 
-    /// The biased experts' output, added into `x`: they run neither fused mat-vec (`act` and
-    /// `sum` add the biases), so the norm and the residual add stay outside the layer.
     fn moe_biased(
         &mut self,
         x: &mut GpuMatrix,
@@ -841,8 +813,7 @@ impl Backend for WgpuBackend {
         biases: &ExpertBiases<ExpertTensor>,
         p: &MoeParams,
     ) -> moetile::Result<()> {
-        let out = self.experts_out(x, norm, routing, experts, Some(biases), p)?;
-        self.add(x, &out)
+        self.moe_into(x, norm, routing, experts, Some(biases), p)
     }
 
     fn runs_deepseek4(&self) -> bool {
@@ -874,6 +845,45 @@ impl Backend for WgpuBackend {
 }
 
 impl WgpuBackend {
+    /// `x += moe(norm(x))` with the experts' `biases` when given: the fused mat-vec plan
+    /// (`mv_glu` reading x, `mv_sum` adding into it) takes the norm and the residual add into
+    /// its two kernels; other plans norm x first and add the layer's output after.
+    fn moe_into(
+        &mut self,
+        x: &mut GpuMatrix,
+        norm: Option<PreNorm<'_, ExpertTensor>>,
+        routing: &Routing,
+        experts: ExpertWeights<'_, ExpertTensor>,
+        biases: Option<&ExpertBiases<ExpertTensor>>,
+        p: &MoeParams,
+    ) -> moetile::Result<()> {
+        let mut opts = self.moe_options(p, x.rows);
+        let plain = MoeInputs {
+            x,
+            norm: None,
+            routing,
+            experts,
+            biases,
+        };
+        if !MoePlan::new(&plain, &opts).fused_ends() {
+            let out = self.experts_out(x, norm, routing, experts, biases, p)?;
+            return self.add(x, &out);
+        }
+        let inputs = match norm {
+            Some(n) => MoeInputs {
+                norm: Some(RowNorm {
+                    weight: ops::vector("norm", n.weight)?,
+                    eps: n.eps,
+                }),
+                ..plain
+            },
+            None => plain,
+        };
+        let bufs = self.moe_buffers(&inputs, &opts)?;
+        opts.accumulate = true;
+        self.record("moe", |rec| moe::layer(rec, &inputs, &opts, &bufs, x))
+    }
+
     /// The routed experts' output `(T, D)` from `h`, normed by `norm` when given, with the
     /// experts' `biases` when given.
     fn experts_out(

@@ -15,7 +15,7 @@ use crate::moe::Routing;
 use crate::recorder::Recorder;
 
 /// The buffer of an `(E, cols)` F32 matrix of per-expert biases, `E` = the routing's experts.
-fn bias_rows<'w>(
+pub(super) fn bias_rows<'w>(
     op: &KernelKey,
     w: &'w ExpertTensor,
     routing: &Routing,

@@ -3,7 +3,7 @@
 //! mat-vec's fused specializations `mv_glu` (gate, up and the activation) and `mv_sum` (down
 //! and the sum over K).
 
-use moetile::model::ExpertActivation;
+use moetile::model::{ExpertActivation, ExpertBiases};
 use moetile_codegen::params::MatmulParams;
 use moetile_codegen::{ActType, KernelKey, MatmulKey, MvEpilogue};
 
@@ -12,7 +12,7 @@ use crate::dispatch::Grid;
 use crate::encoder::ParamSlot;
 use crate::error::{Result, WgpuError, shape};
 use crate::layout::ExpertTensor;
-use crate::moe::act::Glu;
+use crate::moe::act::{Glu, bias_rows};
 use crate::moe::{ExpertMap, Routing};
 use crate::recorder::Recorder;
 
@@ -118,7 +118,9 @@ pub fn mv_id(
 /// gate, up and the activation in one mat-vec over a gate/up tensor of interleaved rows
 /// (`mm.w`, `[D, 2F, E]`): `mm.out (T*K, F) = activation(gate . x, up . x) * route_weight`,
 /// stored as `mm.out`'s type (`mv_glu`). `mm.act` is x, one row per K pairs, normed by `norm`
-/// as it is read when given; `int8` as in [`MvExtras`].
+/// as it is read when given; `int8` as in [`MvExtras`]. With `biases` (gpt-oss), each pair's
+/// gate and up outputs get its expert's `biases.gate` and `biases.up` rows before the
+/// activation (`biases.down` is [`mv_sum`]'s).
 pub fn mv_glu(
     rec: &mut Recorder<'_>,
     routing: &Routing,
@@ -126,12 +128,17 @@ pub fn mv_glu(
     activation: ExpertActivation,
     norm: Option<RowNorm<'_>>,
     int8: bool,
+    biases: Option<&ExpertBiases<ExpertTensor>>,
 ) -> Result<()> {
     let epilogue = Epilogue {
         glu: Glu::of(activation),
         norm,
         accumulate: false,
         int8,
+        bias: biases.map(|b| MvBias::Glu {
+            gate: &b.gate,
+            up: &b.up,
+        }),
     };
     mat_vec(
         rec,
@@ -145,17 +152,20 @@ pub fn mv_glu(
 /// down and the sum over K in one mat-vec: `mm.out (T, D) = sum_k W[e(t, k)] @ act[t*K + k]`
 /// (`mv_sum`); `mm.act` is `mid`, one row per pair. `mm.w` must be one weight chunk. With
 /// `accumulate`, the sum is added to what `mm.out` holds (the residual stream); `int8` as in
-/// [`MvExtras`].
+/// [`MvExtras`]. With `down_bias` (gpt-oss, `(E, D)`), each pair adds its expert's row times
+/// its route weight (`mid` holds the route weight already).
 pub fn mv_sum(
     rec: &mut Recorder<'_>,
     routing: &Routing,
     mm: Matmul<'_>,
     accumulate: bool,
     int8: bool,
+    down_bias: Option<&ExpertTensor>,
 ) -> Result<()> {
     let extra = Epilogue {
         accumulate,
         int8,
+        bias: down_bias.map(MvBias::Sum),
         ..Epilogue::default()
     };
     mat_vec(rec, routing, mm, MvEpilogue::Sum, extra)
@@ -168,6 +178,19 @@ struct Epilogue<'a> {
     norm: Option<RowNorm<'a>>,
     accumulate: bool,
     int8: bool,
+    bias: Option<MvBias<'a>>,
+}
+
+/// Per-expert biases (F32 `(E, cols)` matrices) a fused mat-vec adds.
+#[derive(Debug, Clone, Copy)]
+enum MvBias<'a> {
+    /// `mv_glu`'s, to the gate and up outputs.
+    Glu {
+        gate: &'a ExpertTensor,
+        up: &'a ExpertTensor,
+    },
+    /// `mv_sum`'s, to each pair's down output.
+    Sum(&'a ExpertTensor),
 }
 
 /// Records the mat-vec of `epilogue` (see `wgsl/mv_id.wgsl`), once per weight chunk.
@@ -184,6 +207,7 @@ fn mat_vec(
         epilogue,
         norm: extra.norm.is_some(),
         int8: mm.w.weight.mat_vec_int8(extra.int8),
+        biased: extra.bias.is_some(),
     };
     let (n_pairs, k) = (routing.n_pairs(), routing.n_used);
     mm.check_inputs(&key, n_pairs, "routing", routing.n_experts)?;
@@ -256,6 +280,26 @@ fn mat_vec(
             ));
         }
         rest.push(("norm_w", norm.weight.as_entire_binding()));
+    }
+    match (extra.bias, epilogue) {
+        (None, _) => {}
+        (Some(MvBias::Glu { gate, up }), MvEpilogue::Glu { .. }) => {
+            let f = mm.w.rows / 2;
+            rest.push((
+                "gate_bias",
+                bias_rows(&key, gate, routing, f)?.as_entire_binding(),
+            ));
+            rest.push((
+                "up_bias",
+                bias_rows(&key, up, routing, f)?.as_entire_binding(),
+            ));
+        }
+        (Some(MvBias::Sum(down)), MvEpilogue::Sum) => {
+            let rows = bias_rows(&key, down, routing, mm.w.rows)?;
+            rest.push(("route", routing.weights.as_entire_binding()));
+            rest.push(("down_bias", rows.as_entire_binding()));
+        }
+        (Some(_), _) => unreachable!("mv_glu and mv_sum pass their own epilogue's biases"),
     }
     let sets = mm.chunk_bindings(&params, &rest);
     rec.dispatch_each(&key, &sets, Grid::Groups(x, y))

@@ -188,11 +188,10 @@ impl MoePlan {
     /// The plan of `inputs` under `opts`.
     pub fn new(inputs: &MoeInputs<'_>, opts: &MoeOptions) -> MoePlan {
         let mat_vec = opts.mat_vec;
-        let fusable = mat_vec && inputs.biases.is_none();
         MoePlan {
             mat_vec,
-            glu: fusable && matches!(inputs.experts.gate_up, GateUp::Interleaved(_)),
-            sum: fusable && inputs.experts.down.chunks.len() == 1,
+            glu: mat_vec && matches!(inputs.experts.gate_up, GateUp::Interleaved(_)),
+            sum: mat_vec && inputs.experts.down.chunks.len() == 1,
         }
     }
 
@@ -352,6 +351,7 @@ pub fn layer(
             opts.activation,
             norm,
             opts.int8,
+            inputs.biases,
         )?;
     } else {
         let gu_out = bufs
@@ -391,7 +391,15 @@ pub fn layer(
     };
     if plan.sum {
         rec.set_detail("down_sum");
-        mv_sum(rec, routing, mid_times(out), opts.accumulate, opts.int8)?;
+        let down_bias = inputs.biases.map(|b| &b.down);
+        mv_sum(
+            rec,
+            routing,
+            mid_times(out),
+            opts.accumulate,
+            opts.int8,
+            down_bias,
+        )?;
     } else {
         let y = bufs.y.as_ref().ok_or_else(|| missing("down's outputs"))?;
         rec.set_detail("down");
