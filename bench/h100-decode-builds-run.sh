@@ -10,7 +10,8 @@
 # Usage (on the device, repository root, Vulkan loader unpacked):
 #   bench/h100-decode-builds-run.sh ANCHOR BUILD...; each build folder holds moetile and
 #   optionally kernel_bench (either may be .xz); the first is the base, the last the newest.
-# Writes $OUT/{gpu.txt,clocks.csv,BUILD.md,profile-BUILD.md,kernels.csv,llama.md,extra-*.md}.
+# Writes $OUT/{gpu.txt,clocks.csv,BUILD.md,profile-NEWEST.md,kernels.csv,llama.md,ablate.md,
+#   llama-kernels*.csv,extra-*.md}.
 A=$1; shift
 BUILDS=("$@") NEW=${!#}
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
@@ -28,17 +29,15 @@ for b in "${BUILDS[@]}"; do
 done
 if [ -n "${ABLATE:-}" ]; then
   for z in "$ABLATE"/*.xz; do [ -e "$z" ] && xz -dkf "$z"; done; chmod +x "$ABLATE"/*
-  for k in none attn_input attn_decode attn_combine route mv_id_f32 mv_id_q mv_glu mv_sum rms_norm; do
+  for k in none attn_input attn_decode attn_combine route mv_id_f32 mv_id_q mv_glu mv_sum; do
     MOETILE_ABLATE_TWICE=$k timeout 40 "$ABLATE/moetile" bench -m $M -p 16 -n 128 -r 2 --output md \
       2>&1 | grep -E '^\| *tg128' | sed "s/^/$k /" | tee -a "$OUT/ablate.md"
   done
 fi
 setsid nice -n 19 bash "$A/llama-anchor.sh" build "$A" >/tmp/anchor.out 2>&1 </dev/null &
-for b in "$NEW" "${BUILDS[0]}"; do
-  n=$(basename "$b")
-  timeout 45 "$b/moetile" profile -m $M -p 512 -n 8 >"$OUT/profile-$n.md" 2>&1
-  echo "$n: $(grep -E 'per decode step' "$OUT/profile-$n.md")"
-done
+n=$(basename "$NEW")
+timeout 45 "$NEW/moetile" profile -m $M -p 512 -n 8 >"$OUT/profile-$n.md" 2>&1
+echo "$n: $(grep -E 'per decode step' "$OUT/profile-$n.md")"
 [ -x "$NEW/kernel_bench" ] && timeout 60 "$NEW/kernel_bench" shape=all tokens=32 mv_tokens=1 \
   weights=q4k tiles=64 paths=coop16 >"$OUT/kernels.csv" 2>&1
 [ -x "$NEW/kernel_bench" ] && timeout 30 "$NEW/kernel_bench" shape=router tokens=512 mv_tokens=1 \
