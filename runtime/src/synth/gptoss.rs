@@ -4,7 +4,7 @@
 //! separate gate and up, sliding-window layers alternating with full ones (llama.cpp's default
 //! pattern of 2, as converted files have no pattern key), RoPE with YaRN.
 
-use super::{Family, Init, MATRIX, Mix, Planner, Preset, Role, TensorPlan};
+use super::{Family, Init, MATRIX, Mix, Planner, Preset, Role, TensorPlan, attention_keys};
 use crate::gguf::GgufWriter;
 pub(super) use crate::model::gptoss::ARCH;
 use crate::{Error, Result};
@@ -101,65 +101,33 @@ pub(super) fn tensors(p: &Preset, dims: &GptOssDims, plan: &Planner) -> Vec<Tens
         dims.n_heads * dims.head_dim,
         dims.n_kv_heads * dims.head_dim,
     );
+    let sinks = Init::Vector {
+        mean: 0.0,
+        spread: 1.0,
+    };
     let mut out = plan.embedding_and_head(p);
     for il in 0..p.n_layers {
         let blk = |name: &str| format!("blk.{il}.{name}.weight");
         let bias = |name: &str, dims: &[usize]| {
-            plan.tensor(
-                format!("blk.{il}.{name}.bias"),
-                Role::Vector,
-                il,
-                dims,
-                BIAS,
-            )
+            let name = format!("blk.{il}.{name}.bias");
+            plan.tensor(name, Role::Vector, il, dims, BIAS)
         };
-        let attn = |v| Role::AttnQkvO { v };
+        out.push(plan.norm(blk("attn_norm"), il, d));
+        out.extend(plan.attention_matrices(il, d, q, kv));
         out.extend([
-            plan.norm(blk("attn_norm"), il, d),
-            plan.tensor(blk("attn_q"), attn(false), il, &[d, q], MATRIX),
             bias("attn_q", &[q]),
-            plan.tensor(blk("attn_k"), attn(false), il, &[d, kv], MATRIX),
             bias("attn_k", &[kv]),
-            plan.tensor(blk("attn_v"), attn(true), il, &[d, kv], MATRIX),
             bias("attn_v", &[kv]),
-            plan.tensor(blk("attn_output"), attn(false), il, &[q, d], MATRIX),
             bias("attn_output", &[d]),
-            plan.tensor(
-                blk("attn_sinks"),
-                Role::Vector,
-                il,
-                &[dims.n_heads],
-                Init::Vector {
-                    mean: 0.0,
-                    spread: 1.0,
-                },
-            ),
+            plan.tensor(blk("attn_sinks"), Role::Vector, il, &[dims.n_heads], sinks),
             plan.norm(blk("post_attention_norm"), il, d),
             plan.tensor(blk("ffn_gate_inp"), Role::Router, il, &[d, e], MATRIX),
             bias("ffn_gate_inp", &[e]),
-            plan.tensor(
-                blk("ffn_gate_exps"),
-                Role::ExpertGateUp,
-                il,
-                &[d, f, e],
-                MATRIX,
-            ),
+        ]);
+        out.extend(plan.expert_matrices(il, p));
+        out.extend([
             bias("ffn_gate_exps", &[f, e]),
-            plan.tensor(
-                blk("ffn_up_exps"),
-                Role::ExpertGateUp,
-                il,
-                &[d, f, e],
-                MATRIX,
-            ),
             bias("ffn_up_exps", &[f, e]),
-            plan.tensor(
-                blk("ffn_down_exps"),
-                Role::ExpertDown,
-                il,
-                &[f, d, e],
-                MATRIX,
-            ),
             bias("ffn_down_exps", &[d, e]),
         ]);
     }
@@ -168,26 +136,17 @@ pub(super) fn tensors(p: &Preset, dims: &GptOssDims, plan: &Planner) -> Vec<Tens
 
 /// The `gpt-oss.*` keys of `p`, those converted gpt-oss files carry.
 pub(super) fn metadata(p: &Preset, dims: &GptOssDims, w: &mut GgufWriter) -> Result<()> {
+    let attention = attention_keys(dims.n_heads, dims.n_kv_heads, dims.head_dim);
+    p.add_u32_keys(
+        w,
+        attention.into_iter().chain([
+            ("feed_forward_length", p.expert_ff),
+            ("rope.dimension_count", dims.head_dim),
+            ("rope.scaling.original_context_length", dims.yarn_orig_ctx),
+            ("attention.sliding_window", dims.sliding_window),
+        ]),
+    )?;
     let key = |k: &str| format!("{ARCH}.{k}");
-    for (k, value) in [
-        ("vocab_size", p.n_vocab),
-        ("context_length", p.n_ctx_train),
-        ("embedding_length", p.d_model),
-        ("feed_forward_length", p.expert_ff),
-        ("block_count", p.n_layers),
-        ("attention.head_count", dims.n_heads),
-        ("attention.head_count_kv", dims.n_kv_heads),
-        ("attention.key_length", dims.head_dim),
-        ("attention.value_length", dims.head_dim),
-        ("rope.dimension_count", dims.head_dim),
-        ("rope.scaling.original_context_length", dims.yarn_orig_ctx),
-        ("attention.sliding_window", dims.sliding_window),
-        ("expert_count", p.n_experts),
-        ("expert_used_count", p.n_experts_used),
-        ("expert_feed_forward_length", p.expert_ff),
-    ] {
-        w.add_metadata(key(k), p.u32_of(value)?)?;
-    }
     w.add_metadata(key("rope.freq_base"), dims.rope_freq_base)?;
     w.add_metadata(key("rope.scaling.type"), "yarn")?;
     w.add_metadata(key("rope.scaling.factor"), dims.yarn_factor)?;

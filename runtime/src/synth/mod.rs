@@ -160,6 +160,29 @@ impl Preset {
         })
     }
 
+    /// Writes as u32 `ARCH.KEY` the keys every architecture's files carry (vocabulary,
+    /// context, hidden width, blocks, experts: count, used, width), then `keys`.
+    fn add_u32_keys<'k>(
+        &self,
+        w: &mut GgufWriter,
+        keys: impl IntoIterator<Item = (&'k str, usize)>,
+    ) -> Result<()> {
+        let shared = [
+            ("vocab_size", self.n_vocab),
+            ("context_length", self.n_ctx_train),
+            ("embedding_length", self.d_model),
+            ("block_count", self.n_layers),
+            ("expert_count", self.n_experts),
+            ("expert_used_count", self.n_experts_used),
+            ("expert_feed_forward_length", self.expert_ff),
+        ];
+        for (k, value) in shared.into_iter().chain(keys) {
+            let key = format!("{}.{k}", self.family.arch());
+            w.add_metadata(key, self.u32_of(value)?)?;
+        }
+        Ok(())
+    }
+
     /// `v` as a u32 key value.
     fn u32_of(&self, v: usize) -> Result<u32> {
         u32::try_from(v).map_err(|_| {
@@ -325,10 +348,67 @@ impl Planner {
         ]
     }
 
+    /// Block `il`'s attention matrices as qwen3moe and gpt-oss store them: q (`q` rows), k
+    /// and v (`kv` rows each) and the output.
+    fn attention_matrices(&self, il: usize, d: usize, q: usize, kv: usize) -> [TensorPlan; 4] {
+        let blk = |name: &str| format!("blk.{il}.{name}.weight");
+        let attn = |v| Role::AttnQkvO { v };
+        [
+            self.tensor(blk("attn_q"), attn(false), il, &[d, q], MATRIX),
+            self.tensor(blk("attn_k"), attn(false), il, &[d, kv], MATRIX),
+            self.tensor(blk("attn_v"), attn(true), il, &[d, kv], MATRIX),
+            self.tensor(blk("attn_output"), attn(false), il, &[q, d], MATRIX),
+        ]
+    }
+
+    /// Block `il`'s routed experts with separate gate and up, as qwen3moe and gpt-oss store
+    /// them (`p`'s widths).
+    fn expert_matrices(&self, il: usize, p: &Preset) -> [TensorPlan; 3] {
+        let (d, f, e) = (p.d_model, p.expert_ff, p.n_experts);
+        let blk = |name: &str| format!("blk.{il}.{name}.weight");
+        [
+            self.tensor(
+                blk("ffn_gate_exps"),
+                Role::ExpertGateUp,
+                il,
+                &[d, f, e],
+                MATRIX,
+            ),
+            self.tensor(
+                blk("ffn_up_exps"),
+                Role::ExpertGateUp,
+                il,
+                &[d, f, e],
+                MATRIX,
+            ),
+            self.tensor(
+                blk("ffn_down_exps"),
+                Role::ExpertDown,
+                il,
+                &[f, d, e],
+                MATRIX,
+            ),
+        ]
+    }
+
     /// An F32 vector of norm gains.
     fn norm(&self, name: impl Into<String>, layer: usize, len: usize) -> TensorPlan {
         self.tensor(name, Role::Vector, layer, &[len], Init::NORM)
     }
+}
+
+/// The attention shape keys: query heads, key/value heads, key and value width.
+fn attention_keys(
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+) -> [(&'static str, usize); 4] {
+    [
+        ("attention.head_count", n_heads),
+        ("attention.head_count_kv", n_kv_heads),
+        ("attention.key_length", head_dim),
+        ("attention.value_length", head_dim),
+    ]
 }
 
 /// A weight matrix from the pools.
