@@ -128,9 +128,24 @@ impl ChatTemplate {
         }
     }
 
-    /// Sets a variable templates may read, such as Qwen 3's `enable_thinking`.
-    pub fn set_flag(&mut self, name: &str, value: bool) {
-        self.variables.insert(name.to_owned(), Value::from(value));
+    /// Sets a variable templates may read, such as Qwen 3's `enable_thinking` (a flag) or
+    /// gpt-oss's `reasoning_effort` (`"low"`, `"medium"`, `"high"`) and `builtin_tools` (a
+    /// list).
+    pub fn set_variable(&mut self, name: &str, value: impl serde::Serialize) {
+        self.variables
+            .insert(name.to_owned(), Value::from(minijinja::value::Serde(value)));
+    }
+
+    /// Fixes the time `strftime_now` formats (seconds since the Unix epoch, UTC) instead of
+    /// the current one, so a template that prints the date renders reproducibly.
+    pub fn set_clock(&mut self, unix_seconds: i64) -> Result<()> {
+        let time = jiff::Timestamp::from_second(unix_seconds)
+            .map_err(|e| Error::ChatTemplate(format!("clock {unix_seconds}: {e}")))?;
+        self.env
+            .add_function("strftime_now", move |format: String| {
+                format_utc(time, &format).map(Value::from)
+            });
+        Ok(())
     }
 
     /// Renders the conversation; `add_generation_prompt` appends the opening of the
@@ -379,7 +394,7 @@ mod tests {
         let prompt = template.render_json(&messages, Some(&tools), true).unwrap();
         assert_eq!(
             prompt,
-            "<|im_start|>system\n<tools>\n{\"function\": {\"name\": \"now\"}, \"type\": \"function\"}\n</tools><|im_end|>\n\
+            "<|im_start|>system\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"now\"}}\n</tools><|im_end|>\n\
              <|im_start|>user\nTime?<|im_end|>\n\
              <|im_start|>assistant\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call><|im_end|>\n\
              <|im_start|>user\n<tool_response>\nnoon\n</tool_response><|im_end|>\n\
@@ -465,7 +480,7 @@ mod tests {
             prompt,
             "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         );
-        template.set_flag("enable_thinking", false);
+        template.set_variable("enable_thinking", false);
         let prompt = template.render(&messages, true).unwrap();
         assert!(
             prompt.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"),

@@ -3,8 +3,9 @@
 //! This crate holds everything that is not GPU code: the GGUF reader and writer, the quant
 //! formats with their CPU dequantization, model configs and the forward graph (written against
 //! the [`model::Backend`] trait), the token-tile policy, sessions, sampling, the tokenizer, the
-//! chat template, the generation driver ([`generate`]) and synthetic random-weight models
-//! ([`synth`]). Backends live in `moetile-cpu` (the reference) and `moetile-wgpu`.
+//! chat template (and the channels of gpt-oss's [`harmony`] answers), the generation driver
+//! ([`generate`]) and synthetic random-weight models ([`synth`]). Backends live in
+//! `moetile-cpu` (the reference) and `moetile-wgpu`.
 //!
 //! The whole flow: open a GGUF ([`gguf::GgufFile::open`] maps a path; [`from_bytes`] and
 //! [`from_buffer`] take memory), load it onto a backend, start a [`session::Session`] (the KV
@@ -61,6 +62,7 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod harmony;
 pub mod model;
 pub mod quant;
 pub mod sample;

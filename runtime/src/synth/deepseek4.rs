@@ -19,7 +19,9 @@
 //! Sinkhorn matrices far from one-hot), sink logits, router biases and compressor position
 //! biases are small, so attention, routing and pooling all stay soft.
 
-use super::{Family, Init, MATRIX, Mix, Planner, Preset, Role, TensorPlan, output_head};
+use super::{
+    Family, Init, MATRIX, Mix, Planner, Preset, Role, TensorPlan, attention_keys, output_head,
+};
 use crate::gguf::{Array, GgufWriter};
 use crate::{Error, Result};
 
@@ -353,38 +355,30 @@ pub(super) fn tensors(p: &Preset, dims: &Deepseek4Dims, plan: &Planner) -> Vec<T
 pub(super) fn metadata(p: &Preset, dims: &Deepseek4Dims, w: &mut GgufWriter) -> Result<()> {
     let key = |k: &str| format!("{ARCH}.{k}");
     let n = p.n_layers;
-    for (k, value) in [
-        ("vocab_size", p.n_vocab),
-        ("context_length", p.n_ctx_train),
-        ("embedding_length", p.d_model),
-        ("embedding_length_out", HC_STREAMS * p.d_model),
-        ("block_count", n),
-        ("attention.head_count", dims.n_heads),
-        ("attention.head_count_kv", 1),
-        ("attention.key_length", dims.head_dim),
-        ("attention.value_length", dims.head_dim),
-        ("rope.dimension_count", dims.n_rot),
-        ("rope.scaling.original_context_length", YARN_ORIG_CTX),
-        ("attention.q_lora_rank", dims.q_lora_rank),
-        ("attention.sliding_window", dims.sliding_window),
-        ("expert_count", p.n_experts),
-        ("expert_used_count", p.n_experts_used),
-        ("expert_feed_forward_length", p.expert_ff),
-        ("expert_shared_count", dims.n_shared_experts),
-        ("attention.indexer.head_count", dims.indexer_heads),
-        ("attention.indexer.key_length", dims.indexer_head_dim),
-        ("attention.indexer.top_k", dims.indexer_top_k),
-        ("attention.output_group_count", dims.output_groups),
-        ("attention.output_lora_rank", dims.output_rank),
-        ("hyper_connection.count", HC_STREAMS),
-        (
-            "hyper_connection.sinkhorn_iterations",
-            dims.hc_sinkhorn_iterations,
-        ),
-        ("hash_layer_count", dims.hash_layers.min(n)),
-    ] {
-        w.add_metadata(key(k), p.u32_of(value)?)?;
-    }
+    // One key/value latent shared by all heads.
+    let attention = attention_keys(dims.n_heads, 1, dims.head_dim);
+    p.add_u32_keys(
+        w,
+        attention.into_iter().chain([
+            ("embedding_length_out", HC_STREAMS * p.d_model),
+            ("rope.dimension_count", dims.n_rot),
+            ("rope.scaling.original_context_length", YARN_ORIG_CTX),
+            ("attention.q_lora_rank", dims.q_lora_rank),
+            ("attention.sliding_window", dims.sliding_window),
+            ("expert_shared_count", dims.n_shared_experts),
+            ("attention.indexer.head_count", dims.indexer_heads),
+            ("attention.indexer.key_length", dims.indexer_head_dim),
+            ("attention.indexer.top_k", dims.indexer_top_k),
+            ("attention.output_group_count", dims.output_groups),
+            ("attention.output_lora_rank", dims.output_rank),
+            ("hyper_connection.count", HC_STREAMS),
+            (
+                "hyper_connection.sinkhorn_iterations",
+                dims.hc_sinkhorn_iterations,
+            ),
+            ("hash_layer_count", dims.hash_layers.min(n)),
+        ]),
+    )?;
     w.add_metadata(key("expert_gating_func"), GATING_SQRT_SOFTPLUS)?;
     for (k, value) in [
         ("rope.freq_base", ROPE_FREQ_BASE),

@@ -13,7 +13,8 @@
 //! padded with unused tokens to the preset's vocabulary size, with a ChatML template; the
 //! output head gives padding tokens logit 0, so sampled text is made of real tokens. Files load
 //! in moetile and in llama.cpp. Each architecture's tensors and keys live in a module of its
-//! own (`qwen3moe.rs`, `deepseek4.rs`, `qwen35moe.rs`); this one holds what they share.
+//! own (`qwen3moe.rs`, `deepseek4.rs`, `qwen35moe.rs`, `gptoss.rs`); this one holds what they
+//! share.
 //!
 //! ```no_run
 //! use moetile::synth::{Mix, Preset, Synth};
@@ -26,6 +27,7 @@
 
 mod deepseek4;
 mod fill;
+mod gptoss;
 mod qwen35moe;
 mod qwen3moe;
 mod vocab;
@@ -37,6 +39,7 @@ use fill::{Init, Pools, TensorPlan};
 use vocab::SynthVocab;
 
 pub use deepseek4::Deepseek4Dims;
+pub use gptoss::GptOssDims;
 pub use qwen3moe::Qwen3MoeDims;
 pub use qwen35moe::Qwen35MoeDims;
 
@@ -85,6 +88,10 @@ pub enum Family {
     /// few layers, softmax-routed experts renormalised over the top K plus a gated shared
     /// expert.
     Qwen35Moe(Qwen35MoeDims),
+    /// `gpt-oss`: GQA attention with biases and per-head sinks, sliding-window layers
+    /// alternating with full ones, YaRN; a biased router weighing its top K by a softmax over
+    /// them, biased experts with a clamped SwiGLU.
+    GptOss(GptOssDims),
 }
 
 impl Family {
@@ -94,13 +101,14 @@ impl Family {
             Family::Qwen3Moe(_) => qwen3moe::ARCH,
             Family::Deepseek4(_) => deepseek4::ARCH,
             Family::Qwen35Moe(_) => qwen35moe::ARCH,
+            Family::GptOss(_) => gptoss::ARCH,
         }
     }
 }
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 7] = [
+    pub const ALL: [Preset; 9] = [
         qwen3moe::TINY,
         qwen3moe::QWEN3_30B_A3B,
         qwen3moe::DS4_FLASH_MOE,
@@ -108,6 +116,8 @@ impl Preset {
         deepseek4::FLASH,
         qwen35moe::TINY,
         qwen35moe::QWEN36_35B_A3B,
+        gptoss::TINY,
+        gptoss::GPT_OSS_20B,
     ];
 
     /// The preset called `name`, or an error listing them.
@@ -134,7 +144,7 @@ impl Preset {
     /// Refuses a layer count the preset cannot take.
     fn check_layers(&self) -> Result<()> {
         let max = match &self.family {
-            Family::Qwen3Moe(_) | Family::Qwen35Moe(_) => usize::MAX,
+            Family::Qwen3Moe(_) | Family::Qwen35Moe(_) | Family::GptOss(_) => usize::MAX,
             Family::Deepseek4(dims) => dims.compress_ratios.len(),
         };
         if (1..=max).contains(&self.n_layers) {
@@ -150,6 +160,29 @@ impl Preset {
         })
     }
 
+    /// Writes as u32 `ARCH.KEY` the keys every architecture's files carry (vocabulary,
+    /// context, hidden width, blocks, experts: count, used, width), then `keys`.
+    fn add_u32_keys<'k>(
+        &self,
+        w: &mut GgufWriter,
+        keys: impl IntoIterator<Item = (&'k str, usize)>,
+    ) -> Result<()> {
+        let shared = [
+            ("vocab_size", self.n_vocab),
+            ("context_length", self.n_ctx_train),
+            ("embedding_length", self.d_model),
+            ("block_count", self.n_layers),
+            ("expert_count", self.n_experts),
+            ("expert_used_count", self.n_experts_used),
+            ("expert_feed_forward_length", self.expert_ff),
+        ];
+        for (k, value) in shared.into_iter().chain(keys) {
+            let key = format!("{}.{k}", self.family.arch());
+            w.add_metadata(key, self.u32_of(value)?)?;
+        }
+        Ok(())
+    }
+
     /// `v` as a u32 key value.
     fn u32_of(&self, v: usize) -> Result<u32> {
         u32::try_from(v).map_err(|_| {
@@ -158,8 +191,8 @@ impl Preset {
     }
 }
 
-/// Which quant type each tensor gets. Norms and other vectors are F32 in every mix; so is the
-/// qwen3moe router (llama.cpp never quantizes `ffn_gate_inp`).
+/// Which quant type each tensor gets. Norms and other vectors are F32 in every mix; so are the
+/// routers (llama.cpp never quantizes `ffn_gate_inp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mix {
     /// llama.cpp's Q4_K_M: Q4_K, with Q6_K for the output head and for `attn_v` and
@@ -179,7 +212,7 @@ pub enum Mix {
     /// F16 everywhere.
     F16,
     /// gpt-oss's files (llama.cpp's `MXFP4_MOE`): routed experts MXFP4, every other matrix
-    /// Q8_0, the output head included.
+    /// Q8_0, the output head included (routers F32).
     Mxfp4,
 }
 
@@ -193,7 +226,7 @@ enum Role {
     AttnQkvO {
         v: bool,
     },
-    /// The qwen3moe router: F32 in every mix.
+    /// A router (and qwen35moe's DeltaNet gates): F32 in every mix.
     Router,
     ExpertGateUp,
     ExpertDown,
@@ -315,10 +348,67 @@ impl Planner {
         ]
     }
 
+    /// Block `il`'s attention matrices as qwen3moe and gpt-oss store them: q (`q` rows), k
+    /// and v (`kv` rows each) and the output.
+    fn attention_matrices(&self, il: usize, d: usize, q: usize, kv: usize) -> [TensorPlan; 4] {
+        let blk = |name: &str| format!("blk.{il}.{name}.weight");
+        let attn = |v| Role::AttnQkvO { v };
+        [
+            self.tensor(blk("attn_q"), attn(false), il, &[d, q], MATRIX),
+            self.tensor(blk("attn_k"), attn(false), il, &[d, kv], MATRIX),
+            self.tensor(blk("attn_v"), attn(true), il, &[d, kv], MATRIX),
+            self.tensor(blk("attn_output"), attn(false), il, &[q, d], MATRIX),
+        ]
+    }
+
+    /// Block `il`'s routed experts with separate gate and up, as qwen3moe and gpt-oss store
+    /// them (`p`'s widths).
+    fn expert_matrices(&self, il: usize, p: &Preset) -> [TensorPlan; 3] {
+        let (d, f, e) = (p.d_model, p.expert_ff, p.n_experts);
+        let blk = |name: &str| format!("blk.{il}.{name}.weight");
+        [
+            self.tensor(
+                blk("ffn_gate_exps"),
+                Role::ExpertGateUp,
+                il,
+                &[d, f, e],
+                MATRIX,
+            ),
+            self.tensor(
+                blk("ffn_up_exps"),
+                Role::ExpertGateUp,
+                il,
+                &[d, f, e],
+                MATRIX,
+            ),
+            self.tensor(
+                blk("ffn_down_exps"),
+                Role::ExpertDown,
+                il,
+                &[f, d, e],
+                MATRIX,
+            ),
+        ]
+    }
+
     /// An F32 vector of norm gains.
     fn norm(&self, name: impl Into<String>, layer: usize, len: usize) -> TensorPlan {
         self.tensor(name, Role::Vector, layer, &[len], Init::NORM)
     }
+}
+
+/// The attention shape keys: query heads, key/value heads, key and value width.
+fn attention_keys(
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+) -> [(&'static str, usize); 4] {
+    [
+        ("attention.head_count", n_heads),
+        ("attention.head_count_kv", n_kv_heads),
+        ("attention.key_length", head_dim),
+        ("attention.value_length", head_dim),
+    ]
 }
 
 /// A weight matrix from the pools.
@@ -358,6 +448,7 @@ impl Synth {
             Family::Qwen3Moe(dims) => qwen3moe::tensors(&self.preset, dims, &planner),
             Family::Deepseek4(dims) => deepseek4::tensors(&self.preset, dims, &planner),
             Family::Qwen35Moe(dims) => qwen35moe::tensors(&self.preset, dims, &planner),
+            Family::GptOss(dims) => gptoss::tensors(&self.preset, dims, &planner),
         }
     }
 
@@ -381,8 +472,10 @@ impl Synth {
             });
         }
         p.check_layers()?;
-        if let Family::Deepseek4(_) = p.family {
-            deepseek4::check_mix(self.mix)?;
+        match p.family {
+            Family::Deepseek4(_) => deepseek4::check_mix(self.mix)?,
+            Family::GptOss(_) => gptoss::check_mix(self.mix)?,
+            Family::Qwen3Moe(_) | Family::Qwen35Moe(_) => {}
         }
         Ok(())
     }
@@ -411,6 +504,7 @@ impl Synth {
             Family::Qwen3Moe(dims) => qwen3moe::metadata(p, dims, &mut w)?,
             Family::Deepseek4(dims) => deepseek4::metadata(p, dims, &mut w)?,
             Family::Qwen35Moe(dims) => qwen35moe::metadata(p, dims, &mut w)?,
+            Family::GptOss(dims) => gptoss::metadata(p, dims, &mut w)?,
         }
 
         let vocab = SynthVocab::padded(p.n_vocab);

@@ -3,7 +3,7 @@
 //! `ffn_gate_up_exps`, the shared expert with its sigmoid gate, three Gated DeltaNet layers to
 //! every gated attention layer).
 
-use super::{Family, Init, MATRIX, Planner, Preset, Role, TensorPlan};
+use super::{Family, Init, MATRIX, Planner, Preset, Role, TensorPlan, attention_keys};
 use crate::Result;
 use crate::gguf::{Array, GgufWriter};
 pub(super) use crate::model::qwen35moe::ARCH;
@@ -234,30 +234,21 @@ pub(super) fn tensors(p: &Preset, dims: &Qwen35MoeDims, plan: &Planner) -> Vec<T
 
 /// The `qwen35moe.*` keys of `p`.
 pub(super) fn metadata(p: &Preset, dims: &Qwen35MoeDims, w: &mut GgufWriter) -> Result<()> {
+    let attention = attention_keys(dims.n_heads, dims.n_kv_heads, dims.head_dim);
+    p.add_u32_keys(
+        w,
+        attention.into_iter().chain([
+            ("rope.dimension_count", dims.rope_dims),
+            ("expert_shared_feed_forward_length", dims.shared_ff),
+            ("ssm.conv_kernel", dims.conv_taps),
+            ("ssm.inner_size", dims.delta_values()),
+            ("ssm.state_size", dims.delta_head_dim),
+            ("ssm.time_step_rank", dims.n_delta_v_heads),
+            ("ssm.group_count", dims.n_delta_k_heads),
+            ("full_attention_interval", dims.full_attention_interval),
+        ]),
+    )?;
     let key = |k: &str| format!("{ARCH}.{k}");
-    for (k, value) in [
-        ("vocab_size", p.n_vocab),
-        ("context_length", p.n_ctx_train),
-        ("embedding_length", p.d_model),
-        ("block_count", p.n_layers),
-        ("attention.head_count", dims.n_heads),
-        ("attention.head_count_kv", dims.n_kv_heads),
-        ("attention.key_length", dims.head_dim),
-        ("attention.value_length", dims.head_dim),
-        ("rope.dimension_count", dims.rope_dims),
-        ("expert_count", p.n_experts),
-        ("expert_used_count", p.n_experts_used),
-        ("expert_feed_forward_length", p.expert_ff),
-        ("expert_shared_feed_forward_length", dims.shared_ff),
-        ("ssm.conv_kernel", dims.conv_taps),
-        ("ssm.inner_size", dims.delta_values()),
-        ("ssm.state_size", dims.delta_head_dim),
-        ("ssm.time_step_rank", dims.n_delta_v_heads),
-        ("ssm.group_count", dims.n_delta_k_heads),
-        ("full_attention_interval", dims.full_attention_interval),
-    ] {
-        w.add_metadata(key(k), p.u32_of(value)?)?;
-    }
     w.add_metadata(
         key("rope.dimension_sections"),
         Array::from(dims.rope_sections.to_vec()),

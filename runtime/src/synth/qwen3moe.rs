@@ -1,6 +1,6 @@
 //! `qwen3moe` presets: their dimensions, tensors and keys.
 
-use super::{Family, MATRIX, Planner, Preset, Role, TensorPlan};
+use super::{Family, MATRIX, Planner, Preset, Role, TensorPlan, attention_keys};
 use crate::Result;
 use crate::gguf::GgufWriter;
 
@@ -79,7 +79,7 @@ pub(super) const DS4_FLASH_MOE: Preset = Preset {
 
 /// Every tensor of `p`, in file order.
 pub(super) fn tensors(p: &Preset, dims: &Qwen3MoeDims, plan: &Planner) -> Vec<TensorPlan> {
-    let (d, f, e) = (p.d_model, p.expert_ff, p.n_experts);
+    let (d, e) = (p.d_model, p.n_experts);
     let (q, kv) = (
         dims.n_heads * dims.head_dim,
         dims.n_kv_heads * dims.head_dim,
@@ -88,62 +88,29 @@ pub(super) fn tensors(p: &Preset, dims: &Qwen3MoeDims, plan: &Planner) -> Vec<Te
     let mut out = plan.embedding_and_head(p);
     for il in 0..p.n_layers {
         let blk = |name: &str| format!("blk.{il}.{name}.weight");
-        let attn = |v| Role::AttnQkvO { v };
+        out.push(plan.norm(blk("attn_norm"), il, d));
+        out.extend(plan.attention_matrices(il, d, q, kv));
         out.extend([
-            plan.norm(blk("attn_norm"), il, d),
-            plan.tensor(blk("attn_q"), attn(false), il, &[d, q], MATRIX),
-            plan.tensor(blk("attn_k"), attn(false), il, &[d, kv], MATRIX),
-            plan.tensor(blk("attn_v"), attn(true), il, &[d, kv], MATRIX),
-            plan.tensor(blk("attn_output"), attn(false), il, &[q, d], MATRIX),
             plan.norm(blk("attn_q_norm"), il, hd),
             plan.norm(blk("attn_k_norm"), il, hd),
             plan.norm(blk("ffn_norm"), il, d),
             plan.tensor(blk("ffn_gate_inp"), Role::Router, il, &[d, e], MATRIX),
-            plan.tensor(
-                blk("ffn_gate_exps"),
-                Role::ExpertGateUp,
-                il,
-                &[d, f, e],
-                MATRIX,
-            ),
-            plan.tensor(
-                blk("ffn_up_exps"),
-                Role::ExpertGateUp,
-                il,
-                &[d, f, e],
-                MATRIX,
-            ),
-            plan.tensor(
-                blk("ffn_down_exps"),
-                Role::ExpertDown,
-                il,
-                &[f, d, e],
-                MATRIX,
-            ),
         ]);
+        out.extend(plan.expert_matrices(il, p));
     }
     out
 }
 
 /// The `qwen3moe.*` keys of `p`.
 pub(super) fn metadata(p: &Preset, dims: &Qwen3MoeDims, w: &mut GgufWriter) -> Result<()> {
+    let attention = attention_keys(dims.n_heads, dims.n_kv_heads, dims.head_dim);
+    p.add_u32_keys(
+        w,
+        attention
+            .into_iter()
+            .chain([("feed_forward_length", p.expert_ff * p.n_experts_used)]),
+    )?;
     let key = |k: &str| format!("{ARCH}.{k}");
-    for (k, value) in [
-        ("context_length", p.n_ctx_train),
-        ("embedding_length", p.d_model),
-        ("block_count", p.n_layers),
-        ("feed_forward_length", p.expert_ff * p.n_experts_used),
-        ("attention.head_count", dims.n_heads),
-        ("attention.head_count_kv", dims.n_kv_heads),
-        ("attention.key_length", dims.head_dim),
-        ("attention.value_length", dims.head_dim),
-        ("expert_count", p.n_experts),
-        ("expert_used_count", p.n_experts_used),
-        ("expert_feed_forward_length", p.expert_ff),
-        ("vocab_size", p.n_vocab),
-    ] {
-        w.add_metadata(key(k), p.u32_of(value)?)?;
-    }
     w.add_metadata(key("attention.layer_norm_rms_epsilon"), 1e-6f32)?;
     w.add_metadata(key("rope.freq_base"), dims.rope_freq_base)?;
     Ok(())

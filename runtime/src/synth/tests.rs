@@ -227,6 +227,7 @@ fn presets_and_mixes_parse_by_name_and_list_the_choices() {
     for p in Preset::ALL {
         assert_eq!(Preset::by_name(p.name).unwrap(), p);
         // Every row length a K-quant may get is a whole number of 256-value blocks.
+        let mut block = 256;
         let rows = match p.family {
             Family::Qwen3Moe(a) => vec![p.d_model, p.expert_ff, a.n_heads * a.head_dim],
             Family::Qwen35Moe(a) => vec![
@@ -238,9 +239,14 @@ fn presets_and_mixes_parse_by_name_and_list_the_choices() {
             ],
             // deepseek4 mixes give K-quants to the routed experts only.
             Family::Deepseek4(_) => vec![p.d_model, p.expert_ff],
+            // gpt-oss mixes have no K-quants: rows of whole MXFP4 and Q8_0 blocks.
+            Family::GptOss(a) => {
+                block = 32;
+                vec![p.d_model, p.expert_ff, a.n_heads * a.head_dim]
+            }
         };
         for row in rows {
-            assert!(row.is_multiple_of(256), "{}: {row}", p.name);
+            assert!(row.is_multiple_of(block), "{}: {row}", p.name);
         }
     }
     for (m, name) in Mix::ALL {
@@ -251,7 +257,7 @@ fn presets_and_mixes_parse_by_name_and_list_the_choices() {
     assert!(
         err.contains(
             "tiny-qwen3moe, qwen3-30b-a3b, ds4-flash-moe, tiny-ds4, ds4-flash, tiny-qwen35moe, \
-             qwen3.6-35b-a3b"
+             qwen3.6-35b-a3b, tiny-gptoss, gpt-oss-20b"
         ),
         "{err}"
     );
@@ -596,4 +602,46 @@ fn qwen36_35b_a3b_has_the_real_size() {
     let gb = synth.tensor_bytes() as f64 / 1e9;
     eprintln!("qwen3.6-35b-a3b q4_k_m: {gb:.2} GB");
     assert!((18.0..24.0).contains(&gb), "{gb} GB");
+}
+
+// gpt-oss presets.
+
+#[test]
+fn gpt_oss_20b_has_the_real_size_and_refuses_k_quant_mixes() {
+    // ggml-org's gpt-oss-20b-mxfp4.gguf is 12.1 GB: MXFP4 experts, the rest about 8 bits.
+    let preset = Preset::by_name("gpt-oss-20b").unwrap();
+    let synth = Synth::new(preset, Mix::Mxfp4, 0);
+    synth.check().unwrap();
+    let gb = synth.tensor_bytes() as f64 / 1e9;
+    eprintln!("gpt-oss-20b mxfp4: {gb:.2} GB");
+    assert!((11.5..12.5).contains(&gb), "{gb} GB");
+    for (mix, name) in Mix::ALL {
+        let refused = Synth::new(preset, mix, 0).check().is_err();
+        let k_quant = !matches!(mix, Mix::Mxfp4 | Mix::Q8_0 | Mix::F16);
+        assert_eq!(refused, k_quant, "{name}");
+    }
+}
+
+#[test]
+fn tiny_gptoss_header_holds_what_llama_cpp_loads() {
+    let preset = Preset::by_name("tiny-gptoss").unwrap();
+    let file = GgufFile::from_bytes(bytes(&Synth::new(preset, Mix::Mxfp4, 0))).unwrap();
+    assert_eq!(file.get_str("general.architecture").unwrap(), "gpt-oss");
+    assert_eq!(file.get_str("gpt-oss.rope.scaling.type").unwrap(), "yarn");
+    assert_eq!(
+        file.get_u64("gpt-oss.attention.sliding_window").unwrap(),
+        32
+    );
+    let ty = |name: &str| file.tensor(name).unwrap().ty;
+    assert_eq!(ty("blk.0.ffn_gate_exps.weight"), GgmlType::MXFP4);
+    assert_eq!(ty("blk.3.ffn_down_exps.weight"), GgmlType::MXFP4);
+    assert_eq!(ty("blk.1.attn_q.weight"), GgmlType::Q8_0);
+    assert_eq!(ty("output.weight"), GgmlType::Q8_0);
+    assert_eq!(ty("blk.2.ffn_gate_inp.weight"), GgmlType::F32);
+    assert_eq!(ty("blk.2.ffn_up_exps.bias"), GgmlType::F32);
+    assert_eq!(file.tensor("blk.0.attn_sinks.weight").unwrap().dims, [4]);
+    assert_eq!(
+        file.tensor("blk.0.ffn_down_exps.bias").unwrap().dims,
+        [256, 16]
+    );
 }

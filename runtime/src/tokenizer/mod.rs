@@ -247,6 +247,10 @@ const END_OF_GENERATION_TEXTS: &[&str] = &[
     "<｜end▁of▁sentence｜>",
 ];
 
+/// The tags of gpt-oss's (harmony's) message headers, which llama.cpp renders as text whatever
+/// the vocabulary's token types say.
+const HARMONY_TAGS: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
+
 /// The algorithm-specific half of a tokenizer.
 #[derive(Debug)]
 enum Model {
@@ -398,6 +402,14 @@ impl Tokenizer {
             types[end as usize] = TokenType::UserDefined;
             if special.eot == Some(end) {
                 special.eot = None;
+            }
+        }
+        // The tags of harmony's message headers are written out as text, as llama.cpp does
+        // for them, so that an answer's channels can be read from its text
+        // (`crate::harmony`).
+        for text in HARMONY_TAGS {
+            if let Some(&id) = token_id.get(*text) {
+                types[id as usize] = TokenType::UserDefined;
             }
         }
         end_of_generation.sort_unstable();

@@ -240,6 +240,39 @@ mod tests {
         assert_eq!(pre.split("1234567"), ["123", "456", "7"]);
     }
 
+    /// gpt-oss's o200k pre-tokenizer against Hugging Face `tokenizers` and Python's `regex`
+    /// on tricky strings (contractions in every case, digit runs, letters with marks, CJK,
+    /// emoji sequences, whitespace and newline runs, punctuation):
+    /// `tests/fixtures/vocab/o200k-pretokenize.json`, written by `make_o200k_pretokenize.py`
+    /// there with tiktoken's own pattern, which our row must be.
+    #[test]
+    fn o200k_splits_as_hugging_face_and_tiktoken_do() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/vocab/o200k-pretokenize.json"
+        );
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let family = FAMILIES.iter().find(|f| f.names.contains(&"gpt-4o"));
+        assert_eq!(
+            family.unwrap().patterns,
+            [fixture["pattern"].as_str().unwrap()]
+        );
+        let pre = PreTokenizer::new("gpt-4o").unwrap();
+        let cases = fixture["cases"].as_array().unwrap();
+        assert!(cases.len() >= 30);
+        for case in cases {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<&str> = case["words"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_str().unwrap())
+                .collect();
+            assert_eq!(pre.split(text), want, "{text:?}");
+        }
+    }
+
     #[test]
     fn unknown_name_is_none() {
         assert!(PreTokenizer::new("no-such-pre").is_none());

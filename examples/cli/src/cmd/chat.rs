@@ -1,7 +1,9 @@
 //! `moetile chat`: a conversation read from stdin line by line (typed or scripted), rendered
 //! with the model's chat template each turn; the session keeps its KV cache across turns, so
 //! each turn computes only its new tokens. `/reset` starts over, `/quit` (or end of input)
-//! leaves, and Ctrl-C stops the answer being generated without ending the chat.
+//! leaves, and Ctrl-C stops the answer being generated without ending the chat. A gpt-oss
+//! model's answer (harmony) shows its final channel; its reasoning (the analysis channel, and
+//! tool-call commentary) goes to stderr with `--show-reasoning`, and never into the history.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use moetile::chat::{ChatMessage, ChatTemplate};
 use moetile::generate::{Generator, StopReason};
+use moetile::harmony::{self, Channel, ChannelParser};
 use moetile::model::Backend;
 use moetile::session::Session;
 use moetile::tokenizer::Tokenizer;
@@ -31,6 +34,14 @@ pub struct ChatArgs {
     /// A system message opening the conversation.
     #[arg(long)]
     system: Option<String>,
+    /// Also show a gpt-oss model's reasoning (its answers' analysis and commentary
+    /// channels), on stderr; only the final channel is shown otherwise.
+    #[arg(long)]
+    show_reasoning: bool,
+    /// The `reasoning_effort` the chat template reads (gpt-oss: low, medium or high; its
+    /// template's default is medium).
+    #[arg(long, value_name = "LEVEL")]
+    reasoning_effort: Option<String>,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
@@ -41,6 +52,7 @@ struct Settings {
     model: PathBuf,
     backend: BackendChoice,
     system: Option<String>,
+    show_reasoning: bool,
     sampling: Sampling,
     runtime: RuntimeSettings,
 }
@@ -53,13 +65,17 @@ pub fn run(args: ChatArgs) -> Result<()> {
         model: args.model.model,
         backend: args.model.backend.choice()?,
         system: args.system,
+        show_reasoning: args.show_reasoning,
     };
     let file = ModelFile::open(&settings.model)?;
     let tokenizer = file.require_tokenizer(
         "chat reads and writes text; run it on token ids with moetile run --prompt-ids",
     )?;
-    let template = ChatTemplate::from_gguf(&file.file, tokenizer)
+    let mut template = ChatTemplate::from_gguf(&file.file, tokenizer)
         .with_context(|| format!("{}", settings.model.display()))?;
+    if let Some(effort) = &args.reasoning_effort {
+        template.set_variable("reasoning_effort", effort);
+    }
     if template.is_fallback() {
         eprintln!("note: the model has no chat template; using ChatML");
     }
@@ -158,13 +174,10 @@ impl BackendTask for Task<'_> {
             let stop = s.sampling.stop(Some(tokenizer)).with_cancel(cancel.clone());
             let mut generator =
                 Generator::new(&mut session, tokenizer, &tokens, s.sampling.sampler, stop)?;
-            let mut answer = String::new();
+            let mut answer = Answer::new(tokenizer, s.show_reasoning);
             generating.store(true, Ordering::SeqCst);
-            let reason = stream(&mut generator, &model, backend, &mut |_, piece| {
-                answer.push_str(piece);
-                stdout.write_all(piece.as_bytes())?;
-                stdout.flush()?;
-                Ok(())
+            let reason = stream(&mut generator, &model, backend, &mut |id, piece| {
+                answer.push(piece, id.is_none())
             });
             generating.store(false, Ordering::SeqCst);
             cancel.store(false, Ordering::SeqCst);
@@ -176,7 +189,60 @@ impl BackendTask for Task<'_> {
                 _ => "",
             };
             eprintln!("[{}{note}]", summary_line(generator.timings()));
-            messages.push(ChatMessage::new("assistant", answer));
+            messages.push(ChatMessage::new("assistant", answer.text));
+        }
+        Ok(())
+    }
+}
+
+/// The answer being generated: shown as it streams and kept for the history. A harmony
+/// answer is split by channel: the final channel is the answer, the rest is reasoning.
+struct Answer {
+    channels: Option<ChannelParser>,
+    show_reasoning: bool,
+    /// Whether reasoning was the last thing shown (a line break parts it from the answer).
+    in_reasoning: bool,
+    /// What the history keeps: the final channel of a harmony answer, else all of it.
+    text: String,
+}
+
+impl Answer {
+    fn new(tokenizer: &Tokenizer, show_reasoning: bool) -> Self {
+        Answer {
+            channels: harmony::writes_harmony(tokenizer).then(ChannelParser::new),
+            show_reasoning,
+            in_reasoning: false,
+            text: String::new(),
+        }
+    }
+
+    /// Shows `piece` of the answer; `last` when generation has stopped.
+    fn push(&mut self, piece: &str, last: bool) -> Result<()> {
+        let Some(parser) = &mut self.channels else {
+            return self.show(&Channel::Final, piece);
+        };
+        let mut parts = parser.push(piece);
+        if last {
+            parts.extend(parser.finish());
+        }
+        for (channel, text) in parts {
+            self.show(&channel, &text)?;
+        }
+        Ok(())
+    }
+
+    fn show(&mut self, channel: &Channel, text: &str) -> Result<()> {
+        if *channel == Channel::Final {
+            if std::mem::take(&mut self.in_reasoning) {
+                eprintln!();
+            }
+            self.text.push_str(text);
+            let mut stdout = std::io::stdout();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+        } else if self.show_reasoning {
+            self.in_reasoning = true;
+            eprint!("{text}");
         }
         Ok(())
     }
