@@ -3,15 +3,14 @@
 # side on one synthetic Qwen3-30B-A3B (q4_k_m), then llama.cpp CUDA on the same file in the same
 # call (~330 s on the H100 for two builds): llama.cpp builds (low priority) while the stage
 # profiles and kernel rows run, after the timed benches. The SM clock is sampled every 100 ms
-# through the whole call (clocks.csv). With EXTRA=1 and time left (issues 13, 15), the last build
-# and llama.cpp also run the synthetic Qwen3.6-35B-A3B and an 8-layer DeepSeek V4 Flash.
+# through the whole call (clocks.csv).
 # With ABLATE=DIR (a build with bench/ablate-twice.patch), each decode kernel in turn runs twice
 # (MOETILE_ABLATE_TWICE=name prefix): the tg128 change is that kernel's marginal cost in the step.
 # Usage (on the device, repository root, Vulkan loader unpacked):
 #   bench/h100-decode-builds-run.sh ANCHOR BUILD...; each build folder holds moetile and
 #   optionally kernel_bench (either may be .xz); the first is the base, the last the newest.
 # Writes $OUT/{gpu.txt,clocks.csv,BUILD.md,profile-NEWEST.md,kernels.csv,llama.md,ablate.md,
-#   llama-kernels*.csv,extra-*.md}.
+#   llama-kernels*.csv}.
 A=$1; shift
 BUILDS=("$@") NEW=${!#}
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
@@ -57,19 +56,3 @@ if [ -n "$NSYS" ]; then
     >/dev/null 2>&1
   ls "$OUT"/llama-kernels* 2>/dev/null
 fi
-[ "${EXTRA:-0}" = 1 ] || exit 0
-# name, synth arguments, seconds the pair of benches needs
-extra() {
-  local name=$1 need=$2; shift 2
-  [ $SECONDS -lt $((560 - need)) ] || { echo "$name: skipped, no time left"; return; }
-  rm -f /tmp/extra.gguf
-  timeout 150 "$NEW/moetile" synth "$@" -o /tmp/extra.gguf --force | tail -1
-  timeout 80 "$NEW/moetile" bench -m /tmp/extra.gguf -p 512 -n 128 -r 2 --output md \
-    >"$OUT/extra-$name.md" 2>&1
-  timeout 80 $L/llama-bench -m /tmp/extra.gguf -p 512 -n 128 -r 2 -ngl 99 -o md \
-    >"$OUT/extra-$name-llama.md" 2>&1
-  echo "$name: $(grep -hE 'pp512|tg128' "$OUT/extra-$name.md" "$OUT/extra-$name-llama.md" | tr '\n' ' ')"
-}
-rm -f $M
-extra qwen36 200 --preset qwen3.6-35b-a3b --quant q4_k_m
-extra ds4 150 --preset ds4-flash --quant iq2_xxs-q2_k --layers 8
