@@ -14,11 +14,11 @@ use crate::progress;
 #[derive(Debug, Args)]
 #[command(after_help = preset_help())]
 pub struct SynthArgs {
-    /// Dimensions: tiny-qwen3moe, qwen3-30b-a3b, ds4-flash-moe, tiny-ds4 or ds4-flash.
+    /// Dimensions: one of the presets listed below.
     #[arg(long, value_name = "NAME")]
     preset: String,
     /// Quant mix: q4_k_m, q2_k, iq2_xxs-q2_k, q4_k, q8_0, f16 or mxfp4 (deepseek4 presets:
-    /// iq2_xxs-q2_k, q4_k, q8_0 or f16).
+    /// iq2_xxs-q2_k, q4_k, q8_0 or f16; gpt-oss presets: mxfp4, q8_0 or f16).
     #[arg(long, value_name = "MIX", default_value = "q4_k_m")]
     quant: String,
     /// Output file.
