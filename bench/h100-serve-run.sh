@@ -1,9 +1,9 @@
 #!/bin/bash
 # Issue 14: `moetile serve`'s aggregate decode at 1, 4, 16 and 64 concurrent streams on the
 # synthetic Qwen3-30B-A3B (q4_k_m), next to llama.cpp CUDA's llama-batched-bench on the same
-# file in the same call (bench/NOTES-serve.md; ~6 min on the H100, at most ~8). llama.cpp builds
+# file in the same call (bench/NOTES-serve.md; ~6 min on the H100, at most ~9). llama.cpp builds
 # (low priority) while the model is synthesized and the server loads it; the timed runs start
-# once the build is over, so it never competes with them for the CPU.
+# once the build is over (at 330 s at the latest), so it does not compete with them for the CPU.
 # Usage (on the device, repository root, Vulkan loader unpacked): bench/h100-serve-run.sh
 #   ANCHOR BUILD; ANCHOR holds llama-anchor.sh and llama-src.tar.xz (its `build` step makes
 #   llama-batched-bench), BUILD holds moetile (optionally moetile.xz).
@@ -22,12 +22,14 @@ timeout 150 "$B/moetile" synth --preset qwen3-30b-a3b --quant q4_k_m -o $M --for
 # 64 slots of 512 tokens (a 128-token prompt and 128 generated fit): 64 x 48 MB of f16 KV cache.
 "$B/moetile" serve -m $M --port $PORT --parallel 64 --ctx 512 >"$OUT/serve.log" 2>&1 &
 S=$!
-for i in $(seq 60); do grep -q "BUILD rc" /tmp/llbuild.log 2>/dev/null && break; sleep 5; done
-tail -1 /tmp/llbuild.log
-timeout 150 "$B/moetile" bench serve --url http://127.0.0.1:$PORT --streams 1,4,16,64 \
-  --prompt-tokens 128 --max-tokens 128 --wait 120 --csv "$OUT/serve.csv" 2>&1 | tee "$OUT/serve.md"
+# Waits for the llama.cpp build, until $1 seconds into the script at most (the call stays in ~540 s).
+built() { until grep -q "BUILD rc" /tmp/llbuild.log 2>/dev/null || [ $SECONDS -ge $1 ]; do sleep 5; done; }
+built 330; tail -1 /tmp/llbuild.log
+timeout 120 "$B/moetile" bench serve --url http://127.0.0.1:$PORT --streams 1,4,16,64 \
+  --prompt-tokens 128 --max-tokens 128 --wait 60 --csv "$OUT/serve.csv" 2>&1 | tee "$OUT/serve.md"
 kill $S; wait $S 2>/dev/null
+built 450
 # Each of the 64 sequences holds 128 + 128 tokens in its share of the context (-c / 64).
-timeout 120 /tmp/ll/llama.cpp/build/bin/llama-batched-bench -m $M -c 20480 -npp 128 -ntg 128 \
+timeout 90 /tmp/ll/llama.cpp/build/bin/llama-batched-bench -m $M -c 20480 -npp 128 -ntg 128 \
   -npl 1,4,16,64 -ngl 99 -fa auto >"$OUT/llama.md" 2>&1
 tail -7 "$OUT/llama.md"

@@ -74,7 +74,10 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
     server.wait_until_healthy(Duration::from_secs(args.wait))?;
     let model = server.model()?;
     let header = [
-        format!("moetile {COMMIT} (client) | server: {} | model: {model}", server.base),
+        format!(
+            "moetile {COMMIT} (client) | server: {} | model: {model}",
+            server.base
+        ),
         format!(
             "one request a stream: {} prompt token ids, max_tokens {} with ignore_eos, streamed; \
              a round of {} requests of {WARM_UP_TOKENS} tokens first, untimed",
@@ -90,7 +93,13 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
     ];
     let mut prompts = Prompts::default();
     let warm_up = args.streams.iter().copied().max().unwrap_or(1);
-    server.round(&model, warm_up, &mut prompts, args.prompt_tokens, WARM_UP_TOKENS)?;
+    server.round(
+        &model,
+        warm_up,
+        &mut prompts,
+        args.prompt_tokens,
+        WARM_UP_TOKENS,
+    )?;
 
     for line in &header {
         println!("{line}");
