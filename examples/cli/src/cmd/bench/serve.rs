@@ -17,7 +17,7 @@
 //! sequences a decode pass carried.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,7 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
     let server = Server::new(&args.url, args.api_key.clone());
     server.wait_until_healthy(Duration::from_secs(args.wait))?;
     let model = server.model()?;
+    let warm_up = args.streams.iter().copied().max().unwrap_or(1);
     let header = [
         format!(
             "moetile {COMMIT} (client) | server: {} | model: {model}",
@@ -81,9 +82,7 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
         format!(
             "one request a stream: {} prompt token ids, max_tokens {} with ignore_eos, streamed; \
              a round of {} requests of {WARM_UP_TOKENS} tokens first, untimed",
-            args.prompt_tokens,
-            args.max_tokens,
-            args.streams.iter().max().unwrap_or(&1)
+            args.prompt_tokens, args.max_tokens, warm_up
         ),
         "decode tok/s: tokens generated while every stream decodes, per second of that window; \
          stream tok/s: one stream's tokens after its first per second, mean over streams; \
@@ -92,7 +91,6 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
             .to_string(),
     ];
     let mut prompts = Prompts::default();
-    let warm_up = args.streams.iter().copied().max().unwrap_or(1);
     server.round(
         &model,
         warm_up,
@@ -156,7 +154,10 @@ impl Server {
         Server {
             base: base.strip_suffix("/v1").unwrap_or(base).to_string(),
             api_key,
-            agent: ureq::Agent::new_with_defaults(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
         }
     }
 
@@ -174,16 +175,16 @@ impl Server {
                 .build()
                 .call();
             match answer {
-                Ok(_) => return Ok(()),
-                Err(e) if left.is_zero() => {
+                Ok(answer) if answer.status() == 200 => return Ok(()),
+                _ if left.is_zero() => {
                     anyhow::bail!(
-                        "{}/health did not answer within {} s: {e} (is `moetile serve` running \
-                         there? --wait gives it longer)",
+                        "{}/health did not answer within {} s (is `moetile serve` running there? \
+                         --wait gives it longer)",
                         self.base,
                         wait.as_secs()
                     )
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+                _ => std::thread::sleep(Duration::from_millis(250)),
             }
         }
     }
@@ -194,11 +195,9 @@ impl Server {
         if let Some(key) = &self.api_key {
             request = request.header("authorization", format!("Bearer {key}"));
         }
-        let url = format!("{}{path}", self.base);
-        request
-            .call()
-            .and_then(|r| r.into_body().read_to_string())
-            .with_context(|| format!("GET {url}"))
+        let what = format!("GET {}{path}", self.base);
+        let answer = successful(request.call(), &what)?;
+        answer.into_body().read_to_string().context(what)
     }
 
     /// The first model `/v1/models` lists: the name requests must give.
@@ -281,12 +280,8 @@ impl Server {
             request = request.header("authorization", format!("Bearer {key}"));
         }
         let sent = Instant::now();
-        let response = request.send(body).with_context(|| format!("POST {url}"))?;
-        let mut record = Record {
-            sent,
-            chunks: Vec::new(),
-            tokens: None,
-        };
+        let response = successful(request.send(body), &format!("POST {url}"))?;
+        let (mut chunks, mut tokens) = (Vec::new(), None);
         for line in BufReader::new(response.into_body().into_reader()).lines() {
             let line = line.with_context(|| format!("reading the answer of {url}"))?;
             let Some(data) = line.strip_prefix("data: ") else {
@@ -302,18 +297,35 @@ impl Server {
                 .as_str()
                 .is_some_and(|t| !t.is_empty())
             {
-                record.chunks.push(Instant::now());
+                chunks.push(Instant::now());
             }
             if let Some(n) = chunk["usage"]["completion_tokens"].as_u64() {
-                record.tokens = Some(n as usize);
+                tokens = Some(n as usize);
             }
         }
-        anyhow::ensure!(
-            record.tokens.is_some() && !record.chunks.is_empty(),
-            "{url} answered without text or without a usage block"
-        );
-        Ok(record)
+        let tokens = tokens.with_context(|| format!("{url} answered without a usage block"))?;
+        anyhow::ensure!(!chunks.is_empty(), "{url} answered without text");
+        Ok(Record {
+            sent,
+            chunks,
+            tokens,
+        })
     }
+}
+
+/// `answer` if it is a 200, else an error with its status and body (OpenAI's error says what
+/// was wrong, e.g. a prompt and `max_tokens` past the server's context).
+fn successful(
+    answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    what: &str,
+) -> Result<ureq::http::Response<ureq::Body>> {
+    let answer = answer.with_context(|| what.to_string())?;
+    let status = answer.status();
+    if status != 200 {
+        let body = answer.into_body().read_to_string().unwrap_or_default();
+        anyhow::bail!("{what}: the server answered {status}: {body}");
+    }
+    Ok(answer)
 }
 
 /// Prompts of token ids, each starting with an id the one before did not.
@@ -377,14 +389,10 @@ struct Record {
     chunks: Vec<Instant>,
     /// Tokens generated, as the usage block counts them (a chunk may carry several tokens'
     /// text, and a token may add none yet: an unfinished UTF-8 character).
-    tokens: Option<usize>,
+    tokens: usize,
 }
 
 impl Record {
-    fn tokens(&self) -> usize {
-        self.tokens.unwrap_or(0)
-    }
-
     fn first(&self) -> Instant {
         self.chunks[0]
     }
@@ -397,7 +405,7 @@ impl Record {
     fn tokens_per_chunk(&self) -> f64 {
         match self.chunks.len() {
             0 | 1 => 1.0,
-            n => self.tokens().saturating_sub(1) as f64 / (n - 1) as f64,
+            n => self.tokens.saturating_sub(1) as f64 / (n - 1) as f64,
         }
     }
 }
@@ -431,7 +439,7 @@ impl Row {
             / n;
         let stream_tps = records
             .iter()
-            .map(|r| rate(r.tokens().saturating_sub(1) as f64, r.last() - r.first()))
+            .map(|r| rate(r.tokens.saturating_sub(1) as f64, r.last() - r.first()))
             .sum::<f64>()
             / n;
         let all_decode = records.iter().map(Record::first).max();
@@ -446,7 +454,7 @@ impl Row {
                 .sum();
             (to > from).then(|| rate(tokens, to - from))
         });
-        let tokens: usize = records.iter().map(Record::tokens).sum();
+        let tokens: usize = records.iter().map(|r| r.tokens).sum();
         let sent = records.iter().map(|r| r.sent).min();
         let done = records.iter().map(Record::last).max();
         let output_tps = sent
@@ -471,7 +479,7 @@ fn rate(tokens: f64, time: Duration) -> f64 {
 }
 
 fn write_csv(
-    path: &PathBuf,
+    path: &Path,
     header: &[String],
     prompt_tokens: usize,
     max_tokens: usize,
@@ -523,7 +531,7 @@ mod tests {
                 .iter()
                 .map(|&ms| t0 + Duration::from_millis(ms))
                 .collect(),
-            tokens: Some(tokens),
+            tokens,
         }
     }
 
