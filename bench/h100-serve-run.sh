@@ -19,7 +19,7 @@ M=/tmp/q30.gguf PORT=18080
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 setsid nice -n 19 bash "$A/llama-anchor.sh" build "$A" >/tmp/anchor.out 2>&1 </dev/null &
 timeout 150 "$B/moetile" synth --preset qwen3-30b-a3b --quant q4_k_m -o $M --force | tail -1
-# 64 slots of 512 tokens (a 128-token prompt and 128 generated fit): 64 x 48 MB of f16 KV cache.
+# 64 slots of 512 tokens (a 128-token prompt and 128 generated fit): 64 x 48 MiB of f16 KV cache.
 "$B/moetile" serve -m $M --port $PORT --parallel 64 --ctx 512 >"$OUT/serve.log" 2>&1 &
 S=$!
 # Waits for the llama.cpp build, until $1 seconds into the script at most (the call stays in ~540 s).
