@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{model_arg, moetile_std, one_line_error, stdout_of};
+use crate::{model_arg, moetile, moetile_std, one_line_error, stdout_of};
 
 /// How long any one wait of these tests may take before it fails.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -723,6 +723,46 @@ fn a_burst_of_streaming_clients_is_answered_or_refused_and_leaves_nothing_behind
     // at most 10 + 6 each.
     assert!(metric(&metrics, "moetile_kv_cache_tokens") <= 4.0 * 16.0);
     assert_eq!(server.get("/health").status, 200);
+}
+
+#[test]
+fn bench_serve_measures_each_stream_count_and_counts_every_token() {
+    let line = one_line_error(moetile().args(["bench", "serve", "--max-tokens", "1"]));
+    assert!(line.contains("--max-tokens = 1"), "{line}");
+    let server = Server::start(&["--parallel", "4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("serve.csv");
+    let table = stdout_of(
+        moetile()
+            .args(["bench", "serve", "--url", &server.base, "--streams", "1,3"])
+            .args(["--prompt-tokens", "8", "--max-tokens", "4", "--csv"])
+            .arg(&csv),
+    );
+    assert!(table.contains("| streams | tokens | TTFT ms |"), "{table}");
+    let mut rows = csv::ReaderBuilder::new()
+        .comment(Some(b'#'))
+        .from_path(&csv)
+        .unwrap();
+    let header = rows.headers().unwrap().clone();
+    let column = |row: &csv::StringRecord, name: &str| -> f64 {
+        let i = header.iter().position(|h| h == name).unwrap();
+        row[i].parse().unwrap_or_else(|_| panic!("{name}: {row:?}"))
+    };
+    let rows: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (row, streams) in rows.iter().zip([1.0, 3.0]) {
+        assert_eq!(column(row, "streams"), streams, "{row:?}");
+        // ignore_eos: every request generates its 4 tokens.
+        assert_eq!(column(row, "tokens"), 4.0 * streams, "{row:?}");
+        assert!(column(row, "ttft_ms") > 0.0, "{row:?}");
+        let batch = column(row, "batch");
+        assert!((1.0..=streams).contains(&batch), "{row:?}");
+    }
+    // The warm-up round and the two measured ones: 3 + 1 + 3 requests.
+    assert_eq!(
+        metric(&server.get("/metrics").body, "moetile_requests_total"),
+        7.0
+    );
 }
 
 /// A chat template that offers tools the Hermes way, and renders calls and results.

@@ -19,10 +19,12 @@
 //! commit, model and settings. Without `-m`, a `tiny-qwen3moe` model is synthesized into a
 //! temporary folder and a short sweep runs: a benchmark that needs no download.
 //!
-//! `moetile bench kernels` times the routed-MoE GPU kernels alone (see `kernels.rs`).
+//! `moetile bench kernels` times the routed-MoE GPU kernels alone (see `kernels.rs`);
+//! `moetile bench serve` a running server's decode at N concurrent streams (see `serve.rs`).
 
 mod chart;
 mod kernels;
+mod serve;
 mod sweep;
 mod table;
 
@@ -48,7 +50,7 @@ use crate::model::{ModelFile, ModelInfo, ModelSource};
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    kernels: Option<BenchCommand>,
+    command: Option<BenchCommand>,
     /// GGUF model file [default: a synthetic tiny-qwen3moe in a temporary folder].
     #[arg(short, long, value_name = "FILE.gguf")]
     model: Option<PathBuf>,
@@ -111,6 +113,9 @@ enum BenchCommand {
     /// Time the routed-MoE GPU kernels (map, mm_id, mv_id) at real expert shapes, outputs
     /// checked before timing; GB/s also as a share of the device's copy bandwidth.
     Kernels(Box<kernels::KernelArgs>),
+    /// Measure a running `moetile serve`: decode tok/s at N concurrent streaming clients,
+    /// time to first token, per-stream rate.
+    Serve(Box<serve::ServeBenchArgs>),
 }
 
 const SWEEP_ONLY: [&str; 5] = ["ctx_start", "ctx_max", "step_incr", "gen_tokens", "csv"];
@@ -302,8 +307,10 @@ impl Meta {
 
 /// Runs `moetile bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
-    if let Some(BenchCommand::Kernels(kernel_args)) = args.kernels {
-        return kernels::run(*kernel_args);
+    match args.command {
+        Some(BenchCommand::Kernels(kernel_args)) => return kernels::run(*kernel_args),
+        Some(BenchCommand::Serve(serve_args)) => return serve::run(*serve_args),
+        None => {}
     }
     let settings = args.settings()?;
     let mode = args.mode(args.model.is_none())?;
