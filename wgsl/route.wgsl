@@ -11,9 +11,9 @@
 // set, times weight_scale. NaN logits (or biases) are never ranked in; a row of them gives
 // id NO_EXPERT, which the map skips.
 //
-// The row is read from memory once, into workgroup memory; the maximum and the softmax sum,
-// where the gates need them, are tree reductions there (in a fixed order, so the result does
-// not depend on the subgroup size). Each expert then counts the experts that rank before it, four at a time over the
+// The row is read from memory once, into workgroup memory; the maximum and the softmax sum
+// are tree reductions there (in a fixed order, so the result does not depend on the subgroup
+// size). Each expert then counts the experts that rank before it, four at a time over the
 // whole row (no data-dependent exit, so the loads pipeline), and the n_used first write their
 // slot: one pass, where picking the K winners one after the other costs K reductions. A
 // thread per token instead would read the row n_used times serially: ~90 us per layer at
@@ -117,21 +117,14 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
         picked_ids[k] = NO_EXPERT;
         picked_values[k] = 0.0;
     }
-    workgroupBarrier();
-    // Softmax gates need the row's maximum and sum, two reductions, only where they do not
-    // cancel: normalized over the selected, exp(l - M) / S divides out, and any reference
-    // point M serves (the largest selected logit, found below), unless the ranking itself
-    // reads the gates (selection 1).
-    let full_softmax = params.gating == 0u && (params.normalize == 0u || params.selection == 1u);
-    var total = 1.0;
-    if full_softmax {
-        top = reduce(li, top, true);
-        total = 0.0;
+    top = reduce(li, top, true);
+    var total = 0.0;
+    if params.gating == 0u {
         for (var e = li; e < n; e += WG_SIZE) {
             total += exp(row_logits[e / 4u][e % 4u] - top);
         }
-        total = reduce(li, total, false);
     }
+    total = reduce(li, total, false);
 
     if params.selection == 2u {
         for (var k = li; k < params.n_used; k += WG_SIZE) {
@@ -164,25 +157,12 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
             let rank = before.x + before.y + before.z + before.w;
             if rank < params.n_used {
                 picked_ids[rank] = e;
-                // The raw logit: row_logits holds gate + bias under selection 1.
-                var raw = v;
-                if params.selection == 1u {
-                    raw = logits[row + e];
-                }
-                picked_values[rank] = raw;
+                picked_values[rank] = logits[row + e];
             }
         }
     }
     workgroupBarrier();
 
-    if !full_softmax {
-        top = picked_values[0];
-        for (var k = 1u; k < params.n_used; k++) {
-            if picked_ids[k] != NO_EXPERT {
-                top = max(top, picked_values[k]);
-            }
-        }
-    }
     // Every thread sums the selected gates in rank order (the same sum everywhere).
     var selected = 0.0;
     for (var k = 0u; k < params.n_used; k++) {
