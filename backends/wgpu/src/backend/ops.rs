@@ -83,6 +83,14 @@ fn check_batch(
     }
 }
 
+/// The refusal of a DeltaNet on a cache without DeltaNet state.
+fn not_qwen35moe_cache() -> moetile::Error {
+    shape(
+        "delta_net",
+        "the cache is not qwen35moe's; make it with Backend::qwen35moe_cache".into(),
+    )
+}
+
 impl WgpuBackend {
     fn eltwise(
         &mut self,
@@ -129,10 +137,7 @@ impl WgpuBackend {
             });
         }
         let Some(state) = kv.delta_net.as_mut() else {
-            return Err(shape(
-                "delta_net",
-                "the cache is not qwen35moe's; make it with Backend::qwen35moe_cache".into(),
-            ));
+            return Err(not_qwen35moe_cache());
         };
         let d = &p.shape;
         let conv = &w.conv;
@@ -572,9 +577,10 @@ impl Backend for WgpuBackend {
     ) -> moetile::Result<GpuMatrix> {
         check_batch("delta_net_batch", proj.rows, kvs, positions)?;
         for (kv, &pos0) in kvs.iter().zip(positions) {
-            kv.delta_net
-                .as_ref()
-                .map_or(Ok(()), |st| st.check_continues(layer, pos0))?;
+            match &kv.delta_net {
+                Some(state) => state.check_continues(layer, pos0)?,
+                None => return Err(not_qwen35moe_cache()),
+            }
         }
         let (x, out) = self.delta_outputs(proj.rows, p)?;
         for (row, (kv, &pos0)) in kvs.iter_mut().zip(positions).enumerate() {
