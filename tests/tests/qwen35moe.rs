@@ -147,8 +147,8 @@ fn state_continues_or_restarts_never_rewinds() {
     assert!(got == prefill(&file, &tokens[..12], 512));
 }
 
-/// Three sequences of the fixture's prompt, of 40, 0 and 7 tokens, each continued by the
-/// same 3 tokens: decoded in one pass per step (`Session::decode_batch`, as the server batches
+/// Three sequences of the fixture's prompt, of 40, 0 and 7 tokens, each continued by 3 tokens
+/// of its own: decoded in one pass per step (`Session::decode_batch`, as the server batches
 /// them: the DeltaNet and attention layers each row on its own cache), and each decoded alone,
 /// by the fixture's `model`: `(together, alone)`, the logits of every step of every sequence.
 fn decoded_together_and_alone<B: Backend>(
