@@ -6,6 +6,8 @@
 // taps - 1 + i of the tail (the last taps - 1 inputs of earlier calls, oldest first). Then the
 // tail keeps the last taps - 1 inputs. A channel's tail is read and written by its thread
 // only, and row k is written after row n_tokens + k (> k) was read, so the update is in place.
+// Token t of the batch is row row0 + t of `proj` and of `x` (a batch of sequences runs one
+// row at a time, each with its own tail).
 //
 // Consts: WG_SIZE.
 // Fragments: grid.wgsl (GridGroup, linear_index).
@@ -22,7 +24,7 @@ fn conv_input(i: i32, c: u32) -> f32 {
     if i < 0 {
         return tail[u32(i32(params.taps) - 1 + i) * params.n_channels + c];
     }
-    return proj[u32(i) * params.proj_cols + c];
+    return proj[(params.row0 + u32(i)) * params.proj_cols + c];
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -37,7 +39,7 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
         for (var k = 0u; k < params.taps; k++) {
             sum = fma(conv[c * params.taps + k], conv_input(i32(t) - past + i32(k), c), sum);
         }
-        x[t * params.n_channels + c] = sum / (1.0 + exp(-sum));
+        x[(params.row0 + t) * params.n_channels + c] = sum / (1.0 + exp(-sum));
     }
     for (var k = 0; k < past; k++) {
         tail[u32(k) * params.n_channels + c] = conv_input(i32(params.n_tokens) - past + k, c);

@@ -11,7 +11,7 @@
 // barrier (in workgroup_sum) is reached by all threads: the workgroup is exactly one head.
 //
 // Consts: WG_SIZE (= HEAD_DIM), HEAD_DIM.
-// Fragments: reduce/sum.wgsl (workgroup_sum), delta/layout.wgsl (head_layout),
+// Fragments: reduce/sum.wgsl (workgroup_sum), delta/layout.wgsl (head_layout, token_row),
 //   delta/state.wgsl (load_column, store_column),
 //   delta/gates.wgsl (head_log_decay, head_beta), delta/out.wgsl (write_gated).
 // Params: DeltaParams, declared by the generator from codegen/src/params.rs.
@@ -41,7 +41,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
     let scale = 1.0 / sqrt(f32(HEAD_DIM));
     var s = load_column(h, j);
     for (var t = 0u; t < params.n_tokens; t++) {
-        let row = t * at.channels;
+        let row = token_row(t) * at.channels;
         let qj = x[row + at.q + j];
         let kj = x[row + at.k + j];
         let vj = x[row + at.v + j];
@@ -51,7 +51,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
         k[j] = kj * k_norm;
         workgroupBarrier();
 
-        let p = t * params.proj_cols + at.channels + at.values;
+        let p = token_row(t) * params.proj_cols + at.channels + at.values;
         let decay = exp(head_log_decay(p, h));
         let b = head_beta(p, h);
         var sk = 0.0;

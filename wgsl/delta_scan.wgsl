@@ -12,7 +12,7 @@
 // barrier (in workgroup_sum) is reached by all threads: the workgroup is exactly one head.
 //
 // Consts: WG_SIZE (= HEAD_DIM), HEAD_DIM, CHUNK, WY_FLOATS.
-// Fragments: reduce/sum.wgsl (workgroup_sum), delta/layout.wgsl (head_layout),
+// Fragments: reduce/sum.wgsl (workgroup_sum), delta/layout.wgsl (head_layout, token_row),
 //   delta/state.wgsl (load_column, store_column),
 //   delta/out.wgsl (write_gated).
 // Params: DeltaParams, declared by the generator from codegen/src/params.rs.
@@ -47,7 +47,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
         let wy_at = (h * n_chunks + c) * WY_FLOATS;
         let scalars = wy_at + 2u * CHUNK * CHUNK;
         for (var t = 0u; t < n; t++) {
-            let row = (t0 + t) * at.channels;
+            let row = token_row(t0 + t) * at.channels;
             var ks = 0.0;
             var qs = 0.0;
             for (var i = 0u; i < HEAD_DIM; i++) {
@@ -80,7 +80,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j
         for (var i = 0u; i < HEAD_DIM; i++) {
             var acc = s[i] * chunk_decay;
             for (var t = 0u; t < n; t++) {
-                acc = fma(x[(t0 + t) * at.channels + at.k + i], r[t], acc);
+                acc = fma(x[token_row(t0 + t) * at.channels + at.k + i], r[t], acc);
             }
             s[i] = acc;
         }

@@ -15,7 +15,8 @@
 // uniform control flow.
 //
 // Consts: WG_SIZE (= CHUNK * CHUNK), HEAD_DIM, CHUNK, WY_FLOATS.
-// Fragments: delta/layout.wgsl (head_layout), delta/gates.wgsl (head_log_decay, head_beta).
+// Fragments: delta/layout.wgsl (head_layout, token_row), delta/gates.wgsl (head_log_decay,
+//   head_beta).
 // Params: DeltaParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: DeltaParams;
@@ -52,14 +53,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         var b = 0.0;
         let tok = t0 + li;
         if tok < params.n_tokens {
-            let row = tok * at.channels;
+            let row = token_row(tok) * at.channels;
             for (var i = 0u; i < HEAD_DIM; i++) {
                 let qi = x[row + at.q + i];
                 let ki = x[row + at.k + i];
                 sq = fma(qi, qi, sq);
                 sk = fma(ki, ki, sk);
             }
-            let p = tok * params.proj_cols + at.channels + at.values;
+            let p = token_row(tok) * params.proj_cols + at.channels + at.values;
             g = head_log_decay(p, h);
             b = head_beta(p, h);
         }
@@ -81,8 +82,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var kk = 0.0;
     var qk = 0.0;
     if s <= t && t0 + t < params.n_tokens {
-        let rt = (t0 + t) * at.channels;
-        let rs = (t0 + s) * at.channels;
+        let rt = token_row(t0 + t) * at.channels;
+        let rs = token_row(t0 + s) * at.channels;
         for (var i = 0u; i < HEAD_DIM; i++) {
             let ks = x[rs + at.k + i];
             kk = fma(x[rt + at.k + i], ks, kk);

@@ -341,6 +341,15 @@ params! {
         proj_cols: u32,
         /// Convolution taps; the tail holds `taps - 1` rows.
         taps: u32,
+        /// Row of `proj` and of the output holding token 0: a batch of sequences runs one row
+        /// at a time, each with its own tail (0 for a batch of one sequence).
+        row0: u32,
+        /// Padding.
+        _pad0: u32,
+        /// Padding.
+        _pad1: u32,
+        /// Padding.
+        _pad2: u32,
     }
 }
 
@@ -358,12 +367,14 @@ params! {
         /// Added to the sum of squares of the q/k L2 norms and to the mean square of the
         /// output's RMS norm.
         eps: f32,
+        /// Row of `x`, of the projection and of the output holding token 0: a batch of
+        /// sequences runs one row at a time, each with its own state (0 for a batch of one
+        /// sequence).
+        row0: u32,
         /// Padding.
         _pad0: u32,
         /// Padding.
         _pad1: u32,
-        /// Padding.
-        _pad2: u32,
     }
 }
 

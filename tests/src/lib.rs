@@ -67,6 +67,20 @@ pub fn tiny_model(seed: u64) -> Vec<u8> {
     let preset = Preset::by_name("tiny-qwen3moe")
         .and_then(|p| p.with_layers(2))
         .expect("the tiny-qwen3moe preset takes 2 layers");
+    synthesize(preset, seed)
+}
+
+/// The tiny random-weight qwen35moe of `seed` as GGUF bytes: the `tiny-qwen35moe` preset (3
+/// Gated DeltaNet layers and a gated attention layer), Q8_0 weights.
+///
+/// # Panics
+/// If synthesis fails (a bug in `moetile::synth`).
+pub fn tiny_qwen35moe(seed: u64) -> Vec<u8> {
+    let preset = Preset::by_name("tiny-qwen35moe").expect("the tiny-qwen35moe preset exists");
+    synthesize(preset, seed)
+}
+
+fn synthesize(preset: Preset, seed: u64) -> Vec<u8> {
     let mut bytes = Vec::new();
     Synth::new(preset, Mix::Q8_0, seed)
         .write_to(&mut bytes, &mut |_, _| {})

@@ -285,3 +285,16 @@ fn generations_decoded_together_equal_each_alone() {
     let (model, mut cpu, tokenizer) = fixture();
     check_decoded_together_equal_each_alone(&model, &mut cpu, &tokenizer, 3);
 }
+
+/// qwen35moe too: its Gated DeltaNet layers run each row on its own sequence's state
+/// (`Backend::delta_net_batch`), four prompts of three lengths at different positions.
+#[test]
+fn qwen35moe_generations_decoded_together_equal_each_alone() {
+    let seed = moetile_tests::seed("tiny qwen35moe");
+    let file = GgufFile::from_bytes(moetile_tests::tiny_qwen35moe(seed)).unwrap();
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    assert!(model.decodes_in_batches());
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    check_decoded_together_equal_each_alone(&model, &mut cpu, &tokenizer, 4);
+}

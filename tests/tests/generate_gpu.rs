@@ -1,7 +1,8 @@
 //! Sequences decoded together on the GPU (`WgpuBackend::attention_batch`: one pass per step,
-//! attention per row over its own cache) generate what each generates alone, with every buffer
-//! the backend hands a kernel poisoned with NaN first. Runs on lavapipe in CI;
-//! `MOETILE_REQUIRE_GPU=1` makes a missing adapter a failure.
+//! attention per row over its own cache; qwen35moe's DeltaNet per row over its own state,
+//! `delta_net_batch`) generate what each generates alone, with every buffer the backend hands a
+//! kernel poisoned with NaN first. Runs on lavapipe in CI; `MOETILE_REQUIRE_GPU=1` makes a
+//! missing adapter a failure.
 //!
 //! The model's seed is fresh each run and printed (`MOETILE_TEST_SEED` reproduces one).
 
@@ -16,7 +17,14 @@ use moetile_wgpu::{BackendOptions, WgpuBackend, WgpuContext};
 /// one-token kernels per row as alone, so batching changes no arithmetic.
 #[test]
 fn gpu_generations_decoded_together_equal_each_alone() {
-    check_on_gpu(BackendOptions::for_device, 3);
+    check_on_gpu(moetile_tests::tiny_model, BackendOptions::for_device, 3);
+}
+
+/// qwen35moe the same way: its Gated DeltaNet runs the same one-token kernels per row (on its
+/// row of the batch, over its own sequence's state) as alone.
+#[test]
+fn gpu_qwen35moe_generations_decoded_together_equal_each_alone() {
+    check_on_gpu(moetile_tests::tiny_qwen35moe, BackendOptions::for_device, 4);
 }
 
 /// In the exact configuration a token alone takes the f32 mat-vecs and 32 rows together the
@@ -24,17 +32,22 @@ fn gpu_generations_decoded_together_equal_each_alone() {
 /// in another order, yet no greedy token may change.
 #[test]
 fn thirty_two_rows_decoded_together_in_the_exact_configuration_equal_each_alone() {
-    check_on_gpu(|_| BackendOptions::exact(), 32);
+    check_on_gpu(moetile_tests::tiny_model, |_| BackendOptions::exact(), 32);
 }
 
-/// [`check_decoded_together_equal_each_alone`] for `rows` prompts on the default adapter with
-/// the backend options `options` gives, every buffer poisoned with NaN first.
-fn check_on_gpu(options: impl FnOnce(&WgpuContext) -> BackendOptions, rows: usize) {
+/// [`check_decoded_together_equal_each_alone`] for `rows` prompts on the default adapter over
+/// the tiny model `model` makes of a seed, with the backend options `options` gives, every
+/// buffer poisoned with NaN first.
+fn check_on_gpu(
+    model: fn(u64) -> Vec<u8>,
+    options: impl FnOnce(&WgpuContext) -> BackendOptions,
+    rows: usize,
+) {
     let Some(ctx) = moetile_tests::gpu_context() else {
         return;
     };
     let seed = moetile_tests::seed("tiny model");
-    let file = GgufFile::from_bytes(moetile_tests::tiny_model(seed)).unwrap();
+    let file = GgufFile::from_bytes(model(seed)).unwrap();
     let options = BackendOptions {
         poison: true,
         ..options(&ctx)

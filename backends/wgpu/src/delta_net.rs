@@ -16,6 +16,8 @@
 //! values; the chunked one rounds differently (within f32 rounding of the recurrent one,
 //! `delta_net_chunked_matches_recurrent` in the ops tests).
 
+use std::ops::Range;
+
 use moetile::model::DeltaNetParams;
 use moetile::model::qwen35moe::{DeltaNetConfig, Mixer, Qwen35MoeConfig};
 use moetile_codegen::params::{ConvParams, DeltaParams};
@@ -26,7 +28,7 @@ use moetile_codegen::{
 use crate::buffers::GpuMatrix;
 use crate::context::WgpuContext;
 use crate::dispatch::Grid;
-use crate::error::{Result, shape};
+use crate::error::{Result, WgpuError, shape};
 use crate::recorder::Recorder;
 
 /// One DeltaNet layer's carried values.
@@ -92,6 +94,37 @@ impl DeltaNetState {
         Ok(DeltaNetState { shape: d, layers })
     }
 
+    /// Fails unless layer `layer`'s state can take a token at `pos0`: where it stopped, or
+    /// at 0 (a restart).
+    pub fn check_continues(&self, layer: usize, pos0: usize) -> Result<()> {
+        let tokens = self.layer(layer)?.tokens;
+        if pos0 == 0 || pos0 == tokens {
+            return Ok(());
+        }
+        Err(shape(
+            "delta_net",
+            format!(
+                "layer {layer}'s state holds {tokens} tokens; it cannot continue at position \
+                 {pos0} (a DeltaNet state does not rewind: continue where it stopped or restart \
+                 at 0)"
+            ),
+        ))
+    }
+
+    fn layer(&self, layer: usize) -> Result<&LayerState> {
+        self.layers
+            .get(layer)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| no_layer(layer))
+    }
+
+    fn layer_mut(&mut self, layer: usize) -> Result<&mut LayerState> {
+        self.layers
+            .get_mut(layer)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| no_layer(layer))
+    }
+
     /// Every buffer, tail then state per DeltaNet layer (for test poisoning).
     pub fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
         self.layers
@@ -99,6 +132,14 @@ impl DeltaNetState {
             .flatten()
             .flat_map(|l| [&l.tail, &l.state])
     }
+}
+
+/// The refusal of a layer without DeltaNet state.
+fn no_layer(layer: usize) -> WgpuError {
+    shape(
+        "delta_net",
+        format!("layer {layer} has no DeltaNet state in this cache"),
+    )
 }
 
 /// The f32 values of a DeltaNet layer's small weights, as plain buffers.
@@ -124,13 +165,16 @@ pub struct DeltaNetScratch<'a> {
     pub wy: Option<&'a GpuMatrix>,
 }
 
-/// Records layer `layer`'s Gated DeltaNet of the T rows of `proj` (`[qkv | z | beta |
-/// alpha]`) at positions `pos0..` into `out (T, values)` through `scratch`, continuing `st`
-/// (see `moetile::model::Backend::delta_net`).
+/// Records layer `layer`'s Gated DeltaNet of the T `rows` of `proj` (`[qkv | z | beta |
+/// alpha]`), one sequence's tokens at positions `pos0..`, into the same rows of `out (_,
+/// values)` through `scratch` (its `x` as many rows as `proj`), continuing `st` (see
+/// `moetile::model::Backend::delta_net`; a batch of sequences records a row at a time, each
+/// with its own state).
 #[allow(clippy::too_many_arguments)]
 pub fn delta_net(
     rec: &mut Recorder<'_>,
     proj: &GpuMatrix,
+    rows: Range<usize>,
     w: DeltaNetBuffers<'_>,
     st: &mut DeltaNetState,
     layer: usize,
@@ -142,14 +186,15 @@ pub fn delta_net(
     let x = scratch.x;
     let d = p.shape;
     let (ch, values, heads) = (d.conv_channels(), d.value_width(), d.n_v_heads);
-    let t = proj.rows;
+    let t = rows.len();
     let n_chunks = t.div_ceil(DELTA_CHUNK as usize);
     let wy_shape = (heads * n_chunks, DELTA_WY_FLOATS as usize);
     let fits = d == st.shape
         && t > 0
+        && rows.end <= proj.rows
         && proj.cols == ch + values + 2 * heads
-        && (x.rows, x.cols) == (t, ch)
-        && (out.rows, out.cols) == (t, values)
+        && (x.rows, x.cols) == (proj.rows, ch)
+        && (out.rows, out.cols) == (proj.rows, values)
         && [proj, x, out].iter().all(|m| m.ty == ActType::F32)
         && scratch
             .wy
@@ -163,8 +208,9 @@ pub fn delta_net(
         return Err(shape(
             "delta_net",
             format!(
-                "proj ({t}, {}), x ({}, {}), out ({}, {}), chunked form's scratch {:?} (needs \
-                 {wy_shape:?}) for {d:?} (the state's: {:?})",
+                "rows {rows:?} of proj ({}, {}), x ({}, {}), out ({}, {}), chunked form's \
+                 scratch {:?} (needs {wy_shape:?}) for {d:?} (the state's: {:?})",
+                proj.rows,
                 proj.cols,
                 x.rows,
                 x.cols,
@@ -175,37 +221,25 @@ pub fn delta_net(
             ),
         ));
     }
-    let ls = st
-        .layers
-        .get_mut(layer)
-        .and_then(Option::as_mut)
-        .ok_or_else(|| {
-            shape(
-                "delta_net",
-                format!("layer {layer} has no DeltaNet state in this cache"),
-            )
-        })?;
+    st.check_continues(layer, pos0)?;
+    let ls = st.layer_mut(layer)?;
     if pos0 == 0 {
         let enc = rec.encoder();
         enc.clear_buffer(&ls.tail, 0, None);
         enc.clear_buffer(&ls.state, 0, None);
-    } else if pos0 != ls.tokens {
-        return Err(shape(
-            "delta_net",
-            format!(
-                "layer {layer}'s state holds {} tokens; it cannot continue at position {pos0} \
-                 (a DeltaNet state does not rewind: continue where it stopped or restart at 0)",
-                ls.tokens
-            ),
-        ));
     }
 
     let conv = KernelKey::ConvSilu;
+    let row0 = rows.start as u32;
     let params = rec.params(&ConvParams {
         n_tokens: t as u32,
         n_channels: ch as u32,
         proj_cols: proj.cols as u32,
         taps: d.conv_taps as u32,
+        row0,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     });
     rec.dispatch(
         &conv,
@@ -226,9 +260,9 @@ pub fn delta_net(
         n_k_heads: d.n_k_heads as u32,
         n_v_heads: heads as u32,
         eps: p.eps,
+        row0,
         _pad0: 0,
         _pad1: 0,
-        _pad2: 0,
     });
     let inputs = [
         ("params", params.binding()),

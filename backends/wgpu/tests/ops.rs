@@ -1874,46 +1874,9 @@ fn check_delta_net(chunked: bool) {
             n_k_heads,
             n_v_heads,
         };
-        let cfg = Qwen35MoeConfig {
-            mixers: vec![Mixer::DeltaNet, Mixer::Attention, Mixer::DeltaNet],
-            delta_net: shape,
-            shared_ff: 32,
-        };
+        let (cfg, gw, cw) = delta_layer(&mut gpu, &mut cpu, &mut rng, shape);
         let (ch, values) = (shape.conv_channels(), shape.value_width());
         let cols = ch + values + 2 * n_v_heads;
-        let conv = uniform(&mut rng, ch * conv_taps, 0.5);
-        let dt_bias = uniform(&mut rng, n_v_heads, 0.5);
-        let a: Vec<f32> = (0..n_v_heads)
-            .map(|_| -rng.random_range(0.2..1.5))
-            .collect();
-        let norm: Vec<f32> = (0..head_dim).map(|_| rng.random_range(0.8..1.2)).collect();
-        let mut both = |name: &'static str, dims: &[usize], values: &[f32]| {
-            upload_both(&mut gpu, &mut cpu, f32_data(name, dims, values))
-        };
-        let weights = [
-            both("ssm_conv1d", &[conv_taps, ch], &conv),
-            both("ssm_dt.bias", &[n_v_heads], &dt_bias),
-            both("ssm_a", &[n_v_heads], &a),
-            both("ssm_norm", &[head_dim], &norm),
-            both("ssm_out", &[values, 32], &vec![0.0; values * 32]),
-        ];
-        let [(gc, cc), (gd, cd), (ga, ca), (gn, cn), (go, co)] = weights;
-        let gw = DeltaNetWeights {
-            in_proj: Vec::new(),
-            conv: gc,
-            dt_bias: gd,
-            a: ga,
-            norm: gn,
-            out: go,
-        };
-        let cw = DeltaNetWeights {
-            in_proj: Vec::new(),
-            conv: cc,
-            dt_bias: cd,
-            a: ca,
-            norm: cn,
-            out: co,
-        };
         let p = DeltaNetParams { shape, eps: 1e-6 };
         let mut gkv = gpu.qwen35moe_cache(&cfg, 96, 1, 32).unwrap();
         let mut ckv = cpu.qwen35moe_cache(&cfg, 96, 1, 32).unwrap();
@@ -1948,6 +1911,146 @@ fn check_delta_net(chunked: bool) {
             .unwrap_err();
         assert!(err.to_string().contains("delta_net"), "{err}");
     }
+}
+
+/// A random DeltaNet layer of `shape` uploaded to both backends, as layer 2 of a config whose
+/// layer 1 is attention (so the state is found by layer index): `(config, gpu, cpu)`.
+fn delta_layer(
+    gpu: &mut WgpuBackend,
+    cpu: &mut CpuBackend,
+    rng: &mut StdRng,
+    shape: DeltaNetConfig,
+) -> (
+    Qwen35MoeConfig,
+    DeltaNetWeights<moetile_wgpu::ExpertTensor>,
+    DeltaNetWeights<CpuWeight>,
+) {
+    let DeltaNetConfig {
+        conv_taps,
+        head_dim,
+        n_v_heads,
+        ..
+    } = shape;
+    let cfg = Qwen35MoeConfig {
+        mixers: vec![Mixer::DeltaNet, Mixer::Attention, Mixer::DeltaNet],
+        delta_net: shape,
+        shared_ff: 32,
+    };
+    let (ch, values) = (shape.conv_channels(), shape.value_width());
+    let conv = uniform(rng, ch * conv_taps, 0.5);
+    let dt_bias = uniform(rng, n_v_heads, 0.5);
+    let a: Vec<f32> = (0..n_v_heads)
+        .map(|_| -rng.random_range(0.2..1.5))
+        .collect();
+    let norm: Vec<f32> = (0..head_dim).map(|_| rng.random_range(0.8..1.2)).collect();
+    let mut both = |name: &'static str, dims: &[usize], values: &[f32]| {
+        upload_both(gpu, cpu, f32_data(name, dims, values))
+    };
+    let weights = [
+        both("ssm_conv1d", &[conv_taps, ch], &conv),
+        both("ssm_dt.bias", &[n_v_heads], &dt_bias),
+        both("ssm_a", &[n_v_heads], &a),
+        both("ssm_norm", &[head_dim], &norm),
+        both("ssm_out", &[values, 32], &vec![0.0; values * 32]),
+    ];
+    let [(gc, cc), (gd, cd), (ga, ca), (gn, cn), (go, co)] = weights;
+    let gw = DeltaNetWeights {
+        in_proj: Vec::new(),
+        conv: gc,
+        dt_bias: gd,
+        a: ga,
+        norm: gn,
+        out: go,
+    };
+    let cw = DeltaNetWeights {
+        in_proj: Vec::new(),
+        conv: cc,
+        dt_bias: cd,
+        a: ca,
+        norm: cn,
+        out: co,
+    };
+    (cfg, gw, cw)
+}
+
+/// Rows of different sequences, each the next token of its own DeltaNet state at its own
+/// position (an empty cache among them, so that row restarts its state at position 0), run
+/// like the CPU reference (whose `delta_net_batch` runs each row alone), over three steps so
+/// each reads the tail and state the one before left in its own cache; a projection, output
+/// and state poisoned first. Tolerance: `delta_net_matches_cpu`'s. A batch with a row at a
+/// position its state cannot continue at is refused before any row runs, so the steps after
+/// it still match.
+#[test]
+fn delta_net_batch_runs_each_row_on_its_own_state() {
+    let Some(mut gpu) = backend(ActType::F32) else {
+        return;
+    };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rng("delta_net_batch_runs_each_row_on_its_own_state");
+    let shape = DeltaNetConfig {
+        conv_taps: 4,
+        head_dim: 32,
+        n_k_heads: 2,
+        n_v_heads: 4,
+    };
+    let (cfg, gw, cw) = delta_layer(&mut gpu, &mut cpu, &mut rng, shape);
+    let cols = shape.conv_channels() + shape.value_width() + 2 * shape.n_v_heads;
+    let p = DeltaNetParams { shape, eps: 1e-6 };
+    let prompts = [5, 0, 23, 1];
+    let mut gkvs = Vec::new();
+    let mut ckvs = Vec::new();
+    for &len in &prompts {
+        let mut gkv = gpu.qwen35moe_cache(&cfg, 40, 1, 32).unwrap();
+        let mut ckv = cpu.qwen35moe_cache(&cfg, 40, 1, 32).unwrap();
+        if len > 0 {
+            let proj = uniform(&mut rng, len * cols, 2.0);
+            let g = gpu_act(&mut gpu, len, cols, &proj);
+            gpu.delta_net(&g, &gw, &mut gkv, 2, 0, &p).unwrap();
+            cpu.delta_net(&cpu_act(len, cols, &proj), &cw, &mut ckv, 2, 0, &p)
+                .unwrap();
+        }
+        gkvs.push(gkv);
+        ckvs.push(ckv);
+    }
+    let rows = prompts.len();
+    let positions = |step: usize| -> Vec<usize> { prompts.iter().map(|&l| l + step).collect() };
+    // Row 2 one position ahead of its state: refused before any row runs.
+    let mut wrong = positions(0);
+    wrong[2] += 1;
+    let g = gpu_act(&mut gpu, rows, cols, &vec![0.0; rows * cols]);
+    let mut gs: Vec<&mut KvCache> = gkvs.iter_mut().collect();
+    let err = gpu
+        .delta_net_batch(&g, &gw, &mut gs, &wrong, 2, &p)
+        .unwrap_err();
+    assert!(err.to_string().contains("does not rewind"), "{err}");
+    for s in 0..3 {
+        let at = positions(s);
+        let proj = uniform(&mut rng, rows * cols, 2.0);
+        let g = gpu_act(&mut gpu, rows, cols, &proj);
+        let mut gs: Vec<&mut KvCache> = gkvs.iter_mut().collect();
+        let got = gpu.delta_net_batch(&g, &gw, &mut gs, &at, 2, &p).unwrap();
+        assert_eq!(gpu.shape(&got), (rows, shape.value_width()));
+        let c = cpu_act(rows, cols, &proj);
+        let mut cs: Vec<_> = ckvs.iter_mut().collect();
+        let want = cpu.delta_net_batch(&c, &cw, &mut cs, &at, 2, &p).unwrap();
+        let label = format!("delta_net_batch at positions {at:?}");
+        check_close(&label, &gpu.read(&got).unwrap(), &want.data, |i| {
+            2e-5 * (want.data[i] as f64).abs().max(1.0)
+        });
+    }
+    // Fewer positions than rows, and a row past its cache: errors, not panics.
+    let g = gpu_act(&mut gpu, 2, cols, &vec![0.0; 2 * cols]);
+    let mut gs: Vec<&mut KvCache> = gkvs.iter_mut().take(2).collect();
+    let short = gpu.delta_net_batch(&g, &gw, &mut gs, &[7], 2, &p);
+    assert!(
+        matches!(short, Err(moetile::Error::Shape { .. })),
+        "{short:?}"
+    );
+    let full = gpu.delta_net_batch(&g, &gw, &mut gs, &[8, 40], 2, &p);
+    assert!(
+        matches!(full, Err(moetile::Error::ContextFull { .. })),
+        "{full:?}"
+    );
 }
 
 /// Opt-in timing of the two forms of the gated delta rule at Qwen3.6-35B-A3B's DeltaNet shape

@@ -522,9 +522,14 @@ pub trait Backend {
         layer: usize,
         p: &AttentionParams,
     ) -> Result<Self::Act> {
-        attend_rows_apart(self, qkv, kvs, positions, |b, row, kv, pos0| {
-            b.attention(row, qk_norm, kv, layer, pos0, p)
-        })
+        rows_apart(
+            self,
+            "attention_batch",
+            qkv,
+            kvs,
+            positions,
+            |b, row, kv, pos0| b.attention(row, qk_norm, kv, layer, pos0, p),
+        )
     }
     /// `x += y`.
     fn add(&mut self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
@@ -724,6 +729,28 @@ pub trait Backend {
         let _ = (proj, w, kv, layer, pos0, p);
         Err(no_delta_net(self))
     }
+    /// [`delta_net`](Self::delta_net) over rows of different sequences: row i of `proj` is one
+    /// new token of the sequence cached in `kvs[i]`, at position `positions[i]`, continuing
+    /// that cache's state of `layer`. The default runs each row on its own through host memory,
+    /// as [`attention_batch`](Self::attention_batch)'s does.
+    fn delta_net_batch(
+        &mut self,
+        proj: &Self::Act,
+        w: &DeltaNetWeights<Self::Weight>,
+        kvs: &mut [&mut Self::KvCache],
+        positions: &[usize],
+        layer: usize,
+        p: &DeltaNetParams,
+    ) -> Result<Self::Act> {
+        rows_apart(
+            self,
+            "delta_net_batch",
+            proj,
+            kvs,
+            positions,
+            |b, row, kv, pos0| b.delta_net(row, w, kv, layer, pos0, p),
+        )
+    }
 
     /// Whether this backend implements deepseek4's attention ([`Backend::deepseek4_cache`],
     /// [`Backend::deepseek4_attention`]): [`super::Model::load`] asks before uploading a
@@ -765,20 +792,22 @@ pub trait Backend {
     }
 }
 
-/// Attention over rows of different sequences, each on its own through host memory: row i of
-/// `qkv` goes to `attend` with `kvs[i]` and `positions[i]`, and the outputs are stacked (the
-/// default of [`Backend::attention_batch`], and gpt-oss's batched decode).
-pub(crate) fn attend_rows_apart<B: Backend + ?Sized>(
+/// A per-sequence op over rows of different sequences, each on its own through host memory:
+/// row i of `x` goes to `step` with `kvs[i]` and `positions[i]`, and the outputs are stacked
+/// (the default of [`Backend::attention_batch`] and [`Backend::delta_net_batch`], and
+/// gpt-oss's batched decode). `op` names the batched op in errors.
+pub(crate) fn rows_apart<B: Backend + ?Sized>(
     b: &mut B,
-    qkv: &B::Act,
+    op: &str,
+    x: &B::Act,
     kvs: &mut [&mut B::KvCache],
     positions: &[usize],
-    mut attend: impl FnMut(&mut B, &B::Act, &mut B::KvCache, usize) -> Result<B::Act>,
+    mut step: impl FnMut(&mut B, &B::Act, &mut B::KvCache, usize) -> Result<B::Act>,
 ) -> Result<B::Act> {
-    let (rows, cols) = b.shape(qkv);
+    let (rows, cols) = b.shape(x);
     if kvs.len() != rows || positions.len() != rows {
         return Err(Error::Shape {
-            op: "attention_batch".into(),
+            op: op.into(),
             detail: format!(
                 "{rows} rows, {} caches, {} positions",
                 kvs.len(),
@@ -786,11 +815,11 @@ pub(crate) fn attend_rows_apart<B: Backend + ?Sized>(
             ),
         });
     }
-    let host = b.read(qkv)?;
+    let host = b.read(x)?;
     let (mut out, mut out_cols) = (Vec::new(), 0);
     for ((kv, &pos0), row) in kvs.iter_mut().zip(positions).zip(host.chunks(cols)) {
         let row = b.act_from_host(1, cols, row)?;
-        let y = attend(b, &row, kv, pos0)?;
+        let y = step(b, &row, kv, pos0)?;
         out_cols = b.shape(&y).1;
         out.extend(b.read(&y)?);
     }

@@ -4,10 +4,11 @@
 use crate::Result;
 use crate::config::RuntimeConfig;
 use crate::gguf::GgufFile;
+use crate::model::qwen35moe::DeltaNetWeights;
 use crate::model::{
-    AttentionWeights, Backend, DenseFfn, ExpertWeights, FfnWeights, LoadProgress, ModelConfig,
-    ModelWeights, MoeParams, PreNorm, RouterParams, Selection, Stage, StandardWeights, deepseek4,
-    gptoss, load_weights, qwen35moe,
+    AttentionParams, AttentionWeights, Backend, DeltaNetParams, DenseFfn, ExpertWeights,
+    FfnWeights, LoadProgress, ModelConfig, ModelWeights, MoeParams, PreNorm, RouterParams,
+    Selection, Stage, StandardWeights, deepseek4, gptoss, load_weights, qwen35moe,
 };
 use crate::tile::{MoeBatch, TilePolicy, TileWidth};
 
@@ -42,6 +43,42 @@ pub(crate) enum Attend<'a, 'k, B: Backend> {
         kvs: &'a mut [&'k mut B::KvCache],
         positions: &'a [usize],
     },
+}
+
+impl<B: Backend> Attend<'_, '_, B> {
+    /// Layer `layer`'s attention of `qkv` ([`Backend::attention`] or, for rows of several
+    /// sequences, [`Backend::attention_batch`]).
+    pub(crate) fn attention(
+        &mut self,
+        b: &mut B,
+        qkv: &B::Act,
+        qk_norm: Option<[&B::Weight; 2]>,
+        layer: usize,
+        p: &AttentionParams,
+    ) -> Result<B::Act> {
+        match self {
+            Attend::One { kv, pos0 } => b.attention(qkv, qk_norm, kv, layer, *pos0, p),
+            Attend::Each { kvs, positions } => {
+                b.attention_batch(qkv, qk_norm, kvs, positions, layer, p)
+            }
+        }
+    }
+
+    /// Layer `layer`'s Gated DeltaNet of `proj` ([`Backend::delta_net`] or, for rows of
+    /// several sequences, [`Backend::delta_net_batch`]).
+    pub(crate) fn delta_net(
+        &mut self,
+        b: &mut B,
+        proj: &B::Act,
+        w: &DeltaNetWeights<B::Weight>,
+        layer: usize,
+        p: &DeltaNetParams,
+    ) -> Result<B::Act> {
+        match self {
+            Attend::One { kv, pos0 } => b.delta_net(proj, w, kv, layer, *pos0, p),
+            Attend::Each { kvs, positions } => b.delta_net_batch(proj, w, kvs, positions, layer, p),
+        }
+    }
 }
 
 /// A model loaded onto a backend.
@@ -138,7 +175,8 @@ impl<B: Backend> Model<B> {
             }
             (ModelWeights::Deepseek4(w), Some(d), ..) => deepseek4::forward(b, d, w, kv, batch),
             (ModelWeights::Qwen35Moe(w), _, Some(q), _) => {
-                qwen35moe::forward(b, c, q, w, kv, batch)
+                let attend = Attend::One { kv, pos0 };
+                qwen35moe::forward(b, c, q, w, attend, batch)
             }
             (ModelWeights::GptOss(w), .., Some(g)) => {
                 let attend = Attend::One { kv, pos0 };
@@ -150,15 +188,21 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    /// Whether [`Model::forward_batch`] runs this model (not deepseek4 or qwen35moe, whose
-    /// caches hold more than keys and values).
+    /// Whether [`Model::forward_batch`] runs this model in one pass worth a server's
+    /// choosing: the standard architectures and qwen35moe (its DeltaNet layers each row on its
+    /// own cache, [`Backend::delta_net_batch`]), not deepseek4 (refused) or gpt-oss (whose
+    /// batched attention passes every row through host memory).
     pub fn decodes_in_batches(&self) -> bool {
-        matches!(self.weights, ModelWeights::Standard(_))
+        matches!(
+            self.weights,
+            ModelWeights::Standard(_) | ModelWeights::Qwen35Moe(_)
+        )
     }
 
     /// Runs one new token of each of several sequences in one pass: `tokens[i]` at position
-    /// `positions[i]` of `kvs[i]`. Every layer but attention sees all the tokens as one batch
-    /// (the expert matmuls too); returns logits `(tokens, vocab)`, row i sequence i's.
+    /// `positions[i]` of `kvs[i]`. Every layer but attention (and qwen35moe's DeltaNet) sees
+    /// all the tokens as one batch (the expert matmuls too); returns logits `(tokens, vocab)`,
+    /// row i sequence i's. deepseek4 is refused.
     pub fn forward_batch(
         &self,
         b: &mut B,
@@ -167,34 +211,30 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         policy: &TilePolicy,
     ) -> Result<B::Act> {
-        match &self.weights {
-            ModelWeights::Standard(w) => {
-                let attend = Attend::Each { kvs, positions };
-                let tile = self.moe_tile(tokens.len(), policy);
+        let tile = self.moe_tile(tokens.len(), policy);
+        let batch = Batch {
+            tokens,
+            pos0: 0,
+            tile,
+            logits: Logits::All,
+        };
+        let attend = Attend::Each { kvs, positions };
+        let c = &self.config;
+        match (&self.weights, &c.qwen35moe, &c.gptoss) {
+            (ModelWeights::Standard(w), ..) => {
                 self.forward_standard(b, w, attend, tokens, tile, Logits::All)
             }
-            ModelWeights::GptOss(w) => {
-                let batch = Batch {
-                    tokens,
-                    pos0: 0,
-                    tile: self.moe_tile(tokens.len(), policy),
-                    logits: Logits::All,
-                };
-                let g = self.config.gptoss.as_ref().ok_or_else(|| {
-                    crate::Error::InvalidModel("gpt-oss weights without a gpt-oss config".into())
-                })?;
-                let attend = Attend::Each { kvs, positions };
-                gptoss::forward(b, &self.config, g, w, attend, batch)
+            (ModelWeights::Qwen35Moe(w), Some(q), _) => {
+                qwen35moe::forward(b, c, q, w, attend, batch)
             }
-            ModelWeights::Deepseek4(_) | ModelWeights::Qwen35Moe(_) => {
-                Err(crate::Error::UnsupportedOp {
-                    op: format!(
-                        "decoding several {} sequences in one pass",
-                        self.config.arch.name()
-                    ),
-                    backend: b.describe(),
-                })
-            }
+            (ModelWeights::GptOss(w), _, Some(g)) => gptoss::forward(b, c, g, w, attend, batch),
+            (ModelWeights::Deepseek4(_), ..) => Err(crate::Error::UnsupportedOp {
+                op: format!("decoding several {} sequences in one pass", c.arch.name()),
+                backend: b.describe(),
+            }),
+            _ => Err(crate::Error::InvalidModel(
+                "the weights' architecture differs from the config's".into(),
+            )),
         }
     }
 
@@ -224,14 +264,7 @@ impl<B: Backend> Model<B> {
             let qkv = qkv(b, &x, a, c.rms_eps, il)?;
             b.stage(Stage::Attention, l);
             let qk_norm = a.qk_norm.as_ref().map(|[qn, kn]| [qn, kn]);
-            let att = match &mut attend {
-                Attend::One { kv, pos0 } => {
-                    b.attention(&qkv, qk_norm, kv, il, *pos0, &attn_params)?
-                }
-                Attend::Each { kvs, positions } => {
-                    b.attention_batch(&qkv, qk_norm, kvs, positions, il, &attn_params)?
-                }
-            };
+            let att = attend.attention(b, &qkv, qk_norm, il, &attn_params)?;
             b.stage(Stage::OutProj, l);
             b.matmul_add(&mut x, &att, &a.out)?;
 

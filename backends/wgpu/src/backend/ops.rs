@@ -44,6 +44,53 @@ impl<'w> LayerAttention<'w> {
     }
 }
 
+/// A sequence's DeltaNet state to continue: `layer` of `kv`, whose next token is at `pos0`.
+struct DeltaSlot<'c> {
+    kv: &'c mut KvCache,
+    layer: usize,
+    pos0: usize,
+}
+
+/// Checks a batch of `rows` rows of different sequences (`op`): a cache and a position per
+/// row, each with room for its token; before recording any row, so a refused batch leaves
+/// every cache as it was.
+fn check_batch(
+    op: &str,
+    rows: usize,
+    kvs: &[&mut KvCache],
+    positions: &[usize],
+) -> moetile::Result<()> {
+    if kvs.len() != rows || positions.len() != rows {
+        return Err(shape(
+            op,
+            format!(
+                "{rows} rows, {} caches, {} positions",
+                kvs.len(),
+                positions.len()
+            ),
+        ));
+    }
+    match kvs
+        .iter()
+        .zip(positions)
+        .find(|(kv, pos)| **pos >= kv.n_ctx)
+    {
+        Some((kv, &pos)) => Err(moetile::Error::ContextFull {
+            n_ctx: kv.n_ctx,
+            needed: pos + 1,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The refusal of a DeltaNet on a cache without DeltaNet state.
+fn not_qwen35moe_cache() -> moetile::Error {
+    shape(
+        "delta_net",
+        "the cache is not qwen35moe's; make it with Backend::qwen35moe_cache".into(),
+    )
+}
+
 impl WgpuBackend {
     fn eltwise(
         &mut self,
@@ -53,6 +100,82 @@ impl WgpuBackend {
         src_len: usize,
     ) -> moetile::Result<()> {
         self.record(op.name(), |rec| ops::eltwise(rec, op, dst, src, src_len))
+    }
+
+    /// The convolved q|k|v scratch `(rows, channels)` and the output `(rows, values)` of a
+    /// DeltaNet over `rows` projection rows.
+    fn delta_outputs(
+        &mut self,
+        rows: usize,
+        p: &DeltaNetParams,
+    ) -> moetile::Result<(GpuMatrix, GpuMatrix)> {
+        let d = &p.shape;
+        let x = self.output(rows, d.conv_channels(), "convolved qkv")?;
+        let out = self.output(rows, d.value_width(), "delta_net")?;
+        Ok((x, out))
+    }
+
+    /// Records the Gated DeltaNet of `rows` of `proj` at `slot` into the same rows of `x` (the
+    /// convolved q|k|v) and `out`; refuses positions past the cache as a full context.
+    #[allow(clippy::too_many_arguments)]
+    fn delta_rows(
+        &mut self,
+        proj: &GpuMatrix,
+        rows: Range<usize>,
+        w: &DeltaNetWeights<ExpertTensor>,
+        slot: DeltaSlot<'_>,
+        p: &DeltaNetParams,
+        x: &GpuMatrix,
+        out: &GpuMatrix,
+    ) -> moetile::Result<()> {
+        let DeltaSlot { kv, layer, pos0 } = slot;
+        let end = pos0 + rows.len();
+        if end > kv.n_ctx {
+            return Err(moetile::Error::ContextFull {
+                n_ctx: kv.n_ctx,
+                needed: end,
+            });
+        }
+        let Some(state) = kv.delta_net.as_mut() else {
+            return Err(not_qwen35moe_cache());
+        };
+        let d = &p.shape;
+        let conv = &w.conv;
+        if conv.weight != WeightType::F32
+            || (conv.rows, conv.cols) != (d.conv_channels(), d.conv_taps)
+        {
+            return Err(shape(
+                "delta_net",
+                format!(
+                    "{} is {} x {} {}; the layer needs {} x {} f32 taps",
+                    conv.name,
+                    conv.rows,
+                    conv.cols,
+                    conv.weight,
+                    d.conv_channels(),
+                    d.conv_taps
+                ),
+            ));
+        }
+        let buffers = DeltaNetBuffers {
+            conv: &conv.chunks[0].buffer,
+            dt_bias: ops::vector("delta_net", &w.dt_bias)?,
+            a: ops::vector("delta_net", &w.a)?,
+            norm: ops::vector("delta_net", &w.norm)?,
+        };
+        let wy = if self.options.chunked_delta_net && rows.len() > 1 {
+            let chunks = rows.len().div_ceil(DELTA_CHUNK as usize);
+            let wy_rows = d.n_v_heads * chunks;
+            Some(self.output(wy_rows, DELTA_WY_FLOATS as usize, "delta_net chunks")?)
+        } else {
+            None
+        };
+        let scratch = DeltaNetScratch { x, wy: wy.as_ref() };
+        self.record("delta_net", |rec| {
+            delta_net::delta_net(
+                rec, proj, rows, buffers, state, layer, pos0, p, scratch, out,
+            )
+        })
     }
 
     /// The attention of every row of `qkv`, one sequence at positions `pos0..` of `layer` of
@@ -393,28 +516,7 @@ impl Backend for WgpuBackend {
         layer: usize,
         p: &AttentionParams,
     ) -> moetile::Result<GpuMatrix> {
-        if kvs.len() != qkv.rows || positions.len() != qkv.rows {
-            return Err(shape(
-                "attention_batch",
-                format!(
-                    "{} rows, {} caches, {} positions",
-                    qkv.rows,
-                    kvs.len(),
-                    positions.len()
-                ),
-            ));
-        }
-        // Before recording any row, so a refused batch leaves every cache as it was.
-        if let Some((kv, &pos)) = kvs
-            .iter()
-            .zip(positions)
-            .find(|(kv, pos)| **pos >= kv.n_ctx)
-        {
-            return Err(moetile::Error::ContextFull {
-                n_ctx: kv.n_ctx,
-                needed: pos + 1,
-            });
-        }
+        check_batch("attention_batch", qkv.rows, kvs, positions)?;
         let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
         let plain = LayerAttention::plain(qk_norm);
         for (row, (kv, &pos0)) in kvs.iter().zip(positions).enumerate() {
@@ -455,59 +557,36 @@ impl Backend for WgpuBackend {
         pos0: usize,
         p: &DeltaNetParams,
     ) -> moetile::Result<GpuMatrix> {
-        let end = pos0 + proj.rows;
-        if end > kv.n_ctx {
-            return Err(moetile::Error::ContextFull {
-                n_ctx: kv.n_ctx,
-                needed: end,
-            });
+        let (x, out) = self.delta_outputs(proj.rows, p)?;
+        let slot = DeltaSlot { kv, layer, pos0 };
+        self.delta_rows(proj, 0..proj.rows, w, slot, p, &x, &out)?;
+        Ok(out)
+    }
+
+    /// One `conv_silu` and one `delta_rule` per row, each reading its row of `proj` and writing
+    /// its row of the output against its own cache's tail and state, all recorded into the
+    /// open encoder, so the rows never pass through host memory.
+    fn delta_net_batch(
+        &mut self,
+        proj: &GpuMatrix,
+        w: &DeltaNetWeights<ExpertTensor>,
+        kvs: &mut [&mut KvCache],
+        positions: &[usize],
+        layer: usize,
+        p: &DeltaNetParams,
+    ) -> moetile::Result<GpuMatrix> {
+        check_batch("delta_net_batch", proj.rows, kvs, positions)?;
+        for (kv, &pos0) in kvs.iter().zip(positions) {
+            match &kv.delta_net {
+                Some(state) => state.check_continues(layer, pos0)?,
+                None => return Err(not_qwen35moe_cache()),
+            }
         }
-        let Some(state) = kv.delta_net.as_mut() else {
-            return Err(shape(
-                "delta_net",
-                "the cache is not qwen35moe's; make it with Backend::qwen35moe_cache".into(),
-            ));
-        };
-        let d = &p.shape;
-        let conv = &w.conv;
-        if conv.weight != WeightType::F32
-            || (conv.rows, conv.cols) != (d.conv_channels(), d.conv_taps)
-        {
-            return Err(shape(
-                "delta_net",
-                format!(
-                    "{} is {} x {} {}; the layer needs {} x {} f32 taps",
-                    conv.name,
-                    conv.rows,
-                    conv.cols,
-                    conv.weight,
-                    d.conv_channels(),
-                    d.conv_taps
-                ),
-            ));
+        let (x, out) = self.delta_outputs(proj.rows, p)?;
+        for (row, (kv, &pos0)) in kvs.iter_mut().zip(positions).enumerate() {
+            let slot = DeltaSlot { kv, layer, pos0 };
+            self.delta_rows(proj, row..row + 1, w, slot, p, &x, &out)?;
         }
-        let buffers = DeltaNetBuffers {
-            conv: &conv.chunks[0].buffer,
-            dt_bias: ops::vector("delta_net", &w.dt_bias)?,
-            a: ops::vector("delta_net", &w.a)?,
-            norm: ops::vector("delta_net", &w.norm)?,
-        };
-        let x = self.output(proj.rows, d.conv_channels(), "convolved qkv")?;
-        let wy = if self.options.chunked_delta_net && proj.rows > 1 {
-            let chunks = proj.rows.div_ceil(DELTA_CHUNK as usize);
-            let rows = d.n_v_heads * chunks;
-            Some(self.output(rows, DELTA_WY_FLOATS as usize, "delta_net chunks")?)
-        } else {
-            None
-        };
-        let out = self.output(proj.rows, d.value_width(), "delta_net")?;
-        let scratch = DeltaNetScratch {
-            x: &x,
-            wy: wy.as_ref(),
-        };
-        self.record("delta_net", |rec| {
-            delta_net::delta_net(rec, proj, buffers, state, layer, pos0, p, scratch, &out)
-        })?;
         Ok(out)
     }
 

@@ -434,13 +434,10 @@ fn concurrent_requests_each_get_what_they_get_alone() {
     );
 }
 
-/// 32 slots decoding together (the CPU reference batches sequences): each answer is the one
-/// the same request gets alone.
-#[test]
-fn thirty_two_concurrent_requests_each_get_what_they_get_alone() {
-    let server = Server::start(&["--parallel", "32", "--ctx", "256"]);
-    let prompts: Vec<String> = (0..32).map(|i| format!("{} {i}", PROMPTS[i % 4])).collect();
-    let request = |prompt: &str| json!({"prompt": prompt, "temperature": 0, "max_tokens": 16, "ignore_eos": true});
+/// Greedy completions of `max_tokens` for each of `prompts` sent one after another, then all at
+/// once: each answer together is the one alone.
+fn check_together_equal_alone(server: &Server, prompts: &[String], max_tokens: usize) {
+    let request = |prompt: &str| json!({"prompt": prompt, "temperature": 0, "max_tokens": max_tokens, "ignore_eos": true});
     let text = completion_text;
     let alone: Vec<String> = prompts
         .iter()
@@ -449,21 +446,46 @@ fn thirty_two_concurrent_requests_each_get_what_they_get_alone() {
     let together: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = prompts
             .iter()
-            .map(|p| {
-                let server = &server;
-                scope.spawn(move || text(server.ok("/v1/completions", &request(p))))
-            })
+            .map(|p| scope.spawn(move || text(server.ok("/v1/completions", &request(p)))))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (i, (alone, together)) in alone.iter().zip(&together).enumerate() {
         assert_eq!(together, alone, "request {i}: {:?}", prompts[i]);
     }
+}
+
+/// 32 slots decoding together (the CPU reference batches sequences): each answer is the one
+/// the same request gets alone.
+#[test]
+fn thirty_two_concurrent_requests_each_get_what_they_get_alone() {
+    let server = Server::start(&["--parallel", "32", "--ctx", "256"]);
+    let prompts: Vec<String> = (0..32).map(|i| format!("{} {i}", PROMPTS[i % 4])).collect();
+    check_together_equal_alone(&server, &prompts, 16);
     let metrics = server.get("/metrics").body;
     let passes = metric(&metrics, "moetile_batched_decodes_total");
     let rows = metric(&metrics, "moetile_batched_decode_rows_total");
     // Here ~30 rows a pass; only a pass of more than two rows is sure under any load.
     assert!(rows > 2.0 * passes, "{passes} passes of {rows} rows");
+}
+
+/// A qwen35moe's slots decode together too (its Gated DeltaNet state is kept per sequence):
+/// each answer is the one the same request gets alone, and decodes ran batched.
+#[test]
+fn qwen35moe_concurrent_requests_each_get_what_they_get_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-qwen35moe.gguf");
+    let seed = moetile_tests::seed("tiny qwen35moe");
+    std::fs::write(&path, moetile_tests::tiny_qwen35moe(seed)).unwrap();
+    let model = path.to_str().expect("temporary paths are UTF-8 here");
+    let server = Server::spawn(&["--cpu", "-m", model, "--parallel", "4", "--ctx", "128"]);
+    let prompts = PROMPTS.map(String::from);
+    check_together_equal_alone(&server, &prompts, 12);
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metric(&metrics, "moetile_batched_decodes_total") >= 1.0,
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -9,7 +9,10 @@
 //! FFN:       x += moe(post_norm(x)) + sigmoid(gate_inp_shexp · h) * shared(h)
 //! ```
 //! [`Backend::delta_net`] carries each DeltaNet layer's convolution tail and per-head state in
-//! the cache ([`Backend::qwen35moe_cache`]); the attention layers use its keys and values.
+//! the cache ([`Backend::qwen35moe_cache`]); the attention layers use its keys and values. A
+//! batch of several sequences' tokens (one each) keeps a cache per sequence: its DeltaNet rows
+//! run through [`Backend::delta_net_batch`], its attention rows through
+//! [`Backend::attention_batch`].
 
 mod config;
 mod weights;
@@ -21,17 +24,19 @@ pub use weights::{
 };
 
 use crate::Result;
-use crate::model::forward::{Batch, ffn_add, output_head};
+use crate::model::forward::{Attend, Batch, ffn_add, output_head};
 use crate::model::{Backend, DeltaNetParams, ModelConfig, PreNorm, Stage};
 
-/// Runs `batch` (its tokens at positions `pos0..`), continuing `kv` (a
-/// [`Backend::qwen35moe_cache`]); returns logits `(T or 1, vocab)`.
+/// Runs `batch`'s tokens, continuing the caches (each a [`Backend::qwen35moe_cache`]) and at
+/// the positions `attend` says (the batch's own `pos0` is not read): one sequence's tokens, or
+/// a token of each of several sequences, whose DeltaNet and attention layers each run on
+/// their own cache while every other op sees all the rows; returns logits `(T or 1, vocab)`.
 pub(crate) fn forward<B: Backend>(
     b: &mut B,
     c: &ModelConfig,
     q: &Qwen35MoeConfig,
     w: &Qwen35MoeWeights<B::Weight>,
-    kv: &mut B::KvCache,
+    mut attend: Attend<'_, '_, B>,
     batch: Batch<'_>,
 ) -> Result<B::Act> {
     let attn_params = c.attention_params();
@@ -52,7 +57,7 @@ pub(crate) fn forward<B: Backend>(
             MixerWeights::DeltaNet(d) => {
                 let proj = b.project(&x, Some(norm), &d.in_proj)?;
                 b.stage(Stage::Attention, l);
-                let y = b.delta_net(&proj, d, kv, il, batch.pos0, &delta_params)?;
+                let y = attend.delta_net(b, &proj, d, il, &delta_params)?;
                 b.stage(Stage::OutProj, l);
                 b.matmul_add(&mut x, &y, &d.out)?;
             }
@@ -61,7 +66,7 @@ pub(crate) fn forward<B: Backend>(
                 let gate = b.project(&x, Some(norm), std::slice::from_ref(&a.gate))?;
                 b.stage(Stage::Attention, l);
                 let [qn, kn] = &a.qk_norm;
-                let mut y = b.attention(&qkv, Some([qn, kn]), kv, il, batch.pos0, &attn_params)?;
+                let mut y = attend.attention(b, &qkv, Some([qn, kn]), il, &attn_params)?;
                 b.mul_sigmoid(&mut y, &gate)?;
                 b.stage(Stage::OutProj, l);
                 b.matmul_add(&mut x, &y, &a.out)?;
