@@ -5,7 +5,8 @@
 # profiles and kernel rows run, after the timed benches. The SM clock is sampled every 100 ms
 # through the whole call (clocks.csv).
 # With ABLATE=DIR (a build with bench/ablate-twice.patch), each decode kernel in turn runs twice
-# (MOETILE_ABLATE_TWICE=name prefix): the tg128 change is that kernel's marginal cost in the step.
+# (MOETILE_ABLATE_TWICE=name prefix): the tg128 change is that kernel's marginal cost in the step
+# (beside the llama.cpp build: compare its rows with its own `none` row only).
 # Usage (on the device, repository root, Vulkan loader unpacked):
 #   bench/h100-decode-builds-run.sh ANCHOR BUILD...; each build folder holds moetile and
 #   optionally kernel_bench (either may be .xz); the first is the base, the last the newest.
@@ -26,6 +27,7 @@ for b in "${BUILDS[@]}"; do
   timeout 70 "$b/moetile" bench -m $M -p 512 -n 128 -r 3 --output md >"$OUT/$n.md" 2>&1
   echo "$n: $(grep -E 'pp512|tg128' "$OUT/$n.md" | tr '\n' ' ')"
 done
+setsid nice -n 19 bash "$A/llama-anchor.sh" build "$A" >/tmp/anchor.out 2>&1 </dev/null &
 if [ -n "${ABLATE:-}" ]; then
   for z in "$ABLATE"/*.xz; do [ -e "$z" ] && xz -dkf "$z"; done; chmod +x "$ABLATE"/*
   for k in none attn_input attn_decode attn_combine route mv_id_f32 mv_id_q mv_glu mv_sum; do
@@ -33,7 +35,6 @@ if [ -n "${ABLATE:-}" ]; then
       2>&1 | grep -E '^\| *tg128' | sed "s/^/$k /" | tee -a "$OUT/ablate.md"
   done
 fi
-setsid nice -n 19 bash "$A/llama-anchor.sh" build "$A" >/tmp/anchor.out 2>&1 </dev/null &
 n=$(basename "$NEW")
 timeout 45 "$NEW/moetile" profile -m $M -p 512 -n 8 >"$OUT/profile-$n.md" 2>&1
 echo "$n: $(grep -E 'per decode step' "$OUT/profile-$n.md")"
