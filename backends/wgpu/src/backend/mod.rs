@@ -38,13 +38,11 @@ use batch::{DenseCache, RopeTable};
 
 /// Dispatch steps after which the open encoder is submitted, so the GPU starts on the first
 /// layers while the host encodes the rest (a decode step of a 48-layer MoE is ~460 steps, a
-/// few microseconds of host time each) and the submissions' fixed costs stay small.
+/// few microseconds of host time each) and the submissions' fixed costs stay small. Submitting
+/// the first 8 steps after a read and doubling from there measured 6% slower at tg128 on the
+/// H100 (`bench/decode-h100/run-10`): a submission costs more than the ~0.6 ms the GPU waits
+/// for the first 128 steps.
 const SUBMIT_AFTER_STEPS: usize = 128;
-/// The first submission after the GPU went idle (a read waited for it) holds this many
-/// steps, and each next one twice the last, up to [`SUBMIT_AFTER_STEPS`]: the GPU starts
-/// after a few steps' host time instead of 128 (~0.6 ms of a 5 ms decode step on the H100),
-/// and the host, encoding ~2x faster than the GPU runs those steps, stays ahead of it.
-const FIRST_SUBMIT_STEPS: usize = 8;
 
 /// The wgpu backend. See the module docs.
 #[derive(Debug)]
@@ -60,9 +58,6 @@ pub struct WgpuBackend {
     profiler: Option<StageProfiler>,
     /// Host time in reads and submissions, for [`Self::take_host_times`].
     host: HostTimes,
-    /// Dispatch steps the open encoder takes before it is submitted (see
-    /// [`FIRST_SUBMIT_STEPS`]).
-    submit_after: usize,
     /// How the uploaded weights are multiplied by: what [`Backend::prepare`] compiles for.
     weight_uses: BTreeSet<WeightUse>,
 }
@@ -124,7 +119,6 @@ impl WgpuBackend {
             nan: None,
             profiler: None,
             host: HostTimes::default(),
-            submit_after: FIRST_SUBMIT_STEPS,
             weight_uses: BTreeSet::new(),
         }
     }
@@ -221,7 +215,7 @@ impl WgpuBackend {
     }
 
     /// Runs `f` on the open encoder inside error scopes naming `op`; submits the encoder once
-    /// it holds `submit_after` dispatch steps.
+    /// it holds [`SUBMIT_AFTER_STEPS`] dispatch steps.
     fn record<T>(
         &mut self,
         op: &str,
@@ -229,10 +223,8 @@ impl WgpuBackend {
     ) -> moetile::Result<T> {
         let ctx = self.ctx.clone();
         let out = ctx.scoped(op, || f(&mut self.recorder()))?;
-        let after = self.submit_after;
-        if let Some(enc) = self.enc.take_if(|e| e.steps >= after) {
+        if let Some(enc) = self.enc.take_if(|e| e.steps >= SUBMIT_AFTER_STEPS) {
             self.submit(enc)?;
-            self.submit_after = (after * 2).min(SUBMIT_AFTER_STEPS);
         }
         Ok(out)
     }
@@ -294,7 +286,6 @@ impl WgpuBackend {
             .map(|(s, (_, bytes))| ctx.read_staging(s, (*bytes).max(4), what, &submission))
             .collect::<Result<Vec<_>, _>>()?;
         self.host.waiting += start.elapsed();
-        self.submit_after = FIRST_SUBMIT_STEPS;
         Ok(bytes)
     }
 }
