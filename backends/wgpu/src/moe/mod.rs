@@ -134,7 +134,7 @@ pub struct MoeInputs<'a> {
     /// gate and up `[D, F, E]` (or one `[D, 2F, E]` interleaved), down `[F, D, E]`.
     pub experts: ExpertWeights<'a, ExpertTensor>,
     /// Per-expert biases (gpt-oss), F32 `(E, F)` for gate and up, `(E, D)` for down: added by
-    /// `act` and `sum`, so a biased layer runs neither fused mat-vec.
+    /// the fused mat-vecs' epilogues (`mv_glu`, `mv_sum`), else by `act` and `sum`.
     pub biases: Option<&'a ExpertBiases<ExpertTensor>>,
 }
 
