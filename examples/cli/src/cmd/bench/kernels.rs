@@ -2,10 +2,9 @@
 //! path, mv_id) timed on the GPU at the expert shapes of real models, each kernel's outputs
 //! checked against an f64 reference before it is timed (`moetile_wgpu::bench`).
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use moetile::synth::Preset;
 use moetile::tile::TileWidth;
@@ -179,21 +178,12 @@ pub fn run(args: KernelArgs) -> Result<()> {
         );
     })?;
     if let Some(path) = &args.csv {
-        let write = || -> Result<()> {
-            let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-            for line in &header {
-                writeln!(out, "# {line}")?;
-            }
-            let mut out = csv::Writer::from_writer(out);
-            out.write_record(BenchRow::CSV_HEADER)?;
-            for r in &rows {
-                out.write_record(r.csv_record())?;
-            }
-            out.flush()?;
-            Ok(())
-        };
-        write().with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        super::write_csv(
+            path,
+            &header,
+            &BenchRow::CSV_HEADER,
+            rows.iter().map(BenchRow::csv_record),
+        )?;
     }
     Ok(())
 }

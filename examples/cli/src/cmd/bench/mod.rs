@@ -28,9 +28,10 @@ mod serve;
 mod sweep;
 mod table;
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use moetile::config::TilePolicyKind;
 use moetile::model::Backend;
@@ -404,4 +405,34 @@ impl BackendTask for Task<'_> {
             }
         }
     }
+}
+
+/// Writes the CSV file `path`: `header` as `# ` lines (what ran, on what, with which
+/// settings), then `columns` and one line per record.
+fn write_csv<R>(
+    path: &Path,
+    header: &[String],
+    columns: &[&str],
+    records: impl IntoIterator<Item = R>,
+) -> Result<()>
+where
+    R: IntoIterator,
+    R::Item: AsRef<[u8]>,
+{
+    let write = || -> Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for line in header {
+            writeln!(out, "# {line}")?;
+        }
+        let mut out = csv::Writer::from_writer(out);
+        out.write_record(columns)?;
+        for record in records {
+            out.write_record(record)?;
+        }
+        out.flush()?;
+        Ok(())
+    };
+    write().with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }

@@ -16,8 +16,8 @@
 //! rate; and, from the server's `/metrics` where it is a moetile server, the mean number of
 //! sequences a decode pass carried.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -133,9 +133,10 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
         rows.push(row);
     }
     if let Some(path) = &args.csv {
-        write_csv(path, &header, args.prompt_tokens, args.max_tokens, &rows)
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        let records = rows
+            .iter()
+            .map(|r| r.csv_record(args.prompt_tokens, args.max_tokens));
+        super::write_csv(path, &header, &Row::CSV_HEADER, records)?;
     }
     Ok(())
 }
@@ -430,6 +431,35 @@ struct Row {
 }
 
 impl Row {
+    /// The CSV file's columns ([`Row::csv_record`]).
+    const CSV_HEADER: [&'static str; 9] = [
+        "streams",
+        "prompt_tokens",
+        "max_tokens",
+        "tokens",
+        "ttft_ms",
+        "stream_tps",
+        "decode_tps",
+        "output_tps",
+        "batch",
+    ];
+
+    /// The row as CSV fields, with the round's settings.
+    fn csv_record(&self, prompt_tokens: usize, max_tokens: usize) -> [String; 9] {
+        let optional = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+        [
+            self.streams.to_string(),
+            prompt_tokens.to_string(),
+            max_tokens.to_string(),
+            self.tokens.to_string(),
+            format!("{:.3}", self.ttft_ms),
+            format!("{:.3}", self.stream_tps),
+            optional(self.decode_tps),
+            format!("{:.3}", self.output_tps),
+            optional(self.batch),
+        ]
+    }
+
     fn new(records: &[Record], batch: Option<f64>) -> Row {
         let n = records.len() as f64;
         let ttft_ms = records
@@ -476,47 +506,6 @@ impl Row {
 fn rate(tokens: f64, time: Duration) -> f64 {
     let seconds = time.as_secs_f64();
     if seconds > 0.0 { tokens / seconds } else { 0.0 }
-}
-
-fn write_csv(
-    path: &Path,
-    header: &[String],
-    prompt_tokens: usize,
-    max_tokens: usize,
-    rows: &[Row],
-) -> Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for line in header {
-        writeln!(out, "# {line}")?;
-    }
-    let mut out = csv::Writer::from_writer(out);
-    out.write_record([
-        "streams",
-        "prompt_tokens",
-        "max_tokens",
-        "tokens",
-        "ttft_ms",
-        "stream_tps",
-        "decode_tps",
-        "output_tps",
-        "batch",
-    ])?;
-    let optional = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
-    for r in rows {
-        out.write_record([
-            r.streams.to_string(),
-            prompt_tokens.to_string(),
-            max_tokens.to_string(),
-            r.tokens.to_string(),
-            format!("{:.3}", r.ttft_ms),
-            format!("{:.3}", r.stream_tps),
-            optional(r.decode_tps),
-            format!("{:.3}", r.output_tps),
-            optional(r.batch),
-        ])?;
-    }
-    out.flush()?;
-    Ok(())
 }
 
 #[cfg(test)]
