@@ -80,6 +80,7 @@ fn greedy_32_tokens_equal_llama_cpp() {
 fn decoded_together_and_alone<B: Backend>(backend: &mut B) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let (file, tokens) = (file(), golden("gptoss-tiny-f32.llama.golden").tokens);
     let model = Model::load(&file, backend, &mut |_| {}).unwrap();
+    assert!(model.decodes_in_batches());
     let prompts = [&tokens[..140], &tokens[140..150]];
     let next = [tokens[200], tokens[201]];
     let prefilled = |backend: &mut B| {

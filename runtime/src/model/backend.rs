@@ -669,6 +669,29 @@ pub trait Backend {
         Err(no_gptoss(self))
     }
 
+    /// [`gptoss_attention`](Self::gptoss_attention) over rows of different sequences, as
+    /// [`attention_batch`](Self::attention_batch) is [`attention`](Self::attention)'s; the
+    /// default runs each row on its own through host memory.
+    #[allow(clippy::too_many_arguments)]
+    fn gptoss_attention_batch(
+        &mut self,
+        qkv: &Self::Act,
+        sinks: &Self::Weight,
+        kvs: &mut [&mut Self::KvCache],
+        positions: &[usize],
+        layer: usize,
+        p: &GptOssAttentionParams,
+    ) -> Result<Self::Act> {
+        rows_apart(
+            self,
+            "gptoss_attention_batch",
+            qkv,
+            kvs,
+            positions,
+            |b, row, kv, pos0| b.gptoss_attention(row, sinks, kv, layer, pos0, p),
+        )
+    }
+
     /// [`Backend::moe`] with per-expert biases: expert e's gate and up outputs get
     /// `biases.gate[e]` and `biases.up[e]` before the activation, its down output
     /// `biases.down[e]` before the route weight.
@@ -794,8 +817,8 @@ pub trait Backend {
 
 /// A per-sequence op over rows of different sequences, each on its own through host memory:
 /// row i of `x` goes to `step` with `kvs[i]` and `positions[i]`, and the outputs are stacked
-/// (the default of [`Backend::attention_batch`] and [`Backend::delta_net_batch`], and
-/// gpt-oss's batched decode). `op` names the batched op in errors.
+/// (the default of [`Backend::attention_batch`], [`Backend::gptoss_attention_batch`] and
+/// [`Backend::delta_net_batch`]). `op` names the batched op in errors.
 pub(crate) fn rows_apart<B: Backend + ?Sized>(
     b: &mut B,
     op: &str,

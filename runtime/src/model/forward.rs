@@ -189,13 +189,13 @@ impl<B: Backend> Model<B> {
     }
 
     /// Whether [`Model::forward_batch`] runs this model in one pass worth a server's
-    /// choosing: the standard architectures and qwen35moe (its DeltaNet layers each row on its
-    /// own cache, [`Backend::delta_net_batch`]), not deepseek4 (refused) or gpt-oss (whose
-    /// batched attention passes every row through host memory).
+    /// choosing: the standard architectures, qwen35moe (its DeltaNet layers each row on its
+    /// own cache, [`Backend::delta_net_batch`]) and gpt-oss
+    /// ([`Backend::gptoss_attention_batch`]), not deepseek4 (refused).
     pub fn decodes_in_batches(&self) -> bool {
         matches!(
             self.weights,
-            ModelWeights::Standard(_) | ModelWeights::Qwen35Moe(_)
+            ModelWeights::Standard(_) | ModelWeights::Qwen35Moe(_) | ModelWeights::GptOss(_)
         )
     }
 

@@ -42,6 +42,16 @@ impl<'w> LayerAttention<'w> {
             window: None,
         }
     }
+
+    /// gpt-oss's: sinks, its layer's window and a YaRN table, no q/k norms.
+    fn gptoss(sinks: &'w ExpertTensor, p: &GptOssAttentionParams) -> Self {
+        LayerAttention {
+            qk_norm: None,
+            yarn: p.yarn,
+            sinks: Some(sinks),
+            window: p.window,
+        }
+    }
 }
 
 /// A sequence's DeltaNet state to continue: `layer` of `kv`, whose next token is at `pos0`.
@@ -196,6 +206,31 @@ impl WgpuBackend {
             pos0,
         };
         self.attend_rows(qkv, 0..qkv.rows, with, slot, p, &out)?;
+        Ok(out)
+    }
+
+    /// One set of attention dispatches per row, each reading its row of `qkv` and writing its
+    /// row of the output against its own cache and position, all recorded into the open
+    /// encoder, so the rows never pass through host memory.
+    fn attend_each(
+        &mut self,
+        qkv: &GpuMatrix,
+        with: &LayerAttention<'_>,
+        kvs: &mut [&mut KvCache],
+        positions: &[usize],
+        layer: usize,
+        p: &AttentionParams,
+    ) -> moetile::Result<GpuMatrix> {
+        check_batch("attention_batch", qkv.rows, kvs, positions)?;
+        let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
+        for (row, (kv, &pos0)) in kvs.iter().zip(positions).enumerate() {
+            let slot = CacheSlot {
+                cache: kv,
+                layer,
+                pos0,
+            };
+            self.attend_rows(qkv, row..row + 1, with, slot, p, &out)?;
+        }
         Ok(out)
     }
 
@@ -489,13 +524,28 @@ impl Backend for WgpuBackend {
         pos0: usize,
         p: &GptOssAttentionParams,
     ) -> moetile::Result<GpuMatrix> {
-        let gptoss = LayerAttention {
-            qk_norm: None,
-            yarn: p.yarn,
-            sinks: Some(sinks),
-            window: p.window,
-        };
-        self.attend_all(qkv, &gptoss, kv, layer, pos0, &p.attn)
+        self.attend_all(
+            qkv,
+            &LayerAttention::gptoss(sinks, p),
+            kv,
+            layer,
+            pos0,
+            &p.attn,
+        )
+    }
+
+    /// Each row against its own cache on the device ([`Self::attend_each`]).
+    fn gptoss_attention_batch(
+        &mut self,
+        qkv: &GpuMatrix,
+        sinks: &ExpertTensor,
+        kvs: &mut [&mut KvCache],
+        positions: &[usize],
+        layer: usize,
+        p: &GptOssAttentionParams,
+    ) -> moetile::Result<GpuMatrix> {
+        let gptoss = LayerAttention::gptoss(sinks, p);
+        self.attend_each(qkv, &gptoss, kvs, positions, layer, &p.attn)
     }
 
     /// Each extra row adds only its attention's dispatches (`attention_batch` records them
@@ -504,9 +554,7 @@ impl Backend for WgpuBackend {
         true
     }
 
-    /// One set of attention dispatches per row, each reading its row of `qkv` and writing its
-    /// row of the output against its own cache and position, all recorded into the open
-    /// encoder, so the rows never pass through host memory.
+    /// Each row against its own cache on the device ([`Self::attend_each`]).
     fn attention_batch(
         &mut self,
         qkv: &GpuMatrix,
@@ -516,18 +564,8 @@ impl Backend for WgpuBackend {
         layer: usize,
         p: &AttentionParams,
     ) -> moetile::Result<GpuMatrix> {
-        check_batch("attention_batch", qkv.rows, kvs, positions)?;
-        let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
         let plain = LayerAttention::plain(qk_norm);
-        for (row, (kv, &pos0)) in kvs.iter().zip(positions).enumerate() {
-            let slot = CacheSlot {
-                cache: kv,
-                layer,
-                pos0,
-            };
-            self.attend_rows(qkv, row..row + 1, &plain, slot, p, &out)?;
-        }
-        Ok(out)
+        self.attend_each(qkv, &plain, kvs, positions, layer, p)
     }
 
     fn runs_delta_net(&self) -> bool {

@@ -18,7 +18,6 @@ pub use config::{ARCH, GptOssAttentionParams, GptOssConfig, Yarn};
 pub use weights::{GptOssWeights, LayerWeights, load_weights};
 
 use crate::Result;
-use crate::model::backend::rows_apart;
 use crate::model::forward::{Attend, Batch, output_head, qkv};
 use crate::model::{
     Backend, ExpertWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage,
@@ -58,14 +57,9 @@ pub(crate) fn forward<B: Backend>(
         let sinks = &layer.sinks;
         let y = match &mut attend {
             Attend::One { kv, pos0 } => b.gptoss_attention(&qkv, sinks, kv, il, *pos0, &p)?,
-            Attend::Each { kvs, positions } => rows_apart(
-                b,
-                "attention_batch",
-                &qkv,
-                kvs,
-                positions,
-                |b, row, kv, pos0| b.gptoss_attention(row, sinks, kv, il, pos0, &p),
-            )?,
+            Attend::Each { kvs, positions } => {
+                b.gptoss_attention_batch(&qkv, sinks, kvs, positions, il, &p)?
+            }
         };
         b.stage(Stage::OutProj, l);
         b.matmul_add(&mut x, &y, &a.out)?;
