@@ -1,7 +1,8 @@
 // deepseek4's attention of one query head of one token (a workgroup each) over its keys,
 // which are also its values: the raw window (the last `window` positions up to its own) and
-// the compressed rows it sees (b < (pos + 1) / ratio; only those set in `picked` when
-// `masked`), with the head's sink logit in the softmax denominator:
+// the compressed rows it sees (b < (pos + 1) / ratio; when `masked`, the first
+// min(that, top_k) rows listed in picked[t][..], ds4_index_pick's list), with the head's
+// sink logit in the softmax denominator:
 //   out = sum_j e^(s_j - M) k_j / (sum_j e^(s_j - M) + e^(sink - M)),  s_j = scale q . k_j
 // The keys are walked in chunks of WG_SIZE, one key per thread while scoring, with a running
 // maximum M (starting at the sink) that rescales what was summed before; while summing the
@@ -25,14 +26,30 @@ var<workgroup> partial: array<f32, WG_SIZE>;
 var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> acc: array<f32, MAX_HEAD_DIM>;
 var<workgroup> weights: array<f32, WG_SIZE>;
+// The chunk's keys' rows: a compressed row, or a raw one with RAW_ROW set.
+var<workgroup> key_rows: array<u32, WG_SIZE>;
 
-// Value d of key j of token t: raw keys first (from raw row r0), then compressed row j - n_raw.
-fn key_value(j: u32, n_raw: u32, r0: u32, d: u32) -> f32 {
-    let dim = params.head_dim;
+const RAW_ROW: u32 = 0x80000000u;
+
+// Token t's key j: raw keys first (from raw row r0), then its compressed rows (the listed ones
+// from picked[list] when masked), as a key_rows entry.
+fn key_row(j: u32, n_raw: u32, r0: u32, list: u32) -> u32 {
     if j < n_raw {
-        return raw[(r0 + j) * dim + d];
+        return (r0 + j) | RAW_ROW;
     }
-    return comp[(j - n_raw) * dim + d];
+    if params.masked == 1u {
+        return picked[list + j - n_raw];
+    }
+    return j - n_raw;
+}
+
+// Value d of the key in key_rows entry `at`.
+fn key_value(at: u32, d: u32) -> f32 {
+    let dim = params.head_dim;
+    if at >= RAW_ROW {
+        return raw[(at - RAW_ROW) * dim + d];
+    }
+    return comp[at * dim + d];
 }
 
 // The largest of every thread's `v`; every thread calls it in uniform control flow.
@@ -67,6 +84,10 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     if params.ratio > 0u {
         n_comp = min((pos + 1u) / params.ratio, params.n_comp);
     }
+    if params.masked == 1u {
+        n_comp = min(n_comp, params.top_k);
+    }
+    let list = t * params.top_k;
     let n_keys = n_raw + n_comp;
     let q_at = item * dim;
     for (var d = li; d < dim; d += WG_SIZE) {
@@ -78,15 +99,14 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
     var den = 1.0;
     for (var base = 0u; base < n_keys; base += WG_SIZE) {
         let j = base + li;
-        var live = j < n_keys;
-        if live && j >= n_raw && params.masked == 1u {
-            live = picked[t * params.n_comp + j - n_raw] != 0u;
-        }
+        let live = j < n_keys;
         var s = -3.0e38;
         if live {
+            let at = key_row(j, n_raw, r0, list);
+            key_rows[li] = at;
             var dot = 0.0;
             for (var d = 0u; d < dim; d++) {
-                dot = fma(qs[d], key_value(j, n_raw, r0, d), dot);
+                dot = fma(qs[d], key_value(at, d), dot);
             }
             s = dot * params.scale;
         }
@@ -106,7 +126,7 @@ fn main(grid: GridGroup, @builtin(local_invocation_index) li: u32) {
             for (var k = 0u; k < n; k++) {
                 let w = weights[k];
                 if w != 0.0 {
-                    a = fma(w, key_value(base + k, n_raw, r0, d), a);
+                    a = fma(w, key_value(key_rows[k], d), a);
                 }
             }
             acc[d] = a;

@@ -419,16 +419,16 @@ params! {
         raw_before: u32,
         /// Tokens per compressed row; 0 without compressed rows.
         ratio: u32,
-        /// 1: compressed row b is seen by token t only where `picked[t * n_comp + b]` is set.
+        /// 1: token t sees only the compressed rows listed in `picked[t * top_k..]`.
         masked: u32,
-        /// Compressed rows in the cache (the picks' row stride).
+        /// Compressed rows in the cache.
         n_comp: u32,
         /// Score factor, `1 / sqrt(head_dim)`.
         scale: f32,
+        /// Rows listed per token in `picked` (the picks' row stride) when masked.
+        top_k: u32,
         /// Padding.
         _pad0: u32,
-        /// Padding.
-        _pad1: u32,
     }
 }
 
@@ -446,9 +446,9 @@ params! {
         pos0: u32,
         /// Tokens per compressed row.
         ratio: u32,
-        /// Compressed rows in the cache (the scores' and picks' row stride).
+        /// Compressed rows in the cache (the scores' row stride).
         n_comp: u32,
-        /// Rows a token keeps.
+        /// Rows a token keeps (the picks' row stride).
         top_k: u32,
         /// Factor on the head weights, `1 / sqrt(n_heads * head_dim)`.
         weight_scale: f32,

@@ -4,7 +4,7 @@
 //! ```text
 //! ds4_rope:        heads' last n_rot values rotated in place at their row's position (or back)
 //! ds4_index_score: indexer queries (T, heads * dim) x compressed keys (rows, dim) -> (T, rows)
-//! ds4_index_pick:  scores -> picks (T, rows): each token's top-k visible rows
+//! ds4_index_pick:  scores -> picks (T, top_k): each token's top-k visible rows, in row order
 //! ds4_attend:      q (T, heads * head_dim) over raw keys + compressed rows, with sinks
 //! ds4_qat:         keys' non-rotated values through FP8, indexer heads through Hadamard + FP4
 //! ```
@@ -236,10 +236,20 @@ pub struct AttendKeys<'a> {
     pub window: usize,
     /// The layer's compressed rows so far, when it has them.
     pub compressed: Option<CompressedRows<'a>>,
-    /// The indexer's picks (`(T, compressed rows)` u32, [`index_pick`]), when it picks.
-    pub picked: Option<&'a wgpu::Buffer>,
+    /// The indexer's picks ([`index_pick`]), when it picks.
+    pub picked: Option<Picks<'a>>,
     /// f32 `[heads]`: each head's sink logit.
     pub sinks: &'a wgpu::Buffer,
+}
+
+/// The indexer's picks: per token the `top_k` compressed rows it keeps, in row order (u32,
+/// `(T, top_k)`; `u32::MAX` after the last where a token sees fewer rows).
+#[derive(Debug, Clone, Copy)]
+pub struct Picks<'a> {
+    /// The lists, [`index_pick`]'s output.
+    pub buffer: &'a wgpu::Buffer,
+    /// Rows a token keeps.
+    pub top_k: usize,
 }
 
 /// Records `ds4_attend`: each query head of `q (T, heads * head_dim)` at positions `pos0..`
@@ -267,7 +277,9 @@ pub fn attend(
         && keys
             .compressed
             .is_none_or(|c| c.rows.cols == hd && c.ratio > 0 && c.n_rows <= c.rows.rows)
-        && (keys.picked.is_none() || keys.compressed.is_some())
+        && keys.picked.is_none_or(|p| {
+            keys.compressed.is_some() && p.buffer.size() >= (q.rows * p.top_k * 4) as u64
+        })
         && keys.sinks.size() >= (heads * 4) as u64;
     if !fits {
         return Err(shape(
@@ -276,7 +288,8 @@ pub fn attend(
                 "q ({}, {}), raw keys ({}, {hd}) with {} before the chunk, window {}, {n_comp} \
                  compressed rows at ratio {ratio}, output ({}, {}): expected whole heads of at \
                  most {DS4_MAX_HEAD_DIM}, a raw row per token after at least window - 1, \
-                 compressed rows of the heads' width and a sink per head",
+                 compressed rows of the heads' width, top-k picks per token where picked \
+                 and a sink per head",
                 q.rows, q.cols, keys.raw.rows, keys.raw_before, keys.window, out.rows, out.cols
             ),
         ));
@@ -292,12 +305,12 @@ pub fn attend(
         masked: u32::from(keys.picked.is_some()),
         n_comp: n_comp as u32,
         scale: 1.0 / (hd as f32).sqrt(),
+        top_k: keys.picked.map_or(0, |p| p.top_k) as u32,
         _pad0: 0,
-        _pad1: 0,
     });
     // Bindings a layer without compressed rows (or picks) never reads take the raw keys.
     let comp = keys.compressed.map_or(&keys.raw.buffer, |c| &c.rows.buffer);
-    let picked = keys.picked.unwrap_or(&keys.raw.buffer);
+    let picked: &wgpu::Buffer = keys.picked.map_or(&keys.raw.buffer, |p| p.buffer);
     rec.dispatch(
         &key,
         &[
@@ -328,10 +341,9 @@ pub struct IndexInputs<'a> {
     pub top_k: usize,
 }
 
-/// Records `ds4_index_score` then `ds4_index_pick`: into `picked` (`(T, keys.n_rows)` u32),
-/// 1 where a token keeps a compressed row (its `top_k` visible rows of highest
-/// `sum_h relu(q_h . k) w_h`, ties to the earlier row); `scores` (`(T, keys.n_rows)` f32) is
-/// scratch.
+/// Records `ds4_index_score` then `ds4_index_pick`: into `picked` ([`Picks`] of `top_k`),
+/// each token's `top_k` visible compressed rows of highest `sum_h relu(q_h . k) w_h`, ties to
+/// the earlier row; `scores` (`(T, keys.n_rows)` f32) is scratch.
 pub fn index_pick(
     rec: &mut Recorder<'_>,
     inputs: IndexInputs<'_>,
@@ -355,14 +367,14 @@ pub fn index_pick(
         || q.cols != heads * dim
         || weights.rows != q.rows
         || (scores.rows, scores.cols) != (q.rows, n_keys)
-        || picked.size() < (n * 4) as u64
+        || picked.size() < (q.rows * top_k * 4) as u64
     {
         return Err(shape(
             key,
             format!(
                 "q ({}, {}), weights ({}, {heads}), keys ({}, {dim}), scores ({}, {}), picks of \
                  {} bytes, ratio {ratio}: expected heads of the keys' width, a weight per head \
-                 and token, a score and a pick per token and key",
+                 and token, a score per token and key, top-k picks per token",
                 q.rows,
                 q.cols,
                 weights.rows,
@@ -401,7 +413,7 @@ pub fn index_pick(
             ("scores", scores.buffer.as_entire_binding()),
             ("picked", picked.as_entire_binding()),
         ],
-        Grid::Items(n),
+        Grid::Items(q.rows),
     )
 }
 

@@ -12,11 +12,11 @@
 //!   format are exact in f32. Hadamard + FP4: on integer heads of 64 and 256 values the
 //!   butterfly's sums and its factor (1/8, 1/16) are exact in f32 too, so every rounding sees
 //!   the reference's input.
-//! - ds4_index_pick: the picks exactly. Random values keep distinct rows' scores apart by far
-//!   more than f32 rounding (two within ~1e-6 of each other at the top-k boundary: a chance of
-//!   ~1e-5 a run), and repeated keys make exact ties, which must go to the earlier row. (Integer
-//!   data would not do: distinct rows then tie exactly in the reference's arithmetic, but not
-//!   after the GPU's f32 rounding of the head weights.)
+//! - ds4_index_score: f32 sums of relu(q . k) w over <= 8 heads of <= 128 products of
+//!   values <= 1: 1e-5 absolute (scores of magnitude ~1).
+//! - ds4_index_pick: the picks exactly, ranked on the kernel's own scores (read back), so f32
+//!   rounding cannot move a row across the k-th score; repeated keys make exact ties, which
+//!   must go to the earlier row.
 //! - ds4_attend: f32 scores and softmax over <= 160 keys of |q . k| <= ~3: 2e-6 absolute
 //!   (outputs of magnitude <= 1; the existing attention kernels' f32 budget is 1e-5).
 
@@ -26,7 +26,7 @@ use common::{rng, shared_ctx, uniform};
 use moetile_cpu::deepseek4::qat::{hadamard, round_fp4_blocks, round_fp8_blocks};
 use moetile_cpu::deepseek4::rope::Rope;
 use moetile_wgpu::deepseek4::{
-    self as ds4, AttendKeys, CompressedRows, IndexInputs, RopeAt, Rounding,
+    self as ds4, AttendKeys, CompressedRows, IndexInputs, Picks, RopeAt, Rounding,
 };
 use moetile_wgpu::{ActType, GpuMatrix, WgpuContext};
 use rand::Rng;
@@ -183,22 +183,32 @@ fn ds4_qat_rounds_like_the_reference() {
 }
 
 /// The indexer keeps each token's `top_k` visible rows of highest `sum_h relu(q_h . k) w_h`,
-/// ties to the earlier row: against the reference's rule (sort by score, then row; keep the
-/// first top_k) with repeated keys, tokens seeing fewer rows than top-k keeping them all.
+/// ties to the earlier row: the scores against the formula in f64, the lists of picked rows
+/// exactly against the reference's rule (sort by score, then row; keep the first top_k; list
+/// them in row order, `u32::MAX` after) on the kernel's own scores. Keys repeat in runs (`run` equal rows), so exact ties straddle the k-th score;
+/// tokens seeing fewer rows than top-k keep them all; up to 25K rows a token (the radix
+/// select's passes and the stretches of its final walk, several rows a thread).
 #[test]
 fn ds4_index_pick_keeps_the_top_k_ties_to_the_earlier_row() {
     let Some(ctx) = shared_ctx() else {
         return;
     };
     let mut rng = rng("ds4_index_pick_keeps_the_top_k_ties_to_the_earlier_row");
-    for (t, heads, dim, pos0, top_k) in [(6, 4, 32, 30, 3), (40, 8, 64, 0, 5), (1, 2, 128, 517, 8)]
-    {
+    // (T, heads, dim, pos0, top_k, run)
+    let cases = [
+        (6, 4, 32, 30, 3, 2),
+        (40, 8, 64, 0, 5, 4),
+        (1, 2, 128, 517, 8, 1),
+        (3, 2, 16, 8190, 512, 3),
+        (1, 4, 32, 100_000, 512, 64),
+        (2, 2, 16, 3000, 0, 1),
+    ];
+    for (t, heads, dim, pos0, top_k, run) in cases {
         let ratio = 4;
         let n_rows = (pos0 + t) / ratio;
         let q = uniform(&mut rng, t * heads * dim, 1.0);
         let mut keys = uniform(&mut rng, n_rows * dim, 1.0);
-        // Every fourth row repeats the one before: equal scores for every token.
-        for r in (3..n_rows).step_by(4) {
+        for r in (0..n_rows).filter(|r| r % run != 0) {
             keys.copy_within((r - 1) * dim..r * dim, r * dim);
         }
         let weights = uniform(&mut rng, t * heads, 1.0);
@@ -208,7 +218,7 @@ fn ds4_index_pick_keeps_the_top_k_ties_to_the_earlier_row() {
             matrix(ctx, t, heads, &weights),
         );
         let scores = poisoned(ctx, t, n_rows);
-        let picked = poisoned(ctx, t, n_rows);
+        let picked = poisoned(ctx, t, top_k.max(1));
         let inputs = IndexInputs {
             q: &gq,
             weights: &gw,
@@ -230,8 +240,10 @@ fn ds4_index_pick_keeps_the_top_k_ties_to_the_earlier_row() {
             .iter()
             .map(|v| v.to_bits())
             .collect();
+        let got_scores = ctx.read_matrix(&scores).unwrap();
         let weight_scale = 1.0 / ((heads * dim) as f64).sqrt();
         for tok in 0..t {
+            let label = format!("{t} tokens from {pos0}, top {top_k}: token {tok}");
             let visible = (pos0 + tok + 1) / ratio;
             let score = |b: usize| -> f64 {
                 (0..heads)
@@ -243,16 +255,22 @@ fn ds4_index_pick_keeps_the_top_k_ties_to_the_earlier_row() {
                     })
                     .sum()
             };
-            let s: Vec<f64> = (0..visible).map(score).collect();
+            let s = &got_scores[tok * n_rows..][..visible];
+            let want_scores: Vec<f64> = (0..visible).map(score).collect();
+            check(&format!("{label}: scores"), s, &want_scores, |_| 1e-5);
             let mut order: Vec<usize> = (0..visible).collect();
             order.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
             order.truncate(top_k);
-            let want: Vec<u32> = (0..n_rows).map(|b| u32::from(order.contains(&b))).collect();
-            assert_eq!(
-                got[tok * n_rows..(tok + 1) * n_rows],
-                want,
-                "token {tok} at {}: picks (scores {s:?})",
-                pos0 + tok
+            order.sort();
+            let mut want: Vec<u32> = order.iter().map(|&b| b as u32).collect();
+            want.resize(top_k, u32::MAX);
+            let got = &got[tok * top_k..(tok + 1) * top_k];
+            let wrong: Vec<usize> = (0..top_k).filter(|&i| got[i] != want[i]).collect();
+            assert!(
+                wrong.is_empty(),
+                "{label}: {} of {top_k} listed rows wrong, first at {:?}",
+                wrong.len(),
+                &wrong[..wrong.len().min(8)]
             );
         }
     }
@@ -288,14 +306,16 @@ fn ds4_attend_matches_the_softmax_with_sinks() {
         return;
     };
     let mut rng = rng("ds4_attend_matches_the_softmax_with_sinks");
-    // (T, heads, head_dim, pos0, window, compressed ratio (0: none), picks)
-    for (t, heads, hd, pos0, window, ratio, masked) in [
-        (6, 4, 32, 0, 4, 0, false),
-        (5, 2, 32, 40, 8, 4, true),
-        (3, 2, 64, 200, 100, 4, false),
-        (9, 3, 32, 250, 128, 128, false),
-        (2, 2, 512, 61, 32, 4, true),
+    // (T, heads, head_dim, pos0, window, compressed ratio (0: none), top-k picks (0: none))
+    for (t, heads, hd, pos0, window, ratio, top_k) in [
+        (6, 4, 32, 0, 4, 0, 0),
+        (5, 2, 32, 40, 8, 4, 6),
+        (3, 2, 64, 200, 100, 4, 0),
+        (9, 3, 32, 250, 128, 128, 0),
+        (2, 2, 512, 61, 32, 4, 5),
+        (4, 2, 32, 500, 16, 4, 100),
     ] {
+        let masked = top_k > 0;
         let before = window - 1;
         let q = uniform(&mut rng, t * heads * hd, 1.0);
         // Raw row r is position pos0 - before + r; rows before position 0 are never read.
@@ -303,8 +323,21 @@ fn ds4_attend_matches_the_softmax_with_sinks() {
         let n_comp = (pos0 + t).checked_div(ratio).unwrap_or(0);
         let comp = uniform(&mut rng, n_comp.max(1) * hd, 1.0);
         let sinks = uniform(&mut rng, heads, 2.0);
-        let picks: Vec<u32> = (0..t * n_comp.max(1))
-            .map(|_| u32::from(rng.random_bool(0.5)))
+        // Each token's list: a random subset of the rows it sees, in row order, u32::MAX after
+        // (tokens seeing fewer than top_k rows list them all).
+        let lists: Vec<Vec<u32>> = (0..t)
+            .map(|tok| {
+                let visible = (pos0 + tok + 1).checked_div(ratio).unwrap_or(0);
+                let mut rows: Vec<u32> = (0..visible as u32).collect();
+                while rows.len() > top_k {
+                    rows.remove(rng.random_range(0..rows.len()));
+                }
+                rows
+            })
+            .collect();
+        let picks: Vec<u32> = lists
+            .iter()
+            .flat_map(|rows| (0..top_k.max(1)).map(|i| rows.get(i).copied().unwrap_or(u32::MAX)))
             .collect();
         let (gq, graw, gcomp) = (
             matrix(ctx, t, heads * hd, &q),
@@ -313,7 +346,7 @@ fn ds4_attend_matches_the_softmax_with_sinks() {
         );
         let gsinks = matrix(ctx, 1, heads, &sinks);
         let picks_f32: Vec<f32> = picks.iter().map(|&p| f32::from_bits(p)).collect();
-        let gpicks = matrix(ctx, t, n_comp.max(1), &picks_f32);
+        let gpicks = matrix(ctx, t, top_k.max(1), &picks_f32);
         let out = poisoned(ctx, t, heads * hd);
         let keys = AttendKeys {
             raw: &graw,
@@ -324,7 +357,10 @@ fn ds4_attend_matches_the_softmax_with_sinks() {
                 n_rows: n_comp,
                 ratio,
             }),
-            picked: masked.then_some(gpicks.buffer()),
+            picked: masked.then_some(Picks {
+                buffer: gpicks.buffer(),
+                top_k,
+            }),
             sinks: gsinks.buffer(),
         };
         ctx.record("ds4_attend", |rec| ds4::attend(rec, &gq, pos0, keys, &out))
@@ -340,7 +376,7 @@ fn ds4_attend_matches_the_softmax_with_sinks() {
             let visible = (pos + 1).checked_div(ratio).unwrap_or(0);
             keys.extend(
                 (0..visible)
-                    .filter(|&b| !masked || picks[tok * n_comp + b] == 1)
+                    .filter(|&b| !masked || lists[tok].contains(&(b as u32)))
                     .map(|b| &comp[b * hd..][..hd]),
             );
             for h in 0..heads {

@@ -28,8 +28,8 @@ pub enum Deepseek4Step {
     Attend,
     /// The indexer's score of every (token, compressed row), one thread each.
     IndexScore,
-    /// The indexer's top-k: per (token, row) its rank among the token's visible rows, one
-    /// thread each.
+    /// The indexer's top-k: a radix select of the k-th score, then the rows above it and
+    /// the earliest equal to it, one workgroup per token.
     IndexPick,
     /// The low-precision simulation (FP8 keys; Hadamard then FP4 indexer heads), in place,
     /// one workgroup per head.
@@ -132,11 +132,11 @@ impl Family for Deepseek4Step {
         }
     }
 
-    /// A (token, head) per `ds4_attend` workgroup, a head per `ds4_qat` workgroup, an item per
-    /// thread elsewhere.
+    /// A (token, head) per `ds4_attend` workgroup, a head per `ds4_qat` workgroup, a token per
+    /// `ds4_index_pick` workgroup, an item per thread elsewhere.
     fn items_per_workgroup(&self) -> Option<u32> {
         Some(match self {
-            Deepseek4Step::Attend | Deepseek4Step::Qat => 1,
+            Deepseek4Step::Attend | Deepseek4Step::Qat | Deepseek4Step::IndexPick => 1,
             _ => WG_SIZE,
         })
     }

@@ -26,7 +26,8 @@ use super::{WgpuBackend, shape};
 use crate::attention::KvCache;
 use crate::buffers::GpuMatrix;
 use crate::deepseek4::{
-    self as kernels, AttendKeys, CompressedRows, CompressorCache, IndexInputs, RopeAt, Rounding,
+    self as kernels, AttendKeys, CompressedRows, CompressorCache, IndexInputs, Picks, RopeAt,
+    Rounding,
 };
 use crate::layout::ExpertTensor;
 use crate::ops;
@@ -277,7 +278,7 @@ impl WgpuBackend {
                     self.round(&q_index, index_dim, index_rounding)?;
                     let weights = self.matmul(x, &indexer.proj)?;
                     let scores = self.output(t, index.n_rows, "indexer scores")?;
-                    let picks = self.output(t, index.n_rows, "indexer picks")?;
+                    let picks = self.output(t, top_k, "indexer picks")?;
                     let inputs = IndexInputs {
                         q: &q_index,
                         weights: &weights,
@@ -307,7 +308,10 @@ impl WgpuBackend {
                 n_rows: c.n_rows,
                 ratio: c.ratio,
             }),
-            picked: picked.as_ref().map(|p| &*p.buffer),
+            picked: picked.as_ref().map(|p| Picks {
+                buffer: &p.buffer,
+                top_k,
+            }),
             sinks: ops::vector("deepseek4 sinks", &w.sinks)?,
         };
         self.record("ds4_attend", |rec| {
