@@ -98,6 +98,17 @@ pub enum Event {
 const MESSAGE_ENDS: [&str; 4] = ["<|end|>", "<|return|>", "<|call|>", "<|start|>"];
 const MESSAGE: &str = "<|message|>";
 const CHANNEL: &str = "<|channel|>";
+/// Every tag of harmony's: none is ever part of a message's text, even where a model writes
+/// one out of place.
+const TAGS: [&str; 7] = [
+    MESSAGE_ENDS[0],
+    MESSAGE_ENDS[1],
+    MESSAGE_ENDS[2],
+    MESSAGE_ENDS[3],
+    MESSAGE,
+    CHANNEL,
+    "<|constrain|>",
+];
 
 /// Splits a harmony answer into messages; see the [module docs](self).
 #[derive(Debug, Default)]
@@ -132,35 +143,44 @@ impl ChannelParser {
                 self.seen_message = true;
                 continue;
             }
-            let end = MESSAGE_ENDS
+            let tag = TAGS
                 .iter()
-                .filter_map(|tag| self.pending.find(tag).map(|at| (at, tag.len())))
+                .filter_map(|&tag| self.pending.find(tag).map(|at| (at, tag)))
                 .min();
-            let (text_len, consumed) = match end {
-                Some((at, len)) => (at, at + len),
-                None => {
-                    let keep = partial_tag_len(&self.pending);
-                    let len = self.pending.len() - keep;
-                    (len, len)
+            let Some((at, tag)) = tag else {
+                let len = self.pending.len() - partial_tag_len(&self.pending);
+                if len > 0 {
+                    out.push(Event::Text(self.pending[..len].to_owned()));
                 }
-            };
-            if text_len > 0 {
-                out.push(Event::Text(self.pending[..text_len].to_owned()));
-            }
-            self.pending.drain(..consumed);
-            if end.is_none() {
+                self.pending.drain(..len);
                 return out;
+            };
+            if at > 0 {
+                out.push(Event::Text(self.pending[..at].to_owned()));
             }
-            out.push(Event::End);
-            self.in_message = false;
+            // A header's `<|channel|>` ends the message without `<|end|><|start|>` (a model
+            // skipping them) and stays, to begin the next header; a stray `<|message|>` or
+            // `<|constrain|>` is dropped.
+            let ends = MESSAGE_ENDS.contains(&tag) || tag == CHANNEL;
+            let consumed = if tag == CHANNEL { at } else { at + tag.len() };
+            self.pending.drain(..consumed);
+            if ends {
+                out.push(Event::End);
+                self.in_message = false;
+            }
         }
     }
 
     /// Ends the answer: text held as a possible tag is the open message's after all; an
     /// unfinished header is dropped, unless no message ever began (a model not writing
-    /// harmony), in which case all its text is a final message.
+    /// harmony), in which case all its text, without tags, is a final message.
     pub fn finish(&mut self) -> Vec<Event> {
-        let text = std::mem::take(&mut self.pending);
+        let mut text = std::mem::take(&mut self.pending);
+        if !self.in_message {
+            for tag in TAGS {
+                text = text.replace(tag, "");
+            }
+        }
         let mut out = Vec::new();
         if !self.in_message {
             if self.seen_message || text.is_empty() {
@@ -202,11 +222,10 @@ fn parse_header(header: &str) -> Header {
     Header { channel, recipient }
 }
 
-/// Length of the longest end of `text` that begins a message-ending tag without completing
-/// it: text to hold until the next piece tells.
+/// Length of the longest end of `text` that begins a tag without completing it: text to hold
+/// until the next piece tells.
 fn partial_tag_len(text: &str) -> usize {
-    MESSAGE_ENDS
-        .iter()
+    TAGS.iter()
         .flat_map(|tag| (1..tag.len()).rev().map(move |n| &tag[..n]))
         .filter(|prefix| text.ends_with(prefix))
         .map(str::len)
@@ -353,5 +372,23 @@ mod tests {
             )]
         );
         assert!(parse(&[]).is_empty());
+    }
+
+    /// A tag out of place never reaches the text: a `<|channel|>` in a message's text begins
+    /// the next message's header, other stray tags are dropped, and so are those in text that
+    /// never opened a message.
+    #[test]
+    fn tags_out_of_place_are_not_text() {
+        assert_eq!(
+            parse(&["<|message|>a<|constrain|>b<|message|>c<|channel|>final<|message|>d"]),
+            [
+                (header(Channel::Final, None), "abc".into(), true),
+                (header(Channel::Final, None), "d".into(), false),
+            ]
+        );
+        assert_eq!(
+            parse(&["no <|start|>har<|channel|>mony<|end|>"]),
+            [(header(Channel::Final, None), "no harmony".into(), false)]
+        );
     }
 }
