@@ -155,7 +155,9 @@ impl ChatTemplate {
             .iter()
             .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
             .collect();
-        self.render_values(Value::from(messages), None, add_generation_prompt)
+        let mut context = self.variables.clone();
+        context.insert("messages".to_owned(), Value::from(messages));
+        self.render_context(context, add_generation_prompt)
     }
 
     /// Renders messages in OpenAI's JSON shape, each an object with `role` and `content` and,
@@ -168,11 +170,37 @@ impl ChatTemplate {
         tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
     ) -> Result<String> {
-        self.render_values(
+        self.render_json_with(messages, tools, &[], add_generation_prompt)
+    }
+
+    /// [`render_json`](Self::render_json) with `variables` set for this rendering only, over
+    /// those of [`set_variable`](Self::set_variable): what a server's request chooses, such as
+    /// gpt-oss's `reasoning_effort`, without changing the template other requests share.
+    pub fn render_json_with(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&[serde_json::Value]>,
+        variables: &[(&str, serde_json::Value)],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let mut context = self.variables.clone();
+        for (name, value) in variables {
+            context.insert(
+                (*name).to_owned(),
+                Value::from(minijinja::value::Serde(value)),
+            );
+        }
+        context.insert(
+            "messages".to_owned(),
             Value::from(minijinja::value::Serde(messages)),
-            tools.map(|tools| Value::from(minijinja::value::Serde(tools))),
-            add_generation_prompt,
-        )
+        );
+        if let Some(tools) = tools {
+            context.insert(
+                "tools".to_owned(),
+                Value::from(minijinja::value::Serde(tools)),
+            );
+        }
+        self.render_context(context, add_generation_prompt)
     }
 
     /// Whether the template reads a `tools` variable (Qwen, Hermes, Llama 3.1 and others
@@ -181,17 +209,12 @@ impl ChatTemplate {
         self.source.contains("tools")
     }
 
-    fn render_values(
+    /// Renders against `context` (variables, messages, tools).
+    fn render_context(
         &self,
-        messages: Value,
-        tools: Option<Value>,
+        mut context: BTreeMap<String, Value>,
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let mut context = self.variables.clone();
-        context.insert("messages".to_owned(), messages);
-        if let Some(tools) = tools {
-            context.insert("tools".to_owned(), tools);
-        }
         context.insert(
             "add_generation_prompt".to_owned(),
             Value::from(add_generation_prompt),
@@ -486,6 +509,27 @@ mod tests {
             prompt.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"),
             "{prompt:?}"
         );
+    }
+
+    /// A variable given for one rendering wins over the template's own and does not stay.
+    #[test]
+    fn variables_of_one_rendering_do_not_stay() {
+        let mut template =
+            ChatTemplate::new("{{ reasoning_effort | default('medium') }}", "", "").unwrap();
+        let effort = |t: &ChatTemplate, vars: &[(&str, serde_json::Value)]| {
+            t.render_json_with(&[], None, vars, false).unwrap()
+        };
+        assert_eq!(effort(&template, &[]), "medium");
+        assert_eq!(
+            effort(&template, &[("reasoning_effort", "high".into())]),
+            "high"
+        );
+        template.set_variable("reasoning_effort", "low");
+        assert_eq!(
+            effort(&template, &[("reasoning_effort", "high".into())]),
+            "high"
+        );
+        assert_eq!(effort(&template, &[]), "low");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Shared helpers of moetile's tests (the cross-crate ones in `tests/tests/` and those of the
-//! backends and examples): fixture paths, golden logit files, test seeds, a tiny synthetic model,
+//! backends and examples): fixture paths, golden logit files, test seeds, tiny synthetic models,
 //! greedy generations decoded alone and together, a fixture model's prompt logits and greedy
 //! generation (`whole_model`), and the rule for a missing GPU.
 //!
@@ -78,6 +78,63 @@ pub fn tiny_model(seed: u64) -> Vec<u8> {
 pub fn tiny_qwen35moe(seed: u64) -> Vec<u8> {
     let preset = Preset::by_name("tiny-qwen35moe").expect("the tiny-qwen35moe preset exists");
     synthesize(preset, seed)
+}
+
+/// Harmony's tags, which gpt-oss vocabularies hold as control tokens.
+const HARMONY_TAGS: [&str; 7] = [
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|channel|>",
+    "<|constrain|>",
+    "<|return|>",
+    "<|call|>",
+];
+
+/// The tiny random-weight gpt-oss of `seed` as GGUF bytes, with a gpt-oss file's text side:
+/// the `tiny-gptoss` preset with 2 layers, Q8_0 weights, its vocabulary grown by harmony's
+/// tags as control tokens (the synthetic vocabulary has none) and gpt-oss's chat template
+/// (`fixtures/chat/gpt-oss.jinja`), so the model is served and chatted with as gpt-oss is.
+///
+/// # Panics
+/// If synthesis fails (a bug in `moetile::synth`) or the template fixture is missing.
+pub fn tiny_gptoss_harmony(seed: u64) -> Vec<u8> {
+    use moetile::gguf::{Array, GgufFile, Value};
+    let tiny = Preset::by_name("tiny-gptoss")
+        .and_then(|p| p.with_layers(2))
+        .expect("the tiny-gptoss preset takes 2 layers");
+    let n_real = tiny.n_vocab;
+    let preset = Preset {
+        n_vocab: n_real + HARMONY_TAGS.len(),
+        ..tiny
+    };
+    let file = GgufFile::from_bytes(synthesize(preset, seed)).expect("a synthetic GGUF");
+    let template = std::fs::read_to_string(fixtures().join("chat/gpt-oss.jinja"))
+        .expect("fixtures/chat/gpt-oss.jinja");
+    let control = moetile::tokenizer::TokenType::Control.code();
+    rewrite::rewrite_to_bytes(
+        &file,
+        |key, value| {
+            Some(match key {
+                "tokenizer.ggml.tokens" => {
+                    let mut tokens = value.as_str_array().expect("token texts").to_vec();
+                    tokens.truncate(n_real);
+                    tokens.extend(HARMONY_TAGS.map(String::from));
+                    Value::Array(Array::String(tokens))
+                }
+                "tokenizer.ggml.token_type" => {
+                    let mut types = value.as_i32_array().expect("token types").to_vec();
+                    types.truncate(n_real);
+                    types.extend([control; HARMONY_TAGS.len()]);
+                    Value::Array(Array::I32(types))
+                }
+                "tokenizer.chat_template" => Value::String(template.clone()),
+                _ => value.clone(),
+            })
+        },
+        &[],
+        |_| {},
+    )
 }
 
 fn synthesize(preset: Preset, seed: u64) -> Vec<u8> {

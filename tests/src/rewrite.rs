@@ -53,6 +53,19 @@ pub fn rewrite_adding(
     added: &[(&str, Value)],
     edit: impl FnOnce(&mut Vec<Tensor>),
 ) -> GgufFile {
+    GgufFile::from_bytes(rewrite_to_bytes(src, meta, added, edit)).unwrap()
+}
+
+/// [`rewrite_adding`], as the bytes of the file (to write where a command reads it).
+///
+/// # Panics
+/// When a key or tensor cannot be written.
+pub fn rewrite_to_bytes(
+    src: &GgufFile,
+    meta: impl Fn(&str, &Value) -> Option<Value>,
+    added: &[(&str, Value)],
+    edit: impl FnOnce(&mut Vec<Tensor>),
+) -> Vec<u8> {
     let mut w = GgufWriter::new();
     for (key, value) in src.metadata() {
         if let Some(v) = meta(key, value) {
@@ -77,5 +90,5 @@ pub fn rewrite_adding(
         w.add_tensor(t.name.clone(), t.ty, &t.dims).unwrap();
     }
     let data: Vec<&[u8]> = tensors.iter().map(|t| t.bytes.as_slice()).collect();
-    GgufFile::from_bytes(w.to_bytes(&data).unwrap()).unwrap()
+    w.to_bytes(&data).unwrap()
 }

@@ -4,7 +4,8 @@
 //! `fixtures/chat/harmony/` (written once by `fixtures/chat/render_harmony.py`; README.md
 //! there). The cases cover a multi-turn chat with and without the generation prompt, the
 //! reasoning effort, the assistant's last turn, function tools with a call and its result,
-//! built-in tools with a model identity, and the conversations the template refuses.
+//! built-in tools with a model identity, and the conversations the template refuses. The tiny
+//! gpt-oss that `moetile serve`'s tests use carries this template and harmony's tags.
 
 use std::path::PathBuf;
 
@@ -67,4 +68,34 @@ fn harmony_template_renders_as_jinja2_does() {
             );
         }
     }
+}
+
+/// The tiny gpt-oss of the server's tests has gpt-oss's text side, so the server stops as it
+/// must on gpt-oss: `<|return|>` and `<|call|>` end the turn and so generation, `<|end|>`
+/// (which only ends a message) does not, and the header tags are written out as text for
+/// `moetile::harmony` to read.
+#[test]
+fn tiny_gptoss_ends_turns_at_return_and_call_only() {
+    use moetile::generate::StopConditions;
+    use moetile::gguf::GgufFile;
+    use moetile::tokenizer::Tokenizer;
+
+    let file = GgufFile::from_bytes(moetile_tests::tiny_gptoss_harmony(1)).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    assert!(moetile::harmony::writes_harmony(&tokenizer));
+    let id = |text: &str| tokenizer.token_id(text).unwrap();
+    let ends = StopConditions::new(16, &tokenizer).end_tokens;
+    assert!(ends.contains(&id("<|return|>")) && ends.contains(&id("<|call|>")));
+    assert!(!ends.contains(&id("<|end|>")));
+    let header = [
+        "<|start|>",
+        "<|channel|>",
+        "<|message|>",
+        "<|constrain|>",
+        "<|end|>",
+    ];
+    let ids: Vec<u32> = header.iter().map(|t| id(t)).collect();
+    assert_eq!(tokenizer.decode(&ids), header.concat());
+    let template = file.get_str("tokenizer.chat_template").unwrap();
+    assert_eq!(template, read(fixtures().join("chat/gpt-oss.jinja")));
 }

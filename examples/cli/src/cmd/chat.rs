@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use moetile::chat::{ChatMessage, ChatTemplate};
 use moetile::generate::{Generator, StopReason};
-use moetile::harmony::{self, Channel, ChannelParser};
+use moetile::harmony::{self, Channel, ChannelParser, Event};
 use moetile::model::Backend;
 use moetile::session::Session;
 use moetile::tokenizer::Tokenizer;
@@ -199,6 +199,8 @@ impl BackendTask for Task<'_> {
 /// answer is split by channel: the final channel is the answer, the rest is reasoning.
 struct Answer {
     channels: Option<ChannelParser>,
+    /// The channel of the harmony message being read.
+    channel: Channel,
     show_reasoning: bool,
     /// Whether reasoning was the last thing shown (a line break parts it from the answer).
     in_reasoning: bool,
@@ -210,6 +212,7 @@ impl Answer {
     fn new(tokenizer: &Tokenizer, show_reasoning: bool) -> Self {
         Answer {
             channels: harmony::writes_harmony(tokenizer).then(ChannelParser::new),
+            channel: Channel::Final,
             show_reasoning,
             in_reasoning: false,
             text: String::new(),
@@ -219,20 +222,25 @@ impl Answer {
     /// Shows `piece` of the answer; `last` when generation has stopped.
     fn push(&mut self, piece: &str, last: bool) -> Result<()> {
         let Some(parser) = &mut self.channels else {
-            return self.show(&Channel::Final, piece);
+            return self.show(piece);
         };
-        let mut parts = parser.push(piece);
+        let mut events = parser.push(piece);
         if last {
-            parts.extend(parser.finish());
+            events.extend(parser.finish());
         }
-        for (channel, text) in parts {
-            self.show(&channel, &text)?;
+        for event in events {
+            match event {
+                Event::Start(header) => self.channel = header.channel,
+                Event::Text(text) => self.show(&text)?,
+                Event::End => {}
+            }
         }
         Ok(())
     }
 
-    fn show(&mut self, channel: &Channel, text: &str) -> Result<()> {
-        if *channel == Channel::Final {
+    /// Shows `text` of the current channel.
+    fn show(&mut self, text: &str) -> Result<()> {
+        if self.channel == Channel::Final {
             if std::mem::take(&mut self.in_reasoning) {
                 eprintln!();
             }

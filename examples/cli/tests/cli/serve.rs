@@ -1,7 +1,8 @@
 //! `moetile serve`: a server on a port the system picks (`--port 0`), running the tiny model on
 //! the CPU reference, driven over loopback with a plain HTTP client (and, in `openai.rs`, with
-//! a third-party OpenAI client). Every wait is bounded.
+//! a third-party OpenAI client; in `harmony.rs`, a tiny gpt-oss). Every wait is bounded.
 
+mod harmony;
 mod openai;
 
 use std::io::{BufRead, BufReader, Read};

@@ -2,7 +2,8 @@
 //! stream chunks written back, and errors as `{"error": {"message", "type", "param", "code"}}`.
 //! Fields OpenAI documents that we do not act on are ignored, except those whose absence would
 //! change the answer silently (`n` > 1, `logprobs`...), which are refused. Tools are offered to
-//! the model through its chat template, when the template takes them.
+//! the model through its chat template, when the template takes them; a gpt-oss (harmony)
+//! model's reasoning comes back as `reasoning_content` (`answer.rs`).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +13,7 @@ use moetile::tokenizer::Tokenizer;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::answer::{AnswerFormat, Delta};
 use super::scheduler::{Event, Finish, Job, Usage};
 use super::tools::ToolCall;
 
@@ -101,12 +103,14 @@ pub struct Limits {
     pub n_vocab: usize,
 }
 
-/// The text side of the model: its tokenizer and chat template.
+/// The text side of the model: its tokenizer, chat template and answers' format.
 pub struct Prompter {
     /// The model's tokenizer.
     pub tokenizer: std::sync::Arc<Tokenizer>,
     /// The model's chat template (ChatML when it has none).
     pub template: ChatTemplate,
+    /// How the model writes its chat answers.
+    pub format: AnswerFormat,
 }
 
 /// The two generating endpoints.
@@ -135,6 +139,8 @@ struct Options {
     presence_penalty: Option<f32>,
     tools: Option<Vec<Value>>,
     tool_choice: Option<Value>,
+    /// `low`, `medium` or `high`: the chat template's `reasoning_effort` (gpt-oss reads it).
+    reasoning_effort: Option<String>,
     /// Refused unless off: a bool (chat) or a count (completions).
     logprobs: Option<Value>,
     top_logprobs: Option<usize>,
@@ -178,6 +184,8 @@ struct Message {
     /// A tool result's call.
     tool_call_id: Option<String>,
     name: Option<String>,
+    /// An assistant turn's reasoning, as this server returns it.
+    reasoning_content: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +231,8 @@ pub struct Request {
     pub include_usage: bool,
     /// Whether the model was offered tools: its answer is read for calls.
     pub tools: bool,
+    /// How the answer is read: a completion's text is plain whatever the model.
+    pub format: AnswerFormat,
 }
 
 impl Request {
@@ -248,9 +258,10 @@ impl Endpoint {
         prompter: &Prompter,
         limits: &Limits,
     ) -> Result<Request, ApiError> {
-        let (prompt, options, tools) = match self {
+        let (prompt, options, tools, format) = match self {
             Endpoint::Chat => {
                 let mut body: ChatBody = from_json(body)?;
+                let format = prompter.format;
                 let messages = body
                     .messages
                     .into_iter()
@@ -264,9 +275,15 @@ impl Endpoint {
                     ));
                 }
                 let tools = body.options.offered_tools(&prompter.template)?;
+                let effort = reasoning_effort(body.options.reasoning_effort.as_deref())?;
                 let text = prompter
                     .template
-                    .render_json(&messages, tools.as_deref(), true)
+                    .render_json_with(
+                        &format.template_messages(messages),
+                        tools.as_deref(),
+                        &format.template_variables(effort),
+                        true,
+                    )
                     .map_err(|e| {
                         ApiError::invalid(
                             format!("the model's chat template refused the messages: {e}"),
@@ -275,7 +292,7 @@ impl Endpoint {
                         )
                     })?;
                 let tokens = prompter.tokenizer.encode(&text, true, true);
-                (tokens, body.options, tools.is_some())
+                (tokens, body.options, tools.is_some(), format)
             }
             Endpoint::Completion => {
                 let body: CompletionBody = from_json(body)?;
@@ -315,10 +332,10 @@ impl Endpoint {
                         ids
                     }
                 };
-                (prompt, body.options, false)
+                (prompt, body.options, false, AnswerFormat::Plain)
             }
         };
-        options.check(prompt, limits, tools)
+        options.check(prompt, limits, tools, format)
     }
 
     fn object(self, chunk: bool) -> &'static str {
@@ -337,26 +354,31 @@ impl Endpoint {
     }
 
     /// The one choice of a response (`chunk`: of a stream chunk, whose text is a delta).
-    fn choice(self, text: &str, finish: Option<Finish>, chunk: bool) -> Value {
+    /// Reasoning goes in `reasoning_content` (as llama.cpp's server sends it), only when
+    /// there is some; a completion has none.
+    fn choice(self, text: &Delta, finish: Option<Finish>, chunk: bool) -> Value {
         let finish = finish.map(Finish::name);
         match (self, chunk) {
-            (Endpoint::Chat, false) => json!({
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": null,
-                "finish_reason": finish,
-            }),
+            (Endpoint::Chat, false) => {
+                let mut message = json!({"role": "assistant", "content": text.content});
+                if !text.reasoning.is_empty() {
+                    message["reasoning_content"] = text.reasoning.as_str().into();
+                }
+                json!({"index": 0, "message": message, "logprobs": null, "finish_reason": finish})
+            }
             (Endpoint::Chat, true) => {
-                let delta = if text.is_empty() {
-                    json!({})
-                } else {
-                    json!({"content": text})
-                };
+                let mut delta = json!({});
+                if !text.reasoning.is_empty() {
+                    delta["reasoning_content"] = text.reasoning.as_str().into();
+                }
+                if !text.content.is_empty() {
+                    delta["content"] = text.content.as_str().into();
+                }
                 json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
             }
             (Endpoint::Completion, _) => json!({
                 "index": 0,
-                "text": text,
+                "text": text.content,
                 "logprobs": null,
                 "finish_reason": finish,
             }),
@@ -377,7 +399,7 @@ fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 }
 
 /// A chat message as the template takes it: text parts joined (no content reads as empty),
-/// `developer` read as `system`, the tool fields kept.
+/// `developer` read as `system`, the tool fields and `reasoning_content` kept.
 fn chat_message(message: Message) -> Result<Value, ApiError> {
     let content = match message.content {
         None => String::new(),
@@ -415,7 +437,26 @@ fn chat_message(message: Message) -> Result<Value, ApiError> {
     if let Some(name) = message.name {
         object["name"] = Value::from(name);
     }
+    if let Some(reasoning) = message.reasoning_content {
+        object["reasoning_content"] = Value::from(reasoning);
+    }
     Ok(object)
+}
+
+/// The efforts gpt-oss's template knows (OpenAI's `reasoning_effort` values for it).
+const REASONING_EFFORTS: [&str; 3] = ["low", "medium", "high"];
+
+/// A request's `reasoning_effort`, checked whatever the template: a value gpt-oss does not
+/// know would otherwise reach its system prompt as it is.
+fn reasoning_effort(effort: Option<&str>) -> Result<Option<&str>, ApiError> {
+    match effort {
+        Some(effort) if !REASONING_EFFORTS.contains(&effort) => Err(ApiError::invalid(
+            format!("reasoning_effort = {effort:?}: give one of low, medium, high"),
+            Some("reasoning_effort"),
+            Some("invalid_value"),
+        )),
+        effort => Ok(effort),
+    }
 }
 
 impl Options {
@@ -442,8 +483,15 @@ impl Options {
         }
     }
 
-    /// The checked request for `prompt`; `tools`: whether the model was offered tools.
-    fn check(self, prompt: Vec<u32>, limits: &Limits, tools: bool) -> Result<Request, ApiError> {
+    /// The checked request for `prompt`; `tools`: whether the model was offered tools;
+    /// `format`: how the answer is read.
+    fn check(
+        self,
+        prompt: Vec<u32>,
+        limits: &Limits,
+        tools: bool,
+        format: AnswerFormat,
+    ) -> Result<Request, ApiError> {
         if let Some(model) = self.model.filter(|m| *m != limits.model_id) {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -561,6 +609,7 @@ impl Options {
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
             tools,
+            format,
         })
     }
 }
@@ -605,11 +654,17 @@ impl Reply {
     }
 
     /// The whole answer.
-    pub fn complete(&self, text: &str, calls: &[ToolCall], finish: Finish, usage: &Usage) -> Value {
+    pub fn complete(
+        &self,
+        text: &Delta,
+        calls: &[ToolCall],
+        finish: Finish,
+        usage: &Usage,
+    ) -> Value {
         let mut choice = self.endpoint.choice(text, Some(finish), false);
         if !calls.is_empty() {
             let message = &mut choice["message"];
-            if text.is_empty() {
+            if text.content.is_empty() {
                 message["content"] = Value::Null;
             }
             message["tool_calls"] = self.tool_calls(calls, false);
@@ -635,7 +690,7 @@ impl Reply {
     }
 
     /// A chunk of `text`, or the closing one with `finish`.
-    pub fn chunk(&self, text: &str, finish: Option<Finish>) -> Value {
+    pub fn chunk(&self, text: &Delta, finish: Option<Finish>) -> Value {
         self.object(true, vec![self.endpoint.choice(text, finish, true)])
     }
 
@@ -701,7 +756,7 @@ mod tests {
             cached_tokens: 2,
             completion_tokens: 3,
         };
-        let v = reply.complete("", &calls, Finish::ToolCalls, &usage);
+        let v = reply.complete(&Delta::default(), &calls, Finish::ToolCalls, &usage);
         let choice = &v["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls");
         assert_eq!(choice["message"]["content"], Value::Null);
@@ -738,10 +793,59 @@ mod tests {
             Some("now")
         );
         // Without calls the message is plain text.
-        let v = reply.complete("hi", &[], Finish::Stop, &usage);
+        let v = reply.complete(&Delta::content("hi".into()), &[], Finish::Stop, &usage);
         assert_eq!(
             v["choices"][0]["message"],
             json!({"role": "assistant", "content": "hi"})
         );
+    }
+
+    /// Reasoning goes in `reasoning_content` beside the content, whole and streamed, where a
+    /// third-party client finds it; a chunk carries only the fields it has text for.
+    #[test]
+    fn reasoning_goes_in_reasoning_content() {
+        let reply = Reply::new(Endpoint::Chat, 3, "tiny");
+        let usage = Usage {
+            prompt_tokens: 5,
+            cached_tokens: 0,
+            completion_tokens: 3,
+        };
+        let text = Delta {
+            reasoning: "Easy.".into(),
+            content: "4".into(),
+        };
+        let v = reply.complete(&text, &[], Finish::Stop, &usage);
+        assert_eq!(
+            v["choices"][0]["message"],
+            json!({"role": "assistant", "content": "4", "reasoning_content": "Easy."})
+        );
+        let reasoning_only = Delta {
+            reasoning: "Hm".into(),
+            content: String::new(),
+        };
+        let chunk = reply.chunk(&reasoning_only, None);
+        assert_eq!(
+            chunk["choices"][0]["delta"],
+            json!({"reasoning_content": "Hm"})
+        );
+        assert_eq!(
+            reply.chunk(&Delta::default(), Some(Finish::Stop))["choices"][0]["delta"],
+            json!({})
+        );
+        // A completion's text is the content.
+        let completion = Reply::new(Endpoint::Completion, 4, "tiny");
+        let v = completion.complete(&text, &[], Finish::Stop, &usage);
+        assert_eq!(v["choices"][0]["text"], "4");
+    }
+
+    #[test]
+    fn reasoning_effort_takes_gpt_oss_levels() {
+        for effort in REASONING_EFFORTS {
+            assert_eq!(reasoning_effort(Some(effort)).unwrap(), Some(effort));
+        }
+        assert_eq!(reasoning_effort(None).unwrap(), None);
+        let refused = reasoning_effort(Some("max")).unwrap_err().body();
+        assert_eq!(refused["error"]["param"], "reasoning_effort");
+        assert_eq!(refused["error"]["code"], "invalid_value");
     }
 }

@@ -23,10 +23,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use super::answer::{AnswerText, Delta};
 use super::api::{ApiError, Endpoint, Limits, Prompter, Reply};
 use super::metrics::Metrics;
 use super::scheduler::{Event, Job};
-use super::tools::AnswerText;
 
 /// What the handlers share.
 pub struct AppState {
@@ -177,7 +177,7 @@ async fn generate(
             &state.limits.model_id,
         );
         let (stream, include_usage) = (request.stream, request.include_usage);
-        let text = AnswerText::new(request.tools);
+        let text = AnswerText::new(request.format, request.tools);
         let (events, receiver) = unbounded_channel();
         state.submit(request.job(events))?;
         Ok(if stream {
@@ -195,13 +195,13 @@ async fn collect(
     mut events: UnboundedReceiver<Event>,
     mut answer: AnswerText,
 ) -> Result<Value, ApiError> {
-    let mut text = String::new();
+    let mut text = Delta::default();
     while let Some(event) = events.recv().await {
         match event {
-            Event::Text(piece) => text.push_str(&answer.push(piece)),
+            Event::Text(piece) => text.push(answer.push(piece)),
             Event::Done { finish, usage } => {
                 let (rest, calls, finish) = answer.finish(finish);
-                text.push_str(&rest);
+                text.push(rest);
                 return Ok(reply.complete(&text, &calls, finish, &usage));
             }
             Event::Failed(message) => return Err(ApiError::server(message)),
@@ -210,9 +210,9 @@ async fn collect(
     Err(ApiError::server("the scheduler dropped the request"))
 }
 
-/// The answer as server-sent events: a chunk per piece of text, one of the tool calls (if the
-/// answer made some), the closing chunk with its `finish_reason`, the usage chunk if asked
-/// for, then `[DONE]`. A failure mid-stream is sent
+/// The answer as server-sent events: a chunk per piece of text (content or reasoning), one of
+/// the tool calls (if the answer made some), the closing chunk with its `finish_reason`, the
+/// usage chunk if asked for, then `[DONE]`. A failure mid-stream is sent
 /// as an `{"error": ...}` event. Dropping the stream (the client left) drops `events`, which
 /// the scheduler notices.
 fn sse(
@@ -241,7 +241,7 @@ fn sse(
                 if !calls.is_empty() {
                     chunks.push(reply.tool_calls_chunk(&calls));
                 }
-                chunks.push(reply.chunk("", Some(finish)));
+                chunks.push(reply.chunk(&Delta::default(), Some(finish)));
                 if include_usage {
                     chunks.push(reply.usage_chunk(&usage));
                 }

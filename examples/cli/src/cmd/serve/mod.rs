@@ -7,10 +7,14 @@
 //! (`scheduler.rs`) runs on this thread, the one that owns the backend: it takes jobs into
 //! `--parallel` slots, each a session with its own KV cache (which the next request whose
 //! prompt starts the same way reuses), and steps the active ones round-robin, one forward pass
-//! each. Text flows back over a channel per request; a client that leaves closes it, which
-//! cancels its sequence at the next step.
+//! each. Text flows back over a channel per request, read on the HTTP side in the model's
+//! answer format (`answer.rs`: plain text with Hermes tool calls, `tools.rs`, or gpt-oss's
+//! harmony channels, `harmony.rs`); a client that leaves closes it, which cancels its
+//! sequence at the next step.
 
+mod answer;
 mod api;
+mod harmony;
 mod http;
 mod metrics;
 mod scheduler;
@@ -33,6 +37,7 @@ use crate::args::{BackendArgs, RuntimeArgs, RuntimeSettings, usage};
 use crate::backend::{BackendChoice, BackendInfo, BackendTask, with_backend};
 use crate::model::{ModelFile, ModelSource};
 
+use answer::AnswerFormat;
 use api::{Limits, Prompter};
 use http::AppState;
 use metrics::Metrics;
@@ -196,6 +201,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             file: &file,
             settings: &settings,
             prompter: Prompter {
+                format: AnswerFormat::of(&tokenizer),
                 tokenizer: Arc::new(tokenizer),
                 template,
             },

@@ -6,7 +6,6 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::scheduler::Finish;
 use super::watch::TextWatch;
 
 const OPEN: &str = "<tool_call>";
@@ -21,16 +20,16 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
-/// An answer's text on its way to the client; read for tool calls when the model was offered
-/// tools.
-pub struct AnswerText {
+/// A plain answer's text on its way to the client; read for `<tool_call>` blocks when the
+/// model was offered tools.
+pub struct HermesText {
     calls: Option<TextWatch>,
 }
 
-impl AnswerText {
+impl HermesText {
     /// An answer, read for tool calls if `tools`.
     pub fn new(tools: bool) -> Self {
-        AnswerText {
+        HermesText {
             calls: tools.then(|| TextWatch::new(vec![OPEN.to_string()])),
         }
     }
@@ -43,20 +42,12 @@ impl AnswerText {
         }
     }
 
-    /// At the end of the answer, which ended for `finish`: the rest of the content, the calls,
-    /// and the finish reason (`tool_calls` when there are some).
-    pub fn finish(&mut self, finish: Finish) -> (String, Vec<ToolCall>, Finish) {
-        let (rest, calls) = self
-            .calls
+    /// At the end of the answer: the rest of the content and the calls.
+    pub fn finish(&mut self) -> (String, Vec<ToolCall>) {
+        self.calls
             .as_mut()
             .map(|watch| parse(&watch.take()))
-            .unwrap_or_default();
-        let finish = if calls.is_empty() {
-            finish
-        } else {
-            Finish::ToolCalls
-        };
-        (rest, calls, finish)
+            .unwrap_or_default()
     }
 }
 
@@ -100,15 +91,22 @@ fn parse(held: &str) -> (String, Vec<ToolCall>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::answer::{AnswerFormat, AnswerText, Delta};
+    use super::super::scheduler::Finish;
     use super::*;
 
+    /// The content and calls of an answer in `pieces`, read as the server reads it.
     fn answer(pieces: &[&str]) -> (String, Vec<ToolCall>) {
-        let mut answer = AnswerText::new(true);
-        let mut content: String = pieces.iter().map(|p| answer.push(p.to_string())).collect();
+        let mut answer = AnswerText::new(AnswerFormat::Plain, true);
+        let mut content = Delta::default();
+        for piece in pieces {
+            content.push(answer.push(piece.to_string()));
+        }
         let (rest, calls, finish) = answer.finish(Finish::Stop);
         assert_eq!(finish == Finish::ToolCalls, !calls.is_empty());
-        content.push_str(&rest);
-        (content, calls)
+        content.push(rest);
+        assert_eq!(content.reasoning, "");
+        (content.content, calls)
     }
 
     #[test]
