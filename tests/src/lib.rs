@@ -1,5 +1,5 @@
 //! Shared helpers of moetile's tests (the cross-crate ones in `tests/tests/` and those of the
-//! backends and examples): fixture paths, golden logit files, test seeds, a tiny synthetic model,
+//! backends and examples): fixture paths, golden logit files, test seeds, tiny synthetic models,
 //! greedy generations decoded alone and together, a fixture model's prompt logits and greedy
 //! generation (`whole_model`), and the rule for a missing GPU.
 //!
@@ -77,6 +77,17 @@ pub fn tiny_model(seed: u64) -> Vec<u8> {
 /// If synthesis fails (a bug in `moetile::synth`).
 pub fn tiny_qwen35moe(seed: u64) -> Vec<u8> {
     let preset = Preset::by_name("tiny-qwen35moe").expect("the tiny-qwen35moe preset exists");
+    synthesize(preset, seed)
+}
+
+/// The tiny random-weight deepseek4 of `seed` as GGUF bytes: the `tiny-ds4` preset (4 layers:
+/// two without compression, one of ratio 4 with the indexer, one of ratio 128; window 32),
+/// Q8_0 weights.
+///
+/// # Panics
+/// If synthesis fails (a bug in `moetile::synth`).
+pub fn tiny_ds4(seed: u64) -> Vec<u8> {
+    let preset = Preset::by_name("tiny-ds4").expect("the tiny-ds4 preset exists");
     synthesize(preset, seed)
 }
 
