@@ -137,6 +137,17 @@ pub fn tiny_gptoss_harmony(seed: u64) -> Vec<u8> {
     )
 }
 
+/// The tiny random-weight deepseek4 of `seed` as GGUF bytes: the `tiny-ds4` preset (4 layers:
+/// two without compression, one of ratio 4 with the indexer, one of ratio 128; window 32),
+/// Q8_0 weights.
+///
+/// # Panics
+/// If synthesis fails (a bug in `moetile::synth`).
+pub fn tiny_ds4(seed: u64) -> Vec<u8> {
+    let preset = Preset::by_name("tiny-ds4").expect("the tiny-ds4 preset exists");
+    synthesize(preset, seed)
+}
+
 fn synthesize(preset: Preset, seed: u64) -> Vec<u8> {
     let mut bytes = Vec::new();
     Synth::new(preset, Mix::Q8_0, seed)

@@ -2,7 +2,7 @@
 //! CPU backend, against the whole-model float64 reference and its golden at every position of
 //! the fixture's 300-token prompt (past the raw window, both compression ratios and the
 //! indexer's top-k: README-deepseek4.md in the fixtures), fed in one shot, in chunks and a
-//! token at a time.
+//! token at a time, and several sequences decoded in one pass.
 //!
 //! The graph rounds every op's output to f32 where the reference keeps f64 through a layer, so
 //! the two differ by f32 rounding through ~20 ops per layer: measured NMSE 4.9e-14 (F32), 4.4e-14
@@ -16,6 +16,7 @@ use moetile::model::{Logits, Model};
 use moetile::session::Session;
 use moetile_cpu::CpuBackend;
 use moetile_cpu::deepseek4::{Compression, Deepseek4Options, Deepseek4Reference};
+use moetile_tests::batch::{deepseek4_straddling, logits_together_and_alone};
 use moetile_tests::golden::{Golden, agreement};
 use moetile_tests::model_fixture;
 
@@ -255,4 +256,29 @@ fn cache_estimate_at_flash_shape_is_the_original_engines() {
     let size = cfg.cache_size(65536);
     assert_eq!(size.raw_window, 43 * 128 * 512);
     assert_eq!(size.compressed, 21 * 16384 * 512 + 20 * 512 * 512);
+}
+
+/// Four sequences decoded together (`Model::forward_batch`: every op on all four rows, the
+/// attention sub-block each row on its own cache, `Backend::deepseek4_attention_batch`) give
+/// the logits each gives decoded alone, bit for bit, with the simulation off and on: the
+/// per-token ops act per row, and each row's attention is the one-token call alone makes.
+#[test]
+fn sequences_decoded_together_equal_each_alone() {
+    let (file, golden) = open(F32);
+    let mut cpu = CpuBackend::new();
+    let model = Model::load(&file, &mut cpu, &mut |_| {}).unwrap();
+    let (prompts, next) = deepseek4_straddling(&golden.tokens);
+    for qat_sim in [false, true] {
+        let config = config(512, qat_sim);
+        let (together, alone) =
+            logits_together_and_alone(&model, &mut cpu, &config, &prompts, &next);
+        for (i, (together, alone)) in together.iter().zip(&alone).enumerate() {
+            assert!(
+                together == alone,
+                "qat_sim {qat_sim}: sequence {i} (from position {}) decoded together differs \
+                 from alone",
+                prompts[i].len()
+            );
+        }
+    }
 }

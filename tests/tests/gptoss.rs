@@ -7,12 +7,13 @@
 //! Also the `tiny-gptoss` synth preset: llama.cpp reads it as moetile does, and its MXFP4 mix
 //! runs.
 
+use moetile::RuntimeConfig;
 use moetile::gguf::{GgufFile, Value};
 use moetile::model::{Backend, Logits, Model};
 use moetile::quant::GgmlType;
-use moetile::session::Session;
 use moetile::synth::{Mix, Preset, Synth};
 use moetile_cpu::CpuBackend;
+use moetile_tests::batch::logits_together_and_alone;
 use moetile_tests::fixtures;
 use moetile_tests::golden::{Golden, agreement};
 use moetile_tests::rewrite::{Tensor, rewrite_adding};
@@ -80,24 +81,10 @@ fn greedy_32_tokens_equal_llama_cpp() {
 fn decoded_together_and_alone<B: Backend>(backend: &mut B) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let (file, tokens) = (file(), golden("gptoss-tiny-f32.llama.golden").tokens);
     let model = Model::load(&file, backend, &mut |_| {}).unwrap();
-    assert!(model.decodes_in_batches());
     let prompts = [&tokens[..140], &tokens[140..150]];
-    let next = [tokens[200], tokens[201]];
-    let prefilled = |backend: &mut B| {
-        prompts.map(|prompt| {
-            let mut s = session(&model, backend, 512);
-            s.prefill(&model, backend, prompt, Logits::Last).unwrap();
-            s
-        })
-    };
-    let [mut a, mut b] = prefilled(backend);
-    let together = Session::decode_batch(&model, backend, &mut [&mut a, &mut b], &next).unwrap();
-    let alone = prefilled(backend)
-        .iter_mut()
-        .zip(next)
-        .map(|(s, token)| s.decode(&model, backend, token).unwrap())
-        .collect();
-    (together, alone)
+    let next = [&tokens[200..201], &tokens[201..202]];
+    let config = RuntimeConfig::default();
+    logits_together_and_alone(&model, backend, &config, &prompts, &next)
 }
 
 /// Two sequences decoded in one pass, one past the window and one inside it, give the logits

@@ -12,6 +12,7 @@ use moetile::quant::GgmlType;
 use moetile::session::Session;
 use moetile::synth::{Mix, Preset, Synth};
 use moetile_cpu::CpuBackend;
+use moetile_tests::batch::logits_together_and_alone;
 use moetile_tests::fixtures;
 use moetile_tests::golden::{Golden, agreement};
 use moetile_tests::rewrite::{Tensor, rewrite_adding};
@@ -156,38 +157,10 @@ fn decoded_together_and_alone<B: Backend>(
     model: &Model<B>,
 ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let tokens = golden("qwen35moe-tiny-f32.llama.golden").tokens;
-    assert!(model.decodes_in_batches());
     let prompts = [&tokens[..40], &[], &tokens[100..107]];
     let next = [&tokens[200..203], &tokens[203..206], &tokens[206..209]];
-    let prefilled = |backend: &mut B| {
-        prompts.map(|prompt| {
-            let mut s = Session::new(model, backend, &RuntimeConfig::default()).unwrap();
-            if !prompt.is_empty() {
-                s.prefill(model, backend, prompt, Logits::Last).unwrap();
-            }
-            s
-        })
-    };
-    let [mut a, mut b, mut c] = prefilled(backend);
-    let mut together = vec![Vec::new(); 3];
-    for step in 0..3 {
-        let step_tokens = next.map(|t| t[step]);
-        let sessions = &mut [&mut a, &mut b, &mut c];
-        let logits = Session::decode_batch(model, backend, sessions, &step_tokens).unwrap();
-        for (all, logits) in together.iter_mut().zip(logits) {
-            all.extend(logits);
-        }
-    }
-    let alone = prefilled(backend)
-        .iter_mut()
-        .zip(next)
-        .map(|(s, next)| {
-            next.iter()
-                .flat_map(|&t| s.decode(model, backend, t).unwrap())
-                .collect()
-        })
-        .collect();
-    (together, alone)
+    let config = RuntimeConfig::default();
+    logits_together_and_alone(model, backend, &config, &prompts, &next)
 }
 
 /// Sequences at different positions (one empty) decoded together give the logits each gives

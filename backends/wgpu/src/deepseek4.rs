@@ -615,18 +615,27 @@ impl Deepseek4Cache {
     /// Readies layer `il` for a chunk at `pos0`: where its sequence stopped, or 0 to start a
     /// new one (the compressed cache cannot go back).
     pub(crate) fn seek(&mut self, il: usize, pos0: usize) -> moetile::Result<()> {
+        self.check_continues(il, pos0)?;
+        if pos0 == 0 {
+            let layer = &mut self.layers[il];
+            layer.pos = 0;
+            let compressors = layer.compressed.iter_mut().chain(&mut layer.index);
+            compressors.for_each(CompressorCache::restart);
+        }
+        Ok(())
+    }
+
+    /// Fails unless layer `il` can take a chunk at `pos0` ([`Deepseek4Cache::seek`]'s check,
+    /// which a batch of sequences makes for every row before recording any).
+    pub(crate) fn check_continues(&self, il: usize, pos0: usize) -> moetile::Result<()> {
         let n_layers = self.layers.len();
-        let layer = self.layers.get_mut(il).ok_or_else(|| {
+        let layer = self.layers.get(il).ok_or_else(|| {
             moetile::Error::from(shape(
                 "deepseek4_attention",
                 format!("layer {il} of a cache of {n_layers} layers"),
             ))
         })?;
-        if pos0 == 0 {
-            layer.pos = 0;
-            let compressors = layer.compressed.iter_mut().chain(&mut layer.index);
-            compressors.for_each(CompressorCache::restart);
-        } else if pos0 != layer.pos {
+        if pos0 != 0 && pos0 != layer.pos {
             return Err(moetile::Error::InvalidSetting {
                 name: format!("deepseek4 layer {il} position"),
                 value: pos0.to_string(),

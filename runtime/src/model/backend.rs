@@ -813,12 +813,35 @@ pub trait Backend {
         let _ = (x, w, kv, layer, pos0);
         Err(no_deepseek4_attention(self))
     }
+    /// [`deepseek4_attention`](Self::deepseek4_attention) over rows of different sequences:
+    /// row i of `x` is one new token of the sequence cached in `kvs[i]`, at position
+    /// `positions[i]` (its window, compressed rows and indexer its own). The default runs each
+    /// row on its own through host memory, as [`attention_batch`](Self::attention_batch)'s
+    /// does.
+    fn deepseek4_attention_batch(
+        &mut self,
+        x: &Self::Act,
+        w: &Deepseek4Attention<Self::Weight>,
+        kvs: &mut [&mut Self::KvCache],
+        positions: &[usize],
+        layer: usize,
+    ) -> Result<Self::Act> {
+        rows_apart(
+            self,
+            "deepseek4_attention_batch",
+            x,
+            kvs,
+            positions,
+            |b, row, kv, pos0| b.deepseek4_attention(row, w, kv, layer, pos0),
+        )
+    }
 }
 
 /// A per-sequence op over rows of different sequences, each on its own through host memory:
 /// row i of `x` goes to `step` with `kvs[i]` and `positions[i]`, and the outputs are stacked
-/// (the default of [`Backend::attention_batch`], [`Backend::gptoss_attention_batch`] and
-/// [`Backend::delta_net_batch`]). `op` names the batched op in errors.
+/// (the default of [`Backend::attention_batch`], [`Backend::gptoss_attention_batch`],
+/// [`Backend::delta_net_batch`] and [`Backend::deepseek4_attention_batch`]). `op` names the
+/// batched op in errors.
 pub(crate) fn rows_apart<B: Backend + ?Sized>(
     b: &mut B,
     op: &str,

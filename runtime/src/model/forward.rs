@@ -4,6 +4,7 @@
 use crate::Result;
 use crate::config::RuntimeConfig;
 use crate::gguf::GgufFile;
+use crate::model::deepseek4::AttentionWeights as Deepseek4Attention;
 use crate::model::qwen35moe::DeltaNetWeights;
 use crate::model::{
     AttentionParams, AttentionWeights, Backend, DeltaNetParams, DenseFfn, ExpertWeights,
@@ -24,10 +25,8 @@ pub enum Logits {
 /// One forward pass's tokens and how to run them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Batch<'a> {
-    /// The token ids.
+    /// The token ids (their positions are the [`Attend`]'s).
     pub(crate) tokens: &'a [u32],
-    /// The position of the first.
-    pub(crate) pos0: usize,
     /// The routed experts' token-tile width.
     pub(crate) tile: TileWidth,
     /// Which positions get logits.
@@ -77,6 +76,23 @@ impl<B: Backend> Attend<'_, '_, B> {
         match self {
             Attend::One { kv, pos0 } => b.delta_net(proj, w, kv, layer, *pos0, p),
             Attend::Each { kvs, positions } => b.delta_net_batch(proj, w, kvs, positions, layer, p),
+        }
+    }
+
+    /// Layer `layer`'s deepseek4 attention sub-block of `x` ([`Backend::deepseek4_attention`]
+    /// or, for rows of several sequences, [`Backend::deepseek4_attention_batch`]).
+    pub(crate) fn deepseek4_attention(
+        &mut self,
+        b: &mut B,
+        x: &B::Act,
+        w: &Deepseek4Attention<B::Weight>,
+        layer: usize,
+    ) -> Result<B::Act> {
+        match self {
+            Attend::One { kv, pos0 } => b.deepseek4_attention(x, w, kv, layer, *pos0),
+            Attend::Each { kvs, positions } => {
+                b.deepseek4_attention_batch(x, w, kvs, positions, layer)
+            }
         }
     }
 }
@@ -160,49 +176,18 @@ impl<B: Backend> Model<B> {
         policy: &TilePolicy,
         logits: Logits,
     ) -> Result<B::Act> {
-        let tile = self.moe_tile(tokens.len(), policy);
         let batch = Batch {
             tokens,
-            pos0,
-            tile,
+            tile: self.moe_tile(tokens.len(), policy),
             logits,
         };
-        let c = &self.config;
-        match (&self.weights, &c.deepseek4, &c.qwen35moe, &c.gptoss) {
-            (ModelWeights::Standard(w), ..) => {
-                let attend = Attend::One { kv, pos0 };
-                self.forward_standard(b, w, attend, tokens, tile, logits)
-            }
-            (ModelWeights::Deepseek4(w), Some(d), ..) => deepseek4::forward(b, d, w, kv, batch),
-            (ModelWeights::Qwen35Moe(w), _, Some(q), _) => {
-                let attend = Attend::One { kv, pos0 };
-                qwen35moe::forward(b, c, q, w, attend, batch)
-            }
-            (ModelWeights::GptOss(w), .., Some(g)) => {
-                let attend = Attend::One { kv, pos0 };
-                gptoss::forward(b, c, g, w, attend, batch)
-            }
-            _ => Err(crate::Error::InvalidModel(
-                "the weights' architecture differs from the config's".into(),
-            )),
-        }
-    }
-
-    /// Whether [`Model::forward_batch`] runs this model in one pass worth a server's
-    /// choosing: the standard architectures, qwen35moe (its DeltaNet layers each row on its
-    /// own cache, [`Backend::delta_net_batch`]) and gpt-oss
-    /// ([`Backend::gptoss_attention_batch`]), not deepseek4 (refused).
-    pub fn decodes_in_batches(&self) -> bool {
-        matches!(
-            self.weights,
-            ModelWeights::Standard(_) | ModelWeights::Qwen35Moe(_) | ModelWeights::GptOss(_)
-        )
+        self.forward_as(b, Attend::One { kv, pos0 }, batch)
     }
 
     /// Runs one new token of each of several sequences in one pass: `tokens[i]` at position
     /// `positions[i]` of `kvs[i]`. Every layer but attention (and qwen35moe's DeltaNet) sees
     /// all the tokens as one batch (the expert matmuls too); returns logits `(tokens, vocab)`,
-    /// row i sequence i's. deepseek4 is refused.
+    /// row i sequence i's.
     pub fn forward_batch(
         &self,
         b: &mut B,
@@ -211,27 +196,24 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         policy: &TilePolicy,
     ) -> Result<B::Act> {
-        let tile = self.moe_tile(tokens.len(), policy);
         let batch = Batch {
             tokens,
-            pos0: 0,
-            tile,
+            tile: self.moe_tile(tokens.len(), policy),
             logits: Logits::All,
         };
-        let attend = Attend::Each { kvs, positions };
+        self.forward_as(b, Attend::Each { kvs, positions }, batch)
+    }
+
+    /// The forward pass of `batch`'s tokens, their caches and positions as `attend` says.
+    fn forward_as(&self, b: &mut B, attend: Attend<'_, '_, B>, batch: Batch<'_>) -> Result<B::Act> {
         let c = &self.config;
-        match (&self.weights, &c.qwen35moe, &c.gptoss) {
-            (ModelWeights::Standard(w), ..) => {
-                self.forward_standard(b, w, attend, tokens, tile, Logits::All)
-            }
-            (ModelWeights::Qwen35Moe(w), Some(q), _) => {
+        match (&self.weights, &c.deepseek4, &c.qwen35moe, &c.gptoss) {
+            (ModelWeights::Standard(w), ..) => self.forward_standard(b, w, attend, batch),
+            (ModelWeights::Deepseek4(w), Some(d), ..) => deepseek4::forward(b, d, w, attend, batch),
+            (ModelWeights::Qwen35Moe(w), _, Some(q), _) => {
                 qwen35moe::forward(b, c, q, w, attend, batch)
             }
-            (ModelWeights::GptOss(w), _, Some(g)) => gptoss::forward(b, c, g, w, attend, batch),
-            (ModelWeights::Deepseek4(_), ..) => Err(crate::Error::UnsupportedOp {
-                op: format!("decoding several {} sequences in one pass", c.arch.name()),
-                backend: b.describe(),
-            }),
+            (ModelWeights::GptOss(w), .., Some(g)) => gptoss::forward(b, c, g, w, attend, batch),
             _ => Err(crate::Error::InvalidModel(
                 "the weights' architecture differs from the config's".into(),
             )),
@@ -244,16 +226,19 @@ impl<B: Backend> Model<B> {
         self.tile_for(tokens, policy).unwrap_or(TileWidth::T32)
     }
 
-    /// The llama-like forward pass of `tokens`, their routed experts on tiles of `tile`.
+    /// The llama-like forward pass of `batch`.
     fn forward_standard(
         &self,
         b: &mut B,
         w: &StandardWeights<B::Weight>,
         mut attend: Attend<'_, '_, B>,
-        tokens: &[u32],
-        tile: TileWidth,
-        logits: Logits,
+        batch: Batch<'_>,
     ) -> Result<B::Act> {
+        let Batch {
+            tokens,
+            tile,
+            logits,
+        } = batch;
         let c = &self.config;
         let attn_params = c.attention_params();
         b.stage(Stage::Embed, None);

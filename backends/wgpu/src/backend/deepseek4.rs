@@ -178,12 +178,10 @@ impl WgpuBackend {
         il: usize,
         pos0: usize,
     ) -> moetile::Result<GpuMatrix> {
-        let cache = kv.deepseek4.as_deref_mut().ok_or_else(|| {
-            shape(
-                "deepseek4_attention",
-                "the cache is not deepseek4's; make it with Backend::deepseek4_cache".into(),
-            )
-        })?;
+        let cache = kv
+            .deepseek4
+            .as_deref_mut()
+            .ok_or_else(not_deepseek4_cache)?;
         let (t, end) = (x.rows, pos0 + x.rows);
         if end > cache.n_ctx {
             return Err(moetile::Error::ContextFull {
@@ -328,4 +326,39 @@ impl WgpuBackend {
         let low_rank = self.grouped_matmul(&out, &w.output_a, groups)?;
         self.matmul(&low_rank, &w.output_b)
     }
+
+    /// `Backend::deepseek4_attention_batch`: row i of `x` copied into a matrix of its own,
+    /// its attention recorded against `kvs[i]` at `positions[i]`, its output copied into row i
+    /// of the result, all within the open encoder, so no row passes through host memory.
+    /// Every row's cache is checked before any row is recorded, so a refused batch leaves
+    /// every cache as it was.
+    pub(super) fn deepseek4_attention_rows(
+        &mut self,
+        x: &GpuMatrix,
+        w: &AttentionWeights<ExpertTensor>,
+        kvs: &mut [&mut KvCache],
+        positions: &[usize],
+        il: usize,
+    ) -> moetile::Result<GpuMatrix> {
+        for (kv, &pos0) in kvs.iter().zip(positions) {
+            let cache = kv.deepseek4.as_deref().ok_or_else(not_deepseek4_cache)?;
+            cache.check_continues(il, pos0)?;
+        }
+        let out = self.output(x.rows, w.output_b.dense_rows(), "deepseek4 attention")?;
+        for (row, (kv, &pos0)) in kvs.iter_mut().zip(positions).enumerate() {
+            let one = self.output(1, x.cols, "deepseek4 attention row")?;
+            self.copy_rows(x, row, &one, 0, 1);
+            let y = self.deepseek4_attention_on_device(&one, w, kv, il, pos0)?;
+            self.copy_rows(&y, 0, &out, row, 1);
+        }
+        Ok(out)
+    }
+}
+
+/// The refusal of deepseek4's attention on another model's cache.
+fn not_deepseek4_cache() -> moetile::Error {
+    shape(
+        "deepseek4_attention",
+        "the cache is not deepseek4's; make it with Backend::deepseek4_cache".into(),
+    )
 }

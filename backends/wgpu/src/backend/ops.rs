@@ -959,6 +959,18 @@ impl Backend for WgpuBackend {
     ) -> moetile::Result<GpuMatrix> {
         self.deepseek4_attention_on_device(x, w, kv, layer, pos0)
     }
+
+    fn deepseek4_attention_batch(
+        &mut self,
+        x: &GpuMatrix,
+        w: &Deepseek4Attention<ExpertTensor>,
+        kvs: &mut [&mut KvCache],
+        positions: &[usize],
+        layer: usize,
+    ) -> moetile::Result<GpuMatrix> {
+        check_batch("deepseek4_attention_batch", x.rows, kvs, positions)?;
+        self.deepseek4_attention_rows(x, w, kvs, positions, layer)
+    }
 }
 
 impl WgpuBackend {

@@ -474,10 +474,24 @@ fn thirty_two_concurrent_requests_each_get_what_they_get_alone() {
 /// each answer is the one the same request gets alone, and decodes ran batched.
 #[test]
 fn qwen35moe_concurrent_requests_each_get_what_they_get_alone() {
+    check_synthetic_model_decodes_together("tiny qwen35moe", moetile_tests::tiny_qwen35moe);
+}
+
+/// A deepseek4's slots decode together too (its attention runs each row on its own window,
+/// compressed rows and indexer): each answer is the one the same request gets alone, and
+/// decodes ran batched.
+#[test]
+fn deepseek4_concurrent_requests_each_get_what_they_get_alone() {
+    check_synthetic_model_decodes_together("tiny ds4", moetile_tests::tiny_ds4);
+}
+
+/// The CPU server over the tiny model `model` makes of a fresh seed (`what` names it), 4
+/// slots: [`check_together_equal_alone`] for the 4 prompts, and at least one decode ran
+/// batched.
+fn check_synthetic_model_decodes_together(what: &str, model: fn(u64) -> Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny-qwen35moe.gguf");
-    let seed = moetile_tests::seed("tiny qwen35moe");
-    std::fs::write(&path, moetile_tests::tiny_qwen35moe(seed)).unwrap();
+    let path = dir.path().join("tiny.gguf");
+    std::fs::write(&path, model(moetile_tests::seed(what))).unwrap();
     let model = path.to_str().expect("temporary paths are UTF-8 here");
     let server = Server::spawn(&["--cpu", "-m", model, "--parallel", "4", "--ctx", "128"]);
     let prompts = PROMPTS.map(String::from);

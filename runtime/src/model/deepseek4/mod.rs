@@ -9,7 +9,9 @@
 //! ```
 //! Attention ([`Backend::deepseek4_attention`]) is the one op that reads other positions: the
 //! raw sliding window and the layer's compressed rows, which the backend keeps in its cache
-//! ([`Backend::deepseek4_cache`]).
+//! ([`Backend::deepseek4_cache`]). Rows of several sequences decoded together
+//! ([`crate::model::Model::forward_batch`]) share every other op; attention runs each row on
+//! its own cache ([`Backend::deepseek4_attention_batch`]).
 
 mod config;
 mod weights;
@@ -21,20 +23,21 @@ pub use weights::{
 };
 
 use crate::Result;
-use crate::model::forward::Batch;
+use crate::model::forward::{Attend, Batch};
 use crate::model::{
     Backend, ExpertActivation, ExpertWeights, GateUp, Gating, HyperParams, Logits, MoeParams,
     PreNorm, RouterParams, Selection, Stage,
 };
 use crate::tile::TileWidth;
 
-/// Runs `batch` (its tokens at positions `pos0..`), appending to `kv` (a
-/// [`Backend::deepseek4_cache`]); returns logits `(T or 1, vocab)`.
+/// Runs `batch`'s tokens, their attention state kept in [`Backend::deepseek4_cache`]s at the
+/// positions `attend` says: one sequence's tokens, or
+/// one token of each of several sequences; returns logits `(T or 1, vocab)`.
 pub(crate) fn forward<B: Backend>(
     b: &mut B,
     cfg: &Deepseek4Config,
     w: &Deepseek4Weights<B::Weight>,
-    kv: &mut B::KvCache,
+    mut attend: Attend<'_, '_, B>,
     batch: Batch<'_>,
 ) -> Result<B::Act> {
     let (tokens, tile) = (batch.tokens, batch.tile);
@@ -62,7 +65,7 @@ pub(crate) fn forward<B: Backend>(
         let (input, mix) = b.hc_pre(&streams, layer.hc_attn.view(), &hyper)?;
         let h = b.rms_norm(&input, &layer.attn_norm, eps)?;
         b.stage(Stage::Attention, l);
-        let out = b.deepseek4_attention(&h, &layer.attention, kv, il, batch.pos0)?;
+        let out = attend.deepseek4_attention(b, &h, &layer.attention, il)?;
         b.stage(Stage::OutProj, l);
         b.hc_post(&mut streams, &out, &mix)?;
 

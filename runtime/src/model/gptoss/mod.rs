@@ -23,8 +23,8 @@ use crate::model::{
     Backend, ExpertWeights, ModelConfig, MoeParams, PreNorm, RouterParams, Selection, Stage,
 };
 
-/// Runs `batch`'s tokens, their keys and values kept and attended as `attend` says (its own
-/// `pos0` is not read); returns logits `(T or 1, vocab)`.
+/// Runs `batch`'s tokens, their keys and values kept and attended as `attend` says; returns
+/// logits `(T or 1, vocab)`.
 pub(crate) fn forward<B: Backend>(
     b: &mut B,
     c: &ModelConfig,

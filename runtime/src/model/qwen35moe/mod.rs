@@ -27,10 +27,10 @@ use crate::Result;
 use crate::model::forward::{Attend, Batch, ffn_add, output_head};
 use crate::model::{Backend, DeltaNetParams, ModelConfig, PreNorm, Stage};
 
-/// Runs `batch`'s tokens, continuing the caches (each a [`Backend::qwen35moe_cache`]) and at
-/// the positions `attend` says (the batch's own `pos0` is not read): one sequence's tokens, or
-/// a token of each of several sequences, whose DeltaNet and attention layers each run on
-/// their own cache while every other op sees all the rows; returns logits `(T or 1, vocab)`.
+/// Runs `batch`'s tokens, continuing the caches (each a [`Backend::qwen35moe_cache`]) at the
+/// positions `attend` says: one sequence's tokens, or a token of each of several sequences,
+/// whose DeltaNet and attention layers each run on their own cache while every other op sees
+/// all the rows; returns logits `(T or 1, vocab)`.
 pub(crate) fn forward<B: Backend>(
     b: &mut B,
     c: &ModelConfig,

@@ -214,12 +214,11 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         }
     }
 
-    /// Where the backend [batches sequences](Backend::batches_sequences) and the model
-    /// [decodes in batches](Model::decodes_in_batches), decodes the next token of every
-    /// sequence whose next step is a decode in one forward pass (when there are at least two);
-    /// returns the slots it stepped.
+    /// Where the backend [batches sequences](Backend::batches_sequences), decodes the next
+    /// token of every sequence whose next step is a decode in one forward pass (when there are
+    /// at least two); returns the slots it stepped.
     fn decode_together(&mut self) -> Vec<usize> {
-        if !self.backend.batches_sequences() || !self.model.decodes_in_batches() {
+        if !self.backend.batches_sequences() {
             return Vec::new();
         }
         let mut batch = Vec::new();
