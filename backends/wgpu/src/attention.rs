@@ -96,7 +96,8 @@ impl KvCache {
     }
 
     /// Every buffer: keys then values per attention layer, then the DeltaNet layers' state or
-    /// deepseek4's cache (for embedders and test poisoning).
+    /// deepseek4's cache (for embedders and test poisoning). An arena's caches all list the
+    /// arena's buffers, of which each owns rows `row0()..row0() + n_ctx`.
     pub fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
         let state = self.delta_net.iter().flat_map(DeltaNetState::buffers);
         let deepseek4 = self.deepseek4.iter().flat_map(|c| c.buffers());
@@ -117,8 +118,10 @@ impl KvCache {
     /// Whether `layer`'s keys and values of `self` and `other` are regions of the same arena
     /// buffers, so one dispatch can reach both ([`attend_seqs`]).
     pub fn shares_layer(&self, other: &KvCache, layer: usize) -> bool {
-        let buffers = |c: &KvCache| c.layers.get(layer).and_then(Option::as_ref).cloned();
-        self.shared && other.shared && buffers(self).is_some() && buffers(self) == buffers(other)
+        match (self.layers.get(layer), other.layers.get(layer)) {
+            (Some(Some(a)), Some(Some(b))) => self.shared && other.shared && a == b,
+            _ => false,
+        }
     }
 
     /// The key and value bindings of `layer`: this cache's region of them.
@@ -419,6 +422,35 @@ pub fn attend_seqs(
     record(rec, inputs, cache, kv, place, n_keys, p, kernel, out)
 }
 
+/// Whether [`attend_seqs`] of `rows` rows of sequences of `cache`'s arena, the longest seeing
+/// `n_keys` positions, keeps its partials (one buffer for all rows) within a storage binding;
+/// past that (long contexts times many rows) the rows attend one by one.
+pub fn seqs_fit(
+    ctx: &WgpuContext,
+    cache: &KvCache,
+    rows: usize,
+    n_keys: usize,
+    p: &AttentionParams,
+) -> bool {
+    let key = KernelKey::AttnDecode {
+        head_dim: cache.head_dim as u32,
+        kv: cache.ty,
+        seq_table: true,
+    };
+    let (n_splits, _) = decode_splits(&key, n_keys, DECODE_MAX_SPLITS);
+    let bytes = rows * p.n_heads * n_splits * cache.head_dim * 4;
+    ctx.check_size("attention partials", bytes as u64).is_ok()
+}
+
+/// Splits of the decode kernel `key` over `n_keys` positions, at most `max_splits`, and chunks
+/// of positions per split.
+fn decode_splits(key: &KernelKey, n_keys: usize, max_splits: usize) -> (usize, usize) {
+    let chunk = key.decode_chunk().expect("decode attention has a chunk");
+    let chunks = n_keys.div_ceil(chunk as usize);
+    let per_split = chunks.div_ceil(max_splits.max(1));
+    (chunks.div_ceil(per_split), per_split)
+}
+
 /// Refuses inputs that do not fit `layer` of `cache` or `out` at up to `n_keys` positions.
 fn check(
     inputs: &AttnInputs<'_>,
@@ -540,10 +572,8 @@ fn record(
                 kv: cache.ty,
                 seq_table,
             };
-            let chunk = key.decode_chunk().expect("decode attention has a chunk");
-            let chunks = n_keys.div_ceil(chunk as usize);
-            let per_split = chunks.div_ceil(max_splits.max(1));
-            (key, chunks.div_ceil(per_split), per_split)
+            let (n_splits, per_split) = decode_splits(&key, n_keys, max_splits);
+            (key, n_splits, per_split)
         }
     };
     let block = key.attention_rows().expect("attention has a row block") as usize;

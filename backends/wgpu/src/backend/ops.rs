@@ -260,8 +260,11 @@ impl WgpuBackend {
                 pos0,
             })
             .collect();
-        if slots.len() > 1 && slots.iter().all(|s| s.cache.shares_layer(kvs[0], layer)) {
-            let end = positions.iter().max().map_or(1, |&p| p + 1);
+        let end = positions.iter().max().map_or(1, |&p| p + 1);
+        if slots.len() > 1
+            && slots.iter().all(|s| s.cache.shares_layer(kvs[0], layer))
+            && attention::seqs_fit(&self.ctx, kvs[0], slots.len(), end, p)
+        {
             let (angles, with) = self.attention_inputs(end, with, p)?;
             let inputs = with.inputs(qkv, 0..qkv.rows, &angles);
             self.record("attention", |rec| {
