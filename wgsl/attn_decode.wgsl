@@ -21,13 +21,20 @@
 // a row's sliding window are masked too (whole chunks before them are skipped). Sinks are no
 // partial's business: attn_combine adds each row's once.
 //
+// With attn/seq_table.wgsl the batch's tokens are of different sequences (SEQ_TABLE): wg.z is
+// the token, whose keys start at its own row of the bound arena and whose rows are the group's
+// query heads of its key/value head (wg.y = b * n_kv_heads + g with b < ceil(group / ROWS)). A
+// split past the token's last position sees no key: the chunk loop does not run and the
+// workgroup writes an empty partial (m = MASKED, l = 0), uniformly.
+//
 // Every loop has a constant trip count or a bound uniform over the workgroup; every workgroup
 // and per-thread array index is in range by construction; cache indices are clamped to
 // positions the batch wrote.
 //
 // Consts: WG_SIZE, HEAD_DIM, ROWS, CHUNK (ROWS * CHUNK = WG_SIZE: one thread per score).
-// Fragments: attn/common.wgsl (MASKED, row_first_key, row_sees, out_row), kv/<type>.wgsl
-//   (KvOct, kv_oct, KvQuad, kv_quad).
+// Fragments: attn/common.wgsl (MASKED, Seq, one_seq, row_first_key, row_sees, out_row),
+//   kv/<type>.wgsl (KvOct, kv_oct, KvQuad, kv_quad), attn/seq_one.wgsl or attn/seq_table.wgsl
+//   (SEQ_TABLE, seq_entry).
 // Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
 const_assert HEAD_DIM % 8u == 0u;
@@ -57,13 +64,23 @@ var<workgroup> q_tile: array<vec4<f32>, ROWS * Q4>; // [row][dim], pre-scaled
 var<workgroup> partial: array<vec4<f32>, ROWS * CHUNK * PARTS / 4u>;
 var<workgroup> scores: array<f32, ROWS * CHUNK>; // [row][position]
 
+// The sequence of workgroup z's rows: the whole batch, or token z alone (SEQ_TABLE).
+fn workgroup_seq(z: u32) -> Seq {
+    if SEQ_TABLE {
+        let e = seq_entry(z);
+        return Seq(e.y, 1u, params.group, e.x, z);
+    }
+    return one_seq();
+}
+
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let seq = workgroup_seq(wg.z);
     let split = wg.x;
     let g = wg.y % params.n_kv_heads;
     let r0 = (wg.y / params.n_kv_heads) * ROWS;
-    // Positions the batch wrote: 0 .. pos0 + n_tokens.
-    let last_key = params.pos0 + params.n_tokens - 1u;
+    // Positions the sequence wrote: 0 .. pos0 + n_tokens, from cache row cache_row0.
+    let last_key = seq.pos0 + seq.n_tokens - 1u;
     let kv_octs = params.n_kv_heads * OCTS;
     let kv_quads = params.n_kv_heads * Q4;
     let first = split * params.chunks_per_split * CHUNK;
@@ -71,8 +88,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var i = li; i < ROWS * Q4; i += WG_SIZE) {
         let r = r0 + i / Q4;
         var v = vec4<f32>(0.0);
-        if r < params.n_rows {
-            v = q[out_row(g, r) * Q4 + i % Q4] * params.scale;
+        if r < seq.n_rows {
+            v = q[out_row(seq, g, r) * Q4 + i % Q4] * params.scale;
         }
         q_tile[i] = v;
     }
@@ -96,10 +113,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     workgroupBarrier();
 
     // Chunks wholly before the first row's sliding window hold no key any row sees.
-    let skipped = (max(row_first_key(r0), first) - first) / CHUNK;
+    let skipped = (max(row_first_key(seq, r0), first) - first) / CHUNK;
     for (var c = skipped; c < params.chunks_per_split && first + c * CHUNK <= last_key; c++) {
         let j0 = first + c * CHUNK;
-        let key_at = min(j0 + j, last_key) * kv_octs + g * OCTS;
+        let key_at = (seq.cache_row0 + min(j0 + j, last_key)) * kv_octs + g * OCTS;
         var s: array<f32, ROWS>;
         for (var r = 0u; r < ROWS; r++) {
             s[r] = 0.0;
@@ -125,7 +142,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let v = partial[(sr * CHUNK + sj) * (PARTS / 4u) + p];
             score += (v.x + v.y) + (v.z + v.w);
         }
-        scores[sr * CHUNK + sj] = select(MASKED, score, row_sees(r0 + sr, j0 + sj));
+        scores[sr * CHUNK + sj] = select(MASKED, score, row_sees(seq, r0 + sr, j0 + sj));
         // Also: the next chunk's scores phase may rewrite `partial`.
         workgroupBarrier();
 
@@ -144,7 +161,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var p = 0u; p < CHUNK; p++) {
                 let sc = scores[r * CHUNK + p];
                 let w = select(exp2(sc - m), 0.0, sc == MASKED);
-                let v = kv_quad(v_cache[min(j0 + p, last_key) * kv_quads + g * Q4 + d]);
+                let v = kv_quad(v_cache[(seq.cache_row0 + min(j0 + p, last_key)) * kv_quads + g * Q4 + d]);
                 a = fma(vec4<f32>(w), v, a);
                 sum += w;
             }
@@ -157,8 +174,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let item = li + WG_SIZE * i;
         let r = item / Q4;
         let d = item % Q4;
-        if item < ROWS * Q4 && r0 + r < params.n_rows {
-            let at = out_row(g, r0 + r) * params.n_splits + split;
+        if item < ROWS * Q4 && r0 + r < seq.n_rows {
+            let at = out_row(seq, g, r0 + r) * params.n_splits + split;
             part_acc[at * Q4 + d] = acc[i];
             if d == 0u {
                 part_ml[at] = vec2<f32>(running[i], l[i]);

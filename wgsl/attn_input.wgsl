@@ -6,8 +6,8 @@
 // as the CPU reference does): pairs (k, k + n_half) in the NeoX layout, (2k, 2k + 1) in the normal
 // one; values past 2 * n_half pass through. Queries go to q (T, n_heads * head_dim), keys and
 // values to cache rows pos0 + t, packed as the cache stores them.
-// Token t is row row0 + t of `qkv` (a batch of sequences runs one row at a time, each at its
-// own position of its own cache).
+// Token t is row row0 + t of `qkv`. With attn/seq_table.wgsl the tokens are of different
+// sequences, each at its own position of its own region of one arena (seq_entry(t)).
 //
 // The head is staged in workgroup memory, so each thread computes two adjacent outputs (one
 // packed pair) from values other threads loaded.
@@ -18,7 +18,8 @@
 //
 // Consts: WG_SIZE.
 // Fragments: kv/<type>.wgsl (KvPair, kv_pack), reduce/sum.wgsl (workgroup_sum),
-//   attn_input/norm.wgsl or attn_input/plain.wgsl (NORM, norm_weight).
+//   attn_input/norm.wgsl or attn_input/plain.wgsl (NORM, norm_weight), attn/seq_one.wgsl or
+//   attn/seq_table.wgsl (seq_entry).
 // Params: AttnInputParams, declared by the generator from codegen/src/params.rs.
 
 @group(0) @binding(0) var<uniform> params: AttnInputParams;
@@ -93,7 +94,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     workgroupBarrier();
 
     let pairs = hd / 2u;
-    let pos = params.pos0 + t;
+    // The token's position, and the cache row it goes to.
+    let entry = seq_entry(t);
+    let pos = entry.y;
+    let row = entry.x + pos;
     for (var j = li; j < pairs; j += WG_SIZE) {
         let i = 2u * j;
         switch kind {
@@ -104,12 +108,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             case KEY: {
                 let o = vec2<f32>(rotated(kind, pos, i, scale), rotated(kind, pos, i + 1u, scale));
                 let g = h - params.n_heads;
-                k_cache[(pos * params.n_kv_heads + g) * pairs + j] = kv_pack(o);
+                k_cache[(row * params.n_kv_heads + g) * pairs + j] = kv_pack(o);
             }
             default: {
                 let g = h - n_qk;
                 let o = vec2<f32>(head[i], head[i + 1u]);
-                v_cache[(pos * params.n_kv_heads + g) * pairs + j] = kv_pack(o);
+                v_cache[(row * params.n_kv_heads + g) * pairs + j] = kv_pack(o);
             }
         }
     }

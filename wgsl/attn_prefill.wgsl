@@ -23,7 +23,7 @@
 //
 // Consts: WG_SIZE, HEAD_DIM, Q_ROWS, KV_TILE, ROWS_PER_THREAD, ROW_THREADS, COLS_PER_THREAD,
 //   DIMS_PER_THREAD, TILE_LOADS.
-// Fragments: attn/common.wgsl (MASKED, row_keys, row_first_key, out_row), kv/<type>.wgsl
+// Fragments: attn/common.wgsl (MASKED, one_seq, row_keys, row_first_key, out_row), kv/<type>.wgsl
 //   (KvOct, kv_oct), attn/sinks.wgsl or attn/no_sinks.wgsl (sink_score).
 // Params: AttnParams, declared by the generator from codegen/src/params.rs.
 
@@ -97,21 +97,22 @@ fn store_tile(raw: array<KvOct, TILE_LOADS>) {
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     lid = li;
+    let seq = one_seq();
     let g = wg.y;
     let r0 = wg.x * Q_ROWS;
     kv_octs = params.n_kv_heads * OCTS;
     head_oct = g * OCTS;
     // Keys 0 .. n_keys cover every row of the tile (the last row sees the most).
-    let n_keys = row_keys(min(r0 + Q_ROWS, params.n_rows) - 1u);
+    let n_keys = row_keys(seq, min(r0 + Q_ROWS, params.n_rows) - 1u);
     last_key = n_keys - 1u;
     // Keys before the first row's window are seen by no row of the tile.
-    let first_tile = row_first_key(r0) / KV_TILE * KV_TILE;
+    let first_tile = row_first_key(seq, r0) / KV_TILE * KV_TILE;
 
     for (var i = li; i < Q_ROWS * Q4; i += WG_SIZE) {
         let r = i / Q4;
         var v = vec4<f32>(0.0);
         if r0 + r < params.n_rows {
-            v = q[out_row(g, r0 + r) * Q4 + i % Q4] * params.scale;
+            v = q[out_row(seq, g, r0 + r) * Q4 + i % Q4] * params.scale;
         }
         q_tile[r * HSTRIDE + i % Q4] = v;
     }
@@ -125,8 +126,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var l: array<f32, ROWS_PER_THREAD>;
     var o: array<f32, ROWS_PER_THREAD * DIMS_PER_THREAD>;
     for (var k = 0u; k < ROWS_PER_THREAD; k++) {
-        keys[k] = row_keys(r0 + row0 + k);
-        first_keys[k] = row_first_key(r0 + row0 + k);
+        keys[k] = row_keys(seq, r0 + row0 + k);
+        first_keys[k] = row_first_key(seq, r0 + row0 + k);
         m[k] = MASKED;
         l[k] = 0.0;
     }
@@ -228,7 +229,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var t = 0u; t < ROW_THREADS; t++) {
                 sum += p_tile[(row0 + k) * SSTRIDE + t / 4u][t % 4u];
             }
-            let row = out_row(g, r);
+            let row = out_row(seq, g, r);
             let sink = sink_score(row % params.n_heads);
             let mx = max(m[k], sink);
             let alpha = exp2(m[k] - mx);

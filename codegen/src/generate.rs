@@ -95,6 +95,8 @@ impl Templates {
             "attn_input/norm.wgsl",
             "attn/sinks.wgsl",
             "attn/no_sinks.wgsl",
+            "attn/seq_one.wgsl",
+            "attn/seq_table.wgsl",
             "dequant/bytes.wgsl",
             "dequant/legacy.wgsl",
             "dequant/scale_min_k4.wgsl",

@@ -111,6 +111,9 @@ pub enum KernelKey {
         kv: ActType,
         /// Whether q and k are RMS-normed per head first (qwen3).
         norm: bool,
+        /// Whether the tokens are of different sequences, each at its own position of its own
+        /// region of one cache arena (`wgsl/attn/seq_table.wgsl`).
+        seq_table: bool,
     },
     /// Causal flash attention of a batch of queries over the cache.
     AttnPrefill {
@@ -128,6 +131,9 @@ pub enum KernelKey {
         head_dim: u32,
         /// Storage type of the cache.
         kv: ActType,
+        /// Whether the tokens are of different sequences, each over its own region of one
+        /// cache arena (`wgsl/attn/seq_table.wgsl`).
+        seq_table: bool,
     },
     /// Decode attention, second pass: merges the partial softmaxes of each query row.
     AttnCombine {
@@ -256,7 +262,13 @@ impl KernelKey {
         }
         for kv in ActType::ALL {
             for norm in [false, true] {
-                keys.push(KernelKey::AttnInput { kv, norm });
+                for seq_table in [false, true] {
+                    keys.push(KernelKey::AttnInput {
+                        kv,
+                        norm,
+                        seq_table,
+                    });
+                }
             }
             for head_dim in HEAD_DIMS {
                 for sinks in [false, true] {
@@ -266,7 +278,13 @@ impl KernelKey {
                         sinks,
                     });
                 }
-                keys.push(KernelKey::AttnDecode { head_dim, kv });
+                for seq_table in [false, true] {
+                    keys.push(KernelKey::AttnDecode {
+                        head_dim,
+                        kv,
+                        seq_table,
+                    });
+                }
             }
         }
         for head_dim in HEAD_DIMS {
@@ -320,7 +338,15 @@ impl KernelKey {
             KernelKey::Embed { weight } => f(&embed::Embed { weight }),
             KernelKey::RmsNorm => f(&norm::RmsNorm),
             KernelKey::Eltwise(op) => f(&op),
-            KernelKey::AttnInput { kv, norm } => f(&attention::AttnInput { kv, norm }),
+            KernelKey::AttnInput {
+                kv,
+                norm,
+                seq_table,
+            } => f(&attention::AttnInput {
+                kv,
+                norm,
+                seq_table,
+            }),
             KernelKey::AttnPrefill {
                 head_dim,
                 kv,
@@ -330,7 +356,15 @@ impl KernelKey {
                 kv,
                 sinks,
             }),
-            KernelKey::AttnDecode { head_dim, kv } => f(&attention::Decode { head_dim, kv }),
+            KernelKey::AttnDecode {
+                head_dim,
+                kv,
+                seq_table,
+            } => f(&attention::Decode {
+                head_dim,
+                kv,
+                seq_table,
+            }),
             KernelKey::AttnCombine { head_dim, sinks } => {
                 f(&attention::Combine { head_dim, sinks })
             }

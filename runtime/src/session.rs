@@ -24,6 +24,30 @@ pub struct Session<B: Backend> {
 impl<B: Backend> Session<B> {
     /// A session with an empty cache; `config` sets the context, chunk size and tile policy.
     pub fn new(model: &Model<B>, backend: &mut B, config: &RuntimeConfig) -> Result<Self> {
+        let n_ctx = Self::checked_ctx(model, config)?;
+        let kv = model.kv_cache(backend, n_ctx, config)?;
+        Ok(Self::with_cache(model, config, n_ctx, kv))
+    }
+
+    /// `n` sessions like [`Session::new`]'s meant to be decoded together
+    /// ([`Session::decode_batch`]), their caches from [`Model::kv_caches`] (on the wgpu
+    /// backend, regions of one arena, so their attention runs in one set of dispatches).
+    pub fn group(
+        model: &Model<B>,
+        backend: &mut B,
+        config: &RuntimeConfig,
+        n: usize,
+    ) -> Result<Vec<Self>> {
+        let n_ctx = Self::checked_ctx(model, config)?;
+        let caches = model.kv_caches(backend, n, n_ctx, config)?;
+        Ok(caches
+            .into_iter()
+            .map(|kv| Self::with_cache(model, config, n_ctx, kv))
+            .collect())
+    }
+
+    /// The context `config` gives `model`, refused when it or the chunk is 0.
+    fn checked_ctx(model: &Model<B>, config: &RuntimeConfig) -> Result<usize> {
         let n_ctx = config.n_ctx(&model.config);
         if n_ctx == 0 || config.chunk == 0 {
             return Err(Error::InvalidSetting {
@@ -32,15 +56,20 @@ impl<B: Backend> Session<B> {
                 expected: "both at least 1".into(),
             });
         }
-        Ok(Session {
-            kv: model.kv_cache(backend, n_ctx, config)?,
+        Ok(n_ctx)
+    }
+
+    /// An empty session over `kv`, a cache of `n_ctx` positions.
+    fn with_cache(model: &Model<B>, config: &RuntimeConfig, n_ctx: usize, kv: B::KvCache) -> Self {
+        Session {
+            kv,
             n_ctx,
             chunk: config.chunk,
             policy: config.resolve_tile_policy(),
             tokens: Vec::new(),
             tiles_used: Vec::new(),
             rewinds: model.config.cache_rewinds(),
-        })
+        }
     }
 
     /// The context length.

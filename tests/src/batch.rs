@@ -86,7 +86,8 @@ pub fn deepseek4_straddling(tokens: &[u32]) -> ([&[u32]; 4], [&[u32]; 4]) {
 /// Checks that 10 greedy steps from each of `rows` prompts, in sessions of 64 positions
 /// prefilled in chunks of 16, give the same tokens alone (a generator per prompt, one after
 /// another) and together (each generator prefills its prompt and samples its first token in
-/// turn, then every later token of every sequence comes from one `Session::decode_batch`).
+/// turn, then every later token of every sequence comes from one `Session::decode_batch` over
+/// sessions from `Session::group`, as the server's slots).
 ///
 /// # Panics
 /// If a step fails or the tokens differ.
@@ -159,10 +160,8 @@ fn greedy_alone_and_together<B: Backend>(
         alone.push(ids);
     }
 
-    let mut sessions = prompts
-        .iter()
-        .map(|_| Session::new(model, backend, config))
-        .collect::<moetile::Result<Vec<_>>>()?;
+    // As the server allocates its slots (on the wgpu backend, regions of one KV arena).
+    let mut sessions = Session::group(model, backend, config, prompts.len())?;
     let mut generators = sessions
         .iter_mut()
         .zip(&prompts)

@@ -18,6 +18,8 @@ pub(crate) enum Grid<'a> {
     Items(usize),
     /// `(x, y)` workgroups.
     Groups(u32, u32),
+    /// `(x, y, z)` workgroups.
+    Groups3(u32, u32, u32),
     /// Workgroup counts a kernel wrote to a buffer, at a byte offset.
     Indirect(&'a wgpu::Buffer, u64),
 }
@@ -53,9 +55,12 @@ impl Recorder<'_> {
             other => other,
         };
         let limit = self.profile().max_workgroups_per_dim;
-        if let Grid::Groups(x, y) = grid
-            && let Some(big) = [x, y].into_iter().find(|&g| g > limit)
-        {
+        let dims = match grid {
+            Grid::Groups(x, y) => Some([x, y, 1]),
+            Grid::Groups3(x, y, z) => Some([x, y, z]),
+            _ => None,
+        };
+        if let Some(big) = dims.into_iter().flatten().find(|&g| g > limit) {
             return Err(WgpuError::GridTooLarge {
                 op: kernel.name().to_string(),
                 groups: u64::from(big),
@@ -88,6 +93,7 @@ impl Recorder<'_> {
             pass.set_bind_group(0, &bind.group, &bind.offsets);
             match grid {
                 Grid::Groups(x, y) => pass.dispatch_workgroups(x, y, 1),
+                Grid::Groups3(x, y, z) => pass.dispatch_workgroups(x, y, z),
                 Grid::Indirect(args, offset) => pass.dispatch_workgroups_indirect(args, offset),
                 Grid::Items(_) => unreachable!("resolved to workgroups above"),
             }

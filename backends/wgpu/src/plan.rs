@@ -52,6 +52,13 @@ pub(crate) fn model_kernels(
             KernelKey::AttnInput {
                 kv: options.kv,
                 norm: config.qk_norm,
+                seq_table: false,
+            },
+            // Batched decode over a cache arena (`crate::attention::attend_seqs`).
+            KernelKey::AttnInput {
+                kv: options.kv,
+                norm: config.qk_norm,
+                seq_table: true,
             },
             KernelKey::AttnPrefill {
                 head_dim,
@@ -61,6 +68,12 @@ pub(crate) fn model_kernels(
             KernelKey::AttnDecode {
                 head_dim,
                 kv: options.kv,
+                seq_table: false,
+            },
+            KernelKey::AttnDecode {
+                head_dim,
+                kv: options.kv,
+                seq_table: true,
             },
             KernelKey::AttnCombine {
                 head_dim,

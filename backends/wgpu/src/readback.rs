@@ -25,8 +25,9 @@ impl WgpuContext {
         })
     }
 
-    /// Copies a whole buffer to the host, after all work queued before.
-    pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, what: &str) -> Result<Vec<u8>> {
+    /// Copies a whole buffer to the host, after all work queued before (tests read a KV
+    /// cache's rows with it: [`crate::KvCache::buffers`]).
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer, what: &str) -> Result<Vec<u8>> {
         let mut enc = self.encoder("readback", BufferPool::default());
         let staging = self.copy_for_readback(&mut enc, buffer, buffer.size())?;
         let submission = self.submit_encoder(enc)?;

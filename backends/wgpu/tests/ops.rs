@@ -1031,6 +1031,156 @@ fn attention_batch_attends_each_row_over_its_own_cache() {
     }
 }
 
+/// Rows of several sequences whose caches are regions of one arena (`Backend::kv_caches`)
+/// attend in one set of dispatches (`attention::attend_seqs`): at positions 0, inside and just
+/// past a 32-position decode chunk, and past two, over two steps, with q/k norms and with
+/// gpt-oss's sinks and a window narrower than the longest prompt. Each row equals the same row
+/// attended over a cache of its own (the per-row path), bit for bit, and the CPU reference
+/// within the module's bounds; no region is written outside its own rows (the arena starts
+/// poisoned, and every unwritten row comes back poisoned).
+#[test]
+fn arena_rows_attend_together_like_each_over_its_own_cache() {
+    if shared_ctx().is_none() {
+        return;
+    }
+    let mut rng = rng("arena_rows_attend_together_like_each_over_its_own_cache");
+    let (hd, n_heads, n_kv_heads) = (64, 8, 2);
+    let n_ctx = 80;
+    let p = AttentionParams {
+        n_heads,
+        n_kv_heads,
+        head_dim: hd,
+        scale: 1.0 / (hd as f32).sqrt(),
+        rope: AttnCase::new(ActType::F32, hd, (n_heads, n_kv_heads), &[]).rope,
+        norm_eps: 1e-6,
+    };
+    let width = (n_heads + 2 * n_kv_heads) * hd;
+    let prompts = [5, 0, 31, 32, 70, 1];
+    let steps = 2;
+    let mut worst = Vec::new();
+    for (kv, tol) in [(ActType::F32, 1e-5), (ActType::F16, 2e-3)] {
+        for gptoss in [false, true] {
+            let mut gpu = backend(kv).unwrap();
+            let mut cpu = CpuBackend::new();
+            let head = |gpu: &mut WgpuBackend, cpu: &mut CpuBackend, name, rng: &mut StdRng| {
+                let data = uniform(rng, hd, 1.0);
+                upload_both(gpu, cpu, f32_data(name, &[hd], &data))
+            };
+            let (gq, cq) = head(&mut gpu, &mut cpu, "q_norm", &mut rng);
+            let (gk, ck) = head(&mut gpu, &mut cpu, "k_norm", &mut rng);
+            let s: Vec<f32> = uniform(&mut rng, n_heads, 3.0)
+                .iter()
+                .map(|x| x + 1.0)
+                .collect();
+            let (gs, cs) = upload_both(&mut gpu, &mut cpu, f32_data("sinks", &[n_heads], &s));
+            let gp = GptOssAttentionParams {
+                attn: p,
+                yarn: Yarn::NONE,
+                window: Some(40),
+            };
+            // The layer's attention: of a prompt from position 0 over one cache, or of a row
+            // per cache at `positions`.
+            macro_rules! prefill {
+                ($b:expr, $qkv:expr, $q:expr, $k:expr, $s:expr, $kv:expr) => {
+                    if gptoss {
+                        $b.gptoss_attention($qkv, $s, $kv, 1, 0, &gp)
+                    } else {
+                        $b.attention($qkv, Some([$q, $k]), $kv, 1, 0, &p)
+                    }
+                };
+            }
+            macro_rules! batch {
+                ($b:expr, $qkv:expr, $q:expr, $k:expr, $s:expr, $kvs:expr, $positions:expr) => {
+                    if gptoss {
+                        $b.gptoss_attention_batch($qkv, $s, $kvs, $positions, 1, &gp)
+                    } else {
+                        $b.attention_batch($qkv, Some([$q, $k]), $kvs, $positions, 1, &p)
+                    }
+                };
+            }
+            let mut arena = gpu
+                .kv_caches(prompts.len(), 2, n_ctx, n_kv_heads, hd)
+                .unwrap();
+            assert!(arena[0].shares_layer(&arena[1], 1));
+            let mut own: Vec<KvCache> = prompts
+                .iter()
+                .map(|_| gpu.kv_cache(2, n_ctx, n_kv_heads, hd).unwrap())
+                .collect();
+            let mut cpus: Vec<_> = prompts
+                .iter()
+                .map(|_| cpu.kv_cache(2, n_ctx, n_kv_heads, hd).unwrap())
+                .collect();
+            for (i, &len) in prompts.iter().enumerate().filter(|(_, l)| **l > 0) {
+                let qkv = uniform(&mut rng, len * width, 2.0);
+                let g = gpu_act(&mut gpu, len, width, &qkv);
+                prefill!(gpu, &g, &gq, &gk, &gs, &mut arena[i]).unwrap();
+                prefill!(gpu, &g, &gq, &gk, &gs, &mut own[i]).unwrap();
+                let c = cpu_act(len, width, &qkv);
+                prefill!(cpu, &c, &cq, &ck, &cs, &mut cpus[i]).unwrap();
+            }
+            for step in 0..steps {
+                let positions: Vec<usize> = prompts.iter().map(|&len| len + step).collect();
+                let rows = prompts.len();
+                let qkv = uniform(&mut rng, rows * width, 2.0);
+                let g = gpu_act(&mut gpu, rows, width, &qkv);
+                let mut kvs: Vec<&mut KvCache> = arena.iter_mut().collect();
+                let together = batch!(gpu, &g, &gq, &gk, &gs, &mut kvs[..], &positions);
+                let together = gpu.read(&together.unwrap()).unwrap();
+                let mut kvs: Vec<&mut KvCache> = own.iter_mut().collect();
+                let each = batch!(gpu, &g, &gq, &gk, &gs, &mut kvs[..], &positions);
+                let each = gpu.read(&each.unwrap()).unwrap();
+                let c = cpu_act(rows, width, &qkv);
+                let mut kvs: Vec<_> = cpus.iter_mut().collect();
+                let want = batch!(cpu, &c, &cq, &ck, &cs, &mut kvs[..], &positions).unwrap();
+                let label = format!("arena {kv:?} gpt-oss {gptoss} at positions {positions:?}");
+                let same = together
+                    .iter()
+                    .zip(&each)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{label}: the arena's rows differ from each row's own cache's"
+                );
+                check_close(&label, &together, &want.data, |_| tol);
+                let err = together
+                    .iter()
+                    .zip(&want.data)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                worst.push((label, err));
+            }
+            // Every region's rows up to its last position hold values, the rest the poison.
+            gpu.flush().unwrap();
+            let ctx = gpu.context().clone();
+            let row_bytes = n_kv_heads * hd * kv.bytes();
+            let k_and_v: Vec<&wgpu::Buffer> = arena[0].buffers().skip(2).collect();
+            for buffer in k_and_v {
+                let bytes = ctx.read_buffer(buffer, "arena").unwrap();
+                for (i, (cache, &len)) in arena.iter().zip(&prompts).enumerate() {
+                    let end = arena
+                        .get(i + 1)
+                        .map_or(bytes.len(), |c| c.row0() * row_bytes);
+                    let region = &bytes[cache.row0() * row_bytes..end];
+                    let (written, rest) = region.split_at((len + steps) * row_bytes);
+                    let words = |b: &[u8]| -> Vec<u32> { bytemuck::cast_slice(b).to_vec() };
+                    assert!(
+                        words(written).iter().all(|&w| w != u32::MAX),
+                        "{kv:?}: region {i} lacks a row it wrote"
+                    );
+                    assert!(
+                        rest.iter().all(|&b| b == 0xff),
+                        "{kv:?}: region {i} was written past position {}",
+                        len + steps - 1
+                    );
+                }
+            }
+        }
+    }
+    for (label, err) in worst {
+        println!("{label}: max |err| {err:.2e}");
+    }
+}
+
 /// The route weights' tolerance: 1e-6 relative, but 1e-5 for sqrt-softplus gates, whose `log`
 /// (of `1 + e^x` in [1.06, 2]) a conforming GPU computes to 2^-21 absolute only: up to 8e-6
 /// of the softplus, halved by the square root, a few ulps more through the normalisation.

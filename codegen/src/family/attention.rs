@@ -76,6 +76,25 @@ fn sinks_binding(sinks: bool) -> Option<Binding> {
     sinks.then(|| b(9, "sinks", ReadOnly))
 }
 
+/// The fragment placing each token in the cache: one sequence, or a table of sequences.
+fn seq_fragment(seq_table: bool) -> &'static str {
+    if seq_table {
+        "attn/seq_table.wgsl"
+    } else {
+        "attn/seq_one.wgsl"
+    }
+}
+
+/// The suffix naming a kernel over a table of sequences.
+fn seq_suffix(seq_table: bool) -> &'static str {
+    if seq_table { "_seqs" } else { "" }
+}
+
+/// The binding of the table of sequences (`wgsl/attn/seq_table.wgsl`), where the kernel has it.
+fn seq_binding(seq_table: bool) -> Option<Binding> {
+    seq_table.then(|| b(7, "seqs", ReadOnly))
+}
+
 /// The cache fragment of `kv`.
 fn kv_fragment(kv: ActType) -> &'static str {
     match kv {
@@ -97,16 +116,19 @@ fn cache_reader_bindings() -> Vec<Binding> {
 /// Threads of an `attn_input` workgroup (one head of one token; a pair of values each).
 const INPUT_WG_SIZE: u32 = 64;
 
-/// `attn_input`: per cache type, with or without the per-head q/k RMS norms (qwen3).
+/// `attn_input`: per cache type, with or without the per-head q/k RMS norms (qwen3), for one
+/// sequence or a table of them.
 pub(crate) struct AttnInput {
     pub(crate) kv: ActType,
     pub(crate) norm: bool,
+    pub(crate) seq_table: bool,
 }
 
 impl Family for AttnInput {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let norm = if self.norm { "_norm" } else { "" };
-        write!(f, "attn_input{norm}_{}", self.kv.name())
+        let seqs = seq_suffix(self.seq_table);
+        write!(f, "attn_input{norm}{seqs}_{}", self.kv.name())
     }
 
     fn template(&self) -> &'static str {
@@ -119,7 +141,12 @@ impl Family for AttnInput {
         } else {
             "attn_input/plain.wgsl"
         };
-        vec![kv_fragment(self.kv), "reduce/sum.wgsl", norm]
+        vec![
+            kv_fragment(self.kv),
+            "reduce/sum.wgsl",
+            norm,
+            seq_fragment(self.seq_table),
+        ]
     }
 
     fn params(&self) -> Layout {
@@ -138,6 +165,7 @@ impl Family for AttnInput {
         if self.norm {
             list.extend([b(6, "q_norm", ReadOnly), b(8, "k_norm", ReadOnly)]);
         }
+        list.extend(seq_binding(self.seq_table));
         list
     }
 
@@ -212,15 +240,17 @@ impl Family for Prefill {
     }
 }
 
-/// `attn_decode`, per head width and cache type.
+/// `attn_decode`, per head width and cache type, for one sequence or a table of them.
 pub(crate) struct Decode {
     pub(crate) head_dim: u32,
     pub(crate) kv: ActType,
+    pub(crate) seq_table: bool,
 }
 
 impl Family for Decode {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attn_decode_h{}_{}", self.head_dim, self.kv.name())
+        let seqs = seq_suffix(self.seq_table);
+        write!(f, "attn_decode{seqs}_h{}_{}", self.head_dim, self.kv.name())
     }
 
     fn template(&self) -> &'static str {
@@ -228,7 +258,11 @@ impl Family for Decode {
     }
 
     fn fragments(&self) -> Vec<&'static str> {
-        vec!["attn/common.wgsl", kv_fragment(self.kv)]
+        vec![
+            "attn/common.wgsl",
+            kv_fragment(self.kv),
+            seq_fragment(self.seq_table),
+        ]
     }
 
     fn params(&self) -> Layout {
@@ -238,6 +272,7 @@ impl Family for Decode {
     fn bindings(&self) -> Vec<Binding> {
         let mut list = cache_reader_bindings();
         list.extend([b(4, "part_acc", ReadWrite), b(5, "part_ml", ReadWrite)]);
+        list.extend(seq_binding(self.seq_table));
         list
     }
 

@@ -462,6 +462,22 @@ pub trait Backend {
         head_dim: usize,
     ) -> Result<Self::KvCache>;
 
+    /// `n` empty caches like [`Backend::kv_cache`]'s, for sequences decoded together
+    /// ([`Backend::attention_batch`]): a backend may lay them out so their rows attend in one
+    /// go (the wgpu backend's KV arena). Each is used as an ordinary cache.
+    fn kv_caches(
+        &mut self,
+        n: usize,
+        n_layers: usize,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<Vec<Self::KvCache>> {
+        (0..n)
+            .map(|_| self.kv_cache(n_layers, n_ctx, n_kv_heads, head_dim))
+            .collect()
+    }
+
     /// Rows of an embedding table `[D, vocab]`: `(T, D)`.
     fn embed(&mut self, table: &Self::Weight, tokens: &[u32]) -> Result<Self::Act>;
     /// RMS norm of every group of `w.len` values of each row, times `w` (f32 `[n]`). A row of

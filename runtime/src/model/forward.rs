@@ -154,6 +154,24 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// `n` empty KV caches like [`Self::kv_cache`]'s for sequences decoded together: from
+    /// [`Backend::kv_caches`] where the model's cache is plain keys and values.
+    pub fn kv_caches(
+        &self,
+        backend: &mut B,
+        n: usize,
+        n_ctx: usize,
+        runtime: &RuntimeConfig,
+    ) -> Result<Vec<B::KvCache>> {
+        let c = &self.config;
+        if c.deepseek4.is_none() && c.qwen35moe.is_none() {
+            return backend.kv_caches(n, c.n_layers, n_ctx, c.n_kv_heads, c.head_dim);
+        }
+        (0..n)
+            .map(|_| self.kv_cache(backend, n_ctx, runtime))
+            .collect()
+    }
+
     /// The tile width the routed-MoE matmuls use for a batch of `tokens` (None for dense
     /// models).
     pub fn tile_for(&self, tokens: usize, policy: &TilePolicy) -> Option<TileWidth> {

@@ -18,6 +18,7 @@ use crate::attention::{self, AttentionKernel, AttnInputs, CacheSlot, KvCache};
 use crate::buffers::GpuMatrix;
 use crate::deepseek4::Deepseek4Cache;
 use crate::delta_net::{self, DeltaNetBuffers, DeltaNetScratch};
+use crate::error::WgpuError;
 use crate::layout::ExpertTensor;
 use crate::moe::{self, MoeBuffers, MoeInputs, MoeOptions, MoePlan, MvExtras, Routing, RowNorm};
 use crate::ops;
@@ -50,6 +51,32 @@ impl<'w> LayerAttention<'w> {
             yarn: p.yarn,
             sinks: Some(sinks),
             window: p.window,
+        }
+    }
+}
+
+/// A layer's [`LayerAttention`] as device buffers.
+struct LayerBuffers {
+    qk_norm: Option<[wgpu::Buffer; 2]>,
+    sinks: Option<wgpu::Buffer>,
+    window: Option<usize>,
+}
+
+impl LayerBuffers {
+    /// The attention inputs of `rows` of `qkv` with these and `angles`.
+    fn inputs<'a>(
+        &'a self,
+        qkv: &'a GpuMatrix,
+        rows: Range<usize>,
+        angles: &'a wgpu::Buffer,
+    ) -> AttnInputs<'a> {
+        AttnInputs {
+            qkv,
+            rows,
+            angles,
+            qk_norm: self.qk_norm.as_ref().map(|[q, k]| [q, k]),
+            sinks: self.sinks.as_ref(),
+            window: self.window,
         }
     }
 }
@@ -209,9 +236,10 @@ impl WgpuBackend {
         Ok(out)
     }
 
-    /// One set of attention dispatches per row, each reading its row of `qkv` and writing its
-    /// row of the output against its own cache and position, all recorded into the open
-    /// encoder, so the rows never pass through host memory.
+    /// The attention of row i of `qkv`, the next token of the sequence of `kvs[i]` at
+    /// `positions[i]`, recorded into the open encoder, so the rows never pass through host
+    /// memory: one set of dispatches for all rows when their caches are regions of one arena
+    /// ([`attention::attend_seqs`]), else one set per row.
     fn attend_each(
         &mut self,
         qkv: &GpuMatrix,
@@ -223,15 +251,59 @@ impl WgpuBackend {
     ) -> moetile::Result<GpuMatrix> {
         check_batch("attention_batch", qkv.rows, kvs, positions)?;
         let out = self.output(qkv.rows, p.n_heads * p.head_dim, "attention")?;
-        for (row, (kv, &pos0)) in kvs.iter().zip(positions).enumerate() {
-            let slot = CacheSlot {
+        let slots: Vec<CacheSlot<'_>> = kvs
+            .iter()
+            .zip(positions)
+            .map(|(kv, &pos0)| CacheSlot {
                 cache: kv,
                 layer,
                 pos0,
-            };
+            })
+            .collect();
+        let end = positions.iter().max().map_or(1, |&p| p + 1);
+        if slots.len() > 1
+            && slots.iter().all(|s| s.cache.shares_layer(kvs[0], layer))
+            && attention::seqs_fit(&self.ctx, kvs[0], slots.len(), end, p)
+        {
+            let (angles, with) = self.attention_inputs(end, with, p)?;
+            let inputs = with.inputs(qkv, 0..qkv.rows, &angles);
+            self.record("attention", |rec| {
+                attention::attend_seqs(rec, inputs, &slots, p, &out)
+            })?;
+            return Ok(out);
+        }
+        for (row, slot) in slots.into_iter().enumerate() {
             self.attend_rows(qkv, row..row + 1, with, slot, p, &out)?;
         }
         Ok(out)
+    }
+
+    /// The rotary table of positions `0..end` and the device buffers of `layer`'s norms and
+    /// sinks.
+    fn attention_inputs(
+        &mut self,
+        end: usize,
+        layer: &LayerAttention<'_>,
+        p: &AttentionParams,
+    ) -> moetile::Result<(wgpu::Buffer, LayerBuffers)> {
+        let qk_norm = match layer.qk_norm {
+            Some([wq, wk]) => Some([
+                ops::vector("q norm", wq)?.clone(),
+                ops::vector("k norm", wk)?.clone(),
+            ]),
+            None => None,
+        };
+        let sinks = match layer.sinks {
+            Some(s) => Some(ops::vector("attention sinks", s)?.clone()),
+            None => None,
+        };
+        let angles = self.rope_table(end, &p.rope, &layer.yarn)?;
+        let buffers = LayerBuffers {
+            qk_norm,
+            sinks,
+            window: layer.window,
+        };
+        Ok((angles, buffers))
     }
 
     /// Records the attention of `rows` of `qkv` at `slot` into the same rows of `out`, with
@@ -252,27 +324,9 @@ impl WgpuBackend {
                 needed: end,
             });
         }
-        let qk_norm = match layer.qk_norm {
-            Some([wq, wk]) => Some([
-                ops::vector("q norm", wq)?.clone(),
-                ops::vector("k norm", wk)?.clone(),
-            ]),
-            None => None,
-        };
-        let sinks = match layer.sinks {
-            Some(s) => Some(ops::vector("attention sinks", s)?.clone()),
-            None => None,
-        };
-        let angles = self.rope_table(end, &p.rope, &layer.yarn)?;
+        let (angles, with) = self.attention_inputs(end, layer, p)?;
         let kernel = AttentionKernel::for_batch(rows.len());
-        let inputs = AttnInputs {
-            qkv,
-            rows,
-            angles: &angles,
-            qk_norm: qk_norm.as_ref().map(|[q, k]| [q, k]),
-            sinks: sinks.as_ref(),
-            window: layer.window,
-        };
+        let inputs = with.inputs(qkv, rows, &angles);
         self.record("attention", |rec| {
             attention::attend(rec, inputs, slot, p, kernel, out)
         })
@@ -395,6 +449,32 @@ impl Backend for WgpuBackend {
         let kv = self.options.kv;
         let cache = KvCache::new(&self.ctx, n_layers, n_ctx, n_kv_heads, head_dim, kv)?;
         Ok(self.session_cache(cache))
+    }
+
+    /// Regions of one arena ([`KvCache::arena`]), so a batch of their sequences attends in one
+    /// set of dispatches; separate caches where the arena would not fit one storage binding.
+    fn kv_caches(
+        &mut self,
+        n: usize,
+        n_layers: usize,
+        n_ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> moetile::Result<Vec<KvCache>> {
+        let kv = self.options.kv;
+        let caches = match KvCache::arena(&self.ctx, n, n_layers, n_ctx, n_kv_heads, head_dim, kv) {
+            Ok(caches) => caches,
+            Err(WgpuError::TooLarge { .. }) => {
+                return (0..n)
+                    .map(|_| self.kv_cache(n_layers, n_ctx, n_kv_heads, head_dim))
+                    .collect();
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Every cache's buffers are the arena's: poisoned once.
+        let mut caches = caches.into_iter();
+        let first = caches.next().map(|c| self.session_cache(c));
+        Ok(first.into_iter().chain(caches).collect())
     }
 
     fn embed(&mut self, table: &ExpertTensor, tokens: &[u32]) -> moetile::Result<GpuMatrix> {

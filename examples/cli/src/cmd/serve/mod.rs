@@ -226,9 +226,7 @@ impl BackendTask for Task<'_> {
         let s = self.settings;
         let config = info.tuned(&s.runtime.config);
         let (model, _) = self.file.load(backend, config.n_ctx(&self.file.config))?;
-        let mut sessions = (0..s.parallel)
-            .map(|_| Session::new(&model, backend, &config))
-            .collect::<moetile::Result<Vec<_>>>()
+        let mut sessions = Session::group(&model, backend, &config, s.parallel)
             .context("allocating the slots' KV caches")?;
         let n_ctx = config.n_ctx(&model.config);
         let metrics = Arc::new(Metrics::new(s.parallel, n_ctx));
