@@ -81,7 +81,7 @@ pub fn tiny_qwen35moe(seed: u64) -> Vec<u8> {
 }
 
 /// Harmony's tags, which gpt-oss vocabularies hold as control tokens.
-const HARMONY_TAGS: [&str; 7] = [
+pub const HARMONY_TAGS: [&str; 7] = [
     "<|start|>",
     "<|end|>",
     "<|message|>",

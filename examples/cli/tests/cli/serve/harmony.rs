@@ -13,17 +13,6 @@ use serde_json::{Value, json};
 
 use super::Server;
 
-/// Harmony's tags, none of which may reach the client.
-const TAGS: [&str; 7] = [
-    "<|start|>",
-    "<|end|>",
-    "<|message|>",
-    "<|channel|>",
-    "<|constrain|>",
-    "<|return|>",
-    "<|call|>",
-];
-
 /// The tiny gpt-oss shared by these tests.
 fn gptoss_model() -> &'static Path {
     static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
@@ -97,7 +86,7 @@ fn openai_messages(messages: &Value) -> Value {
 /// Fails if any harmony tag is in `answer`.
 fn assert_no_tags(answer: &Value) {
     let text = answer.to_string();
-    for tag in TAGS {
+    for tag in moetile_tests::HARMONY_TAGS {
         assert!(!text.contains(tag), "{tag} reached the client: {text}");
     }
 }
