@@ -364,15 +364,26 @@ pub fn attend(
     )
 }
 
+/// What [`attend_seqs`] reads of each sequence: the arena row of its position 0, and its
+/// position. The same for every layer of a decode step, so uploaded once a step.
+pub fn seq_table(slots: &[CacheSlot<'_>]) -> Vec<[u32; 2]> {
+    slots
+        .iter()
+        .map(|s| [s.cache.row0 as u32, s.pos0 as u32])
+        .collect()
+}
+
 /// Records the next token of each of several sequences, row `inputs.rows.start + i` at
 /// `slots[i]`, with one set of decode dispatches: every slot's cache must be a region of the
-/// same arena layer ([`KvCache::shares_layer`]) and hold `pos0`. Equals [`attend`] per row
+/// same arena layer ([`KvCache::shares_layer`]) and hold `pos0`; `seqs` holds
+/// [`seq_table`]`(slots)`. Equals [`attend`] per row
 /// while no row's chunks of positions outnumber [`DECODE_MAX_SPLITS`] (past that the rows
 /// share the longest row's chunks per split, which regroups the sums).
 pub fn attend_seqs(
     rec: &mut Recorder<'_>,
     inputs: AttnInputs<'_>,
     slots: &[CacheSlot<'_>],
+    seqs: &wgpu::Buffer,
     p: &AttentionParams,
     out: &GpuMatrix,
 ) -> Result<()> {
@@ -399,26 +410,23 @@ pub fn attend_seqs(
             ),
         ));
     }
-    if inputs.rows.len() != slots.len() {
+    if inputs.rows.len() != slots.len() || seqs.size() < (slots.len() * 8) as u64 {
         return Err(shape(
             "attention",
-            format!("rows {:?} for {} sequences", inputs.rows, slots.len()),
+            format!(
+                "rows {:?} and a table of {} bytes for {} sequences",
+                inputs.rows,
+                seqs.size(),
+                slots.len()
+            ),
         ));
     }
-    // Per row: the arena row of its position 0, and its position.
-    let table: Vec<[u32; 2]> = slots
-        .iter()
-        .map(|s| [s.cache.row0 as u32, s.pos0 as u32])
-        .collect();
-    let seqs = rec
-        .buffers()
-        .storage_init("attention sequences", bytemuck::cast_slice(&table))?;
     let [k, v] = cache.layers[layer].as_ref().expect("checked above");
     let kv = [k.as_entire_binding(), v.as_entire_binding()];
     let kernel = AttentionKernel::Decode {
         max_splits: DECODE_MAX_SPLITS,
     };
-    let place = Place::Table { seqs: &seqs };
+    let place = Place::Table { seqs };
     record(rec, inputs, cache, kv, place, n_keys, p, kernel, out)
 }
 

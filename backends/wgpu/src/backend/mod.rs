@@ -31,7 +31,7 @@ use crate::context::WgpuContext;
 use crate::encoder::Encoder;
 use crate::error::WgpuError;
 use crate::plan::WeightUse;
-use crate::pool::BufferPool;
+use crate::pool::{BufferPool, PooledBuffer};
 use crate::profile::{ProfileReport, StageProfiler};
 use crate::recorder::Recorder;
 use batch::{DenseCache, RopeTable};
@@ -54,6 +54,9 @@ pub struct WgpuBackend {
     enc: Option<Encoder>,
     dense: DenseCache,
     rope: Vec<RopeTable>,
+    /// The last batched decode's sequence table and its upload
+    /// ([`crate::attention::seq_table`]): every layer of a step reads the same one.
+    seq_table: Option<(Vec<[u32; 2]>, PooledBuffer)>,
     nan: Option<wgpu::Buffer>,
     profiler: Option<StageProfiler>,
     /// Host time in reads and submissions, for [`Self::take_host_times`].
@@ -116,6 +119,7 @@ impl WgpuBackend {
             enc: None,
             dense: DenseCache::default(),
             rope: Vec::new(),
+            seq_table: None,
             nan: None,
             profiler: None,
             host: HostTimes::default(),

@@ -265,10 +265,18 @@ impl WgpuBackend {
             && slots.iter().all(|s| s.cache.shares_layer(kvs[0], layer))
             && attention::seqs_fit(&self.ctx, kvs[0], slots.len(), end, p)
         {
+            let table = attention::seq_table(&slots);
+            if self.seq_table.as_ref().is_none_or(|(t, _)| *t != table) {
+                let upload = self
+                    .buffers()
+                    .storage_init("attention sequences", bytemuck::cast_slice(&table))?;
+                self.seq_table = Some((table, upload));
+            }
+            let seqs = (*self.seq_table.as_ref().expect("set above").1).clone();
             let (angles, with) = self.attention_inputs(end, with, p)?;
             let inputs = with.inputs(qkv, 0..qkv.rows, &angles);
             self.record("attention", |rec| {
-                attention::attend_seqs(rec, inputs, &slots, p, &out)
+                attention::attend_seqs(rec, inputs, &slots, &seqs, p, &out)
             })?;
             return Ok(out);
         }
