@@ -945,15 +945,9 @@ fn attention_kernels_agree_on_small_batches() {
     }
 }
 
-/// Rows of different sequences, each the next token of its own cache at its own position (an
-/// empty cache among them), attend like the CPU reference's, over two steps so the second reads
-/// the keys and values the first appended to each cache. Outputs and caches start poisoned.
-#[test]
-fn attention_batch_attends_each_row_over_its_own_cache() {
-    if shared_ctx().is_none() {
-        return;
-    }
-    let mut rng = rng("attention_batch_attends_each_row_over_its_own_cache");
+/// The attention of the batched-sequence tests (8 query heads over 2 key/value heads of 64) and
+/// the width of its `qkv` rows.
+fn batch_params() -> (AttentionParams, usize) {
     let (hd, n_heads, n_kv_heads) = (64, 8, 2);
     let p = AttentionParams {
         n_heads,
@@ -963,7 +957,20 @@ fn attention_batch_attends_each_row_over_its_own_cache() {
         rope: AttnCase::new(ActType::F32, hd, (n_heads, n_kv_heads), &[]).rope,
         norm_eps: 1e-6,
     };
-    let width = (n_heads + 2 * n_kv_heads) * hd;
+    (p, (n_heads + 2 * n_kv_heads) * hd)
+}
+
+/// Rows of different sequences, each the next token of its own cache at its own position (an
+/// empty cache among them), attend like the CPU reference's, over two steps so the second reads
+/// the keys and values the first appended to each cache. Outputs and caches start poisoned.
+#[test]
+fn attention_batch_attends_each_row_over_its_own_cache() {
+    if shared_ctx().is_none() {
+        return;
+    }
+    let mut rng = rng("attention_batch_attends_each_row_over_its_own_cache");
+    let (p, width) = batch_params();
+    let (hd, n_kv_heads) = (p.head_dim, p.n_kv_heads);
     let prompts = [5, 0, 300, 1];
     // As attention_matches_cpu_at_every_head_width (module docs).
     for (kv, tol) in [(ActType::F32, 1e-5), (ActType::F16, 2e-3)] {
@@ -1044,17 +1051,9 @@ fn arena_rows_attend_together_like_each_over_its_own_cache() {
         return;
     }
     let mut rng = rng("arena_rows_attend_together_like_each_over_its_own_cache");
-    let (hd, n_heads, n_kv_heads) = (64, 8, 2);
+    let (p, width) = batch_params();
+    let (hd, n_heads, n_kv_heads) = (p.head_dim, p.n_heads, p.n_kv_heads);
     let n_ctx = 80;
-    let p = AttentionParams {
-        n_heads,
-        n_kv_heads,
-        head_dim: hd,
-        scale: 1.0 / (hd as f32).sqrt(),
-        rope: AttnCase::new(ActType::F32, hd, (n_heads, n_kv_heads), &[]).rope,
-        norm_eps: 1e-6,
-    };
-    let width = (n_heads + 2 * n_kv_heads) * hd;
     let prompts = [5, 0, 31, 32, 70, 1];
     let steps = 2;
     let mut worst = Vec::new();
